@@ -1,0 +1,36 @@
+"""The one error family of foldconv.
+
+Every message names the parameter, the value it had and the rule it breaks, so that a user reading a
+traceback never has to open the library to find out what went wrong.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FoldError", "fold_error"]
+
+
+class FoldError(ValueError):
+    """Raised when a fold, unfold or equivalence request is impossible or malformed.
+
+    Example:
+        >>> from foldconv import FoldError
+        >>> issubclass(FoldError, ValueError)
+        True
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, value: Any = None, rule: str | None = None):
+        super().__init__(message)
+        self.param = param
+        self.value = value
+        self.rule = rule
+
+
+def fold_error(param: str, value: Any, rule: str) -> FoldError:
+    """Build a FoldError with the canonical message ``"<param>=<value!r>: <rule>"``.
+
+    Example:
+        >>> str(fold_error("r", 0, "must be a positive integer"))
+        'r=0: must be a positive integer'
+    """
+    return FoldError(f"{param}={value!r}: {rule}", param=param, value=value, rule=rule)

@@ -45,7 +45,7 @@ def format_value(value: Any, floatfmt: str = ".4g") -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        return format(value, floatfmt)
+        return repr(value) if floatfmt == "r" else format(value, floatfmt)
     if isinstance(value, tuple):
         return "(" + ",".join(format_value(v, floatfmt) for v in value) + ")"
     return str(value)
@@ -84,7 +84,7 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: PathLike, columns: Option
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: format_value(row.get(c), "r") if isinstance(row.get(c), float) else format_value(row.get(c)) for c in columns})
+        writer.writerow({c: format_value(row.get(c), "r") for c in columns})
     path.write_text(buffer.getvalue())
     return path
 

@@ -16,7 +16,7 @@ probability at most ``D/N``, so ``trials`` independent trials do with probabilit
 
 When the outputs are not integer-valued (a normalisation divides, an activation is not piecewise linear),
 exact arithmetic is unavailable: the verdict then comes from float64 with a relative tolerance, and the
-report says so (``exact is None``).
+report says so (``exact`` is False).
 """
 from __future__ import annotations
 
@@ -79,12 +79,12 @@ class EquivalenceReport:
         >>> report = check_equivalence(conv, derived(lambda m: m), (1, 2, 8))
         >>> bool(report), report.verdict.value, report.exact
         (True, 'equivalent', True)
-        >>> check_equivalence(conv, conv, (1, 2, 8)).exact is None  # real-valued weights: float64 verdict
-        True
+        >>> check_equivalence(conv, conv, (1, 2, 8)).exact  # real-valued weights: float64 verdict
+        False
     """
 
     verdict: Verdict
-    exact: Optional[bool]
+    exact: bool
     reference_shape: Tuple[int, ...]
     candidate_shape: Tuple[int, ...]
     trials: int = 0
@@ -271,7 +271,7 @@ def check_equivalence(
         if isinstance(cand64, nn.Module):
             cand64 = cand64.to(device)
         # Exact verdict.
-        exact: Optional[bool] = True
+        exact: Optional[bool] = True  # None: exact arithmetic unavailable; False: exact check found a difference
         if not is_derived and not (_integer_params(ref64) and _integer_params(cand64)):
             exact, reason = None, "parameters are not integer-valued; use derived() for an exact verdict"
         else:
@@ -316,7 +316,7 @@ def check_equivalence(
         ref_shape, cand_shape = tuple(y_ref.shape), tuple(y_cand.shape)
         if ref_shape != cand_shape:
             return EquivalenceReport(
-                Verdict.SHAPES_DIFFER, exact, ref_shape, cand_shape, reason=f"reference {ref_shape} vs candidate {cand_shape}"
+                Verdict.SHAPES_DIFFER, exact is not None, ref_shape, cand_shape, reason=f"reference {ref_shape} vs candidate {cand_shape}"
             )
         scale = _amax(y_ref) if bool(torch.isfinite(y_ref).all()) else float("inf")
         diff = (y_ref - y_cand).abs()
@@ -353,13 +353,13 @@ def check_equivalence(
     n_values = 2 * exact_range + 1
     return EquivalenceReport(
         verdict=Verdict.EQUIVALENT if equivalent else Verdict.NOT_EQUIVALENT,
-        exact=exact,
+        exact=exact is not None,
         reference_shape=ref_shape,
         candidate_shape=cand_shape,
         trials=trials if exact is not None else 0,
         exact_range=exact_range,
         degree=degree,
-        false_equivalent_bound=(min(1.0, degree / n_values) ** trials) if exact else None,
+        false_equivalent_bound=(min(1.0, degree / n_values) ** trials) if exact is not None else None,
         float64_max_abs=f64_abs,
         float64_max_rel=f64_rel,
         errors=errors,

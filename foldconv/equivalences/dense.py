@@ -1,0 +1,362 @@
+"""A convolution is a fully-connected layer with translation invariance and locality (D2L, seeds 000/003).
+
+Any linear (affine) map of a ``(C, *S)`` input is a matrix ``M`` (plus a bias): :func:`dense_operator`
+materialises it by applying the map to the standard basis. For images, ``M`` read as the tensor
+``W[o, i, j, c, k, l]`` is D2L's 4th-order weight (with channels); re-indexing the input position as an offset
+from the output position, ``V[o, i, j, c, a, b] = W[o, i, j, c, i*S + a, j*S + b]`` (D2L uses ``S = 1``),
+gives :class:`OffsetTensor`. A conv is the FC layer whose ``V`` does not depend on ``(i, j)`` (translation
+invariance) and vanishes outside a window ``|a|, |b| <= Delta`` (locality); both checks return the entries
+that break them, so a position-dependent or non-local operator is located, not just rejected.
+
+The folded big conv (``foldconv.fold_conv``) has exactly the original's matrix with its columns permuted by
+the input layout change (:func:`layout_permutation`); rows are unchanged. As a map on the folded grid it is
+translation invariant only for input shifts that are multiples of ``r*S`` (:func:`shift_violations`).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import einops
+import torch
+from torch import nn
+
+from ..errors import fold_error
+from ..report import figure
+
+__all__ = [
+    "DenseOperator",
+    "OffsetTensor",
+    "dense_operator",
+    "offset_tensor",
+    "layout_permutation",
+    "shift_violations",
+    "parameter_ladder",
+    "operator_figure",
+]
+
+
+def _names(prefix: str, n: int) -> List[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+@dataclass
+class DenseOperator:
+    """The matrix of an affine map on one sample: ``flatten(f(x)) = matrix @ flatten(x) + bias``.
+
+    ``in_shape``/``out_shape`` are per-sample shapes ``(C, *S)``; flattening is row-major (channel, then
+    spatial axes in order).
+    """
+
+    matrix: torch.Tensor
+    bias: torch.Tensor
+    in_shape: Tuple[int, ...]
+    out_shape: Tuple[int, ...]
+
+    @property
+    def params(self) -> int:
+        """Free parameters of a fully-connected layer with this shape: every matrix entry and every bias."""
+        return self.matrix.numel() + self.bias.numel()
+
+    def as_tensor(self) -> torch.Tensor:
+        """D2L's weight tensor ``W[o, *out_pos, c, *in_pos]`` (shape ``out_shape + in_shape``).
+
+        Example:
+            >>> op = dense_operator(torch.nn.Conv2d(1, 1, 3, bias=False), (1, 4, 4))
+            >>> tuple(op.as_tensor().shape)
+            (1, 2, 2, 1, 4, 4)
+        """
+        outs, ins = _names("o", len(self.out_shape)), _names("i", len(self.in_shape))
+        sizes = dict(zip(outs, self.out_shape), **dict(zip(ins, self.in_shape)))
+        return einops.rearrange(self.matrix, f"({' '.join(outs)}) ({' '.join(ins)}) -> {' '.join(outs + ins)}", **sizes)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the operator as a fully-connected layer on a batch ``(B, *in_shape)``."""
+        ins, outs = _names("i", len(self.in_shape)), _names("o", len(self.out_shape))
+        flat = einops.rearrange(x, f"b {' '.join(ins)} -> b ({' '.join(ins)})")
+        y = flat.to(self.matrix.dtype) @ self.matrix.T + self.bias
+        return einops.rearrange(y, f"b ({' '.join(outs)}) -> b {' '.join(outs)}", **dict(zip(outs, self.out_shape)))
+
+
+def dense_operator(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence[int], dtype: torch.dtype = torch.float64) -> DenseOperator:
+    """Materialise the matrix of an affine map (a conv, a folded conv, a layout change...) on one sample.
+
+    Column ``q`` is ``f(e_q) - f(0)``; the bias is ``f(0)``. Modules are copied and run in ``dtype``, so with
+    integer-valued weights the matrix is exact. The cost is one batch of ``prod(in_shape)`` inputs.
+
+    Example:
+        >>> conv = torch.nn.Conv1d(1, 1, 2, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = conv.weight.copy_(torch.tensor([[[1., 2.]]]))
+        >>> dense_operator(conv, (1, 3)).matrix.tolist()
+        [[1.0, 2.0, 0.0], [0.0, 1.0, 2.0]]
+    """
+    shape = tuple(int(s) for s in in_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise fold_error("in_shape", tuple(in_shape), "must be a non-empty per-sample shape (C, *spatial) with sizes >= 1")
+    n = math.prod(shape)
+    if n > 1 << 15:
+        raise fold_error("in_shape", shape, f"has {n} entries; a dense operator is n x m, keep n <= 32768")
+    if isinstance(fn, nn.Module):
+        fn = copy.deepcopy(fn).to(dtype)
+    ins = _names("i", len(shape))
+    eye = torch.eye(n, dtype=dtype)
+    basis = einops.rearrange(eye, f"n ({' '.join(ins)}) -> n {' '.join(ins)}", **dict(zip(ins, shape)))
+    with torch.no_grad():
+        zero = fn(torch.zeros((1,) + shape, dtype=dtype))
+        out = fn(basis)
+    if not isinstance(out, torch.Tensor) or out.shape[0] != n:
+        raise fold_error("fn", getattr(fn, "__name__", type(fn).__name__), "must map a batch (B, *in_shape) to a batch (B, ...)")
+    out_shape = tuple(out.shape[1:])
+    outs = _names("o", len(out_shape))
+    columns = einops.rearrange(out - zero, f"n {' '.join(outs)} -> ({' '.join(outs)}) n")
+    bias = einops.rearrange(zero, f"1 {' '.join(outs)} -> ({' '.join(outs)})")
+    return DenseOperator(columns, bias, shape, out_shape)
+
+
+@dataclass
+class OffsetTensor:
+    """D2L's ``V[o, *i, c, *a] = W[o, *i, c, *(i*S + a)]`` with a mask of the entries inside the input.
+
+    ``offsets[t]`` lists the offset values of spatial axis ``t`` (``a`` runs from ``-(n_out-1)*S`` to ``n-1``).
+    """
+
+    values: torch.Tensor
+    valid: torch.Tensor
+    offsets: Tuple[torch.Tensor, ...]
+    stride: Tuple[int, ...]
+
+    @property
+    def dims(self) -> int:
+        return len(self.offsets)
+
+    def translation_violations(self) -> torch.Tensor:
+        """Entries where ``V`` changes between neighbouring output positions: rows ``(o, *i, c, *a)``.
+
+        Empty exactly when ``V[o, *i, c, *a]`` is the same for every output position ``i`` at which the offset
+        lands inside the input (for a fixed offset those positions form a box, so neighbours suffice).
+        Offsets are reported as values, not indices.
+
+        Example:
+            >>> v = offset_tensor(dense_operator(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 4, 4)))
+            >>> v.translation_violations().shape[0]
+            0
+        """
+        dims = self.dims
+        bad = []
+        for t in range(dims):
+            axis = 1 + t
+            n = self.values.shape[axis]
+            if n < 2:
+                continue
+            a = self.values.narrow(axis, 0, n - 1)
+            b = self.values.narrow(axis, 1, n - 1)
+            ma = self.valid.narrow(t, 0, n - 1)
+            mb = self.valid.narrow(t, 1, n - 1)
+            both = einops.rearrange(ma & mb, "... -> 1 ...")
+            both = both.unsqueeze(1 + dims)  # align with the channel axis c of values (o, *i, c, *a)
+            differ = (a != b) & both
+            bad.append(torch.nonzero(differ))
+        if not bad:
+            return torch.zeros((0, 2 + 2 * dims), dtype=torch.int64)
+        rows = torch.unique(torch.cat(bad), dim=0)
+        return self._offset_values(rows)
+
+    def locality_violations(self, delta: Union[int, Sequence[int]]) -> torch.Tensor:
+        """Non-zero entries with ``|a_t| > delta_t`` on some axis: rows ``(o, *i, c, *a)`` (offsets as values).
+
+        Example:
+            >>> v = offset_tensor(dense_operator(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 4, 4)))
+            >>> v.locality_violations(1).shape[0], v.locality_violations(0).shape[0] > 0
+            (0, True)
+        """
+        dims = self.dims
+        deltas = (delta,) * dims if isinstance(delta, int) else tuple(delta)
+        if len(deltas) != dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in deltas):
+            raise fold_error("delta", delta, f"must be an integer >= 0 or one per spatial axis ({dims})")
+        far = torch.zeros(self.valid.shape[dims:], dtype=torch.bool)
+        for t, (values, d) in enumerate(zip(self.offsets, deltas)):
+            shape = [1] * dims
+            shape[t] = -1
+            far = far | (values.abs() > d).reshape(shape)
+        outside = self.valid & far  # broadcast over output positions
+        outside = einops.rearrange(outside, "... -> 1 ...").unsqueeze(1 + dims)
+        rows = torch.nonzero((self.values != 0) & outside)
+        return self._offset_values(rows)
+
+    def _offset_values(self, rows: torch.Tensor) -> torch.Tensor:
+        rows = rows.clone()
+        for t, values in enumerate(self.offsets):
+            col = 2 + self.dims + t
+            rows[:, col] = values[rows[:, col]]
+        return rows
+
+
+def offset_tensor(op: DenseOperator, stride: Union[int, Sequence[int]] = 1) -> OffsetTensor:
+    """Re-index ``W[o, *i, c, *k]`` to ``V[o, *i, c, *a]`` with ``k = i*stride + a`` (D2L's ``k = i + a``).
+
+    Example:
+        >>> op = dense_operator(torch.nn.Conv1d(1, 1, 3, padding=1, bias=False), (1, 5))
+        >>> v = offset_tensor(op)
+        >>> v.offsets[0].tolist(), tuple(v.values.shape)
+        ([-4, -3, -2, -1, 0, 1, 2, 3, 4], (1, 5, 1, 9))
+    """
+    if len(op.in_shape) != len(op.out_shape) or len(op.in_shape) < 2:
+        raise fold_error("op.in_shape", op.in_shape, f"and out_shape={op.out_shape} must both be (channels, *spatial) with the same number of spatial dims")
+    dims = len(op.in_shape) - 1
+    strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
+    if len(strides) != dims or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides):
+        raise fold_error("stride", stride, f"must be an integer >= 1 or one per spatial axis ({dims})")
+    w = op.as_tensor()  # (o, *i, c, *k)
+    n_in, n_out = op.in_shape[1:], op.out_shape[1:]
+    offsets = tuple(torch.arange(-(m - 1) * s, n) for n, m, s in zip(n_in, n_out, strides))
+    positions, taps, valid = [], [], torch.ones((), dtype=torch.bool)
+    for t in range(dims):
+        shape = [1] * (2 * dims)
+        shape[t] = -1
+        i = torch.arange(n_out[t]).reshape(shape)
+        shape = [1] * (2 * dims)
+        shape[dims + t] = -1
+        k = i * strides[t] + offsets[t].reshape(shape)
+        inside = (k >= 0) & (k < n_in[t])
+        valid = valid & inside
+        positions.append(i)
+        taps.append(k.clamp(0, n_in[t] - 1))
+    gathered = w[(slice(None),) + tuple(positions) + (slice(None),) + tuple(taps)]  # (*i, *a, o, c)
+    ins, offs = " ".join(_names("i", dims)), " ".join(_names("a", dims))
+    values = einops.rearrange(gathered, f"{ins} {offs} o c -> o {ins} c {offs}")
+    mask = einops.rearrange(valid, f"{ins} {offs} -> 1 {ins} 1 {offs}")
+    values = values * mask  # entries outside the input are not part of the operator
+    return OffsetTensor(values, valid, offsets, strides)
+
+
+def layout_permutation(layout: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+    """The index permutation a layout change applies: ``flatten(layout(x)) == flatten(x)[perm]``.
+
+    For a folded conv, ``dense(folded).matrix == dense(original).matrix[:, perm]`` with
+    ``perm = layout_permutation(lambda x: depth_to_space(x, r, order), original_in_shape)``.
+
+    Example:
+        >>> from foldconv import depth_to_space
+        >>> layout_permutation(lambda x: depth_to_space(x, 2), (4, 1, 1)).tolist()
+        [0, 1, 2, 3]
+        >>> layout_permutation(lambda x: depth_to_space(x, 2), (4, 1, 2)).tolist()
+        [0, 2, 1, 3, 4, 6, 5, 7]
+    """
+    shape = tuple(int(s) for s in shape)
+    names = _names("i", len(shape))
+    ids = einops.rearrange(torch.arange(math.prod(shape)), f"({' '.join(names)}) -> 1 {' '.join(names)}", **dict(zip(names, shape)))
+    moved = layout(ids)
+    perm = einops.rearrange(moved, "1 ... -> (...)")
+    if perm.numel() != ids.numel() or not torch.equal(torch.sort(perm).values, torch.arange(perm.numel())):
+        raise fold_error("layout", getattr(layout, "__name__", "layout"), "must be a permutation of its input's entries")
+    return perm
+
+
+def shift_violations(op: DenseOperator, in_shift: Sequence[int], out_shift: Sequence[int]) -> int:
+    """How many entries break ``W[o, i + out_shift, c, k + in_shift] == W[o, i, c, k]`` (both in range).
+
+    Zero means: shifting the input by ``in_shift`` shifts the output by ``out_shift`` (away from borders).
+    A stride-``S`` conv has zero for ``in_shift = S*out_shift``; a conv folded by ``r`` only for multiples of
+    ``r*S`` on the folded grid.
+
+    Example:
+        >>> op = dense_operator(torch.nn.Conv1d(1, 1, 3, stride=2), (1, 9))
+        >>> shift_violations(op, (2,), (1,)), shift_violations(op, (1,), (1,)) > 0
+        (0, True)
+    """
+    dims = len(op.in_shape) - 1
+    if len(in_shift) != dims or len(out_shift) != dims:
+        raise fold_error("in_shift", tuple(in_shift), f"and out_shift={tuple(out_shift)} need one entry per spatial axis ({dims})")
+    w = op.as_tensor()
+    n_out, n_in = op.out_shape[1:], op.in_shape[1:]
+    lo_hi = []
+    for t, (s_out, s_in) in enumerate(zip(out_shift, in_shift)):
+        if not (0 <= s_out < n_out[t]) or abs(s_in) >= n_in[t]:
+            raise fold_error("out_shift", tuple(out_shift), f"must be in [0, {n_out[t]}) and |in_shift| < {n_in[t]} on axis {t}")
+        lo_hi.append((s_out, s_in))
+    a_idx, b_idx = [slice(None)], [slice(None)]
+    for (s_out, _), m in zip(lo_hi, n_out):
+        a_idx.append(slice(0, m - s_out))
+        b_idx.append(slice(s_out, m))
+    a_idx.append(slice(None))
+    b_idx.append(slice(None))
+    for (_, s_in), n in zip(lo_hi, n_in):
+        if s_in >= 0:
+            a_idx.append(slice(0, n - s_in))
+            b_idx.append(slice(s_in, n))
+        else:
+            a_idx.append(slice(-s_in, n))
+            b_idx.append(slice(0, n + s_in))
+    return int((w[tuple(a_idx)] != w[tuple(b_idx)]).sum())
+
+
+def parameter_ladder(
+    height: int, width: int, delta: int, hidden: Optional[int] = None, in_channels: int = 1, out_channels: int = 1
+) -> List[Dict[str, Any]]:
+    """D2L's argument as parameter counts: dense layer -> translation invariance -> locality.
+
+    With the seed's numbers (10^6 pixels, 10^3 hidden units) the dense layer has 10^9 weights; an
+    image-to-image layer ``W[i,j,k,l]`` has 10^12; translation invariance leaves ``(2H-1)(2W-1)``; locality
+    ``|a|,|b| <= Delta`` leaves ``(2*Delta+1)^2`` -- a few hundred for ``Delta = 10``. Channels multiply every
+    row by ``in_channels*out_channels``; biases are not counted.
+
+    Example:
+        >>> [row["params"] for row in parameter_ladder(1000, 1000, 10, hidden=1000)]
+        [1000000000, 1000000000000, 3996001, 441]
+    """
+    for name, value in (("height", height), ("width", width), ("in_channels", in_channels), ("out_channels", out_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise fold_error(name, value, "must be an integer >= 1")
+    if isinstance(delta, bool) or not isinstance(delta, int) or delta < 0:
+        raise fold_error("delta", delta, "must be an integer >= 0")
+    ch = in_channels * out_channels
+    rows = []
+    if hidden is not None:
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise fold_error("hidden", hidden, "must be an integer >= 1")
+        rows.append({"layer": "fully connected, image -> hidden vector", "params": height * width * hidden * in_channels})
+    rows.append({"layer": "fully connected, image -> image, W[i,j,k,l]", "params": (height * width) ** 2 * ch})
+    rows.append({"layer": "translation invariant, V[a,b]", "params": (2 * height - 1) * (2 * width - 1) * ch})
+    rows.append({"layer": f"translation invariant + local, |a|,|b| <= {delta}", "params": (2 * delta + 1) ** 2 * ch})
+    return rows
+
+
+def operator_figure(
+    original: DenseOperator, folded: DenseOperator, perm: torch.Tensor, titles: Sequence[str] = ("conv", "folded conv")
+) -> Tuple[Any, Any]:
+    """Side-by-side images of two dense operators and of the column permutation between them.
+
+    Returns ``(fig, axes)`` from :func:`foldconv.report.figure`; save it with ``save_figure``.
+
+    Example:
+        >>> from foldconv import depth_to_space, fold_conv
+        >>> conv = torch.nn.Conv2d(4, 1, 3, padding=1)
+        >>> a, b = dense_operator(conv, (4, 3, 3)), dense_operator(fold_conv(conv, 2), (1, 6, 6))
+        >>> fig, axes = operator_figure(a, b, layout_permutation(lambda x: depth_to_space(x, 2), (4, 3, 3)))
+        >>> len(axes)
+        3
+    """
+    n = perm.numel()
+    if original.matrix.shape[1] != n or folded.matrix.shape[1] != n:
+        raise fold_error("perm", tuple(perm.shape), f"must have one entry per input entry ({original.matrix.shape[1]})")
+    fig, axes = figure(1, 3, figsize=(15, 4.5))
+    scale = float(max(original.matrix.abs().max(), folded.matrix.abs().max(), 1e-12))
+    panels = [
+        (original.matrix, f"{titles[0]}: {tuple(original.out_shape)} <- {tuple(original.in_shape)}"),
+        (folded.matrix, f"{titles[1]}: {tuple(folded.out_shape)} <- {tuple(folded.in_shape)}"),
+    ]
+    for ax, (m, title) in zip(axes[:2], panels):
+        ax.imshow(m.detach().cpu().numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("input index")
+        ax.set_ylabel("output index")
+    p = torch.zeros(n, n)
+    p[perm, torch.arange(n)] = 1.0  # column q of the folded operator is column perm[q] of the original
+    axes[2].imshow(p.numpy(), cmap="Greys", interpolation="nearest")
+    axes[2].set_title("column permutation: folded = original @ P", fontsize=9)
+    axes[2].set_xlabel("folded input index")
+    axes[2].set_ylabel("original input index")
+    return fig, axes

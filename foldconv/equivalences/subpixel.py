@@ -1,0 +1,355 @@
+"""Sub-pixel convolution is a transposed convolution (Shi et al. 2016), and ICNR is nearest-neighbour resize.
+
+Derivation (paper_notes/subpixel.md), per axis, factor ``r``, low-resolution (LR) kernel ``K``, padding ``P``.
+The sub-pixel conv computes ``y[(o,rho), i] = sum_{c,k} w[(o,rho), c, k] x[c, i + k - P]`` and
+``z[o, i*r + rho] = y[(o,rho), i]`` (``depth_to_space(r, order)``). A transposed conv with stride ``r``,
+kernel ``Kt`` and padding ``Pt`` computes ``out[o, n] = sum_{c,m,kappa: m*r + kappa - Pt = n} wt[c, o, kappa] x[c, m]``.
+With ``m = i + k - P`` and ``n = i*r + rho`` the tap is ``kappa = rho + r*(K-1-k) + Pt - r*(K-1-P)``, so with
+``Pt = r*(K-1-P)`` and ``Kt = r*K`` the map ``(k, rho) -> kappa = r*(K-1-k) + rho`` is a bijection::
+
+    wt[c, o, r*(K-1-k) + rho] = w[(o, rho), c, k]      (flip the kernel, then depth-to-space it)
+
+Both sides have ``r*(N + 2P - K + 1)`` outputs, so ``output_padding = 0``. Conditions: ``P <= K-1`` and a
+sub-pixel bias that is constant over ``rho`` (a transposed conv has one bias per output channel).
+
+Backwards, a transposed conv with any ``Kt``, ``Pt = r*a + b`` (``0 <= b < r``) and ``output_padding`` is a
+sub-pixel conv with ``K = ceil(Kt/r)`` (kernel zero-padded at its end), ``P = K-1-a`` (``+1`` when
+``output_padding > b``; ``0`` when ``a > K-1``), followed by a crop of a fixed number of rows at each end;
+the crop is empty exactly when ``Kt % r == 0``, ``b == 0``, ``a <= K-1`` and ``output_padding == 0``.
+
+ICNR (Aitken et al. 2017) gives all ``r**d`` sub-pixel kernels of an output channel the same LR kernel ``w0``:
+``z[o, i*r + rho] = conv(x, w0)[o, i]``, i.e. the sub-pixel conv is ``nearest_upsample(conv(x, w0), r)``.
+Nearest upsampling followed by any stride-1 conv is also a sub-pixel conv (:func:`upsample_conv_to_subpixel`),
+with LR weight ``w_lr[(o,rho), c, j] = sum_{k: floor((rho + k - P_h)/r) = j} w_hr[o, c, k]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import fold_error
+from ..fold import expand_dilation, expand_groups, groups_aligned
+from ..layout import DepthToSpace, IntOrTuple, Order, depth_to_space, normalize_order, normalize_r
+from ..specs import ConvSpec, FoldSpec
+
+__all__ = [
+    "SubPixelConv",
+    "subpixel_to_transposed",
+    "transposed_to_subpixel",
+    "icnr_weight",
+    "icnr_",
+    "upsample_conv_to_subpixel",
+]
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TCONVS = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_K = {1: ("kw",), 2: ("kh", "kw"), 3: ("kd", "kh", "kw")}
+_R = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
+
+
+def _packed(order: Tuple[str, ...]) -> str:
+    """The LR channel axis ``(o rh rw)`` in the given order (``c`` of the order is the output channel)."""
+    return "(" + " ".join("o" if a == "c" else a for a in order) + ")"
+
+
+def _compress_groups(dense: torch.Tensor, groups: int) -> torch.Tensor:
+    """Inverse of expand_groups: keep the diagonal blocks of a block-diagonal ``(A, B, *K)`` weight."""
+    if groups == 1:
+        return dense
+    blocks = einops.rearrange(dense, "(g a) (h b) ... -> g h a b ...", g=groups, h=groups)
+    diag = torch.diagonal(blocks, dim1=0, dim2=1)
+    return einops.rearrange(diag, "a b ... g -> (g a) b ...")
+
+
+class SubPixelConv(nn.Module):
+    """Sub-pixel convolution: optional zero pad, LR conv with ``O*prod(r)`` outputs, ``depth_to_space(r, order)``,
+    optional crop of ``(start, end)`` rows per axis.
+
+    Example:
+        >>> m = SubPixelConv(torch.nn.Conv2d(3, 2 * 4, 3, padding=1), 2)
+        >>> m(torch.zeros(1, 3, 5, 5)).shape
+        torch.Size([1, 2, 10, 10])
+    """
+
+    def __init__(
+        self,
+        conv: nn.Module,
+        r: IntOrTuple,
+        order: Order = "crd",
+        crop: Optional[Sequence[Tuple[int, int]]] = None,
+        input_pad: Optional[Sequence[Tuple[int, int]]] = None,
+    ):
+        super().__init__()
+        if not isinstance(conv, _CONVS):
+            raise fold_error("conv", type(conv).__name__, "must be an nn.Conv1d, nn.Conv2d or nn.Conv3d")
+        dims = len(conv.kernel_size)
+        self.conv = conv
+        self.dims = dims
+        self.r = normalize_r(r, dims)
+        self.order = normalize_order(order, dims)
+        block = math.prod(self.r)
+        if conv.out_channels % block:
+            raise fold_error("conv.out_channels", conv.out_channels, f"must be a multiple of prod(r)={block}")
+        self.crop = tuple(tuple(int(v) for v in c) for c in crop) if crop is not None else ((0, 0),) * dims
+        self.input_pad = tuple(tuple(int(v) for v in p) for p in input_pad) if input_pad is not None else ((0, 0),) * dims
+        for name, value in (("crop", self.crop), ("input_pad", self.input_pad)):
+            if len(value) != dims or any(len(v) != 2 or min(v) < 0 for v in value):
+                raise fold_error(name, value, f"needs one (start, end) pair of integers >= 0 per spatial axis ({dims})")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(v for p in self.input_pad for v in p):
+            x = F.pad(x, [v for p in reversed(self.input_pad) for v in p])
+        z = depth_to_space(self.conv(x), self.r, self.order, self.dims)
+        if any(v for c in self.crop for v in c):
+            sizes = z.shape[-self.dims:]
+            z = z[(Ellipsis,) + tuple(slice(a, n - b) for (a, b), n in zip(self.crop, sizes))]
+        return z
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, order={' '.join(self.order)!r}, crop={self.crop}, input_pad={self.input_pad}"
+
+
+def _split_subpixel(module: nn.Module, r: Optional[IntOrTuple], order: Optional[Order]) -> Tuple[nn.Module, Tuple[int, ...], Tuple[str, ...]]:
+    if isinstance(module, SubPixelConv):
+        if any(v for c in module.crop + module.input_pad for v in c):
+            raise fold_error("module.crop", module.crop, "must be empty (and input_pad too) to convert to a transposed conv")
+        return module.conv, module.r, module.order
+    if isinstance(module, nn.Sequential):
+        if len(module) != 2 or not isinstance(module[0], _CONVS) or not isinstance(module[1], DepthToSpace):
+            raise fold_error("module", type(module).__name__, "must be nn.Sequential(nn.ConvNd(...), DepthToSpace(...))")
+        return module[0], module[1].r, module[1].order
+    if not isinstance(module, _CONVS):
+        raise fold_error("module", type(module).__name__, "must be a SubPixelConv, nn.Sequential(conv, DepthToSpace) or a conv")
+    if r is None:
+        raise fold_error("r", r, "is needed when the module is a bare conv (the depth-to-space factor)")
+    dims = len(module.kernel_size)
+    return module, normalize_r(r, dims), normalize_order("crd" if order is None else order, dims)
+
+
+def subpixel_to_transposed(
+    module: nn.Module, r: Optional[IntOrTuple] = None, order: Optional[Order] = None
+) -> nn.Module:
+    """The ``nn.ConvTransposeNd`` equal to a sub-pixel conv: stride ``r``, kernel ``r*K``, padding ``r*(K-1-P)``.
+
+    ``module``: a :class:`SubPixelConv` without crop, ``nn.Sequential(conv, DepthToSpace(r, order))``, or
+    the LR conv itself with ``r`` and ``order``. The LR conv needs stride 1, zero padding ``P <= K-1``
+    (dilated kernels count with their extent) and a bias constant over the ``prod(r)`` sub-pixels.
+
+    Example:
+        >>> t = subpixel_to_transposed(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), 2)
+        >>> t.kernel_size, t.stride, t.padding, t.output_padding
+        ((6, 6), (2, 2), (2, 2), (0, 0))
+    """
+    conv, rs, names = _split_subpixel(module, r, order)
+    spec = ConvSpec.from_module(conv)
+    dims = spec.dims
+    if len(rs) != dims:
+        raise fold_error("r", rs, f"needs one factor per spatial axis of the conv ({dims})")
+    fold = FoldSpec.make(rs, names, dims)
+    if spec.stride != (1,) * dims:
+        raise fold_error("conv.stride", spec.stride, "must be 1 on every axis (a sub-pixel conv runs at LR with stride 1)")
+    if spec.padding_mode != "zeros":
+        raise fold_error("conv.padding_mode", spec.padding_mode, "must be 'zeros' (a transposed conv only pads with zeros)")
+    kernel = spec.effective_kernel
+    if any(p > k - 1 for p, k in zip(spec.padding, kernel)):
+        raise fold_error(
+            "conv.padding", spec.padding, f"must be <= kernel extent - 1 = {tuple(k - 1 for k in kernel)}: the transposed padding r*(K-1-P) cannot be negative"
+        )
+    if spec.out_channels % fold.block:
+        raise fold_error("conv.out_channels", spec.out_channels, f"must be a multiple of prod(r)={fold.block}")
+    out_channels = spec.out_channels // fold.block
+    w = expand_groups(expand_dilation(conv.weight.detach(), spec.dilation), spec.groups)
+    k, f = _K[dims], _R[dims]
+    flipped = torch.flip(w, dims=tuple(range(2, 2 + dims)))
+    pattern = f"{_packed(fold.order)} c {' '.join(k)} -> c o {' '.join(f'({a} {b})' for a, b in zip(k, f))}"
+    wt = einops.rearrange(flipped, pattern, **dict(zip(f, fold.r)))
+    aligned = groups_aligned(spec.out_channels, spec.groups, fold)
+    groups = spec.groups if aligned else 1
+    wt = _compress_groups(wt, groups)
+    bias = None
+    if conv.bias is not None:
+        per_pixel = einops.rearrange(conv.bias.detach(), f"{_packed(fold.order)} -> o ({' '.join(f)})", **dict(zip(f, fold.r)))
+        if not torch.equal(per_pixel, per_pixel[:, :1].expand_as(per_pixel)):
+            raise fold_error(
+                "conv.bias", "varies over sub-pixels", "must be equal for the prod(r) sub-pixels of each output channel (a transposed conv has one bias per channel)"
+            )
+        bias = per_pixel[:, 0]
+    tconv = _TCONVS[dims](
+        spec.in_channels,
+        out_channels,
+        tuple(r_ * k_ for r_, k_ in zip(fold.r, kernel)),
+        stride=fold.r,
+        padding=tuple(r_ * (k_ - 1 - p) for r_, k_, p in zip(fold.r, kernel, spec.padding)),
+        output_padding=0,
+        groups=groups,
+        bias=bias is not None,
+        dtype=wt.dtype,
+        device=wt.device,
+    )
+    with torch.no_grad():
+        tconv.weight.copy_(wt)
+        if bias is not None:
+            tconv.bias.copy_(bias)
+    return tconv.train(conv.training)
+
+
+def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelConv:
+    """The sub-pixel conv (LR conv, ``depth_to_space(stride, order)``, fixed crop) equal to a transposed conv.
+
+    ``K = ceil(Kt/r)`` with the kernel zero-padded at its end; the crop is empty exactly when ``Kt``
+    and the padding are multiples of ``r``, ``padding <= r*(K-1)`` and ``output_padding == 0``.
+
+    Example:
+        >>> t = torch.nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1)
+        >>> s = transposed_to_subpixel(t)
+        >>> s.conv.kernel_size, s.conv.padding, s.crop
+        ((2, 2), (1, 1), ((1, 1), (1, 1)))
+    """
+    if not isinstance(tconv, tuple(_TCONVS.values())):
+        raise fold_error("tconv", type(tconv).__name__, "must be an nn.ConvTranspose1d, 2d or 3d")
+    dims = len(tconv.kernel_size)
+    if tconv.padding_mode != "zeros":
+        raise fold_error("tconv.padding_mode", tconv.padding_mode, "must be 'zeros'")
+    if isinstance(tconv.padding, str):
+        raise fold_error("tconv.padding", tconv.padding, "must be explicit numbers")
+    rs = tuple(tconv.stride)
+    fold = FoldSpec.make(rs, order, dims)
+    groups = tconv.groups
+    wt = expand_dilation(tconv.weight.detach(), tuple(tconv.dilation))
+    extent = tuple(wt.shape[2:])
+    q = tuple(math.ceil(e / r_) for e, r_ in zip(extent, rs))
+    grow = [r_ * k_ - e for r_, k_, e in zip(rs, q, extent)]
+    wt = F.pad(wt, [g for g in reversed(grow) for g in (0, g)])
+    wt = expand_groups(wt, groups)
+    k, f = _K[dims], _R[dims]
+    pattern = f"c o {' '.join(f'({a} {b})' for a, b in zip(k, f))} -> {_packed(fold.order)} c {' '.join(k)}"
+    w = torch.flip(einops.rearrange(wt, pattern, **dict(zip(f, fold.r))), dims=tuple(range(2, 2 + dims)))
+    aligned = groups_aligned(w.shape[0], groups, fold)
+    new_groups = groups if aligned else 1
+    w = _compress_groups(w, new_groups)
+    paddings, crops = [], []
+    for r_, kq, e, pt, op in zip(rs, q, extent, tconv.padding, tconv.output_padding):
+        a, b = divmod(pt, r_)
+        if a > kq - 1:
+            p, start = 0, pt - r_ * (kq - 1)
+        else:
+            p, start = kq - 1 - a, b
+        if op > start:
+            p, start = p + 1, start + r_
+        # Rows of the sub-pixel output minus rows of the transposed output: independent of the input size.
+        surplus = r_ * (2 * p - kq + 2) + 2 * pt - e - op
+        paddings.append(p)
+        crops.append((start, surplus - start))
+    conv = ConvSpec.make(dims, tconv.in_channels, w.shape[0], q, 1, tuple(paddings), 1, new_groups, tconv.bias is not None).to_module(
+        dtype=w.dtype, device=w.device
+    )
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if tconv.bias is not None:
+            conv.bias.copy_(einops.repeat(tconv.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r))))
+    return SubPixelConv(conv, fold.r, fold.order, crops).train(tconv.training)
+
+
+def icnr_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd") -> torch.Tensor:
+    """ICNR: the sub-pixel weight ``(O*prod(r), C, *K)`` whose ``prod(r)`` sub-kernels all equal ``weight``.
+
+    With it the sub-pixel conv is ``nearest_upsample(conv(x, weight), r)`` exactly (Aitken et al. 2017).
+
+    Example:
+        >>> icnr_weight(torch.tensor([[[1., 2.]]]), 2).squeeze(1).tolist()
+        [[1.0, 2.0], [1.0, 2.0]]
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
+        raise fold_error("weight", getattr(weight, "shape", weight), "must be a conv weight (O, C, *K) with 1-3 spatial dims")
+    dims = weight.dim() - 2
+    fold = FoldSpec.make(r, order, dims)
+    f = _R[dims]
+    return einops.repeat(weight, f"o c ... -> {_packed(fold.order)} c ...", **dict(zip(f, fold.r)))
+
+
+def icnr_(
+    weight: torch.Tensor,
+    r: IntOrTuple,
+    order: Order = "crd",
+    init: Callable[[torch.Tensor], object] = nn.init.kaiming_normal_,
+) -> torch.Tensor:
+    """Initialise a sub-pixel conv weight in place with ICNR: ``init`` on one LR kernel, copied to all sub-pixels.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(3, 2 * 4, 3, padding=1)
+        >>> _ = icnr_(conv.weight, 2)
+        >>> torch.equal(conv.weight[0], conv.weight[1])  # crd order: channels (o, rh, rw)
+        True
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
+        raise fold_error("weight", getattr(weight, "shape", weight), "must be a conv weight (O*prod(r), C, *K)")
+    dims = weight.dim() - 2
+    fold = FoldSpec.make(r, order, dims)
+    if weight.shape[0] % fold.block:
+        raise fold_error("weight.shape", tuple(weight.shape), f"out channels must be a multiple of prod(r)={fold.block}")
+    base = weight.new_empty((weight.shape[0] // fold.block,) + tuple(weight.shape[1:]))
+    init(base)
+    with torch.no_grad():
+        weight.copy_(icnr_weight(base, fold.r, fold.order))
+    return weight
+
+
+def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "crd") -> SubPixelConv:
+    """The sub-pixel conv equal to ``conv(nearest_upsample(x, r))`` for a stride-1 zero-padded conv.
+
+    Per axis the LR kernel spans offsets ``floor(-P/r) .. floor((r-2+Ke-P)/r)``; the module zero-pads ``x``,
+    runs the LR conv, shuffles and crops the rows past the HR conv's output.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        >>> s = upsample_conv_to_subpixel(conv, 2)
+        >>> s.conv.kernel_size, s.conv.out_channels, s.input_pad, s.crop
+        ((3, 3), 16, ((1, 1), (1, 1)), ((0, 0), (0, 0)))
+        >>> x = torch.randn(1, 3, 5, 4, dtype=torch.float64)
+        >>> up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        >>> torch.allclose(s.double()(x), conv.double()(up))
+        True
+    """
+    if not isinstance(conv, _CONVS):
+        raise fold_error("conv", type(conv).__name__, "must be an nn.Conv1d, nn.Conv2d or nn.Conv3d")
+    spec = ConvSpec.from_module(conv)
+    dims = spec.dims
+    fold = FoldSpec.make(r, order, dims)
+    if spec.stride != (1,) * dims:
+        raise fold_error("conv.stride", spec.stride, "must be 1 on every axis")
+    if spec.padding_mode != "zeros":
+        raise fold_error("conv.padding_mode", spec.padding_mode, "must be 'zeros' (other modes pad the upsampled map, not x)")
+    w = expand_groups(expand_dilation(conv.weight.detach(), spec.dilation), spec.groups)
+    pads, crops, selections = [], [], []
+    for r_, ke, p in zip(fold.r, spec.effective_kernel, spec.padding):
+        jmin, jmax = (-p) // r_, (r_ - 2 + ke - p) // r_
+        right = max(0, jmax + math.ceil((2 * p - ke + 1) / r_))
+        pads.append((-jmin, right))
+        crops.append((0, r_ * (right - jmax) - (2 * p - ke + 1)))
+        rho = torch.arange(r_).reshape(r_, 1, 1)
+        j = torch.arange(jmax - jmin + 1).reshape(1, -1, 1)
+        taps = torch.arange(ke).reshape(1, 1, ke)
+        selections.append(((rho + taps - p).div(r_, rounding_mode="floor") - jmin == j).to(w.dtype))
+    letters = "xyz"[:dims]
+    spec_in = "oc" + letters
+    spec_sel = [f"{'uvw'[i]}{'ijk'[i]}{letters[i]}" for i in range(dims)]
+    spec_out = "oc" + "uvw"[:dims] + "ijk"[:dims]
+    lr = torch.einsum(f"{spec_in},{','.join(spec_sel)}->{spec_out}", w, *selections)
+    k, f = _K[dims], _R[dims]
+    lr = einops.rearrange(lr, f"o c {' '.join(f)} {' '.join(k)} -> {_packed(fold.order)} c {' '.join(k)}")
+    aligned = groups_aligned(lr.shape[0], spec.groups, fold)
+    groups = spec.groups if aligned else 1
+    lr = _compress_groups(lr, groups)
+    module = ConvSpec.make(dims, spec.in_channels, lr.shape[0], tuple(lr.shape[2:]), groups=groups, bias=spec.bias).to_module(
+        dtype=lr.dtype, device=lr.device
+    )
+    with torch.no_grad():
+        module.weight.copy_(lr)
+        if conv.bias is not None:
+            module.bias.copy_(einops.repeat(conv.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r))))
+    return SubPixelConv(module, fold.r, fold.order, crops, pads).train(conv.training)

@@ -36,7 +36,7 @@ from ..errors import FoldError, fold_error
 from ..specs import ConvSpec
 from .counting import CountReport
 
-__all__ = ["DenseEquivalent", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents"]
+__all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -216,3 +216,28 @@ def dense_equivalents(report: CountReport) -> List[Dict[str, Any]]:
         d = dense_equivalent(spec, layer.input_shape[2:])
         rows.append({"layer": layer.name, **d.row()})
     return rows
+
+
+def d2l_table(pixels: int = 1000, hidden: int = 1000, delta: int = 10) -> List[Dict[str, Any]]:
+    """D2L's argument in numbers for a ``pixels × pixels`` single-channel image (weights only, no biases).
+
+    Rows: a fully-connected layer to ``hidden`` units; one to a same-size hidden map; locality alone
+    (a locally connected ``(2Δ+1)²`` window per output); locality and translation invariance (the conv).
+
+    Example:
+        >>> [(row["layer"], row["weights"]) for row in d2l_table()]  # doctest: +NORMALIZE_WHITESPACE
+        [('fully connected, 1x1000x1000 image -> 1000 hidden units', 1000000000),
+         ('fully connected, 1x1000x1000 image -> 1x1000x1000 hidden map', 1000000000000),
+         ('locally connected 21x21 (locality only)', 436392100),
+         ('conv 21x21 (locality + translation invariance)', 441)]
+    """
+    k = 2 * delta + 1
+    spec = ConvSpec.make(2, 1, 1, k, padding=delta, bias=False)
+    d = dense_equivalent(spec, (pixels, pixels))
+    image = f"1x{pixels}x{pixels}"
+    return [
+        {"layer": f"fully connected, {image} image -> {hidden} hidden units", "weights": fc_params((1, pixels, pixels), (hidden,), bias=False), "shared": False},
+        {"layer": f"fully connected, {image} image -> {image} hidden map", "weights": d.dense_params, "shared": False},
+        {"layer": f"locally connected {k}x{k} (locality only)", "weights": d.local_params, "shared": False},
+        {"layer": f"conv {k}x{k} (locality + translation invariance)", "weights": d.conv_params, "shared": True},
+    ]

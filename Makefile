@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/fold_conv.py
+	$(PY) scripts/sweep.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

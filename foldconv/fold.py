@@ -93,6 +93,14 @@ def groups_aligned(in_channels: int, groups: int, fold: FoldSpec) -> bool:
     return bool((group_of == expected.reshape((-1,) + (1,) * fold.dims)).all())
 
 
+def _check_mode(spec: ConvSpec, fold: FoldSpec) -> None:
+    # Reflect/replicate only matter where there is padding on an axis that is actually folded (r > 1).
+    if spec.padding_mode in _BAD_MODES and any(p > 0 and r > 1 for p, r in zip(spec.padding, fold.r)):
+        raise fold_error(
+            "padding_mode", spec.padding_mode, "does not commute with folding when padding > 0 on a folded axis: " + _BAD_MODES[spec.padding_mode]
+        )
+
+
 def plan_fold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
     """Spec of the folded conv, or a FoldError saying why there is none.
 
@@ -103,8 +111,7 @@ def plan_fold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
     """
     if fold.dims != spec.dims:
         raise fold_error("r", fold.r, f"has {fold.dims} factor(s) but the conv has {spec.dims} spatial dim(s)")
-    if spec.padding_mode in _BAD_MODES:
-        raise fold_error("padding_mode", spec.padding_mode, "does not commute with folding: " + _BAD_MODES[spec.padding_mode])
+    _check_mode(spec, fold)
     if spec.in_channels % fold.block:
         raise fold_error(
             "in_channels", spec.in_channels, f"must be a multiple of prod(r)={fold.block} (r={fold.r}) to fold"
@@ -151,8 +158,7 @@ def plan_unfold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
     """
     if fold.dims != spec.dims:
         raise fold_error("r", fold.r, f"has {fold.dims} factor(s) but the conv has {spec.dims} spatial dim(s)")
-    if spec.padding_mode in _BAD_MODES:
-        raise fold_error("padding_mode", spec.padding_mode, "does not commute with folding: " + _BAD_MODES[spec.padding_mode])
+    _check_mode(spec, fold)
     if any(d != 1 for d in spec.dilation):
         raise fold_error("dilation", spec.dilation, "must be 1 to unfold (a dilated big kernel mixes fold blocks)")
     for name in ("kernel_size", "stride", "padding"):

@@ -4,6 +4,7 @@
     python scripts/count.py models='[resnet18,vit_b_16]' input_size='[3,224,224]'
     python scripts/count.py models='[zoo]' published=true plot_layers=false   # all 80 classification models
     python scripts/count.py models='[]' +targets.mine.model._target_=torchvision.models.alexnet
+    python scripts/count.py models='[resnet18]' +expect.resnet18.params=11689512   # exit 1 if it differs
 
 Writes per model <label>_{layers,module,type,op,total,dense,fold,fold_detail,fold_model}.{csv,md} and
 <label>_layers.png, plus comparison.{csv,md,png}, checks.{csv,md} and d2l_dense.{csv,md} into the Hydra
@@ -77,9 +78,9 @@ def main(cfg: CountConfig) -> int:
         size = target.input_size if target.input_size is not None else cfg.input_size
         model = _build_target(OmegaConf.to_container(target.model, resolve=True))
         jobs.append(CountJob(label, model, (cfg.batch_size, *size), None, dict(cfg.expect.get(label, {}))))
-    unknown = set(cfg.expect) - {job.label for job in jobs}
-    if unknown:
-        raise ValueError(f"expect={sorted(unknown)}: names no counted model (models: {[j.label for j in jobs]})")
+    unused = sorted(set(cfg.expect) - {job.label for job in jobs})
+    if unused:  # the defaults carry expectations for models a run may leave out
+        print(f"note: no counted model for expect entries {unused}")
     checks = run_count_jobs(
         jobs, out, list(cfg.fold_r), cfg.fold_order, cfg.fold_compare_r, cfg.check_flop_counter, cfg.plot, cfg.d2l_table
     )

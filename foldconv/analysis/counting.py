@@ -1,9 +1,10 @@
 """Parameters, MACs, FLOPs and memory of a model, per layer and in total, counted on meta tensors.
 
 :func:`count` runs the model once on ``device="meta"`` tensors (shapes and dtypes, no storage), so it
-costs no memory and works for any model size; a model with real weights is not touched: its parameters
-are swapped for meta stand-ins with ``torch.func.functional_call``. A ``TorchDispatchMode`` sees every
-aten op (functional calls too) and charges it to the innermost module running at that moment.
+costs no memory and works for any model size. A model with real weights keeps them: while it runs, its
+parameters and buffers are swapped for meta stand-ins (one per tensor object, so ties survive) and put
+back afterwards. A ``TorchDispatchMode`` sees every aten op (functional calls too) and charges it to the
+innermost module running at that moment.
 
 Conventions (the numbers are only as meaningful as these, so they are fixed here and nowhere else):
 
@@ -583,12 +584,17 @@ def count(
         frozen += p_frozen
         weight_bytes += p_bytes
 
-    state_dict: Dict[str, torch.Tensor] = {}
-    for qualified, p in model.named_parameters(remove_duplicate=False):
-        state_dict[qualified] = _meta_like(p, dtype)
-    for qualified, b in model.named_buffers(remove_duplicate=False):
-        if b is not None:
-            state_dict[qualified] = _meta_like(b, dtype)
+    # One meta stand-in per tensor object, so tied weights stay tied while the model runs on meta.
+    # (torch.func.functional_call is not used: with a module registered under two names it restores
+    # the wrong tensor and leaves a meta weight behind.)
+    stand_ins: Dict[int, torch.Tensor] = {}
+    swaps: List[Tuple[Dict[str, Any], str, torch.Tensor]] = []
+    for module in names:
+        for slots in (module._parameters, module._buffers):
+            for key, tensor in slots.items():
+                if tensor is not None:
+                    stand_ins.setdefault(id(tensor), _meta_like(tensor, dtype))
+                    swaps.append((slots, key, tensor))
     input_dtype = dtype
     if input_dtype is None:
         input_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -618,8 +624,10 @@ def count(
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(post_hook))
         model.eval()
+        for slots, key, tensor in swaps:
+            slots[key] = stand_ins[id(tensor)]
         with torch.no_grad(), _CountMode(state, types):
-            torch.func.functional_call(model, state_dict, inputs, tie_weights=True, strict=False)
+            model(*inputs)
     except FoldError:
         raise
     except Exception as exc:  # a model that cannot run on meta tensors gets one clear message
@@ -627,6 +635,8 @@ def count(
             "model", type(model).__name__, f"could not run on meta tensors of shape {shapes}: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
+        for slots, key, tensor in swaps:
+            slots[key] = tensor
         for handle in handles:
             handle.remove()
         for module, flag in training.items():

@@ -6,7 +6,7 @@ forms and times both here; ``OneFoldResult.to_markdown`` renders the report the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -16,7 +16,9 @@ from .fold import FoldPlan, fold_conv, plan_fold
 from .layout import depth_to_space
 from .report import markdown_table
 from .specs import ConvSpec, FoldSpec
-from .timing import Timing, time_call
+
+if TYPE_CHECKING:
+    from .timing import Timing
 
 __all__ = ["OneFoldResult", "run_one_fold", "parse_dtype"]
 
@@ -45,7 +47,7 @@ class OneFoldResult:
     plan: Optional[FoldPlan]
     report: Optional[EquivalenceReport]
     reason: str = ""
-    timings: Dict[str, Timing] = field(default_factory=dict)
+    timings: Dict[str, "Timing"] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -137,6 +139,8 @@ def run_one_fold(
     report = check_fold(conv, fold.r, fold.order, input_size, batch, dtypes=dtypes, trials=trials, seed=seed, device=device)
     result = OneFoldResult(spec, fold, shape, plan, report)
     if time_forms:
+        from .timing import time_call  # torch.utils.benchmark is slow to import; only timed runs need it
+
         big = fold_conv(conv, fold.r, fold.order)
         x = torch.randn(shape, device=device)
         xf = depth_to_space(x, fold.r, fold.order, spec.dims)

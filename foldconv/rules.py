@@ -15,6 +15,7 @@ Every rule has a code (``Prediction.codes``) that names the claim in ``paper_not
 """
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -127,6 +128,81 @@ def folded_output_alignment(out_len: int, folded_stride: int, r: int, stride: in
     return hits, out_len
 
 
+def _source(q: int, n: int, mode: str) -> Optional[int]:
+    """Which input row a padded-coordinate row ``q`` reads (None: a zero from zero padding)."""
+    if 0 <= q < n:
+        return q
+    if mode == "zeros":
+        return None
+    if mode == "circular":
+        return q % n
+    if mode == "replicate":
+        return min(max(q, 0), n - 1)
+    # reflect (no edge repeat)
+    period = 2 * (n - 1) if n > 1 else 1
+    q = abs(q) % period
+    return q if q < n else period - q
+
+
+def _axis_windows(n, k, s, p, d, mode, f, out_len, folded_stride, folded_padding):
+    """Per output index on one axis: the original's tap set and the literal fold's tap set.
+
+    Taps are (kernel tap t, weight sub-pixel, input row, input sub-pixel); zero-padding taps are dropped.
+    """
+    orig, lit = [], []
+    for i in range(out_len):
+        o = set()
+        for t in range(k):
+            src = _source(i * s - p + t * d, n, mode)
+            if src is not None:
+                o.update((t, sub, src, sub) for sub in range(f))
+        l = set()
+        for t2 in range(f * k):
+            src = _source(i * folded_stride - folded_padding + t2 * d, n * f, mode)
+            if src is not None:
+                l.add((t2 // f, t2 % f, src // f, src % f))
+        orig.append(frozenset(o))
+        lit.append(frozenset(l))
+    return orig, lit
+
+
+def _literal_channels_ok(spec: ConvSpec, fold: FoldSpec, x_order: Tuple[str, ...]) -> bool:
+    """Does the literal fold pair every weight with its own channel? (Index arithmetic on channel maps.)
+
+    The literal folds each group's weight on its own ``C/groups`` channels, and the input on all ``C``; folded
+    channel ``c`` belongs to group ``c // (G/groups)``. Both must name the same original channel for every
+    (folded channel, sub-pixel).
+    """
+    C, g = spec.in_channels, spec.groups
+    x_map = fold_channel_map(C, fold.r, x_order, spec.dims).flatten(1)
+    w_map = fold_channel_map(C // g, fold.r, fold.order, spec.dims).flatten(1)  # local to a group
+    per = w_map.shape[0]
+    group = torch.arange(x_map.shape[0]) // per
+    expected = group[:, None] * (C // g) + w_map.repeat(g, 1)
+    return bool(torch.equal(x_map, expected))
+
+
+def _literal_by_windows(spec: ConvSpec, fold: FoldSpec, size, stride_f, padding_f, channels_ok: bool) -> Literal:
+    """Exact verdict of the literal fold from the per-axis window index maps (integers only, no tensors).
+
+    An output equals the original's when, on every axis, both read the same (weight tap, input pixel) pairs,
+    or when each side has some axis whose window lies entirely in zero padding (both are then the bias).
+    """
+    out = spec.output_size(size)
+    per_axis = []
+    for a in range(spec.dims):
+        o, l = _axis_windows(size[a], spec.kernel_size[a], spec.stride[a], spec.padding[a], spec.dilation[a], spec.padding_mode,
+                             fold.r[a], out[a], stride_f[a], padding_f[a])
+        per_axis.append([(oi == li and bool(oi), not oi, not li) for oi, li in zip(o, l)])
+    for combo in itertools.product(*per_axis):
+        both_bias = any(c[1] for c in combo) and any(c[2] for c in combo)
+        if both_bias:
+            continue
+        if not all(c[0] for c in combo) or not channels_ok:
+            return Literal.NOT_EQUIVALENT
+    return Literal.EQUIVALENT
+
+
 def predict_fold(
     conv: Union[ConvSpec, nn.Module],
     r: Union[FoldSpec, int, Sequence[int]],
@@ -175,7 +251,8 @@ def predict_fold(
         out = tuple(_out_size(n, k, s, p) for n, k, s, p in zip(size, spec.effective_kernel, spec.stride, spec.padding))
         if any(o < 1 for o in out):
             return _invalid(f"input_size={size!r}: the conv's output would be empty ({out})")
-        if spec.padding_mode != "zeros" and any(p > n for p, n in zip(spec.padding, size)):
+        limit = (lambda p, n: p >= n) if spec.padding_mode == "reflect" else (lambda p, n: p > n)
+        if spec.padding_mode != "zeros" and any(limit(p, n) for p, n in zip(spec.padding, size)):
             return _invalid(f"padding={spec.padding}: {spec.padding_mode} padding needs padding <= input size {size}")
     reasons, codes, conditions = [], [], []
 
@@ -222,16 +299,23 @@ def predict_fold(
             elif lit_out != out:
                 literal = Literal.SHAPES_DIFFER
         differs = []
-        if not same_order:
+        channels_ok = _literal_channels_ok(spec, fold, x_order)
+        if not channels_ok and not same_order:
             differs.append(
                 f"input folded in order {' '.join(x_order)!r} but weight in {fold.order_string!r}: the sum pairs weights with other channels' pixels"
             )
             codes.append("FOLD-9")
-        if not aligned:
+        if not channels_ok and not aligned:
             differs.append(
                 f"groups={spec.groups} are not aligned with fold blocks in order {fold.order_string!r}: folded channels mix groups"
             )
             codes.append("FOLD-4")
+        if channels_ok and not (same_order and aligned):
+            reasons.append(
+                f"the input order {' '.join(x_order)!r} undoes the group misalignment of the weight order {fold.order_string!r}: "
+                "every folded group still pairs each weight with its own channel"
+            )
+            codes.append("RULE-12")
         if dilated_axes:
             differs.append(f"dilation={spec.dilation} passed through spreads the folded taps over other fold blocks")
             codes.append("FOLD-7")
@@ -256,9 +340,24 @@ def predict_fold(
                 literal = Literal.NOT_EQUIVALENT
         elif literal is Literal.SHAPES_DIFFER:
             reasons.append("output sizes differ")
+        if input_size is not None and literal is not Literal.SHAPES_DIFFER and literal is not Literal.INVALID:
+            # With a concrete size the window index maps decide exactly, including degenerate windows that
+            # read only padding (where a wrong stride or padding mode can coincide with the right one).
+            exact = _literal_by_windows(spec, fold, size, stride_f, padding_f, channels_ok=channels_ok)
+            if exact is Literal.EQUIVALENT and literal is not Literal.EQUIVALENT:
+                reasons.append("degenerate: every window where the forms differ reads only padding values that coincide")
+                codes.append("RULE-12")
+            elif exact is not Literal.EQUIVALENT and literal is Literal.EQUIVALENT:
+                reasons.append("the window index maps differ for this input size")
+                codes.append("RULE-12")
+            literal = exact
     if literal is Literal.EQUIVALENT:
-        plan = plan_fold(spec, fold)
-        return Prediction(Outcome.HOLDS, literal, plan.result, (), tuple(reasons), tuple(codes) or ("FOLD-1",), plan.kernel_density)
+        try:
+            plan = plan_fold(spec, fold)
+            folded, density = plan.result, plan.kernel_density
+        except FoldError:
+            folded, density = None, 1.0
+        return Prediction(Outcome.HOLDS, literal, folded, (), tuple(reasons), tuple(codes) or ("FOLD-1",), density)
 
     # Is there a conditioned form? fold_conv's plan, plus using the same order and r*S, r*P.
     try:

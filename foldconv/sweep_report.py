@@ -60,7 +60,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep
         groups[(r["rule"], r["predicted"])].append(r)
     rule_rows = []
     for (rule, outcome), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        smallest = min(members, key=_size_key)
+        smallest = collections.defaultdict(str, min(members, key=_size_key))
         example = (
             f"{smallest['section']}: dims={smallest['dims']} r={smallest['r']} C={smallest['in_channels']} k={smallest['kernel']} "
             f"s={smallest['stride']} p={smallest['padding']} d={smallest['dilation']} g={smallest['groups']} "
@@ -157,9 +157,33 @@ def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 def write_sweep_outputs(rows: Sequence[Mapping[str, Any]], out: Path, title: str = "Equivalence sweep", plots: bool = True) -> Dict[str, Path]:
     """Write results.csv, summary.md and (optionally) the PNGs into ``out``."""
     out = Path(out)
-    paths = {"csv": write_csv(rows, out / "results.csv", COLUMNS), "summary": write_markdown(summarize(rows, title), out / "summary.md")}
+    columns = (["job"] if rows and "job" in rows[0] else []) + COLUMNS
+    paths = {"csv": write_csv(rows, out / "results.csv", columns), "summary": write_markdown(summarize(rows, title), out / "summary.md")}
     if plots:
         paths["modes"] = plot_modes(rows, out / "heatmap_modes.png")
         paths["errors"] = plot_errors(rows, out / "heatmap_errors.png")
         paths["outcomes"] = plot_outcomes(rows, out / "outcomes.png")
     return paths
+
+
+def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
+    """Concatenate the results.csv files of a multirun, adding a ``job`` column (the job's folder name).
+
+    Rows that appear in several jobs (grid points shared by every job, such as the invalid section) are kept
+    once, the first time they are seen.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = write_csv([{"section": "theorem", "r": 2}], d / "0" / "results.csv")
+        >>> aggregate([d / "0" / "results.csv"])
+        [{'job': '0', 'section': 'theorem', 'r': '2'}]
+    """
+    from .report import read_csv
+
+    merged: Dict[tuple, Dict[str, str]] = {}
+    for path in sorted(Path(p) for p in paths):
+        for row in read_csv(path):
+            key = tuple((k, v) for k, v in row.items() if k not in ("job",) and not k.startswith("rel_err"))
+            merged.setdefault(key, {"job": path.parent.name, **row})
+    return list(merged.values())

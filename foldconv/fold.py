@@ -250,7 +250,9 @@ def fold_weight(
     w = expand_dilation(weight, spec.dilation)
     if plan.dense_groups:
         w = expand_groups(w, groups)
-    return FoldedWeight(depth_to_space(w, fold.r, fold.order, dims), plan.result.groups)
+    # Contiguous on purpose: einops may return a strided view, and torch 2.14's CPU bfloat16 conv corrupts
+    # the heap on some non-contiguous weights (see paper_notes/where_it_fails.md, "environment").
+    return FoldedWeight(depth_to_space(w, fold.r, fold.order, dims).contiguous(), plan.result.groups)
 
 
 def unfold_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd", groups: int = 1) -> FoldedWeight:
@@ -268,7 +270,7 @@ def unfold_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd", gro
     spec = ConvSpec.make(dims, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=fold.r, groups=groups, bias=False)
     plan = plan_unfold(spec, fold)
     w = expand_groups(weight, groups) if plan.dense_groups else weight
-    return FoldedWeight(space_to_depth(w, fold.r, fold.order, dims), plan.result.groups)
+    return FoldedWeight(space_to_depth(w, fold.r, fold.order, dims).contiguous(), plan.result.groups)
 
 
 def _build(plan: FoldPlan, weight: torch.Tensor, bias: Optional[torch.Tensor], like: nn.Module) -> nn.Module:

@@ -361,3 +361,10 @@ def test_fold_keeps_training_mode_and_dtype():
     big = fold_conv(conv, 2)
     assert big.weight.dtype == torch.float64 and not big.training
     assert normalize_order(big.fold_plan.fold.order) == ("c", "rh", "rw")
+
+
+def test_folded_weights_are_contiguous():
+    """einops may return strided views; torch 2.14's CPU bfloat16 conv crashes on some of them."""
+    fw = fold_weight(torch.randn(64, 1, 1, 1, dtype=torch.float64), 4, "dcr", groups=32, dilation=2)
+    assert fw.weight.is_contiguous()
+    assert unfold_weight(torch.randn(4, 2, 4, 4), 2, "focus").weight.is_contiguous()

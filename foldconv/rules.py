@@ -363,9 +363,10 @@ def predict_fold(
     try:
         plan = plan_fold(spec, fold)
     except FoldError as err:
-        reasons.append(str(err))
         if spec.padding_mode in ("reflect", "replicate"):
             codes.append("FOLD-6")
+        if not any("padding_mode" in r for r in reasons):
+            reasons.append(str(err))
         return Prediction(Outcome.FAILS, literal, None, (), tuple(dict.fromkeys(reasons)), tuple(dict.fromkeys(codes)))
     if not same_order:
         conditions.append(f"fold the input in the weight's order {fold.order_string!r}")

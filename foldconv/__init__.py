@@ -42,6 +42,7 @@ from .layout import (
     order_string,
     space_to_depth,
 )
+from .rules import Literal, Outcome, Prediction, fold_following, predict_fold, predict_following, predict_space_to_depth
 from .specs import ConvSpec, FoldSpec, conv_class
 
 __version__ = "0.1.0"
@@ -56,6 +57,9 @@ __all__ = [
     "FoldPlan",
     "FoldSpec",
     "FoldedWeight",
+    "Literal",
+    "Outcome",
+    "Prediction",
     "SpaceToDepth",
     "Verdict",
     "check_equivalence",
@@ -67,6 +71,7 @@ __all__ = [
     "expand_groups",
     "fold_channel_map",
     "fold_conv",
+    "fold_following",
     "fold_weight",
     "groups_aligned",
     "no_tf32",
@@ -76,6 +81,9 @@ __all__ = [
     "pad_to_multiple",
     "plan_fold",
     "plan_unfold",
+    "predict_fold",
+    "predict_following",
+    "predict_space_to_depth",
     "space_to_depth",
     "unfold_conv",
     "unfold_weight",

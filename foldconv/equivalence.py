@@ -220,7 +220,11 @@ def _first_mismatch(a: torch.Tensor, b: torch.Tensor, tol: float = 0.0) -> Optio
     if not bool(bad.any()):
         return None
     flat = int(torch.nonzero(bad.flatten())[0])
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape))
+    index = []
+    for size in reversed(a.shape):  # row-major unravel by hand: torch.unravel_index needs torch >= 2.2
+        flat, rest = divmod(flat, size)
+        index.append(rest)
+    return tuple(reversed(index))
 
 
 def check_equivalence(

@@ -427,7 +427,7 @@ def _conv_geom(ctx, node, src, kernel, stride, padding, dilation, mode="zeros", 
         elif transposed:
             per[-nd + i] = Local(k, 1, k - 1 - padding[i])
         else:
-            per[-nd + i] = Local(k, stride[i], padding[i], mode)
+            per[-nd + i] = Local(k, stride[i], padding[i], mode, dilation[i])
     return ctx.spatial(node, src, per, mixes=(-nd - 1,))
 
 

@@ -182,7 +182,7 @@ def empirical_box(model: nn.Module, input_shape: Sequence[int], node: Optional[s
         >>> empirical_box(torch.nn.Conv2d(1, 1, 5, padding=2), (1, 1, 9, 9))
         ((2, 6), (2, 6))
     """
-    report = receptive_field(model, input_shape)
+    report = receptive_field(model, input_shape, fallback="empirical")  # only the layout is needed here
     index = tuple(index) if index is not None else report.center(node)
     return empirical_boxes(model, input_shape, [(node, index)], report, seed)[0]
 

@@ -51,8 +51,8 @@ class Local(AxisMap):
         ((-1, 3), (3, 2, 1))
     """
 
-    def __init__(self, k: int, s: int, p: int, mode: str = "zeros"):
-        self.k, self.s, self.p, self.mode = int(k), int(s), int(p), mode
+    def __init__(self, k: int, s: int, p: int, mode: str = "zeros", dilation: int = 1):
+        self.k, self.s, self.p, self.mode, self.d = int(k), int(s), int(p), mode, int(dilation)
 
     def jump(self, j):
         return j * self.s if self.s else j
@@ -65,16 +65,21 @@ class Local(AxisMap):
 
     def clip_pull(self, a, b, n):
         lo, hi = self.pull(a, b)
-        if self.mode == "zeros" or (lo >= 0 and hi <= n - 1):
+        if self.mode == "zeros" and lo >= 0 and hi <= n - 1:
             return lo, hi
-        idx = np.arange(lo, hi + 1)
-        if self.mode == "reflect":
+        # near a border the hull must skip dilation holes and follow the padding mode: enumerate the taps
+        idx = (np.arange(a, b + 1)[:, None] * self.s - self.p + np.arange(0, self.k, self.d)[None, :]).ravel()
+        if self.mode == "zeros":
+            idx = idx[(idx >= 0) & (idx <= n - 1)]
+        elif self.mode == "reflect":
             idx = np.abs(idx)
             idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx)
         elif self.mode == "replicate":
             idx = np.clip(idx, 0, n - 1)
         else:  # circular
             idx = idx % n
+        if idx.size == 0:
+            return 1, 0
         return int(idx.min()), int(idx.max())
 
     def __repr__(self):
@@ -150,22 +155,28 @@ class Resample(AxisMap):
         return j * Fraction(self.n_in, self.n_out)
 
     def _base(self, o):
+        """First source index of output ``o`` and whether the second tap has a non-zero weight."""
         n, m = self.n_in, self.n_out
         if self.mode == "nearest":
-            return np.minimum((o * n) // m, n - 1)
+            return np.minimum((o * n) // m, n - 1), o * 0
         if self.mode == "nearest-exact":
-            return np.minimum(((2 * o + 1) * n) // (2 * m), n - 1)
+            return np.minimum(((2 * o + 1) * n) // (2 * m), n - 1), o * 0
         if self.align_corners:
-            return (o * (n - 1)) // max(m - 1, 1)
-        return np.maximum((2 * o + 1) * n - m, 0) // (2 * m)
+            num, den = o * (n - 1), max(m - 1, 1)
+        else:  # src = (o + 1/2) n/m - 1/2, clamped at 0
+            num, den = np.maximum((2 * o + 1) * n - m, 0), 2 * m
+        base = np.minimum(num // den, n - 1)
+        return base, ((num % den) != 0) * 1
 
     def pull(self, a, b):
-        lo, hi = self._base(a), self._base(b)
+        lo, _ = self._base(a)
+        hi, frac = self._base(b)
         if self.mode in ("nearest", "nearest-exact"):
             return lo, hi
         if self.mode == "bicubic":
             return np.maximum(lo - 1, 0), np.minimum(hi + 2, self.n_in - 1)
-        return lo, np.minimum(hi + 1, self.n_in - 1)
+        # a tap whose weight is exactly zero (source on a sample, or clamped at the border) reads nothing
+        return lo, np.minimum(hi + frac, self.n_in - 1)
 
     def __repr__(self):
         return f"Resample({self.n_in}->{self.n_out}, {self.mode})"

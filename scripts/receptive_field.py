@@ -28,6 +28,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from foldconv.analysis.count_zoo import meta_model
 from foldconv.analysis.receptive_field import UnsupportedOpError, receptive_field
 from foldconv.analysis.rf_empirical import check_receptive_field, effective_receptive_field
 from foldconv.analysis.rf_fold import folded_receptive_field
@@ -110,8 +111,7 @@ def _zoo(cfg: RFConfig, out: Path) -> bool:
         row: Dict[str, Any] = {"model": name}
         size = 299 if name == "inception_v3" else cfg.input_size[0]
         try:
-            with torch.device("meta"):
-                meta = _build(name)
+            meta = meta_model(name)
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

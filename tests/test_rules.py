@@ -234,3 +234,25 @@ def test_a_wrong_rule_is_caught(monkeypatch):
 def test_make_following_rejects_unknown_names():
     with pytest.raises(FoldError, match="following='softmax2'"):
         make_following("softmax2", 8, fold2(), torch.Generator())
+
+
+@pytest.mark.claim("RULE-12")
+@pytest.mark.parametrize(
+    "point",
+    [
+        # (a) a wrong folded stride that only moves windows lying wholly in replicate padding
+        Point("degenerate", 3, 1, "c rd rh rw", "same", 2, 2, 1, 2, 1, 1, 1, "replicate", 3, 2),
+        # (b) a group-misaligning weight order undone by an input order that misaligns the same way
+        Point("degenerate", 1, 2, "rw c", "c rw", 4, 4, 1, 1, 0, 1, 2, "zeros", 0, 1),
+    ],
+)
+def test_degenerate_coincidences_are_predicted(point):
+    row = run_point(point, dtypes=())
+    assert row["observed_literal"] == "equivalent" and row["agree"], row
+    assert "RULE-12" in row["rule"]
+    if point.folded_stride:
+        # Without a concrete size (no window simulation) the rules alone say "not equivalent".
+        spec = ConvSpec.make(point.dims, point.in_channels, point.out_channels, point.kernel, point.stride, point.padding,
+                             point.dilation, point.groups, True, point.padding_mode)
+        generic = predict_fold(spec, point.r, point.order, folded_stride=(point.folded_stride,) * point.dims)
+        assert generic.literal is Literal.NOT_EQUIVALENT

@@ -34,6 +34,7 @@ __all__ = [
     "IntOrTuple",
     "Order",
     "normalize_r",
+    "per_axis_ints",
     "normalize_order",
     "order_string",
     "depth_to_space",
@@ -57,6 +58,29 @@ def _check_dims(spatial_dims: int) -> int:
     return int(spatial_dims)
 
 
+def per_axis_ints(value: IntOrTuple, dims: int, param: str, minimum: int) -> Tuple[int, ...]:
+    """An int (repeated) or one int per spatial axis, each ``>= minimum``; FoldError otherwise.
+
+    Example:
+        >>> per_axis_ints(1, 3, "stride", 1), per_axis_ints((0, 2), 2, "padding", 0)
+        ((1, 1, 1), (0, 2))
+    """
+    if isinstance(value, (bool, torch.Tensor)):
+        raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")
+    if isinstance(value, numbers.Integral):
+        values: Tuple = (value,) * dims
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        values = tuple(value)
+        if len(values) != dims:
+            raise fold_error(param, value, f"needs one value per spatial axis ({dims}), got {len(values)}")
+    else:
+        raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+            raise fold_error(param, value, f"every entry must be an integer >= {minimum}")
+    return tuple(int(v) for v in values)
+
+
 def normalize_r(r: IntOrTuple, spatial_dims: int, param: str = "r") -> Tuple[int, ...]:
     """Return the fold factor as one positive int per spatial axis.
 
@@ -64,21 +88,7 @@ def normalize_r(r: IntOrTuple, spatial_dims: int, param: str = "r") -> Tuple[int
         >>> normalize_r(2, 2), normalize_r((2, 3), 2)
         ((2, 2), (2, 3))
     """
-    spatial_dims = _check_dims(spatial_dims)
-    if isinstance(r, (bool, torch.Tensor)):
-        raise fold_error(param, r, "must be a positive integer or one positive integer per spatial axis")
-    if isinstance(r, numbers.Integral):
-        values: Tuple = (r,) * spatial_dims
-    elif isinstance(r, Sequence) and not isinstance(r, str):
-        values = tuple(r)
-        if len(values) != spatial_dims:
-            raise fold_error(param, r, f"needs one factor per spatial axis ({spatial_dims}), got {len(values)}")
-    else:
-        raise fold_error(param, r, "must be a positive integer or one positive integer per spatial axis")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise fold_error(param, r, "every factor must be an integer >= 1")
-    return tuple(int(v) for v in values)
+    return per_axis_ints(r, _check_dims(spatial_dims), param, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -234,7 +244,18 @@ def fold_channel_map(channels: int, r: IntOrTuple, order: Order = "crd", spatial
     return depth_to_space(ids, rs, order, dims)
 
 
-class DepthToSpace(nn.Module):
+class _Layout(nn.Module):
+    def __init__(self, r: IntOrTuple, order: Order = "crd", spatial_dims: Union[int, None] = None):
+        super().__init__()
+        self.spatial_dims = _infer_dims(r, spatial_dims)
+        self.r = normalize_r(r, self.spatial_dims)
+        self.order = normalize_order(order, self.spatial_dims)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, order={' '.join(self.order)!r}"
+
+
+class DepthToSpace(_Layout):
     """:func:`depth_to_space` as a module, usable inside ``nn.Sequential``.
 
     Example:
@@ -242,20 +263,11 @@ class DepthToSpace(nn.Module):
         torch.Size([1, 2, 6, 6])
     """
 
-    def __init__(self, r: IntOrTuple, order: Order = "crd", spatial_dims: Union[int, None] = None):
-        super().__init__()
-        self.spatial_dims = _infer_dims(r, spatial_dims)
-        self.r = normalize_r(r, self.spatial_dims)
-        self.order = normalize_order(order, self.spatial_dims)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return depth_to_space(x, self.r, self.order, self.spatial_dims)
 
-    def extra_repr(self) -> str:
-        return f"r={self.r}, order={' '.join(self.order)!r}"
 
-
-class SpaceToDepth(nn.Module):
+class SpaceToDepth(_Layout):
     """:func:`space_to_depth` as a module, usable inside ``nn.Sequential``.
 
     Example:
@@ -263,14 +275,5 @@ class SpaceToDepth(nn.Module):
         torch.Size([1, 8, 3, 3])
     """
 
-    def __init__(self, r: IntOrTuple, order: Order = "crd", spatial_dims: Union[int, None] = None):
-        super().__init__()
-        self.spatial_dims = _infer_dims(r, spatial_dims)
-        self.r = normalize_r(r, self.spatial_dims)
-        self.order = normalize_order(order, self.spatial_dims)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth(x, self.r, self.order, self.spatial_dims)
-
-    def extra_repr(self) -> str:
-        return f"r={self.r}, order={' '.join(self.order)!r}"

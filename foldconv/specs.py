@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import fold_error
-from .layout import IntOrTuple, Order, normalize_order, normalize_r
+from .layout import IntOrTuple, Order, normalize_order, normalize_r, per_axis_ints
 
 __all__ = ["ConvSpec", "FoldSpec", "PADDING_MODES", "conv_class"]
 
@@ -34,21 +34,7 @@ def conv_class(dims: int) -> type:
     return _CONV[dims]
 
 
-def _tuple(value: IntOrTuple, dims: int, param: str, minimum: int) -> Tuple[int, ...]:
-    if isinstance(value, bool):
-        raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")
-    if isinstance(value, numbers.Integral):
-        values: Tuple = (value,) * dims
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        values = tuple(value)
-        if len(values) != dims:
-            raise fold_error(param, value, f"needs one value per spatial axis ({dims}), got {len(values)}")
-    else:
-        raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-            raise fold_error(param, value, f"every entry must be an integer >= {minimum}")
-    return tuple(int(v) for v in values)
+_tuple = per_axis_ints
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_flatten
 
 from ..errors import FoldError, fold_error
 from ..report import markdown_table, write_table
@@ -115,6 +115,11 @@ _INPUT_REDUCE = {
     "adaptive_max_pool3d",
 }
 _SCRATCH = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+
+
+def tree_leaves(tree: Any) -> List[Any]:
+    """Leaves of a pytree (torch < 2.2 has no ``tree_leaves``; ``tree_flatten`` exists in every 2.x)."""
+    return tree_flatten(tree)[0]
 
 
 def _numel(t: Any) -> int:

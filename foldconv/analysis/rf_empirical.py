@@ -130,7 +130,7 @@ def _hull(grad: torch.Tensor, naxes: int) -> Optional[Box]:
     box = []
     for a in range(naxes):
         other = tuple(d for d in range(naxes) if d != a)
-        line = spatial.any(other) if other else spatial
+        line = spatial.sum(other) > 0 if other else spatial  # any() over several dims needs torch >= 2.2
         idx = torch.nonzero(line).flatten()
         box.append((int(idx.min()), int(idx.max())))
     return tuple(box)

@@ -1,9 +1,11 @@
 """Decide whether two computations are the same linear (or polynomial) map, exactly.
 
 The exact verdict evaluates both sides on random *integer-valued* float64 inputs (and, for a
-:func:`derived` candidate, random integer-valued float64 weights): every product and partial sum is an
-integer below 2**53, so float64 arithmetic is exact and the outputs are compared with ``torch.equal``,
-with no tolerance. Summation order, the only thing that differs between equivalent forms, cannot change an
+:func:`derived` candidate, random integer-valued float64 weights) in ``[-exact_range, exact_range]``: every
+product is an integer of magnitude at most ``exact_range**2`` (2**20 by default), so float64 arithmetic is
+exact while the sum of a layer's absolute terms stays below 2**53 (fan-in below 2**33 per layer with the
+defaults), and the outputs are compared with ``torch.equal``, with no tolerance. Outputs of magnitude 2**51
+or more switch the check to the float64-tolerance verdict (reported, ``exact`` False). Summation order, the only thing that differs between equivalent forms, cannot change an
 exact integer sum.
 
 False "equivalent": if the two sides differ, the difference of some output coordinate is a non-zero

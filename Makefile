@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/layout.py
+	$(PY) benchmarks/sweep.py
+	$(PY) benchmarks/fold_speed.py
+	$(PY) benchmarks/receptive_field.py
+	$(PY) benchmarks/count.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .hypothesis

@@ -219,8 +219,16 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
     def fits(r: Any, dims: int) -> bool:
         return not isinstance(r, tuple) or len(r) == dims
 
+    def order_ok(order: str, dims: int) -> bool:
+        # A grid may list orders of one dimensionality ("c rw rh"); they apply only to points of that one.
+        try:
+            normalize_order(order, dims)
+            return True
+        except FoldError:
+            return False
+
     def conv_point(section: str, dims: int, r: Any, G: int, k: int, s: int, pad: int, d: int, g: int, mode: str, order: str, x_order: str, fs: int) -> None:
-        if not fits(r, dims):
+        if not fits(r, dims) or not order_ok(order, dims) or not (x_order == "same" or order_ok(x_order, dims)):
             return
         R = block(r, dims)
         cin = G * R * (g if g > 0 else 1)
@@ -255,7 +263,7 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
         for dims, r, s, fs in itertools.product(D, rs, grid.stride, grid.folded_strides):
             conv_point("folded_stride", dims, r, 1, 3, s, 1, 1, 1, "zeros", "crd", "same", fs)
     for dims, r, order, name in itertools.product(D, rs, grid.orders, grid.following):
-        if not fits(r, dims):
+        if not fits(r, dims) or not order_ok(order, dims):
             continue
         R = block(r, dims)
         add(Point("following", dims, r, order, "same", 2 * R, 4 * R, 1, 1, 0, 1, 1, "zeros", 0, 4, name, 4))

@@ -126,3 +126,14 @@ def test_points_are_deterministic_and_r_override_restricts():
     only = points(g, [4])
     assert {p.r for p in only if p.section != "invalid"} == {4}
     assert Point("theorem", 2, 2).seed() == Point("theorem", 2, 2).seed() != Point("theorem", 2, 3).seed()
+
+
+def test_orders_of_another_dimensionality_are_skipped_not_fatal():
+    grid = Grid(dims=(1, 2, 3), r=(2,), kernel=(3,), stride=(1,), padding=(1,), dilation=(1,), groups=(1,), folded_channels=(1,),
+                padding_modes=("zeros",), orders=("crd", "c rw rh"), input_orders=("same", "rh c rw"), folded_strides=(0,),
+                s2d_sizes=(), invalid=False, product=True)
+    pts = points(grid)
+    assert {(p.dims, p.order) for p in pts} == {(1, "crd"), (2, "crd"), (3, "crd"), (2, "c rw rh")}
+    assert all(p.input_order in ("same", "rh c rw") for p in pts if p.dims == 2)
+    assert all(p.input_order == "same" for p in pts if p.dims != 2)
+    assert all(r["agree"] for r in run_sweep(pts, ()))

@@ -1,10 +1,11 @@
 """The equivalence phase diagram: predict every configuration of a grid, check it exactly, draw the map.
 
     python scripts/sweep.py                                  # quick grid (make demo), < 1 minute
-    python scripts/sweep.py grid=full                        # the full grid
+    python scripts/sweep.py grid=full fold.r=2 grid.dims=[2] # one slice of the full grid (see configs/grid/full.yaml)
     python scripts/sweep.py -m grid=quick fold.r=2,4         # one job per r (multirun)
     python scripts/sweep.py -m fold.r=2,4 hydra/launcher=parallel        # joblib, local processes
-    python scripts/sweep.py -m grid=full fold.r=1,2,3,4,8 hydra/launcher=cluster   # SLURM via submitit
+    python scripts/sweep.py -m grid=full fold.r=1,2,3,4 shard.count=64 shard.index="range(64)" \
+        hydra/launcher=cluster                                # SLURM via submitit, 256 jobs
 
 Writes results.csv, summary.md and PNG heatmaps into the run directory; exits 1 when any prediction
 disagrees with the exact observation (after writing everything).
@@ -55,9 +56,16 @@ class FoldOverride:
 
 
 @dataclass
+class ShardConfig:
+    index: int = 0  # this job runs points index, index + count, index + 2*count, ...
+    count: int = 1
+
+
+@dataclass
 class SweepConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     fold: FoldOverride = field(default_factory=FoldOverride)
+    shard: ShardConfig = field(default_factory=ShardConfig)
     dtypes: List[str] = field(default_factory=lambda: ["float32", "bfloat16"])
     plots: bool = True
     progress: bool = True
@@ -78,10 +86,15 @@ def main(cfg: SweepConfig) -> None:
         product=g.product, invalid=g.invalid,
     )
     override = [parse_r(cfg.fold.r)] if cfg.fold.r is not None else None
-    pts = points(grid, override)
+    if not 0 <= cfg.shard.index < cfg.shard.count:
+        print(f"shard.index={cfg.shard.index}: must be in [0, shard.count={cfg.shard.count})", file=sys.stderr)
+        sys.exit(2)
+    pts = points(grid, override)[cfg.shard.index :: cfg.shard.count]
     bar = (lambda it: tqdm(it, desc=f"sweep {g.name}", unit="cfg", mininterval=0.5)) if cfg.progress else None
     rows = run_sweep(pts, [parse_dtype(d) for d in cfg.dtypes], progress=bar)
     title = f"Equivalence sweep: grid={g.name}" + (f", r={cfg.fold.r}" if cfg.fold.r is not None else "")
+    if cfg.shard.count > 1:
+        title += f", shard {cfg.shard.index}/{cfg.shard.count}"
     write_sweep_outputs(rows, out, title, plots=cfg.plots)
     bad = [r for r in rows if not r["agree"]]
     print(f"{len(rows)} configurations; {len(rows) - len(bad)} predictions agree with the exact observation; outputs in {out}")

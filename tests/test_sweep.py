@@ -137,3 +137,18 @@ def test_orders_of_another_dimensionality_are_skipped_not_fatal():
     assert all(p.input_order in ("same", "rh c rw") for p in pts if p.dims == 2)
     assert all(p.input_order == "same" for p in pts if p.dims != 2)
     assert all(r["agree"] for r in run_sweep(pts, ()))
+
+
+def test_shards_partition_the_grid(tmp_path):
+    sweep_dir = tmp_path / "shards"
+    base = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]", "fold.r=2"]
+    proc = run_app("-m", "shard.count=2", "shard.index=0,1", f"hydra.sweep.dir={sweep_dir}", *base)
+    assert proc.returncode == 0, proc.stderr
+    whole = run_app(f"hydra.run.dir={tmp_path / 'whole'}", *base)
+    assert whole.returncode == 0, whole.stderr
+    key = lambda r: tuple(v for k, v in r.items() if not k.startswith("rel_err"))  # noqa: E731
+    parts = [read_csv(p) for p in sorted(sweep_dir.glob("*/results.csv"))]
+    assert len(parts) == 2 and all(parts)
+    assert sorted(map(key, parts[0] + parts[1])) == sorted(map(key, read_csv(tmp_path / "whole" / "results.csv")))
+    bad = run_app(f"hydra.run.dir={tmp_path / 'bad'}", "shard.index=2", "shard.count=2")
+    assert bad.returncode == 2 and "shard.index=2" in bad.stderr

@@ -28,7 +28,7 @@ from torch import nn
 from .errors import FoldError
 from .fold import groups_aligned, plan_fold
 from .layout import fold_channel_map, normalize_order
-from .specs import ConvSpec, FoldSpec
+from .specs import ConvSpec, FoldSpec, padded_source
 
 __all__ = [
     "Outcome",
@@ -128,22 +128,6 @@ def folded_output_alignment(out_len: int, folded_stride: int, r: int, stride: in
     return hits, out_len
 
 
-def _source(q: int, n: int, mode: str) -> Optional[int]:
-    """Which input row a padded-coordinate row ``q`` reads (None: a zero from zero padding)."""
-    if 0 <= q < n:
-        return q
-    if mode == "zeros":
-        return None
-    if mode == "circular":
-        return q % n
-    if mode == "replicate":
-        return min(max(q, 0), n - 1)
-    # reflect (no edge repeat)
-    period = 2 * (n - 1) if n > 1 else 1
-    q = abs(q) % period
-    return q if q < n else period - q
-
-
 def _axis_windows(n, k, s, p, d, mode, f, out_len, folded_stride, folded_padding):
     """Per output index on one axis: the original's tap set and the literal fold's tap set.
 
@@ -153,12 +137,12 @@ def _axis_windows(n, k, s, p, d, mode, f, out_len, folded_stride, folded_padding
     for i in range(out_len):
         o = set()
         for t in range(k):
-            src = _source(i * s - p + t * d, n, mode)
+            src = padded_source(i * s - p + t * d, n, mode)
             if src is not None:
                 o.update((t, sub, src, sub) for sub in range(f))
         l = set()
         for t2 in range(f * k):
-            src = _source(i * folded_stride - folded_padding + t2 * d, n * f, mode)
+            src = padded_source(i * folded_stride - folded_padding + t2 * d, n * f, mode)
             if src is not None:
                 l.add((t2 // f, t2 % f, src // f, src % f))
         orig.append(frozenset(o))
@@ -338,6 +322,10 @@ def predict_fold(
             reasons.extend(differs)
             if literal is Literal.EQUIVALENT:
                 literal = Literal.NOT_EQUIVALENT
+            if input_size is None and dilated_axes and stride_f == default_stride and padding_f == default_padding:
+                # On an axis with r > 1 the dilated folded kernel is d - 1 - floor((d-1)/r) > 0 taps longer
+                # than r times the original's extent, whatever the size: the output always shrinks (FOLD-7).
+                literal = Literal.SHAPES_DIFFER
         elif literal is Literal.SHAPES_DIFFER:
             reasons.append("output sizes differ")
         if input_size is not None and literal is not Literal.SHAPES_DIFFER and literal is not Literal.INVALID:

@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
-from torch import nn
 
 from ..errors import FoldError, fold_error
-from ..specs import ConvSpec
+from ..specs import ConvSpec, padded_source
 from .counting import CountReport
 
 __all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def fc_params(in_shape: Sequence[int], out_shape: Sequence[int], bias: bool = True) -> int:
@@ -53,21 +51,6 @@ def fc_params(in_shape: Sequence[int], out_shape: Sequence[int], bias: bool = Tr
             raise fold_error(name, tuple(shape), "must be a non-empty shape of integers >= 1")
     n_in, n_out = math.prod(in_shape), math.prod(out_shape)
     return n_in * n_out + (n_out if bias else 0)
-
-
-def _source(i: int, n: int, mode: str) -> Optional[int]:
-    """Input index a padded position ``i`` reads, or None for zero padding."""
-    if 0 <= i < n:
-        return i
-    if mode == "zeros":
-        return None
-    if mode == "circular":
-        return i % n
-    if mode == "replicate":
-        return min(max(i, 0), n - 1)
-    period = 2 * (n - 1) if n > 1 else 1  # reflect without repeating the edge
-    i = abs(i) % period
-    return i if i < n else period - i
 
 
 def axis_pairs(n: int, kernel: int, stride: int, padding: int, dilation: int, mode: str = "zeros") -> int:
@@ -92,7 +75,7 @@ def axis_pairs(n: int, kernel: int, stride: int, padding: int, dilation: int, mo
             total += max(0, hi - lo + 1)
         return total
     return sum(
-        len({_source(j * stride - padding + t * dilation, n, mode) for t in range(kernel)}) for j in range(outputs)
+        len({padded_source(j * stride - padding + t * dilation, n, mode) for t in range(kernel)}) for j in range(outputs)
     )
 
 
@@ -205,10 +188,7 @@ def dense_equivalents(report: CountReport) -> List[Dict[str, Any]]:
         [('0', 55584, 224)]
     """
     rows = []
-    for layer in report.layers:
-        module = report.modules.get(layer.name)
-        if not isinstance(module, _CONVS) or layer.input_shape is None:
-            continue
+    for layer, module in report.conv_layers():
         try:
             spec = ConvSpec.from_module(module)
         except FoldError:

@@ -12,6 +12,8 @@ from typing import Tuple
 
 import numpy as np
 
+from ..specs import padded_source
+
 __all__ = ["AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "IDENTITY"]
 
 
@@ -68,19 +70,11 @@ class Local(AxisMap):
         if self.mode == "zeros" and lo >= 0 and hi <= n - 1:
             return lo, hi
         # near a border the hull must skip dilation holes and follow the padding mode: enumerate the taps
-        idx = (np.arange(a, b + 1)[:, None] * self.s - self.p + np.arange(0, self.k, self.d)[None, :]).ravel()
-        if self.mode == "zeros":
-            idx = idx[(idx >= 0) & (idx <= n - 1)]
-        elif self.mode == "reflect":
-            idx = np.abs(idx)
-            idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx)
-        elif self.mode == "replicate":
-            idx = np.clip(idx, 0, n - 1)
-        else:  # circular
-            idx = idx % n
-        if idx.size == 0:
+        taps = {o * self.s - self.p + t for o in range(a, b + 1) for t in range(0, self.k, self.d)}
+        idx = {q for q in (padded_source(t, n, self.mode) for t in taps) if q is not None}
+        if not idx:
             return 1, 0
-        return int(idx.min()), int(idx.max())
+        return min(idx), max(idx)
 
     def __repr__(self):
         return f"Local(k={self.k}, s={self.s}, p={self.p})"

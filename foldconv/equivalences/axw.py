@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import fold_error
 from ..fold import expand_groups
-from ..specs import ConvSpec
+from ..specs import PADDING_MODES, ConvSpec, padded_source
 
 __all__ = ["AXWTerm", "AXWFactors", "axis_selection", "axw_factors"]
 
@@ -43,20 +43,11 @@ def axis_selection(in_size: int, out_size: int, stride: int, shift: int, padding
         >>> axis_selection(4, 4, 1, -1).tolist()[0], axis_selection(4, 4, 1, -1, "reflect").tolist()[0]
         ([0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0])
     """
-    u = torch.arange(out_size) * stride + shift
-    if padding_mode == "zeros":
-        keep = (u >= 0) & (u < in_size)
-    elif padding_mode == "circular":
-        u, keep = u % in_size, torch.ones_like(u, dtype=torch.bool)
-    elif padding_mode == "reflect":
-        period = 2 * (in_size - 1) if in_size > 1 else 1
-        u = u % period
-        u = torch.where(u >= in_size, period - u, u)
-        keep = torch.ones_like(u, dtype=torch.bool)
-    elif padding_mode == "replicate":
-        u, keep = u.clamp(0, in_size - 1), torch.ones_like(u, dtype=torch.bool)
-    else:
-        raise fold_error("padding_mode", padding_mode, "must be one of 'zeros', 'circular', 'reflect', 'replicate'")
+    if padding_mode not in PADDING_MODES:
+        raise fold_error("padding_mode", padding_mode, f"must be one of {PADDING_MODES}")
+    sources = [padded_source(i * stride + shift, in_size, padding_mode) for i in range(out_size)]
+    keep = torch.tensor([src is not None for src in sources], dtype=torch.bool)
+    u = torch.tensor([src if src is not None else 0 for src in sources], dtype=torch.long)
     a = torch.zeros(out_size, in_size, dtype=torch.float64)
     rows = torch.arange(out_size)[keep]
     a[rows, u[keep]] = 1.0

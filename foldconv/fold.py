@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple
 
 import einops
 import torch
 from torch import nn
 
-from .errors import FoldError, fold_error
+from .errors import fold_error
 from .layout import IntOrTuple, Order, depth_to_space, fold_channel_map, space_to_depth
 from .specs import ConvSpec, FoldSpec
 

@@ -10,7 +10,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 __all__ = ["columns_of", "format_value", "markdown_table", "write_csv", "read_csv", "write_markdown", "write_table", "figure", "save_figure"]
 

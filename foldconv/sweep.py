@@ -26,8 +26,8 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import einops
 import torch
@@ -194,10 +194,6 @@ FOLLOWING = (
 # Grid expansion.
 
 
-def _spec_ok(p: Point) -> bool:
-    return p.in_channels % (p.groups or p.in_channels) == 0
-
-
 def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point]:
     """All points of a grid, deduplicated, in a deterministic order.
 
@@ -233,15 +229,12 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
         R = block(r, dims)
         cin = G * R * (g if g > 0 else 1)
         groups = g if g > 0 else cin  # depthwise
-        if g > 0 and (cin // g) % 1:
-            return
         cout = grid.out_channels * groups if groups > 1 else grid.out_channels
         size = d * (k - 1) + 1 + grid.extra
         if mode != "zeros":
             size = max(size, pad + 1)
         add(Point(section, dims, r, order, x_order, cin, cout, k, s, pad, d, groups, mode, fs, size))
 
-    first = lambda t: t[0]  # noqa: E731
     D = (2,) if 2 in grid.dims else grid.dims[:1]
     if grid.product:
         for dims, r, G, k, s, pad, d, g, mode, order, xo, fs in itertools.product(
@@ -481,9 +474,8 @@ def _invalid_point(p: Point) -> Tuple[Prediction, Dict[str, Any]]:
         from .equivalence import check_fold
 
         report = check_fold(conv, p.r, p.order, input_size=size, trials=1, dtypes=())
-        literal = Literal(report.verdict.value) if report.verdict.value in Literal._value2member_map_ else Literal.SHAPES_DIFFER
-        conditioned = literal
-        observed = {"observed_literal": literal, "observed_conditioned": conditioned}
+        literal = Literal(report.verdict.value)  # Verdict's values are a subset of Literal's
+        observed = {"observed_literal": literal, "observed_conditioned": literal}
     except FoldError:
         observed = {"observed_literal": Literal.INVALID, "observed_conditioned": Literal.INVALID}
     return pred, observed

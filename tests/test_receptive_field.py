@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from foldconv import DepthToSpace, FoldError, SpaceToDepth, fold_conv
+from foldconv import DepthToSpace, FoldError, SpaceToDepth
 from foldconv.analysis.receptive_field import RFAlignmentWarning, UnsupportedOpError, receptive_field
 from foldconv.analysis.rf_fold import folded_receptive_field
 

@@ -18,8 +18,7 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -119,10 +118,7 @@ def foldable_layers(
         [('0', 2, False), ('0', 4, False), ('1', 2, True), ('1', 4, True)]
     """
     rows = []
-    for layer in report.layers:
-        module = report.modules.get(layer.name)
-        if not isinstance(module, _CONVS) or layer.input_shape is None:
-            continue
+    for layer, module in report.conv_layers():
         try:
             spec = ConvSpec.from_module(module)
         except FoldError as exc:

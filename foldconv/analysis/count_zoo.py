@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import fold_error
-from .counting import CountReport, ShapeLike, count
+from .counting import ShapeLike, count
 
 __all__ = [
     "classification_models",

@@ -354,6 +354,13 @@ class CountReport:
                 return layer
         raise fold_error("name", name, f"is not a counted layer of {self.model}")
 
+    def conv_layers(self) -> Iterable[Tuple[LayerCount, nn.Module]]:
+        """``(row, module)`` for every ``nn.Conv1d/2d/3d`` that ran (so its input shape is known), in order."""
+        for layer in self.layers:
+            module = self.modules.get(layer.name)
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and layer.input_shape is not None:
+                yield layer, module
+
     def totals(self) -> Dict[str, Any]:
         """One summary row for the whole model."""
         return {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import fold_error
-from .receptive_field import RFReport, UnsupportedOpError, _Geom, _Rec, _summarise, receptive_field, trace_model
+from .receptive_field import RFReport, _Geom, _Rec, _summarise, receptive_field, trace_model
 
 __all__ = [
     "RFCheck",
@@ -326,7 +326,6 @@ def _fallback_node(gm, recs, node, shape, naxes) -> _Rec:
         n = out_shape[d] if d is not None else 1
         c = (n - 1) // 2
         def box(i):
-            index = [0] * naxes
             sel: List[Any] = [slice(None)] * out.dim()
             sel[d] = i
             y = out[tuple(sel)].sum()

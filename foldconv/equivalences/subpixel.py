@@ -25,7 +25,7 @@ with LR weight ``w_lr[(o,rho), c, j] = sum_{k: floor((rho + k - P_h)/r) = j} w_h
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import einops
 import torch

@@ -1,6 +1,7 @@
 """The fold theorem and each of its conditions, proven with exact (integer-valued float64) checks."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -58,6 +59,10 @@ def test_seed_example_256_channels_3x3_is_48x48_stride_16():
     conv = torch.nn.Conv2d(256, 4, 3, padding=1)
     big = fold_conv(conv, 16)
     assert (big.in_channels, big.kernel_size, big.stride, big.padding) == (1, (48, 48), (16, 16), (16, 16))
+    # The README's figures for 14x14 (folded: 1x224x224): equal parameters and MACs.
+    spec, folded = ConvSpec.make(2, 256, 256, 3, padding=1), plan_fold(ConvSpec.make(2, 256, 256, 3, padding=1), FoldSpec.make(16)).result
+    assert spec.params == folded.params == 590_080
+    assert spec.macs((14, 14)) == folded.macs((224, 224)) == 115_605_504
     report = check_fold(conv, 16, input_size=(4, 5), trials=2)
     assert report.verdict is Verdict.EQUIVALENT and report.exact is True
     assert report.false_equivalent_bound < 1e-5
@@ -206,21 +211,30 @@ def test_dilation_passed_through_fails_and_dense_kernel_holds():
 
 
 @pytest.mark.claim("FOLD-7")
-def test_dilation_passed_through_with_matching_shape_still_fails():
-    # Padding chosen so that the shapes agree: the values still differ.
-    conv = _integer_conv(torch.nn.Conv1d(2, 1, 2, dilation=2))
-    naive = conv_class(1)(1, 1, 4, stride=2, dilation=2).double()
+def test_dilation_passed_through_always_changes_the_output_size():
+    """With stride r*S and padding r*P, a dilation d > 1 kept on the folded kernel changes the output size."""
+    for r, k, d, p, n in itertools.product((2, 3), (1, 2, 3), (2, 3), (0, 1, 2), range(6, 12)):
+        original = ConvSpec.make(1, r, 1, k, 1, p, d)
+        if (n + 2 * p - original.effective_kernel[0]) < 0:
+            continue
+        literal = ConvSpec.make(1, 1, 1, r * k, r, r * p, d)
+        try:
+            literal_size = literal.output_size((r * n,))
+        except FoldError:  # the dilated folded kernel no longer fits: an empty output
+            literal_size = (0,)
+        assert original.output_size((n,)) != literal_size, (r, k, d, p, n)
+
+
+@pytest.mark.claim("FOLD-7")
+def test_dilation_passed_through_with_a_size_matching_padding_still_fails():
+    conv = _integer_conv(torch.nn.Conv1d(2, 1, 2, dilation=2))  # length 8 -> 6
+    naive = conv_class(1)(1, 1, 4, stride=2, padding=1, dilation=2).double()  # padding picked so 16 -> 6
     with torch.no_grad():
         naive.weight.copy_(depth_to_space(conv.weight, 2, spatial_dims=1))
         naive.bias.copy_(conv.bias)
-    x_shape = (1, 2, 8)
-    ref_len = conv(torch.zeros(x_shape, dtype=torch.float64)).shape[-1]
-    cand_len = naive(depth_to_space(torch.zeros(x_shape, dtype=torch.float64), 2, spatial_dims=1)).shape[-1]
-    if ref_len == cand_len:
-        report = check_equivalence(conv, naive, x_shape, lambda x: depth_to_space(x, 2, spatial_dims=1))
-        assert report.verdict is Verdict.NOT_EQUIVALENT
-    else:
-        assert ref_len != cand_len
+    report = check_equivalence(conv, naive, (1, 2, 8), lambda x: depth_to_space(x, 2, spatial_dims=1))
+    assert report.reference_shape == report.candidate_shape == (1, 1, 6)
+    assert report.verdict is Verdict.NOT_EQUIVALENT and report.exact
 
 
 @pytest.mark.claim("FOLD-8")

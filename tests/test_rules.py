@@ -154,6 +154,8 @@ def test_malformed_requests_are_invalid_and_raise(r, order, size, param):
 def test_rule_codes_and_conditions_are_informative():
     p = predict_fold(ConvSpec.make(2, 8, 4, 3, padding=1, groups=2), 2, "dcr")
     assert p.outcome is Outcome.HOLDS_IF and "FOLD-4" in p.codes and "groups=1" in p.conditions[0]
+    p = predict_fold(ConvSpec.make(2, 4, 4, 3, padding=1, dilation=2), 2)
+    assert p.outcome is Outcome.HOLDS_IF and p.literal is Literal.SHAPES_DIFFER and "FOLD-7" in p.codes
     p = predict_fold(ConvSpec.make(2, 8, 4, 3, padding=1), 2, "crd", input_order="dcr")
     assert p.outcome is Outcome.HOLDS_IF and p.literal is Literal.NOT_EQUIVALENT and "FOLD-9" in p.codes
     p = predict_fold(ConvSpec.make(2, 4, 4, 3, padding=1, padding_mode="replicate"), (1, 2))

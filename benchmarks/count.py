@@ -21,9 +21,9 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from foldconv.analysis.count_zoo import classification_models, meta_model
+from foldconv.analysis.counting.zoo import classification_models, meta_model
 from foldconv.analysis.counting import count
-from foldconv.report import markdown_table
+from foldconv._tables import markdown_table
 
 SHAPE = (1, 3, 224, 224)
 

@@ -15,9 +15,9 @@ import sys
 import torch
 
 from foldconv import ConvSpec, depth_to_space, fold_conv
-from foldconv.one_fold import parse_dtype
-from foldconv.report import markdown_table
-from foldconv.timing import time_call
+from foldconv.experiments.one_fold import parse_dtype
+from foldconv._tables import markdown_table
+from foldconv.experiments.timing import time_call
 
 
 def main(argv=None) -> int:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from foldconv import depth_to_space, space_to_depth
-from foldconv.report import markdown_table
-from foldconv.timing import time_call
+from foldconv._tables import markdown_table
+from foldconv.experiments.timing import time_call
 
 
 def main(argv=None) -> int:

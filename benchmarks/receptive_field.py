@@ -16,9 +16,9 @@ import warnings
 import torch
 import torchvision
 
-from foldconv.analysis.count_zoo import meta_model
+from foldconv.analysis.counting.zoo import meta_model
 from foldconv.analysis.receptive_field import UnsupportedOpError, receptive_field
-from foldconv.analysis.rf_empirical import empirical_boxes
+from foldconv.analysis.receptive_field.empirical import empirical_boxes
 
 
 def best_of(fn, repeats):

@@ -18,8 +18,8 @@ import torch
 from joblib import Parallel, delayed
 
 from foldconv import ConvSpec, FoldError, check_fold
-from foldconv.report import markdown_table
-from foldconv.sweep import Grid, points, run_sweep
+from foldconv._tables import markdown_table
+from foldconv.experiments.sweep.core import Grid, points, run_sweep
 
 GRID = Grid(
     name="bench", dims=(2,), r=(1, 2, 3, 4), kernel=(1, 2, 3, 5), stride=(1, 2, 3), padding=(0, 1, 2), dilation=(1, 2),

@@ -7,7 +7,7 @@ Example:
     >>> bool(check_fold(torch.nn.Conv2d(16, 4, 3, padding=1), 4))
     True
 """
-from .equivalence import (
+from .check import (
     Derived,
     EquivalenceReport,
     ErrorStats,
@@ -42,7 +42,7 @@ from .layout import (
     order_string,
     space_to_depth,
 )
-from .rules import Literal, Outcome, Prediction, fold_following, predict_fold, predict_following, predict_space_to_depth
+from .predict import Literal, Outcome, Prediction, fold_following, predict_fold, predict_following, predict_space_to_depth
 from .specs import ConvSpec, FoldSpec, conv_class
 
 __version__ = "0.1.0"

@@ -14,37 +14,12 @@ import torch
 from torch import nn
 
 from .errors import fold_error
+from .padding import PADDING_MODES, padded_source
 from .layout import IntOrTuple, Order, normalize_order, normalize_r, per_axis_ints
 
 __all__ = ["ConvSpec", "FoldSpec", "PADDING_MODES", "conv_class", "padded_source"]
 
-PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-
-
-def padded_source(q: int, n: int, mode: str) -> Optional[int]:
-    """The input index that padded position ``q`` of an axis of size ``n`` reads, or None for a zero.
-
-    The one definition of torch's padding modes used by every index-level analysis (prediction, operator
-    counts, A·X·W factors, receptive-field boxes). ``reflect`` does not repeat the edge.
-
-    Example:
-        >>> [padded_source(q, 3, m) for m in PADDING_MODES for q in (-1, 3)]
-        [None, None, 2, 0, 1, 1, 0, 2]
-    """
-    if 0 <= q < n:
-        return q
-    if mode == "zeros":
-        return None
-    if mode == "circular":
-        return q % n
-    if mode == "replicate":
-        return min(max(q, 0), n - 1)
-    if mode == "reflect":
-        period = 2 * (n - 1) if n > 1 else 1
-        q = abs(q) % period
-        return q if q < n else period - q
-    raise fold_error("padding_mode", mode, f"must be one of {PADDING_MODES}")
 
 
 def conv_class(dims: int) -> type:

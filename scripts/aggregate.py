@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import MISSING
 
-from foldconv.sweep_report import aggregate, write_sweep_outputs
+from foldconv.experiments.sweep.summary import aggregate, write_sweep_outputs
 
 
 @dataclass

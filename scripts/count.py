@@ -25,9 +25,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
 
-from foldconv.analysis.count_run import CountJob, run_count_jobs
-from foldconv.analysis.count_zoo import classification_models, meta_model, published_figures
-from foldconv.report import markdown_table
+from foldconv.experiments.counting import CountJob, run_count_jobs
+from foldconv.analysis.counting.zoo import classification_models, meta_model, published_figures
+from foldconv._tables import markdown_table
 
 
 @dataclass

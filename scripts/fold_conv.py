@@ -15,8 +15,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 
 from foldconv import ConvSpec, FoldSpec
-from foldconv.one_fold import parse_dtype, run_one_fold
-from foldconv.report import write_markdown, write_table
+from foldconv.experiments.one_fold import parse_dtype, run_one_fold
+from foldconv.experiments.io import write_markdown, write_table
 
 
 @dataclass

@@ -18,7 +18,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 
-from foldconv.equivalences.operators import OperatorsExample, run_operators
+from foldconv.experiments.operators import OperatorsExample, run_operators
 
 
 @dataclass

@@ -28,11 +28,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from foldconv.analysis.count_zoo import meta_model
+from foldconv.analysis.counting.zoo import meta_model
 from foldconv.analysis.receptive_field import UnsupportedOpError, receptive_field
-from foldconv.analysis.rf_empirical import check_receptive_field, effective_receptive_field
-from foldconv.analysis.rf_fold import folded_receptive_field
-from foldconv.report import figure, save_figure, write_table
+from foldconv.analysis.receptive_field.empirical import check_receptive_field, effective_receptive_field
+from foldconv.analysis.receptive_field.fold import folded_receptive_field
+from foldconv.experiments.io import figure, save_figure, write_table
 
 
 @dataclass

@@ -22,9 +22,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from tqdm import tqdm
 
-from foldconv.one_fold import parse_dtype
-from foldconv.sweep import Grid, parse_r, points, run_sweep
-from foldconv.sweep_report import write_sweep_outputs
+from foldconv.experiments.one_fold import parse_dtype
+from foldconv.experiments.sweep.core import Grid, parse_r, points, run_sweep
+from foldconv.experiments.sweep.summary import write_sweep_outputs
 
 
 @dataclass

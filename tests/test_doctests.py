@@ -10,7 +10,7 @@ import pytest
 import foldconv
 
 MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(foldconv.__path__, prefix="foldconv.") if not m.name.split(".")[-1].startswith("_")
+    m.name for m in pkgutil.walk_packages(foldconv.__path__, prefix="foldconv.") if not m.name.split(".")[-1].startswith("__")
 ) + ["foldconv"]
 
 

@@ -18,11 +18,9 @@ from .dense import (
     dense_operator,
     layout_permutation,
     offset_tensor,
-    operator_figure,
     parameter_ladder,
     shift_violations,
 )
-from .operators import OperatorsExample, OperatorsResult, run_operators
 from .space_to_depth import *  # noqa: F401,F403  (its __all__ is the public API)
 from .space_to_depth import __all__ as _spd_all
 from .subpixel import *  # noqa: F401,F403
@@ -30,6 +28,5 @@ from .subpixel import __all__ as _sub_all
 
 __all__ = [
     "AXWFactors", "AXWTerm", "axis_selection", "axw_factors", "DenseOperator", "OffsetTensor", "dense_operator",
-    "layout_permutation", "offset_tensor", "operator_figure", "parameter_ladder", "shift_violations",
-    "OperatorsExample", "OperatorsResult", "run_operators",
+    "layout_permutation", "offset_tensor", "parameter_ladder", "shift_violations",
 ] + list(_spd_all) + list(_sub_all)

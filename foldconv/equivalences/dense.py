@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import fold_error
-from ..report import figure
+
 
 __all__ = [
     "DenseOperator",
@@ -34,7 +34,6 @@ __all__ = [
     "layout_permutation",
     "shift_violations",
     "parameter_ladder",
-    "operator_figure",
 ]
 
 
@@ -322,41 +321,3 @@ def parameter_ladder(
     rows.append({"layer": "translation invariant, V[a,b]", "params": (2 * height - 1) * (2 * width - 1) * ch})
     rows.append({"layer": f"translation invariant + local, |a|,|b| <= {delta}", "params": (2 * delta + 1) ** 2 * ch})
     return rows
-
-
-def operator_figure(
-    original: DenseOperator, folded: DenseOperator, perm: torch.Tensor, titles: Sequence[str] = ("conv", "folded conv")
-) -> Tuple[Any, Any]:
-    """Side-by-side images of two dense operators and of the column permutation between them.
-
-    Returns ``(fig, axes)`` from :func:`foldconv.report.figure`; save it with ``save_figure``.
-
-    Example:
-        >>> from foldconv import depth_to_space, fold_conv
-        >>> conv = torch.nn.Conv2d(4, 1, 3, padding=1)
-        >>> a, b = dense_operator(conv, (4, 3, 3)), dense_operator(fold_conv(conv, 2), (1, 6, 6))
-        >>> fig, axes = operator_figure(a, b, layout_permutation(lambda x: depth_to_space(x, 2), (4, 3, 3)))
-        >>> len(axes)
-        3
-    """
-    n = perm.numel()
-    if original.matrix.shape[1] != n or folded.matrix.shape[1] != n:
-        raise fold_error("perm", tuple(perm.shape), f"must have one entry per input entry ({original.matrix.shape[1]})")
-    fig, axes = figure(1, 3, figsize=(15, 4.5))
-    scale = float(max(original.matrix.abs().max(), folded.matrix.abs().max(), 1e-12))
-    panels = [
-        (original.matrix, f"{titles[0]}: {tuple(original.out_shape)} <- {tuple(original.in_shape)}"),
-        (folded.matrix, f"{titles[1]}: {tuple(folded.out_shape)} <- {tuple(folded.in_shape)}"),
-    ]
-    for ax, (m, title) in zip(axes[:2], panels):
-        ax.imshow(m.detach().cpu().numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("input index")
-        ax.set_ylabel("output index")
-    p = torch.zeros(n, n)
-    p[perm, torch.arange(n)] = 1.0  # column q of the folded operator is column perm[q] of the original
-    axes[2].imshow(p.numpy(), cmap="Greys", interpolation="nearest")
-    axes[2].set_title("column permutation: folded = original @ P", fontsize=9)
-    axes[2].set_xlabel("folded input index")
-    axes[2].set_ylabel("original input index")
-    return fig, axes

@@ -1,0 +1,223 @@
+"""Dense-equivalent costs of a convolution: D2L's weight-sharing argument in numbers.
+
+A convolution is a linear map from ``C_in·∏n`` input numbers to ``C_out·∏o`` output numbers, so a
+fully-connected layer with the same input and output tensors needs ``(C_in·∏n)·(C_out·∏o)`` weights
+(+ ``C_out·∏o`` biases). D2L's two principles shrink that in two steps:
+
+- **locality** keeps only the operator entries whose input lies in the output's window: a *locally
+  connected* layer with one weight per (output, input) pair it touches, ``operator_nonzeros`` of them;
+- **translation invariance** ties those entries to the ``C_out·(C_in/groups)·∏k`` distinct weights of
+  the conv kernel (each reused ``reuse`` times on average).
+
+``operator_nonzeros`` counts the (output element, input element) pairs the conv actually touches,
+padding included: taps that fall on zero padding touch nothing; circular/reflect/replicate padding fold
+them back onto real inputs (and count a pair once even when two taps land on it). It is computed
+analytically, per axis, because the window structure factorises over axes.
+
+Seed figures (D2L §6.1): a 1000×1000 single-channel image into 1000 hidden units needs
+``fc_params((1, 1000, 1000), (1000,), bias=False) == 10**9`` weights; a 1000×1000 hidden map with the
+same-size image needs 10^12, while a 21×21 convolution (Δ = 10) producing it has 441.
+
+Example:
+    >>> from foldconv.specs import ConvSpec
+    >>> d = dense_equivalent(ConvSpec.make(2, 1, 1, 21, padding=10, bias=False), (1000, 1000))
+    >>> d.dense_params, d.conv_params, d.distinct_weights
+    (1000000000000, 441, 441)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+
+from ...errors import FoldError, fold_error
+from ...specs import ConvSpec, padded_source
+from .counter import CountReport
+
+__all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents"]
+
+
+
+def fc_params(in_shape: Sequence[int], out_shape: Sequence[int], bias: bool = True) -> int:
+    """Parameters of a fully-connected layer from ``flatten(in_shape)`` to ``flatten(out_shape)``.
+
+    Example:
+        >>> fc_params((1, 1000, 1000), (1000,), bias=False)
+        1000000000
+    """
+    for name, shape in (("in_shape", in_shape), ("out_shape", out_shape)):
+        if not all(isinstance(s, int) and s >= 1 for s in shape) or len(shape) == 0:
+            raise fold_error(name, tuple(shape), "must be a non-empty shape of integers >= 1")
+    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+    return n_in * n_out + (n_out if bias else 0)
+
+
+def axis_pairs(n: int, kernel: int, stride: int, padding: int, dilation: int, mode: str = "zeros") -> int:
+    """(output position, input position) pairs one axis of a conv touches.
+
+    Example:
+        >>> axis_pairs(5, 3, 1, 1, 1)  # 5 outputs x 3 taps, minus the 2 taps on padding
+        13
+        >>> axis_pairs(5, 3, 1, 1, 1, "circular")
+        15
+    """
+    outputs = (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    if outputs < 1:
+        raise fold_error("n", n, f"gives no output for kernel={kernel}, dilation={dilation}, padding={padding}")
+    if mode == "zeros":
+        total = 0
+        for tap in range(kernel):
+            offset = tap * dilation - padding
+            # Outputs j whose tap lands inside the input: 0 <= j*stride + offset < n.
+            lo = max(0, -(offset // stride))
+            hi = min(outputs - 1, (n - 1 - offset) // stride)
+            total += max(0, hi - lo + 1)
+        return total
+    return sum(
+        len({padded_source(j * stride - padding + t * dilation, n, mode) for t in range(kernel)}) for j in range(outputs)
+    )
+
+
+def operator_nonzeros(spec: ConvSpec, input_size: Sequence[int]) -> int:
+    """Structural nonzeros of the conv's operator matrix for one sample of spatial size ``input_size``.
+
+    Each output channel reads the ``in_channels/groups`` channels of its group at every touched position.
+
+    Example:
+        >>> operator_nonzeros(ConvSpec.make(1, 2, 3, 3, padding=1), (5,))
+        78
+    """
+    spec.output_size(input_size)  # validates the size
+    pairs = math.prod(
+        axis_pairs(n, k, s, p, d, spec.padding_mode)
+        for n, k, s, p, d in zip(input_size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
+    )
+    return spec.out_channels * (spec.in_channels // spec.groups) * pairs
+
+
+@dataclass(frozen=True)
+class DenseEquivalent:
+    """One conv at one input size, seen as a matrix.
+
+    ``dense_params``: a fully-connected layer between the same tensors (with a bias per output element
+    when the conv has a bias); ``local_params``: locality without weight sharing (one weight per touched
+    pair, same bias); ``conv_params``: the conv; ``density = operator_nonzeros / operator_entries``;
+    ``reuse = operator_nonzeros / distinct_weights``.
+    """
+
+    spec: ConvSpec
+    input_size: Tuple[int, ...]
+    output_size: Tuple[int, ...]
+    operator_entries: int
+    operator_nonzeros: int
+    distinct_weights: int
+    dense_params: int
+    local_params: int
+    conv_params: int
+
+    @property
+    def density(self) -> float:
+        return self.operator_nonzeros / self.operator_entries
+
+    @property
+    def reuse(self) -> float:
+        return self.operator_nonzeros / self.distinct_weights
+
+    @property
+    def saving(self) -> float:
+        """``dense_params / conv_params``: how many times fewer parameters the conv needs."""
+        return self.dense_params / self.conv_params
+
+    def row(self) -> Dict[str, Any]:
+        return {
+            "conv": self.spec.describe(),
+            "input": (self.spec.in_channels,) + self.input_size,
+            "output": (self.spec.out_channels,) + self.output_size,
+            "dense_params": self.dense_params,
+            "local_params": self.local_params,
+            "conv_params": self.conv_params,
+            "distinct_weights": self.distinct_weights,
+            "operator_entries": self.operator_entries,
+            "operator_nonzeros": self.operator_nonzeros,
+            "density": self.density,
+            "reuse": self.reuse,
+            "saving": self.saving,
+        }
+
+
+def dense_equivalent(spec: ConvSpec, input_size: Sequence[int]) -> DenseEquivalent:
+    """Dense-equivalent costs of ``spec`` on one sample of spatial size ``input_size``.
+
+    Example:
+        >>> d = dense_equivalent(ConvSpec.make(2, 256, 64, 3, padding=1), (32, 32))
+        >>> d.conv_params, d.dense_params, round(d.density, 5)
+        (147520, 17179934720, 0.00843)
+    """
+    if not isinstance(spec, ConvSpec):
+        raise fold_error("spec", type(spec).__name__, "must be a ConvSpec (ConvSpec.from_module(conv))")
+    size = tuple(int(n) for n in input_size)
+    out = spec.output_size(size)
+    n_in = spec.in_channels * math.prod(size)
+    n_out = spec.out_channels * math.prod(out)
+    nonzeros = operator_nonzeros(spec, size)
+    bias = n_out if spec.bias else 0
+    return DenseEquivalent(
+        spec=spec,
+        input_size=size,
+        output_size=out,
+        operator_entries=n_in * n_out,
+        operator_nonzeros=nonzeros,
+        distinct_weights=math.prod(spec.weight_shape),
+        dense_params=n_in * n_out + bias,
+        local_params=nonzeros + bias,
+        conv_params=spec.params,
+    )
+
+
+def dense_equivalents(report: CountReport) -> List[Dict[str, Any]]:
+    """One row per ``nn.Conv1d/2d/3d`` of a counted model, at the input size it saw (first call).
+
+    Transposed and functional convs are not listed (they have no ``ConvSpec``).
+
+    Example:
+        >>> import torch
+        >>> from foldconv.analysis.counting import count
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+        >>> [(r["layer"], r["dense_params"], r["conv_params"]) for r in dense_equivalents(count(net, (1, 3, 8, 8)))]
+        [('0', 55584, 224)]
+    """
+    rows = []
+    for layer, module in report.conv_layers():
+        try:
+            spec = ConvSpec.from_module(module)
+        except FoldError:
+            continue
+        d = dense_equivalent(spec, layer.input_shape[2:])
+        rows.append({"layer": layer.name, **d.row()})
+    return rows
+
+
+def d2l_table(pixels: int = 1000, hidden: int = 1000, delta: int = 10) -> List[Dict[str, Any]]:
+    """D2L's argument in numbers for a ``pixels × pixels`` single-channel image (weights only, no biases).
+
+    Rows: a fully-connected layer to ``hidden`` units; one to a same-size hidden map; locality alone
+    (a locally connected ``(2Δ+1)²`` window per output); locality and translation invariance (the conv).
+
+    Example:
+        >>> [(row["layer"], row["weights"]) for row in d2l_table()]  # doctest: +NORMALIZE_WHITESPACE
+        [('fully connected, 1x1000x1000 image -> 1000 hidden units', 1000000000),
+         ('fully connected, 1x1000x1000 image -> 1x1000x1000 hidden map', 1000000000000),
+         ('locally connected 21x21 (locality only)', 436392100),
+         ('conv 21x21 (locality + translation invariance)', 441)]
+    """
+    k = 2 * delta + 1
+    spec = ConvSpec.make(2, 1, 1, k, padding=delta, bias=False)
+    d = dense_equivalent(spec, (pixels, pixels))
+    image = f"1x{pixels}x{pixels}"
+    return [
+        {"layer": f"fully connected, {image} image -> {hidden} hidden units", "weights": fc_params((1, pixels, pixels), (hidden,), bias=False), "shared": False},
+        {"layer": f"fully connected, {image} image -> {image} hidden map", "weights": d.dense_params, "shared": False},
+        {"layer": f"locally connected {k}x{k} (locality only)", "weights": d.local_params, "shared": False},
+        {"layer": f"conv {k}x{k} (locality + translation invariance)", "weights": d.conv_params, "shared": True},
+    ]

@@ -1,0 +1,244 @@
+"""Per-axis index maps of the layers the receptive-field analyzer understands.
+
+Every layer is described, per spatial axis, by how an interval of *output* indices ``[a, b]`` pulls back
+to an interval of *input* indices (``pull``) and, for maps that keep features on an integer grid, by the
+Araujo-Norris-Sim recurrence ``(r, j, P) -> (r', j', P')`` (``rec``). ``pull`` is exact for every map (it
+is the hull of the indices the outputs read) and works on ints and on numpy int arrays alike.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Tuple
+
+import numpy as np
+
+from ...padding import padded_source
+
+__all__ = ["AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "IDENTITY"]
+
+
+def _ceil_div(x, d):
+    return -((-x) // d)
+
+
+class AxisMap:
+    """Base class. ``integral`` maps keep features on the input grid and have a recurrence."""
+
+    integral: bool = True
+
+    def jump(self, j: Fraction) -> Fraction:
+        """Effective stride (distance between neighbouring outputs, in input pixels) after this map."""
+        raise NotImplementedError
+
+    def rec(self, r: int, j: int, p: int) -> Tuple[int, int, int]:
+        """Araujo et al.'s recurrence on (size, box jump, effective padding); integral maps only."""
+        raise NotImplementedError
+
+    def pull(self, a, b):
+        """Input index hull ``(lo, hi)`` read by outputs ``a..b`` (padding indices included)."""
+        raise NotImplementedError
+
+    def clip_pull(self, a: int, b: int, n: int) -> Tuple[int, int]:
+        """Like :meth:`pull`, for an input of size ``n`` whose padding maps back inside (reflect etc.)."""
+        return self.pull(a, b)
+
+
+class Local(AxisMap):
+    """Conv/pool/slice window: output ``o`` reads ``o*s - p + [0, k-1]`` (``k`` the dilated extent).
+
+    ``s = 0`` selects the single index ``-p`` (integer indexing). ``mode`` is the padding mode.
+
+    Example:
+        >>> Local(3, 2, 1).pull(0, 1), Local(3, 2, 1).rec(1, 1, 0)
+        ((-1, 3), (3, 2, 1))
+    """
+
+    def __init__(self, k: int, s: int, p: int, mode: str = "zeros", dilation: int = 1):
+        self.k, self.s, self.p, self.mode, self.d = int(k), int(s), int(p), mode, int(dilation)
+
+    def jump(self, j):
+        return j * self.s if self.s else j
+
+    def rec(self, r, j, p):
+        return r + (self.k - 1) * j, j * self.s, p + self.p * j
+
+    def pull(self, a, b):
+        return a * self.s - self.p, b * self.s - self.p + self.k - 1
+
+    def clip_pull(self, a, b, n):
+        lo, hi = self.pull(a, b)
+        if self.mode == "zeros" and lo >= 0 and hi <= n - 1:
+            return lo, hi
+        # near a border the hull must skip dilation holes and follow the padding mode: enumerate the taps
+        taps = {o * self.s - self.p + t for o in range(a, b + 1) for t in range(0, self.k, self.d)}
+        idx = {q for q in (padded_source(t, n, self.mode) for t in taps) if q is not None}
+        if not idx:
+            return 1, 0
+        return min(idx), max(idx)
+
+    def __repr__(self):
+        return f"Local(k={self.k}, s={self.s}, p={self.p})"
+
+
+IDENTITY = Local(1, 1, 0)
+
+
+class Regroup(AxisMap):
+    """Space-to-depth by ``fi`` then depth-to-space by ``fo``: output ``o`` reads block ``o // fo``.
+
+    Example:
+        >>> Regroup(1, 16).pull(17, 31), Regroup(1, 16).jump(Fraction(1))
+        ((1, 1), Fraction(1, 16))
+    """
+
+    def __init__(self, fi: int, fo: int):
+        self.fi, self.fo = int(fi), int(fo)
+        self.integral = self.fo == 1
+
+    def jump(self, j):
+        return j * Fraction(self.fi, self.fo)
+
+    def rec(self, r, j, p):
+        return Local(self.fi, self.fi, 0).rec(r, j, p)
+
+    def pull(self, a, b):
+        return (a // self.fo) * self.fi, (b // self.fo) * self.fi + self.fi - 1
+
+    def __repr__(self):
+        return f"Regroup(in={self.fi}, out={self.fo})"
+
+
+class Transposed(AxisMap):
+    """Transposed conv with dilated extent ``k``, stride ``s`` and padding ``p``: output ``o`` reads inputs
+    ``i`` with ``i*s - p <= o <= i*s - p + k - 1``.
+
+    Example:
+        >>> Transposed(4, 2, 1).pull(1, 1), Transposed(4, 2, 1).jump(Fraction(1))
+        ((0, 1), Fraction(1, 2))
+    """
+
+    integral = False
+
+    def __init__(self, k: int, s: int, p: int):
+        self.k, self.s, self.p = int(k), int(s), int(p)
+
+    def jump(self, j):
+        return j / self.s
+
+    def pull(self, a, b):
+        return _ceil_div(a + self.p - self.k + 1, self.s), (b + self.p) // self.s
+
+    def __repr__(self):
+        return f"Transposed(k={self.k}, s={self.s}, p={self.p})"
+
+
+class Resample(AxisMap):
+    """``F.interpolate`` from ``n_in`` to ``n_out`` samples (nearest, nearest-exact, (bi/tri)linear, bicubic).
+
+    Example:
+        >>> tuple(int(v) for v in Resample(4, 8, "bilinear").pull(1, 1))
+        (0, 1)
+    """
+
+    integral = False
+
+    def __init__(self, n_in: int, n_out: int, mode: str = "nearest", align_corners: bool = False):
+        self.n_in, self.n_out, self.mode, self.align_corners = int(n_in), int(n_out), mode, bool(align_corners)
+
+    def jump(self, j):
+        return j * Fraction(self.n_in, self.n_out)
+
+    def _base(self, o):
+        """First source index of output ``o`` and whether the second tap has a non-zero weight."""
+        n, m = self.n_in, self.n_out
+        if self.mode == "nearest":
+            return np.minimum((o * n) // m, n - 1), o * 0
+        if self.mode == "nearest-exact":
+            return np.minimum(((2 * o + 1) * n) // (2 * m), n - 1), o * 0
+        if self.align_corners:
+            num, den = o * (n - 1), max(m - 1, 1)
+        else:  # src = (o + 1/2) n/m - 1/2, clamped at 0
+            num, den = np.maximum((2 * o + 1) * n - m, 0), 2 * m
+        base = np.minimum(num // den, n - 1)
+        return base, ((num % den) != 0) * 1
+
+    def pull(self, a, b):
+        lo, _ = self._base(a)
+        hi, frac = self._base(b)
+        if self.mode in ("nearest", "nearest-exact"):
+            return lo, hi
+        if self.mode == "bicubic":
+            return np.maximum(lo - 1, 0), np.minimum(hi + 2, self.n_in - 1)
+        # a tap whose weight is exactly zero (source on a sample, or clamped at the border) reads nothing
+        return lo, np.minimum(hi + frac, self.n_in - 1)
+
+    def __repr__(self):
+        return f"Resample({self.n_in}->{self.n_out}, {self.mode})"
+
+
+class Adaptive(AxisMap):
+    """Adaptive pooling bin ``o`` of ``n_out`` over ``n_in``: ``[floor(o*n_in/n_out), ceil((o+1)*n_in/n_out) - 1]``.
+
+    Example:
+        >>> Adaptive(7, 3).pull(1, 1)
+        (2, 4)
+    """
+
+    integral = False
+
+    def __init__(self, n_in: int, n_out: int):
+        self.n_in, self.n_out = int(n_in), int(n_out)
+
+    def jump(self, j):
+        return j * Fraction(self.n_in, self.n_out)
+
+    def pull(self, a, b):
+        return (a * self.n_in) // self.n_out, _ceil_div((b + 1) * self.n_in, self.n_out) - 1
+
+    def __repr__(self):
+        return f"Adaptive({self.n_in}->{self.n_out})"
+
+
+class Whole(AxisMap):
+    """Every output reads the whole axis of size ``n`` (global pooling, flatten + linear, attention).
+
+    Example:
+        >>> Whole(7).pull(0, 0), Whole(7).rec(5, 2, 1)
+        ((0, 6), (17, 0, 1))
+    """
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def jump(self, j):
+        return j * self.n
+
+    def rec(self, r, j, p):
+        return r + (self.n - 1) * j, 0, p
+
+    def pull(self, a, b):
+        return a * 0, b * 0 + self.n - 1
+
+    def __repr__(self):
+        return f"Whole({self.n})"
+
+
+class Broadcast(AxisMap):
+    """A size-1 axis broadcast against a larger one: every output reads index 0.
+
+    Example:
+        >>> Broadcast().pull(3, 5)
+        (0, 0)
+    """
+
+    def jump(self, j):
+        return j
+
+    def rec(self, r, j, p):
+        return r, 0, p
+
+    def pull(self, a, b):
+        return a * 0, b * 0
+
+    def __repr__(self):
+        return "Broadcast()"

@@ -1,0 +1,11 @@
+"""Equivalence checking: one verdict enum and the integer-exact checker.
+
+Example:
+    >>> import torch
+    >>> from foldconv.check import check_fold
+    >>> check_fold(torch.nn.Conv2d(8, 2, 3), 2).verdict.value
+    'equivalent'
+"""
+from .equivalence import Derived, EquivalenceReport, ErrorStats, Verdict, check_equivalence, check_fold, derived, no_tf32
+
+__all__ = ["Derived", "EquivalenceReport", "ErrorStats", "Verdict", "check_equivalence", "check_fold", "derived", "no_tf32"]

@@ -1,0 +1,189 @@
+"""Summaries and plots of a sweep's rows: summary.md, results.csv and heatmap PNGs.
+
+Kept apart from :mod:`foldconv.sweep` so that aggregation of multirun outputs can reuse it on rows read
+back from CSV (where every value is a string).
+"""
+from __future__ import annotations
+
+import collections
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+from ..io import figure, markdown_table, save_figure, write_csv, write_markdown
+
+__all__ = ["summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes", "COLUMNS"]
+
+COLUMNS = [
+    "section", "dims", "r", "order", "input_order", "in_channels", "out_channels", "kernel", "stride", "padding",
+    "dilation", "groups", "padding_mode", "folded_stride", "size", "following", "batch", "predicted", "observed",
+    "predicted_literal", "observed_literal", "observed_conditioned", "agree", "rule", "reason", "conditions", "folded",
+    "density", "rel_err_float32", "rel_err_bfloat16", "rel_err_float16", "crop_exact", "pad_exact",
+]
+_OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
+
+
+def _true(v: Any) -> bool:
+    return v is True or v == "True"
+
+
+def _size_key(row: Mapping[str, Any]):
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return math.inf
+    return (num(row.get("in_channels")), num(row.get("size")), num(row.get("kernel")), str(row.get("r")))
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep") -> str:
+    """Markdown: counts per outcome and per rule, the smallest example of each failing rule, disagreements.
+
+    Example:
+        >>> print(summarize([{"predicted": "holds", "observed": "holds", "agree": True, "rule": "FOLD-1",
+        ...     "reason": "ok", "section": "theorem"}]).splitlines()[2])
+        1 configurations, 1 agree, 0 disagree.
+    """
+    agree = sum(_true(r["agree"]) for r in rows)
+    lines = [f"# {title}", "", f"{len(rows)} configurations, {agree} agree, {len(rows) - agree} disagree.", ""]
+    lines += ["## Outcomes (predicted = observed)", ""]
+    by_section: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        by_section[r["section"]][r["observed"]] += 1
+    table = [{"section": s, **{o: c.get(o, 0) for o in _OUTCOMES}, "total": sum(c.values())} for s, c in by_section.items()]
+    total = collections.Counter(r["observed"] for r in rows)
+    table.append({"section": "**all**", **{o: total.get(o, 0) for o in _OUTCOMES}, "total": len(rows)})
+    lines += [markdown_table(table), ""]
+    lines += ["## Rules and reasons", "", "Each rule is a claim in paper_notes/claims.md; the example is the smallest configuration it decided.", ""]
+    groups: Dict[tuple, List[Mapping[str, Any]]] = collections.defaultdict(list)
+    for r in rows:
+        groups[(r["rule"], r["predicted"])].append(r)
+    rule_rows = []
+    for (rule, outcome), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        smallest = collections.defaultdict(str, min(members, key=_size_key))
+        example = (
+            f"{smallest['section']}: dims={smallest['dims']} r={smallest['r']} C={smallest['in_channels']} k={smallest['kernel']} "
+            f"s={smallest['stride']} p={smallest['padding']} d={smallest['dilation']} g={smallest['groups']} "
+            f"mode={smallest['padding_mode']} order={smallest['order']}/{smallest['input_order']} following={smallest['following']}"
+        )
+        rule_rows.append({"rule": rule, "outcome": outcome, "count": len(members), "reason (smallest example)": smallest["reason"], "smallest example": example})
+    lines += [markdown_table(rule_rows), ""]
+    bad = [r for r in rows if not _true(r["agree"])]
+    lines += ["## Disagreements", ""]
+    if bad:
+        cols = ["section", "dims", "r", "in_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode",
+                "order", "input_order", "folded_stride", "following", "predicted", "observed", "predicted_literal", "observed_literal"]
+        lines += [markdown_table(bad, cols)]
+    else:
+        lines += ["None: every prediction matched the exact observation."]
+    return "\n".join(lines)
+
+
+def _grid_values(rows, key):
+    values = sorted({str(r[key]) for r in rows}, key=lambda v: (len(v), v))
+    return values
+
+
+def plot_modes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Heatmaps: fraction of r > 1 configurations whose literal fold holds, over stride x padding, per padding mode."""
+    import numpy as np
+
+    sel = [r for r in rows if r["section"] in ("modes", "product") and str(r["r"]) not in ("1", "(1,1)", "(1,1,1)")]
+    modes = sorted({r["padding_mode"] for r in sel}) or ["zeros"]
+    strides, pads = _grid_values(sel, "stride") or ["1"], _grid_values(sel, "padding") or ["0"]
+    fig, axes = figure(1, len(modes), figsize=(3.2 * len(modes), 3.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        grid = np.full((len(strides), len(pads)), np.nan)
+        for i, s in enumerate(strides):
+            for j, p in enumerate(pads):
+                cell = [r for r in sel if r["padding_mode"] == mode and str(r["stride"]) == s and str(r["padding"]) == p]
+                if cell:
+                    grid[i, j] = sum(r["observed"] == "holds" for r in cell) / len(cell)
+        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower")
+        for i in range(len(strides)):
+            for j in range(len(pads)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.0%}", ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(len(pads)), pads)
+        ax.set_yticks(range(len(strides)), strides)
+        ax.set_xlabel("padding P")
+        ax.set_ylabel("stride S")
+        ax.set_title(f"{mode}: literal fold holds")
+    return save_figure(fig, path)
+
+
+def plot_errors(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Heatmaps: log10 of the largest relative error of the folded form over r x kernel, per low-precision dtype."""
+    import numpy as np
+
+    sel = [r for r in rows if r["section"] in ("theorem", "product")]
+    keys = [k for k in ("rel_err_float32", "rel_err_bfloat16", "rel_err_float16") if any(r.get(k) not in (None, "") for r in sel)]
+    rs, ks = _grid_values(sel, "r") or ["1"], _grid_values(sel, "kernel") or ["1"]
+    fig, axes = figure(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        grid = np.full((len(rs), len(ks)), np.nan)
+        for i, r in enumerate(rs):
+            for j, k in enumerate(ks):
+                vals = [float(x[key]) for x in sel if str(x["r"]) == r and str(x["kernel"]) == k and x.get(key) not in (None, "")]
+                if vals:
+                    grid[i, j] = math.log10(max(max(vals), 1e-17))
+        im = ax.imshow(grid, cmap="viridis", origin="lower")
+        fig.colorbar(im, ax=ax, label="log10 max rel error")
+        ax.set_xticks(range(len(ks)), ks)
+        ax.set_yticks(range(len(rs)), rs)
+        ax.set_xlabel("kernel K")
+        ax.set_ylabel("fold r")
+        ax.set_title(key.replace("rel_err_", ""))
+    return save_figure(fig, path)
+
+
+def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Stacked bars: observed outcome counts per section."""
+    sections = list(dict.fromkeys(r["section"] for r in rows))
+    fig, ax = figure(figsize=(7, 3.4))
+    bottom = [0] * len(sections)
+    colors = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575"}
+    for outcome in _OUTCOMES:
+        counts = [sum(1 for r in rows if r["section"] == s and r["observed"] == outcome) for s in sections]
+        ax.bar(sections, counts, bottom=bottom, label=outcome, color=colors[outcome])
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    ax.set_ylabel("configurations")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    ax.set_title("Observed outcome per section")
+    return save_figure(fig, path)
+
+
+def write_sweep_outputs(rows: Sequence[Mapping[str, Any]], out: Path, title: str = "Equivalence sweep", plots: bool = True) -> Dict[str, Path]:
+    """Write results.csv, summary.md and (optionally) the PNGs into ``out``."""
+    out = Path(out)
+    columns = (["job"] if rows and "job" in rows[0] else []) + COLUMNS
+    paths = {"csv": write_csv(rows, out / "results.csv", columns), "summary": write_markdown(summarize(rows, title), out / "summary.md")}
+    if plots:
+        paths["modes"] = plot_modes(rows, out / "heatmap_modes.png")
+        paths["errors"] = plot_errors(rows, out / "heatmap_errors.png")
+        paths["outcomes"] = plot_outcomes(rows, out / "outcomes.png")
+    return paths
+
+
+def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
+    """Concatenate the results.csv files of a multirun, adding a ``job`` column (the job's folder name).
+
+    Rows that appear in several jobs (grid points shared by every job, such as the invalid section) are kept
+    once, the first time they are seen.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = write_csv([{"section": "theorem", "r": 2}], d / "0" / "results.csv")
+        >>> aggregate([d / "0" / "results.csv"])
+        [{'job': '0', 'section': 'theorem', 'r': '2'}]
+    """
+    from ..io import read_csv
+
+    merged: Dict[tuple, Dict[str, str]] = {}
+    for path in sorted(Path(p) for p in paths):
+        for row in read_csv(path):
+            key = tuple((k, v) for k, v in row.items() if k not in ("job",) and not k.startswith("rel_err"))
+            merged.setdefault(key, {"job": path.parent.name, **row})
+    return list(merged.values())

@@ -1,0 +1,95 @@
+"""Dense-equivalent costs: analytic operator nonzeros against the explicit operator, D2L numbers (COUNT-4)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foldconv.analysis.counting.dense import axis_pairs, d2l_table, dense_equivalent, dense_equivalents, fc_params, operator_nonzeros
+from foldconv.analysis.counting import count
+from foldconv.errors import FoldError
+from foldconv.specs import ConvSpec
+
+
+def explicit_operator(spec: ConvSpec, size) -> torch.Tensor:
+    """The conv's matrix, column by column: the conv applied to every basis input (all-ones weights,
+    so touched entries are positive and nothing cancels)."""
+    conv = spec.replace(bias=False).to_module(dtype=torch.float64)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        n_in = spec.in_channels * math.prod(size)
+        basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in, spec.in_channels) + tuple(size))
+        return conv(basis).reshape(n_in, -1).T
+
+
+@st.composite
+def specs(draw):
+    dims = draw(st.integers(1, 2))
+    groups = draw(st.sampled_from([1, 2]))
+    cin, cout = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    k = tuple(draw(st.integers(1, 4)) for _ in range(dims))
+    d = tuple(draw(st.integers(1, 2)) for _ in range(dims))
+    n = tuple(draw(st.integers(dd * (kk - 1) + 1, 7)) for kk, dd in zip(k, d))
+    mode = draw(st.sampled_from(["zeros", "circular", "reflect", "replicate"]))
+    p = tuple(draw(st.integers(0, 4)) for _ in range(dims))
+    if mode in ("reflect", "circular"):
+        p = tuple(min(pp, nn_ - 1) for pp, nn_ in zip(p, n))
+    s = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    spec = ConvSpec.make(dims, cin, cout, k, s, p, d, groups, True, mode)
+    return spec, n
+
+
+@pytest.mark.claim("COUNT-4")
+@settings(max_examples=80)
+@given(specs())
+def test_analytic_nonzeros_equal_explicit_operator(case):
+    spec, size = case
+    op = explicit_operator(spec, size)
+    d = dense_equivalent(spec, size)
+    assert d.operator_nonzeros == int((op != 0).sum())
+    assert d.operator_entries == op.numel()
+    assert d.dense_params == op.numel() + op.shape[0]  # + one bias per output element
+    assert d.distinct_weights == math.prod(spec.weight_shape)
+    assert d.local_params == d.operator_nonzeros + op.shape[0]
+
+
+@pytest.mark.claim("COUNT-4")
+def test_d2l_numbers():
+    assert fc_params((1, 1000, 1000), (1000,), bias=False) == 10**9
+    rows = {row["layer"].split(",")[0].split(" ")[0] + str(i): row["weights"] for i, row in enumerate(d2l_table())}
+    assert list(rows.values()) == [10**9, 10**12, 20890**2, 441]
+    seed = dense_equivalent(ConvSpec.make(2, 256, 256, 3, padding=1), (32, 32))
+    assert seed.conv_params == 590_080 and seed.dense_params == (256 * 1024) ** 2 + 256 * 1024
+    assert seed.operator_nonzeros == 256 * 256 * 94 * 94  # 32*3-2 touched pairs per axis
+
+
+def test_axis_pairs_zero_padding_closed_form():
+    # Every (output, tap) pair lands inside when there is no padding.
+    assert axis_pairs(10, 3, 1, 0, 1) == 8 * 3
+    assert axis_pairs(10, 3, 2, 1, 2, "zeros") == sum(
+        1 for j in range((10 + 2 - 4 - 1) // 2 + 1) for t in range(3) if 0 <= 2 * j - 1 + 2 * t < 10
+    )
+
+
+def test_dense_rows_of_a_model():
+    import torchvision
+
+    with torch.device("meta"):
+        net = torchvision.models.resnet18()
+    rows = {row["layer"]: row for row in dense_equivalents(count(net, (1, 3, 224, 224)))}
+    assert len(rows) == 20  # 17 convs on the main path + 3 downsample projections
+    stem = rows["conv1"]
+    assert stem["conv_params"] == 9408 and stem["dense_params"] == 3 * 224 * 224 * 64 * 112 * 112
+    assert 0 < stem["density"] < 1e-3
+
+
+def test_bad_inputs():
+    with pytest.raises(FoldError, match="in_shape"):
+        fc_params((0, 3), (2,))
+    with pytest.raises(FoldError, match="spec='Conv2d'"):
+        dense_equivalent(torch.nn.Conv2d(1, 1, 1), (4, 4))
+    with pytest.raises(FoldError, match="input_size"):
+        operator_nonzeros(ConvSpec.make(2, 1, 1, 5), (3, 3))

@@ -1,0 +1,237 @@
+"""Analytic receptive fields: published values, recurrences, layout ops, merges, folding, errors."""
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from foldconv import DepthToSpace, FoldError, SpaceToDepth
+from foldconv.analysis.receptive_field import RFAlignmentWarning, UnsupportedOpError, receptive_field
+from foldconv.analysis.receptive_field.fold import folded_receptive_field
+
+# Araujo, Norris & Sim (Distill 2019), RECEPTIVE_FIELD_TABLE.md: vgg_16 pool5 = 212 / 32 / 90.
+# pool1..pool4 follow from the same recurrences (TF-slim 'SAME' 3x3 convs = padding 1; 'VALID' 2x2 pools).
+def meta_model(name):
+    """torchvision model with meta weights: the analytic tests need shapes, not numbers (and no init time)."""
+    with torch.device("meta"):
+        return torchvision.models.get_model(name, weights=None)
+
+
+@pytest.fixture(scope="module")
+def vgg16_report():
+    return receptive_field(meta_model("vgg16"), (1, 3, 224, 224))
+
+
+VGG16_ENDPOINTS = {
+    "features_4": (6, 2, 2),
+    "features_9": (16, 4, 6),
+    "features_16": (44, 8, 18),
+    "features_23": (100, 16, 42),
+    "features_30": (212, 32, 90),  # pool5: the table's row
+}
+
+
+@pytest.mark.claim("RF-1")
+@pytest.mark.parametrize("name,expected", sorted(VGG16_ENDPOINTS.items()))
+def test_vgg16_endpoints_match_araujo_table(vgg16_report, name, expected):
+    node = vgg16_report[name]
+    assert node.op == "MaxPool2d"
+    for axis in node.axes:
+        assert (axis.rf, axis.jump, axis.padding) == expected
+        assert axis.aligned and axis.exact
+
+
+@pytest.mark.claim("RF-1")
+def test_vgg16_pool5_box_is_the_araujo_box(vgg16_report):
+    report = vgg16_report
+    # feature i of pool5 reads [32 i - 90, 32 i - 90 + 211]
+    assert report.box("features_30", (0, 6), clip=False) == ((-90, 121), (102, 313))
+    assert report.box("features_30", (0, 6)) == ((0, 121), (102, 223))
+
+
+def test_araujo_recurrence_for_a_dilated_strided_stack():
+    net = nn.Sequential(nn.Conv1d(1, 1, 5, stride=2, padding=2), nn.Conv1d(1, 1, 3, dilation=3, padding=1), nn.AvgPool1d(3, 2, 1, ceil_mode=True))
+    out = receptive_field(net, (1, 1, 64)).output.axes[0]
+    # r = 1 + 4*1 = 5, j = 2, P = 2; then k' = 7: r = 5 + 6*2 = 17, P = 2 + 1*2 = 4; then pool: r = 17 + 2*2 = 21, j = 4, P = 4 + 2 = 6
+    assert (out.rf, out.jump, out.padding) == (21, 4, 6)
+
+
+def test_affine_summary_equals_exact_pullback_everywhere():
+    net = nn.Sequential(nn.Conv2d(1, 2, 7, 2, 3), nn.MaxPool2d(3, 2, 1), nn.Conv2d(2, 2, 3, 1, 1), nn.Conv2d(2, 2, 3, 2, 1))
+    report = receptive_field(net, (1, 1, 40, 40))
+    for name, node in report.nodes.items():
+        h = node.shape[2]
+        for i in range(h):
+            j = node.axes[0]
+            lo = i * int(j.jump) - j.padding
+            assert report.box(name, (i, 0), clip=False)[0] == (lo, lo + j.rf - 1)
+
+
+@pytest.mark.claim("RF-4")
+def test_space_to_depth_multiplies_and_depth_to_space_divides_the_jump():
+    net = nn.Sequential(SpaceToDepth(4), nn.Conv2d(16, 16, 3, padding=1), DepthToSpace(2))
+    report = receptive_field(net, (1, 1, 32, 32))
+    s2d, conv, d2s = list(report.nodes.values())[1:]
+    assert (s2d.axes[0].rf, s2d.axes[0].jump, s2d.axes[0].padding) == (4, 4, 0)
+    assert (conv.axes[0].rf, conv.axes[0].jump, conv.axes[0].padding) == (12, 4, 4)
+    assert d2s.axes[0].jump == Fraction(2)  # 4 / 2
+    # but pixels 2m and 2m+1 read the same conv pixel m: boxes repeat in pairs, so not the affine form
+    assert not d2s.aligned
+    assert report.box(list(report.nodes)[-1], (4, 4), clip=False) == report.box(list(report.nodes)[-1], (5, 5), clip=False) == ((4, 15), (4, 15))
+
+
+@pytest.mark.claim("RF-4")
+def test_pixel_shuffle_and_transposed_conv_give_fractional_jumps():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2), nn.ConvTranspose2d(1, 1, 4, 2, 1))
+    report = receptive_field(net, (1, 1, 8, 8))
+    _, conv, shuffle, tconv = report.nodes.values()
+    assert shuffle.jump == (Fraction(1, 2),) * 2 and not shuffle.aligned
+    assert tconv.jump == (Fraction(1, 4),) * 2 and not tconv.aligned
+    # shuffle output o reads conv output o // 2, i.e. input [o//2 - 1, o//2 + 1]
+    assert report.box(list(report.nodes)[2], (5, 0), clip=False)[0] == (1, 3)
+
+
+@pytest.mark.claim("RF-4")
+def test_nearest_upsample_then_block_aligned_conv_returns_to_the_grid():
+    net = nn.Sequential(nn.Upsample(scale_factor=4, mode="nearest"), nn.Conv2d(1, 1, 8, stride=4, padding=2))
+    report = receptive_field(net, (1, 1, 8, 8))
+    up, conv = list(report.nodes.values())[1:]
+    assert up.jump[0] == Fraction(1, 4) and not up.aligned
+    # output o reads upsampled [4o-2, 4o+5] -> input [o-1, o+1]
+    assert conv.aligned and (conv.axes[0].rf, conv.axes[0].jump, conv.axes[0].padding) == (3, 1, 1)
+
+
+class Focus(nn.Module):
+    """YOLOv5's Focus: space-to-depth by slicing, then a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(12, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        return self.conv(x)
+
+
+@pytest.mark.claim("RF-4", "RF-5")
+def test_focus_slicing_has_space_to_depth_geometry_and_warns():
+    with pytest.warns(RFAlignmentWarning, match="different centres"):
+        report = receptive_field(Focus(), (1, 3, 16, 16))
+    cat = report["cat"]
+    assert (cat.rf, cat.jump, cat.padding) == ((2, 2), (2, 2), (0, 0))
+    # the conv after it: a 6x6 conv with stride 2 and padding 2, as the fold theorem says
+    assert (report.output.rf, report.output.jump, report.output.padding) == ((6, 6), (2, 2), (2, 2))
+
+
+@pytest.mark.claim("RF-5")
+def test_resnet_shortcuts_are_aligned_and_union_is_taken():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RFAlignmentWarning)
+        report = receptive_field(meta_model("resnet18"), (1, 3, 64, 64))
+    # layer2's first block: main path conv3x3 s2 + conv3x3, shortcut conv1x1 s2; the add takes the larger
+    add = report["add_2"]
+    main = report["layer2_0_bn2"]
+    short = report["layer2_0_downsample_1"]
+    assert add.rf == main.rf and add.padding == main.padding and add.rf > short.rf
+
+
+@pytest.mark.claim("RF-5")
+def test_misaligned_residual_warns():
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 3)  # o reads [o, o+2], centre o+1
+            self.b = nn.Conv2d(1, 1, 1)  # o reads [o, o], centre o
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)[..., :-2, :-2]
+
+    with pytest.warns(RFAlignmentWarning):
+        report = receptive_field(Shifted(), (1, 1, 10, 10))
+    assert report.output.rf == (3, 3) and report.output.padding == (0, 0)
+
+
+def test_global_pool_and_linear_read_the_whole_input():
+    report = receptive_field(meta_model("resnet18"), (1, 3, 64, 64))
+    out = report.output
+    assert all(a.constant and a.exact for a in out.axes)
+    assert report.box() == ((0, 63), (0, 63))
+    flat = report["flatten"]
+    assert flat.exact  # flattening a 1x1 map loses nothing
+
+
+@pytest.mark.claim("RF-3")
+def test_seed_fold_48_vs_3():
+    table = folded_receptive_field(nn.Conv2d(256, 8, 3, padding=1), 16, input_size=(4, 4))
+    original, folded, back, d2s = table.rows
+    assert original["rf"] == (3, 3) and original["padding"] == (1, 1)
+    assert folded["kernel"] == (48, 48) and folded["rf"] == (48, 48) and folded["jump"] == ("16", "16") and folded["padding"] == (16, 16)
+    assert back["rf"] == (3, 3) and back["jump"] == ("1", "1") and back["padding"] == (1, 1) and back["aligned"]
+    assert d2s["jump"] == ("1/16", "1/16") and not d2s["aligned"]
+    assert table.consistent
+
+
+@pytest.mark.claim("RF-3")
+@pytest.mark.parametrize("order", ["crd", "dcr", "focus"])
+@pytest.mark.parametrize("k,s,p,r", [(3, 1, 1, 2), (5, 2, 2, 2), (1, 1, 0, 4), (3, 2, 0, 3)])
+def test_folded_conv_in_input_pixels_is_the_original(order, k, s, p, r):
+    conv = nn.Conv2d(2 * r * r, 3, k, stride=s, padding=p)
+    table = folded_receptive_field(conv, r, order, input_size=(9, 9))
+    original, folded, back, _ = table.rows
+    assert folded["rf"] == (r * k,) * 2 and folded["jump"] == (str(r * s),) * 2
+    assert (back["rf"], back["jump"], back["padding"]) == (original["rf"], original["jump"], original["padding"])
+
+
+@pytest.mark.claim("RF-7")
+def test_unknown_op_names_the_op():
+    class Rolled(nn.Module):
+        def forward(self, x):
+            return torch.roll(x, 1, dims=-1)
+
+    with pytest.raises(UnsupportedOpError, match="op='roll'") as info:
+        receptive_field(Rolled(), (1, 1, 8, 8))
+    assert isinstance(info.value, FoldError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.claim("RF-7")
+def test_untraceable_model_is_a_clear_error():
+    class DataDependent(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x
+            return -x
+
+    with pytest.raises(UnsupportedOpError, match="cannot trace"):
+        receptive_field(DataDependent(), (1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 0, 4), (1, 3, 4.0, 4), "1,3,4,4"])
+def test_bad_input_shape(shape):
+    with pytest.raises(FoldError, match="input_shape"):
+        receptive_field(nn.Conv2d(3, 1, 1), shape)
+
+
+def test_bad_fallback_and_index():
+    with pytest.raises(FoldError, match="fallback"):
+        receptive_field(nn.Conv2d(3, 1, 1), (1, 3, 4, 4), fallback="guess")
+    report = receptive_field(nn.Conv2d(3, 1, 1), (1, 3, 4, 4))
+    with pytest.raises(FoldError, match="index"):
+        report.box(index=(4, 0))
+    with pytest.raises(FoldError, match="node"):
+        report.box("nope")
+
+
+def test_einops_rearrange_is_understood():
+    from einops.layers.torch import Rearrange
+
+    net = nn.Sequential(Rearrange("b c (h h2) (w w2) -> b (c h2 w2) h w", h2=2, w2=2), nn.Conv2d(4, 4, 3, padding=1),
+                        Rearrange("b (c h2 w2) h w -> b c (h h2) (w w2)", h2=2, w2=2))
+    report = receptive_field(net, (1, 1, 8, 8))
+    s2d, conv, d2s = list(report.nodes.values())[1:]
+    assert (s2d.rf, s2d.jump) == ((2, 2), (2, 2))
+    assert (conv.rf, conv.padding) == ((6, 6), (2, 2))
+    assert d2s.jump == (1, 1) and d2s.rf == (6, 6)

@@ -1,0 +1,195 @@
+"""Analytic = empirical: gradient supports on random stacks and on one model per torchvision family;
+Luo et al.'s effective receptive field; the empirical fallback for ops without a rule."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from foldconv import DepthToSpace, SpaceToDepth
+from foldconv.analysis.receptive_field import receptive_field
+from foldconv.analysis.receptive_field.empirical import (
+    check_receptive_field,
+    effective_receptive_field,
+    empirical_box,
+    positive_copy,
+)
+
+# One representative per family, at a small input (2-core CI budget). VGG and AlexNet: the convolutional
+# trunk only (their 100M-parameter classifiers only make the copy slow; the trunk is where the geometry is).
+# The whole traceable zoo at 224 px runs in scripts/receptive_field.py and benchmarks/receptive_field.py.
+FAMILY = [
+    ("resnet18", 64, None),
+    ("vgg11", 64, "features"),
+    ("alexnet", 96, "features"),
+    ("mobilenet_v2", 32, None),
+    ("mobilenet_v3_small", 32, None),
+    ("efficientnet_b0", 32, None),
+    ("densenet121", 64, None),
+    ("squeezenet1_0", 64, None),
+    ("shufflenet_v2_x0_5", 64, None),
+    ("regnet_x_400mf", 64, None),
+    ("mnasnet0_5", 64, None),
+    ("googlenet", 64, None),
+    ("convnext_tiny", 64, None),
+]
+
+
+@pytest.mark.claim("RF-2")
+@pytest.mark.parametrize("name,size,part", FAMILY, ids=[f[0] for f in FAMILY])
+def test_analytic_equals_empirical_on_torchvision_family(name, size, part):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # googlenet's init notice
+        model = torchvision.models.get_model(name, weights=None)
+    if part:
+        model = getattr(model, part)
+    check = check_receptive_field(model, (1, 3, size, size), max_nodes=6)
+    assert len(check.rows) >= 9
+    assert check.ok, check.mismatches
+    # the check must be able to fail: shrink one analytic box and it no longer matches
+    row = check.rows[1]
+    (lo, hi), rest = row["analytic"][0], row["analytic"][1:]
+    assert ((lo + 1, hi),) + rest != row["empirical"]
+
+
+def _layers(draw, size, channels):
+    layers, c, n = [], 1, size
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "tconv", "shuffle", "unshuffle", "upsample", "d2s"]))
+        if kind == "conv":
+            k, s, d = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
+            p = draw(st.integers(0, (d * (k - 1)) // 2 + 1))
+            mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "circular"])) if p and p < n else "zeros"
+            layer, c_out = nn.Conv2d(c, channels, k, s, p, d, padding_mode=mode), channels
+            n_out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+        elif kind in ("maxpool", "avgpool"):
+            k = draw(st.integers(2, 3))
+            s, p, ceil = draw(st.integers(1, 3)), draw(st.integers(0, k // 2)), draw(st.booleans())
+            layer = nn.MaxPool2d(k, s, p, ceil_mode=ceil) if kind == "maxpool" else nn.AvgPool2d(k, s, p, ceil_mode=ceil)
+            c_out = c
+            n_out = -(-(n + 2 * p - k) // s) + 1 if ceil else (n + 2 * p - k) // s + 1
+            if ceil and (n_out - 1) * s >= n + p:
+                n_out -= 1
+        elif kind == "tconv":
+            k, s = draw(st.integers(2, 4)), draw(st.integers(1, 3))
+            p = draw(st.integers(0, k - 1))
+            layer, c_out = nn.ConvTranspose2d(c, channels, k, s, p), channels
+            n_out = (n - 1) * s - 2 * p + k
+        elif kind in ("shuffle", "d2s"):
+            if c % 4:
+                layers.append(nn.Conv2d(c, 4, 1)); c = 4
+            layer = nn.PixelShuffle(2) if kind == "shuffle" else DepthToSpace(2, draw(st.sampled_from(["crd", "dcr"])))
+            c_out, n_out = c // 4, 2 * n
+        elif kind == "unshuffle":
+            if n % 2:
+                continue
+            layer = nn.PixelUnshuffle(2) if draw(st.booleans()) else SpaceToDepth(2)
+            c_out, n_out = 4 * c, n // 2
+        else:
+            mode = draw(st.sampled_from(["nearest", "bilinear"]))
+            layer, c_out, n_out = nn.Upsample(scale_factor=2, mode=mode), c, 2 * n
+        if n_out < 1 or n_out > 64:
+            continue
+        layers.append(layer)
+        c, n = c_out, n_out
+        if kind == "unshuffle":
+            # the analysis is channel-blind (a unit's box is the hull over the node's channels); a later
+            # depth-to-space that picks one channel per sub-pixel would undo the unshuffle exactly and see
+            # less than that hull. A channel-mixing conv in between is what real networks have.
+            layers.append(nn.Conv2d(c, c, 1))
+    layers.append(nn.Conv2d(c, 2, 1))
+    return nn.Sequential(*layers)
+
+
+@st.composite
+def stacks(draw):
+    size = draw(st.integers(6, 20))
+    return draw(st.just(size)), _layers(draw, size, 4)
+
+
+@pytest.mark.claim("RF-2", "RF-4")
+@settings(max_examples=40)
+@given(stacks())
+def test_analytic_equals_empirical_on_random_stacks(case):
+    size, net = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = receptive_field(net, (1, 1, size, size))
+        nodes = [n for n in report.nodes if n != "input" and report.nodes[n].op != "input"]
+        check = check_receptive_field(net, (1, 1, size, size), nodes=nodes, report=report)
+    assert check.ok, (net, check.mismatches)
+
+
+def test_max_pool_support_needs_the_average_pool_substitute():
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.MaxPool2d(4))
+    # the real max pool passes gradient to one pixel per window: its support is smaller than the window
+    model = positive_copy(net)
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    model(x)[0, 0, 1, 1].backward()
+    assert int((x.grad != 0).sum()) <= 9 < 36
+    # the substitute sees the full 6x6 window (4x4 pool of 3x3 convs)
+    assert empirical_box(net, (1, 1, 16, 16), index=(1, 1)) == ((3, 8), (3, 8)) == receptive_field(net, (1, 1, 16, 16)).box(index=(1, 1))
+
+
+@pytest.mark.claim("RF-6")
+def test_effective_receptive_field_is_inside_the_box_and_grows_like_sqrt_depth():
+    spreads, sizes = [], []
+    for depth in (4, 16):
+        torch.manual_seed(0)
+        net = nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(depth)])
+        shape = (1, 4, 41, 41)
+        erf = effective_receptive_field(net, shape, samples=6)
+        (h0, h1), (w0, w1) = receptive_field(net, shape).box()
+        outside = erf.copy()
+        outside[h0:h1 + 1, w0:w1 + 1] = 0
+        assert not outside.any() and np.count_nonzero(erf) == (h1 - h0 + 1) * (w1 - w0 + 1)
+        line = erf.sum(0) / erf.sum()
+        x = np.arange(41)
+        mu = (line * x).sum()
+        spreads.append(float(np.sqrt((line * (x - mu) ** 2).sum())))
+        sizes.append(h1 - h0)
+    assert sizes[1] / sizes[0] == 4  # RF - 1 grows linearly with depth
+    assert spreads[1] / spreads[0] < 3  # the ERF's spread grows much slower (sqrt(4) = 2 in theory)
+    assert spreads[1] < sizes[1] / 4
+
+
+class Rolled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(torch.roll(self.a(x), 1, dims=-1))
+
+
+@pytest.mark.claim("RF-7")
+def test_empirical_fallback_for_an_op_without_rule():
+    report = receptive_field(Rolled(), (1, 1, 16, 16), fallback="empirical")
+    assert report.fallback_nodes == ["roll"]
+    roll = report["roll"]
+    # roll by 1 along w: unit w reads conv pixel w-1, i.e. input [w-2, w]; h is untouched
+    assert (roll.rf, roll.padding) == ((3, 3), (1, 2)) and not roll.exact
+    assert report.output.rf == (5, 5) and report.output.padding == (2, 3)
+    assert report.box(index=(8, 8)) == empirical_box(Rolled(), (1, 1, 16, 16), index=(8, 8), ) == ((6, 10), (5, 9))
+
+
+@pytest.mark.claim("RF-7")
+def test_empirical_fallback_for_an_untraceable_model():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 5, padding=2)
+
+        def forward(self, x):
+            return self.conv(x) if x.sum() > 0 else -self.conv(x)
+
+    report = receptive_field(DataDependent(), (1, 1, 16, 16), fallback="empirical")
+    assert report.output.rf == (5, 5) and report.output.padding == (2, 2)

@@ -1,12 +1,16 @@
-# Two commands do all the setup: `make demo` and `make test`.
-# Both create or reuse .venv and install from constraints.txt; the install is skipped when
+# Setup and the usual runs: `make demo`, `make test` (the whole suite, what .ci/run calls), `make check`
+# (the fast tier: no model zoos, no app subprocesses), `make lint` (ruff + the import-layer contracts).
+# Every target creates or reuses .venv and installs from constraints.txt; the install is skipped when
 # pyproject.toml and constraints.txt are unchanged since the last one (.venv/.install-stamp).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
+# Test workers (pytest-xdist); each runs torch on one thread (tests/conftest.py). `make test JOBS=0` runs serially.
+JOBS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS)
 
-.PHONY: demo test install bench clean
+.PHONY: demo test check lint install bench clean
 
 install: $(STAMP)
 
@@ -20,7 +24,14 @@ demo: $(STAMP)
 	$(PY) scripts/sweep.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
+
+check: $(STAMP)
+	$(PYTEST) -m "not slow and not app"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check foldconv scripts tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/layout.py

@@ -15,8 +15,8 @@ import sys
 import torch
 
 from foldconv import ConvSpec, depth_to_space, fold_conv
-from foldconv.experiments.one_fold import parse_dtype
 from foldconv._tables import markdown_table
+from foldconv.experiments.one_fold import parse_dtype
 from foldconv.experiments.timing import time_call
 
 
@@ -42,8 +42,8 @@ def main(argv=None) -> int:
             big = fold_conv(conv, r)
             xf = depth_to_space(x, r)
             err = float((big(xf) - reference).abs().max() / reference.abs().max())
-            t_conv = time_call(lambda: big(xf), f"r={r}", args.min_run_time)
-            t_all = time_call(lambda: big(depth_to_space(x, r)), f"r={r}+d2s", args.min_run_time)
+            t_conv = time_call(lambda: big(xf), f"r={r}", min_run_time=args.min_run_time)
+            t_all = time_call(lambda: big(depth_to_space(x, r)), f"r={r}+d2s", min_run_time=args.min_run_time)
             anchor = anchor or t_conv
             spec = ConvSpec.from_module(big)
             rows.append({

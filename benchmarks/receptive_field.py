@@ -16,9 +16,8 @@ import warnings
 import torch
 import torchvision
 
-from foldconv.analysis.counting.zoo import meta_model
-from foldconv.analysis.receptive_field import UnsupportedOpError, receptive_field
-from foldconv.analysis.receptive_field.empirical import empirical_boxes
+from foldconv.analysis.counting.zoo import classification_models, meta_model
+from foldconv.analysis.receptive_field import UnsupportedOpError, empirical_boxes, receptive_field
 
 
 def best_of(fn, repeats):
@@ -43,14 +42,14 @@ def main() -> None:
     centre = report.center("layer3_5_relu_2")
     # the empirical anchor: one output unit's gradient support at the same input size (float64, positive
     # weights, max-pool -> avg-pool), i.e. one forward and one backward of ResNet-50
-    empirical, empirical_med = best_of(lambda: empirical_boxes(model, shape, [("layer3_5_relu_2", centre)], report), max(2, args.repeats // 2))
+    empirical, empirical_med = best_of(lambda: empirical_boxes(model, shape, [("layer3_5_relu_2", centre)], report=report), max(2, args.repeats // 2))
     print(f"ResNet-50 at 224x224 ({len(report.nodes)} nodes): analytic {analytic * 1e3:.1f} ms (median {analytic_med * 1e3:.1f}), "
           f"empirical one-unit support {empirical * 1e3:.1f} ms (median {empirical_med * 1e3:.1f}); "
           f"empirical / analytic = {empirical / analytic:.1f}x; goal < 1 s: {'met' if analytic < 1 else 'MISSED'}")
     if args.quick:
         return
     total, traced, skipped = 0.0, 0, []
-    for name in torchvision.models.list_models(module=torchvision.models):
+    for name in classification_models():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = meta_model(name)  # shapes only: no weights, no init time

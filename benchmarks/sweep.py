@@ -19,12 +19,13 @@ from joblib import Parallel, delayed
 
 from foldconv import ConvSpec, FoldError, check_fold
 from foldconv._tables import markdown_table
-from foldconv.experiments.sweep.core import Grid, points, run_sweep
+from foldconv.experiments.sweep import Grid, points, run_sweep
 
 GRID = Grid(
     name="bench", dims=(2,), r=(1, 2, 3, 4), kernel=(1, 2, 3, 5), stride=(1, 2, 3), padding=(0, 1, 2), dilation=(1, 2),
     groups=(1, 2, 0), folded_channels=(1, 2), padding_modes=("zeros", "circular", "reflect", "replicate"),
-    orders=("crd", "dcr", "focus"), input_orders=("same", "crd"), folded_strides=(0, 1), s2d_sizes=(), product=True, invalid=False,
+    orders=("crd", "dcr", "focus"), input_orders=("same", "crd"), folded_strides=(0, 1), following=(), s2d_sizes=(), product=True,
+    invalid=False,
 )
 
 
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     start, done = time.perf_counter(), 0
     for p in anchor_pts:
-        spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, p.stride, p.padding, p.dilation, p.groups, True, p.padding_mode)
+        spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding, dilation=p.dilation, groups=p.groups, padding_mode=p.padding_mode)
         try:
             check_fold(spec.to_module(dtype=torch.float64), p.r, p.order, input_size=(p.size, p.size), trials=2, dtypes=())
         except FoldError:

@@ -25,10 +25,13 @@ from .fold import (
     expand_groups,
     fold_conv,
     fold_weight,
+    folded_groups,
     groups_aligned,
+    mask_structural_zeros,
     pad_to_multiple,
     plan_fold,
     plan_unfold,
+    structural_zero_mask,
     unfold_conv,
     unfold_weight,
 )
@@ -42,7 +45,16 @@ from .layout import (
     order_string,
     space_to_depth,
 )
-from .predict import Literal, Outcome, Prediction, fold_following, predict_fold, predict_following, predict_space_to_depth
+from .predict import (
+    Outcome,
+    Prediction,
+    conditioned_following,
+    fold_following,
+    predict_fold,
+    predict_following,
+    predict_space_to_depth,
+    register_following_rule,
+)
 from .specs import ConvSpec, FoldSpec, conv_class
 
 __version__ = "0.1.0"
@@ -57,13 +69,13 @@ __all__ = [
     "FoldPlan",
     "FoldSpec",
     "FoldedWeight",
-    "Literal",
     "Outcome",
     "Prediction",
     "SpaceToDepth",
     "Verdict",
     "check_equivalence",
     "check_fold",
+    "conditioned_following",
     "conv_class",
     "depth_to_space",
     "derived",
@@ -73,7 +85,9 @@ __all__ = [
     "fold_conv",
     "fold_following",
     "fold_weight",
+    "folded_groups",
     "groups_aligned",
+    "mask_structural_zeros",
     "no_tf32",
     "normalize_order",
     "normalize_r",
@@ -84,7 +98,9 @@ __all__ = [
     "predict_fold",
     "predict_following",
     "predict_space_to_depth",
+    "register_following_rule",
     "space_to_depth",
+    "structural_zero_mask",
     "unfold_conv",
     "unfold_weight",
 ]

@@ -4,8 +4,11 @@ The dimension rule, written once:
 
 - a module or a spec knows its spatial dims (``nn.Conv2d`` has 2, ``ConvSpec.dims``), and an int ``r`` means
   that many axes with the same factor;
-- a bare tensor with an int ``r`` and no ``spatial_dims`` means 2-D, exactly as ``torch.pixel_shuffle`` does;
+- a bare tensor with an int ``r`` and no ``dims`` means 2-D, exactly as ``torch.pixel_shuffle`` does: its
+  last three axes are ``(C, H, W)`` and any axes before them are batch axes;
 - a per-axis tuple carries its own length; any contradiction between two sources of dims is a FoldError.
+
+Config files and command lines spell per-axis factors as ``"2x4"`` (:func:`parse_factors`).
 
 Example:
     >>> per_axis_ints(2, 3, "r", 1), resolve_dims((2, 4), None, "r")
@@ -15,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -31,10 +35,16 @@ __all__ = [
     "CONV_TRANSPOSE_TYPES",
     "check_dims",
     "check_int",
+    "check_bool",
+    "parse_factors",
     "per_axis_ints",
     "resolve_dims",
     "conv_output_size",
+    "conv_transpose_output_size",
     "require_conv",
+    "check_input",
+    "MAX_KERNEL_ELEMENTS",
+    "check_numel",
 ]
 
 IntOrTuple = Union[int, Sequence[int]]
@@ -42,6 +52,10 @@ IntOrTuple = Union[int, Sequence[int]]
 #: Names of the spatial axes and of the fold factors, per number of spatial dims (einops axis names).
 SPATIAL_NAMES = {1: ("w",), 2: ("h", "w"), 3: ("d", "h", "w")}
 FACTOR_NAMES = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
+
+#: The largest weight (in elements) foldconv materialises: 2**28 float32 entries are 1 GiB. Folding a conv whose
+#: dilation, groups or factors would ask for more is refused with a FoldError instead of exhausting memory.
+MAX_KERNEL_ELEMENTS = 2**28
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -61,6 +75,39 @@ def check_int(value: Any, param: str, minimum: int) -> int:
     if not _is_int(value) or value < minimum:
         raise fold_error(param, value, f"must be an integer >= {minimum}")
     return int(value)
+
+
+def check_bool(value: Any, param: str) -> bool:
+    """A real ``bool`` (``"no"``, ``0`` or ``None`` refused: they would silently read as True or False).
+
+    Example:
+        >>> check_bool(False, "bias")
+        False
+    """
+    if not isinstance(value, bool):
+        raise fold_error(param, value, "must be a bool (True or False)")
+    return value
+
+
+def parse_factors(value: Any, param: str = "r") -> Any:
+    """Per-axis integers in the syntax of config files and command lines: ``4``, ``"4"``, ``"2x4"``, ``[2, 4]``.
+
+    Strings become an int or a tuple, lists become tuples; anything else is returned unchanged, so that
+    :func:`per_axis_ints` validates the numbers (``>= 1``, one per axis) and names ``param``.
+
+    Example:
+        >>> parse_factors("2x4"), parse_factors("3"), parse_factors(2), parse_factors([2, "1"])
+        ((2, 4), 3, 2, (2, 1))
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            return tuple(int(v) for v in text.split("x")) if "x" in text else int(text)
+        except ValueError:
+            raise fold_error(param, value, "must be an integer or per-axis integers like '2x4'") from None
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return tuple(parse_factors(v, param) if isinstance(v, str) else v for v in value)
+    return value
 
 
 def check_dims(dims: Any, param: str = "dims") -> int:
@@ -136,6 +183,44 @@ def conv_output_size(
     )
 
 
+def conv_transpose_output_size(
+    input_size: Sequence[int],
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: Sequence[int],
+) -> Tuple[int, ...]:
+    """torch's transposed-conv output size per axis, ``(n-1)s - 2p + d(k-1) + op + 1`` (may be < 1).
+
+    Example:
+        >>> conv_transpose_output_size((3,), (4,), (2,), (1,), (1,), (0,))
+        (6,)
+    """
+    return tuple(
+        (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for n, k, s, p, d, op in zip(input_size, kernel_size, stride, padding, dilation, output_padding)
+    )
+
+
+def check_numel(shape: Sequence[int], param: str, value: Any, what: str = "a weight") -> int:
+    """The element count of a tensor about to be built; FoldError naming ``param`` above MAX_KERNEL_ELEMENTS.
+
+    Example:
+        >>> check_numel((64, 256, 3, 3), "kernel_size", 3)
+        147456
+    """
+    n = math.prod(shape)
+    if n > MAX_KERNEL_ELEMENTS:
+        raise fold_error(
+            param,
+            value,
+            f"would materialise {what} of shape {tuple(shape)} ({n:,} elements), above "
+            f"MAX_KERNEL_ELEMENTS = 2**28 = {MAX_KERNEL_ELEMENTS:,}",
+        )
+    return n
+
+
 def require_conv(module: Any, param: str = "conv") -> int:
     """The spatial dims of an ``nn.Conv1d/2d/3d``; FoldError for anything else.
 
@@ -146,3 +231,19 @@ def require_conv(module: Any, param: str = "conv") -> int:
     if not isinstance(module, CONV_TYPES):
         raise fold_error(param, type(module).__name__, "must be an nn.Conv1d, nn.Conv2d or nn.Conv3d")
     return len(module.kernel_size)
+
+
+def check_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str = "x") -> Tuple[int, ...]:
+    """The spatial size of an input ``(..., C, *S)`` with ``dims`` spatial axes (and ``channels`` channels).
+
+    Example:
+        >>> check_input(torch.zeros(2, 3, 5, 7), 2, channels=3)
+        (5, 7)
+    """
+    if not isinstance(x, torch.Tensor):
+        raise fold_error(param, type(x).__name__, "must be a torch.Tensor")
+    if x.dim() < dims + 1:
+        raise fold_error(f"{param}.shape", tuple(x.shape), f"needs at least {dims + 1} dims (channels + {dims} spatial)")
+    if channels is not None and x.shape[-dims - 1] != channels:
+        raise fold_error(f"{param}.shape", tuple(x.shape), f"needs {channels} channels at axis {-dims - 1}")
+    return tuple(x.shape[-dims:])

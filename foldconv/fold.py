@@ -5,22 +5,27 @@ The fold theorem (paper_notes/fold.md): with ``xf = depth_to_space(x, r, order)`
 
     conv(x, w, stride=S, padding=P) == conv(xf, wf, stride=r*S, padding=r*P)
 
-exactly, for any number of output channels, with the bias unchanged. Groups survive when every group's
-channels are aligned with fold blocks; dilation survives only as a zero-filled dense kernel; padding modes
-"zeros" and "circular" commute with the fold, "reflect" and "replicate" do not.
+exactly, for any number of output channels, with the bias unchanged. Groups survive as
+``gcd(G, groups)`` folded groups when the order is channel-major (:func:`folded_groups`); dilation survives
+only as a zero-filled dense kernel; padding modes "zeros" and "circular" commute with the fold, "reflect" and
+"replicate" do not. :func:`plan_fold` answers every question about the folded conv without a tensor;
+:func:`fold_conv` builds it (a plain ``nn.ConvNd``) and refuses weights above ``MAX_KERNEL_ELEMENTS``.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import einops
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
+from ._validate import FACTOR_NAMES, check_int, check_numel, per_axis_ints, resolve_dims
 from .errors import fold_error
-from .layout import IntOrTuple, Order, depth_to_space, fold_channel_map, space_to_depth
+from .layout import IntOrTuple, Order, depth_to_space, space_to_depth
 from .specs import ConvSpec, FoldSpec
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "FoldedWeight",
     "plan_fold",
     "plan_unfold",
+    "folded_groups",
     "groups_aligned",
     "expand_groups",
     "expand_dilation",
@@ -35,8 +41,12 @@ __all__ = [
     "unfold_weight",
     "fold_conv",
     "unfold_conv",
+    "structural_zero_mask",
+    "mask_structural_zeros",
     "pad_to_multiple",
 ]
+
+FoldLike = Union[FoldSpec, IntOrTuple, str]
 
 _BAD_MODES = {
     "reflect": "reflection reverses the sub-pixel order within a block, so the folded map's mirror is not "
@@ -50,47 +60,73 @@ _BAD_MODES = {
 class FoldPlan:
     """The outcome of folding (or unfolding) a spec: the new spec and what had to change to get it.
 
-    ``dense_groups``: the grouped weight had to be expanded to a block-diagonal dense weight (groups=1).
-    ``dilation_expanded``: the dilated kernel became a zero-filled dense kernel. ``kernel_density`` is the
-    fraction of the new kernel's entries that are not structural zeros.
+    ``groups_expanded``: the new conv has fewer groups than the source, so its weight is the source's
+    block-diagonal expansion (structural zeros between the merged groups); ``dilation_expanded``: the dilated
+    kernel became a zero-filled dense kernel. ``kernel_density`` is the fraction of the new weight's entries
+    that are not structural zeros (:func:`structural_zero_mask` gives them).
     """
 
     source: ConvSpec
     fold: FoldSpec
     result: ConvSpec
-    dense_groups: bool = False
+    groups_expanded: bool = False
     dilation_expanded: bool = False
     kernel_density: float = 1.0
     notes: Tuple[str, ...] = field(default_factory=tuple)
     direction: str = "fold"
 
+    @property
+    def dense_groups(self) -> bool:
+        """The grouped source became a dense (``groups=1``) conv."""
+        return self.result.groups == 1 < self.source.groups
 
-class FoldedWeight(NamedTuple):
-    """A folded (or unfolded) weight and the ``groups`` the conv that uses it must have."""
+
+@dataclass(frozen=True)
+class FoldedWeight:
+    """A folded (or unfolded) weight and the ``groups`` of the conv that uses it."""
 
     weight: torch.Tensor
     groups: int
 
 
-def groups_aligned(in_channels: int, groups: int, fold: FoldSpec) -> bool:
-    """True when every folded channel gathers channels of one group and groups stay contiguous.
+def _channel_major(fold: FoldSpec) -> bool:
+    """Every factor with r > 1 comes after ``c``: a folded channel's sources are one contiguous block."""
+    factor = dict(zip(FACTOR_NAMES[fold.dims], fold.r))
+    return all(factor[name] == 1 for name in fold.order[: fold.order.index("c")])
 
-    That is what lets the folded conv keep ``groups``; it needs ``(in_channels/groups) % prod(r) == 0`` and
-    every factor with ``r > 1`` after ``c`` in the order.
+
+def folded_groups(in_channels: int, groups: int, fold: FoldLike) -> int:
+    """The ``groups`` of the folded conv: ``gcd(in_channels / prod(r), groups)`` for a channel-major order, else 1.
+
+    Closed form (no tensor, O(dims)). In a channel-major order folded channel ``g`` gathers the contiguous
+    original channels ``[g*R, (g+1)*R)``; folded groups must be contiguous runs of folded channels whose
+    sources are unions of whole original groups, so their size is a multiple of both the group size ``C/g``
+    and ``R``, and the most groups is ``C / lcm(R, C/g) = gcd(C/R, g)``. A depthwise ``Conv2d(32, 32, 3,
+    groups=32)`` folded by 2 keeps 8 groups. Any factor ``r > 1`` before ``c`` scatters a folded channel's
+    sources over the whole channel axis: groups=1 (dense, block-diagonal weight). An int ``r`` is 2-D.
+
+    Example:
+        >>> folded_groups(32, 32, 2), folded_groups(8, 2, 2), folded_groups(8, 2, FoldSpec.make(2, "dcr"))
+        (8, 2, 1)
+    """
+    fold = fold if isinstance(fold, FoldSpec) else FoldSpec.coerce(fold, resolve_dims(fold, None, "r"))
+    in_channels = check_int(in_channels, "in_channels", 1)
+    groups = check_int(groups, "groups", 1)
+    if in_channels % fold.block:
+        raise fold_error("in_channels", in_channels, f"must be a multiple of prod(r)={fold.block} (r={fold.r}) to fold")
+    if in_channels % groups:
+        raise fold_error("groups", groups, f"must divide in_channels={in_channels}")
+    return math.gcd(in_channels // fold.block, groups) if _channel_major(fold) else 1
+
+
+def groups_aligned(in_channels: int, groups: int, fold: FoldLike) -> bool:
+    """True when the folded conv keeps all ``groups``: ``(C/R) % groups == 0`` and a channel-major order.
 
     Example:
         >>> groups_aligned(8, 2, FoldSpec.make(2, "crd")), groups_aligned(8, 2, FoldSpec.make(2, "dcr"))
         (True, False)
     """
-    if groups == 1:
-        return True
-    if in_channels % fold.block or (in_channels // fold.block) % groups:
-        return False
-    cmap = fold_channel_map(in_channels, fold.r, fold.order, fold.dims)
-    group_of = cmap // (in_channels // groups)
-    folded = cmap.shape[0]
-    expected = torch.arange(folded) // (folded // groups)
-    return bool((group_of == expected.reshape((-1,) + (1,) * fold.dims)).all())
+    return folded_groups(in_channels, groups, fold) == groups
 
 
 def _check_mode(spec: ConvSpec, fold: FoldSpec) -> None:
@@ -101,35 +137,37 @@ def _check_mode(spec: ConvSpec, fold: FoldSpec) -> None:
         )
 
 
-def plan_fold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
-    """Spec of the folded conv, or a FoldError saying why there is none.
+def _spec_and_fold(spec: Any, fold: FoldLike, order: Optional[Order] = None) -> Tuple[ConvSpec, FoldSpec]:
+    if not isinstance(spec, ConvSpec):
+        raise fold_error("spec", type(spec).__name__, "must be a ConvSpec (ConvSpec.make or ConvSpec.from_module)")
+    return spec, FoldSpec.coerce(fold, spec.dims, order)
+
+
+def plan_fold(spec: ConvSpec, fold: FoldLike) -> FoldPlan:
+    """Spec of the folded conv, or a FoldError saying why there is none. Arithmetic only (no tensor).
+
+    ``fold`` is a FoldSpec or an int / per-axis ``r`` (order ``"crd"``); an int means every axis of ``spec``.
 
     Example:
         >>> p = plan_fold(ConvSpec.make(2, 256, 64, 3, padding=1), FoldSpec.make(16))
         >>> p.result.describe()
         'Conv2d(1->64, k=(48, 48), s=(16, 16), p=(16, 16))'
+        >>> plan_fold(ConvSpec.make(2, 32, 32, 3, padding=1, groups=32), 2).result.groups
+        8
     """
-    if fold.dims != spec.dims:
-        raise fold_error("r", fold.r, f"has {fold.dims} factor(s) but the conv has {spec.dims} spatial dim(s)")
+    spec, fold = _spec_and_fold(spec, fold)
     _check_mode(spec, fold)
-    if spec.in_channels % fold.block:
-        raise fold_error(
-            "in_channels", spec.in_channels, f"must be a multiple of prod(r)={fold.block} (r={fold.r}) to fold"
-        )
+    groups = folded_groups(spec.in_channels, spec.groups, fold)
     notes = []
-    aligned = groups_aligned(spec.in_channels, spec.groups, fold)
-    groups = spec.groups if aligned else 1
-    density = 1.0
-    if not aligned:
+    if groups != spec.groups:
+        how = "dense (groups=1)" if groups == 1 else f"groups={groups}"
         notes.append(
-            f"groups={spec.groups} are not aligned with fold blocks in order {fold.order_string!r}; the folded "
-            f"conv is dense (groups=1) with a block-diagonal weight ({spec.groups}x the parameters)"
+            f"groups={spec.groups} do not all survive the fold in order {fold.order_string!r}: the folded conv is "
+            f"{how} with a block-diagonal weight ({spec.groups // groups}x the parameters)"
         )
-        density /= spec.groups
     dilated = any(d != 1 for d in spec.dilation)
     kernel = spec.effective_kernel
     if dilated:
-        density *= math.prod(spec.kernel_size) / math.prod(kernel)
         notes.append(
             f"dilation={spec.dilation} has no folded equivalent; the folded kernel is the zero-filled dense "
             f"kernel of size r*(d*(k-1)+1)={tuple(r * k for r, k in zip(fold.r, kernel))}"
@@ -139,25 +177,24 @@ def plan_fold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
         spec.in_channels // fold.block,
         spec.out_channels,
         tuple(r * k for r, k in zip(fold.r, kernel)),
-        tuple(r * s for r, s in zip(fold.r, spec.stride)),
-        tuple(r * p for r, p in zip(fold.r, spec.padding)),
-        1,
-        groups,
-        spec.bias,
-        spec.padding_mode,
+        stride=tuple(r * s for r, s in zip(fold.r, spec.stride)),
+        padding=tuple(r * p for r, p in zip(fold.r, spec.padding)),
+        groups=groups,
+        bias=spec.bias,
+        padding_mode=spec.padding_mode,
     )
-    return FoldPlan(spec, fold, result, not aligned, dilated, density, tuple(notes), "fold")
+    density = groups / spec.groups * math.prod(spec.kernel_size) / math.prod(kernel)
+    return FoldPlan(spec, fold, result, groups != spec.groups, dilated, density, tuple(notes), "fold")
 
 
-def plan_unfold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
+def plan_unfold(spec: ConvSpec, fold: FoldLike) -> FoldPlan:
     """Spec of the conv over ``G*prod(r)`` channels equal to a big conv over ``G`` channels.
 
     Example:
         >>> plan_unfold(ConvSpec.make(2, 1, 64, 48, stride=16, padding=16), FoldSpec.make(16)).result.describe()
         'Conv2d(256->64, k=(3, 3), s=(1, 1), p=(1, 1))'
     """
-    if fold.dims != spec.dims:
-        raise fold_error("r", fold.r, f"has {fold.dims} factor(s) but the conv has {spec.dims} spatial dim(s)")
+    spec, fold = _spec_and_fold(spec, fold)
     _check_mode(spec, fold)
     if any(d != 1 for d in spec.dilation):
         raise fold_error("dilation", spec.dilation, "must be 1 to unfold (a dilated big kernel mixes fold blocks)")
@@ -165,28 +202,41 @@ def plan_unfold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
         values = getattr(spec, name)
         if any(v % r for v, r in zip(values, fold.r)):
             raise fold_error(name, values, f"must be a multiple of r={fold.r} on every axis to unfold")
-    unfolded_channels = spec.in_channels * fold.block
-    aligned = groups_aligned(unfolded_channels, spec.groups, fold)
-    notes = []
-    if not aligned:
-        notes.append(
-            f"groups={spec.groups} are not aligned with fold blocks in order {fold.order_string!r}; the unfolded "
-            "conv is dense (groups=1) with a block-diagonal weight"
-        )
+    keep = spec.groups == 1 or _channel_major(fold)
+    notes = () if keep else (
+        f"groups={spec.groups} are not aligned with fold blocks in order {fold.order_string!r}; the unfolded "
+        "conv is dense (groups=1) with a block-diagonal weight",
+    )
     result = ConvSpec.make(
         spec.dims,
-        unfolded_channels,
+        spec.in_channels * fold.block,
         spec.out_channels,
         tuple(k // r for k, r in zip(spec.kernel_size, fold.r)),
-        tuple(s // r for s, r in zip(spec.stride, fold.r)),
-        tuple(p // r for p, r in zip(spec.padding, fold.r)),
-        1,
-        spec.groups if aligned else 1,
-        spec.bias,
-        spec.padding_mode,
+        stride=tuple(s // r for s, r in zip(spec.stride, fold.r)),
+        padding=tuple(p // r for p, r in zip(spec.padding, fold.r)),
+        groups=spec.groups if keep else 1,
+        bias=spec.bias,
+        padding_mode=spec.padding_mode,
     )
-    density = 1.0 if aligned else 1.0 / spec.groups
-    return FoldPlan(spec, fold, result, not aligned, False, density, tuple(notes), "unfold")
+    return FoldPlan(spec, fold, result, not keep, False, 1.0 if keep else 1.0 / spec.groups, notes, "unfold")
+
+
+def _check_weight(weight: Any, param: str = "weight") -> int:
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
+        raise fold_error(param, getattr(weight, "shape", weight), "must be a conv weight tensor (O, C/groups, *K) with 1-3 spatial dims")
+    return weight.dim() - 2
+
+
+def _merge_groups(weight: torch.Tensor, groups: int, new_groups: int) -> torch.Tensor:
+    """The weight of the same conv written with ``new_groups`` (a divisor of ``groups``): block-diagonal blocks."""
+    m = groups // new_groups
+    if m == 1:
+        return weight
+    blocks = einops.rearrange(weight, "(j g o) c ... -> j g o c ...", j=new_groups, g=m)
+    eye = torch.eye(m, dtype=weight.dtype, device=weight.device)
+    # Within merged group j, block (g, h) is blocks[j, g] when g == h and zero elsewhere.
+    merged = torch.einsum("jgoc...,gh->jgohc...", blocks, eye)
+    return einops.rearrange(merged, "j g o h c ... -> (j g o) (h c) ...")
 
 
 def expand_groups(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -196,40 +246,65 @@ def expand_groups(weight: torch.Tensor, groups: int) -> torch.Tensor:
         >>> expand_groups(torch.ones(4, 1, 1, 1), 4)[:, :, 0, 0].tolist()[1]
         [0.0, 1.0, 0.0, 0.0]
     """
-    if groups == 1:
-        return weight
-    out_channels, per_group = weight.shape[:2]
+    _check_weight(weight)
+    groups = check_int(groups, "groups", 1)
+    out_channels = weight.shape[0]
     if out_channels % groups:
         raise fold_error("groups", groups, f"must divide the weight's out_channels={out_channels}")
-    blocks = einops.rearrange(weight, "(g o) c ... -> g o c ...", g=groups)
-    eye = torch.eye(groups, dtype=weight.dtype, device=weight.device)
-    # Block (g, g') of the dense weight is blocks[g] when g == g' and zero elsewhere.
-    dense = torch.einsum("goc...,gh->gohc...", blocks, eye)
-    return einops.rearrange(dense, "g o h c ... -> (g o) (h c) ...")
+    check_numel((out_channels, weight.shape[1] * groups) + tuple(weight.shape[2:]), "groups", groups)
+    return _merge_groups(weight, groups, 1)
 
 
-def expand_dilation(weight: torch.Tensor, dilation: Tuple[int, ...]) -> torch.Tensor:
+def expand_dilation(weight: torch.Tensor, dilation: IntOrTuple) -> torch.Tensor:
     """The zero-filled dense kernel of extent ``d*(k-1)+1`` that a dilated kernel stands for.
 
     Example:
-        >>> expand_dilation(torch.ones(1, 1, 2), (3,)).tolist()
+        >>> expand_dilation(torch.ones(1, 1, 2), 3).tolist()
         [[[1.0, 0.0, 0.0, 1.0]]]
     """
+    dims = _check_weight(weight)
+    dilation = per_axis_ints(dilation, dims, "dilation", 1)
     if all(d == 1 for d in dilation):
         return weight
-    kernel = weight.shape[2:]
-    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
-    dense = weight.new_zeros(weight.shape[:2] + extent)
+    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:]))
+    check_numel(tuple(weight.shape[:2]) + extent, "dilation", dilation)
+    dense = weight.new_zeros(tuple(weight.shape[:2]) + extent)
     dense[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = weight
     return dense
 
 
+def _blame(plan: FoldPlan) -> Tuple[str, Any]:
+    """The parameter that makes a plan's weight large: the bigger of the dilation and group expansions."""
+    spread = math.prod(plan.source.effective_kernel) // math.prod(plan.source.kernel_size)
+    merged = plan.source.groups // plan.result.groups if plan.direction == "fold" else 1
+    if spread == merged == 1:
+        return "weight", plan.source.weight_shape
+    return ("dilation", plan.source.dilation) if spread >= merged else ("groups", plan.source.groups)
+
+
+def _fold_tensor(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
+    """The new weight of a plan, checked against MAX_KERNEL_ELEMENTS before anything is allocated."""
+    source, fold, result = plan.source, plan.fold, plan.result
+    check_numel(result.weight_shape, *_blame(plan))
+    if plan.direction == "fold":
+        w = _merge_groups(expand_dilation(weight, source.dilation), source.groups, result.groups)
+        w = depth_to_space(w, fold.r, fold.order, dims=source.dims)
+    else:
+        w = _merge_groups(weight, source.groups, result.groups)
+        w = space_to_depth(w, fold.r, fold.order, dims=source.dims)
+    # Contiguous on purpose: einops may return a strided view, and torch 2.14's CPU bfloat16 conv corrupts
+    # the heap on some non-contiguous weights (see paper_notes/where_it_fails.md, "environment").
+    return w.contiguous()
+
+
+def _weight_spec(weight: Any, groups: Any, **fields: Any) -> ConvSpec:
+    dims = _check_weight(weight)
+    groups = check_int(groups, "groups", 1)  # before in_channels, which is computed from it
+    return ConvSpec.make(dims, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), groups=groups, bias=False, **fields)
+
+
 def fold_weight(
-    weight: torch.Tensor,
-    r: IntOrTuple,
-    order: Order = "crd",
-    groups: int = 1,
-    dilation: IntOrTuple = 1,
+    weight: torch.Tensor, r: FoldLike, order: Optional[Order] = None, *, groups: int = 1, dilation: IntOrTuple = 1
 ) -> FoldedWeight:
     """Fold a conv weight ``(O, C/groups, *K)``; returns the weight and the folded conv's ``groups``.
 
@@ -239,23 +314,12 @@ def fold_weight(
         >>> tuple(fw.weight.shape), fw.groups
         ((64, 1, 48, 48), 1)
     """
-    if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
-        raise fold_error("weight", getattr(weight, "shape", weight), "must be a conv weight tensor (O, C/groups, *K) with 1-3 spatial dims")
-    dims = weight.dim() - 2
-    fold = FoldSpec.make(r, order, dims)
-    spec = ConvSpec.make(
-        dims, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), dilation=dilation, groups=groups, bias=False
-    )
-    plan = plan_fold(spec, fold)
-    w = expand_dilation(weight, spec.dilation)
-    if plan.dense_groups:
-        w = expand_groups(w, groups)
-    # Contiguous on purpose: einops may return a strided view, and torch 2.14's CPU bfloat16 conv corrupts
-    # the heap on some non-contiguous weights (see paper_notes/where_it_fails.md, "environment").
-    return FoldedWeight(depth_to_space(w, fold.r, fold.order, dims).contiguous(), plan.result.groups)
+    spec = _weight_spec(weight, groups, dilation=dilation)
+    plan = plan_fold(spec, FoldSpec.coerce(r, spec.dims, order, param="r"))
+    return FoldedWeight(_fold_tensor(weight, plan), plan.result.groups)
 
 
-def unfold_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd", groups: int = 1) -> FoldedWeight:
+def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = None, *, groups: int = 1) -> FoldedWeight:
     """Inverse of :func:`fold_weight` for kernels that are multiples of ``r``.
 
     Example:
@@ -263,33 +327,34 @@ def unfold_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd", gro
         >>> torch.equal(unfold_weight(fold_weight(w, 2).weight, 2).weight, w)
         True
     """
-    if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
-        raise fold_error("weight", getattr(weight, "shape", weight), "must be a conv weight tensor (O, C/groups, *K) with 1-3 spatial dims")
-    dims = weight.dim() - 2
-    fold = FoldSpec.make(r, order, dims)
-    spec = ConvSpec.make(dims, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=fold.r, groups=groups, bias=False)
-    plan = plan_unfold(spec, fold)
-    w = expand_groups(weight, groups) if plan.dense_groups else weight
-    return FoldedWeight(space_to_depth(w, fold.r, fold.order, dims).contiguous(), plan.result.groups)
+    dims = _check_weight(weight)
+    fold = FoldSpec.coerce(r, dims, order, param="r")
+    plan = plan_unfold(_weight_spec(weight, groups, stride=fold.r), fold)
+    return FoldedWeight(_fold_tensor(weight, plan), plan.result.groups)
 
 
-def _build(plan: FoldPlan, weight: torch.Tensor, bias: Optional[torch.Tensor], like: nn.Module) -> nn.Module:
+def _build(plan: FoldPlan, conv: nn.Module) -> nn.Module:
+    weight = _fold_tensor(conv.weight.detach(), plan)
     module = plan.result.to_module(dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
         module.weight.copy_(weight)
-        if bias is not None:
-            module.bias.copy_(bias)
-    module.train(like.training)
-    module.weight.requires_grad_(like.weight.requires_grad)
-    module.fold_plan = plan
+        if conv.bias is not None:
+            module.bias.copy_(conv.bias.detach())
+    module.train(conv.training)
+    module.weight.requires_grad_(conv.weight.requires_grad)
+    if conv.bias is not None:
+        module.bias.requires_grad_(conv.bias.requires_grad)
     return module
 
 
-def fold_conv(conv: nn.Module, r: IntOrTuple, order: Order = "crd") -> nn.Module:
-    """The conv on ``depth_to_space(x, r, order)`` that computes exactly ``conv(x)``.
+def fold_conv(conv: nn.Module, r: FoldLike, order: Optional[Order] = None) -> nn.Module:
+    """The conv on ``depth_to_space(x, r, order)`` that computes exactly ``conv(x)`` (a plain ``nn.ConvNd``).
 
-    The returned module carries ``.fold_plan`` (a :class:`FoldPlan`) saying what changed: kernel ``r*K``,
-    stride ``r*S``, padding ``r*P``, and whether groups or dilation had to be expanded.
+    ``r``: an int (every spatial axis of ``conv``), per-axis factors or a FoldSpec; ``order`` defaults to
+    ``"crd"`` (or the FoldSpec's). :func:`plan_fold` says what changed: kernel ``r*K``, stride ``r*S``,
+    padding ``r*P``, and whether groups or dilation had to be expanded. Training mode and ``requires_grad``
+    of weight and bias are copied; the structural zeros of an expanded weight are trainable unless masked
+    (:func:`mask_structural_zeros`).
 
     Example:
         >>> from foldconv import depth_to_space
@@ -302,21 +367,14 @@ def fold_conv(conv: nn.Module, r: IntOrTuple, order: Order = "crd") -> nn.Module
         True
     """
     spec = ConvSpec.from_module(conv)
-    fold = FoldSpec.make(r, order, spec.dims)
-    plan = plan_fold(spec, fold)
-    w = expand_dilation(conv.weight.detach(), spec.dilation)
-    if plan.dense_groups:
-        w = expand_groups(w, spec.groups)
-    folded = depth_to_space(w, fold.r, fold.order, spec.dims)
-    bias = conv.bias.detach() if conv.bias is not None else None
-    return _build(plan, folded, bias, conv)
+    return _build(plan_fold(spec, FoldSpec.coerce(r, spec.dims, order, param="r")), conv)
 
 
-def unfold_conv(conv: nn.Module, r: IntOrTuple, order: Order = "crd") -> nn.Module:
+def unfold_conv(conv: nn.Module, r: FoldLike, order: Optional[Order] = None) -> nn.Module:
     """The conv on ``x`` that computes exactly ``conv(depth_to_space(x, r, order))``.
 
     Needs kernel, stride and padding that are multiples of ``r`` and no dilation; the exact inverse of
-    :func:`fold_conv` for undilated convs whose groups are aligned with the fold.
+    :func:`fold_conv` for undilated convs whose groups all survive the fold.
 
     Example:
         >>> conv = torch.nn.Conv2d(256, 8, 3, padding=1)
@@ -325,30 +383,80 @@ def unfold_conv(conv: nn.Module, r: IntOrTuple, order: Order = "crd") -> nn.Modu
         (True, (3, 3))
     """
     spec = ConvSpec.from_module(conv)
-    fold = FoldSpec.make(r, order, spec.dims)
-    plan = plan_unfold(spec, fold)
-    w = conv.weight.detach()
-    if plan.dense_groups:
-        w = expand_groups(w, spec.groups)
-    unfolded = space_to_depth(w, fold.r, fold.order, spec.dims)
-    bias = conv.bias.detach() if conv.bias is not None else None
-    return _build(plan, unfolded, bias, conv)
+    return _build(plan_unfold(spec, FoldSpec.coerce(r, spec.dims, order, param="r")), conv)
 
 
-def pad_to_multiple(
-    x: torch.Tensor, r: IntOrTuple, spatial_dims: Optional[int] = None, value: float = 0.0
-) -> torch.Tensor:
-    """Zero-pad the end of every spatial axis up to a multiple of its factor (so space_to_depth applies).
+def structural_zero_mask(plan: FoldPlan) -> torch.Tensor:
+    """Boolean mask (``plan.result.weight_shape``) of the entries that are zero by construction.
+
+    They come from expanded dilation (the gaps between taps) and merged groups (off-diagonal blocks). They
+    are ordinary parameters of the new conv: training it updates them and leaves the source's function class.
+
+    Example:
+        >>> plan = plan_fold(ConvSpec.make(1, 2, 2, 2, dilation=2, groups=2), 2)
+        >>> structural_zero_mask(plan)[:, 0].int().tolist()
+        [[0, 1, 1, 1, 0, 1], [1, 0, 1, 1, 1, 0]]
+    """
+    if not isinstance(plan, FoldPlan):
+        raise fold_error("plan", type(plan).__name__, "must be a FoldPlan (plan_fold / plan_unfold)")
+    ones = torch.ones(plan.source.weight_shape, dtype=torch.float32)
+    return _fold_tensor(ones, plan) == 0
+
+
+def mask_structural_zeros(module: nn.Module, plan: FoldPlan) -> RemovableHandle:
+    """Keep the structural zeros of a folded conv at zero during training: a hook zeroes their gradient.
+
+    Any optimiser whose step is zero for a zero gradient (SGD with momentum and weight decay, Adam, AdamW)
+    then leaves them at zero, so the trained folded conv stays the fold of a conv like ``plan.source``.
+    Returns the hook's handle (``.remove()`` to undo).
+
+    Example:
+        >>> conv = torch.nn.Conv2d(4, 4, 3, groups=4)
+        >>> plan = plan_fold(ConvSpec.from_module(conv), FoldSpec.make(2, "dcr"))
+        >>> big = fold_conv(conv, plan.fold)
+        >>> handle = mask_structural_zeros(big, plan)
+        >>> big(torch.randn(1, 1, 8, 8)).sum().backward()
+        >>> bool(big.weight.grad[structural_zero_mask(plan)].eq(0).all())
+        True
+    """
+    mask = structural_zero_mask(plan)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != tuple(mask.shape):
+        raise fold_error(
+            "module", type(module).__name__, f"must have a weight of shape {tuple(mask.shape)}, the plan's result"
+        )
+    mask = mask.to(weight.device)
+    if bool(weight.detach()[mask].ne(0).any()):
+        raise fold_error("module", type(module).__name__, "has non-zero weights at the plan's structural zeros")
+    return weight.register_hook(lambda grad: grad.masked_fill(mask, 0))
+
+
+def pad_to_multiple(x: torch.Tensor, r: IntOrTuple, *, dims: Optional[int] = None, value: float = 0.0) -> torch.Tensor:
+    """Pad the end of every spatial axis up to a multiple of its factor (so space_to_depth applies).
+
+    The dims rule: ``dims`` or ``len(r)``; an int ``r`` alone means 2-D on an ``(N, C, H, W)`` tensor. A 3-D
+    tensor with an int ``r`` and no ``dims`` is refused: ``(N, C, W)`` and ``(C, H, W)`` cannot be told apart,
+    and guessing wrong pads the channel axis.
 
     Example:
         >>> pad_to_multiple(torch.ones(1, 1, 5, 6), 4).shape
         torch.Size([1, 1, 8, 8])
+        >>> pad_to_multiple(torch.ones(1, 1, 5), 4, dims=1).shape
+        torch.Size([1, 1, 8])
     """
-    dims = spatial_dims or (len(r) if isinstance(r, (tuple, list)) else 2)
-    fold = FoldSpec.make(r, "crd", dims)
-    if not isinstance(x, torch.Tensor) or x.dim() < dims + 1:
-        raise fold_error("x", getattr(x, "shape", x), f"must be a tensor with at least {dims + 1} dims")
+    n = resolve_dims(r, dims, "r")
+    rs = per_axis_ints(r, n, "r", 1)
+    if not isinstance(x, torch.Tensor) or x.dim() < n + 1:
+        raise fold_error("x", getattr(x, "shape", x), f"must be a tensor with at least {n + 1} dims (channels + {n} spatial)")
+    if dims is None and isinstance(r, int) and x.dim() == 3:
+        raise fold_error(
+            "dims", None, f"is needed for a 3-D tensor of shape {tuple(x.shape)} with an int r: pass dims=1 for (N, C, W) or dims=2 for (C, H, W)"
+        )
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fold_error("value", value, "must be a real number (the constant padded in)")
     pads = []
-    for size, factor in reversed(list(zip(x.shape[-dims:], fold.r))):
+    for size, factor in reversed(list(zip(x.shape[-n:], rs))):
         pads += [0, (-size) % factor]
+    padded = tuple(x.shape[:-n]) + tuple(size + (-size) % factor for size, factor in zip(x.shape[-n:], rs))
+    check_numel(padded, "r", r, what="a padded tensor")
     return torch.nn.functional.pad(x, pads, value=value)

@@ -6,11 +6,11 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import fold_error
 
-__all__ = ["PADDING_MODES", "padded_source"]
+__all__ = ["PADDING_MODES", "padded_source", "check_padding_fits"]
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 
@@ -38,3 +38,26 @@ def padded_source(q: int, n: int, mode: str) -> Optional[int]:
         q = abs(q) % period
         return q if q < n else period - q
     raise fold_error("padding_mode", mode, f"must be one of {PADDING_MODES}")
+
+
+def check_padding_fits(input_size: Sequence[int], padding: Sequence[int], mode: str) -> None:
+    """torch's limits on padding larger than the input, as a FoldError naming ``input_size``.
+
+    ``circular`` wraps at most once (``P <= n``), ``reflect`` mirrors without the edge (``P < n``);
+    ``zeros`` and ``replicate`` take any padding.
+
+    Example:
+        >>> check_padding_fits((4, 4), (4, 1), "circular")
+        >>> check_padding_fits((4, 4), (4, 1), "reflect")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_size=(4, 4): is too small for reflect padding (4, 1): torch needs padding < size on every axis
+    """
+    if mode not in PADDING_MODES:
+        raise fold_error("padding_mode", mode, f"must be one of {PADDING_MODES}")
+    strict = {"circular": False, "reflect": True}.get(mode)
+    if strict is None:
+        return
+    if any(p > n or (strict and p == n and p > 0) for n, p in zip(input_size, padding)):
+        rule = "padding < size" if strict else "padding <= size"
+        raise fold_error("input_size", tuple(input_size), f"is too small for {mode} padding {tuple(padding)}: torch needs {rule} on every axis")

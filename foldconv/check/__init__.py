@@ -6,6 +6,10 @@ Example:
     >>> check_fold(torch.nn.Conv2d(8, 2, 3), 2).verdict.value
     'equivalent'
 """
-from .equivalence import Derived, EquivalenceReport, ErrorStats, Verdict, check_equivalence, check_fold, derived, no_tf32
+from .equivalence import Derived, as_float_dtype, check_equivalence, check_fold, derived, no_tf32
+from .report import EquivalenceReport, ErrorStats
+from .verdict import Verdict
 
-__all__ = ["Derived", "EquivalenceReport", "ErrorStats", "Verdict", "check_equivalence", "check_fold", "derived", "no_tf32"]
+__all__ = [
+    "Derived", "EquivalenceReport", "ErrorStats", "Verdict", "as_float_dtype", "check_equivalence", "check_fold", "derived", "no_tf32",
+]

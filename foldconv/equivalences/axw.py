@@ -1,4 +1,4 @@
-"""A convolution as ``conv(X) = sum_ab A_ab X W_ab`` (seed 001: convolution as matrix products).
+"""A convolution as ``conv(X) = sum_ab A_ab X W_ab`` (convolution as matrix products).
 
 ``X`` is one sample as a ``pixels x channels`` matrix (``rearrange(x, "c ... -> (...) c")``). For every kernel
 tap ``ab`` the spatial aggregation matrix ``A_ab`` (``out_pixels x in_pixels``, entries 0/1) picks, for each
@@ -18,33 +18,37 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import einops
 import torch
 from torch import nn
 
+from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES, SPATIAL_NAMES, check_int, conv_transpose_output_size, per_axis_ints
 from ..errors import fold_error
 from ..fold import expand_groups
-from ..specs import PADDING_MODES, ConvSpec, padded_source
+from ..padding import PADDING_MODES, padded_source
+from ..specs import ConvSpec
 
 __all__ = ["AXWTerm", "AXWFactors", "axis_selection", "axw_factors"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_TCONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_SPATIAL = {1: ("w",), 2: ("h", "w"), 3: ("d", "h", "w")}
 
 
-def axis_selection(in_size: int, out_size: int, stride: int, shift: int, padding_mode: str = "zeros") -> torch.Tensor:
+def axis_selection(in_size: int, out_size: int, *, stride: int = 1, shift: int = 0, padding_mode: str = "zeros") -> torch.Tensor:
     """The 0/1 matrix ``(out_size, in_size)`` of one axis: row ``i`` picks input ``i*stride + shift`` (mapped by the mode).
 
     Example:
-        >>> axis_selection(4, 4, 1, -1).tolist()[0], axis_selection(4, 4, 1, -1, "reflect").tolist()[0]
+        >>> axis_selection(4, 4, shift=-1).tolist()[0], axis_selection(4, 4, shift=-1, padding_mode="reflect").tolist()[0]
         ([0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0])
     """
     if padding_mode not in PADDING_MODES:
         raise fold_error("padding_mode", padding_mode, f"must be one of {PADDING_MODES}")
+    in_size, out_size = check_int(in_size, "in_size", 1), check_int(out_size, "out_size", 1)
+    stride = check_int(stride, "stride", 1)
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Integral):
+        raise fold_error("shift", shift, "must be an integer (the input index of output 0)")
     sources = [padded_source(i * stride + shift, in_size, padding_mode) for i in range(out_size)]
     keep = torch.tensor([src is not None for src in sources], dtype=torch.bool)
     u = torch.tensor([src if src is not None else 0 for src in sources], dtype=torch.long)
@@ -54,7 +58,7 @@ def axis_selection(in_size: int, out_size: int, stride: int, shift: int, padding
     return a
 
 
-@dataclass
+@dataclass(frozen=True)
 class AXWTerm:
     """One kernel tap: ``offset`` (kernel index per axis), ``A`` (out_pixels x in_pixels), ``W`` (C_in x C_out)."""
 
@@ -63,14 +67,17 @@ class AXWTerm:
     W: torch.Tensor
 
 
-@dataclass
+@dataclass(frozen=True)
 class AXWFactors:
-    """``conv(X) = sum_t A_t X W_t + 1 b^T`` for one layer on one input size."""
+    """``conv(X) = sum_t A_t X W_t + 1 b^T`` for one layer on one input size.
 
-    terms: List[AXWTerm]
+    ``input_shape``/``output_shape``: the full shapes ``(1, C, *S)`` of one sample.
+    """
+
+    terms: Tuple[AXWTerm, ...]
     bias: Optional[torch.Tensor]
-    in_shape: Tuple[int, ...]
-    out_shape: Tuple[int, ...]
+    input_shape: Tuple[int, ...]
+    output_shape: Tuple[int, ...]
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Reproduce the layer's output ``(B, C_out, *S_out)`` from the factors.
@@ -81,15 +88,17 @@ class AXWFactors:
             >>> torch.allclose(axw_factors(conv, (4, 5)).apply(x), conv(x))
             True
         """
-        dims = len(self.in_shape) - 1
-        if tuple(x.shape[1:]) != tuple(self.in_shape):
-            raise fold_error("x.shape", tuple(x.shape), f"must be (B, *{self.in_shape}), the shape the factors were built for")
+        dims = len(self.input_shape) - 2
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(self.input_shape[1:]):
+            raise fold_error(
+                "x.shape", tuple(getattr(x, "shape", ())), f"must be (B, *{self.input_shape[1:]}), the shape the factors were built for"
+            )
         X = einops.rearrange(x, "b c ... -> b (...) c")
         Y = sum(torch.einsum("mn,bnc,co->bmo", t.A.to(X.dtype), X, t.W.to(X.dtype)) for t in self.terms)
         if self.bias is not None:
             Y = Y + self.bias.to(Y.dtype)
-        names = _SPATIAL[dims]
-        return einops.rearrange(Y, f"b ({' '.join(names)}) o -> b o {' '.join(names)}", **dict(zip(names, self.out_shape[1:])))
+        names = SPATIAL_NAMES[dims]
+        return einops.rearrange(Y, f"b ({' '.join(names)}) o -> b o {' '.join(names)}", **dict(zip(names, self.output_shape[2:])))
 
     def channel_blocks(self) -> int:
         """The largest ``g`` such that every ``W`` is block-diagonal with ``g`` equal blocks (1 = dense)."""
@@ -112,31 +121,25 @@ def axw_factors(module: nn.Module, input_size: Sequence[int]) -> AXWFactors:
         >>> len(f.terms), torch.equal(f.terms[0].A, torch.eye(9, dtype=torch.float64)), tuple(f.terms[0].W.shape)
         (1, True, (4, 8))
     """
-    if isinstance(module, _CONVS):
+    if isinstance(module, CONV_TYPES):
         spec = ConvSpec.from_module(module)
-        size = tuple(int(n) for n in input_size)
+        size = per_axis_ints(input_size, spec.dims, "input_size", 1)
         out = spec.output_size(size)
         weight = expand_groups(module.weight.detach(), spec.groups)  # (O, C, *K)
         terms = []
         for tap in itertools.product(*(range(k) for k in spec.kernel_size)):
             mats = [
-                axis_selection(n, m, s, t * d - p, spec.padding_mode)
+                axis_selection(n, m, stride=s, shift=t * d - p, padding_mode=spec.padding_mode)
                 for n, m, s, t, d, p in zip(size, out, spec.stride, tap, spec.dilation, spec.padding)
             ]
             terms.append(AXWTerm(tap, _kron(mats), weight[(slice(None), slice(None)) + tap].T.to(torch.float64)))
         bias = module.bias.detach().to(torch.float64) if module.bias is not None else None
-        return AXWFactors(terms, bias, (spec.in_channels,) + size, (spec.out_channels,) + out)
-    if isinstance(module, _TCONVS):
-        dims = len(module.kernel_size)
-        size = tuple(int(n) for n in input_size)
-        if len(size) != dims:
-            raise fold_error("input_size", tuple(input_size), f"needs {dims} spatial sizes")
+        return AXWFactors(tuple(terms), bias, (1, spec.in_channels) + size, (1, spec.out_channels) + out)
+    if isinstance(module, CONV_TRANSPOSE_TYPES):
+        size = per_axis_ints(input_size, len(module.kernel_size), "input_size", 1)
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
             raise fold_error("module.padding", module.padding, "must be explicit numbers with padding_mode 'zeros'")
-        out = tuple(
-            (n - 1) * s - 2 * p + d * (k - 1) + op + 1
-            for n, s, p, d, k, op in zip(size, module.stride, module.padding, module.dilation, module.kernel_size, module.output_padding)
-        )
+        out = conv_transpose_output_size(size, module.kernel_size, module.stride, module.padding, module.dilation, module.output_padding)
         if any(o < 1 for o in out):
             raise fold_error("input_size", size, f"gives an empty output {out}")
         weight = expand_groups(module.weight.detach(), module.groups)  # (C_in, O, *K)
@@ -144,12 +147,12 @@ def axw_factors(module: nn.Module, input_size: Sequence[int]) -> AXWFactors:
         for tap in itertools.product(*(range(k) for k in module.kernel_size)):
             # The adjoint of the conv that maps the transposed conv's output grid back onto its input grid.
             mats = [
-                axis_selection(o, n, s, t * d - p).T.contiguous()
+                axis_selection(o, n, stride=s, shift=t * d - p).T.contiguous()
                 for n, o, s, t, d, p in zip(size, out, module.stride, tap, module.dilation, module.padding)
             ]
             terms.append(AXWTerm(tap, _kron(mats), weight[(slice(None), slice(None)) + tap].to(torch.float64)))
         bias = module.bias.detach().to(torch.float64) if module.bias is not None else None
-        return AXWFactors(terms, bias, (module.in_channels,) + size, (module.out_channels,) + out)
+        return AXWFactors(tuple(terms), bias, (1, module.in_channels) + size, (1, module.out_channels) + out)
     raise fold_error("module", type(module).__name__, "must be an nn.Conv1d/2d/3d or nn.ConvTranspose1d/2d/3d")
 
 

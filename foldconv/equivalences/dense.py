@@ -1,6 +1,6 @@
-"""A convolution is a fully-connected layer with translation invariance and locality (D2L, seeds 000/003).
+"""A convolution is a fully-connected layer with translation invariance and locality (D2L).
 
-Any linear (affine) map of a ``(C, *S)`` input is a matrix ``M`` (plus a bias): :func:`dense_operator`
+Any linear (affine) map of one sample ``(1, C, *S)`` is a matrix ``M`` (plus a bias): :func:`dense_operator`
 materialises it by applying the map to the standard basis. For images, ``M`` read as the tensor
 ``W[o, i, j, c, k, l]`` is D2L's 4th-order weight (with channels); re-indexing the input position as an offset
 from the output position, ``V[o, i, j, c, a, b] = W[o, i, j, c, i*S + a, j*S + b]`` (D2L uses ``S = 1``),
@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import einops
 import torch
 from torch import nn
 
+from .._validate import check_int, per_axis_ints
 from ..errors import fold_error
-
 
 __all__ = [
     "DenseOperator",
@@ -34,6 +34,7 @@ __all__ = [
     "layout_permutation",
     "shift_violations",
     "parameter_ladder",
+    "LadderRow",
 ]
 
 
@@ -41,18 +42,18 @@ def _names(prefix: str, n: int) -> List[str]:
     return [f"{prefix}{i}" for i in range(n)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DenseOperator:
     """The matrix of an affine map on one sample: ``flatten(f(x)) = matrix @ flatten(x) + bias``.
 
-    ``in_shape``/``out_shape`` are per-sample shapes ``(C, *S)``; flattening is row-major (channel, then
-    spatial axes in order).
+    ``input_shape``/``output_shape`` are the full shapes of one sample, ``(1, C, *S)``; flattening is
+    row-major (channel, then spatial axes in order).
     """
 
     matrix: torch.Tensor
     bias: torch.Tensor
-    in_shape: Tuple[int, ...]
-    out_shape: Tuple[int, ...]
+    input_shape: Tuple[int, ...]
+    output_shape: Tuple[int, ...]
 
     @property
     def params(self) -> int:
@@ -60,62 +61,85 @@ class DenseOperator:
         return self.matrix.numel() + self.bias.numel()
 
     def as_tensor(self) -> torch.Tensor:
-        """D2L's weight tensor ``W[o, *out_pos, c, *in_pos]`` (shape ``out_shape + in_shape``).
+        """D2L's weight tensor ``W[o, *out_pos, c, *in_pos]`` (shape ``output_shape[1:] + input_shape[1:]``).
 
         Example:
-            >>> op = dense_operator(torch.nn.Conv2d(1, 1, 3, bias=False), (1, 4, 4))
+            >>> op = dense_operator(torch.nn.Conv2d(1, 1, 3, bias=False), (1, 1, 4, 4))
             >>> tuple(op.as_tensor().shape)
             (1, 2, 2, 1, 4, 4)
         """
-        outs, ins = _names("o", len(self.out_shape)), _names("i", len(self.in_shape))
-        sizes = dict(zip(outs, self.out_shape), **dict(zip(ins, self.in_shape)))
+        outs, ins = _names("o", len(self.output_shape) - 1), _names("i", len(self.input_shape) - 1)
+        sizes = dict(zip(outs, self.output_shape[1:]), **dict(zip(ins, self.input_shape[1:])))
         return einops.rearrange(self.matrix, f"({' '.join(outs)}) ({' '.join(ins)}) -> {' '.join(outs + ins)}", **sizes)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the operator as a fully-connected layer on a batch ``(B, *in_shape)``."""
-        ins, outs = _names("i", len(self.in_shape)), _names("o", len(self.out_shape))
+        """Run the operator as a fully-connected layer on a batch ``(B, *input_shape[1:])``.
+
+        Example:
+            >>> op = dense_operator(torch.nn.Conv1d(1, 2, 1), (1, 1, 3))
+            >>> op.apply(torch.zeros(5, 1, 3)).shape
+            torch.Size([5, 2, 3])
+        """
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[1:]) != tuple(self.input_shape[1:]):
+            raise fold_error("x.shape", tuple(getattr(x, "shape", ())), f"must be (B, *{tuple(self.input_shape[1:])}), the operator's sample shape")
+        ins, outs = _names("i", len(self.input_shape) - 1), _names("o", len(self.output_shape) - 1)
         flat = einops.rearrange(x, f"b {' '.join(ins)} -> b ({' '.join(ins)})")
         y = flat.to(self.matrix.dtype) @ self.matrix.T + self.bias
-        return einops.rearrange(y, f"b ({' '.join(outs)}) -> b {' '.join(outs)}", **dict(zip(outs, self.out_shape)))
+        return einops.rearrange(y, f"b ({' '.join(outs)}) -> b {' '.join(outs)}", **dict(zip(outs, self.output_shape[1:])))
 
 
-def dense_operator(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence[int], dtype: torch.dtype = torch.float64) -> DenseOperator:
+def _sample_shape(input_shape: Sequence[int], param: str = "input_shape") -> Tuple[int, ...]:
+    """``(1, C, *S)`` validated: one sample, every size >= 1."""
+    if isinstance(input_shape, (str, torch.Tensor)) or not isinstance(input_shape, Sequence):
+        raise fold_error(param, input_shape, "must be the full shape (1, C, *spatial) of one sample")
+    shape = per_axis_ints(tuple(input_shape), len(input_shape), param, 1) if len(input_shape) else ()
+    if len(shape) < 2 or shape[0] != 1:
+        raise fold_error(param, tuple(input_shape), "must be the full shape (1, C, *spatial) of one sample, sizes >= 1")
+    return shape
+
+
+def dense_operator(
+    fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], *, dtype: torch.dtype = torch.float64
+) -> DenseOperator:
     """Materialise the matrix of an affine map (a conv, a folded conv, a layout change...) on one sample.
 
     Column ``q`` is ``f(e_q) - f(0)``; the bias is ``f(0)``. Modules are copied and run in ``dtype``, so with
-    integer-valued weights the matrix is exact. The cost is one batch of ``prod(in_shape)`` inputs.
+    integer-valued weights the matrix is exact. The cost is one batch of ``prod(input_shape)`` inputs.
 
     Example:
         >>> conv = torch.nn.Conv1d(1, 1, 2, bias=False)
         >>> with torch.no_grad():
         ...     _ = conv.weight.copy_(torch.tensor([[[1., 2.]]]))
-        >>> dense_operator(conv, (1, 3)).matrix.tolist()
+        >>> dense_operator(conv, (1, 1, 3)).matrix.tolist()
         [[1.0, 2.0, 0.0], [0.0, 1.0, 2.0]]
     """
-    shape = tuple(int(s) for s in in_shape)
-    if not shape or any(s < 1 for s in shape):
-        raise fold_error("in_shape", tuple(in_shape), "must be a non-empty per-sample shape (C, *spatial) with sizes >= 1")
+    shape = _sample_shape(input_shape)[1:]
     n = math.prod(shape)
     if n > 1 << 15:
-        raise fold_error("in_shape", shape, f"has {n} entries; a dense operator is n x m, keep n <= 32768")
+        raise fold_error("input_shape", (1,) + shape, f"has {n} entries; a dense operator is n x m, keep n <= 32768")
+    if not callable(fn):
+        raise fold_error("fn", type(fn).__name__, "must be a module or a function of a batch (B, C, *S)")
     if isinstance(fn, nn.Module):
         fn = copy.deepcopy(fn).to(dtype)
     ins = _names("i", len(shape))
     eye = torch.eye(n, dtype=dtype)
     basis = einops.rearrange(eye, f"n ({' '.join(ins)}) -> n {' '.join(ins)}", **dict(zip(ins, shape)))
-    with torch.no_grad():
-        zero = fn(torch.zeros((1,) + shape, dtype=dtype))
-        out = fn(basis)
-    if not isinstance(out, torch.Tensor) or out.shape[0] != n:
-        raise fold_error("fn", getattr(fn, "__name__", type(fn).__name__), "must map a batch (B, *in_shape) to a batch (B, ...)")
+    try:
+        with torch.no_grad():
+            zero = fn(torch.zeros((1,) + shape, dtype=dtype))
+            out = fn(basis)
+    except RuntimeError as err:  # torch's shape errors: the map does not take this input shape
+        raise fold_error("input_shape", (1,) + shape, f"is not accepted by fn: {str(err).splitlines()[0]}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != n or not isinstance(zero, torch.Tensor):
+        raise fold_error("fn", getattr(fn, "__name__", type(fn).__name__), "must map a batch (B, C, *S) to a batch (B, ...)")
     out_shape = tuple(out.shape[1:])
     outs = _names("o", len(out_shape))
     columns = einops.rearrange(out - zero, f"n {' '.join(outs)} -> ({' '.join(outs)}) n")
     bias = einops.rearrange(zero, f"1 {' '.join(outs)} -> ({' '.join(outs)})")
-    return DenseOperator(columns, bias, shape, out_shape)
+    return DenseOperator(columns, bias, (1,) + shape, (1,) + out_shape)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OffsetTensor:
     """D2L's ``V[o, *i, c, *a] = W[o, *i, c, *(i*S + a)]`` with a mask of the entries inside the input.
 
@@ -139,7 +163,7 @@ class OffsetTensor:
         Offsets are reported as values, not indices.
 
         Example:
-            >>> v = offset_tensor(dense_operator(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 4, 4)))
+            >>> v = offset_tensor(dense_operator(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 1, 4, 4)))
             >>> v.translation_violations().shape[0]
             0
         """
@@ -167,14 +191,12 @@ class OffsetTensor:
         """Non-zero entries with ``|a_t| > delta_t`` on some axis: rows ``(o, *i, c, *a)`` (offsets as values).
 
         Example:
-            >>> v = offset_tensor(dense_operator(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 4, 4)))
+            >>> v = offset_tensor(dense_operator(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 1, 4, 4)))
             >>> v.locality_violations(1).shape[0], v.locality_violations(0).shape[0] > 0
             (0, True)
         """
         dims = self.dims
-        deltas = (delta,) * dims if isinstance(delta, int) else tuple(delta)
-        if len(deltas) != dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in deltas):
-            raise fold_error("delta", delta, f"must be an integer >= 0 or one per spatial axis ({dims})")
+        deltas = per_axis_ints(delta, dims, "delta", 0)
         far = torch.zeros(self.valid.shape[dims:], dtype=torch.bool)
         for t, (values, d) in enumerate(zip(self.offsets, deltas)):
             shape = [1] * dims
@@ -197,19 +219,15 @@ def offset_tensor(op: DenseOperator, stride: Union[int, Sequence[int]] = 1) -> O
     """Re-index ``W[o, *i, c, *k]`` to ``V[o, *i, c, *a]`` with ``k = i*stride + a`` (D2L's ``k = i + a``).
 
     Example:
-        >>> op = dense_operator(torch.nn.Conv1d(1, 1, 3, padding=1, bias=False), (1, 5))
+        >>> op = dense_operator(torch.nn.Conv1d(1, 1, 3, padding=1, bias=False), (1, 1, 5))
         >>> v = offset_tensor(op)
         >>> v.offsets[0].tolist(), tuple(v.values.shape)
         ([-4, -3, -2, -1, 0, 1, 2, 3, 4], (1, 5, 1, 9))
     """
-    if len(op.in_shape) != len(op.out_shape) or len(op.in_shape) < 2:
-        raise fold_error("op.in_shape", op.in_shape, f"and out_shape={op.out_shape} must both be (channels, *spatial) with the same number of spatial dims")
-    dims = len(op.in_shape) - 1
-    strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
-    if len(strides) != dims or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides):
-        raise fold_error("stride", stride, f"must be an integer >= 1 or one per spatial axis ({dims})")
+    dims = _spatial_dims(op)
+    strides = per_axis_ints(stride, dims, "stride", 1)
     w = op.as_tensor()  # (o, *i, c, *k)
-    n_in, n_out = op.in_shape[1:], op.out_shape[1:]
+    n_in, n_out = op.input_shape[2:], op.output_shape[2:]
     offsets = tuple(torch.arange(-(m - 1) * s, n) for n, m, s in zip(n_in, n_out, strides))
     positions, taps, valid = [], [], torch.ones((), dtype=torch.bool)
     for t in range(dims):
@@ -231,20 +249,31 @@ def offset_tensor(op: DenseOperator, stride: Union[int, Sequence[int]] = 1) -> O
     return OffsetTensor(values, valid, offsets, strides)
 
 
-def layout_permutation(layout: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[int]) -> torch.Tensor:
+def _spatial_dims(op: DenseOperator) -> int:
+    """Spatial dims of an operator between two ``(1, C, *S)`` maps with as many spatial axes."""
+    if not isinstance(op, DenseOperator):
+        raise fold_error("op", type(op).__name__, "must be a DenseOperator (dense_operator)")
+    if len(op.input_shape) != len(op.output_shape) or len(op.input_shape) < 3:
+        raise fold_error(
+            "op.input_shape", op.input_shape, f"and output_shape={op.output_shape} must both be (1, C, *spatial) with the same number of spatial dims"
+        )
+    return len(op.input_shape) - 2
+
+
+def layout_permutation(layout: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int]) -> torch.Tensor:
     """The index permutation a layout change applies: ``flatten(layout(x)) == flatten(x)[perm]``.
 
     For a folded conv, ``dense(folded).matrix == dense(original).matrix[:, perm]`` with
-    ``perm = layout_permutation(lambda x: depth_to_space(x, r, order), original_in_shape)``.
+    ``perm = layout_permutation(lambda x: depth_to_space(x, r, order), original_input_shape)``.
 
     Example:
         >>> from foldconv import depth_to_space
-        >>> layout_permutation(lambda x: depth_to_space(x, 2), (4, 1, 1)).tolist()
+        >>> layout_permutation(lambda x: depth_to_space(x, 2), (1, 4, 1, 1)).tolist()
         [0, 1, 2, 3]
-        >>> layout_permutation(lambda x: depth_to_space(x, 2), (4, 1, 2)).tolist()
+        >>> layout_permutation(lambda x: depth_to_space(x, 2), (1, 4, 1, 2)).tolist()
         [0, 2, 1, 3, 4, 6, 5, 7]
     """
-    shape = tuple(int(s) for s in shape)
+    shape = _sample_shape(input_shape)[1:]
     names = _names("i", len(shape))
     ids = einops.rearrange(torch.arange(math.prod(shape)), f"({' '.join(names)}) -> 1 {' '.join(names)}", **dict(zip(names, shape)))
     moved = layout(ids)
@@ -262,20 +291,21 @@ def shift_violations(op: DenseOperator, in_shift: Sequence[int], out_shift: Sequ
     ``r*S`` on the folded grid.
 
     Example:
-        >>> op = dense_operator(torch.nn.Conv1d(1, 1, 3, stride=2), (1, 9))
+        >>> op = dense_operator(torch.nn.Conv1d(1, 1, 3, stride=2), (1, 1, 9))
         >>> shift_violations(op, (2,), (1,)), shift_violations(op, (1,), (1,)) > 0
         (0, True)
     """
-    dims = len(op.in_shape) - 1
-    if len(in_shift) != dims or len(out_shift) != dims:
-        raise fold_error("in_shift", tuple(in_shift), f"and out_shift={tuple(out_shift)} need one entry per spatial axis ({dims})")
+    dims = _spatial_dims(op)
     w = op.as_tensor()
-    n_out, n_in = op.out_shape[1:], op.in_shape[1:]
-    lo_hi = []
-    for t, (s_out, s_in) in enumerate(zip(out_shift, in_shift)):
-        if not (0 <= s_out < n_out[t]) or abs(s_in) >= n_in[t]:
-            raise fold_error("out_shift", tuple(out_shift), f"must be in [0, {n_out[t]}) and |in_shift| < {n_in[t]} on axis {t}")
-        lo_hi.append((s_out, s_in))
+    n_out, n_in = op.output_shape[2:], op.input_shape[2:]
+    ins = per_axis_ints(in_shift, dims, "in_shift", -max(n_in) + 1)
+    outs = per_axis_ints(out_shift, dims, "out_shift", 0)
+    for t, (s_out, s_in) in enumerate(zip(outs, ins)):
+        if s_out >= n_out[t]:
+            raise fold_error("out_shift", outs, f"must be in [0, {n_out[t]}) on axis {t}")
+        if abs(s_in) >= n_in[t]:
+            raise fold_error("in_shift", ins, f"must satisfy |in_shift| < {n_in[t]} on axis {t}")
+    lo_hi = list(zip(outs, ins))
     a_idx, b_idx = [slice(None)], [slice(None)]
     for (s_out, _), m in zip(lo_hi, n_out):
         a_idx.append(slice(0, m - s_out))
@@ -292,32 +322,37 @@ def shift_violations(op: DenseOperator, in_shift: Sequence[int], out_shift: Sequ
     return int((w[tuple(a_idx)] != w[tuple(b_idx)]).sum())
 
 
+@dataclass(frozen=True)
+class LadderRow:
+    """One rung of D2L's parameter ladder: a layer and its free parameters."""
+
+    layer: str
+    params: int
+
+
 def parameter_ladder(
-    height: int, width: int, delta: int, hidden: Optional[int] = None, in_channels: int = 1, out_channels: int = 1
-) -> List[Dict[str, Any]]:
+    height: int, width: int, delta: int, *, hidden: Optional[int] = None, in_channels: int = 1, out_channels: int = 1
+) -> Tuple[LadderRow, ...]:
     """D2L's argument as parameter counts: dense layer -> translation invariance -> locality.
 
-    With the seed's numbers (10^6 pixels, 10^3 hidden units) the dense layer has 10^9 weights; an
-    image-to-image layer ``W[i,j,k,l]`` has 10^12; translation invariance leaves ``(2H-1)(2W-1)``; locality
+    With the motivating question's numbers (10^6 pixels, 10^3 hidden units) the dense layer has 10^9 weights;
+    an image-to-image layer ``W[i,j,k,l]`` has 10^12; translation invariance leaves ``(2H-1)(2W-1)``; locality
     ``|a|,|b| <= Delta`` leaves ``(2*Delta+1)^2`` -- a few hundred for ``Delta = 10``. Channels multiply every
     row by ``in_channels*out_channels``; biases are not counted.
 
     Example:
-        >>> [row["params"] for row in parameter_ladder(1000, 1000, 10, hidden=1000)]
+        >>> [row.params for row in parameter_ladder(1000, 1000, 10, hidden=1000)]
         [1000000000, 1000000000000, 3996001, 441]
     """
     for name, value in (("height", height), ("width", width), ("in_channels", in_channels), ("out_channels", out_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise fold_error(name, value, "must be an integer >= 1")
-    if isinstance(delta, bool) or not isinstance(delta, int) or delta < 0:
-        raise fold_error("delta", delta, "must be an integer >= 0")
+        check_int(value, name, 1)
+    check_int(delta, "delta", 0)
     ch = in_channels * out_channels
     rows = []
     if hidden is not None:
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise fold_error("hidden", hidden, "must be an integer >= 1")
-        rows.append({"layer": "fully connected, image -> hidden vector", "params": height * width * hidden * in_channels})
-    rows.append({"layer": "fully connected, image -> image, W[i,j,k,l]", "params": (height * width) ** 2 * ch})
-    rows.append({"layer": "translation invariant, V[a,b]", "params": (2 * height - 1) * (2 * width - 1) * ch})
-    rows.append({"layer": f"translation invariant + local, |a|,|b| <= {delta}", "params": (2 * delta + 1) ** 2 * ch})
-    return rows
+        check_int(hidden, "hidden", 1)
+        rows.append(LadderRow("fully connected, image -> hidden vector", height * width * hidden * in_channels))
+    rows.append(LadderRow("fully connected, image -> image, W[i,j,k,l]", (height * width) ** 2 * ch))
+    rows.append(LadderRow("translation invariant, V[a,b]", (2 * height - 1) * (2 * width - 1) * ch))
+    rows.append(LadderRow(f"translation invariant + local, |a|,|b| <= {delta}", (2 * delta + 1) ** 2 * ch))
+    return tuple(rows)

@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validate import CONV_TYPES, check_input, per_axis_ints, require_conv
 from ..errors import fold_error
 from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
-from ..layout import Order, SpaceToDepth, normalize_order, space_to_depth
+from ..layout import Order, SpaceToDepth, space_to_depth
+from ..padding import check_padding_fits
 from ..specs import ConvSpec, FoldSpec
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "conv_to_focus",
 ]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TORCH_PAD_MODE = {"zeros": "constant", "circular": "circular", "reflect": "reflect", "replicate": "replicate"}
 
 
@@ -78,13 +79,14 @@ def spd_alignment(spec: ConvSpec, input_size: Sequence[int]) -> Tuple[AxisAlignm
     """
     if not isinstance(spec, ConvSpec):
         raise fold_error("spec", type(spec).__name__, "must be a ConvSpec")
-    outputs = spec.output_size(input_size)
+    size = per_axis_ints(input_size, spec.dims, "input_size", 1)
+    outputs = spec.output_size(size)
     result = []
-    for n, p, ke, s, o in zip(input_size, spec.padding, spec.effective_kernel, spec.stride, outputs):
+    for n, p, ke, s, o in zip(size, spec.padding, spec.effective_kernel, spec.stride, outputs):
         m = n + 2 * p
         read = (o - 1) * s + ke
         length = s * (o - 1 + math.ceil(ke / s))
-        result.append(AxisAlignment(int(n), m, o, read, length, length - m, max(0, n - (read - p))))
+        result.append(AxisAlignment(n, m, o, read, length, length - m, max(0, n - (read - p))))
     return tuple(result)
 
 
@@ -104,31 +106,32 @@ class SpaceToDepthConv(nn.Module):
         Conv2d(12, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
     """
 
-    def __init__(self, conv: nn.Module, r: Tuple[int, ...], order: Order, source: ConvSpec, mode: str):
+    def __init__(self, conv: nn.Module, r: Tuple[int, ...], order: Order, *, source: ConvSpec, mode: str):
         super().__init__()
         if mode not in ("explicit", "inner"):
             raise fold_error("mode", mode, "must be 'explicit' or 'inner'")
+        if not isinstance(source, ConvSpec):
+            raise fold_error("source", type(source).__name__, "must be the ConvSpec of the strided conv")
+        require_conv(conv, "conv")
+        fold = FoldSpec.coerce(r, source.dims, order, param="r")
         self.conv = conv
-        self.r = tuple(r)
-        self.dims = len(self.r)
-        self.order = normalize_order(order, self.dims)
+        self.r, self.order, self.dims = fold.r, fold.order, fold.dims
         self.source = source
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = self.dims
-        if not isinstance(x, torch.Tensor) or x.dim() < dims + 1:
-            raise fold_error("x", getattr(x, "shape", x), f"must be a tensor with at least {dims + 1} dims")
-        size = tuple(x.shape[-dims:])
+        size = check_input(x, dims, channels=self.source.in_channels)
         axes = spd_alignment(self.source, size)
         if self.mode == "explicit":
             if any(self.source.padding):
+                check_padding_fits(size, self.source.padding, self.source.padding_mode)
                 pads = [p for p in reversed(self.source.padding) for _ in range(2)]
                 x = F.pad(x, pads, mode=_TORCH_PAD_MODE[self.source.padding_mode])
             x = _fit_end(x, [a.length for a in axes])
-            return self.conv(space_to_depth(x, self.r, self.order, dims))
+            return self.conv(space_to_depth(x, self.r, self.order, dims=dims))
         x = _fit_end(x, [n + (-n) % s for n, s in zip(size, self.r)])
-        y = self.conv(space_to_depth(x, self.r, self.order, dims))
+        y = self.conv(space_to_depth(x, self.r, self.order, dims=dims))
         return y[(Ellipsis,) + tuple(slice(0, a.outputs) for a in axes)]
 
     def extra_repr(self) -> str:
@@ -147,12 +150,11 @@ def _fit_end(x: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
 
 
 def _check_conv(conv: nn.Module, name: str = "conv") -> ConvSpec:
-    if not isinstance(conv, _CONVS):
-        raise fold_error(name, type(conv).__name__, "must be an nn.Conv1d, nn.Conv2d or nn.Conv3d")
+    require_conv(conv, name)
     return ConvSpec.from_module(conv)
 
 
-def strided_to_spd(conv: nn.Module, order: Order = "crd", padding: str = "auto") -> SpaceToDepthConv:
+def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "auto") -> SpaceToDepthConv:
     """The space-to-depth + stride-1 conv form of a strided conv (any kernel, padding, dilation, groups, mode).
 
     ``s`` is the conv's stride; the new conv has kernel ``ceil((d*(K-1)+1)/s)`` on ``C*prod(s)`` channels and
@@ -191,31 +193,28 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", padding: str = "auto")
     aligned = groups_aligned(spec.in_channels * fold.block, spec.groups, fold)
     if not aligned:
         w = expand_groups(w, spec.groups)
-    weight = space_to_depth(w, s, fold.order, spec.dims)
+    weight = space_to_depth(w, s, fold.order, dims=spec.dims)
     inner = ConvSpec.make(
         spec.dims,
         spec.in_channels * fold.block,
         spec.out_channels,
         q,
-        1,
-        tuple(p // r for p, r in zip(spec.padding, s)) if mode == "inner" else 0,
-        1,
-        spec.groups if aligned else 1,
-        spec.bias,
-        "zeros",
+        padding=tuple(p // r for p, r in zip(spec.padding, s)) if mode == "inner" else 0,
+        groups=spec.groups if aligned else 1,
+        bias=spec.bias,
     )
     module = inner.to_module(dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
         module.weight.copy_(weight)
         if conv.bias is not None:
             module.bias.copy_(conv.bias.detach())
-    result = SpaceToDepthConv(module, fold.r, fold.order, spec, mode)
+    result = SpaceToDepthConv(module, fold.r, fold.order, source=spec, mode=mode)
     return result.train(conv.training)
 
 
 def _split_spd(module: nn.Module, r: Union[int, Sequence[int], None], order: Optional[Order]) -> Tuple[nn.Module, object, Order]:
     if isinstance(module, nn.Sequential):
-        if len(module) != 2 or not isinstance(module[0], SpaceToDepth) or not isinstance(module[1], _CONVS):
+        if len(module) != 2 or not isinstance(module[0], SpaceToDepth) or not isinstance(module[1], CONV_TYPES):
             raise fold_error(
                 "module", type(module).__name__, "must be a conv, or nn.Sequential(SpaceToDepth(...), nn.ConvNd(...))"
             )

@@ -32,9 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import fold_error
+from .._validate import (
+    CONV_TRANSPOSE_TYPES,
+    CONV_TYPES,
+    FACTOR_NAMES,
+    SPATIAL_NAMES,
+    IntOrTuple,
+    check_input,
+    per_axis_ints,
+    require_conv,
+)
+from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
-from ..layout import DepthToSpace, IntOrTuple, Order, depth_to_space, normalize_order, normalize_r
+from ..layout import DepthToSpace, Order, depth_to_space
 from ..specs import ConvSpec, FoldSpec
 
 __all__ = [
@@ -46,10 +56,7 @@ __all__ = [
     "upsample_conv_to_subpixel",
 ]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_TCONVS = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_K = {1: ("kw",), 2: ("kh", "kw"), 3: ("kd", "kh", "kw")}
-_R = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
+_K = {dims: tuple("k" + name for name in names) for dims, names in SPATIAL_NAMES.items()}  # kernel axes kh, kw, ...
 
 
 def _packed(order: Tuple[str, ...]) -> str:
@@ -64,6 +71,19 @@ def _compress_groups(dense: torch.Tensor, groups: int) -> torch.Tensor:
     blocks = einops.rearrange(dense, "(g a) (h b) ... -> g h a b ...", g=groups, h=groups)
     diag = torch.diagonal(blocks, dim1=0, dim2=1)
     return einops.rearrange(diag, "a b ... g -> (g a) b ...")
+
+
+def _pairs(value: Optional[Sequence[Tuple[int, int]]], dims: int, param: str) -> Tuple[Tuple[int, int], ...]:
+    """One ``(start, end)`` pair of integers >= 0 per spatial axis (None: no rows)."""
+    if value is None:
+        return ((0, 0),) * dims
+    rule = f"needs one (start, end) pair of integers >= 0 per spatial axis ({dims})"
+    if isinstance(value, (str, torch.Tensor)) or not isinstance(value, Sequence) or len(value) != dims:
+        raise fold_error(param, value, rule)
+    try:
+        return tuple(per_axis_ints(tuple(pair), 2, param, 0) for pair in value)  # type: ignore[return-value]
+    except (TypeError, FoldError):
+        raise fold_error(param, value, rule) from None
 
 
 class SubPixelConv(nn.Module):
@@ -81,30 +101,26 @@ class SubPixelConv(nn.Module):
         conv: nn.Module,
         r: IntOrTuple,
         order: Order = "crd",
+        *,
         crop: Optional[Sequence[Tuple[int, int]]] = None,
         input_pad: Optional[Sequence[Tuple[int, int]]] = None,
     ):
         super().__init__()
-        if not isinstance(conv, _CONVS):
-            raise fold_error("conv", type(conv).__name__, "must be an nn.Conv1d, nn.Conv2d or nn.Conv3d")
-        dims = len(conv.kernel_size)
+        dims = require_conv(conv)
+        fold = FoldSpec.coerce(r, dims, order, param="r")
         self.conv = conv
-        self.dims = dims
-        self.r = normalize_r(r, dims)
-        self.order = normalize_order(order, dims)
-        block = math.prod(self.r)
-        if conv.out_channels % block:
-            raise fold_error("conv.out_channels", conv.out_channels, f"must be a multiple of prod(r)={block}")
-        self.crop = tuple(tuple(int(v) for v in c) for c in crop) if crop is not None else ((0, 0),) * dims
-        self.input_pad = tuple(tuple(int(v) for v in p) for p in input_pad) if input_pad is not None else ((0, 0),) * dims
-        for name, value in (("crop", self.crop), ("input_pad", self.input_pad)):
-            if len(value) != dims or any(len(v) != 2 or min(v) < 0 for v in value):
-                raise fold_error(name, value, f"needs one (start, end) pair of integers >= 0 per spatial axis ({dims})")
+        self.dims, self.r, self.order = dims, fold.r, fold.order
+        if conv.out_channels % fold.block:
+            raise fold_error("conv.out_channels", conv.out_channels, f"must be a multiple of prod(r)={fold.block}")
+        self.crop = _pairs(crop, dims, "crop")
+        self.input_pad = _pairs(input_pad, dims, "input_pad")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = check_input(x, self.dims, channels=self.conv.in_channels)
+        ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
         if any(v for p in self.input_pad for v in p):
             x = F.pad(x, [v for p in reversed(self.input_pad) for v in p])
-        z = depth_to_space(self.conv(x), self.r, self.order, self.dims)
+        z = depth_to_space(self.conv(x), self.r, self.order, dims=self.dims)
         if any(v for c in self.crop for v in c):
             sizes = z.shape[-self.dims:]
             z = z[(Ellipsis,) + tuple(slice(a, n - b) for (a, b), n in zip(self.crop, sizes))]
@@ -120,15 +136,15 @@ def _split_subpixel(module: nn.Module, r: Optional[IntOrTuple], order: Optional[
             raise fold_error("module.crop", module.crop, "must be empty (and input_pad too) to convert to a transposed conv")
         return module.conv, module.r, module.order
     if isinstance(module, nn.Sequential):
-        if len(module) != 2 or not isinstance(module[0], _CONVS) or not isinstance(module[1], DepthToSpace):
+        if len(module) != 2 or not isinstance(module[0], CONV_TYPES) or not isinstance(module[1], DepthToSpace):
             raise fold_error("module", type(module).__name__, "must be nn.Sequential(nn.ConvNd(...), DepthToSpace(...))")
         return module[0], module[1].r, module[1].order
-    if not isinstance(module, _CONVS):
+    if not isinstance(module, CONV_TYPES):
         raise fold_error("module", type(module).__name__, "must be a SubPixelConv, nn.Sequential(conv, DepthToSpace) or a conv")
     if r is None:
         raise fold_error("r", r, "is needed when the module is a bare conv (the depth-to-space factor)")
-    dims = len(module.kernel_size)
-    return module, normalize_r(r, dims), normalize_order("crd" if order is None else order, dims)
+    fold = FoldSpec.coerce(r, len(module.kernel_size), order, param="r")
+    return module, fold.r, fold.order
 
 
 def subpixel_to_transposed(
@@ -164,7 +180,7 @@ def subpixel_to_transposed(
         raise fold_error("conv.out_channels", spec.out_channels, f"must be a multiple of prod(r)={fold.block}")
     out_channels = spec.out_channels // fold.block
     w = expand_groups(expand_dilation(conv.weight.detach(), spec.dilation), spec.groups)
-    k, f = _K[dims], _R[dims]
+    k, f = _K[dims], FACTOR_NAMES[dims]
     flipped = torch.flip(w, dims=tuple(range(2, 2 + dims)))
     pattern = f"{_packed(fold.order)} c {' '.join(k)} -> c o {' '.join(f'({a} {b})' for a, b in zip(k, f))}"
     wt = einops.rearrange(flipped, pattern, **dict(zip(f, fold.r)))
@@ -179,7 +195,7 @@ def subpixel_to_transposed(
                 "conv.bias", "varies over sub-pixels", "must be equal for the prod(r) sub-pixels of each output channel (a transposed conv has one bias per channel)"
             )
         bias = per_pixel[:, 0]
-    tconv = _TCONVS[dims](
+    tconv = CONV_TRANSPOSE_TYPES[dims - 1](
         spec.in_channels,
         out_channels,
         tuple(r_ * k_ for r_, k_ in zip(fold.r, kernel)),
@@ -210,7 +226,7 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
         >>> s.conv.kernel_size, s.conv.padding, s.crop
         ((2, 2), (1, 1), ((1, 1), (1, 1)))
     """
-    if not isinstance(tconv, tuple(_TCONVS.values())):
+    if not isinstance(tconv, CONV_TRANSPOSE_TYPES):
         raise fold_error("tconv", type(tconv).__name__, "must be an nn.ConvTranspose1d, 2d or 3d")
     dims = len(tconv.kernel_size)
     if tconv.padding_mode != "zeros":
@@ -218,7 +234,7 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
     if isinstance(tconv.padding, str):
         raise fold_error("tconv.padding", tconv.padding, "must be explicit numbers")
     rs = tuple(tconv.stride)
-    fold = FoldSpec.make(rs, order, dims)
+    fold = FoldSpec.coerce(rs, dims, order)
     groups = tconv.groups
     wt = expand_dilation(tconv.weight.detach(), tuple(tconv.dilation))
     extent = tuple(wt.shape[2:])
@@ -226,7 +242,7 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
     grow = [r_ * k_ - e for r_, k_, e in zip(rs, q, extent)]
     wt = F.pad(wt, [g for g in reversed(grow) for g in (0, g)])
     wt = expand_groups(wt, groups)
-    k, f = _K[dims], _R[dims]
+    k, f = _K[dims], FACTOR_NAMES[dims]
     pattern = f"c o {' '.join(f'({a} {b})' for a, b in zip(k, f))} -> {_packed(fold.order)} c {' '.join(k)}"
     w = torch.flip(einops.rearrange(wt, pattern, **dict(zip(f, fold.r))), dims=tuple(range(2, 2 + dims)))
     aligned = groups_aligned(w.shape[0], groups, fold)
@@ -245,14 +261,16 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
         surplus = r_ * (2 * p - kq + 2) + 2 * pt - e - op
         paddings.append(p)
         crops.append((start, surplus - start))
-    conv = ConvSpec.make(dims, tconv.in_channels, w.shape[0], q, 1, tuple(paddings), 1, new_groups, tconv.bias is not None).to_module(
+    conv = ConvSpec.make(
+        dims, tconv.in_channels, w.shape[0], q, padding=tuple(paddings), groups=new_groups, bias=tconv.bias is not None
+    ).to_module(
         dtype=w.dtype, device=w.device
     )
     with torch.no_grad():
         conv.weight.copy_(w)
         if tconv.bias is not None:
             conv.bias.copy_(einops.repeat(tconv.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r))))
-    return SubPixelConv(conv, fold.r, fold.order, crops).train(tconv.training)
+    return SubPixelConv(conv, fold.r, fold.order, crop=crops).train(tconv.training)
 
 
 def icnr_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd") -> torch.Tensor:
@@ -267,8 +285,8 @@ def icnr_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd") -> to
     if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
         raise fold_error("weight", getattr(weight, "shape", weight), "must be a conv weight (O, C, *K) with 1-3 spatial dims")
     dims = weight.dim() - 2
-    fold = FoldSpec.make(r, order, dims)
-    f = _R[dims]
+    fold = FoldSpec.coerce(r, dims, order, param="r")
+    f = FACTOR_NAMES[dims]
     return einops.repeat(weight, f"o c ... -> {_packed(fold.order)} c ...", **dict(zip(f, fold.r)))
 
 
@@ -276,6 +294,7 @@ def icnr_(
     weight: torch.Tensor,
     r: IntOrTuple,
     order: Order = "crd",
+    *,
     init: Callable[[torch.Tensor], object] = nn.init.kaiming_normal_,
 ) -> torch.Tensor:
     """Initialise a sub-pixel conv weight in place with ICNR: ``init`` on one LR kernel, copied to all sub-pixels.
@@ -289,7 +308,7 @@ def icnr_(
     if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4, 5):
         raise fold_error("weight", getattr(weight, "shape", weight), "must be a conv weight (O*prod(r), C, *K)")
     dims = weight.dim() - 2
-    fold = FoldSpec.make(r, order, dims)
+    fold = FoldSpec.coerce(r, dims, order, param="r")
     if weight.shape[0] % fold.block:
         raise fold_error("weight.shape", tuple(weight.shape), f"out channels must be a multiple of prod(r)={fold.block}")
     base = weight.new_empty((weight.shape[0] // fold.block,) + tuple(weight.shape[1:]))
@@ -315,11 +334,9 @@ def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "cr
         >>> torch.allclose(s.double()(x), conv.double()(up))
         True
     """
-    if not isinstance(conv, _CONVS):
-        raise fold_error("conv", type(conv).__name__, "must be an nn.Conv1d, nn.Conv2d or nn.Conv3d")
     spec = ConvSpec.from_module(conv)
     dims = spec.dims
-    fold = FoldSpec.make(r, order, dims)
+    fold = FoldSpec.coerce(r, dims, order, param="r")
     if spec.stride != (1,) * dims:
         raise fold_error("conv.stride", spec.stride, "must be 1 on every axis")
     if spec.padding_mode != "zeros":
@@ -340,7 +357,7 @@ def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "cr
     spec_sel = [f"{'uvw'[i]}{'ijk'[i]}{letters[i]}" for i in range(dims)]
     spec_out = "oc" + "uvw"[:dims] + "ijk"[:dims]
     lr = torch.einsum(f"{spec_in},{','.join(spec_sel)}->{spec_out}", w, *selections)
-    k, f = _K[dims], _R[dims]
+    k, f = _K[dims], FACTOR_NAMES[dims]
     lr = einops.rearrange(lr, f"o c {' '.join(f)} {' '.join(k)} -> {_packed(fold.order)} c {' '.join(k)}")
     aligned = groups_aligned(lr.shape[0], spec.groups, fold)
     groups = spec.groups if aligned else 1
@@ -352,4 +369,4 @@ def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "cr
         module.weight.copy_(lr)
         if conv.bias is not None:
             module.bias.copy_(einops.repeat(conv.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r))))
-    return SubPixelConv(module, fold.r, fold.order, crops, pads).train(conv.training)
+    return SubPixelConv(module, fold.r, fold.order, crop=crops, input_pad=pads).train(conv.training)

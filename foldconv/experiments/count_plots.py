@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, Union
 
+from ..analysis.counting.counter import CountReport
 from ..errors import fold_error
 from .io import figure, save_figure
-from ..analysis.counting.counter import CountReport
 
 __all__ = ["plot_layers", "plot_comparison"]
 
@@ -27,14 +27,14 @@ def plot_layers(report: CountReport, path: Union[str, Path], max_layers: int = 1
     rows = [row for row in report.rows() if row["params"] or row["macs"]]
     if not rows:
         raise fold_error("report", report.model, "has no layer with parameters or MACs to plot")
-    width = min(4 + 0.12 * len(rows), 24)
+    width = min(max(7.0, 4 + 0.12 * len(rows)), 24)  # wide enough for the title, even for one layer
     fig, axes = figure(2, 1, figsize=(width, 6), sharex=True)
     xs = range(len(rows))
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs")):
         ax.bar(xs, [row[key] for row in rows], color="tab:blue" if key == "params" else "tab:orange")
         ax.set_ylabel(label)
         ax.set_yscale("symlog", linthresh=1)
-    axes[0].set_title(f"{report.model}: parameters and MACs per layer (input {report.input_shapes[0]})")
+    axes[0].set_title(f"{report.model}: parameters and MACs per layer (input {report.input_shapes[0]})", fontsize=10)
     if len(rows) <= max_layers:
         axes[1].set_xticks(list(xs))
         axes[1].set_xticklabels([row["layer"] for row in rows], rotation=90, fontsize=6)

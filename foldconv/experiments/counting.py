@@ -1,133 +1,409 @@
-"""The counting experiment: count models, write every view, check the figures, plot.
+"""The counting experiment: count models, check the figures, write every view, plot.
 
-``scripts/count.py`` builds the models (torchvision names or Hydra ``_target_`` s) and hands them here
-as :class:`CountJob` s; everything it writes comes from :func:`run_count_jobs`.
+:class:`CountExperiment` is the whole config of ``scripts/count.py`` (registered as its structured config)
+and validates itself; :func:`run_count` builds the models (torchvision names or Hydra ``_target_`` nodes),
+measures everything in memory and only then writes, so a malformed request or a model that cannot run
+leaves no output behind. :func:`run_count_jobs` does the same for models built in Python.
 
 Example:
     >>> import tempfile, torch
     >>> job = CountJob("tiny", torch.nn.Conv2d(16, 4, 3), (1, 16, 8, 8), expect={"params": 580})
-    >>> checks = run_count_jobs([job], tempfile.mkdtemp(), fold_rs=(2,), plot=False)
-    >>> [(c["check"], c["ok"]) for c in checks]
-    [('params == sum(numel)', True), ('macs == FlopCounterMode/2', True), ('expect params', True), ('fold_conv r=2 keeps params and macs', True)]
+    >>> run = run_count_jobs([job], tempfile.mkdtemp(), fold_rs=(2,), plot=False)
+    >>> run.ok, [c.check for c in run.checks]  # doctest: +NORMALIZE_WHITESPACE
+    (True, ['params == sum(numel)', 'every op has a cost rule', 'macs == FlopCounterMode/2', 'expect params',
+            'fold_conv r=2 keeps params and macs'])
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from ..errors import fold_error
-from ..layout import IntOrTuple, Order
-from .io import write_table
+from .._validate import CONV_TYPES, check_bool
+from ..analysis.counting.counter import count, normalize_input_shapes
 from ..analysis.counting.dense import d2l_table, dense_equivalents
-from ..analysis.counting.fold import DEFAULT_RS, compare_fold, compare_model_fold, fold_matrix, foldable_layers
+from ..analysis.counting.fold import (
+    DEFAULT_RS,
+    FoldComparison,
+    FoldOption,
+    ModelFoldComparison,
+    check_fold_request,
+    compare_fold,
+    compare_model_fold,
+    fold_matrix,
+    foldable_layers,
+)
+from ..analysis.counting.report import VIEWS, CountReport
+from ..analysis.counting.zoo import PublishedFigures, classification_models, meta_model, published_figures, validate_count
+from ..errors import FoldError, fold_error
+from ..layout import IntOrTuple, Order
+from .app import parse_r
 from .count_plots import plot_comparison, plot_layers
-from ..analysis.counting.zoo import validate_count
-from ..analysis.counting.counter import CountReport, count
+from .io import markdown_table, write_table
 
-__all__ = ["CountJob", "run_count_jobs"]
+__all__ = [
+    "CountTarget", "CountExperiment", "CountJob", "Check", "CountRun", "run_count", "run_count_jobs", "run_summary",
+    "write_count_report",
+]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Totals an ``expect`` entry may pin (the attributes of a CountReport).
+EXPECTABLE = ("params", "trainable", "frozen", "macs", "flops", "activation_elements", "activation_bytes", "weight_bytes", "buffer_bytes")
 
 
-@dataclass
+def _shape(value: Any, param: str) -> Tuple[int, ...]:
+    try:
+        shapes = normalize_input_shapes(value)
+    except FoldError as err:
+        raise fold_error(param, value, err.rule or str(err)) from None
+    if len(shapes) != 1:
+        raise fold_error(param, value, "must be one full input shape such as [1, 3, 224, 224]")
+    return shapes[0]
+
+
+@dataclass(frozen=True)
+class CountTarget:
+    """A custom model: a Hydra node whose ``_target_`` builds it, and its full input shape (None: the
+    experiment's ``input_shape``).
+
+    Example:
+        >>> CountTarget({"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3}).input_shape
+    """
+
+    model: Any = None
+    input_shape: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, Mapping) or not isinstance(self.model.get("_target_"), str):
+            raise fold_error("model", self.model, "must be a node with a _target_, e.g. {_target_: torchvision.models.alexnet}")
+        object.__setattr__(self, "model", dict(self.model))
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
+
+    def build(self) -> nn.Module:
+        """The module, on meta when its constructor allows (no memory for the weights)."""
+        import hydra.utils
+        import torch
+
+        try:
+            try:
+                with torch.device("meta"):
+                    module = hydra.utils.instantiate(self.model)
+            except (NotImplementedError, RuntimeError):
+                module = hydra.utils.instantiate(self.model)
+        except Exception as exc:  # an unknown _target_ or arguments it does not take
+            reason = " ".join(str(exc).split())
+            raise fold_error("model._target_", self.model["_target_"], f"could not be built: {reason}") from exc
+        if not isinstance(module, nn.Module):
+            raise fold_error("model._target_", self.model["_target_"], f"built a {type(module).__name__}, not an nn.Module")
+        return module
+
+
+@dataclass(frozen=True)
+class CountExperiment:
+    """The count app's whole config, validated when built (every bad field is a FoldError naming it).
+
+    ``models``: torchvision names (``zoo`` = the whole classification zoo); ``targets``: label ->
+    ``{model: {_target_: ...}, input_shape: [...]}``; ``input_shape``: full shape, batch included;
+    ``published``: torchvision models at their weights' crop size, checked against the published figures;
+    ``expect``: label -> {total: value}, checked exactly; ``fold_r`` (ints or ``"2x4"``), ``fold_order``:
+    the fold view; ``fold_compare_r``: fold every cost-neutral conv of each model with it and compare
+    (None: skip).
+
+    Example:
+        >>> CountExperiment(models=["resnet18"], fold_r=["2x1", 4]).fold_r
+        ((2, 1), 4)
+        >>> CountExperiment(fold_order="bad")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: fold_order='bad': must be one of ('crd', 'dcr', 'focus') or a permutation of the einops axes 'c rh rw' for 2 spatial dim(s)
+    """
+
+    models: Tuple[str, ...] = ("resnet50",)
+    targets: Dict[str, Any] = field(default_factory=dict)
+    input_shape: Tuple[int, ...] = (1, 3, 224, 224)
+    published: bool = False
+    expect: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    fold_r: Tuple[Any, ...] = DEFAULT_RS
+    fold_order: str = "crd"
+    fold_compare_r: Optional[Any] = 2
+    check_flop_counter: bool = True
+    plot: bool = True
+    d2l_table: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("published", "check_flop_counter", "plot", "d2l_table"):
+            check_bool(getattr(self, name), name)
+        if not isinstance(self.models, Sequence) or isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+            raise fold_error("models", self.models, "must be a list of torchvision model names (or 'zoo')")
+        known = set(classification_models() if self.published else _all_models())
+        for name in self.models:
+            if name != "zoo" and name not in known:
+                kind = "classification model with published weights" if self.published else "model name"
+                raise fold_error("models", name, f"is not a torchvision {kind} ('zoo' means every classification model)")
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
+        for name in ("targets", "expect"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise fold_error(name, getattr(self, name), "must be a mapping from model labels")
+        targets = {}
+        for label, target in dict(self.targets).items():
+            try:
+                if not isinstance(target, (CountTarget, Mapping)):
+                    raise TypeError
+                targets[label] = target if isinstance(target, CountTarget) else CountTarget(**dict(target))
+            except FoldError as err:
+                raise fold_error(f"targets.{label}.{err.param}", err.value, err.rule or str(err)) from None
+            except TypeError:
+                raise fold_error(f"targets.{label}", target, "must be {model: {_target_: ...}, input_shape: [...]}") from None
+        object.__setattr__(self, "targets", targets)
+        for label, expected in dict(self.expect).items():
+            if not isinstance(expected, Mapping):
+                raise fold_error(f"expect.{label}", expected, f"must map totals to integers, e.g. {{params: 580}} ({list(EXPECTABLE)})")
+            for key, value in dict(expected).items():
+                if key not in EXPECTABLE:
+                    raise fold_error(f"expect.{label}", key, f"must be one of the totals {list(EXPECTABLE)}")
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise fold_error(f"expect.{label}.{key}", value, "must be an integer")
+        try:
+            rs = tuple(parse_r(r) for r in self.fold_r) if isinstance(self.fold_r, Sequence) and not isinstance(self.fold_r, str) else self.fold_r
+        except FoldError:
+            raise fold_error("fold_r", self.fold_r, "every entry must be an integer >= 1 or per-axis factors like '2x4'") from None
+        try:
+            check_fold_request(rs, self.fold_order, r_param="fold_r", order_param="fold_order")
+        except FoldError as err:
+            raise (fold_error("fold_r", self.fold_r, err.rule) if err.param == "fold_r" and err.rule else err) from None
+        object.__setattr__(self, "fold_r", rs)
+        if self.fold_compare_r is not None:
+            try:
+                object.__setattr__(self, "fold_compare_r", parse_r(self.fold_compare_r))
+                check_fold_request([self.fold_compare_r], self.fold_order, r_param="fold_compare_r", order_param="fold_order")
+            except FoldError as err:
+                raise fold_error("fold_compare_r", self.fold_compare_r, "must be an integer >= 1 or per-axis factors like '2x4'") from err
+
+    def jobs(self) -> List[CountJob]:
+        """One :class:`CountJob` per model and target, each model built on meta."""
+        names = [n for name in self.models for n in (classification_models() if name == "zoo" else [name])]
+        jobs = []
+        for name in names:
+            figures = published_figures(name) if self.published else None
+            model = meta_model(name, **(figures.kwargs if figures else {}))
+            shape = figures.input_shape if figures else self.input_shape
+            jobs.append(CountJob(name, model, shape, published=figures, expect=self.expect.get(name, {})))
+        for label, target in self.targets.items():
+            try:
+                model = target.build()
+            except FoldError as err:
+                raise fold_error(f"targets.{label}.{err.param}", err.value, err.rule or str(err)) from None
+            shape = target.input_shape or self.input_shape
+            jobs.append(CountJob(label, model, shape, expect=self.expect.get(label, {})))
+        return jobs
+
+
+def _all_models() -> List[str]:
+    import torchvision
+
+    return torchvision.models.list_models()
+
+
+@dataclass(frozen=True)
 class CountJob:
-    """One model to count: a label for file names, the module, the input shape (with batch axis),
-    optional published figures (``num_params``, ``gmacs``) and exact expectations (``params``, ``macs``, ...)."""
+    """One model to count: a label for file names, the module, its full input shape, optional published
+    figures and exact expectations (``{"params": ..., "macs": ...}``)."""
 
     label: str
     model: nn.Module
     input_shape: Tuple[int, ...]
-    published: Optional[Dict[str, Any]] = None
-    expect: Dict[str, int] = field(default_factory=dict)
+    published: Optional[PublishedFigures] = None
+    expect: Mapping[str, int] = field(default_factory=dict)
 
 
-def _check(checks: List[Dict[str, Any]], label: str, name: str, expected: Any, measured: Any) -> None:
-    checks.append({"model": label, "check": name, "expected": expected, "measured": measured, "ok": expected == measured})
+@dataclass(frozen=True)
+class Check:
+    """One checked figure: which model, what, the expected and the measured value."""
+
+    model: str
+    check: str
+    expected: Any
+    measured: Any
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.measured
+
+    def row(self) -> Dict[str, Any]:
+        return {"model": self.model, "check": self.check, "expected": self.expected, "measured": self.measured, "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class _Measured:
+    job: CountJob
+    report: CountReport
+    checks: Tuple[Check, ...]
+    dense: List[Dict[str, Any]]
+    folds: List[FoldOption]
+    conv_folds: Tuple[Tuple[IntOrTuple, FoldComparison], ...]
+    model_fold: Optional[ModelFoldComparison]
+    compare_r: Optional[IntOrTuple]
+
+
+@dataclass(frozen=True)
+class CountRun:
+    """What a counting run measured and wrote: one report per model, every check, the files."""
+
+    reports: Tuple[CountReport, ...]
+    checks: Tuple[Check, ...]
+    files: Tuple[Path, ...] = ()
+
+    @property
+    def failed(self) -> Tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    @property
+    def ok(self) -> bool:
+        """Every check held."""
+        return not self.failed
+
+
+def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: Optional[IntOrTuple], flop_counter: bool) -> _Measured:
+    label = job.label
+    checks: List[Check] = []
+    if flop_counter:
+        validation = validate_count(job.model, job.input_shape, name=label)
+        report = validation.report
+    else:
+        report = count(job.model, job.input_shape, name=label)
+    checks.append(Check(label, "params == sum(numel)", sum(p.numel() for p in job.model.parameters()), report.params))
+    checks.append(Check(label, "every op has a cost rule", "", " ".join(op.op for op in report.unsupported_ops)))
+    if flop_counter:
+        checks.append(Check(label, "macs == FlopCounterMode/2", validation.flop_counter_macs, report.macs))
+    if job.published:
+        checks.append(Check(label, "published params", job.published.num_params, report.params))
+        checks.append(Check(label, "published GMACs (3 decimals)", job.published.gmacs, round(report.macs / 1e9, 3)))
+    for key, value in job.expect.items():
+        checks.append(Check(label, f"expect {key}", value, getattr(report, key)))
+    folds = foldable_layers(report, rs=rs, order=order)
+    conv_folds = []
+    if isinstance(job.model, CONV_TYPES):
+        for option in folds:
+            if option.foldable:
+                cmp = compare_fold(job.model, job.input_shape, r=option.r, order=order)
+                conv_folds.append((option.r, cmp))
+                if option.cost_neutral:
+                    checks.append(Check(label, f"fold_conv r={option.r} keeps params and macs", True, cmp.keeps_costs))
+    model_fold = None
+    if compare_r is not None and folds and not isinstance(job.model, CONV_TYPES):
+        model_fold = compare_model_fold(job.model, job.input_shape, r=compare_r, order=order)
+        if model_fold.folded_layers:
+            checks.append(Check(label, f"fold r={compare_r} keeps params and macs", True, model_fold.keeps_costs))
+    return _Measured(job, report, tuple(checks), dense_equivalents(report), folds, tuple(conv_folds), model_fold, compare_r)
+
+
+def _write(m: _Measured, out: Path, plot: bool) -> List[Path]:
+    label = m.job.label
+    files = list(write_count_report(m.report, out, stem=label).values())
+    if m.dense:
+        files += write_table(m.dense, out / f"{label}_dense", title=f"{label}: dense-equivalent cost of every conv").values()
+    if m.folds:
+        title = f"{label}: which convs fold with which r (yes* = costs change)"
+        files += write_table(fold_matrix(m.folds), out / f"{label}_fold", title=title).values()
+        files += write_table([o.row() for o in m.folds], out / f"{label}_fold_detail", title=f"{label}: fold options per conv").values()
+    for r, cmp in m.conv_folds:
+        stem = out / f"{label}_fold_compare_r{r}"
+        files += write_table(cmp.rows(), stem, title=f"{label}: original vs fold_conv(r={r})").values()
+    if m.model_fold is not None:
+        cmp = m.model_fold
+        title = f"{label}: totals before and after folding {cmp.folded_layers} conv(s) with r={m.compare_r}"
+        files += write_table(cmp.rows(), out / f"{label}_fold_model", title=title).values()
+    if plot:
+        files.append(plot_layers(m.report, out / f"{label}_layers.png"))
+    return files
 
 
 def run_count_jobs(
     jobs: Sequence[CountJob],
     out_dir: Union[str, Path],
+    *,
     fold_rs: Sequence[IntOrTuple] = DEFAULT_RS,
     fold_order: Order = "crd",
     fold_compare_r: Optional[IntOrTuple] = 2,
     check_flop_counter: bool = True,
     plot: bool = True,
     d2l: bool = False,
-) -> List[Dict[str, Any]]:
-    """Count every job, write ``<label>_*.{csv,md}`` (+ ``<label>_layers.png``), ``comparison``,
-    ``checks`` (+ ``comparison.png``) into ``out_dir`` and return the check rows (``ok`` per check).
+) -> CountRun:
+    """Count every job, then write ``<label>_*.{csv,md}`` (+ ``<label>_layers.png``), ``comparison``,
+    ``checks`` (+ ``comparison.png``) into ``out_dir``.
 
-    Checks: parameters equal ``sum(p.numel())``; MACs equal FlopCounterMode/2 (when
-    ``check_flop_counter``); published and expected figures; and, for ``fold_compare_r``, that folding
-    every cost-neutral conv keeps parameters and MACs.
+    Checks: parameters equal ``sum(p.numel())``; every op that ran has a cost rule; MACs equal
+    FlopCounterMode/2 (when ``check_flop_counter``); published and expected figures; and, for
+    ``fold_compare_r`` (and every ``fold_rs`` of a bare conv), that a cost-neutral fold keeps parameters
+    and MACs. Everything is measured before the first file is written.
     """
-    if not jobs:
-        raise fold_error("jobs", list(jobs), "must hold at least one CountJob")
+    if isinstance(jobs, CountJob) or not jobs or not all(isinstance(j, CountJob) for j in jobs):
+        raise fold_error("jobs", jobs, "must be a non-empty list of CountJob")
+    check_fold_request(fold_rs, fold_order, r_param="fold_rs", order_param="fold_order")
+    if fold_compare_r is not None:
+        check_fold_request([fold_compare_r], fold_order, r_param="fold_compare_r", order_param="fold_order")
+    for name, flag in (("check_flop_counter", check_flop_counter), ("plot", plot), ("d2l", d2l)):
+        check_bool(flag, name)
+    measured = []
+    for job in jobs:
+        try:
+            measured.append(_measure(job, fold_rs, fold_order, fold_compare_r, check_flop_counter))
+        except FoldError as err:
+            raise FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    checks: List[Dict[str, Any]] = []
-    reports: List[CountReport] = []
-    for job in jobs:
-        if check_flop_counter:
-            row = validate_count(job.model, job.input_shape, name=job.label)
-            report = row["report"]
-        else:
-            report = count(job.model, job.input_shape, name=job.label)
-        reports.append(report)
-        numel = sum(p.numel() for p in job.model.parameters())
-        _check(checks, job.label, "params == sum(numel)", numel, report.params)
-        if check_flop_counter:
-            _check(checks, job.label, "macs == FlopCounterMode/2", row["flop_counter_macs"], report.macs)
-        if job.published:
-            _check(checks, job.label, "published params", job.published["num_params"], report.params)
-            _check(checks, job.label, "published GMACs (3 decimals)", job.published["gmacs"], round(report.macs / 1e9, 3))
-        for key, value in job.expect.items():
-            if key not in report.totals():
-                raise fold_error("expect", key, f"must be one of the totals {sorted(report.totals())}")
-            _check(checks, job.label, f"expect {key}", value, report.totals()[key])
-
-        write_count_report(report, out, job.label)
-        dense = dense_equivalents(report)
-        if dense:
-            write_table(dense, out / f"{job.label}_dense", title=f"{job.label}: dense-equivalent cost of every conv")
-        folds = foldable_layers(report, fold_rs, fold_order)
-        if folds:
-            write_table(fold_matrix(folds), out / f"{job.label}_fold", title=f"{job.label}: which convs fold with which r (yes* = costs change)")
-            write_table(folds, out / f"{job.label}_fold_detail", title=f"{job.label}: fold options per conv")
-        if isinstance(job.model, _CONVS):
-            for option in folds:
-                if not option["foldable"]:
-                    continue
-                r = option["r"]
-                rows = compare_fold(job.model, r, job.input_shape, fold_order)
-                write_table(rows, out / f"{job.label}_fold_compare_r{r}", title=f"{job.label}: original vs fold_conv(r={r})")
-                if option["cost_neutral"]:
-                    equal = all(row["equal"] for row in rows if row["quantity"] in ("params", "macs"))
-                    _check(checks, job.label, f"fold_conv r={r} keeps params and macs", True, equal)
-        if fold_compare_r is not None and folds and not isinstance(job.model, _CONVS):
-            cmp = compare_model_fold(job.model, job.input_shape, fold_compare_r, fold_order)
-            title = f"{job.label}: totals before and after folding {cmp['folded_layers']} conv(s) with r={fold_compare_r}"
-            write_table(cmp["totals"], out / f"{job.label}_fold_model", title=title)
-            if cmp["folded_layers"]:
-                equal = all(row["equal"] for row in cmp["totals"] if row["quantity"] in ("params", "macs"))
-                _check(checks, job.label, f"fold r={fold_compare_r} keeps params and macs", True, equal)
-        if plot:
-            plot_layers(report, out / f"{job.label}_layers.png")
-
-    write_table([r.totals() for r in reports], out / "comparison", title="Models compared")
-    write_table(checks, out / "checks", title="Checks")
+    files: List[Path] = []
+    for m in measured:
+        files += _write(m, out, plot)
+    reports = tuple(m.report for m in measured)
+    checks = tuple(c for m in measured for c in m.checks)
+    files += write_table([r.rows("total")[0] for r in reports], out / "comparison", title="Models compared").values()
     if d2l:
-        write_table(d2l_table(), out / "d2l_dense", title="D2L: fully connected vs local vs conv (weights)")
+        files += write_table(d2l_table(), out / "d2l_dense", title="D2L: fully connected vs local vs conv (weights)").values()
     if plot:
-        plot_comparison(reports, out / "comparison.png")
-    return checks
+        files.append(plot_comparison(reports, out / "comparison.png"))
+    files += write_table([c.row() for c in checks], out / "checks", title="Checks").values()  # last: the run is complete
+    return CountRun(reports, checks, tuple(files))
 
 
-def write_count_report(report: CountReport, directory: Union[str, Path], stem: Optional[str] = None) -> Dict[str, Path]:
+def run_count(experiment: CountExperiment, out_dir: Union[str, Path]) -> CountRun:
+    """Build the experiment's models and :func:`run_count_jobs` them with its settings.
+
+    Example:
+        >>> import tempfile
+        >>> exp = CountExperiment(models=[], targets={"c": {"model": {"_target_": "torch.nn.Conv2d", "in_channels": 4,
+        ...     "out_channels": 2, "kernel_size": 3}, "input_shape": [1, 4, 8, 8]}}, fold_r=[2], plot=False, d2l_table=False)
+        >>> run_count(exp, tempfile.mkdtemp()).ok
+        True
+    """
+    if not isinstance(experiment, CountExperiment):
+        raise fold_error("experiment", type(experiment).__name__, "must be a CountExperiment")
+    jobs = experiment.jobs()
+    if not jobs:
+        raise fold_error("models", list(experiment.models), "and targets are both empty: nothing to count")
+    return run_count_jobs(
+        jobs, out_dir, fold_rs=experiment.fold_r, fold_order=experiment.fold_order,
+        fold_compare_r=experiment.fold_compare_r, check_flop_counter=experiment.check_flop_counter,
+        plot=experiment.plot, d2l=experiment.d2l_table,
+    )
+
+
+def run_summary(run: CountRun, experiment: CountExperiment, out_dir: Union[str, Path]) -> str:
+    """What the app prints: the failed checks (or how many passed), the models compared, where it wrote."""
+    failed = [c.row() for c in run.failed]
+    lines = [markdown_table(failed or [{"checks": f"all {len(run.checks)} passed", "models": len(run.reports)}]), ""]
+    lines.append(markdown_table([r.rows("total")[0] for r in run.reports]))
+    unused = sorted(set(experiment.expect) - {r.model for r in run.reports})
+    if unused:  # the defaults carry expectations for models a run may leave out
+        lines.append(f"\nnote: no counted model for expect entries {unused}")
+    lines.append(f"\nwritten to {out_dir}")
+    return "\n".join(lines)
+
+
+def write_count_report(report: CountReport, directory: Union[str, Path], *, stem: Optional[str] = None) -> Dict[str, Path]:
     """Write ``<stem>_{layers,module,type,op,total}.{csv,md}`` into ``directory``; returns the paths.
 
     Example:
@@ -136,10 +412,11 @@ def write_count_report(report: CountReport, directory: Union[str, Path], stem: O
         >>> sorted(write_count_report(count(torch.nn.Linear(3, 2), (1, 3)), tempfile.mkdtemp()))[:2]
         ['layers_csv', 'layers_md']
     """
+    if not isinstance(report, CountReport):
+        raise fold_error("report", type(report).__name__, "must be a CountReport")
     stem = stem or report.model
     paths: Dict[str, Path] = {}
-    for view in ("layers", "module", "type", "op", "total"):
-        rows = report.table(view, fmt="rows")
-        out = write_table(rows, Path(directory) / f"{stem}_{view}", title=f"{report.model}: counts by {view}")
+    for view in VIEWS:
+        out = write_table(report.rows(view), Path(directory) / f"{stem}_{view}", title=f"{report.model}: counts by {view}")
         paths[f"{view}_csv"], paths[f"{view}_md"] = out["csv"], out["md"]
     return paths

@@ -1,21 +1,51 @@
 """Files every experiment writes: tables (CSV, Markdown) and plots (PNG).
 
-Rows are plain dicts; column order is the order of first appearance. Figures are drawn with the backend
-matplotlib picks (Agg when there is no display); the library never forces one on its caller.
+Rows are plain dicts (:func:`as_rows` makes them from result dataclasses); column order is the order of first
+appearance. Figures are plain ``matplotlib.figure.Figure`` objects rendered straight to PNG: no pyplot state,
+no window, and the caller's matplotlib backend is never touched (a notebook keeps its own).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._tables import columns_of, format_value, markdown_table
+from ..errors import fold_error
 
-__all__ = ["columns_of", "format_value", "markdown_table", "write_csv", "read_csv", "write_markdown", "write_table", "figure", "save_figure"]
+__all__ = [
+    "columns_of",
+    "format_value",
+    "markdown_table",
+    "as_rows",
+    "write_csv",
+    "read_csv",
+    "write_markdown",
+    "write_table",
+    "figure",
+    "save_figure",
+]
 
 PathLike = Union[str, os.PathLike]
+
+
+def as_rows(items: Iterable[Any]) -> List[Dict[str, Any]]:
+    """Table rows from result dataclasses: one row per item, each field a column (``_`` read as a space).
+
+    Example:
+        >>> from foldconv.experiments.operators import LadderRow
+        >>> as_rows([LadderRow("dense", 10)])
+        [{'layer': 'dense', 'params': 10}]
+    """
+    rows = []
+    for item in items:
+        if not dataclasses.is_dataclass(item) or isinstance(item, type):
+            raise fold_error("items", type(item).__name__, "must be dataclass instances (one per row)")
+        rows.append({f.name.replace("_", " "): getattr(item, f.name) for f in dataclasses.fields(item)})
+    return rows
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: PathLike, columns: Optional[Sequence[str]] = None) -> Path:
@@ -62,15 +92,22 @@ def write_table(rows: Sequence[Mapping[str, Any]], stem: PathLike, title: Option
     return {"csv": csv_path, "md": md_path}
 
 
-def figure(*args: Any, **kwargs: Any):
-    """``matplotlib.pyplot.subplots`` on the headless Agg backend."""
-    import matplotlib.pyplot as plt
+def figure(nrows: int = 1, ncols: int = 1, *, figsize: Optional[Tuple[float, float]] = None, **subplots: Any):
+    """A figure and its axes like ``pyplot.subplots``, without pyplot: nothing global, no backend chosen.
 
-    return plt.subplots(*args, **kwargs)
+    Example:
+        >>> fig, axes = figure(1, 2, figsize=(4, 2), squeeze=False)
+        >>> axes.shape
+        (1, 2)
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **subplots)
 
 
 def save_figure(fig: Any, path: PathLike, dpi: int = 120) -> Path:
-    """Save a figure as PNG and close it (deterministic: no timestamp metadata).
+    """Save a figure from :func:`figure` as PNG and free it (deterministic: no timestamp metadata).
 
     Example:
         >>> import tempfile, os
@@ -79,11 +116,9 @@ def save_figure(fig: Any, path: PathLike, dpi: int = 120) -> Path:
         >>> save_figure(fig, os.path.join(tempfile.mkdtemp(), "p.png")).suffix
         '.png'
     """
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
+    fig.clear()
     return path

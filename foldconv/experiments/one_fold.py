@@ -1,26 +1,36 @@
-"""One fold, fully reported: the seed question for a single configuration.
+"""One fold, fully reported: the motivating question asked of a single configuration.
 
-``run_one_fold`` builds the conv, folds it, checks the fold exactly, counts parameters and MACs of both
-forms and times both here; ``OneFoldResult.to_markdown`` renders the report the ``fold_conv`` app writes.
+:class:`OneFoldExperiment` says what to fold and how to check it (its defaults are the motivating question:
+a 256-channel 3x3 conv on 14x14, folded by r=16 into a 48x48 conv with stride 16 on a 1x224x224 map);
+:func:`run_one_fold` builds the conv, folds it, checks the fold exactly, counts parameters and MACs of both
+forms and times both here. The ``fold_conv`` app registers the experiment as its structured config.
+
+Example:
+    >>> OneFoldExperiment().conv.describe(), OneFoldExperiment().fold.r
+    ('Conv2d(256->256, k=(3, 3), s=(1, 1), p=(1, 1))', (16, 16))
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
+from .._validate import check_bool, check_int, per_axis_ints
 from ..check.equivalence import EquivalenceReport, check_fold
-from ..errors import FoldError
+from ..errors import FoldError, fold_error
 from ..fold import FoldPlan, fold_conv, plan_fold
 from ..layout import depth_to_space
-from .io import markdown_table
 from ..specs import ConvSpec, FoldSpec
+from .io import as_rows, markdown_table, write_markdown, write_table
+from .timing import Timing, check_seconds, time_call
 
-if TYPE_CHECKING:
-    from .timing import Timing
+__all__ = ["OneFoldExperiment", "FormCost", "OneFoldResult", "run_one_fold", "parse_dtype"]
 
-__all__ = ["OneFoldResult", "run_one_fold", "parse_dtype"]
+#: Elements of the input tensor one experiment may build (the exact check keeps several float64 copies).
+MAX_INPUT_ELEMENTS = 2**26
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -32,122 +42,196 @@ def parse_dtype(name: str) -> torch.dtype:
         >>> parse_dtype("bfloat16")
         torch.bfloat16
     """
-    if name not in _DTYPES:
-        raise FoldError(f"dtype={name!r}: must be one of {sorted(_DTYPES)}", param="dtype", value=name)
+    if not isinstance(name, str) or name not in _DTYPES:
+        raise fold_error("dtype", name, f"must be one of {sorted(_DTYPES)}")
     return _DTYPES[name]
 
 
-@dataclass
+def _check_device(device: str) -> str:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise fold_error("device", device, "must be a torch device string like 'cpu' or 'cuda:0'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise fold_error("device", device, "needs CUDA, which this machine does not have")
+    return device
+
+
+@dataclass(frozen=True)
+class OneFoldExperiment:
+    """What to fold (``conv`` by ``fold``), on which input, and how to check and time it.
+
+    ``input_size`` is the spatial size of the original conv's input; ``seed`` is the RNG seed of the
+    weights and of the check's inputs; ``dtypes`` are the float dtypes whose errors the report shows
+    besides the exact verdict; ``timing`` times both forms for ``min_run_time`` seconds each.
+
+    Example:
+        >>> e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=[6, 6])
+        >>> e.input_size, e.input_shape
+        ((6, 6), (1, 16, 6, 6))
+    """
+
+    conv: ConvSpec = field(default_factory=lambda: ConvSpec.make(2, 256, 256, 3, padding=1))
+    fold: FoldSpec = field(default_factory=lambda: FoldSpec.make(16))
+    input_size: Any = (14, 14)
+    batch: int = 1
+    dtypes: Any = ("float32", "bfloat16")
+    trials: int = 3
+    seed: int = 0
+    timing: bool = True
+    min_run_time: float = 0.3
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.conv, ConvSpec):
+            raise fold_error("conv", type(self.conv).__name__, "must be a ConvSpec")
+        if not isinstance(self.fold, FoldSpec):
+            raise fold_error("fold", type(self.fold).__name__, "must be a FoldSpec")
+        try:  # an int r folds every axis of the conv; per-axis factors must match its dims
+            object.__setattr__(self, "fold", self.fold.bind(self.conv.dims))
+        except FoldError as err:
+            raise fold_error(f"fold.{err.param}", err.value, err.rule or str(err)) from None
+        object.__setattr__(self, "input_size", per_axis_ints(self.input_size, self.conv.dims, "input_size", 1))
+        self.conv.output_size(self.input_size)  # an input smaller than the kernel is a malformed request
+        check_int(self.batch, "batch", 1)
+        if math.prod(self.input_shape) > MAX_INPUT_ELEMENTS:
+            raise fold_error(
+                "input_size", self.input_size, f"with batch={self.batch} gives an input of {math.prod(self.input_shape):,} "
+                f"elements, above MAX_INPUT_ELEMENTS = 2**26 (the check holds several float64 copies)",
+            )
+        check_int(self.trials, "trials", 1)
+        check_int(self.seed, "seed", 0)
+        check_bool(self.timing, "timing")
+        dtypes = tuple(self.dtypes) if isinstance(self.dtypes, (list, tuple)) else (self.dtypes,)
+        for name in dtypes:
+            if not isinstance(name, str) or name not in _DTYPES:
+                raise fold_error("dtypes", self.dtypes, f"every entry must be one of {sorted(_DTYPES)}")
+        object.__setattr__(self, "dtypes", dtypes)
+        check_seconds(self.min_run_time)
+        _check_device(self.device)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        """The full input tensor shape ``(batch, in_channels, *input_size)``."""
+        return (self.batch, self.conv.in_channels) + self.input_size
+
+
+@dataclass(frozen=True)
+class FormCost:
+    """Parameters and multiply-adds of one form (original or folded) on its input."""
+
+    form: str
+    input_shape: Tuple[int, ...]
+    kernel_size: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    output_shape: Tuple[int, ...]
+    params: int
+    macs: int
+
+    @classmethod
+    def of(cls, form: str, spec: ConvSpec, input_shape: Tuple[int, ...]) -> FormCost:
+        out = (input_shape[0], spec.out_channels) + spec.output_size(input_shape[2:])
+        macs = spec.macs(input_shape[2:]) * input_shape[0]
+        return cls(form, input_shape, spec.kernel_size, spec.stride, out, spec.params, macs)
+
+
+@dataclass(frozen=True)
 class OneFoldResult:
     """Everything the one-fold report shows; ``plan``/``report`` are None when the fold is impossible."""
 
-    spec: ConvSpec
-    fold: FoldSpec
-    input_shape: Tuple[int, ...]
+    experiment: OneFoldExperiment
     plan: Optional[FoldPlan]
     report: Optional[EquivalenceReport]
     reason: str = ""
-    timings: Dict[str, "Timing"] = field(default_factory=dict)
+    timings: Tuple[Timing, ...] = ()
+    files: Tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
         """The fold exists and was verified equivalent."""
         return self.report is not None and self.report.equivalent
 
-    def counts(self) -> List[Dict[str, object]]:
-        """Parameter and MAC counts of both forms, one row each."""
-        rows = [_count_row("original", self.spec, self.input_shape)]
+    @property
+    def costs(self) -> Tuple[FormCost, ...]:
+        """Parameter and MAC counts of both forms (only the original's when the fold is impossible)."""
+        e = self.experiment
+        rows = (FormCost.of("original", e.conv, e.input_shape),)
         if self.plan is not None:
-            folded_shape = self.input_shape[:1] + (self.plan.result.in_channels,) + tuple(
-                s * r for s, r in zip(self.input_shape[2:], self.fold.r)
-            )
-            rows.append(_count_row("folded", self.plan.result, folded_shape))
+            folded = (e.batch, self.plan.result.in_channels) + tuple(s * r for s, r in zip(e.input_size, e.fold.r))
+            rows += (FormCost.of("folded", self.plan.result, folded),)
         return rows
 
     def to_markdown(self) -> str:
+        e = self.experiment
         lines = [
             "# One fold",
             "",
-            f"- original: `{self.spec.describe()}` on input `{self.input_shape}`",
-            f"- fold: r={self.fold.r}, order `{self.fold.order_string}`",
+            f"- original: `{e.conv.describe()}` on input `{e.input_shape}`",
+            f"- fold: r={e.fold.r}, order `{e.fold.order_string}`",
         ]
         if self.plan is None:
-            lines += ["", f"**Verdict:** cannot fold: {self.reason}"]
-            return "\n".join(lines)
+            return "\n".join(lines + ["", f"**Verdict:** cannot fold: {self.reason}"])
         lines.append(f"- folded: `{self.plan.result.describe()}`")
-        for note in self.plan.notes:
-            lines.append(f"- note: {note}")
-        lines += ["", "## Costs", "", markdown_table(self.counts())]
+        lines += [f"- note: {note}" for note in self.plan.notes]
+        lines += ["", "## Costs", "", markdown_table(as_rows(self.costs))]
         if self.report is not None:
             lines += ["", "## Verdict", "", self.report.to_markdown()]
         if self.timings:
-            anchor = self.timings.get("original")
-            rows = []
-            for name, t in self.timings.items():
-                rows.append(
-                    {
-                        "form": name,
-                        "median ms": round(t.median_ms, 3),
-                        "IQR ms": round(t.iqr * 1e3, 3),
-                        "runs": t.runs,
-                        "x original": round(t.median / anchor.median, 2) if anchor else None,
-                    }
-                )
+            anchor = self.timings[0]
+            rows = [
+                {
+                    "form": t.label,
+                    "median ms": round(t.median_ms, 3),
+                    "IQR ms": round(t.iqr * 1e3, 3),
+                    "runs": t.runs,
+                    "x original": round(t.median / anchor.median, 2),
+                }
+                for t in self.timings
+            ]
             lines += ["", f"## Speed here ({torch.get_num_threads()} threads, float32)", "", markdown_table(rows)]
         return "\n".join(lines)
 
 
-def _count_row(form: str, spec: ConvSpec, shape: Tuple[int, ...]) -> Dict[str, object]:
-    out = spec.output_size(shape[2:])
-    return {
-        "form": form,
-        "input": shape,
-        "kernel": spec.kernel_size,
-        "stride": spec.stride,
-        "output": (shape[0], spec.out_channels) + out,
-        "params": spec.params,
-        "MACs": spec.macs(shape[2:]) * shape[0],
-    }
+def _time_forms(e: OneFoldExperiment, conv: torch.nn.Module) -> Tuple[Timing, ...]:
+    big = fold_conv(conv, e.fold.r, e.fold.order)
+    x = torch.randn(e.input_shape, device=e.device)
+    xf = depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)
+    with torch.no_grad():
+        return (
+            time_call(lambda: conv(x), "original", min_run_time=e.min_run_time),
+            time_call(lambda: big(xf), "folded (conv only)", min_run_time=e.min_run_time),
+            time_call(lambda: big(depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)), "folded (depth_to_space + conv)", min_run_time=e.min_run_time),
+        )
 
 
-def run_one_fold(
-    spec: ConvSpec,
-    fold: FoldSpec,
-    input_size: Sequence[int],
-    batch: int = 1,
-    dtypes: Sequence[torch.dtype] = (torch.float32,),
-    trials: int = 3,
-    seed: int = 0,
-    time_forms: bool = True,
-    min_run_time: float = 0.3,
-    device: str = "cpu",
-) -> OneFoldResult:
-    """Fold ``spec`` with ``fold``, check it exactly, count and time both forms.
+def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] = None) -> OneFoldResult:
+    """Fold, check exactly, count and (optionally) time both forms; write the report when ``out_dir`` is given.
+
+    An impossible fold (e.g. reflect padding) is a result, not an error: the report says why. Files
+    (``report.md``, ``costs.{csv,md}``) are written only once everything is computed.
 
     Example:
-        >>> res = run_one_fold(ConvSpec.make(2, 16, 4, 3, padding=1), FoldSpec.make(4), (6, 6), time_forms=False)
-        >>> res.ok, res.plan.result.kernel_size
-        (True, (12, 12))
+        >>> e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=(6, 6), timing=False)
+        >>> res = run_one_fold(e)
+        >>> res.ok, res.plan.result.kernel_size, res.costs[0].params == res.costs[1].params
+        (True, (12, 12), True)
     """
-    shape = (batch, spec.in_channels) + tuple(input_size)
+    e = experiment
     try:
-        plan = plan_fold(spec, fold)
+        plan = plan_fold(e.conv, e.fold)
     except FoldError as err:
-        return OneFoldResult(spec, fold, shape, None, None, str(err))
-    torch.manual_seed(seed)
-    conv = spec.to_module(device=device)
-    report = check_fold(conv, fold.r, fold.order, input_size, batch, dtypes=dtypes, trials=trials, seed=seed, device=device)
-    result = OneFoldResult(spec, fold, shape, plan, report)
-    if time_forms:
-        from .timing import time_call  # torch.utils.benchmark is slow to import; only timed runs need it
-
-        big = fold_conv(conv, fold.r, fold.order)
-        x = torch.randn(shape, device=device)
-        xf = depth_to_space(x, fold.r, fold.order, spec.dims)
-        with torch.no_grad():
-            result.timings["original"] = time_call(lambda: conv(x), "original", min_run_time)
-            result.timings["folded (conv only)"] = time_call(lambda: big(xf), "folded", min_run_time)
-            result.timings["folded (depth_to_space + conv)"] = time_call(
-                lambda: big(depth_to_space(x, fold.r, fold.order, spec.dims)), "folded+d2s", min_run_time
-            )
-    return result
+        result = OneFoldResult(e, None, None, reason=str(err))
+    else:
+        torch.manual_seed(e.seed)
+        conv = e.conv.to_module(device=e.device)
+        dtypes = tuple(parse_dtype(d) for d in e.dtypes)
+        report = check_fold(
+            conv, e.fold.r, e.fold.order, input_size=e.input_size, batch=e.batch, dtypes=dtypes, trials=e.trials, seed=e.seed, device=e.device
+        )
+        result = OneFoldResult(e, plan, report, timings=_time_forms(e, conv) if e.timing else ())
+    if out_dir is None:
+        return result
+    out = Path(out_dir)
+    files = (write_markdown(result.to_markdown(), out / "report.md"),)
+    files += tuple(write_table(as_rows(result.costs), out / "costs", title="Parameters and MACs").values())
+    return OneFoldResult(e, result.plan, result.report, result.reason, result.timings, files)

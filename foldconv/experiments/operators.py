@@ -1,71 +1,203 @@
 """The operators experiment: dense operators of a conv and its fold side by side, with the family's checks.
 
-The Hydra app ``scripts/operators.py`` is a thin wrapper over :func:`run_operators`; everything it writes
-comes from here, so the experiment also runs from plain Python.
+The Hydra app ``scripts/operators.py`` registers :class:`OperatorsExperiment` as its structured config and
+calls :func:`run_operators`; everything it writes comes from here, so the experiment also runs from plain
+Python.
+
+Example:
+    >>> result = run_operators(OperatorsExample(r="2x1", input_size=(3, 3)))
+    >>> result.ok, [c.claim for c in result.checks][:3]
+    (True, ['FC-1', 'FC-1', 'FC-2'])
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Sequence, Tuple, Union
 
 import torch
 
+from .._validate import check_int, per_axis_ints
 from ..check.equivalence import check_equivalence, derived
-from ..errors import fold_error
-from ..fold import fold_conv
-from ..layout import depth_to_space
-from .io import figure, markdown_table, save_figure, write_table
-from ..specs import ConvSpec
 from ..equivalences.axw import axw_factors
-from ..equivalences.dense import dense_operator, layout_permutation, offset_tensor, parameter_ladder, shift_violations
+from ..equivalences.dense import (
+    DenseOperator,
+    LadderRow,
+    dense_operator,
+    layout_permutation,
+    offset_tensor,
+    parameter_ladder,
+    shift_violations,
+)
 from ..equivalences.space_to_depth import conv_to_focus, strided_to_spd
 from ..equivalences.subpixel import SubPixelConv, subpixel_to_transposed
+from ..errors import fold_error
+from ..fold import fold_conv
+from ..layout import depth_to_space, normalize_order
+from ..specs import ConvSpec
+from .app import parse_r
+from .io import as_rows, figure, markdown_table, save_figure, write_table
 
-__all__ = ["OperatorsExample", "OperatorsResult", "run_operators"]
+__all__ = [
+    "OperatorsExample",
+    "ParameterLadder",
+    "OperatorsExperiment",
+    "Check",
+    "Shift",
+    "LadderRow",
+    "OperatorsResult",
+    "run_operators",
+    "operator_figure",
+]
+
+#: Entries of the input (and of the output) of one sample; the dense matrix and the permutation image are
+#: n x m, so this keeps them to a few megabytes and a readable figure.
+MAX_OPERATOR_SIDE = 4096
 
 
 @dataclass(frozen=True)
 class OperatorsExample:
-    """A 2-D conv over ``G*r*r`` channels (kernel, stride, padding, spatial size) and its fold by ``r``."""
+    """A 2-D conv over ``G*prod(r)`` channels on ``input_size`` and its fold by ``r`` (per axis: ``2``, ``"2x1"``).
+
+    ``kernel_size``, ``stride``, ``padding`` take an int or one value per axis; ``seed`` seeds the integer
+    weights (each in ``[-weight_range, weight_range]``); ``mutate_folded`` corrupts one folded weight, after
+    which every check that compares the two forms must fail.
+
+    Example:
+        >>> OperatorsExample(r="2x1", kernel_size=[3, 1]).r, OperatorsExample(r="2x1").channels
+        ((2, 1), 2)
+    """
 
     groups_after_fold: int = 1
-    r: int = 2
+    r: Any = 2
     out_channels: int = 1
-    kernel_size: int = 3
-    stride: int = 1
-    padding: int = 1
-    size: Tuple[int, int] = (4, 4)
+    kernel_size: Any = 3
+    stride: Any = 1
+    padding: Any = 1
+    input_size: Any = (4, 4)
     order: str = "crd"
     seed: int = 0
     weight_range: int = 3
     mutate_folded: bool = False
 
-
-@dataclass
-class OperatorsResult:
-    """Rows of every table written, the names of failed checks, and the Markdown summary."""
-
-    checks: List[Dict[str, Any]]
-    shifts: List[Dict[str, Any]]
-    parameters: List[Dict[str, Any]]
-    files: Dict[str, Path] = field(default_factory=dict)
+    def __post_init__(self) -> None:
+        normal = {
+            "r": per_axis_ints(parse_r(self.r), 2, "r", 1),
+            "kernel_size": per_axis_ints(self.kernel_size, 2, "kernel_size", 1),
+            "stride": per_axis_ints(self.stride, 2, "stride", 1),
+            "padding": per_axis_ints(self.padding, 2, "padding", 0),
+            "input_size": per_axis_ints(self.input_size, 2, "input_size", 1),
+        }
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+        for name in ("groups_after_fold", "out_channels", "weight_range"):
+            check_int(getattr(self, name), name, 1)
+        check_int(self.seed, "seed", 0)
+        if not isinstance(self.mutate_folded, bool):
+            raise fold_error("mutate_folded", self.mutate_folded, "must be true or false")
+        if not isinstance(self.order, str):
+            raise fold_error("order", self.order, "must be an order name ('crd', 'dcr', 'focus') or axes like 'c rh rw'")
+        normalize_order(self.order, 2)
+        out = self.spec.output_size(self.input_size)  # an input too small for the kernel is a FoldError here
+        for side, n in (("input", self.channels * math.prod(self.input_size)), ("output", self.out_channels * math.prod(out))):
+            if n > MAX_OPERATOR_SIDE:
+                raise fold_error(
+                    "input_size", self.input_size, f"gives {n} {side} entries per sample; the dense operator needs <= {MAX_OPERATOR_SIDE}"
+                )
 
     @property
-    def failed(self) -> List[str]:
-        return [row["check"] for row in self.checks if not row["holds"]]
+    def channels(self) -> int:
+        """Channels of the original conv, ``groups_after_fold * prod(r)``."""
+        return self.groups_after_fold * math.prod(self.r)
+
+    @property
+    def spec(self) -> ConvSpec:
+        """The original conv."""
+        return ConvSpec.make(
+            2, self.channels, self.out_channels, self.kernel_size, stride=self.stride, padding=self.padding
+        )
+
+
+@dataclass(frozen=True)
+class ParameterLadder:
+    """D2L's argument as parameter counts (dense -> translation invariant -> local) for a ``height x width`` image.
+
+    Example:
+        >>> [row.params for row in ParameterLadder(height=10, width=10, hidden=5, delta=1).rows()]
+        [500, 10000, 361, 9]
+    """
+
+    height: int = 1000
+    width: int = 1000
+    hidden: int = 1000
+    delta: int = 10
+
+    def __post_init__(self) -> None:
+        self.rows()  # parameter_ladder validates every field and names it
+
+    def rows(self) -> Tuple[LadderRow, ...]:
+        return parameter_ladder(self.height, self.width, self.delta, hidden=self.hidden)
+
+
+@dataclass(frozen=True)
+class OperatorsExperiment:
+    """The operators app's whole config: the example, the parameter ladder, and the figure's resolution."""
+
+    example: OperatorsExample = field(default_factory=OperatorsExample)
+    ladder: ParameterLadder = field(default_factory=ParameterLadder)
+    dpi: int = 120
+
+    def __post_init__(self) -> None:
+        check_int(self.dpi, "dpi", 10)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One checked claim: its ID, what was checked, whether it held, and the evidence."""
+
+    claim: str
+    check: str
+    holds: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Shift:
+    """Input shift along axis 0 of the folded grid, the output shift that fits it best, and its violations."""
+
+    input_shift: int
+    best_output_shift: Union[int, None]
+    violations: Union[int, None]
+    multiple_of_step: bool
+
+
+@dataclass(frozen=True)
+class OperatorsResult:
+    """Every row written, the files (empty when nothing was written) and the verdict."""
+
+    checks: Tuple[Check, ...]
+    shifts: Tuple[Shift, ...]
+    parameters: Tuple[LadderRow, ...]
+    files: Tuple[Path, ...] = ()
+
+    @property
+    def failed(self) -> Tuple[str, ...]:
+        """The checks that did not hold."""
+        return tuple(c.check for c in self.checks if not c.holds)
 
     @property
     def ok(self) -> bool:
+        """Every check held."""
         return not self.failed
 
     @property
     def markdown(self) -> str:
         return "\n\n".join(
             [
-                "## Checks\n\n" + markdown_table(self.checks),
-                "## Shifts of the folded operator (axis 0)\n\n" + markdown_table(self.shifts),
-                "## Parameters\n\n" + markdown_table(self.parameters),
+                "## Checks\n\n" + markdown_table(as_rows(self.checks)),
+                "## Shifts of the folded operator (axis 0)\n\n" + markdown_table(as_rows(self.shifts)),
+                "## Parameters\n\n" + markdown_table(as_rows(self.parameters)),
             ]
         )
 
@@ -78,123 +210,128 @@ def _integer(module: torch.nn.Module, gen: torch.Generator, bound: int) -> torch
     return module
 
 
+def _shifts(folded_op: DenseOperator, size: int, step: int) -> Tuple[Shift, ...]:
+    shifts = []
+    n_out = folded_op.output_shape[2]
+    for d in range(0, 2 * step + 1):
+        counts = [shift_violations(folded_op, (d, 0), (o, 0)) for o in range(n_out)] if d < size else []
+        best = min(range(len(counts)), key=counts.__getitem__) if counts else None
+        shifts.append(Shift(d, best, counts[best] if counts else None, d % step == 0))
+    return tuple(shifts)
+
+
 def run_operators(
     example: OperatorsExample,
     out_dir: Union[str, Path, None] = None,
-    ladder: Sequence[int] = (1000, 1000, 1000, 10),
+    *,
+    ladder: ParameterLadder = ParameterLadder(),
     dpi: int = 120,
 ) -> OperatorsResult:
     """Build the example, compare the dense operators exactly, run the family's checks, write tables and the figure.
 
-    With ``out_dir=None`` nothing is written (the checks still run).
+    With ``out_dir=None`` nothing is written (the checks still run). Files are written only after every
+    check ran, so a malformed request leaves nothing behind.
 
     Example:
-        >>> result = run_operators(OperatorsExample(size=(3, 3)))
-        >>> result.ok, len(result.checks)
-        (True, 9)
+        >>> result = run_operators(OperatorsExample(input_size=(3, 3)))
+        >>> result.ok, len(result.checks), result.files
+        (True, 9, ())
     """
     e = example
-    if e.r < 1 or e.stride < 1 or e.kernel_size < 1 or e.padding < 0 or e.weight_range < 1:
-        raise fold_error("example", e, "needs r, stride, kernel_size, weight_range >= 1 and padding >= 0")
     gen = torch.Generator().manual_seed(e.seed)
-    channels = e.groups_after_fold * e.r * e.r
-    spec = ConvSpec.make(2, channels, e.out_channels, e.kernel_size, e.stride, e.padding)
-    spec.output_size(tuple(e.size))  # a clear FoldError for an input too small for the kernel
+    spec = e.spec
     conv = _integer(spec.to_module(), gen, e.weight_range)
     folded = fold_conv(conv, e.r, e.order)
     if e.mutate_folded:
         with torch.no_grad():
             folded.weight[0, 0, 0, 0] += 1
-    shape = (channels,) + tuple(e.size)
-    folded_shape = (e.groups_after_fold, e.r * e.size[0], e.r * e.size[1])
-    original = dense_operator(conv, shape)
-    folded_op = dense_operator(folded, folded_shape)
-    perm = layout_permutation(lambda x: depth_to_space(x, e.r, e.order), shape)
-    step = e.r * e.stride
-    checks: List[Dict[str, Any]] = []
+    shape = (e.channels,) + e.input_size
+    folded_shape = (e.groups_after_fold,) + tuple(r * n for r, n in zip(e.r, e.input_size))
+    original = dense_operator(conv, (1,) + shape)
+    folded_op = dense_operator(folded, (1,) + folded_shape)
+    perm = layout_permutation(lambda x: depth_to_space(x, e.r, e.order), (1,) + shape)
+    step = e.r[0] * e.stride[0]
+    checks = []
 
     def record(claim: str, check: str, holds: bool, detail: str) -> None:
-        checks.append({"claim": claim, "check": check, "holds": bool(holds), "detail": detail})
+        checks.append(Check(claim, check, bool(holds), detail))
 
     x = torch.randint(-9, 10, (2,) + shape, generator=gen).double()
     record("FC-1", "dense operator reproduces the conv", torch.equal(original.apply(x), conv(x)), f"matrix {tuple(original.matrix.shape)}")
     v = offset_tensor(original, e.stride)
-    delta = max(e.padding, e.kernel_size - 1 - e.padding)
+    delta = tuple(max(p, k - 1 - p) for p, k in zip(e.padding, e.kernel_size))
     n_t, n_l = v.translation_violations().shape[0], v.locality_violations(delta).shape[0]
     record("FC-1", f"V translation invariant and local (Delta={delta})", n_t == 0 and n_l == 0, f"{n_t} translation, {n_l} locality violations")
     same = torch.equal(folded_op.matrix, original.matrix[:, perm]) and torch.equal(folded_op.bias, original.bias)
     record("FC-2", "folded matrix = original matrix with permuted columns", same, f"order {e.order!r}")
-    shifts = []
-    n_out = folded_op.out_shape[1]
-    for d in range(0, 2 * step + 1):
-        counts = [shift_violations(folded_op, (d, 0), (o, 0)) for o in range(n_out) if d < folded_shape[1]]
-        best = min(range(len(counts)), key=counts.__getitem__) if counts else None
-        shifts.append({"input shift": d, "best output shift": best, "violations": counts[best] if counts else None, "multiple of r*S": d % step == 0})
-    invariant = all((row["violations"] == 0) == row["multiple of r*S"] for row in shifts if row["violations"] is not None)
+    shifts = _shifts(folded_op, folded_shape[1], step)
+    invariant = all((s.violations == 0) == s.multiple_of_step for s in shifts if s.violations is not None)
     record("FC-3", f"folded operator shift invariant exactly for multiples of r*S={step}", invariant, "see shifts table")
     spd = check_equivalence(folded, derived(lambda m: strided_to_spd(m, e.order)), (1,) + folded_shape, dtypes=())
-    record("SPD-1", f"folded conv (stride {step}) = space_to_depth({step}) + stride-1 conv", spd.equivalent, spd.summary())
+    steps = "x".join(str(r * s) for r, s in zip(e.r, e.stride))
+    record("SPD-1", f"folded conv (stride {steps}) = space_to_depth({steps}) + stride-1 conv", spd.equivalent, spd.summary())
     focus = torch.nn.Conv2d(3, 4, 6, 2, 2)
     rep = check_equivalence(focus, derived(conv_to_focus), (1, 3, 8, 8), dtypes=())
     record("SPD-3", "6x6 stride-2 pad-2 conv = Focus (3x3, pad 1)", rep.equivalent, rep.summary())
-    sub = SubPixelConv(torch.nn.Conv2d(2, 2 * e.r * e.r, 3, padding=1, bias=False), e.r, e.order)
-    rep = check_equivalence(sub, derived(subpixel_to_transposed), (1, 2) + tuple(e.size), dtypes=())
-    record("SUB-1", f"sub-pixel conv (r={e.r}) = transposed conv", rep.equivalent, rep.summary())
-    rep = check_equivalence(conv, derived(lambda m: axw_factors(m, tuple(e.size)).apply), (2,) + shape, dtypes=())
+    sub = SubPixelConv(torch.nn.Conv2d(2, 2 * math.prod(e.r), 3, padding=1, bias=False), e.r, e.order)
+    rep = check_equivalence(sub, derived(subpixel_to_transposed), (1, 2) + e.input_size, dtypes=())
+    record("SUB-1", f"sub-pixel conv (r={'x'.join(map(str, e.r))}) = transposed conv", rep.equivalent, rep.summary())
+    rep = check_equivalence(conv, derived(lambda m: axw_factors(m, e.input_size).apply), (2,) + shape, dtypes=())
     record("AXW-1", "conv = sum A_ab X W_ab", rep.equivalent, rep.summary())
-    height, width, hidden, lad_delta = ladder
-    params = parameter_ladder(height, width, lad_delta, hidden=hidden)
-    params.append({"layer": f"this example: conv {spec.describe()}", "params": spec.params})
-    params.append({"layer": "this example: its dense operator (matrix + bias)", "params": original.params})
-    n_in, n_out_all = original.matrix.shape[1], original.matrix.shape[0]
-    counts_ok = original.matrix.numel() == n_in * n_out_all and spec.params < original.params
+    params = ladder.rows() + (
+        LadderRow(f"this example: conv {spec.describe()}", spec.params),
+        LadderRow("this example: its dense operator (matrix + bias)", original.params),
+    )
+    n_weights = math.prod(original.input_shape) * math.prod(original.output_shape)
+    counts_ok = original.matrix.numel() == n_weights and spec.params < original.params
     record("FC-4", "dense operator has prod(in)*prod(out) weights, the conv far fewer", counts_ok, f"{original.params} vs {spec.params}")
-    result = OperatorsResult(checks, shifts, params)
+    files: Tuple[Path, ...] = ()
     if out_dir is not None:
         out = Path(out_dir)
-        fig, _ = operator_figure(original, folded_op, perm, titles=(spec.describe(), f"folded r={e.r} ({e.order})"))
-        result.files["figure"] = save_figure(fig, out / "operators.png", dpi=dpi)
+        fig, _ = operator_figure(original, folded_op, perm, titles=(spec.describe(), f"folded r={'x'.join(map(str, e.r))} ({e.order})"))
+        files += (save_figure(fig, out / "operators.png", dpi=dpi),)
         for name, rows in (("checks", checks), ("shifts", shifts), ("parameters", params)):
-            paths = write_table(rows, out / name, title=name)
-            result.files[name] = paths["csv"]
-    return result
+            files += tuple(write_table(as_rows(rows), out / name, title=name).values())
+    return OperatorsResult(tuple(checks), shifts, params, files)
 
 
 def operator_figure(
-    original: DenseOperator, folded: DenseOperator, perm: torch.Tensor, titles: Sequence[str] = ("conv", "folded conv")
+    original: DenseOperator, folded: DenseOperator, perm: torch.Tensor, *, titles: Sequence[str] = ("conv", "folded conv")
 ) -> Tuple[Any, Any]:
     """Side-by-side images of two dense operators and of the column permutation between them.
 
     Returns ``(fig, axes)`` from :func:`foldconv.experiments.io.figure`; save it with ``save_figure``.
 
     Example:
-        >>> import torch
         >>> from foldconv import depth_to_space, fold_conv
-        >>> from foldconv.equivalences import dense_operator, layout_permutation
         >>> conv = torch.nn.Conv2d(4, 1, 3, padding=1)
-        >>> a, b = dense_operator(conv, (4, 3, 3)), dense_operator(fold_conv(conv, 2), (1, 6, 6))
-        >>> fig, axes = operator_figure(a, b, layout_permutation(lambda x: depth_to_space(x, 2), (4, 3, 3)))
+        >>> a, b = dense_operator(conv, (1, 4, 3, 3)), dense_operator(fold_conv(conv, 2), (1, 1, 6, 6))
+        >>> fig, axes = operator_figure(a, b, layout_permutation(lambda x: depth_to_space(x, 2), (1, 4, 3, 3)))
         >>> len(axes)
         3
     """
     n = perm.numel()
     if original.matrix.shape[1] != n or folded.matrix.shape[1] != n:
         raise fold_error("perm", tuple(perm.shape), f"must have one entry per input entry ({original.matrix.shape[1]})")
-    fig, axes = figure(1, 3, figsize=(15, 4.5))
+    fig, axes = figure(1, 3, figsize=(15, 5))
     scale = float(max(original.matrix.abs().max(), folded.matrix.abs().max(), 1e-12))
     panels = [
-        (original.matrix, f"{titles[0]}: {tuple(original.out_shape)} <- {tuple(original.in_shape)}"),
-        (folded.matrix, f"{titles[1]}: {tuple(folded.out_shape)} <- {tuple(folded.in_shape)}"),
+        (original.matrix, f"{titles[0]}\n{tuple(original.output_shape)} <- {tuple(original.input_shape)}"),
+        (folded.matrix, f"{titles[1]}\n{tuple(folded.output_shape)} <- {tuple(folded.input_shape)}"),
     ]
     for ax, (m, title) in zip(axes[:2], panels):
-        ax.imshow(m.detach().cpu().numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest", aspect="auto")
+        image = ax.imshow(m.detach().cpu().numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="antialiased", aspect="auto")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("input index")
         ax.set_ylabel("output index")
-    p = torch.zeros(n, n)
-    p[perm, torch.arange(n)] = 1.0  # column q of the folded operator is column perm[q] of the original
-    axes[2].imshow(p.numpy(), cmap="Greys", interpolation="nearest")
-    axes[2].set_title("column permutation: folded = original @ P", fontsize=9)
+    fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.02).set_label("weight")
+    # Column q of the folded operator is column perm[q] of the original. One marker per column stays
+    # visible at any n, where an n x n image downsampled to the panel would drop most of its pixels.
+    axes[2].scatter(torch.arange(n).numpy(), perm.numpy(), s=max(1.0, 1500.0 / n), marker="s", c="black", linewidths=0)
+    axes[2].set_xlim(-0.5, n - 0.5)
+    axes[2].set_ylim(n - 0.5, -0.5)
+    axes[2].set_aspect("equal")
+    axes[2].set_title("column permutation\nfolded = original @ P", fontsize=9)
     axes[2].set_xlabel("folded input index")
     axes[2].set_ylabel("original input index")
     return fig, axes

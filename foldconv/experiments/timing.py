@@ -5,17 +5,22 @@ Timings are only compared as ratios against an anchor measured in the same proce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
-import torch.utils.benchmark as benchmark
 
-__all__ = ["Timing", "time_call"]
+from .._validate import check_int
+from ..errors import fold_error
+
+__all__ = ["Timing", "check_seconds", "time_call"]
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Median and interquartile range of one call, in seconds, over ``runs`` measured blocks."""
+    """Median and interquartile range of one call, in seconds, over ``runs`` measured blocks.
+
+    Timings are only compared as ratios against an anchor measured in the same process (see the module).
+    """
 
     label: str
     median: float
@@ -24,17 +29,43 @@ class Timing:
 
     @property
     def median_ms(self) -> float:
+        """The median in milliseconds."""
         return self.median * 1e3
 
 
-def time_call(fn: Callable[[], object], label: str = "", min_run_time: float = 0.2, threads: Optional[int] = None) -> Timing:
+def check_seconds(value: Any, param: str = "min_run_time") -> float:
+    """A positive number of seconds; FoldError naming ``param`` otherwise.
+
+    Example:
+        >>> check_seconds(0.5)
+        0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise fold_error(param, value, "must be a number of seconds > 0")
+    return float(value)
+
+
+def time_call(
+    fn: Callable[[], object], label: str = "", *, min_run_time: float = 0.2, threads: Optional[int] = None
+) -> Timing:
     """Time ``fn()`` (no arguments) with ``Timer.blocked_autorange``; CUDA is synchronised by the Timer.
+
+    ``threads`` defaults to torch's current thread count.
 
     Example:
         >>> t = time_call(lambda: torch.ones(8).sum(), "sum", min_run_time=0.01)
-        >>> t.median > 0 and t.runs >= 1
-        True
+        >>> t.label, t.median > 0 and t.runs >= 1
+        ('sum', True)
     """
+    if not callable(fn):
+        raise fold_error("fn", type(fn).__name__, "must be a callable taking no arguments")
+    check_seconds(min_run_time)
+    if threads is not None:
+        check_int(threads, "threads", 1)
+    # Imported here: torch.utils.benchmark pulls in cpp_extension, which warns on stderr on machines without
+    # CUDA; an app that fails validation should print its one error line and nothing else.
+    import torch.utils.benchmark as benchmark
+
     timer = benchmark.Timer(
         stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads or torch.get_num_threads()
     )

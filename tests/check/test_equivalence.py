@@ -5,17 +5,10 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
 
 from foldconv import FoldError, Verdict, check_equivalence, check_fold, depth_to_space, derived, fold_conv, no_tf32
-
-
-def integer_conv(*args, seed=0, **kwargs):
-    conv = torch.nn.Conv2d(*args, **kwargs).double()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in conv.parameters():
-            p.copy_(torch.randint(-7, 8, p.shape, generator=gen).double())
-    return conv
+from helpers import integer_conv
 
 
 def to_folded(x):
@@ -52,9 +45,21 @@ def test_first_mismatch_is_the_first_in_row_major_order():
     conv = integer_conv(4, 1, 1, bias=False)
     big = fold_conv(conv, 2)
     with torch.no_grad():
-        big.weight[0, 0, 1, 1] += 3  # only channel 3 changes; every output position differs
+        big.weight[0, 0, 1, 1] += 3  # only channel 3 changes: output (b, 0, h, w) differs by 3 * x[b, 3, h, w]
     report = check_equivalence(conv, big, (2, 4, 2, 3), to_folded)
-    assert report.first_mismatch == (0, 0, 0, 0) or report.counterexample[0, 3, 0, 0] == 0
+    nonzero = torch.nonzero(report.counterexample[:, 3] != 0)  # rows of (b, h, w), row-major order
+    b, h, w = (int(v) for v in nonzero[0])
+    assert report.first_mismatch == (b, 0, h, w)
+
+
+@pytest.mark.claim("EQ-1")
+def test_first_mismatch_skips_equal_leading_elements():
+    """A difference planted at known places: the report names the first one in row-major order, exactly."""
+    plant = torch.zeros(2, 3, 4, dtype=torch.float64)
+    plant[1, 0, 0] = plant[0, 2, 1] = plant[0, 2, 3] = 1
+    report = check_equivalence(lambda x: x, lambda x: x + plant, (2, 3, 4))
+    assert report.verdict is Verdict.NOT_EQUIVALENT and report.exact
+    assert report.first_mismatch == (0, 2, 1)
 
 
 @pytest.mark.claim("EQ-1")
@@ -93,8 +98,8 @@ def test_different_shapes_are_reported_as_such():
 
 def test_non_polynomial_ops_fall_back_to_float64_tolerance():
     report = check_equivalence(torch.sigmoid, lambda x: 1 / (1 + torch.exp(-x)), (3, 4))
-    assert report.verdict is Verdict.EQUIVALENT and report.exact is False
-    assert "integer" in report.reason
+    assert report.verdict is Verdict.EQUIVALENT and report.exact is False and report.false_equivalent_bound is None
+    assert "aten.sigmoid" in report.reason and "aten.exp" in report.non_polynomial_ops
     bad = check_equivalence(torch.sigmoid, lambda x: 1 / (1 + torch.exp(-x)) + 1e-6, (3, 4))
     assert bad.verdict is Verdict.NOT_EQUIVALENT and bad.counterexample is not None
 
@@ -143,3 +148,102 @@ def test_bad_arguments(kwargs, match):
         check_equivalence(conv, conv, **kwargs)
     with pytest.raises(FoldError, match="reference="):
         check_equivalence(lambda x: x, derived(lambda m: m), (1, 2))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 10.1: an in-place side must not make the comparison vacuous.
+
+
+@pytest.mark.claim("EQ-3")
+def test_an_in_place_candidate_does_not_change_the_reference_input():
+    report = check_equivalence(nn.Identity(), nn.ReLU(inplace=True), (1, 4, 3, 3))
+    assert report.verdict is Verdict.NOT_EQUIVALENT, report.summary()
+    x = report.counterexample
+    assert x is not None and bool((x < 0).any())  # the input it names shows the difference
+
+
+@pytest.mark.claim("EQ-3")
+def test_an_in_place_reference_does_not_change_the_candidate_input():
+    reference = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3))
+    report = check_equivalence(reference, derived(lambda m: fold_conv(m[1], 2)), (1, 4, 6, 6), to_folded)
+    assert report.verdict is Verdict.NOT_EQUIVALENT, report.summary()
+    fair = check_equivalence(reference, derived(lambda m: nn.Sequential(nn.ReLU(), fold_conv(m[1], 2))), (1, 4, 6, 6), to_folded)
+    assert fair.verdict is Verdict.EQUIVALENT  # the same in-place op on both sides is fine
+
+
+@pytest.mark.claim("EQ-3")
+def test_outputs_are_copied_before_the_other_side_runs():
+    """A side that returns (and later mutates) one stored tensor: both outputs alias unless copied."""
+    state = torch.zeros(3, dtype=torch.float64)
+
+    def accumulate(x):
+        state.add_(x.sum())
+        return state
+
+    report = check_equivalence(accumulate, accumulate, (3,))
+    assert report.verdict is Verdict.NOT_EQUIVALENT, report.summary()
+
+
+def test_the_callers_tensors_and_modules_are_untouched():
+    conv = torch.nn.Conv2d(4, 2, 3)
+    relu = nn.ReLU(inplace=True)
+    before = conv.weight.detach().clone()
+    check_equivalence(nn.Sequential(relu, conv), nn.Sequential(relu, conv), (1, 4, 5, 5))
+    assert torch.equal(conv.weight, before) and conv.weight.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Issue 10.2: exactness comes from the ops that ran (the polynomial allow-list), not from integer outputs.
+
+
+@pytest.mark.claim("EQ-4")
+def test_a_clamp_with_huge_bounds_is_not_called_exact():
+    report = check_equivalence(nn.Hardtanh(-1e9, 1e9), nn.Identity(), (1, 4, 3, 3))
+    assert report.exact is False and report.false_equivalent_bound is None
+    assert report.non_polynomial_ops == ("aten.hardtanh",) and "aten.hardtanh" in report.summary()
+    assert "P(false equivalent)" not in report.summary()
+
+
+@pytest.mark.claim("EQ-4")
+@pytest.mark.parametrize(
+    "reference,candidate,op",
+    [
+        (lambda x: x, lambda x: torch.where(x.abs() > 1e6, torch.zeros_like(x), x), "aten.where"),  # differs only off the draws
+        (torch.relu, lambda x: x.clamp(min=0), "aten.clamp"),
+        (lambda x: x, lambda x: x if float(x.sum()) < 1e9 else -x, "aten._local_scalar_dense"),  # a Python branch on data
+        (lambda x: x, lambda x: x.float().double(), "aten._to_copy"),  # rounding to float32
+        (lambda x: x, lambda x: torch.maximum(x, x - 1), "aten.maximum"),
+        (lambda x: 2 * x, lambda x: (4 * x) / 2, "aten.div"),
+    ],
+)
+def test_non_polynomial_ops_never_claim_the_bound(reference, candidate, op):
+    report = check_equivalence(reference, candidate, (2, 3, 4))
+    assert report.exact is False and report.false_equivalent_bound is None, report.summary()
+    assert op in report.non_polynomial_ops and op in report.reason
+
+
+@pytest.mark.claim("EQ-4")
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+@pytest.mark.parametrize("r,order", [(2, "crd"), (3, "dcr"), ((2, 1), "focus")])
+def test_fold_checks_stay_exact(mode, r, order):
+    conv = torch.nn.Conv2d(2 * (r if isinstance(r, int) else 2) ** (2 if isinstance(r, int) else 1), 3, 3, padding=1, padding_mode=mode)
+    report = check_fold(conv, r, order, input_size=(6, 6), dtypes=())
+    assert report.ok and report.exact and report.non_polynomial_ops == (), report.summary()
+    assert report.false_equivalent_bound == pytest.approx((2 / 2049) ** 3)
+
+
+@pytest.mark.claim("EQ-4")
+def test_polynomial_layout_and_product_ops_stay_exact():
+    linear = torch.nn.Linear(6, 3)
+    checks = [
+        (lambda x: torch.nn.functional.pixel_shuffle(x, 2), lambda x: depth_to_space(x, 2), (1, 8, 3, 3)),
+        (lambda x: x @ x.transpose(-1, -2), lambda x: torch.einsum("bij,bkj->bik", x, x), (2, 3, 4)),
+        (lambda x: torch.nn.functional.pad(x, (1, 1)), lambda x: torch.cat([x[..., :1] * 0, x, x[..., :1] * 0], -1), (2, 3, 4)),
+        (lambda x: x.sum((1, 2)), lambda x: x.flatten(1).sum(1), (2, 3, 4)),
+        (lambda x: torch.roll(x, 1, -1).flip(-1), lambda x: torch.roll(x, 1, -1)[..., [3, 2, 1, 0]], (2, 3, 4)),
+    ]
+    for reference, candidate, shape in checks:
+        report = check_equivalence(reference, candidate, shape, degree=2)
+        assert report.ok and report.exact and report.false_equivalent_bound is not None, report.summary()
+    report = check_equivalence(linear, derived(lambda m: (lambda x: x @ m.weight.T + m.bias)), (5, 6))
+    assert report.ok and report.exact, report.summary()

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from foldconv import (
     ConvSpec,
@@ -19,14 +20,17 @@ from foldconv import (
     conv_class,
     depth_to_space,
     derived,
+    fold_channel_map,
     fold_conv,
     fold_weight,
+    folded_groups,
     groups_aligned,
     plan_fold,
     unfold_conv,
     unfold_weight,
 )
 from foldconv.layout import normalize_order
+from helpers import integer_weights
 
 FACTORS = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
 
@@ -36,8 +40,9 @@ def fold_cases(draw):
     dims = draw(st.sampled_from([1, 2, 2, 3]))
     r = tuple(draw(st.integers(1, 3 if dims < 3 else 2)) for _ in range(dims))
     g_in = draw(st.integers(1, 2))
-    groups = draw(st.sampled_from([1, 1, 2]))
-    in_channels = g_in * math.prod(r) * groups
+    groups = draw(st.sampled_from([1, 1, 2, 0]))  # 0: depthwise, groups smaller than a fold block
+    in_channels = g_in * math.prod(r) * max(groups, 1)
+    groups = groups or in_channels
     out_channels = groups * draw(st.integers(1, 2))
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
     stride = tuple(draw(st.integers(1, 2)) for _ in range(dims))
@@ -55,7 +60,7 @@ def fold_cases(draw):
 
 
 @pytest.mark.claim("FOLD-1")
-def test_seed_example_256_channels_3x3_is_48x48_stride_16():
+def test_motivating_example_256_channels_3x3_is_48x48_stride_16():
     conv = torch.nn.Conv2d(256, 4, 3, padding=1)
     big = fold_conv(conv, 16)
     assert (big.in_channels, big.kernel_size, big.stride, big.padding) == (1, (48, 48), (16, 16), (16, 16))
@@ -100,43 +105,86 @@ def test_partial_fold_keeps_g_channels():
 
 @pytest.mark.claim("FOLD-4")
 @pytest.mark.parametrize(
-    "in_ch,groups,r,order,aligned",
+    "in_ch,groups,r,order,folded",
     [
-        (16, 2, 2, "crd", True),
-        (16, 4, 2, "crd", True),
-        (16, 2, 2, "dcr", False),
-        (16, 2, 2, "focus", False),
-        (8, 8, 2, "crd", False),  # depthwise: one channel per group cannot fill a 4-channel block
-        (16, 2, (1, 2), "rh c rw", True),  # a factor of 1 before c is harmless
-        (16, 2, (2, 1), "rh c rw", False),
+        (16, 2, 2, "crd", 2),
+        (16, 4, 2, "crd", 4),
+        (16, 2, 2, "dcr", 1),
+        (16, 2, 2, "focus", 1),
+        (8, 8, 2, "crd", 2),  # depthwise: each folded channel holds 4 whole groups, 2 folded groups remain
+        (24, 4, 2, "crd", 2),  # group size 6, block 4: folded groups of lcm(4, 6) = 12 channels
+        (16, 2, (1, 2), "rh c rw", 2),  # a factor of 1 before c is harmless
+        (16, 2, (2, 1), "rh c rw", 1),
     ],
 )
-def test_groups_survive_only_when_aligned(in_ch, groups, r, order, aligned):
-    assert groups_aligned(in_ch, groups, FoldSpec.make(r, order)) is aligned
+def test_groups_survive_as_far_as_blocks_and_groups_nest(in_ch, groups, r, order, folded):
+    fold = FoldSpec.make(r, order)
+    assert folded_groups(in_ch, groups, fold) == folded
+    assert groups_aligned(in_ch, groups, fold) is (folded == groups)
     conv = torch.nn.Conv2d(in_ch, 2 * groups, 3, groups=groups, padding=1)
     big = fold_conv(conv, r, order)
-    assert big.groups == (groups if aligned else 1)
-    assert big.fold_plan.dense_groups is (not aligned)
+    plan = plan_fold(ConvSpec.from_module(conv), fold)
+    assert big.groups == plan.result.groups == folded
+    assert plan.groups_expanded is (folded != groups) and plan.dense_groups is (folded == 1 < groups)
     assert check_fold(conv, r, order, input_size=(5, 4))
+
+
+@pytest.mark.claim("FOLD-4")
+def test_depthwise_conv_folds_to_a_grouped_conv_with_the_same_parameters():
+    """Issue 10.13: Conv2d(32, 32, 3, groups=32), r=2 is Conv2d(8 -> 32, 6x6, s2, p2, groups=8), 1,184 parameters."""
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32)
+    big = fold_conv(conv, 2)
+    assert (big.in_channels, big.out_channels, big.kernel_size, big.stride, big.padding, big.groups) == (
+        8, 32, (6, 6), (2, 2), (2, 2), 8
+    )
+    assert sum(p.numel() for p in big.parameters()) == 1_184  # dense folding would store 32*8*36 + 32 = 9,248
+    assert ConvSpec.from_module(conv).params == 32 * 9 + 32
+    report = check_fold(conv, 2, input_size=(6, 5), trials=2)
+    assert report.verdict is Verdict.EQUIVALENT and report.exact, report.summary()
+    # Each output channel still reads one original channel: 9 non-zero taps of its 4 x 36 folded entries.
+    assert plan_fold(ConvSpec.from_module(conv), 2).kernel_density == pytest.approx(1 / 4)
+    assert int((big.weight != 0).sum()) <= 32 * 9
+
+
+def _folded_groups_from_channel_map(in_ch: int, groups: int, fold: FoldSpec) -> int:
+    """The most contiguous folded groups whose source channels are one run of whole original groups."""
+    cmap = fold_channel_map(in_ch, fold.r, fold.order, dims=fold.dims).flatten(1)  # (G, R)
+    folded, per_group = cmap.shape[0], in_ch // groups
+    best = 1
+    for g in range(1, folded + 1):
+        if folded % g or (in_ch // g) % per_group:
+            continue
+        runs = [set(cmap[j * folded // g : (j + 1) * folded // g].flatten().tolist()) for j in range(g)]
+        if all(run == set(range(j * in_ch // g, (j + 1) * in_ch // g)) for j, run in enumerate(runs)):
+            best = g
+    return best
 
 
 @pytest.mark.claim("FOLD-4")
 @given(
     per_group=st.integers(1, 8),
-    groups=st.integers(1, 4),
+    groups=st.integers(1, 6),
     r=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     order=st.permutations(("c", "rh", "rw")),
 )
-def test_alignment_rule_matches_channel_map(per_group, groups, r, order):
-    """The stated rule (block divides the group size; every factor > 1 after c) is what the index map says."""
+def test_closed_form_folded_groups_match_the_channel_map(per_group, groups, r, order):
+    """gcd(C/R, g) for a channel-major order, else 1: what the index map says, computed without one."""
     fold = FoldSpec.make(r, tuple(order))
     in_ch = per_group * groups
     if in_ch % fold.block:
         return
-    c_pos = order.index("c")
-    names = {"rh": r[0], "rw": r[1]}
-    rule = groups == 1 or (per_group % fold.block == 0 and all(names[n] == 1 for n in order[:c_pos]))
-    assert groups_aligned(in_ch, groups, fold) is rule
+    assert folded_groups(in_ch, groups, fold) == _folded_groups_from_channel_map(in_ch, groups, fold)
+
+
+@pytest.mark.claim("FOLD-4")
+def test_plan_fold_needs_no_memory_proportional_to_channels():
+    """Issue 10.10: 2**36 channels used to allocate a 512 GB channel map; the plan is arithmetic."""
+    spec = ConvSpec.make(2, 2**36, 2**36, 3, groups=2**34, padding=1)
+    plan = plan_fold(spec, 2)
+    assert plan.result.groups == 2**34 and plan.result.in_channels == 2**34
+    with pytest.raises(FoldError, match="MAX_KERNEL_ELEMENTS") as info:
+        plan.result.to_module()
+    assert info.value.param == "spec"
 
 
 @pytest.mark.claim("FOLD-5")
@@ -166,12 +214,7 @@ def _manual_fold(conv: torch.nn.Module, r: int, **overrides) -> torch.nn.Module:
 
 
 def _integer_conv(conv: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    conv = conv.double()
-    with torch.no_grad():
-        for p in conv.parameters():
-            p.copy_(torch.randint(-9, 10, p.shape, generator=gen).double())
-    return conv
+    return integer_weights(conv, seed, 9)
 
 
 @pytest.mark.claim("FOLD-6")
@@ -205,7 +248,8 @@ def test_dilation_passed_through_fails_and_dense_kernel_holds():
     assert report.verdict is Verdict.SHAPES_DIFFER
     big = fold_conv(conv, 2)
     assert big.kernel_size == (10, 10) and big.dilation == (1, 1)
-    assert big.fold_plan.dilation_expanded and big.fold_plan.kernel_density == pytest.approx(9 / 25)
+    plan = plan_fold(ConvSpec.from_module(conv), 2)
+    assert plan.dilation_expanded and plan.kernel_density == pytest.approx(9 / 25)
     assert int((big.weight != 0).sum()) <= 9 * 4 * 2
     assert check_fold(conv, 2, input_size=(9, 9))
 
@@ -214,10 +258,10 @@ def test_dilation_passed_through_fails_and_dense_kernel_holds():
 def test_dilation_passed_through_always_changes_the_output_size():
     """With stride r*S and padding r*P, a dilation d > 1 kept on the folded kernel changes the output size."""
     for r, k, d, p, n in itertools.product((2, 3), (1, 2, 3), (2, 3), (0, 1, 2), range(6, 12)):
-        original = ConvSpec.make(1, r, 1, k, 1, p, d)
+        original = ConvSpec.make(1, r, 1, k, padding=p, dilation=d)
         if (n + 2 * p - original.effective_kernel[0]) < 0:
             continue
-        literal = ConvSpec.make(1, 1, 1, r * k, r, r * p, d)
+        literal = ConvSpec.make(1, 1, 1, r * k, stride=r, padding=r * p, dilation=d)
         try:
             literal_size = literal.output_size((r * n,))
         except FoldError:  # the dilated folded kernel no longer fits: an empty output
@@ -230,9 +274,9 @@ def test_dilation_passed_through_with_a_size_matching_padding_still_fails():
     conv = _integer_conv(torch.nn.Conv1d(2, 1, 2, dilation=2))  # length 8 -> 6
     naive = conv_class(1)(1, 1, 4, stride=2, padding=1, dilation=2).double()  # padding picked so 16 -> 6
     with torch.no_grad():
-        naive.weight.copy_(depth_to_space(conv.weight, 2, spatial_dims=1))
+        naive.weight.copy_(depth_to_space(conv.weight, 2, dims=1))
         naive.bias.copy_(conv.bias)
-    report = check_equivalence(conv, naive, (1, 2, 8), lambda x: depth_to_space(x, 2, spatial_dims=1))
+    report = check_equivalence(conv, naive, (1, 2, 8), lambda x: depth_to_space(x, 2, dims=1))
     assert report.reference_shape == report.candidate_shape == (1, 1, 6)
     assert report.verdict is Verdict.NOT_EQUIVALENT and report.exact
 
@@ -278,8 +322,8 @@ def test_mismatched_orders_are_not_equivalent(x_order, w_order):
 
 
 @pytest.mark.claim("FOLD-9")
-def test_seed_pseudocode_folds_the_feature_map_into_the_weight():
-    """The seed writes conv_weight = pixelshuffle(f_map, scale=C): the 'weight' is then the data."""
+def test_motivating_pseudocode_folds_the_feature_map_into_the_weight():
+    """The motivating question writes conv_weight = pixelshuffle(f_map, scale=C): the 'weight' is then the data."""
     c = 2
     conv = _integer_conv(torch.nn.Conv2d(c * c, 1, 3, bias=False))
     f_map = torch.randint(-5, 6, (1, c * c, 3, 3)).double()
@@ -326,7 +370,7 @@ def test_params_and_macs_are_equal(case, n):
     size = tuple(max(n, s) for s in size)
     folded_size = tuple(s * f for s, f in zip(size, r))
     assert spec.output_size(size) == plan.result.output_size(folded_size)
-    if not plan.dense_groups and not plan.dilation_expanded:
+    if not plan.groups_expanded and not plan.dilation_expanded:
         assert plan.result.params == spec.params
         assert plan.result.macs(folded_size) == spec.macs(size)
         big = fold_conv(conv, r, order)
@@ -374,7 +418,8 @@ def test_fold_keeps_training_mode_and_dtype():
     conv = torch.nn.Conv2d(4, 2, 3).double().eval()
     big = fold_conv(conv, 2)
     assert big.weight.dtype == torch.float64 and not big.training
-    assert normalize_order(big.fold_plan.fold.order) == ("c", "rh", "rw")
+    assert not hasattr(big, "fold_plan") and type(big) is torch.nn.Conv2d  # a plain module; plan_fold gives the plan
+    assert normalize_order(plan_fold(ConvSpec.from_module(conv), 2).fold.order) == ("c", "rh", "rw")
 
 
 def test_folded_weights_are_contiguous():

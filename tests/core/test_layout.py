@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from foldconv import DepthToSpace, FoldError, SpaceToDepth, depth_to_space, fold_channel_map, normalize_order, space_to_depth
 
@@ -114,7 +115,7 @@ def test_modules_work_in_sequential_and_repr():
     x = torch.randn(1, 3, 4, 6)
     assert torch.equal(seq(x), x)
     assert "rw rh c" in repr(seq)
-    assert DepthToSpace((2, 3)).spatial_dims == 2 and SpaceToDepth(2, spatial_dims=3).r == (2, 2, 2)
+    assert DepthToSpace((2, 3)).dims == 2 and SpaceToDepth(2, dims=3).r == (2, 2, 2)
 
 
 @pytest.mark.parametrize(
@@ -123,14 +124,14 @@ def test_modules_work_in_sequential_and_repr():
         (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), 0), "r=0"),
         (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), True), "r=True"),
         (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), 1.5), "r=1.5"),
-        (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), (2,), spatial_dims=2), "r=(2,)"),
+        (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), (2,), dims=2), "r=(2,)"),
         (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), 2, "c rh"), "order='c rh'"),
         (lambda: depth_to_space(torch.zeros(1, 4, 2, 2), 2, "c rh rh"), "order='c rh rh'"),
         (lambda: depth_to_space(torch.zeros(1, 6, 2, 2), 2), "x.shape=(1, 6, 2, 2)"),
         (lambda: depth_to_space(torch.zeros(4, 2), 2), "x.shape=(4, 2)"),
         (lambda: depth_to_space([1, 2], 2), "x='list'"),
         (lambda: space_to_depth(torch.zeros(1, 1, 5, 4), 2), "x.shape=(1, 1, 5, 4)"),
-        (lambda: space_to_depth(torch.zeros(1, 1, 4, 4), 2, spatial_dims=4), "spatial_dims=4"),
+        (lambda: space_to_depth(torch.zeros(1, 1, 4, 4), 2, dims=4), "dims=4"),
     ],
 )
 def test_errors_name_parameter_and_value(call, param):

@@ -91,8 +91,8 @@ def test_dilation_shifts_A_and_stride_subsamples_its_rows():
     plain = axw_factors(torch.nn.Conv1d(1, 1, 3, padding=2), (n,))
     dilated = axw_factors(torch.nn.Conv1d(1, 1, 3, padding=2, dilation=2), (n,))
     for a in range(3):
-        assert torch.equal(dilated.terms[a].A, axis_selection(n, n, 1, 2 * a - 2))
-        assert torch.equal(plain.terms[a].A, axis_selection(n, n + 2, 1, a - 2))
+        assert torch.equal(dilated.terms[a].A, axis_selection(n, n, shift=2 * a - 2))
+        assert torch.equal(plain.terms[a].A, axis_selection(n, n + 2, shift=a - 2))
     strided = axw_factors(torch.nn.Conv2d(1, 1, 3, stride=2, padding=1), (6, 6))
     dense = axw_factors(torch.nn.Conv2d(1, 1, 3, padding=1), (6, 6))
     rows = torch.tensor([i * 6 + j for i in range(0, 6, 2) for j in range(0, 6, 2)])
@@ -105,10 +105,10 @@ def test_transposed_conv_uses_the_transposed_selections():
     size = (3, 4)
     tconv = torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1)
     conv = torch.nn.Conv2d(3, 2, 3, stride=2, padding=1)
-    out = tuple(axw_factors(tconv, size).out_shape[1:])
+    out = tuple(axw_factors(tconv, size).output_shape[2:])
     assert out == (6, 8)
     t_terms, c_terms = axw_factors(tconv, size).terms, axw_factors(conv, out).terms
-    assert tuple(axw_factors(conv, out).out_shape[1:]) == size
+    assert tuple(axw_factors(conv, out).output_shape[2:]) == size
     for t, c in zip(t_terms, c_terms):
         assert torch.equal(t.A, c.A.T)
         assert torch.equal(t.W, tconv.weight.detach()[:, :, t.offset[0], t.offset[1]].double())
@@ -118,7 +118,7 @@ def test_error_paths():
     with pytest.raises(FoldError, match="module="):
         axw_factors(torch.nn.Linear(2, 2), (3,))
     with pytest.raises(FoldError, match="padding_mode="):
-        axis_selection(4, 4, 1, -1, "mirror")
+        axis_selection(4, 4, shift=-1, padding_mode="mirror")
     with pytest.raises(FoldError, match="input_size="):
         axw_factors(torch.nn.Conv2d(1, 1, 5), (3, 3))
     with pytest.raises(FoldError, match="input_size="):

@@ -15,22 +15,14 @@ from foldconv.equivalences.dense import (
     parameter_ladder,
     shift_violations,
 )
-
-
-def integer_weights(module: torch.nn.Module, seed: int = 0, bound: int = 7) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    module = module.double()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randint(-bound, bound + 1, p.shape, generator=gen))
-    return module
+from helpers import integer_weights
 
 
 @pytest.mark.claim("FC-1")
 @pytest.mark.parametrize("stride,padding", [(1, 1), (1, 0), (2, 1)])
 def test_dense_operator_reproduces_conv_and_d2l_reindexing(stride, padding):
     conv = integer_weights(torch.nn.Conv2d(2, 3, 3, stride=stride, padding=padding))
-    op = dense_operator(conv, (2, 5, 6))
+    op = dense_operator(conv, (1, 2, 5, 6))
     x = torch.randint(-9, 10, (4, 2, 5, 6)).double()
     assert torch.equal(op.apply(x), conv(x))
     W = op.as_tensor()  # W[o, i, j, c, k, l]
@@ -54,11 +46,11 @@ def test_dense_operator_reproduces_conv_and_d2l_reindexing(stride, padding):
 @pytest.mark.claim("FC-1")
 def test_violations_locate_a_position_dependent_or_far_entry():
     conv = integer_weights(torch.nn.Conv2d(1, 1, 3, padding=1, bias=False))
-    op = dense_operator(conv, (1, 5, 5))
+    op = dense_operator(conv, (1, 1, 5, 5))
     W = op.as_tensor().clone()
     W[0, 2, 3, 0, 1, 3] += 1  # output (2,3), input (1,3): offset (-1, 0), inside the window
     W[0, 0, 0, 0, 4, 4] = 5  # output (0,0), input (4,4): offset (4, 4), outside any 3x3 window
-    bad = DenseOperator(W.reshape(25, 25), op.bias, op.in_shape, op.out_shape)
+    bad = DenseOperator(W.reshape(25, 25), op.bias, op.input_shape, op.output_shape)
     v = offset_tensor(bad)
     far = v.locality_violations(1)
     assert far.tolist() == [[0, 0, 0, 0, 4, 4]]
@@ -77,10 +69,10 @@ def test_violations_locate_a_position_dependent_or_far_entry():
 def test_folded_conv_matrix_is_original_with_permuted_columns(r, k, s, p, order, g):
     conv = integer_weights(torch.nn.Conv2d(g * r * r, 2, k, stride=s, padding=p), seed=r * 10 + k)
     n = max(k, 2) + 1
-    shape = (g * r * r, n, n + 1)
+    shape = (1, g * r * r, n, n + 1)
     big = fold_conv(conv, r, order)
     original = dense_operator(conv, shape)
-    folded = dense_operator(big, (g, r * n, r * (n + 1)))
+    folded = dense_operator(big, (1, g, r * n, r * (n + 1)))
     perm = layout_permutation(lambda x: depth_to_space(x, r, order), shape)
     assert torch.equal(folded.matrix, original.matrix[:, perm])
     assert torch.equal(folded.bias, original.bias)
@@ -96,12 +88,12 @@ def test_folded_conv_matrix_is_original_with_permuted_columns(r, k, s, p, order,
 def test_folded_conv_is_shift_invariant_only_for_multiples_of_r_times_s(r, s):
     conv = integer_weights(torch.nn.Conv1d(r, 1, 3, stride=s, padding=1, bias=False), seed=r + s)
     n = 8
-    original = dense_operator(conv, (r, n))
-    folded = dense_operator(fold_conv(conv, (r,)), (1, r * n))
+    original = dense_operator(conv, (1, r, n))
+    folded = dense_operator(fold_conv(conv, (r,)), (1, 1, r * n))
     assert shift_violations(original, (s,), (1,)) == 0
     assert shift_violations(folded, (r * s,), (1,)) == 0
     assert shift_violations(folded, (2 * r * s,), (2,)) == 0
-    n_out = folded.out_shape[1]
+    n_out = folded.output_shape[2]
     for delta in range(1, r * s):
         for out_shift in range(n_out):
             assert shift_violations(folded, (delta,), (out_shift,)) > 0, (delta, out_shift)
@@ -110,22 +102,22 @@ def test_folded_conv_is_shift_invariant_only_for_multiples_of_r_times_s(r, s):
 @pytest.mark.claim("FC-4")
 def test_parameter_ladder_and_real_operator_counts():
     rows = parameter_ladder(1000, 1000, 10, hidden=1000)
-    assert [r["params"] for r in rows] == [10**9, 10**12, 1999 * 1999, 441]
-    assert 100 <= rows[-1]["params"] < 1000  # "a few hundred"
+    assert [row.params for row in rows] == [10**9, 10**12, 1999 * 1999, 441]
+    assert 100 <= rows[-1].params < 1000  # "a few hundred"
     conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-    op = dense_operator(conv, (3, 6, 6))
+    op = dense_operator(conv, (1, 3, 6, 6))
     assert op.matrix.numel() == (3 * 36) * (4 * 36)
     assert ConvSpec.from_module(conv).params == 4 * 3 * 9 + 4
     assert op.params == 3 * 36 * 4 * 36 + 4 * 36
-    assert [r["params"] for r in parameter_ladder(6, 6, 1, in_channels=3, out_channels=4)][-1] == 4 * 3 * 9
+    assert parameter_ladder(6, 6, 1, in_channels=3, out_channels=4)[-1].params == 4 * 3 * 9
 
 
 def test_error_paths():
-    with pytest.raises(FoldError, match="in_shape="):
-        dense_operator(torch.nn.Conv2d(1, 1, 1), (0, 3))
-    with pytest.raises(FoldError, match="in_shape="):
-        dense_operator(torch.nn.Conv2d(1, 1, 1), (1, 200, 200))
-    op = dense_operator(torch.nn.Conv2d(1, 1, 3), (1, 4, 4))
+    with pytest.raises(FoldError, match="input_shape="):
+        dense_operator(torch.nn.Conv2d(1, 1, 1), (1, 0, 3))
+    with pytest.raises(FoldError, match="input_shape="):
+        dense_operator(torch.nn.Conv2d(1, 1, 1), (1, 1, 200, 200))
+    op = dense_operator(torch.nn.Conv2d(1, 1, 3), (1, 1, 4, 4))
     with pytest.raises(FoldError, match="stride="):
         offset_tensor(op, 0)
     with pytest.raises(FoldError, match="delta="):
@@ -133,8 +125,8 @@ def test_error_paths():
     with pytest.raises(FoldError, match="out_shift="):
         shift_violations(op, (1, 1), (5, 0))
     with pytest.raises(FoldError, match="layout="):
-        layout_permutation(lambda x: x[..., :1], (1, 2, 2))
+        layout_permutation(lambda x: x[..., :1], (1, 1, 2, 2))
     with pytest.raises(FoldError, match="delta="):
         parameter_ladder(10, 10, -1)
-    with pytest.raises(FoldError, match="op.in_shape="):
-        offset_tensor(dense_operator(torch.nn.Flatten(), (1, 2, 2)))
+    with pytest.raises(FoldError, match="op.input_shape="):
+        offset_tensor(dense_operator(torch.nn.Flatten(), (1, 1, 2, 2)))

@@ -51,7 +51,7 @@ def strided_convs(draw):
 def test_strided_conv_is_space_to_depth_then_stride1_conv(case, padding):
     conv, size, order = case
     report = check_equivalence(
-        conv, derived(lambda m: strided_to_spd(m, order, padding)), (2, conv.in_channels) + size, dtypes=()
+        conv, derived(lambda m: strided_to_spd(m, order, padding=padding)), (2, conv.in_channels) + size, dtypes=()
     )
     assert report.exact and report.equivalent, report.summary()
 
@@ -141,16 +141,22 @@ def test_non_divisible_sizes_which_rows_are_read_cut_or_padded():
     assert (c.padded, c.read, c.length, c.adjust, c.unread) == (8, 7, 8, 0, 0)
 
 
+
+def _inner_conv_after(conv, prepare):
+    """The stride-1 conv of strided_to_spd(conv) on space_to_depth(prepare(x), 2), without its cut/extension."""
+    inner = strided_to_spd(conv).conv
+    return lambda x: inner(space_to_depth(prepare(x), 2))
+
 @pytest.mark.claim("SPD-4")
 def test_non_divisible_sizes_naive_forms_fail_and_the_fix_restores_equivalence():
     conv = torch.nn.Conv2d(2, 3, 2, stride=2)
     x_shape = (2, 2, 5, 7)
     with pytest.raises(FoldError, match="not a multiple of r=2"):
         space_to_depth(torch.zeros(x_shape), 2)
-    naive = derived(lambda m: (lambda x, f=strided_to_spd(m).conv: f(space_to_depth(pad_to_multiple(x, 2), 2))))
+    naive = derived(lambda m: _inner_conv_after(m, lambda x: pad_to_multiple(x, 2)))
     report = check_equivalence(conv, naive, x_shape, dtypes=())
     assert report.verdict.value == "output shapes differ"  # zero-padding to 6x8 creates an extra output row/col
-    cropped = derived(lambda m: (lambda x, f=strided_to_spd(m).conv: f(space_to_depth(x[..., :4, :6], 2))))
+    cropped = derived(lambda m: _inner_conv_after(m, lambda x: x[..., :4, :6]))
     assert check_equivalence(conv, cropped, x_shape, dtypes=()).equivalent  # dropping the unread rows is exact
     fixed = check_equivalence(conv, derived(lambda m: strided_to_spd(m)), x_shape, dtypes=())
     assert fixed.exact and fixed.equivalent
@@ -189,4 +195,4 @@ def test_error_paths():
     with pytest.raises(FoldError, match="input_size="):
         strided_to_spd(torch.nn.Conv2d(1, 1, 5, stride=2))(torch.zeros(1, 1, 3, 3))
     with pytest.raises(FoldError, match="mode="):
-        SpaceToDepthConv(torch.nn.Conv2d(4, 1, 1), (2, 2), "crd", ConvSpec.make(2, 1, 1, 2, stride=2), "magic")
+        SpaceToDepthConv(torch.nn.Conv2d(4, 1, 1), (2, 2), "crd", source=ConvSpec.make(2, 1, 1, 2, stride=2), mode="magic")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foldconv import DepthToSpace, FoldError, check_equivalence, derived, depth_to_space
+from foldconv import DepthToSpace, FoldError, check_equivalence, depth_to_space, derived
 from foldconv.equivalences.subpixel import (
     SubPixelConv,
     icnr_,

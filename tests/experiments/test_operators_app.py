@@ -1,26 +1,21 @@
 """scripts/operators.py end to end: files in the Hydra run dir, exit status follows the checks."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from conftest import ROOT
 
-from foldconv.experiments.operators import OperatorsExample, run_operators
+from app_harness import run_in_process
 from foldconv.experiments.io import read_csv
+from foldconv.experiments.operators import OperatorsExample, run_operators
+from helpers import run_script
 
 
 def run_app(tmp_path, *overrides):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "operators.py"), f"hydra.run.dir={tmp_path}", *overrides],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )
+    return run_script("operators", *overrides, run_dir=tmp_path, timeout=120)
 
 
 @pytest.mark.claim("FC-2")
 def test_app_writes_figure_and_tables_and_passes(tmp_path):
-    proc = run_app(tmp_path, "example.r=3", "example.order=focus", "example.size=[3,3]")
+    proc = run_app(tmp_path, "example.r=3", "example.order=focus", "example.input_size=[3,3]")
     assert proc.returncode == 0, proc.stderr
     for name in ("operators.png", "checks.csv", "checks.md", "shifts.csv", "parameters.csv", "parameters.md"):
         assert (tmp_path / name).stat().st_size > 0, name
@@ -32,17 +27,36 @@ def test_app_writes_figure_and_tables_and_passes(tmp_path):
     assert [row["violations"] == "0" for row in shifts] == [int(row["input shift"]) % 3 == 0 for row in shifts]
 
 
-def test_app_exits_nonzero_when_a_claim_fails(tmp_path):
-    proc = run_app(tmp_path, "mutate_folded=true")
+@pytest.mark.claim("FC-2")
+def test_app_takes_per_axis_r(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    overrides = ["example.r=2x1", "example.kernel_size=[3,1]", "example.padding=[1,0]", "example.input_size=[3,4]"]
+    code, _, err = run_in_process("operators", overrides, capsys)
+    assert code == 0, err
+    checks = {row["check"]: row for row in read_csv(tmp_path / "checks.csv")}
+    assert checks["folded matrix = original matrix with permuted columns"]["holds"] == "True"
+    assert "stride 2x1" in " ".join(checks)
+
+
+def test_app_exits_1_after_writing_when_a_claim_fails(tmp_path):
+    proc = run_app(tmp_path, "example.mutate_folded=true")
     assert proc.returncode == 1
     assert "CLAIM FAILED" in proc.stderr and "permuted columns" in proc.stderr
+    failed = {row["check"] for row in read_csv(tmp_path / "checks.csv") if row["holds"] == "False"}
+    assert "folded matrix = original matrix with permuted columns" in failed
+    assert (tmp_path / "operators.png").stat().st_size > 0
 
 
 def test_run_operators_in_process_and_bad_example():
-    assert run_operators(OperatorsExample(r=2, stride=2, size=(4, 4), order="dcr")).ok
+    assert run_operators(OperatorsExample(r=2, stride=2, input_size=(4, 4), order="dcr")).ok
+    assert not run_operators(OperatorsExample(input_size=(3, 3), mutate_folded=True)).ok
     from foldconv import FoldError
 
-    with pytest.raises(FoldError, match="example="):
-        run_operators(OperatorsExample(r=0))
-    with pytest.raises(FoldError, match="input_size="):
-        run_operators(OperatorsExample(kernel_size=5, padding=0, size=(3, 3)))
+    with pytest.raises(FoldError, match="^r=0: "):
+        OperatorsExample(r=0)
+    with pytest.raises(FoldError, match="^r='2x'"):
+        OperatorsExample(r="2x")
+    with pytest.raises(FoldError, match="^input_size="):
+        OperatorsExample(kernel_size=5, padding=0, input_size=(3, 3))
+    with pytest.raises(FoldError, match="^input_size=.*dense operator"):
+        OperatorsExample(input_size=(100, 100))

@@ -1,22 +1,25 @@
-"""The prediction engine: each rule, checked against an exact or float64 observation."""
+"""The prediction engine: each rule, checked against an exact or float64 observation (the sweep's)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
-from foldconv import ConvSpec, FoldError, FoldSpec, depth_to_space, fold_conv
-from foldconv.predict.rules import (
-    Literal,
+from foldconv import ConvSpec, FoldError, FoldSpec, Verdict, depth_to_space, fold_conv
+from foldconv.experiments.sweep import Point, run_point
+from foldconv.predict import (
     Outcome,
+    Prediction,
     fold_following,
+    following_example,
+    following_examples,
     orders_equivalent,
     predict_fold,
     predict_following,
     predict_space_to_depth,
 )
-from foldconv.experiments.sweep.core import FOLLOWING, Point, make_following, run_point
 
 
 def fold2(order="crd"):
@@ -79,7 +82,7 @@ def test_groupnorm_and_layernorm():
     assert predict_following(aligned, fold2("dcr"), 8).outcome is Outcome.FAILS
     per_channel = nn.GroupNorm(8, 8).double()
     pred = predict_following(per_channel, fold2(), 8)
-    assert pred.outcome is Outcome.FAILS and pred.literal is Literal.INVALID
+    assert pred.outcome is Outcome.FAILS and pred.literal is Verdict.INVALID
     ln = nn.LayerNorm((8, 3, 3)).double()
     with torch.no_grad():
         ln.weight.copy_(torch.randn(8, 3, 3))
@@ -100,7 +103,7 @@ def test_dropout_train_drops_whole_blocks():
 @pytest.mark.parametrize("pool,kind", [(nn.AvgPool2d(2, 2), "mean"), (nn.MaxPool2d(2, 2), "max")])
 def test_pool_with_kernel_r_is_a_channel_group_reduction(pool, kind):
     y = torch.randn(2, 8, 3, 3, dtype=torch.float64)
-    pred = predict_following(pool, fold2(), 8, (3, 3))
+    pred = predict_following(pool, fold2(), 8, input_size=(3, 3))
     assert pred.outcome is Outcome.HOLDS_IF
     out = pool(depth_to_space(y, 2))
     groups = y.view(2, 2, 4, 3, 3)  # crd: folded channel g holds channels 4g..4g+3
@@ -129,9 +132,9 @@ def test_upsample_does_not_commute():
     (9, 4, 2, 0, "circular", True, True),
 ])
 def test_space_to_depth_of_indivisible_sizes(size, k, s, p, mode, crop, pad):
-    big = ConvSpec.make(2, 1, 2, k, s, p, padding_mode=mode)
+    big = ConvSpec.make(2, 1, 2, k, stride=s, padding=p, padding_mode=mode)
     pred = predict_space_to_depth(big, 2, (size, size))
-    assert (pred.crop_exact, pred.pad_exact) == (crop, pad)
+    assert (pred.size_fix.crop_exact, pred.size_fix.pad_exact) == (crop, pad)
     row = run_point(Point("space_to_depth", 2, 2, in_channels=1, out_channels=2, kernel=k, stride=s, padding=p, padding_mode=mode, size=size))
     assert row["agree"] and row["crop_exact"] == crop and row["pad_exact"] == pad
 
@@ -155,13 +158,13 @@ def test_rule_codes_and_conditions_are_informative():
     p = predict_fold(ConvSpec.make(2, 8, 4, 3, padding=1, groups=2), 2, "dcr")
     assert p.outcome is Outcome.HOLDS_IF and "FOLD-4" in p.codes and "groups=1" in p.conditions[0]
     p = predict_fold(ConvSpec.make(2, 4, 4, 3, padding=1, dilation=2), 2)
-    assert p.outcome is Outcome.HOLDS_IF and p.literal is Literal.SHAPES_DIFFER and "FOLD-7" in p.codes
+    assert p.outcome is Outcome.HOLDS_IF and p.literal is Verdict.SHAPES_DIFFER and "FOLD-7" in p.codes
     p = predict_fold(ConvSpec.make(2, 8, 4, 3, padding=1), 2, "crd", input_order="dcr")
-    assert p.outcome is Outcome.HOLDS_IF and p.literal is Literal.NOT_EQUIVALENT and "FOLD-9" in p.codes
+    assert p.outcome is Outcome.HOLDS_IF and p.literal is Verdict.NOT_EQUIVALENT and "FOLD-9" in p.codes
     p = predict_fold(ConvSpec.make(2, 4, 4, 3, padding=1, padding_mode="replicate"), (1, 2))
     assert p.outcome is Outcome.FAILS and "FOLD-6" in p.codes
     assert predict_fold(ConvSpec.make(2, 4, 4, 3, padding=(1, 0), padding_mode="reflect"), (1, 2)).outcome is Outcome.HOLDS
-    assert orders_equivalent(("c", "rh", "rw"), ("rh", "c", "rw"), (1, 2), 8, 2)
+    assert orders_equivalent(("c", "rh", "rw"), ("rh", "c", "rw"), r=(1, 2), channels=8)
     with pytest.raises(FoldError, match="layer='Linear'"):
         predict_following(nn.Linear(2, 2), fold2(), 8)
 
@@ -207,7 +210,7 @@ def following_points(draw):
     r = draw(st.sampled_from([1, 2, 3, (2, 1), (1, 3)]))
     R = r[0] * r[1] if isinstance(r, tuple) else r * r
     order = " ".join(draw(st.permutations(("c", "rh", "rw"))))
-    name = draw(st.sampled_from(FOLLOWING))
+    name = draw(st.sampled_from(following_examples()))
     return Point("following", 2, r, order, "same", 2 * R, 4 * R, 1, 1, 0, 1, 1, "zeros", 0, 4, name, 4)
 
 
@@ -221,21 +224,20 @@ def test_following_prediction_matches_observation(point):
 @pytest.mark.claim("RULE-10")
 def test_a_wrong_rule_is_caught(monkeypatch):
     """Mutation check: if the engine wrongly claimed reflect padding folds, the sweep would disagree."""
-    import foldconv.experiments.sweep.core as sweep
-    from foldconv.predict.rules import Prediction
+    import foldconv.experiments.sweep.observe as observe
 
     def lying(*args, **kwargs):
-        return Prediction(Outcome.HOLDS, Literal.EQUIVALENT)
+        return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT)
 
     point = Point("modes", 2, 2, in_channels=4, kernel=3, padding=1, padding_mode="reflect", size=6)
     assert run_point(point)["agree"]
-    monkeypatch.setattr(sweep, "predict_fold", lying)
+    monkeypatch.setattr(observe, "predict_fold", lying)
     assert not run_point(point)["agree"]
 
 
-def test_make_following_rejects_unknown_names():
+def test_following_example_rejects_unknown_names():
     with pytest.raises(FoldError, match="following='softmax2'"):
-        make_following("softmax2", 8, fold2(), torch.Generator())
+        following_example("softmax2", 8, fold2(), torch.Generator())
 
 
 @pytest.mark.claim("RULE-12")
@@ -254,7 +256,7 @@ def test_degenerate_coincidences_are_predicted(point):
     assert "RULE-12" in row["rule"]
     if point.folded_stride:
         # Without a concrete size (no window simulation) the rules alone say "not equivalent".
-        spec = ConvSpec.make(point.dims, point.in_channels, point.out_channels, point.kernel, point.stride, point.padding,
-                             point.dilation, point.groups, True, point.padding_mode)
+        spec = ConvSpec.make(point.dims, point.in_channels, point.out_channels, point.kernel, stride=point.stride, padding=point.padding,
+                             dilation=point.dilation, groups=point.groups, padding_mode=point.padding_mode)
         generic = predict_fold(spec, point.r, point.order, folded_stride=(point.folded_stride,) * point.dims)
-        assert generic.literal is Literal.NOT_EQUIVALENT
+        assert generic.literal is Verdict.NOT_EQUIVALENT

@@ -1,19 +1,53 @@
 """Counting: parameters, MACs, FLOPs and memory per layer from one meta-device pass; dense and fold views.
 
+- ``ops``: the cost table ``{aten op: handle(inputs, outputs) -> OpCost}`` and ``register_op_cost``;
+- ``counter``: the engine, :func:`count`;
+- ``report``: its frozen result, :class:`CountReport` (rows and Markdown per view, ``unsupported_ops``);
+- ``dense``: dense-equivalent costs of a conv; ``fold``: costs before and after folding; ``zoo``:
+  torchvision models on meta and the independent checks.
+
 Example:
     >>> import torch
     >>> from foldconv.analysis.counting import count
     >>> count(torch.nn.Conv2d(3, 8, 3), (1, 3, 16, 16)).macs
     42336
 """
-from .counter import MAC_OPS, ROOT, CountReport, LayerCount, count, normalize_input_shapes, op_cost
+from .counter import count, normalize_input_shapes
 from .dense import DenseEquivalent, axis_pairs, d2l_table, dense_equivalent, dense_equivalents, fc_params, operator_nonzeros
-from .fold import DEFAULT_RS, compare_fold, compare_model_fold, fold_matrix, fold_model, fold_options, foldable_layers, meta_copy
-from .zoo import classification_models, meta_model, published_figures, validate_count, validate_zoo
+from .fold import (
+    DEFAULT_RS,
+    Compared,
+    FoldComparison,
+    FoldedModel,
+    FoldOption,
+    LayerFold,
+    ModelFoldComparison,
+    check_fold_request,
+    compare_fold,
+    compare_model_fold,
+    fold_matrix,
+    fold_model,
+    fold_options,
+    foldable_layers,
+    meta_copy,
+)
+from .ops import MAC_OPS, OpCost, op_cost, op_handle, register_op_cost
+from .report import ROOT, VIEWS, CountReport, LayerCount, UnsupportedOp
+from .zoo import (
+    CountValidation,
+    PublishedFigures,
+    classification_models,
+    meta_model,
+    published_figures,
+    validate_count,
+    validate_zoo,
+)
 
 __all__ = [
-    "CountReport", "DEFAULT_RS", "DenseEquivalent", "LayerCount", "MAC_OPS", "ROOT", "axis_pairs", "classification_models",
-    "compare_fold", "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params",
-    "fold_matrix", "fold_model", "fold_options", "foldable_layers", "meta_copy", "meta_model", "normalize_input_shapes",
-    "op_cost", "operator_nonzeros", "published_figures", "validate_count", "validate_zoo",
+    "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "DenseEquivalent", "FoldComparison", "FoldOption",
+    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "PublishedFigures", "ROOT",
+    "UnsupportedOp", "VIEWS", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
+    "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",
+    "fold_model", "fold_options", "foldable_layers", "meta_copy", "meta_model", "normalize_input_shapes", "op_cost",
+    "op_handle", "operator_nonzeros", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
 ]

@@ -14,7 +14,7 @@ padding included: taps that fall on zero padding touch nothing; circular/reflect
 them back onto real inputs (and count a pair once even when two taps land on it). It is computed
 analytically, per axis, because the window structure factorises over axes.
 
-Seed figures (D2L §6.1): a 1000×1000 single-channel image into 1000 hidden units needs
+D2L's figures (§6.1): a 1000×1000 single-channel image into 1000 hidden units needs
 ``fc_params((1, 1000, 1000), (1000,), bias=False) == 10**9`` weights; a 1000×1000 hidden map with the
 same-size image needs 10^12, while a 21×21 convolution (Δ = 10) producing it has 441.
 
@@ -27,42 +27,61 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
-
+from ..._validate import check_int, conv_output_size, per_axis_ints
 from ...errors import FoldError, fold_error
-from ...specs import ConvSpec, padded_source
-from .counter import CountReport
+from ...padding import PADDING_MODES, padded_source
+from ...specs import ConvSpec
+from .report import CountReport
 
 __all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents"]
 
 
+def _shape(value: Any, param: str) -> Tuple[int, ...]:
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or len(value) == 0
+        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in value)
+    ):
+        raise fold_error(param, value, "must be a non-empty shape of integers >= 1")
+    return tuple(int(s) for s in value)
 
-def fc_params(in_shape: Sequence[int], out_shape: Sequence[int], bias: bool = True) -> int:
-    """Parameters of a fully-connected layer from ``flatten(in_shape)`` to ``flatten(out_shape)``.
+
+def _bool(value: Any, param: str) -> bool:
+    if not isinstance(value, bool):
+        raise fold_error(param, value, "must be True or False")
+    return value
+
+
+def fc_params(input_shape: Sequence[int], output_shape: Sequence[int], *, bias: bool = True) -> int:
+    """Parameters of a fully-connected layer from ``flatten(input_shape)`` to ``flatten(output_shape)``.
 
     Example:
         >>> fc_params((1, 1000, 1000), (1000,), bias=False)
         1000000000
     """
-    for name, shape in (("in_shape", in_shape), ("out_shape", out_shape)):
-        if not all(isinstance(s, int) and s >= 1 for s in shape) or len(shape) == 0:
-            raise fold_error(name, tuple(shape), "must be a non-empty shape of integers >= 1")
-    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-    return n_in * n_out + (n_out if bias else 0)
+    n_in, n_out = math.prod(_shape(input_shape, "input_shape")), math.prod(_shape(output_shape, "output_shape"))
+    return n_in * n_out + (n_out if _bool(bias, "bias") else 0)
 
 
-def axis_pairs(n: int, kernel: int, stride: int, padding: int, dilation: int, mode: str = "zeros") -> int:
+def axis_pairs(n: int, kernel: int, *, stride: int = 1, padding: int = 0, dilation: int = 1, mode: str = "zeros") -> int:
     """(output position, input position) pairs one axis of a conv touches.
 
     Example:
-        >>> axis_pairs(5, 3, 1, 1, 1)  # 5 outputs x 3 taps, minus the 2 taps on padding
+        >>> axis_pairs(5, 3, padding=1)  # 5 outputs x 3 taps, minus the 2 taps on padding
         13
-        >>> axis_pairs(5, 3, 1, 1, 1, "circular")
+        >>> axis_pairs(5, 3, padding=1, mode="circular")
         15
     """
-    outputs = (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    n, kernel = check_int(n, "n", 1), check_int(kernel, "kernel", 1)
+    stride, dilation, padding = check_int(stride, "stride", 1), check_int(dilation, "dilation", 1), check_int(padding, "padding", 0)
+    if mode not in PADDING_MODES:
+        raise fold_error("mode", mode, f"must be one of {list(PADDING_MODES)}")
+    (outputs,) = conv_output_size((n,), (kernel,), (stride,), (padding,), (dilation,))
     if outputs < 1:
         raise fold_error("n", n, f"gives no output for kernel={kernel}, dilation={dilation}, padding={padding}")
     if mode == "zeros":
@@ -79,6 +98,17 @@ def axis_pairs(n: int, kernel: int, stride: int, padding: int, dilation: int, mo
     )
 
 
+def _input_size(spec: Any, input_size: Any) -> Tuple[int, ...]:
+    """The spec, and ``input_size`` as one integer >= 1 per spatial axis that gives a non-empty output."""
+    if not isinstance(spec, ConvSpec):
+        raise fold_error("spec", type(spec).__name__, "must be a ConvSpec (ConvSpec.from_module(conv))")
+    if isinstance(input_size, numbers.Integral) or isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+        raise fold_error("input_size", input_size, f"must be the {spec.dims} spatial sizes (no batch or channel axis)")
+    size = per_axis_ints(tuple(input_size), spec.dims, "input_size", 1)
+    spec.output_size(size)  # an empty output is a FoldError naming input_size
+    return size
+
+
 def operator_nonzeros(spec: ConvSpec, input_size: Sequence[int]) -> int:
     """Structural nonzeros of the conv's operator matrix for one sample of spatial size ``input_size``.
 
@@ -88,9 +118,9 @@ def operator_nonzeros(spec: ConvSpec, input_size: Sequence[int]) -> int:
         >>> operator_nonzeros(ConvSpec.make(1, 2, 3, 3, padding=1), (5,))
         78
     """
-    spec.output_size(input_size)  # validates the size
+    input_size = _input_size(spec, input_size)
     pairs = math.prod(
-        axis_pairs(n, k, s, p, d, spec.padding_mode)
+        axis_pairs(n, k, stride=s, padding=p, dilation=d, mode=spec.padding_mode)
         for n, k, s, p, d in zip(input_size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
     )
     return spec.out_channels * (spec.in_channels // spec.groups) * pairs
@@ -154,9 +184,7 @@ def dense_equivalent(spec: ConvSpec, input_size: Sequence[int]) -> DenseEquivale
         >>> d.conv_params, d.dense_params, round(d.density, 5)
         (147520, 17179934720, 0.00843)
     """
-    if not isinstance(spec, ConvSpec):
-        raise fold_error("spec", type(spec).__name__, "must be a ConvSpec (ConvSpec.from_module(conv))")
-    size = tuple(int(n) for n in input_size)
+    size = _input_size(spec, input_size)
     out = spec.output_size(size)
     n_in = spec.in_channels * math.prod(size)
     n_out = spec.out_channels * math.prod(out)
@@ -198,7 +226,7 @@ def dense_equivalents(report: CountReport) -> List[Dict[str, Any]]:
     return rows
 
 
-def d2l_table(pixels: int = 1000, hidden: int = 1000, delta: int = 10) -> List[Dict[str, Any]]:
+def d2l_table(*, pixels: int = 1000, hidden: int = 1000, delta: int = 10) -> List[Dict[str, Any]]:
     """D2L's argument in numbers for a ``pixels × pixels`` single-channel image (weights only, no biases).
 
     Rows: a fully-connected layer to ``hidden`` units; one to a same-size hidden map; locality alone
@@ -211,6 +239,7 @@ def d2l_table(pixels: int = 1000, hidden: int = 1000, delta: int = 10) -> List[D
          ('locally connected 21x21 (locality only)', 436392100),
          ('conv 21x21 (locality + translation invariance)', 441)]
     """
+    pixels, hidden, delta = check_int(pixels, "pixels", 1), check_int(hidden, "hidden", 1), check_int(delta, "delta", 0)
     k = 2 * delta + 1
     spec = ConvSpec.make(2, 1, 1, k, padding=delta, bias=False)
     d = dense_equivalent(spec, (pixels, pixels))

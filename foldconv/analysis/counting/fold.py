@@ -3,179 +3,302 @@
 Folding a conv over ``G·prod(r)`` channels into a conv over ``G`` channels on ``depth_to_space(x, r)``
 keeps the parameters and the MACs (``C_out·(C_in/groups)·∏K`` per output position, and the output grid
 is unchanged); what changes is the kernel (``r·K``), the stride (``r·S``) and the input shape
-(``(G, r·H, r·W)``). Two plans do change the costs: groups that are not aligned with the fold blocks
-become a dense block-diagonal weight (``groups``× the parameters), and dilation becomes a zero-filled
-dense kernel. :func:`fold_options` says which ``r`` fold a conv and at what cost; :func:`foldable_layers`
+(``(G, r·H, r·W)``). Two plans do change the costs: groups that do not survive the fold become fewer
+groups with a block-diagonal weight (``groups / folded groups``× the parameters; a depthwise conv with
+``r = 2`` keeps a quarter of its groups), and dilation becomes a zero-filled dense kernel. :func:`fold_options` says which ``r`` fold a conv and at what cost; :func:`foldable_layers`
 does it for every conv of a counted model; :func:`fold_model` builds the folded model (on meta) so the
-counter can measure both.
+counter can measure both; :func:`compare_fold` and :func:`compare_model_fold` put the counts side by side.
+
+A malformed request (``r=0``, an unknown ``order``) is a FoldError before anything is counted; a conv
+that cannot fold with a valid ``r`` is an answer (``foldable=False`` and the reason), not an error.
 
 Example:
     >>> from foldconv.specs import ConvSpec
-    >>> rows = fold_options(ConvSpec.make(2, 256, 64, 3, padding=1), (32, 32), rs=(16,))
-    >>> rows[0]["folded"], rows[0]["folded_input"], rows[0]["params"] == rows[0]["folded_params"]
-    ('Conv2d(1->64, k=(48, 48), s=(16, 16), p=(16, 16))', (1,512,512), True)
+    >>> (option,) = fold_options(ConvSpec.make(2, 256, 64, 3, padding=1), (32, 32), rs=(16,))
+    >>> option.folded, option.folded_input_shape, option.params == option.folded_params
+    ('Conv2d(1->64, k=(48, 48), s=(16, 16), p=(16, 16))', (1, 1, 512, 512), True)
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..._validate import CONV_TYPES, require_conv
 from ...errors import FoldError, fold_error
-from ...fold import fold_conv, plan_fold
-from ...layout import DepthToSpace, IntOrTuple, Order
+from ...fold import FoldPlan, fold_conv, plan_fold
+from ...layout import DepthToSpace, IntOrTuple, Order, normalize_order
 from ...specs import ConvSpec, FoldSpec
-from .dense import dense_equivalent
-from .counter import CountReport, ShapeLike, count, normalize_input_shapes
+from .counter import ShapeLike, count, normalize_input_shapes
+from .dense import _input_size, dense_equivalent
+from .report import CountReport
 
 __all__ = [
     "DEFAULT_RS",
+    "check_fold_request",
+    "FoldOption",
     "fold_options",
     "foldable_layers",
     "fold_matrix",
+    "Compared",
+    "FoldComparison",
     "compare_fold",
     "meta_copy",
+    "LayerFold",
+    "FoldedModel",
     "fold_model",
+    "ModelFoldComparison",
     "compare_model_fold",
 ]
 
-DEFAULT_RS: Tuple[int, ...] = (2, 4, 8, 16)
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+DEFAULT_RS: Tuple[IntOrTuple, ...] = (2, 4, 8, 16)
+Shape = Tuple[int, ...]
 
 
-class _Tuple(tuple):
-    """A tuple that prints like report.format_value writes it, so doctests read like the tables."""
-
-    def __repr__(self) -> str:
-        return "(" + ",".join(str(v) for v in self) + ")"
+_R_RULE = "must be an integer >= 1 or one integer >= 1 per spatial axis (1-3 axes)"
 
 
-def fold_options(
-    spec: ConvSpec, input_size: Sequence[int], rs: Sequence[IntOrTuple] = DEFAULT_RS, order: Order = "crd"
-) -> List[Dict[str, Any]]:
-    """For each ``r``: does ``spec`` fold, into what, and what it costs before and after.
+def _check_fold(r: Any, order: Any, *, r_param: str = "r", order_param: str = "order") -> None:
+    """FoldError unless ``r`` is a valid fold factor and ``order`` a valid order for some number of dims."""
+    try:
+        FoldSpec.make(r, "crd")
+    except FoldError as err:
+        raise fold_error(r_param, r, _R_RULE) from err
+    rule = ""
+    for dims in (2, 1, 3):
+        try:
+            normalize_order(order, dims)
+            return
+        except FoldError as err:
+            rule = rule or (err.rule or str(err))
+    raise fold_error(order_param, order, rule)
 
-    ``cost_neutral`` is True when parameters and MACs are unchanged (no group or dilation expansion).
-    A fold that is impossible has ``foldable=False`` and the FoldError message as ``reason``.
+
+def check_fold_request(rs: Sequence[IntOrTuple], order: Order = "crd", *, r_param: str = "rs", order_param: str = "order") -> None:
+    """A FoldError (naming ``r_param`` or ``order_param``) unless every ``r`` and the ``order`` could fold some conv.
+
+    Each ``r`` is an integer >= 1 or one per spatial axis (1-3 of them); ``order`` an alias
+    (``crd``/``dcr``/``focus``) or an einops axis permutation for some number of spatial dims.
 
     Example:
-        >>> rows = fold_options(ConvSpec.make(2, 12, 8, 3), (8, 8), rs=(2, 4))
-        >>> [(r["r"], r["foldable"]) for r in rows]
-        [(2, True), (4, False)]
-        >>> rows[1]["reason"]
-        'in_channels=12: must be a multiple of prod(r)=16 (r=(4, 4)) to fold'
+        >>> check_fold_request([2, (2, 4)], "dcr")
+        >>> check_fold_request([2, 0])
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: rs=[2, 0]: every entry must be an integer >= 1 or one integer >= 1 per spatial axis (1-3 axes); 0 is not
     """
-    if not isinstance(spec, ConvSpec):
-        raise fold_error("spec", type(spec).__name__, "must be a ConvSpec (ConvSpec.from_module(conv))")
-    size = tuple(int(n) for n in input_size)
-    macs = spec.macs(size)
-    rows = []
+    if isinstance(rs, (str, bytes)) or not isinstance(rs, Sequence) or len(rs) == 0:
+        raise fold_error(r_param, rs, "must be a non-empty list of fold factors (each an integer or one per spatial axis)")
     for r in rs:
-        row: Dict[str, Any] = {
-            "r": r,
-            "conv": spec.describe(),
-            "input": _Tuple((spec.in_channels,) + size),
-            "kernel": _Tuple(spec.kernel_size),
-            "params": spec.params,
-            "macs": macs,
-        }
+        try:
+            _check_fold(r, order, order_param=order_param)
+        except FoldError as err:
+            if err.param != "r":
+                raise
+            raise fold_error(r_param, rs, f"every entry {_R_RULE}; {r!r} is not") from err
+
+
+@dataclass(frozen=True)
+class FoldOption:
+    """Whether one conv folds with one ``r``, into what, and its costs before and after (MACs per sample).
+
+    ``cost_neutral``: parameters and MACs unchanged (no group or dilation expansion). An impossible fold
+    has ``foldable=False``, the FoldError message as ``reason`` and no ``folded_*`` values.
+    """
+
+    layer: str
+    r: Optional[IntOrTuple]
+    conv: str
+    foldable: bool
+    reason: str
+    input_shape: Optional[Shape] = None
+    kernel_size: Optional[Shape] = None
+    params: Optional[int] = None
+    macs: Optional[int] = None
+    folded: Optional[str] = None
+    folded_input_shape: Optional[Shape] = None
+    folded_kernel_size: Optional[Shape] = None
+    folded_params: Optional[int] = None
+    folded_macs: Optional[int] = None
+    plan: Optional[FoldPlan] = field(default=None, repr=False, compare=False)
+
+    @property
+    def cost_neutral(self) -> bool:
+        return self.foldable and self.folded_params == self.params and self.folded_macs == self.macs
+
+    def row(self) -> Dict[str, Any]:
+        """The table row (``plan`` left out)."""
+        row = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "plan"}
+        row["cost_neutral"] = self.cost_neutral
+        return row
+
+
+def _options(layer: str, spec: ConvSpec, size: Shape, rs: Sequence[IntOrTuple], order: Order) -> List[FoldOption]:
+    base = {
+        "layer": layer,
+        "conv": spec.describe(),
+        "input_shape": (1, spec.in_channels) + size,
+        "kernel_size": spec.kernel_size,
+        "params": spec.params,
+        "macs": spec.macs(size),
+    }
+    options = []
+    for r in rs:
         try:
             fold = FoldSpec.make(r, order, spec.dims)
             plan = plan_fold(spec, fold)
-        except FoldError as exc:
-            rows.append({**row, "foldable": False, "cost_neutral": False, "reason": str(exc)})
+        except FoldError as exc:  # this conv cannot fold with this r: an answer, not an error
+            options.append(FoldOption(r=r, foldable=False, reason=str(exc), **base))
             continue
         folded_size = tuple(n * f for n, f in zip(size, fold.r))
-        folded_macs = plan.result.macs(folded_size)
-        rows.append(
-            {
-                **row,
-                "foldable": True,
-                "cost_neutral": plan.result.params == spec.params and folded_macs == macs,
-                "reason": "; ".join(plan.notes),
-                "folded": plan.result.describe(),
-                "folded_input": _Tuple((plan.result.in_channels,) + folded_size),
-                "folded_kernel": _Tuple(plan.result.kernel_size),
-                "folded_params": plan.result.params,
-                "folded_macs": folded_macs,
-            }
+        options.append(
+            FoldOption(
+                r=r,
+                foldable=True,
+                reason="; ".join(plan.notes),
+                folded=plan.result.describe(),
+                folded_input_shape=(1, plan.result.in_channels) + folded_size,
+                folded_kernel_size=plan.result.kernel_size,
+                folded_params=plan.result.params,
+                folded_macs=plan.result.macs(folded_size),
+                plan=plan,
+                **base,
+            )
         )
-    return rows
+    return options
 
 
-def foldable_layers(
-    report: CountReport, rs: Sequence[IntOrTuple] = DEFAULT_RS, order: Order = "crd"
-) -> List[Dict[str, Any]]:
+def fold_options(
+    spec: ConvSpec, input_size: Sequence[int], *, rs: Sequence[IntOrTuple] = DEFAULT_RS, order: Order = "crd"
+) -> List[FoldOption]:
+    """For each ``r``: does ``spec`` fold on spatial size ``input_size``, into what, and what it costs.
+
+    Example:
+        >>> options = fold_options(ConvSpec.make(2, 12, 8, 3), (8, 8), rs=(2, 4))
+        >>> [(o.r, o.foldable, o.cost_neutral) for o in options]
+        [(2, True, True), (4, False, False)]
+        >>> options[1].reason
+        'in_channels=12: must be a multiple of prod(r)=16 (r=(4, 4)) to fold'
+    """
+    size = _input_size(spec, input_size)
+    check_fold_request(rs, order)
+    return _options("", spec, size, rs, order)
+
+
+def foldable_layers(report: CountReport, *, rs: Sequence[IntOrTuple] = DEFAULT_RS, order: Order = "crd") -> List[FoldOption]:
     """:func:`fold_options` for every ``nn.Conv1d/2d/3d`` of a counted model, at the input it saw.
 
     Example:
         >>> from foldconv.analysis.counting import count
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
-        >>> rows = foldable_layers(count(net, (1, 3, 8, 8)), rs=(2, 4))
-        >>> [(r["layer"], r["r"], r["foldable"]) for r in rows]
+        >>> [(o.layer, o.r, o.foldable) for o in foldable_layers(count(net, (1, 3, 8, 8)), rs=(2, 4))]
         [('0', 2, False), ('0', 4, False), ('1', 2, True), ('1', 4, True)]
     """
-    rows = []
+    if not isinstance(report, CountReport):
+        raise fold_error("report", type(report).__name__, "must be a CountReport (from count(model, input_shape))")
+    check_fold_request(rs, order)
+    options: List[FoldOption] = []
     for layer, module in report.conv_layers():
         try:
             spec = ConvSpec.from_module(module)
         except FoldError as exc:
-            rows.append({"layer": layer.name, "r": None, "foldable": False, "cost_neutral": False, "reason": str(exc)})
+            options.append(FoldOption(layer=layer.name, r=None, conv=type(module).__name__, foldable=False, reason=str(exc)))
             continue
-        for row in fold_options(spec, layer.input_shape[2:], rs, order):
-            rows.append({"layer": layer.name, **row})
-    return rows
+        options.extend(_options(layer.name, spec, tuple(layer.input_shape[2:]), rs, order))
+    return options
 
 
-def fold_matrix(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Pivot :func:`foldable_layers` rows to one row per layer and a column ``r=<r>`` per factor:
+def fold_matrix(options: Sequence[FoldOption]) -> List[Dict[str, Any]]:
+    """Pivot :func:`foldable_layers` to one row per layer and a column ``r=<r>`` per factor:
     ``yes`` (same costs), ``yes*`` (holds, costs change: group or dilation expansion) or ``no``.
 
     Example:
-        >>> spec = ConvSpec.make(2, 16, 4, 3)
-        >>> fold_matrix([{"layer": "c", **row} for row in fold_options(spec, (8, 8), rs=(2, 4, 8))])
-        [{'layer': 'c', 'conv': 'Conv2d(16->4, k=(3, 3), s=(1, 1), p=(0, 0))', 'r=2': 'yes', 'r=4': 'yes', 'r=8': 'no'}]
+        >>> fold_matrix(fold_options(ConvSpec.make(2, 16, 4, 3), (8, 8), rs=(2, 4, 8)))
+        [{'layer': '', 'conv': 'Conv2d(16->4, k=(3, 3), s=(1, 1), p=(0, 0))', 'r=2': 'yes', 'r=4': 'yes', 'r=8': 'no'}]
     """
     table: Dict[str, Dict[str, Any]] = {}
-    for row in rows:
-        entry = table.setdefault(row["layer"], {"layer": row["layer"], "conv": row.get("conv", "")})
-        verdict = "no" if not row["foldable"] else ("yes" if row["cost_neutral"] else "yes*")
-        entry[f"r={row['r']}"] = verdict
+    for option in options:
+        if not isinstance(option, FoldOption):
+            raise fold_error("options", type(option).__name__, "must hold FoldOption results of fold_options/foldable_layers")
+        entry = table.setdefault(option.layer, {"layer": option.layer, "conv": option.conv})
+        entry[f"r={option.r}"] = "no" if not option.foldable else ("yes" if option.cost_neutral else "yes*")
     return list(table.values())
 
 
-def compare_fold(
-    conv: nn.Module, r: IntOrTuple, input_shape: ShapeLike, order: Order = "crd"
-) -> List[Dict[str, Any]]:
+@dataclass(frozen=True)
+class Compared:
+    """One quantity measured on the original and on the folded form."""
+
+    quantity: str
+    original: Any
+    folded: Any
+
+    @property
+    def equal(self) -> bool:
+        return self.original == self.folded
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    original: CountReport
+    folded: CountReport
+    quantities: Tuple[Compared, ...]
+
+    def quantity(self, name: str) -> Compared:
+        """The comparison of one quantity by name (``params``, ``macs``, ...)."""
+        for q in self.quantities:
+            if q.quantity == name:
+                return q
+        raise fold_error("name", name, f"must be one of {[q.quantity for q in self.quantities]}")
+
+    @property
+    def keeps_costs(self) -> bool:
+        """Parameters and MACs are the same before and after."""
+        return self.quantity("params").equal and self.quantity("macs").equal
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """One table row per quantity: ``quantity``, ``original``, ``folded``, ``equal``."""
+        return [{"quantity": q.quantity, "original": q.original, "folded": q.folded, "equal": q.equal} for q in self.quantities]
+
+
+@dataclass(frozen=True)
+class FoldComparison(_Comparison):
+    """:func:`compare_fold`'s result: both counts, the plan, and the quantities side by side."""
+
+    plan: Optional[FoldPlan] = None
+
+
+def compare_fold(conv: nn.Module, input_shape: ShapeLike, *, r: IntOrTuple, order: Order = "crd") -> FoldComparison:
     """Counts of ``conv`` on ``input_shape`` and of ``fold_conv(conv, r)`` on the folded input, side by side.
 
     Both are measured by :func:`~foldconv.analysis.counting.count` (on meta tensors) and by the dense view.
 
     Example:
         >>> conv = torch.nn.Conv2d(256, 256, 3, padding=1, device="meta")
-        >>> rows = {row["quantity"]: row for row in compare_fold(conv, 16, (1, 256, 32, 32))}
-        >>> rows["kernel"]["original"], rows["kernel"]["folded"]
-        ((3,3), (48,48))
-        >>> rows["params"]["folded"], rows["params"]["equal"], rows["macs"]["original"], rows["macs"]["equal"]
-        (590080, True, 603979776, True)
+        >>> cmp = compare_fold(conv, (1, 256, 32, 32), r=16)
+        >>> cmp.quantity("kernel_size").folded, cmp.quantity("params").folded, cmp.keeps_costs
+        ((48, 48), 590080, True)
     """
+    dims = require_conv(conv)
     shapes = normalize_input_shapes(input_shape)
-    if len(shapes) != 1 or len(shapes[0]) != len(getattr(conv, "kernel_size", ())) + 2:
-        raise fold_error("input_shape", input_shape, "must be one (N, C, *spatial) shape matching the conv")
+    if len(shapes) != 1 or len(shapes[0]) != dims + 2 or shapes[0][1] != conv.in_channels:
+        raise fold_error("input_shape", input_shape, f"must be one (N, {conv.in_channels}, *{dims} spatial sizes) shape for {conv}")
     shape = shapes[0]
+    _check_fold(r, order)
+    spec = ConvSpec.from_module(conv)
+    plan = plan_fold(spec, FoldSpec.make(r, order, dims))
     folded = fold_conv(conv, r, order)
-    plan = folded.fold_plan
     folded_shape = (shape[0], plan.result.in_channels) + tuple(n * f for n, f in zip(shape[2:], plan.fold.r))
     before, after = count(conv, shape), count(folded, folded_shape)
-    d_before = dense_equivalent(plan.source, shape[2:])
-    d_after = dense_equivalent(plan.result, folded_shape[2:])
+    d_before, d_after = dense_equivalent(spec, shape[2:]), dense_equivalent(plan.result, folded_shape[2:])
     pairs = [
-        ("conv", plan.source.describe(), plan.result.describe()),
-        ("input_shape", _Tuple(shape), _Tuple(folded_shape)),
-        ("output_shape", _Tuple(before.layers[0].output_shape), _Tuple(after.layers[0].output_shape)),
-        ("kernel", _Tuple(plan.source.kernel_size), _Tuple(plan.result.kernel_size)),
+        ("conv", spec.describe(), plan.result.describe()),
+        ("input_shape", shape, folded_shape),
+        ("output_shape", before.layers[0].output_shape, after.layers[0].output_shape),
+        ("kernel_size", spec.kernel_size, plan.result.kernel_size),
         ("params", before.params, after.params),
         ("macs", before.macs, after.macs),
         ("flops", before.flops, after.flops),
@@ -185,7 +308,7 @@ def compare_fold(
         ("operator_nonzeros", d_before.operator_nonzeros, d_after.operator_nonzeros),
         ("density", d_before.density, d_after.density),
     ]
-    return [{"quantity": q, "original": a, "folded": b, "equal": a == b} for q, a, b in pairs]
+    return FoldComparison(before, after, tuple(Compared(*p) for p in pairs), plan)
 
 
 def meta_copy(model: nn.Module) -> nn.Module:
@@ -195,6 +318,8 @@ def meta_copy(model: nn.Module) -> nn.Module:
         >>> meta_copy(torch.nn.Linear(2, 3)).weight.device.type
         'meta'
     """
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
     memo: Dict[int, Any] = {}
     for p in model.parameters():
         memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
@@ -203,66 +328,92 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def fold_model(
-    model: nn.Module, r: IntOrTuple, order: Order = "crd", cost_neutral_only: bool = True
-) -> Tuple[nn.Module, List[Dict[str, Any]]]:
+@dataclass(frozen=True)
+class LayerFold:
+    """One conv of a model in :func:`fold_model`: replaced by its fold or kept, and why."""
+
+    layer: str
+    folded: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class FoldedModel:
+    """:func:`fold_model`'s result: the folded meta copy and one :class:`LayerFold` per conv."""
+
+    model: nn.Module
+    layers: Tuple[LayerFold, ...]
+
+    @property
+    def folded_layers(self) -> int:
+        return sum(layer.folded for layer in self.layers)
+
+
+def fold_model(model: nn.Module, r: IntOrTuple, *, order: Order = "crd", cost_neutral_only: bool = True) -> FoldedModel:
     """A meta copy of ``model`` with every foldable conv replaced by ``DepthToSpace(r) -> fold_conv(conv, r)``.
 
     The folded model computes the same function (each conv folds its own input; residual paths are
-    untouched). With ``cost_neutral_only`` only folds that keep parameters and MACs are applied. Returns
-    the model and one row per conv: folded or not, and why.
+    untouched). With ``cost_neutral_only`` only folds that keep parameters and MACs are applied.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
-        >>> folded, rows = fold_model(net, 2)
-        >>> [(row["layer"], row["folded"]) for row in rows], type(folded[1]).__name__
+        >>> out = fold_model(net, 2)
+        >>> [(layer.layer, layer.folded) for layer in out.layers], type(out.model[1]).__name__
         ([('0', False), ('1', True)], 'Sequential')
     """
+    _check_fold(r, order)
+    if not isinstance(cost_neutral_only, bool):
+        raise fold_error("cost_neutral_only", cost_neutral_only, "must be True or False")
     copied = meta_copy(model)
     replaced: Dict[int, nn.Module] = {}
-    rows: List[Dict[str, Any]] = []
+    layers: List[LayerFold] = []
     for parent_name, parent in list(copied.named_modules()):
         for child_name, child in list(parent._modules.items()):
-            if not isinstance(child, _CONVS):
+            if not isinstance(child, CONV_TYPES):
                 continue
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if id(child) not in replaced:
                 try:
                     spec = ConvSpec.from_module(child)
                     plan = plan_fold(spec, FoldSpec.make(r, order, spec.dims))
-                    if cost_neutral_only and (plan.dense_groups or plan.dilation_expanded):
+                    if cost_neutral_only and plan.result.params != spec.params:
                         raise fold_error("r", r, "folds only with a group or dilation expansion, which changes the costs")
-                    replaced[id(child)] = nn.Sequential(DepthToSpace(r, order, spec.dims), fold_conv(child, r, order))
-                    rows.append({"layer": name, "folded": True, "reason": ""})
+                    replaced[id(child)] = nn.Sequential(DepthToSpace(r, order, dims=spec.dims), fold_conv(child, r, order))
+                    layers.append(LayerFold(name, True))
                 except FoldError as exc:
                     replaced[id(child)] = child
-                    rows.append({"layer": name, "folded": False, "reason": str(exc)})
+                    layers.append(LayerFold(name, False, str(exc)))
             parent._modules[child_name] = replaced[id(child)]
-    return copied, rows
+    return FoldedModel(copied, tuple(layers))
+
+
+@dataclass(frozen=True)
+class ModelFoldComparison(_Comparison):
+    """:func:`compare_model_fold`'s result: both counts, the totals side by side, and the per-conv folds."""
+
+    layers: Tuple[LayerFold, ...] = ()
+
+    @property
+    def folded_layers(self) -> int:
+        return sum(layer.folded for layer in self.layers)
 
 
 def compare_model_fold(
-    model: nn.Module, input_shape: ShapeLike, r: IntOrTuple, order: Order = "crd", cost_neutral_only: bool = True
-) -> Dict[str, Any]:
-    """Count ``model`` and :func:`fold_model` of it; totals side by side, plus the per-conv fold rows.
+    model: nn.Module, input_shape: ShapeLike, *, r: IntOrTuple, order: Order = "crd", cost_neutral_only: bool = True
+) -> ModelFoldComparison:
+    """Count ``model`` and :func:`fold_model` of it; totals side by side, plus the per-conv folds.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
-        >>> out = compare_model_fold(net, (1, 3, 8, 8), 2)
-        >>> [(row["quantity"], row["equal"]) for row in out["totals"][:2]], out["folded_layers"]
-        ([('params', True), ('macs', True)], 1)
+        >>> cmp = compare_model_fold(net, (1, 3, 8, 8), r=2)
+        >>> cmp.keeps_costs, cmp.folded_layers
+        (True, 1)
     """
+    folded = fold_model(model, r, order=order, cost_neutral_only=cost_neutral_only)
     before = count(model, input_shape)
-    folded, rows = fold_model(model, r, order, cost_neutral_only)
-    after = count(folded, input_shape, name=f"{before.model} folded r={r}")
-    totals = [
-        {"quantity": q, "original": getattr(before, q), "folded": getattr(after, q), "equal": getattr(before, q) == getattr(after, q)}
+    after = count(folded.model, input_shape, name=f"{before.model} folded r={r}")
+    quantities = tuple(
+        Compared(q, getattr(before, q), getattr(after, q))
         for q in ("params", "macs", "flops", "weight_bytes", "activation_elements", "activation_bytes")
-    ]
-    return {
-        "before": before,
-        "after": after,
-        "totals": totals,
-        "layers": rows,
-        "folded_layers": sum(row["folded"] for row in rows),
-    }
+    )
+    return ModelFoldComparison(before, after, quantities, folded.layers)

@@ -14,18 +14,22 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ...errors import fold_error
 from .counter import ShapeLike, count
+from .report import CountReport
 
 __all__ = [
     "classification_models",
     "meta_model",
+    "PublishedFigures",
     "published_figures",
+    "CountValidation",
     "validate_count",
     "validate_zoo",
 ]
@@ -82,32 +86,45 @@ def meta_model(name: str, **kwargs: Any) -> nn.Module:
     """
     import torchvision
 
-    if name not in classification_models() and name not in torchvision.models.list_models():
+    if not isinstance(name, str) or name not in torchvision.models.list_models():
         raise fold_error("name", name, "is not a torchvision model name (see torchvision.models.list_models())")
     try:
-        with torch.device("meta"):
+        try:
+            with torch.device("meta"):
+                return torchvision.models.get_model(name, weights=None, **kwargs)
+        except (NotImplementedError, RuntimeError):
+            pass
+        with _register_on_meta():
             return torchvision.models.get_model(name, weights=None, **kwargs)
-    except (NotImplementedError, RuntimeError):
-        pass
-    with _register_on_meta():
-        model = torchvision.models.get_model(name, weights=None, **kwargs)
-    return model
+    except (TypeError, ValueError) as exc:  # constructor arguments the builder does not take
+        raise fold_error("kwargs", kwargs, f"are not valid for {name}: {exc}") from exc
 
 
-def published_figures(name: str) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class PublishedFigures:
+    """torchvision's figures for a model's DEFAULT weights: ``num_params``, ``gmacs`` (its ``_ops``), the
+    ``input_shape`` they were measured at (batch 1, the weights' crop size) and the constructor ``kwargs``
+    the weights imply (ViT at a larger crop needs ``image_size``; GoogLeNet's weights drop the aux heads)."""
+
+    weights: str
+    num_params: int
+    gmacs: float
+    input_shape: Tuple[int, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def published_figures(name: str) -> PublishedFigures:
     """torchvision's published figures for the DEFAULT weights of a classification model.
-
-    Returns ``num_params``, ``gmacs`` (torchvision's ``_ops``), ``input_shape`` (batch 1 at the weights'
-    crop size) and ``kwargs``: the constructor arguments the weights imply (ViT at a larger crop needs
-    ``image_size``, GoogLeNet's released weights drop the auxiliary heads).
 
     Example:
         >>> f = published_figures("resnet50")
-        >>> f["num_params"], f["gmacs"], f["input_shape"]
+        >>> f.num_params, f.gmacs, f.input_shape
         (25557032, 4.089, (1, 3, 224, 224))
     """
     import torchvision
 
+    if not isinstance(name, str) or name not in classification_models():
+        raise fold_error("name", name, "is not a torchvision classification model (see classification_models())")
     weights = torchvision.models.get_model_weights(name).DEFAULT
     crop = weights.transforms().crop_size[0]
     kwargs: Dict[str, Any] = {}
@@ -118,73 +135,116 @@ def published_figures(name: str) -> Dict[str, Any]:
         kwargs["init_weights"] = False
     if name == "inception_v3":
         kwargs["init_weights"] = False
-    return {
-        "weights": str(weights),
-        "num_params": int(weights.meta["num_params"]),
-        "gmacs": float(weights.meta["_ops"]),
-        "input_shape": (1, 3, crop, crop),
-        "kwargs": kwargs,
-    }
+    return PublishedFigures(str(weights), int(weights.meta["num_params"]), float(weights.meta["_ops"]), (1, 3, crop, crop), kwargs)
 
 
-def validate_count(model: nn.Module, input_shape: ShapeLike, name: Optional[str] = None) -> Dict[str, Any]:
-    """Count ``model`` under ``FlopCounterMode`` in the same pass and compare.
+@dataclass(frozen=True)
+class CountValidation:
+    """:func:`count` against independent figures for one model.
 
     ``macs_ok``: MACs of every op equal FlopCounterMode's FLOPs / 2 for that op (and in total);
-    ``params_ok``: the parameter total equals ``sum(p.numel() for p in model.parameters())``.
+    ``params_ok``: the parameter total equals ``sum(p.numel())``; with ``published`` figures,
+    ``published_params_ok`` and ``published_gmacs_ok`` (GMACs rounded to torchvision's 3 decimals).
+    """
+
+    model: str
+    input_shape: Tuple[int, ...]
+    params: int
+    numel: int
+    macs: int
+    flop_counter_macs: int
+    per_op_ok: bool
+    report: CountReport = field(repr=False, compare=False)
+    published: Optional[PublishedFigures] = None
+
+    @property
+    def params_ok(self) -> bool:
+        return self.params == self.numel
+
+    @property
+    def macs_ok(self) -> bool:
+        return self.macs == self.flop_counter_macs and self.per_op_ok
+
+    @property
+    def gmacs(self) -> float:
+        return round(self.macs / 1e9, 3)
+
+    @property
+    def published_params_ok(self) -> Optional[bool]:
+        return None if self.published is None else self.params == self.published.num_params
+
+    @property
+    def published_gmacs_ok(self) -> Optional[bool]:
+        return None if self.published is None else self.gmacs == self.published.gmacs
+
+    @property
+    def ok(self) -> bool:
+        """Every check made holds (the published ones only when figures were given)."""
+        return self.params_ok and self.macs_ok and self.published_params_ok is not False and self.published_gmacs_ok is not False
+
+    def row(self) -> Dict[str, Any]:
+        """The table row."""
+        row = {
+            "model": self.model, "input_shape": self.input_shape, "params": self.params, "numel": self.numel,
+            "params_ok": self.params_ok, "macs": self.macs, "flop_counter_macs": self.flop_counter_macs,
+            "macs_ok": self.macs_ok, "unsupported_ops": " ".join(op.op for op in self.report.unsupported_ops),
+        }
+        if self.published is not None:
+            row.update(
+                published_params=self.published.num_params, published_params_ok=self.published_params_ok,
+                gmacs=self.gmacs, published_gmacs=self.published.gmacs, published_gmacs_ok=self.published_gmacs_ok,
+            )
+        return row
+
+
+def validate_count(
+    model: nn.Module, input_shape: ShapeLike, *, name: Optional[str] = None, published: Optional[PublishedFigures] = None
+) -> CountValidation:
+    """Count ``model`` under ``FlopCounterMode`` in the same pass and compare (and with ``published`` figures).
 
     Example:
-        >>> row = validate_count(torch.nn.Conv2d(16, 4, 3, groups=2), (2, 16, 9, 9))
-        >>> row["macs"], row["flop_counter_macs"], row["macs_ok"], row["params_ok"]
+        >>> v = validate_count(torch.nn.Conv2d(16, 4, 3, groups=2), (2, 16, 9, 9))
+        >>> v.macs, v.flop_counter_macs, v.macs_ok, v.params_ok
         (28224, 28224, True, True)
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    if published is not None and not isinstance(published, PublishedFigures):
+        raise fold_error("published", published, "must be PublishedFigures (from published_figures(name)) or None")
     with FlopCounterMode(display=False) as counter:
         report = count(model, input_shape, name=name)
     theirs = {str(op).split(".")[-1]: int(v) for op, v in counter.get_flop_counts().get("Global", {}).items()}
     ours = report.macs_by_op
-    per_op_ok = all(2 * ours.get(op, 0) == flops for op, flops in theirs.items()) and all(
-        op in theirs for op in ours
+    per_op_ok = all(2 * ours.get(op, 0) == flops for op, flops in theirs.items()) and all(op in theirs for op in ours)
+    return CountValidation(
+        model=report.model,
+        input_shape=report.input_shapes[0],
+        params=report.params,
+        numel=sum(p.numel() for p in model.parameters()),
+        macs=report.macs,
+        flop_counter_macs=counter.get_total_flops() // 2,
+        per_op_ok=per_op_ok,
+        report=report,
+        published=published,
     )
-    numel = sum(p.numel() for p in model.parameters())
-    total = counter.get_total_flops()
-    return {
-        "model": report.model,
-        "input_shape": report.input_shapes[0],
-        "params": report.params,
-        "numel": numel,
-        "params_ok": report.params == numel,
-        "macs": report.macs,
-        "flop_counter_macs": total // 2,
-        "macs_ok": 2 * report.macs == total and per_op_ok,
-        "report": report,
-    }
 
 
-def validate_zoo(names: Optional[Sequence[str]] = None, published: bool = True) -> List[Dict[str, Any]]:
+def validate_zoo(names: Optional[Sequence[str]] = None, *, published: bool = True) -> Tuple[CountValidation, ...]:
     """:func:`validate_count` for each model (default: the whole classification zoo), built on meta.
 
     With ``published=True`` each model is built and counted the way its DEFAULT weights were measured
-    (:func:`published_figures`) and the rows add ``published_params_ok`` and ``published_gmacs_ok``;
-    otherwise every model runs at ``(1, 3, 224, 224)``.
+    (:func:`published_figures`) and checked against those figures; otherwise every model runs at
+    ``(1, 3, 224, 224)``.
 
     Example:
-        >>> row = validate_zoo(["alexnet"])[0]
-        >>> row["macs_ok"], row["params_ok"], row["published_params_ok"], row["published_gmacs_ok"]
-        (True, True, True, True)
+        >>> (v,) = validate_zoo(["alexnet"])
+        >>> v.macs_ok, v.params_ok, v.published_params_ok, v.published_gmacs_ok, v.report.complete
+        (True, True, True, True, True)
     """
     rows = []
     for name in names if names is not None else classification_models():
-        figures = published_figures(name) if published else {"kwargs": {}, "input_shape": (1, 3, 224, 224)}
-        model = meta_model(name, **figures["kwargs"])
-        row = validate_count(model, figures["input_shape"], name=name)
-        row.pop("report")
-        if published:
-            row["published_params"] = figures["num_params"]
-            row["published_gmacs"] = figures["gmacs"]
-            row["gmacs"] = round(row["macs"] / 1e9, 3)
-            row["published_params_ok"] = row["params"] == figures["num_params"]
-            row["published_gmacs_ok"] = row["gmacs"] == figures["gmacs"]
-        rows.append(row)
-    return rows
+        figures = published_figures(name) if published else None
+        model = meta_model(name, **(figures.kwargs if figures else {}))
+        shape = figures.input_shape if figures else (1, 3, 224, 224)
+        rows.append(validate_count(model, shape, name=name, published=figures))
+    return tuple(rows)

@@ -1,5 +1,13 @@
 """Receptive fields: analytic (fx trace + per-op rules), empirical (gradient support, ERF), fold-aware.
 
+Modules, each importing only those above it:
+
+- ``registry`` (the one rule registry, :func:`register_rf_rule`), ``geometry`` (index maps, ``Geometry``),
+  ``trace`` (fx tracing, the meta run), ``context`` (what a rule sees), ``rules_window`` / ``rules_tensor``
+  (the built-in rules, registered like user rules), ``pullback`` and ``report`` (boxes, ``RFReport``),
+  ``measure`` (gradient measurements: positive copy, support hull, the empirical fallback of one node);
+- ``analyse`` (:func:`receptive_field`), then ``empirical`` (checks against gradients, ERF) and ``fold``.
+
 Example:
     >>> import torch
     >>> from foldconv.analysis.receptive_field import receptive_field
@@ -7,12 +15,18 @@ Example:
     >>> receptive_field(net, (1, 3, 16, 16)).output.rf
     (5, 5)
 """
-from .core import AxisRF, NodeRF, RFAlignmentWarning, RFReport, UnsupportedOpError, receptive_field, register_rf_rule, trace_model
-from .empirical import RFCheck, check_receptive_field, effective_receptive_field, empirical_box, empirical_boxes, positive_copy
-from .fold import FoldedRF, folded_receptive_field
+from .analyse import RFAlignmentWarning, receptive_field
+from .context import RuleContext
+from .empirical import BoxCheck, RFCheck, check_receptive_field, effective_receptive_field, empirical_box, empirical_boxes
+from .fold import FoldedRF, RFRow, folded_receptive_field
+from .geometry import Geometry
+from .measure import positive_copy
+from .registry import register_rf_rule
+from .report import AxisRF, NodeRF, RFReport
+from .trace import UnsupportedOpError, trace_model
 
 __all__ = [
-    "AxisRF", "FoldedRF", "NodeRF", "RFAlignmentWarning", "RFCheck", "RFReport", "UnsupportedOpError", "check_receptive_field",
-    "effective_receptive_field", "empirical_box", "empirical_boxes", "folded_receptive_field", "positive_copy",
-    "receptive_field", "register_rf_rule", "trace_model",
+    "AxisRF", "BoxCheck", "FoldedRF", "Geometry", "NodeRF", "RFAlignmentWarning", "RFCheck", "RFReport", "RFRow",
+    "RuleContext", "UnsupportedOpError", "check_receptive_field", "effective_receptive_field", "empirical_box",
+    "empirical_boxes", "folded_receptive_field", "positive_copy", "receptive_field", "register_rf_rule", "trace_model",
 ]

@@ -3,12 +3,9 @@
 Two measurements:
 
 * **support** (:func:`empirical_box`): the gradient of one output position (summed over channels) with
-  respect to the input; its non-zero hull is the receptive field. To make "non-zero" mean "depends on",
-  the model is copied and given positive weights (``U(0.5, 1.5)/fan_in``, zero biases, unit norm scales)
-  and a small positive input in float64: every activation stays positive and small, so no ReLU is dead, no
-  ReLU6/hard-sigmoid saturates and no sum cancels. Max pooling passes gradient only to the arg-max
-  (sparse support), so for this measurement every max pooling is replaced by average pooling of the same
-  geometry (kernel, stride, padding, ceil_mode, ``count_include_pad=True``): same window, dense gradient.
+  respect to the input; its non-zero hull is the receptive field. The model is measured as a positive
+  copy with max pooling made average pooling (:mod:`~foldconv.analysis.receptive_field.measure` says why),
+  so the hull is exactly the set of pixels the unit depends on.
 * **effective receptive field** (:func:`effective_receptive_field`, Luo et al. 2016): the mean over random
   inputs and random (re-initialised) weights of ``|d y_centre / d x|``. The real max pooling is kept there:
   averaging over inputs spreads the arg-max, as in the paper.
@@ -17,179 +14,87 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
+from ..._validate import check_int
 from ...errors import fold_error
-from .core import RFReport, _Geom, _Rec, _summarise, receptive_field, trace_model
+from .analyse import check_input_shape, receptive_field
+from .measure import GraphCapture, positive_copy, positive_input, support_hull, unit_sum
+from .pullback import Box
+from .report import RFReport
 
-__all__ = [
-    "RFCheck",
-    "empirical_box",
-    "empirical_boxes",
-    "effective_receptive_field",
-    "check_receptive_field",
-    "positive_copy",
-]
+__all__ = ["BoxCheck", "RFCheck", "empirical_box", "empirical_boxes", "effective_receptive_field", "check_receptive_field", "default_check_nodes"]
 
-Box = Tuple[Tuple[int, int], ...]
-
-_MAX2AVG = {nn.MaxPool1d: F.avg_pool1d, nn.MaxPool2d: F.avg_pool2d, nn.MaxPool3d: F.avg_pool3d}
-_FMAX2AVG = {F.max_pool1d: F.avg_pool1d, F.max_pool2d: F.avg_pool2d, F.max_pool3d: F.avg_pool3d}
-_AMAX2AVG = {
-    nn.AdaptiveMaxPool1d: F.adaptive_avg_pool1d,
-    nn.AdaptiveMaxPool2d: F.adaptive_avg_pool2d,
-    nn.AdaptiveMaxPool3d: F.adaptive_avg_pool3d,
-}
+Query = Tuple[Optional[str], Sequence[int]]
 
 
-class _Capture(fx.Interpreter):
-    """Runs a GraphModule, keeps the outputs of some nodes, optionally with max pooling made average."""
-
-    def __init__(self, gm, names, avg_for_max):
-        super().__init__(gm)
-        self.names, self.avg_for_max, self.kept = set(names), avg_for_max, {}
-
-    def run_node(self, n):
-        out = super().run_node(n)
-        if n.name in self.names:
-            self.kept[n.name] = out
-        return out
-
-    def call_module(self, target, args, kwargs):
-        m = self.fetch_attr(target)
-        if self.avg_for_max:
-            if type(m) in _MAX2AVG and _single(m.dilation) == 1 and not m.return_indices:
-                return _MAX2AVG[type(m)](args[0], m.kernel_size, m.stride, m.padding, m.ceil_mode, True)
-            if type(m) in _AMAX2AVG and not m.return_indices:
-                return _AMAX2AVG[type(m)](args[0], m.output_size)
-        return super().call_module(target, args, kwargs)
-
-    def call_function(self, target, args, kwargs):
-        if self.avg_for_max and target in _FMAX2AVG:
-            x, k = args[0], args[1] if len(args) > 1 else kwargs["kernel_size"]
-            s = args[2] if len(args) > 2 else kwargs.get("stride")
-            p = args[3] if len(args) > 3 else kwargs.get("padding", 0)
-            ceil = kwargs.get("ceil_mode", args[5] if len(args) > 5 else False)
-            return _FMAX2AVG[target](x, k, s, p, ceil, True)
-        return super().call_function(target, args, kwargs)
-
-
-def _single(v):
-    return max(v) if isinstance(v, (tuple, list)) else v
-
-
-def positive_copy(module: nn.Module, dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
-    """A float64 eval-mode copy with positive weights ``U(0.5, 1.5)/fan_in``, zero biases, unit scales.
-
-    With a small positive input every activation is positive and small, so the gradient of a unit is
-    non-zero exactly on the pixels it depends on (no dead ReLU, no saturation, no cancellation).
-
-    Example:
-        >>> m = positive_copy(torch.nn.Conv2d(2, 3, 3))
-        >>> bool((m.weight > 0).all()), m.weight.dtype
-        (True, torch.float64)
-    """
-    m = copy.deepcopy(module).to(dtype).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if p.dim() >= 2:
-                fan_in = max(p[0].numel(), 1)
-                p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) + 0.5) / fan_in)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.fill_(1.0)
-    return m
-
-
-def _unit(out: torch.Tensor, dims: Sequence[Optional[int]], index: Sequence[int]) -> torch.Tensor:
-    sel: List[Any] = [slice(None)] * out.dim()
-    for d, i in zip(dims, index):
-        if d is not None:
-            sel[d] = i
-    unit = out[tuple(sel)]
-    # unequal positive channel weights: a plain sum of a LayerNorm/softmax output is constant (zero gradient)
-    g = torch.Generator().manual_seed(1234)
-    w = torch.rand(unit.shape, generator=g, dtype=torch.float64).to(unit.dtype) + 0.5
-    return (unit * w).sum()
-
-
-def _hull(grad: torch.Tensor, naxes: int) -> Optional[Box]:
-    nz = grad.ne(0)
-    if not bool(nz.any()):
-        return None
-    spatial = nz.flatten(0, nz.dim() - naxes - 1).any(0) if nz.dim() > naxes else nz
-    box = []
-    for a in range(naxes):
-        other = tuple(d for d in range(naxes) if d != a)
-        line = spatial.sum(other) > 0 if other else spatial  # any() over several dims needs torch >= 2.2
-        idx = torch.nonzero(line).flatten()
-        box.append((int(idx.min()), int(idx.max())))
-    return tuple(box)
-
-
-def _node_dims(report: RFReport, name: str) -> Tuple[Optional[int], ...]:
-    rec = next(r for n, r in report._recs.items() if n.name == name)
-    return tuple(rec.geom.dims[a] if rec.local(a) else None for a in range(len(report.spatial_size)))
+def _report_for(model: nn.Module, input_shape: Sequence[int], report: Optional[RFReport], **kwargs) -> RFReport:
+    """The given report (checked against ``input_shape``) or a fresh analysis."""
+    shape = check_input_shape(input_shape)
+    if report is None:
+        return receptive_field(model, shape, **kwargs)
+    if not isinstance(report, RFReport):
+        raise fold_error("report", type(report).__name__, "must be an RFReport from receptive_field, or None")
+    if report.input_shape[1:] != shape[1:]:
+        raise fold_error("report", report.input_shape, f"was made for another input shape than input_shape={shape}")
+    return report
 
 
 def empirical_boxes(
     model: nn.Module,
     input_shape: Sequence[int],
-    queries: Sequence[Tuple[Optional[str], Sequence[int]]],
+    queries: Sequence[Query],
+    *,
     report: Optional[RFReport] = None,
     seed: int = 0,
-) -> List[Optional[Box]]:
+) -> Tuple[Optional[Box], ...]:
     """Gradient-support boxes for several ``(node name or None for the output, index)`` queries, one forward.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.MaxPool2d(2))
         >>> empirical_boxes(net, (1, 1, 8, 8), [(None, (0, 0)), (None, (3, 3))])
-        [((0, 2), (0, 2)), ((5, 7), (5, 7))]
+        (((0, 2), (0, 2)), ((5, 7), (5, 7)))
     """
-    report = report if report is not None else receptive_field(model, input_shape)
+    report = _report_for(model, input_shape, report)
+    seed = check_int(seed, "seed", 0)
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence) or not all(
+        isinstance(q, (tuple, list)) and len(q) == 2 for q in queries
+    ):
+        raise fold_error("queries", queries, "must be a sequence of (node name or None, index) pairs")
+    checked = [(name if name is not None else report.output_name, report.checked_index(name, index)) for name, index in queries]
     gm = positive_copy(report.graph_module, seed=seed)
-    naxes = len(report.spatial_size)
-    names = [q[0] if q[0] is not None else report.output.name for q in queries]
-    shape = (1,) + tuple(report.input_shape[1:])
-    g = torch.Generator().manual_seed(seed)
-    x = ((torch.rand(shape, generator=g, dtype=torch.float64) + 0.5) * 1e-3).requires_grad_(True)
-    cap = _Capture(gm, names, avg_for_max=True)
+    x = positive_input(report.input_shape, seed)
+    cap = GraphCapture(gm, [name for name, _ in checked], avg_for_max=True)
     cap.run(x)
     boxes = []
-    for k, (name, (_, index)) in enumerate(zip(names, queries)):
-        out = cap.kept[name]
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        y = _unit(out, _node_dims(report, name), index)
-        (grad,) = torch.autograd.grad(y, x, retain_graph=k < len(queries) - 1, allow_unused=True)
-        boxes.append(None if grad is None else _hull(grad[0], naxes))
-    return boxes
+    for k, (name, index) in enumerate(checked):
+        y = unit_sum(cap.output_of(name), report[name].dims, index)
+        (grad,) = torch.autograd.grad(y, x, retain_graph=k < len(checked) - 1, allow_unused=True)
+        boxes.append(None if grad is None else support_hull(grad[0], len(report.input_size)))
+    return tuple(boxes)
 
 
-def empirical_box(model: nn.Module, input_shape: Sequence[int], node: Optional[str] = None, index: Optional[Sequence[int]] = None, seed: int = 0) -> Optional[Box]:
+def empirical_box(
+    model: nn.Module, input_shape: Sequence[int], *, node: Optional[str] = None, index: Optional[Sequence[int]] = None, seed: int = 0
+) -> Optional[Box]:
     """Gradient-support box of one output position (default: the centre of the model's output).
 
     Example:
         >>> empirical_box(torch.nn.Conv2d(1, 1, 5, padding=2), (1, 1, 9, 9))
         ((2, 6), (2, 6))
     """
-    report = receptive_field(model, input_shape, fallback="empirical")  # only the layout is needed here
-    index = tuple(index) if index is not None else report.center(node)
-    return empirical_boxes(model, input_shape, [(node, index)], report, seed)[0]
+    report = _report_for(model, input_shape, None, fallback="empirical")  # only the layout is needed here
+    return empirical_boxes(model, input_shape, [(node, report.checked_index(node, index))], report=report, seed=seed)[0]
 
 
 def effective_receptive_field(
     model: nn.Module,
     input_shape: Sequence[int],
+    *,
     node: Optional[str] = None,
     index: Optional[Sequence[int]] = None,
     samples: int = 8,
@@ -207,12 +112,11 @@ def effective_receptive_field(
         >>> erf.shape, int((erf > 0).sum())
         ((7, 7), 9)
     """
-    if samples < 1:
-        raise fold_error("samples", samples, "must be >= 1")
-    report = report if report is not None else receptive_field(model, input_shape)
-    name = node if node is not None else report.output.name
-    index = tuple(index) if index is not None else report.center(node)
-    dims = _node_dims(report, name)
+    samples = check_int(samples, "samples", 1)
+    seed = check_int(seed, "seed", 0)
+    report = _report_for(model, input_shape, report)
+    name = node if node is not None else report.output_name
+    index = report.checked_index(name, index)
     gm = copy.deepcopy(report.graph_module).to(torch.float64).eval()
     shape = (1,) + tuple(report.input_shape[1:])
     total = torch.zeros(shape[2:], dtype=torch.float64)
@@ -223,142 +127,99 @@ def effective_receptive_field(
                 if hasattr(m, "reset_parameters") and m is not gm:
                     m.reset_parameters()
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-        cap = _Capture(gm, [name], avg_for_max=False)
+        cap = GraphCapture(gm, [name], avg_for_max=False)
         cap.run(x)
-        out = cap.kept[name]
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        (grad,) = torch.autograd.grad(_unit(out, dims, index), x, allow_unused=True)
+        (grad,) = torch.autograd.grad(unit_sum(cap.output_of(name), report[name].dims, index), x, allow_unused=True)
         if grad is not None:
             total += grad[0].abs().sum(0)
     return (total / samples).numpy()
 
 
-@dataclass
-class RFCheck:
-    """Analytic (clipped) boxes against gradient-support boxes; ``ok`` when every row matches."""
+@dataclass(frozen=True)
+class BoxCheck:
+    """One compared position: the analytic (clipped) box and the gradient-support box."""
 
-    model: str
-    rows: List[Dict[str, Any]]
+    node: str
+    op: str
+    position: str
+    index: Tuple[int, ...]
+    analytic: Optional[Box]
+    empirical: Optional[Box]
 
     @property
     def ok(self) -> bool:
-        return all(r["match"] for r in self.rows)
+        return self.analytic == self.empirical
+
+
+@dataclass(frozen=True)
+class RFCheck:
+    """Analytic (clipped) boxes against gradient-support boxes; ``ok`` (and ``bool``) when every row matches."""
+
+    model: str
+    rows: Tuple[BoxCheck, ...]
 
     @property
-    def mismatches(self) -> List[Dict[str, Any]]:
-        return [r for r in self.rows if not r["match"]]
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def mismatches(self) -> Tuple[BoxCheck, ...]:
+        return tuple(r for r in self.rows if not r.ok)
 
 
-def default_check_nodes(report: RFReport, max_nodes: int = 6) -> List[str]:
-    """Evenly spaced exact nodes with at least one spatial axis, plus the output."""
-    recs = {n.name: r for n, r in report._recs.items() if r.geom is not None}
+def default_check_nodes(report: RFReport, max_nodes: int = 6) -> Tuple[str, ...]:
+    """Evenly spaced exact nodes with at least one spatial axis, plus the output (when it is exact).
+
+    Example:
+        >>> net = torch.nn.Sequential(*[torch.nn.Conv1d(1, 1, 3) for _ in range(5)])
+        >>> default_check_nodes(receptive_field(net, (1, 1, 20)), max_nodes=3)
+        ('_0', '_4')
+    """
+    max_nodes = check_int(max_nodes, "max_nodes", 1)
     cands = [
         name for name, node in report.nodes.items()
-        if name in recs and node.exact and any(recs[name].local(a) for a in range(len(node.axes))) and node.op != "input"
-        and name not in report.fallback_nodes
+        if node.exact and any(d is not None for d in node.dims) and node.op != "input" and name not in report.fallback_nodes
     ]
     picked = [cands[round(k * (len(cands) - 1) / max(max_nodes - 2, 1))] for k in range(max_nodes - 1)] if cands else []
-    out = report.output.name
-    return list(dict.fromkeys(picked + ([out] if report.output.exact else [])))
+    return tuple(dict.fromkeys(picked + ([report.output_name] if report.output.exact else [])))
 
 
 def check_receptive_field(
     model: nn.Module,
     input_shape: Sequence[int],
+    *,
     nodes: Optional[Sequence[str]] = None,
     max_nodes: int = 6,
     report: Optional[RFReport] = None,
     seed: int = 0,
 ) -> RFCheck:
     """Compare :meth:`RFReport.box` (``clip=True``) with the gradient support, at the first, centre and
-    last position of each checked node.
+    last position of each checked node (default: :func:`default_check_nodes`).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, dilation=2))
         >>> check_receptive_field(net, (1, 1, 21, 21)).ok
         True
     """
-    report = report if report is not None else receptive_field(model, input_shape)
-    nodes = list(nodes) if nodes is not None else default_check_nodes(report, max_nodes)
+    max_nodes = check_int(max_nodes, "max_nodes", 1)
+    report = _report_for(model, input_shape, report)
+    if nodes is None:
+        nodes = default_check_nodes(report, max_nodes)
+    elif isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence) or not all(isinstance(n, str) and n in report.nodes for n in nodes):
+        raise fold_error("nodes", nodes, f"must be a sequence of node names of the report (e.g. {list(report.nodes)[:4]})")
     queries, meta = [], []
     for name in nodes:
-        node = report[name]
-        rec = next(r for n, r in report._recs.items() if n.name == name)
-        sizes = [rec.n(a) for a in range(len(node.axes))]
-        for label, idx in (("first", [0] * len(sizes)), ("centre", [(n - 1) // 2 for n in sizes]), ("last", [n - 1 for n in sizes])):
-            if (name, tuple(idx)) in [(q[0], tuple(q[1])) for q in queries]:
-                continue
-            queries.append((name, tuple(idx)))
-            meta.append((name, label, tuple(idx)))
-    measured = empirical_boxes(model, input_shape, queries, report, seed)
-    rows = []
-    for (name, label, idx), emp in zip(meta, measured):
-        ana = report.box(name, idx, clip=True)
-        rows.append({"node": name, "op": report[name].op, "position": label, "index": idx, "analytic": ana, "empirical": emp, "match": ana == emp})
+        sizes = report[name].positions
+        for label, idx in (("first", tuple(0 for _ in sizes)), ("centre", report.center(name)), ("last", tuple(n - 1 for n in sizes))):
+            if (name, idx) not in queries:
+                queries.append((name, idx))
+                meta.append(label)
+    measured = empirical_boxes(model, input_shape, queries, report=report, seed=seed)
+    rows = tuple(
+        BoxCheck(name, report[name].op, label, idx, report.box(name, idx, clip=True), emp)
+        for (name, idx), label, emp in zip(queries, meta, measured)
+    )
     return RFCheck(report.model_name, rows)
-
-
-# ------------------------------------------------------------------------------ fallback for unknown ops
-
-
-def _fallback_node(gm, recs, node, shape, naxes) -> _Rec:
-    """Measure one node's receptive field from gradients (its op has no analytic rule)."""
-    ins = [n for n in node.all_input_nodes if n in recs and recs[n].geom is not None]
-    first = recs[ins[0]] if ins else None
-    out_shape = None
-    pgm = positive_copy(gm)
-    x = ((torch.rand((1,) + tuple(shape[1:]), dtype=torch.float64) + 0.5) * 1e-3).requires_grad_(True)
-    cap = _Capture(pgm, [node.name], avg_for_max=True)
-    cap.run(x)
-    out = cap.kept[node.name]
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    out_shape = tuple(out.shape)
-    if first is not None and len(first.shape) == len(out_shape):
-        dims = tuple(first.geom.dims[a] if first.local(a) else None for a in range(naxes))
-    elif len(out_shape) == len(shape):
-        dims = tuple(range(2, 2 + naxes))
-    else:
-        dims = (None,) * naxes
-    dims = tuple(d if d is not None and d < len(out_shape) and out_shape[d] > 0 else None for d in dims)
-    rec = _Rec(node, _Geom([], dims, (False,) * naxes, (False,) * naxes, note="measured empirically (no analytic rule)", measured=True), out_shape)
-    for a in range(naxes):
-        d = dims[a]
-        n = out_shape[d] if d is not None else 1
-        c = (n - 1) // 2
-        def box(i):
-            sel: List[Any] = [slice(None)] * out.dim()
-            sel[d] = i
-            y = out[tuple(sel)].sum()
-            (g,) = torch.autograd.grad(y, x, retain_graph=True)
-            return _hull(g[0], naxes)[a]
-        if d is None:
-            (g,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
-            lo, hi = _hull(g[0], naxes)[a]
-            rec.r.append(hi - lo + 1); rec.bj.append(0); rec.p.append(-lo); rec.j.append(Fraction(shape[2 + a])); rec.aligned.append(True)
-            continue
-        lo0, hi0 = box(c)
-        step = box(c + 1)[0] - lo0 if n > 1 else 0
-        rec.r.append(hi0 - lo0 + 1); rec.bj.append(step); rec.p.append(c * step - lo0)
-        rec.j.append(Fraction(step if step else shape[2 + a] // max(n, 1))); rec.aligned.append(True)
-    return rec
-
-
-def _untraceable_report(model: nn.Module, shape: Tuple[int, ...]) -> RFReport:
-    """Report for a model torch.fx cannot trace: the whole model is one empirically measured node."""
-    from .core import _analyse
-
-    class _Whole(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.model = inner
-
-        def forward(self, x):
-            return self.model(x)
-
-    wrapper = _Whole(model)
-    gm = trace_model(wrapper, leaf_modules=(type(model),))
-    with torch.no_grad():
-        rec = fx.Interpreter(gm, garbage_collect_values=False)
-        rec.run(torch.zeros(shape))
-        values = {n: _summarise(v) for n, v in rec.env.items()}
-    return _analyse(gm, values, shape, "empirical", type(model).__name__)

@@ -1,20 +1,28 @@
-"""Per-axis index maps of the layers the receptive-field analyzer understands.
+"""Geometry of one traced node: per-axis index maps, the node's :class:`Geometry`, and its :class:`Record`.
 
 Every layer is described, per spatial axis, by how an interval of *output* indices ``[a, b]`` pulls back
 to an interval of *input* indices (``pull``) and, for maps that keep features on an integer grid, by the
 Araujo-Norris-Sim recurrence ``(r, j, P) -> (r', j', P')`` (``rec``). ``pull`` is exact for every map (it
 is the hull of the indices the outputs read) and works on ints and on numpy int arrays alike.
+
+A receptive-field rule (:func:`~foldconv.analysis.receptive_field.register_rf_rule`) returns a
+:class:`Geometry`: for each tensor input, one map per spatial axis, plus where each spatial axis lives in
+the node's output. The analysis keeps one :class:`Record` per node (the geometry and the per-axis summary).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 from ...padding import padded_source
 
-__all__ = ["AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "IDENTITY"]
+__all__ = [
+    "AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "IDENTITY",
+    "Geometry", "Record",
+]
 
 
 def _ceil_div(x, d):
@@ -242,3 +250,53 @@ class Broadcast(AxisMap):
 
     def __repr__(self):
         return "Broadcast()"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a node is computed from its tensor inputs, per spatial axis of the network's input.
+
+    ``links``: ``((input node, (AxisMap per spatial axis)), ...)``, one entry per tensor input.
+    ``dims[a]``: the tensor dim of the output that carries spatial axis ``a`` (None: the axis was mixed
+    away, every output reads the whole of it). ``merged[a]``: the axis shares its dim with others (after a
+    reshape), so only a conservative hull is known; ``exact[a]``: False where the box is such a hull.
+    ``measured``: the node was measured from gradients (no links: its record holds the affine box).
+
+    Example:
+        >>> g = Geometry((), (2, 3), (False, False), (True, True))
+        >>> g.dims, g.measured
+        ((2, 3), False)
+    """
+
+    links: Tuple[Tuple[Any, Tuple[AxisMap, ...]], ...]
+    dims: Tuple[Optional[int], ...]
+    merged: Tuple[bool, ...]
+    exact: Tuple[bool, ...]
+    note: str = ""
+    measured: bool = False
+
+
+@dataclass
+class Record:
+    """The analysis' state of one node: its geometry, its shape and, per axis, the summary
+    ``r`` (size), ``bj`` (integer box jump), ``p`` (effective padding), ``j`` (geometric jump), ``aligned``.
+
+    Filled in topological order by the analysis; read by the pull-back and the report.
+    """
+
+    node: Any
+    geom: Optional[Geometry]
+    shape: Tuple[int, ...]
+    r: List[int] = field(default_factory=list)
+    bj: List[int] = field(default_factory=list)
+    p: List[int] = field(default_factory=list)
+    j: List[Fraction] = field(default_factory=list)
+    aligned: List[bool] = field(default_factory=list)
+
+    def local(self, axis: int) -> bool:
+        """Spatial axis ``axis`` is still a tensor dim of its own (not mixed away, not merged)."""
+        return self.geom is not None and self.geom.dims[axis] is not None and not self.geom.merged[axis]
+
+    def positions(self, axis: int) -> int:
+        """Number of output positions along spatial axis ``axis`` (1 once it is no longer local)."""
+        return int(self.shape[self.geom.dims[axis]]) if self.local(axis) else 1

@@ -1,7 +1,7 @@
 """Summaries and plots of a sweep's rows: summary.md, results.csv and heatmap PNGs.
 
-Kept apart from :mod:`foldconv.sweep` so that aggregation of multirun outputs can reuse it on rows read
-back from CSV (where every value is a string).
+Works on rows from :func:`~foldconv.experiments.sweep.run.run_sweep` and on rows read back from CSV (where
+every value is a string), so that :mod:`~foldconv.experiments.sweep.aggregate` can reuse it.
 """
 from __future__ import annotations
 
@@ -10,16 +10,38 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
-from ..io import figure, markdown_table, save_figure, write_csv, write_markdown
+import torch
 
-__all__ = ["summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes", "COLUMNS"]
+from ...check import as_float_dtype
+from ..io import columns_of, figure, markdown_table, save_figure, write_csv, write_markdown
+from .grid import Point
 
-COLUMNS = [
-    "section", "dims", "r", "order", "input_order", "in_channels", "out_channels", "kernel", "stride", "padding",
-    "dilation", "groups", "padding_mode", "folded_stride", "size", "following", "batch", "predicted", "observed",
-    "predicted_literal", "observed_literal", "observed_conditioned", "agree", "rule", "reason", "conditions", "folded",
-    "density", "rel_err_float32", "rel_err_bfloat16", "rel_err_float16", "crop_exact", "pad_exact",
+__all__ = ["COLUMNS", "DEFAULT_DTYPES", "columns", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
+
+DEFAULT_DTYPES = (torch.float32, torch.bfloat16)
+_RESULT = [
+    "predicted", "observed", "predicted_literal", "observed_literal", "observed_conditioned", "agree", "rule", "reason",
+    "conditions", "folded", "density",
 ]
+
+
+def dtype_name(dtype: Any) -> str:
+    """``torch.bfloat16`` or ``"bfloat16"`` -> ``"bfloat16"`` (FoldError naming ``dtypes`` otherwise)."""
+    return str(as_float_dtype(dtype, "dtypes")).replace("torch.", "")
+
+
+def columns(dtypes: Sequence[Any] = DEFAULT_DTYPES) -> List[str]:
+    """The CSV columns of a sweep measuring ``dtypes``: the point, the verdicts, one ``rel_err_<dtype>`` each.
+
+    Example:
+        >>> [c for c in columns(["float64"]) if c.startswith("rel_err")]
+        ['rel_err_float64']
+    """
+    return list(Point.__dataclass_fields__) + _RESULT + [f"rel_err_{dtype_name(d)}" for d in dtypes] + ["crop_exact", "pad_exact"]
+
+
+#: The CSV columns of a sweep with the default dtypes (float32, bfloat16).
+COLUMNS = columns()
 _OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
 
 
@@ -117,7 +139,7 @@ def plot_errors(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     import numpy as np
 
     sel = [r for r in rows if r["section"] in ("theorem", "product")]
-    keys = [k for k in ("rel_err_float32", "rel_err_bfloat16", "rel_err_float16") if any(r.get(k) not in (None, "") for r in sel)]
+    keys = [k for k in columns_of(sel) if k.startswith("rel_err_") and any(r.get(k) not in (None, "") for r in sel)]
     rs, ks = _grid_values(sel, "r") or ["1"], _grid_values(sel, "kernel") or ["1"]
     fig, axes = figure(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -155,35 +177,11 @@ def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 
 def write_sweep_outputs(rows: Sequence[Mapping[str, Any]], out: Path, title: str = "Equivalence sweep", plots: bool = True) -> Dict[str, Path]:
-    """Write results.csv, summary.md and (optionally) the PNGs into ``out``."""
+    """Write results.csv (the rows' own columns, in order), summary.md and (optionally) the PNGs into ``out``."""
     out = Path(out)
-    columns = (["job"] if rows and "job" in rows[0] else []) + COLUMNS
-    paths = {"csv": write_csv(rows, out / "results.csv", columns), "summary": write_markdown(summarize(rows, title), out / "summary.md")}
+    paths = {"csv": write_csv(rows, out / "results.csv", columns_of(rows) if rows else COLUMNS), "summary": write_markdown(summarize(rows, title), out / "summary.md")}
     if plots:
         paths["modes"] = plot_modes(rows, out / "heatmap_modes.png")
         paths["errors"] = plot_errors(rows, out / "heatmap_errors.png")
         paths["outcomes"] = plot_outcomes(rows, out / "outcomes.png")
     return paths
-
-
-def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
-    """Concatenate the results.csv files of a multirun, adding a ``job`` column (the job's folder name).
-
-    Rows that appear in several jobs (grid points shared by every job, such as the invalid section) are kept
-    once, the first time they are seen.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> _ = write_csv([{"section": "theorem", "r": 2}], d / "0" / "results.csv")
-        >>> aggregate([d / "0" / "results.csv"])
-        [{'job': '0', 'section': 'theorem', 'r': '2'}]
-    """
-    from ..io import read_csv
-
-    merged: Dict[tuple, Dict[str, str]] = {}
-    for path in sorted(Path(p) for p in paths):
-        for row in read_csv(path):
-            key = tuple((k, v) for k, v in row.items() if k not in ("job",) and not k.startswith("rel_err"))
-            merged.setdefault(key, {"job": path.parent.name, **row})
-    return list(merged.values())

@@ -1,4 +1,4 @@
-"""The counter on the whole torchvision classification zoo, on meta tensors (COUNT-1, COUNT-2).
+"""The counter on the whole torchvision classification zoo, on meta tensors (COUNT-1, COUNT-2, COUNT-6).
 
 One pass over the 80 models (about 20 s on 2 cores) serves every test here: each model is built on
 meta the way its DEFAULT weights were measured, and counted under FlopCounterMode at the weights' crop size.
@@ -10,16 +10,18 @@ import warnings
 import pytest
 import torch
 
-from foldconv.analysis.counting.zoo import classification_models, meta_model, published_figures, validate_zoo
 from foldconv.analysis.counting import count
+from foldconv.analysis.counting.zoo import classification_models, meta_model, published_figures, validate_zoo
 from foldconv.errors import FoldError
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def zoo():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return {row["model"]: row for row in validate_zoo()}
+        return {v.model: v for v in validate_zoo()}
 
 
 def test_zoo_is_the_whole_classification_zoo(zoo):
@@ -29,19 +31,26 @@ def test_zoo_is_the_whole_classification_zoo(zoo):
 
 @pytest.mark.claim("COUNT-1")
 def test_zoo_macs_equal_flop_counter_per_op_and_params_equal_numel(zoo):
-    bad = {name: (row["macs"], row["flop_counter_macs"]) for name, row in zoo.items() if not row["macs_ok"]}
+    bad = {name: (v.macs, v.flop_counter_macs) for name, v in zoo.items() if not v.macs_ok}
     assert not bad, f"MACs differ from FlopCounterMode/2: {bad}"
-    bad = {name: (row["params"], row["numel"]) for name, row in zoo.items() if not row["params_ok"]}
+    bad = {name: (v.params, v.numel) for name, v in zoo.items() if not v.params_ok}
     assert not bad, f"parameters differ from sum(numel): {bad}"
 
 
 @pytest.mark.claim("COUNT-2")
 def test_zoo_reproduces_published_figures(zoo):
-    bad = {n: (r["params"], r["published_params"]) for n, r in zoo.items() if not r["published_params_ok"]}
+    bad = {n: (v.params, v.published.num_params) for n, v in zoo.items() if not v.published_params_ok}
     assert not bad, f"parameters differ from torchvision's published num_params: {bad}"
-    bad = {n: (r["gmacs"], r["published_gmacs"]) for n, r in zoo.items() if not r["published_gmacs_ok"]}
+    bad = {n: (v.gmacs, v.published.gmacs) for n, v in zoo.items() if not v.published_gmacs_ok}
     assert not bad, f"GMACs differ from torchvision's published _ops: {bad}"
-    assert (zoo["resnet50"]["params"], zoo["resnet50"]["macs"]) == (25_557_032, 4_089_184_256)
+    assert (zoo["resnet50"].params, zoo["resnet50"].macs) == (25_557_032, 4_089_184_256)
+    assert all(v.ok for v in zoo.values())
+
+
+@pytest.mark.claim("COUNT-6")
+def test_every_op_of_the_zoo_has_a_cost_rule(zoo):
+    bad = {n: [(op.op, op.calls) for op in v.report.unsupported_ops] for n, v in zoo.items() if not v.report.complete}
+    assert not bad, f"ops without a cost rule: {bad}"
 
 
 @pytest.mark.claim("COUNT-2")
@@ -51,7 +60,7 @@ def test_published_check_can_fail():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         model = meta_model("googlenet", aux_logits=True, init_weights=False)
-    assert count(model, figures["input_shape"]).params != figures["num_params"]
+    assert count(model, figures.input_shape).params != figures.num_params
 
 
 def test_meta_model_builds_regnet_without_memory():

@@ -6,21 +6,16 @@ from fractions import Fraction
 
 import pytest
 import torch
-import torchvision
 from torch import nn
 
 from foldconv import DepthToSpace, FoldError, SpaceToDepth
+from foldconv.analysis.counting.zoo import meta_model
 from foldconv.analysis.receptive_field import RFAlignmentWarning, UnsupportedOpError, receptive_field
 from foldconv.analysis.receptive_field.fold import folded_receptive_field
 
+
 # Araujo, Norris & Sim (Distill 2019), RECEPTIVE_FIELD_TABLE.md: vgg_16 pool5 = 212 / 32 / 90.
 # pool1..pool4 follow from the same recurrences (TF-slim 'SAME' 3x3 convs = padding 1; 'VALID' 2x2 pools).
-def meta_model(name):
-    """torchvision model with meta weights: the analytic tests need shapes, not numbers (and no init time)."""
-    with torch.device("meta"):
-        return torchvision.models.get_model(name, weights=None)
-
-
 @pytest.fixture(scope="module")
 def vgg16_report():
     return receptive_field(meta_model("vgg16"), (1, 3, 224, 224))
@@ -165,14 +160,14 @@ def test_global_pool_and_linear_read_the_whole_input():
 
 
 @pytest.mark.claim("RF-3")
-def test_seed_fold_48_vs_3():
+def test_motivating_fold_48_vs_3():
     table = folded_receptive_field(nn.Conv2d(256, 8, 3, padding=1), 16, input_size=(4, 4))
     original, folded, back, d2s = table.rows
-    assert original["rf"] == (3, 3) and original["padding"] == (1, 1)
-    assert folded["kernel"] == (48, 48) and folded["rf"] == (48, 48) and folded["jump"] == ("16", "16") and folded["padding"] == (16, 16)
-    assert back["rf"] == (3, 3) and back["jump"] == ("1", "1") and back["padding"] == (1, 1) and back["aligned"]
-    assert d2s["jump"] == ("1/16", "1/16") and not d2s["aligned"]
-    assert table.consistent
+    assert original.rf == (3, 3) and original.padding == (1, 1)
+    assert folded.kernel == (48, 48) and folded.rf == (48, 48) and folded.jump == (16, 16) and folded.padding == (16, 16)
+    assert back.rf == (3, 3) and back.jump == (1, 1) and back.padding == (1, 1) and back.aligned
+    assert d2s.jump == (Fraction(1, 16),) * 2 and not d2s.aligned
+    assert table.ok and bool(table)
 
 
 @pytest.mark.claim("RF-3")
@@ -180,10 +175,18 @@ def test_seed_fold_48_vs_3():
 @pytest.mark.parametrize("k,s,p,r", [(3, 1, 1, 2), (5, 2, 2, 2), (1, 1, 0, 4), (3, 2, 0, 3)])
 def test_folded_conv_in_input_pixels_is_the_original(order, k, s, p, r):
     conv = nn.Conv2d(2 * r * r, 3, k, stride=s, padding=p)
-    table = folded_receptive_field(conv, r, order, input_size=(9, 9))
+    table = folded_receptive_field(conv, r, order=order, input_size=(9, 9))
     original, folded, back, _ = table.rows
-    assert folded["rf"] == (r * k,) * 2 and folded["jump"] == (str(r * s),) * 2
-    assert (back["rf"], back["jump"], back["padding"]) == (original["rf"], original["jump"], original["padding"])
+    assert folded.rf == (r * k,) * 2 and folded.jump == (r * s,) * 2
+    assert (back.rf, back.jump, back.padding) == (original.rf, original.jump, original.padding)
+
+
+@pytest.mark.claim("RF-3")
+def test_folded_receptive_field_per_axis_factors_and_1d():
+    table = folded_receptive_field(nn.Conv2d(8, 2, 3, padding=1), (4, 2), input_size=(5, 6))
+    assert table.folded.rf == (12, 6) and table.folded.jump == (4, 2) and table.ok
+    line = folded_receptive_field(nn.Conv1d(4, 2, 5, stride=2), 4, input_size=11)
+    assert line.original.rf == (5,) and line.folded.rf == (20,) and line.unfolded.rf == (5,) and line.ok
 
 
 @pytest.mark.claim("RF-7")
@@ -235,3 +238,9 @@ def test_einops_rearrange_is_understood():
     assert (s2d.rf, s2d.jump) == ((2, 2), (2, 2))
     assert (conv.rf, conv.padding) == ((6, 6), (2, 2))
     assert d2s.jump == (1, 1) and d2s.rf == (6, 6)
+
+
+def test_a_float64_model_is_analysed_like_its_float32_twin():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    expected = receptive_field(net, (1, 3, 17, 17)).output
+    assert receptive_field(net.double(), (1, 3, 17, 17)).output == expected

@@ -2,6 +2,7 @@
 Luo et al.'s effective receptive field; the empirical fallback for ops without a rule."""
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from foldconv import DepthToSpace, SpaceToDepth
+from foldconv._validate import conv_output_size, conv_transpose_output_size
 from foldconv.analysis.receptive_field import receptive_field
 from foldconv.analysis.receptive_field.empirical import (
     check_receptive_field,
@@ -41,6 +43,18 @@ FAMILY = [
 ]
 
 
+def _widen_stem(model: nn.Module) -> nn.Module:
+    """A mutant with the same shapes and a larger field: the first conv with a kernel > 1 becomes a conv
+    whose kernel is 2 larger per axis, with 1 more padding (so every output size stays the same)."""
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1)
+    wider = nn.Conv2d(conv.in_channels, conv.out_channels, tuple(k + 2 for k in conv.kernel_size), conv.stride,
+                      tuple(p + 1 for p in conv.padding), conv.dilation, conv.groups, conv.bias is not None, device="meta")
+    mutant = copy.deepcopy(model).to("meta")  # the mutant is only analysed: shapes, no numbers
+    parent, _, leaf = name.rpartition(".")
+    setattr(mutant.get_submodule(parent), leaf, wider)
+    return mutant
+
+
 @pytest.mark.claim("RF-2")
 @pytest.mark.parametrize("name,size,part", FAMILY, ids=[f[0] for f in FAMILY])
 def test_analytic_equals_empirical_on_torchvision_family(name, size, part):
@@ -50,13 +64,14 @@ def test_analytic_equals_empirical_on_torchvision_family(name, size, part):
         model = torchvision.models.get_model(name, weights=None)
     if part:
         model = getattr(model, part)
-    check = check_receptive_field(model, (1, 3, size, size), max_nodes=6)
-    assert len(check.rows) >= 9
-    assert check.ok, check.mismatches
-    # the check must be able to fail: shrink one analytic box and it no longer matches
-    row = check.rows[1]
-    (lo, hi), rest = row["analytic"][0], row["analytic"][1:]
-    assert ((lo + 1, hi),) + rest != row["empirical"]
+    shape = (1, 3, size, size)
+    check = check_receptive_field(model, shape, max_nodes=6)
+    assert len(check.rows) >= 9 and all(row.analytic is not None for row in check.rows)
+    # the analytic boxes (pull-back of the traced graph) against the gradient supports measured on a copy
+    assert [row.analytic for row in check.rows] == [row.empirical for row in check.rows], check.mismatches
+    # mutation: the analysis of a model whose stem is wider (same shapes, larger field) must disagree
+    wrong = receptive_field(_widen_stem(model), shape)
+    assert sum(wrong.box(row.node, row.index) != row.empirical for row in check.rows) >= 1
 
 
 def _layers(draw, size, channels):
@@ -68,7 +83,7 @@ def _layers(draw, size, channels):
             p = draw(st.integers(0, (d * (k - 1)) // 2 + 1))
             mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "circular"])) if p and p < n else "zeros"
             layer, c_out = nn.Conv2d(c, channels, k, s, p, d, padding_mode=mode), channels
-            n_out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+            (n_out,) = conv_output_size((n,), (k,), (s,), (p,), (d,))
         elif kind in ("maxpool", "avgpool"):
             k = draw(st.integers(2, 3))
             s, p, ceil = draw(st.integers(1, 3)), draw(st.integers(0, k // 2)), draw(st.booleans())
@@ -81,10 +96,11 @@ def _layers(draw, size, channels):
             k, s = draw(st.integers(2, 4)), draw(st.integers(1, 3))
             p = draw(st.integers(0, k - 1))
             layer, c_out = nn.ConvTranspose2d(c, channels, k, s, p), channels
-            n_out = (n - 1) * s - 2 * p + k
+            (n_out,) = conv_transpose_output_size((n,), (k,), (s,), (p,), (1,), (0,))
         elif kind in ("shuffle", "d2s"):
             if c % 4:
-                layers.append(nn.Conv2d(c, 4, 1)); c = 4
+                layers.append(nn.Conv2d(c, 4, 1))
+                c = 4
             layer = nn.PixelShuffle(2) if kind == "shuffle" else DepthToSpace(2, draw(st.sampled_from(["crd", "dcr"])))
             c_out, n_out = c // 4, 2 * n
         elif kind == "unshuffle":
@@ -173,12 +189,12 @@ class Rolled(nn.Module):
 @pytest.mark.claim("RF-7")
 def test_empirical_fallback_for_an_op_without_rule():
     report = receptive_field(Rolled(), (1, 1, 16, 16), fallback="empirical")
-    assert report.fallback_nodes == ["roll"]
+    assert report.fallback_nodes == ("roll",)
     roll = report["roll"]
     # roll by 1 along w: unit w reads conv pixel w-1, i.e. input [w-2, w]; h is untouched
     assert (roll.rf, roll.padding) == ((3, 3), (1, 2)) and not roll.exact
     assert report.output.rf == (5, 5) and report.output.padding == (2, 3)
-    assert report.box(index=(8, 8)) == empirical_box(Rolled(), (1, 1, 16, 16), index=(8, 8), ) == ((6, 10), (5, 9))
+    assert report.box(index=(8, 8)) == empirical_box(Rolled(), (1, 1, 16, 16), index=(8, 8)) == ((6, 10), (5, 9))
 
 
 @pytest.mark.claim("RF-7")

@@ -1,0 +1,351 @@
+"""What one aten op costs: an fvcore-style table ``{op: handle(inputs, outputs) -> OpCost}``.
+
+Every op the counter sees is looked up here by its overload packet (``torch.ops.aten.mm`` covers
+``mm.default`` and ``mm.out``). An op with no entry is *unsupported*: the counter lists it on the report
+(``CountReport.unsupported_ops``) instead of charging it a silent zero, and :func:`register_op_cost` adds
+a rule for it. Ops that cost nothing (views, layout changes, copies, constructors) are registered here as
+zero-cost explicitly, so "no rule" and "costs nothing" are never confused.
+
+A handle receives ``inputs``, the op's arguments in schema order with keyword arguments and defaults
+filled in, and ``outputs``, its returns as a tuple, and returns an :class:`OpCost`.
+
+Conventions (the numbers are only as meaningful as these, so they are fixed here and nowhere else):
+
+- **MAC** = one multiply-add of a matrix product or a convolution: aten ``mm``, ``addmm``, ``bmm``,
+  ``baddbmm``, ``mv``, ``addmv``, ``dot``, ``_scaled_mm``, ``convolution`` (and its backend variants) and
+  fused scaled-dot-product attention, which counts as its two matrix products ``Q·Kᵀ`` and ``P·V``
+  (softmax is not a MAC). Unfused attention (torchvision's ViT, Swin and MaxViT on meta tensors) reaches
+  the dispatcher as ``bmm``, so it is counted the same way. For every op that
+  ``torch.utils.flop_counter.FlopCounterMode`` knows, MACs are exactly its FLOPs / 2. A transposed conv
+  does its work at every *input* position.
+- **Bias** is not a MAC: it costs 1 FLOP per output element (conv, ``addmm``, ``baddbmm``, ``addmv``).
+- **FLOPs** = 2·MACs + elementwise FLOPs, where: arithmetic, comparisons and activations (add, mul, eq,
+  ReLU, GELU, SiLU, sigmoid, ...) cost 1 per output element; batch norm 2 per element (inference: one
+  scale, one shift); layer/group/RMS norm 5 per element (mean, centre, variance, normalise, affine);
+  softmax 3 per element (exp, sum, divide); max/avg pooling one per window element per output (compare
+  or add); adaptive pooling and reductions (mean, sum, amax, vector norm) one per input element. Data
+  movement (views, copies, ``cat``, pad, permute, index, masked_fill, nearest upsampling) and
+  constructors cost 0.
+
+Example:
+    >>> a, b = torch.empty(4, 5, device="meta"), torch.empty(5, 6, device="meta")
+    >>> op_cost(torch.ops.aten.mm.default, (a, b), {}, torch.mm(a, b))
+    OpCost(macs=120, elementwise_flops=0)
+    >>> bias = torch.empty(6, device="meta")
+    >>> op_cost(torch.ops.aten.addmm.default, (bias, a, b), {}, torch.addmm(bias, a, b)).flops
+    264
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch._ops import OpOverload, OpOverloadPacket
+from torch.utils._pytree import tree_flatten
+
+from ...errors import fold_error
+
+__all__ = ["OpCost", "Handle", "MAC_OPS", "register_op_cost", "op_handle", "op_cost", "bind_inputs", "first_tensor"]
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """The cost of one op call: multiply-adds and elementwise FLOPs (``flops = 2 * macs + elementwise``).
+
+    Example:
+        >>> OpCost(macs=10, elementwise_flops=3).flops
+        23
+    """
+
+    macs: int = 0
+    elementwise_flops: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs + self.elementwise_flops
+
+
+Handle = Callable[[Sequence[Any], Sequence[Any]], OpCost]
+ZERO = OpCost()
+
+_TABLE: Dict[OpOverloadPacket, Handle] = {}
+
+
+def first_tensor(value: Any) -> Optional[torch.Tensor]:
+    """The first tensor in a pytree (an op's outputs, a module's arguments), or None.
+
+    Example:
+        >>> first_tensor((1, [torch.zeros(2)])).shape
+        torch.Size([2])
+    """
+    for leaf in tree_flatten(value)[0]:
+        if isinstance(leaf, torch.Tensor):
+            return leaf
+    return None
+
+
+def _numel(value: Any) -> int:
+    t = first_tensor(value)
+    return t.numel() if t is not None else 0
+
+
+def _packet(op: Any) -> OpOverloadPacket:
+    if isinstance(op, OpOverload):
+        return op.overloadpacket
+    if isinstance(op, OpOverloadPacket):
+        return op
+    raise fold_error("op", op, "must be an aten op such as torch.ops.aten.mm (an OpOverloadPacket or OpOverload)")
+
+
+def register_op_cost(op: Any, handle: Optional[Handle]) -> Optional[Handle]:
+    """Give ``op`` (e.g. ``torch.ops.aten.upsample_bilinear2d``) a cost rule; returns the rule it replaces.
+
+    ``handle(inputs, outputs)`` returns an :class:`OpCost`; ``inputs`` are the op's arguments in schema
+    order (keyword arguments and defaults filled in), ``outputs`` its returns as a tuple. ``handle=None``
+    removes the rule, so the op is reported as unsupported again.
+
+    Example:
+        >>> op = torch.ops.aten.cumsum
+        >>> previous = register_op_cost(op, lambda inputs, outputs: OpCost(0, inputs[0].numel()))
+        >>> x = torch.empty(3, 4, device="meta")
+        >>> op_cost(op.default, (x, 1), {}, torch.cumsum(x, 1))
+        OpCost(macs=0, elementwise_flops=12)
+        >>> register_op_cost(op, previous) is not None, op_handle(op) is None
+        (True, True)
+    """
+    packet = _packet(op)
+    if handle is not None and not callable(handle):
+        raise fold_error("handle", handle, "must be a callable handle(inputs, outputs) -> OpCost, or None")
+    previous = _TABLE.get(packet)
+    if handle is None:
+        _TABLE.pop(packet, None)
+    else:
+        _TABLE[packet] = handle
+    return previous
+
+
+def op_handle(op: Any) -> Optional[Handle]:
+    """The cost rule of ``op`` (packet or overload), or None when it has none.
+
+    Example:
+        >>> op_handle(torch.ops.aten.view) is not None, op_handle(torch.ops.aten.sort)
+        (True, None)
+    """
+    return _TABLE.get(_packet(op))
+
+
+_SCHEMAS: Dict[OpOverload, Tuple[Tuple[str, bool, Any], ...]] = {}
+
+
+def bind_inputs(func: OpOverload, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """The op's arguments in schema order: positional ones, then keyword arguments or defaults (None if neither).
+
+    Example:
+        >>> a = torch.empty(2, 2, device="meta")
+        >>> bind_inputs(torch.ops.aten.addmm.default, (a, a, a), {"beta": 0})[3:]
+        (0, 1)
+    """
+    schema = _SCHEMAS.get(func)
+    if schema is None:
+        schema = tuple(
+            (a.name, a.has_default_value(), a.default_value if a.has_default_value() else None)
+            for a in func._schema.arguments
+        )
+        _SCHEMAS[func] = schema
+    if len(args) >= len(schema):
+        return tuple(args)
+    rest = schema[len(args):]
+    return tuple(args) + tuple(kwargs[name] if name in kwargs else default for name, _, default in rest)
+
+
+def _outputs(func: OpOverload, out: Any) -> Tuple[Any, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) and len(func._schema.returns) > 1 else (out,)
+
+
+def op_cost(func: OpOverload, args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpCost:
+    """The cost of one call of ``func`` by its rule; a FoldError naming ``op`` when it has none.
+
+    Example:
+        >>> x = torch.empty(2, 3, device="meta")
+        >>> op_cost(torch.ops.aten.permute.default, (x, [1, 0]), {}, x.permute(1, 0))
+        OpCost(macs=0, elementwise_flops=0)
+    """
+    if not isinstance(func, OpOverload):
+        raise fold_error("func", func, "must be an OpOverload such as torch.ops.aten.mm.default")
+    handle = op_handle(func)
+    if handle is None:
+        raise fold_error("op", func.overloadpacket.__name__, "has no cost rule (register one with register_op_cost)")
+    return handle(bind_inputs(func, args, kwargs), _outputs(func, out))
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def _conv_rule(packet: OpOverloadPacket) -> Handle:
+    names = [a.name for a in packet.default._schema.arguments]
+    bias_at = names.index("bias") if "bias" in names else None
+    transposed_at = names.index("transposed") if "transposed" in names else None
+
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+        x, w, y = inputs[0], inputs[1], first_tensor(outputs)
+        transposed = transposed_at is not None and bool(inputs[transposed_at])
+        # A transposed conv does its work at every *input* position, a plain one at every output position.
+        spatial = x.shape[2:] if transposed else y.shape[2:]
+        bias = bias_at is not None and isinstance(inputs[bias_at], torch.Tensor)
+        return OpCost(x.shape[0] * math.prod(w.shape) * math.prod(spatial), y.numel() if bias else 0)
+
+    return handle
+
+
+def _matmul_rule(a_at: int, b_at: int, batched: bool, beta_at: Optional[int]) -> Handle:
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+        a, b = inputs[a_at], inputs[b_at]
+        macs = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] if batched else a.shape[0] * a.shape[1] * b.shape[1]
+        adds = beta_at is not None and inputs[beta_at] != 0  # beta = 0 drops the added (bias) term
+        return OpCost(macs, _numel(outputs) if adds else 0)
+
+    return handle
+
+
+def _mv(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    return OpCost(inputs[0].shape[0] * inputs[0].shape[1])
+
+
+def _addmv(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    return OpCost(inputs[1].shape[0] * inputs[1].shape[1], _numel(outputs) if inputs[3] != 0 else 0)
+
+
+def _dot(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    return OpCost(inputs[0].shape[0])
+
+
+def _attention_rule(heads_second: bool) -> Handle:
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+        q, k, v = inputs[0], inputs[1], inputs[2]
+        if heads_second:  # (B, H, L, E)
+            b, h, lq, e = q.shape
+            s = k.shape[-2]
+        else:  # (B, L, H, E)
+            b, lq, h, e = q.shape
+            s = k.shape[1]
+        return OpCost(b * h * lq * s * e + b * h * lq * s * v.shape[-1])
+
+    return handle
+
+
+def _per_output(factor: int) -> Handle:
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+        return OpCost(0, factor * _numel(outputs))
+
+    return handle
+
+
+def _per_input(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    return OpCost(0, _numel(inputs[0]))
+
+
+def _window_rule(dims: int) -> Handle:
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+        kernel = [inputs[1]] if isinstance(inputs[1], int) else list(inputs[1])
+        if len(kernel) == 1:
+            kernel = kernel * dims
+        return OpCost(0, _numel(outputs) * math.prod(kernel))
+
+    return handle
+
+
+def _zero(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    return ZERO
+
+
+def _register(names: Iterable[str], handle: Handle, *, inplace: bool = False) -> List[str]:
+    """Register ``handle`` for every named aten op this torch has (and its ``name_`` in-place twin)."""
+    found = []
+    for name in names:
+        for variant in (name, name + "_") if inplace else (name,):
+            packet = getattr(torch.ops.aten, variant, None)
+            if packet is not None:
+                _TABLE[packet] = handle
+                found.append(variant)
+    return found
+
+
+_CONV_OPS = (
+    "convolution", "_convolution", "convolution_overrideable", "_slow_conv2d_forward", "cudnn_convolution",
+    "mkldnn_convolution", "slow_conv3d_forward", "slow_conv_dilated2d", "slow_conv_dilated3d", "thnn_conv2d",
+)
+# Attention ops whose q/k/v are laid out (B, H, L, E), and those laid out (B, L, H, E).
+_SDPA_BHLE = (
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
+_SDPA_BLHE = ("_flash_attention_forward", "_efficient_attention_forward")
+_ONE_PER_ELEMENT = (
+    "add", "sub", "rsub", "mul", "div", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "pow", "reciprocal",
+    "relu", "relu6", "hardtanh", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
+    "leaky_relu", "elu", "mish", "softplus", "clamp", "clamp_min", "clamp_max", "maximum", "minimum",
+    "where", "erf", "lerp", "addcmul", "addcdiv", "prelu", "_prelu_kernel", "glu",
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and", "logical_or", "bitwise_not",
+)
+_BATCH_NORM = (
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+    "cudnn_batch_norm", "miopen_batch_norm", "batch_norm",
+)
+_OTHER_NORM = ("native_layer_norm", "native_group_norm", "_fused_rms_norm")
+_SOFTMAX = ("_softmax", "softmax", "_safe_softmax", "_log_softmax", "log_softmax")
+_WINDOW_POOL = {
+    "max_pool1d": 1, "max_pool2d": 2, "max_pool3d": 3, "max_pool2d_with_indices": 2, "max_pool3d_with_indices": 3,
+    "avg_pool1d": 1, "avg_pool2d": 2, "avg_pool3d": 3,
+}
+_INPUT_REDUCE = (
+    "mean", "sum", "amax", "amin", "max", "min", "var", "std", "var_mean", "std_mean", "logsumexp",
+    "linalg_vector_norm", "norm", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d",
+)
+# Cost nothing: views and layout changes, copies and casts, padding, indexing and gathering, nearest
+# upsampling, constructors and scratch (aten.empty*).
+_DATA_MOVEMENT = (
+    "view", "_unsafe_view", "_reshape_alias", "reshape", "alias", "as_strided", "as_strided_", "expand", "permute",
+    "transpose", "transpose_", "t", "t_", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_", "select", "slice",
+    "split", "split_with_sizes", "unbind", "diagonal", "unfold", "detach", "view_as_real", "view_as_complex",
+    "clone", "copy", "copy_", "_to_copy", "lift_fresh", "lift_fresh_copy", "cat", "stack", "constant_pad_nd",
+    "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
+    "replication_pad3d", "index", "_unsafe_index", "index_select", "gather", "masked_fill", "masked_fill_",
+    "index_put", "index_put_", "slice_scatter", "select_scatter", "roll", "flip", "repeat",
+    "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "embedding",
+    "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "ones",
+    "ones_like", "full", "full_like", "new_zeros", "new_ones", "new_full", "arange", "scalar_tensor",
+    "fill", "fill_", "zero", "zero_",
+)
+
+for _name in _CONV_OPS:
+    _conv = getattr(torch.ops.aten, _name, None)
+    if _conv is not None:
+        _TABLE[_conv] = _conv_rule(_conv)
+_register(["mm", "_scaled_mm"], _matmul_rule(0, 1, False, None))
+_register(["addmm"], _matmul_rule(1, 2, False, 3))
+_register(["bmm"], _matmul_rule(0, 1, True, None))
+_register(["baddbmm"], _matmul_rule(1, 2, True, 3))
+_register(["mv"], _mv)
+_register(["addmv"], _addmv)
+_register(["dot"], _dot)
+_register(_SDPA_BHLE, _attention_rule(True))
+_register(_SDPA_BLHE, _attention_rule(False))
+_register(_ONE_PER_ELEMENT, _per_output(1), inplace=True)
+_register(_BATCH_NORM, _per_output(2))
+_register(_OTHER_NORM, _per_output(5))
+_register(_SOFTMAX, _per_output(3))
+for _name, _dims in _WINDOW_POOL.items():
+    _register([_name], _window_rule(_dims))
+_register(_INPUT_REDUCE, _per_input)
+_register(_DATA_MOVEMENT, _zero)
+
+MAC_OPS = frozenset(
+    p.__name__ for p in _TABLE
+    if p.__name__ in _CONV_OPS + _SDPA_BHLE + _SDPA_BLHE + ("mm", "_scaled_mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "dot")
+)

@@ -1,0 +1,248 @@
+"""Analytic receptive fields of any ``torch.fx``-traceable model, in the coordinates of the network's input.
+
+``receptive_field(model, input_shape)`` traces the model, runs it once on meta tensors (no memory, no
+arithmetic) to learn every node's shape, and gives every node, per spatial axis, the receptive-field size
+``r``, the effective stride (jump) ``j`` and the effective padding ``P`` of Araujo, Norris & Sim
+(Distill 2019): output index ``i`` of the node reads the input pixels ``[i*j - P, i*j - P + r - 1]``.
+
+Layout ops move features off the input grid: depth-to-space / pixel shuffle by ``r`` divides the jump by
+``r`` (``fractions.Fraction``), space-to-depth multiplies it. A node whose boxes are not of the affine form
+above is reported ``aligned=False``; its ``rf`` is then the largest exact box and ``jump`` the geometric
+(fractional) stride. Exact boxes for any node and index come from :meth:`RFReport.box`, which pulls the
+index back through the graph. Derivations: ``paper_notes/receptive_fields.md``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from fractions import Fraction
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch.fx as fx
+from torch import nn
+
+from ...errors import fold_error
+from . import rules_tensor, rules_window  # noqa: F401  (registers the built-in rules)
+from .context import RuleContext
+from .geometry import IDENTITY, Broadcast, Geometry, Record
+from .measure import measure_node
+from .pullback import AnalysedGraph, unclipped_hull
+from .registry import rule_for
+from .report import AxisRF, NodeRF, RFReport
+from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
+
+__all__ = ["RFAlignmentWarning", "receptive_field", "check_input_shape"]
+
+
+class RFAlignmentWarning(UserWarning):
+    """Merged paths see regions with different centres or different strides (Araujo et al.'s alignment)."""
+
+
+def check_input_shape(input_shape: Any) -> Tuple[int, ...]:
+    """``(N, C, *spatial)`` with 1 to 3 spatial dims and every entry an integer >= 1.
+
+    Example:
+        >>> check_input_shape([1, 3, 8, 8])
+        (1, 3, 8, 8)
+    """
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not 3 <= len(input_shape) <= 5:
+        raise fold_error("input_shape", input_shape, "must be (N, C, *spatial) with 1 to 3 spatial dims")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
+        raise fold_error("input_shape", input_shape, "every entry must be an integer >= 1")
+    return tuple(int(v) for v in input_shape)
+
+
+def receptive_field(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    fallback: str = "error",
+    leaf_modules: Sequence[type] = (),
+) -> RFReport:
+    """Analytic receptive field, effective stride and effective padding of every node of ``model``.
+
+    ``input_shape`` is ``(N, C, *spatial)``. Nodes are traced with ``torch.fx``; shapes come from one run
+    on meta tensors. An op without a rule raises :class:`UnsupportedOpError` naming it, unless
+    ``fallback="empirical"``: then that node's field is measured from gradients (see
+    :mod:`foldconv.analysis.receptive_field.measure`) and the analysis continues from it.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.MaxPool2d(2),
+        ...                           torch.nn.Conv2d(8, 8, 3, padding=1))
+        >>> rf = receptive_field(net, (1, 3, 32, 32))
+        >>> out = rf.output
+        >>> out.rf, out.jump, out.padding
+        ((8, 8), (Fraction(2, 1), Fraction(2, 1)), (3, 3))
+        >>> rf.box(index=(0, 0), clip=False), rf.box(index=(0, 0))
+        (((-3, 4), (-3, 4)), ((0, 4), (0, 4)))
+    """
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
+    if fallback not in ("error", "empirical"):
+        raise fold_error("fallback", fallback, "must be 'error' or 'empirical'")
+    shape = check_input_shape(input_shape)
+    try:
+        gm = trace_model(model, leaf_modules=leaf_modules)
+    except UnsupportedOpError:
+        if fallback == "empirical":
+            return _untraceable_report(model, shape)
+        raise
+    return _analyse(gm, meta_values(gm, shape), shape, fallback, type(model).__name__)
+
+
+class _Whole(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.model = inner
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _untraceable_report(model: nn.Module, shape: Tuple[int, ...]) -> RFReport:
+    """Report for a model torch.fx cannot trace: the whole model is one empirically measured node."""
+    gm = trace_model(_Whole(model), leaf_modules=(type(model),))
+    return _analyse(gm, real_values(gm, shape), shape, "empirical", type(model).__name__)
+
+
+def _rule_geometry(ctx: RuleContext, gm: fx.GraphModule, node: fx.Node, fallback: str, model_name: str):
+    """The node's geometry from its registered rule; None when there is none (or it fails, with fallback)."""
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    rule = rule_for(node.op, node.target, module)
+    if rule is None:
+        return None
+    try:
+        geom = rule(ctx, node)
+    except UnsupportedOpError:
+        if fallback != "empirical":
+            raise
+        return None
+    except Exception as exc:  # a rule met arguments it does not understand: name the op, keep the cause
+        if fallback != "empirical":
+            raise UnsupportedOpError(
+                f"model={model_name!r}: op={op_name(gm, node)!r} (node {node.name!r}): its receptive-field rule "
+                f"failed ({type(exc).__name__}: {exc}); pass fallback='empirical'", param="model", value=op_name(gm, node),
+            ) from exc
+        return None
+    if geom is not None and not isinstance(geom, Geometry):
+        raise UnsupportedOpError(
+            f"rule={rule!r}: for op={op_name(gm, node)!r} (node {node.name!r}) it returned "
+            f"{type(geom).__name__}, not a Geometry or None", param="rule", value=rule,
+        )
+    return geom
+
+
+def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, ...], fallback: str, model_name: str) -> RFReport:
+    naxes = len(shape) - 2
+    records: Dict[fx.Node, Record] = {}
+    ctx = RuleContext(gm, values, records, naxes)
+    order: List[fx.Node] = []
+    ops: Dict[fx.Node, str] = {}
+    warns: List[str] = []
+    fallback_nodes: List[str] = []
+    output = None
+    for node in gm.graph.nodes:
+        value = values.get(node)
+        if node.op == "output":
+            found: List[fx.Node] = []
+            fx.node.map_arg(node.args, lambda n: found.append(n) if n in records and records[n].geom else None)
+            if not found:
+                raise UnsupportedOpError(f"model={model_name!r}: its output does not depend on the input tensor", param="model", value=model_name)
+            output = found[0]
+            continue
+        if node.op == "placeholder" and not order and is_shape(value):
+            geom = Geometry((), tuple(range(2, 2 + naxes)), (False,) * naxes, (True,) * naxes)
+            records[node] = Record(node, geom, tuple(value), [1] * naxes, [1] * naxes, [0] * naxes, [Fraction(1)] * naxes, [True] * naxes)
+            order.append(node)
+            ops[node] = "input"
+            continue
+        ins = ctx.tensor_inputs(node) if node.op not in ("placeholder", "get_attr") and has_tensor(value) else []
+        if not ins:  # not a tensor, or a constant made inside forward (zeros, class token...)
+            records[node] = Record(node, None, ())
+            continue
+        records[node] = Record(node, None, tuple(value) if is_shape(value) else records[ins[0]].shape)
+        ops[node] = op_name(gm, node)
+        if all(not records[s].local(a) and not records[s].geom.merged[a] for s in ins for a in range(naxes)):
+            # every input is already spatially global: whatever the op does, it reads the union
+            geom = Geometry(tuple((s, (IDENTITY,) * naxes) for s in ins), (None,) * naxes, (False,) * naxes,
+                            tuple(all(records[s].geom.exact[a] for s in ins) for a in range(naxes)))
+        else:
+            geom = _rule_geometry(ctx, gm, node, fallback, model_name)
+        if geom is None:
+            if fallback != "empirical":
+                raise UnsupportedOpError(
+                    f"model={model_name!r}: op={ops[node]!r} (node {node.name!r}, {node.op} {node.target!r}) has no receptive-field rule; "
+                    "pass fallback='empirical' or register one with register_rf_rule", param="model", value=ops[node],
+                )
+            records[node] = measure_node(gm, records, node, shape, naxes)
+            fallback_nodes.append(node.name)
+        else:
+            records[node].geom = geom
+            _summarise_node(records, records[node], naxes, warns, ops[node])
+        order.append(node)
+    for w in warns:
+        warnings.warn(w, RFAlignmentWarning, stacklevel=3)
+    graph = AnalysedGraph(records, tuple(order), output)
+    nodes = {n.name: _node_rf(records[n], ops[n], naxes) for n in order}
+    return RFReport(model_name, shape, nodes, output.name, tuple(warns), tuple(fallback_nodes), gm, graph)
+
+
+def _node_rf(rec: Record, op: str, naxes: int) -> NodeRF:
+    axes = []
+    for a in range(naxes):
+        constant = rec.aligned[a] and (rec.bj[a] == 0 or rec.positions(a) == 1)
+        axes.append(AxisRF(rec.r[a], rec.j[a], rec.p[a], rec.aligned[a], constant, rec.geom.exact[a], rec.bj[a] if rec.aligned[a] else 0))
+    dims = tuple(rec.geom.dims[a] if rec.local(a) else None for a in range(naxes))
+    positions = tuple(rec.positions(a) for a in range(naxes))
+    return NodeRF(rec.node.name, op, tuple(rec.shape), tuple(axes), dims, positions, (rec.geom.note,) if rec.geom.note else ())
+
+
+def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, warns: List[str], opname: str) -> None:
+    """Per axis: the jump, and either Araujo's recurrence (aligned inputs, integral maps, one box jump)
+    or the exact boxes of every output position, of which the summary is the affine form if there is one."""
+    links = rec.geom.links
+    for a in range(naxes):
+        srcs = [(records[s], maps[a]) for s, maps in links]
+        jumps = [m.jump(s.j[a]) if s.local(a) else s.j[a] for s, m in srcs]
+        locals_ = [j for (s, m), j in zip(srcs, jumps) if s.local(a) and not isinstance(m, Broadcast)]
+        rec.j.append(min(locals_) if locals_ else max(jumps))
+        if all(s.aligned[a] and (m.integral or not s.local(a)) for s, m in srcs):
+            triples = [m.rec(s.r[a], s.bj[a], s.p[a]) if s.local(a) else (s.r[a], s.bj[a], s.p[a]) for s, m in srcs]
+            bjs = {t[1] for t in triples}
+            if len(bjs) == 1:
+                lo0 = min(-t[2] for t in triples)
+                hi0 = max(-t[2] + t[0] - 1 for t in triples)
+                centres = {Fraction(2 * -t[2] + t[0] - 1, 2) for t in triples}
+                if len(centres) > 1 and bjs != {0}:
+                    warns.append(
+                        f"node {rec.node.name!r} ({opname}) merges paths whose receptive fields have different centres "
+                        f"on axis {a} (sizes/paddings {[(t[0], t[2]) for t in triples]}): the union is reported, "
+                        "but its units are not centred on their inputs (Araujo et al.: misaligned paths)"
+                    )
+                rec.r.append(hi0 - lo0 + 1); rec.bj.append(bjs.pop()); rec.p.append(-lo0); rec.aligned.append(True)  # noqa: E702
+                if not rec.geom.exact[a] and len(links) > 1 and any(
+                    s.geom.exact[a] and not s.geom.merged[a] and (-t[2], t[0] - t[2] - 1) == (lo0, hi0)
+                    for (s, _), t in zip(srcs, triples)
+                ):  # an exact path already covers the union: the conservative paths add nothing
+                    exact = list(rec.geom.exact)
+                    exact[a] = True
+                    rec.geom = replace(rec.geom, exact=tuple(exact))
+                continue
+        # exact evaluation over every output position of this node
+        n = rec.positions(a)
+        idx = np.arange(n, dtype=np.int64)
+        lo, hi = unclipped_hull(records, links, a, idx, idx)
+        lo, hi = np.broadcast_to(lo, idx.shape), np.broadcast_to(hi, idx.shape)
+        sizes = hi - lo + 1
+        step = int(lo[1] - lo[0]) if n > 1 else None
+        affine = n == 1 or (np.all(lo == lo[0] + step * idx) and np.all(sizes == sizes[0]))
+        on_grid = affine and (n > 1 or rec.j[a].denominator == 1)
+        if len(links) > 1 and not on_grid:
+            warns.append(
+                f"node {rec.node.name!r} ({opname}) merges paths with different effective strides on axis {a}: "
+                "its receptive field varies with the output position (reported: the largest)"
+            )
+        rec.r.append(int(sizes.max())); rec.p.append(int(-lo[0])); rec.aligned.append(bool(on_grid))  # noqa: E702
+        rec.bj.append(step if (on_grid and n > 1) else (int(rec.j[a]) if on_grid else 0))

@@ -1,0 +1,324 @@
+"""The receptive-field experiment: one model's fields per node, checked against gradients, its ERF, the
+fold table (a conv vs its fold, in folded-map and in input pixels), and the torchvision zoo.
+
+The Hydra app ``scripts/receptive_field.py`` registers :class:`RFExperiment` as its structured config and
+calls :func:`run_receptive_field`; everything it writes comes from here. Every result is computed first and
+the files are written only at the end, so a malformed request (a FoldError) leaves no output behind; a
+failed check writes everything and then raises :class:`~foldconv.experiments.app.ClaimFailed`.
+
+Example:
+    >>> import tempfile
+    >>> conv = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
+    >>> e = RFExperiment(model=conv, input_size=(16, 16), check_size=12, erf_samples=1, fold=FoldTable(r=0))
+    >>> print(run_receptive_field(e, tempfile.mkdtemp()).splitlines()[0])
+    Conv2d: output rf (3, 3), jump (1, 1), padding (0, 0); 2 nodes
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+from torch import nn
+
+from .._validate import SPATIAL_NAMES, check_bool, check_int, per_axis_ints
+from ..analysis.counting.zoo import classification_models, meta_model
+from ..analysis.receptive_field import (
+    FoldedRF,
+    RFCheck,
+    RFReport,
+    UnsupportedOpError,
+    check_receptive_field,
+    effective_receptive_field,
+    folded_receptive_field,
+    receptive_field,
+)
+from ..errors import FoldError, fold_error
+from .app import ClaimFailed, parse_r
+from .io import figure, save_figure, write_table
+
+__all__ = ["FoldTable", "RFExperiment", "build_model", "run_receptive_field", "rf_jump_figure", "erf_figure", "zoo_rows"]
+
+
+def _default_conv() -> Dict[str, Any]:
+    return {"_target_": "torch.nn.Conv2d", "in_channels": 256, "out_channels": 8, "kernel_size": 3, "padding": 1}
+
+
+def _check_model_node(node: Any, param: str) -> Any:
+    if isinstance(node, str) and node.strip():
+        return node
+    if isinstance(node, Mapping) and isinstance(node.get("_target_"), str):
+        return dict(node)
+    raise fold_error(param, node, "must be a torchvision model name or a node with a _target_ (a class or function path)")
+
+
+def _sizes(value: Any, param: str) -> Tuple[int, ...]:
+    """1 to 3 spatial sizes >= 1; an int means 2-D (as for a bare tensor)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) not in SPATIAL_NAMES:
+        raise fold_error(param, value, "must be 1 to 3 spatial sizes (or one int for a square 2-D input)")
+    return per_axis_ints(tuple(value), len(value), param, 1)
+
+
+@dataclass(frozen=True)
+class FoldTable:
+    """The fold table: ``conv`` (a ``_target_`` node) folded by ``r`` (``0``: no table; ``16``, ``"2x4"``,
+    ``[2, 4]``) in channel ``order``, on an input of spatial size ``input_size``.
+
+    Example:
+        >>> FoldTable(r="2x1", input_size=[4, 4]).r
+        (2, 1)
+    """
+
+    r: Any = 16
+    order: str = "crd"
+    conv: Any = field(default_factory=_default_conv)
+    input_size: Any = (4, 4)
+
+    def __post_init__(self) -> None:
+        r = parse_r(self.r)
+        if isinstance(r, tuple):
+            per_axis_ints(r, len(r), "r", 1)
+        elif r != 0:
+            check_int(r, "r", 1)
+        object.__setattr__(self, "r", r)
+        object.__setattr__(self, "conv", _check_model_node(self.conv, "conv"))
+        object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
+        if not isinstance(self.order, str):
+            raise fold_error("order", self.order, "must be an order name ('crd', 'dcr', 'focus') or axes like 'c rh rw'")
+
+
+@dataclass(frozen=True)
+class RFExperiment:
+    """Receptive fields of ``model`` (a torchvision name like ``"vgg16"``, or a ``_target_`` node) at
+    ``input_size`` with ``channels`` input channels; with ``check``, analytic boxes against gradient supports
+    at ``check_size`` px (``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``); the ``fold`` table;
+    with ``zoo``, every torchvision classification model instead of ``model`` (checked up to
+    ``zoo_check_max_params`` parameters). ``seed`` seeds the random weights.
+
+    Example:
+        >>> RFExperiment(model="vgg16", input_size=96).input_size
+        (96, 96)
+    """
+
+    model: Any = field(default_factory=lambda: {"_target_": "torchvision.models.resnet18"})
+    input_size: Any = (224, 224)
+    channels: int = 3
+    check: bool = True
+    check_size: Optional[int] = 64
+    check_nodes: int = 6
+    erf_samples: int = 8
+    fold: FoldTable = field(default_factory=FoldTable)
+    zoo: bool = False
+    zoo_check_max_params: int = 100_000_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", _check_model_node(self.model, "model"))
+        object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
+        for name, minimum in (("channels", 1), ("check_nodes", 1), ("erf_samples", 1), ("zoo_check_max_params", 0), ("seed", 0)):
+            check_int(getattr(self, name), name, minimum)
+        check_bool(self.check, "check")
+        check_bool(self.zoo, "zoo")
+        if self.check_size is not None:
+            check_int(self.check_size, "check_size", 1)
+        if not isinstance(self.fold, FoldTable):
+            raise fold_error("fold", self.fold, "must be a FoldTable")
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return (1, self.channels) + self.input_size
+
+    @property
+    def check_shape(self) -> Tuple[int, ...]:
+        n = self.check_size
+        return self.input_shape if n is None else (1, self.channels) + (n,) * len(self.input_size)
+
+
+def build_model(node: Any, *, param: str = "model") -> nn.Module:
+    """A torchvision model by name (random weights) or any module from a ``_target_`` node; FoldError
+    naming ``param`` when it cannot be built.
+
+    Example:
+        >>> build_model({"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3})
+        Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
+    """
+    node = _check_model_node(node, param)
+    if isinstance(node, str):
+        if node not in classification_models():
+            raise fold_error(param, node, "is not a torchvision classification model (see torchvision.models.list_models())")
+        import torchvision
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torchvision.models.get_model(node, weights=None)
+    import hydra
+
+    try:
+        model = hydra.utils.instantiate(node)
+    except Exception as exc:  # Hydra wraps the constructor's error; its first lines say what was wrong
+        reason = " ".join(str(exc).split())[:300]
+        raise fold_error(param, node, f"cannot be built: {reason}") from None
+    if not isinstance(model, nn.Module):
+        raise fold_error(param, node, f"builds a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _label(node: Any) -> str:
+    return node if isinstance(node, str) else str(node["_target_"]).split(".")[-1]
+
+
+def _node_rows(report: RFReport) -> List[Dict[str, Any]]:
+    names = SPATIAL_NAMES[len(report.input_size)]
+    rows = []
+    for k, (name, node) in enumerate(report.nodes.items()):
+        row: Dict[str, Any] = {"index": k, "node": name, "op": node.op, "shape": node.shape}
+        for ax, a in zip(names, node.axes):
+            row.update({f"rf_{ax}": a.rf, f"jump_{ax}": a.jump, f"padding_{ax}": a.padding})
+        row.update(aligned=node.aligned, constant=node.constant, exact=node.exact)
+        rows.append(row)
+    return rows
+
+
+def _check_rows(check: RFCheck) -> List[Dict[str, Any]]:
+    return [{"node": r.node, "op": r.op, "position": r.position, "index": r.index, "analytic": r.analytic,
+             "empirical": r.empirical, "ok": r.ok} for r in check.rows]
+
+
+def _fold_rows(table: FoldedRF) -> List[Dict[str, Any]]:
+    return [{"form": r.form, "coordinates": r.coordinates, "kernel": r.kernel, "rf": r.rf, "jump": r.jump,
+             "padding": r.padding, "aligned": r.aligned} for r in table.rows]
+
+
+def rf_jump_figure(report: RFReport):
+    """Receptive-field size and jump of every node along the first spatial axis (log scales)."""
+    nodes = list(report.nodes.values())
+    axis = SPATIAL_NAMES[len(report.input_size)][0]
+    fig, (ax1, ax2) = figure(2, 1, figsize=(max(8.0, len(nodes) * 0.08), 6.0), sharex=True)
+    ax1.plot(range(len(nodes)), [n.axes[0].rf for n in nodes], marker=".")
+    ax1.set_ylabel(f"RF size along {axis} (input px)")
+    ax1.set_yscale("log")
+    ax1.set_title(f"{report.model_name} at {report.input_size}: receptive field per node")
+    ax2.plot(range(len(nodes)), [float(n.axes[0].jump) for n in nodes], marker=".")
+    ax2.set_ylabel(f"jump along {axis} (input px)")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("node (topological order)")
+    if len(nodes) <= 60:
+        ax2.set_xticks(range(len(nodes)), [n.name for n in nodes], rotation=90, fontsize=6)
+    return fig
+
+
+def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str):
+    """Luo et al.'s ERF (normalised to its maximum) with the analytic box drawn over it."""
+    from matplotlib.patches import Rectangle
+
+    fig, ax = figure(figsize=(5.0, 5.0))
+    ax.imshow(erf / max(float(erf.max()), 1e-300), cmap="viridis")
+    if box is not None:
+        (h0, h1), (w0, w1) = box
+        ax.add_patch(Rectangle((w0 - 0.5, h0 - 0.5), w1 - w0 + 1, h1 - h0 + 1, fill=False, color="red", lw=1.5, label="analytic RF"))
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}", fontsize=9)
+    return fig
+
+
+def zoo_rows(e: RFExperiment, log: Callable[[str], None] = print) -> Tuple[List[Dict[str, Any]], bool]:
+    """Analyse every torchvision classification model (inception_v3 at 299 px); check those the float64
+    gradient check can afford. Returns the rows and whether every checked model agreed."""
+    rows, ok = [], True
+    for name in classification_models():
+        size = 299 if name == "inception_v3" else e.input_size[0]
+        row: Dict[str, Any] = {"model": name}
+        meta = meta_model(name)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                report = receptive_field(meta, (1, e.channels, size, size))
+        except UnsupportedOpError as exc:
+            rows.append({**row, "traced": False, "reason": str(exc)[:160]})
+            log(f"{name}: no analytic result ({str(exc)[:80]})")
+            continue
+        row.update(traced=True, seconds=round(time.perf_counter() - t0, 3), nodes=len(report.nodes),
+                   rf=report.output.rf[0], exact=report.output.exact, warnings=len(report.warnings))
+        params = sum(p.numel() for p in meta.parameters())
+        if not e.check:
+            row.update(agree=None, reason="check=false")
+        elif name.startswith("vit") or params > e.zoo_check_max_params:
+            row.update(agree=None, reason="ViT needs 224 px (float64 too slow)" if name.startswith("vit") else f"{params / 1e6:.0f}M params")
+        else:
+            shape = e.check_shape
+            try:
+                chk = check_receptive_field(build_model(name), shape, max_nodes=e.check_nodes, seed=e.seed)
+                row.update(check_size=shape[2], checked=len(chk.rows), agree=chk.ok)
+                ok &= chk.ok
+            except FoldError as exc:  # e.g. an input too small for the model: reported, not hidden
+                row.update(check_size=shape[2], agree=None, reason=f"check skipped: {str(exc)[:120]}")
+        rows.append(row)
+        log(f"{name}: rf {row['rf']}, agree={row.get('agree')}")
+    return rows, ok
+
+
+def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> str:
+    """Run the experiment and write its files into ``out_dir``; returns the summary lines.
+
+    Files: ``fold.{csv,md}`` (the fold table), then either ``zoo.{csv,md}`` or ``layers.{csv,md}`` (every
+    node: RF, jump, effective padding, alignment), ``rf_jump.png``, and with ``check``: ``check.{csv,md}``
+    (analytic vs gradient-support boxes) and ``erf.png``. Raises ClaimFailed after writing when a check
+    fails (the fold table inconsistent, a box mismatch, a zoo model disagreeing).
+    """
+    out = Path(out_dir)
+    tables: List[Tuple[List[Dict[str, Any]], str, str]] = []
+    figures: List[Tuple[Any, str]] = []
+    lines: List[str] = []
+    failed: List[str] = []
+    if e.fold.r != 0:
+        conv = build_model(e.fold.conv, param="fold.conv")
+        try:
+            table = folded_receptive_field(conv, e.fold.r, order=e.fold.order, input_size=e.fold.input_size)
+        except FoldError as err:  # name the field: fold.r, fold.input_size, or the conv's own (fold.conv.in_channels)
+            key = "fold." + (err.param if err.param in ("r", "order", "input_size", "conv") else f"conv.{err.param}")
+            raise fold_error(key, err.value, err.rule or str(err)) from None
+        tables.append((_fold_rows(table), "fold", f"Receptive field of a conv and of its fold (r={e.fold.r})"))
+        lines.append(f"fold r={e.fold.r}: folded conv in input pixels = original: {table.ok}")
+        if not table.ok:
+            failed.append("the folded conv's field in input pixels differs from the conv's")
+    if e.zoo:
+        rows, ok = zoo_rows(e)
+        tables.append((rows, "zoo", "Receptive fields of the torchvision classification zoo"))
+        checked = [r for r in rows if r.get("agree") is not None]
+        lines.append(f"zoo: {len(rows)} models, {len(checked)} checked, {sum(r['agree'] for r in checked)} agree")
+        if not ok:
+            failed.append("a zoo model's analytic boxes differ from its gradient supports")
+    else:
+        model = build_model(e.model)
+        report = receptive_field(model, e.input_shape)
+        o = report.output
+        lines.insert(0, f"{_label(e.model)}: output rf {o.rf}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {len(report.nodes)} nodes")
+        tables.append((_node_rows(report), "layers", f"Receptive fields of {_label(e.model)} at {e.input_size}"))
+        figures.append((rf_jump_figure(report), "rf_jump.png"))
+        if e.check:
+            small = e.check_shape
+            chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed)
+            tables.append((_check_rows(chk), "check", f"Analytic vs empirical boxes at {small[2:]}"))
+            lines.append(f"check at {small[2:]}: {len(chk.rows)} boxes, analytic = empirical: {chk.ok}")
+            if not chk.ok:
+                failed.append(f"{len(chk.mismatches)} analytic boxes differ from the gradient supports")
+            rep_small = receptive_field(model, small)
+            # the deepest exact, aligned, still-spatial node whose field fits well inside the check input
+            spatial = [name for name, nd in rep_small.nodes.items()
+                       if nd.exact and nd.aligned and not nd.constant and max(nd.rf) <= small[2] // 2]
+            if spatial and len(small) == 4:
+                erf = effective_receptive_field(model, small, node=spatial[-1], samples=e.erf_samples, seed=e.seed, report=rep_small)
+                figures.append((erf_figure(erf, rep_small.box(spatial[-1]), spatial[-1]), "erf.png"))
+    for rows, stem, title in tables:
+        write_table(rows, out / stem, title)
+    for fig, name in figures:
+        save_figure(fig, out / name)
+    if failed:
+        raise ClaimFailed("; ".join(failed) + f" (outputs in {out})")
+    return "\n".join(lines + [f"outputs in {out}"])

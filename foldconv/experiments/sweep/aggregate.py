@@ -1,0 +1,91 @@
+"""Merge the results.csv files of a sweep multirun, refusing a multirun that is not complete.
+
+A Hydra multirun directory holds one numbered folder per job (``0/``, ``1/``, ...), each with the job's
+composed config in ``.hydra/config.yaml`` and, once the job finished, its ``results.csv``. A merge is only
+meaningful when every job finished: a job folder without results.csv (it crashed or is still running), a gap
+in the job numbers, or a shard whose siblings are missing (``shard.count=4`` but index 2 absent) is a
+FoldError naming ``input``, so the app exits non-zero with one line instead of a table that looks complete.
+"""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+from ...errors import fold_error
+from ..io import read_csv
+
+__all__ = ["aggregate", "multirun_results"]
+
+
+def _job_config(job: Path) -> Dict:
+    from omegaconf import OmegaConf
+
+    path = job / ".hydra" / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.exists() else {}  # type: ignore[return-value]
+
+
+def multirun_results(root: Union[str, Path]) -> List[Path]:
+    """The results.csv of every job of the multirun in ``root``, after checking that every job finished.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> (d / "0" / ".hydra").mkdir(parents=True)
+        >>> multirun_results(d)
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input=...: job 0 has no results.csv (it crashed or has not finished); refusing to merge an incomplete multirun
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise fold_error("input", str(root), "is not a directory")
+    jobs = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if not jobs:
+        paths = sorted(root.rglob("results.csv"))
+        if not paths:
+            raise fold_error("input", str(root), "no job folders and no results.csv below this directory")
+        return paths
+    numbers = [int(p.name) for p in jobs]
+    missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
+    if missing:
+        raise fold_error("input", str(root), f"job folder(s) {missing} are missing; refusing to merge an incomplete multirun")
+    for job in jobs:
+        if not (job / "results.csv").exists():
+            raise fold_error("input", str(root), f"job {job.name} has no results.csv (it crashed or has not finished); refusing to merge an incomplete multirun")
+    shards: Dict[str, set] = collections.defaultdict(set)
+    counts: Dict[str, int] = {}
+    for job in jobs:
+        cfg = _job_config(job)
+        shard = cfg.pop("shard", None) if isinstance(cfg, dict) else None
+        if isinstance(shard, dict) and isinstance(shard.get("count"), int) and shard["count"] > 1:
+            key = repr(sorted(cfg.items(), key=lambda kv: kv[0]))
+            shards[key].add(shard.get("index"))
+            counts[key] = shard["count"]
+    for key, indices in shards.items():
+        absent = sorted(set(range(counts[key])) - indices)
+        if absent:
+            raise fold_error("input", str(root), f"shard index(es) {absent} of shard.count={counts[key]} are missing; refusing to merge an incomplete multirun")
+    return [job / "results.csv" for job in jobs]
+
+
+def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
+    """Concatenate results.csv files, adding a ``job`` column (the job's folder name).
+
+    Rows that appear in several jobs (grid points shared by every job, such as the invalid section) are kept
+    once, the first time they are seen.
+
+    Example:
+        >>> import tempfile
+        >>> from foldconv.experiments.io import write_csv
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = write_csv([{"section": "theorem", "r": 2}], d / "0" / "results.csv")
+        >>> aggregate([d / "0" / "results.csv"])
+        [{'job': '0', 'section': 'theorem', 'r': '2'}]
+    """
+    merged: Dict[tuple, Dict[str, str]] = {}
+    for path in sorted(Path(p) for p in paths):
+        for row in read_csv(path):
+            key = tuple((k, v) for k, v in row.items() if k != "job" and not k.startswith("rel_err"))
+            merged.setdefault(key, {"job": path.parent.name, **row})
+    return list(merged.values())

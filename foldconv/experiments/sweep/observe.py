@@ -1,0 +1,260 @@
+"""Observe each point of the sweep: run the original and the folded forms and compare them exactly.
+
+Every conv observation uses the integer-exact kernel of :mod:`foldconv.check.exact` (the one
+:func:`~foldconv.check.check_equivalence` uses): :data:`TRIALS` draws of integer weights and inputs in
+``[-1024, 1024]``, float64, compared with ``torch.equal`` (false "equivalent" probability <= 1e-6 per
+point; only convolutions and layout ops run, all on the polynomial allow-list). The float32/bfloat16 errors
+are :func:`~foldconv.check.exact.relative_error` of the folded form in that dtype against the float64
+original, on unit-normal data. The prediction (:mod:`foldconv.predict`) never sees a tensor.
+
+An :class:`Observation` is ``valid`` when the original computation runs and the request is well formed;
+when torch refuses the original (circular padding wrapping more than once, a pooling window larger than
+the map) the point is observed ``invalid`` and the predictor must say so too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Tuple
+
+import einops
+import torch
+import torch.nn.functional as F
+
+from ...check import Verdict, check_fold
+from ...check.exact import combine, compare, integers, relative_error
+from ...errors import FoldError
+from ...fold import fold_weight, plan_fold, unfold_weight
+from ...layout import depth_to_space, fold_channel_map, normalize_order, space_to_depth
+from ...predict import (
+    Outcome,
+    Prediction,
+    conditioned_following,
+    fold_following,
+    following_example,
+    predict_fold,
+    predict_following,
+    predict_space_to_depth,
+)
+from ...specs import ConvSpec, FoldSpec
+from .grid import Point
+
+__all__ = ["TRIALS", "Observation", "observe_point", "observed_outcome"]
+
+TRIALS = 2
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What was measured at one point.
+
+    ``valid``: the original ran and the request is well formed. ``literal``: verdict of the literal
+    construction; ``conditioned``: of the library's equivalent form. ``errors``: ``(dtype, relative
+    error)`` of the folded form per low-precision dtype. ``crop_exact``/``pad_exact``: the space-to-depth
+    size fixes; ``detail_agrees``: they match the prediction's.
+    """
+
+    valid: bool
+    literal: Verdict
+    conditioned: Verdict
+    errors: Tuple[Tuple[str, float], ...] = ()
+    crop_exact: Optional[bool] = None
+    pad_exact: Optional[bool] = None
+    detail_agrees: bool = True
+
+
+_REFUSED = Observation(False, Verdict.INVALID, Verdict.INVALID)
+
+
+def observed_outcome(obs: Observation) -> Outcome:
+    """The outcome the measurements show: invalid, else the literal form, then the library's conditioned form.
+
+    Example:
+        >>> observed_outcome(Observation(True, Verdict.NOT_EQUIVALENT, Verdict.EQUIVALENT)).value
+        'holds with conditions'
+    """
+    if not obs.valid:
+        return Outcome.INVALID
+    if obs.literal is Verdict.EQUIVALENT:
+        return Outcome.HOLDS
+    if obs.conditioned is Verdict.EQUIVALENT:
+        return Outcome.HOLDS_IF
+    return Outcome.FAILS
+
+
+def _conv(x, w, b, stride, padding, dilation, groups, mode, dims):
+    if mode != "zeros" and any(p > 0 for p in padding):
+        x = F.pad(x, [q for p in reversed(padding) for q in (p, p)], mode=mode)
+        padding = (0,) * dims
+    return _CONV[dims](x, w, b, stride, padding, dilation, groups)
+
+
+def _attempt(run: Callable[[], torch.Tensor]) -> Optional[torch.Tensor]:
+    """The output, or None where torch or the library refuses the computation."""
+    try:
+        return run()
+    except (RuntimeError, FoldError):
+        return None
+
+
+def _fold_point(p: Point, dtypes: Sequence[torch.dtype]) -> Tuple[Prediction, Observation]:
+    spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding,
+                         dilation=p.dilation, groups=p.groups, padding_mode=p.padding_mode)
+    fold = FoldSpec.make(p.r, p.order, p.dims)
+    x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
+    fstride = (p.folded_stride,) * p.dims if p.folded_stride else None
+    size = (p.size,) * p.dims
+    pred = predict_fold(spec, fold, input_order=x_order, folded_stride=fstride, input_size=size)
+    gen = torch.Generator().manual_seed(p.seed())
+    stride_f = fstride or tuple(f * s for f, s in zip(fold.r, spec.stride))
+    padding_f = tuple(f * q for f, q in zip(fold.r, spec.padding))
+    try:
+        plan = plan_fold(spec, fold).result
+    except FoldError:
+        plan = None
+
+    def original(x, w, b):
+        return _conv(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups, spec.padding_mode, p.dims)
+
+    def folded(x, w, b):
+        fw = fold_weight(w, fold.r, fold.order, groups=spec.groups, dilation=spec.dilation)
+        return _conv(depth_to_space(x, fold.r, fold.order, dims=p.dims), fw.weight, b, plan.stride, plan.padding, plan.dilation,
+                     fw.groups, spec.padding_mode, p.dims)
+
+    lit, cond = [], []
+    for _ in range(TRIALS):
+        w, b = integers(spec.weight_shape, gen), integers((spec.out_channels,), gen)
+        x = integers((p.batch, spec.in_channels) + size, gen)
+        ref = _attempt(lambda: original(x, w, b))
+        if ref is None:
+            return pred, _REFUSED
+        lit.append(compare(ref, _attempt(lambda: _conv(
+            depth_to_space(x, fold.r, x_order, dims=p.dims), depth_to_space(w, fold.r, fold.order, dims=p.dims), b,
+            stride_f, padding_f, spec.dilation, spec.groups, spec.padding_mode, p.dims))))
+        cond.append(compare(ref, _attempt(lambda: folded(x, w, b))) if plan is not None else Verdict.INVALID)
+    errors = []
+    if plan is not None:
+        w = torch.randn(spec.weight_shape, generator=gen, dtype=torch.float64)
+        b = torch.randn(spec.out_channels, generator=gen, dtype=torch.float64)
+        x = torch.randn((p.batch, spec.in_channels) + size, generator=gen, dtype=torch.float64)
+        ref = original(x, w, b)
+        errors = [(str(dt).replace("torch.", ""), relative_error(folded(x.to(dt), w.to(dt), b.to(dt)), ref)) for dt in dtypes]
+    return pred, Observation(True, combine(lit), combine(cond), tuple(errors))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Following layers: the examples of the registry in foldconv.predict.following.
+
+_BLOCKS = {1: "b g i w -> b g i w", 2: "b g i j h w -> b g (i j) h w", 3: "b g i j l d h w -> b g (i j l) d h w"}
+
+
+def _close(reference: Optional[torch.Tensor], candidate: Optional[torch.Tensor]) -> Verdict:
+    """Float64 comparison for the following layers (normalisations divide: exact integers are unavailable)."""
+    verdict = compare(reference, candidate)
+    if verdict is Verdict.NOT_EQUIVALENT and torch.allclose(reference, candidate, rtol=1e-12, atol=1e-12):
+        return Verdict.EQUIVALENT
+    return verdict
+
+
+def _following_point(p: Point) -> Tuple[Prediction, Observation]:
+    fold = FoldSpec.make(p.r, p.order, p.dims)
+    gen = torch.Generator().manual_seed(p.seed())
+    layer = following_example(p.following, p.out_channels, fold, gen)
+    size = (p.size,) * p.dims
+    pred = predict_following(layer, fold, p.out_channels, input_size=size)
+    y = torch.randn((p.batch, p.out_channels) + size, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        original = _attempt(lambda: layer(y))
+    if original is None:
+        return pred, _REFUSED
+    if p.following == "dropout_train":
+        # The folded Dropout zeroes whole folded channels; the original's mask, folded, must be block-constant
+        # for any folded dropout to produce it. With 8+ blocks per sample a mixed block appears w.p. ~1.
+        torch.manual_seed(p.seed())
+        mask = (layer(torch.ones((p.batch * 4, p.out_channels) + size, dtype=torch.float64)) != 0).double()
+        blocks = einops.rearrange(mask[:, fold_channel_map(p.out_channels, fold.r, fold.order, dims=p.dims)], _BLOCKS[p.dims])
+        literal = Verdict.EQUIVALENT if bool((blocks == blocks[:, :, :1]).all()) else Verdict.NOT_EQUIVALENT
+        return pred, Observation(True, literal, Verdict.INVALID)
+    folded_y = depth_to_space(y, fold.r, fold.order, dims=p.dims)
+    with torch.no_grad():
+        try:
+            folded_layer = fold_following(layer, fold, p.out_channels)
+            lhs = _attempt(lambda: folded_layer(folded_y))
+        except FoldError:
+            lhs = None
+        literal = _close(depth_to_space(original, fold.r, fold.order, dims=p.dims), lhs)
+        try:
+            conditioned_form = conditioned_following(layer, fold, p.out_channels)
+            conditioned = _close(lhs, _attempt(lambda: conditioned_form(y))) if lhs is not None else Verdict.INVALID
+        except FoldError:
+            conditioned = Verdict.INVALID
+    return pred, Observation(True, literal, conditioned)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Space-to-depth (the unfold direction) and malformed requests.
+
+
+def _s2d_point(p: Point) -> Tuple[Prediction, Observation]:
+    big = ConvSpec.make(p.dims, 1, p.out_channels, p.kernel, stride=p.stride, padding=p.padding, padding_mode=p.padding_mode)
+    size = (p.size,) * p.dims
+    pred = predict_space_to_depth(big, p.r, size)
+    fold = FoldSpec.make(p.r, "crd", p.dims)
+    gen = torch.Generator().manual_seed(p.seed())
+    w, b = integers(big.weight_shape, gen), integers((big.out_channels,), gen)
+    x = integers((p.batch, 1) + size, gen)
+    ref = _attempt(lambda: _conv(x, w, b, big.stride, big.padding, big.dilation, 1, big.padding_mode, p.dims))
+    if ref is None:
+        return pred, _REFUSED
+    small = unfold_weight(w, fold.r, "crd")
+    s_stride = tuple(s // f for s, f in zip(big.stride, fold.r))
+    s_pad = tuple(q // f for q, f in zip(big.padding, fold.r))
+
+    def unfolded(xx: torch.Tensor) -> Optional[torch.Tensor]:
+        return _attempt(lambda: _conv(space_to_depth(xx, fold.r, "crd", dims=p.dims), small.weight, b, s_stride, s_pad, (1,) * p.dims, 1,
+                                      big.padding_mode, p.dims))
+
+    fix = pred.size_fix
+    literal = compare(ref, unfolded(x))
+    crop = x[(Ellipsis,) + tuple(slice(0, c) for c in fix.crop_to)]
+    crop_ok = all(c > 0 for c in fix.crop_to) and compare(ref, unfolded(crop)) is Verdict.EQUIVALENT
+    pad_out = unfolded(F.pad(x, [q for n, t in reversed(list(zip(size, fix.pad_to))) for q in (0, t - n)]))
+    pad_ok = pad_out is not None and compare(ref, pad_out[(Ellipsis,) + tuple(slice(0, o) for o in fix.outputs)]) is Verdict.EQUIVALENT
+    conditioned = Verdict.EQUIVALENT if (crop_ok or pad_ok) else Verdict.NOT_EQUIVALENT
+    agrees = crop_ok == fix.crop_exact and pad_ok == fix.pad_exact
+    return pred, Observation(True, literal, conditioned, crop_exact=crop_ok, pad_exact=pad_ok, detail_agrees=agrees)
+
+
+def _invalid_point(p: Point) -> Tuple[Prediction, Observation]:
+    spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding)
+    size = (p.size,) * p.dims
+    pred = predict_fold(spec, p.r, p.order, input_size=size)
+    try:
+        fold = FoldSpec.make(p.r, p.order, p.dims)
+    except FoldError:
+        return pred, _REFUSED  # a malformed request: no such fold factor or order
+    conv = spec.to_module(dtype=torch.float64)
+    if _attempt(lambda: conv(torch.zeros((1, spec.in_channels) + size, dtype=torch.float64))) is None:
+        return pred, _REFUSED  # the original cannot run on this input
+    try:
+        report = check_fold(conv, fold.r, fold.order, input_size=size, trials=1, dtypes=())
+    except FoldError:
+        return pred, Observation(True, Verdict.INVALID, Verdict.INVALID)  # a valid request with no folded form
+    return pred, Observation(True, report.verdict, report.verdict)
+
+
+def observe_point(p: Point, dtypes: Sequence[torch.dtype] = ()) -> Tuple[Prediction, Observation]:
+    """Predict (no tensors) and observe (exact integer arithmetic) one point of the sweep.
+
+    Example:
+        >>> pred, obs = observe_point(Point("theorem", 2, 2, in_channels=4, kernel=3, padding=1, size=5))
+        >>> pred.outcome.value, observed_outcome(obs).value, obs.literal.value
+        ('holds', 'holds', 'equivalent')
+    """
+    if p.section == "invalid":
+        return _invalid_point(p)
+    if p.section == "following":
+        return _following_point(p)
+    if p.section == "space_to_depth":
+        return _s2d_point(p)
+    return _fold_point(p, dtypes)

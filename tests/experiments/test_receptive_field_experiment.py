@@ -1,0 +1,71 @@
+"""The receptive-field experiment in process: its config refuses bad values by name, a malformed request
+writes nothing, a failed check writes everything and then says so."""
+from __future__ import annotations
+
+import pytest
+
+from foldconv import FoldError
+from foldconv.experiments import receptive_field as experiment
+from foldconv.experiments.app import ClaimFailed
+from foldconv.experiments.receptive_field import FoldTable, RFExperiment, run_receptive_field
+
+CONV = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
+SMALL_FOLD = FoldTable(r=2, conv={"_target_": "torch.nn.Conv2d", "in_channels": 4, "out_channels": 2, "kernel_size": 3})
+
+BAD = {
+    "model a number": (lambda: RFExperiment(model=3), "model"),
+    "model without _target_": (lambda: RFExperiment(model={"in_channels": 3}), "model"),
+    "input_size four axes": (lambda: RFExperiment(input_size=[8, 8, 8, 8]), "input_size"),
+    "input_size zero": (lambda: RFExperiment(input_size=[0, 8]), "input_size"),
+    "channels zero": (lambda: RFExperiment(channels=0), "channels"),
+    "check not a bool": (lambda: RFExperiment(check="yes"), "check"),
+    "check_size zero": (lambda: RFExperiment(check_size=0), "check_size"),
+    "check_nodes zero": (lambda: RFExperiment(check_nodes=0), "check_nodes"),
+    "erf_samples zero": (lambda: RFExperiment(erf_samples=0), "erf_samples"),
+    "seed negative": (lambda: RFExperiment(seed=-1), "seed"),
+    "fold r per-axis zero": (lambda: FoldTable(r="0x2"), "r"),
+    "fold r text": (lambda: FoldTable(r="two"), "r"),
+    "fold conv a name": (lambda: FoldTable(conv=""), "conv"),
+    "fold order a number": (lambda: FoldTable(order=3), "order"),
+    "unknown torchvision name": (lambda: experiment.build_model("resnet1"), "model"),
+    "constructor arguments missing": (lambda: experiment.build_model({"_target_": "torch.nn.Conv2d", "in_channels": 3}), "model"),
+    "target not a module": (lambda: experiment.build_model({"_target_": "builtins.dict"}), "model"),
+}
+
+
+@pytest.mark.parametrize("call,param", list(BAD.values()), ids=list(BAD))
+def test_bad_config_is_a_fold_error_naming_the_field(call, param):
+    with pytest.raises(FoldError) as info:
+        call()
+    assert info.value.param == param, str(info.value)
+
+
+def test_a_malformed_request_writes_nothing(tmp_path):
+    # the fold table is computed first; the model then cannot be built: no fold.csv may be left behind
+    e = RFExperiment(model={"_target_": "torch.nn.Conv2d", "in_channels": 3}, fold=SMALL_FOLD)
+    with pytest.raises(FoldError, match="model="):
+        run_receptive_field(e, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FoldError, match="fold.conv.in_channels="):  # 3 channels do not fold by 2x2
+        run_receptive_field(RFExperiment(model=CONV, fold=FoldTable(r=2, conv=CONV)), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_check_writes_everything_then_raises(tmp_path, monkeypatch):
+    real = experiment.check_receptive_field
+
+    def shifted(*args, **kwargs):  # a check whose empirical side is off by one pixel must fail the run
+        check = real(*args, **kwargs)
+        row = check.rows[0]
+        moved = tuple((lo + 1, hi) for lo, hi in row.empirical)
+        return type(check)(check.model, (type(row)(row.node, row.op, row.position, row.index, row.analytic, moved),) + check.rows[1:])
+
+    monkeypatch.setattr(experiment, "check_receptive_field", shifted)
+    e = RFExperiment(model=CONV, input_size=(12, 12), check_size=12, erf_samples=1, fold=SMALL_FOLD)
+    with pytest.raises(ClaimFailed, match="1 analytic boxes differ"):
+        run_receptive_field(e, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "fold.csv", "fold.md", "layers.csv", "layers.md", "check.csv", "check.md", "rf_jump.png", "erf.png"
+    }
+    monkeypatch.undo()
+    assert run_receptive_field(e, tmp_path).endswith(f"outputs in {tmp_path}")

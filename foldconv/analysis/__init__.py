@@ -14,5 +14,6 @@ from .counting import *  # noqa: F401,F403  (each subpackage's __all__ is its pu
 from .counting import __all__ as _count_all
 from .receptive_field import *  # noqa: F401,F403
 from .receptive_field import __all__ as _rf_all
+from .shift import ShiftReport, shift_equivariance  # noqa: F401  (the rest: foldconv.analysis.shift)
 
-__all__ = list(_count_all) + list(_rf_all)
+__all__ = list(_count_all) + list(_rf_all) + ["ShiftReport", "shift_equivariance"]

@@ -1,0 +1,206 @@
+"""Measured shift equivariance on real inputs: per-stage feature-map error under small input shifts, and the
+consistency metric of Zhang (2019, "Making convolutional networks shift-invariant again", antialiased-cnns).
+
+Conventions. An input shift ``s`` (per axis, input pixels) means the crop ``images[..., s:s+H]`` against
+``images[..., 0:H]``: content moves by ``-s``, so an equivariant stage with rate ``q`` (own pixels per input
+pixel, :attr:`AxisShift.rate`) gives ``y1[i] = y0[i + s*q]``. "Shifting back" reads ``y0`` at ``i + s*q``
+by linear interpolation when ``s*q`` is fractional (exact slicing when it is an integer); ``border`` input
+pixels (converted to own pixels, rounded up) are cropped on both sides. The error is
+``||y1 - shifted y0|| / ||shifted y0||`` over what remains; an invariant stage (rate 0: global pooling and
+after) is compared without a shift.
+
+Example:
+    >>> import torch
+    >>> from foldconv.analysis.shift import shift_equivariance
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.ReLU())
+    >>> rep = shift_equivariance(net, (1, 1, 32, 32))
+    >>> net = net.double()
+    >>> images = torch.randn(2, 1, 40, 40, dtype=torch.float64)
+    >>> errs = stage_errors(net, rep, ["0"], images, size=(32, 32), shifts=[(0, 1), (0, 2)], border=4)
+    >>> [(e.shift, e.error < 1e-12) for e in errs]
+    [((0, 1), False), ((0, 2), True)]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ...errors import fold_error
+from .analytic import ShiftReport
+
+__all__ = ["StageError", "Consistency", "read_shifted", "equivariance_error", "stage_errors", "consistency", "crops"]
+
+
+@dataclass(frozen=True)
+class StageError:
+    """Equivariance error of one stage (a module's output) under one input shift."""
+
+    stage: str
+    depth: int
+    jump: Tuple[Fraction, ...]
+    period: Tuple[Optional[int], ...]
+    shift: Tuple[int, ...]
+    error: float
+    positions: int
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """Zhang's consistency: the fraction of ``pairs`` of differently shifted crops whose argmax agrees."""
+
+    agree: int
+    pairs: int
+    classes: int = 0
+
+    @property
+    def value(self) -> float:
+        return self.agree / self.pairs if self.pairs else float("nan")
+
+
+def read_shifted(y: torch.Tensor, offsets: Sequence[float]) -> torch.Tensor:
+    """``y`` read at ``i + offset`` along its last ``len(offsets)`` axes (offsets >= 0), linearly interpolated
+    between neighbours; each axis shrinks by ``ceil(offset)``.
+
+    Example:
+        >>> read_shifted(torch.tensor([0., 2., 4., 6.]), [0.5]).tolist()
+        [1.0, 3.0, 5.0]
+    """
+    dims = len(offsets)
+    for k, t in enumerate(offsets):
+        if t < 0:
+            raise fold_error("offsets", tuple(offsets), "must be >= 0 (shift the crop the other way)")
+        axis = y.dim() - dims + k
+        n = y.shape[axis]
+        lo, frac = int(math.floor(t)), float(t) - math.floor(t)
+        m = n - math.ceil(t)
+        if m <= 0:
+            return y.narrow(axis, 0, 0)
+        base = y.narrow(axis, lo, m)
+        y = base if frac == 0 else (1 - frac) * base + frac * y.narrow(axis, lo + 1, m)
+    return y
+
+
+def equivariance_error(y0: torch.Tensor, y1: torch.Tensor, shift: Sequence[int], rate: Sequence[Fraction], *, border: int = 0) -> Tuple[float, int]:
+    """Relative error of ``y1`` (output on the input shifted by ``shift``) against ``y0`` shifted back, with
+    ``rate`` own pixels per input pixel per spatial axis (the trailing axes of ``y``); returns the error and
+    the number of positions compared (nan and 0 when the crop leaves none).
+
+    Example:
+        >>> y0 = torch.arange(10.).reshape(1, 10)
+        >>> equivariance_error(y0, y0 + 1, (2,), (Fraction(1, 2),))
+        (0.0, 9)
+    """
+    dims = len(rate)
+    if any(q == 0 for q in rate):  # read the whole axis: invariant
+        ref, got = y0, y1
+    else:
+        offsets = [float(s * q) for s, q in zip(shift, rate)]
+        ref = read_shifted(y0, offsets)
+        got = y1[(Ellipsis,) + tuple(slice(0, n) for n in ref.shape[y0.dim() - dims:])]
+        crop = [math.ceil(border * q) for q in rate]
+        index = tuple(slice(c, n - c) for c, n in zip(crop, ref.shape[y0.dim() - dims:]))
+        ref, got = ref[(Ellipsis,) + index], got[(Ellipsis,) + index]
+    positions = math.prod(ref.shape[ref.dim() - dims:]) if ref.dim() >= dims else 1
+    if ref.numel() == 0:
+        return float("nan"), 0
+    norm = float(ref.double().norm())
+    diff = float((got.double() - ref.double()).norm())
+    return (diff / norm if norm > 0 else diff), int(positions)
+
+
+def _crop(images: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+    return images[(Ellipsis,) + tuple(slice(a, a + n) for a, n in zip(start, size))]
+
+
+def stage_errors(
+    model: nn.Module,
+    report: ShiftReport,
+    stages: Sequence[str],
+    images: torch.Tensor,
+    *,
+    size: Sequence[int],
+    shifts: Sequence[Sequence[int]],
+    border: int = 0,
+) -> List[StageError]:
+    """Equivariance error of the outputs of the modules ``stages`` (dotted names, in depth order) of
+    ``model`` under every shift of ``shifts``, on crops of ``size`` of ``images`` (N, C, *spatial).
+
+    ``report`` (:func:`shift_equivariance` of a model with the same stages, e.g. ``model`` itself or the
+    model it was rewritten from) gives each stage's rate and period. Runs in ``torch.no_grad``.
+    """
+    size = tuple(int(n) for n in size)
+    dims = len(size)
+    modules = dict(model.named_modules())
+    missing = [s for s in stages if s not in modules]
+    if missing:
+        raise fold_error("stages", missing, "must name modules of the model")
+    for s in shifts:
+        if len(s) != dims or any(v < 0 or v + n > m for v, n, m in zip(s, size, images.shape[-dims:])):
+            raise fold_error("shifts", tuple(s), f"must be {dims} non-negative ints with shift + size <= the image size {tuple(images.shape[-dims:])}")
+    captured: Dict[str, torch.Tensor] = {}
+    hooks = [modules[s].register_forward_hook(lambda _m, _i, out, name=s: captured.__setitem__(name, out)) for s in stages]
+    try:
+        with torch.no_grad():
+            model(_crop(images, (0,) * dims, size))
+            base = dict(captured)
+            result = []
+            for s in shifts:
+                model(_crop(images, s, size))
+                for depth, name in enumerate(stages):
+                    info = report.stage(name)
+                    rate = [a.rate if a.rate is not None else Fraction(0) for a in info.axes]
+                    err, n = equivariance_error(base[name], captured[name], tuple(s), rate, border=border)
+                    result.append(StageError(name, depth, info.jump, info.period, tuple(int(v) for v in s), err, n))
+    finally:
+        for h in hooks:
+            h.remove()
+    return result
+
+
+def crops(images: torch.Tensor, size: Sequence[int], count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random crops of ``size`` (seeded by ``generator``) of one image ``(C, *spatial)``.
+
+    Example:
+        >>> crops(torch.zeros(3, 10, 12), (4, 4), 5, torch.Generator().manual_seed(0)).shape
+        torch.Size([5, 3, 4, 4])
+    """
+    dims = len(size)
+    room = [m - n for m, n in zip(images.shape[-dims:], size)]
+    if any(r < 0 for r in room):
+        raise fold_error("size", tuple(size), f"must fit in the image {tuple(images.shape[-dims:])}")
+    starts = [torch.randint(0, r + 1, (count,), generator=generator).tolist() for r in room]
+    return torch.stack([_crop(images, [st[k] for st in starts], size) for k in range(count)])
+
+
+def consistency(model: nn.Module, images: torch.Tensor, *, size: Sequence[int], max_shift: int, generator: torch.Generator,
+                center: bool = False) -> Consistency:
+    """Zhang's consistency: for every image (N, C, *spatial; at least ``size + max_shift``), two crops at
+    independent random offsets in ``[0, max_shift]`` per axis; how often the argmax of the outputs agrees.
+
+    ``center``: take the argmax of the outputs minus their mean over all ``2N`` crops. A randomly initialised
+    classifier answers nearly one class for every input (consistency 1 by default); centring asks which class
+    an input moves the output towards. ``classes`` counts the distinct argmax values seen.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 3))
+        >>> consistency(net, torch.ones(4, 1, 9, 9), size=(6, 6), max_shift=3, generator=torch.Generator().manual_seed(0))
+        Consistency(agree=4, pairs=4, classes=1)
+    """
+    dims = len(size)
+    if any(n + max_shift > m for n, m in zip(size, images.shape[-dims:])):
+        raise fold_error("max_shift", max_shift, f"size + max_shift must fit in the images {tuple(images.shape[-dims:])}")
+    offsets = torch.randint(0, max_shift + 1, (2, images.shape[0], dims), generator=generator).tolist()
+    with torch.no_grad():
+        outs = [model(torch.stack([_crop(img, off, size) for img, off in zip(images, offsets[k])])) for k in range(2)]
+    if center:
+        mean = torch.cat(outs).mean(dim=0, keepdim=True)
+        outs = [o - mean for o in outs]
+    a, b = outs[0].argmax(dim=1), outs[1].argmax(dim=1)
+    return Consistency(int((a == b).sum()), int(images.shape[0]), int(torch.cat([a, b]).unique().numel()))

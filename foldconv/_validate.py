@@ -247,3 +247,37 @@ def check_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str
     if channels is not None and x.shape[-dims - 1] != channels:
         raise fold_error(f"{param}.shape", tuple(x.shape), f"needs {channels} channels at axis {-dims - 1}")
     return tuple(x.shape[-dims:])
+
+
+def check_device(device: Any, param: str = "device") -> torch.device:
+    """The ``torch.device`` for ``device`` (None means cpu) if this machine has it; otherwise a FoldError that
+    says which device to use instead. The one device rule of the library and the apps.
+
+    Example:
+        >>> check_device("cpu"), check_device(None)
+        (device(type='cpu'), device(type='cpu'))
+        >>> check_device("gpu")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: device='gpu': must be a torch device such as 'cpu' or 'cuda:0'
+    """
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise fold_error(param, device, "must be a torch device such as 'cpu' or 'cuda:0'")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise fold_error(param, device, "must be a torch device such as 'cpu' or 'cuda:0'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise fold_error(param, device, "needs CUDA, which this machine does not have (torch.cuda.is_available() is False): use device=cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise fold_error(param, device, f"is not one of this machine's {torch.cuda.device_count()} CUDA devices")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise fold_error(param, device, "needs Apple's MPS, which this machine does not have: use device=cpu")
+    try:
+        torch.zeros(1, device=parsed)  # any other backend: does it actually run here?
+    except (RuntimeError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise fold_error(param, device, f"is not available here: {first}: use device=cpu") from None
+    return parsed

@@ -334,12 +334,8 @@ def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = No
 
 
 def _build(plan: FoldPlan, conv: nn.Module) -> nn.Module:
-    weight = _fold_tensor(conv.weight.detach(), plan)
-    module = plan.result.to_module(dtype=weight.dtype, device=weight.device)
-    with torch.no_grad():
-        module.weight.copy_(weight)
-        if conv.bias is not None:
-            module.bias.copy_(conv.bias.detach())
+    bias = None if conv.bias is None else conv.bias.detach()
+    module = plan.result.to_module(weight=_fold_tensor(conv.weight.detach(), plan), bias=bias)
     module.train(conv.training)
     module.weight.requires_grad_(conv.weight.requires_grad)
     if conv.bias is not None:

@@ -163,14 +163,39 @@ class ConvSpec:
             padding_mode=conv.padding_mode,
         )
 
-    def to_module(self, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None) -> nn.Module:
-        """Build an ``nn.ConvNd`` (randomly initialised) with this spec; refuses weights above MAX_KERNEL_ELEMENTS.
+    def to_module(
+        self,
+        dtype: Optional[torch.dtype] = None,
+        device: Union[str, torch.device, None] = None,
+        *,
+        weight: Optional[torch.Tensor] = None,
+        bias: Optional[torch.Tensor] = None,
+    ) -> nn.Module:
+        """Build an ``nn.ConvNd`` with this spec, randomly initialised or loaded with ``weight`` (and ``bias``:
+        None keeps the random one) whose dtype and device it then takes; refuses weights above MAX_KERNEL_ELEMENTS.
 
         Example:
             >>> ConvSpec.make(2, 4, 8, 3, groups=2).to_module().weight.shape
             torch.Size([8, 2, 3, 3])
+            >>> m = ConvSpec.make(1, 1, 1, 2).to_module(weight=torch.ones(1, 1, 2), bias=torch.zeros(1))
+            >>> m(torch.tensor([[[1.0, 2.0, 3.0]]])).tolist()
+            [[[3.0, 5.0]]]
         """
         check_numel(self.weight_shape, "spec", self.describe())
+        if weight is None:
+            return self._build(dtype, device)
+        if tuple(weight.shape) != self.weight_shape:
+            raise fold_error("weight", tuple(weight.shape), f"must have the spec's weight shape {self.weight_shape}")
+        if bias is not None and (not self.bias or tuple(bias.shape) != (self.out_channels,)):
+            raise fold_error("bias", tuple(bias.shape), f"must be None or of shape ({self.out_channels},) with spec.bias=True")
+        module = self._build(weight.dtype, weight.device)
+        with torch.no_grad():
+            module.weight.copy_(weight)
+            if bias is not None:
+                module.bias.copy_(bias)
+        return module
+
+    def _build(self, dtype: Optional[torch.dtype], device: Union[str, torch.device, None]) -> nn.Module:
         return conv_class(self.dims)(
             self.in_channels,
             self.out_channels,

@@ -13,30 +13,7 @@ comparison.{csv,md,png}, d2l_dense.{csv,md} and, last, checks.{csv,md} into the 
 FlopCounterMode/2, a published or expected figure differs, a cost-neutral fold changes parameters or MACs);
 2 a malformed override (one line on stderr, nothing written).
 """
-from __future__ import annotations
-
-import warnings
-
-from foldconv.experiments.app import ClaimFailed, finish, hydra_app, instantiate, register, run_dir
-from foldconv.experiments.counting import CountExperiment, run_count, run_summary
-
-register("count_schema", CountExperiment)
-
-
-def run(cfg) -> str:
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
-    experiment: CountExperiment = instantiate(cfg)
-    out = run_dir()
-    result = run_count(experiment, out)
-    if not result.ok:
-        raise ClaimFailed(f"{len(result.failed)} of {len(result.checks)} checks failed, see {out / 'checks.md'}")
-    return run_summary(result, experiment, out)
-
-
-@hydra_app("count")
-def main(cfg) -> None:
-    finish(lambda: run(cfg), name="count")
-
+from foldconv.experiments.cli import count as main
 
 if __name__ == "__main__":
     main()

@@ -9,26 +9,7 @@ The config is foldconv.experiments.one_fold.OneFoldExperiment: conv is a ConvSpe
 is equivalent or impossible (the report says why), 1 it exists but the check says it is not equivalent
 (outputs written), 2 a malformed override (one line on stderr, nothing written).
 """
-from __future__ import annotations
-
-from foldconv.experiments.app import ClaimFailed, finish, hydra_app, instantiate, register, run_dir
-from foldconv.experiments.one_fold import OneFoldExperiment, run_one_fold
-
-register("fold_conv_schema", OneFoldExperiment)
-
-
-def run(cfg) -> str:
-    experiment: OneFoldExperiment = instantiate(cfg)
-    result = run_one_fold(experiment, run_dir())
-    if result.plan is not None and not result.ok:
-        raise ClaimFailed(f"the fold exists but the check says it is not equivalent: {result.report.summary()}")
-    return f"{result.to_markdown()}\n\nwritten to {run_dir()}"
-
-
-@hydra_app("fold_conv")
-def main(cfg) -> None:
-    finish(lambda: run(cfg), name="fold_conv")
-
+from foldconv.experiments.cli import fold_conv as main
 
 if __name__ == "__main__":
     main()

@@ -10,27 +10,7 @@ dpi). Writes into the Hydra run dir: operators.png (original matrix | folded mat
 checks.{csv,md}, shifts.{csv,md}, parameters.{csv,md}. Exit status: 0 all checks hold, 1 a check failed
 (outputs written), 2 a malformed override (one line on stderr, nothing written).
 """
-from __future__ import annotations
-
-from foldconv.experiments.app import ClaimFailed, finish, hydra_app, instantiate, register, run_dir
-from foldconv.experiments.operators import OperatorsExperiment, run_operators
-
-register("operators_schema", OperatorsExperiment)
-
-
-def run(cfg) -> str:
-    experiment: OperatorsExperiment = instantiate(cfg)
-    out = run_dir()
-    result = run_operators(experiment.example, out, ladder=experiment.ladder, dpi=experiment.dpi)
-    if not result.ok:
-        raise ClaimFailed(", ".join(result.failed))
-    return f"{result.markdown}\n\nwritten to {out}"
-
-
-@hydra_app("operators")
-def main(cfg) -> None:
-    finish(lambda: run(cfg), name="operators")
-
+from foldconv.experiments.cli import operators as main
 
 if __name__ == "__main__":
     main()

@@ -13,23 +13,7 @@ dir: fold.{csv,md}, layers.{csv,md}, rf_jump.png, check.{csv,md}, erf.png (or zo
 Exit status: 0 every check holds; 1 a check failed (outputs written); 2 a malformed override (one line on
 stderr, nothing written).
 """
-from __future__ import annotations
-
-from foldconv.experiments.app import finish, hydra_app, instantiate, register, run_dir
-from foldconv.experiments.receptive_field import RFExperiment, run_receptive_field
-
-register("receptive_field_schema", RFExperiment)
-
-
-def run(cfg) -> str:
-    experiment: RFExperiment = instantiate(cfg)
-    return run_receptive_field(experiment, run_dir())
-
-
-@hydra_app("receptive_field")
-def main(cfg) -> None:
-    finish(lambda: run(cfg), name="receptive_field")
-
+from foldconv.experiments.cli import receptive_field as main
 
 if __name__ == "__main__":
     main()

@@ -11,23 +11,7 @@ consistency and ladder tables (.csv, .md), three PNGs and summary.md into the Hy
 every check holds; 1 a rewrite gave different numbers or the folded rung drifted (outputs written); 2 a
 malformed override (one line on stderr, nothing written). Nothing is downloaded; weights are random (seeded).
 """
-from __future__ import annotations
-
-from foldconv.experiments.app import finish, hydra_app, instantiate, register, run_dir
-from foldconv.experiments.shift import ShiftExperiment, run_shift
-
-register("shift_schema", ShiftExperiment)
-
-
-def run(cfg) -> str:
-    experiment: ShiftExperiment = instantiate(cfg)
-    return f"{run_shift(experiment, run_dir())}\n\nwritten to {run_dir()}"
-
-
-@hydra_app("shift")
-def main(cfg) -> None:
-    finish(lambda: run(cfg), name="shift")
-
+from foldconv.experiments.cli import shift as main
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Set, Tuple
 import torch
 from torch import nn
 
-from .._validate import check_int, check_numel, per_axis_ints
+from .._validate import check_device, check_int, check_numel, per_axis_ints
 from ..errors import FoldError, fold_error
 from .exact import (
     EXACT_RANGE,
@@ -143,16 +143,7 @@ def _validated_rtol(rtol: Any) -> float:
 
 
 def _validated_device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
-        raise fold_error("device", device, "must be a torch.device or its name, e.g. 'cpu' or 'cuda:0'")
-    try:
-        dev = torch.device(device)
-        torch.zeros(1, device=dev)
-    except (RuntimeError, AssertionError) as err:
-        raise fold_error("device", device, f"is not available here: {_first_line(err)}") from None
-    return dev
+    return check_device(device)
 
 
 def _optional_callable(value: Any, param: str) -> None:
@@ -249,8 +240,8 @@ def check_equivalence(
     reference: Fn,
     candidate: Union[Fn, Derived],
     input_shape: Sequence[int],
-    input_transform: Optional[Fn] = None,
     *,
+    input_transform: Optional[Fn] = None,
     output_transform: Optional[Fn] = None,
     dtypes: Sequence[Union[torch.dtype, str]] = (torch.float32,),
     trials: int = 3,
@@ -271,7 +262,7 @@ def check_equivalence(
         >>> from foldconv import fold_conv, depth_to_space
         >>> conv = torch.nn.Conv2d(4, 3, 3, padding=1)
         >>> big = fold_conv(conv, 2)
-        >>> check_equivalence(conv, big, (2, 4, 6, 6), lambda x: depth_to_space(x, 2)).verdict.value
+        >>> check_equivalence(conv, big, (2, 4, 6, 6), input_transform=lambda x: depth_to_space(x, 2)).verdict.value
         'equivalent'
         >>> check_equivalence(torch.nn.Hardtanh(-1e9, 1e9), torch.nn.Identity(), (1, 4, 3, 3)).summary()
         'equivalent (float64 tolerance); not polynomial: aten.hardtanh ran, so integer arithmetic proves nothing (sampled verdict, no bound)'
@@ -441,7 +432,7 @@ def check_fold(
             conv,
             derived(lambda m: fold_conv(m, fold.r, fold.order)),
             (batch, spec.in_channels) + size,
-            lambda x: depth_to_space(x, fold.r, fold.order, dims=spec.dims),
+            input_transform=lambda x: depth_to_space(x, fold.r, fold.order, dims=spec.dims),
             **kwargs,
         )
     except FoldError as err:

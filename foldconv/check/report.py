@@ -79,11 +79,6 @@ class EquivalenceReport:
         """The verdict is EQUIVALENT (same as ``bool(report)``)."""
         return self.verdict is Verdict.EQUIVALENT
 
-    @property
-    def equivalent(self) -> bool:
-        """Older spelling of :attr:`ok`."""
-        return self.ok
-
     def summary(self) -> str:
         """One line for logs and tables."""
         how = "exact" if self.exact else "float64 tolerance"

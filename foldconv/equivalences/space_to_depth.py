@@ -203,11 +203,7 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
         groups=spec.groups if aligned else 1,
         bias=spec.bias,
     )
-    module = inner.to_module(dtype=weight.dtype, device=weight.device)
-    with torch.no_grad():
-        module.weight.copy_(weight)
-        if conv.bias is not None:
-            module.bias.copy_(conv.bias.detach())
+    module = inner.to_module(weight=weight, bias=None if conv.bias is None else conv.bias.detach())
     result = SpaceToDepthConv(module, fold.r, fold.order, source=spec, mode=mode)
     return result.train(conv.training)
 

@@ -64,6 +64,30 @@ def _packed(order: Tuple[str, ...]) -> str:
     return "(" + " ".join("o" if a == "c" else a for a in order) + ")"
 
 
+def _subpixel(
+    packed: torch.Tensor,
+    source: nn.Module,
+    groups: int,
+    fold: FoldSpec,
+    *,
+    padding: IntOrTuple = 0,
+    crop: Sequence[Tuple[int, int]],
+    input_pad: Optional[Sequence[Tuple[int, int]]] = None,
+) -> SubPixelConv:
+    """The sub-pixel conv holding the dense ``packed`` kernel (rows ``(o, sub-pixel)`` in ``fold.order``): grouped
+    again when ``groups`` is aligned with the fold, the source's bias repeated per sub-pixel, the source's mode."""
+    new_groups = groups if groups_aligned(packed.shape[0], groups, fold) else 1
+    weight = _compress_groups(packed, new_groups)
+    spec = ConvSpec.make(
+        fold.dims, source.in_channels, weight.shape[0], tuple(weight.shape[2:]), padding=padding, groups=new_groups,
+        bias=source.bias is not None,
+    )
+    f = FACTOR_NAMES[fold.dims]
+    bias = None if source.bias is None else einops.repeat(source.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r)))
+    module = spec.to_module(weight=weight, bias=bias)
+    return SubPixelConv(module, fold.r, fold.order, crop=crop, input_pad=input_pad).train(source.training)
+
+
 def _compress_groups(dense: torch.Tensor, groups: int) -> torch.Tensor:
     """Inverse of expand_groups: keep the diagonal blocks of a block-diagonal ``(A, B, *K)`` weight."""
     if groups == 1:
@@ -245,9 +269,6 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
     k, f = _K[dims], FACTOR_NAMES[dims]
     pattern = f"c o {' '.join(f'({a} {b})' for a, b in zip(k, f))} -> {_packed(fold.order)} c {' '.join(k)}"
     w = torch.flip(einops.rearrange(wt, pattern, **dict(zip(f, fold.r))), dims=tuple(range(2, 2 + dims)))
-    aligned = groups_aligned(w.shape[0], groups, fold)
-    new_groups = groups if aligned else 1
-    w = _compress_groups(w, new_groups)
     paddings, crops = [], []
     for r_, kq, e, pt, op in zip(rs, q, extent, tconv.padding, tconv.output_padding):
         a, b = divmod(pt, r_)
@@ -261,16 +282,7 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
         surplus = r_ * (2 * p - kq + 2) + 2 * pt - e - op
         paddings.append(p)
         crops.append((start, surplus - start))
-    conv = ConvSpec.make(
-        dims, tconv.in_channels, w.shape[0], q, padding=tuple(paddings), groups=new_groups, bias=tconv.bias is not None
-    ).to_module(
-        dtype=w.dtype, device=w.device
-    )
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        if tconv.bias is not None:
-            conv.bias.copy_(einops.repeat(tconv.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r))))
-    return SubPixelConv(conv, fold.r, fold.order, crop=crops).train(tconv.training)
+    return _subpixel(w, tconv, groups, fold, padding=tuple(paddings), crop=crops)
 
 
 def icnr_weight(weight: torch.Tensor, r: IntOrTuple, order: Order = "crd") -> torch.Tensor:
@@ -359,14 +371,4 @@ def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "cr
     lr = torch.einsum(f"{spec_in},{','.join(spec_sel)}->{spec_out}", w, *selections)
     k, f = _K[dims], FACTOR_NAMES[dims]
     lr = einops.rearrange(lr, f"o c {' '.join(f)} {' '.join(k)} -> {_packed(fold.order)} c {' '.join(k)}")
-    aligned = groups_aligned(lr.shape[0], spec.groups, fold)
-    groups = spec.groups if aligned else 1
-    lr = _compress_groups(lr, groups)
-    module = ConvSpec.make(dims, spec.in_channels, lr.shape[0], tuple(lr.shape[2:]), groups=groups, bias=spec.bias).to_module(
-        dtype=lr.dtype, device=lr.device
-    )
-    with torch.no_grad():
-        module.weight.copy_(lr)
-        if conv.bias is not None:
-            module.bias.copy_(einops.repeat(conv.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r))))
-    return SubPixelConv(module, fold.r, fold.order, crop=crops, input_pad=pads).train(conv.training)
+    return _subpixel(lr, conv, spec.groups, fold, crop=crops, input_pad=pads)

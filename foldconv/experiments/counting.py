@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -39,9 +39,9 @@ from ..analysis.counting.report import VIEWS, CountReport
 from ..analysis.counting.zoo import PublishedFigures, classification_models, meta_model, published_figures, validate_count
 from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
-from .app import parse_r
+from .app import model_label, model_node, parse_r
 from .count_plots import plot_comparison, plot_layers
-from .io import markdown_table, write_table
+from .io import markdown_table, progress_bar, write_index, write_table
 
 __all__ = [
     "CountTarget", "CountExperiment", "CountJob", "Check", "CountRun", "run_count", "run_count_jobs", "run_summary",
@@ -105,7 +105,8 @@ class CountExperiment:
     """The count app's whole config, validated when built (every bad field is a FoldError naming it).
 
     ``models``: torchvision names (``zoo`` = the whole classification zoo); ``targets``: label ->
-    ``{model: {_target_: ...}, input_shape: [...]}``; ``input_shape``: full shape, batch included;
+    ``{model: {_target_: ...}, input_shape: [...]}``; ``model``: one model instead of both (``"resnet18"``,
+    ``"timm:<name>"`` or a ``_target_`` node: :func:`foldconv.experiments.app.model_node`); ``input_shape``: full shape, batch included;
     ``published``: torchvision models at their weights' crop size, checked against the published figures;
     ``expect``: label -> {total: value}, checked exactly; ``fold_r`` (ints or ``"2x4"``), ``fold_order``:
     the fold view; ``fold_compare_r``: fold every cost-neutral conv of each model with it and compare
@@ -122,6 +123,7 @@ class CountExperiment:
 
     models: Tuple[str, ...] = ("resnet50",)
     targets: Dict[str, Any] = field(default_factory=dict)
+    model: Any = field(default_factory=dict)  # one model, in the apps' spelling (app.model_node); replaces models and targets
     input_shape: Tuple[int, ...] = (1, 3, 224, 224)
     published: bool = False
     expect: Dict[str, Dict[str, int]] = field(default_factory=dict)
@@ -135,6 +137,9 @@ class CountExperiment:
     def __post_init__(self) -> None:
         for name in ("published", "check_flop_counter", "plot", "d2l_table"):
             check_bool(getattr(self, name), name)
+        if self.model:  # `model=resnet18`, `model=timm:<name>` or `model._target_=...`: count that model alone
+            object.__setattr__(self, "targets", {model_label(self.model): CountTarget(model_node(self.model))})
+            object.__setattr__(self, "models", ())
         if not isinstance(self.models, Sequence) or isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
             raise fold_error("models", self.models, "must be a list of torchvision model names (or 'zoo')")
         known = set(classification_models() if self.published else _all_models())
@@ -232,6 +237,9 @@ class Check:
     def ok(self) -> bool:
         return self.expected == self.measured
 
+    def __bool__(self) -> bool:
+        return self.ok
+
     def row(self) -> Dict[str, Any]:
         return {"model": self.model, "check": self.check, "expected": self.expected, "measured": self.measured, "ok": self.ok}
 
@@ -264,6 +272,9 @@ class CountRun:
     def ok(self) -> bool:
         """Every check held."""
         return not self.failed
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: Optional[IntOrTuple], flop_counter: bool) -> _Measured:
@@ -331,6 +342,7 @@ def run_count_jobs(
     check_flop_counter: bool = True,
     plot: bool = True,
     d2l: bool = False,
+    progress: Optional[Callable[[Iterable, str, int], Iterable]] = None,
 ) -> CountRun:
     """Count every job, then write ``<label>_*.{csv,md}`` (+ ``<label>_layers.png``), ``comparison``,
     ``checks`` (+ ``comparison.png``) into ``out_dir``.
@@ -338,7 +350,8 @@ def run_count_jobs(
     Checks: parameters equal ``sum(p.numel())``; every op that ran has a cost rule; MACs equal
     FlopCounterMode/2 (when ``check_flop_counter``); published and expected figures; and, for
     ``fold_compare_r`` (and every ``fold_rs`` of a bare conv), that a cost-neutral fold keeps parameters
-    and MACs. Everything is measured before the first file is written.
+    and MACs. Everything is measured before the first file is written; ``progress(jobs, desc, total)`` wraps
+    the loop over the models. ``index.md`` links every file written, one line each.
     """
     if isinstance(jobs, CountJob) or not jobs or not all(isinstance(j, CountJob) for j in jobs):
         raise fold_error("jobs", jobs, "must be a non-empty list of CountJob")
@@ -348,7 +361,7 @@ def run_count_jobs(
     for name, flag in (("check_flop_counter", check_flop_counter), ("plot", plot), ("d2l", d2l)):
         check_bool(flag, name)
     measured = []
-    for job in jobs:
+    for job in progress(jobs, "count", len(jobs)) if progress is not None else jobs:
         try:
             measured.append(_measure(job, fold_rs, fold_order, fold_compare_r, check_flop_counter))
         except FoldError as err:
@@ -366,7 +379,34 @@ def run_count_jobs(
     if plot:
         files.append(plot_comparison(reports, out / "comparison.png"))
     files += write_table([c.row() for c in checks], out / "checks", title="Checks").values()  # last: the run is complete
+    failed = [c for c in checks if not c.ok]
+    answer = (f"{len(reports)} model(s) counted; all {len(checks)} checks hold." if not failed else
+              f"{len(failed)} of {len(checks)} checks FAILED (checks.md); {len(reports)} model(s) counted.")
+    files.append(write_index(out, _count_files([m.job.label for m in measured]), title="Counts", answer=answer))
     return CountRun(reports, checks, tuple(files))
+
+
+def _count_files(labels: Sequence[str]) -> Dict[str, str]:
+    """What each file of a count run holds (index.md): the run-wide files first, then each model's."""
+    described = {
+        "checks.md": "every checked figure (parameters, MACs vs FlopCounterMode, published/expected totals, folds): expected vs measured",
+        "checks.csv": "the same, as CSV",
+        "comparison.md": "the totals of every model, one row each (parameters, MACs, FLOPs, activations, memory)",
+        "comparison.csv": "the same, as CSV",
+        "comparison.png": "the models' totals side by side",
+        "d2l_dense.*": "D2L's ladder: fully connected vs local vs conv weights",
+    }
+    views = {"total": "totals", "layers": "every layer", "module": "per module", "type": "per layer type", "op": "per aten op",
+             "dense": "dense-equivalent cost of every conv", "fold": "which convs fold with which r (yes* = costs change)",
+             "fold_detail": "fold options per conv", "fold_model": "totals before and after folding the cost-neutral convs",
+             "fold_compare_r*": "a bare conv against its fold_conv, per r"}
+    for label in labels:
+        for view, text in views.items():
+            described[f"{label}_{view}.md"] = f"{label}: {text}"
+            described[f"{label}_{view}.csv"] = f"{label}: {text} (CSV)"
+        described[f"{label}_layers.png"] = f"{label}: costs per layer"
+    described["*.log"] = "the app's log (Hydra)"
+    return described
 
 
 def run_count(experiment: CountExperiment, out_dir: Union[str, Path]) -> CountRun:
@@ -384,10 +424,11 @@ def run_count(experiment: CountExperiment, out_dir: Union[str, Path]) -> CountRu
     jobs = experiment.jobs()
     if not jobs:
         raise fold_error("models", list(experiment.models), "and targets are both empty: nothing to count")
+    bar = (lambda items, desc, total: progress_bar(items, desc, total=total, unit="model")) if len(jobs) > 1 else None
     return run_count_jobs(
         jobs, out_dir, fold_rs=experiment.fold_r, fold_order=experiment.fold_order,
         fold_compare_r=experiment.fold_compare_r, check_flop_counter=experiment.check_flop_counter,
-        plot=experiment.plot, d2l=experiment.d2l_table,
+        plot=experiment.plot, d2l=experiment.d2l_table, progress=bar,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 
-from .._validate import check_bool, check_int, per_axis_ints
+from .._validate import check_bool, check_device, check_int, per_axis_ints
 from ..check.equivalence import EquivalenceReport, check_fold
 from ..errors import FoldError, fold_error
 from ..fold import FoldPlan, fold_conv, plan_fold
@@ -45,16 +45,6 @@ def parse_dtype(name: str) -> torch.dtype:
     if not isinstance(name, str) or name not in _DTYPES:
         raise fold_error("dtype", name, f"must be one of {sorted(_DTYPES)}")
     return _DTYPES[name]
-
-
-def _check_device(device: str) -> str:
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise fold_error("device", device, "must be a torch device string like 'cpu' or 'cuda:0'") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise fold_error("device", device, "needs CUDA, which this machine does not have")
-    return device
 
 
 @dataclass(frozen=True)
@@ -108,7 +98,7 @@ class OneFoldExperiment:
                 raise fold_error("dtypes", self.dtypes, f"every entry must be one of {sorted(_DTYPES)}")
         object.__setattr__(self, "dtypes", dtypes)
         check_seconds(self.min_run_time)
-        _check_device(self.device)
+        check_device(self.device)
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -149,7 +139,10 @@ class OneFoldResult:
     @property
     def ok(self) -> bool:
         """The fold exists and was verified equivalent."""
-        return self.report is not None and self.report.equivalent
+        return self.report is not None and self.report.ok
+
+    def __bool__(self) -> bool:
+        return self.ok
 
     @property
     def costs(self) -> Tuple[FormCost, ...]:

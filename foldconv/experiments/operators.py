@@ -158,8 +158,11 @@ class Check:
 
     claim: str
     check: str
-    holds: bool
+    ok: bool
     detail: str
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 @dataclass(frozen=True)
@@ -184,12 +187,15 @@ class OperatorsResult:
     @property
     def failed(self) -> Tuple[str, ...]:
         """The checks that did not hold."""
-        return tuple(c.check for c in self.checks if not c.holds)
+        return tuple(c.check for c in self.checks if not c.ok)
 
     @property
     def ok(self) -> bool:
         """Every check held."""
         return not self.failed
+
+    def __bool__(self) -> bool:
+        return self.ok
 
     @property
     def markdown(self) -> str:
@@ -253,8 +259,8 @@ def run_operators(
     step = e.r[0] * e.stride[0]
     checks = []
 
-    def record(claim: str, check: str, holds: bool, detail: str) -> None:
-        checks.append(Check(claim, check, bool(holds), detail))
+    def record(claim: str, check: str, ok: bool, detail: str) -> None:
+        checks.append(Check(claim, check, bool(ok), detail))
 
     x = torch.randint(-9, 10, (2,) + shape, generator=gen).double()
     record("FC-1", "dense operator reproduces the conv", torch.equal(original.apply(x), conv(x)), f"matrix {tuple(original.matrix.shape)}")
@@ -269,15 +275,15 @@ def run_operators(
     record("FC-3", f"folded operator shift invariant exactly for multiples of r*S={step}", invariant, "see shifts table")
     spd = check_equivalence(folded, derived(lambda m: strided_to_spd(m, e.order)), (1,) + folded_shape, dtypes=())
     steps = "x".join(str(r * s) for r, s in zip(e.r, e.stride))
-    record("SPD-1", f"folded conv (stride {steps}) = space_to_depth({steps}) + stride-1 conv", spd.equivalent, spd.summary())
+    record("SPD-1", f"folded conv (stride {steps}) = space_to_depth({steps}) + stride-1 conv", spd.ok, spd.summary())
     focus = torch.nn.Conv2d(3, 4, 6, 2, 2)
     rep = check_equivalence(focus, derived(conv_to_focus), (1, 3, 8, 8), dtypes=())
-    record("SPD-3", "6x6 stride-2 pad-2 conv = Focus (3x3, pad 1)", rep.equivalent, rep.summary())
+    record("SPD-3", "6x6 stride-2 pad-2 conv = Focus (3x3, pad 1)", rep.ok, rep.summary())
     sub = SubPixelConv(torch.nn.Conv2d(2, 2 * math.prod(e.r), 3, padding=1, bias=False), e.r, e.order)
     rep = check_equivalence(sub, derived(subpixel_to_transposed), (1, 2) + e.input_size, dtypes=())
-    record("SUB-1", f"sub-pixel conv (r={'x'.join(map(str, e.r))}) = transposed conv", rep.equivalent, rep.summary())
+    record("SUB-1", f"sub-pixel conv (r={'x'.join(map(str, e.r))}) = transposed conv", rep.ok, rep.summary())
     rep = check_equivalence(conv, derived(lambda m: axw_factors(m, e.input_size).apply), (2,) + shape, dtypes=())
-    record("AXW-1", "conv = sum A_ab X W_ab", rep.equivalent, rep.summary())
+    record("AXW-1", "conv = sum A_ab X W_ab", rep.ok, rep.summary())
     params = ladder.rows() + (
         LadderRow(f"this example: conv {spec.describe()}", spec.params),
         LadderRow("this example: its dense operator (matrix + bias)", original.params),

@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torch import nn
@@ -37,10 +37,11 @@ from ..analysis.receptive_field import (
     receptive_field,
 )
 from ..errors import FoldError, fold_error
-from .app import ClaimFailed, parse_r
-from .io import figure, save_figure, write_table
+from .app import ClaimFailed, model_label, model_node, parse_r
+from .app import build_model as app_build_model
+from .io import RowLog, duration, figure, markdown_table, progress_bar, save_figure, write_index, write_markdown, write_table
 
-__all__ = ["FoldTable", "RFExperiment", "build_model", "run_receptive_field", "rf_jump_figure", "erf_figure", "zoo_rows"]
+__all__ = ["FoldTable", "RFExperiment", "ZOO_COLUMNS", "build_model", "run_receptive_field", "rf_jump_figure", "erf_figure", "zoo_rows"]
 
 
 def _default_conv() -> Dict[str, Any]:
@@ -48,11 +49,8 @@ def _default_conv() -> Dict[str, Any]:
 
 
 def _check_model_node(node: Any, param: str) -> Any:
-    if isinstance(node, str) and node.strip():
-        return node
-    if isinstance(node, Mapping) and isinstance(node.get("_target_"), str):
-        return dict(node)
-    raise fold_error(param, node, "must be a torchvision model name or a node with a _target_ (a class or function path)")
+    model_node(node, param=param)  # the apps' one model spelling (app.model_node): a bad name is a FoldError
+    return node if isinstance(node, str) else dict(node)
 
 
 def _sizes(value: Any, param: str) -> Tuple[int, ...]:
@@ -98,7 +96,7 @@ class RFExperiment:
     ``input_size`` with ``channels`` input channels; with ``check``, analytic boxes against gradient supports
     at ``check_size`` px (``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``); the ``fold`` table;
     with ``zoo``, every torchvision classification model instead of ``model`` (checked up to
-    ``zoo_check_max_params`` parameters). ``seed`` seeds the random weights.
+    ``zoo_check_max_params`` parameters; a progress bar when ``progress``). ``seed`` seeds the random weights.
 
     Example:
         >>> RFExperiment(model="vgg16", input_size=96).input_size
@@ -116,6 +114,7 @@ class RFExperiment:
     zoo: bool = False
     zoo_check_max_params: int = 100_000_000
     seed: int = 0
+    progress: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", _check_model_node(self.model, "model"))
@@ -124,6 +123,7 @@ class RFExperiment:
             check_int(getattr(self, name), name, minimum)
         check_bool(self.check, "check")
         check_bool(self.zoo, "zoo")
+        check_bool(self.progress, "progress")
         if self.check_size is not None:
             check_int(self.check_size, "check_size", 1)
         if not isinstance(self.fold, FoldTable):
@@ -140,36 +140,18 @@ class RFExperiment:
 
 
 def build_model(node: Any, *, param: str = "model") -> nn.Module:
-    """A torchvision model by name (random weights) or any module from a ``_target_`` node; FoldError
-    naming ``param`` when it cannot be built.
+    """A torchvision model by name (random weights), ``timm:<name>``, or any module from a ``_target_`` node
+    (:func:`foldconv.experiments.app.build_model`); FoldError naming ``param`` when it cannot be built.
 
     Example:
         >>> build_model({"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3})
         Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
     """
-    node = _check_model_node(node, param)
-    if isinstance(node, str):
-        if node not in classification_models():
-            raise fold_error(param, node, "is not a torchvision classification model (see torchvision.models.list_models())")
-        import torchvision
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torchvision.models.get_model(node, weights=None)
-    import hydra
-
-    try:
-        model = hydra.utils.instantiate(node)
-    except Exception as exc:  # Hydra wraps the constructor's error; its first lines say what was wrong
-        reason = " ".join(str(exc).split())[:300]
-        raise fold_error(param, node, f"cannot be built: {reason}") from None
-    if not isinstance(model, nn.Module):
-        raise fold_error(param, node, f"builds a {type(model).__name__}, not a torch.nn.Module")
-    return model
+    return app_build_model(_check_model_node(node, param), param=param)
 
 
 def _label(node: Any) -> str:
-    return node if isinstance(node, str) else str(node["_target_"]).split(".")[-1]
+    return model_label(node)
 
 
 def _node_rows(report: RFReport) -> List[Dict[str, Any]]:
@@ -226,49 +208,143 @@ def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], targ
     return fig
 
 
-def zoo_rows(e: RFExperiment, log: Callable[[str], None] = print) -> Tuple[List[Dict[str, Any]], bool]:
-    """Analyse every torchvision classification model (inception_v3 at 299 px); check those the float64
-    gradient check can afford. Returns the rows and whether every checked model agreed."""
-    rows, ok = [], True
-    for name in classification_models():
-        size = 299 if name == "inception_v3" else e.input_size[0]
-        row: Dict[str, Any] = {"model": name}
-        meta = meta_model(name)
-        t0 = time.perf_counter()
+#: The columns of zoo.csv (written one model at a time; a rerun in the same directory resumes it).
+ZOO_COLUMNS = ["model", "traced", "seconds", "nodes", "rf", "exact", "warnings", "params", "check_size", "checked", "agree", "reason"]
+
+
+def _zoo_row(name: str, meta: nn.Module, e: RFExperiment) -> Dict[str, Any]:
+    """One model of the zoo: its analytic field (on meta) and, when affordable, the gradient check."""
+    size = 299 if name == "inception_v3" else e.input_size[0]
+    params = sum(p.numel() for p in meta.parameters())
+    row: Dict[str, Any] = {"model": name, "params": params}
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = receptive_field(meta, (1, e.channels, size, size))
+    except UnsupportedOpError as exc:
+        return {**row, "traced": False, "reason": str(exc)[:160]}
+    row.update(traced=True, seconds=round(time.perf_counter() - t0, 3), nodes=len(report.nodes),
+               rf=report.output.rf[0], exact=report.output.exact, warnings=len(report.warnings))
+    if not e.check:
+        row.update(agree=None, reason="check=false")
+    elif name.startswith("vit") or params > e.zoo_check_max_params:
+        row.update(agree=None, reason="ViT needs 224 px (float64 too slow)" if name.startswith("vit") else f"{params / 1e6:.0f}M params")
+    else:
+        shape = e.check_shape
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                report = receptive_field(meta, (1, e.channels, size, size))
-        except UnsupportedOpError as exc:
-            rows.append({**row, "traced": False, "reason": str(exc)[:160]})
-            log(f"{name}: no analytic result ({str(exc)[:80]})")
-            continue
-        row.update(traced=True, seconds=round(time.perf_counter() - t0, 3), nodes=len(report.nodes),
-                   rf=report.output.rf[0], exact=report.output.exact, warnings=len(report.warnings))
-        params = sum(p.numel() for p in meta.parameters())
-        if not e.check:
-            row.update(agree=None, reason="check=false")
-        elif name.startswith("vit") or params > e.zoo_check_max_params:
-            row.update(agree=None, reason="ViT needs 224 px (float64 too slow)" if name.startswith("vit") else f"{params / 1e6:.0f}M params")
-        else:
-            shape = e.check_shape
-            try:
-                chk = check_receptive_field(build_model(name), shape, max_nodes=e.check_nodes, seed=e.seed)
-                row.update(check_size=shape[2], checked=len(chk.rows), agree=chk.ok)
-                ok &= chk.ok
-            except FoldError as exc:  # e.g. an input too small for the model: reported, not hidden
-                row.update(check_size=shape[2], agree=None, reason=f"check skipped: {str(exc)[:120]}")
-        rows.append(row)
-        log(f"{name}: rf {row['rf']}, agree={row.get('agree')}")
+            chk = check_receptive_field(build_model(name), shape, max_nodes=e.check_nodes, seed=e.seed)
+            row.update(check_size=shape[2], checked=len(chk.rows), agree=chk.ok)
+        except FoldError as exc:  # e.g. an input too small for the model: reported, not hidden
+            row.update(check_size=shape[2], agree=None, reason=f"check skipped: {str(exc)[:120]}")
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def _zoo_config(e: RFExperiment) -> Dict[str, Any]:
+    """What decides the zoo's rows: a rerun resumes zoo.csv only with the same values."""
+    return {"input_size": list(e.input_size), "channels": e.channels, "check": e.check, "check_size": e.check_size,
+            "check_nodes": e.check_nodes, "zoo_check_max_params": e.zoo_check_max_params, "seed": e.seed}
+
+
+def _weight(params: int) -> float:
+    return 1.0 + params / 1e6  # tracing costs about the same per model; the float64 check grows with the weights
+
+
+def zoo_rows(
+    e: RFExperiment,
+    log: Callable[[str], None] = print,
+    *,
+    out: Optional[Path] = None,
+    progress: Optional[Callable[[Iterable, str, int], Iterable]] = None,
+    names: Optional[Sequence[str]] = None,
+) -> Tuple[List[Dict[str, Any]], bool]:
+    """Analyse every torchvision classification model (inception_v3 at 299 px; ``names`` picks some); check
+    those the float64 gradient check can afford. Returns the rows and whether every checked model agreed.
+
+    With ``out``, each model's row is appended to ``out/zoo.csv`` as soon as it is done
+    (:class:`~foldconv.experiments.io.RowLog`: a kill loses no finished model, and a rerun with the same
+    settings in the same directory skips the models already there). ``log`` gets the up-front estimate
+    (the first model is the calibration: the others are scaled by their parameter counts); ``progress(items,
+    desc, total)`` wraps the loop.
+    """
+    names = list(classification_models() if names is None else names)
+    fresh: List[Dict[str, Any]] = []
+    log_file = RowLog(out / "zoo.csv", ZOO_COLUMNS, key=["model"], config=_zoo_config(e), param="hydra.run.dir") if out is not None else None
+    try:
+        done = log_file.done if log_file is not None else set()
+        todo = [n for n in names if (n,) not in done]
+        metas = {n: meta_model(n) for n in todo}
+        weights = {n: _weight(sum(p.numel() for p in m.parameters())) for n, m in metas.items()}
+        head = f"{len(names)} models" + (f" ({len(names) - len(todo)} already in zoo.csv, resuming; {len(todo)} to run)" if len(todo) < len(names) else "")
+        if not todo:
+            log(f"{head}: nothing left to compute")
+        items = progress(todo, "receptive-field zoo", len(todo)) if progress else todo
+        for k, name in enumerate(items):
+            t0 = time.perf_counter()
+            row = _zoo_row(name, metas.pop(name), e)
+            fresh.append(row)
+            if log_file is not None:
+                log_file.append(row)
+            if k == 0:
+                rest = sum(weights[n] for n in todo[1:]) / weights[name] * (time.perf_counter() - t0)
+                log(f"{head}, about {duration(time.perf_counter() - t0 + rest)} on this machine (the first model calibrates; the bar's ETA refines it)")
+            if progress is None:
+                log(f"{name}: rf {row.get('rf', '-')}, agree={row.get('agree')}" if row["traced"] else f"{name}: no analytic result ({row['reason'][:80]})")
+    finally:
+        if log_file is not None:
+            log_file.close()
+    rows = fresh
+    if log_file is not None:
+        rows = log_file.rows()
+        typed = [{c: _typed(v) for c, v in r.items()} for r in rows if r["model"] in set(names)]
+        rows = sorted(typed, key=lambda r: names.index(r["model"]))
+    ok = all(r.get("agree") is not False for r in rows)
     return rows, ok
 
 
-def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> str:
-    """Run the experiment and write its files into ``out_dir``; returns the summary lines.
+def _typed(value: str) -> Any:
+    """A zoo.csv cell back to the value it was written from (so resumed and fresh rows read the same)."""
+    if value == "":
+        return None
+    if value in ("True", "False"):
+        return value == "True"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
-    Files: ``fold.{csv,md}`` (the fold table), then either ``zoo.{csv,md}`` or ``layers.{csv,md}`` (every
-    node: RF, jump, effective padding, alignment), ``rf_jump.png``, and with ``check``: ``check.{csv,md}``
-    (analytic vs gradient-support boxes) and ``erf.png``. Raises ClaimFailed after writing when a check
+
+#: What each file of the app's run directory holds (index.md).
+RF_FILES = {
+    "summary.md": "the answer first: the model's output receptive field, jump and padding (or the zoo's verdict), then the checks",
+    "layers.csv": "every node of the model: receptive field, jump and effective padding per axis, alignment, exactness",
+    "layers.md": "the same table in Markdown",
+    "check.csv": "analytic boxes against the gradient supports at the check size, one row per checked unit",
+    "check.md": "the same table in Markdown",
+    "zoo.csv": "one row per torchvision classification model (written as each finishes; a rerun here resumes it)",
+    "zoo.config.json": "the settings that produced zoo.csv (a rerun in this directory resumes only with the same ones)",
+    "zoo.md": "the same table in Markdown",
+    "fold.csv": "the fold table: the fold.conv and its fold by fold.r, in folded-map and in input pixels",
+    "fold.md": "the same table in Markdown",
+    "rf_jump.png": "receptive-field size and jump per node along the first spatial axis",
+    "erf.png": "Luo et al.'s effective receptive field of one unit, with the analytic box over it",
+    "*.log": "the app's log (Hydra)",
+}
+
+
+def run_receptive_field(
+    e: RFExperiment, out_dir: Union[str, Path], *, progress: Optional[Callable[[Iterable, str, int], Iterable]] = None,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Run the experiment and write its files into ``out_dir``; returns the summary lines, the model's answer first.
+
+    Files: ``summary.md`` and ``index.md``; ``layers.{csv,md}`` (every node: RF, jump, effective padding,
+    alignment), ``rf_jump.png``, and with ``check``: ``check.{csv,md}`` (analytic vs gradient-support boxes)
+    and ``erf.png``, or with ``zoo``: ``zoo.{csv,md}`` (zoo.csv grows one model at a time and resumes);
+    ``fold.{csv,md}`` (the fold table, unless ``fold.r=0``). Raises ClaimFailed after writing when a check
     fails (the fold table inconsistent, a box mismatch, a zoo model disagreeing).
     """
     out = Path(out_dir)
@@ -276,6 +352,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> str:
     figures: List[Tuple[Any, str]] = []
     lines: List[str] = []
     failed: List[str] = []
+    fold_line = ""
     if e.fold.r != 0:
         conv = build_model(e.fold.conv, param="fold.conv")
         try:
@@ -284,21 +361,25 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> str:
             key = "fold." + (err.param if err.param in ("r", "order", "input_size", "conv") else f"conv.{err.param}")
             raise fold_error(key, err.value, err.rule or str(err)) from None
         tables.append((_fold_rows(table), "fold", f"Receptive field of a conv and of its fold (r={e.fold.r})"))
-        lines.append(f"fold r={e.fold.r}: folded conv in input pixels = original: {table.ok}")
+        fold_line = (f"fold table (fold.conv = {_label(e.fold.conv)} {getattr(conv, 'in_channels', '?')}->{getattr(conv, 'out_channels', '?')} "
+                     f"channels, r={e.fold.r}; fold.r=0 skips it): the folded conv's field in input pixels equals the original's: {table.ok}")
         if not table.ok:
             failed.append("the folded conv's field in input pixels differs from the conv's")
     if e.zoo:
-        rows, ok = zoo_rows(e)
+        bar = progress or (lambda items, desc, total: progress_bar(items, desc, total=total, unit="model"))
+        rows, ok = zoo_rows(e, log, out=out, progress=bar if e.progress else None)
         tables.append((rows, "zoo", "Receptive fields of the torchvision classification zoo"))
         checked = [r for r in rows if r.get("agree") is not None]
-        lines.append(f"zoo: {len(rows)} models, {len(checked)} checked, {sum(r['agree'] for r in checked)} agree")
+        traced = sum(bool(r.get("traced")) for r in rows)
+        lines.append(f"zoo: {len(rows)} models, {traced} traced, {len(checked)} checked against gradients, "
+                     f"{sum(bool(r['agree']) for r in checked)} agree" + ("" if ok else " (DISAGREEMENTS: see zoo.md)"))
         if not ok:
             failed.append("a zoo model's analytic boxes differ from its gradient supports")
     else:
         model = build_model(e.model)
         report = receptive_field(model, e.input_shape)
         o = report.output
-        lines.insert(0, f"{_label(e.model)}: output rf {o.rf}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {len(report.nodes)} nodes")
+        lines.append(f"{_label(e.model)}: output rf {o.rf}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {len(report.nodes)} nodes")
         tables.append((_node_rows(report), "layers", f"Receptive fields of {_label(e.model)} at {e.input_size}"))
         figures.append((rf_jump_figure(report), "rf_jump.png"))
         if e.check:
@@ -315,10 +396,19 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> str:
             if spatial and len(small) == 4:
                 erf = effective_receptive_field(model, small, node=spatial[-1], samples=e.erf_samples, seed=e.seed, report=rep_small)
                 figures.append((erf_figure(erf, rep_small.box(spatial[-1]), spatial[-1]), "erf.png"))
+    if fold_line:
+        lines.append(fold_line)  # after the model's answer: the user asked about the model
     for rows, stem, title in tables:
-        write_table(rows, out / stem, title)
+        if stem == "zoo":  # zoo.csv is complete already (written row by row)
+            write_markdown(f"# {title}\n\n" + markdown_table(rows, ZOO_COLUMNS), out / "zoo.md")
+        else:
+            write_table(rows, out / stem, title)
     for fig, name in figures:
         save_figure(fig, out / name)
+    title = "Receptive fields of the torchvision zoo" if e.zoo else f"Receptive field of {_label(e.model)} at {e.input_size}"
+    verdict = ("Every check holds." if not failed else "FAILED: " + "; ".join(failed) + ".")
+    write_markdown("\n".join([f"# {title}", "", lines[0], "", verdict, ""] + [f"- {line}" for line in lines[1:]]), out / "summary.md")
+    write_index(out, RF_FILES, title=title, answer=lines[0])
     if failed:
         raise ClaimFailed("; ".join(failed) + f" (outputs in {out})")
     return "\n".join(lines + [f"outputs in {out}"])

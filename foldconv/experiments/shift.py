@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,8 @@ from ..analysis.shift import (
 )
 from ..errors import fold_error
 from ..fold import fold_weight
-from .app import ClaimFailed
+from .app import ClaimFailed, model_label, model_node
+from .app import build_model as app_build_model
 from .io import figure, save_figure, write_markdown, write_table
 
 __all__ = ["ShiftExperiment", "LadderConfig", "MODELS", "build_model", "load_images", "load_digits32", "run_shift"]
@@ -88,6 +89,7 @@ class ShiftExperiment:
     """
 
     models: Tuple[str, ...] = ("resnet18", "resnet18+spd", "resnet18_blur", "resnet18_blur+spd")
+    model: Any = field(default_factory=dict)  # one model, in the apps' spelling (app.model_node); replaces models
     images: Tuple[str, ...] = ("astronaut", "camera", "coffee", "chelsea")
     crop: int = 128
     crops_per_image: int = 1
@@ -105,6 +107,9 @@ class ShiftExperiment:
             if not isinstance(m, str) or m.split("+")[0] not in MODELS or m.count("+") > 1 or ("+" in m and not m.endswith("+spd")):
                 raise fold_error("models", m, f"must be one of {MODELS}, optionally with '+spd'")
         object.__setattr__(self, "models", models)
+        if self.model:  # `model=resnet50`, `model=timm:<name>` or `model._target_=...`: that model alone
+            object.__setattr__(self, "model", model_node(self.model))
+            object.__setattr__(self, "models", (model_label(self.model),))
         images = tuple(self.images)
         for name in images:
             if name not in SKIMAGE_IMAGES:
@@ -118,11 +123,14 @@ class ShiftExperiment:
             raise fold_error("ladder", self.ladder, "must be a LadderConfig")
 
 
-def build_model(name: str, seed: int) -> nn.Module:
-    """A model of :data:`MODELS` with seeded random weights, in eval mode (``+spd``: the stem rewritten)."""
+def build_model(name: str, seed: int, node: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """A model of :data:`MODELS` with seeded random weights, in eval mode (``+spd``: the stem rewritten);
+    ``node``: a custom model's ``_target_`` node (the app's ``model=``), built instead of ``name``."""
     base, _, rewrite = name.partition("+")
     torch.manual_seed(seed)
-    if base.endswith("_blur"):
+    if node:
+        model = app_build_model(node)
+    elif base.endswith("_blur"):
         import antialiased_cnns
 
         model = getattr(antialiased_cnns, base[: -len("_blur")])(pretrained=False, filter_size=4)
@@ -167,13 +175,20 @@ def load_images(names: Sequence[str]) -> List[torch.Tensor]:
     return out
 
 
-def load_digits32(size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 8x8 digits (1797, shipped with the package) scaled bilinearly to ``size`` x ``size``, in [0, 1]."""
+def load_digits32(image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits (1797, shipped with the package) scaled bilinearly to ``image_size`` squared, in [0, 1].
+
+    Example:
+        >>> x, y = load_digits32(16)
+        >>> tuple(x.shape), tuple(y.shape), float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        ((1797, 1, 16, 16), (1797,), True)
+    """
     from sklearn.datasets import load_digits
 
+    image_size = check_int(image_size, "image_size", 1)
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float64).unsqueeze(1) / 16.0
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), torch.tensor(d.target)
+    return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False), torch.tensor(d.target)
 
 
 def _fmt(values: Sequence[Any]) -> str:
@@ -185,22 +200,22 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[
     period_rows, err_rows, cons_rows = [], [], []
     reports: Dict[str, Any] = {}
     for base in dict.fromkeys(n.partition("+")[0] for n in e.models):
-        reports[base] = shift_equivariance(build_model(base, e.seed), (1, 3, e.crop, e.crop))
+        reports[base] = shift_equivariance(build_model(base, e.seed, e.model), (1, 3, e.crop, e.crop))
     extra = max(list(e.shifts) + [r.output.period[1] or 0 for r in reports.values()])  # room for the largest shift
-    batch = torch.cat([crops(img, (e.crop + extra, e.crop + extra), e.crops_per_image, gen) for img in images])
+    batch = torch.cat([crops(img, (e.crop + extra, e.crop + extra), e.crops_per_image, generator=gen) for img in images])
     pair_gen = torch.Generator().manual_seed(e.seed + 1)
-    pool = torch.cat([crops(img, (e.crop + e.max_shift,) * 2, math.ceil(e.pairs / len(images)), pair_gen) for img in images])[: e.pairs]
+    pool = torch.cat([crops(img, (e.crop + e.max_shift,) * 2, math.ceil(e.pairs / len(images)), generator=pair_gen) for img in images])[: e.pairs]
     for name in e.models:
-        model = build_model(name, e.seed)
+        model = build_model(name, e.seed, e.model)
         report = reports[name.partition("+")[0]]
         stages = stages_of(model)
         out_period = report.output.period[1]
         shifts = [(0, s) for s in sorted(set(e.shifts) | {out_period})]
-        for err in stage_errors(model, report, stages, batch, size=(e.crop, e.crop), shifts=shifts, border=e.border):
+        for err in stage_errors(model, report, stages, batch, input_size=(e.crop, e.crop), shifts=shifts, border=e.border):
             err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1], "period": err.period[1],
                              "shift": err.shift[1], "error": err.error, "positions": err.positions})
-        c = consistency(model, pool, size=(e.crop, e.crop), max_shift=e.max_shift, generator=torch.Generator().manual_seed(e.seed + 2))
-        cc = consistency(model, pool, size=(e.crop, e.crop), max_shift=e.max_shift, generator=torch.Generator().manual_seed(e.seed + 2),
+        c = consistency(model, pool, input_size=(e.crop, e.crop), max_shift=e.max_shift, generator=torch.Generator().manual_seed(e.seed + 2))
+        cc = consistency(model, pool, input_size=(e.crop, e.crop), max_shift=e.max_shift, generator=torch.Generator().manual_seed(e.seed + 2),
                          center=True)
         cons_rows.append({"model": name, "consistency": c.value, "classes": c.classes, "centred_consistency": cc.value,
                           "centred_classes": cc.classes, "pairs": c.pairs, "output_period": out_period})

@@ -62,9 +62,18 @@ def time_call(
     check_seconds(min_run_time)
     if threads is not None:
         check_int(threads, "threads", 1)
-    # Imported here: torch.utils.benchmark pulls in cpp_extension, which warns on stderr on machines without
-    # CUDA; an app that fails validation should print its one error line and nothing else.
-    import torch.utils.benchmark as benchmark
+    # Imported here, with cpp_extension's logger quiet: torch.utils.benchmark imports cpp_extension, which logs
+    # "No CUDA runtime is found" when it finds a CUDA_HOME but no CUDA runtime; it is about compiling C++
+    # extensions, which a Timer on a Python callable never does.
+    import logging
+
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as benchmark
+    finally:
+        quiet.setLevel(level)
 
     timer = benchmark.Timer(
         stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads or torch.get_num_threads()

@@ -66,13 +66,13 @@ CASES = [
     # check_equivalence: the callables
     ("reference", _eq(5, CONV, SHAPE)),
     ("candidate", _eq(CONV, None, SHAPE)),
-    ("input_transform", _eq(CONV, CONV, SHAPE, 3)),
+    ("input_transform", _eq(CONV, CONV, SHAPE, input_transform=3)),
     ("output_transform", _eq(CONV, CONV, SHAPE, output_transform="x")),
     ("reference", _eq(lambda x: x, derived(lambda m: m), (1, 2))),
     ("build", lambda: derived(5)),
     ("candidate", _eq(CONV, derived(lambda m: 5), SHAPE)),
     ("candidate", _eq(CONV, nn.Conv2d(3, 2, 3), SHAPE)),  # the candidate cannot run on the input
-    ("input_transform", _eq(CONV, CONV, SHAPE, lambda x: x.view(7, -1))),
+    ("input_transform", _eq(CONV, CONV, SHAPE, input_transform=lambda x: x.view(7, -1))),
     ("output_transform", _eq(CONV, CONV, SHAPE, output_transform=lambda y: y[:, 9])),
     ("reference", _eq(lambda x: (x, x), lambda x: x, (1, 2))),
     ("candidate", _eq(lambda x: x, lambda x: [x], (1, 2))),

@@ -20,12 +20,12 @@ def test_every_single_weight_change_flips_the_verdict():
     conv = integer_conv(4, 2, 2, padding=1)
     big = fold_conv(conv, 2)
     shape = (1, 4, 3, 3)
-    assert check_equivalence(conv, big, shape, to_folded).verdict is Verdict.EQUIVALENT
+    assert check_equivalence(conv, big, shape, input_transform=to_folded).verdict is Verdict.EQUIVALENT
     for index in itertools.product(*(range(n) for n in big.weight.shape)):
         mutant = fold_conv(conv, 2)
         with torch.no_grad():
             mutant.weight[index] += 1
-        report = check_equivalence(conv, mutant, shape, to_folded, dtypes=())
+        report = check_equivalence(conv, mutant, shape, input_transform=to_folded, dtypes=())
         assert report.verdict is Verdict.NOT_EQUIVALENT and report.exact, index
         assert report.first_mismatch is not None and report.first_mismatch[1] == index[0]
         x = report.counterexample
@@ -37,7 +37,7 @@ def test_every_single_weight_change_flips_the_verdict():
     mutant = fold_conv(conv, 2)
     with torch.no_grad():
         mutant.bias[1] -= 1
-    assert check_equivalence(conv, mutant, shape, to_folded).verdict is Verdict.NOT_EQUIVALENT
+    assert check_equivalence(conv, mutant, shape, input_transform=to_folded).verdict is Verdict.NOT_EQUIVALENT
 
 
 @pytest.mark.claim("EQ-1")
@@ -46,7 +46,7 @@ def test_first_mismatch_is_the_first_in_row_major_order():
     big = fold_conv(conv, 2)
     with torch.no_grad():
         big.weight[0, 0, 1, 1] += 3  # only channel 3 changes: output (b, 0, h, w) differs by 3 * x[b, 3, h, w]
-    report = check_equivalence(conv, big, (2, 4, 2, 3), to_folded)
+    report = check_equivalence(conv, big, (2, 4, 2, 3), input_transform=to_folded)
     nonzero = torch.nonzero(report.counterexample[:, 3] != 0)  # rows of (b, h, w), row-major order
     b, h, w = (int(v) for v in nonzero[0])
     assert report.first_mismatch == (b, 0, h, w)
@@ -71,8 +71,8 @@ def test_derived_candidate_mutation_is_caught_for_resampled_weights():
         return big
 
     conv = torch.nn.Conv2d(4, 2, 3)
-    assert check_equivalence(conv, derived(broken), (1, 4, 5, 5), to_folded).verdict is Verdict.NOT_EQUIVALENT
-    good = check_equivalence(conv, derived(lambda m: fold_conv(m, 2)), (1, 4, 5, 5), to_folded)
+    assert check_equivalence(conv, derived(broken), (1, 4, 5, 5), input_transform=to_folded).verdict is Verdict.NOT_EQUIVALENT
+    good = check_equivalence(conv, derived(lambda m: fold_conv(m, 2)), (1, 4, 5, 5), input_transform=to_folded)
     assert good.verdict is Verdict.EQUIVALENT and good.degree == 2
     assert good.false_equivalent_bound == pytest.approx((2 / 2049) ** 3)
 
@@ -90,7 +90,7 @@ def test_nan_and_inf_never_compare_equal():
 @pytest.mark.claim("EQ-2")
 def test_different_shapes_are_reported_as_such():
     conv = torch.nn.Conv2d(4, 2, 3).double()
-    report = check_equivalence(conv, torch.nn.Conv2d(1, 2, 6, stride=1).double(), (1, 4, 5, 5), to_folded)
+    report = check_equivalence(conv, torch.nn.Conv2d(1, 2, 6, stride=1).double(), (1, 4, 5, 5), input_transform=to_folded)
     assert report.verdict is Verdict.SHAPES_DIFFER
     assert report.reference_shape == (1, 2, 3, 3) and report.candidate_shape == (1, 2, 5, 5)
     assert not report
@@ -165,9 +165,9 @@ def test_an_in_place_candidate_does_not_change_the_reference_input():
 @pytest.mark.claim("EQ-3")
 def test_an_in_place_reference_does_not_change_the_candidate_input():
     reference = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3))
-    report = check_equivalence(reference, derived(lambda m: fold_conv(m[1], 2)), (1, 4, 6, 6), to_folded)
+    report = check_equivalence(reference, derived(lambda m: fold_conv(m[1], 2)), (1, 4, 6, 6), input_transform=to_folded)
     assert report.verdict is Verdict.NOT_EQUIVALENT, report.summary()
-    fair = check_equivalence(reference, derived(lambda m: nn.Sequential(nn.ReLU(), fold_conv(m[1], 2))), (1, 4, 6, 6), to_folded)
+    fair = check_equivalence(reference, derived(lambda m: nn.Sequential(nn.ReLU(), fold_conv(m[1], 2))), (1, 4, 6, 6), input_transform=to_folded)
     assert fair.verdict is Verdict.EQUIVALENT  # the same in-place op on both sides is fine
 
 

@@ -146,11 +146,11 @@ def end_to_end(count: int, seed: int) -> List:
         weight, bias, x_order, stride, padding = mutant
         big = lambda z, weight=weight, bias=bias, stride=stride, padding=padding: CONV[c.dims](z, weight, bias, stride, padding)  # noqa: E731
         to_folded = lambda z, c=c: depth_to_space(z, c.r, c.order, dims=c.dims)  # noqa: E731
-        report = check_equivalence(conv, big, (2, c.cin) + (c.n,) * c.dims, to_folded, dtypes=(), trials=2)
+        report = check_equivalence(conv, big, (2, c.cin) + (c.n,) * c.dims, input_transform=to_folded, dtypes=(), trials=2)
         if report.verdict is Verdict.EQUIVALENT or not report.exact:
             failures.append((kind, c, report.summary()))
         good = lambda z, fw=fw, c=c: CONV[c.dims](z, fw, conv.bias, _scaled((c.s,) * c.dims, c), _scaled((c.p,) * c.dims, c))  # noqa: E731
-        report = check_equivalence(conv, good, (2, c.cin) + (c.n,) * c.dims, to_folded, dtypes=(), trials=2)
+        report = check_equivalence(conv, good, (2, c.cin) + (c.n,) * c.dims, input_transform=to_folded, dtypes=(), trials=2)
         if not (report.ok and report.exact):
             failures.append(("false alarm", c, report.summary()))
     return failures

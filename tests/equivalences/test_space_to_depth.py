@@ -53,7 +53,7 @@ def test_strided_conv_is_space_to_depth_then_stride1_conv(case, padding):
     report = check_equivalence(
         conv, derived(lambda m: strided_to_spd(m, order, padding=padding)), (2, conv.in_channels) + size, dtypes=()
     )
-    assert report.exact and report.equivalent, report.summary()
+    assert report.exact and report.ok, report.summary()
 
 
 @pytest.mark.claim("SPD-1")
@@ -72,7 +72,7 @@ def test_spd_weight_is_space_to_depth_of_zero_padded_kernel_and_mutation_flips_v
     with torch.no_grad():
         m.conv.weight[1, 5, 0, 1] += 1
     report = check_equivalence(conv, m, (2, 3, 9, 8))
-    assert report.exact is True and not report.equivalent and report.first_mismatch is not None
+    assert report.exact is True and not report.ok and report.first_mismatch is not None
 
 
 @pytest.mark.claim("SPD-2")
@@ -84,7 +84,7 @@ def test_spd_then_conv_is_strided_conv(r, k, s, p, order, n):
     spd = torch.nn.Sequential(SpaceToDepth(r, order), torch.nn.Conv2d(2 * r * r, 3, k, s, p))
     size = (r * (n + k), r * (n + k + 1))
     report = check_equivalence(spd, derived(lambda m: spd_to_strided(m)), (2, 2) + size, dtypes=())
-    assert report.exact and report.equivalent, report.summary()
+    assert report.exact and report.ok, report.summary()
     big = spd_to_strided(spd)
     assert big.kernel_size == (r * k,) * 2 and big.stride == (r * s,) * 2 and big.padding == (r * p,) * 2
 
@@ -105,11 +105,11 @@ def test_yolov5_focus_is_one_6x6_stride2_pad2_conv():
     big = focus_to_conv(focus.conv)
     assert (big.kernel_size, big.stride, big.padding, big.in_channels) == ((6, 6), (2, 2), (2, 2), 3)
     report = check_equivalence(focus, derived(lambda m: focus_to_conv(m.conv)), (2, 3, 8, 10))
-    assert report.exact and report.equivalent, report.summary()
+    assert report.exact and report.ok, report.summary()
     # The other ecosystems' orders are not Focus's order: same weights, wrong mapping.
     for order in ("crd", "dcr"):
         wrong = check_equivalence(focus, derived(lambda m: spd_to_strided(m.conv, 2, order)), (2, 3, 8, 10), dtypes=())
-        assert wrong.exact is True and not wrong.equivalent
+        assert wrong.exact is True and not wrong.ok
 
 
 @pytest.mark.claim("SPD-3")
@@ -124,7 +124,7 @@ def test_6x6_stride2_pad2_conv_is_yolov5_focus():
     m = conv_to_focus(big)
     assert m.mode == "inner" and m.conv.kernel_size == (3, 3) and m.conv.padding == (1, 1)
     report = check_equivalence(big, derived(build), (2, 3, 12, 6))
-    assert report.exact and report.equivalent, report.summary()
+    assert report.exact and report.ok, report.summary()
 
 
 @pytest.mark.claim("SPD-4")
@@ -157,9 +157,9 @@ def test_non_divisible_sizes_naive_forms_fail_and_the_fix_restores_equivalence()
     report = check_equivalence(conv, naive, x_shape, dtypes=())
     assert report.verdict.value == "output shapes differ"  # zero-padding to 6x8 creates an extra output row/col
     cropped = derived(lambda m: _inner_conv_after(m, lambda x: x[..., :4, :6]))
-    assert check_equivalence(conv, cropped, x_shape, dtypes=()).equivalent  # dropping the unread rows is exact
+    assert check_equivalence(conv, cropped, x_shape, dtypes=()).ok  # dropping the unread rows is exact
     fixed = check_equivalence(conv, derived(lambda m: strided_to_spd(m)), x_shape, dtypes=())
-    assert fixed.exact and fixed.equivalent
+    assert fixed.exact and fixed.ok
 
 
 @pytest.mark.claim("SPD-4")

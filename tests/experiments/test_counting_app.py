@@ -41,6 +41,10 @@ def test_app_writes_tables_and_plots(tmp_path):
     assert {row["check"] for row in checks} >= {"every op has a cost rule", "expect params", "macs == FlopCounterMode/2"}
     models = [row["model"] for row in read_csv(tmp_path / "comparison.csv")]
     assert models == ["resnet18", "mobilenet_v3_small", "motivating_conv"]
+    index = (tmp_path / "index.md").read_text()
+    assert index.splitlines()[2].startswith("3 model(s) counted; all ") and index.splitlines()[2].endswith(" checks hold.")
+    for name in outputs(tmp_path):  # every file written, each on its own line with what it holds
+        assert name == "index.md" or f"[{name}]({name}): " in index, name
 
 
 def test_app_exits_1_when_a_check_fails(tmp_path):

@@ -22,7 +22,7 @@ def test_app_writes_figure_and_tables_and_passes(tmp_path):
     assert (tmp_path / "operators.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checks = read_csv(tmp_path / "checks.csv")
     assert {row["claim"] for row in checks} >= {"FC-1", "FC-2", "FC-3", "FC-4", "SPD-1", "SPD-3", "SUB-1", "AXW-1"}
-    assert all(row["holds"] == "True" for row in checks)
+    assert all(row["ok"] == "True" for row in checks)
     shifts = read_csv(tmp_path / "shifts.csv")
     assert [row["violations"] == "0" for row in shifts] == [int(row["input shift"]) % 3 == 0 for row in shifts]
 
@@ -34,7 +34,7 @@ def test_app_takes_per_axis_r(tmp_path, monkeypatch, capsys):
     code, _, err = run_in_process("operators", overrides, capsys)
     assert code == 0, err
     checks = {row["check"]: row for row in read_csv(tmp_path / "checks.csv")}
-    assert checks["folded matrix = original matrix with permuted columns"]["holds"] == "True"
+    assert checks["folded matrix = original matrix with permuted columns"]["ok"] == "True"
     assert "stride 2x1" in " ".join(checks)
 
 
@@ -42,7 +42,7 @@ def test_app_exits_1_after_writing_when_a_claim_fails(tmp_path):
     proc = run_app(tmp_path, "example.mutate_folded=true")
     assert proc.returncode == 1
     assert "CLAIM FAILED" in proc.stderr and "permuted columns" in proc.stderr
-    failed = {row["check"] for row in read_csv(tmp_path / "checks.csv") if row["holds"] == "False"}
+    failed = {row["check"] for row in read_csv(tmp_path / "checks.csv") if row["ok"] == "False"}
     assert "folded matrix = original matrix with permuted columns" in failed
     assert (tmp_path / "operators.png").stat().st_size > 0
 

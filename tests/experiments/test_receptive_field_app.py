@@ -32,7 +32,8 @@ def test_documented_target_override_and_per_axis_fold(tmp_path):
         "input_size=[32,32]", "check_size=16", "erf_samples=2", "fold.r=2x1", "fold.conv.in_channels=8",
     )
     assert proc.returncode == 0, proc.stderr
-    assert written(tmp_path) == {f"{s}.{e}" for s in ("fold", "layers", "check") for e in ("csv", "md")} | {"rf_jump.png", "erf.png"}
+    assert written(tmp_path) == {f"{s}.{e}" for s in ("fold", "layers", "check") for e in ("csv", "md")} | {"rf_jump.png", "erf.png", "summary.md", "index.md"}
+    assert proc.stdout.startswith("Conv2d: output rf (5, 5)")  # the model's answer first, the fold table after
     layers = read_csv(tmp_path / "layers.csv")
     assert (layers[-1]["op"], layers[-1]["rf_h"], layers[-1]["rf_w"]) == ("conv2d", "5", "5")
     fold = read_csv(tmp_path / "fold.csv")

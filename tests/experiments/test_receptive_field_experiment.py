@@ -7,6 +7,7 @@ import pytest
 from foldconv import FoldError
 from foldconv.experiments import receptive_field as experiment
 from foldconv.experiments.app import ClaimFailed
+from foldconv.experiments.io import read_csv
 from foldconv.experiments.receptive_field import FoldTable, RFExperiment, run_receptive_field
 
 CONV = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
@@ -65,7 +66,46 @@ def test_a_failed_check_writes_everything_then_raises(tmp_path, monkeypatch):
     with pytest.raises(ClaimFailed, match="1 analytic boxes differ"):
         run_receptive_field(e, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {
-        "fold.csv", "fold.md", "layers.csv", "layers.md", "check.csv", "check.md", "rf_jump.png", "erf.png"
+        "fold.csv", "fold.md", "layers.csv", "layers.md", "check.csv", "check.md", "rf_jump.png", "erf.png", "summary.md", "index.md"
     }
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[2].startswith("Conv2d: output rf (3, 3)") and summary[4].startswith("FAILED: 1 analytic boxes differ")
     monkeypatch.undo()
     assert run_receptive_field(e, tmp_path).endswith(f"outputs in {tmp_path}")
+
+
+def test_the_models_answer_comes_before_the_fold_table_and_index_links_every_file(tmp_path):
+    e = RFExperiment(model=CONV, input_size=(12, 12), check_size=12, erf_samples=1, fold=SMALL_FOLD)
+    lines = run_receptive_field(e, tmp_path).splitlines()
+    assert lines[0].startswith("Conv2d: output rf (3, 3)") and lines[-2].startswith("fold table (fold.conv = Conv2d 4->2 channels, r=2")
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[2] == lines[0] and summary[4] == "Every check holds."
+    index = (tmp_path / "index.md").read_text()
+    files = {p.name for p in tmp_path.iterdir()} - {"index.md"}
+    assert all(f"[{name}]({name}): " in index for name in files), (files, index)
+
+
+def test_the_zoo_writes_each_model_as_it_finishes_and_resumes(tmp_path, monkeypatch, capsys):
+    names = ["alexnet", "squeezenet1_1", "vgg11"]
+    e = RFExperiment(check=False, input_size=(64, 64), fold=FoldTable(r=0))
+    real, computed = experiment._zoo_row, []
+
+    def counted(name, meta, e):
+        computed.append(name)
+        if len(computed) == 2 and stop_after_two:
+            raise KeyboardInterrupt("killed")
+        return real(name, meta, e)
+
+    monkeypatch.setattr(experiment, "_zoo_row", counted)
+    stop_after_two = True
+    with pytest.raises(KeyboardInterrupt):
+        experiment.zoo_rows(e, out=tmp_path, names=names)
+    assert [r["model"] for r in read_csv(tmp_path / "zoo.csv")] == ["alexnet"]  # the finished model is kept
+    stop_after_two, computed[:] = False, []
+    capsys.readouterr()
+    rows, ok = experiment.zoo_rows(e, out=tmp_path, names=names)
+    assert computed == ["squeezenet1_1", "vgg11"] and ok
+    assert [r["model"] for r in rows] == names and isinstance(rows[0]["nodes"], int)
+    assert capsys.readouterr().out.startswith("3 models (1 already in zoo.csv, resuming; 2 to run), about ")
+    with pytest.raises(FoldError, match="holds zoo.csv of a different config .input_size: .64, 64. there, .32, 32. now"):
+        experiment.zoo_rows(RFExperiment(check=False, input_size=(32, 32)), out=tmp_path, names=names)

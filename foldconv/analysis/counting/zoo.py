@@ -182,6 +182,9 @@ class CountValidation:
         """Every check made holds (the published ones only when figures were given)."""
         return self.params_ok and self.macs_ok and self.published_params_ok is not False and self.published_gmacs_ok is not False
 
+    def __bool__(self) -> bool:
+        return self.ok
+
     def row(self) -> Dict[str, Any]:
         """The table row."""
         row = {

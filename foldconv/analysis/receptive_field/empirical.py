@@ -150,6 +150,9 @@ class BoxCheck:
     def ok(self) -> bool:
         return self.analytic == self.empirical
 
+    def __bool__(self) -> bool:
+        return self.ok
+
 
 @dataclass(frozen=True)
 class RFCheck:

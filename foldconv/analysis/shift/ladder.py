@@ -71,6 +71,12 @@ class LocallyConnected2d(nn.Module):
 
 
 def parameter_count(model: nn.Module) -> int:
+    """Number of parameter elements (shared parameters once).
+
+    Example:
+        >>> parameter_count(nn.Conv2d(4, 2, 3))
+        74
+    """
     return sum(p.numel() for p in model.parameters())
 
 
@@ -84,6 +90,11 @@ def ladder_models(*, image_size: int = 32, r: int = 4, channels: int = 16, kerne
     folded rung from the folded weights of the conv rung (so conv and folded are the same function).
 
     ``image_size`` must be a multiple of ``r``; ``kernel`` is odd (padding ``kernel // 2`` keeps ``n = image_size / r``).
+
+    Example:
+        >>> rungs = ladder_models(image_size=8, r=2, channels=2, kernel=3, classes=3)
+        >>> {name: parameter_count(m) for name, m in rungs.items()}
+        {'fc': 2179, 'local': 1283, 'conv': 173, 'folded': 173}
     """
     r = check_int(r, "r", 1)
     image_size = check_int(image_size, "image_size", 1)
@@ -154,7 +165,12 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy (no gradients)."""
+    """Top-1 accuracy (no gradients).
+
+    Example:
+        >>> accuracy(nn.Identity(), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), torch.tensor([0, 1, 1]))
+        0.6666666666666666
+    """
     with torch.no_grad():
         return float((model(x).argmax(dim=1) == y).double().mean())
 

@@ -18,7 +18,7 @@ Example:
     >>> rep = shift_equivariance(net, (1, 1, 32, 32))
     >>> net = net.double()
     >>> images = torch.randn(2, 1, 40, 40, dtype=torch.float64)
-    >>> errs = stage_errors(net, rep, ["0"], images, size=(32, 32), shifts=[(0, 1), (0, 2)], border=4)
+    >>> errs = stage_errors(net, rep, ["0"], images, input_size=(32, 32), shifts=[(0, 1), (0, 2)], border=4)
     >>> [(e.shift, e.error < 1e-12) for e in errs]
     [((0, 1), False), ((0, 2), True)]
 """
@@ -27,11 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..._validate import check_int, per_axis_ints
 from ...errors import fold_error
 from .analytic import ShiftReport
 
@@ -115,6 +116,13 @@ def equivariance_error(y0: torch.Tensor, y1: torch.Tensor, shift: Sequence[int],
     return (diff / norm if norm > 0 else diff), int(positions)
 
 
+def _crop_dims(input_size: Any, images: torch.Tensor) -> int:
+    """How many trailing axes of ``images`` a crop of ``input_size`` spans (one size per axis, at most all but C)."""
+    if not isinstance(input_size, Sequence) or isinstance(input_size, str) or not 1 <= len(input_size) < images.dim():
+        raise fold_error("input_size", input_size, f"must give one size per spatial axis of images of shape {tuple(images.shape)}")
+    return len(input_size)
+
+
 def _crop(images: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
     return images[(Ellipsis,) + tuple(slice(a, a + n) for a, n in zip(start, size))]
 
@@ -125,17 +133,17 @@ def stage_errors(
     stages: Sequence[str],
     images: torch.Tensor,
     *,
-    size: Sequence[int],
+    input_size: Sequence[int],
     shifts: Sequence[Sequence[int]],
     border: int = 0,
 ) -> List[StageError]:
     """Equivariance error of the outputs of the modules ``stages`` (dotted names, in depth order) of
-    ``model`` under every shift of ``shifts``, on crops of ``size`` of ``images`` (N, C, *spatial).
+    ``model`` under every shift of ``shifts``, on crops of ``input_size`` (spatial) of ``images`` (N, C, *spatial).
 
     ``report`` (:func:`shift_equivariance` of a model with the same stages, e.g. ``model`` itself or the
     model it was rewritten from) gives each stage's rate and period. Runs in ``torch.no_grad``.
     """
-    size = tuple(int(n) for n in size)
+    size = per_axis_ints(input_size, _crop_dims(input_size, images), "input_size", 1)
     dims = len(size)
     modules = dict(model.named_modules())
     missing = [s for s in stages if s not in modules]
@@ -164,24 +172,25 @@ def stage_errors(
     return result
 
 
-def crops(images: torch.Tensor, size: Sequence[int], count: int, generator: torch.Generator) -> torch.Tensor:
-    """``count`` random crops of ``size`` (seeded by ``generator``) of one image ``(C, *spatial)``.
+def crops(images: torch.Tensor, input_size: Sequence[int], count: int, *, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random crops of spatial size ``input_size`` (seeded by ``generator``) of one image ``(C, *spatial)``.
 
     Example:
-        >>> crops(torch.zeros(3, 10, 12), (4, 4), 5, torch.Generator().manual_seed(0)).shape
+        >>> crops(torch.zeros(3, 10, 12), (4, 4), 5, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([5, 3, 4, 4])
     """
+    size = per_axis_ints(input_size, _crop_dims(input_size, images), "input_size", 1)
     dims = len(size)
     room = [m - n for m, n in zip(images.shape[-dims:], size)]
     if any(r < 0 for r in room):
-        raise fold_error("size", tuple(size), f"must fit in the image {tuple(images.shape[-dims:])}")
+        raise fold_error("input_size", size, f"must fit in the image {tuple(images.shape[-dims:])}")
     starts = [torch.randint(0, r + 1, (count,), generator=generator).tolist() for r in room]
     return torch.stack([_crop(images, [st[k] for st in starts], size) for k in range(count)])
 
 
-def consistency(model: nn.Module, images: torch.Tensor, *, size: Sequence[int], max_shift: int, generator: torch.Generator,
+def consistency(model: nn.Module, images: torch.Tensor, *, input_size: Sequence[int], max_shift: int, generator: torch.Generator,
                 center: bool = False) -> Consistency:
-    """Zhang's consistency: for every image (N, C, *spatial; at least ``size + max_shift``), two crops at
+    """Zhang's consistency: for every image (N, C, *spatial; at least ``input_size + max_shift``), two crops at
     independent random offsets in ``[0, max_shift]`` per axis; how often the argmax of the outputs agrees.
 
     ``center``: take the argmax of the outputs minus their mean over all ``2N`` crops. A randomly initialised
@@ -190,12 +199,14 @@ def consistency(model: nn.Module, images: torch.Tensor, *, size: Sequence[int], 
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 3))
-        >>> consistency(net, torch.ones(4, 1, 9, 9), size=(6, 6), max_shift=3, generator=torch.Generator().manual_seed(0))
+        >>> consistency(net, torch.ones(4, 1, 9, 9), input_size=(6, 6), max_shift=3, generator=torch.Generator().manual_seed(0))
         Consistency(agree=4, pairs=4, classes=1)
     """
+    size = per_axis_ints(input_size, _crop_dims(input_size, images), "input_size", 1)
+    max_shift = check_int(max_shift, "max_shift", 0)
     dims = len(size)
     if any(n + max_shift > m for n, m in zip(size, images.shape[-dims:])):
-        raise fold_error("max_shift", max_shift, f"size + max_shift must fit in the images {tuple(images.shape[-dims:])}")
+        raise fold_error("max_shift", max_shift, f"input_size + max_shift must fit in the images {tuple(images.shape[-dims:])}")
     offsets = torch.randint(0, max_shift + 1, (2, images.shape[0], dims), generator=generator).tolist()
     with torch.no_grad():
         outs = [model(torch.stack([_crop(img, off, size) for img, off in zip(images, offsets[k])])) for k in range(2)]

@@ -6,6 +6,12 @@
 value, fold factor, dtype or shard is a FoldError (exit 2, one line naming ``grid.<field>``, ``fold.r``,
 ``dtypes`` or ``shard.index``), and nothing is written.
 
+A sweep writes results.csv AS IT GOES (:class:`~foldconv.experiments.io.RowLog`): a killed run keeps every
+finished row, and the same command with the same ``hydra.run.dir`` resumes it, computing only the rows
+that are missing (a different config in that directory is refused: exit 2, one line). Before the first row
+it prints how many configurations it will run and about how long they take on this machine (a short
+calibration), with a sharding hint when that is more than a few minutes.
+
 Example:
     >>> from foldconv.experiments.app import instantiate, structured
     >>> cfg = structured(SweepConfig)
@@ -17,18 +23,21 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ...errors import fold_error
 from ..app import ClaimFailed
+from ..io import RowLog, duration, progress_bar, write_csv, write_index
 from .aggregate import aggregate, multirun_results
-from .grid import Grid, fold_factor, points
-from .run import run_sweep
-from .summary import dtype_name, write_sweep_outputs
+from .grid import Grid, Point, fold_factor, points
+from .run import estimate, point_row, run_into
+from .summary import answer, columns, dtype_name, write_sweep_outputs
 
-__all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "run_sweep_app", "run_aggregate_app"]
+__all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "plan", "run_sweep_app", "run_aggregate_app"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ class Shard:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Everything ``scripts/sweep.py`` accepts; ``grid`` is :class:`Grid` itself (presets in configs/grid/)."""
+    """Everything ``scripts/sweep.py`` accepts; ``grid`` is :class:`Grid` itself (presets in foldconv/experiments/configs/grid/)."""
 
     grid: Grid = field(default_factory=Grid)
     fold: FoldOverride = field(default_factory=FoldOverride)
@@ -80,27 +89,102 @@ class AggregateConfig:
     plots: bool = True
 
 
-def run_sweep_app(config: SweepConfig, out: Path, progress: Optional[Callable[[Iterable, str], Iterable]] = None) -> str:
-    """Run and write one sweep job into ``out``; ClaimFailed (after writing) when a prediction disagrees."""
+#: Seconds above which the up-front estimate suggests sharding, and the length of one suggested shard.
+SHARD_HINT_S = 180
+SHARD_TARGET_S = 600
+
+#: What each file of a sweep's run directory holds (index.md).
+SWEEP_FILES = {
+    "summary.md": "the answer first (do predictions agree with the exact observations?), what the outcomes mean, the remedies, every rule",
+    "results.csv": "one row per configuration: the point, predicted and observed outcome, rule, reason, conditions (the remedy), errors per dtype",
+    "results.config.json": "the config that produced results.csv (a rerun in this directory resumes only with the same one)",
+    "outcomes.png": "observed outcome counts per section",
+    "heatmap_modes.png": "fraction of r > 1 configurations whose literal fold holds, stride x padding, per padding mode",
+    "heatmap_errors.png": "largest relative error of the folded form, r x kernel, per low-precision dtype",
+    "*.log": "the app's log (Hydra)",
+}
+
+
+def _fingerprint(config: SweepConfig) -> Dict[str, Any]:
+    """What decides the rows (not ``plots``, ``progress`` or the grid's name): a resume must match it."""
+    grid = {k: v for k, v in asdict(config.grid).items() if k != "name"}
+    return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes]}
+
+
+def plan(total: int, resumed: int, seconds: float, shard: Optional[Shard] = None) -> str:
+    """The line printed before the first point: how many, how long, and whether to shard.
+
+    Example:
+        >>> plan(1354, 0, 40.2)
+        '1,354 configurations, about 40 s on this machine'
+        >>> plan(2_900_000, 0, 8700)
+        "2,900,000 configurations, about 2 h 25 min on this machine; to split it into ~10-minute jobs add -m shard.count=15 shard.index='range(15)' (see README, multirun)"
+    """
+    todo = total - resumed
+    if todo == 0:
+        return f"{total:,} configurations, all already in results.csv: nothing left to compute"
+    head = f"{total:,} configurations"
+    if resumed:
+        head += f" ({resumed:,} already in results.csv, resuming; {todo:,} to run)"
+    line = f"{head}, about {duration(seconds)} on this machine"
+    if seconds > SHARD_HINT_S:
+        count = (shard.count if shard else 1) * math.ceil(seconds / SHARD_TARGET_S)
+        line += f"; to split it into ~10-minute jobs add -m shard.count={count} shard.index='range({count})' (see README, multirun)"
+    return line
+
+
+def run_sweep_app(
+    config: SweepConfig, out: Path, progress: Optional[Callable[[Iterable, str], Iterable]] = None, *, log: Callable[[str], None] = print,
+) -> str:
+    """Run one sweep job into ``out``, writing each row as it finishes and resuming a killed run of the same
+    config there; ClaimFailed (after writing everything) when a prediction disagrees.
+
+    ``progress(items, desc)`` wraps the loop (default: a tqdm bar, when ``config.progress``); ``log`` gets the
+    up-front estimate.
+    """
+    out = Path(out)
     override = [config.fold.r] if config.fold.r is not None else None
     pts = points(config.grid, override)[config.shard.index :: config.shard.count]
-    bar = (lambda it: progress(it, f"sweep {config.grid.name}")) if progress is not None and config.progress else None
-    rows = run_sweep(pts, config.dtypes, progress=bar)
+    cols = columns(config.dtypes)
+    with RowLog(out / "results.csv", cols, key=list(Point.__dataclass_fields__), config=_fingerprint(config), param="hydra.run.dir") as rows_log:
+        todo = [p for p in pts if rows_log.key_of(point_row(p)) not in rows_log.done]
+        guess = estimate(todo, config.dtypes)
+        log(plan(len(pts), len(pts) - len(todo), guess.seconds, config.shard))
+        bar = None
+        if config.progress and todo:
+            wrap = progress or (lambda it, desc: progress_bar(it, desc, total=len(todo), unit="cfg"))
+            bar = lambda it: wrap(it, f"sweep {config.grid.name}")  # noqa: E731
+        try:
+            computed = run_into(todo, rows_log.append, config.dtypes, done=guess.rows, progress=bar)
+        except KeyboardInterrupt:
+            rows_log.close()
+            print(f"interrupted: {len(rows_log.done):,} of {len(pts):,} rows are saved in {out / 'results.csv'}; "
+                  f"run the same command with hydra.run.dir={out} to resume", file=sys.stderr)
+            raise SystemExit(130) from None
+    rows = rows_log.rows()
+    rank = {rows_log.key_of(point_row(p)): i for i, p in enumerate(pts)}
+    ordered = sorted(rows, key=lambda r: rank.get(rows_log.key_of(r), len(rank)))
+    if ordered != rows:  # e.g. rows a resumed run added out of order: the file is always in point order
+        write_csv(ordered, out / "results.csv", cols)
     title = f"Equivalence sweep: grid={config.grid.name}" + (f", r={config.fold.r}" if config.fold.r is not None else "")
     if config.shard.count > 1:
         title += f", shard {config.shard.index}/{config.shard.count}"
-    write_sweep_outputs(rows, out, title, plots=config.plots)
-    bad = sum(not r["agree"] for r in rows)
+    write_sweep_outputs(ordered, out, title, plots=config.plots, csv=False)
+    write_index(out, SWEEP_FILES, title=title, answer=answer(ordered))
+    bad = sum(r["agree"] != "True" for r in ordered)
+    resumed = f" ({len(pts) - len(todo):,} resumed from an earlier run, {computed + guess.measured:,} computed now)" if len(todo) < len(pts) else ""
     if bad:
         raise ClaimFailed(f"{bad} of {len(rows)} prediction(s) disagree with the exact observation; see {out / 'summary.md'}")
-    return f"{len(rows)} configurations; all {len(rows)} predictions agree with the exact observation; outputs in {out}"
+    return f"{len(rows)} configurations; all {len(rows)} predictions agree with the exact observation{resumed}; outputs in {out}"
 
 
 def run_aggregate_app(config: AggregateConfig, out: Path, root: Path) -> str:
     """Merge the complete multirun in ``root`` into ``out``; FoldError for an incomplete one, ClaimFailed on disagreement."""
     paths = multirun_results(root)
     rows = aggregate(paths)
-    write_sweep_outputs(rows, out, f"Aggregated sweep: {len(paths)} jobs from {root.name}", plots=config.plots)
+    title = f"Aggregated sweep: {len(paths)} jobs from {root.name}"
+    write_sweep_outputs(rows, out, title, plots=config.plots)
+    write_index(out, {**SWEEP_FILES, "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=answer(rows))
     bad = sum(r.get("agree") != "True" for r in rows)
     if bad:
         raise ClaimFailed(f"{bad} of {len(rows)} merged rows disagree; see {out / 'summary.md'}")

@@ -16,7 +16,7 @@ from ...check import as_float_dtype
 from ..io import columns_of, figure, markdown_table, save_figure, write_csv, write_markdown
 from .grid import Point
 
-__all__ = ["COLUMNS", "DEFAULT_DTYPES", "columns", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
+__all__ = ["COLUMNS", "DEFAULT_DTYPES", "MEANINGS", "answer", "columns", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
 
 DEFAULT_DTYPES = (torch.float32, torch.bfloat16)
 _RESULT = [
@@ -58,22 +58,95 @@ def _size_key(row: Mapping[str, Any]):
     return (num(row.get("in_channels")), num(row.get("size")), num(row.get("kernel")), str(row.get("r")))
 
 
+#: What each outcome means; summary.md states it before any count.
+MEANINGS = {
+    "holds": "the literal construction (input and weight folded with depth_to_space in the same order, stride "
+             "r*S, padding r*P, everything else passed through; for a following layer, the same layer on the "
+             "folded map) computes exactly what the original computes: nothing to change",
+    "holds with conditions": "the literal fold does NOT compute the same function, but an equivalent folded form "
+                             "exists once the stated condition is applied (the remedy: another stride, a dense "
+                             "weight instead of groups or dilation, the input folded in the weight's order, a "
+                             "padded input, ...); the remedies are listed below and in results.csv's conditions column",
+    "fails": "no folded form of this kind computes the same function (e.g. reflect or replicate padding, which "
+             "mirror or copy whole pixels across fold blocks; a following layer that mixes fold blocks, such as "
+             "train-mode BatchNorm or upsampling); the reason "
+             "column says why",
+    "invalid": "the request itself is malformed (r < 1, an unknown order, channels not divisible by the block) or "
+               "torch cannot run the original conv; predicted as invalid, not silently answered",
+}
+_BAD_COLUMNS = ["section", "dims", "r", "in_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode",
+                "order", "input_order", "folded_stride", "following", "predicted", "observed", "predicted_literal", "observed_literal"]
+
+
+def _example(row: Mapping[str, Any]) -> str:
+    r = collections.defaultdict(str, row)
+    return (f"{r['section']}: dims={r['dims']} r={r['r']} C={r['in_channels']} k={r['kernel']} s={r['stride']} p={r['padding']} "
+            f"d={r['dilation']} g={r['groups']} mode={r['padding_mode']} order={r['order']}/{r['input_order']} following={r['following']}")
+
+
+def answer(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The direct answer of a sweep, in one sentence: does every prediction agree with the exact observation?
+
+    Example:
+        >>> answer([{"agree": "True"}] * 1354)
+        '1,354 configurations: every prediction agrees with the exact observation.'
+        >>> answer([{"agree": "True"}, {"agree": False}])
+        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agree.'
+    """
+    n = len(rows)
+    bad = sum(not _true(r["agree"]) for r in rows)
+    if not bad:
+        return f"{n:,} configurations: every prediction agrees with the exact observation."
+    return (f"{n:,} configurations: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
+            f"exact observation (listed first below); {n - bad:,} agree.")
+
+
+def _remedies(rows: Sequence[Mapping[str, Any]], per_rule: int = 4) -> List[str]:
+    """One line per rule whose outcome is 'holds with conditions': its count and its remedies, commonest first."""
+    by_rule: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    reasons: Dict[str, str] = {}
+    for r in rows:
+        if r["observed"] == "holds with conditions" and r.get("conditions"):
+            by_rule[r["rule"]][r["conditions"]] += 1
+            reasons.setdefault(r["rule"], str(r.get("reason", "")))
+    lines = []
+    for rule, remedies in sorted(by_rule.items(), key=lambda kv: -sum(kv[1].values())):
+        shown = "; ".join(f"*{text}* ({count})" for text, count in remedies.most_common(per_rule))
+        more = len(remedies) - per_rule
+        lines.append(f"- **{rule}** ({sum(remedies.values()):,} configurations; {reasons[rule]}): {shown}"
+                     + (f"; and {more} more forms of the same remedy (results.csv, conditions column)" if more > 0 else ""))
+    return lines
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep") -> str:
-    """Markdown: counts per outcome and per rule, the smallest example of each failing rule, disagreements.
+    """Markdown, the answer first: do predictions agree with the exact observation (the disagreements, if
+    any, right after); what each outcome means; the remedies of 'holds with conditions'; counts per section
+    and per rule with the smallest example of each.
 
     Example:
         >>> print(summarize([{"predicted": "holds", "observed": "holds", "agree": True, "rule": "FOLD-1",
         ...     "reason": "ok", "section": "theorem"}]).splitlines()[2])
-        1 configurations, 1 agree, 0 disagree.
+        1 configurations: every prediction agrees with the exact observation.
     """
-    agree = sum(_true(r["agree"]) for r in rows)
-    lines = [f"# {title}", "", f"{len(rows)} configurations, {agree} agree, {len(rows) - agree} disagree.", ""]
-    lines += ["## Outcomes (predicted = observed)", ""]
+    total = collections.Counter(r["observed"] for r in rows)
+    tally = ", ".join(f"{total.get(o, 0):,} {o}" for o in _OUTCOMES)
+    lines = [f"# {title}", "", answer(rows), "", f"Observed outcomes: {tally} (each defined below).", ""]
+    bad = [r for r in rows if not _true(r["agree"])]
+    if bad:
+        lines += ["## Disagreements", "", markdown_table(bad, _BAD_COLUMNS), ""]
+    lines += ["## What the outcomes mean", ""] + [f"- **{o}**: {MEANINGS[o]}." for o in _OUTCOMES] + [""]
+    remedies = _remedies(rows)
+    lines += ["## Remedies: the conditions under which a fold holds", ""]
+    if remedies:
+        lines += ["Each configuration that *holds with conditions* holds once its condition is applied; per rule, the "
+                  "remedies with how many configurations need each:", ""] + remedies + [""]
+    else:
+        lines += ["No configuration of this run holds only with conditions.", ""]
+    lines += ["## Outcomes per section (predicted = observed)", ""]
     by_section: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for r in rows:
         by_section[r["section"]][r["observed"]] += 1
     table = [{"section": s, **{o: c.get(o, 0) for o in _OUTCOMES}, "total": sum(c.values())} for s, c in by_section.items()]
-    total = collections.Counter(r["observed"] for r in rows)
     table.append({"section": "**all**", **{o: total.get(o, 0) for o in _OUTCOMES}, "total": len(rows)})
     lines += [markdown_table(table), ""]
     lines += ["## Rules and reasons", "", "Each rule is a claim in paper_notes/claims.md; the example is the smallest configuration it decided.", ""]
@@ -83,21 +156,11 @@ def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep
     rule_rows = []
     for (rule, outcome), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         smallest = collections.defaultdict(str, min(members, key=_size_key))
-        example = (
-            f"{smallest['section']}: dims={smallest['dims']} r={smallest['r']} C={smallest['in_channels']} k={smallest['kernel']} "
-            f"s={smallest['stride']} p={smallest['padding']} d={smallest['dilation']} g={smallest['groups']} "
-            f"mode={smallest['padding_mode']} order={smallest['order']}/{smallest['input_order']} following={smallest['following']}"
-        )
-        rule_rows.append({"rule": rule, "outcome": outcome, "count": len(members), "reason (smallest example)": smallest["reason"], "smallest example": example})
+        rule_rows.append({"rule": rule, "outcome": outcome, "count": len(members), "reason (smallest example)": smallest["reason"],
+                          "remedy (smallest example)": smallest.get("conditions") or "", "smallest example": _example(smallest)})
     lines += [markdown_table(rule_rows), ""]
-    bad = [r for r in rows if not _true(r["agree"])]
-    lines += ["## Disagreements", ""]
-    if bad:
-        cols = ["section", "dims", "r", "in_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode",
-                "order", "input_order", "folded_stride", "following", "predicted", "observed", "predicted_literal", "observed_literal"]
-        lines += [markdown_table(bad, cols)]
-    else:
-        lines += ["None: every prediction matched the exact observation."]
+    if not bad:
+        lines += ["## Disagreements", "", "None: every prediction matched the exact observation."]
     return "\n".join(lines)
 
 
@@ -176,10 +239,16 @@ def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def write_sweep_outputs(rows: Sequence[Mapping[str, Any]], out: Path, title: str = "Equivalence sweep", plots: bool = True) -> Dict[str, Path]:
-    """Write results.csv (the rows' own columns, in order), summary.md and (optionally) the PNGs into ``out``."""
+def write_sweep_outputs(
+    rows: Sequence[Mapping[str, Any]], out: Path, title: str = "Equivalence sweep", plots: bool = True, *, csv: bool = True,
+) -> Dict[str, Path]:
+    """Write results.csv (the rows' own columns, in order; ``csv=False`` when the run already wrote it row by
+    row), summary.md and (optionally) the PNGs into ``out``."""
     out = Path(out)
-    paths = {"csv": write_csv(rows, out / "results.csv", columns_of(rows) if rows else COLUMNS), "summary": write_markdown(summarize(rows, title), out / "summary.md")}
+    paths: Dict[str, Path] = {}
+    if csv:
+        paths["csv"] = write_csv(rows, out / "results.csv", columns_of(rows) if rows else COLUMNS)
+    paths["summary"] = write_markdown(summarize(rows, title), out / "summary.md")
     if plots:
         paths["modes"] = plot_modes(rows, out / "heatmap_modes.png")
         paths["errors"] = plot_errors(rows, out / "heatmap_errors.png")

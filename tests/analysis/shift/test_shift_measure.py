@@ -31,8 +31,8 @@ def test_rewrite_gives_the_same_errors_and_consistency():
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 76, 76, generator=gen)
     shifts = [(0, 1), (1, 1), (0, 8)]
-    a = stage_errors(net, report, stages, images, size=(64, 64), shifts=shifts, border=12)
-    b = stage_errors(rewritten, report, stages, images, size=(64, 64), shifts=shifts, border=12)
+    a = stage_errors(net, report, stages, images, input_size=(64, 64), shifts=shifts, border=12)
+    b = stage_errors(rewritten, report, stages, images, input_size=(64, 64), shifts=shifts, border=12)
     assert [(e.stage, e.shift, e.positions) for e in a] == [(e.stage, e.shift, e.positions) for e in b]
     assert max(abs(x.error - y.error) for x, y in zip(a, b)) < 1e-5
     by = {(e.stage, e.shift): e for e in a}
@@ -41,8 +41,8 @@ def test_rewrite_gives_the_same_errors_and_consistency():
         assert by[(st, (0, 8))].error < 1e-5  # 8 is a multiple of every period: exact up to float noise
         assert by[(st, (0, 1))].error > 1e-3  # strided: one pixel is not
     assert by[("1", (0, 2))].error < 1e-5 if ("1", (0, 2)) in by else True
-    ca = consistency(net, images, size=(64, 64), max_shift=12, generator=torch.Generator().manual_seed(1))
-    cb = consistency(rewritten, images, size=(64, 64), max_shift=12, generator=torch.Generator().manual_seed(1))
+    ca = consistency(net, images, input_size=(64, 64), max_shift=12, generator=torch.Generator().manual_seed(1))
+    cb = consistency(rewritten, images, input_size=(64, 64), max_shift=12, generator=torch.Generator().manual_seed(1))
     assert ca == cb and ca.pairs == 4
 
 
@@ -60,12 +60,20 @@ def test_bad_inputs_are_fold_errors():
     report = shift_equivariance(net, (1, 3, 32, 32))
     images = torch.zeros(1, 3, 34, 34)
     with pytest.raises(FoldError, match="stages="):
-        stage_errors(net, report, ["nope"], images, size=(32, 32), shifts=[(0, 1)])
+        stage_errors(net, report, ["nope"], images, input_size=(32, 32), shifts=[(0, 1)])
     with pytest.raises(FoldError, match="shifts="):
-        stage_errors(net, report, ["0"], images, size=(32, 32), shifts=[(0, 3)])
+        stage_errors(net, report, ["0"], images, input_size=(32, 32), shifts=[(0, 3)])
     with pytest.raises(FoldError, match="max_shift="):
-        consistency(net, images, size=(32, 32), max_shift=5, generator=torch.Generator())
-    with pytest.raises(FoldError, match="size="):
-        crops(images[0], (40, 40), 1, torch.Generator())
+        consistency(net, images, input_size=(32, 32), max_shift=5, generator=torch.Generator())
+    with pytest.raises(FoldError, match="input_size="):
+        crops(images[0], (40, 40), 1, generator=torch.Generator())
+    # input sizes are validated, not truncated or taken as empty crops
+    for bad in [(0, 32), (31.5, 32), 32, (32, 32, 32, 32)]:
+        with pytest.raises(FoldError, match="input_size="):
+            stage_errors(net, report, ["0"], images, input_size=bad, shifts=[(0, 1)])
+        with pytest.raises(FoldError, match="input_size="):
+            consistency(net, images, input_size=bad, max_shift=1, generator=torch.Generator())
+    with pytest.raises(FoldError, match="max_shift="):
+        consistency(net, images, input_size=(32, 32), max_shift=-1, generator=torch.Generator())
     with pytest.raises(FoldError, match="offsets="):
         read_shifted(images, [-1])

@@ -12,34 +12,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, Union
 
+from .._validate import check_int
 from ..analysis.counting.counter import CountReport
 from ..errors import fold_error
-from .io import figure, save_figure
+from .io import figure, label_step, save_figure
 
 __all__ = ["plot_layers", "plot_comparison"]
 
 
-def plot_layers(report: CountReport, path: Union[str, Path], max_layers: int = 120) -> Path:
-    """Two panels, parameters and MACs per layer in execution order (layers with neither are left out).
+def plot_layers(report: CountReport, path: Union[str, Path], max_labels: int = 150) -> Path:
+    """Two panels side by side, parameters and MACs per layer as horizontal bars, layers top to bottom in
+    execution order (layers with neither are left out).
 
-    Beyond ``max_layers`` bars the labels are dropped (the bars stay) so the figure remains readable.
+    The figure grows taller with the layers so every name stays at 8 pt; beyond ``max_labels`` layers only
+    every k-th is named (the bars all stay).
     """
     rows = [row for row in report.rows() if row["params"] or row["macs"]]
     if not rows:
         raise fold_error("report", report.model, "has no layer with parameters or MACs to plot")
-    width = min(max(7.0, 4 + 0.12 * len(rows)), 24)  # wide enough for the title, even for one layer
-    fig, axes = figure(2, 1, figsize=(width, 6), sharex=True)
-    xs = range(len(rows))
+    check_int(max_labels, "max_labels", 1)
+    step = label_step(len(rows), max_labels)
+    height = min(max(3.0, 1.6 + 0.16 * len(rows) / step), 60.0)
+    fig, axes = figure(1, 2, figsize=(10.0, height), sharey=True)
+    ys = range(len(rows))
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs")):
-        ax.bar(xs, [row[key] for row in rows], color="tab:blue" if key == "params" else "tab:orange")
-        ax.set_ylabel(label)
-        ax.set_yscale("symlog", linthresh=1)
-    axes[0].set_title(f"{report.model}: parameters and MACs per layer (input {report.input_shapes[0]})", fontsize=10)
-    if len(rows) <= max_layers:
-        axes[1].set_xticks(list(xs))
-        axes[1].set_xticklabels([row["layer"] for row in rows], rotation=90, fontsize=6)
-    else:
-        axes[1].set_xlabel(f"layer index ({len(rows)} layers, execution order)")
+        ax.barh(ys, [row[key] for row in rows], color="tab:blue" if key == "params" else "tab:orange")
+        ax.set_xlabel(f"{label} (symlog scale)")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.grid(True, axis="x", alpha=0.3)
+    shown = list(ys)[::step]
+    axes[0].set_yticks(shown, [rows[k]["layer"] for k in shown], fontsize=8)
+    axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first layer at the top
+    axes[0].set_ylabel("layer (execution order)" + (f"; every {step}th of {len(rows)} named" if step > 1 else ""))
+    # one title over both panels, on the left axes: a suptitle collides with the top bars of tall figures
+    axes[0].set_title(f"{report.model}: parameters and MACs per layer (input {report.input_shapes[0]})", fontsize=10, loc="left")
     return save_figure(fig, path)
 
 
@@ -58,7 +64,7 @@ def plot_comparison(reports: Sequence[CountReport], path: Union[str, Path]) -> P
     fig, ax = figure(figsize=(7, 5))
     for rep in reports:
         ax.scatter([rep.params], [rep.macs], s=18)
-        ax.annotate(rep.model, (rep.params, rep.macs), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(rep.model, (rep.params, rep.macs), fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters")

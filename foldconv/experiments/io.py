@@ -35,6 +35,8 @@ __all__ = [
     "write_table",
     "figure",
     "save_figure",
+    "label_step",
+    "MIN_FONT_PT",
     "write_atomic",
     "RowLog",
     "progress_bar",
@@ -164,6 +166,20 @@ def save_figure(fig: Any, path: PathLike, dpi: int = 120) -> Path:
     fig.savefig(path, dpi=dpi, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.05)
     fig.clear()
     return path
+
+
+#: The smallest font any figure of the experiments uses (tests/experiments/test_png_text_fits.py checks it).
+MIN_FONT_PT = 8
+
+
+def label_step(count: int, max_labels: int) -> int:
+    """Name every k-th of ``count`` ticks so that at most ``max_labels`` names are drawn (k >= 1).
+
+    Example:
+        >>> label_step(40, 150), label_step(300, 150), label_step(301, 150)
+        (1, 2, 3)
+    """
+    return max(1, -(-count // max_labels))
 
 
 def _flat(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:

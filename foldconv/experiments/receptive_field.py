@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .._validate import SPATIAL_NAMES, check_bool, check_int, per_axis_ints
 from ..analysis.counting.zoo import classification_models, meta_model
 from ..analysis.receptive_field import (
     FoldedRF,
+    NodeRF,
     RFCheck,
     RFReport,
     UnsupportedOpError,
@@ -39,9 +41,21 @@ from ..analysis.receptive_field import (
 from ..errors import FoldError, fold_error
 from .app import ClaimFailed, model_label, model_node, parse_r
 from .app import build_model as app_build_model
-from .io import RowLog, duration, figure, markdown_table, progress_bar, save_figure, write_index, write_markdown, write_table
+from .io import (
+    RowLog,
+    duration,
+    figure,
+    label_step,
+    markdown_table,
+    progress_bar,
+    save_figure,
+    write_index,
+    write_markdown,
+    write_table,
+)
 
-__all__ = ["FoldTable", "RFExperiment", "ZOO_COLUMNS", "build_model", "run_receptive_field", "rf_jump_figure", "erf_figure", "zoo_rows"]
+__all__ = ["FoldTable", "RFExperiment", "ZOO_COLUMNS", "build_model", "run_receptive_field", "rf_jump_figure", "erf_figure", "zoo_rows",
+           "global_axes", "rf_text", "ERF_AUTO"]
 
 
 def _default_conv() -> Dict[str, Any]:
@@ -94,7 +108,8 @@ class FoldTable:
 class RFExperiment:
     """Receptive fields of ``model`` (a torchvision name like ``"vgg16"``, or a ``_target_`` node) at
     ``input_size`` with ``channels`` input channels; with ``check``, analytic boxes against gradient supports
-    at ``check_size`` px (``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``); the ``fold`` table;
+    at ``check_size`` px (``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of
+    ``erf_node`` (a node name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table;
     with ``zoo``, every torchvision classification model instead of ``model`` (checked up to
     ``zoo_check_max_params`` parameters; a progress bar when ``progress``). ``seed`` seeds the random weights.
 
@@ -110,6 +125,7 @@ class RFExperiment:
     check_size: Optional[int] = 64
     check_nodes: int = 6
     erf_samples: int = 8
+    erf_node: Optional[str] = None
     fold: FoldTable = field(default_factory=FoldTable)
     zoo: bool = False
     zoo_check_max_params: int = 100_000_000
@@ -126,6 +142,8 @@ class RFExperiment:
         check_bool(self.progress, "progress")
         if self.check_size is not None:
             check_int(self.check_size, "check_size", 1)
+        if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
+            raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
         if not isinstance(self.fold, FoldTable):
             raise fold_error("fold", self.fold, "must be a FoldTable")
 
@@ -159,8 +177,8 @@ def _node_rows(report: RFReport) -> List[Dict[str, Any]]:
     rows = []
     for k, (name, node) in enumerate(report.nodes.items()):
         row: Dict[str, Any] = {"index": k, "node": name, "op": node.op, "shape": node.shape}
-        for ax, a in zip(names, node.axes):
-            row.update({f"rf_{ax}": a.rf, f"jump_{ax}": a.jump, f"padding_{ax}": a.padding})
+        for ax, a, rf in zip(names, node.axes, rf_text(node, report.input_size)):
+            row.update({f"rf_{ax}": rf if "global" in rf else a.rf, f"jump_{ax}": a.jump, f"padding_{ax}": a.padding})
         row.update(aligned=node.aligned, constant=node.constant, exact=node.exact)
         rows.append(row)
     return rows
@@ -176,35 +194,83 @@ def _fold_rows(table: FoldedRF) -> List[Dict[str, Any]]:
              "padding": r.padding, "aligned": r.aligned} for r in table.rows]
 
 
-def rf_jump_figure(report: RFReport):
-    """Receptive-field size and jump of every node along the first spatial axis (log scales)."""
+def global_axes(node: NodeRF, input_size: Sequence[int]) -> Tuple[bool, ...]:
+    """Per spatial axis: does every output position of ``node`` read the whole input along it (after global
+    pooling, a squeeze-excite gate, a linear head)? Its rf then counts padding it never sees.
+
+    Example:
+        >>> import torch
+        >>> from foldconv.analysis.receptive_field import receptive_field
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.AdaptiveAvgPool2d(1))
+        >>> rep = receptive_field(net, (1, 1, 8, 8))
+        >>> global_axes(rep.output, (8, 8)), global_axes(rep.nodes["_0"], (8, 8))
+        ((True, True), (False, False))
+    """
+    out = []
+    for a, n, m in zip(node.axes, input_size, node.positions):
+        # aligned: position i reads [i*box_jump - padding, ... + rf - 1]; the first and the last must span 0..n-1
+        last_lo = (m - 1) * (0 if a.constant else a.box_jump) - a.padding
+        out.append(bool(a.aligned and last_lo <= 0 and a.rf - a.padding - 1 >= n - 1))
+    return tuple(out)
+
+
+def rf_text(node: NodeRF, input_size: Sequence[int]) -> Tuple[str, ...]:
+    """Per axis, the rf as tables print it: ``"229 (global)"`` where every output reads the whole input.
+
+    Example:
+        >>> import torch
+        >>> from foldconv.analysis.receptive_field import receptive_field
+        >>> rep = receptive_field(torch.nn.Sequential(torch.nn.Conv1d(1, 1, 3), torch.nn.Flatten(), torch.nn.Linear(6, 2)), (1, 1, 8))
+        >>> rf_text(rep.output, (8,))
+        ('8 (global)',)
+    """
+    return tuple(f"{a.rf} (global)" if g else str(a.rf) for a, g in zip(node.axes, global_axes(node, input_size)))
+
+
+def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: int = 120):
+    """Receptive-field size and jump of every node along the first spatial axis (log scales), nodes named on
+    the x axis (every k-th beyond ``max_labels``); nodes whose field is global are marked. ``name``: the
+    model's name for the title (default: the report's class name)."""
     nodes = list(report.nodes.values())
     axis = SPATIAL_NAMES[len(report.input_size)][0]
-    fig, (ax1, ax2) = figure(2, 1, figsize=(max(8.0, len(nodes) * 0.08), 6.0), sharex=True)
-    ax1.plot(range(len(nodes)), [n.axes[0].rf for n in nodes], marker=".")
+    step = label_step(len(nodes), max_labels)
+    xs = list(range(len(nodes)))
+    fig, (ax1, ax2) = figure(2, 1, figsize=(min(max(8.0, 2.0 + 0.14 * len(nodes) / step), 30.0), 7.5), sharex=True)
+    ax1.plot(xs, [n.axes[0].rf for n in nodes], marker=".")
+    glob = [k for k, n in enumerate(nodes) if global_axes(n, report.input_size)[0]]
+    if glob:
+        ax1.plot(glob, [nodes[k].axes[0].rf for k in glob], "x", color="tab:red", label="global: reads the whole input")
+        ax1.legend(loc="upper left", fontsize=8)
     ax1.set_ylabel(f"RF size along {axis} (input px)")
     ax1.set_yscale("log")
-    ax1.set_title(f"{report.model_name} at {report.input_size}: receptive field per node")
-    ax2.plot(range(len(nodes)), [float(n.axes[0].jump) for n in nodes], marker=".")
+    ax1.set_title(f"{name or report.model_name} at {report.input_size}: receptive field and jump per node", fontsize=10)
+    ax2.plot(xs, [float(n.axes[0].jump) for n in nodes], marker=".")
     ax2.set_ylabel(f"jump along {axis} (input px)")
     ax2.set_yscale("log")
-    ax2.set_xlabel("node (topological order)")
-    if len(nodes) <= 60:
-        ax2.set_xticks(range(len(nodes)), [n.name for n in nodes], rotation=90, fontsize=6)
+    ax2.set_xlabel("node (topological order)" + (f"; every {step}th of {len(nodes)} named" if step > 1 else ""))
+    ax2.set_xticks(xs[::step], [nodes[k].name for k in xs[::step]], rotation=90, fontsize=8)
     return fig
 
 
-def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str):
-    """Luo et al.'s ERF (normalised to its maximum) with the analytic box drawn over it."""
+#: How the ERF's unit is chosen when ``erf_node`` is not set.
+ERF_AUTO = "deepest exact, aligned, spatial node whose field fits in half the check input"
+
+
+def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = ""):
+    """Luo et al.'s ERF (normalised to its maximum) with the analytic box drawn over it; ``picked`` says how
+    ``target`` was chosen (shown in the title)."""
     from matplotlib.patches import Rectangle
 
-    fig, ax = figure(figsize=(5.0, 5.0))
-    ax.imshow(erf / max(float(erf.max()), 1e-300), cmap="viridis")
+    fig, ax = figure(figsize=(5.6, 5.2))
+    im = ax.imshow(erf / max(float(erf.max()), 1e-300), cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, shrink=0.85, label="|gradient| / its maximum")
     if box is not None:
         (h0, h1), (w0, w1) = box
         ax.add_patch(Rectangle((w0 - 0.5, h0 - 0.5), w1 - w0 + 1, h1 - h0 + 1, fill=False, color="red", lw=1.5, label="analytic RF"))
-        ax.legend(loc="upper right", fontsize=7)
-    ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}", fontsize=9)
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("input w (px)")
+    ax.set_ylabel("input h (px)")
+    ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}" + ("\n" + textwrap.fill(f"({picked})", 60) if picked else ""), fontsize=9)
     return fig
 
 
@@ -225,7 +291,7 @@ def _zoo_row(name: str, meta: nn.Module, e: RFExperiment) -> Dict[str, Any]:
     except UnsupportedOpError as exc:
         return {**row, "traced": False, "reason": str(exc)[:160]}
     row.update(traced=True, seconds=round(time.perf_counter() - t0, 3), nodes=len(report.nodes),
-               rf=report.output.rf[0], exact=report.output.exact, warnings=len(report.warnings))
+               rf=rf_text(report.output, report.input_size)[0], exact=report.output.exact, warnings=len(report.warnings))
     if not e.check:
         row.update(agree=None, reason="check=false")
     elif name.startswith("vit") or params > e.zoo_check_max_params:
@@ -379,9 +445,11 @@ def run_receptive_field(
         model = build_model(e.model)
         report = receptive_field(model, e.input_shape)
         o = report.output
-        lines.append(f"{_label(e.model)}: output rf {o.rf}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {len(report.nodes)} nodes")
+        glob = " (global: every output unit reads the whole input)" if all(global_axes(o, report.input_size)) else ""
+        rf = "(" + ", ".join(rf_text(o, report.input_size)) + ")" if any(global_axes(o, report.input_size)) and not glob else str(o.rf)
+        lines.append(f"{_label(e.model)}: output rf {rf}{glob}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {len(report.nodes)} nodes")
         tables.append((_node_rows(report), "layers", f"Receptive fields of {_label(e.model)} at {e.input_size}"))
-        figures.append((rf_jump_figure(report), "rf_jump.png"))
+        figures.append((rf_jump_figure(report, _label(e.model)), "rf_jump.png"))
         if e.check:
             small = e.check_shape
             chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed)
@@ -390,12 +458,18 @@ def run_receptive_field(
             if not chk.ok:
                 failed.append(f"{len(chk.mismatches)} analytic boxes differ from the gradient supports")
             rep_small = receptive_field(model, small)
-            # the deepest exact, aligned, still-spatial node whose field fits well inside the check input
-            spatial = [name for name, nd in rep_small.nodes.items()
-                       if nd.exact and nd.aligned and not nd.constant and max(nd.rf) <= small[2] // 2]
-            if spatial and len(small) == 4:
-                erf = effective_receptive_field(model, small, node=spatial[-1], samples=e.erf_samples, seed=e.seed, report=rep_small)
-                figures.append((erf_figure(erf, rep_small.box(spatial[-1]), spatial[-1]), "erf.png"))
+            if e.erf_node is not None:
+                if e.erf_node not in rep_small.nodes:
+                    known = list(rep_small.nodes)
+                    raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {known[-8:]}")
+                target, picked = e.erf_node, f"erf_node={e.erf_node}"
+            else:
+                spatial = [name for name, nd in rep_small.nodes.items()
+                           if nd.exact and nd.aligned and not nd.constant and max(nd.rf) <= small[2] // 2]
+                target, picked = (spatial[-1] if spatial else None), f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
+            if target is not None and len(small) == 4:
+                erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
+                figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked), "erf.png"))
     if fold_line:
         lines.append(fold_line)  # after the model's answer: the user asked about the model
     for rows, stem, title in tables:

@@ -13,17 +13,22 @@ __all__ = ["FoldError", "fold_error"]
 class FoldError(ValueError):
     """Raised when a fold, unfold or equivalence request is impossible or malformed.
 
+    ``param``, ``value`` and ``rule`` name what broke; a message written by hand states its rule after the
+    first ``": "``, which becomes ``rule`` when none is given, so every FoldError carries one.
+
     Example:
         >>> from foldconv import FoldError
         >>> issubclass(FoldError, ValueError)
         True
+        >>> FoldError("op='roll': has no receptive-field rule", param="op").rule
+        'has no receptive-field rule'
     """
 
     def __init__(self, message: str, *, param: str | None = None, value: Any = None, rule: str | None = None):
         super().__init__(message)
         self.param = param
         self.value = value
-        self.rule = rule
+        self.rule = rule if rule is not None else message.split(": ", 1)[-1]
 
 
 def fold_error(param: str, value: Any, rule: str) -> FoldError:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+import pytest
 import torch
 from torch import nn
+
+from foldconv.errors import FoldError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +68,15 @@ def run_script(name: str, *args: str, run_dir: Optional[Path] = None, cwd: Optio
         [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *head, *args],
         capture_output=True, text=True, cwd=cwd, timeout=timeout,
     )
+
+
+def raises_fold_error(param: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> FoldError:
+    """The catalogue's one assertion: ``call(*args, **kwargs)`` raises a FoldError (a ValueError) whose
+    ``param`` is ``param``, that states a rule, and whose message shows ``<param>=<value>``."""
+    with pytest.raises(FoldError) as info:
+        call(*args, **kwargs)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.param == param, (err.param, str(err))
+    assert err.rule and f"{param}=" in str(err), str(err)
+    return err

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from foldconv import FoldError, check_equivalence, check_fold, derived
+from foldconv import check_equivalence, check_fold, derived
 from foldconv.check import as_float_dtype
 from foldconv.experiments.sweep import Grid, Point, fold_factor, points, run_point
+from helpers import raises_fold_error
 
 CONV = nn.Conv2d(4, 2, 3)
 SHAPE = (1, 4, 8, 8)
@@ -121,10 +122,7 @@ CASES = [
 
 @pytest.mark.parametrize("param,call", CASES, ids=[f"{i}-{p}" for i, (p, _) in enumerate(CASES)])
 def test_bad_input_is_a_fold_error_naming_the_parameter(param, call):
-    with pytest.raises(FoldError) as info:
-        call()
-    assert info.value.param == param, str(info.value)
-    assert str(info.value).startswith(f"{param}="), str(info.value)
+    raises_fold_error(param, call)
 
 
 def test_the_catalogue_is_large_enough():

@@ -38,6 +38,7 @@ from foldconv import (
     unfold_conv,
     unfold_weight,
 )
+from helpers import raises_fold_error
 
 X = torch.zeros(1, 4, 2, 2)
 SPEC = ConvSpec.make(2, 4, 4, 3, padding=1)
@@ -175,11 +176,7 @@ CASES = [
 
 @pytest.mark.parametrize("call,param", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_a_fold_error_naming_the_parameter(call, param):
-    with pytest.raises(FoldError) as info:
-        call()
-    assert info.value.param == param, str(info.value)
-    assert isinstance(info.value, ValueError) and info.value.rule
-    assert str(info.value).startswith(f"{param}=")
+    raises_fold_error(param, call)
 
 
 def test_the_catalogue_is_large():

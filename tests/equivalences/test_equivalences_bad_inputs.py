@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from foldconv import ConvSpec, DepthToSpace, FoldError, SpaceToDepth
+from foldconv import ConvSpec, DepthToSpace, SpaceToDepth
 from foldconv.equivalences import (
     DenseOperator,
     SpaceToDepthConv,
@@ -28,6 +28,7 @@ from foldconv.equivalences import (
     transposed_to_subpixel,
     upsample_conv_to_subpixel,
 )
+from helpers import raises_fold_error
 
 SPEC = ConvSpec.make(2, 1, 1, 2, stride=2)
 CONV = nn.Conv2d(4, 1, 1)
@@ -149,11 +150,7 @@ CASES = [
 
 @pytest.mark.parametrize("call,param", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_a_fold_error_naming_the_parameter(call, param):
-    with pytest.raises(FoldError) as info:
-        call()
-    assert info.value.param == param, str(info.value)
-    assert isinstance(info.value, ValueError) and info.value.rule
-    assert str(info.value).startswith(f"{param}=")
+    raises_fold_error(param, call)
 
 
 def test_the_catalogue_is_large():

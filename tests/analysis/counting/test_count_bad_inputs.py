@@ -25,6 +25,7 @@ from foldconv.analysis.counting import (
 from foldconv.analysis.counting.dense import axis_pairs
 from foldconv.errors import FoldError
 from foldconv.specs import ConvSpec
+from helpers import raises_fold_error
 
 LINEAR = nn.Linear(2, 2)
 CONV = nn.Conv2d(4, 4, 3)
@@ -40,12 +41,7 @@ class DataDependent(nn.Module):
         return x * float(x.sum())
 
 
-def raises(param, call, *args, **kwargs):
-    with pytest.raises(FoldError) as info:
-        call(*args, **kwargs)
-    assert info.value.param == param, (info.value.param, str(info.value))
-    assert str(info.value).startswith(f"{param}="), str(info.value)
-    return info.value
+raises = raises_fold_error
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from foldconv.analysis.receptive_field import (
     receptive_field,
     register_rf_rule,
 )
+from helpers import raises_fold_error
 
 NET = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3))
 SHAPE = (1, 3, 8, 8)
@@ -106,11 +107,7 @@ CASES = {
 
 @pytest.mark.parametrize("call,param", list(CASES.values()), ids=list(CASES))
 def test_bad_input_is_a_fold_error_naming_the_parameter(call: Callable[[], object], param: str):
-    with pytest.raises(FoldError) as info:
-        call()
-    assert isinstance(info.value, ValueError)
-    assert info.value.param == param, str(info.value)
-    assert param in str(info.value)
+    raises_fold_error(param, call)
 
 
 def test_a_refused_registration_registers_nothing():

@@ -233,7 +233,7 @@ def _merge_groups(weight: torch.Tensor, groups: int, new_groups: int) -> torch.T
     if m == 1:
         return weight
     blocks = einops.rearrange(weight, "(j g o) c ... -> j g o c ...", j=new_groups, g=m)
-    eye = torch.eye(m, dtype=weight.dtype, device=weight.device)
+    eye = torch.eye(m, device=weight.device).to(weight.dtype)  # torch < 2.2 has no bfloat16/half eye on CPU
     # Within merged group j, block (g, h) is blocks[j, g] when g == h and zero elsewhere.
     merged = torch.einsum("jgoc...,gh->jgohc...", blocks, eye)
     return einops.rearrange(merged, "j g o h c ... -> (j g o) (h c) ...")

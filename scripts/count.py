@@ -5,6 +5,10 @@
     python scripts/count.py models='[zoo]' published=true plot=false   # all 80 classification models
     python scripts/count.py models='[]' +targets.mine.model._target_=torchvision.models.alexnet
     python scripts/count.py models='[resnet18]' +expect.resnet18.params=11689512   # exit 1 if it differs
+    python scripts/count.py models='[resnet18]' '~targets' '~expect'   # drop the default target and expectations
+
+Hydra MERGES a mapping given on the command line into the default one, so `targets={}` or `expect={}`
+changes nothing; `~targets` / `~expect` clear them (`model=...` alone also replaces models and targets).
 
 The config is foldconv.experiments.counting.CountExperiment. Writes per model
 <label>_{layers,module,type,op,total,dense,fold,fold_detail,fold_model}.{csv,md} and <label>_layers.png, plus

@@ -2,8 +2,10 @@
 
 :class:`CountExperiment` is the whole config of ``scripts/count.py`` (registered as its structured config)
 and validates itself; :func:`run_count` builds the models (torchvision names or Hydra ``_target_`` nodes),
-measures everything in memory and only then writes, so a malformed request or a model that cannot run
-leaves no output behind. :func:`run_count_jobs` does the same for models built in Python.
+validates everything before the first file is written (a malformed request or a model that cannot be built
+leaves no output behind), then counts model after model, writing each one's files as soon as it is done;
+a rerun in the same directory skips the models already counted. :func:`run_count_jobs` does the same for
+models built in Python.
 
 Example:
     >>> import tempfile, torch
@@ -15,13 +17,15 @@ Example:
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .._validate import CONV_TYPES, check_bool
+from .._validate import CONV_TYPES, check_bool, require_conv
 from ..analysis.counting.counter import count, normalize_input_shapes
 from ..analysis.counting.dense import d2l_table, dense_equivalents
 from ..analysis.counting.fold import (
@@ -41,7 +45,8 @@ from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
 from .app import model_label, model_node, parse_r
 from .count_plots import plot_comparison, plot_layers
-from .io import markdown_table, progress_bar, write_index, write_table
+from .count_resume import Totals, fingerprint, tuples
+from .io import RowLog, duration, markdown_table, progress_bar, write_index, write_table
 
 __all__ = [
     "CountTarget", "CountExperiment", "CountJob", "Check", "CountRun", "run_count", "run_count_jobs", "run_summary",
@@ -258,11 +263,15 @@ class _Measured:
 
 @dataclass(frozen=True)
 class CountRun:
-    """What a counting run measured and wrote: one report per model, every check, the files."""
+    """What a counting run measured and wrote: one report per model counted now, every check, the files;
+    ``totals``: every model's totals row (resumed ones included); ``resumed``: the models an earlier run in
+    the same directory had finished (not recounted)."""
 
     reports: Tuple[CountReport, ...]
     checks: Tuple[Check, ...]
     files: Tuple[Path, ...] = ()
+    totals: Tuple[Mapping[str, Any], ...] = ()
+    resumed: Tuple[str, ...] = ()
 
     @property
     def failed(self) -> Tuple[Check, ...]:
@@ -343,15 +352,17 @@ def run_count_jobs(
     plot: bool = True,
     d2l: bool = False,
     progress: Optional[Callable[[Iterable, str, int], Iterable]] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> CountRun:
-    """Count every job, then write ``<label>_*.{csv,md}`` (+ ``<label>_layers.png``), ``comparison``,
-    ``checks`` (+ ``comparison.png``) into ``out_dir``.
+    """Count every job, writing each model's ``<label>_*.{csv,md}`` (+ ``_layers.png``) as soon as it is
+    counted, then ``comparison``, ``checks`` (+ ``comparison.png``) and ``index.md`` into ``out_dir``.
 
-    Checks: parameters equal ``sum(p.numel())``; every op that ran has a cost rule; MACs equal
-    FlopCounterMode/2 (when ``check_flop_counter``); published and expected figures; and, for
-    ``fold_compare_r`` (and every ``fold_rs`` of a bare conv), that a cost-neutral fold keeps parameters
-    and MACs. Everything is measured before the first file is written; ``progress(jobs, desc, total)`` wraps
-    the loop over the models. ``index.md`` links every file written, one line each.
+    Resumable: ``models.csv`` records each finished model (totals, checks), ``models.config.json`` the config;
+    a rerun of it in ``out_dir`` skips those models (another config there: FoldError naming ``out_dir``).
+    ``log`` gets the estimate (how many models, about how long) once the first model is timed. Checks: parameters equal ``sum(p.numel())``; every op that ran has a cost rule; MACs equal
+    FlopCounterMode/2 (``check_flop_counter``); published and expected figures; for ``fold_compare_r``
+    (and every ``fold_rs`` of a bare conv), a cost-neutral fold keeps parameters and MACs. Arguments are
+    validated before the first file is written; ``progress(jobs, desc, total)`` wraps the loop.
     """
     if isinstance(jobs, CountJob) or not jobs or not all(isinstance(j, CountJob) for j in jobs):
         raise fold_error("jobs", jobs, "must be a non-empty list of CountJob")
@@ -360,30 +371,52 @@ def run_count_jobs(
         check_fold_request([fold_compare_r], fold_order, r_param="fold_compare_r", order_param="fold_order")
     for name, flag in (("check_flop_counter", check_flop_counter), ("plot", plot), ("d2l", d2l)):
         check_bool(flag, name)
-    measured = []
-    for job in progress(jobs, "count", len(jobs)) if progress is not None else jobs:
-        try:
-            measured.append(_measure(job, fold_rs, fold_order, fold_compare_r, check_flop_counter))
-        except FoldError as err:
-            raise FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
+    if len(set(labels := [j.label for j in jobs])) != len(labels):
+        raise fold_error("jobs", labels, "must have distinct labels (they name the files)")
+    for job in jobs:  # a bare conv on a wrong shape fails before anything is written (other models: when counted)
+        if isinstance(job.model, CONV_TYPES) and (len(job.input_shape) != require_conv(job.model) + 2 or job.input_shape[1] != job.model.in_channels):
+            raise fold_error("input_shape", job.input_shape, f"must be (N, {job.model.in_channels}, spatial sizes) for {job.label}: {job.model}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    config = fingerprint(jobs, fold_rs=fold_rs, fold_order=fold_order, fold_compare_r=fold_compare_r,
+                          check_flop_counter=check_flop_counter, plot=plot)
     files: List[Path] = []
-    for m in measured:
-        files += _write(m, out, plot)
-    reports = tuple(m.report for m in measured)
-    checks = tuple(c for m in measured for c in m.checks)
-    files += write_table([r.rows("total")[0] for r in reports], out / "comparison", title="Models compared").values()
+    reports: List[CountReport] = []
+    done: Dict[str, Tuple[Mapping[str, Any], Tuple[Check, ...]]] = {}
+    with RowLog(out / "models.csv", ["model", "totals", "checks"], key=["model"], config=config, param="out_dir") as models_log:
+        for row in models_log.rows():  # the models an earlier run here finished: their totals and checks
+            stored = tuple(Check(**{k: tuples(v) for k, v in c.items() if k != "ok"}) for c in json.loads(row["checks"]))
+            done[row["model"]] = ({k: tuples(v) for k, v in json.loads(row["totals"]).items()}, stored)
+        todo, started = [j for j in jobs if j.label not in done], time.monotonic()
+        for i, job in enumerate(progress(todo, "count", len(todo)) if progress is not None else todo):
+            try:
+                m = _measure(job, fold_rs, fold_order, fold_compare_r, check_flop_counter)
+            except FoldError as err:
+                raise FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
+            files += _write(m, out, plot)
+            totals = m.report.rows("total")[0]
+            models_log.append({"model": job.label, "totals": json.dumps(totals, default=str),
+                               "checks": json.dumps([c.row() for c in m.checks], default=str)})
+            reports.append(m.report)
+            done[job.label] = (totals, m.checks)
+            if i == 0 and log is not None and (len(todo) > 1 or len(todo) < len(jobs)):
+                first, resumed = time.monotonic() - started, (f" ({len(jobs) - len(todo)} already counted in {out}, resuming)" if len(todo) < len(jobs) else "")
+                log(f"{len(jobs)} models{resumed}; the first took {duration(first)}: about {duration(first * len(todo))} for the {len(todo)} to count on this machine")
+        if not todo and log is not None:
+            log(f"{len(jobs)} models, all already counted in {out}: nothing left to compute")
+    rows = [done[label][0] for label in labels]
+    checks = tuple(c for label in labels for c in done[label][1])
+    files += write_table(rows, out / "comparison", title="Models compared").values()
     if d2l:
         files += write_table(d2l_table(), out / "d2l_dense", title="D2L: fully connected vs local vs conv (weights)").values()
     if plot:
-        files.append(plot_comparison(reports, out / "comparison.png"))
+        files.append(plot_comparison([Totals(r["model"], r["params"], r["macs"]) for r in rows], out / "comparison.png"))
     files += write_table([c.row() for c in checks], out / "checks", title="Checks").values()  # last: the run is complete
     failed = [c for c in checks if not c.ok]
-    answer = (f"{len(reports)} model(s) counted; all {len(checks)} checks hold." if not failed else
-              f"{len(failed)} of {len(checks)} checks FAILED (checks.md); {len(reports)} model(s) counted.")
-    files.append(write_index(out, _count_files([m.job.label for m in measured]), title="Counts", answer=answer))
-    return CountRun(reports, checks, tuple(files))
+    answer = (f"{len(rows)} model(s) counted; all {len(checks)} checks hold." if not failed else
+              f"{len(failed)} of {len(checks)} checks FAILED (checks.md); {len(rows)} model(s) counted.")
+    files.append(write_index(out, _count_files(labels), title="Counts", answer=answer))
+    return CountRun(tuple(reports), checks, tuple(files), tuple(rows), tuple(lb for lb in labels if lb not in {j.label for j in todo}))
 
 
 def _count_files(labels: Sequence[str]) -> Dict[str, str]:
@@ -395,6 +428,8 @@ def _count_files(labels: Sequence[str]) -> Dict[str, str]:
         "comparison.csv": "the same, as CSV",
         "comparison.png": "the models' totals side by side",
         "d2l_dense.*": "D2L's ladder: fully connected vs local vs conv weights",
+        "models.csv": "one row per finished model (totals and checks, JSON): a rerun in this directory skips them",
+        "models.config.json": "the config that produced models.csv (a rerun here resumes only with the same one)",
     }
     views = {"total": "totals", "layers": "every layer", "module": "per module", "type": "per layer type", "op": "per aten op",
              "dense": "dense-equivalent cost of every conv", "fold": "which convs fold with which r (yes* = costs change)",
@@ -428,16 +463,18 @@ def run_count(experiment: CountExperiment, out_dir: Union[str, Path]) -> CountRu
     return run_count_jobs(
         jobs, out_dir, fold_rs=experiment.fold_r, fold_order=experiment.fold_order,
         fold_compare_r=experiment.fold_compare_r, check_flop_counter=experiment.check_flop_counter,
-        plot=experiment.plot, d2l=experiment.d2l_table, progress=bar,
+        plot=experiment.plot, d2l=experiment.d2l_table, progress=bar, log=print if len(jobs) > 1 else None,
     )
 
 
 def run_summary(run: CountRun, experiment: CountExperiment, out_dir: Union[str, Path]) -> str:
     """What the app prints: the failed checks (or how many passed), the models compared, where it wrote."""
     failed = [c.row() for c in run.failed]
-    lines = [markdown_table(failed or [{"checks": f"all {len(run.checks)} passed", "models": len(run.reports)}]), ""]
-    lines.append(markdown_table([r.rows("total")[0] for r in run.reports]))
-    unused = sorted(set(experiment.expect) - {r.model for r in run.reports})
+    lines = [markdown_table(failed or [{"checks": f"all {len(run.checks)} passed", "models": len(run.totals)}]), ""]
+    lines.append(markdown_table(list(run.totals)))
+    if run.resumed:
+        lines.append(f"\nresumed: {len(run.resumed)} model(s) counted by an earlier run in this directory: {list(run.resumed)}")
+    unused = sorted(set(experiment.expect) - {r["model"] for r in run.totals})
     if unused:  # the defaults carry expectations for models a run may leave out
         lines.append(f"\nnote: no counted model for expect entries {unused}")
     lines.append(f"\nwritten to {out_dir}")

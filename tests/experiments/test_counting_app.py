@@ -48,7 +48,7 @@ def test_app_writes_tables_and_plots(tmp_path):
 
 
 def test_app_exits_1_when_a_check_fails(tmp_path):
-    result = run(tmp_path, "models=[resnet18]", "input_shape=[1,3,32,32]", "targets={}", "+expect.resnet18.params=1",
+    result = run(tmp_path, "models=[resnet18]", "input_shape=[1,3,32,32]", "~targets", "+expect.resnet18.params=1",
                  "plot=false")
     assert result.returncode == 1
     assert "CLAIM FAILED" in result.stderr
@@ -132,3 +132,76 @@ def test_a_target_that_builds_no_module_is_named(tmp_path):
     with pytest.raises(FoldError, match=r"^targets\.t\.model\._target_='builtins\.dict': built a dict"):
         run_count(exp, tmp_path)
     assert outputs(tmp_path) == []
+
+
+def test_the_fold_view_says_why_activations_rise(tmp_path):
+    """Folding keeps every layer's output; the rise is exactly the inserted DepthToSpace layers' writes."""
+    from foldconv.analysis.counting.zoo import meta_model
+    from foldconv.experiments.counting import CountJob, run_count_jobs
+
+    run = run_count_jobs([CountJob("resnet18", meta_model("resnet18"), (1, 3, 64, 64))], tmp_path, fold_rs=(2,),
+                         plot=False, check_flop_counter=False)
+    assert run.ok
+    rows = {row["quantity"]: row for row in read_csv(tmp_path / "resnet18_fold_model.csv")}
+    elements = rows["activation_elements"]
+    rise = int(elements["folded"]) - int(elements["original"])
+    # Independent of the note: 19 DepthToSpace layers (no 1x1 input at 64x64), each counted as its output written
+    # twice (copy + reshape); every other layer's output unchanged.
+    from foldconv.analysis.counting.fold import compare_model_fold
+
+    folded = compare_model_fold(meta_model("resnet18"), (1, 3, 64, 64), r=2).folded
+    d2s = [layer for layer in folded.layers if layer.type == "DepthToSpace"]
+    assert len(d2s) == 19 and rise == 2 * sum(layer.output_elements for layer in d2s) > 0
+    assert elements["note"].startswith(f"+{rise:,} = the 19 DepthToSpace layer(s) inserted before the folded convs")
+    assert rows["params"]["note"] == "" and rows["macs"]["equal"] == "True"
+    assert "DepthToSpace" in (tmp_path / "resnet18_fold_model.md").read_text()
+
+
+def test_tilde_clears_the_default_targets_and_expectations(tmp_path):
+    """`expect={}` merges into the defaults (Hydra); `~expect` / `~targets` is the documented spelling that clears."""
+    result = run(tmp_path, "models=[resnet18]", "input_shape=[1,3,32,32]", "~targets", "~expect", "plot=false",
+                 "d2l_table=false", "fold_r=[2]", "fold_compare_r=null", "check_flop_counter=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["model"] for row in read_csv(tmp_path / "comparison.csv")] == ["resnet18"]
+    assert not [row for row in read_csv(tmp_path / "checks.csv") if row["check"].startswith("expect")]
+    assert "no counted model for expect entries" not in result.stdout
+    merged = run(tmp_path / "merged", "models=[resnet18]", "expect={}", "--cfg", "job")
+    assert merged.returncode == 0 and "resnet50:" in merged.stdout  # the merge this spelling avoids
+
+
+def test_a_rerun_in_the_same_dir_recomputes_nothing(tmp_path, monkeypatch):
+    """Each model is saved as it finishes (models.csv); a rerun skips the finished ones, a killed run resumes."""
+    import torch
+
+    from foldconv.errors import FoldError
+    from foldconv.experiments import counting
+
+    def jobs():
+        return [counting.CountJob(f"c{n}", torch.nn.Conv2d(4, n, 3), (1, 4, 8, 8), expect={"params": n * 37}) for n in (2, 3, 5)]
+
+    calls, real = [], counting._measure
+
+    def measure(job, *args):
+        calls.append(job.label)
+        if job.label == "c3" and len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second model
+        return real(job, *args)
+
+    monkeypatch.setattr(counting, "_measure", measure)
+    kw = dict(fold_rs=(2,), plot=False)
+    with pytest.raises(KeyboardInterrupt):
+        counting.run_count_jobs(jobs(), tmp_path, **kw)
+    assert (tmp_path / "c2_total.csv").exists() and [r["model"] for r in read_csv(tmp_path / "models.csv")] == ["c2"]
+    lines = []
+    first = counting.run_count_jobs(jobs(), tmp_path, log=lines.append, **kw)  # resumes: c2 not recounted
+    assert calls == ["c2", "c3", "c3", "c5"] and first.ok and first.resumed == ("c2",)
+    assert lines and lines[0].startswith("3 models (1 already counted in ") and "for the 2 to count" in lines[0]
+    checks = read_csv(tmp_path / "checks.csv")
+    again = counting.run_count_jobs(jobs(), tmp_path, log=lines.append, **kw)
+    assert calls == ["c2", "c3", "c3", "c5"], "a complete run recomputes nothing"
+    assert again.ok and again.reports == () and again.resumed == ("c2", "c3", "c5") and "nothing left" in lines[-1]
+    assert read_csv(tmp_path / "checks.csv") == checks and len(checks) == 3 * 5
+    assert [r["model"] for r in read_csv(tmp_path / "comparison.csv")] == ["c2", "c3", "c5"]
+    assert read_csv(tmp_path / "comparison.csv")[0]["input_shape"] == "(1,4,8,8)"
+    with pytest.raises(FoldError, match=r"^out_dir=.*different config"):
+        counting.run_count_jobs(jobs(), tmp_path, fold_rs=(4,), plot=False)

@@ -397,6 +397,36 @@ class ModelFoldComparison(_Comparison):
     def folded_layers(self) -> int:
         return sum(layer.folded for layer in self.layers)
 
+    @property
+    def depth_to_space_elements(self) -> int:
+        """Activation elements the inserted DepthToSpace layers write: the whole rise of ``activation_elements``.
+
+        Every other layer keeps its output (a fold keeps the output grid), so the folded total is the
+        original plus this. Each DepthToSpace writes its rearranged input twice in the count: the copy
+        ``einops.rearrange`` makes (``aten.clone`` of the permuted view) and the reshape of that copy
+        (``aten._unsafe_view``, whose schema declares no alias, so the counter counts it as a new tensor);
+        nothing where the rearrangement is a pure view (a 1x1 input).
+        """
+        return sum(layer.activation_elements for layer in self.folded.layers if layer.type == "DepthToSpace")
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """As :meth:`_Comparison.rows`, plus a ``note`` that says why activations change.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
+            >>> row = compare_model_fold(net, (1, 3, 8, 8), r=2).rows()[4]
+            >>> row["quantity"], row["original"], row["folded"], row["note"][:40]
+            ('activation_elements', 720, 1872, '+1,152 = the 1 DepthToSpace layer(s) ins')
+        """
+        n = sum(layer.type == "DepthToSpace" for layer in self.folded.layers)
+        d2s_bytes = sum(layer.activation_bytes for layer in self.folded.layers if layer.type == "DepthToSpace")
+        why = (f"the {n} DepthToSpace layer(s) inserted before the folded convs write their rearranged input "
+               "(a copy, plus its reshape, which the counter also counts; nothing where the rearrangement is a view, "
+               "as on a 1x1 input); every other layer keeps its output")
+        notes = {"activation_elements": f"+{self.depth_to_space_elements:,} = {why}",
+                 "activation_bytes": f"+{d2s_bytes:,} = {why}"}
+        return [{**row, "note": "" if row["equal"] else notes.get(row["quantity"], "")} for row in super().rows()]
+
 
 def compare_model_fold(
     model: nn.Module, input_shape: ShapeLike, *, r: IntOrTuple, order: Order = "crd", cost_neutral_only: bool = True

@@ -109,7 +109,9 @@ class RFExperiment:
     """Receptive fields of ``model`` (a torchvision name like ``"vgg16"``, or a ``_target_`` node) at
     ``input_size`` with ``channels`` input channels; with ``check``, analytic boxes against gradient supports
     at ``check_size`` px (``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of
-    ``erf_node`` (a node name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table;
+    ``erf_node`` (a node name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table; ``fallback``
+    ("error" or "empirical") is what the analysis does at an op without a rule (see
+    :func:`foldconv.analysis.receptive_field.receptive_field`);
     with ``zoo``, every torchvision classification model instead of ``model`` (checked up to
     ``zoo_check_max_params`` parameters; a progress bar when ``progress``). ``seed`` seeds the random weights.
 
@@ -126,6 +128,7 @@ class RFExperiment:
     check_nodes: int = 6
     erf_samples: int = 8
     erf_node: Optional[str] = None
+    fallback: str = "error"
     fold: FoldTable = field(default_factory=FoldTable)
     zoo: bool = False
     zoo_check_max_params: int = 100_000_000
@@ -144,6 +147,8 @@ class RFExperiment:
             check_int(self.check_size, "check_size", 1)
         if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
             raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
+        if self.fallback not in ("error", "empirical"):
+            raise fold_error("fallback", self.fallback, "must be 'error' (an op without a rule stops the run) or 'empirical'")
         if not isinstance(self.fold, FoldTable):
             raise fold_error("fold", self.fold, "must be a FoldTable")
 
@@ -443,7 +448,7 @@ def run_receptive_field(
             failed.append("a zoo model's analytic boxes differ from its gradient supports")
     else:
         model = build_model(e.model)
-        report = receptive_field(model, e.input_shape)
+        report = receptive_field(model, e.input_shape, fallback=e.fallback)
         o = report.output
         glob = " (global: every output unit reads the whole input)" if all(global_axes(o, report.input_size)) else ""
         rf = "(" + ", ".join(rf_text(o, report.input_size)) + ")" if any(global_axes(o, report.input_size)) and not glob else str(o.rf)
@@ -457,7 +462,7 @@ def run_receptive_field(
             lines.append(f"check at {small[2:]}: {len(chk.rows)} boxes, analytic = empirical: {chk.ok}")
             if not chk.ok:
                 failed.append(f"{len(chk.mismatches)} analytic boxes differ from the gradient supports")
-            rep_small = receptive_field(model, small)
+            rep_small = receptive_field(model, small, fallback=e.fallback)
             if e.erf_node is not None:
                 if e.erf_node not in rep_small.nodes:
                     known = list(rep_small.nodes)

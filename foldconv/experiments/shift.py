@@ -42,7 +42,7 @@ from ..errors import fold_error
 from ..fold import fold_weight
 from .app import ClaimFailed, model_label, model_node
 from .app import build_model as app_build_model
-from .io import figure, save_figure, write_markdown, write_table
+from .io import figure, progress_bar, save_figure, write_markdown, write_table
 
 __all__ = ["ShiftExperiment", "LadderConfig", "MODELS", "build_model", "load_images", "load_digits32", "run_shift"]
 
@@ -205,7 +205,7 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[
     batch = torch.cat([crops(img, (e.crop + extra, e.crop + extra), e.crops_per_image, generator=gen) for img in images])
     pair_gen = torch.Generator().manual_seed(e.seed + 1)
     pool = torch.cat([crops(img, (e.crop + e.max_shift,) * 2, math.ceil(e.pairs / len(images)), generator=pair_gen) for img in images])[: e.pairs]
-    for name in e.models:
+    for name in progress_bar(e.models, "shift: models", unit="model"):
         model = build_model(name, e.seed, e.model)
         report = reports[name.partition("+")[0]]
         stages = stages_of(model)
@@ -250,7 +250,7 @@ def _ladder(cfg: LadderConfig, seed: int) -> Tuple[List[Dict], float]:
     tr, te = perm[:cut], perm[cut:]
     rungs = ladder_models(image_size=cfg.image_size, r=cfg.r, channels=cfg.channels, kernel=cfg.kernel, seed=seed, dtype=torch.float64)
     rows = []
-    for name, model in rungs.items():
+    for name, model in progress_bar(list(rungs.items()), "shift: ladder", unit="rung"):
         # float64 where the tracking claim is checked; the big unshared rungs train in float32 (CPU time)
         xs = x if name in ("conv", "folded") else x.float()
         model = model if name in ("conv", "folded") else model.float()

@@ -21,3 +21,16 @@ def make_net(width: int = 4, in_channels: int = 3, classes: int = 10) -> nn.Sequ
         flat=nn.Flatten(),
         head=nn.Linear(width, classes),
     ))
+
+
+class Rolled(nn.Module):
+    """A conv followed by ``torch.roll``, an op without a receptive-field rule (the app's ``fallback`` option)."""
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+
+    def forward(self, x):
+        import torch
+
+        return torch.roll(self.conv(x), 1, dims=-1)

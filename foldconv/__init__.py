@@ -37,9 +37,11 @@ from .fold import (
 )
 from .layout import (
     DepthToSpace,
+    LayoutModule,
     SpaceToDepth,
     depth_to_space,
     fold_channel_map,
+    layout_module,
     normalize_order,
     normalize_r,
     order_string,
@@ -62,6 +64,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvSpec",
     "DepthToSpace",
+    "LayoutModule",
     "Derived",
     "EquivalenceReport",
     "ErrorStats",
@@ -78,6 +81,7 @@ __all__ = [
     "conditioned_following",
     "conv_class",
     "depth_to_space",
+    "layout_module",
     "derived",
     "expand_dilation",
     "expand_groups",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
 import einops
@@ -56,6 +57,8 @@ __all__ = [
     "fold_channel_map",
     "DepthToSpace",
     "SpaceToDepth",
+    "LayoutModule",
+    "layout_module",
 ]
 
 Order = Union[str, Sequence[str]]
@@ -245,3 +248,53 @@ class SpaceToDepth(_Layout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth(x, self.r, self.order, dims=self.dims)
+
+
+@dataclass(frozen=True)
+class LayoutModule:
+    """What a layout module computes: ``kind`` ("space_to_depth" or "depth_to_space"), per-axis ``r``, ``order``."""
+
+    kind: str
+    r: Tuple[int, ...]
+    order: Tuple[str, ...]
+
+    def as_module(self) -> nn.Module:
+        """The foldconv module that computes the same map.
+
+        Example:
+            >>> layout_module(torch.nn.PixelUnshuffle(2)).as_module()
+            SpaceToDepth(r=(2, 2), order='c rh rw')
+        """
+        cls = SpaceToDepth if self.kind == "space_to_depth" else DepthToSpace
+        return cls(self.r, self.order)
+
+
+# timm's SpaceToDepth/DepthToSpace (timm.layers.space_to_depth) put the block factors before the channels,
+# ``(N, bs, bs, C, H/bs, W/bs)``: the "dcr" order. Recognised by class and module name so timm stays optional.
+_TIMM_LAYOUT = {"SpaceToDepth": "space_to_depth", "DepthToSpace": "depth_to_space"}
+
+
+def layout_module(module: nn.Module) -> Optional[LayoutModule]:
+    """The kind, factors and channel order of a depth-to-space / space-to-depth module, or None for any other module.
+
+    Recognises foldconv's :class:`DepthToSpace` / :class:`SpaceToDepth`, ``nn.PixelShuffle`` /
+    ``nn.PixelUnshuffle`` (order ``"crd"``, 2-D) and timm's ``SpaceToDepth`` / ``DepthToSpace`` (order ``"dcr"``,
+    2-D, ``module.bs`` the factor), so rewrites treat all of them as the same map.
+
+    Example:
+        >>> layout_module(torch.nn.PixelShuffle(3))
+        LayoutModule(kind='depth_to_space', r=(3, 3), order=('c', 'rh', 'rw'))
+        >>> layout_module(torch.nn.ReLU()) is None
+        True
+    """
+    if isinstance(module, (DepthToSpace, SpaceToDepth)):
+        kind = "depth_to_space" if isinstance(module, DepthToSpace) else "space_to_depth"
+        return LayoutModule(kind, tuple(module.r), tuple(module.order))
+    if isinstance(module, nn.PixelShuffle):
+        return LayoutModule("depth_to_space", (module.upscale_factor,) * 2, normalize_order("crd", 2))
+    if isinstance(module, nn.PixelUnshuffle):
+        return LayoutModule("space_to_depth", (module.downscale_factor,) * 2, normalize_order("crd", 2))
+    cls = type(module)
+    if cls.__module__.startswith("timm.") and cls.__name__ in _TIMM_LAYOUT and isinstance(getattr(module, "bs", None), int):
+        return LayoutModule(_TIMM_LAYOUT[cls.__name__], (module.bs,) * 2, normalize_order("dcr", 2))
+    return None

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
 from foldconv import DepthToSpace, FoldError, SpaceToDepth, depth_to_space, fold_channel_map, normalize_order, space_to_depth
 
@@ -139,3 +140,23 @@ def test_errors_name_parameter_and_value(call, param):
         call()
     assert str(info.value).startswith(param)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("r", [2, 3, 4])
+def test_layout_module_matches_each_layout_module(r):
+    # torch's and timm's modules compute exactly the map layout_module names (LAYOUT-1 and the timm "dcr" order).
+    import timm.layers
+
+    from foldconv.layout import layout_module
+
+    x = torch.arange(2 * 3 * r * r * 2 * r * 3 * r, dtype=torch.float64).reshape(2, 3 * r * r, 2 * r, 3 * r)
+    small = x[:, :3]
+    cases = [(nn.PixelShuffle(r), x), (nn.PixelUnshuffle(r), small), (DepthToSpace(r, "focus"), x), (SpaceToDepth(r, "dcr"), small)]
+    if r == 4:  # timm's SpaceToDepth asserts block_size == 4
+        cases.append((timm.layers.SpaceToDepth(4), small))
+    cases.append((timm.layers.DepthToSpace(r), x))
+    for module, inp in cases:
+        info = layout_module(module)
+        assert info is not None, module
+        assert torch.equal(module(inp), info.as_module()(inp)), module
+    assert layout_module(nn.Conv2d(1, 1, 1)) is None

@@ -1,8 +1,18 @@
-"""Speed of foldconv's counter (meta tensors) against FlopCounterMode, measured in the same run.
+"""Speed of foldconv's counter (meta tensors) against FlopCounterMode and the peer tools, measured in the same run.
 
     python benchmarks/count.py                 # ResNet-50 + the whole classification zoo (meta)
     python benchmarks/count.py --real-zoo      # also FlopCounterMode on real tensors for every zoo model
     python benchmarks/count.py --threads 2     # the goal's setting: 2 cores
+    python benchmarks/count.py --peers         # side by side with fvcore, ptflops, thop, torchinfo, calflops,
+                                               # torchscan, torchprofile (those installed: the `bench` extra)
+    python benchmarks/count.py --peers --models mobilenet_v3_large resnet50 --repeat 3
+
+Peers (issue 12): each tool gets the same real model (random weights, eval mode) and a real input of batch 1
+at 224x224, under ``torch.no_grad()``; every tool runs once per round, the rounds interleave the tools (so
+a change of machine load hits them alike), and each time is the median over the rounds. ``count`` is timed
+twice: with its meta-result cache as a long-running process has it (``count``) and with the cache
+emptied before every call (``count_cold``). A missing or broken peer is skipped and the run says which
+ran. Model construction is not timed.
 
 Goals (issue #6): count() of ResNet-50 under 1 s; the whole torchvision classification zoo under 60 s on
 2 cores. Anchors: FlopCounterMode around a real forward pass (random weights, batch 1, 224x224) and
@@ -43,18 +53,131 @@ def flop_counter(model: torch.nn.Module, x: torch.Tensor) -> int:
     return fc.get_total_flops()
 
 
+def _peers() -> dict:
+    """``{name: fn(model, x) -> MACs}`` for every peer that imports; prints why the others are skipped."""
+    import contextlib
+    import copy
+    import io
+
+    def quiet(fn):
+        def run(model, x):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), torch.no_grad():
+                return fn(model, x)
+        return run
+
+    def fvcore(model, x):
+        from fvcore.nn import FlopCountAnalysis
+
+        return FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
+
+    def ptflops(model, x):
+        from ptflops import get_model_complexity_info
+
+        return get_model_complexity_info(model, tuple(x.shape[1:]), as_strings=False, print_per_layer_stat=False, verbose=False)[0]
+
+    def thop(model, x):  # thop leaves total_ops/total_params buffers behind: it gets a copy
+        from thop import profile
+
+        return profile(copy.deepcopy(model), inputs=(x,), verbose=False)[0]
+
+    def torchinfo(model, x):
+        from torchinfo import summary
+
+        return summary(model, input_size=tuple(x.shape), verbose=0).total_mult_adds
+
+    def calflops(model, x):
+        from calflops import calculate_flops
+
+        return calculate_flops(model=model, input_shape=tuple(x.shape), output_as_string=False, print_results=False,
+                               print_detailed=False)[1]
+
+    def torchscan(model, x):
+        import torchscan as ts
+
+        return ts.crawl_module(model, tuple(x.shape[1:]))["totals"]["macs"]["value"]
+
+    def torchprofile(model, x):
+        from torchprofile import profile_macs
+
+        return profile_macs(model, x)
+
+    found = {}
+    probe, px = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval(), torch.randn(1, 3, 8, 8)
+    for fn in (fvcore, ptflops, thop, torchinfo, calflops, torchscan, torchprofile):
+        try:
+            quiet(fn)(probe, px)
+            found[fn.__name__] = quiet(fn)
+        except Exception as exc:  # not installed, or broken on this torch
+            print(f"skipped {fn.__name__}: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+    print("peers that ran:", ", ".join(found) or "none")
+    return found
+
+
+def peers_benchmark(names, repeat: int) -> int:
+    """count() against each installed peer, model by model, interleaved rounds, medians."""
+    from foldconv.analysis.counting import meta_cache
+
+    peers = _peers()
+
+    def count_cold(model, x):
+        meta_cache.clear()
+        return count(model, tuple(x.shape)).macs
+
+    tools = {"count": lambda model, x: count(model, tuple(x.shape)).macs, "count_cold": count_cold, **peers}
+    rows = []
+    for name in names:
+        model = torchvision.models.get_model(name).eval()
+        x = torch.randn(SHAPE)
+        times = {tool: [] for tool in tools}
+        macs = {}
+        for tool, fn in tools.items():  # warm-up round (first calls import and compile), not timed
+            try:
+                macs[tool] = int(fn(model, x))
+            except Exception as exc:
+                macs[tool] = f"failed: {type(exc).__name__}"
+        for _ in range(repeat):
+            for tool, fn in tools.items():
+                if isinstance(macs[tool], int):
+                    start = time.perf_counter()
+                    fn(model, x)
+                    times[tool].append(time.perf_counter() - start)
+        with torch.no_grad():
+            t_forward, _ = seconds(lambda m=model, xx=x: m(xx), repeat)
+        med = {tool: statistics.median(t) for tool, t in times.items() if t}
+        fastest = min((t, tool) for tool, t in med.items() if tool in peers) if peers else (float("nan"), "-")
+        row = {"model": name, "forward_s": round(t_forward, 4)}
+        row.update({f"{tool}_s": round(t, 4) for tool, t in med.items()})
+        row.update({"fastest_peer": fastest[1], "count/fastest": round(med["count"] / fastest[0], 2),
+                    "count_cold/fastest": round(med["count_cold"] / fastest[0], 2), "macs": macs["count"]})
+        row.update({f"{tool}_macs": m for tool, m in macs.items() if tool in peers})
+        rows.append(row)
+        print(f"{name}: count {med['count']:.4f} s, cold {med['count_cold']:.4f} s, fastest peer {fastest[1]} {fastest[0]:.4f} s",
+              flush=True)
+        del model
+    print(f"\n## count() and its peers, input {SHAPE}, median of {repeat} interleaved rounds")
+    print(markdown_table(rows))
+    slower = [r["model"] for r in rows if r["count/fastest"] > 1]
+    slower_cold = [r["model"] for r in rows if r["count_cold/fastest"] > 1]
+    print(f"\ncount (warm cache) slower than the fastest peer on {len(slower)} of {len(rows)} models: {slower}")
+    print(f"count (cold cache) slower than the fastest peer on {len(slower_cold)} of {len(rows)} models: {slower_cold}")
+    return 0 if not slower else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--real-zoo", action="store_true", help="FlopCounterMode on real tensors for every model")
     parser.add_argument("--models", nargs="*", default=None, help="zoo subset (default: all)")
+    parser.add_argument("--peers", action="store_true", help="side by side with the installed peer tools (only that)")
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}")
+    if args.peers:
+        return peers_benchmark(args.models or classification_models(), args.repeat)
 
     # ResNet-50: a real model (random weights), counted on meta; anchor: FlopCounterMode on a real forward.
     t_build, net = seconds(lambda: torchvision.models.resnet50().eval())

@@ -115,7 +115,7 @@ def test_fallback_empirical_measures_an_op_without_a_rule_and_error_refuses_it(t
     model = {"_target_": "custom_model.Rolled"}
     with pytest.raises(FoldError) as info:
         run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0)), tmp_path / "a")
-    assert "roll" in str(info.value) and "fallback" in str(info.value)
+    assert "diff" in str(info.value) and "fallback" in str(info.value)
     text = run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0), fallback="empirical"),
                                tmp_path / "b")
     assert "output rf" in text

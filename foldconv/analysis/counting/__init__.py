@@ -1,7 +1,9 @@
 """Counting: parameters, MACs, FLOPs and memory per layer from one meta-device pass; dense and fold views.
 
-- ``ops``: the cost table ``{aten op: handle(inputs, outputs) -> OpCost}`` and ``register_op_cost``;
-- ``counter``: the engine, :func:`count`;
+- ``ops``: the cost table ``{aten op: handle(inputs, outputs) -> OpCost}``, ``register_op_cost`` and ``cost_rule``;
+- ``counter``: the engine, :func:`count`; ``inputs``: shapes, ``(shape, dtype)`` specs and example tensors;
+  ``backward``: the backward pass's rules and module attribution; ``memory``: peak live bytes;
+  ``meta_cache``: meta results without the kernels (the speed);
 - ``report``: its frozen result, :class:`CountReport` (rows and Markdown per view, ``unsupported_ops``);
 - ``dense``: dense-equivalent costs of a conv; ``fold``: costs before and after folding; ``zoo``:
   torchvision models on meta and the independent checks.
@@ -12,7 +14,8 @@ Example:
     >>> count(torch.nn.Conv2d(3, 8, 3), (1, 3, 16, 16)).macs
     42336
 """
-from .counter import count, normalize_input_shapes
+from . import meta_cache
+from .counter import FALLBACKS, count, normalize_input_shapes
 from .dense import DenseEquivalent, axis_pairs, d2l_table, dense_equivalent, dense_equivalents, fc_params, operator_nonzeros
 from .fold import (
     DEFAULT_RS,
@@ -31,7 +34,8 @@ from .fold import (
     foldable_layers,
     meta_copy,
 )
-from .ops import MAC_OPS, OpCost, op_cost, op_handle, register_op_cost
+from .inputs import InputSpec
+from .ops import MAC_OPS, OpCost, cost_rule, op_cost, op_handle, register_op_cost
 from .report import ROOT, VIEWS, CountReport, LayerCount, UnsupportedOp
 from .zoo import (
     CountValidation,
@@ -44,7 +48,7 @@ from .zoo import (
 )
 
 __all__ = [
-    "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "DenseEquivalent", "FoldComparison", "FoldOption",
+    "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "FALLBACKS", "InputSpec", "cost_rule", "meta_cache", "DenseEquivalent", "FoldComparison", "FoldOption",
     "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "PublishedFigures", "ROOT",
     "UnsupportedOp", "VIEWS", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
     "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",

@@ -1,12 +1,13 @@
-"""The counting engine: one forward pass on meta tensors under a dispatch mode, priced by the op table.
+"""The counting engine: one pass on meta tensors under a dispatch mode, priced by the op table.
 
 :func:`count` runs the model once on ``device="meta"`` tensors (shapes and dtypes, no storage), so it
 costs no memory and works for any model size. A model with real weights keeps them: while it runs, its
 parameters and buffers are swapped for meta stand-ins (one per tensor object, so ties survive) and put
-back afterwards. A ``TorchDispatchMode`` sees every aten op (functional calls too), prices it with the
-table in :mod:`~foldconv.analysis.counting.ops` (where the MAC and FLOP conventions are fixed) and
-charges it to the innermost module running at that moment. An op without a cost rule is listed in
-``CountReport.unsupported_ops`` with its call count, never counted as a silent zero.
+back afterwards. A ``TorchDispatchMode`` sees every aten op (functional calls and custom
+``torch.library`` ops too), prices it with the table in :mod:`~foldconv.analysis.counting.ops` (where
+the MAC and FLOP conventions are fixed) and charges it to the innermost module running at that moment.
+An op without a cost rule is listed in ``CountReport.unsupported_ops`` with its call count and layers,
+never counted as a silent zero.
 
 Conventions beyond the op table:
 
@@ -15,10 +16,21 @@ Conventions beyond the op table:
   ``requires_grad``. The total equals ``sum(p.numel() for p in model.parameters())``.
 - **Activations** are the elements of the tensors a layer's ops create: views and in-place ops create
   none (an in-place ReLU shows 0), uninitialised scratch (``aten.empty*``) is not counted. Bytes use each
-  tensor's own dtype (max-pool indices are int64) and are also given per dtype. The total is what one
-  forward pass writes, not the peak memory.
+  tensor's own dtype (max-pool indices are int64) and are also given per dtype. That total is what one
+  forward pass writes; the *peak* live bytes are ``peak_activation_bytes`` (see
+  :mod:`~foldconv.analysis.counting.memory` for what is counted).
 - **Weight bytes** are parameter elements × element size; buffers (running statistics) are separate.
-- The model runs in eval mode (restored afterwards) under ``torch.no_grad()``.
+- The model runs in eval mode (restored afterwards), under ``torch.no_grad()`` unless ``backward=True``
+  (then autograd records and the backward pass is counted too: :mod:`~foldconv.analysis.counting.backward`).
+- **Data-dependent models** (``.item()``, a Python ``if`` on a tensor, ``nonzero`` without a meta
+  kernel) cannot run on meta; with ``fallback="cpu"`` (the default) the model then runs on real CPU
+  tensors of the same shapes (meta weights replaced by seeded random ones), and the report says so
+  (``device="cpu"``, ``fallback_reason``, and a line of the summary); the figures are then those of
+  that one input.
+
+Speed: meta results are remembered instead of running torch's meta kernels again (several are Python
+decompositions taking about a millisecond a call): :mod:`~foldconv.analysis.counting.meta_cache`. While
+another dispatch mode is active (``FlopCounterMode`` around ``count``) every kernel runs, so it sees every op.
 
 Example:
     >>> import torch
@@ -28,150 +40,164 @@ Example:
 """
 from __future__ import annotations
 
-import numbers
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 from torch.utils._pytree import tree_flatten
 
 from ...errors import FoldError, fold_error
-from .ops import bind_inputs, first_tensor, op_handle
+from . import meta_cache
+from .backward import GraphOwners, loss_of
+from .inputs import (
+    InputLike,
+    input_leaves,
+    input_specs,
+    meta_like,
+    model_inputs,
+    normalize_input_shapes,
+    real_like,
+    tensor_attributes,
+)
+from .memory import LiveBytes
+from .ops import _INFO, OpInfo, bind_inputs, first_tensor, op_info
 from .report import ROOT, CountReport, LayerCount, UnsupportedOp
 
-__all__ = ["count", "normalize_input_shapes", "ShapeLike"]
+__all__ = ["count", "normalize_input_shapes", "ShapeLike", "FALLBACKS"]
 
 Shape = Tuple[int, ...]
-ShapeLike = Union[Sequence[int], Sequence[Sequence[int]]]
+ShapeLike = Union[Sequence[int], Sequence[Sequence[int]]]  # what normalize_input_shapes takes
+#: What :func:`count` does when the model cannot run on meta tensors: real CPU tensors, or a FoldError.
+FALLBACKS = ("cpu", "error")
 
 _SCRATCH = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
-_SHAPE_RULE = "must be a shape such as (1, 3, 224, 224) (batch axis included) or a list of such shapes"
+_KEYS = (("macs", "elementwise_flops"), ("backward_macs", "backward_elementwise_flops"))  # forward, backward
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def normalize_input_shapes(input_shape: ShapeLike) -> Tuple[Shape, ...]:
-    """One full input shape ``(N, C, H, W)`` or a sequence of them (one per positional input), validated.
-
-    Example:
-        >>> normalize_input_shapes((1, 3, 8, 8)), normalize_input_shapes([(2, 4), [2, 5]])
-        (((1, 3, 8, 8),), ((2, 4), (2, 5)))
-    """
-    if isinstance(input_shape, torch.Size):
-        input_shape = tuple(input_shape)
-    if not isinstance(input_shape, Sequence) or isinstance(input_shape, (str, bytes)) or len(input_shape) == 0:
-        raise fold_error("input_shape", input_shape, _SHAPE_RULE)
-    shapes = [input_shape] if all(_is_int(s) for s in input_shape) else list(input_shape)
-    result = []
-    for shape in shapes:
-        if isinstance(shape, torch.Size):
-            shape = tuple(shape)
-        if (
-            not isinstance(shape, Sequence)
-            or isinstance(shape, (str, bytes))
-            or len(shape) == 0
-            or not all(_is_int(s) and s >= 1 for s in shape)
-        ):
-            raise fold_error("input_shape", input_shape, "every shape must be a non-empty sequence of integers >= 1")
-        result.append(tuple(int(s) for s in shape))
-    return tuple(result)
+# --------------------------------------------------------------------------------------- the mode
 
 
 class _Row:
     """A layer's counts while the model runs (frozen into a LayerCount afterwards)."""
 
     def __init__(self, name: str, module: nn.Module) -> None:
-        self.fields: Dict[str, Any] = {"name": name, "type": type(module).__name__, "leaf": not any(True for _ in module.children())}
+        self.fields: Dict[str, Any] = {"name": name, "type": type(module).__name__, "leaf": not module._modules}
         self.ints: Counter = Counter()
         self.shapes: Dict[str, Optional[Shape]] = {"input_shape": None, "output_shape": None}
         self.by_dtype: Counter = Counter()
-        self.op_calls: Counter = Counter()
-        self.op_macs: Counter = Counter()
-        self.op_flops: Counter = Counter()
+        # forward and backward: op -> calls / MACs / FLOPs
+        self.ops: Tuple[Tuple[Counter, Counter, Counter], Tuple[Counter, Counter, Counter]] = (
+            (Counter(), Counter(), Counter()), (Counter(), Counter(), Counter()),
+        )
 
     def freeze(self) -> LayerCount:
+        (calls, macs, flops), (b_calls, b_macs, b_flops) = self.ops
         return LayerCount(
             **self.fields,
             **self.ints,
             **self.shapes,
             activation_bytes_by_dtype=dict(self.by_dtype),
-            op_calls=dict(self.op_calls),
-            op_macs=dict(self.op_macs),
-            op_flops=dict(self.op_flops),
+            op_calls=dict(calls),
+            op_macs=dict(macs),
+            op_flops=dict(flops),
+            backward_op_calls=dict(b_calls),
+            backward_op_macs=dict(b_macs),
+            backward_op_flops=dict(b_flops),
         )
 
 
 class _CountMode(TorchDispatchMode):
-    def __init__(self, types: Dict[str, nn.Module]):
+    def __init__(self, types: Dict[str, nn.Module], live: LiveBytes, owners: Optional[GraphOwners]) -> None:
         super().__init__()
         self.types = types
+        self.live = live
+        self.owners = owners
+        self.in_backward = False
+        # An outer mode (FlopCounterMode checking us) must see every op, so it disables the cache.
+        self.cache = not _get_current_dispatch_mode_stack()
         self.stack: List[str] = []
         self.rows: Dict[str, _Row] = {}
         self.unsupported: Dict[str, Tuple[int, Dict[str, None]]] = {}
 
     def row(self, name: str) -> _Row:
-        if name not in self.rows:
-            self.rows[name] = _Row(name, self.types[name])
-        return self.rows[name]
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = _Row(name, self.types[name])
+        return row
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = func.overloadpacket.__name__
-        where = self.stack[-1] if self.stack else ROOT
-        row = self.row(where)
-        row.op_calls[name] += 1
-        handle = op_handle(func)
-        if handle is None:
-            calls, layers = self.unsupported.get(name, (0, {}))
-            layers[where] = None
-            self.unsupported[name] = (calls + 1, layers)
+        info = _INFO.get(func) or op_info(func)
+        out = meta_cache.call(func, args, kwargs, info, cache=self.cache)
+        name = info.name
+        if self.stack:
+            where = self.stack[-1]
+        elif self.in_backward and self.owners is not None:
+            where = self.owners.running() or ROOT
         else:
-            returns = func._schema.returns
-            outputs = tuple(out) if isinstance(out, (tuple, list)) and len(returns) > 1 else (out,)
+            where = ROOT
+        row = self.rows.get(where) or self.row(where)
+        calls, op_macs, op_flops = row.ops[self.in_backward]
+        calls[name] += 1
+        outputs = tuple(out) if info.multiple else (out,)
+        if info.handle is None:
+            count, layers = self.unsupported.get(name, (0, {}))
+            layers[where] = None
+            self.unsupported[name] = (count + 1, layers)
+        else:
             try:
-                cost = handle(bind_inputs(func, args, kwargs), outputs)
+                cost = info.handle(bind_inputs(func, args, kwargs), outputs)
                 macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
             except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
                 raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
-            row.op_macs[name] += macs
-            row.op_flops[name] += 2 * macs + elementwise
-            row.ints["macs"] += macs
-            row.ints["elementwise_flops"] += elementwise
-        if name not in _SCRATCH:
-            self._activations(row, func, out)
+            op_macs[name] += macs
+            op_flops[name] += 2 * macs + elementwise
+            mac_key, flop_key = _KEYS[self.in_backward]
+            row.ints[mac_key] += macs
+            row.ints[flop_key] += elementwise
+        self._new_tensors(row, info, name, outputs)
         return out
 
-    @staticmethod
-    def _activations(row: _Row, func: Any, out: Any) -> None:
-        returns = func._schema.returns
-        outs = out if isinstance(out, (tuple, list)) and len(returns) > 1 else (out,)
-        for ret, value in zip(returns, outs):
-            if ret.alias_info is not None:  # a view or an in-place result creates no new tensor
+    def _new_tensors(self, row: _Row, info: OpInfo, name: str, outputs: Tuple[Any, ...]) -> None:
+        written = not self.in_backward and name not in _SCRATCH
+        ints = row.ints
+        for fresh, value in zip(info.fresh, outputs):
+            if not fresh:  # a view or an in-place result creates no new tensor
                 continue
-            for t in tree_flatten(value)[0]:
+            for t in (value,) if isinstance(value, torch.Tensor) else tree_flatten(value)[0]:
                 if isinstance(t, torch.Tensor):
-                    nbytes = t.numel() * t.element_size()
-                    row.ints["activation_elements"] += t.numel()
-                    row.ints["activation_bytes"] += nbytes
-                    row.by_dtype[str(t.dtype).replace("torch.", "")] += nbytes
+                    self.live.add(t)
+                    if written:
+                        numel = t.numel()
+                        nbytes = numel * t.element_size()
+                        ints["activation_elements"] += numel
+                        ints["activation_bytes"] += nbytes
+                        row.by_dtype[_dtype_name(t.dtype)] += nbytes
+
+
+_DTYPE_NAMES: Dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
+# --------------------------------------------------------------------------------------- helpers
 
 
 def _shape_of(value: Any) -> Optional[Shape]:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):  # the usual (x,)
+        return tuple(value[0].shape)
     t = first_tensor(value)
     return tuple(t.shape) if t is not None else None
-
-
-def _meta_like(t: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
-    target = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
-    meta = torch.empty_like(t, device="meta", dtype=target)
-    if isinstance(t, nn.Parameter):
-        meta = nn.Parameter(meta, requires_grad=t.requires_grad)
-    return meta
 
 
 def _owned(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[str, Counter]:
@@ -183,8 +209,14 @@ def _owned(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[st
         return t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
 
     for module, qualified in names.items():
+        if not module._parameters and not module._buffers:
+            continue
         c: Counter = Counter()
-        for p in module.parameters(recurse=False):
+        here: set = set()  # a tensor registered twice in one module counts once (as parameters() does)
+        for p in module._parameters.values():
+            if p is None or id(p) in here:
+                continue
+            here.add(id(p))
             if id(p) in seen:
                 c["shared"] += p.numel()
                 continue
@@ -192,8 +224,8 @@ def _owned(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[st
             c["params"] += p.numel()
             c["weight_bytes"] += nbytes(p)
             c["trainable" if p.requires_grad else "frozen"] += p.numel()
-        for b in module.buffers(recurse=False):
-            if id(b) not in seen:
+        for b in module._buffers.values():
+            if b is not None and id(b) not in seen:
                 seen.add(id(b))
                 c["buffer_bytes"] += nbytes(b)
         if c:
@@ -201,30 +233,114 @@ def _owned(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[st
     return owned
 
 
-def _run_error(model: nn.Module, shapes: Tuple[Shape, ...], exc: Exception) -> FoldError:
+def _reason(exc: Exception, limit: int = 160) -> str:
+    line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {line if len(line) <= limit else line[:limit - 3] + '...'}"
+
+
+def _needs_data(exc: Exception) -> bool:
+    """The meta run failed because the model needs values (``.item()``, ``nonzero``), not because of shapes."""
+    return "meta" in str(exc).lower() or isinstance(exc, NotImplementedError)
+
+
+def _run_error(model: nn.Module, what: Tuple[str, Any], exc: Exception, *, on_meta: bool) -> FoldError:
     """One clear FoldError for a model that fails: torch's own first line, and which input was at fault."""
-    message = (str(exc).strip().splitlines() or [""])[0]
-    reason = f"{type(exc).__name__}: {message}"
-    if "meta" in message.lower() or isinstance(exc, NotImplementedError):  # needs data (.item(), ...)
-        return fold_error("model", type(model).__name__, f"cannot run on meta tensors (it needs data): {reason}")
-    shape = shapes[0] if len(shapes) == 1 else shapes
-    return fold_error("input_shape", shape, f"{type(model).__name__} cannot run on it: {reason}")
+    if on_meta and _needs_data(exc):
+        return fold_error(
+            "model", type(model).__name__,
+            f"cannot run on meta tensors (it needs data; fallback='cpu' runs it on real ones): {_reason(exc)}",
+        )
+    return fold_error(what[0], what[1], f"{type(model).__name__} cannot run on it: {_reason(exc)}")
+
+
+class _Run:
+    """One pass of the model under the counting mode (forward, and backward when asked)."""
+
+    def __init__(self, types: Dict[str, nn.Module], names: Dict[nn.Module, str], backward: bool) -> None:
+        self.names = names
+        self.backward = backward
+        self.live = LiveBytes()
+        self.owners = GraphOwners() if backward else None
+        self.mode = _CountMode(types, self.live, self.owners)
+        self.forward_peak = 0
+        self.saved: Optional[int] = None
+        self.training_peak: Optional[int] = None
+
+    def pre_hook(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
+        mode, qualified = self.mode, self.names.get(module)
+        if qualified is None:  # not a module of the model (the hooks are global)
+            return
+        if self.owners is not None:  # what the parent built since its last child belongs to the parent
+            self.owners.claim(args, mode.stack[-1] if mode.stack else ROOT)
+        row = mode.rows.get(qualified) or mode.row(qualified)
+        row.ints["calls"] += 1
+        if row.shapes["input_shape"] is None:
+            row.shapes["input_shape"] = _shape_of(args)
+        mode.stack.append(qualified)
+
+    def post_hook(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
+        mode, qualified = self.mode, self.names.get(module)
+        if qualified is None:
+            return
+        if mode.stack and mode.stack[-1] == qualified:
+            mode.stack.pop()
+        if self.owners is not None:
+            self.owners.claim(output, qualified)
+        row = mode.rows[qualified]
+        if row.shapes["output_shape"] is None:
+            row.shapes["output_shape"] = _shape_of(output)
+        leaves = (output,) if isinstance(output, torch.Tensor) else tree_flatten(output)[0]
+        row.ints["output_elements"] += sum(t.numel() for t in leaves if isinstance(t, torch.Tensor))
+
+    def __call__(self, model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], leaves: List[torch.Tensor]) -> None:
+        mode = self.mode
+        with (torch.enable_grad() if self.backward else torch.no_grad()):
+            with mode:
+                out = model(*args, **kwargs)
+            self.forward_peak = self.live.peak
+            if not self.backward:
+                return
+            self.owners.claim(out, ROOT)  # type: ignore[union-attr]
+            self.saved = self.live.live
+            loss = loss_of(out)  # outside the mode: the loss is not part of the model
+            seed = torch.ones_like(loss)
+            wrt = [t for t in leaves if t.requires_grad and t.is_floating_point()]
+            mode.in_backward = True
+            with mode:
+                grads = torch.autograd.grad(loss, wrt, seed, allow_unused=True)
+            self.training_peak = self.live.peak
+            del grads, out, loss
 
 
 def count(
     model: nn.Module,
-    input_shape: ShapeLike,
+    input_shape: Optional[InputLike] = None,
     *,
+    examples: Any = None,
     dtype: Optional[torch.dtype] = None,
+    backward: bool = False,
+    fallback: str = "cpu",
     name: Optional[str] = None,
 ) -> CountReport:
-    """Count parameters, MACs, FLOPs, activations and weight bytes of ``model`` on meta tensors.
+    """Count parameters, MACs, FLOPs, activations and peak memory of ``model`` on meta tensors.
 
-    ``input_shape`` is the full input shape, batch axis included, e.g. ``(1, 3, 224, 224)``; give a list
-    of shapes for a model with several positional inputs. ``dtype`` casts floating parameters, buffers and
-    inputs (for bytes at another precision); by default parameters keep theirs and inputs take the first
-    floating parameter's dtype. The model itself is not modified. A model that cannot run on the shape
-    raises a FoldError naming ``input_shape`` with torch's message. Conventions: see the module docstring.
+    Say what goes in with one of (see :mod:`~foldconv.analysis.counting.inputs`):
+
+    - ``input_shape``: the full input shape, batch axis included, e.g. ``(1, 3, 224, 224)``; a list of
+      shapes for several positional inputs; ``(shape, dtype)`` specs for non-float inputs, e.g. token
+      ids ``((1, 16), torch.long)``;
+    - ``examples``: example tensors: one tensor, a tuple of positional arguments (tensors or tuples /
+      dicts of them) or a dict of keyword arguments. Only their shapes, dtypes and strides are used,
+      unless the model needs data (below).
+
+    ``dtype`` casts floating parameters, buffers and inputs (for bytes at another precision); by default
+    parameters keep theirs, examples theirs, and shapes take the first floating parameter's dtype.
+    ``backward=True`` also counts the backward pass of ``loss = out.sum()`` (per layer and in total) and
+    the memory it needs (:mod:`~foldconv.analysis.counting.backward`). ``fallback``: when the model cannot
+    run on meta because it needs data, ``"cpu"`` runs it on real CPU tensors of the same shapes and says so
+    on the report; ``"error"`` raises a FoldError naming ``model``. A model that cannot run on the given
+    inputs raises a FoldError naming ``input_shape`` (or ``examples``) with torch's message. The model
+    itself is not modified. Conventions: see the module docstring.
 
     Example:
         >>> import torchvision
@@ -235,91 +351,110 @@ def count(
         (11689512, 1814073344, ())
         >>> rep.layer("conv1").macs, rep.layer("conv1").output_shape
         (118013952, (1, 64, 112, 112))
+        >>> emb = torch.nn.Sequential(torch.nn.Embedding(100, 8), torch.nn.Linear(8, 2))
+        >>> count(emb, ((4, 16), torch.long)).macs
+        1024
+        >>> count(emb, examples=torch.randint(0, 100, (4, 16))).macs
+        1024
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
-    shapes = normalize_input_shapes(input_shape)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise fold_error("dtype", dtype, "must be a floating torch.dtype such as torch.float16")
+    if not isinstance(backward, bool):
+        raise fold_error("backward", backward, "must be True or False")
+    if fallback not in FALLBACKS:
+        raise fold_error("fallback", fallback, f"must be one of {list(FALLBACKS)}")
     if name is not None and not isinstance(name, str):
         raise fold_error("name", name, "must be a string (the model's label) or None")
+    if input_shape is not None:
+        input_specs(input_shape)  # validated before anything runs
 
     names: Dict[nn.Module, str] = {}
     for qualified, module in model.named_modules():
         names.setdefault(module, qualified or ROOT)
     types = {n: m for m, n in names.items()}
     owned = _owned(names, dtype)
-
-    # One meta stand-in per tensor object, so tied weights stay tied while the model runs on meta.
+    # One stand-in per tensor object, so tied weights stay tied while the model runs on meta.
     # (torch.func.functional_call is not used: with a module registered under two names it restores
     # the wrong tensor and leaves a meta weight behind.)
-    stand_ins: Dict[int, torch.Tensor] = {}
+    originals: Dict[int, torch.Tensor] = {}
     swaps: List[Tuple[Dict[str, Any], str, torch.Tensor]] = []
     for module in names:
         for slots in (module._parameters, module._buffers):
             for key, tensor in slots.items():
                 if tensor is not None:
-                    stand_ins.setdefault(id(tensor), _meta_like(tensor, dtype))
+                    originals.setdefault(id(tensor), tensor)
                     swaps.append((slots, key, tensor))
     input_dtype = dtype
-    if input_dtype is None:
+    if input_dtype is None and examples is None:
         input_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    inputs = tuple(torch.empty(shape, device="meta", dtype=input_dtype) for shape in shapes)
-    mode = _CountMode(types)
+    what = ("input_shape", input_shape) if examples is None else ("examples", type(examples).__name__)
 
-    def pre_hook(module: nn.Module, args: Tuple[Any, ...]) -> None:
-        qualified = names.get(module, ROOT)
-        row = mode.row(qualified)
-        row.ints["calls"] += 1
-        if row.shapes["input_shape"] is None:
-            row.shapes["input_shape"] = _shape_of(args)
-        mode.stack.append(qualified)
+    def run(real: bool) -> _Run:
+        generator = torch.Generator().manual_seed(0)
+        stand_ins = {
+            i: real_like(t, dtype, generator) if real else meta_like(t, dtype) for i, t in originals.items()
+        }
+        args, kwargs = model_inputs(input_shape, examples=examples, dtype=input_dtype, real=real)
+        leaves = list(stand_ins.values()) + list(input_leaves(args, kwargs))
+        attributes = tensor_attributes(names, generator if real else None)
+        runner = _Run(types, names, backward)
+        training = {m: m.training for m in names}
+        # Two global hooks (they ignore modules outside the model) cost less than two per module.
+        handles = [register_module_forward_pre_hook(runner.pre_hook), register_module_forward_hook(runner.post_hook)]
+        try:
+            model.eval()
+            for slots, key, tensor in swaps:
+                slots[key] = stand_ins[id(tensor)]
+            for module, attribute, _, real_value in attributes:
+                module.__dict__[attribute] = real_value
+            runner(model, args, kwargs, leaves)
+        finally:
+            for module, attribute, value, _ in attributes:
+                module.__dict__[attribute] = value
+            for slots, key, tensor in swaps:
+                slots[key] = tensor
+            for handle in handles:
+                handle.remove()
+            for module, flag in training.items():
+                module.training = flag  # per module: train() would recurse into every child again
+        return runner
 
-    def post_hook(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
-        qualified = names.get(module, ROOT)
-        if mode.stack and mode.stack[-1] == qualified:
-            mode.stack.pop()
-        row = mode.rows[qualified]
-        if row.shapes["output_shape"] is None:
-            row.shapes["output_shape"] = _shape_of(output)
-        row.ints["output_elements"] += sum(t.numel() for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor))
-
-    handles = []
-    training = {m: m.training for m in names}
+    reason = None
     try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-        model.eval()
-        for slots, key, tensor in swaps:
-            slots[key] = stand_ins[id(tensor)]
-        with torch.no_grad(), mode:
-            model(*inputs)
+        runner = run(real=False)
     except FoldError:
         raise
-    except Exception as exc:  # a model that cannot run gets one clear message
-        raise _run_error(model, shapes, exc) from exc
-    finally:
-        for slots, key, tensor in swaps:
-            slots[key] = tensor
-        for handle in handles:
-            handle.remove()
-        for module, flag in training.items():
-            module.train(flag)
+    except Exception as exc:  # a model that cannot run gets one clear message, or a run on real tensors
+        if fallback == "error" or not _needs_data(exc):
+            raise _run_error(model, what, exc, on_meta=True) from exc
+        reason = _reason(exc)
+    if reason is not None:
+        try:
+            runner = run(real=True)
+        except FoldError:
+            raise
+        except Exception as exc:
+            raise _run_error(model, what, exc, on_meta=False) from exc
 
+    mode = runner.mode
     for qualified, counts in owned.items():
         mode.row(qualified).ints.update(counts)
     # Rows that did nothing and own nothing (pure containers) would only add noise.
     layers = tuple(
-        row.freeze() for row in mode.rows.values() if row.fields["leaf"] or row.op_calls or row.fields["name"] in owned
+        row.freeze() for row in mode.rows.values() if row.fields["leaf"] or row.ops[0][0] or row.ops[1][0] or row.fields["name"] in owned
     )
     totals = sum(owned.values(), Counter())
     unsupported = tuple(
         UnsupportedOp(op, calls, tuple(layers_)) for op, (calls, layers_) in sorted(mode.unsupported.items())
     )
+    specs = input_specs(input_shape) if examples is None else None
+    leaves = input_leaves(*model_inputs(input_shape, examples=examples, dtype=input_dtype))
     return CountReport(
         model=name or type(model).__name__,
-        input_shapes=shapes,
+        input_shapes=tuple(tuple(t.shape) for t in leaves) if specs is None else tuple(s.shape for s in specs),
+        input_dtypes=tuple(str(t.dtype).replace("torch.", "") for t in leaves),
         layers=layers,
         params=totals["params"],
         trainable=totals["trainable"],
@@ -327,5 +462,11 @@ def count(
         weight_bytes=totals["weight_bytes"],
         buffer_bytes=totals["buffer_bytes"],
         unsupported_ops=unsupported,
+        device="meta" if reason is None else "cpu",
+        fallback_reason=reason,
+        backward=backward,
+        peak_activation_bytes=runner.forward_peak,
+        saved_activation_bytes=runner.saved,
+        peak_training_bytes=runner.training_peak,
         modules=types,
     )

@@ -23,9 +23,12 @@ Conventions (the numbers are only as meaningful as these, so they are fixed here
   ReLU, GELU, SiLU, sigmoid, ...) cost 1 per output element; batch norm 2 per element (inference: one
   scale, one shift); layer/group/RMS norm 5 per element (mean, centre, variance, normalise, affine);
   softmax 3 per element (exp, sum, divide); max/avg pooling one per window element per output (compare
-  or add); adaptive pooling and reductions (mean, sum, amax, vector norm) one per input element. Data
-  movement (views, copies, ``cat``, pad, permute, index, masked_fill, nearest upsampling) and
-  constructors cost 0.
+  or add); linear interpolation one per tap per output element (bilinear 4, trilinear 8, bicubic 16);
+  adaptive pooling, reductions (mean, sum, amax, vector norm), ``nonzero``, ``topk`` and torchvision's
+  ``nms`` one per input element, as ``col2im`` (``nn.Fold`` adds overlapping patches; ``im2col`` only copies);
+  torchvision's ``roi_align`` 4 per sampling point per output element.
+  Data movement (views, copies, ``cat``, pad, permute, index, masked_fill, nearest upsampling, ``eye``,
+  ``.item()``) and constructors (random ones too) cost 0.
 
 Example:
     >>> a, b = torch.empty(4, 5, device="meta"), torch.empty(5, 6, device="meta")
@@ -47,7 +50,10 @@ from torch.utils._pytree import tree_flatten
 
 from ...errors import fold_error
 
-__all__ = ["OpCost", "Handle", "MAC_OPS", "register_op_cost", "op_handle", "op_cost", "bind_inputs", "first_tensor"]
+__all__ = [
+    "OpCost", "Handle", "MAC_OPS", "register_op_cost", "cost_rule", "op_handle", "op_cost", "op_name", "bind_inputs",
+    "first_tensor", "OpInfo", "op_info",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,8 @@ Handle = Callable[[Sequence[Any], Sequence[Any]], OpCost]
 ZERO = OpCost()
 
 _TABLE: Dict[OpOverloadPacket, Handle] = {}
+# Rules for ops of libraries that may not be loaded yet (torchvision's), by qualified name.
+_BY_NAME: Dict[str, Handle] = {}
 
 
 def first_tensor(value: Any) -> Optional[torch.Tensor]:
@@ -80,6 +88,10 @@ def first_tensor(value: Any) -> Optional[torch.Tensor]:
         >>> first_tensor((1, [torch.zeros(2)])).shape
         torch.Size([2])
     """
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):  # an op's (out,)
+        return value[0]
     for leaf in tree_flatten(value)[0]:
         if isinstance(leaf, torch.Tensor):
             return leaf
@@ -96,7 +108,25 @@ def _packet(op: Any) -> OpOverloadPacket:
         return op.overloadpacket
     if isinstance(op, OpOverloadPacket):
         return op
-    raise fold_error("op", op, "must be an aten op such as torch.ops.aten.mm (an OpOverloadPacket or OpOverload)")
+    overload = getattr(op, "_opoverload", None)  # a torch.library.custom_op (CustomOpDef)
+    if isinstance(overload, OpOverload):
+        return overload.overloadpacket
+    raise fold_error(
+        "op", op, "must be an op such as torch.ops.aten.mm or torch.ops.mylib.myop (a packet or overload), "
+        "or a torch.library.custom_op"
+    )
+
+
+def op_name(op: Any) -> str:
+    """How reports name an op: aten ops by their short name (``mm``), others qualified (``mylib::myop``).
+
+    Example:
+        >>> op_name(torch.ops.aten.mm.default), op_name(torch.ops.aten.convolution)
+        ('mm', 'convolution')
+    """
+    packet = _packet(op)
+    qualified = packet._qualified_op_name
+    return packet.__name__ if qualified.startswith("aten::") else qualified
 
 
 def register_op_cost(op: Any, handle: Optional[Handle]) -> Optional[Handle]:
@@ -118,12 +148,54 @@ def register_op_cost(op: Any, handle: Optional[Handle]) -> Optional[Handle]:
     packet = _packet(op)
     if handle is not None and not callable(handle):
         raise fold_error("handle", handle, "must be a callable handle(inputs, outputs) -> OpCost, or None")
-    previous = _TABLE.get(packet)
+    previous = op_handle(packet)
+    _BY_NAME.pop(packet._qualified_op_name, None)
     if handle is None:
         _TABLE.pop(packet, None)
     else:
         _TABLE[packet] = handle
+    _INFO.clear()
     return previous
+
+
+def cost_rule(op: Any) -> Callable[[Handle], Handle]:
+    """Decorator form of :func:`register_op_cost`: the decorated function becomes ``op``'s cost rule.
+
+    For your own ops (``torch.library.custom_op``), which :func:`~foldconv.analysis.counting.count` lists
+    as unsupported until they have a rule. ``inputs`` are the op's arguments in schema order.
+
+    Example:
+        >>> @torch.library.custom_op("doc_example::matmul", mutates_args=())
+        ... def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ...     return a @ b
+        >>> @matmul.register_fake
+        ... def _(a, b):
+        ...     return a.new_empty(a.shape[0], b.shape[1])
+        >>> @cost_rule(matmul)
+        ... def matmul_cost(inputs, outputs):
+        ...     a, b = inputs
+        ...     return OpCost(macs=a.shape[0] * a.shape[1] * b.shape[1])
+        >>> from foldconv.analysis.counting import count
+        >>> class Net(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.w = torch.nn.Parameter(torch.ones(4, 6))
+        ...     def forward(self, x):
+        ...         return matmul(x, self.w)
+        >>> rep = count(Net(), (3, 4))
+        >>> rep.macs, rep.complete
+        (72, True)
+        >>> _ = register_op_cost(matmul, None)  # removed again: now it is reported
+        >>> count(Net(), (3, 4)).unsupported_ops
+        (UnsupportedOp(op='doc_example::matmul', calls=1, layers=('(root)',)),)
+    """
+    _packet(op)
+
+    def decorate(handle: Handle) -> Handle:
+        register_op_cost(op, handle)
+        return handle
+
+    return decorate
 
 
 def op_handle(op: Any) -> Optional[Handle]:
@@ -133,7 +205,52 @@ def op_handle(op: Any) -> Optional[Handle]:
         >>> op_handle(torch.ops.aten.view) is not None, op_handle(torch.ops.aten.sort)
         (True, None)
     """
-    return _TABLE.get(_packet(op))
+    packet = _packet(op)
+    return _TABLE.get(packet) or _BY_NAME.get(packet._qualified_op_name)
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """What the counter needs of an overload, looked up once (per-call schema and table lookups are the
+    counter's main Python cost): its report name, cost rule, whether it returns several values, which
+    returns are fresh tensors (not views or in-place results), and whether its meta results may be cached."""
+
+    name: str
+    handle: Optional[Handle]
+    multiple: bool
+    fresh: Tuple[bool, ...]
+    cacheable: bool
+
+
+_INFO: Dict[OpOverload, OpInfo] = {}
+_NOT_CACHEABLE = {"set_", "resize_", "resize_as_", "_local_scalar_dense", "item"}
+
+
+def op_info(func: OpOverload) -> OpInfo:
+    """The cached :class:`OpInfo` of an overload (cleared when a cost rule changes).
+
+    Example:
+        >>> info = op_info(torch.ops.aten.max_pool2d_with_indices.default)
+        >>> info.name, info.multiple, info.fresh, info.handle is not None
+        ('max_pool2d_with_indices', True, (True, True), True)
+    """
+    info = _INFO.get(func)
+    if info is None:
+        returns = func._schema.returns
+        name = op_name(func)
+        tags = set(func.tags)
+        info = OpInfo(
+            name=name,
+            handle=_TABLE.get(func.overloadpacket) or _BY_NAME.get(func.overloadpacket._qualified_op_name),
+            multiple=len(returns) > 1,
+            fresh=tuple(r.alias_info is None for r in returns),
+            cacheable=name not in _NOT_CACHEABLE
+            and torch.Tag.inplace_view not in tags
+            and torch.Tag.data_dependent_output not in tags
+            and torch.Tag.dynamic_output_shape not in tags,
+        )
+        _INFO[func] = info
+    return info
 
 
 _SCHEMAS: Dict[OpOverload, Tuple[Tuple[str, bool, Any], ...]] = {}
@@ -289,7 +406,17 @@ _ONE_PER_ELEMENT = (
     "leaky_relu", "elu", "mish", "softplus", "clamp", "clamp_min", "clamp_max", "maximum", "minimum",
     "where", "erf", "lerp", "addcmul", "addcdiv", "prelu", "_prelu_kernel", "glu",
     "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "logical_and", "logical_or", "bitwise_not",
+    "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2",
+    "expm1", "log2", "log10", "log1p", "square", "floor", "ceil", "round", "trunc", "frac", "remainder", "fmod",
+    "floor_divide", "hypot", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "isnan", "isinf",
+    "nan_to_num", "sign", "sgn", "signbit", "logit", "log_sigmoid_forward", "softshrink", "hardshrink", "celu",
+    "selu", "rrelu_with_noise", "threshold", "sinc", "xlogy", "special_xlog1py",
 )
+# Interpolation: one FLOP per tap per output element (as pooling: one per window element).
+_INTERPOLATE = {
+    "upsample_linear1d": 2, "upsample_bilinear2d": 4, "_upsample_bilinear2d_aa": 4, "upsample_trilinear3d": 8,
+    "upsample_bicubic2d": 16, "_upsample_bicubic2d_aa": 16, "grid_sampler_2d": 4, "grid_sampler_3d": 8,
+}
 _BATCH_NORM = (
     "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
     "cudnn_batch_norm", "miopen_batch_norm", "batch_norm",
@@ -320,7 +447,9 @@ _DATA_MOVEMENT = (
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "ones",
     "ones_like", "full", "full_like", "new_zeros", "new_ones", "new_full", "arange", "scalar_tensor",
-    "fill", "fill_", "zero", "zero_",
+    "fill", "fill_", "zero", "zero_", "eye", "tril", "triu", "tril_", "triu_", "_local_scalar_dense", "is_nonzero",
+    "scalar_tensor", "linspace", "logspace", "randn", "rand", "randint", "randperm", "bernoulli", "bernoulli_",
+    "normal", "normal_", "uniform_", "new_tensor", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size",
 )
 
 for _name in _CONV_OPS:
@@ -342,6 +471,24 @@ _register(_OTHER_NORM, _per_output(5))
 _register(_SOFTMAX, _per_output(3))
 for _name, _dims in _WINDOW_POOL.items():
     _register([_name], _window_rule(_dims))
+for _name, _taps in _INTERPOLATE.items():
+    _register([_name], _per_output(_taps))
+# nonzero / argwhere: one comparison with zero per input element (the index list is data movement);
+# topk and torchvision's nms: one comparison per input element too.
+_register(["nonzero", "nonzero_static", "argwhere", "topk"], _per_input)
+# nn.Unfold / nn.Fold: im2col only copies; col2im adds the overlapping patches (one add per input element).
+_register(["im2col"], _zero)
+_register(["col2im"], _per_input)
+
+
+def _roi_align(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    # One bilinear sample (4 taps) per sampling point per output element; adaptive sampling
+    # (sampling_ratio <= 0: data-dependent) is counted as one point per bin.
+    points = max(int(inputs[5]), 1) ** 2
+    return OpCost(0, 4 * points * _numel(outputs))
+
+
+_BY_NAME.update({"torchvision::roi_align": _roi_align, "torchvision::nms": _per_input})
 _register(_INPUT_REDUCE, _per_input)
 _register(_DATA_MOVEMENT, _zero)
 

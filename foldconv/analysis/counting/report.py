@@ -38,7 +38,8 @@ class LayerCount:
 
     A container's row holds only the ops in its own ``forward`` (residual adds, flatten, functional
     calls); its children have their own rows. ``calls`` is how often it ran; MACs, FLOPs and activations
-    are summed over calls, ``input_shape``/``output_shape`` are from the first call.
+    are summed over calls, ``input_shape``/``output_shape`` are from the first call. ``backward_*`` are the
+    backward ops charged to this module (its forward created their autograd nodes; ``backward=True``).
     """
 
     name: str
@@ -62,11 +63,21 @@ class LayerCount:
     op_calls: Mapping[str, int] = field(default_factory=dict)
     op_macs: Mapping[str, int] = field(default_factory=dict)
     op_flops: Mapping[str, int] = field(default_factory=dict)
+    backward_macs: int = 0
+    backward_elementwise_flops: int = 0
+    backward_op_calls: Mapping[str, int] = field(default_factory=dict)
+    backward_op_macs: Mapping[str, int] = field(default_factory=dict)
+    backward_op_flops: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def flops(self) -> int:
         """``2 * macs + elementwise_flops``."""
         return 2 * self.macs + self.elementwise_flops
+
+    @property
+    def backward_flops(self) -> int:
+        """FLOPs of the backward ops charged to this layer (``count(..., backward=True)``; else 0)."""
+        return 2 * self.backward_macs + self.backward_elementwise_flops
 
     def row(self) -> Dict[str, Any]:
         """The table row (flat, printable)."""
@@ -91,7 +102,9 @@ class LayerCount:
 
 @dataclass(frozen=True)
 class UnsupportedOp:
-    """An aten op that ran and has no cost rule: its cost is *not* in the totals (see ``register_op_cost``)."""
+    """An op that ran and has no cost rule: its cost is *not* in the totals (add one with ``register_op_cost``
+    or ``cost_rule``). ``op`` is the aten name (``sort``) or, for other namespaces, the qualified one
+    (``mylib::fused``); ``calls`` counts forward and backward calls; ``layers`` are the modules that ran it."""
 
     op: str
     calls: int
@@ -104,12 +117,15 @@ _SUMMED = (
 )
 
 
-def _group(rows: Iterable[Dict[str, Any]], key: str) -> List[Dict[str, Any]]:
+_BACKWARD_SUMMED = ("backward_macs", "backward_flops")
+
+
+def _group(rows: Iterable[Dict[str, Any]], key: str, summed: Tuple[str, ...] = _SUMMED) -> List[Dict[str, Any]]:
     groups: Dict[str, Dict[str, Any]] = {}
     for row in rows:
-        g = groups.setdefault(row[key], {key: row[key], "layers": 0, **{k: 0 for k in _SUMMED}})
+        g = groups.setdefault(row[key], {key: row[key], "layers": 0, **{k: 0 for k in summed}})
         g["layers"] += 1
-        for k in _SUMMED:
+        for k in summed:
             g[k] += row[k]
     return list(groups.values())
 
@@ -127,6 +143,12 @@ class CountReport:
     parameters or ran ops, the totals, and the ops it could not price (``unsupported_ops``).
 
     ``repr`` is one line and ``summary()`` a few; ``rows(view)`` / ``table(view)`` give every view.
+
+    ``device`` is where the model ran: ``"meta"``, or ``"cpu"`` when it needed data and ran on real
+    tensors instead (``fallback_reason`` is the meta run's error). ``peak_activation_bytes`` is the most
+    bytes the pass's own tensors held at once (:mod:`~foldconv.analysis.counting.memory`); with
+    ``backward=True`` that forward records autograd, ``saved_activation_bytes`` is what is alive when it
+    ends (saved for backward, and the output) and ``peak_training_bytes`` the peak over forward and backward.
 
     Example:
         >>> import torch
@@ -146,6 +168,13 @@ class CountReport:
     weight_bytes: int
     buffer_bytes: int
     unsupported_ops: Tuple[UnsupportedOp, ...] = ()
+    input_dtypes: Tuple[str, ...] = ()
+    device: str = "meta"
+    fallback_reason: Optional[str] = None
+    backward: bool = False
+    peak_activation_bytes: int = 0
+    saved_activation_bytes: Optional[int] = None
+    peak_training_bytes: Optional[int] = None
     modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -175,18 +204,47 @@ class CountReport:
         return {k: v for k, v in sorted(_sum(self.layers, "op_macs").items()) if v}
 
     @property
+    def backward_macs(self) -> int:
+        """MACs of the backward pass (0 unless counted with ``backward=True``)."""
+        return sum(layer.backward_macs for layer in self.layers)
+
+    @property
+    def backward_flops(self) -> int:
+        return sum(layer.backward_flops for layer in self.layers)
+
+    @property
+    def backward_macs_by_op(self) -> Dict[str, int]:
+        """Backward MACs per op (``convolution_backward``, ``mm``, ...)."""
+        return {k: v for k, v in sorted(_sum(self.layers, "backward_op_macs").items()) if v}
+
+    @property
+    def training_macs(self) -> int:
+        """Forward + backward MACs of one training step's passes (needs ``backward=True``)."""
+        if not self.backward:
+            raise fold_error("backward", False, "training_macs needs count(..., backward=True)")
+        return self.macs + self.backward_macs
+
+    @property
     def complete(self) -> bool:
         """Every op that ran has a cost rule, so the totals leave nothing out."""
         return not self.unsupported_ops
 
     def _shape_text(self) -> str:
-        return str(self.input_shapes[0] if len(self.input_shapes) == 1 else self.input_shapes)
+        """Shapes as given; a non-floating input is shown with its dtype: ``((4, 16), int64)``."""
+        dtypes = self.input_dtypes if len(self.input_dtypes) == len(self.input_shapes) else ("",) * len(self.input_shapes)
+        parts = [
+            str(shape) if not dtype or dtype.startswith(("float", "bfloat", "complex")) else f"({shape}, {dtype})"
+            for shape, dtype in zip(self.input_shapes, dtypes)
+        ]
+        return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
     def __repr__(self) -> str:
         unsupported = tuple(op.op for op in self.unsupported_ops)
+        extra = f", backward_macs={self.backward_macs}" if self.backward else ""
+        extra += f", device={self.device!r}" if self.device != "meta" else ""
         return (
             f"CountReport(model={self.model!r}, input_shape={self._shape_text()}, layers={len(self.layers)}, "
-            f"params={self.params}, macs={self.macs}, flops={self.flops}, unsupported_ops={unsupported})"
+            f"params={self.params}, macs={self.macs}, flops={self.flops}{extra}, unsupported_ops={unsupported})"
         )
 
     def summary(self) -> str:
@@ -197,15 +255,24 @@ class CountReport:
             >>> from foldconv.analysis.counting import count
             >>> print(count(torch.nn.Conv2d(3, 8, 3), (1, 3, 16, 16)).summary())
             Conv2d on (1, 3, 16, 16): 224 parameters (224 trainable), 42,336 MACs, 86,240 FLOPs
-            activations written: 1,568 elements (6,272 bytes); weights 896 bytes, buffers 0 bytes
+            activations written: 1,568 elements (6,272 bytes), peak 6,272 bytes; weights 896 bytes, buffers 0 bytes
             every op has a cost rule
         """
         lines = [
             f"{self.model} on {self._shape_text()}: {self.params:,} parameters ({self.trainable:,} trainable), "
             f"{self.macs:,} MACs, {self.flops:,} FLOPs",
-            f"activations written: {self.activation_elements:,} elements ({self.activation_bytes:,} bytes); "
-            f"weights {self.weight_bytes:,} bytes, buffers {self.buffer_bytes:,} bytes",
+            f"activations written: {self.activation_elements:,} elements ({self.activation_bytes:,} bytes), "
+            f"peak {self.peak_activation_bytes:,} bytes; weights {self.weight_bytes:,} bytes, buffers {self.buffer_bytes:,} bytes",
         ]
+        if self.backward:
+            lines.append(
+                f"backward: {self.backward_macs:,} MACs, {self.backward_flops:,} FLOPs; saved for backward "
+                f"{self.saved_activation_bytes:,} bytes, peak forward+backward {self.peak_training_bytes:,} bytes"
+            )
+        if self.device != "meta":
+            lines.append(
+                f"ran on real {self.device} tensors (figures for this one input): the meta run failed: {self.fallback_reason}"
+            )
         if self.unsupported_ops:
             ops = ", ".join(f"{op.op} x{op.calls}" for op in self.unsupported_ops)
             lines.append(f"ops without a cost rule (not in the totals): {ops}")
@@ -243,17 +310,28 @@ class CountReport:
             "activation_bytes": self.activation_bytes,
             "weight_bytes": self.weight_bytes,
             "buffer_bytes": self.buffer_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            **(
+                {
+                    "backward_macs": self.backward_macs, "backward_flops": self.backward_flops,
+                    "saved_activation_bytes": self.saved_activation_bytes, "peak_training_bytes": self.peak_training_bytes,
+                }
+                if self.backward else {}
+            ),
+            "device": self.device,
             "unsupported_ops": " ".join(op.op for op in self.unsupported_ops),
         }
 
     def _op_rows(self) -> List[Dict[str, Any]]:
-        calls, macs, flops = (_sum(self.layers, a) for a in ("op_calls", "op_macs", "op_flops"))
         unsupported = {op.op for op in self.unsupported_ops}
-        order = sorted(calls, key=lambda op: (-flops[op], op))
-        return [
-            {"op": op, "calls": calls[op], "macs": macs[op], "flops": flops[op], "cost_rule": op not in unsupported}
-            for op in order
-        ]
+        rows = []
+        for phase in ("forward", "backward") if self.backward else ("forward",):
+            prefix = "backward_" if phase == "backward" else ""
+            calls, macs, flops = (_sum(self.layers, prefix + a) for a in ("op_calls", "op_macs", "op_flops"))
+            for op in sorted(calls, key=lambda op: (-flops[op], op)):
+                row = {"op": op, "calls": calls[op], "macs": macs[op], "flops": flops[op], "cost_rule": op not in unsupported}
+                rows.append({"phase": phase, **row} if self.backward else row)
+        return rows
 
     def rows(self, view: str = "layers", *, depth: int = 1) -> List[Dict[str, Any]]:
         """The rows of one view (:data:`VIEWS`): ``layers`` (execution order; modules that own parameters
@@ -272,14 +350,19 @@ class CountReport:
         if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
             raise fold_error("depth", depth, "must be an integer >= 1")
         layers = [layer.row() for layer in self.layers]
+        summed = _SUMMED
+        if self.backward:
+            summed += _BACKWARD_SUMMED
+            for row, layer in zip(layers, self.layers):
+                row.update(backward_macs=layer.backward_macs, backward_flops=layer.backward_flops)
         if view == "layers":
             return layers
         if view == "module":
             for row in layers:
                 row["module"] = row["layer"] if row["layer"] == ROOT else ".".join(row["layer"].split(".")[:depth])
-            return _group(layers, "module")
+            return _group(layers, "module", summed)
         if view == "type":
-            return _group(layers, "type")
+            return _group(layers, "type", summed)
         return self._op_rows() if view == "op" else [self._total_row()]
 
     def table(self, view: str = "layers", *, depth: int = 1) -> str:

@@ -17,7 +17,15 @@ Example:
 """
 from .analyse import RFAlignmentWarning, receptive_field
 from .context import RuleContext
-from .empirical import BoxCheck, RFCheck, check_receptive_field, effective_receptive_field, empirical_box, empirical_boxes
+from .empirical import (
+    BoxCheck,
+    RFCheck,
+    check_receptive_field,
+    effective_receptive_field,
+    empirical_box,
+    empirical_boxes,
+    empirical_support,
+)
 from .fold import FoldedRF, RFRow, folded_receptive_field
 from .geometry import Geometry
 from .measure import positive_copy
@@ -28,5 +36,5 @@ from .trace import UnsupportedOpError, trace_model
 __all__ = [
     "AxisRF", "BoxCheck", "FoldedRF", "Geometry", "NodeRF", "RFAlignmentWarning", "RFCheck", "RFReport", "RFRow",
     "RuleContext", "UnsupportedOpError", "check_receptive_field", "effective_receptive_field", "empirical_box",
-    "empirical_boxes", "folded_receptive_field", "positive_copy", "receptive_field", "register_rf_rule", "trace_model",
+    "empirical_boxes", "empirical_support", "folded_receptive_field", "positive_copy", "receptive_field", "register_rf_rule", "trace_model",
 ]

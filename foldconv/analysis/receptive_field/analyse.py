@@ -13,6 +13,7 @@ index back through the graph. Derivations: ``paper_notes/receptive_fields.md``.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import replace
 from fractions import Fraction
@@ -23,11 +24,11 @@ import torch.fx as fx
 from torch import nn
 
 from ...errors import fold_error
-from . import rules_tensor, rules_window  # noqa: F401  (registers the built-in rules)
+from . import rules_attention, rules_tensor, rules_timm, rules_window  # noqa: F401  (registers the built-in rules)
 from .context import RuleContext
 from .geometry import IDENTITY, Broadcast, Geometry, Record
 from .measure import measure_node
-from .pullback import AnalysedGraph, unclipped_hull
+from .pullback import AnalysedGraph, unclipped_hull, unclipped_support
 from .registry import rule_for
 from .report import AxisRF, NodeRF, RFReport
 from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
@@ -83,6 +84,8 @@ def receptive_field(
     if fallback not in ("error", "empirical"):
         raise fold_error("fallback", fallback, "must be 'error' or 'empirical'")
     shape = check_input_shape(input_shape)
+    if "timm" in sys.modules:  # the model may hold timm layers that fx cannot trace: their rules, made leaves
+        rules_timm.register_timm_rules()
     try:
         gm = trace_model(model, leaf_modules=leaf_modules)
     except UnsupportedOpError:
@@ -154,7 +157,8 @@ def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, .
             continue
         if node.op == "placeholder" and not order and is_shape(value):
             geom = Geometry((), tuple(range(2, 2 + naxes)), (False,) * naxes, (True,) * naxes)
-            records[node] = Record(node, geom, tuple(value), [1] * naxes, [1] * naxes, [0] * naxes, [Fraction(1)] * naxes, [True] * naxes)
+            records[node] = Record(node, geom, tuple(value), [1] * naxes, [1] * naxes, [0] * naxes, [Fraction(1)] * naxes, [True] * naxes,
+                                   [np.ones(1, dtype=bool) for _ in range(naxes)])
             order.append(node)
             ops[node] = "input"
             continue
@@ -162,7 +166,7 @@ def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, .
         if not ins:  # not a tensor, or a constant made inside forward (zeros, class token...)
             records[node] = Record(node, None, ())
             continue
-        records[node] = Record(node, None, tuple(value) if is_shape(value) else records[ins[0]].shape)
+        records[node] = Record(node, None, _first_shape(value) or records[ins[0]].shape)
         ops[node] = op_name(gm, node)
         if all(not records[s].local(a) and not records[s].geom.merged[a] for s in ins for a in range(naxes)):
             # every input is already spatially global: whatever the op does, it reads the union
@@ -189,11 +193,23 @@ def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, .
     return RFReport(model_name, shape, nodes, output.name, tuple(warns), tuple(fallback_nodes), gm, graph)
 
 
+def _first_shape(value: Any) -> Tuple[int, ...]:
+    """The shape of a tensor value, or of the first tensor of a tuple (one element of a split, say)."""
+    if is_shape(value):
+        return tuple(value)
+    for v in value if isinstance(value, (tuple, list)) else ():
+        found = _first_shape(v)
+        if found:
+            return found
+    return ()
+
+
 def _node_rf(rec: Record, op: str, naxes: int) -> NodeRF:
     axes = []
     for a in range(naxes):
         constant = rec.aligned[a] and (rec.bj[a] == 0 or rec.positions(a) == 1)
-        axes.append(AxisRF(rec.r[a], rec.j[a], rec.p[a], rec.aligned[a], constant, rec.geom.exact[a], rec.bj[a] if rec.aligned[a] else 0))
+        axes.append(AxisRF(rec.r[a], rec.j[a], rec.p[a], rec.aligned[a], constant, rec.geom.exact[a], rec.bj[a] if rec.aligned[a] else 0,
+                           tuple(np.flatnonzero(rec.sup[a]).tolist())))
     dims = tuple(rec.geom.dims[a] if rec.local(a) else None for a in range(naxes))
     positions = tuple(rec.positions(a) for a in range(naxes))
     return NodeRF(rec.node.name, op, tuple(rec.shape), tuple(axes), dims, positions, (rec.geom.note,) if rec.geom.note else ())
@@ -222,8 +238,9 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
                         "but its units are not centred on their inputs (Araujo et al.: misaligned paths)"
                     )
                 rec.r.append(hi0 - lo0 + 1); rec.bj.append(bjs.pop()); rec.p.append(-lo0); rec.aligned.append(True)  # noqa: E702
+                rec.sup.append(_merged_support(srcs, triples, a, lo0, hi0 - lo0 + 1))
                 if not rec.geom.exact[a] and len(links) > 1 and any(
-                    s.geom.exact[a] and not s.geom.merged[a] and (-t[2], t[0] - t[2] - 1) == (lo0, hi0)
+                    s.geom.exact[a] and (-t[2], t[0] - t[2] - 1) == (lo0, hi0)
                     for (s, _), t in zip(srcs, triples)
                 ):  # an exact path already covers the union: the conservative paths add nothing
                     exact = list(rec.geom.exact)
@@ -235,6 +252,7 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
         idx = np.arange(n, dtype=np.int64)
         lo, hi = unclipped_hull(records, links, a, idx, idx)
         lo, hi = np.broadcast_to(lo, idx.shape), np.broadcast_to(hi, idx.shape)
+        rec.tab[a] = (lo, hi)
         sizes = hi - lo + 1
         step = int(lo[1] - lo[0]) if n > 1 else None
         affine = n == 1 or (np.all(lo == lo[0] + step * idx) and np.all(sizes == sizes[0]))
@@ -246,3 +264,20 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
             )
         rec.r.append(int(sizes.max())); rec.p.append(int(-lo[0])); rec.aligned.append(bool(on_grid))  # noqa: E702
         rec.bj.append(step if (on_grid and n > 1) else (int(rec.j[a]) if on_grid else 0))
+        # the support of one position: the largest box (on the grid every position has the same pattern)
+        big = int(np.argmax(sizes))
+        taps = unclipped_support(records, links, a, np.asarray([big], dtype=np.int64))
+        mask = np.zeros(int(sizes[big]), dtype=bool)
+        mask[taps - lo[big]] = True
+        rec.sup.append(mask)
+
+
+def _merged_support(srcs, triples, a: int, lo0: int, size: int) -> np.ndarray:
+    """Araujo's recurrence for supports: each path's taps spread its input's support (``support_rec``),
+    and a merge is the union of the paths' supports, each placed at its own box start."""
+    mask = np.zeros(size, dtype=bool)
+    for (s, m), t in zip(srcs, triples):
+        sub = m.support_rec(s.sup[a], s.bj[a]) if s.local(a) else s.sup[a]
+        start = -t[2] - lo0
+        mask[start: start + len(sub)] |= sub[: size - start]
+    return mask

@@ -7,6 +7,7 @@ Most rules are one call: ``ctx.pointwise(node)`` (elementwise ops keep the layou
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch.fx as fx
@@ -96,12 +97,35 @@ class RuleContext:
             if d is None:
                 _axis(maps, dims, merged, exact, IDENTITY, None, False, ex)
             elif d in mix:
-                _axis(maps, dims, merged, exact, IDENTITY if mg else Whole(rec.shape[d]), None, False, True)
+                # mixing a merged dim reads the whole axis only if the dim holds all of the grid merged into
+                # it (ViT tokens); a window's tokens (Swin, MaxViT) hold part of it: a conservative hull
+                whole = not mg or rec.shape[d] >= self._merged_grid(src, d)
+                _axis(maps, dims, merged, exact, IDENTITY if mg else Whole(rec.shape[d]), None, False, whole or ex)
             elif mg:
                 _axis(maps, dims, merged, exact, IDENTITY, d, True, ex)
             else:
                 _axis(maps, dims, merged, exact, per.get(d, IDENTITY), d, False, ex)
         return Geometry(((src, tuple(maps)),), tuple(dims), tuple(merged), tuple(exact))
+
+    def grid_size(self, src: fx.Node, axis: int) -> int:
+        """The number of grid positions of spatial ``axis`` where it was last a dim of its own (following
+        first inputs back through merges); 0 when there is none."""
+        node = src
+        while node is not None:
+            rec = self.records[node]
+            if rec.geom is None:
+                return 0
+            if rec.local(axis):
+                return rec.positions(axis)
+            if not rec.geom.merged[axis] or not rec.geom.links:
+                return 0
+            node = next((s for s, _ in rec.geom.links if self.records[s].geom.dims[axis] is not None), None)
+        return 0
+
+    def _merged_grid(self, src: fx.Node, d: int) -> int:
+        rec = self.records[src]
+        sizes = [self.grid_size(src, a) for a in range(self.naxes) if rec.geom.dims[a] == d and rec.geom.merged[a]]
+        return math.prod(sizes) if sizes and all(sizes) else 1 << 62
 
     def pointwise(self, node: fx.Node, inputs: Optional[Sequence[fx.Node]] = None) -> Geometry:
         """Elementwise op over broadcast inputs (add, mul, activations...)."""

@@ -24,10 +24,10 @@ from ..._validate import check_int
 from ...errors import fold_error
 from .analyse import check_input_shape, receptive_field
 from .measure import GraphCapture, positive_copy, positive_input, support_hull, unit_sum
-from .pullback import Box
+from .pullback import Box, Support
 from .report import RFReport
 
-__all__ = ["BoxCheck", "RFCheck", "empirical_box", "empirical_boxes", "effective_receptive_field", "check_receptive_field", "default_check_nodes"]
+__all__ = ["BoxCheck", "RFCheck", "empirical_box", "empirical_boxes", "empirical_support", "effective_receptive_field", "check_receptive_field", "default_check_nodes"]
 
 Query = Tuple[Optional[str], Sequence[int]]
 
@@ -76,6 +76,36 @@ def empirical_boxes(
         (grad,) = torch.autograd.grad(y, x, retain_graph=k < len(checked) - 1, allow_unused=True)
         boxes.append(None if grad is None else support_hull(grad[0], len(report.input_size)))
     return tuple(boxes)
+
+
+def empirical_support(
+    model: nn.Module, input_shape: Sequence[int], *, node: Optional[str] = None, index: Optional[Sequence[int]] = None, seed: int = 0
+) -> Optional[Support]:
+    """Per input axis, the sorted pixels where the gradient of one unit (default: the centre of the output)
+    is non-zero in some channel and at some position of the other axes: the measured counterpart of
+    :meth:`RFReport.support`, holes included.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 1, 3, dilation=2), torch.nn.Conv1d(1, 1, 2, dilation=3))
+        >>> empirical_support(net, (1, 1, 12), index=(0,))
+        ((0, 2, 3, 4, 5, 7),)
+    """
+    report = _report_for(model, input_shape, None, fallback="empirical")
+    name = node if node is not None else report.output_name
+    index = report.checked_index(name, index)
+    gm = positive_copy(report.graph_module, seed=seed)
+    x = positive_input(report.input_shape, seed)
+    cap = GraphCapture(gm, [name], avg_for_max=True)
+    cap.run(x)
+    (grad,) = torch.autograd.grad(unit_sum(cap.output_of(name), report[name].dims, index), x, allow_unused=True)
+    if grad is None or not bool(grad.ne(0).any()):
+        return None
+    nz = grad[0].ne(0).flatten(0, grad.dim() - 2 - len(report.input_size)).any(0)
+    naxes = nz.dim()
+    return tuple(
+        tuple(int(i) for i in torch.nonzero(nz.sum(tuple(d for d in range(naxes) if d != a)) > 0 if naxes > 1 else nz).flatten())
+        for a in range(naxes)
+    )
 
 
 def empirical_box(

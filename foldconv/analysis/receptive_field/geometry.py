@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ...padding import padded_source
 
 __all__ = [
-    "AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "IDENTITY",
+    "AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "Roll", "Piece", "IDENTITY",
     "Geometry", "Record",
 ]
 
@@ -49,6 +49,33 @@ class AxisMap:
     def clip_pull(self, a: int, b: int, n: int) -> Tuple[int, int]:
         """Like :meth:`pull`, for an input of size ``n`` whose padding maps back inside (reflect etc.)."""
         return self.pull(a, b)
+
+    def taps(self, o: np.ndarray) -> np.ndarray:
+        """The input indices (padding included, sorted, unique) that some output in ``o`` reads: a subset
+        of the hull :meth:`pull`; the default is the whole hull of every output."""
+        lo, hi = self.pull(o, o)
+        lo, hi = np.broadcast_to(lo, o.shape), np.broadcast_to(hi, o.shape)
+        return np.unique(np.concatenate([np.arange(a, b + 1) for a, b in zip(lo.tolist(), hi.tolist())] or [np.zeros(0, np.int64)]))
+
+    def clip_taps(self, o: np.ndarray, n: int) -> np.ndarray:
+        """Like :meth:`taps`, for an input of size ``n``: padding indices read nothing (zero padding)."""
+        t = self.taps(o)
+        return t[(t >= 0) & (t < n)]
+
+    def offsets(self) -> np.ndarray:
+        """Integral maps: the tap offsets of one output, relative to its first tap (a conv's ``d*arange(k)``)."""
+        raise NotImplementedError
+
+    def support_rec(self, mask: np.ndarray, j: int) -> np.ndarray:
+        """The support recurrence of integral maps: ``mask`` marks the offsets (from the box start, box jump
+        ``j``) the input reads; the output reads ``{t*j + u}`` over its taps ``t`` and the input's ``u``."""
+        offs = self.offsets()
+        if j == 0 or len(offs) == 1:
+            return mask
+        out = np.zeros(int(offs[-1]) * j + len(mask), dtype=bool)
+        for t in offs.tolist():
+            out[t * j: t * j + len(mask)] |= mask
+        return out
 
 
 class Local(AxisMap):
@@ -84,6 +111,19 @@ class Local(AxisMap):
             return 1, 0
         return min(idx), max(idx)
 
+    def offsets(self):
+        return np.arange(0, self.k, max(self.d, 1), dtype=np.int64)
+
+    def taps(self, o):
+        o = np.asarray(o, dtype=np.int64).reshape(-1)
+        return np.unique((o[:, None] * self.s - self.p + self.offsets()[None, :]).reshape(-1))
+
+    def clip_taps(self, o, n):
+        t = self.taps(o)
+        if self.mode == "zeros":
+            return t[(t >= 0) & (t < n)]
+        return np.unique(np.asarray([q for q in (padded_source(int(v), n, self.mode) for v in t) if q is not None] or [], dtype=np.int64))
+
     def __repr__(self):
         return f"Local(k={self.k}, s={self.s}, p={self.p})"
 
@@ -112,6 +152,9 @@ class Regroup(AxisMap):
     def pull(self, a, b):
         return (a // self.fo) * self.fi, (b // self.fo) * self.fi + self.fi - 1
 
+    def offsets(self):
+        return np.arange(self.fi, dtype=np.int64)
+
     def __repr__(self):
         return f"Regroup(in={self.fi}, out={self.fo})"
 
@@ -127,14 +170,24 @@ class Transposed(AxisMap):
 
     integral = False
 
-    def __init__(self, k: int, s: int, p: int):
-        self.k, self.s, self.p = int(k), int(s), int(p)
+    def __init__(self, k: int, s: int, p: int, dilation: int = 1):
+        self.k, self.s, self.p, self.d = int(k), int(s), int(p), int(dilation)
 
     def jump(self, j):
         return j / self.s
 
     def pull(self, a, b):
         return _ceil_div(a + self.p - self.k + 1, self.s), (b + self.p) // self.s
+
+    def taps(self, o):
+        # input i reaches output i*s - p + t*d: o reads i when (o + p - i*s) is a tap offset
+        o = np.asarray(o, dtype=np.int64).reshape(-1)
+        lo, hi = self.pull(o, o)
+        width = int(np.max(hi - lo)) + 1 if len(o) else 0
+        i = lo[:, None] + np.arange(max(width, 0))[None, :]
+        off = o[:, None] + self.p - i * self.s
+        keep = (i <= hi[:, None]) & (off >= 0) & (off <= self.k - 1) & (off % max(self.d, 1) == 0)
+        return np.unique(i[keep])
 
     def __repr__(self):
         return f"Transposed(k={self.k}, s={self.s}, p={self.p})"
@@ -150,8 +203,10 @@ class Resample(AxisMap):
 
     integral = False
 
-    def __init__(self, n_in: int, n_out: int, mode: str = "nearest", align_corners: bool = False):
+    def __init__(self, n_in: int, n_out: int, mode: str = "nearest", align_corners: bool = False, ratio: Any = None):
         self.n_in, self.n_out, self.mode, self.align_corners = int(n_in), int(n_out), mode, bool(align_corners)
+        # torch's source step: n_in/n_out, or 1/scale_factor when a scale factor is given (not recomputed)
+        self.ratio = Fraction(ratio) if ratio is not None else Fraction(self.n_in, self.n_out)
 
     def jump(self, j):
         return j * Fraction(self.n_in, self.n_out)
@@ -159,26 +214,39 @@ class Resample(AxisMap):
     def _base(self, o):
         """First source index of output ``o`` and whether the second tap has a non-zero weight."""
         n, m = self.n_in, self.n_out
+        p, q = self.ratio.numerator, self.ratio.denominator
         if self.mode == "nearest":
-            return np.minimum((o * n) // m, n - 1), o * 0
+            return np.minimum((o * p) // q, n - 1), o * 0
         if self.mode == "nearest-exact":
-            return np.minimum(((2 * o + 1) * n) // (2 * m), n - 1), o * 0
+            return np.minimum(((2 * o + 1) * p) // (2 * q), n - 1), o * 0
         if self.align_corners:
             num, den = o * (n - 1), max(m - 1, 1)
-        else:  # src = (o + 1/2) n/m - 1/2, clamped at 0
-            num, den = np.maximum((2 * o + 1) * n - m, 0), 2 * m
-        base = np.minimum(num // den, n - 1)
-        return base, ((num % den) != 0) * 1
+        else:  # src = (o + 1/2) ratio - 1/2, clamped at 0 (not for bicubic)
+            num, den = (2 * o + 1) * p - q, 2 * q
+            if self.mode != "bicubic":
+                num = np.maximum(num, 0)
+        base = num // den
+        return (base if self.mode == "bicubic" else np.minimum(base, n - 1)), ((num % den) != 0) * 1
 
     def pull(self, a, b):
         lo, _ = self._base(a)
         hi, frac = self._base(b)
         if self.mode in ("nearest", "nearest-exact"):
             return lo, hi
-        if self.mode == "bicubic":
-            return np.maximum(lo - 1, 0), np.minimum(hi + 2, self.n_in - 1)
+        if self.mode == "bicubic":  # taps floor-1..floor+2 clamped into the input; a source on a sample reads it alone
+            _, lfrac = self._base(a)
+            lo = np.where(lfrac != 0, lo - 1, lo)
+            hi = np.where(frac != 0, hi + 2, hi)
+            return np.clip(lo, 0, self.n_in - 1), np.clip(hi, 0, self.n_in - 1)
         # a tap whose weight is exactly zero (source on a sample, or clamped at the border) reads nothing
         return lo, np.minimum(hi + frac, self.n_in - 1)
+
+    def taps(self, o):
+        o = np.asarray(o, dtype=np.int64).reshape(-1)
+        if self.mode in ("nearest", "nearest-exact") or self.mode.endswith("linear"):
+            base, frac = self._base(o)
+            return np.unique(np.concatenate([base, np.minimum(base + 1, self.n_in - 1)[frac != 0]]))
+        return super().taps(o)
 
     def __repr__(self):
         return f"Resample({self.n_in}->{self.n_out}, {self.mode})"
@@ -227,6 +295,9 @@ class Whole(AxisMap):
     def pull(self, a, b):
         return a * 0, b * 0 + self.n - 1
 
+    def offsets(self):
+        return np.arange(self.n, dtype=np.int64)
+
     def __repr__(self):
         return f"Whole({self.n})"
 
@@ -248,8 +319,80 @@ class Broadcast(AxisMap):
     def pull(self, a, b):
         return a * 0, b * 0
 
+    def offsets(self):
+        return np.zeros(1, dtype=np.int64)
+
     def __repr__(self):
         return "Broadcast()"
+
+
+class Roll(AxisMap):
+    """``torch.roll`` by ``shift`` along an axis of size ``n`` (Swin's cyclic shift): output ``o`` reads
+    ``(o - shift) mod n``. Not affine: an interval that wraps around the end reads both ends, so its hull
+    is the whole axis (the support, :meth:`taps`, is the two pieces).
+
+    Example:
+        >>> Roll(8, 3).pull(3, 4), Roll(8, 3).pull(2, 3), Roll(8, 3).taps(np.arange(2, 4)).tolist()
+        ((0, 1), (0, 7), [0, 7])
+    """
+
+    integral = False
+
+    def __init__(self, n: int, shift: int):
+        self.n, self.shift = int(n), int(shift) % max(int(n), 1)
+
+    def jump(self, j):
+        return j
+
+    def pull(self, a, b):
+        # outside 0..n-1 (a consumer's padding) the map continues periodically, like the other maps' extrapolation
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        qa, qb = a // self.n, b // self.n
+        lo, hi = (a - self.shift) % self.n, (b - self.shift) % self.n
+        wraps = (b - a + 1 >= self.n) | (lo > hi) | (qa != qb)
+        lo = np.where(wraps, qa * self.n, qa * self.n + lo)
+        hi = np.where(wraps, qb * self.n + self.n - 1, qb * self.n + hi)
+        if lo.ndim == 0:
+            return int(lo), int(hi)
+        return lo, hi
+
+    def taps(self, o):
+        o = np.asarray(o, dtype=np.int64).reshape(-1)
+        return np.unique((o // self.n) * self.n + (o - self.shift) % self.n)
+
+    def __repr__(self):
+        return f"Roll(n={self.n}, shift={self.shift})"
+
+
+class Piece(AxisMap):
+    """One input of a concatenation along a spatial axis: output ``o`` reads input index ``o - offset``
+    when it lies in ``0..n-1``, and nothing otherwise (an empty pull, ``lo > hi``).
+
+    Example:
+        >>> Piece(4, 3).pull(5, 9), Piece(4, 3).pull(1, 2)[0] > Piece(4, 3).pull(1, 2)[1]
+        ((1, 2), True)
+    """
+
+    integral = False
+
+    def __init__(self, offset: int, n: int):
+        self.offset, self.n = int(offset), int(n)
+
+    def jump(self, j):
+        return j
+
+    def pull(self, a, b):
+        lo, hi = np.maximum(a - self.offset, 0), np.minimum(b - self.offset, self.n - 1)
+        empty = lo > hi
+        lo, hi = np.where(empty, 1, lo), np.where(empty, 0, hi)  # one canonical empty interval
+        return (int(lo), int(hi)) if np.ndim(lo) == 0 else (lo, hi)
+
+    def taps(self, o):
+        t = np.asarray(o, dtype=np.int64).reshape(-1) - self.offset
+        return np.unique(t[(t >= 0) & (t < self.n)])
+
+    def __repr__(self):
+        return f"Piece(offset={self.offset}, n={self.n})"
 
 
 @dataclass(frozen=True)
@@ -279,7 +422,11 @@ class Geometry:
 @dataclass
 class Record:
     """The analysis' state of one node: its geometry, its shape and, per axis, the summary
-    ``r`` (size), ``bj`` (integer box jump), ``p`` (effective padding), ``j`` (geometric jump), ``aligned``.
+    ``r`` (size), ``bj`` (integer box jump), ``p`` (effective padding), ``j`` (geometric jump), ``aligned``,
+    and ``sup``: a boolean mask of length ``r`` marking the offsets of the box that some path reads (the
+    support; False entries are holes, e.g. between the taps of a dilated conv). For an aligned node it holds
+    for every position; otherwise it is the support of the position with the largest box, and ``tab[axis]``
+    holds the exact ``(lo, hi)`` of every position (so a later pull-back looks them up instead of recursing).
 
     Filled in topological order by the analysis; read by the pull-back and the report.
     """
@@ -292,6 +439,8 @@ class Record:
     p: List[int] = field(default_factory=list)
     j: List[Fraction] = field(default_factory=list)
     aligned: List[bool] = field(default_factory=list)
+    sup: List[np.ndarray] = field(default_factory=list)
+    tab: Dict[int, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def local(self, axis: int) -> bool:
         """Spatial axis ``axis`` is still a tensor dim of its own (not mixed away, not merged)."""

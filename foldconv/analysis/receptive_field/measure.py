@@ -14,6 +14,7 @@ import copy
 from fractions import Fraction
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
@@ -182,4 +183,5 @@ def measure_node(gm: fx.GraphModule, records: Mapping[fx.Node, Record], node: fx
         step = hull(out.select(d, c + 1).sum())[a][0] - lo0 if n > 1 else 0
         rec.r.append(hi0 - lo0 + 1); rec.bj.append(step); rec.p.append(c * step - lo0)  # noqa: E702
         rec.j.append(Fraction(step if step else input_shape[2 + a] // max(n, 1))); rec.aligned.append(True)  # noqa: E702
+    rec.sup = [np.ones(r, dtype=bool) for r in rec.r]  # measured as a hull: no holes claimed
     return rec

@@ -2,7 +2,10 @@
 
 Two pull-backs: :func:`unclipped_hull` follows the index maps with their padding (Araujo's box, which may
 reach outside the input), vectorised over many positions; :func:`clipped_box` clips at every layer's
-border, so its result is the exact support of the gradient of one unit for generic weights.
+border, so its result is the exact hull of the gradient support of one unit for generic weights.
+:func:`unclipped_support` and :func:`clipped_support` pull back sets of indices instead of intervals: the
+offsets some path reads, without the holes a hull hides (dilated convs, strided taps, cyclic shifts).
+Everything is per axis: a unit's support is reported as its projection on each axis.
 """
 from __future__ import annotations
 
@@ -13,9 +16,91 @@ import numpy as np
 
 from .geometry import Record
 
-__all__ = ["Box", "AnalysedGraph", "unclipped_hull", "clipped_box"]
+__all__ = ["Box", "Support", "AnalysedGraph", "unclipped_hull", "clipped_box", "unclipped_support", "clipped_support"]
 
 Box = Tuple[Tuple[int, int], ...]
+Support = Tuple[Tuple[int, ...], ...]
+_FAR = 1 << 40
+
+
+def _tabulated_hull(records: Mapping[Any, Record], s: Record, axis: int, pa, pb):
+    """The hull of an unaligned source's positions ``pa..pb``: from its table of per-position boxes where
+    the interval lies inside the source (a recursion per path would be exponential in a dense DAG such as
+    HRNet's fusions), by recursion for intervals reaching into a consumer's padding."""
+    table = s.tab.get(axis) if s.local(axis) else None
+    if table is None:
+        return unclipped_hull(records, s.geom.links, axis, pa, pb)
+    lo_t, hi_t = table
+    n = len(lo_t)
+    a, b = np.asarray(pa), np.asarray(pb)
+    inside = (a >= 0) & (b <= n - 1) & (a <= b)
+    ca, cb = np.clip(a, 0, n - 1), np.clip(b, 0, n - 1)
+    width = int(np.max(cb - ca, initial=0)) + 1
+    idx = np.minimum(ca[..., None] + np.arange(max(width, 1)), np.maximum(cb, ca)[..., None])
+    low, high = lo_t[idx].min(-1), hi_t[idx].max(-1)
+    if not np.all(inside):  # only the intervals reaching into a consumer's padding are pulled back further
+        out = ~inside
+        rlow, rhigh = unclipped_hull(records, s.geom.links, axis, np.broadcast_to(a, out.shape)[out], np.broadcast_to(b, out.shape)[out])
+        low, high = np.array(low, copy=True), np.array(high, copy=True)
+        low[out], high[out] = rlow, rhigh
+    return (int(low), int(high)) if np.ndim(low) == 0 else (low, high)
+
+
+def unclipped_support(records: Mapping[Any, Record], links, axis: int, positions: np.ndarray) -> np.ndarray:
+    """Input indices along ``axis`` (padding included, sorted) that some output in ``positions`` of a node
+    with these ``links`` reads. One sweep over the graph in reverse order (the records' insertion order is
+    topological), so a node reached by many paths is pulled back once."""
+    order = {n: k for k, n in enumerate(records)}
+    env: Dict[Any, np.ndarray] = {}
+    parts = [np.zeros(0, dtype=np.int64)]
+
+    def pull(links_, pos):
+        for src, maps in links_:
+            s = records[src]
+            q = maps[axis].taps(pos) if s.local(axis) else np.zeros(1, dtype=np.int64)
+            if s.aligned[axis]:
+                parts.append((q[:, None] * s.bj[axis] - s.p[axis] + np.flatnonzero(s.sup[axis])[None, :]).reshape(-1))
+            elif len(q):
+                env[src] = q if src not in env else np.union1d(env[src], q)
+
+    pull(links, np.asarray(positions, dtype=np.int64).reshape(-1))
+    while env:
+        node = max(env, key=order.__getitem__)
+        pull(records[node].geom.links, env.pop(node))
+    return np.unique(np.concatenate(parts))
+
+
+def clipped_support(records: Mapping[Any, Record], order: Sequence[Any], target: Any, index: Sequence[int]) -> Optional[Support]:
+    """The input pixels, per axis, that position ``index`` of ``target`` depends on: :func:`clipped_box`
+    with sets instead of hulls (clipped at every layer's border, padding modes followed). None when the
+    unit reads only padding. Exact for one path; where paths of different shapes meet near a border it is
+    the projection of a product of per-axis sets, so it may hold pixels no single path reads there."""
+    pos = {n: k for k, n in enumerate(order)}
+    env: Dict[Any, List[np.ndarray]] = {target: [np.asarray([i], dtype=np.int64) for i in index]}
+    result: Optional[List[np.ndarray]] = None
+    input_size = records[order[0]].shape[2:]
+    for n in reversed(order[: pos[target] + 1]):
+        if n not in env:
+            continue
+        rec = records[n]
+        sets = [v[(v >= 0) & (v < rec.positions(a))] for a, v in enumerate(env.pop(n))]
+        if any(len(v) == 0 for v in sets):
+            continue
+        if not rec.geom.links:
+            if rec.geom.measured:  # an empirically measured node: its affine box (no holes claimed), clipped
+                sets = [np.arange(max(int(v[0]) * rec.bj[a] - rec.p[a], 0),
+                                  min(int(v[-1]) * rec.bj[a] - rec.p[a] + rec.r[a] - 1, input_size[a] - 1) + 1) for a, v in enumerate(sets)]
+            result = sets if result is None else [np.union1d(x, y) for x, y in zip(result, sets)]
+            continue
+        for src, maps in rec.geom.links:
+            s = records[src]
+            pulled = [maps[a].clip_taps(v, s.positions(a)) if s.local(a) else np.zeros(1, dtype=np.int64) for a, v in enumerate(sets)]
+            if any(len(v) == 0 for v in pulled):
+                continue
+            env[src] = pulled if src not in env else [np.union1d(x, y) for x, y in zip(env[src], pulled)]
+    if result is None or any(len(v) == 0 for v in result):
+        return None
+    return tuple(tuple(int(i) for i in v) for v in result)
 
 
 def unclipped_hull(records: Mapping[Any, Record], links, axis: int, a, b):
@@ -29,9 +114,13 @@ def unclipped_hull(records: Mapping[Any, Record], links, axis: int, a, b):
             low = pa * s.bj[axis] - s.p[axis]
             high = pb * s.bj[axis] - s.p[axis] + s.r[axis] - 1
         else:
-            low, high = unclipped_hull(records, s.geom.links, axis, pa, pb)
+            low, high = _tabulated_hull(records, s, axis, pa, pb)
+        # an empty pull (a concatenation's other piece) reads nothing: it must not widen the union
+        low, high = np.where(pa <= pb, low, _FAR), np.where(pa <= pb, high, -_FAR)
         lo = low if lo is None else np.minimum(lo, low)
         hi = high if hi is None else np.maximum(hi, high)
+    if np.ndim(lo) == 0:
+        return int(lo), int(hi)
     return lo, hi
 
 
@@ -69,6 +158,8 @@ def clipped_box(records: Mapping[Any, Record], order: Sequence[Any], target: Any
                     pulled.append([int(lo), int(hi)])
                 else:
                     pulled.append([0, 0])
+            if any(lo > hi for lo, hi in pulled):  # this input is not read (another piece of a concatenation)
+                continue
             if src in env:
                 env[src] = [[min(x[0], y[0]), max(x[1], y[1])] for x, y in zip(env[src], pulled)]
             else:
@@ -90,6 +181,21 @@ class AnalysedGraph:
         if name is None:
             return self.output
         return next(n for n in self.order if n.name == name)
+
+    def support(self, target: Any, index: Sequence[int], *, clip: bool) -> Optional[Support]:
+        """Input indices, per axis, read by position ``index`` of ``target`` (see :func:`clipped_support`
+        and :func:`unclipped_support`)."""
+        if clip:
+            return clipped_support(self.records, self.order, target, index)
+        rec = self.records[target]
+        out = []
+        for a, i in enumerate(index):
+            if rec.aligned[a]:
+                out.append(tuple(int(v) for v in i * rec.bj[a] - rec.p[a] + np.flatnonzero(rec.sup[a])))
+            else:
+                taps = unclipped_support(self.records, rec.geom.links, a, np.asarray([i], dtype=np.int64))
+                out.append(tuple(int(v) for v in taps))
+        return tuple(out)
 
     def box(self, target: Any, index: Sequence[int], *, clip: bool) -> Optional[Box]:
         """Input box of position ``index`` of ``target`` (see :func:`clipped_box` and :func:`unclipped_hull`)."""

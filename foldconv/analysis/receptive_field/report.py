@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from ..._tables import markdown_table
 from ...errors import fold_error
-from .pullback import AnalysedGraph, Box
+from .pullback import AnalysedGraph, Box, Support
 
 __all__ = ["AxisRF", "NodeRF", "RFReport"]
 
@@ -36,6 +36,9 @@ class AxisRF:
     ``jump`` is the geometric effective stride (a Fraction after depth-to-space / upsampling);
     ``constant``: every output of the node reads the same box (after global pooling, SE gates, linear).
     ``exact``: False where a reshape merged this axis with others and the box is a conservative hull.
+    ``support``: the offsets ``0..rf-1`` of the box that some path reads (empty: not known, no holes
+    claimed); ``holes = rf - len(support)`` offsets inside the hull that no path reads (between the taps
+    of a dilated conv, say). For an unaligned node: those of its largest box.
     """
 
     rf: int
@@ -45,6 +48,12 @@ class AxisRF:
     constant: bool = False
     exact: bool = True
     box_jump: int = 1
+    support: Tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def holes(self) -> int:
+        """Offsets inside the box that no path reads (0 when the support is the whole box or unknown)."""
+        return self.rf - len(self.support) if self.support else 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,16 @@ class NodeRF:
     @property
     def padding(self) -> Tuple[int, ...]:
         return tuple(a.padding for a in self.axes)
+
+    @property
+    def holes(self) -> Tuple[int, ...]:
+        """Per axis, the offsets of the box that no path reads (:attr:`AxisRF.holes`)."""
+        return tuple(a.holes for a in self.axes)
+
+    @property
+    def support(self) -> Tuple[Tuple[int, ...], ...]:
+        """Per axis, the offsets of the box that some path reads (:attr:`AxisRF.support`)."""
+        return tuple(a.support for a in self.axes)
 
     @property
     def aligned(self) -> bool:
@@ -145,6 +164,25 @@ class RFReport:
         index = self.checked_index(node, index)
         return self.graph.box(self.graph.node(node), index, clip=clip)
 
+    def support(self, node: Optional[str] = None, index: Optional[Sequence[int]] = None, *, clip: bool = True) -> Optional[Support]:
+        """Input pixels ``((i, ...), ...)`` (sorted, per axis) that one output position of ``node`` reads:
+        :meth:`box` without the holes a hull hides. ``clip=False``: in Araujo's coordinates (padding
+        indices included); ``clip=True``: pulled back layer by layer and clipped at every border, so it is
+        the projection on each axis of the gradient's non-zero pattern for generic weights.
+
+        Example:
+            >>> import torch
+            >>> from foldconv.analysis.receptive_field import receptive_field
+            >>> net = torch.nn.Sequential(torch.nn.Conv1d(1, 1, 3, dilation=2), torch.nn.Conv1d(1, 1, 2, dilation=3))
+            >>> rf = receptive_field(net, (1, 1, 12))
+            >>> rf.output.rf, rf.output.holes, rf.support(index=(0,))
+            ((8,), (2,), ((0, 2, 3, 4, 5, 7),))
+        """
+        if not isinstance(clip, bool):
+            raise fold_error("clip", clip, "must be True or False")
+        index = self.checked_index(node, index)
+        return self.graph.support(self.graph.node(node), index, clip=clip)
+
     def checked_index(self, node: Optional[str] = None, index: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
         """``index`` as a tuple of positions of ``node`` (default: its centre); FoldError naming ``index``
         when it is not one in-range integer per spatial axis."""
@@ -165,23 +203,24 @@ class RFReport:
     def __repr__(self) -> str:
         o = self.output
         flags = ", ".join(f for f, on in (("aligned", o.aligned), ("exact", o.exact)) if on) or "not aligned"
-        extra = "".join(
+        extra = (f"; holes={_fmt(o.holes)}" if any(o.holes) else "") + "".join(
             f"; {len(v)} {k}" for k, v in (("warnings", self.warnings), ("fallback nodes", self.fallback_nodes)) if v
         )
         return (f"RFReport({self.model_name} at {_fmt(self.input_shape)}: {len(self.nodes)} nodes; output rf={_fmt(o.rf)} "
                 f"jump={_fmt(o.jump)} padding={_fmt(o.padding)}, {flags}{extra})")
 
     def summary(self, max_rows: int = 20) -> str:
-        """A Markdown table of the nodes (the first and last ``max_rows // 2`` when there are more).
+        """A Markdown table of the nodes (the first and last ``max_rows // 2`` when there are more);
+        ``holes``: offsets inside ``rf`` that no path reads.
 
         Example:
             >>> import torch
             >>> from foldconv.analysis.receptive_field import receptive_field
             >>> print(receptive_field(torch.nn.Conv1d(1, 1, 5), (1, 1, 9)).summary())
-            | node | op | shape | rf | jump | padding | aligned | exact |
-            |---|---|---|---|---|---|---|---|
-            | input_1 | input | (1,1,9) | (1) | (1) | (0) | True | True |
-            | conv1d | conv1d | (1,1,5) | (5) | (1) | (0) | True | True |
+            | node | op | shape | rf | holes | jump | padding | aligned | exact |
+            |---|---|---|---|---|---|---|---|---|
+            | input_1 | input | (1,1,9) | (1) | (0) | (1) | (0) | True | True |
+            | conv1d | conv1d | (1,1,5) | (5) | (0) | (1) | (0) | True | True |
         """
         names = list(self.nodes)
         if len(names) > max_rows:
@@ -192,6 +231,6 @@ class RFReport:
                 rows.append({"node": f"... {len(self.nodes) - max_rows} more"})
                 continue
             n = self.nodes[name]
-            rows.append({"node": name, "op": n.op, "shape": n.shape, "rf": n.rf, "jump": n.jump, "padding": n.padding,
+            rows.append({"node": name, "op": n.op, "shape": n.shape, "rf": n.rf, "holes": n.holes, "jump": n.jump, "padding": n.padding,
                          "aligned": n.aligned, "exact": n.exact})
         return markdown_table(rows)

@@ -1,6 +1,6 @@
 """Built-in receptive-field rules of the tensor ops: elementwise ops, channel/feature mixing (linear, norms,
-softmax, attention), reductions, reshapes, permutes, indexing, concatenation, splits, matmul, einops
-``Rearrange`` and torchvision's Swin helpers.
+softmax), reductions, reshapes, permutes, indexing, einops ``Rearrange`` and torchvision's Swin helpers
+(attention, concatenation, splits and matmul: :mod:`~.rules_attention`).
 
 Every rule is registered through :func:`~.registry.register_rf_rule`, exactly like a user rule.
 """
@@ -19,7 +19,7 @@ from torch import nn
 from .context import RuleContext
 from .geometry import IDENTITY, Geometry, Local, Regroup
 from .registry import register_rf_rule
-from .trace import UnsupportedOpError, is_shape
+from .trace import UnsupportedOpError
 
 __all__ = ["mix_geometry", "reduce_geometry", "reshape_geometry", "permute_geometry", "getitem_geometry", "rearrange_geometry"]
 
@@ -131,45 +131,6 @@ def getitem_geometry(ctx: RuleContext, node, src, index) -> Geometry:
     g = ctx.spatial(node, src, per)
     dims = tuple(None if dd is None else dim_map.get(dd) for dd in g.dims)
     return replace(g, dims=dims, merged=tuple(m and dd is not None for m, dd in zip(g.merged, dims)))
-
-
-def _getitem(ctx: RuleContext, node) -> Geometry:
-    if is_shape(ctx.values[node.args[0]]):
-        return getitem_geometry(ctx, node, node.args[0], ctx.val(node.args[1]))
-    return ctx.pointwise(node, [node.args[0]])  # an element of a tuple (chunk, split, attention outputs)
-
-
-def _along_spatial(ctx: RuleContext, src, dim: int, *, larger_than_one: bool) -> bool:
-    rec = ctx.records[src]
-    dim %= len(rec.shape)
-    return any(rec.local(a) and rec.geom.dims[a] == dim and (rec.shape[dim] > 1 or not larger_than_one) for a in range(ctx.naxes))
-
-
-def _cat(ctx: RuleContext, node) -> Geometry:
-    inputs, dim = ctx.tensor_inputs(node), ctx.arg(node, 1, "dim", 0)
-    if any(_along_spatial(ctx, src, dim % len(ctx.output_shape(node)), larger_than_one=True) for src in inputs):
-        raise _unsupported(node, f"concatenation along spatial dim {dim}")
-    return ctx.pointwise(node, inputs)
-
-
-def _split(ctx: RuleContext, node) -> Geometry:
-    src, dim = ctx.first(node), ctx.arg(node, 2, "dim", 0)
-    if _along_spatial(ctx, src, dim, larger_than_one=False):
-        raise _unsupported(node, f"splitting along spatial dim {dim}")
-    return ctx.pointwise(node, [src])
-
-
-def _matmul(ctx: RuleContext, node) -> Geometry:
-    ins = ctx.tensor_inputs(node)
-    if len(ins) == 1:
-        return mix_geometry(ctx, node, ins[0], (-1,))
-    ga = ctx.spatial(node, ins[0], {}, mixes=(-1,))
-    gb = ctx.spatial(node, ins[1], {}, mixes=(-2,))
-    # rows of the product follow a, columns follow b; a local axis may live on either
-    dims = tuple(da if da is not None else db for da, db in zip(ga.dims, gb.dims))
-    merged = tuple(ga.merged[a] if ga.dims[a] is not None else gb.merged[a] for a in range(ctx.naxes))
-    exact = tuple(x and y for x, y in zip(ga.exact, gb.exact))
-    return Geometry(ga.links + gb.links, dims, merged, exact)
 
 
 def _parse_rearrange_side(side: str) -> List[List[str]]:
@@ -309,6 +270,19 @@ def _transpose_call(ctx: RuleContext, node) -> Geometry:
     return _transpose(ctx, node, ctx.first(node), ctx.arg(node, 1, "dim0"), ctx.arg(node, 2, "dim1"))
 
 
+def _movedim(ctx: RuleContext, node) -> Geometry:
+    src = ctx.first(node)
+    rank = len(ctx.shape_of(src))
+    source, dest = ctx.arg(node, 1, "source"), ctx.arg(node, 2, "destination")
+    source = [s % rank for s in (source if isinstance(source, (tuple, list)) else (source,))]
+    dest = [d % rank for d in (dest if isinstance(dest, (tuple, list)) else (dest,))]
+    perm = [None] * rank
+    for s, d in zip(source, dest):
+        perm[d] = s
+    rest = iter(d for d in range(rank) if d not in source)
+    return permute_geometry(ctx, node, src, [p if p is not None else next(rest) for p in perm])
+
+
 def _rearrange_module(ctx: RuleContext, node) -> Geometry:
     m = ctx.module(node)
     return rearrange_geometry(ctx, node, ctx.first(node), m.pattern, dict(getattr(m, "axes_lengths", {}) or {}))
@@ -341,17 +315,12 @@ for _f in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, "view",
     register_rf_rule(_f, _reshape)
 register_rf_rule(torch.permute, lambda ctx, node: permute_geometry(ctx, node, ctx.first(node), ctx.arg(node, 1, "dims")))
 register_rf_rule("permute", _permute_method)
-for _f in (torch.transpose, "transpose"):
+for _f in (torch.transpose, "transpose", torch.swapaxes, torch.swapdims, "swapaxes", "swapdims"):
     register_rf_rule(_f, _transpose_call)
+for _f in (torch.movedim, torch.moveaxis, "movedim", "moveaxis"):
+    register_rf_rule(_f, _movedim)
 for _f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin", "max", "min", "std", "var", "prod", "logsumexp", "norm"):
     register_rf_rule(_f, _reduce)
-for _f in (torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)):
-    register_rf_rule(_f, _cat)
-for _f in (torch.chunk, torch.split, torch.tensor_split, "chunk", "split"):
-    register_rf_rule(_f, _split)
-for _f in (torch.matmul, operator.matmul, "matmul"):
-    register_rf_rule(_f, _matmul)
-register_rf_rule(operator.getitem, _getitem)
 register_rf_rule("torchvision.models.swin_transformer.shifted_window_attention", _shifted_window_attention)
 try:
     from einops.layers.torch import Rearrange

@@ -8,6 +8,7 @@ modules are made leaves so that the trace keeps them whole.
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from typing import Any, Sequence, Tuple
 
 import torch
@@ -30,6 +31,13 @@ def per_axis(value: Any, n: int) -> Tuple[int, ...]:
     return (int(value),) * n
 
 
+def per_axis_float(value: Any, n: int) -> Tuple[float, ...]:
+    """A scale factor per axis (a number repeated ``n`` times, or a sequence)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(float(x) for x in value)
+    return (float(value),) * n
+
+
 def _conv_padding(padding: Any, kernel: Sequence[int], dilation: Sequence[int], n: int) -> Tuple[int, ...]:
     if isinstance(padding, str):
         if padding == "valid":
@@ -47,9 +55,9 @@ def conv_geometry(ctx: RuleContext, node, src, kernel, stride, padding, dilation
     for i in range(nd):
         k = dilation[i] * (kernel[i] - 1) + 1
         if transposed and stride[i] > 1:
-            per[-nd + i] = Transposed(k, stride[i], padding[i])
+            per[-nd + i] = Transposed(k, stride[i], padding[i], dilation[i])
         elif transposed:
-            per[-nd + i] = Local(k, 1, k - 1 - padding[i])
+            per[-nd + i] = Local(k, 1, k - 1 - padding[i], dilation=dilation[i])
         else:
             per[-nd + i] = Local(k, stride[i], padding[i], mode, dilation[i])
     return ctx.spatial(node, src, per, mixes=(-nd - 1,))
@@ -73,12 +81,19 @@ def adaptive_geometry(ctx: RuleContext, node, src) -> Geometry:
     return ctx.spatial(node, src, per)
 
 
-def resample_geometry(ctx: RuleContext, node, src, mode: str, align_corners: Any) -> Geometry:
-    """``F.interpolate`` / ``nn.Upsample``: integer nearest factors stay on a grid, others are resamplings."""
+def resample_geometry(ctx: RuleContext, node, src, mode: str, align_corners: Any, scale: Any = None, recompute: Any = None) -> Geometry:
+    """``F.interpolate`` / ``nn.Upsample``: integer nearest factors stay on a grid, others are resamplings
+    (with torch's source step ``1/scale_factor`` when a scale factor is given and not recomputed)."""
     in_shape, out_shape = ctx.shape_of(src), ctx.output_shape(node)
+    nd = len(in_shape) - 2
+    scales = per_axis_float(scale, nd) if scale is not None and not recompute and not align_corners else None
     per = {}
     for i in range(1, len(in_shape) - 1):
         n_in, n_out = in_shape[-i], out_shape[-i]
+        ratio = Fraction(1 / scales[-i]) if scales else Fraction(n_in, n_out)
+        if ratio != Fraction(n_in, n_out):
+            per[-i] = Resample(n_in, n_out, mode, bool(align_corners), ratio)
+            continue
         if n_in == n_out and mode != "bicubic":
             continue
         if mode == "nearest" and n_out % n_in == 0:
@@ -147,7 +162,8 @@ for _kind, _mode in _PAD_MODES.items():
             register_rf_rule(_t, lambda ctx, node, mode=_mode: pad_geometry(ctx, node, ctx.first(node), ctx.module(node).padding, mode), leaf=False)
 register_rf_rule(
     nn.Upsample,
-    lambda ctx, node: resample_geometry(ctx, node, ctx.first(node), ctx.module(node).mode, ctx.module(node).align_corners),
+    lambda ctx, node: resample_geometry(ctx, node, ctx.first(node), ctx.module(node).mode, ctx.module(node).align_corners,
+                                        ctx.module(node).scale_factor, getattr(ctx.module(node), "recompute_scale_factor", None)),
     leaf=False,
 )
 register_rf_rule(nn.PixelShuffle, lambda ctx, node: layout_geometry(ctx, node, ctx.first(node), (ctx.module(node).upscale_factor,) * 2, 2, True), leaf=False)
@@ -198,7 +214,9 @@ for _nd, _fs in enumerate(((F.max_pool1d, F.avg_pool1d), (F.max_pool2d, F.avg_po
 for _f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d):
     register_rf_rule(_f, lambda ctx, node: adaptive_geometry(ctx, node, ctx.first(node)))
 for _f in (F.interpolate, F.upsample):
-    register_rf_rule(_f, lambda ctx, node: resample_geometry(ctx, node, ctx.first(node), ctx.arg(node, 3, "mode", "nearest"), ctx.arg(node, 4, "align_corners", False)))
+    register_rf_rule(_f, lambda ctx, node: resample_geometry(
+        ctx, node, ctx.first(node), ctx.arg(node, 3, "mode", "nearest"), ctx.arg(node, 4, "align_corners", False),
+        ctx.arg(node, 2, "scale_factor", None), ctx.arg(node, 5, "recompute_scale_factor", None)))
 for _f in (F.pixel_shuffle, torch.pixel_shuffle):
     register_rf_rule(_f, lambda ctx, node: layout_geometry(ctx, node, ctx.first(node), (ctx.arg(node, 1, "upscale_factor"),) * 2, 2, True))
 for _f in (F.pixel_unshuffle, torch.pixel_unshuffle):

@@ -6,6 +6,7 @@ rules read arguments such as ``x.view(n, -1)`` from it.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, Sequence, Tuple
 
 import torch
@@ -26,14 +27,26 @@ class UnsupportedOpError(FoldError):
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_modules: Sequence[type] = ()):
-        super().__init__(autowrap_functions=(depth_to_space, space_to_depth))
+    def __init__(self, leaf_modules: Sequence[type] = (), autowrap: Sequence[Any] = ()):
+        super().__init__(autowrap_functions=(depth_to_space, space_to_depth) + tuple(autowrap))
         self._leaves = leaf_types() + tuple(leaf_modules)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, self._leaves):
             return True
         return super().is_leaf_module(m, qualname)
+
+
+def _timm_notrace() -> Tuple[Tuple[type, ...], Tuple[Any, ...]]:
+    """timm's own "notrace" modules and functions (what timm's feature extractor keeps whole), when the
+    model comes from an already imported timm; empty otherwise (timm stays optional)."""
+    if "timm" not in sys.modules:
+        return (), ()
+    try:
+        from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+    except ImportError:
+        return (), ()
+    return tuple(get_notrace_modules()), tuple(f for f in get_notrace_functions() if callable(f))
 
 
 def trace_model(model: nn.Module, *, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
@@ -57,8 +70,16 @@ def trace_model(model: nn.Module, *, leaf_modules: Sequence[type] = ()) -> fx.Gr
     modes = {m: m.training for m in model.modules()}
     model.eval()  # control flow on self.training (aux heads) must take the inference branch
     try:
-        tracer = _Tracer(leaf_modules)
-        graph = tracer.trace(model)
+        try:
+            tracer = _Tracer(leaf_modules)
+            graph = tracer.trace(model)
+        except Exception:
+            leaves, functions = _timm_notrace()
+            if not leaves and not functions:
+                raise
+            # a timm model: trace again keeping timm's untraceable layers whole (they need rules, or are named)
+            tracer = _Tracer(tuple(leaf_modules) + leaves, functions)
+            graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, AttributeError...)
         raise UnsupportedOpError(
             f"model={type(model).__name__!r}: torch.fx cannot trace it ({type(exc).__name__}: {exc}); "

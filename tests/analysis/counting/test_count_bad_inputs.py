@@ -59,7 +59,7 @@ def test_count_bad_input_shape(shape):
     [
         ((1, 3), "cannot be multiplied|same reduction dim"),  # wrong feature count
         ((1, 2, 2), None),  # Conv2d on a 3-D input with the wrong channel count
-        ((1, 4, 2, 2), "Kernel size can't be greater than actual input size"),
+        ((1, 4, 2, 2), "Kernel size can't be greater than actual input size|Output size is too small"),  # torch 2.14 | 2.11
         ((1, 3, 8, 8), "channel"),
         ([(1, 4, 8, 8), (1, 4, 8, 8)], None),  # two inputs to a one-input model
     ],
@@ -74,7 +74,7 @@ def test_model_that_fails_on_the_shape_names_input_shape_with_torchs_message(sha
 
 
 def test_model_that_needs_data_names_the_model():
-    err = raises("model", count, DataDependent(), (1, 2))
+    err = raises("model", count, DataDependent(), (1, 2), fallback="error")
     assert "cannot run on meta tensors" in str(err) and "item()" in str(err)
 
 

@@ -183,18 +183,18 @@ class Rolled(nn.Module):
         self.b = nn.Conv2d(2, 1, 3, padding=1)
 
     def forward(self, x):
-        return self.b(torch.roll(self.a(x), 1, dims=-1))
+        return self.b(torch.diff(self.a(x), dim=-1))
 
 
 @pytest.mark.claim("RF-7")
 def test_empirical_fallback_for_an_op_without_rule():
     report = receptive_field(Rolled(), (1, 1, 16, 16), fallback="empirical")
-    assert report.fallback_nodes == ("roll",)
-    roll = report["roll"]
-    # roll by 1 along w: unit w reads conv pixel w-1, i.e. input [w-2, w]; h is untouched
-    assert (roll.rf, roll.padding) == ((3, 3), (1, 2)) and not roll.exact
-    assert report.output.rf == (5, 5) and report.output.padding == (2, 3)
-    assert report.box(index=(8, 8)) == empirical_box(Rolled(), (1, 1, 16, 16), index=(8, 8)) == ((6, 10), (5, 9))
+    assert report.fallback_nodes == ("diff",)
+    diff = report["diff"]
+    # diff along w: unit w reads conv pixels w and w+1, i.e. input [w-1, w+2]; h is untouched
+    assert (diff.rf, diff.padding) == ((3, 4), (1, 1)) and not diff.exact
+    assert report.output.rf == (5, 6) and report.output.padding == (2, 2)
+    assert report.box(index=(8, 8)) == empirical_box(Rolled(), (1, 1, 16, 16), index=(8, 8)) == ((6, 10), (6, 11))
 
 
 @pytest.mark.claim("RF-7")

@@ -1,0 +1,134 @@
+"""Receptive-field rules for timm's layers that ``torch.fx`` cannot trace (timm marks them "notrace"):
+"same"-padded convolutions and poolings whose padding is computed from the input size, global attention
+blocks, and the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT.
+
+timm stays optional: :func:`register_timm_rules` imports it only when the traced model already did (the
+analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" convs and pools are *exact*
+(TF's padding: ``max((ceil(n/s) - 1) s + (k - 1) d + 1 - n, 0)``, the smaller half on the left); GPSA
+(ConViT) and LiteMLA (EfficientViT) attend over every token, and a MobileViT block whose convs span its patch
+(or whose GroupNorm reads all positions, v2) reads every pixel: *global*, exact; the window reverses keep a
+window's merged axes *conservative* (whole-axis hull, ``exact=False``) exactly as the traced partitions do.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import replace
+from typing import Any, Tuple
+
+from torch import nn
+
+from .context import RuleContext
+from .geometry import Geometry
+from .registry import register_rf_rule
+from .rules_window import conv_geometry, per_axis, pool_geometry
+from .trace import UnsupportedOpError
+
+__all__ = ["same_padding", "register_timm_rules"]
+
+_DONE = []
+
+
+def same_padding(n: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """Left padding of TF's "SAME" (timm's ``pad_same``): the total, halved, the extra pixel on the right.
+
+    Example:
+        >>> same_padding(224, 3, 2), same_padding(7, 3, 1), same_padding(8, 1, 2)
+        (0, 1, 0)
+    """
+    total = max((math.ceil(n / stride) - 1) * stride + (kernel - 1) * dilation + 1 - n, 0)
+    return total // 2
+
+
+def _same_pads(ctx: RuleContext, node, m: Any, nd: int):
+    size = ctx.shape_of(ctx.first(node))[-nd:]
+    k, s, d = per_axis(m.kernel_size, nd), per_axis(m.stride if m.stride is not None else m.kernel_size, nd), per_axis(getattr(m, "dilation", 1), nd)
+    return k, s, d, tuple(same_padding(n, ki, si, di) for n, ki, si, di in zip(size, k, s, d))
+
+
+def _conv_same(ctx: RuleContext, node) -> Geometry:
+    m = ctx.module(node)
+    pads = _same_pads(ctx, node, m, len(m.kernel_size))[3] if getattr(m, "dynamic_padding", True) else m.padding
+    k, s, d = m.kernel_size, m.stride, m.dilation
+    g = conv_geometry(ctx, node, ctx.first(node), k, s, pads, d)
+    # CondConv2d's routing weights (a global pool of the input) are a second tensor input: read whole
+    extra = tuple((src, g.links[0][1]) for src in ctx.tensor_inputs(node)[1:])
+    return replace(g, links=g.links + extra)
+
+
+def _pool_same(ctx: RuleContext, node) -> Geometry:
+    m = ctx.module(node)
+    k, s, d, pads = _same_pads(ctx, node, m, 2)
+    return pool_geometry(ctx, node, ctx.first(node), 2, k, s, pads, d)
+
+
+def _global(ctx: RuleContext, node) -> Geometry:
+    src = ctx.first(node)
+    rec = ctx.records[src]
+    mixed = sorted({rec.geom.dims[a] for a in range(ctx.naxes) if rec.geom.dims[a] is not None})
+    return ctx.spatial(node, src, {}, mixes=mixed)
+
+
+def _span(m: Any) -> Tuple[int, ...]:
+    conv = getattr(m, "conv", m)
+    if m is None:
+        return (1, 1)
+    if any(d != 1 for d in per_axis(conv.dilation, 2)):
+        return (0, 0)  # dilated taps may skip residues: no claim
+    return per_axis(conv.kernel_size, 2)
+
+
+def _mobilevit(ctx: RuleContext, node) -> Geometry:
+    # attention across patches, among the pixels at the same offset inside their patch; the kxk conv before
+    # it (and the fusion conv after it) spread that over every offset when they span a patch, and
+    # MobileViT-v2's GroupNorm over all positions reads every pixel: then every output reads the whole map
+    m = ctx.module(node)
+    patch = per_axis(m.patch_size, 2)
+    spans = [k + f - 1 for k, f in zip(_span(m.conv_kxk), _span(getattr(m, "conv_fusion", None)))]
+    if not isinstance(getattr(m, "norm", None), nn.GroupNorm) and any(s < p for s, p in zip(spans, patch)):
+        raise UnsupportedOpError(f"node={node.name!r}: a MobileViT block whose convs (span {spans}) do not span its patch "
+                                 f"{patch} (it reads a strided subset of pixels) has no receptive-field rule", param="model", value=node.name)
+    return _global(ctx, node)
+
+
+def _window_reverse(ctx: RuleContext, node) -> Geometry:
+    # windows (B*nW, wh, ww, C) back to the grid: merged axes stay merged (a conservative hull)
+    src = ctx.first(node)
+    out = ctx.output_shape(node)
+    nchw = getattr(node.target, "__name__", "").endswith("_nchw")
+    first = 2 if nchw or len(out) > 4 else 1
+    g = ctx.spatial(node, src, {})
+    dims = tuple(None if d is None else first + a for a, d in enumerate(g.dims))
+    return replace(g, dims=dims, merged=tuple(d is not None for d in dims), exact=tuple(e and d is None for e, d in zip(g.exact, dims)),
+                   note="window reverse: conservative whole-axis hull")
+
+
+def register_timm_rules() -> None:
+    """Register the rules of timm's untraceable layers (once; nothing when timm is not installed).
+
+    Example:
+        >>> register_timm_rules()
+    """
+    if _DONE:
+        return
+    _DONE.append(True)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return
+    for module, name, rule in (("timm.layers.conv2d_same", "Conv2dSame", _conv_same), ("timm.layers.std_conv", "StdConv2dSame", _conv_same),
+                               ("timm.layers.std_conv", "ScaledStdConv2dSame", _conv_same), ("timm.layers.cond_conv2d", "CondConv2d", _conv_same),
+                               ("timm.layers.pool2d_same", "AvgPool2dSame", _pool_same), ("timm.layers.pool2d_same", "MaxPool2dSame", _pool_same)):
+        try:
+            register_rf_rule(getattr(importlib.import_module(module), name), rule)
+        except (ImportError, AttributeError):
+            continue
+    for module, name, rule in (("timm.models.convit", "GPSA", _global), ("timm.models.efficientvit_mit", "LiteMLA", _global),
+                               ("timm.models.mobilevit", "MobileVitBlock", _mobilevit), ("timm.models.mobilevit", "MobileVitV2Block", _mobilevit)):
+        try:
+            register_rf_rule(getattr(importlib.import_module(module), name), rule)
+        except (ImportError, AttributeError):
+            continue
+    for module in ("swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr", "gcvit", "davit", "maxxvit"):
+        for fn in ("window_reverse", "grid_reverse", "window_reverse_nchw", "grid_reverse_nchw"):
+            register_rf_rule(f"timm.models.{module}.{fn}", _window_reverse)

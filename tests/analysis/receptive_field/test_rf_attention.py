@@ -1,0 +1,271 @@
+"""Rules for attention and token models (SDPA, einsum, matmul + softmax, unbind), cyclic shifts, spatial
+concatenation and splits, resampling variants, timm's "same" padding, and receptive-field holes (the
+support): every analytic result checked against the float64 gradient of a positive copy."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from foldconv.analysis.receptive_field import (
+    UnsupportedOpError,
+    check_receptive_field,
+    empirical_support,
+    receptive_field,
+)
+from helpers import raises_fold_error
+
+
+def _check_all(model: nn.Module, shape, nodes=None):
+    """check_receptive_field on every exact spatial node (or ``nodes``), with at least one row."""
+    report = receptive_field(model, shape)
+    if nodes is None:
+        nodes = [n for n, v in report.nodes.items() if v.op != "input" and v.exact and any(d is not None for d in v.dims)]
+    check = check_receptive_field(model, shape, nodes=nodes, report=report)
+    assert check.rows and check.ok, check.mismatches[:3]
+    return report
+
+
+# ------------------------------------------------------------------------------------------- holes
+
+
+def _dilated_stack(dilations=(1, 4, 16)) -> nn.Module:
+    return nn.Sequential(*[nn.Conv1d(1, 1, 3, dilation=d) for d in dilations])
+
+
+def _by_hand(dilations) -> set:
+    offsets = {0}
+    for d in dilations:  # each layer reads taps 0, d, 2d of the previous layer, whose jump is 1
+        offsets = {u + t * d for u in offsets for t in range(3)}
+    return offsets
+
+
+@pytest.mark.claim("RF-8")
+def test_dilated_stack_support_by_hand_and_against_the_gradient():
+    dilations = (1, 4, 16)
+    hand = _by_hand(dilations)
+    assert (max(hand) + 1, len(hand)) == (43, 27)  # the hull is 43 wide, 16 of its offsets are never read
+    report = receptive_field(_dilated_stack(dilations), (1, 1, 64))
+    out = report.output
+    assert out.rf == (43,) and out.holes == (16,) and set(out.support[0]) == hand
+    assert "| holes |" in report.summary() and "(16)" in report.summary()
+    for index in [(0,), (10,), (21,)]:
+        analytic = report.support(index=index)
+        assert analytic == ((tuple(sorted(index[0] + u for u in hand)),))
+        assert analytic == empirical_support(_dilated_stack(dilations), (1, 1, 64), index=index)
+    # mutation: a middle dilation of 5 reads other offsets, which the measured support must show
+    wrong = receptive_field(_dilated_stack((1, 5, 16)), (1, 1, 64))
+    assert wrong.support(index=(10,)) != empirical_support(_dilated_stack(dilations), (1, 1, 64), index=(10,))
+
+
+class _Branches(nn.Module):
+    """Two dilated branches merged by a sum, then by a max with a third: the support is the union."""
+
+    def __init__(self, merge=torch.maximum):
+        super().__init__()
+        self.merge = merge
+        self.a = nn.Conv2d(1, 2, 3, dilation=2, padding=2)
+        self.b = nn.Conv2d(1, 2, 3, dilation=3, padding=3)
+        self.c = nn.Conv2d(1, 2, (1, 3), dilation=(1, 5), padding=(0, 5))
+
+    def forward(self, x):
+        return self.merge(self.a(x) + self.b(x), self.c(x))
+
+
+@pytest.mark.claim("RF-8")
+def test_support_of_merged_branches_is_the_union_of_their_supports():
+    report = receptive_field(_Branches(), (1, 1, 24, 24))
+    # h: {-2,0,2} u {-3,0,3} u {0}; w: the same u {-5,0,5}; offsets from the box start
+    assert report.output.rf == (7, 11) and report.output.holes == (2, 4)
+    assert report.support(index=(12, 12), clip=False) == ((9, 10, 12, 14, 15), (7, 9, 10, 12, 14, 15, 17))
+    # the gradient of a max reaches only the larger branch: the measurement sums the branches instead
+    summed = _Branches(merge=torch.add)
+    assert receptive_field(summed, (1, 1, 24, 24)).output.axes == report.output.axes
+    for index in [(12, 12), (0, 0), (1, 23), (23, 4)]:
+        assert report.support(index=index) == empirical_support(summed, (1, 1, 24, 24), index=index)
+
+
+@pytest.mark.claim("RF-8")
+def test_strided_and_transposed_supports_against_the_gradient():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, dilation=3, padding=3), nn.Conv2d(2, 2, 2, dilation=2),
+                        nn.ConvTranspose2d(2, 1, 3, stride=2, dilation=2))
+    shape = (1, 1, 30, 30)
+    report = receptive_field(net, shape)
+    assert max(report["_1"].holes) > 0
+    for name in ("_0", "_1", "_2"):
+        for index in [(0, 0), report.center(name), tuple(n - 1 for n in report[name].positions)]:
+            assert report.support(name, index) == empirical_support(net, shape, node=name, index=index), (name, index)
+
+
+# ----------------------------------------------------------------------------------------- attention
+
+
+class _Tokens(nn.Module):
+    """Patch embedding, tokens, one attention block (three spellings), back to the grid, a 3x3 conv."""
+
+    def __init__(self, how: str, dim: int = 8, heads: int = 2):
+        super().__init__()
+        self.how, self.heads = how, heads
+        self.embed = nn.Conv2d(1, dim, 4, stride=4)
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.out = nn.Conv2d(dim, 2, 3, padding=1)
+
+    def forward(self, x):
+        x = self.embed(x)
+        n, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        qkv = self.qkv(self.norm(t)).reshape(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.how == "sdpa":
+            a = F.scaled_dot_product_attention(q, k, v)
+        elif self.how == "einsum":
+            a = torch.einsum("bhqk,bhkd->bhqd", torch.einsum("bhqd,bhkd->bhqk", q, k).softmax(-1), v)
+        else:
+            a = (q @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        t = t + self.proj(a.transpose(1, 2).reshape(n, h * w, c))
+        return self.out(t.transpose(1, 2).reshape(n, c, h, w))
+
+
+@pytest.mark.claim("RF-9")
+@pytest.mark.parametrize("how", ["sdpa", "einsum", "matmul"])
+def test_attention_over_tokens_is_global_and_exact(how):
+    shape = (1, 1, 16, 12)
+    report = _check_all(_Tokens(how), shape)
+    assert report["embed"].rf == (4, 4) and report["embed"].jump == (4, 4)
+    out = report.output
+    # every token attends to every token: each output position reads the whole input, exactly
+    assert out.exact and out.rf == (16, 12) and out.constant and out.holes == (0, 0)
+    assert report.box(index=(0, 0)) == ((0, 15), (0, 11)) and report.output_name in check_receptive_field(
+        _Tokens(how), shape, report=report).rows[-1].node
+
+
+def test_einsum_with_a_diagonal_is_named():
+    class Diagonal(nn.Module):
+        def forward(self, x):
+            return torch.einsum("bcii->bci", x)
+
+    with pytest.raises(UnsupportedOpError, match="einsum"):
+        receptive_field(Diagonal(), (1, 1, 6, 6))
+
+
+# ------------------------------------------------------------------------------------------- layout ops
+
+
+class _Rolled(nn.Module):
+    """Swin's cyclic shift: roll, a strided conv window, roll back."""
+
+    def __init__(self, shift=3):
+        super().__init__()
+        self.shift = shift
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 2, 4, stride=4)
+        self.up = nn.Upsample(scale_factor=4)
+
+    def forward(self, x):
+        y = torch.roll(self.a(x), shifts=(-self.shift, 2), dims=(2, 3))
+        return torch.roll(self.up(self.b(y)), shifts=(self.shift, -2), dims=(2, 3))
+
+
+@pytest.mark.claim("RF-9")
+def test_roll_is_an_exact_cyclic_map():
+    shape = (1, 1, 16, 16)
+    report = _check_all(_Rolled(), shape)
+    # the last window wraps around: its hull is the whole axis, its support the two ends
+    sup = report.support(index=(15, 8))
+    assert sup == empirical_support(_Rolled(), shape, index=(15, 8))
+    assert report.box(index=(15, 8))[0] == (0, 15) and len(sup[0]) < 16
+
+
+class _Pieces(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.left = nn.Conv2d(2, 2, 3, padding=1)
+        self.right = nn.Conv2d(2, 2, 5, padding=2)
+        self.out = nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        l, r = self.a(x).chunk(2, dim=-1)
+        top, bottom = torch.split(self.a(x), [5, 7], dim=2)
+        y = torch.cat([self.left(l), self.right(r)], dim=-1) + torch.cat([bottom, top], dim=2)
+        rows = self.a(x).unbind(2)
+        return self.out(y + rows[3].unsqueeze(2))
+
+
+@pytest.mark.claim("RF-9")
+def test_cat_split_chunk_unbind_along_a_spatial_axis():
+    report = _check_all(_Pieces(), (1, 1, 12, 12))
+    assert report["getitem_4"].dims[0] is None  # one row of the map, broadcast back along h
+
+    class Restacked(nn.Module):
+        def forward(self, x):
+            return torch.stack(x.unbind(2), dim=2)
+
+    with pytest.raises(UnsupportedOpError, match="stack"):
+        receptive_field(Restacked(), (1, 1, 6, 6))
+
+
+class _Resampled(nn.Module):
+    def __init__(self, mode, align, size=None, scale=None):
+        super().__init__()
+        self.mode, self.align, self.size, self.scale = mode, align, size, scale
+        self.a = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = F.interpolate(self.a(x), size=self.size, scale_factor=self.scale, mode=self.mode, align_corners=self.align)
+        return self.b(y)
+
+
+RESAMPLING = [("nearest", None, None, 2), ("nearest", None, (7, 13), None), ("nearest-exact", None, (13, 5), None),
+              ("bilinear", False, None, 2), ("bilinear", True, None, 2), ("bilinear", False, (11, 17), None),
+              ("bilinear", True, (5, 9), None), ("bicubic", False, None, 2), ("bicubic", True, (13, 7), None),
+              ("area", None, (3, 5), None), ("bilinear", False, None, 1.5), ("nearest", None, None, 0.5)]
+
+
+@pytest.mark.claim("RF-9")
+@pytest.mark.parametrize("mode,align,size,scale", RESAMPLING, ids=[f"{m}-{a}-{s}-{f}" for m, a, s, f in RESAMPLING])
+def test_interpolate_variants_against_the_gradient(mode, align, size, scale):
+    _check_all(_Resampled(mode, align, size, scale), (1, 1, 14, 10))
+
+
+def test_timm_same_padding_layers():
+    timm = pytest.importorskip("timm")
+    from timm.layers import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    net = nn.Sequential(Conv2dSame(1, 2, 3, stride=2), AvgPool2dSame(3, 2), Conv2dSame(2, 2, 4, stride=1, dilation=2),
+                        AvgPool2dSame(2, 2))
+    assert timm is not None
+    for size in (17, 20):
+        report = _check_all(net, (1, 1, size, size))
+        assert report.output.exact
+        # the max pool pads like the average pool (the check measures max pools as average pools of torch's type)
+        maxed = nn.Sequential(net[0], MaxPool2dSame(3, 2), net[2], net[3])
+        assert receptive_field(maxed, (1, 1, size, size)).output == report.output
+
+
+def test_timm_mobilevit_block_is_global_when_its_convs_span_the_patch():
+    pytest.importorskip("timm")
+    from timm.models.mobilevit import MobileVitBlock
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), MobileVitBlock(8, 8, patch_size=2, transformer_dim=8, num_heads=2,
+                                                                      transformer_depth=1), nn.Conv2d(8, 2, 1))
+    report = _check_all(net, (1, 1, 8, 8), nodes=["_2"])
+    assert report.output.exact and report.output.rf == (10, 10) and report.output.constant
+    # patch 8 with 3x3 convs: each pixel reads a strided subset of the map; named, not guessed
+    wide = nn.Sequential(MobileVitBlock(8, 8, patch_size=8, transformer_dim=8, num_heads=2, transformer_depth=1))
+    with pytest.raises(UnsupportedOpError, match="MobileVitBlock|do not span"):
+        receptive_field(wide, (1, 8, 16, 16))
+
+
+def test_support_bad_inputs_are_fold_errors():
+    report = receptive_field(_dilated_stack(), (1, 1, 64))
+    raises_fold_error("clip", lambda: report.support(clip="yes"))
+    raises_fold_error("index", lambda: report.support(index=(99,)))
+    raises_fold_error("node", lambda: report.support("nope"))
+    raises_fold_error("index", lambda: empirical_support(_dilated_stack(), (1, 1, 64), index=(1, 2)))

@@ -61,6 +61,20 @@ from .specs import ConvSpec, FoldSpec, conv_class
 
 __version__ = "0.1.0"
 
+# Model surgery sits above every other layer (it imports the equivalences and analyses): loaded on first use,
+# each name from the module that defines it (so a submodule can never shadow a function of the same name).
+_SURGERY = {"RewriteReport": "report", "SiteReport": "report", "find_sites": "rewrite", "rewrite": "rewrite",
+            "benchmark_forms": "speed", "optimize": "fastest"}
+
+
+def __getattr__(name: str):
+    if name in _SURGERY:
+        import importlib
+
+        return getattr(importlib.import_module(f".surgery.{_SURGERY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ConvSpec",
     "DepthToSpace",
@@ -107,4 +121,9 @@ __all__ = [
     "structural_zero_mask",
     "unfold_conv",
     "unfold_weight",
+    # lazily loaded (module __getattr__ above)
+    "RewriteReport",
+    "SiteReport",
+    "find_sites",
+    "rewrite",
 ]

@@ -246,7 +246,8 @@ def check_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str
         raise fold_error(f"{param}.shape", tuple(x.shape), f"needs at least {dims + 1} dims (channels + {dims} spatial)")
     if channels is not None and x.shape[-dims - 1] != channels:
         raise fold_error(f"{param}.shape", tuple(x.shape), f"needs {channels} channels at axis {-dims - 1}")
-    return tuple(x.shape[-dims:])
+    # int(): under the ONNX (TorchScript) exporter's tracing the sizes are 0-d tensors, which later checks reject
+    return tuple(int(s) for s in x.shape[-dims:])
 
 
 def check_device(device: Any, param: str = "device") -> torch.device:

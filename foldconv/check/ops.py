@@ -43,7 +43,8 @@ _PRODUCTS = {
     "convolution", "_convolution", "convolution_overrideable", "addmm", "mm", "bmm", "baddbmm", "addbmm", "addmv", "mv",
     "dot", "vdot", "matmul", "linear", "einsum", "tensordot", "outer", "addr",
 }
-_ARITHMETIC = {"add", "sub", "rsub", "mul", "neg", "addcmul", "sum", "cumsum", "trace"}
+# in-place forms too: torchvision's residual `out += identity` is add_
+_ARITHMETIC = {"add", "sub", "rsub", "mul", "neg", "addcmul", "sum", "cumsum", "trace", "add_", "sub_", "mul_", "neg_", "addcmul_"}
 _LAYOUT = {
     "view", "_unsafe_view", "reshape", "_reshape_alias", "permute", "transpose", "t", "expand", "expand_as", "clone",
     "contiguous", "slice", "select", "narrow", "squeeze", "unsqueeze", "flatten", "unflatten", "unfold", "as_strided",
@@ -290,6 +291,9 @@ class OpRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self._internal:
+            return out
+        touched = _tensors(args) + _tensors([out])
+        if touched and all(t.is_meta for t in touched):  # shapes only (a build's shape pass): no value to judge
             return out
         name = f"{getattr(func, 'namespace', '?')}.{func.overloadpacket.__name__}"
         self.ran.add(name)

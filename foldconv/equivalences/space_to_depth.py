@@ -31,7 +31,7 @@ from torch import nn
 from .._validate import CONV_TYPES, check_input, per_axis_ints, require_conv
 from ..errors import fold_error
 from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
-from ..layout import Order, SpaceToDepth, space_to_depth
+from ..layout import Order, layout_module, space_to_depth
 from ..padding import check_padding_fits
 from ..specs import ConvSpec, FoldSpec
 
@@ -210,13 +210,15 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
 
 def _split_spd(module: nn.Module, r: Union[int, Sequence[int], None], order: Optional[Order]) -> Tuple[nn.Module, object, Order]:
     if isinstance(module, nn.Sequential):
-        if len(module) != 2 or not isinstance(module[0], SpaceToDepth) or not isinstance(module[1], CONV_TYPES):
+        layout = layout_module(module[0]) if len(module) == 2 else None
+        if layout is None or layout.kind != "space_to_depth" or not isinstance(module[1], CONV_TYPES):
             raise fold_error(
-                "module", type(module).__name__, "must be a conv, or nn.Sequential(SpaceToDepth(...), nn.ConvNd(...))"
+                "module", type(module).__name__, "must be a conv, or nn.Sequential(space-to-depth, nn.ConvNd(...)) with "
+                "foldconv's SpaceToDepth, nn.PixelUnshuffle or timm's SpaceToDepth first",
             )
         if r is not None or order is not None:
-            raise fold_error("r", r, "is read from the SpaceToDepth of the Sequential; leave r and order unset")
-        return module[1], module[0].r, module[0].order
+            raise fold_error("r", r, f"is read from the {type(module[0]).__name__} of the Sequential; leave r and order unset")
+        return module[1], layout.r, layout.order
     if r is None:
         raise fold_error("r", r, "is needed when the module is a bare conv (the space-to-depth factor)")
     return module, r, "crd" if order is None else order
@@ -226,7 +228,9 @@ def spd_to_strided(module: nn.Module, r: Union[int, Sequence[int], None] = None,
     """The strided conv on ``x`` equal to ``conv(space_to_depth(x, r, order))`` (SPD-Conv, Focus, ...).
 
     ``module`` is the conv that follows the space-to-depth (then give ``r`` and ``order``), or an
-    ``nn.Sequential(SpaceToDepth(r, order), conv)``. Kernel ``K'``, stride ``S'`` and padding ``P'``
+    ``nn.Sequential(space_to_depth, conv)`` whose first module is foldconv's ``SpaceToDepth(r, order)``,
+    ``nn.PixelUnshuffle(r)`` (order ``"crd"``) or timm's ``SpaceToDepth`` (order ``"dcr"``), read by
+    :func:`foldconv.layout.layout_module`. Kernel ``K'``, stride ``S'`` and padding ``P'``
     become ``r*K'``, ``r*S'`` and ``r*P'`` (this is :func:`foldconv.fold_conv`; the conv's input is the
     folded map here, the strided conv's input is ``x``). ``x``'s sizes must be multiples of ``r``.
 
@@ -236,6 +240,8 @@ def spd_to_strided(module: nn.Module, r: Union[int, Sequence[int], None] = None,
         >>> big = spd_to_strided(spd)
         >>> big.kernel_size, big.stride, big.padding
         ((6, 6), (2, 2), (2, 2))
+        >>> spd_to_strided(torch.nn.Sequential(torch.nn.PixelUnshuffle(2), spd[1])).kernel_size  # order "crd"
+        (6, 6)
     """
     conv, r, order = _split_spd(module, r, order)
     _check_conv(conv, "module")

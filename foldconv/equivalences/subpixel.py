@@ -44,7 +44,7 @@ from .._validate import (
 )
 from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
-from ..layout import DepthToSpace, Order, depth_to_space
+from ..layout import Order, depth_to_space, layout_module
 from ..specs import ConvSpec, FoldSpec
 
 __all__ = [
@@ -160,9 +160,13 @@ def _split_subpixel(module: nn.Module, r: Optional[IntOrTuple], order: Optional[
             raise fold_error("module.crop", module.crop, "must be empty (and input_pad too) to convert to a transposed conv")
         return module.conv, module.r, module.order
     if isinstance(module, nn.Sequential):
-        if len(module) != 2 or not isinstance(module[0], CONV_TYPES) or not isinstance(module[1], DepthToSpace):
-            raise fold_error("module", type(module).__name__, "must be nn.Sequential(nn.ConvNd(...), DepthToSpace(...))")
-        return module[0], module[1].r, module[1].order
+        layout = layout_module(module[1]) if len(module) == 2 else None
+        if layout is None or layout.kind != "depth_to_space" or not isinstance(module[0], CONV_TYPES):
+            raise fold_error("module", type(module).__name__, "must be nn.Sequential(nn.ConvNd(...), depth-to-space) with "
+                             "foldconv's DepthToSpace, nn.PixelShuffle or timm's DepthToSpace second")
+        if r is not None or order is not None:
+            raise fold_error("r", r, f"is read from the {type(module[1]).__name__} of the Sequential; leave r and order unset")
+        return module[0], layout.r, layout.order
     if not isinstance(module, CONV_TYPES):
         raise fold_error("module", type(module).__name__, "must be a SubPixelConv, nn.Sequential(conv, DepthToSpace) or a conv")
     if r is None:
@@ -176,14 +180,19 @@ def subpixel_to_transposed(
 ) -> nn.Module:
     """The ``nn.ConvTransposeNd`` equal to a sub-pixel conv: stride ``r``, kernel ``r*K``, padding ``r*(K-1-P)``.
 
-    ``module``: a :class:`SubPixelConv` without crop, ``nn.Sequential(conv, DepthToSpace(r, order))``, or
-    the LR conv itself with ``r`` and ``order``. The LR conv needs stride 1, zero padding ``P <= K-1``
+    ``module``: a :class:`SubPixelConv` without crop, ``nn.Sequential(conv, depth_to_space)`` whose second module
+    is foldconv's ``DepthToSpace(r, order)``, ``nn.PixelShuffle(r)`` (order ``"crd"``) or timm's ``DepthToSpace``
+    (order ``"dcr"``), read by :func:`foldconv.layout.layout_module`, or the LR conv itself with ``r`` and ``order``. The LR conv needs stride 1, zero padding ``P <= K-1``
     (dilated kernels count with their extent) and a bias constant over the ``prod(r)`` sub-pixels.
 
     Example:
-        >>> t = subpixel_to_transposed(torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), 2)
+        >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        >>> t = subpixel_to_transposed(conv, 2)
         >>> t.kernel_size, t.stride, t.padding, t.output_padding
         ((6, 6), (2, 2), (2, 2), (0, 0))
+        >>> espcn_tail = torch.nn.Sequential(conv, torch.nn.PixelShuffle(2))
+        >>> torch.equal(subpixel_to_transposed(espcn_tail).weight, t.weight)
+        True
     """
     conv, rs, names = _split_subpixel(module, r, order)
     spec = ConvSpec.from_module(conv)
@@ -337,13 +346,13 @@ def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "cr
     runs the LR conv, shuffles and crops the rows past the HR conv's output.
 
     Example:
-        >>> conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        >>> conv = torch.nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64)  # float64: the LR weight sums taps
         >>> s = upsample_conv_to_subpixel(conv, 2)
         >>> s.conv.kernel_size, s.conv.out_channels, s.input_pad, s.crop
         ((3, 3), 16, ((1, 1), (1, 1)), ((0, 0), (0, 0)))
         >>> x = torch.randn(1, 3, 5, 4, dtype=torch.float64)
         >>> up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-        >>> torch.allclose(s.double()(x), conv.double()(up))
+        >>> torch.allclose(s(x), conv(up))
         True
     """
     spec = ConvSpec.from_module(conv)

@@ -47,6 +47,7 @@ from .app import model_label, model_node, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
 from .io import RowLog, duration, markdown_table, progress_bar, write_index, write_table
+from .rewrite import with_patterns
 
 __all__ = [
     "CountTarget", "CountExperiment", "CountJob", "Check", "CountRun", "run_count", "run_count_jobs", "run_summary",
@@ -327,7 +328,7 @@ def _write(m: _Measured, out: Path, plot: bool) -> List[Path]:
         files += write_table(m.dense, out / f"{label}_dense", title=f"{label}: dense-equivalent cost of every conv").values()
     if m.folds:
         title = f"{label}: which convs fold with which r (yes* = costs change)"
-        files += write_table(fold_matrix(m.folds), out / f"{label}_fold", title=title).values()
+        files += write_table(with_patterns(fold_matrix(m.folds), m.job.model, m.job.input_shape), out / f"{label}_fold", title=title).values()
         files += write_table([o.row() for o in m.folds], out / f"{label}_fold_detail", title=f"{label}: fold options per conv").values()
     for r, cmp in m.conv_folds:
         stem = out / f"{label}_fold_compare_r{r}"
@@ -432,9 +433,8 @@ def _count_files(labels: Sequence[str]) -> Dict[str, str]:
         "models.config.json": "the config that produced models.csv (a rerun here resumes only with the same one)",
     }
     views = {"total": "totals", "layers": "every layer", "module": "per module", "type": "per layer type", "op": "per aten op",
-             "dense": "dense-equivalent cost of every conv", "fold": "which convs fold with which r (yes* = costs change)",
-             "fold_detail": "fold options per conv", "fold_model": "totals before and after folding the cost-neutral convs",
-             "fold_compare_r*": "a bare conv against its fold_conv, per r"}
+             "dense": "dense-equivalent cost of every conv", "fold": "which convs fold with which r (yes* = costs change), model-level patterns",
+             "fold_detail": "fold options per conv", "fold_model": "totals before and after folding the cost-neutral convs", "fold_compare_r*": "a bare conv against its fold_conv, per r"}
     for label in labels:
         for view, text in views.items():
             described[f"{label}_{view}.md"] = f"{label}: {text}"

@@ -55,6 +55,11 @@ def _dtype(layer: nn.Module) -> torch.dtype:
     return next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
 
 
+def _device(layer: nn.Module) -> torch.device:
+    """Where the layer's tensors live: the folded layer is built there (a CUDA stage folds on CUDA)."""
+    return next((t.device for t in itertools.chain(layer.parameters(), layer.buffers())), torch.device("cpu"))
+
+
 def _first_channels(channels: int, fold: FoldSpec) -> torch.Tensor:
     """The first original channel of every fold block (the one whose parameters the folded layer takes)."""
     return fold_channel_map(channels, fold.r, fold.order, dims=fold.dims).flatten(1)[:, 0]
@@ -67,7 +72,7 @@ def _untied(values: Sequence[Optional[torch.Tensor]], fold: FoldSpec, channels: 
     for v in values:
         if v is not None:
             blocks = v.detach()[cmap]
-            differ |= (blocks != blocks[:, :1]).any(dim=1)
+            differ |= (blocks != blocks[:, :1]).any(dim=1).cpu()
     return tuple(int(i) for i in torch.nonzero(differ).flatten())
 
 
@@ -176,7 +181,7 @@ class BatchNormRule(FollowingRule):
     def fold(self, layer, fold, *, channels):
         new = type(layer)(channels // fold.block, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
                           track_running_stats=layer.running_mean is not None)
-        new = new.to(dtype=_dtype(layer))
+        new = new.to(dtype=_dtype(layer), device=_device(layer))
         first = _first_channels(channels, fold)
         with torch.no_grad():
             for attr in ("running_mean", "running_var", "weight", "bias"):
@@ -223,7 +228,7 @@ class GroupNormRule(FollowingRule):
         if folded % layer.num_groups:
             raise fold_error("layer", f"GroupNorm({layer.num_groups}, {channels})",
                              f"cannot run on the {folded} folded channels (not divisible by num_groups)")
-        new = nn.GroupNorm(layer.num_groups, folded, eps=layer.eps, affine=layer.affine).to(dtype=_dtype(layer))
+        new = nn.GroupNorm(layer.num_groups, folded, eps=layer.eps, affine=layer.affine).to(dtype=_dtype(layer), device=_device(layer))
         if layer.affine:
             first = _first_channels(channels, fold)
             with torch.no_grad():
@@ -273,7 +278,7 @@ class LayerNormRule(FollowingRule):
         lead, spatial = shape[: -dims - 1], shape[-dims:]
         folded_shape = lead + (channels // fold.block,) + tuple(n * f for n, f in zip(spatial, fold.r))
         new = nn.LayerNorm(folded_shape, eps=layer.eps, elementwise_affine=layer.elementwise_affine, bias=layer.bias is not None)
-        new = new.to(dtype=_dtype(layer))
+        new = new.to(dtype=_dtype(layer), device=_device(layer))
         with torch.no_grad():
             for attr in ("weight", "bias"):
                 if getattr(layer, attr) is not None:

@@ -247,3 +247,28 @@ def test_polynomial_layout_and_product_ops_stay_exact():
         assert report.ok and report.exact and report.false_equivalent_bound is not None, report.summary()
     report = check_equivalence(linear, derived(lambda m: (lambda x: x @ m.weight.T + m.bias)), (5, 6))
     assert report.ok and report.exact, report.summary()
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self, inplace: bool, shift: float = 0.0):
+        super().__init__()
+        self.conv, self.inplace, self.shift = torch.nn.Conv2d(3, 3, 3, padding=1, bias=False), inplace, shift
+
+    def forward(self, x):
+        out = self.conv(x)
+        if self.inplace:
+            out += x  # torchvision's residual
+            out.mul_(2)
+            return out
+        return (out + x) * 2 + self.shift
+
+
+def test_in_place_arithmetic_keeps_the_exact_verdict():
+    a, b = _Residual(True), _Residual(False)
+    with torch.no_grad():
+        a.conv.weight.copy_(torch.randint(-3, 4, a.conv.weight.shape))
+        b.conv.weight.copy_(a.conv.weight)
+    report = check_equivalence(a, b, (1, 3, 5, 5))
+    assert report.verdict is Verdict.EQUIVALENT and report.exact, report.summary()
+    b.shift = 1.0  # mutation: the verdict must flip
+    assert check_equivalence(a, b, (1, 3, 5, 5)).verdict is Verdict.NOT_EQUIVALENT

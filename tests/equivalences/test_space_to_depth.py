@@ -196,3 +196,27 @@ def test_error_paths():
         strided_to_spd(torch.nn.Conv2d(1, 1, 5, stride=2))(torch.zeros(1, 1, 3, 3))
     with pytest.raises(FoldError, match="mode="):
         SpaceToDepthConv(torch.nn.Conv2d(4, 1, 1), (2, 2), "crd", source=ConvSpec.make(2, 1, 1, 2, stride=2), mode="magic")
+
+
+@pytest.mark.claim("STAGE-6")
+def test_spd_to_strided_reads_torch_and_timm_space_to_depth_modules():
+    """nn.PixelUnshuffle is SpaceToDepth(r, "crd") and timm's SpaceToDepth is SpaceToDepth(4, "dcr"): bit-identical."""
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    for module, ours in ((torch.nn.PixelUnshuffle(2), SpaceToDepth(2, "crd")), (timm_layers.SpaceToDepth(4), SpaceToDepth(4, "dcr"))):
+        r = ours.r[0]
+        conv = torch.nn.Conv2d(3 * r * r, 5, 3, padding=1).double()
+        x = torch.randn(2, 3, 4 * r, 3 * r, dtype=torch.float64)
+        assert torch.equal(module(x), ours(x))
+        seq = torch.nn.Sequential(module, conv)
+        big = spd_to_strided(seq)
+        reference = spd_to_strided(torch.nn.Sequential(ours, conv))
+        assert torch.equal(big.weight, reference.weight) and torch.equal(big.bias, reference.bias)
+        assert big.kernel_size == (3 * r,) * 2 and big.stride == (r, r) and big.padding == (r, r)
+        report = check_equivalence(seq, derived(lambda m: spd_to_strided(m)), (2, 3, 4 * r, 3 * r), dtypes=())
+        assert report.exact and report.ok, report.summary()
+    # read in another order, timm's module gives another conv: the order is what the module computes
+    seq = torch.nn.Sequential(timm_layers.SpaceToDepth(4), torch.nn.Conv2d(48, 5, 1).double())
+    wrong = spd_to_strided(seq[1], 4, "crd")
+    report = check_equivalence(seq, wrong, (1, 3, 8, 8), dtypes=())
+    assert not report.ok

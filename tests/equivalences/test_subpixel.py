@@ -201,3 +201,23 @@ def test_error_paths():
     with pytest.raises(FoldError, match="crop="):
         SubPixelConv(torch.nn.Conv2d(2, 8, 3), 2, crop=((1, -1), (0, 0)))
     assert torch.equal(depth_to_space(torch.arange(8.).reshape(1, 8, 1, 1), 2), F.pixel_shuffle(torch.arange(8.).reshape(1, 8, 1, 1), 2))
+
+
+@pytest.mark.claim("STAGE-6")
+def test_subpixel_to_transposed_reads_torch_and_timm_depth_to_space_modules():
+    """conv + nn.PixelShuffle (ESPCN's tail) is conv + DepthToSpace(r, "crd"); timm's DepthToSpace is order "dcr"."""
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(0)
+    for module, ours in ((torch.nn.PixelShuffle(3), DepthToSpace(3, "crd")), (timm_layers.DepthToSpace(2), DepthToSpace(2, "dcr"))):
+        r = ours.r[0]
+        conv = torch.nn.Conv2d(4, 2 * r * r, 3, padding=1, bias=False).double()
+        y = torch.randn(1, 2 * r * r, 3, 4, dtype=torch.float64)
+        assert torch.equal(module(y), ours(y))
+        seq = torch.nn.Sequential(conv, module)
+        tconv = subpixel_to_transposed(seq)
+        assert torch.equal(tconv.weight, subpixel_to_transposed(torch.nn.Sequential(conv, ours)).weight)
+        assert tconv.stride == (r, r) and tconv.kernel_size == (3 * r, 3 * r)
+        report = check_equivalence(seq, derived(lambda m: subpixel_to_transposed(m)), (2, 4, 5, 6), dtypes=())
+        assert report.exact and report.ok, report.summary()
+    with pytest.raises(FoldError, match="leave r and order unset"):
+        subpixel_to_transposed(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.PixelShuffle(2)), 2)

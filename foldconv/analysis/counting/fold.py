@@ -6,8 +6,9 @@ is unchanged); what changes is the kernel (``r·K``), the stride (``r·S``) and 
 (``(G, r·H, r·W)``). Two plans do change the costs: groups that do not survive the fold become fewer
 groups with a block-diagonal weight (``groups / folded groups``× the parameters; a depthwise conv with
 ``r = 2`` keeps a quarter of its groups), and dilation becomes a zero-filled dense kernel. :func:`fold_options` says which ``r`` fold a conv and at what cost; :func:`foldable_layers`
-does it for every conv of a counted model; :func:`fold_model` builds the folded model (on meta) so the
-counter can measure both; :func:`compare_fold` and :func:`compare_model_fold` put the counts side by side.
+does it for every conv of a counted model; :func:`fold_model` builds the folded model (a real, runnable copy
+with the model's weights on the model's device, equal to the model); :func:`compare_fold` and
+:func:`compare_model_fold` put the counts side by side (they count meta copies: nothing real is allocated).
 
 A malformed request (``r=0``, an unknown ``order``) is a FoldError before anything is counted; a conv
 that cannot fold with a valid ``r`` is an answer (``foldable=False`` and the reason), not an error.
@@ -339,7 +340,8 @@ class LayerFold:
 
 @dataclass(frozen=True)
 class FoldedModel:
-    """:func:`fold_model`'s result: the folded meta copy and one :class:`LayerFold` per conv."""
+    """:func:`fold_model`'s result: the folded model (real, runnable, on the model's device) and one
+    :class:`LayerFold` per conv."""
 
     model: nn.Module
     layers: Tuple[LayerFold, ...]
@@ -350,21 +352,29 @@ class FoldedModel:
 
 
 def fold_model(model: nn.Module, r: IntOrTuple, *, order: Order = "crd", cost_neutral_only: bool = True) -> FoldedModel:
-    """A meta copy of ``model`` with every foldable conv replaced by ``DepthToSpace(r) -> fold_conv(conv, r)``.
+    """A copy of ``model`` with every foldable conv replaced by ``DepthToSpace(r) -> fold_conv(conv, r)``.
 
-    The folded model computes the same function (each conv folds its own input; residual paths are
-    untouched). With ``cost_neutral_only`` only folds that keep parameters and MACs are applied.
+    The copy is real and runnable: the model's weights (folded where a conv folds) on the model's device, in
+    its dtype and training mode; a model on meta gives a meta copy (what :func:`compare_model_fold` counts).
+    It computes the same function (each conv folds its own input; residual paths are untouched), so "is the
+    folded model faster?" is one call to time it. With ``cost_neutral_only`` only folds that keep parameters
+    and MACs are applied. The input model is not modified.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
         >>> out = fold_model(net, 2)
         >>> [(layer.layer, layer.folded) for layer in out.layers], type(out.model[1]).__name__
         ([('0', False), ('1', True)], 'Sequential')
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> torch.allclose(out.model(x), net(x), atol=1e-5)
+        True
     """
     _check_fold(r, order)
     if not isinstance(cost_neutral_only, bool):
         raise fold_error("cost_neutral_only", cost_neutral_only, "must be True or False")
-    copied = meta_copy(model)
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
+    copied = copy.deepcopy(model)
     replaced: Dict[int, nn.Module] = {}
     layers: List[LayerFold] = []
     for parent_name, parent in list(copied.named_modules()):
@@ -439,7 +449,8 @@ def compare_model_fold(
         >>> cmp.keeps_costs, cmp.folded_layers
         (True, 1)
     """
-    folded = fold_model(model, r, order=order, cost_neutral_only=cost_neutral_only)
+    # A meta copy: the counter never needs the weights, and a large model is not copied for real.
+    folded = fold_model(meta_copy(model), r, order=order, cost_neutral_only=cost_neutral_only)
     before = count(model, input_shape)
     after = count(folded.model, input_shape, name=f"{before.model} folded r={r}")
     quantities = tuple(

@@ -1,0 +1,458 @@
+"""The rewrite app (issue 11, item 4): real models rewritten into equivalent forms, verified, exported, timed.
+
+:class:`RewriteExperiment` is the whole config of ``scripts/rewrite.py`` (registered as its structured config)
+and validates itself. :func:`run_rewrite` takes each model of :data:`~foldconv.experiments.rewrite_models.REAL_MODELS`
+it names through :func:`foldconv.rewrite` (every site and the whole model checked against the original), back
+through the inverse rules (``round_trip``), through ONNX (:func:`foldconv.surgery.export_onnx`: the ops each
+form lowers to, onnxruntime against torch) and through :func:`foldconv.surgery.benchmark_forms` and
+:func:`foldconv.surgery.optimize` (``timing``), then writes
+
+- ``sites.{csv,md}``: one row per site: pattern, location, before/after spec, params, MACs, applied (or why
+  not), verdict, exact, and the ONNX ops the model gained and lost;
+- ``timings.{csv,md}``: per form its median and IQR, the speedup (original / form) with its interval, the
+  inconclusive flag (the interval holds 1.0x) and the machine;
+- ``onnx.{csv,md}``: the ONNX ops of the original and the rewritten model and onnxruntime's agreement with torch;
+- ``sites.png`` (params and MACs before vs after, per site), ``timings.png`` (speedups with IQR intervals),
+  ``summary.md`` and ``index.md``.
+
+A rewrite (or round trip, or ONNX export) that is not verified raises
+:class:`~foldconv.experiments.app.ClaimFailed` after every file is written.
+
+Example:
+    >>> RewriteExperiment(model="all").names()
+    ('yolov5_stem', 'tresnet_m', 'dcgan', 'espcn', 'resnet18')
+    >>> RewriteExperiment(model="espcn", rules=["subpixel_to_transposed"]).rules
+    ('subpixel_to_transposed',)
+    >>> RewriteExperiment(rules=[{"fold_stage": {"stage": "layer1", "r": 2}}]).rules
+    (('fold_stage', {'stage': 'layer1', 'r': 2}),)
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .._validate import check_bool, check_int
+from ..errors import FoldError, fold_error
+from .app import ClaimFailed
+from .io import progress_bar, save_figure, write_index, write_markdown, write_table
+from .rewrite_models import REAL_MODELS, RULE_INVERSES, RealModel, RuleArg, inverse_rules, real_model
+from .rewrite_plots import sites_figure, timings_figure
+from .timing import check_seconds
+
+__all__ = [
+    "RewriteExperiment", "ModelRun", "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns",
+    "summary_text", "site_rows", "timing_rows", "onnx_rows",
+]
+
+#: Forms the app can time besides the original: its own rewrite, and benchmark_forms' model forms.
+FORMS = ("rewritten", "channels_last", "compile", "focus_to_conv", "conv_to_focus", "strided_to_spd", "spd_to_strided",
+         "transposed_to_subpixel", "subpixel_to_transposed")
+
+
+def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
+    """Rules as :func:`foldconv.rewrite` takes them, from the spellings a config allows: ``"strided_to_spd"``,
+    ``{"fold_stage": {"stage": "layer1", "r": 2}}`` or ``["fold_stage", {...}]``.
+
+    Example:
+        >>> normalize_rules(["focus_to_conv", ["fold_stage", {"stage": "s", "r": 2}]])
+        ('focus_to_conv', ('fold_stage', {'stage': 's', 'r': 2}))
+        >>> normalize_rules(["fold"])
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: rules='fold': is not a rule (one of focus_to_conv, conv_to_focus, strided_to_spd, spd_to_strided, transposed_to_subpixel, subpixel_to_transposed, fold_stage, unfold_stage); did you mean fold_stage?
+    """
+    import difflib
+
+    if isinstance(rules, (str, Mapping)) or not isinstance(rules, Sequence) or not rules:
+        raise fold_error(param, rules, "must be a non-empty list of rule names or {rule: {option: value}} entries")
+    out: List[RuleArg] = []
+    for rule in rules:
+        if isinstance(rule, Mapping) and len(rule) == 1:
+            name, options = next(iter(rule.items()))
+        elif isinstance(rule, Sequence) and not isinstance(rule, str) and len(rule) == 2 and isinstance(rule[1], Mapping):
+            name, options = rule
+        else:
+            name, options = rule, None
+        if not isinstance(name, str) or name not in RULE_INVERSES:
+            close = difflib.get_close_matches(str(name), list(RULE_INVERSES), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise fold_error(param, name, f"is not a rule (one of {', '.join(RULE_INVERSES)}){hint}")
+        if options is not None and not isinstance(options, Mapping):
+            raise fold_error(f"{param}.{name}", options, "must map option names to values, e.g. {stage: layer1, r: 2}")
+        out.append((name, dict(options)) if options else name)
+    return tuple(out)
+
+
+def _rule_text(rule: RuleArg) -> str:
+    if isinstance(rule, str):
+        return rule
+    return f"{rule[0]}(" + ", ".join(f"{k}={v}" for k, v in rule[1].items()) + ")"
+
+
+@dataclass(frozen=True)
+class RewriteExperiment:
+    """The rewrite app's whole config, validated when built (every bad field is a FoldError naming it).
+
+    ``model``: a name of :data:`REAL_MODELS`, ``all``, or a list of names; ``rules``: the rules to apply (None:
+    each model's own); ``input_shape``: full input shape (None: each model's default; one model only);
+    ``size``: ``default`` (each model's input size) or ``test`` (the small inputs of the tests, for a quick run);
+    ``round_trip``: rewrite back with the inverse rules and verify again; ``onnx``: export every form and run
+    it in onnxruntime; ``timing``: time the original and the ``forms`` (:func:`foldconv.surgery.benchmark_forms`:
+    ``rewritten`` is this run's rewrite, the others are its model forms: ``channels_last``, ``compile`` and
+    each rule applied everywhere it applies) in one run on ``device``, ``min_run_time`` seconds each, then
+    :func:`foldconv.surgery.optimize` (``optimize``); ``seed``: the RNG seed of the random weights (and of the
+    checks); ``threads``: torch threads (0: torch's default); ``dpi``: of the PNGs.
+
+    Example:
+        >>> RewriteExperiment(model=["espcn", "dcgan"], timing=False).names()
+        ('espcn', 'dcgan')
+        >>> RewriteExperiment(model="all", input_shape=[1, 3, 64, 64])
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_shape=[1, 3, 64, 64]: is one model's shape: give it with a single model (model=resnet18), or leave it null for each model's default
+    """
+
+    model: Any = "yolov5_stem"
+    rules: Optional[Any] = None
+    input_shape: Optional[Tuple[int, ...]] = None
+    size: str = "default"
+    round_trip: bool = True
+    onnx: bool = True
+    timing: bool = True
+    device: str = "cpu"
+    min_run_time: float = 0.2
+    forms: Tuple[str, ...] = ("rewritten", "channels_last")
+    optimize: bool = True
+    seed: int = 0
+    threads: int = 0
+    dpi: int = 120
+
+    def __post_init__(self) -> None:
+        self.names()
+        for name in ("round_trip", "onnx", "timing", "optimize"):
+            check_bool(getattr(self, name), name)
+        if self.rules is not None:
+            object.__setattr__(self, "rules", normalize_rules(self.rules))
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) < 3:
+                raise fold_error("input_shape", shape, "must be a full input shape with batch and channels, e.g. [1, 3, 224, 224]")
+            if len(self.names()) != 1:
+                raise fold_error("input_shape", list(shape), "is one model's shape: give it with a single model "
+                                                              "(model=resnet18), or leave it null for each model's default")
+            object.__setattr__(self, "input_shape", tuple(check_int(v, "input_shape", 1) for v in shape))
+        if self.size not in ("default", "test"):
+            raise fold_error("size", self.size, "must be default (each model's input size) or test (the tests' small inputs)")
+        object.__setattr__(self, "min_run_time", check_seconds(self.min_run_time))
+        if isinstance(self.forms, (str, Mapping)) or not isinstance(self.forms, Sequence):
+            raise fold_error("forms", self.forms, f"must be a list of form names ({', '.join(FORMS)})")
+        for form in self.forms:
+            if form not in FORMS:
+                raise fold_error("forms", form, f"is not a form the app times (one of {', '.join(FORMS)})")
+        object.__setattr__(self, "forms", tuple(self.forms))
+        check_int(self.seed, "seed", 0)
+        check_int(self.threads, "threads", 0)
+        check_int(self.dpi, "dpi", 50)
+
+    def names(self) -> Tuple[str, ...]:
+        """The real models this experiment rewrites, in order."""
+        if self.model == "all":
+            return tuple(REAL_MODELS)
+        names = [self.model] if isinstance(self.model, str) else self.model
+        if isinstance(names, Mapping) or not isinstance(names, Sequence) or not names:
+            raise fold_error("model", self.model, f"must be a real model's name, all, or a list of them ({', '.join(REAL_MODELS)})")
+        return tuple(real_model(n).name for n in names)
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model's rewrite: the forward report, the round trip's (None when off), the ONNX reports
+    (``{"original": ..., "rewritten": ...}``), the forms' timings and optimize's report (None when timing is off;
+    the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim)."""
+
+    model: RealModel
+    input_shape: Tuple[int, ...]
+    rules: Tuple[RuleArg, ...]
+    report: Any
+    back: Any = None
+    onnx: Mapping[str, Any] = field(default_factory=dict)
+    forms: Any = None
+    optimized: Any = None
+
+    @property
+    def failures(self) -> List[str]:
+        """What did not hold: an unverified rewrite or round trip, an ONNX form that disagrees with torch."""
+        bad = []
+        for what, report in (("rewrite", self.report), ("round trip", self.back)):
+            if report is not None and not report.ok:
+                bad.append(f"{self.model.name}: {what} not verified: {report.summary()}")
+        bad += [f"{self.model.name}: ONNX {form} disagrees with torch" for form, rep in self.onnx.items() if not rep.ok]
+        return bad
+
+
+@dataclass(frozen=True)
+class RewriteRun:
+    """Every model's :class:`ModelRun` and the files written; ``ok`` when nothing failed."""
+
+    models: Tuple[ModelRun, ...]
+    files: Tuple[Path, ...] = ()
+
+    @property
+    def failures(self) -> List[str]:
+        return [f for m in self.models for f in m.failures]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _op_counts(report: Any) -> Counter:
+    ops = report.ops
+    return Counter(dict(ops)) if isinstance(ops, Mapping) else Counter(ops)
+
+
+def _op_change(before: Any, after: Any) -> str:
+    """``"+DepthToSpace(CRD)x2 -ConvTranspose x2"``: the ONNX ops a form gained and lost against the original."""
+    a, b = _op_counts(before), _op_counts(after)
+    gained = [f"+{op}" + (f" x{n}" if n > 1 else "") for op, n in sorted((b - a).items())]
+    lost = [f"-{op}" + (f" x{n}" if n > 1 else "") for op, n in sorted((a - b).items())]
+    return " ".join(gained + lost) or "same ops"
+
+
+def _verdict(site: Any) -> str:
+    v = site.verdict
+    return "" if v is None else getattr(v, "value", str(v))
+
+
+def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
+    """The sites table's rows of one model: forward sites, then the round trip's."""
+    rows = []
+    for step, report, form in (("rewrite", run.report, "rewritten"), ("round trip", run.back, "round trip")):
+        if report is None:
+            continue
+        onnx = _op_change(run.onnx["original"], run.onnx[form]) if "original" in run.onnx and form in run.onnx else ""
+        for s in report.sites:
+            rows.append({
+                "model": run.model.name, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
+                "input shape": "x".join(str(v) for v in s.input_shape), "before": s.before, "after": s.after,
+                "params before": s.params_before, "params after": s.params_after,
+                "MACs before": s.macs_before, "MACs after": s.macs_after,
+                "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
+                "part of": s.part_of, "ONNX ops (model)": onnx if not s.part_of else "",
+            })
+    return rows
+
+
+def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
+    rows = []
+    for step, report in (("rewrite", run.report), ("round trip", run.back)):
+        if report is None:
+            continue
+        v = report.verification
+        rows.append({"model": run.model.name, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
+                     "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.sites),
+                     "whole model": v.summary() if v is not None else "not verified", "ok": report.ok})
+    return rows
+
+
+def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
+    """One row per exported form: its ONNX ops (with counts), the change against the original, the agreement."""
+    rows = []
+    for form, rep in run.onnx.items():
+        rows.append({"model": run.model.name, "form": form, "ops": rep.describe_ops(),
+                     "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
+                     "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error, "ok": rep.ok,
+                     "exporter": f"{rep.exporter}, opset {rep.opset}"})
+    return rows
+
+
+def timing_rows(run: ModelRun) -> List[Dict[str, Any]]:
+    """One row per timed form (speedup = original median / form median), then optimize's whole-model result."""
+    rows = []
+    if run.forms is not None:
+        for t in run.forms.timings:
+            rows.append({"model": run.model.name, "form": t.form, "median ms": t.median_s * 1e3, "IQR ms": t.iqr_s * 1e3,
+                         "speedup": t.speedup, "speedup low": t.speedup_low, "speedup high": t.speedup_high,
+                         "inconclusive": t.inconclusive, "verified": t.verified, "note": t.note,
+                         "device": run.forms.device, "machine": run.forms.machine})
+    if isinstance(run.optimized, str):
+        rows.append({"model": run.model.name, "form": "optimize: not run", "median ms": "", "IQR ms": "", "speedup": float("nan"),
+                     "speedup low": float("nan"), "speedup high": float("nan"), "inconclusive": "", "verified": "",
+                     "note": run.optimized, "device": run.forms.device if run.forms is not None else "", "machine": ""})
+    elif run.optimized is not None:
+        o = run.optimized
+        picked = "; ".join(f"{rule} at {', '.join(locs)}" for rule, locs in o.rules)
+        inconclusive = o.speedup_low <= 1.0 <= o.speedup_high if o.speedup == o.speedup else ""
+        rows.append({"model": run.model.name, "form": "optimize: " + ("original kept" if o.kept_original else picked),
+                     "median ms": "", "IQR ms": "", "speedup": o.speedup, "speedup low": o.speedup_low,
+                     "speedup high": o.speedup_high, "inconclusive": inconclusive, "verified": True, "note": o.reason,
+                     "device": o.device, "machine": o.machine})
+    return rows
+
+
+#: The rules whose sites are model-level patterns that ARE another single layer (the count app's fold view names them).
+PATTERN_RULES = ("focus_to_conv", "spd_to_strided", "subpixel_to_transposed")
+
+
+def model_patterns(model: torch.nn.Module, input_shape: Sequence[int]) -> Dict[str, str]:
+    """``{layer path: "<pattern> = <the one layer it is>"}`` for the model-level patterns of ``model``: slices + cat
+    + conv (Focus) and space-to-depth + conv are one strided conv, conv + PixelShuffle is a transposed conv
+    (:func:`foldconv.surgery.find_sites`; a pattern whose rule does not apply says why). Empty when the model
+    does not trace or has none.
+
+    Example:
+        >>> from foldconv.experiments.rewrite_models import YoloV5Stem
+        >>> model_patterns(YoloV5Stem(), (1, 3, 32, 32))
+        {'focus.conv.conv': 'slice+cat+Conv2d (Focus) = Conv2d(3->32, k=(6, 6), s=(2, 2), p=(2, 2))'}
+    """
+    try:
+        sites = _surgery().find_sites(model, tuple(input_shape), list(PATTERN_RULES))
+    except FoldError:  # a model fx cannot trace, or that cannot run on the shape: no pattern to name
+        return {}
+    meta = any(t.is_meta for t in model.parameters())
+    found: Dict[str, str] = {}
+    for site in sites:
+        reason = " ".join(site.reason.split())
+        if reason and meta:  # e.g. tied sub-pixel biases: a property of values the meta device does not hold
+            reason = "it depends on the weights, and these are on the meta device"
+        text = f"{site.pattern} = {site.after}" if site.after and not reason else f"{site.pattern}: not one layer here ({reason[:120]})"
+        found.setdefault(site.location, text)
+    return found
+
+
+def with_patterns(rows: Sequence[Mapping[str, Any]], model: torch.nn.Module, input_shape: Sequence[int]) -> List[Dict[str, Any]]:
+    """``rows`` (one per layer, a ``layer`` column) with a ``model-level pattern`` column when ``model`` has any.
+
+    Example:
+        >>> from foldconv.experiments.rewrite_models import YoloV5Stem
+        >>> [r["model-level pattern"][:24] for r in with_patterns([{"layer": "focus.conv.conv"}, {"layer": "mix.conv"}], YoloV5Stem(), (1, 3, 32, 32))]
+        ['slice+cat+Conv2d (Focus)', '']
+    """
+    found = model_patterns(model, input_shape)
+    if not found:
+        return [dict(r) for r in rows]
+    return [{**r, "model-level pattern": found.get(r["layer"], "")} for r in rows]
+
+
+def _surgery() -> Any:
+    """The surgery functions this app calls (imported here, not at module level: timm/onnx load only when used)."""
+    from types import SimpleNamespace
+
+    from ..surgery import find_sites, rewrite
+    from ..surgery.fastest import optimize
+    from ..surgery.onnx_export import export_onnx
+    from ..surgery.speed import benchmark_forms
+
+    return SimpleNamespace(rewrite=rewrite, find_sites=find_sites, export_onnx=export_onnx, optimize=optimize,
+                           benchmark_forms=benchmark_forms)
+
+
+def _one_model(e: RewriteExperiment, name: str) -> ModelRun:
+    surgery = _surgery()
+    rm = real_model(name)
+    shape = e.input_shape or (rm.test_input_shape if e.size == "test" else rm.input_shape)
+    rules = e.rules or rm.rules
+    model = rm.build(e.seed)
+    try:
+        new, report = surgery.rewrite(model, shape, list(rules), verify=True, seed=e.seed)
+        back = None
+        inverse = (rm.inverse if e.rules is None else inverse_rules(rules, report=report)) if e.round_trip and report.applied else ()
+        if inverse:
+            _, back = surgery.rewrite(new, shape, list(inverse), verify=True, seed=e.seed)
+    except FoldError as err:
+        raise FoldError(f"{name}: {err}", param=err.param, value=err.value, rule=err.rule) from err
+    onnx: Dict[str, Any] = {}
+    if e.onnx:
+        onnx = {"original": surgery.export_onnx(model, shape, seed=e.seed), "rewritten": surgery.export_onnx(new, shape, seed=e.seed)}
+    forms = optimized = None
+    if e.timing:
+        wanted: List[Any] = [f for f in e.forms if f != "rewritten"]
+        if "rewritten" in e.forms and report.applied:
+            # built from the weights it is given, so the check (derived) resamples them: exact for every weight
+            wanted.append((f"rewritten ({', '.join(_rule_text(r) for r in rules)})",
+                           lambda m: surgery.rewrite(m, shape, list(rules), verify=False)[0]))
+        forms = surgery.benchmark_forms(model, shape, forms=wanted, device=e.device, channels_last="channels_last" in e.forms,
+                                        compile="auto" if "compile" in e.forms else False, min_run_time=e.min_run_time)
+        if e.optimize:
+            try:
+                _, optimized = surgery.optimize(model, shape, device=e.device, min_run_time=e.min_run_time)
+            except FoldError as err:  # the request was valid (it got this far): a limit of optimize, reported as such
+                optimized = f"optimize could not run: {err}"
+    return ModelRun(rm, tuple(shape), tuple(rules), report, back, onnx, forms, optimized)
+
+
+def _files() -> Dict[str, str]:
+    return {
+        "summary.md": "the answer: per model, the rules, sites applied, whole-model verdict, round trip, fastest form",
+        "sites.md": "one row per site: pattern, location, before/after spec, params, MACs, applied or why not, verdict, exact, ONNX ops",
+        "sites.csv": "the same, as CSV",
+        "models.md": "per model and step: traced or fallback, sites applied, the whole-model verification",
+        "models.csv": "the same, as CSV",
+        "sites.png": "parameters and MACs before vs after, per site",
+        "onnx.md": "the ONNX ops of every form and whether onnxruntime agrees with torch",
+        "onnx.csv": "the same, as CSV",
+        "timings.md": "per form: median, IQR, speedup (original / form) with its interval, inconclusive flag, machine",
+        "timings.csv": "the same, as CSV",
+        "timings.png": "the speedups with their IQR intervals and the 1.0x line",
+        "*.log": "the app's log (Hydra)",
+    }
+
+
+def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> RewriteRun:
+    """Rewrite, verify, export and time every model of ``e``, then write the tables and figures into ``out_dir``.
+
+    Raises :class:`ClaimFailed` (after writing everything) when a rewrite, round trip or ONNX form fails.
+    """
+    if not isinstance(e, RewriteExperiment):
+        raise fold_error("experiment", type(e).__name__, "must be a RewriteExperiment")
+    if e.threads:
+        torch.set_num_threads(e.threads)
+    names = e.names()
+    runs = [_one_model(e, name) for name in progress_bar(names, "rewrite: models", unit="model")]
+    out = Path(out_dir)
+    files: List[Path] = []
+    sites = [row for run in runs for row in site_rows(run)]
+    files += write_table(sites, out / "sites", title="Sites: each rule's pattern, before and after").values()
+    files += write_table([row for run in runs for row in _whole_rows(run)], out / "models", title="Whole models verified").values()
+    if sites:
+        files.append(save_figure(sites_figure(sites), out / "sites.png", dpi=e.dpi))
+    onnx = [row for run in runs for row in onnx_rows(run)]
+    if onnx:
+        files += write_table(onnx, out / "onnx", title="ONNX: ops per form, onnxruntime vs torch").values()
+    timings = [row for run in runs for row in timing_rows(run)]
+    if timings:
+        machine = next((str(r["machine"]) for r in timings if r["machine"]), "")
+        files += write_table(timings, out / "timings", title=f"Speed of the forms ({machine})").values()
+        files.append(save_figure(timings_figure(timings, machine=machine), out / "timings.png", dpi=e.dpi))
+    result = RewriteRun(tuple(runs), tuple(files))
+    summary = summary_text(result)
+    files.append(write_markdown(summary, out / "summary.md"))
+    files.append(write_index(out, _files(), title="Rewrite", answer=summary.split("\n", 2)[-1]))
+    result = RewriteRun(tuple(runs), tuple(files))
+    if not result.ok:
+        raise ClaimFailed("; ".join(result.failures[:3]))
+    return result
+
+
+def summary_text(run: RewriteRun) -> str:
+    """One line per model: rules, sites applied, the whole-model verdict, the round trip, the fastest form."""
+    lines = ["# Rewrite", ""]
+    for m in run.models:
+        r = m.report
+        whole = r.verification.summary() if r.verification is not None else "not verified"
+        line = f"- {m.model.name} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.sites)} site(s) applied; whole model {whole}"
+        if m.back is not None:
+            line += f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'}"
+        if m.forms is not None:
+            best = m.forms.fastest
+            line += f"; fastest form {best.form} ({best.speedup:.2f}x{', inconclusive' if best.inconclusive else ''})"
+        lines.append(line)
+    lines += [""] + [f"FAILED: {f}" for f in run.failures]
+    return "\n".join(lines).rstrip() + "\n"

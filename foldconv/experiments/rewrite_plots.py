@@ -1,0 +1,96 @@
+"""The rewrite app's figures: per-site parameters and MACs before vs after, and the speedups of the forms.
+
+Both take the rows of the app's tables (:func:`foldconv.experiments.rewrite.site_rows`,
+:func:`foldconv.experiments.rewrite.timing_rows`) and return a figure from :func:`foldconv.experiments.io.figure`.
+
+Example:
+    >>> row = {"model": "m", "step": "rewrite", "rule": "focus_to_conv", "location": "focus.conv.conv", "applied": True,
+    ...        "params before": 3456, "params after": 3456, "MACs before": 884736, "MACs after": 884736}
+    >>> len(sites_figure([row]).axes)
+    2
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from .io import figure
+
+__all__ = ["sites_figure", "timings_figure"]
+
+
+def sites_figure(rows: Sequence[Mapping[str, Any]]):
+    """Params and MACs before vs after, one pair of bars per site, each bar labelled with its value (log scale:
+    a stem and a whole stage differ by orders of magnitude); a site not applied is marked."""
+    rows = [r for r in rows if r["step"] == "rewrite" and not r.get("part of")]
+    labels = [f"{r['model']}: {r['location']}\n({r['rule']})" for r in rows]
+    fig, axes = figure(1, 2, figsize=(13.0, 1.4 + 0.75 * max(1, len(rows))), squeeze=False)
+    ys = list(range(len(rows)))
+    for ax, (what, before, after) in zip(axes[0], (("parameters", "params before", "params after"), ("MACs", "MACs before", "MACs after"))):
+        values = [max(1, int(r[k])) for r in rows for k in (before, after)] or [1]
+        for y, r in zip(ys, rows):
+            for dy, key, colour, name in ((-0.2, before, "#999999", "before"), (0.2, after, "#1f77b4", "after")):
+                v = max(1, int(r[key]))
+                ax.barh(y + dy, v, height=0.38, color=colour, label=name if y == 0 else None)
+                ax.text(v, y + dy, f" {int(r[key]):,}", va="center", fontsize=8)
+            if str(r["applied"]).startswith("no"):
+                ax.text(min(values), y, " not applied", va="center", fontsize=8, color="#b00000")
+        ax.set_xscale("log")
+        ax.set_xlim(min(values) / 2, max(values) * 8)  # room for the value labels
+        ax.set_xlabel(f"{what} per sample (log scale)", fontsize=9)
+        ax.set_title(f"{what} per site: before (grey) vs after (blue)", fontsize=10)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels if ax is axes[0][0] else [""] * len(ys), fontsize=8)
+        ax.invert_yaxis()
+        ax.legend(fontsize=8, loc="lower right")
+        ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
+    """Speedup (original / form, log scale) per form with its interval (quartiles of both timings) and the 1.0x
+    line; inconclusive bars (interval holds 1.0x) grey and hatched; a form that was not timed (not verified, or
+    optimize could not run) is listed with the reason instead of a bar. The original itself (1.0x) is the line."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    def number(v: Any) -> float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+    rows = [r for r in rows if r["form"] != "original"]
+    timed = [r for r in rows if number(r["speedup"]) == number(r["speedup"])]
+    labels = [f"{r['model']}: {r['form']}" for r in rows]
+    fig, ax = figure(figsize=(10.0, 1.7 + 0.45 * max(1, len(rows))))
+    ys = list(range(len(rows)))
+    ends = [number(r[k]) for r in timed for k in ("speedup", "speedup low", "speedup high")]
+    ends = [v for v in ends if v == v and v > 0]
+    lo, hi = min(ends + [0.5]), max(ends + [2.0])
+    for y, r in zip(ys, rows):
+        mid, low, high = number(r["speedup"]), number(r["speedup low"]), number(r["speedup high"])
+        if mid != mid:
+            note = " ".join(str(r.get("note", "")).split())
+            note = note[:75] + ("..." if len(note) > 75 else "")
+            kept = str(r["form"]).endswith("original kept")
+            ax.text(lo / 1.4, y, note if kept else f"not timed: {note}", va="center", fontsize=8,
+                    color="#444444" if kept else "#b00000", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+            continue
+        inconclusive = r["inconclusive"] is True
+        colour = "#bbbbbb" if inconclusive else ("#2ca02c" if mid > 1 else "#d62728")
+        # bars grow from 1.0x, so a slowdown points left and a speedup right
+        ax.barh(y, mid - 1.0, left=1.0, height=0.6, color=colour, hatch="//" if inconclusive else None, edgecolor="#555555")
+        if low == low and high == high and low > 0:
+            ax.errorbar(mid, y, xerr=[[max(0.0, mid - low)], [max(0.0, high - mid)]], fmt="none", ecolor="black", capsize=3, lw=1)
+        text = f"{mid:.2f}x" + (f" [{low:.2f}, {high:.2f}]" if low == low and high == high else "")
+        ax.text(hi * 1.15, y, text + (" inconclusive" if inconclusive else ""), va="center", fontsize=8)
+    ax.axvline(1.0, color="black", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 1.5, hi * 6)  # the right part holds the value labels
+    ax.xaxis.set_major_locator(LogLocator(base=2))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, half a row of room at both ends
+    ax.set_xlabel("speedup = original time / form time (log scale; bar: median, whisker: IQR interval; dashed: 1.0x)", fontsize=9)
+    ax.set_title("Speed of the equivalent forms (green faster, red slower, grey hatched inconclusive)"
+                 + (f"\n{machine}" if machine else ""), fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    return fig

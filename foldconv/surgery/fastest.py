@@ -1,0 +1,271 @@
+"""Pick the fastest verified form per site, and never return a model that is not conclusively faster.
+
+:func:`optimize` asks :func:`foldconv.surgery.find_sites` where each rewrite rule applies and times every verified
+form of each site against the original. A site whose replaced region is its one module (a strided conv) is timed
+as that layer alone, at the site's own input shape; a site whose region is more than its module (YOLOv5's
+slices + cat + conv, timm's SpaceToDepth + conv, a conv + PixelShuffle), or whose rewritten layer alone is not
+equivalent to the original layer, is timed as the whole model with only that site rewritten. Per site it keeps the
+form whose speedup interval lies above 1.0 with the largest speedup, rewrites the model with those choices (each
+rule restricted to its sites with ``at``) and times the whole rewritten model against the original in the same run.
+Every comparison is timed in interleaved rounds (:func:`foldconv.surgery.timing.interleaved`). The original comes
+back unless that interval lies above 1.0 too (:mod:`foldconv.surgery.speed` on intervals): claim FORMS-3,
+paper_notes/claims.md.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .._validate import check_device, check_int
+from ..check import check_equivalence
+from ..errors import FoldError
+from .rewrite import check_model
+from .speed import _STAGE_RULES, FormTiming, _runner, _validated
+from .timing import ROUNDS, Timer, check_seconds, interleaved, machine_description, measure, speedup
+
+__all__ = ["SiteChoice", "OptimizeReport", "optimize"]
+
+
+@dataclass(frozen=True)
+class SiteChoice:
+    """One site: every form timed there against the original, and the one chosen.
+
+    ``scope``: ``"layer"`` (the site's module alone at its input shape) or ``"model"`` (the whole model with only
+    this site rewritten). ``chosen`` is a rule name, or ``"original"`` when no form is conclusively faster.
+    """
+
+    location: str
+    input_shape: Tuple[int, ...]
+    scope: str
+    candidates: Tuple[FormTiming, ...]
+    chosen: str
+    reason: str = ""
+
+    @property
+    def choice(self) -> Optional[FormTiming]:
+        return next((c for c in self.candidates if c.form == self.chosen), None)
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    """What :func:`optimize` did: the per-site choices, the whole-model speedup and whether it kept the original.
+
+    ``speedup``/``speedup_low``/``speedup_high``: original time / rewritten time for the whole model, measured in
+    the same run (NaN when nothing was rewritten). ``kept_original``: the original model was returned; ``reason``
+    says why.
+    """
+
+    model: str
+    input_shape: Tuple[int, ...]
+    device: str
+    sites: Tuple[SiteChoice, ...]
+    rules: Tuple[Tuple[str, Tuple[str, ...]], ...]  # (rule, sites it was applied at) in the returned model
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    kept_original: bool
+    reason: str
+    machine: str
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """One row per (site, form): the speedup over the original layer, its interval, and whether it was chosen."""
+        return [
+            {"site": s.location, "scope": s.scope, "form": c.form, "verified": c.verified, "speedup": round(c.speedup, 3),
+             "interval": f"[{c.speedup_low:.2f}, {c.speedup_high:.2f}]" if c.timed else "", "chosen": c.form == s.chosen,
+             "note": c.note if not c.timed else s.reason if c.form == s.chosen else ""}
+            for s in self.sites for c in s.candidates
+        ]
+
+    def summary(self) -> str:
+        whole = "not timed" if math.isnan(self.speedup) else f"{self.speedup:.2f}x [{self.speedup_low:.2f}, {self.speedup_high:.2f}]"
+        kept = "kept the original" if self.kept_original else "returned the rewritten model"
+        return f"{self.model}: {kept} (whole model {whole}); {self.reason}"
+
+
+def _rules_api() -> Tuple[Any, Any, Tuple[str, ...]]:
+    from . import RULE_NAMES, find_sites, rewrite  # A's API, read when called
+
+    return find_sites, rewrite, tuple(n for n in RULE_NAMES if n not in _STAGE_RULES)
+
+
+def _submodule(model: nn.Module, path: str) -> Optional[nn.Module]:
+    try:
+        return model.get_submodule(path) if path and "+" not in path else None
+    except AttributeError:
+        return None
+
+
+def optimize(
+    model: nn.Module,
+    example_input_shape: Sequence[int],
+    *,
+    device: Union[str, torch.device] = "cpu",
+    min_run_time: float = 0.2,
+    rounds: int = ROUNDS,
+    timer: Optional[Timer] = None,
+) -> Tuple[nn.Module, OptimizeReport]:
+    """The fastest verified form of ``model`` found by per-site timing, or ``model`` itself when that is not
+    conclusively faster than the original, timed together in one run (float32, eval mode, no grad).
+
+    Every comparison is timed in ``rounds`` interleaved rounds of ``min_run_time / rounds`` seconds per
+    measurement (:mod:`foldconv.surgery.speed`). ``timer(fn, label) -> Sample`` replaces
+    :func:`foldconv.surgery.timing.measure` (tests inject timings); labels are ``"<site>: original"``,
+    ``"<site>: <rule>"``, ``"model: original"``, ``"model: <site>: <rule>"`` (a site timed in the whole model) and
+    ``"model: rewritten"``.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        >>> best, report = optimize(net, (1, 3, 8, 8), min_run_time=0.01)
+        >>> best is net, report.kept_original
+        (True, True)
+    """
+    original = model
+    model, shape = _validated(model, example_input_shape, min_run_time, "model")
+    dev = check_device(device)
+    rounds = check_int(rounds, "rounds", 1)
+    find_sites, rewrite, rules = _rules_api()
+    time = timer or (lambda fn, label: measure(fn, label, min_run_time=check_seconds(min_run_time) / rounds))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
+    run_original = _runner(copy.deepcopy(model).to(dev), x)
+
+    by_site: Dict[str, List[Any]] = {}
+    for site in find_sites(model, shape, list(rules)):
+        if not site.reason:
+            by_site.setdefault(site.location, []).append(site)
+    inputs = _module_inputs(model, shape, list(by_site))
+    timing = _Timing(time, rounds, x, dev, run_original)
+    choices = [_choose(model, shape, loc, sites, rewrite, timing, inputs.get(loc, ())) for loc, sites in by_site.items()]
+    chosen: Dict[str, List[str]] = {}
+    for c in choices:
+        if c.chosen != "original":
+            chosen.setdefault(c.chosen, []).append(c.location)
+    applied = tuple((rule, tuple(locs)) for rule, locs in chosen.items())
+    machine = machine_description(dev)
+
+    def report(kept: bool, reason: str, s: Any = None) -> OptimizeReport:
+        nums = (s.value, s.low, s.high) if s is not None else (math.nan,) * 3
+        return OptimizeReport(type(original).__name__, shape, str(dev), tuple(choices), () if kept else applied, *nums,
+                              kept_original=kept, reason=reason, machine=machine)
+
+    if not applied:
+        return original, report(True, "no site has a verified form that is conclusively faster than its original")
+    at_sites = [(rule, {"at": list(locs)}) for rule, locs in applied]
+    new, _ = rewrite(model, shape, at_sites, verify=False)
+    # as rewrite checks a whole model: exact where every op is polynomial, else sampled in float64
+    check, _ = check_model(model, lambda ref: rewrite(ref, shape, at_sites, verify=False)[0], shape)
+    if not check.ok:
+        return original, report(True, f"the rewritten model failed verification: {check.summary()}")
+    _, [(before, rewritten)] = interleaved(run_original, [("model: rewritten", _runner(copy.deepcopy(new).eval().to(dev), x))],
+                                           time, rounds=rounds, original_label="model: original")
+    if isinstance(rewritten, Exception):
+        raise rewritten
+    s = speedup(before, rewritten)
+    if not s.faster:
+        return original, report(True, f"the rewritten model is not conclusively faster than the original: {s.describe()}", s)
+    return new.eval(), report(False, f"rewritten at {sum(len(locs) for _, locs in applied)} site(s), verified: {check.summary()}", s)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """How one optimize run times: the timer, its rounds, the model's input and the original model's runner."""
+
+    time: Timer
+    rounds: int
+    x: torch.Tensor
+    device: torch.device
+    run_model: Any
+
+
+def _module_inputs(model: nn.Module, shape: Tuple[int, ...], paths: Sequence[str]) -> Dict[str, Tuple[Tuple[int, ...], ...]]:
+    """The input shapes each module at ``paths`` is called with when the model runs on ``shape`` (once per call)."""
+    seen: Dict[str, List[Tuple[int, ...]]] = {}
+    handles = []
+    for path in paths:
+        module = _submodule(model, path)
+        if module is not None:
+            def hook(_: nn.Module, args: Tuple[Any, ...], path: str = path) -> None:
+                first = args[0] if args else None
+                seen.setdefault(path, []).append(tuple(first.shape) if isinstance(first, torch.Tensor) else ())
+
+            handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {path: tuple(shapes) for path, shapes in seen.items()}
+
+
+def _choose(model: nn.Module, shape: Tuple[int, ...], loc: str, sites: Sequence[Any], rewrite: Any, timing: _Timing,
+            calls: Tuple[Tuple[int, ...], ...]) -> SiteChoice:
+    """Time every form at one site (its layer alone when the site is that layer, else the whole model) and pick the fastest.
+
+    ``calls``: the input shapes the module at ``loc`` is called with in the model. The site is its layer alone only
+    when that module is called once, on the site's own input: a site whose region starts before its module (the
+    slices of a Focus, a SpaceToDepth) gives the module another input, and is timed in the whole model."""
+    site_shape = tuple(sites[0].input_shape)
+    layer = _submodule(model, loc) if calls == (site_shape,) else None
+    forms: List[Tuple[str, Optional[nn.Module], str]] = []  # (rule, form at scope or None, note)
+    scope = "layer" if layer is not None else "model"
+    for site in sites:
+        try:
+            new, _ = rewrite(model, shape, [(site.rule, {"at": [loc]})], verify=False)
+        except FoldError as err:
+            forms.append((site.rule, None, str(err)))
+            continue
+        if scope == "layer":
+            replaced = _submodule(new, loc)
+            if replaced is not None and _equivalent(layer, replaced, site_shape):
+                forms.append((site.rule, replaced, "layer equivalent"))
+                continue
+            scope = "model"  # this form changes more than the site's module: compare all forms in context
+        forms.append((site.rule, new, "model"))
+    if scope == "model":
+        forms = [(rule, (rewrite(model, shape, [(rule, {"at": [loc]})], verify=False)[0] if note == "layer equivalent" else m), note)
+                 for rule, m, note in forms]
+    target, target_shape = (layer, site_shape) if scope == "layer" else (model, shape)
+    timings: Dict[str, FormTiming] = {}
+    runs = []
+    prefix = f"{loc}: " if scope == "layer" else f"model: {loc}: "
+    xin = torch.randn(target_shape, generator=torch.Generator().manual_seed(1)).to(timing.device) if scope == "layer" else timing.x
+    for rule, form, note in forms:
+        if form is None:
+            timings[rule] = FormTiming.untimed(rule, note)
+            continue
+        if scope == "layer":
+            check = check_equivalence(target, form, target_shape)
+        else:  # as rewrite checks a whole model: exact where every op is polynomial, else sampled in float64
+            check, _ = check_model(model, lambda ref, rule=rule: rewrite(ref, shape, [(rule, {"at": [loc]})], verify=False)[0], shape)
+        if not check.ok:
+            timings[rule] = FormTiming.untimed(rule, f"unverified: {check.summary()}")
+            continue
+        timings[rule] = dataclasses.replace(FormTiming.untimed(rule, check.summary()), check="exact" if check.exact else "sampled")
+        runs.append((rule, prefix + rule, _runner(copy.deepcopy(form).eval().to(timing.device), xin)))
+    original = _runner(copy.deepcopy(target).to(timing.device), xin) if scope == "layer" else timing.run_model
+    paired = interleaved(original, [(label, run) for _, label, run in runs], timing.time, rounds=timing.rounds,
+                         original_label=f"{loc}: original" if scope == "layer" else "model: original")[1] if runs else []
+    for (rule, _, _), (anchor, sample) in zip(runs, paired):
+        if isinstance(sample, Exception):
+            raise sample
+        placeholder = timings[rule]
+        timings[rule] = FormTiming.from_samples(rule, anchor, sample, verified=True, note=placeholder.note, check=placeholder.check)
+    ordered = tuple(timings[rule] for rule, _, _ in forms)
+    faster = [t for t in ordered if t.verified and t.timed and t.speedup_low > 1.0]
+    best = max(faster, key=lambda t: t.speedup) if faster else None
+    reason = f"fastest conclusive form: {best.describe()}" if best else "no verified form is conclusively faster"
+    return SiteChoice(loc, site_shape, scope, ordered, best.form if best else "original", reason)
+
+
+def _equivalent(layer: nn.Module, replaced: nn.Module, shape: Tuple[int, ...]) -> bool:
+    """Whether the rewritten module alone equals the original layer on the site's input (not when it cannot run there)."""
+    try:
+        return check_equivalence(layer, replaced, shape).ok
+    except FoldError:
+        return False

@@ -1,0 +1,201 @@
+"""Export a model (any equivalent form) to ONNX in memory, run it in onnxruntime, compare with torch, list its ops.
+
+Which ONNX ops a form lowers to is what decides whether a deployment target runs it: ``nn.PixelShuffle``
+becomes ``DepthToSpace`` in mode ``CRD``, foldconv's einops layouts and ``nn.PixelUnshuffle`` become
+``Reshape``/``Transpose`` chains (ONNX's ``SpaceToDepth`` has one channel order, DCR, and no mode attribute),
+a transposed conv ``ConvTranspose`` (claim ONNX-2). foldconv's ``"dcr"`` / ``"crd"`` orders are bit-identical to
+onnxruntime's ``DepthToSpace`` DCR / CRD and ``"dcr"`` to its ``SpaceToDepth`` (claim ONNX-1, checked on graphs built
+with ``onnx.helper``). onnx and onnxruntime are dev-extra dependencies, imported when called.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import io
+import logging
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .._validate import check_int
+from ..errors import fold_error
+
+__all__ = ["OnnxReport", "export_onnx", "onnx_op_types", "require_package"]
+
+
+def require_package(name: str, purpose: str = "ONNX export") -> Any:
+    """Import ``name`` (a dev-extra dependency); a FoldError naming the package when it is missing.
+
+    Example:
+        >>> require_package("onnx").__name__
+        'onnx'
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise fold_error("package", name, f"is needed for {purpose} and is not installed: pip install -e '.[dev]'") from None
+
+
+def onnx_op_types(model_proto: Any) -> Tuple[str, ...]:
+    """The op type of every node of an ONNX graph, in graph order, ``DepthToSpace`` with its mode
+    (``"DepthToSpace(CRD)"``, ``"DepthToSpace(DCR)"``, ONNX's default) and ``SpaceToDepth`` as ``"SpaceToDepth(DCR)"``
+    (its only order). ``Constant`` nodes are left out: they hold shapes and weights, not computation.
+
+    Example:
+        >>> from onnx import helper
+        >>> node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD")
+        >>> graph = helper.make_graph([node], "g", [], [])
+        >>> onnx_op_types(helper.make_model(graph))
+        ('DepthToSpace(CRD)',)
+    """
+    helper = require_package("onnx").helper
+    ops = []
+    for node in model_proto.graph.node:
+        if node.op_type == "Constant":
+            continue
+        if node.op_type == "DepthToSpace":
+            modes = [helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"]
+            mode = modes[0].decode() if modes and isinstance(modes[0], bytes) else (modes[0] if modes else "DCR")
+            ops.append(f"DepthToSpace({mode})")
+        elif node.op_type == "SpaceToDepth":
+            ops.append("SpaceToDepth(DCR)")
+        else:
+            ops.append(node.op_type)
+    return tuple(ops)
+
+
+@dataclass(frozen=True)
+class OnnxReport:
+    """What :func:`export_onnx` found: the exporter used, the ONNX ops, and onnxruntime's output against torch's.
+
+    ``opset``: the opset the file declares (the dynamo exporter writes 18 when it cannot convert down to the one
+    asked for). ``max_abs_error``: largest ``|onnxruntime - torch|`` on one unit-normal float32 input; ``max_rel_error`` the
+    same over the largest ``|torch|`` output. ``ok`` (and ``bool``): ``max_rel_error <= rtol``.
+    """
+
+    model: str
+    input_shape: Tuple[int, ...]
+    opset: int
+    exporter: str
+    ops: Tuple[str, ...]
+    max_abs_error: float
+    max_rel_error: float
+    rtol: float
+    note: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def ok(self) -> bool:
+        """onnxruntime's output agrees with torch's within ``rtol`` (relative to the largest output)."""
+        return self.max_rel_error <= self.rtol
+
+    @property
+    def op_counts(self) -> Dict[str, int]:
+        """How many nodes of each op type, in order of first appearance."""
+        counts: Dict[str, int] = {}
+        for op in self.ops:
+            counts[op] = counts.get(op, 0) + 1
+        return counts
+
+    def describe_ops(self) -> str:
+        """``"Conv, DepthToSpace(CRD)"``, with ``x3`` after an op that occurs three times."""
+        return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in self.op_counts.items())
+
+    def summary(self) -> str:
+        verdict = "agrees" if self.ok else "DISAGREES"
+        return (f"{self.model}: onnxruntime {verdict} with torch (max abs {self.max_abs_error:.2e}, max rel "
+                f"{self.max_rel_error:.2e}, rtol {self.rtol:g}); opset {self.opset}, {self.exporter} exporter; ops: {self.describe_ops()}")
+
+    def row(self) -> Dict[str, Any]:
+        return {"model": self.model, "ops": self.describe_ops(), "max abs": self.max_abs_error,
+                "max rel": self.max_rel_error, "ok": self.ok, "exporter": self.exporter}
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Silence the named loggers (the dynamo exporter logs its steps and its opset conversion)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export(model: nn.Module, x: torch.Tensor, opset: int) -> Tuple[bytes, str, str]:
+    """ONNX bytes from the legacy (TorchScript) exporter, or from the dynamo exporter when the legacy one fails."""
+    legacy_failure = ""
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation warning on every call
+            torch.onnx.export(model, (x,), buffer, opset_version=opset, dynamo=False, input_names=["x"], output_names=["y"])
+        return buffer.getvalue(), "torchscript", ""
+    except Exception as err:  # noqa: BLE001  the legacy exporter fails in many types; the dynamo one is the fallback
+        legacy_failure = f"legacy exporter failed: {type(err).__name__}: {str(err).strip()[:160]}"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx", "onnxscript"):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (x,), opset_version=opset, dynamo=True, verbose=False, input_names=["x"], output_names=["y"])
+        return program.model_proto.SerializeToString(), "dynamo", legacy_failure
+    except Exception as err:  # noqa: BLE001
+        raise fold_error("model", type(model).__name__, f"torch.onnx.export failed: {legacy_failure}; dynamo exporter: {type(err).__name__}: {str(err).strip()[:200]}") from None
+
+
+def export_onnx(model: nn.Module, example_input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0) -> OnnxReport:
+    """Export ``model`` (a copy, in eval mode, float32, on the CPU) to ONNX in memory, run it with onnxruntime's
+    CPUExecutionProvider on one seeded unit-normal input and compare with torch.
+
+    Example:
+        >>> report = export_onnx(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.PixelShuffle(2)), (1, 3, 8, 8))
+        >>> report.ok, report.ops
+        (True, ('Conv', 'DepthToSpace(CRD)'))
+    """
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be an nn.Module")
+    if isinstance(example_input_shape, (str, bytes)) or not isinstance(example_input_shape, Sequence) or not example_input_shape:
+        raise fold_error("example_input_shape", example_input_shape, "must be a full input shape such as (1, 3, 224, 224)")
+    shape = tuple(check_int(s, "example_input_shape", 1) for s in example_input_shape)
+    opset = check_int(opset, "opset", 7)
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
+        raise fold_error("rtol", rtol, "must be a finite number >= 0")
+    onnx = require_package("onnx")
+    ort = require_package("onnxruntime")
+    model = copy.deepcopy(model).eval().float().cpu()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(check_int(seed, "seed", 0)))
+    try:
+        with torch.no_grad():
+            expected = model(x)
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise fold_error("example_input_shape", shape, f"the model cannot run on it: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+    if not isinstance(expected, torch.Tensor):
+        raise fold_error("model", type(model).__name__, f"must return one tensor to compare, not {type(expected).__name__}")
+    data, exporter, note = _export(model, x, opset)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    if got.shape != expected.shape:
+        raise fold_error("model", type(model).__name__, f"onnxruntime returned shape {tuple(got.shape)}, torch {tuple(expected.shape)}")
+    max_abs = float((got - expected).abs().max()) if got.numel() else 0.0
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else math.inf)
+    proto = onnx.load_from_string(data)
+    # The dynamo exporter may write a higher opset than asked for when it cannot convert down: report what it wrote.
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    return OnnxReport(_name(model), shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note)
+
+
+def _name(model: nn.Module) -> str:
+    text = repr(model)
+    return text if "\n" not in text and len(text) < 100 else type(model).__name__
+

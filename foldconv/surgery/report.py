@@ -1,0 +1,121 @@
+"""What a rewrite did: one row per site (pattern, before/after, costs, verdict) and the whole-model verdict.
+
+Example:
+    >>> site = SiteReport("strided_to_spd", "Conv2d 3x3 s2", "conv", (1, 3, 8, 8), "Conv2d(3->4, k=(3, 3), s=(2, 2), p=(1, 1))",
+    ...                   "SpaceToDepth(r=(2, 2), order='c rh rw') + Conv2d(12->4, k=(2, 2), s=(1, 1), p=(0, 0))",
+    ...                   112, 196, 1728, 3136, applied=False, reason="not verified")
+    >>> report = RewriteReport("Net", (1, 3, 8, 8), ("strided_to_spd",), True, "", (site,), None)
+    >>> report.applied, report.ok
+    (0, True)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from .._tables import markdown_table
+from ..check import EquivalenceReport, Verdict
+
+__all__ = ["SiteReport", "RewriteReport"]
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """One site of a rewrite (or one part of a site, ``part_of`` naming the site: a stage's layers).
+
+    ``pattern``: the model-level name ("slice+cat+Conv2d (Focus)", "Conv2d+PixelShuffle (sub-pixel)", "Conv2d 7x7
+    s2", ...); ``location``: module path of the main layer; ``before``/``after``: spec text; params and MACs are
+    per sample of ``input_shape`` (the site's input); ``reason``: why it was not applied; ``verdict``: the
+    site's check (None when not verified or not applied) and ``exact`` whether it was proved exactly.
+    """
+
+    rule: str
+    pattern: str
+    location: str
+    input_shape: Tuple[int, ...]
+    before: str
+    after: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    applied: bool
+    reason: str = ""
+    verdict: Optional[Verdict] = None
+    exact: bool = False
+    check: Optional[EquivalenceReport] = None
+    part_of: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Not applied, or applied and not found inequivalent (a part row is judged with its site)."""
+        return not self.applied or self.part_of != "" or self.verdict in (None, Verdict.EQUIVALENT)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def row(self) -> Dict[str, Any]:
+        """The table row (CSV / Markdown)."""
+        return {
+            "rule": self.rule, "pattern": self.pattern, "location": self.location, "input_shape": self.input_shape,
+            "before": self.before, "after": self.after, "params_before": self.params_before, "params_after": self.params_after,
+            "macs_before": self.macs_before, "macs_after": self.macs_after, "applied": self.applied, "reason": self.reason,
+            "verdict": "" if self.verdict is None else self.verdict.value, "exact": self.exact, "part_of": self.part_of,
+        }
+
+
+@dataclass(frozen=True)
+class RewriteReport:
+    """The report of :func:`foldconv.surgery.rewrite`: per-site rows and the whole-model verification.
+
+    ``traced``: torch.fx traced the model (False: module-level replacement, ``fallback_reason`` says why);
+    ``verification``: the whole model (eval mode) against the original, None when ``verify=False``;
+    ``verification_note``: how that verdict was reached (exact for all weights, or sampled and why).
+    ``ok`` (and ``bool(report)``): every applied site and the whole model are equivalent (with
+    ``verify=False``: nothing was found inequivalent, which proves nothing).
+    """
+
+    model: str
+    input_shape: Tuple[int, ...]
+    rules: Tuple[str, ...]
+    traced: bool
+    fallback_reason: str
+    sites: Tuple[SiteReport, ...]
+    verification: Optional[EquivalenceReport]
+    verification_note: str = ""
+
+    @property
+    def applied(self) -> int:
+        """How many sites were rewritten (parts of a site not counted)."""
+        return sum(1 for s in self.sites if s.applied and not s.part_of)
+
+    @property
+    def ok(self) -> bool:
+        """Every applied site equivalent and the whole model equivalent."""
+        return all(s.ok for s in self.sites) and (self.verification is None or self.verification.ok)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """One row per site (and per part of a site), for CSV or Markdown."""
+        return [s.row() for s in self.sites]
+
+    def to_markdown(self) -> str:
+        """The summary line and the per-site table."""
+        return self.summary() + "\n\n" + markdown_table(self.rows())
+
+    def summary(self) -> str:
+        """One line: what was rewritten and the verdict."""
+        sites = [s for s in self.sites if not s.part_of]
+        how = "traced with torch.fx" if self.traced else f"module-level replacement ({self.fallback_reason})"
+        text = f"{self.model}: {self.applied} of {len(sites)} site(s) rewritten by {', '.join(self.rules)}; {how}"
+        if self.verification is None:
+            return text + "; not verified"
+        v = self.verification
+        how = "exact" if v.exact else "sampled"
+        if v.exact and v.ok and v.false_equivalent_bound is not None:
+            how += f", P(false equivalent) <= {v.false_equivalent_bound:.1e}"
+        if v.first_mismatch is not None:
+            how += f", first mismatch at output index {v.first_mismatch}"
+        return f"{text}; whole model {v.verdict.value} ({how})" + (f": {self.verification_note}" if self.verification_note else "")

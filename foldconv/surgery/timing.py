@@ -1,0 +1,238 @@
+"""Wall-clock timing: per-run samples, speedups with the interval their quartiles allow, interleaved rounds.
+
+The one copy of the timing primitives: :mod:`foldconv.surgery.speed`, :mod:`foldconv.surgery.fastest` and
+:mod:`foldconv.experiments.timing` use them. :func:`measure` times one callable with
+``torch.utils.benchmark.Timer.blocked_autorange``; :func:`interleaved` times an original and its forms in rounds
+(original, form, original, form, ...) so that a load that comes and goes during the run hits both sides of every
+comparison instead of one; :func:`speedup` compares two samples.
+
+Example:
+    >>> s = speedup(Sample("original", (2.0, 2.0, 2.0)), Sample("form", (1.0, 1.0, 1.0)))
+    >>> s.describe()
+    '2.00x [2.00, 2.00]'
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .._validate import check_device, check_int
+from ..errors import fold_error
+
+__all__ = [
+    "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "Timer", "check_seconds", "interleaved", "machine_description", "measure",
+    "speedup",
+]
+
+#: Fewest timed blocks per measurement: quartiles of fewer say nothing about the spread.
+MIN_RUNS = 5
+#: Default number of rounds of :func:`interleaved`.
+ROUNDS = 4
+#: ``timer(fn, label) -> Sample``: :func:`measure`, or injected timings in tests.
+Timer = Callable[[Callable[[], object], str], "Sample"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Per-run times (seconds) of one callable; quartiles as ``torch.utils.benchmark.Measurement`` computes them.
+
+    Example:
+        >>> s = Sample("conv", (1.0, 2.0, 3.0, 4.0, 5.0))
+        >>> s.median, s.q25, s.q75, s.iqr
+        (3.0, 2.0, 4.0, 2.0)
+    """
+
+    label: str
+    times: Tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        times = tuple(self.times)
+        if not times or any(isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t < math.inf for t in times):
+            raise fold_error("times", times, "must be a non-empty sequence of run times in seconds, each > 0")
+        object.__setattr__(self, "times", tuple(float(t) for t in times))
+
+    def _quantile(self, q: float) -> float:
+        return float(torch.tensor(sorted(self.times), dtype=torch.float64).quantile(q))
+
+    @property
+    def median(self) -> float:
+        return self._quantile(0.5)
+
+    @property
+    def q25(self) -> float:
+        return self._quantile(0.25)
+
+    @property
+    def q75(self) -> float:
+        return self._quantile(0.75)
+
+    @property
+    def iqr(self) -> float:
+        return self.q75 - self.q25
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Original time / form time (> 1: the form is faster), with the interval the quartiles allow.
+
+    Example:
+        >>> s = speedup(Sample("original", (2.0, 2.0, 2.0)), Sample("form", (1.0, 1.0, 1.0)))
+        >>> s.value, s.inconclusive, s.faster, s.describe()
+        (2.0, False, True, '2.00x [2.00, 2.00]')
+    """
+
+    value: float
+    low: float
+    high: float
+
+    @property
+    def inconclusive(self) -> bool:
+        """The interval holds 1.0: these timings cannot tell which form is faster."""
+        return self.low <= 1.0 <= self.high
+
+    @property
+    def faster(self) -> bool:
+        """Conclusively faster than the original: the whole interval lies above 1.0."""
+        return self.low > 1.0
+
+    def describe(self) -> str:
+        text = f"{self.value:.2f}x [{self.low:.2f}, {self.high:.2f}]"
+        return text + " inconclusive" if self.inconclusive else text
+
+
+def speedup(original: Sample, form: Sample) -> Speedup:
+    """``original.median / form.median`` in ``[original.q25 / form.q75, original.q75 / form.q25]``.
+
+    Example:
+        >>> speedup(Sample("original", (1.0, 2.0, 3.0)), Sample("form", (1.0, 2.0, 3.0))).describe()
+        '1.00x [0.60, 1.67] inconclusive'
+    """
+    return Speedup(original.median / form.median, original.q25 / form.q75, original.q75 / form.q25)
+
+
+def check_seconds(value: Any, param: str = "min_run_time") -> float:
+    """A positive number of seconds; FoldError naming ``param`` otherwise.
+
+    Example:
+        >>> check_seconds(0.5)
+        0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise fold_error(param, value, "must be a number of seconds > 0")
+    return float(value)
+
+
+def _benchmark() -> Any:
+    # torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on a CPU machine with a
+    # CUDA_HOME; it concerns compiling extensions, which timing a Python callable never does.
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as benchmark
+    finally:
+        quiet.setLevel(level)
+    return benchmark
+
+
+def measure(fn: Callable[[], object], label: str = "", *, min_run_time: float = 0.2, warmup: int = 3,
+            threads: Optional[int] = None) -> Sample:
+    """Time ``fn()`` with ``Timer.blocked_autorange`` after ``warmup`` calls (CUDA is synchronised by the Timer),
+    in at least :data:`MIN_RUNS` blocks; ``threads`` defaults to torch's current thread count.
+
+    Example:
+        >>> s = measure(lambda: torch.ones(8).sum(), "sum", min_run_time=0.01)
+        >>> s.label, s.median > 0, len(s.times) >= MIN_RUNS
+        ('sum', True, True)
+    """
+    if not callable(fn):
+        raise fold_error("fn", type(fn).__name__, "must be a callable taking no arguments")
+    check_seconds(min_run_time)
+    if threads is not None:
+        check_int(threads, "threads", 1)
+    for _ in range(check_int(warmup, "warmup", 0)):
+        fn()
+    timer = _benchmark().Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads or torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    times = list(m.times)
+    while len(times) < MIN_RUNS:  # a slow call fills min_run_time in one block: no quartiles without more
+        times += timer.timeit(m.number_per_run).times
+    return Sample(label, tuple(times))
+
+
+#: Per form: the original's runs from that form's rounds and the form's pooled runs, or what its timing raised.
+Paired = Tuple[Sample, Union[Sample, Exception]]
+
+
+def interleaved(original: Callable[[], object], forms: Sequence[Tuple[str, Callable[[], object]]], time: Timer, *,
+                rounds: int = ROUNDS, original_label: str = "original") -> Tuple[Sample, List[Paired]]:
+    """Time ``original`` and each form in ``rounds`` rounds, the original right before the form every time
+    (original, form, original, form, ...), and pool each side's runs over the rounds.
+
+    A load that starts or stops during the run then falls on both sides of a comparison in the same proportion
+    instead of inflating one side's whole sample (one run read channels_last 351x "conclusively" faster because
+    the original alone was timed while another process ran). Returns the original's runs pooled over everything
+    (the anchor row) and, per form, ``(the original's runs from this form's rounds, the form's pooled runs)`` to
+    compare with :func:`speedup`; a form whose timing raises is not timed again and gets the exception instead.
+    With no forms the original is timed ``rounds`` times.
+
+    Example:
+        >>> calls = []
+        >>> def timer(fn, label):
+        ...     calls.append(label)
+        ...     return Sample(label, (1.0,))
+        >>> anchor, paired = interleaved(lambda: None, [("form", lambda: None)], timer, rounds=2)
+        >>> calls, len(anchor.times), [len(s.times) for s in paired[0]]
+        (['original', 'form', 'original', 'form'], 2, [2, 2])
+    """
+    rounds = check_int(rounds, "rounds", 1)
+    runs: List[List[Sample]] = [[] for _ in forms]
+    got: List[List[Sample]] = [[] for _ in forms]
+    errors: List[Optional[Exception]] = [None for _ in forms]
+    alone: List[Sample] = []
+    for _ in range(rounds):
+        if not forms:
+            alone.append(time(original, original_label))
+        for i, (label, fn) in enumerate(forms):
+            if errors[i] is not None:
+                continue
+            runs[i].append(time(original, original_label))
+            try:
+                got[i].append(time(fn, label))
+            except Exception as err:  # noqa: BLE001 (the caller decides: torch.compile fails in every type)
+                errors[i] = err
+    everything = alone + [s for side in runs for s in side]
+    anchor = Sample(original_label, tuple(t for s in everything for t in s.times))
+    paired: List[Paired] = []
+    for side, sample, error in zip(runs, got, errors):
+        mine = Sample(original_label, tuple(t for s in side for t in s.times))
+        if error is not None:
+            paired.append((mine, error))
+        else:
+            paired.append((mine, Sample(sample[0].label, tuple(t for s in sample for t in s.times))))
+    return anchor, paired
+
+
+def machine_description(device: Union[str, torch.device] = "cpu") -> str:
+    """CPU model, core count, torch version, thread count, and the GPU's name for a CUDA device.
+
+    Example:
+        >>> "torch " + torch.__version__ in machine_description()
+        True
+    """
+    device = check_device(device)
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return text + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")

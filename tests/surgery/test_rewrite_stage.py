@@ -1,0 +1,52 @@
+"""fold_stage / unfold_stage as rewrite rules: the named stage is replaced, its layers get rows, and it comes back."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from foldconv import Verdict
+from foldconv.surgery import rewrite
+from helpers import integer_tensor, integer_weights
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stage = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, padding=1))
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.stage(self.stem(x)))
+
+
+@pytest.mark.claim("SURGERY-11")
+def test_fold_stage_and_unfold_stage_rules():
+    pytest.importorskip("foldconv.surgery.stage")
+    model = Net().eval()
+    with torch.no_grad():
+        model.stage[1].running_var.fill_(4.0)  # a scale the float64 check represents exactly
+    folded, report = rewrite(model, (1, 3, 8, 8), [("fold_stage", {"stage": "stage", "r": 2})])
+    main = [s for s in report.sites if not s.part_of]
+    parts = [s for s in report.sites if s.part_of == "stage"]
+    assert [(s.location, s.applied) for s in main] == [("stage", True)] and main[0].verdict is Verdict.EQUIVALENT
+    assert {p.location for p in parts} >= {"stage.0", "stage.2"} and all(p.reason for p in parts)
+    assert type(folded.get_submodule("stage")).__name__ == "FoldedStage" and report.ok
+    back, again = rewrite(folded, (1, 3, 8, 8), ["unfold_stage"])
+    assert again.applied == 1 and again.ok
+    stage = back.get_submodule("stage")
+    assert type(stage).__name__ != "FoldedStage"
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(back(x), model(x), atol=1e-5) and torch.allclose(folded(x), model(x), atol=1e-5)
+
+
+@pytest.mark.claim("SURGERY-11")
+def test_fold_stage_of_a_conv_chain_is_exact():
+    pytest.importorskip("foldconv.surgery.stage")
+    model = integer_weights(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 4, 1))))
+    new, report = rewrite(model, (1, 2, 6, 6), [("fold_stage", {"stage": "1", "r": 2, "order": "dcr"})])
+    site = next(s for s in report.sites if not s.part_of)
+    assert site.exact and site.verdict is Verdict.EQUIVALENT and report.verification.exact and report.ok
+    x = integer_tensor((1, 2, 6, 6))
+    assert torch.equal(new(x), model(x))

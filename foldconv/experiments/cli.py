@@ -13,6 +13,8 @@ aggregate   aggregate.yaml    merge a sweep multirun (``input=<multirun dir>``),
 count       count.yaml        parameters, MACs, FLOPs and memory of models, per layer and in total
 rf          receptive_field   receptive fields of a model, checked against gradients
 shift       shift.yaml        shift equivariance and the inductive-bias question
+rewrite     rewrite.yaml      real models rewritten into equivalent forms, verified, exported to ONNX, timed
+zoo         zoo.yaml          every timm/torchvision model counted and traced: coverage figures (sharded, resumable)
 =========== ================= ==========================================================================
 
 Every app ends the same way (:func:`foldconv.experiments.app.finish`): exit 0 when every checked claim holds,
@@ -20,7 +22,7 @@ Every app ends the same way (:func:`foldconv.experiments.app.finish`): exit 0 wh
 
 Example:
     >>> sorted(COMMANDS)
-    ['aggregate', 'count', 'fold', 'operators', 'rf', 'shift', 'sweep']
+    ['aggregate', 'count', 'fold', 'operators', 'rewrite', 'rf', 'shift', 'sweep', 'zoo']
 """
 from __future__ import annotations
 
@@ -33,15 +35,17 @@ from .counting import CountExperiment, run_count, run_summary
 from .one_fold import OneFoldExperiment, run_one_fold
 from .operators import OperatorsExperiment, run_operators
 from .receptive_field import RFExperiment, run_receptive_field
+from .rewrite import RewriteExperiment, run_rewrite, summary_text
 from .shift import ShiftExperiment, run_shift
 from .sweep import SweepConfig, run_sweep_app
 from .sweep.main import AggregateConfig, run_aggregate_app
+from .zoo.main import zoo
 
-__all__ = ["COMMANDS", "fold_conv", "operators", "sweep", "aggregate", "count", "receptive_field", "shift", "main"]
+__all__ = ["COMMANDS", "fold_conv", "operators", "sweep", "aggregate", "count", "receptive_field", "shift", "rewrite", "zoo", "main"]
 
 for _name, _schema in (("fold_conv", OneFoldExperiment), ("operators", OperatorsExperiment), ("sweep", SweepConfig),
                        ("aggregate", AggregateConfig), ("count", CountExperiment), ("receptive_field", RFExperiment),
-                       ("shift", ShiftExperiment)):
+                       ("shift", ShiftExperiment), ("rewrite", RewriteExperiment)):
     register(f"{_name}_schema", _schema)
 
 
@@ -127,10 +131,21 @@ def shift(cfg) -> None:
     finish(lambda: _shift(cfg), name="shift")
 
 
+def _rewrite(cfg) -> str:
+    experiment: RewriteExperiment = instantiate(cfg)
+    check_device(experiment.device)
+    return f"{summary_text(run_rewrite(experiment, run_dir()))}\nwritten to {run_dir()}"
+
+
+@hydra_app("rewrite")
+def rewrite(cfg) -> None:
+    finish(lambda: _rewrite(cfg), name="rewrite")
+
+
 #: ``foldconv <command>`` -> the app it runs.
 COMMANDS: Dict[str, Callable[..., None]] = {
     "fold": fold_conv, "operators": operators, "sweep": sweep, "aggregate": aggregate,
-    "count": count, "rf": receptive_field, "shift": shift,
+    "count": count, "rf": receptive_field, "shift": shift, "rewrite": rewrite, "zoo": zoo,
 }
 
 _USAGE = """usage: foldconv <command> [key=value ...] [--help] [-m]
@@ -143,6 +158,8 @@ commands (each is a Hydra app; `foldconv <command> --help` lists its options and
   count      parameters, MACs, FLOPs and memory of a model                            (model=resnet18)
   rf         receptive fields of a model, checked against gradients                   (model=vgg16)
   shift      shift equivariance of models and D2L's ladder                            (model=resnet18)
+  rewrite    real models rewritten into equivalent forms, verified, timed             (model=yolov5_stem|all)
+  zoo        every model of a zoo counted and traced, coverage figures                (zoo=timm 'names=[resnet*]')
 """
 
 

@@ -1,0 +1,299 @@
+"""One model of a zoo, measured: built without weights, counted against ``sum(numel)`` and
+``FlopCounterMode``, its receptive field analysed, and (where affordable) checked against gradients.
+
+Every stage is timed and may fail on its own: a failure is one line in ``errors`` (``stage: Type: message``)
+and the later stages that need it are skipped. A stage still running when the model's time limit
+(``time_limit_s``) expires is recorded as ``stage: timeout after N s``.
+
+The float64 gradient check (:func:`~foldconv.analysis.receptive_field.check_receptive_field`) needs a real
+model (random weights on CPU) and a forward plus one backward per checked position; it is *affordable* when
+the model's forward MACs at its input size (known from the count) are at most ``check_max_macs``. The MACs
+are the forward's cost itself, so the bound holds for any architecture (``params x pixels``, the other
+natural proxy, overstates a strided network's cost by its downsampling factor squared).
+
+Example:
+    >>> row = measure_model("torchvision", "alexnet", check_max_macs=0)
+    >>> row.build, row.params_ok, row.macs_ok, row.rf_status, row.rf, row.check
+    ('meta', True, True, 'exact', '(355, 355)', 'unaffordable')
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+from ...errors import FoldError
+from .models import Built, build_model, family_of, one_line
+
+__all__ = ["ZooRow", "StageTimeout", "measure_model", "rf_blocker", "time_limit", "DEFAULT_CHECK_MAX_MACS"]
+
+#: Forward MACs up to which the float64 gradient check runs (about 10 s per model on one loaded core).
+DEFAULT_CHECK_MAX_MACS = 300_000_000
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """One model's row of ``results.csv``.
+
+    ``build``: ``meta``, ``cpu`` (meta failed; measured at a small size, see ``note``) or ``failed``;
+    ``params_ok``: count's parameters equal ``sum(numel)``; ``macs_ok``: count's MACs equal
+    FlopCounterMode's FLOPs / 2 per op and in total (``macs_diff_ops``: the ops where they differ);
+    ``unsupported_ops``: ops count() ran without a cost rule; ``rf_status``: ``exact`` / ``inexact``
+    (analysed without fallback; the output's box is exact or not), ``unsupported`` (``rf_blocker`` names
+    the op or step it could not analyse) or ``failed``; ``check``: ``ok`` / ``mismatch`` (analytic boxes
+    against gradient supports), ``unaffordable``, ``skipped`` (no analytic result) or ``failed``.
+    Times in seconds; ``errors``: one line per failed stage, joined by `` | ``.
+    """
+
+    zoo: str
+    model: str
+    family: str
+    input_shape: str
+    build: str
+    note: str = ""
+    params: Optional[int] = None
+    numel: Optional[int] = None
+    params_ok: Optional[bool] = None
+    macs: Optional[int] = None
+    flop_counter_macs: Optional[int] = None
+    macs_ok: Optional[bool] = None
+    macs_diff_ops: str = ""
+    unsupported_ops: str = ""
+    rf_status: str = "skipped"
+    rf: str = ""
+    jump: str = ""
+    padding: str = ""
+    rf_blocker: str = ""
+    check: str = "skipped"
+    check_rows: Optional[int] = None
+    t_build: Optional[float] = None
+    t_count: Optional[float] = None
+    t_rf: Optional[float] = None
+    t_check: Optional[float] = None
+    errors: str = ""
+
+    def as_row(self) -> Dict[str, Any]:
+        """The CSV row (field names as columns)."""
+        return dict(self.__dict__)
+
+
+class StageTimeout(Exception):
+    """The model's time limit expired during a stage."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: Optional[float]) -> Iterator[None]:
+    """Raise :class:`StageTimeout` in the main thread after ``seconds`` (SIGALRM; no limit elsewhere or for None).
+
+    Example:
+        >>> with time_limit(5):
+        ...     pass
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise StageTimeout(f"timeout after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def rf_blocker(exc: BaseException) -> str:
+    """What stopped the receptive-field analysis, as a short label to rank by: the op without a rule, or
+    ``fx trace: <why>`` / ``meta run: <why>`` when the model could not be traced or run.
+
+    Example:
+        >>> from foldconv.analysis.receptive_field import UnsupportedOpError
+        >>> rf_blocker(UnsupportedOpError("model='M': op='aten.roll' (node 'r') has no receptive-field rule", param="model", value="aten.roll"))
+        'aten.roll'
+    """
+    text = str(exc)
+    value = getattr(exc, "value", None)
+    if "cannot trace it" in text:
+        inner = text.split("cannot trace it (", 1)[-1].split("); pass", 1)[0]
+        return "fx trace: " + _generic(inner)
+    if "cannot run on it" in text:
+        inner = text.split("cannot run on it (", 1)[-1]
+        return "run: " + _generic(inner.split(")", 1)[0] if inner.count("(") == 0 else inner)
+    if "rule failed" in text:
+        return f"{value} (rule failed)"
+    if "has no receptive-field rule" in text and text.startswith("node="):
+        return text.split(": ", 1)[1].replace(" has no receptive-field rule", "")
+    if "does not depend on the input" in text:
+        return "output does not depend on the input"
+    if isinstance(value, str) and "has no receptive-field rule" in text:
+        return value
+    return _generic(one_line(exc, None))
+
+
+def _generic(text: str) -> str:
+    """A message with its model-specific details cut (shapes, names in quotes), so equal causes rank together."""
+    import re
+
+    text = re.sub(r"'[^']*'", "'…'", text)
+    text = re.sub(r"\d+", "N", text)
+    return text[:90]
+
+
+def _shape_text(values: Tuple[Any, ...]) -> str:
+    return "(" + ", ".join(str(v) for v in values) + ")"
+
+
+def _count_stage(built: Built) -> Dict[str, Any]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ...analysis.counting import validate_count
+
+    try:
+        v = validate_count(built.model, built.input_shape, name=built.name)
+    except FoldError as exc:
+        return _count_alone(built, exc)
+    diff: List[str] = []
+    if not v.macs_ok:  # which ops differ: count again inside an outer counter, which sees the same ops per op
+        with FlopCounterMode(display=False) as outer:
+            v = validate_count(built.model, built.input_shape, name=built.name)
+        theirs = {str(op).split(".")[-1]: int(f) for op, f in outer.get_flop_counts().get("Global", {}).items()}
+        ours = v.report.macs_by_op
+        diff = sorted(op for op in set(theirs) | set(ours) if 2 * ours.get(op, 0) != theirs.get(op, 0))
+    return dict(
+        params=v.params, numel=v.numel, params_ok=v.params_ok, macs=v.macs, flop_counter_macs=v.flop_counter_macs,
+        macs_ok=v.macs_ok, macs_diff_ops=" ".join(diff), unsupported_ops=" ".join(op.op for op in v.report.unsupported_ops),
+    )
+
+
+def _count_alone(built: Built, failure: FoldError) -> Dict[str, Any]:
+    """count() and FlopCounterMode in two passes, when the two together fail.
+
+    torch's FlopCounterMode fails on some models under ``no_grad`` ("Expected gradient function to be set":
+    its module tracker hooks a parameter passed as a module input), and count() runs its pass under no_grad.
+    The reference is then FlopCounterMode around a plain forward with grad enabled, compared per op as
+    :func:`validate_count` does; the combined pass's failure is recorded.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ...analysis.counting import count
+
+    report = count(built.model, built.input_shape, name=built.name)  # a failure here is count()'s own
+    numel = sum(p.numel() for p in built.model.parameters())
+    x = torch.zeros(built.input_shape, device=built.device)
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        built.model(x)
+    theirs = {str(op).split(".")[-1]: int(f) for op, f in counter.get_flop_counts().get("Global", {}).items()}
+    ours = report.macs_by_op
+    diff = sorted(op for op in set(theirs) | set(ours) if 2 * ours.get(op, 0) != theirs.get(op, 0))
+    return dict(
+        params=report.params, numel=numel, params_ok=report.params == numel, macs=report.macs,
+        flop_counter_macs=counter.get_total_flops() // 2, macs_ok=not diff, macs_diff_ops=" ".join(diff),
+        unsupported_ops=" ".join(op.op for op in report.unsupported_ops),
+        flop_counter_error=f"flop_counter: {one_line(failure, 200)} (counted in two passes)",
+    )
+
+
+def _rf_stage(built: Built) -> Tuple[Dict[str, Any], Any]:
+    import warnings
+
+    from ...analysis.receptive_field import receptive_field
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = receptive_field(built.model, built.input_shape)
+    out = report.output
+    return dict(
+        rf_status="exact" if out.exact else "inexact", rf=_rf_text(out.rf), jump=_shape_text(tuple(str(j) for j in out.jump)),
+        padding=_shape_text(out.padding),
+    ), report
+
+
+def _rf_text(rf: Tuple[Any, ...]) -> str:
+    return _shape_text(tuple("global" if v is None else v for v in rf))
+
+
+def _check_stage(built: Built, report: Any) -> Dict[str, Any]:
+    import warnings
+
+    from ...analysis.receptive_field import check_receptive_field
+    from .models import _construct
+
+    # the check runs a real float64 copy; a meta model's buffers (BN statistics, index tables) have no
+    # values, so the model is built again on CPU
+    model = built.model if built.device == "cpu" else _construct(built.zoo, built.name).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = check_receptive_field(model, built.input_shape, max_nodes=3, report=None if model is not built.model else report)
+    return dict(check="ok" if result.ok else "mismatch", check_rows=len(result.rows))
+
+
+def measure_model(
+    zoo: str, name: str, *, check_max_macs: int = DEFAULT_CHECK_MAX_MACS, time_limit_s: Optional[float] = None,
+    small_size: int = 64,
+) -> ZooRow:
+    """Measure one model (see the module docstring); never raises for a model that fails, only records.
+
+    Example:
+        >>> r = measure_model("timm", "resnet10t", check_max_macs=0)
+        >>> r.family, r.input_shape, r.params == r.numel, r.rf_status, r.errors
+        ('resnet', '(1, 3, 176, 176)', True, 'exact', '')
+    """
+    fields: Dict[str, Any] = {"zoo": zoo, "model": name, "family": family_of(zoo, name), "input_shape": "", "build": "failed"}
+    errors: List[str] = []
+    grad_was = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # building and counting need no autograd graph; the check turns it back on
+    built: Optional[Built] = None
+    report = None
+
+    def stage(label: str, fn: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn()
+        except StageTimeout as exc:
+            errors.append(f"{label}: {exc}")
+            raise
+        except (Exception, RecursionError) as exc:  # one model's failure is a row, not the end of the run
+            if label == "rf" and isinstance(exc, FoldError):
+                fields.update(rf_status="unsupported", rf_blocker=rf_blocker(exc))
+            elif label == "rf":
+                fields.update(rf_status="failed", rf_blocker=_generic(one_line(exc)))
+            if label == "check":
+                fields["check"] = "failed"
+            errors.append(f"{label}: {one_line(exc)}")
+            return None
+        finally:
+            fields[f"t_{label}"] = round(time.perf_counter() - start, 4)
+
+    try:
+        with time_limit(time_limit_s):
+            built = stage("build", lambda: build_model(zoo, name, small_size=small_size))
+            if built is not None:
+                fields.update(build=built.device, note=built.note, input_shape=_shape_text(built.input_shape))
+                counted = stage("count", lambda: _count_stage(built)) or {}
+                if "flop_counter_error" in counted:
+                    errors.append(counted.pop("flop_counter_error"))
+                fields.update(counted)
+                analysed = stage("rf", lambda: _rf_stage(built))
+                if analysed is not None:
+                    fields.update(analysed[0])
+                    report = analysed[1]
+                    macs = fields.get("macs")
+                    if macs is not None and macs <= check_max_macs:
+                        torch.set_grad_enabled(True)
+                        fields.update(stage("check", lambda: _check_stage(built, report)) or {})
+                    else:
+                        fields["check"] = "unaffordable"
+    except StageTimeout:
+        pass
+    finally:
+        torch.set_grad_enabled(grad_was)
+    fields["errors"] = " | ".join(errors)
+    return ZooRow(**fields)

@@ -256,13 +256,13 @@ def check_model(model: nn.Module, build: Callable[[nn.Module], nn.Module], input
         # No trial count makes a non-polynomial model's verdict exact, and random integer weights overflow deep
         # ones: the rewrite is compared with the original on the model's own weights, in float64.
         report = check_equivalence(reference, own, input_shape, seed=seed, device=device, dtypes=(), trials=1)
-        return report, f"in float64 with the model's own weights, since the model runs {', '.join(refused)} (not polynomial)"
+        return _said(report, f"in float64 with the model's own weights, since the model runs {', '.join(refused)} (not polynomial)")
     candidate = derived(lambda ref: build(ref).eval())
     try:
         report = check_equivalence(reference, candidate, input_shape, seed=seed, device=device, dtypes=())
     except FoldError as err:  # a site holds for the model's weights only
         report = check_equivalence(reference, own, input_shape, seed=seed, device=device, dtypes=())
-        return report, f"in float64 with the model's own weights; the rewrite does not hold for all weights: {first_line(err)}"
+        return _said(report, f"in float64 with the model's own weights; the rewrite does not hold for all weights: {first_line(err)}")
     note = "for all weights: the rewrite replayed on random integer weights (Schwartz-Zippel bound)"
     if not report.exact and "2**51" in report.reason:
         report = check_equivalence(reference, candidate, input_shape, seed=seed, device=device, dtypes=(), exact_range=_RETRY_RANGE,
@@ -271,6 +271,12 @@ def check_model(model: nn.Module, build: Callable[[nn.Module], nn.Module], input
     if not report.exact:
         note = f"in float64, on random integer weights and on the model's own: {report.reason}"
     return report, note
+
+
+def _said(report: EquivalenceReport, note: str) -> Tuple[EquivalenceReport, str]:
+    # The checker's own reason ("parameters are not integer-valued; use derived()") is advice for its callers;
+    # a whole-model check says why it is sampled in the model's terms.
+    return dataclasses.replace(report, reason=note), note
 
 
 def _validated(model: Any, example_input_shape: Any, verify: Any, fold_bn: Any, seed: Any) -> Tuple[int, ...]:

@@ -26,7 +26,9 @@ def _run_single_node(op: str, x: torch.Tensor, out_shape, **attrs) -> torch.Tens
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    # IR version 7 is what opset 13 needs; make_model's default is onnx's newest IR, which an older onnxruntime
+    # refuses (onnx 1.23.1 wrote IR 14 for onnxruntime 1.30, which reads up to 13)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
 

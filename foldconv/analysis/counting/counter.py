@@ -81,31 +81,51 @@ _KEYS = (("macs", "elementwise_flops"), ("backward_macs", "backward_elementwise_
 
 
 class _Row:
-    """A layer's counts while the model runs (frozen into a LayerCount afterwards)."""
+    """A layer's counts while the model runs (frozen into a LayerCount afterwards). Plain dicts, and op
+    tables made on a layer's first op: every module gets a row on every count, most never run an op."""
+
+    __slots__ = ("name", "module", "ints", "input_shape", "output_shape", "by_dtype", "ops")
 
     def __init__(self, name: str, module: nn.Module) -> None:
-        self.fields: Dict[str, Any] = {"name": name, "type": type(module).__name__, "leaf": not module._modules}
-        self.ints: Counter = Counter()
-        self.shapes: Dict[str, Optional[Shape]] = {"input_shape": None, "output_shape": None}
-        self.by_dtype: Counter = Counter()
-        # forward and backward: op -> calls / MACs / FLOPs
-        self.ops: Tuple[Tuple[Counter, Counter, Counter], Tuple[Counter, Counter, Counter]] = (
-            (Counter(), Counter(), Counter()), (Counter(), Counter(), Counter()),
-        )
+        self.name = name
+        self.module = module
+        self.ints: Dict[str, int] = {}
+        self.input_shape: Optional[Shape] = None
+        self.output_shape: Optional[Shape] = None
+        self.by_dtype: Dict[str, int] = {}
+        # forward and backward: (op -> calls, op -> MACs, op -> FLOPs), made when needed
+        self.ops: List[Optional[Tuple[Dict[str, int], Dict[str, int], Dict[str, int]]]] = [None, None]
+
+    def add(self, key: str, value: int) -> None:
+        ints = self.ints
+        ints[key] = ints.get(key, 0) + value
+
+    def op_tables(self, backward: bool) -> Tuple[Dict[str, int], Dict[str, int], Dict[str, int]]:
+        tables = self.ops[backward]
+        if tables is None:
+            tables = self.ops[backward] = ({}, {}, {})
+        return tables
+
+    @property
+    def ran_ops(self) -> bool:
+        return self.ops[0] is not None or self.ops[1] is not None
 
     def freeze(self) -> LayerCount:
-        (calls, macs, flops), (b_calls, b_macs, b_flops) = self.ops
+        (calls, macs, flops), (b_calls, b_macs, b_flops) = (t or ({}, {}, {}) for t in self.ops)
         return LayerCount(
-            **self.fields,
+            name=self.name,
+            type=type(self.module).__name__,
+            leaf=not self.module._modules,
             **self.ints,
-            **self.shapes,
-            activation_bytes_by_dtype=dict(self.by_dtype),
-            op_calls=dict(calls),
-            op_macs=dict(macs),
-            op_flops=dict(flops),
-            backward_op_calls=dict(b_calls),
-            backward_op_macs=dict(b_macs),
-            backward_op_flops=dict(b_flops),
+            input_shape=self.input_shape,
+            output_shape=self.output_shape,
+            activation_bytes_by_dtype=self.by_dtype,
+            op_calls=calls,
+            op_macs=macs,
+            op_flops=flops,
+            backward_op_calls=b_calls,
+            backward_op_macs=b_macs,
+            backward_op_flops=b_flops,
         )
 
 
@@ -140,8 +160,8 @@ class _CountMode(TorchDispatchMode):
         else:
             where = ROOT
         row = self.rows.get(where) or self.row(where)
-        calls, op_macs, op_flops = row.ops[self.in_backward]
-        calls[name] += 1
+        calls, op_macs, op_flops = row.op_tables(self.in_backward)
+        calls[name] = calls.get(name, 0) + 1
         outputs = tuple(out) if info.multiple else (out,)
         if info.handle is None:
             count, layers = self.unsupported.get(name, (0, {}))
@@ -153,17 +173,16 @@ class _CountMode(TorchDispatchMode):
                 macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
             except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
                 raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
-            op_macs[name] += macs
-            op_flops[name] += 2 * macs + elementwise
+            op_macs[name] = op_macs.get(name, 0) + macs
+            op_flops[name] = op_flops.get(name, 0) + 2 * macs + elementwise
             mac_key, flop_key = _KEYS[self.in_backward]
-            row.ints[mac_key] += macs
-            row.ints[flop_key] += elementwise
+            row.add(mac_key, macs)
+            row.add(flop_key, elementwise)
         self._new_tensors(row, info, name, outputs)
         return out
 
     def _new_tensors(self, row: _Row, info: OpInfo, name: str, outputs: Tuple[Any, ...]) -> None:
         written = not self.in_backward and name not in _SCRATCH
-        ints = row.ints
         for fresh, value in zip(info.fresh, outputs):
             if not fresh:  # a view or an in-place result creates no new tensor
                 continue
@@ -173,9 +192,10 @@ class _CountMode(TorchDispatchMode):
                     if written:
                         numel = t.numel()
                         nbytes = numel * t.element_size()
-                        ints["activation_elements"] += numel
-                        ints["activation_bytes"] += nbytes
-                        row.by_dtype[_dtype_name(t.dtype)] += nbytes
+                        row.add("activation_elements", numel)
+                        row.add("activation_bytes", nbytes)
+                        by_dtype, dtype = row.by_dtype, _dtype_name(t.dtype)
+                        by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
 
 
 _DTYPE_NAMES: Dict[torch.dtype, str] = {}
@@ -233,6 +253,12 @@ def _owned(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[st
     return owned
 
 
+def _meta_as_is(t: torch.Tensor, dtype: Optional[torch.dtype]) -> bool:
+    """A meta parameter or buffer already of the dtype to count at runs as it is: a model built on meta
+    needs no stand-ins (a copy would only cost time)."""
+    return t.is_meta and (dtype is None or not t.is_floating_point() or t.dtype == dtype)
+
+
 def _reason(exc: Exception, limit: int = 160) -> str:
     line = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {line if len(line) <= limit else line[:limit - 3] + '...'}"
@@ -273,9 +299,9 @@ class _Run:
         if self.owners is not None:  # what the parent built since its last child belongs to the parent
             self.owners.claim(args, mode.stack[-1] if mode.stack else ROOT)
         row = mode.rows.get(qualified) or mode.row(qualified)
-        row.ints["calls"] += 1
-        if row.shapes["input_shape"] is None:
-            row.shapes["input_shape"] = _shape_of(args)
+        row.add("calls", 1)
+        if row.input_shape is None:
+            row.input_shape = _shape_of(args)
         mode.stack.append(qualified)
 
     def post_hook(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
@@ -287,10 +313,12 @@ class _Run:
         if self.owners is not None:
             self.owners.claim(output, qualified)
         row = mode.rows[qualified]
-        if row.shapes["output_shape"] is None:
-            row.shapes["output_shape"] = _shape_of(output)
-        leaves = (output,) if isinstance(output, torch.Tensor) else tree_flatten(output)[0]
-        row.ints["output_elements"] += sum(t.numel() for t in leaves if isinstance(t, torch.Tensor))
+        if row.output_shape is None:
+            row.output_shape = _shape_of(output)
+        if isinstance(output, torch.Tensor):
+            row.add("output_elements", output.numel())
+        else:
+            row.add("output_elements", sum(t.numel() for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)))
 
     def __call__(self, model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], leaves: List[torch.Tensor]) -> None:
         mode = self.mode
@@ -394,17 +422,19 @@ def count(
     def run(real: bool) -> _Run:
         generator = torch.Generator().manual_seed(0)
         stand_ins = {
-            i: real_like(t, dtype, generator) if real else meta_like(t, dtype) for i, t in originals.items()
+            i: real_like(t, dtype, generator) if real else t if _meta_as_is(t, dtype) else meta_like(t, dtype)
+            for i, t in originals.items()
         }
         args, kwargs = model_inputs(input_shape, examples=examples, dtype=input_dtype, real=real)
         leaves = list(stand_ins.values()) + list(input_leaves(args, kwargs))
         attributes = tensor_attributes(names, generator if real else None)
         runner = _Run(types, names, backward)
-        training = {m: m.training for m in names}
+        training = {m: True for m in names if m.training}  # eval() only when needed: it recurses through every module
         # Two global hooks (they ignore modules outside the model) cost less than two per module.
         handles = [register_module_forward_pre_hook(runner.pre_hook), register_module_forward_hook(runner.post_hook)]
         try:
-            model.eval()
+            if training:
+                model.eval()
             for slots, key, tensor in swaps:
                 slots[key] = stand_ins[id(tensor)]
             for module, attribute, _, real_value in attributes:
@@ -440,10 +470,12 @@ def count(
 
     mode = runner.mode
     for qualified, counts in owned.items():
-        mode.row(qualified).ints.update(counts)
+        row = mode.row(qualified)
+        for key, value in counts.items():
+            row.add(key, value)
     # Rows that did nothing and own nothing (pure containers) would only add noise.
     layers = tuple(
-        row.freeze() for row in mode.rows.values() if row.fields["leaf"] or row.ops[0][0] or row.ops[1][0] or row.fields["name"] in owned
+        row.freeze() for row in mode.rows.values() if not row.module._modules or row.ran_ops or row.name in owned
     )
     totals = sum(owned.values(), Counter())
     unsupported = tuple(

@@ -297,6 +297,9 @@ def real_like(t: torch.Tensor, dtype: Optional[torch.dtype], generator: torch.Ge
     return _as_parameter(real, t)
 
 
+_MODULE_KEYS = frozenset(nn.Module().__dict__) - {"training"}
+
+
 def tensor_attributes(modules: Iterable[nn.Module], generator: Optional[torch.Generator]) -> List[Tuple[nn.Module, str, Any, Any]]:
     """``(module, attribute, value, value to run with)`` for plain attributes holding tensors (or lists of
     them), such as torchvision's cached anchors: a forward may replace them (on meta: with meta tensors),
@@ -310,8 +313,13 @@ def tensor_attributes(modules: Iterable[nn.Module], generator: Optional[torch.Ge
     found = []
     kinds = (torch.Tensor, list, tuple)
     for module in modules:
-        # a comprehension first: most attributes are ints and flags, and models have thousands of them
-        for attribute, value in [kv for kv in module.__dict__.items() if isinstance(kv[1], kinds)]:
+        # nn.Module's own bookkeeping (hook dicts, flags) is skipped by a C-level set difference first:
+        # models have thousands of attributes and this runs on every count
+        own = module.__dict__
+        for attribute in own.keys() - _MODULE_KEYS:
+            value = own[attribute]
+            if not isinstance(value, kinds):
+                continue
             if isinstance(value, torch.Tensor):
                 items: Sequence[Any] = (value,)
             elif value and isinstance(value[0], torch.Tensor) and all(isinstance(t, torch.Tensor) for t in value):

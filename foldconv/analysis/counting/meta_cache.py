@@ -15,7 +15,16 @@ the counting itself, so :func:`call` remembers results:
   dtype, layout class (standard contiguous or channels-last strides) and which axes have size 1, of the
   input and of every other operand; an operand that does not broadcast into the input (or a batch-norm
   statistic that is not a ``(C,)`` vector) goes to the kernel, which raises. Each recipe was checked against the kernel's
-  own result when it was stored.
+  own result when it was stored, except the **known rules** below.
+
+Known rules (the cold cache's speed: a first kernel run per class costs more than a small model's whole
+count): an elementwise op of :data:`_UNARY` on a floating input of standard layout, whose tensor operands
+have the input's dtype and broadcast into it, each of standard contiguous layout or of the input's own
+layout, and whose other arguments are plain numbers, gives a new tensor with the input's shape, strides
+and dtype (its in-place form gives the input itself). This is what torch's elementwise stride rule gives
+on such inputs; ``tests/analysis/counting/test_meta_cache.py`` checks it against the kernels over ranks 1
+to 5, every size-1 pattern, both layouts and four dtypes. (A contiguous input with a channels-last
+operand of its own shape is left out: there the kernel may pick other strides for the size-1 axes.)
 
 Views (``view``, ``transpose``, ``split``, ...) always run: they are C++ and cheap. Real tensors always
 run. ``call(..., cache=False)`` runs the kernel (tests compare both ways on whole models).
@@ -58,9 +67,6 @@ _BATCH_NORM = {"native_batch_norm", "_native_batch_norm_legit_no_training", "_na
 _CLASS_OPS = _UNARY | {name + "_" for name in _UNARY} | _BATCH_NORM
 
 
-_CONVOLUTION = torch.ops.aten.convolution.default
-
-
 def clear() -> None:
     """Forget every remembered result (benchmarks measure a cold cache with it).
 
@@ -69,7 +75,7 @@ def clear() -> None:
     """
     _EXACT.clear()
     _CLASS.clear()
-    _CONV.clear()
+    _FORMULA.clear()
 
 
 def _sig(value: Any) -> Any:
@@ -143,6 +149,36 @@ def _class_key(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], batch_n
     return (func, x.dim(), x.dtype, layout, tuple(s == 1 for s in shape), tuple(rest))
 
 
+def _main_operand(name: str, args: Tuple[Any, ...]) -> int:
+    """1 when an out-of-place binary op's first operand broadcasts into its second (``scale * x``): then the
+    class is that of the second, with the first as its operand; else 0."""
+    if name not in _UNARY or len(args) != 2:
+        return 0
+    a, b = args
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape == b.shape or a.dim() > b.dim():
+        return 0
+    offset = b.dim() - a.dim()
+    return int(all(s == 1 or s == b.shape[offset + i] for i, s in enumerate(a.shape)))
+
+
+def _known_recipe(name: str, args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
+    """The recipe of an elementwise op on a class that :func:`_class_key` accepted, when the rule above
+    covers it (else None: the kernel runs once and its result is checked)."""
+    if name not in _UNARY and name[:-1] not in _UNARY:
+        return None
+    x = args[0]
+    dtype = x.dtype
+    if not dtype.is_floating_point:
+        return None
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor):
+            if a.dtype != dtype or (a.dim() == x.dim() and _layout(a) == "cl" and _layout(x) == "c"):
+                return None
+        elif isinstance(a, complex):
+            return None
+    return (None, ("self",)) if name.endswith("_") else (None, (("like", dtype),))
+
+
 def _class_recipe(x: torch.Tensor, out: Any) -> Optional[Tuple[Any, ...]]:
     """Each output as "the input itself", "like the input" or "a fresh (C,) / (0,) vector", or None."""
     many = isinstance(out, (tuple, list))
@@ -212,25 +248,41 @@ def _rebuild(recipe: Tuple[Any, ...], args: Tuple[Any, ...]) -> Any:
     return outs[0] if container is None else container(outs)
 
 
-# ------------------------------------------------------------------------ convolution, per shape class
-_CONV: Dict[Any, str] = {}
+# ------------------------------------------------- convolution, reductions, matmuls: per layout class
+# The result's shape comes from the op's output-size formula; its layout (standard contiguous or
+# channels-last) is the one the kernel chose the first time for the class, and checked then.
+_FORMULA: Dict[Any, str] = {}
 
 
 def _conv_key(args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
     """aten.convolution(x, w, bias, stride, padding, dilation, transposed, output_padding, groups): the key
-    without x's spatial sizes, and only when x's channels fit the weight (else the kernel raises)."""
+    of its layout class (ranks, dtypes, layouts and size-1 axes of x and w; bias or not), or None where the
+    kernel must run: arguments it would refuse (channels that do not fit the weight, a bias of another
+    length, non-positive strides, ...) go to it, so it raises its own error."""
     if len(args) != 9:
         return None
     x, w, bias = args[0], args[1], args[2]
     if not (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and x.is_meta and w.is_meta) or x.dim() < 3:
         return None
     layout, w_layout = _layout(x), _layout(w)
-    transposed, groups = bool(args[6]), args[8]
-    if layout is None or w_layout is None or x.shape[1] != (w.shape[0] if transposed else w.shape[1] * groups):
+    stride, padding, dilation, transposed, output_padding, groups = args[3:]
+    spatial = x.dim() - 2
+    if layout is None or w_layout is None or w.dim() != x.dim() or not isinstance(groups, int) or groups < 1:
         return None
-    bias_sig = None if bias is None else (bias.shape, bias.dtype)
-    rest = tuple(tuple(a) if isinstance(a, (list, tuple)) else a for a in args[3:])
-    return (x.dim(), x.dtype, layout, tuple(s == 1 for s in x.shape), w.shape, w_layout, w.dtype, bias_sig, rest)
+    if not all(isinstance(a, (list, tuple)) and len(a) == spatial for a in (stride, padding, dilation, output_padding)):
+        return None
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or min(output_padding) < 0:
+        return None
+    cin = w.shape[0] if transposed else w.shape[1] * groups
+    cout = w.shape[1] * groups if transposed else w.shape[0]
+    if x.shape[1] != cin or cin == 0 or cout == 0 or w.shape[0] % groups:
+        return None
+    if transposed and any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
+        return None
+    if bias is not None and not (isinstance(bias, torch.Tensor) and bias.is_meta and tuple(bias.shape) == (cout,)):
+        return None
+    return (x.dim(), x.dtype, layout, tuple(s == 1 for s in x.shape), w_layout, w.dtype, tuple(s == 1 for s in w.shape),
+            None if bias is None else bias.dtype, bool(transposed))
 
 
 def _conv_shape(x: torch.Tensor, w: torch.Tensor, args: Tuple[Any, ...]) -> Optional[Tuple[int, ...]]:
@@ -248,18 +300,87 @@ def _conv_shape(x: torch.Tensor, w: torch.Tensor, args: Tuple[Any, ...]) -> Opti
     return (x.shape[0], w.shape[1] * args[8] if transposed else w.shape[0], *spatial)
 
 
-def _conv(func: Any, args: Tuple[Any, ...]) -> Any:
-    """A convolution's result from its output-size formula and the layout its kernel chose for the class."""
-    key = _conv_key(args)
+def _conv_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Tuple[int, ...], torch.dtype]]:
+    key = None if kwargs else _conv_key(args)
     shape = None if key is None else _conv_shape(args[0], args[1], args)
-    layout = _CONV.get(key) if shape is not None else None
+    return None if shape is None else (key, shape, args[0].dtype)
+
+
+def _reduction_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Tuple[int, ...], torch.dtype]]:
+    """mean.dim / sum.dim_IntList(x, dims, keepdim=False, *, dtype=None) on a floating x of standard layout."""
+    if not 2 <= len(args) <= 3 or set(kwargs) - {"dtype"}:
+        return None
+    x, dims, keepdim = args[0], args[1], (args[2] if len(args) == 3 else False)
+    out_dtype = kwargs.get("dtype") or (x.dtype if isinstance(x, torch.Tensor) else None)
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.dtype.is_floating_point and x.dim() > 0):
+        return None
+    if not (isinstance(out_dtype, torch.dtype) and out_dtype.is_floating_point and isinstance(keepdim, bool)):
+        return None
+    if not (isinstance(dims, (list, tuple)) and dims and all(isinstance(d, int) and -x.dim() <= d < x.dim() for d in dims)):
+        return None
+    axes = tuple(sorted(d % x.dim() for d in dims))
+    layout = _layout(x)
+    if layout is None or len(set(axes)) != len(axes):
+        return None
+    shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape) if keepdim or i not in axes)
+    return (x.dim(), x.dtype, layout, tuple(s == 1 for s in x.shape), axes, keepdim, out_dtype), shape, out_dtype
+
+
+def _matrix(t: Any) -> Optional[str]:
+    """"c" / "t" for a 2-D meta tensor with standard contiguous / transposed-contiguous strides (``w.t()``)."""
+    if not (isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 2 and t.storage_offset() == 0):
+        return None
+    rows, cols = t.shape
+    if t.stride() == (cols, 1):
+        return "c"
+    return "t" if t.stride() == (1, rows) else None
+
+
+def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Tuple[int, ...], torch.dtype]]:
+    """mm(a, b) / addmm(bias, a, b, *, beta, alpha) with 2-D operands of one floating dtype."""
+    bias, (a, b) = (None, args) if len(args) == 2 else (args[0], args[1:3]) if len(args) == 3 else (None, (None, None))
+    if set(kwargs) - {"beta", "alpha"} or (len(args) == 2 and kwargs) or not all(isinstance(v, (int, float)) for v in kwargs.values()):
+        return None
+    a_class, b_class = _matrix(a), _matrix(b)
+    if a_class is None or b_class is None or a.dtype != b.dtype or not a.dtype.is_floating_point or a.shape[1] != b.shape[0]:
+        return None
+    shape = (a.shape[0], b.shape[1])
+    bias_class = None
+    if len(args) == 3:  # the bias must broadcast into the result, or the kernel decides (and raises)
+        if not (isinstance(bias, torch.Tensor) and bias.is_meta and bias.dtype == a.dtype and bias.dim() <= 2):
+            return None
+        offset = 2 - bias.dim()
+        if any(s != 1 and s != shape[offset + i] for i, s in enumerate(bias.shape)) or _layout(bias) is None:
+            return None
+        bias_class = (bias.dim(), tuple(s == 1 for s in bias.shape))
+    sizes = tuple(s == 1 for s in (*a.shape, b.shape[1]))
+    return (len(args), a.dtype, a_class, b_class, sizes, bias_class, tuple(sorted(kwargs.items()))), shape, a.dtype
+
+
+_FORMULAS = {
+    torch.ops.aten.convolution.default: _conv_formula,
+    torch.ops.aten.mean.dim: _reduction_formula,
+    torch.ops.aten.sum.dim_IntList: _reduction_formula,
+    torch.ops.aten.mm.default: _matmul_formula,
+    torch.ops.aten.addmm.default: _matmul_formula,
+}
+
+
+def _by_formula(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """``func``'s result from its output-size formula and the layout its kernel chose for the class."""
+    found = _FORMULAS[func](args, kwargs)
+    if found is None:
+        return func(*args, **kwargs)
+    key, shape, dtype = found
+    key = (func, key)
+    layout = _FORMULA.get(key)
     if layout is not None:
-        return torch.empty_strided(shape, _standard(torch.Size(shape), layout == "cl"), dtype=args[0].dtype, device="meta")
-    out = func(*args)
-    if shape is not None and tuple(out.shape) == shape and out.dtype == args[0].dtype and len(_CONV) < _LIMIT:
+        return torch.empty_strided(shape, _standard(torch.Size(shape), layout == "cl"), dtype=dtype, device="meta")
+    out = func(*args, **kwargs)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == shape and out.dtype == dtype and len(_FORMULA) < _LIMIT:
         out_layout = _layout(out)
         if out_layout is not None:
-            _CONV[key] = out_layout
+            _FORMULA[key] = out_layout
     return out
 
 
@@ -274,13 +395,23 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
     info = info or op_info(func)
     if not (cache and info.cacheable):
         return func(*args, **kwargs)
-    if func is _CONVOLUTION and not kwargs:
-        return _conv(func, args)
-    class_key = _class_key(func, args, kwargs, info.name in _BATCH_NORM) if info.name in _CLASS_OPS else None
+    if func in _FORMULAS:
+        return _by_formula(func, args, kwargs)
+    class_key, main = None, 0
+    if info.name in _CLASS_OPS:
+        main = _main_operand(info.name, args)
+        ordered = args if main == 0 else (args[1], args[0], *args[2:])
+        class_key = _class_key(func, ordered, kwargs, info.name in _BATCH_NORM)
+        if class_key is not None and main:
+            class_key = (class_key, "swapped")
     if class_key is not None:
         recipe = _CLASS.get(class_key)
+        if recipe is None and main == 0:
+            recipe = _known_recipe(info.name, args)
+            if recipe is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
+                _CLASS[class_key] = recipe
         if recipe is not None:
-            return _class_rebuild(recipe, args[0])
+            return _class_rebuild(recipe, args[main])
     try:
         arg_sigs = tuple(_sig(a) for a in args)
         key = (func, arg_sigs, tuple((k, _sig(v)) for k, v in kwargs.items()) if kwargs else ())
@@ -291,7 +422,7 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
         return _rebuild(recipe, args)
     out = func(*args, **kwargs)
     if len(_EXACT) + len(_CLASS) < _LIMIT:
-        recipe = _class_recipe(args[0], out) if class_key is not None else None
+        recipe = _class_recipe(args[main], out) if class_key is not None else None
         if recipe is not None:
             _CLASS[class_key] = recipe
         else:

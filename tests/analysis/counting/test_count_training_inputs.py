@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from foldconv.analysis.counting import ROOT, OpCost, cost_rule, count, meta_cache, register_op_cost
+from foldconv.analysis.counting import ROOT, OpCost, cost_rule, count, register_op_cost
 from foldconv.analysis.counting.zoo import meta_model
 from foldconv.errors import FoldError
 from helpers import raises_fold_error as raises
@@ -374,67 +371,6 @@ def test_peak_memory_of_a_conv_net_by_hand_and_on_real_tensors():
         assert real.device == "cpu"
         assert (meta.peak_activation_bytes, meta.saved_activation_bytes, meta.peak_training_bytes) == (
             real.peak_activation_bytes, real.saved_activation_bytes, real.peak_training_bytes)
-
-
-# ----------------------------------------------------------------------------------- the cache
-
-
-class _Outer(TorchDispatchMode):
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "swin_t", "shufflenet_v2_x0_5"])
-def test_cached_meta_results_change_nothing(name):
-    model = meta_model(name)
-    meta_cache.clear()
-    cold, warm = count(model, (1, 3, 96, 96)), count(model, (1, 3, 96, 96))
-    with _Outer():  # another mode active: every kernel runs
-        kernels = count(model, (1, 3, 96, 96))
-    for rep in (warm, kernels):
-        assert rep.layers == cold.layers
-        assert rep.peak_activation_bytes == cold.peak_activation_bytes
-
-
-@st.composite
-def _convs(draw):
-    dims = draw(st.integers(1, 3))
-    transposed = draw(st.booleans())
-    groups = draw(st.sampled_from([1, 2]))
-    cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
-    k, s, d = (tuple(draw(st.integers(1, 3)) for _ in range(dims)) for _ in range(3))
-    p = tuple(draw(st.integers(0, 2)) for _ in range(dims))
-    kind = [nn.Conv1d, nn.Conv2d, nn.Conv3d][dims - 1] if not transposed else [nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d][dims - 1]
-    conv = kind(cin, cout, k, stride=s, padding=p, dilation=d, groups=groups)
-    sizes = [tuple(draw(st.integers(1, 9)) for _ in range(dims)) for _ in range(2)]
-    channels_last = dims == 2 and draw(st.booleans())
-    return conv, sizes, channels_last
-
-
-@settings(max_examples=40, deadline=None)
-@given(_convs())
-def test_convolutions_from_the_shape_class_cache_match_the_kernel(case):
-    """Two sizes of one conv: the second comes from the cache's output-size formula; it must equal the kernel's
-    result (shape, strides, dtype), and a size the conv cannot take must still raise."""
-    conv, sizes, channels_last = case
-    meta_cache.clear()
-    for size in sizes:
-        x = torch.empty(2, conv.in_channels, *size, device="meta")
-        if channels_last:
-            x = x.to(memory_format=torch.channels_last)
-        weight, bias = conv.weight.to("meta"), conv.bias.to("meta")
-        if channels_last:  # a channels-last weight makes the output channels-last
-            weight = weight.to(memory_format=torch.channels_last)
-        args = (x, weight, bias, list(conv.stride), list(conv.padding), list(conv.dilation), conv.transposed,
-                list(conv.output_padding), conv.groups)
-        try:
-            expected = torch.ops.aten.convolution.default(*args)
-        except RuntimeError:
-            with pytest.raises(RuntimeError):
-                meta_cache.call(torch.ops.aten.convolution.default, args, {})
-            continue
-        got = meta_cache.call(torch.ops.aten.convolution.default, args, {})
-        assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
 
 
 @pytest.mark.claim("COUNT-7")

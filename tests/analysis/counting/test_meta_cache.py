@@ -1,0 +1,311 @@
+"""The counter's meta-result cache (``meta_cache``): every result it builds without running the kernel must be
+the kernel's own (shape, strides, dtype; the input itself for an in-place op), and arguments the kernel refuses
+must still reach it and raise."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from foldconv.analysis.counting import count, meta_cache
+from foldconv.analysis.counting.zoo import meta_model
+
+aten = torch.ops.aten
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _meta(shape, channels_last=False, dtype=torch.float32):
+    t = torch.empty(shape, device="meta", dtype=dtype)
+    if channels_last:
+        t = t.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d)
+    return t
+
+
+def _same(got, expected, args):
+    """Cached and kernel results agree: per output, shape, strides, dtype and identity with an argument."""
+    many = isinstance(expected, (tuple, list))
+    got, expected = (tuple(got), tuple(expected)) if many else ((got,), (expected,))
+    return len(got) == len(expected) and all(
+        (g.shape, g.stride(), g.dtype, [g is a for a in args]) == (e.shape, e.stride(), e.dtype, [e is a for a in args])
+        for g, e in zip(got, expected)
+    )
+
+
+def _fresh(t):
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def _check(func, make_args):
+    """``func`` through a cleared cache against the kernel, on separate but identical arguments."""
+    meta_cache.clear()
+    args = make_args()
+    got = meta_cache.call(func, args, {})
+    kernel_args = tuple(_fresh(a) if isinstance(a, torch.Tensor) else a for a in args)
+    expected = func(*kernel_args)
+    # identity is compared by position: map the kernel's arguments back to the cached call's
+    if isinstance(expected, torch.Tensor):
+        expected = next((a for a, k in zip(args, kernel_args) if expected is k), expected)
+    return _same(got, expected, args)
+
+
+# Elementwise ops under the known rule, with the plain arguments their schemas take.
+_UNARY_CALLS = {
+    "relu": (), "relu6": (), "hardtanh": (-1.0, 1.0), "gelu": (), "silu": (), "sigmoid": (), "tanh": (),
+    "hardswish": (), "hardsigmoid": (), "leaky_relu": (0.1,), "elu": (), "mish": (), "softplus": (),
+    "clamp": (0.0, 1.0), "clamp_min": (0.0,), "clamp_max": (1.0,), "neg": (), "abs": (), "exp": (), "log": (),
+    "sqrt": (), "rsqrt": (), "reciprocal": (), "erf": (),
+}
+
+
+def _overload(name):
+    packet = getattr(aten, name)
+    return packet.default if "default" in packet.overloads() else getattr(packet, packet.overloads()[0])
+
+
+def _shapes(rank):
+    return itertools.product(*[(1, 3)] * rank)
+
+
+def _unary_cases():
+    for name, extra in _UNARY_CALLS.items():
+        for inplace in (False, True):
+            if inplace and not hasattr(aten, name + "_"):  # softplus, mish on older torch: no in-place op
+                continue
+            for rank in range(1, 6):
+                for shape, cl, dtype in itertools.product(_shapes(rank), (False, True), DTYPES):
+                    if not cl or rank >= 4:
+                        yield name, extra, inplace, shape, cl, dtype
+
+
+def _check_unary(name, extra, inplace, shape, cl, dtype):
+    func = _overload(name + "_" if inplace else name)
+    return _check(func, lambda: (_meta(shape, cl, dtype), *extra))
+
+
+@pytest.mark.slow
+@pytest.mark.claim("COUNT-12")
+def test_the_known_elementwise_rule_is_the_kernels_result_on_every_size_one_pattern_layout_and_dtype():
+    """All of it: ranks 1 to 5, every pattern of size-1 axes, contiguous and channels-last, four dtypes, in and
+    out of place: the result built without the kernel equals the kernel's."""
+    cases = list(_unary_cases())
+    assert len(cases) > 10_000
+    wrong = [case[:4] + case[5:] for case in cases if not _check_unary(*case)]
+    assert not wrong
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(list(_unary_cases())))
+def test_the_known_elementwise_rule_on_drawn_cases(case):
+    """The fast tier's share of the exhaustive test above."""
+    assert _check_unary(*case)
+
+
+_BINARY = ("mul", "add", "sub", "div")
+
+
+@st.composite
+def _binary_cases(draw):
+    rank = draw(st.integers(1, 5))
+    shape = tuple(draw(st.sampled_from([1, 2, 3])) for _ in range(rank))
+    cl = rank >= 4 and draw(st.booleans())
+    other_rank = draw(st.integers(0, rank))
+    other = tuple(draw(st.sampled_from([1, s])) for s in shape[rank - other_rank:])
+    other_cl = other_rank == rank >= 4 and draw(st.booleans())
+    swap = draw(st.booleans())  # ``scale * x``: the smaller operand first
+    return draw(st.sampled_from(_BINARY)), draw(st.booleans()), shape, cl, other, other_cl, draw(st.sampled_from(DTYPES)), swap
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=300, deadline=None)
+@given(_binary_cases())
+def test_binary_elementwise_results_from_the_cache_match_the_kernel(case):
+    """Broadcasting operands of every layout, either order: the known rule where it applies, the checked class
+    recipe elsewhere; a second size of the same class comes from the cache and still equals the kernel."""
+    name, inplace, shape, cl, other, other_cl, dtype, swap = case
+    inplace = inplace and not swap
+    func = getattr(aten, name + "_" if inplace else name).Tensor
+
+    def make(sizes=shape, other_sizes=other):
+        x, y = _meta(sizes, cl, dtype), _meta(other_sizes, other_cl, dtype)
+        return (y, x) if swap else (x, y)
+
+    assert _check(func, make)
+    bigger = tuple(s if s == 1 else s + 2 for s in shape)  # same size-1 pattern, other sizes
+    bigger_other = tuple(1 if o == 1 else b for o, b in zip(other, bigger[len(bigger) - len(other):]))
+    args = make()
+    meta_cache.call(func, args, {})  # stores the class
+    args = make(bigger, bigger_other)
+    got = meta_cache.call(func, args, {})
+    expected = func(*(_fresh(a) for a in args))
+    assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
+def test_a_wrong_known_rule_would_be_caught(monkeypatch):
+    """Mutation check: a rule that got the layout wrong (contiguous strides for a channels-last input) fails."""
+    monkeypatch.setattr(meta_cache, "_class_rebuild",
+                        lambda recipe, x: torch.empty(x.shape, dtype=x.dtype, device="meta"))
+    assert not _check(aten.relu.default, lambda: (_meta((2, 3, 4, 5), True),))
+    assert _check(aten.relu.default, lambda: (_meta((2, 3, 4, 5), False),))  # contiguous: right by chance
+
+
+# ------------------------------------------------------------------ per layout class: output-size formulas
+
+
+@st.composite
+def _convs(draw):
+    """Two convs of one layout class (same rank, direction, layout, bias or not), all else drawn apart."""
+    dims = draw(st.integers(1, 3))
+    transposed = draw(st.booleans())
+    bias = draw(st.booleans())
+    channels_last = dims == 2 and draw(st.booleans())
+    convs = []
+    for _ in range(2):
+        groups = draw(st.sampled_from([1, 2, 3]))
+        cin, cout = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+        k, s, d = (tuple(draw(st.integers(1, 3)) for _ in range(dims)) for _ in range(3))
+        p = tuple(draw(st.integers(0, 2)) for _ in range(dims))
+        kind = ([nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d] if transposed else [nn.Conv1d, nn.Conv2d, nn.Conv3d])[dims - 1]
+        conv = kind(cin, cout, k, stride=s, padding=p, dilation=d, groups=groups, bias=bias, device="meta")
+        convs.append((conv, tuple(draw(st.integers(1, 9)) for _ in range(dims))))
+    return convs, channels_last
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=60, deadline=None)
+@given(_convs())
+def test_convolutions_from_the_layout_class_cache_match_the_kernel(case):
+    """Two convs of one class (different channels, kernels, groups, strides, sizes): the second comes from the
+    output-size formula and the layout stored for the first; it must equal the kernel's result, and a size
+    the conv cannot take must still raise."""
+    convs, channels_last = case
+    meta_cache.clear()
+    for conv, size in convs:
+        x = torch.empty(2, conv.in_channels, *size, device="meta")
+        weight = conv.weight
+        if channels_last:  # a channels-last weight and input
+            x, weight = x.to(memory_format=torch.channels_last), weight.to(memory_format=torch.channels_last)
+        args = (x, weight, conv.bias, list(conv.stride), list(conv.padding), list(conv.dilation), conv.transposed,
+                list(conv.output_padding), conv.groups)
+        try:
+            expected = aten.convolution.default(*args)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                meta_cache.call(aten.convolution.default, args, {})
+            continue
+        got = meta_cache.call(aten.convolution.default, args, {})
+        assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
+@pytest.mark.parametrize("bad", ["channels", "bias", "stride", "groups"])
+def test_a_conv_the_kernel_refuses_still_reaches_the_kernel_after_its_class_is_stored(bad):
+    w, b = torch.empty(8, 4, 3, 3, device="meta"), torch.empty(8, device="meta")
+    good = (torch.empty(1, 4, 9, 9, device="meta"), w, b, [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+    meta_cache.clear()
+    meta_cache.call(aten.convolution.default, good, {})
+    args = list(good)
+    if bad == "channels":
+        args[0] = torch.empty(1, 5, 9, 9, device="meta")
+    elif bad == "bias":
+        args[2] = torch.empty(7, device="meta")
+    elif bad == "stride":
+        args[3] = [0, 1]
+    else:
+        args[8] = 3
+    try:  # the cache does what the kernel does: raise, or (meta's bias length check is lax) the same result
+        expected = aten.convolution.default(*args)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            meta_cache.call(aten.convolution.default, tuple(args), {})
+        return
+    got = meta_cache.call(aten.convolution.default, tuple(args), {})
+    assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
+@st.composite
+def _reductions(draw):
+    rank = draw(st.integers(1, 5))
+    shapes = [tuple(draw(st.integers(2, 4)) for _ in range(rank)) for _ in range(2)]
+    ones = [draw(st.booleans()) for _ in range(rank)]  # one size-1 pattern for both sizes
+    shapes = [tuple(1 if o else s for s, o in zip(shape, ones)) for shape in shapes]
+    dims = draw(st.lists(st.integers(-rank, rank - 1), min_size=1, max_size=rank))
+    return (draw(st.sampled_from([aten.mean.dim, aten.sum.dim_IntList])), shapes, rank >= 4 and draw(st.booleans()),
+            dims, draw(st.booleans()), draw(st.sampled_from(DTYPES)))
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=150, deadline=None)
+@given(_reductions())
+def test_reductions_from_the_layout_class_cache_match_the_kernel(case):
+    func, shapes, cl, dims, keepdim, dtype = case
+    meta_cache.clear()
+    for shape in shapes:
+        args = (_meta(shape, cl, dtype), dims, keepdim)
+        try:
+            expected = func(*(_fresh(a) if isinstance(a, torch.Tensor) else a for a in args))
+        except (RuntimeError, IndexError):  # repeated dims
+            with pytest.raises((RuntimeError, IndexError)):
+                meta_cache.call(func, args, {})
+            continue
+        got = meta_cache.call(func, args, {})
+        assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
+@st.composite
+def _matmuls(draw):
+    cases = []
+    a_t, b_t, bias_rank = draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from([None, 1, 2]))
+    for _ in range(2):
+        n, k, m = (draw(st.integers(1, 5)) for _ in range(3))
+        bad = draw(st.integers(0, 9)) == 0  # now and then an inner size that does not fit
+        cases.append((n, k, m, k + 1 if bad else k))
+    return a_t, b_t, bias_rank, cases, draw(st.sampled_from(DTYPES))
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=150, deadline=None)
+@given(_matmuls())
+def test_matmuls_from_the_layout_class_cache_match_the_kernel(case):
+    a_t, b_t, bias_rank, sizes, dtype = case
+    meta_cache.clear()
+    for n, k, m, k2 in sizes:
+        a = _meta((k, n), dtype=dtype).t() if a_t else _meta((n, k), dtype=dtype)
+        b = _meta((m, k2), dtype=dtype).t() if b_t else _meta((k2, m), dtype=dtype)
+        if bias_rank is None:
+            func, args = aten.mm.default, (a, b)
+        else:
+            func, args = aten.addmm.default, (_meta((m,) if bias_rank == 1 else (1, m), dtype=dtype), a, b)
+        try:
+            expected = func(*args)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                meta_cache.call(func, args, {})
+            continue
+        got = meta_cache.call(func, args, {})
+        assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
+# ------------------------------------------------------------------------------------- whole models
+
+
+class _Outer(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.claim("COUNT-12")
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "swin_t", "shufflenet_v2_x0_5"])
+def test_cached_meta_results_change_nothing(name):
+    model = meta_model(name)
+    meta_cache.clear()
+    cold, warm = count(model, (1, 3, 96, 96)), count(model, (1, 3, 96, 96))
+    with _Outer():  # another mode active: every kernel runs
+        kernels = count(model, (1, 3, 96, 96))
+    for rep in (warm, kernels):
+        assert rep.layers == cold.layers
+        assert rep.peak_activation_bytes == cold.peak_activation_bytes

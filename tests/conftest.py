@@ -2,7 +2,8 @@
 
 Tiers: `slow` marks the model zoos (tests/analysis/*/test_*zoo*.py, marked here by path) and `app` marks every
 test that runs a subprocess (the Hydra apps: tests/**/test_*_app.py, and any test that calls ``subprocess``
-itself, through a helper or a fixture defined in tests/). `make check` deselects both.
+itself, through a helper or a fixture defined in tests/). `make check` deselects both, and the `zoo` tier (one timm
+model per family, marked in tests/experiments/test_zoo_families.py).
 tests/ is on sys.path (pyproject's pytest ``pythonpath``), so tests import shared code with ``from helpers import ...``.
 """
 from __future__ import annotations

@@ -73,6 +73,7 @@ ShapeLike = Union[Sequence[int], Sequence[Sequence[int]]]  # what normalize_inpu
 #: What :func:`count` does when the model cannot run on meta tensors: real CPU tensors, or a FoldError.
 FALLBACKS = ("cpu", "error")
 
+_EMBEDDING = torch.ops.aten.embedding.default
 _SCRATCH = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
 _KEYS = (("macs", "elementwise_flops"), ("backward_macs", "backward_elementwise_flops"))  # forward, backward
 
@@ -150,6 +151,12 @@ class _CountMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is _EMBEDDING and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].is_floating_point():
+            # torch 2.14's kernel refuses float ids; older torch's kernel for shapes only does not
+            raise RuntimeError(
+                f"Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int; "
+                f"but got {args[1].dtype} instead"
+            )
         info = _INFO.get(func) or op_info(func)
         out = meta_cache.call(func, args, kwargs, info, cache=self.cache)
         name = info.name

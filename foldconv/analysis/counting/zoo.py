@@ -14,14 +14,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
-from ...errors import fold_error
+from ...errors import FoldError, fold_error
 from .counter import ShapeLike, count
+from .inputs import model_inputs
 from .report import CountReport
 
 __all__ = [
@@ -145,6 +148,8 @@ class CountValidation:
     ``macs_ok``: MACs of every op equal FlopCounterMode's FLOPs / 2 for that op (and in total);
     ``params_ok``: the parameter total equals ``sum(p.numel())``; with ``published`` figures,
     ``published_params_ok`` and ``published_gmacs_ok`` (GMACs rounded to torchvision's 3 decimals).
+    ``passes``: 1 when FlopCounterMode watched count()'s own pass, 2 when it watched a separate forward
+    (``one_pass_failure`` says why); ``differing_ops``: the ops whose MACs differ from FlopCounterMode's.
     """
 
     model: str
@@ -156,6 +161,9 @@ class CountValidation:
     per_op_ok: bool
     report: CountReport = field(repr=False, compare=False)
     published: Optional[PublishedFigures] = None
+    passes: int = 1
+    differing_ops: Tuple[str, ...] = ()
+    one_pass_failure: str = ""
 
     @property
     def params_ok(self) -> bool:
@@ -205,20 +213,39 @@ def validate_count(
 ) -> CountValidation:
     """Count ``model`` under ``FlopCounterMode`` in the same pass and compare (and with ``published`` figures).
 
+    Some models cannot be counted inside FlopCounterMode: its module tracker asserts that a module whose
+    input requires grad (a parameter passed as an input, as in CaiT, PiT and SigLIP) produced an output with a
+    gradient function, and ``count`` runs under ``no_grad``. Those are counted in two passes (``passes=2``):
+    ``count`` alone, and FlopCounterMode around a plain forward with grad enabled, compared op by op the same way.
+
     Example:
         >>> v = validate_count(torch.nn.Conv2d(16, 4, 3, groups=2), (2, 16, 9, 9))
-        >>> v.macs, v.flop_counter_macs, v.macs_ok, v.params_ok
-        (28224, 28224, True, True)
+        >>> v.macs, v.flop_counter_macs, v.macs_ok, v.params_ok, v.passes, v.differing_ops
+        (28224, 28224, True, True, 1, ())
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     if published is not None and not isinstance(published, PublishedFigures):
         raise fold_error("published", published, "must be PublishedFigures (from published_figures(name)) or None")
-    with FlopCounterMode(display=False) as counter:
-        report = count(model, input_shape, name=name)
+    passes, why = 1, ""
+    try:
+        with FlopCounterMode(display=False) as counter:
+            report = count(model, input_shape, name=name)
+    except FoldError as exc:
+        if "Expected gradient function" not in str(exc):
+            raise
+        passes, why = 2, str(exc)
+        report = count(model, input_shape, name=name)  # a failure here is count()'s own
+        on_meta = any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers()))
+        device = next((t.device for t in itertools.chain(model.parameters(), model.buffers())), torch.device("cpu"))
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)  # as count() does
+        args, kwargs = model_inputs(input_shape, dtype=dtype, real=not on_meta)
+        args, kwargs = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, (args, kwargs))
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+            model(*args, **kwargs)
     theirs = {str(op).split(".")[-1]: int(v) for op, v in counter.get_flop_counts().get("Global", {}).items()}
     ours = report.macs_by_op
-    per_op_ok = all(2 * ours.get(op, 0) == flops for op, flops in theirs.items()) and all(op in theirs for op in ours)
+    differing = tuple(sorted(op for op in set(theirs) | set(ours) if 2 * ours.get(op, 0) != theirs.get(op, 0)))
     return CountValidation(
         model=report.model,
         input_shape=report.input_shapes[0],
@@ -226,9 +253,12 @@ def validate_count(
         numel=sum(p.numel() for p in model.parameters()),
         macs=report.macs,
         flop_counter_macs=counter.get_total_flops() // 2,
-        per_op_ok=per_op_ok,
+        per_op_ok=not differing,
         report=report,
         published=published,
+        passes=passes,
+        differing_ops=differing,
+        one_pass_failure=why,
     )
 
 

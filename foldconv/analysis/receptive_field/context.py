@@ -8,7 +8,7 @@ Most rules are one call: ``ctx.pointwise(node)`` (elementwise ops keep the layou
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch.fx as fx
 from torch import nn
@@ -19,11 +19,8 @@ from .trace import UnsupportedOpError, is_shape
 __all__ = ["RuleContext"]
 
 
-def _axis(maps, dims, merged, exact, m, d, mg, ex) -> None:
-    maps.append(m)
-    dims.append(d)
-    merged.append(mg)
-    exact.append(ex)
+#: One spatial axis of a geometry being built: its map, the dim it sits on (or None), merged, exact.
+_Axis = Tuple[AxisMap, Optional[int], bool, bool]
 
 
 class RuleContext:
@@ -88,24 +85,29 @@ class RuleContext:
         rank = len(rec.shape)
         per = {d % rank: m for d, m in per_dim.items()}
         mix = {d % rank for d in mixes}
-        maps: List[AxisMap] = []
-        dims: List[Optional[int]] = []
-        merged: List[bool] = []
-        exact: List[bool] = []
-        for a in range(self.naxes):
-            d, mg, ex = rec.geom.dims[a], rec.geom.merged[a], rec.geom.exact[a]
-            if d is None:
-                _axis(maps, dims, merged, exact, IDENTITY, None, False, ex)
-            elif d in mix:
+
+        def axis(d: int, mg: bool, ex: bool) -> _Axis:
+            if d in mix:
                 # mixing a merged dim reads the whole axis only if the dim holds all of the grid merged into
                 # it (ViT tokens); a window's tokens (Swin, MaxViT) hold part of it: a conservative hull
                 whole = not mg or rec.shape[d] >= self._merged_grid(src, d)
-                _axis(maps, dims, merged, exact, IDENTITY if mg else Whole(rec.shape[d]), None, False, whole or ex)
-            elif mg:
-                _axis(maps, dims, merged, exact, IDENTITY, d, True, ex)
-            else:
-                _axis(maps, dims, merged, exact, per.get(d, IDENTITY), d, False, ex)
-        return Geometry(((src, tuple(maps)),), tuple(dims), tuple(merged), tuple(exact))
+                return IDENTITY if mg else Whole(rec.shape[d]), None, False, whole or ex
+            if mg:
+                return IDENTITY, d, True, ex
+            return per.get(d, IDENTITY), d, False, ex
+
+        return self._one_input(src, axis)
+
+    def _one_input(self, src: fx.Node, axis: Callable[[int, bool, bool], _Axis]) -> Geometry:
+        """The geometry of an op reading ``src`` alone: ``axis(dim, merged, exact)`` gives each spatial axis
+        that sits on a dim of ``src`` its ``(map, dim, merged, exact)``; an axis on no dim stays on none."""
+        geom = self.records[src].geom
+        axes = [
+            (IDENTITY, None, False, geom.exact[a]) if geom.dims[a] is None else axis(geom.dims[a], geom.merged[a], geom.exact[a])
+            for a in range(self.naxes)
+        ]
+        maps, dims, merged, exact = (tuple(column) for column in zip(*axes)) if axes else ((), (), (), ())
+        return Geometry(((src, maps),), dims, merged, exact)
 
     def grid_size(self, src: fx.Node, axis: int) -> int:
         """The number of grid positions of spatial ``axis`` where it was last a dim of its own (following
@@ -167,26 +169,18 @@ class RuleContext:
         """Pure re-indexing of dims (permute, view...): ``dim_map[in_dim] = out_dim``; axes on ``merge_dims``
         (input dims) get merged with other dims: conservative whole-axis boxes, exact=False."""
         rec = self.records[src]
-        maps: List[AxisMap] = []
-        dims: List[Optional[int]] = []
-        merged: List[bool] = []
-        exact: List[bool] = []
-        for a in range(self.naxes):
-            d, mg, ex = rec.geom.dims[a], rec.geom.merged[a], rec.geom.exact[a]
-            if d is None:
-                _axis(maps, dims, merged, exact, IDENTITY, None, False, ex)
-                continue
+
+        def axis(d: int, mg: bool, ex: bool) -> _Axis:
             out = dim_map.get(d)
             if d in merge_dims or mg:
                 n = rec.shape[d]
                 if not mg and n == 1:  # a size-1 axis is one position: dropping or merging it loses nothing
-                    _axis(maps, dims, merged, exact, IDENTITY, None, False, ex)
-                else:
-                    _axis(maps, dims, merged, exact, IDENTITY if mg else Whole(n), out, True, ex and mg)
-            else:
-                if out is None:
-                    raise UnsupportedOpError(
-                        f"node={node.name!r}: drops spatial dim {d} of size {rec.shape[d]}", param="model", value=node.name
-                    )
-                _axis(maps, dims, merged, exact, IDENTITY, out, False, ex)
-        return Geometry(((src, tuple(maps)),), tuple(dims), tuple(merged), tuple(exact))
+                    return IDENTITY, None, False, ex
+                return IDENTITY if mg else Whole(n), out, True, ex and mg
+            if out is None:
+                raise UnsupportedOpError(
+                    f"node={node.name!r}: drops spatial dim {d} of size {rec.shape[d]}", param="model", value=node.name
+                )
+            return IDENTITY, out, False, ex
+
+        return self._one_input(src, axis)

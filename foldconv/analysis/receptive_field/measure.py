@@ -81,7 +81,8 @@ def positive_copy(module: nn.Module, *, dtype: torch.dtype = torch.float64, seed
 
     With a small positive input every activation is positive and small, so the gradient of a unit is
     non-zero exactly on the pixels it depends on (no dead ReLU, no saturation, no cancellation). The
-    original's parameter values are never read (they may be on the meta device); its buffers are copied.
+    original's parameter values are never read (they may be on the meta device); its buffers are copied
+    (normalisation statistics on the meta device become mean 0, variance 1; any other meta buffer is a FoldError).
     The copy's parameters do not require grad (only the input's gradient is measured).
 
     Example:
@@ -97,6 +98,8 @@ def positive_copy(module: nn.Module, *, dtype: torch.dtype = torch.float64, seed
     # every parameter is overwritten: copy the module around fresh parameters instead of copying (and
     # converting) the old values, which also lets a model with parameters on the meta device be measured
     fresh = {id(p): nn.Parameter(torch.empty(p.shape, dtype=dtype), requires_grad=False) for p in module.parameters()}
+    for owner, key, buffer in _meta_buffers(module):  # values that matter cannot be made up: refuse them by name
+        fresh[id(buffer)] = _neutral_statistic(owner, key, buffer)
     m = copy.deepcopy(module, memo=dict(fresh)).to(dtype).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -108,6 +111,23 @@ def positive_copy(module: nn.Module, *, dtype: torch.dtype = torch.float64, seed
             else:
                 p.fill_(1.0)
     return m
+
+
+def _meta_buffers(module: nn.Module) -> List[Tuple[nn.Module, str, torch.Tensor]]:
+    return [(owner, key, b) for owner in module.modules() for key, b in owner._buffers.items() if b is not None and b.is_meta]
+
+
+def _neutral_statistic(owner: nn.Module, key: str, buffer: torch.Tensor) -> torch.Tensor:
+    """A normalisation layer's running statistics on the meta device have values that change no dependency:
+    mean 0, variance 1, count 0. Any other meta buffer (an attention mask, a position index) is refused."""
+    statistics = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0}
+    if isinstance(owner, nn.modules.batchnorm._NormBase) and key in statistics:
+        return torch.full(buffer.shape, statistics[key], dtype=buffer.dtype)
+    raise fold_error(
+        "module", type(owner).__name__,
+        f"its buffer {key!r} is on the meta device and its values matter to a gradient measurement (a mask or an "
+        "index, not a running statistic): build the model on the CPU to measure it",
+    )
 
 
 def positive_input(input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:

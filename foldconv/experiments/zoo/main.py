@@ -34,7 +34,7 @@ from .aggregate import merge_zoo
 from .measure import DEFAULT_CHECK_MAX_MACS
 from .models import SMALL_SIZE, ZOOS
 from .run import COLUMNS, run_zoo
-from .summary import coverage, coverage_record, plot_zoo, summary_markdown
+from .summary import coverage, coverage_record, fast_tier_record, plot_zoo, summary_markdown
 
 __all__ = ["ZooExperiment", "run_zoo_app", "write_zoo_outputs", "zoo"]
 
@@ -77,6 +77,7 @@ ZOO_FILES = {
     "results.csv": "one row per model: build, params and MACs against sum(numel) and FlopCounterMode, unsupported ops, RF or its blocker, gradient check, times, errors",
     "results.config.json": "the config that produced results.csv (a rerun in this directory resumes only with the same one)",
     "coverage.json": "the coverage counts and percentages and every model's status, machine-readable (what the regression tests compare against)",
+    "fast_tier.json": "one model per family (the quickest to measure of those built on meta in under a second), with its statuses and exact params and MACs: what the zoo fast tier of the tests measures again",
     "coverage.png": "coverage bars (% of models)",
     "macs_ratio.png": "histogram of count() MACs / FlopCounterMode MACs per model",
     "time.png": "seconds per model and stage",
@@ -91,6 +92,7 @@ def write_zoo_outputs(
     c = coverage(rows)
     write_markdown(summary_markdown(rows, zoo=zoo, title=title, note=note), out / "summary.md")
     write_atomic(out / "coverage.json", json.dumps(coverage_record(rows, zoo=zoo, **settings), indent=1) + "\n")
+    write_atomic(out / "fast_tier.json", json.dumps(fast_tier_record(rows, zoo=zoo, **settings), indent=1) + "\n")
     if plots and rows:
         plot_zoo(rows, out, zoo=zoo)
     answer = (

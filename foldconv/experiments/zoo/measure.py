@@ -152,53 +152,16 @@ def _shape_text(values: Tuple[Any, ...]) -> str:
 
 
 def _count_stage(built: Built) -> Dict[str, Any]:
-    from torch.utils.flop_counter import FlopCounterMode
-
     from ...analysis.counting import validate_count
 
-    try:
-        v = validate_count(built.model, built.input_shape, name=built.name)
-    except FoldError as exc:
-        return _count_alone(built, exc)
-    diff: List[str] = []
-    if not v.macs_ok:  # which ops differ: count again inside an outer counter, which sees the same ops per op
-        with FlopCounterMode(display=False) as outer:
-            v = validate_count(built.model, built.input_shape, name=built.name)
-        theirs = {str(op).split(".")[-1]: int(f) for op, f in outer.get_flop_counts().get("Global", {}).items()}
-        ours = v.report.macs_by_op
-        diff = sorted(op for op in set(theirs) | set(ours) if 2 * ours.get(op, 0) != theirs.get(op, 0))
-    return dict(
+    v = validate_count(built.model, built.input_shape, name=built.name)
+    out = dict(
         params=v.params, numel=v.numel, params_ok=v.params_ok, macs=v.macs, flop_counter_macs=v.flop_counter_macs,
-        macs_ok=v.macs_ok, macs_diff_ops=" ".join(diff), unsupported_ops=" ".join(op.op for op in v.report.unsupported_ops),
+        macs_ok=v.macs_ok, macs_diff_ops=" ".join(v.differing_ops), unsupported_ops=" ".join(op.op for op in v.report.unsupported_ops),
     )
-
-
-def _count_alone(built: Built, failure: FoldError) -> Dict[str, Any]:
-    """count() and FlopCounterMode in two passes, when the two together fail.
-
-    torch's FlopCounterMode fails on some models under ``no_grad`` ("Expected gradient function to be set":
-    its module tracker hooks a parameter passed as a module input), and count() runs its pass under no_grad.
-    The reference is then FlopCounterMode around a plain forward with grad enabled, compared per op as
-    :func:`validate_count` does; the combined pass's failure is recorded.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ...analysis.counting import count
-
-    report = count(built.model, built.input_shape, name=built.name)  # a failure here is count()'s own
-    numel = sum(p.numel() for p in built.model.parameters())
-    x = torch.zeros(built.input_shape, device=built.device)
-    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
-        built.model(x)
-    theirs = {str(op).split(".")[-1]: int(f) for op, f in counter.get_flop_counts().get("Global", {}).items()}
-    ours = report.macs_by_op
-    diff = sorted(op for op in set(theirs) | set(ours) if 2 * ours.get(op, 0) != theirs.get(op, 0))
-    return dict(
-        params=report.params, numel=numel, params_ok=report.params == numel, macs=report.macs,
-        flop_counter_macs=counter.get_total_flops() // 2, macs_ok=not diff, macs_diff_ops=" ".join(diff),
-        unsupported_ops=" ".join(op.op for op in report.unsupported_ops),
-        flop_counter_error=f"flop_counter: {one_line(failure, 200)} (counted in two passes)",
-    )
+    if v.passes == 2:
+        out["flop_counter_error"] = f"flop_counter: {one_line(FoldError(v.one_pass_failure), 200)} (counted in two passes)"
+    return out
 
 
 def _rf_stage(built: Built) -> Tuple[Dict[str, Any], Any]:

@@ -24,7 +24,7 @@ from ..io import figure, save_figure
 
 __all__ = [
     "Coverage", "coverage", "blockers", "summary_markdown", "ranking_markdown", "plot_zoo", "COVERAGE_KEYS", "fast_tier",
-    "model_status", "regressions", "coverage_record",
+    "model_status", "regressions", "coverage_record", "fast_tier_record",
 ]
 
 #: The percentages a regression test holds (each must not drop below the committed summary's).
@@ -330,3 +330,44 @@ def coverage_record(rows: Sequence[Row], *, zoo: str, **extra: Any) -> Dict[str,
         "zoo": zoo, **versions, **extra, "coverage": coverage(rows).as_dict(),
         "models": {str(r["model"]): model_status(r) for r in sorted(rows, key=lambda r: str(r["model"]))},
     }
+
+
+def fast_tier_record(rows: Sequence[Row], *, zoo: str, max_build_s: float = 1.0, **extra: Any) -> Dict[str, Any]:
+    """The fast tier a regression test measures again (``fast_tier.json``): one model per family
+    (:func:`fast_tier`), each with its statuses, exact params and MACs and time per stage; the families left
+    out, with why (no model built on meta in under ``max_build_s``); the tier's own coverage.
+
+    Example:
+        >>> rows = [{"model": "a", "family": "f", "build": "meta", "t_build": "0.1", "t_count": "2", "t_rf": "1",
+        ...          "params": "10", "params_ok": "True", "macs": "99", "macs_ok": "True", "rf_status": "exact"},
+        ...         {"model": "b", "family": "g", "build": "meta", "t_build": "3.0", "t_count": "1", "t_rf": "1"}]
+        >>> rec = fast_tier_record(rows, zoo="timm")
+        >>> sorted(rec["models"]), rec["models"]["a"]["macs"], rec["excluded_families"]
+        (['a'], 99, {'g': 'no model built on meta in under 1.0 s (b: 3.0 s)'})
+    """
+    chosen = set(fast_tier(rows, max_build_s=max_build_s))
+    tier_rows = [r for r in rows if str(r["model"]) in chosen]
+    record = coverage_record(tier_rows, zoo=zoo, max_build_s=max_build_s, **extra)
+    for r in tier_rows:
+        record["models"][str(r["model"])].update(
+            params=_int(r.get("params")), macs=_int(r.get("macs")) if _true(r.get("macs_ok")) else None,
+            seconds=round(sum(float(r.get(k) or 0) for k in ("t_build", "t_count", "t_rf", "t_check")), 2),
+        )
+    covered = {str(r.get("family")) for r in tier_rows}
+    quickest: Dict[str, Tuple[float, str]] = {}
+    for r in rows:
+        family = str(r.get("family"))
+        if family in covered:
+            continue
+        seconds = float(r.get("t_build") or "inf") if r.get("build") == "meta" else float("inf")
+        if family not in quickest or (seconds, str(r["model"])) < quickest[family]:
+            quickest[family] = (seconds, str(r["model"]))
+    record["excluded_families"] = {
+        family: f"no model built on meta in under {max_build_s} s ({model}: {'failed' if s == float('inf') else f'{s} s'})"
+        for family, (s, model) in sorted(quickest.items())
+    }
+    return record
+
+
+def _int(value: Any) -> Optional[int]:
+    return None if value in (None, "", "None") else int(value)

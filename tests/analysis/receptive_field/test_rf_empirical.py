@@ -209,3 +209,36 @@ def test_empirical_fallback_for_an_untraceable_model():
 
     report = receptive_field(DataDependent(), (1, 1, 16, 16), fallback="empirical")
     assert report.output.rf == (5, 5) and report.output.padding == (2, 2)
+
+
+def test_a_model_on_meta_is_measured_with_neutral_statistics_and_other_meta_buffers_are_refused():
+    """Normalisation statistics on the meta device become mean 0 / variance 1 (they change no dependency), so a
+    meta-built model is measured like the same model built on the CPU; a buffer whose values matter (a mask)
+    is a FoldError naming it, not a device-mismatch traceback from inside torch."""
+    from foldconv.errors import FoldError
+
+    def net():
+        return nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3, stride=2))
+
+    with torch.device("meta"):
+        meta = net()
+    cpu = net()
+    x = torch.rand(1, 2, 12, 12, dtype=torch.float64)
+    a, b = positive_copy(meta), positive_copy(cpu)
+    assert all(not t.is_meta for t in a.buffers())
+    assert torch.equal(a(x), b(x))
+    assert empirical_box(meta, (1, 2, 12, 12), index=(1, 1)) == empirical_box(cpu, (1, 2, 12, 12), index=(1, 1))
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3)
+            self.register_buffer("mask", torch.ones(1, 1, 6, 6))
+
+        def forward(self, x):
+            return self.conv(x) * self.mask
+
+    with torch.device("meta"):
+        masked = Masked()
+    with pytest.raises(FoldError, match="'mask' is on the meta device"):
+        positive_copy(masked)

@@ -62,7 +62,7 @@ from .inputs import (
     real_like,
     tensor_attributes,
 )
-from .memory import LiveBytes
+from .memory import LiveBytes, owned_tensors
 from .ops import _INFO, OpInfo, bind_inputs, first_tensor, op_info
 from .report import ROOT, CountReport, LayerCount, UnsupportedOp
 
@@ -227,39 +227,6 @@ def _shape_of(value: Any) -> Optional[Shape]:
     return tuple(t.shape) if t is not None else None
 
 
-def _owned(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[str, Counter]:
-    """Parameters and buffers per module, each tensor object charged once, to the first module owning it."""
-    seen: set = set()
-    owned: Dict[str, Counter] = {}
-
-    def nbytes(t: torch.Tensor) -> int:
-        return t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
-
-    for module, qualified in names.items():
-        if not module._parameters and not module._buffers:
-            continue
-        c: Counter = Counter()
-        here: set = set()  # a tensor registered twice in one module counts once (as parameters() does)
-        for p in module._parameters.values():
-            if p is None or id(p) in here:
-                continue
-            here.add(id(p))
-            if id(p) in seen:
-                c["shared"] += p.numel()
-                continue
-            seen.add(id(p))
-            c["params"] += p.numel()
-            c["weight_bytes"] += nbytes(p)
-            c["trainable" if p.requires_grad else "frozen"] += p.numel()
-        for b in module._buffers.values():
-            if b is not None and id(b) not in seen:
-                seen.add(id(b))
-                c["buffer_bytes"] += nbytes(b)
-        if c:
-            owned[qualified] = c
-    return owned
-
-
 def _meta_as_is(t: torch.Tensor, dtype: Optional[torch.dtype]) -> bool:
     """A meta parameter or buffer already of the dtype to count at runs as it is: a model built on meta
     needs no stand-ins (a copy would only cost time)."""
@@ -409,7 +376,7 @@ def count(
     for qualified, module in model.named_modules():
         names.setdefault(module, qualified or ROOT)
     types = {n: m for m, n in names.items()}
-    owned = _owned(names, dtype)
+    owned = owned_tensors(names, dtype)
     # One stand-in per tensor object, so tied weights stay tied while the model runs on meta.
     # (torch.func.functional_call is not used: with a module registered under two names it restores
     # the wrong tensor and leaves a meta weight behind.)

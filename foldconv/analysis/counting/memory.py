@@ -1,4 +1,5 @@
-"""Live bytes while :func:`~foldconv.analysis.counting.count` runs: the peak activation memory of a pass.
+"""Memory that :func:`~foldconv.analysis.counting.count` reports: the peak activation memory of a pass (live
+bytes), and the parameters and buffers each module owns (:func:`owned_tensors`).
 
 What is counted: every storage that an op of the pass allocates (its ``nbytes``), from the moment the op
 returns until the storage is freed. A storage is freed when nothing holds it any more, neither Python
@@ -25,11 +26,13 @@ Example:
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict
+from collections import Counter
+from typing import Any, Dict, Optional
 
 import torch
+from torch import nn
 
-__all__ = ["LiveBytes"]
+__all__ = ["LiveBytes", "owned_tensors"]
 
 
 class LiveBytes:
@@ -67,3 +70,46 @@ class LiveBytes:
             16
         """
         self.peak = self.live
+
+
+def owned_tensors(names: Dict[nn.Module, str], dtype: Optional[torch.dtype]) -> Dict[str, Counter]:
+    """Parameters and buffers per module, each tensor object charged once, to the first module owning it.
+
+    ``dtype`` (when given) is the dtype floating tensors are counted at; ``names`` maps each module to its
+    qualified name, in the order to charge them.
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(3, 2)
+        >>> dict(owned_tensors({lin: "fc"}, torch.float16)["fc"])
+        {'params': 8, 'weight_bytes': 16, 'trainable': 8}
+    """
+    seen: set = set()
+    owned: Dict[str, Counter] = {}
+
+    def nbytes(t: torch.Tensor) -> int:
+        return t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
+
+    for module, qualified in names.items():
+        if not module._parameters and not module._buffers:
+            continue
+        c: Counter = Counter()
+        here: set = set()  # a tensor registered twice in one module counts once (as parameters() does)
+        for p in module._parameters.values():
+            if p is None or id(p) in here:
+                continue
+            here.add(id(p))
+            if id(p) in seen:
+                c["shared"] += p.numel()
+                continue
+            seen.add(id(p))
+            c["params"] += p.numel()
+            c["weight_bytes"] += nbytes(p)
+            c["trainable" if p.requires_grad else "frozen"] += p.numel()
+        for b in module._buffers.values():
+            if b is not None and id(b) not in seen:
+                seen.add(id(b))
+                c["buffer_bytes"] += nbytes(b)
+        if c:
+            owned[qualified] = c
+    return owned

@@ -6,6 +6,7 @@ analysed and gradient-checked; test_vit is a transformer.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,11 @@ def test_shards_split_the_models_and_merge_into_every_model(multirun, tmp_path, 
     summary = (tmp_path / "summary.md").read_text()
     assert f"| RF analysed without fallback | {analysed} / 3 ({100 * analysed / 3:.1f} %) |" in summary
     assert "3 of 3 models built" in out
+    tier = json.loads((tmp_path / "fast_tier.json").read_text())  # one model per family, with its exact figures
+    families = {r["family"] for r in merged.values()}
+    assert sorted(m["family"] for m in tier["models"].values()) == sorted(families)
+    for name, figures in tier["models"].items():
+        assert (figures["params"], figures["macs"]) == (int(merged[name]["params"]), int(merged[name]["macs"]))
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -236,6 +236,7 @@ def plot_zoo(rows: Sequence[Row], out: Path, *, zoo: str, dpi: int = 120) -> Lis
     equal = sum(abs(x - 1.0) < 1e-12 for x in ratios)
     ax.hist(ratios, bins=40, color="tab:green")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.7)  # a log axis would otherwise start near the tallest bar and hide its height
     ax.set_xlabel("count() MACs / (FlopCounterMode FLOPs / 2)", fontsize=9)
     ax.set_ylabel("models (log scale)", fontsize=9)
     ax.set_title(f"{zoo}: MACs ratio per model ({equal} of {len(ratios)} exactly 1)", fontsize=10)

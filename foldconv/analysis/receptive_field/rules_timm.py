@@ -1,6 +1,7 @@
 """Receptive-field rules for timm's layers that ``torch.fx`` cannot trace (timm marks them "notrace"):
 "same"-padded convolutions and poolings whose padding is computed from the input size, global attention
-blocks, and the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT.
+blocks, VGG's convolutional head (``ConvMlp``), and the window/grid reverse functions of Swin, MaxViT, GCViT,
+DaViT and NesT.
 
 timm stays optional: :func:`register_timm_rules` imports it only when the traced model already did (the
 analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" convs and pools are *exact*
@@ -19,7 +20,7 @@ from typing import Any, Tuple
 from torch import nn
 
 from .context import RuleContext
-from .geometry import Geometry
+from .geometry import Geometry, Local
 from .registry import register_rf_rule
 from .rules_window import conv_geometry, per_axis, pool_geometry
 from .trace import UnsupportedOpError
@@ -103,6 +104,27 @@ def _window_reverse(ctx: RuleContext, node) -> Geometry:
                    note="window reverse: conservative whole-axis hull")
 
 
+def _conv_mlp(ctx: RuleContext, node) -> Geometry:
+    # VGG's head: fc1 (a k x k conv), then a 1x1 conv. An axis shorter than k is first average-pooled up to k
+    # (adaptive bins cover every input), so the valid k-conv's single output on it reads that whole axis.
+    m = ctx.module(node)
+    fc1, fc2, k = m.fc1, m.fc2, m.input_kernel_size
+    src = ctx.first(node)
+    plain = type(fc1) is nn.Conv2d and type(fc2) is nn.Conv2d
+    if not plain or per_axis(fc2.kernel_size, 2) != (1, 1) or per_axis(fc2.stride, 2) != (1, 1) or per_axis(fc2.padding, 2) != (0, 0):
+        raise UnsupportedOpError(f"node={node.name!r}: a ConvMlp whose convs are not a plain k x k conv then a 1x1 conv "
+                                 "has no receptive-field rule", param="model", value=node.name)
+    size = ctx.shape_of(src)[-2:]
+    if all(n >= k for n in size):
+        return conv_geometry(ctx, node, src, fc1.kernel_size, fc1.stride, fc1.padding, fc1.dilation)
+    if per_axis(fc1.kernel_size, 2) != (k, k) or per_axis(fc1.padding, 2) != (0, 0) or per_axis(fc1.dilation, 2) != (1, 1):
+        raise UnsupportedOpError(f"node={node.name!r}: a ConvMlp pooling an input of size {tuple(size)} up to {k} before a "
+                                 "padded or dilated conv has no receptive-field rule", param="model", value=node.name)
+    stride = per_axis(fc1.stride, 2)
+    per = {-2 + i: Local(n, 1, 0) if n < k else Local(k, stride[i], 0) for i, n in enumerate(size)}
+    return ctx.spatial(node, src, per, mixes=(-3,))
+
+
 def register_timm_rules() -> None:
     """Register the rules of timm's untraceable layers (once; nothing when timm is not installed).
 
@@ -124,7 +146,8 @@ def register_timm_rules() -> None:
         except (ImportError, AttributeError):
             continue
     for module, name, rule in (("timm.models.convit", "GPSA", _global), ("timm.models.efficientvit_mit", "LiteMLA", _global),
-                               ("timm.models.mobilevit", "MobileVitBlock", _mobilevit), ("timm.models.mobilevit", "MobileVitV2Block", _mobilevit)):
+                               ("timm.models.mobilevit", "MobileVitBlock", _mobilevit), ("timm.models.mobilevit", "MobileVitV2Block", _mobilevit),
+                               ("timm.models.vgg", "ConvMlp", _conv_mlp)):
         try:
             register_rf_rule(getattr(importlib.import_module(module), name), rule)
         except (ImportError, AttributeError):

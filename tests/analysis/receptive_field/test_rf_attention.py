@@ -269,3 +269,35 @@ def test_support_bad_inputs_are_fold_errors():
     raises_fold_error("index", lambda: report.support(index=(99,)))
     raises_fold_error("node", lambda: report.support("nope"))
     raises_fold_error("index", lambda: empirical_support(_dilated_stack(), (1, 1, 64), index=(1, 2)))
+
+
+@pytest.mark.parametrize("size", [(12, 12), (4, 10), (4, 4)], ids=["conv", "one-axis-pooled-up", "both-pooled-up"])
+def test_timm_vgg_conv_mlp_head(size):
+    """VGG's ConvMlp: its k x k conv, or, on an axis shorter than k, the adaptive pooling up to k that lets the
+    valid conv's single output read the whole axis; then timm's vgg11 at 224, computed by hand."""
+    timm = pytest.importorskip("timm")
+    from timm.models.vgg import ConvMlp
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), ConvMlp(4, 6, kernel_size=3, drop_rate=0.0))
+    report = _check_all(net, (1, 1, *size))
+    assert report.output.exact
+    halves = [n // 2 for n in size]
+    assert report.output.rf == tuple(2 * n + 2 if n < 3 else 8 for n in halves)
+    with torch.device("meta"):
+        vgg = timm.create_model("vgg11", pretrained=False)
+    # eight 3x3 convs and five 2x2 pools give 150 at jump 32; the head's 7x7 conv adds 6 * 32
+    assert receptive_field(vgg, (1, 3, 224, 224)).output.rf == (342, 342)
+
+
+def test_timm_conv_mlp_that_the_rule_does_not_cover_is_named():
+    pytest.importorskip("timm")
+    from timm.models.vgg import ConvMlp
+
+    head = ConvMlp(4, 6, kernel_size=3, drop_rate=0.0)
+    head.fc1 = nn.Conv2d(4, 6, 3, padding=1)  # pooled up to 3, then padded: not covered
+    with pytest.raises(UnsupportedOpError, match="pooling an input of size \\(2, 2\\)"):
+        receptive_field(nn.Sequential(head), (1, 4, 2, 2))
+    head.fc2 = nn.Conv2d(6, 6, 3)
+    with pytest.raises(UnsupportedOpError, match="not a plain k x k conv then a 1x1 conv"):
+        receptive_field(nn.Sequential(head), (1, 4, 8, 8))

@@ -1,7 +1,7 @@
 """Receptive-field rules for timm's layers that ``torch.fx`` cannot trace (timm marks them "notrace"):
 "same"-padded convolutions and poolings whose padding is computed from the input size, global attention
-blocks, VGG's convolutional head (``ConvMlp``), and the window/grid reverse functions of Swin, MaxViT, GCViT,
-DaViT and NesT.
+blocks, VGG's convolutional head (``ConvMlp``), CrossViT's ``scale_image`` (a crop or a bicubic resize), and
+the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT.
 
 timm stays optional: :func:`register_timm_rules` imports it only when the traced model already did (the
 analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" convs and pools are *exact*
@@ -22,7 +22,7 @@ from torch import nn
 from .context import RuleContext
 from .geometry import Geometry, Local
 from .registry import register_rf_rule
-from .rules_window import conv_geometry, per_axis, pool_geometry
+from .rules_window import conv_geometry, per_axis, pool_geometry, resample_geometry
 from .trace import UnsupportedOpError
 
 __all__ = ["same_padding", "register_timm_rules"]
@@ -125,6 +125,19 @@ def _conv_mlp(ctx: RuleContext, node) -> Geometry:
     return ctx.spatial(node, src, per, mixes=(-3,))
 
 
+def _scale_image(ctx: RuleContext, node) -> Geometry:
+    # CrossViT brings the image to each branch's size: as it is, a centre crop (crop_scale) or bicubic resizing
+    src = ctx.first(node)
+    ss, crop = tuple(ctx.arg(node, 1, "ss")), ctx.arg(node, 2, "crop_scale", False)
+    h, w = ctx.shape_of(src)[-2:]
+    if (h, w) == ss:
+        return ctx.spatial(node, src, {})
+    if crop and ss[0] <= h and ss[1] <= w:
+        top, left = int(round((h - ss[0]) / 2.0)), int(round((w - ss[1]) / 2.0))
+        return ctx.spatial(node, src, {-2: Local(1, 1, -top), -1: Local(1, 1, -left)})
+    return resample_geometry(ctx, node, src, "bicubic", False)
+
+
 def register_timm_rules() -> None:
     """Register the rules of timm's untraceable layers (once; nothing when timm is not installed).
 
@@ -152,6 +165,7 @@ def register_timm_rules() -> None:
             register_rf_rule(getattr(importlib.import_module(module), name), rule)
         except (ImportError, AttributeError):
             continue
+    register_rf_rule("timm.models.crossvit.scale_image", _scale_image)
     for module in ("swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr", "gcvit", "davit", "maxxvit"):
         for fn in ("window_reverse", "grid_reverse", "window_reverse_nchw", "grid_reverse_nchw"):
             register_rf_rule(f"timm.models.{module}.{fn}", _window_reverse)

@@ -301,3 +301,30 @@ def test_timm_conv_mlp_that_the_rule_does_not_cover_is_named():
     head.fc2 = nn.Conv2d(6, 6, 3)
     with pytest.raises(UnsupportedOpError, match="not a plain k x k conv then a 1x1 conv"):
         receptive_field(nn.Sequential(head), (1, 4, 8, 8))
+
+
+try:
+    from timm.models.crossvit import scale_image
+except ImportError:  # timm is optional; the test that needs it skips
+    scale_image = None
+
+
+class _Scaled(nn.Module):
+    def __init__(self, size, crop):
+        super().__init__()
+        self.size, self.crop = size, crop
+        self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 1, 2)
+
+    def forward(self, x):  # a module-level name, as in timm: fx wraps the globals it calls
+        return self.b(scale_image(self.a(x), self.size, self.crop))
+
+
+@pytest.mark.parametrize("size,crop", [((6, 5), True), ((6, 5), False), ((9, 13), True), ((12, 8), False)],
+                         ids=["crop", "shrink", "larger-than-input", "same-size"])
+def test_timm_crossvit_scale_image(size, crop):
+    """CrossViT's scale_image: a centre crop, a bicubic resize (also when a crop is asked for but the target is
+    larger), or nothing; checked against the gradient."""
+    pytest.importorskip("timm")
+    report = _check_all(_Scaled(size, crop), (1, 1, 14, 10))
+    if size == (6, 5) and crop:  # the crop starts at round(6 / 2) = 3 and round(3 / 2) = 2: the conv's window, moved
+        assert report.output.rf == (4, 4) and report.output.padding == (-3, -2)

@@ -250,6 +250,23 @@ def _reduce(ctx: RuleContext, node) -> Geometry:
     return reduce_geometry(ctx, node, ctx.first(node), ctx.arg(node, 1, "dim", None), ctx.arg(node, 2, "keepdim", False))
 
 
+def _variance(ctx: RuleContext, node) -> Geometry:
+    # torch.var/std(x, dim, unbiased, keepdim) or (x, dim, *, correction, keepdim), or (x, unbiased): a bool in
+    # the second place is `unbiased`, and the third positional is never keepdim
+    dim = ctx.arg(node, 1, "dim", None)
+    dim = None if isinstance(dim, bool) else dim
+    keepdim = ctx.val(node.args[3]) if len(node.args) > 3 else ctx.val(node.kwargs.get("keepdim", False))
+    return reduce_geometry(ctx, node, ctx.first(node), dim, keepdim)
+
+
+def _repeat_interleave(ctx: RuleContext, node) -> Geometry:
+    # each element repeated r times in a row: output o reads o // r (nearest upsampling), on whatever dim
+    repeats, dim = ctx.arg(node, 1, "repeats"), ctx.arg(node, 2, "dim", None)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1 or not isinstance(dim, int):
+        raise _unsupported(node, f"repeat_interleave with repeats={repeats!r}, dim={dim!r} (only an int repeat along one dim)")
+    return ctx.spatial(node, ctx.first(node), {dim: Regroup(1, repeats)})
+
+
 def _softmax(ctx: RuleContext, node) -> Geometry:
     return mix_geometry(ctx, node, ctx.first(node), (ctx.arg(node, 1, "dim", -1),))
 
@@ -319,8 +336,12 @@ for _f in (torch.transpose, "transpose", torch.swapaxes, torch.swapdims, "swapax
     register_rf_rule(_f, _transpose_call)
 for _f in (torch.movedim, torch.moveaxis, "movedim", "moveaxis"):
     register_rf_rule(_f, _movedim)
-for _f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin", "max", "min", "std", "var", "prod", "logsumexp", "norm"):
+for _f in (torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax", "amin", "max", "min", "prod", "logsumexp", "norm"):
     register_rf_rule(_f, _reduce)
+for _f in (torch.var, torch.std, "var", "std"):
+    register_rf_rule(_f, _variance)
+for _f in (torch.repeat_interleave, "repeat_interleave"):
+    register_rf_rule(_f, _repeat_interleave)
 register_rf_rule("torchvision.models.swin_transformer.shifted_window_attention", _shifted_window_attention)
 try:
     from einops.layers.torch import Rearrange

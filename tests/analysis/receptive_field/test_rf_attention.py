@@ -328,3 +328,52 @@ def test_timm_crossvit_scale_image(size, crop):
     report = _check_all(_Scaled(size, crop), (1, 1, 14, 10))
     if size == (6, 5) and crop:  # the crop starts at round(6 / 2) = 3 and round(3 / 2) = 2: the conv's window, moved
         assert report.output.rf == (4, 4) and report.output.padding == (-3, -2)
+
+
+class _Repeated(nn.Module):
+    def __init__(self, dim, functional):
+        super().__init__()
+        self.dim, self.functional = dim, functional
+        self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 1, (2, 3))
+
+    def forward(self, x):
+        y = self.a(x)
+        y = torch.repeat_interleave(y, 3, self.dim) if self.functional else y.repeat_interleave(3, dim=self.dim)
+        return self.b(y[:, :2])
+
+
+@pytest.mark.parametrize("dim,functional", [(2, True), (-1, False), (1, False)], ids=["rows", "columns", "channels"])
+def test_repeat_interleave_is_nearest_upsampling_along_its_dim(dim, functional):
+    report = _check_all(_Repeated(dim, functional), (1, 1, 9, 8))
+    # the second conv's taps (2 rows, 3 columns) over a dim repeated 3 times read one or two of its sources
+    # (at most 2), each read through the first conv's 3 taps: 2 + 2 along that dim, the taps + 2 along others
+    expected = {2: (4, 5), -1: (4, 4), 1: (4, 5)}[dim]
+    assert report.output.rf == expected and report.output.exact
+
+
+class _Variance(nn.Module):
+    def __init__(self, call):
+        super().__init__()
+        self.call, self.a = call, nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.call(self.a(x))
+
+
+@pytest.mark.parametrize("call, rf", [
+    (lambda y: torch.var(y, 1, False, True), (3, 3)),  # over channels, (dim, unbiased, keepdim) positional
+    (lambda y: torch.std(y, dim=2, keepdim=True), (10, 3)),  # over rows: every row, and the conv's padding
+    (lambda y: y.var(-1, keepdim=True, unbiased=False), (3, 9)),
+], ids=["channels-positional", "rows", "columns-method"])
+def test_variance_reduces_over_its_dims_whatever_the_signature(call, rf):
+    report = _check_all(_Variance(call), (1, 1, 8, 7))
+    assert report.output.rf == rf
+
+
+def test_repeat_interleave_without_a_dim_is_named():
+    class Flat(nn.Module):
+        def forward(self, x):
+            return x.repeat_interleave(2)  # flattens: no spatial axis survives as such
+
+    with pytest.raises(UnsupportedOpError, match="repeat_interleave with repeats=2, dim=None"):
+        receptive_field(Flat(), (1, 1, 4, 4))

@@ -1,13 +1,14 @@
 """Receptive-field rules for timm's layers that ``torch.fx`` cannot trace (timm marks them "notrace"):
 "same"-padded convolutions and poolings whose padding is computed from the input size, global attention
-blocks, VGG's convolutional head (``ConvMlp``), CrossViT's ``scale_image`` (a crop or a bicubic resize), and
-the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT.
+blocks, EfficientViT-M's window attention, VGG's convolutional head (``ConvMlp``), CrossViT's ``scale_image``
+(a crop or a bicubic resize), and the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT.
 
 timm stays optional: :func:`register_timm_rules` imports it only when the traced model already did (the
 analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" convs and pools are *exact*
 (TF's padding: ``max((ceil(n/s) - 1) s + (k - 1) d + 1 - n, 0)``, the smaller half on the left); GPSA
 (ConViT) and LiteMLA (EfficientViT) attend over every token, and a MobileViT block whose convs span its patch
-(or whose GroupNorm reads all positions, v2) reads every pixel: *global*, exact; the window reverses keep a
+(or whose GroupNorm reads all positions, v2) reads every pixel: *global*, exact; EfficientViT-M's windows are
+fixed blocks of the map, so each output's window is exact (a space-to-depth block); the window reverses keep a
 window's merged axes *conservative* (whole-axis hull, ``exact=False``) exactly as the traced partitions do.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Tuple
 from torch import nn
 
 from .context import RuleContext
-from .geometry import Geometry, Local
+from .geometry import Geometry, Local, Regroup
 from .registry import register_rf_rule
 from .rules_window import conv_geometry, per_axis, pool_geometry, resample_geometry
 from .trace import UnsupportedOpError
@@ -138,6 +139,17 @@ def _scale_image(ctx: RuleContext, node) -> Geometry:
     return resample_geometry(ctx, node, src, "bicubic", False)
 
 
+def _local_window_attention(ctx: RuleContext, node) -> Geometry:
+    # EfficientViT (MSRA): attention (with a depthwise conv on the queries) inside ws x ws windows of the
+    # zero-padded map; every output reads its whole window, the window o // ws; one window: the whole map
+    m = ctx.module(node)
+    ws = m.attn.resolution
+    src = ctx.first(node)
+    if tuple(ctx.shape_of(src)[-2:]) == (ws, ws):
+        return _global(ctx, node)
+    return ctx.spatial(node, src, {-2: Regroup(ws, ws), -1: Regroup(ws, ws)}, mixes=(-3,))
+
+
 def register_timm_rules() -> None:
     """Register the rules of timm's untraceable layers (once; nothing when timm is not installed).
 
@@ -160,7 +172,8 @@ def register_timm_rules() -> None:
             continue
     for module, name, rule in (("timm.models.convit", "GPSA", _global), ("timm.models.efficientvit_mit", "LiteMLA", _global),
                                ("timm.models.mobilevit", "MobileVitBlock", _mobilevit), ("timm.models.mobilevit", "MobileVitV2Block", _mobilevit),
-                               ("timm.models.vgg", "ConvMlp", _conv_mlp)):
+                               ("timm.models.vgg", "ConvMlp", _conv_mlp),
+                               ("timm.models.efficientvit_msra", "LocalWindowAttention", _local_window_attention)):
         try:
             register_rf_rule(getattr(importlib.import_module(module), name), rule)
         except (ImportError, AttributeError):

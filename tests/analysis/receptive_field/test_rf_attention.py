@@ -377,3 +377,17 @@ def test_repeat_interleave_without_a_dim_is_named():
 
     with pytest.raises(UnsupportedOpError, match="repeat_interleave with repeats=2, dim=None"):
         receptive_field(Flat(), (1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("size", [(10, 9), (4, 4), (3, 6)], ids=["padded-windows", "one-window", "smaller-than-a-window"])
+def test_timm_efficientvit_local_window_attention_reads_its_window(size):
+    """EfficientViT-M: every output reads its whole ws x ws window of the zero-padded map (ws = 4 here)."""
+    pytest.importorskip("timm")
+    from timm.models.efficientvit_msra import LocalWindowAttention
+
+    torch.manual_seed(0)
+    attn = LocalWindowAttention(4, 2, num_heads=2, attn_ratio=1, resolution=4, window_resolution=4, kernels=(3, 3))
+    net = nn.Sequential(nn.Conv2d(1, 4, 1), attn)
+    report = _check_all(net, (1, 1, *size))
+    assert report.output.exact
+    assert report.output.rf == (4, 4)

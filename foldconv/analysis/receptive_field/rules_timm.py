@@ -182,3 +182,4 @@ def register_timm_rules() -> None:
     for module in ("swin_transformer", "swin_transformer_v2", "swin_transformer_v2_cr", "gcvit", "davit", "maxxvit"):
         for fn in ("window_reverse", "grid_reverse", "window_reverse_nchw", "grid_reverse_nchw"):
             register_rf_rule(f"timm.models.{module}.{fn}", _window_reverse)
+    register_rf_rule("timm.models.nest.deblockify", _window_reverse)  # NesT's blocks (B, T, N, C) back to (B, H, W, C)

@@ -391,3 +391,17 @@ def test_timm_efficientvit_local_window_attention_reads_its_window(size):
     report = _check_all(net, (1, 1, *size))
     assert report.output.exact
     assert report.output.rf == (4, 4)
+
+
+def test_timm_nest_deblockify_is_a_conservative_hull():
+    """NesT's deblockify puts blocks back on the grid: like the window reverses, a whole-axis hull (not exact)
+    that holds the gradient support."""
+    pytest.importorskip("timm")
+    from timm.models.nest import Nest
+
+    torch.manual_seed(0)
+    net = Nest(img_size=16, in_chans=1, patch_size=2, num_levels=2, embed_dims=(4, 8), num_heads=(1, 1), depths=(1, 1),
+               num_classes=3)
+    report = _check_all(net, (1, 1, 16, 16), nodes=["levels_0_pool", "deblockify", "levels_1_pool_conv", "deblockify_1"])
+    assert not report.nodes["deblockify"].exact and report.nodes["deblockify"].rf == (16, 16)
+    assert report.nodes["levels_0_pool"].exact and report.nodes["levels_0_pool"].rf == (2, 2)

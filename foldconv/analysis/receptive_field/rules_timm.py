@@ -1,7 +1,7 @@
 """Receptive-field rules for timm's layers that ``torch.fx`` cannot trace (timm marks them "notrace"):
 "same"-padded convolutions and poolings whose padding is computed from the input size, global attention
 blocks, EfficientViT-M's window attention, VGG's convolutional head (``ConvMlp``), CrossViT's ``scale_image``
-(a crop or a bicubic resize), and the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT.
+(a crop or a bicubic resize), and the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT (and Twins' windows over tokens).
 
 timm stays optional: :func:`register_timm_rules` imports it only when the traced model already did (the
 analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" convs and pools are *exact*
@@ -150,6 +150,13 @@ def _local_window_attention(ctx: RuleContext, node) -> Geometry:
     return ctx.spatial(node, src, {-2: Regroup(ws, ws), -1: Regroup(ws, ws)}, mixes=(-3,))
 
 
+def _windows_over_tokens(ctx: RuleContext, node) -> Geometry:
+    # Twins' locally grouped attention: windows of a (B, N, C) token sequence whose grid is merged into N; the
+    # merged axes stay merged, a conservative whole-axis hull (as traced window partitions are)
+    g = ctx.spatial(node, ctx.first(node), {})
+    return replace(g, exact=tuple(e and not m for e, m in zip(g.exact, g.merged)))
+
+
 def register_timm_rules() -> None:
     """Register the rules of timm's untraceable layers (once; nothing when timm is not installed).
 
@@ -173,7 +180,8 @@ def register_timm_rules() -> None:
     for module, name, rule in (("timm.models.convit", "GPSA", _global), ("timm.models.efficientvit_mit", "LiteMLA", _global),
                                ("timm.models.mobilevit", "MobileVitBlock", _mobilevit), ("timm.models.mobilevit", "MobileVitV2Block", _mobilevit),
                                ("timm.models.vgg", "ConvMlp", _conv_mlp),
-                               ("timm.models.efficientvit_msra", "LocalWindowAttention", _local_window_attention)):
+                               ("timm.models.efficientvit_msra", "LocalWindowAttention", _local_window_attention),
+                               ("timm.models.twins", "LocallyGroupedAttn", _windows_over_tokens)):
         try:
             register_rf_rule(getattr(importlib.import_module(module), name), rule)
         except (ImportError, AttributeError):

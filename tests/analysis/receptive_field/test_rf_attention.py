@@ -405,3 +405,18 @@ def test_timm_nest_deblockify_is_a_conservative_hull():
     report = _check_all(net, (1, 1, 16, 16), nodes=["levels_0_pool", "deblockify", "levels_1_pool_conv", "deblockify_1"])
     assert not report.nodes["deblockify"].exact and report.nodes["deblockify"].rf == (16, 16)
     assert report.nodes["levels_0_pool"].exact and report.nodes["levels_0_pool"].rf == (2, 2)
+
+
+def test_timm_twins_locally_grouped_attention_is_a_conservative_hull():
+    """Twins' windows over a token sequence: the grid stays merged into the tokens, a whole-axis hull (not
+    exact); the patch embedding before it stays exact and agrees with the gradient."""
+    pytest.importorskip("timm")
+    from timm.models.twins import Twins
+
+    torch.manual_seed(0)
+    net = Twins(img_size=16, patch_size=2, in_chans=1, num_classes=3, embed_dims=(4, 8), num_heads=(1, 1),
+                mlp_ratios=(1, 1), depths=(2, 1), sr_ratios=(2, 1), wss=(2, 2))
+    report = _check_all(net, (1, 1, 16, 16), nodes=["patch_embeds_0_proj"])
+    attn = report.nodes["blocks_0_0_attn"]
+    assert attn.op == "LocallyGroupedAttn" and not attn.exact and attn.rf == (16, 16)
+    assert report.nodes["patch_embeds_0_proj"].exact and report.nodes["patch_embeds_0_proj"].rf == (2, 2)

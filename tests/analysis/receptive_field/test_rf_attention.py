@@ -271,6 +271,7 @@ def test_support_bad_inputs_are_fold_errors():
     raises_fold_error("index", lambda: empirical_support(_dilated_stack(), (1, 1, 64), index=(1, 2)))
 
 
+@pytest.mark.claim("RF-9")
 @pytest.mark.parametrize("size", [(12, 12), (4, 10), (4, 4)], ids=["conv", "one-axis-pooled-up", "both-pooled-up"])
 def test_timm_vgg_conv_mlp_head(size):
     """VGG's ConvMlp: its k x k conv, or, on an axis shorter than k, the adaptive pooling up to k that lets the
@@ -290,6 +291,7 @@ def test_timm_vgg_conv_mlp_head(size):
     assert receptive_field(vgg, (1, 3, 224, 224)).output.rf == (342, 342)
 
 
+@pytest.mark.claim("RF-9")
 def test_timm_conv_mlp_that_the_rule_does_not_cover_is_named():
     pytest.importorskip("timm")
     from timm.models.vgg import ConvMlp
@@ -321,6 +323,7 @@ class _Scaled(nn.Module):
 
 @pytest.mark.parametrize("size,crop", [((6, 5), True), ((6, 5), False), ((9, 13), True), ((12, 8), False)],
                          ids=["crop", "shrink", "larger-than-input", "same-size"])
+@pytest.mark.claim("RF-9")
 def test_timm_crossvit_scale_image(size, crop):
     """CrossViT's scale_image: a centre crop, a bicubic resize (also when a crop is asked for but the target is
     larger), or nothing; checked against the gradient."""
@@ -342,6 +345,7 @@ class _Repeated(nn.Module):
         return self.b(y[:, :2])
 
 
+@pytest.mark.claim("RF-9")
 @pytest.mark.parametrize("dim,functional", [(2, True), (-1, False), (1, False)], ids=["rows", "columns", "channels"])
 def test_repeat_interleave_is_nearest_upsampling_along_its_dim(dim, functional):
     report = _check_all(_Repeated(dim, functional), (1, 1, 9, 8))
@@ -365,11 +369,13 @@ class _Variance(nn.Module):
     (lambda y: torch.std(y, dim=2, keepdim=True), (10, 3)),  # over rows: every row, and the conv's padding
     (lambda y: y.var(-1, keepdim=True, unbiased=False), (3, 9)),
 ], ids=["channels-positional", "rows", "columns-method"])
+@pytest.mark.claim("RF-9")
 def test_variance_reduces_over_its_dims_whatever_the_signature(call, rf):
     report = _check_all(_Variance(call), (1, 1, 8, 7))
     assert report.output.rf == rf
 
 
+@pytest.mark.claim("RF-9")
 def test_repeat_interleave_without_a_dim_is_named():
     class Flat(nn.Module):
         def forward(self, x):
@@ -379,6 +385,7 @@ def test_repeat_interleave_without_a_dim_is_named():
         receptive_field(Flat(), (1, 1, 4, 4))
 
 
+@pytest.mark.claim("RF-9")
 @pytest.mark.parametrize("size", [(10, 9), (4, 4), (3, 6)], ids=["padded-windows", "one-window", "smaller-than-a-window"])
 def test_timm_efficientvit_local_window_attention_reads_its_window(size):
     """EfficientViT-M: every output reads its whole ws x ws window of the zero-padded map (ws = 4 here)."""
@@ -393,6 +400,7 @@ def test_timm_efficientvit_local_window_attention_reads_its_window(size):
     assert report.output.rf == (4, 4)
 
 
+@pytest.mark.claim("RF-9")
 def test_timm_nest_deblockify_is_a_conservative_hull():
     """NesT's deblockify puts blocks back on the grid: like the window reverses, a whole-axis hull (not exact)
     that holds the gradient support."""
@@ -407,6 +415,7 @@ def test_timm_nest_deblockify_is_a_conservative_hull():
     assert report.nodes["levels_0_pool"].exact and report.nodes["levels_0_pool"].rf == (2, 2)
 
 
+@pytest.mark.claim("RF-9")
 def test_timm_twins_locally_grouped_attention_is_a_conservative_hull():
     """Twins' windows over a token sequence: the grid stays merged into the tokens, a whole-axis hull (not
     exact); the patch embedding before it stays exact and agrees with the gradient."""

@@ -1,7 +1,8 @@
 """Receptive-field rules for timm's layers that ``torch.fx`` cannot trace (timm marks them "notrace"):
 "same"-padded convolutions and poolings whose padding is computed from the input size, global attention
 blocks, EfficientViT-M's window attention, VGG's convolutional head (``ConvMlp``), CrossViT's ``scale_image``
-(a crop or a bicubic resize), and the window/grid reverse functions of Swin, MaxViT, GCViT, DaViT and NesT (and Twins' windows over tokens).
+(a crop or a bicubic resize), TinyViT's block (a hull), and the window/grid reverse functions of Swin, MaxViT,
+GCViT, DaViT and NesT (and Twins' windows over tokens).
 
 timm stays optional: :func:`register_timm_rules` imports it only when the traced model already did (the
 analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" convs and pools are *exact*
@@ -157,6 +158,25 @@ def _windows_over_tokens(ctx: RuleContext, node) -> Geometry:
     return replace(g, exact=tuple(e and not m for e, m in zip(g.exact, g.merged)))
 
 
+def _tiny_vit_block(ctx: RuleContext, node) -> Geometry:
+    # TinyViT: attention in ws x ws windows of the padded map (plus the shortcut), then a stride-1 depthwise
+    # conv (k, padding p), then an MLP. A conv tap a in [o - p, o - p + k - 1] reads a's window, which lies in
+    # [a - (ws - 1), a + ws - 1]: a window of k + 2 (ws - 1) at padding p + ws - 1 holds all of it (a hull:
+    # which windows are read depends on o mod ws). One window over the whole map: every output reads it all.
+    m = ctx.module(node)
+    ws, conv = m.window_size, m.local_conv.conv
+    src = ctx.first(node)
+    shape, dims = ctx.shape_of(src), [d for d in ctx.records[src].geom.dims if d is not None]  # (B, H, W, C)
+    if all(shape[d] == ws for d in dims):
+        return _global(ctx, node)
+    if per_axis(conv.stride, 2) != (1, 1) or per_axis(conv.dilation, 2) != (1, 1):
+        raise UnsupportedOpError(f"node={node.name!r}: a TinyVitBlock with a strided or dilated local conv has no "
+                                 "receptive-field rule", param="model", value=node.name)
+    k, p = per_axis(conv.kernel_size, 2), per_axis(conv.padding, 2)
+    g = ctx.spatial(node, src, {d: Local(k[i] + 2 * (ws - 1), 1, p[i] + ws - 1) for i, d in enumerate(dims)}, mixes=(-1,))
+    return replace(g, exact=tuple(e and d is None for e, d in zip(g.exact, g.dims)))
+
+
 def register_timm_rules() -> None:
     """Register the rules of timm's untraceable layers (once; nothing when timm is not installed).
 
@@ -181,7 +201,8 @@ def register_timm_rules() -> None:
                                ("timm.models.mobilevit", "MobileVitBlock", _mobilevit), ("timm.models.mobilevit", "MobileVitV2Block", _mobilevit),
                                ("timm.models.vgg", "ConvMlp", _conv_mlp),
                                ("timm.models.efficientvit_msra", "LocalWindowAttention", _local_window_attention),
-                               ("timm.models.twins", "LocallyGroupedAttn", _windows_over_tokens)):
+                               ("timm.models.twins", "LocallyGroupedAttn", _windows_over_tokens),
+                               ("timm.models.tiny_vit", "TinyVitBlock", _tiny_vit_block)):
         try:
             register_rf_rule(getattr(importlib.import_module(module), name), rule)
         except (ImportError, AttributeError):

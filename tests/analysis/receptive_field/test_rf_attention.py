@@ -429,3 +429,31 @@ def test_timm_twins_locally_grouped_attention_is_a_conservative_hull():
     attn = report.nodes["blocks_0_0_attn"]
     assert attn.op == "LocallyGroupedAttn" and not attn.exact and attn.rf == (16, 16)
     assert report.nodes["patch_embeds_0_proj"].exact and report.nodes["patch_embeds_0_proj"].rf == (2, 2)
+
+
+@pytest.mark.claim("RF-9")
+@pytest.mark.parametrize("size", [(9, 7), (3, 3)], ids=["padded-windows", "one-window"])
+def test_timm_tiny_vit_block_is_a_hull_of_windows_and_its_conv(size):
+    """TinyViT's block: window attention (ws = 3), then a 3x3 depthwise conv: a hull of 3 + 2 * 2 = 7 that holds
+    the gradient support (not exact: which windows are read depends on the position); one window: global."""
+    pytest.importorskip("timm")
+    from timm.models.tiny_vit import TinyVitBlock
+
+    class Block(nn.Module):  # TinyViT's stages run the block channels-last
+        def __init__(self):
+            super().__init__()
+            self.a, self.block = nn.Conv2d(1, 4, 1), TinyVitBlock(4, num_heads=2, window_size=3, local_conv_size=3)
+
+        def forward(self, x):
+            # contiguous: on the permuted view itself, autograd gives non-zero gradients at inputs whose
+            # finite differences move no output (receptive_fields.md, section 7), and the check reads gradients
+            return self.block(self.a(x).permute(0, 2, 3, 1).contiguous())
+
+    torch.manual_seed(0)
+    report = receptive_field(Block(), (1, 1, *size))
+    assert report.output.rf == ((7, 7) if size != (3, 3) else (3, 3))
+    assert report.output.exact == (size == (3, 3))
+    rows = check_receptive_field(Block(), (1, 1, *size), nodes=["block"], report=report).rows
+    for row in rows:  # the hull holds the gradient support at the first, centre and last positions
+        assert all(a0 <= e0 and e1 <= a1 for (a0, a1), (e0, e1) in zip(row.analytic, row.empirical)), row
+    assert all(row.ok for row in rows) == (size == (3, 3))  # larger than the support somewhere, unless global

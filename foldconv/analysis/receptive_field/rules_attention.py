@@ -29,13 +29,9 @@ from .context import RuleContext
 from .geometry import Geometry, Local, Piece, Roll, Whole
 from .registry import register_rf_rule
 from .rules_tensor import getitem_geometry, mix_geometry
-from .trace import UnsupportedOpError, is_shape
+from .trace import is_shape, no_rule
 
 __all__ = ["combine_geometries", "einsum_geometry", "attention_geometry", "roll_geometry"]
-
-
-def _unsupported(node, what: str) -> UnsupportedOpError:
-    return UnsupportedOpError(f"node={node.name!r}: {what} has no receptive-field rule", param="model", value=node.name)
 
 
 def combine_geometries(ctx: RuleContext, parts: Sequence[Geometry]) -> Geometry:
@@ -122,7 +118,7 @@ def einsum_geometry(ctx: RuleContext, node, equation: str, operands: Sequence) -
         if src not in ctx.records or ctx.records[src].geom is None:
             continue
         if len(set(term)) != len(term):
-            raise _unsupported(node, f"einsum {equation!r} (a diagonal)")
+            raise no_rule(node, f"einsum {equation!r} (a diagonal)")
         summed = [d for d, c in enumerate(term) if c not in rhs]
         g = ctx.spatial(node, src, {}, mixes=summed)
         parts.append(_moved(g, {d: rhs.index(c) for d, c in enumerate(term) if c in rhs}))
@@ -140,7 +136,7 @@ def _einsum(ctx: RuleContext, node) -> Geometry:
 def roll_geometry(ctx: RuleContext, node, src, shifts, dims) -> Geometry:
     """``torch.roll``: a cyclic shift of each rolled dim; a roll of the flattened tensor is unsupported."""
     if dims is None or dims == ():
-        raise _unsupported(node, "roll without dims (of the flattened tensor)")
+        raise no_rule(node, "roll without dims (of the flattened tensor)")
     shifts = shifts if isinstance(shifts, (tuple, list)) else (shifts,)
     dims = dims if isinstance(dims, (tuple, list)) else (dims,)
     rank = len(ctx.shape_of(src))
@@ -179,7 +175,7 @@ def _cat(ctx: RuleContext, node) -> Geometry:
         offset += n
     dims = parts[0].dims
     if any(p.dims != dims for p in parts):
-        raise _unsupported(node, f"concatenation along spatial dim {dim} of inputs with different layouts")
+        raise no_rule(node, f"concatenation along spatial dim {dim} of inputs with different layouts")
     exact = tuple(all(p.exact[a] for p in parts) for a in range(ctx.naxes))
     return Geometry(tuple(lk for p in parts for lk in p.links), dims, parts[0].merged, exact)
 
@@ -230,7 +226,7 @@ def _stack(ctx: RuleContext, node) -> Geometry:
     for s in inputs:  # positions of a spatial axis stacked back into a dim: not an elementwise merge
         parent = s.args[0] if s.op == "call_function" and s.target is operator.getitem else s
         if isinstance(parent, fx.Node) and split_element(ctx, s, parent, 0) is not None:
-            raise _unsupported(node, "stacking the pieces of a spatial axis")
+            raise no_rule(node, "stacking the pieces of a spatial axis")
     rank = len(ctx.output_shape(node))
     dim = ctx.arg(node, 1, "dim", 0) % rank
     parts = [_moved(ctx.spatial(node, s, {}), {d: (d if d < dim else d + 1) for d in range(rank - 1)}) for s in inputs]

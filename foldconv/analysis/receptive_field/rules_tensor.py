@@ -19,13 +19,9 @@ from torch import nn
 from .context import RuleContext
 from .geometry import IDENTITY, Geometry, Local, Regroup
 from .registry import register_rf_rule
-from .trace import UnsupportedOpError
+from .trace import UnsupportedOpError, no_rule
 
 __all__ = ["mix_geometry", "reduce_geometry", "reshape_geometry", "permute_geometry", "getitem_geometry", "rearrange_geometry"]
-
-
-def _unsupported(node, what: str) -> UnsupportedOpError:
-    return UnsupportedOpError(f"node={node.name!r}: {what} has no receptive-field rule", param="model", value=node.name)
 
 
 def mix_geometry(ctx: RuleContext, node, src, dims: Sequence[int]) -> Geometry:
@@ -125,7 +121,7 @@ def getitem_geometry(ctx: RuleContext, node, src, index) -> Geometry:
             per[d] = Local(1, 0, -(x % shape[d]))
             dim_map[d] = None; d += 1  # noqa: E702
         else:
-            raise _unsupported(node, f"advanced indexing with {type(x).__name__}")
+            raise no_rule(node, f"advanced indexing with {type(x).__name__}")
     while d < len(shape):
         dim_map[d] = e; d += 1; e += 1  # noqa: E702
     g = ctx.spatial(node, src, per)
@@ -263,7 +259,7 @@ def _repeat_interleave(ctx: RuleContext, node) -> Geometry:
     # each element repeated r times in a row: output o reads o // r (nearest upsampling), on whatever dim
     repeats, dim = ctx.arg(node, 1, "repeats"), ctx.arg(node, 2, "dim", None)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1 or not isinstance(dim, int):
-        raise _unsupported(node, f"repeat_interleave with repeats={repeats!r}, dim={dim!r} (only an int repeat along one dim)")
+        raise no_rule(node, f"repeat_interleave with repeats={repeats!r}, dim={dim!r} (only an int repeat along one dim)")
     return ctx.spatial(node, ctx.first(node), {dim: Regroup(1, repeats)})
 
 

@@ -25,7 +25,7 @@ from .context import RuleContext
 from .geometry import Geometry, Local, Regroup
 from .registry import register_rf_rule
 from .rules_window import conv_geometry, per_axis, pool_geometry, resample_geometry
-from .trace import UnsupportedOpError
+from .trace import no_rule
 
 __all__ = ["same_padding", "register_timm_rules"]
 
@@ -89,8 +89,8 @@ def _mobilevit(ctx: RuleContext, node) -> Geometry:
     patch = per_axis(m.patch_size, 2)
     spans = [k + f - 1 for k, f in zip(_span(m.conv_kxk), _span(getattr(m, "conv_fusion", None)))]
     if not isinstance(getattr(m, "norm", None), nn.GroupNorm) and any(s < p for s, p in zip(spans, patch)):
-        raise UnsupportedOpError(f"node={node.name!r}: a MobileViT block whose convs (span {spans}) do not span its patch "
-                                 f"{patch} (it reads a strided subset of pixels) has no receptive-field rule", param="model", value=node.name)
+        raise no_rule(node, f"a MobileViT block whose convs (span {spans}) do not span its patch {patch} (it reads a "
+                            "strided subset of pixels)")
     return _global(ctx, node)
 
 
@@ -114,14 +114,13 @@ def _conv_mlp(ctx: RuleContext, node) -> Geometry:
     src = ctx.first(node)
     plain = type(fc1) is nn.Conv2d and type(fc2) is nn.Conv2d
     if not plain or per_axis(fc2.kernel_size, 2) != (1, 1) or per_axis(fc2.stride, 2) != (1, 1) or per_axis(fc2.padding, 2) != (0, 0):
-        raise UnsupportedOpError(f"node={node.name!r}: a ConvMlp whose convs are not a plain k x k conv then a 1x1 conv "
-                                 "has no receptive-field rule", param="model", value=node.name)
+        raise no_rule(node, "a ConvMlp whose convs are not a plain k x k conv then a 1x1 conv")
     size = ctx.shape_of(src)[-2:]
     if all(n >= k for n in size):
         return conv_geometry(ctx, node, src, fc1.kernel_size, fc1.stride, fc1.padding, fc1.dilation)
     if per_axis(fc1.kernel_size, 2) != (k, k) or per_axis(fc1.padding, 2) != (0, 0) or per_axis(fc1.dilation, 2) != (1, 1):
-        raise UnsupportedOpError(f"node={node.name!r}: a ConvMlp pooling an input of size {tuple(size)} up to {k} before a "
-                                 "padded or dilated conv has no receptive-field rule", param="model", value=node.name)
+        raise no_rule(node, f"a ConvMlp pooling an input of size {tuple(size)} up to {k} before a "
+                      "padded or dilated conv")
     stride = per_axis(fc1.stride, 2)
     per = {-2 + i: Local(n, 1, 0) if n < k else Local(k, stride[i], 0) for i, n in enumerate(size)}
     return ctx.spatial(node, src, per, mixes=(-3,))
@@ -170,8 +169,7 @@ def _tiny_vit_block(ctx: RuleContext, node) -> Geometry:
     if all(shape[d] == ws for d in dims):
         return _global(ctx, node)
     if per_axis(conv.stride, 2) != (1, 1) or per_axis(conv.dilation, 2) != (1, 1):
-        raise UnsupportedOpError(f"node={node.name!r}: a TinyVitBlock with a strided or dilated local conv has no "
-                                 "receptive-field rule", param="model", value=node.name)
+        raise no_rule(node, "a TinyVitBlock with a strided or dilated local conv")
     k, p = per_axis(conv.kernel_size, 2), per_axis(conv.padding, 2)
     g = ctx.spatial(node, src, {d: Local(k[i] + 2 * (ws - 1), 1, p[i] + ws - 1) for i, d in enumerate(dims)}, mixes=(-1,))
     return replace(g, exact=tuple(e and d is None for e, d in zip(g.exact, g.dims)))

@@ -18,12 +18,23 @@ from ...layout import depth_to_space, space_to_depth
 from .registry import leaf_types
 
 __all__ = [
-    "UnsupportedOpError", "TensorShape", "trace_model", "summarise", "meta_values", "real_values", "is_shape", "has_tensor", "op_name",
+    "UnsupportedOpError", "no_rule", "TensorShape", "trace_model", "summarise", "meta_values", "real_values", "is_shape", "has_tensor", "op_name",
 ]
 
 
 class UnsupportedOpError(FoldError):
     """The analyzer has no receptive-field rule for an op of the model (or cannot trace or run it)."""
+
+
+def no_rule(node: fx.Node, what: str) -> UnsupportedOpError:
+    """The error of a rule that meets a case it does not cover: ``what`` names the case, the node is named.
+
+    Example:
+        >>> x = fx.Graph().placeholder("x")
+        >>> no_rule(x, "an odd input").args[0]
+        "node='x': an odd input has no receptive-field rule"
+    """
+    return UnsupportedOpError(f"node={node.name!r}: {what} has no receptive-field rule", param="model", value=node.name)
 
 
 class _Tracer(fx.Tracer):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FoldError", "fold_error"]
+__all__ = ["FoldError", "fold_error", "first_line"]
 
 
 class FoldError(ValueError):
@@ -39,3 +39,23 @@ def fold_error(param: str, value: Any, rule: str) -> FoldError:
         'r=0: must be a positive integer'
     """
     return FoldError(f"{param}={value!r}: {rule}", param=param, value=value, rule=rule)
+
+
+def first_line(err: BaseException, *, limit: int | None = None, with_type: bool = False) -> str:
+    """The first non-empty line of an exception's message (``with_type``: prefixed by its type), cut at ``limit``.
+
+    This is how foldconv quotes an error raised by a user's model or by torch inside its own one-line errors.
+
+    Example:
+        >>> first_line(RuntimeError("shapes do not match\\n  more detail"))
+        'shapes do not match'
+        >>> first_line(KeyError("x"), with_type=True)
+        "KeyError: 'x'"
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if with_type:
+        text = f"{type(err).__name__}: {text}".rstrip(": ").strip() if text else type(err).__name__
+    elif not text:
+        text = type(err).__name__
+    return text if limit is None or len(text) <= limit else text[: max(limit - 3, 0)] + "..."

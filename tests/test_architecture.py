@@ -1,7 +1,9 @@
-"""The shape of the code base (issue 9): import layers, module sizes, thin apps, lint.
+"""The shape of the code base: import layers, no import cycles, no imports of another module's private names,
+thin apps, lint.
 
-The layers and the app-stack ban are import-linter contracts in pyproject.toml ([tool.importlinter]);
-the lint rules are ruff's ([tool.ruff]). `make lint` runs the same two tools.
+Modules are cut by meaning, not by a line count: a concept has one home, so nothing outside it needs its private
+names, and no two modules need each other. The layers and the app-stack ban are import-linter contracts in
+pyproject.toml ([tool.importlinter]); the lint rules are ruff's ([tool.ruff]). `make lint` runs the same two tools.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT
+from imports_graph import cycles, private_imports
 
 try:
     import tomllib
@@ -20,7 +23,6 @@ except ModuleNotFoundError:  # Python < 3.11
     tomllib = pytest.importorskip("tomli")
 
 BIN = Path(sys.executable).parent
-MAX_MODULE_LINES = 500
 MAX_SCRIPT_LINES = 70
 
 
@@ -56,9 +58,48 @@ def test_every_layer_below_experiments_is_barred_from_the_app_stack():
     assert {"hydra", "omegaconf", "matplotlib", "tqdm"} <= set(app_stack["forbidden_modules"])
 
 
-def test_no_module_exceeds_the_size_limit():
-    big = oversized((ROOT / "foldconv").rglob("*.py"), MAX_MODULE_LINES)
-    assert not big, f"modules over {MAX_MODULE_LINES} lines: {big}"
+# Violations still being removed (the list may only shrink; the tests below fail on anything new).
+KNOWN_CYCLES = [['foldconv.surgery.rewrite', 'foldconv.surgery.rules'], ['foldconv.surgery.stage', 'foldconv.surgery.stage_unfold']]
+KNOWN_PRIVATE = {
+    "foldconv.analysis.counting.backward -> foldconv.analysis.counting.ops._numel",
+    "foldconv.analysis.counting.backward -> foldconv.analysis.counting.ops._per_output",
+    "foldconv.analysis.counting.backward -> foldconv.analysis.counting.ops._register",
+    "foldconv.analysis.counting.backward -> foldconv.analysis.counting.ops._window_rule",
+    "foldconv.analysis.counting.backward -> foldconv.analysis.counting.ops._zero",
+    "foldconv.analysis.counting.counter -> foldconv.analysis.counting.ops._INFO",
+    "foldconv.analysis.counting.fold -> foldconv.analysis.counting.dense._input_size",
+    "foldconv.check.equivalence -> foldconv.check.exact._amax",
+    "foldconv.experiments.zoo.measure -> foldconv.experiments.zoo.models._construct",
+    "foldconv.predict.resample -> foldconv.predict.layers._fails",
+    "foldconv.predict.resample -> foldconv.predict.layers._holds",
+    "foldconv.predict.resample -> foldconv.predict.layers._per_axis",
+    "foldconv.predict.space_to_depth -> foldconv.predict.fold._check_mode_padding",
+    "foldconv.surgery.fastest -> foldconv.surgery.speed._STAGE_RULES",
+    "foldconv.surgery.fastest -> foldconv.surgery.speed._runner",
+    "foldconv.surgery.fastest -> foldconv.surgery.speed._validated",
+}
+
+
+def test_no_import_cycles():
+    new = [c for c in cycles(ROOT) if c not in KNOWN_CYCLES]
+    assert not new, f"modules that import each other (merge them, or move what both need below them): {new}"
+
+
+def test_no_module_imports_another_modules_private_names():
+    new = sorted(set(private_imports(ROOT)) - KNOWN_PRIVATE)
+    assert not new, f"imports of another module's private names (make the name public in its one home): {new}"
+
+
+def test_the_graph_checks_can_fail(tmp_path):
+    pkg = tmp_path / "foldconv"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .a import f\n")
+    (pkg / "a.py").write_text("from .b import _g\ndef f(): pass\n")
+    (pkg / "b.py").write_text("def _g():\n    from .a import f\n")
+    (pkg / "sub" / "__init__.py").write_text("from .c import h\n")
+    (pkg / "sub" / "c.py").write_text("from .. import a\ndef h(): pass\n")
+    assert cycles(tmp_path) == [["foldconv.a", "foldconv.b"]]
+    assert private_imports(tmp_path) == ["foldconv.a -> foldconv.b._g"]
 
 
 def test_apps_are_thin():

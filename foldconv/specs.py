@@ -188,11 +188,16 @@ class ConvSpec:
             raise fold_error("weight", tuple(weight.shape), f"must have the spec's weight shape {self.weight_shape}")
         if bias is not None and (not self.bias or tuple(bias.shape) != (self.out_channels,)):
             raise fold_error("bias", tuple(bias.shape), f"must be None or of shape ({self.out_channels},) with spec.bias=True")
-        module = self._build(weight.dtype, weight.device)
-        with torch.no_grad():
-            module.weight.copy_(weight)
-            if bias is not None:
-                module.bias.copy_(bias)
+        # Built on meta, so no random initialisation is spent on a weight that is replaced at once (it was half of
+        # fold_conv's build time); the module owns copies, as a built-then-copied module did.
+        module = self._build(weight.dtype, "meta")
+        module.weight = nn.Parameter(weight.detach().clone(), requires_grad=True)
+        if self.bias:
+            if bias is None:  # keep a freshly initialised bias, drawn as nn.ConvNd.reset_parameters draws it
+                bias = torch.empty(self.out_channels, dtype=weight.dtype, device=weight.device)
+                bound = 1 / math.sqrt(math.prod(self.weight_shape[1:])) if math.prod(self.weight_shape[1:]) else 0.0
+                nn.init.uniform_(bias, -bound, bound)
+            module.bias = nn.Parameter(bias.detach().to(weight.dtype).clone(), requires_grad=True)
         return module
 
     def _build(self, dtype: Optional[torch.dtype], device: Union[str, torch.device, None]) -> nn.Module:

@@ -427,3 +427,13 @@ def test_folded_weights_are_contiguous():
     fw = fold_weight(torch.randn(64, 1, 1, 1, dtype=torch.float64), 4, "dcr", groups=32, dilation=2)
     assert fw.weight.is_contiguous()
     assert unfold_weight(torch.randn(4, 2, 4, 4), 2, "focus").weight.is_contiguous()
+
+
+def test_fold_conv_spends_no_random_initialisation_on_the_weight_it_replaces():
+    # A module built and then overwritten draws its random init first (half of fold_conv's build time); the
+    # global generator is left untouched when the weight and bias are given.
+    conv = torch.nn.Conv2d(16, 4, 3, padding=1)
+    state = torch.random.get_rng_state()
+    big = fold_conv(conv, 4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert big.weight.data_ptr() != conv.weight.data_ptr() and big.weight.requires_grad

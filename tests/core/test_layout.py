@@ -160,3 +160,40 @@ def test_layout_module_matches_each_layout_module(r):
         assert info is not None, module
         assert torch.equal(module(inp), info.as_module()(inp)), module
     assert layout_module(nn.Conv2d(1, 1, 1)) is None
+
+
+def _einops_pattern(order, dims, to_space):
+    spatial = {1: ("w",), 2: ("h", "w"), 3: ("d", "h", "w")}[dims]
+    packed = f"... ({' '.join(order)}) {' '.join(spatial)}"
+    unpacked = "... c " + " ".join(f"({s} {f})" for s, f in zip(spatial, FACTORS[dims]))
+    return f"{packed} -> {unpacked}" if to_space else f"{unpacked} -> {packed}"
+
+
+@pytest.mark.claim("LAYOUT-2")
+@given(case=layouts())
+def test_cached_view_plan_is_the_einops_pattern(case):
+    # The layout ops run a cached reshape/permute plan instead of parsing the pattern per call; the named-axis
+    # einops pattern is the specification, so every order, dims and batch shape must agree with it bit for bit.
+    import einops
+
+    dims, r, order, batch, g, spatial = case
+    sizes = dict(zip(FACTORS[dims], r))
+    x = torch.randn(*batch, g * math.prod(r), *spatial)
+    assert torch.equal(depth_to_space(x, r, order), einops.rearrange(x, _einops_pattern(order, dims, True), **sizes))
+    y = torch.randn(*batch, g, *(s * f for s, f in zip(spatial, r)))
+    assert torch.equal(space_to_depth(y, r, order), einops.rearrange(y, _einops_pattern(order, dims, False), **sizes))
+
+
+@pytest.mark.claim("LAYOUT-2")
+@pytest.mark.parametrize("order", ["focus", "rw c rh", "c rw rh", "dcr"])
+def test_large_factor_space_to_depth_in_two_copies_is_the_einops_pattern(order):
+    # r >= 16 with the factors out of axis order takes the two-copy route (fold in axis order, then exchange
+    # whole planes): it must be the same map.
+    import einops
+
+    r = (16, 16)
+    y = torch.randn(1, 3, 32, 48)
+    names = tuple(normalize_order(order, 2))
+    expected = einops.rearrange(y, _einops_pattern(names, 2, False), rh=16, rw=16)
+    assert torch.equal(space_to_depth(y, r, order), expected)
+    assert torch.equal(depth_to_space(expected, r, order), y)

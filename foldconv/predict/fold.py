@@ -86,10 +86,10 @@ def _validate(conv, r, order, input_order, folded_stride, folded_padding, input_
     return _Request(spec, fold, x_order, stride, padding, size, folded_stride is not None, folded_padding is not None)
 
 
-def require_padding_fits(mode: str, padding: Sequence[int], size: Sequence[int], *, param: str, what: str) -> None:
+def require_padding_fits(mode: str, padding: Sequence[int], input_size: Sequence[int], *, param: str, what: str) -> None:
     """torch's limits on padding (:func:`foldconv.padding.check_padding_fits`: circular padding wraps at most once,
     reflect needs ``P < n``; zeros and replicate take any), as a FoldError naming the padding's parameter ``param``;
-    ``what`` names the map of spatial size ``size``.
+    ``what`` names the map of spatial size ``input_size``.
 
     Example:
         >>> require_padding_fits("reflect", (4, 1), (4, 4), param="padding", what="the input")
@@ -98,12 +98,12 @@ def require_padding_fits(mode: str, padding: Sequence[int], size: Sequence[int],
         foldconv.errors.FoldError: padding=(4, 1): reflect padding does not fit the input (4, 4): torch needs padding < size on every axis
     """
     try:
-        check_padding_fits(size, padding, mode)
+        check_padding_fits(input_size, padding, mode)
     except FoldError as err:
         if err.param != "input_size":
             raise
         torch_needs = err.rule.split(": ", 1)[-1]
-        raise fold_error(param, tuple(padding), f"{mode} padding does not fit {what} {tuple(size)}: {torch_needs}") from None
+        raise fold_error(param, tuple(padding), f"{mode} padding does not fit {what} {tuple(input_size)}: {torch_needs}") from None
 
 
 @dataclass(frozen=True)

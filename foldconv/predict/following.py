@@ -121,10 +121,10 @@ Types = Union[Type[nn.Module], Sequence[Type[nn.Module]]]
 Rules = Optional[Mapping[Any, FollowingRule]]
 
 
-def _types(types: Any, param: str = "types") -> Tuple[type, ...]:
+def _types(types: Any) -> Tuple[type, ...]:
     types = tuple(types) if isinstance(types, (tuple, list)) else (types,)
     if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-        raise fold_error(param, types, "must be nn.Module subclasses (one or a sequence)")
+        raise fold_error("types", types, "must be nn.Module subclasses (one or a sequence)")
     return types
 
 

@@ -39,7 +39,7 @@ from ..analysis.counting.fold import (
     fold_matrix,
     foldable_layers,
 )
-from ..analysis.counting.report import VIEWS, CountReport
+from ..analysis.counting.report import CountReport
 from ..analysis.counting.zoo import PublishedFigures, classification_models, meta_model, published_figures, validate_count
 from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
@@ -494,7 +494,7 @@ def write_count_report(report: CountReport, directory: Union[str, Path], *, stem
         raise fold_error("report", type(report).__name__, "must be a CountReport")
     stem = stem or report.model
     paths: Dict[str, Path] = {}
-    for view in VIEWS:
+    for view in CountReport.VIEWS:
         out = write_table(report.rows(view), Path(directory) / f"{stem}_{view}", title=f"{report.model}: counts by {view}")
         paths[f"{view}_csv"], paths[f"{view}_md"] = out["csv"], out["md"]
     return paths

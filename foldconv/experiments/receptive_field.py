@@ -110,7 +110,7 @@ class RFExperiment:
     ``input_size`` with ``channels`` input channels; with ``check``, analytic boxes against gradient supports
     at ``check_size`` px (``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of
     ``erf_node`` (a node name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table; ``fallback``
-    ("error" or "empirical") is what the analysis does at an op without a rule (see
+    ("error" or "real") is what the analysis does at an op without a rule (see
     :func:`foldconv.analysis.receptive_field.receptive_field`);
     with ``zoo``, every torchvision classification model instead of ``model`` (checked up to
     ``zoo_check_max_params`` parameters; a progress bar when ``progress``). ``seed`` seeds the random weights.
@@ -147,8 +147,8 @@ class RFExperiment:
             check_int(self.check_size, "check_size", 1)
         if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
             raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
-        if self.fallback not in ("error", "empirical"):
-            raise fold_error("fallback", self.fallback, "must be 'error' (an op without a rule stops the run) or 'empirical'")
+        if self.fallback not in ("error", "real"):
+            raise fold_error("fallback", self.fallback, "must be 'error' (an op without a rule stops the run) or 'real' (measured from gradients)")
         if not isinstance(self.fold, FoldTable):
             raise fold_error("fold", self.fold, "must be a FoldTable")
 

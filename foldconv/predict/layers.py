@@ -31,23 +31,11 @@ from ..fold import groups_aligned
 from ..layout import depth_to_space, fold_channel_map
 from ..specs import FoldSpec
 from .following import FollowingRule, register_following_rule
-from .outcome import Outcome, Prediction
+from .outcome import fails, holds
 
 __all__ = ["ElementwiseRule", "PReLURule", "GLURule", "BatchNormRule", "GroupNormRule", "LayerNormRule", "DropoutRule"]
 
 Size = Optional[Tuple[int, ...]]
-
-
-def _holds(reason: str, code: str) -> Prediction:
-    return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT, reasons=(reason,), codes=(code,))
-
-
-def _fails(literal: Verdict, reason: str, code: str) -> Prediction:
-    return Prediction(Outcome.FAILS, literal, reasons=(reason,), codes=(code,))
-
-
-def _per_axis(value, dims: int) -> Tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
 
 
 def _dtype(layer: nn.Module) -> torch.dtype:
@@ -107,7 +95,7 @@ class ElementwiseRule(FollowingRule):
         extra = ""
         if isinstance(layer, nn.RReLU) and layer.training:
             extra = " (in train mode its slopes are drawn independently per element: the same law on both maps)"
-        return _holds(f"{type(layer).__name__} is elementwise: it commutes with any permutation of elements{extra}", "RULE-1")
+        return holds(f"{type(layer).__name__} is elementwise: it commutes with any permutation of elements{extra}", "RULE-1")
 
     def example(self, name, channels, fold, generator):
         return {
@@ -129,11 +117,11 @@ class PReLURule(FollowingRule):
 
     def predict(self, layer, fold, *, channels, input_size=None):
         if layer.num_parameters == 1:
-            return _holds("PReLU with one slope is elementwise", "RULE-1")
+            return holds("PReLU with one slope is elementwise", "RULE-1")
         differing = _untied([layer.weight], fold, channels)
         if differing:
-            return _fails(Verdict.NOT_EQUIVALENT, f"PReLU slopes differ within the fold blocks of folded channels {list(differing)}", "RULE-1")
-        return _holds("per-channel PReLU slopes are equal within every fold block: one slope per folded channel", "RULE-1")
+            return fails(Verdict.NOT_EQUIVALENT, f"PReLU slopes differ within the fold blocks of folded channels {list(differing)}", "RULE-1")
+        return holds("per-channel PReLU slopes are equal within every fold block: one slope per folded channel", "RULE-1")
 
     def fold(self, layer, fold, *, channels):
         if layer.num_parameters == 1:
@@ -170,13 +158,13 @@ class BatchNormRule(FollowingRule):
         name, R = type(layer).__name__, fold.block
         if layer.training or layer.running_mean is None:
             why = "in train mode" if layer.training else "with track_running_stats=False"
-            return _fails(Verdict.NOT_EQUIVALENT, f"{name} {why} normalises each folded channel with batch statistics pooled "
+            return fails(Verdict.NOT_EQUIVALENT, f"{name} {why} normalises each folded channel with batch statistics pooled "
                           f"over its {R} source channels", "RULE-3")
         differing = _untied([layer.running_mean, layer.running_var, layer.weight, layer.bias], fold, channels)
         if differing:
-            return _fails(Verdict.NOT_EQUIVALENT, "BatchNorm statistics or affine parameters differ within the fold blocks "
+            return fails(Verdict.NOT_EQUIVALENT, "BatchNorm statistics or affine parameters differ within the fold blocks "
                           f"of folded channels {list(differing)}", "RULE-2")
-        return _holds("eval-mode BatchNorm with equal parameters within every fold block is a per-folded-channel affine map", "RULE-2")
+        return holds("eval-mode BatchNorm with equal parameters within every fold block is a per-folded-channel affine map", "RULE-2")
 
     def fold(self, layer, fold, *, channels):
         new = type(layer)(channels // fold.block, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
@@ -216,12 +204,12 @@ class GroupNormRule(FollowingRule):
         g, R = layer.num_groups, fold.block
         if (channels // R) % g or not groups_aligned(channels, g, fold):
             literal = Verdict.INVALID if (channels // R) % g else Verdict.NOT_EQUIVALENT
-            return _fails(literal, f"GroupNorm groups ({g} of {channels // g} channels) are not unions of fold blocks in order "
+            return fails(literal, f"GroupNorm groups ({g} of {channels // g} channels) are not unions of fold blocks in order "
                           f"{fold.order_string!r}: statistics are pooled over other elements", "RULE-4")
         differing = _untied([layer.weight, layer.bias], fold, channels) if layer.affine else ()
         if differing:
-            return _fails(Verdict.NOT_EQUIVALENT, f"GroupNorm affine parameters differ within fold blocks of folded channels {list(differing)}", "RULE-4")
-        return _holds("each GroupNorm group is a union of fold blocks: same elements, same statistics", "RULE-4")
+            return fails(Verdict.NOT_EQUIVALENT, f"GroupNorm affine parameters differ within fold blocks of folded channels {list(differing)}", "RULE-4")
+        return holds("each GroupNorm group is a union of fold blocks: same elements, same statistics", "RULE-4")
 
     def fold(self, layer, fold, *, channels):
         folded = channels // fold.block
@@ -264,11 +252,11 @@ class LayerNormRule(FollowingRule):
     def predict(self, layer, fold, *, channels, input_size=None):
         shape, dims = tuple(layer.normalized_shape), fold.dims
         if len(shape) >= dims + 1:
-            return _holds("LayerNorm over (C, *spatial) sees the same elements in any layout; its affine parameters are folded too", "RULE-4")
+            return holds("LayerNorm over (C, *spatial) sees the same elements in any layout; its affine parameters are folded too", "RULE-4")
         folded_axes = [a for a in range(dims - len(shape), dims) if fold.r[a] > 1]
         if not folded_axes:
-            return _holds(f"LayerNorm over {shape} normalises along axes the fold does not touch (r = 1)", "RULE-4")
-        return _fails(Verdict.INVALID, f"LayerNorm over {shape} excludes the channel axis and folded axes {folded_axes}: the folded "
+            return holds(f"LayerNorm over {shape} normalises along axes the fold does not touch (r = 1)", "RULE-4")
+        return fails(Verdict.INVALID, f"LayerNorm over {shape} excludes the channel axis and folded axes {folded_axes}: the folded "
                       "map's sizes no longer match, and its rows mix channels", "RULE-4")
 
     def fold(self, layer, fold, *, channels):
@@ -306,11 +294,11 @@ class DropoutRule(FollowingRule):
     def predict(self, layer, fold, *, channels, input_size=None):
         name = type(layer).__name__
         if not layer.training or layer.p in (0, 1):
-            return _holds(f"{name} in eval mode (or with p in {{0, 1}}) is deterministic and elementwise", "RULE-5")
+            return holds(f"{name} in eval mode (or with p in {{0, 1}}) is deterministic and elementwise", "RULE-5")
         if isinstance(layer, (nn.Dropout, nn.AlphaDropout)):
-            return _holds(f"{name} drops every element independently: the fold of the original's mask is a mask the folded "
+            return holds(f"{name} drops every element independently: the fold of the original's mask is a mask the folded "
                           f"{name} draws with the same probability (equal in law; samples depend on the RNG)", "RULE-5")
-        return _fails(Verdict.NOT_EQUIVALENT, f"{name} on the folded map drops whole fold blocks ({fold.block} source channels at "
+        return fails(Verdict.NOT_EQUIVALENT, f"{name} on the folded map drops whole fold blocks ({fold.block} source channels at "
                       "once); on the original it drops channels independently", "RULE-5")
 
     def example(self, name, channels, fold, generator):
@@ -337,14 +325,14 @@ class GLURule(FollowingRule):
     def predict(self, layer, fold, *, channels, input_size=None):
         axis = layer.dim % (fold.dims + 2)
         if axis != 1:
-            return _holds(f"GLU(dim={layer.dim}) pairs the two halves of an axis the fold keeps in step", "RULE-1")
+            return holds(f"GLU(dim={layer.dim}) pairs the two halves of an axis the fold keeps in step", "RULE-1")
         G = channels // fold.block
         if G % 2:
-            return _fails(Verdict.INVALID, f"GLU over channels needs an even number of folded channels, not {G}", "RULE-1")
+            return fails(Verdict.INVALID, f"GLU over channels needs an even number of folded channels, not {G}", "RULE-1")
         if not groups_aligned(channels, 2, fold):
-            return _fails(Verdict.NOT_EQUIVALENT, f"GLU over channels in order {fold.order_string!r}: the folded halves pair "
+            return fails(Verdict.NOT_EQUIVALENT, f"GLU over channels in order {fold.order_string!r}: the folded halves pair "
                           "other channels than c and c + C/2", "RULE-1")
-        return _holds("GLU over channels: each folded half holds the fold blocks of one original half, in step", "RULE-1")
+        return holds("GLU over channels: each folded half holds the fold blocks of one original half, in step", "RULE-1")
 
     def example(self, name, channels, fold, generator):
         return nn.GLU(dim=1)

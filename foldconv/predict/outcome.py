@@ -20,7 +20,7 @@ from ..check import Verdict
 from ..errors import FoldError
 from ..specs import ConvSpec
 
-__all__ = ["Outcome", "Prediction", "SizeFix", "invalid", "Verdict"]
+__all__ = ["Outcome", "Prediction", "SizeFix", "invalid", "holds", "fails", "Verdict"]
 
 
 class Outcome(str, Enum):
@@ -89,3 +89,23 @@ def invalid(err: FoldError | str, code: str = "invalid-input") -> Prediction:
         'r=0: must be an integer >= 1'
     """
     return Prediction(Outcome.INVALID, Verdict.INVALID, reasons=(str(err),), codes=(code,))
+
+
+def holds(reason: str, code: str) -> Prediction:
+    """The HOLDS prediction of a literal construction that is the same computation, with its reason and claim code.
+
+    Example:
+        >>> holds("elementwise", "RULE-1").outcome.value
+        'holds'
+    """
+    return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT, reasons=(reason,), codes=(code,))
+
+
+def fails(literal: Verdict, reason: str, code: str) -> Prediction:
+    """The FAILS prediction, with the verdict the checker gives the literal construction, its reason and claim code.
+
+    Example:
+        >>> fails(Verdict.NOT_EQUIVALENT, "mixes channels", "RULE-6").literal.value
+        'not equivalent'
+    """
+    return Prediction(Outcome.FAILS, literal, reasons=(reason,), codes=(code,))

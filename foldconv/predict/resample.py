@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import einops
 import torch
@@ -26,11 +26,15 @@ from ..errors import fold_error
 from ..layout import fold_channel_map
 from ..specs import FoldSpec
 from .following import FollowingRule, register_following_rule
-from .layers import _fails, _holds, _per_axis
-from .outcome import Outcome, Prediction
+from .outcome import Outcome, Prediction, fails, holds
 
 __all__ = ["ChannelGroupReduce", "PoolRule", "UpsampleRule"]
 
+
+
+def _per_axis(value, dims: int) -> Tuple:
+    """A layer attribute (``kernel_size``, ``stride``...) that is one value or one per axis, as one per axis."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
 
 class ChannelGroupReduce(nn.Module):
     """Mean, max or sum over the channel groups of the unfolded map that a pool with kernel ``k`` (= stride,
@@ -111,7 +115,7 @@ class PoolRule(FollowingRule):
         k, s, p, d = self._axes(layer, dims)
         folded = [a for a in range(dims) if fold.r[a] > 1]
         if all(k[a] == 1 and s[a] == 1 and p[a] == 0 for a in folded):
-            return _holds(f"{name} acts only along axes with r = 1 (kernel 1, stride 1, no padding on folded axes {folded})", "RULE-6")
+            return holds(f"{name} acts only along axes with r = 1 (kernel 1, stride 1, no padding on folded axes {folded})", "RULE-6")
         literal = Verdict.NOT_EQUIVALENT
         if input_size is not None:
             orig = tuple(_pool_out(n, *a, layer.ceil_mode) * f for n, f, *a in zip(input_size, fold.r, k, s, p, d))
@@ -127,7 +131,7 @@ class PoolRule(FollowingRule):
                 codes=("RULE-6",))
         dilated = [a for a in folded if d[a] > 1 and k[a] > 1]
         why = f"dilation {d} spreads its windows over other fold blocks" if dilated else "windows straddle fold blocks"
-        return _fails(literal, f"{name}(kernel={k}, stride={s}, padding={p}, dilation={d}): {why}: they mix pixels of different "
+        return fails(literal, f"{name}(kernel={k}, stride={s}, padding={p}, dilation={d}): {why}: they mix pixels of different "
                       "positions and channels", "RULE-6")
 
     def conditioned(self, layer, fold, *, channels):
@@ -179,18 +183,18 @@ class UpsampleRule(FollowingRule):
         if layer.size is not None:
             target = _per_axis(layer.size, dims)
             if input_size is not None and all(target[a] == input_size[a] for a in folded):
-                return _holds(f"Upsample(size={layer.size}) keeps the size of folded axes {folded}: it acts only along axes with r = 1", "RULE-7")
-            return _fails(Verdict.NOT_EQUIVALENT, f"Upsample(size={layer.size}) resamples folded axes {folded}: rows h*r+i go to other "
+                return holds(f"Upsample(size={layer.size}) keeps the size of folded axes {folded}: it acts only along axes with r = 1", "RULE-7")
+            return fails(Verdict.NOT_EQUIVALENT, f"Upsample(size={layer.size}) resamples folded axes {folded}: rows h*r+i go to other "
                           "rows than the fold of the resampled map (unless the size is unchanged there: give input_size)", "RULE-7")
         scales = tuple(float(x) for x in _per_axis(layer.scale_factor, dims))
         if all(scales[a] == 1.0 for a in folded):
-            return _holds(f"Upsample(scale={layer.scale_factor}) has scale 1 on folded axes {folded}: it acts only along axes with r = 1", "RULE-7")
+            return holds(f"Upsample(scale={layer.scale_factor}) has scale 1 on folded axes {folded}: it acts only along axes with r = 1", "RULE-7")
         literal = Verdict.NOT_EQUIVALENT
         if input_size is not None:
             orig = tuple(math.floor(n * sc) * f for n, sc, f in zip(input_size, scales, fold.r))
             lit = tuple(math.floor(n * f * sc) for n, sc, f in zip(input_size, scales, fold.r))
             literal = Verdict.SHAPES_DIFFER if orig != lit else literal
-        return _fails(literal, f"Upsample({layer.mode}, scale={layer.scale_factor}) on the folded map interleaves copies inside fold "
+        return fails(literal, f"Upsample({layer.mode}, scale={layer.scale_factor}) on the folded map interleaves copies inside fold "
                       "blocks: rows h*r+i go to (h*r+i)*s+t, not (h*s+t)*r+i", "RULE-7")
 
     def fold(self, layer, fold, *, channels):

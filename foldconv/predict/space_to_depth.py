@@ -21,7 +21,7 @@ from ..check import Verdict
 from ..errors import FoldError, fold_error
 from ..fold import plan_unfold
 from ..specs import ConvSpec, FoldSpec
-from .fold import _check_mode_padding, coerce_fold
+from .fold import coerce_fold, require_padding_fits
 from .outcome import Outcome, Prediction, SizeFix, invalid
 
 __all__ = ["predict_space_to_depth"]
@@ -77,7 +77,7 @@ def predict_space_to_depth(
         outputs = conv_output_size(size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
         if any(o < 1 for o in outputs):
             raise fold_error("input_size", size, f"gives the big conv an empty output {outputs}")
-        _check_mode_padding(spec.padding_mode, spec.padding, size, "padding", "the input")
+        require_padding_fits(spec.padding_mode, spec.padding, size, param="padding", what="the input")
     except FoldError as err:
         return invalid(err)
     try:

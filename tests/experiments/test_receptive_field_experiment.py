@@ -111,12 +111,12 @@ def test_the_zoo_writes_each_model_as_it_finishes_and_resumes(tmp_path, monkeypa
         experiment.zoo_rows(RFExperiment(check=False, input_size=(32, 32)), out=tmp_path, names=names)
 
 
-def test_fallback_empirical_measures_an_op_without_a_rule_and_error_refuses_it(tmp_path):
+def test_fallback_real_measures_an_op_without_a_rule_and_error_refuses_it(tmp_path):
     model = {"_target_": "custom_model.Rolled"}
     with pytest.raises(FoldError) as info:
         run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0)), tmp_path / "a")
     assert "diff" in str(info.value) and "fallback" in str(info.value)
-    text = run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0), fallback="empirical"),
+    text = run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0), fallback="real"),
                                tmp_path / "b")
     assert "output rf" in text
     with pytest.raises(FoldError) as info:

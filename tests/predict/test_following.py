@@ -7,6 +7,7 @@ from torch import nn
 
 from foldconv import FoldError, FoldSpec, Verdict, depth_to_space
 from foldconv.predict import (
+    FOLLOWING_RULES,
     FollowingRule,
     Outcome,
     Prediction,
@@ -164,12 +165,17 @@ def test_every_example_prediction_matches_its_literal_construction():
                 assert torch.allclose(conditioned_following(layer, fold, 4 * fold.block)(y), lhs, rtol=1e-12, atol=1e-12)
 
 
-def test_a_registered_rule_answers_for_its_type_and_subclasses(monkeypatch):
-    import foldconv.predict.following as registry
+class Swish(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)
 
-    monkeypatch.setattr(registry, "_RULES", dict(registry._RULES))  # undone after the test
-    monkeypatch.setattr(registry, "_EXAMPLES", dict(registry._EXAMPLES))
 
+class _Elementwise(FollowingRule):
+    def predict(self, layer, fold, *, channels, input_size=None):
+        return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT, reasons=("elementwise",), codes=("RULE-1",))
+
+
+def test_a_registered_rule_answers_for_its_type_and_subclasses():
     class Swish(nn.Module):
         def forward(self, x):
             return x * torch.sigmoid(x)
@@ -188,10 +194,64 @@ def test_a_registered_rule_answers_for_its_type_and_subclasses(monkeypatch):
 
     with pytest.raises(FoldError, match="layer='Swish'"):
         predict_following(Swish(), 2, 8)
-    register_following_rule(Swish, Elementwise())
-    assert predict_following(Swish2(), 2, 8).reason == "elementwise"
-    assert isinstance(fold_following(Swish(), 2, 8), Swish) and "swish_test_only" in following_examples()
-    assert type(following_rule(nn.AvgPool3d(2))).__name__ == "PoolRule"
+    rule = register_following_rule(Swish, Elementwise())
+    try:
+        assert predict_following(Swish2(), 2, 8).reason == "elementwise"
+        assert isinstance(fold_following(Swish(), 2, 8), Swish) and "swish_test_only" in following_examples()
+        assert type(following_rule(nn.AvgPool3d(2))).__name__ == "PoolRule"
+    finally:
+        assert FOLLOWING_RULES.unregister(Swish) is rule
+    assert "swish_test_only" not in following_examples()
+    with pytest.raises(FoldError, match="layer='Swish2'"):
+        predict_following(Swish2(), 2, 8)
+
+
+def test_a_per_call_rule_applies_in_that_call_only():
+    layer, rules = Swish(), {Swish: _Elementwise()}
+    assert predict_following(layer, 2, 8, rules=rules).reason == "elementwise"
+    assert isinstance(fold_following(layer, 2, 8, rules=rules), Swish)
+    assert following_rule(layer, rules=rules) is rules[Swish]
+    with pytest.raises(FoldError, match="no conditioned folded form"):
+        conditioned_following(layer, 2, 8, rules=rules)  # the rule's default: none
+    # the table is as it was: the next call without rules has none for Swish
+    assert Swish not in FOLLOWING_RULES
+    with pytest.raises(FoldError, match="layer='Swish'.*no following-layer rule"):
+        predict_following(layer, 2, 8)
+
+
+def test_a_per_call_rule_beats_a_built_in_one():
+    builtin = following_rule(nn.BatchNorm2d(8))
+    bn = nn.BatchNorm2d(8).train()  # batch statistics: the built-in rule says it fails
+    assert predict_following(bn, 2, 8).outcome is Outcome.FAILS
+    # a rule given for a base class beats the table's rule for the subclass, in this call
+    assert predict_following(bn, 2, 8, rules={(nn.modules.batchnorm._BatchNorm,): _Elementwise()}).reason == "elementwise"
+    assert predict_following(bn, 2, 8).outcome is Outcome.FAILS and following_rule(nn.BatchNorm2d(8)) is builtin
+
+
+def test_the_table_refuses_a_second_rule_for_a_type_unless_replace():
+    builtin = FOLLOWING_RULES.get(nn.ReLU)
+    with pytest.raises(FoldError, match="registered already") as info:
+        register_following_rule((Swish, nn.ReLU), _Elementwise())  # refused as a whole: Swish is not registered either
+    assert info.value.param == "types" and Swish not in FOLLOWING_RULES and FOLLOWING_RULES.get(nn.ReLU) is builtin
+    mine = register_following_rule(nn.ReLU, _Elementwise(), replace=True)
+    try:
+        assert predict_following(nn.ReLU(), 2, 8).reason == "elementwise"
+    finally:
+        register_following_rule(nn.ReLU, builtin, replace=True)
+    assert following_rule(nn.ReLU()) is builtin is not mine
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [[(Swish, _Elementwise())], {Swish: object()}, {int: _Elementwise()}, {"Swish": _Elementwise()}],
+    ids=["a list", "not a rule", "not a module type", "a name"],
+)
+def test_bad_per_call_rules_name_the_parameter(rules):
+    for call in (lambda: predict_following(Swish(), 2, 8, rules=rules), lambda: fold_following(Swish(), 2, 8, rules=rules),
+                 lambda: conditioned_following(Swish(), 2, 8, rules=rules), lambda: following_rule(Swish(), rules=rules)):
+        with pytest.raises(FoldError) as info:
+            call()
+        assert info.value.param == "rules" and str(info.value).startswith("rules=")
 
 
 def test_an_int_r_means_the_layers_dims():

@@ -156,6 +156,10 @@ RAISE_CASES = [
     (lambda: register_following_rule((), _Rule()), "types"),
     (lambda: register_following_rule(nn.ReLU, object()), "rule"),
     (lambda: register_following_rule(nn.Softmax, type("Clash", (FollowingRule,), {"examples": ("relu",)})()), "rule"),
+    (lambda: register_following_rule(nn.ReLU, _Rule()), "types"),  # has a rule already (replace=True replaces it)
+    (lambda: register_following_rule(nn.Softmax, _Rule(), replace="yes"), "replace"),
+    (lambda: predict_following(nn.ReLU(), 2, 8, rules={nn.ReLU: object()}), "rules"),
+    (lambda: fold_following(nn.ReLU(), 2, 8, rules=[nn.ReLU]), "rules"),
     (lambda: ChannelGroupReduce(FoldSpec.make(2), (3, 3), "max"), "kernel"),
     (lambda: ChannelGroupReduce(FoldSpec.make(2), (2, 2), "median"), "kind"),
     (lambda: ChannelGroupReduce(FoldSpec.make(2), (2,), "max"), "kernel"),

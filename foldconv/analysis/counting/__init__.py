@@ -1,6 +1,7 @@
 """Counting: parameters, MACs, FLOPs and memory per layer from one meta-device pass; dense and fold views.
 
-- ``ops``: the cost table ``{aten op: handle(inputs, outputs) -> OpCost}``, ``register_op_cost`` and ``cost_rule``;
+- ``ops``: the cost table :data:`OP_COSTS` ``{aten op: handle(inputs, outputs) -> OpCost}`` and ``register_op_cost``
+  (``count(..., op_costs={op: handle})`` prices ops for one count);
 - ``counter``: the engine, :func:`count`; ``inputs``: shapes, ``(shape, dtype)`` specs and example tensors;
   ``backward``: the backward pass's rules and module attribution; ``memory``: peak live bytes;
   ``meta_cache``: meta results without the kernels (the speed);
@@ -15,7 +16,7 @@ Example:
     42336
 """
 from . import meta_cache
-from .counter import FALLBACKS, count, normalize_input_shapes
+from .counter import count, normalize_input_shapes
 from .dense import DenseEquivalent, axis_pairs, d2l_table, dense_equivalent, dense_equivalents, fc_params, operator_nonzeros
 from .fold import (
     DEFAULT_RS,
@@ -35,8 +36,8 @@ from .fold import (
     meta_copy,
 )
 from .inputs import InputSpec
-from .ops import MAC_OPS, OpCost, cost_rule, op_cost, op_handle, register_op_cost
-from .report import ROOT, VIEWS, CountReport, LayerCount, UnsupportedOp
+from .ops import MAC_OPS, OP_COSTS, OpCost, op_cost, register_op_cost
+from .report import CountReport, LayerCount, UnsupportedOp
 from .zoo import (
     CountValidation,
     PublishedFigures,
@@ -48,10 +49,10 @@ from .zoo import (
 )
 
 __all__ = [
-    "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "FALLBACKS", "InputSpec", "cost_rule", "meta_cache", "DenseEquivalent", "FoldComparison", "FoldOption",
-    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "PublishedFigures", "ROOT",
-    "UnsupportedOp", "VIEWS", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
+    "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "InputSpec", "meta_cache", "DenseEquivalent", "FoldComparison", "FoldOption",
+    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OP_COSTS", "OpCost", "PublishedFigures",
+    "UnsupportedOp", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
     "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",
     "fold_model", "fold_options", "foldable_layers", "meta_copy", "meta_model", "normalize_input_shapes", "op_cost",
-    "op_handle", "operator_nonzeros", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
+    "operator_nonzeros", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
 ]

@@ -22,7 +22,8 @@ Cost rules of backward ops (conventions, as for the forward in :mod:`~foldconv.a
 - elementwise backward ops (``threshold_backward``, ``gelu_backward``, ...) cost 2 per output element
   (the local derivative and its product with the incoming gradient); norm and softmax backward twice
   their forward per-element rate; pooling backward as its forward (window or input elements); scatter-
-  type gradients (max-pool indices, embedding, index_put) 1 per ``grad_output`` element; padding and
+  type gradients (max-pool indices, embedding, index_put) 1 per ``grad_output`` element (a forward
+  ``index_put``, the same op, 1 per element of the tensor it writes into); padding and
   upsampling gradients 1 per input element (each gathers and adds the gradients of its copies);
   slicing gradients (``slice_backward``, ``select_backward``, ...) only move data: 0.
 
@@ -42,7 +43,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ...errors import fold_error
-from .ops import OpCost, _numel, _per_output, _register, _window_rule, _zero
+from .ops import OpCost, first_numel, per_output, register_aten, window_rule, zero_cost
 
 __all__ = ["GraphOwners", "loss_of", "BACKWARD_MAC_OPS"]
 
@@ -101,7 +102,7 @@ def loss_of(output: Any) -> torch.Tensor:
 def _conv_backward(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
     grad_out, x, w = inputs[0], inputs[1], inputs[2]
     transposed, mask = bool(inputs[7]), inputs[10]
-    # The forward's MACs (same convention as ops._conv_rule): per input position if transposed.
+    # The forward's MACs (same convention as the forward conv rule in ops): per input position if transposed.
     spatial = x.shape[2:] if transposed else grad_out.shape[2:]
     forward = x.shape[0] * math.prod(w.shape) * math.prod(spatial)
     macs = forward * (int(bool(mask[0])) + int(bool(mask[1])))
@@ -117,15 +118,15 @@ def _sdpa_backward(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
 
 
 def _grad_output_elements(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
-    return OpCost(0, _numel(inputs[0]))
+    return OpCost(0, first_numel(inputs[0]))
 
 
 def _input_elements(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
-    return OpCost(0, _numel(outputs))
+    return OpCost(0, first_numel(outputs))
 
 
 def _pool_backward(dims: int, kernel_at: int):
-    window = _window_rule(dims)
+    window = window_rule(dims)
 
     def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
         # As the forward: one operation per window element per (forward) output = grad_output element.
@@ -157,9 +158,10 @@ _INTERPOLATE_BACKWARD = (
     "upsample_nearest1d_backward", "upsample_nearest2d_backward", "upsample_nearest3d_backward",
     "_upsample_nearest_exact1d_backward", "_upsample_nearest_exact2d_backward", "_upsample_nearest_exact3d_backward",
 )
+# (the forward table prices new_empty_strided, _unsafe_view and squeeze at 0 already)
 _MOVE_BACKWARD = (
     "select_backward", "slice_backward", "unfold_backward", "diagonal_backward", "as_strided_scatter",
-    "new_empty_strided", "_unsafe_view", "masked_scatter", "index_select_backward", "squeeze", "expand_copy",
+    "masked_scatter", "index_select_backward", "expand_copy",
 )
 _SDPA_BACKWARD = (
     "_scaled_dot_product_efficient_attention_backward", "_scaled_dot_product_flash_attention_backward",
@@ -167,18 +169,18 @@ _SDPA_BACKWARD = (
     "_scaled_dot_product_fused_attention_overrideable_backward",
 )
 
-_register(["convolution_backward", "convolution_backward_overrideable"], _conv_backward)
-_register(_SDPA_BACKWARD, _sdpa_backward)
-_register(_ELEMENTWISE_BACKWARD, _per_output(2))
-_register(_BATCH_NORM_BACKWARD, lambda i, o: OpCost(0, 4 * _numel(i[1])))
-_register(_OTHER_NORM_BACKWARD, lambda i, o: OpCost(0, 10 * _numel(i[1])))
-_register(_SOFTMAX_BACKWARD, _per_output(6))
-_register(["avg_pool2d_backward"], _pool_backward(2, 2))
-_register(["avg_pool3d_backward"], _pool_backward(3, 2))
-_register(["_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"], _input_elements)
-_register(_SCATTER_BACKWARD, _grad_output_elements)
-_register(_INTERPOLATE_BACKWARD, _input_elements)
-_register(_MOVE_BACKWARD, _zero)
+register_aten(["convolution_backward", "convolution_backward_overrideable"], _conv_backward)
+register_aten(_SDPA_BACKWARD, _sdpa_backward)
+register_aten(_ELEMENTWISE_BACKWARD, per_output(2))
+register_aten(_BATCH_NORM_BACKWARD, lambda i, o: OpCost(0, 4 * first_numel(i[1])))
+register_aten(_OTHER_NORM_BACKWARD, lambda i, o: OpCost(0, 10 * first_numel(i[1])))
+register_aten(_SOFTMAX_BACKWARD, per_output(6))
+register_aten(["avg_pool2d_backward"], _pool_backward(2, 2))
+register_aten(["avg_pool3d_backward"], _pool_backward(3, 2))
+register_aten(["_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"], _input_elements)
+register_aten(_SCATTER_BACKWARD, _grad_output_elements)
+register_aten(_INTERPOLATE_BACKWARD, _input_elements)
+register_aten(_MOVE_BACKWARD, zero_cost)
 
 #: Backward ops that do multiply-adds (matrix products in backward are mm/bmm, already MAC ops).
 BACKWARD_MAC_OPS = frozenset(("convolution_backward", "convolution_backward_overrideable") + _SDPA_BACKWARD)

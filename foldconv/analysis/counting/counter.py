@@ -23,7 +23,7 @@ Conventions beyond the op table:
 - The model runs in eval mode (restored afterwards), under ``torch.no_grad()`` unless ``backward=True``
   (then autograd records and the backward pass is counted too: :mod:`~foldconv.analysis.counting.backward`).
 - **Data-dependent models** (``.item()``, a Python ``if`` on a tensor, ``nonzero`` without a meta
-  kernel) cannot run on meta; with ``fallback="cpu"`` (the default) the model then runs on real CPU
+  kernel) cannot run on meta; with ``fallback="real"`` (the default) the model then runs on real CPU
   tensors of the same shapes (meta weights replaced by seeded random ones), and the report says so
   (``device="cpu"``, ``fallback_reason``, and a line of the summary); the figures are then those of
   that one input.
@@ -41,7 +41,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -50,6 +50,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 from torch.utils._pytree import tree_flatten
 
 from ...errors import FoldError, fold_error
+from ...registry import Registry
+from ..fallback import check_fallback
 from . import meta_cache
 from .backward import GraphOwners, loss_of
 from .inputs import (
@@ -63,15 +65,15 @@ from .inputs import (
     tensor_attributes,
 )
 from .memory import LiveBytes, owned_tensors
-from .ops import _INFO, OpInfo, bind_inputs, first_tensor, op_info
-from .report import ROOT, CountReport, LayerCount, UnsupportedOp
+from .ops import Handle, OpInfo, bind_inputs, costs_for_call, first_tensor, op_info
+from .report import CountReport, LayerCount, UnsupportedOp
 
-__all__ = ["count", "normalize_input_shapes", "ShapeLike", "FALLBACKS"]
+__all__ = ["count", "normalize_input_shapes", "ShapeLike"]
 
 Shape = Tuple[int, ...]
 ShapeLike = Union[Sequence[int], Sequence[Sequence[int]]]  # what normalize_input_shapes takes
-#: What :func:`count` does when the model cannot run on meta tensors: real CPU tensors, or a FoldError.
-FALLBACKS = ("cpu", "error")
+_ROOT = CountReport.ROOT
+_UNSEEN = object()
 
 _EMBEDDING = torch.ops.aten.embedding.default
 _SCRATCH = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
@@ -131,9 +133,12 @@ class _Row:
 
 
 class _CountMode(TorchDispatchMode):
-    def __init__(self, types: Dict[str, nn.Module], live: LiveBytes, owners: Optional[GraphOwners]) -> None:
+    def __init__(self, types: Dict[str, nn.Module], live: LiveBytes, owners: Optional[GraphOwners], costs: Registry[Handle]) -> None:
         super().__init__()
         self.types = types
+        self.costs = costs
+        # each overload's cost rule, looked up once per count (a count may bring rules of its own)
+        self.handles: Dict[Any, Optional[Handle]] = {}
         self.live = live
         self.owners = owners
         self.in_backward = False
@@ -157,26 +162,29 @@ class _CountMode(TorchDispatchMode):
                 f"Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int; "
                 f"but got {args[1].dtype} instead"
             )
-        info = _INFO.get(func) or op_info(func)
+        info = op_info(func)
         out = meta_cache.call(func, args, kwargs, info, cache=self.cache)
         name = info.name
+        handle = self.handles.get(func, _UNSEEN)
+        if handle is _UNSEEN:
+            handle = self.handles[func] = self.costs.find(func)
         if self.stack:
             where = self.stack[-1]
         elif self.in_backward and self.owners is not None:
-            where = self.owners.running() or ROOT
+            where = self.owners.running() or _ROOT
         else:
-            where = ROOT
+            where = _ROOT
         row = self.rows.get(where) or self.row(where)
         calls, op_macs, op_flops = row.op_tables(self.in_backward)
         calls[name] = calls.get(name, 0) + 1
         outputs = tuple(out) if info.multiple else (out,)
-        if info.handle is None:
+        if handle is None:
             count, layers = self.unsupported.get(name, (0, {}))
             layers[where] = None
             self.unsupported[name] = (count + 1, layers)
         else:
             try:
-                cost = info.handle(bind_inputs(func, args, kwargs), outputs)
+                cost = handle(bind_inputs(func, args, kwargs), outputs)
                 macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
             except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
                 raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
@@ -248,7 +256,7 @@ def _run_error(model: nn.Module, what: Tuple[str, Any], exc: Exception, *, on_me
     if on_meta and _needs_data(exc):
         return fold_error(
             "model", type(model).__name__,
-            f"cannot run on meta tensors (it needs data; fallback='cpu' runs it on real ones): {_reason(exc)}",
+            f"cannot run on meta tensors (it needs data; fallback='real' runs it on real CPU tensors): {_reason(exc)}",
         )
     return fold_error(what[0], what[1], f"{type(model).__name__} cannot run on it: {_reason(exc)}")
 
@@ -256,12 +264,12 @@ def _run_error(model: nn.Module, what: Tuple[str, Any], exc: Exception, *, on_me
 class _Run:
     """One pass of the model under the counting mode (forward, and backward when asked)."""
 
-    def __init__(self, types: Dict[str, nn.Module], names: Dict[nn.Module, str], backward: bool) -> None:
+    def __init__(self, types: Dict[str, nn.Module], names: Dict[nn.Module, str], backward: bool, costs: Registry[Handle]) -> None:
         self.names = names
         self.backward = backward
         self.live = LiveBytes()
         self.owners = GraphOwners() if backward else None
-        self.mode = _CountMode(types, self.live, self.owners)
+        self.mode = _CountMode(types, self.live, self.owners, costs)
         self.forward_peak = 0
         self.saved: Optional[int] = None
         self.training_peak: Optional[int] = None
@@ -271,7 +279,7 @@ class _Run:
         if qualified is None:  # not a module of the model (the hooks are global)
             return
         if self.owners is not None:  # what the parent built since its last child belongs to the parent
-            self.owners.claim(args, mode.stack[-1] if mode.stack else ROOT)
+            self.owners.claim(args, mode.stack[-1] if mode.stack else _ROOT)
         row = mode.rows.get(qualified) or mode.row(qualified)
         row.add("calls", 1)
         if row.input_shape is None:
@@ -302,7 +310,7 @@ class _Run:
             self.forward_peak = self.live.peak
             if not self.backward:
                 return
-            self.owners.claim(out, ROOT)  # type: ignore[union-attr]
+            self.owners.claim(out, _ROOT)  # type: ignore[union-attr]
             self.saved = self.live.live
             loss = loss_of(out)  # outside the mode: the loss is not part of the model
             seed = torch.ones_like(loss)
@@ -321,8 +329,9 @@ def count(
     examples: Any = None,
     dtype: Optional[torch.dtype] = None,
     backward: bool = False,
-    fallback: str = "cpu",
+    fallback: str = "real",
     name: Optional[str] = None,
+    op_costs: Optional[Mapping[Any, Handle]] = None,
 ) -> CountReport:
     """Count parameters, MACs, FLOPs, activations and peak memory of ``model`` on meta tensors.
 
@@ -339,10 +348,26 @@ def count(
     parameters keep theirs, examples theirs, and shapes take the first floating parameter's dtype.
     ``backward=True`` also counts the backward pass of ``loss = out.sum()`` (per layer and in total) and
     the memory it needs (:mod:`~foldconv.analysis.counting.backward`). ``fallback``: when the model cannot
-    run on meta because it needs data, ``"cpu"`` runs it on real CPU tensors of the same shapes and says so
+    run on meta because it needs data, ``"real"`` runs it on real CPU tensors of the same shapes and says so
     on the report; ``"error"`` raises a FoldError naming ``model``. A model that cannot run on the given
     inputs raises a FoldError naming ``input_shape`` (or ``examples``) with torch's message. The model
-    itself is not modified. Conventions: see the module docstring.
+    itself is not modified. ``op_costs``: cost rules ``{op: handle(inputs, outputs) -> OpCost}`` for this
+    count only (a ``torch.library`` custom op, or a different price for a built-in one), consulted before
+    the table :data:`~foldconv.analysis.counting.ops.OP_COSTS`, which stays as it is. Conventions: see the
+    module docstring.
+
+    Args:
+        model: the network, with real or meta weights (left as it was).
+        input_shape: the input's full shape (batch included), a list of shapes, or ``(shape, dtype)`` specs.
+        examples: example inputs instead of ``input_shape``.
+        dtype: a floating dtype to count parameters, buffers and inputs at.
+        backward: also count the backward pass of ``out.sum()``.
+        fallback: ``"real"`` or ``"error"``, for a model that cannot run on meta tensors.
+        name: the model's label on the report (default: its class name).
+        op_costs: per-call cost rules ``{op, overload, custom op or "ns::name": handle}``.
+
+    Returns:
+        A :class:`CountReport`: totals, per-layer rows and views, the ops it could not price.
 
     Example:
         >>> import torchvision
@@ -358,6 +383,14 @@ def count(
         1024
         >>> count(emb, examples=torch.randint(0, 100, (4, 16))).macs
         1024
+        >>> class Sort(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         return x.sort(-1).values
+        >>> count(Sort(), (2, 8)).unsupported_ops[0].op
+        'sort'
+        >>> from foldconv.analysis.counting import OpCost
+        >>> count(Sort(), (2, 8), op_costs={torch.ops.aten.sort: lambda inputs, outputs: OpCost(0, 3 * inputs[0].numel())}).flops
+        48
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
@@ -365,8 +398,8 @@ def count(
         raise fold_error("dtype", dtype, "must be a floating torch.dtype such as torch.float16")
     if not isinstance(backward, bool):
         raise fold_error("backward", backward, "must be True or False")
-    if fallback not in FALLBACKS:
-        raise fold_error("fallback", fallback, f"must be one of {list(FALLBACKS)}")
+    check_fallback(fallback)
+    costs = costs_for_call(op_costs)
     if name is not None and not isinstance(name, str):
         raise fold_error("name", name, "must be a string (the model's label) or None")
     if input_shape is not None:
@@ -374,7 +407,7 @@ def count(
 
     names: Dict[nn.Module, str] = {}
     for qualified, module in model.named_modules():
-        names.setdefault(module, qualified or ROOT)
+        names.setdefault(module, qualified or _ROOT)
     types = {n: m for m, n in names.items()}
     owned = owned_tensors(names, dtype)
     # One stand-in per tensor object, so tied weights stay tied while the model runs on meta.
@@ -402,7 +435,7 @@ def count(
         args, kwargs = model_inputs(input_shape, examples=examples, dtype=input_dtype, real=real)
         leaves = list(stand_ins.values()) + list(input_leaves(args, kwargs))
         attributes = tensor_attributes(names, generator if real else None)
-        runner = _Run(types, names, backward)
+        runner = _Run(types, names, backward, costs)
         training = {m: True for m in names if m.training}  # eval() only when needed: it recurses through every module
         # Two global hooks (they ignore modules outside the model) cost less than two per module.
         handles = [register_module_forward_pre_hook(runner.pre_hook), register_module_forward_hook(runner.post_hook)]

@@ -1,10 +1,12 @@
 """What one aten op costs: an fvcore-style table ``{op: handle(inputs, outputs) -> OpCost}``.
 
-Every op the counter sees is looked up here by its overload packet (``torch.ops.aten.mm`` covers
-``mm.default`` and ``mm.out``). An op with no entry is *unsupported*: the counter lists it on the report
-(``CountReport.unsupported_ops``) instead of charging it a silent zero, and :func:`register_op_cost` adds
-a rule for it. Ops that cost nothing (views, layout changes, copies, constructors) are registered here as
-zero-cost explicitly, so "no rule" and "costs nothing" are never confused.
+Every op the counter sees is looked up in :data:`OP_COSTS` by its qualified name (``"aten::mm"``: the
+packet ``torch.ops.aten.mm`` covers ``mm.default`` and ``mm.out``). An op with no entry is *unsupported*:
+the counter lists it on the report (``CountReport.unsupported_ops``) instead of charging it a silent zero.
+:func:`register_op_cost` adds a rule to the table (a second rule for an op needs ``replace=True``;
+``OP_COSTS.unregister(op)`` removes one), and ``count(model, shape, op_costs={op: handle})`` prices ops for
+one call without touching it. Ops that cost nothing (views, layout changes, copies, constructors) are
+registered here as zero-cost explicitly, so "no rule" and "costs nothing" are never confused.
 
 A handle receives ``inputs``, the op's arguments in schema order with keyword arguments and defaults
 filled in, and ``outputs``, its returns as a tuple, and returns an :class:`OpCost`.
@@ -48,11 +50,12 @@ import torch
 from torch._ops import OpOverload, OpOverloadPacket
 from torch.utils._pytree import tree_flatten
 
-from ...errors import fold_error
+from ...errors import FoldError, fold_error
+from ...registry import Registry
 
 __all__ = [
-    "OpCost", "Handle", "MAC_OPS", "register_op_cost", "cost_rule", "op_handle", "op_cost", "op_name", "bind_inputs",
-    "first_tensor", "OpInfo", "op_info",
+    "OpCost", "Handle", "MAC_OPS", "OP_COSTS", "register_op_cost", "costs_for_call", "op_cost", "op_name", "bind_inputs",
+    "first_tensor", "first_numel", "OpInfo", "op_info", "per_output", "per_input", "window_rule", "zero_cost", "register_aten",
 ]
 
 
@@ -76,10 +79,6 @@ class OpCost:
 Handle = Callable[[Sequence[Any], Sequence[Any]], OpCost]
 ZERO = OpCost()
 
-_TABLE: Dict[OpOverloadPacket, Handle] = {}
-# Rules for ops of libraries that may not be loaded yet (torchvision's), by qualified name.
-_BY_NAME: Dict[str, Handle] = {}
-
 
 def first_tensor(value: Any) -> Optional[torch.Tensor]:
     """The first tensor in a pytree (an op's outputs, a module's arguments), or None.
@@ -98,7 +97,13 @@ def first_tensor(value: Any) -> Optional[torch.Tensor]:
     return None
 
 
-def _numel(value: Any) -> int:
+def first_numel(value: Any) -> int:
+    """The number of elements of the first tensor in a pytree (0 when there is none).
+
+    Example:
+        >>> first_numel((torch.zeros(2, 3), torch.zeros(5)))
+        6
+    """
     t = first_tensor(value)
     return t.numel() if t is not None else 0
 
@@ -111,10 +116,31 @@ def _packet(op: Any) -> OpOverloadPacket:
     overload = getattr(op, "_opoverload", None)  # a torch.library.custom_op (CustomOpDef)
     if isinstance(overload, OpOverload):
         return overload.overloadpacket
-    raise fold_error(
-        "op", op, "must be an op such as torch.ops.aten.mm or torch.ops.mylib.myop (a packet or overload), "
-        "or a torch.library.custom_op"
-    )
+    raise fold_error("op", op, _OP_RULE)
+
+
+_OP_RULE = ("must be an op such as torch.ops.aten.mm or torch.ops.mylib.myop (a packet or overload), "
+            "a torch.library.custom_op, or (for the cost table) a qualified name 'namespace::name'")
+
+
+def _qualified(op: Any) -> str:
+    """The table's key of an op: its qualified name (``"aten::mm"``); a name ``"namespace::op"`` is taken as it is,
+    so ops of libraries that are not loaded yet (torchvision's) can have a rule."""
+    if isinstance(op, str):
+        space, _, name = op.partition("::")
+        if space.strip() and name.strip() and "::" not in name:
+            return op
+        raise fold_error("op", op, _OP_RULE)
+    return _packet(op)._qualified_op_name
+
+
+def _check_handle(op: Any, handle: Any) -> None:
+    if not callable(handle):
+        raise fold_error("handle", handle, "must be a callable handle(inputs, outputs) -> OpCost")
+
+
+#: The cost of every op the counter can price: ``qualified op name -> handle(inputs, outputs) -> OpCost``.
+OP_COSTS: Registry[Handle] = Registry("op", normalize=_qualified, check_value=_check_handle)
 
 
 def op_name(op: Any) -> str:
@@ -129,40 +155,14 @@ def op_name(op: Any) -> str:
     return packet.__name__ if qualified.startswith("aten::") else qualified
 
 
-def register_op_cost(op: Any, handle: Optional[Handle]) -> Optional[Handle]:
-    """Give ``op`` (e.g. ``torch.ops.aten.upsample_bilinear2d``) a cost rule; returns the rule it replaces.
+def register_op_cost(op: Any, handle: Optional[Handle] = None, *, replace: bool = False) -> Any:
+    """Give ``op`` (``torch.ops.aten.upsample_bilinear2d``, an overload, a ``torch.library.custom_op`` or a
+    qualified name ``"mylib::op"``) a cost rule in :data:`OP_COSTS`; without ``handle``, a decorator.
 
     ``handle(inputs, outputs)`` returns an :class:`OpCost`; ``inputs`` are the op's arguments in schema
-    order (keyword arguments and defaults filled in), ``outputs`` its returns as a tuple. ``handle=None``
-    removes the rule, so the op is reported as unsupported again.
-
-    Example:
-        >>> op = torch.ops.aten.cumsum
-        >>> previous = register_op_cost(op, lambda inputs, outputs: OpCost(0, inputs[0].numel()))
-        >>> x = torch.empty(3, 4, device="meta")
-        >>> op_cost(op.default, (x, 1), {}, torch.cumsum(x, 1))
-        OpCost(macs=0, elementwise_flops=12)
-        >>> register_op_cost(op, previous) is not None, op_handle(op) is None
-        (True, True)
-    """
-    packet = _packet(op)
-    if handle is not None and not callable(handle):
-        raise fold_error("handle", handle, "must be a callable handle(inputs, outputs) -> OpCost, or None")
-    previous = op_handle(packet)
-    _BY_NAME.pop(packet._qualified_op_name, None)
-    if handle is None:
-        _TABLE.pop(packet, None)
-    else:
-        _TABLE[packet] = handle
-    _INFO.clear()
-    return previous
-
-
-def cost_rule(op: Any) -> Callable[[Handle], Handle]:
-    """Decorator form of :func:`register_op_cost`: the decorated function becomes ``op``'s cost rule.
-
-    For your own ops (``torch.library.custom_op``), which :func:`~foldconv.analysis.counting.count` lists
-    as unsupported until they have a rule. ``inputs`` are the op's arguments in schema order.
+    order (keyword arguments and defaults filled in), ``outputs`` its returns as a tuple. An op that has a
+    rule already is a FoldError unless ``replace=True``; ``OP_COSTS.unregister(op)`` removes a rule (the op is
+    reported as unsupported again). To price an op for one count only: ``count(..., op_costs={op: handle})``.
 
     Example:
         >>> @torch.library.custom_op("doc_example::matmul", mutates_args=())
@@ -171,7 +171,7 @@ def cost_rule(op: Any) -> Callable[[Handle], Handle]:
         >>> @matmul.register_fake
         ... def _(a, b):
         ...     return a.new_empty(a.shape[0], b.shape[1])
-        >>> @cost_rule(matmul)
+        >>> @register_op_cost(matmul)
         ... def matmul_cost(inputs, outputs):
         ...     a, b = inputs
         ...     return OpCost(macs=a.shape[0] * a.shape[1] * b.shape[1])
@@ -185,38 +185,43 @@ def cost_rule(op: Any) -> Callable[[Handle], Handle]:
         >>> rep = count(Net(), (3, 4))
         >>> rep.macs, rep.complete
         (72, True)
-        >>> _ = register_op_cost(matmul, None)  # removed again: now it is reported
+        >>> OP_COSTS.unregister(matmul) is matmul_cost  # removed again: now it is reported
+        True
         >>> count(Net(), (3, 4)).unsupported_ops
         (UnsupportedOp(op='doc_example::matmul', calls=1, layers=('(root)',)),)
     """
-    _packet(op)
-
-    def decorate(handle: Handle) -> Handle:
-        register_op_cost(op, handle)
-        return handle
-
-    return decorate
+    if handle is None:
+        return OP_COSTS.register(op, replace=replace)
+    return OP_COSTS.register(op, handle, replace=replace)
 
 
-def op_handle(op: Any) -> Optional[Handle]:
-    """The cost rule of ``op`` (packet or overload), or None when it has none.
+def costs_for_call(op_costs: Optional[Mapping[Any, Handle]], param: str = "op_costs") -> Registry[Handle]:
+    """The cost table as one count sees it: ``op_costs`` (``{op: handle}``) consulted first, :data:`OP_COSTS`
+    untouched. A bad op or handle is a FoldError naming ``param``.
 
     Example:
-        >>> op_handle(torch.ops.aten.view) is not None, op_handle(torch.ops.aten.sort)
+        >>> view = costs_for_call({torch.ops.aten.sort: lambda inputs, outputs: OpCost(0, 1)})
+        >>> view.find(torch.ops.aten.sort.default) is not None, OP_COSTS.find(torch.ops.aten.sort)
         (True, None)
     """
-    packet = _packet(op)
-    return _TABLE.get(packet) or _BY_NAME.get(packet._qualified_op_name)
+    if op_costs is None:
+        return OP_COSTS
+    if not isinstance(op_costs, Mapping):
+        raise fold_error(param, type(op_costs).__name__, "must be a mapping {op: handle(inputs, outputs) -> OpCost}")
+    try:
+        return OP_COSTS.with_overrides(op_costs)
+    except FoldError as err:
+        raise fold_error(param, err.value, err.rule) from err
 
 
 @dataclass(frozen=True)
 class OpInfo:
-    """What the counter needs of an overload, looked up once (per-call schema and table lookups are the
-    counter's main Python cost): its report name, cost rule, whether it returns several values, which
-    returns are fresh tensors (not views or in-place results), and whether its meta results may be cached."""
+    """What the counter needs of an overload, looked up once (per-call schema lookups are the counter's main
+    Python cost): its report name, whether it returns several values, which returns are fresh tensors (not
+    views or in-place results), and whether its meta results may be cached. (Its cost rule is looked up once
+    per count: a count may bring rules of its own.)"""
 
     name: str
-    handle: Optional[Handle]
     multiple: bool
     fresh: Tuple[bool, ...]
     cacheable: bool
@@ -227,12 +232,12 @@ _NOT_CACHEABLE = {"set_", "resize_", "resize_as_", "_local_scalar_dense", "item"
 
 
 def op_info(func: OpOverload) -> OpInfo:
-    """The cached :class:`OpInfo` of an overload (cleared when a cost rule changes).
+    """The cached :class:`OpInfo` of an overload.
 
     Example:
         >>> info = op_info(torch.ops.aten.max_pool2d_with_indices.default)
-        >>> info.name, info.multiple, info.fresh, info.handle is not None
-        ('max_pool2d_with_indices', True, (True, True), True)
+        >>> info.name, info.multiple, info.fresh
+        ('max_pool2d_with_indices', True, (True, True))
     """
     info = _INFO.get(func)
     if info is None:
@@ -241,7 +246,6 @@ def op_info(func: OpOverload) -> OpInfo:
         tags = set(func.tags)
         info = OpInfo(
             name=name,
-            handle=_TABLE.get(func.overloadpacket) or _BY_NAME.get(func.overloadpacket._qualified_op_name),
             multiple=len(returns) > 1,
             fresh=tuple(r.alias_info is None for r in returns),
             cacheable=name not in _NOT_CACHEABLE
@@ -291,7 +295,7 @@ def op_cost(func: OpOverload, args: Sequence[Any], kwargs: Mapping[str, Any], ou
     """
     if not isinstance(func, OpOverload):
         raise fold_error("func", func, "must be an OpOverload such as torch.ops.aten.mm.default")
-    handle = op_handle(func)
+    handle = OP_COSTS.find(func)
     if handle is None:
         raise fold_error("op", func.overloadpacket.__name__, "has no cost rule (register one with register_op_cost)")
     return handle(bind_inputs(func, args, kwargs), _outputs(func, out))
@@ -321,7 +325,7 @@ def _matmul_rule(a_at: int, b_at: int, batched: bool, beta_at: Optional[int]) ->
         a, b = inputs[a_at], inputs[b_at]
         macs = a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] if batched else a.shape[0] * a.shape[1] * b.shape[1]
         adds = beta_at is not None and inputs[beta_at] != 0  # beta = 0 drops the added (bias) term
-        return OpCost(macs, _numel(outputs) if adds else 0)
+        return OpCost(macs, first_numel(outputs) if adds else 0)
 
     return handle
 
@@ -331,7 +335,7 @@ def _mv(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
 
 
 def _addmv(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
-    return OpCost(inputs[1].shape[0] * inputs[1].shape[1], _numel(outputs) if inputs[3] != 0 else 0)
+    return OpCost(inputs[1].shape[0] * inputs[1].shape[1], first_numel(outputs) if inputs[3] != 0 else 0)
 
 
 def _dot(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
@@ -352,39 +356,61 @@ def _attention_rule(heads_second: bool) -> Handle:
     return handle
 
 
-def _per_output(factor: int) -> Handle:
+def per_output(factor: int) -> Handle:
+    """The rule "``factor`` elementwise FLOPs per element of the (first) output".
+
+    Example:
+        >>> per_output(3)((), (torch.empty(2, 5, device="meta"),))
+        OpCost(macs=0, elementwise_flops=30)
+    """
     def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
-        return OpCost(0, factor * _numel(outputs))
+        return OpCost(0, factor * first_numel(outputs))
 
     return handle
 
 
-def _per_input(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
-    return OpCost(0, _numel(inputs[0]))
+def per_input(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    """The rule "one elementwise FLOP per element of the first input" (reductions, comparisons with every input)."""
+    return OpCost(0, first_numel(inputs[0]))
 
 
-def _window_rule(dims: int) -> Handle:
+def window_rule(dims: int) -> Handle:
+    """The rule of a ``dims``-d window op (pooling): one FLOP per window element per output element; the
+    kernel size is the op's second argument (one int or one per axis).
+
+    Example:
+        >>> window_rule(2)((None, [3, 3]), (torch.empty(1, 1, 4, 4, device="meta"),))
+        OpCost(macs=0, elementwise_flops=144)
+    """
     def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
         kernel = [inputs[1]] if isinstance(inputs[1], int) else list(inputs[1])
         if len(kernel) == 1:
             kernel = kernel * dims
-        return OpCost(0, _numel(outputs) * math.prod(kernel))
+        return OpCost(0, first_numel(outputs) * math.prod(kernel))
 
     return handle
 
 
-def _zero(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+def zero_cost(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
+    """The rule of ops that only move data or make tensors: they cost nothing (and are not unsupported)."""
     return ZERO
 
 
-def _register(names: Iterable[str], handle: Handle, *, inplace: bool = False) -> List[str]:
-    """Register ``handle`` for every named aten op this torch has (and its ``name_`` in-place twin)."""
+def register_aten(names: Iterable[str], handle: Handle, *, inplace: bool = False, replace: bool = False) -> List[str]:
+    """Register ``handle`` for every named aten op this torch has (and, with ``inplace``, its ``name_`` in-place
+    twin); returns the names registered. How the built-in rules are written.
+
+    Example:
+        >>> register_aten(["sort"], per_input)
+        ['sort']
+        >>> _ = OP_COSTS.unregister("aten::sort")
+    """
     found = []
     for name in names:
         for variant in (name, name + "_") if inplace else (name,):
             packet = getattr(torch.ops.aten, variant, None)
             if packet is not None:
-                _TABLE[packet] = handle
+                OP_COSTS.register(packet, handle, replace=replace)
                 found.append(variant)
     return found
 
@@ -433,7 +459,8 @@ _INPUT_REDUCE = (
     "adaptive_max_pool2d", "adaptive_max_pool3d",
 )
 # Cost nothing: views and layout changes, copies and casts, padding, indexing and gathering, nearest
-# upsampling, constructors and scratch (aten.empty*).
+# upsampling, constructors and scratch (aten.empty*). (index_put, a scatter that may accumulate, is priced
+# with the scatter-type ops in backward.py: 1 per element of its first input.)
 _DATA_MOVEMENT = (
     "view", "_unsafe_view", "_reshape_alias", "reshape", "alias", "as_strided", "as_strided_", "expand", "permute",
     "transpose", "transpose_", "t", "t_", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_", "select", "slice",
@@ -441,58 +468,60 @@ _DATA_MOVEMENT = (
     "clone", "copy", "copy_", "_to_copy", "lift_fresh", "lift_fresh_copy", "cat", "stack", "constant_pad_nd",
     "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
     "replication_pad3d", "index", "_unsafe_index", "index_select", "gather", "masked_fill", "masked_fill_",
-    "index_put", "index_put_", "slice_scatter", "select_scatter", "roll", "flip", "repeat",
+    "slice_scatter", "select_scatter", "roll", "flip", "repeat",
     "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "embedding",
     "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like", "ones",
     "ones_like", "full", "full_like", "new_zeros", "new_ones", "new_full", "arange", "scalar_tensor",
     "fill", "fill_", "zero", "zero_", "eye", "tril", "triu", "tril_", "triu_", "_local_scalar_dense", "is_nonzero",
-    "scalar_tensor", "linspace", "logspace", "randn", "rand", "randint", "randperm", "bernoulli", "bernoulli_",
+    "linspace", "logspace", "randn", "rand", "randint", "randperm", "bernoulli", "bernoulli_",
     "normal", "normal_", "uniform_", "new_tensor", "_assert_async", "_assert_scalar", "sym_constrain_range_for_size",
 )
 
 for _name in _CONV_OPS:
     _conv = getattr(torch.ops.aten, _name, None)
     if _conv is not None:
-        _TABLE[_conv] = _conv_rule(_conv)
-_register(["mm", "_scaled_mm"], _matmul_rule(0, 1, False, None))
-_register(["addmm"], _matmul_rule(1, 2, False, 3))
-_register(["bmm"], _matmul_rule(0, 1, True, None))
-_register(["baddbmm"], _matmul_rule(1, 2, True, 3))
-_register(["mv"], _mv)
-_register(["addmv"], _addmv)
-_register(["dot"], _dot)
-_register(_SDPA_BHLE, _attention_rule(True))
-_register(_SDPA_BLHE, _attention_rule(False))
-_register(_ONE_PER_ELEMENT, _per_output(1), inplace=True)
-_register(_BATCH_NORM, _per_output(2))
-_register(_OTHER_NORM, _per_output(5))
-_register(_SOFTMAX, _per_output(3))
+        OP_COSTS.register(_conv, _conv_rule(_conv))
+register_aten(["mm", "_scaled_mm"], _matmul_rule(0, 1, False, None))
+register_aten(["addmm"], _matmul_rule(1, 2, False, 3))
+register_aten(["bmm"], _matmul_rule(0, 1, True, None))
+register_aten(["baddbmm"], _matmul_rule(1, 2, True, 3))
+register_aten(["mv"], _mv)
+register_aten(["addmv"], _addmv)
+register_aten(["dot"], _dot)
+register_aten(_SDPA_BHLE, _attention_rule(True))
+register_aten(_SDPA_BLHE, _attention_rule(False))
+register_aten(_ONE_PER_ELEMENT, per_output(1), inplace=True)
+register_aten(_BATCH_NORM, per_output(2))
+register_aten(_OTHER_NORM, per_output(5))
+register_aten(_SOFTMAX, per_output(3))
 for _name, _dims in _WINDOW_POOL.items():
-    _register([_name], _window_rule(_dims))
+    register_aten([_name], window_rule(_dims))
 for _name, _taps in _INTERPOLATE.items():
-    _register([_name], _per_output(_taps))
+    register_aten([_name], per_output(_taps))
 # nonzero / argwhere: one comparison with zero per input element (the index list is data movement);
 # topk and torchvision's nms: one comparison per input element too.
-_register(["nonzero", "nonzero_static", "argwhere", "topk"], _per_input)
+register_aten(["nonzero", "nonzero_static", "argwhere", "topk"], per_input)
 # nn.Unfold / nn.Fold: im2col only copies; col2im adds the overlapping patches (one add per input element).
-_register(["im2col"], _zero)
-_register(["col2im"], _per_input)
+register_aten(["im2col"], zero_cost)
+register_aten(["col2im"], per_input)
 
 
 def _roi_align(inputs: Sequence[Any], outputs: Sequence[Any]) -> OpCost:
     # One bilinear sample (4 taps) per sampling point per output element; adaptive sampling
     # (sampling_ratio <= 0: data-dependent) is counted as one point per bin.
     points = max(int(inputs[5]), 1) ** 2
-    return OpCost(0, 4 * points * _numel(outputs))
+    return OpCost(0, 4 * points * first_numel(outputs))
 
 
-_BY_NAME.update({"torchvision::roi_align": _roi_align, "torchvision::nms": _per_input})
-_register(_INPUT_REDUCE, _per_input)
-_register(_DATA_MOVEMENT, _zero)
+# torchvision's ops by name: torchvision need not be loaded
+OP_COSTS.register("torchvision::roi_align", _roi_align)
+OP_COSTS.register("torchvision::nms", per_input)
+register_aten(_INPUT_REDUCE, per_input)
+register_aten(_DATA_MOVEMENT, zero_cost)
 
 MAC_OPS = frozenset(
-    p.__name__ for p in _TABLE
-    if p.__name__ in _CONV_OPS + _SDPA_BHLE + _SDPA_BLHE + ("mm", "_scaled_mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "dot")
+    name for name in _CONV_OPS + _SDPA_BHLE + _SDPA_BLHE + ("mm", "_scaled_mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "dot")
+    if f"aten::{name}" in OP_COSTS
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numbers
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from torch import nn
 
@@ -24,12 +24,9 @@ from ..._tables import markdown_table
 from ..._validate import CONV_TYPES
 from ...errors import fold_error
 
-__all__ = ["ROOT", "VIEWS", "LayerCount", "UnsupportedOp", "CountReport"]
+__all__ = ["LayerCount", "UnsupportedOp", "CountReport"]
 
-ROOT = "(root)"
 Shape = Tuple[int, ...]
-#: The table views of a report: per layer, per module subtree, per module type, per aten op, one total row.
-VIEWS = ("layers", "module", "type", "op", "total")
 
 
 @dataclass(frozen=True)
@@ -102,8 +99,8 @@ class LayerCount:
 
 @dataclass(frozen=True)
 class UnsupportedOp:
-    """An op that ran and has no cost rule: its cost is *not* in the totals (add one with ``register_op_cost``
-    or ``cost_rule``). ``op`` is the aten name (``sort``) or, for other namespaces, the qualified one
+    """An op that ran and has no cost rule: its cost is *not* in the totals (add one with ``register_op_cost``,
+    or for one count with ``count(..., op_costs={op: handle})``). ``op`` is the aten name (``sort``) or, for other namespaces, the qualified one
     (``mylib::fused``); ``calls`` counts forward and backward calls; ``layers`` are the modules that ran it."""
 
     op: str
@@ -176,6 +173,11 @@ class CountReport:
     saved_activation_bytes: Optional[int] = None
     peak_training_bytes: Optional[int] = None
     modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
+
+    #: The name of the model's own row (ops run outside every submodule, parameters of the model itself).
+    ROOT: ClassVar[str] = "(root)"
+    #: The table views: per layer, per module subtree, per module type, per aten op, one total row.
+    VIEWS: ClassVar[Tuple[str, ...]] = ("layers", "module", "type", "op", "total")
 
     @property
     def macs(self) -> int:
@@ -284,7 +286,7 @@ class CountReport:
         return self.summary()
 
     def layer(self, name: str) -> LayerCount:
-        """The row of one module by its qualified name (``ROOT`` for the model itself)."""
+        """The row of one module by its qualified name (:attr:`ROOT` for the model itself)."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -334,7 +336,7 @@ class CountReport:
         return rows
 
     def rows(self, view: str = "layers", *, depth: int = 1) -> List[Dict[str, Any]]:
-        """The rows of one view (:data:`VIEWS`): ``layers`` (execution order; modules that own parameters
+        """The rows of one view (:attr:`VIEWS`): ``layers`` (execution order; modules that own parameters
         but never ran come last), ``module`` (summed over each subtree at ``depth``: ``layer1``, ``layer2``,
         ...), ``type`` (per module class), ``op`` (per aten op) or ``total`` (one row).
 
@@ -345,8 +347,8 @@ class CountReport:
             >>> [(r["module"], r["macs"]) for r in count(m, (1, 2)).rows("module", depth=1)]
             [('0', 6)]
         """
-        if view not in VIEWS:
-            raise fold_error("view", view, f"must be one of {list(VIEWS)}")
+        if view not in self.VIEWS:
+            raise fold_error("view", view, f"must be one of {list(self.VIEWS)}")
         if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
             raise fold_error("depth", depth, "must be an integer >= 1")
         layers = [layer.row() for layer in self.layers]
@@ -359,7 +361,7 @@ class CountReport:
             return layers
         if view == "module":
             for row in layers:
-                row["module"] = row["layer"] if row["layer"] == ROOT else ".".join(row["layer"].split(".")[:depth])
+                row["module"] = row["layer"] if row["layer"] == self.ROOT else ".".join(row["layer"].split(".")[:depth])
             return _group(layers, "module", summed)
         if view == "type":
             return _group(layers, "type", summed)

@@ -17,23 +17,28 @@ import sys
 import warnings
 from dataclasses import replace
 from fractions import Fraction
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch.fx as fx
 from torch import nn
 
 from ...errors import fold_error
+from ...registry import Registry
+from ..fallback import check_fallback
 from . import rules_attention, rules_tensor, rules_timm, rules_window  # noqa: F401  (registers the built-in rules)
 from .context import RuleContext
 from .geometry import IDENTITY, Broadcast, Geometry, Record
 from .measure import measure_node
 from .pullback import AnalysedGraph, unclipped_hull, unclipped_support
-from .registry import rule_for
+from .registry import Rule, leaf_types, rule_for, rules_for_call
 from .report import AxisRF, NodeRF, RFReport
 from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
 
-__all__ = ["RFAlignmentWarning", "receptive_field", "check_input_shape"]
+__all__ = ["RFAlignmentWarning", "receptive_field", "check_input_shape", "leaf_classes", "Leaves"]
+
+#: Modules kept whole when tracing: module classes and/or qualified module names.
+Leaves = Sequence[Union[Type[nn.Module], str]]
 
 
 class RFAlignmentWarning(UserWarning):
@@ -59,14 +64,30 @@ def receptive_field(
     input_shape: Sequence[int],
     *,
     fallback: str = "error",
-    leaf_modules: Sequence[type] = (),
+    leaves: Leaves = (),
+    rules: Optional[Mapping[Any, Rule]] = None,
 ) -> RFReport:
     """Analytic receptive field, effective stride and effective padding of every node of ``model``.
 
     ``input_shape`` is ``(N, C, *spatial)``. Nodes are traced with ``torch.fx``; shapes come from one run
     on meta tensors. An op without a rule raises :class:`UnsupportedOpError` naming it, unless
-    ``fallback="empirical"``: then that node's field is measured from gradients (see
+    ``fallback="real"``: then that node's field is measured from gradients on real tensors (see
     :mod:`foldconv.analysis.receptive_field.measure`) and the analysis continues from it.
+
+    ``leaves``: modules to keep whole when tracing, as module classes and/or qualified module names
+    (``"layer1.0"``). ``rules``: ``{target: rule(ctx, node)}`` for this analysis only, consulted before the
+    registered rules (:data:`~.registry.RF_RULES`, which stays as it is); a module class given a rule here is
+    kept whole, as :func:`~.registry.register_rf_rule` does.
+
+    Args:
+        model: the network (real or meta weights; it is traced in eval mode and left as it was).
+        input_shape: ``(N, C, *spatial)`` with 1 to 3 spatial dims.
+        fallback: ``"error"`` (an op without a rule raises) or ``"real"`` (measure that node from gradients).
+        leaves: module classes and/or qualified module names kept as single nodes.
+        rules: per-call receptive-field rules ``{module class, function or method name: rule}``.
+
+    Returns:
+        An :class:`RFReport`: per node and spatial axis the size, jump and padding; exact boxes via ``box``.
 
     Example:
         >>> import torch
@@ -81,18 +102,57 @@ def receptive_field(
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
-    if fallback not in ("error", "empirical"):
-        raise fold_error("fallback", fallback, "must be 'error' or 'empirical'")
+    check_fallback(fallback)
     shape = check_input_shape(input_shape)
     if "timm" in sys.modules:  # the model may hold timm layers that fx cannot trace: their rules, made leaves
         rules_timm.register_timm_rules()
+    table = rules_for_call(rules)
+    kept = leaf_classes(model, leaves) + (leaf_types(table) if rules else ())
     try:
-        gm = trace_model(model, leaf_modules=leaf_modules)
+        gm = trace_model(model, leaf_modules=kept)
     except UnsupportedOpError:
-        if fallback == "empirical":
-            return _untraceable_report(model, shape)
+        if fallback == "real":
+            return _untraceable_report(model, shape, table)
         raise
-    return _analyse(gm, meta_values(gm, shape), shape, fallback, type(model).__name__)
+    return _analyse(gm, meta_values(gm, shape), shape, fallback, type(model).__name__, table)
+
+
+class _Instances(type):
+    """The metaclass of a stand-in class whose instances are given module objects: the tracer keeps leaves
+    by class (``isinstance``), and a module named in ``leaves`` is kept by identity."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return any(obj is m for m in cls.modules)
+
+
+def leaf_classes(model: nn.Module, leaves: Leaves, param: str = "leaves") -> Tuple[type, ...]:
+    """``leaves`` (module classes and/or qualified module names of ``model``) as classes the tracer keeps whole;
+    a FoldError naming ``param`` for anything else.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.ReLU())
+        >>> kept = leaf_classes(net, [torch.nn.ReLU, "0"])
+        >>> kept[0] is torch.nn.ReLU, isinstance(net[0], kept[1]), isinstance(torch.nn.Conv2d(1, 1, 3), kept[1])
+        (True, True, False)
+    """
+    if isinstance(leaves, (str, type)) or not isinstance(leaves, Sequence):
+        raise fold_error(param, leaves, "must be a sequence of nn.Module classes and/or qualified module names")
+    classes, named = [], []
+    names = dict(model.named_modules())
+    for leaf in leaves:
+        if isinstance(leaf, type) and issubclass(leaf, nn.Module):
+            classes.append(leaf)
+        elif isinstance(leaf, str) and leaf in names and leaf:
+            named.append(names[leaf])
+        elif isinstance(leaf, str):
+            known = [n for n in names if n]
+            raise fold_error(param, leaf, f"is not a submodule of the model (known: {known[:8]}{'...' if len(known) > 8 else ''})")
+        else:
+            raise fold_error(param, leaves, "must be a sequence of nn.Module classes and/or qualified module names")
+    if named:
+        classes.append(_Instances("NamedLeaves", (nn.Module,), {"modules": tuple(named)}))
+    return tuple(classes)
 
 
 class _Whole(nn.Module):
@@ -104,29 +164,29 @@ class _Whole(nn.Module):
         return self.model(x)
 
 
-def _untraceable_report(model: nn.Module, shape: Tuple[int, ...]) -> RFReport:
-    """Report for a model torch.fx cannot trace: the whole model is one empirically measured node."""
+def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registry[Rule]) -> RFReport:
+    """Report for a model torch.fx cannot trace: the whole model is one node measured from gradients."""
     gm = trace_model(_Whole(model), leaf_modules=(type(model),))
-    return _analyse(gm, real_values(gm, shape), shape, "empirical", type(model).__name__)
+    return _analyse(gm, real_values(gm, shape), shape, "real", type(model).__name__, table)
 
 
-def _rule_geometry(ctx: RuleContext, gm: fx.GraphModule, node: fx.Node, fallback: str, model_name: str):
-    """The node's geometry from its registered rule; None when there is none (or it fails, with fallback)."""
+def _rule_geometry(ctx: RuleContext, gm: fx.GraphModule, node: fx.Node, fallback: str, model_name: str, table: Registry[Rule]):
+    """The node's geometry from its rule in ``table``; None when there is none (or it fails, with fallback)."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
-    rule = rule_for(node.op, node.target, module)
+    rule = rule_for(node.op, node.target, module, rules=table)
     if rule is None:
         return None
     try:
         geom = rule(ctx, node)
     except UnsupportedOpError:
-        if fallback != "empirical":
+        if fallback != "real":
             raise
         return None
     except Exception as exc:  # a rule met arguments it does not understand: name the op, keep the cause
-        if fallback != "empirical":
+        if fallback != "real":
             raise UnsupportedOpError(
                 f"model={model_name!r}: op={op_name(gm, node)!r} (node {node.name!r}): its receptive-field rule "
-                f"failed ({type(exc).__name__}: {exc}); pass fallback='empirical'", param="model", value=op_name(gm, node),
+                f"failed ({type(exc).__name__}: {exc}); pass fallback='real'", param="model", value=op_name(gm, node),
             ) from exc
         return None
     if geom is not None and not isinstance(geom, Geometry):
@@ -137,7 +197,8 @@ def _rule_geometry(ctx: RuleContext, gm: fx.GraphModule, node: fx.Node, fallback
     return geom
 
 
-def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, ...], fallback: str, model_name: str) -> RFReport:
+def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, ...], fallback: str, model_name: str,
+             table: Registry[Rule]) -> RFReport:
     naxes = len(shape) - 2
     records: Dict[fx.Node, Record] = {}
     ctx = RuleContext(gm, values, records, naxes)
@@ -173,12 +234,13 @@ def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, .
             geom = Geometry(tuple((s, (IDENTITY,) * naxes) for s in ins), (None,) * naxes, (False,) * naxes,
                             tuple(all(records[s].geom.exact[a] for s in ins) for a in range(naxes)))
         else:
-            geom = _rule_geometry(ctx, gm, node, fallback, model_name)
+            geom = _rule_geometry(ctx, gm, node, fallback, model_name, table)
         if geom is None:
-            if fallback != "empirical":
+            if fallback != "real":
                 raise UnsupportedOpError(
                     f"model={model_name!r}: op={ops[node]!r} (node {node.name!r}, {node.op} {node.target!r}) has no receptive-field rule; "
-                    "pass fallback='empirical' or register one with register_rf_rule", param="model", value=ops[node],
+                    "pass fallback='real', give one for this call (rules={target: rule}) or register one with register_rf_rule",
+                    param="model", value=ops[node],
                 )
             records[node] = measure_node(gm, records, node, shape, naxes)
             fallback_nodes.append(node.name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,9 +22,10 @@ from torch import nn
 
 from ..._validate import check_int
 from ...errors import fold_error
-from .analyse import check_input_shape, receptive_field
+from .analyse import Leaves, check_input_shape, receptive_field
 from .measure import GraphCapture, positive_copy, positive_input, support_hull, unit_sum
 from .pullback import Box, Support
+from .registry import Rule
 from .report import RFReport
 
 __all__ = ["BoxCheck", "RFCheck", "empirical_box", "empirical_boxes", "empirical_support", "effective_receptive_field", "check_receptive_field", "default_check_nodes"]
@@ -33,7 +34,8 @@ Query = Tuple[Optional[str], Sequence[int]]
 
 
 def _report_for(model: nn.Module, input_shape: Sequence[int], report: Optional[RFReport], **kwargs) -> RFReport:
-    """The given report (checked against ``input_shape``) or a fresh analysis."""
+    """The given report (checked against ``input_shape``) or a fresh analysis (``kwargs``: those of
+    :func:`receptive_field`: ``leaves``, ``rules``, ``fallback``)."""
     shape = check_input_shape(input_shape)
     if report is None:
         return receptive_field(model, shape, **kwargs)
@@ -51,15 +53,19 @@ def empirical_boxes(
     *,
     report: Optional[RFReport] = None,
     seed: int = 0,
+    leaves: Leaves = (),
+    rules: Optional[Mapping[Any, Rule]] = None,
 ) -> Tuple[Optional[Box], ...]:
     """Gradient-support boxes for several ``(node name or None for the output, index)`` queries, one forward.
+
+    The nodes are those of ``report``, or of ``receptive_field(model, input_shape, leaves=leaves, rules=rules)``.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.MaxPool2d(2))
         >>> empirical_boxes(net, (1, 1, 8, 8), [(None, (0, 0)), (None, (3, 3))])
         (((0, 2), (0, 2)), ((5, 7), (5, 7)))
     """
-    report = _report_for(model, input_shape, report)
+    report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
     seed = check_int(seed, "seed", 0)
     if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence) or not all(
         isinstance(q, (tuple, list)) and len(q) == 2 for q in queries
@@ -79,7 +85,14 @@ def empirical_boxes(
 
 
 def empirical_support(
-    model: nn.Module, input_shape: Sequence[int], *, node: Optional[str] = None, index: Optional[Sequence[int]] = None, seed: int = 0
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    node: Optional[str] = None,
+    index: Optional[Sequence[int]] = None,
+    seed: int = 0,
+    leaves: Leaves = (),
+    rules: Optional[Mapping[Any, Rule]] = None,
 ) -> Optional[Support]:
     """Per input axis, the sorted pixels where the gradient of one unit (default: the centre of the output)
     is non-zero in some channel and at some position of the other axes: the measured counterpart of
@@ -90,7 +103,7 @@ def empirical_support(
         >>> empirical_support(net, (1, 1, 12), index=(0,))
         ((0, 2, 3, 4, 5, 7),)
     """
-    report = _report_for(model, input_shape, None, fallback="empirical")
+    report = _report_for(model, input_shape, None, fallback="real", leaves=leaves, rules=rules)  # only the layout is needed here
     name = node if node is not None else report.output_name
     index = report.checked_index(name, index)
     gm = positive_copy(report.graph_module, seed=seed)
@@ -109,7 +122,14 @@ def empirical_support(
 
 
 def empirical_box(
-    model: nn.Module, input_shape: Sequence[int], *, node: Optional[str] = None, index: Optional[Sequence[int]] = None, seed: int = 0
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    node: Optional[str] = None,
+    index: Optional[Sequence[int]] = None,
+    seed: int = 0,
+    leaves: Leaves = (),
+    rules: Optional[Mapping[Any, Rule]] = None,
 ) -> Optional[Box]:
     """Gradient-support box of one output position (default: the centre of the model's output).
 
@@ -117,7 +137,7 @@ def empirical_box(
         >>> empirical_box(torch.nn.Conv2d(1, 1, 5, padding=2), (1, 1, 9, 9))
         ((2, 6), (2, 6))
     """
-    report = _report_for(model, input_shape, None, fallback="empirical")  # only the layout is needed here
+    report = _report_for(model, input_shape, None, fallback="real", leaves=leaves, rules=rules)  # only the layout is needed here
     return empirical_boxes(model, input_shape, [(node, report.checked_index(node, index))], report=report, seed=seed)[0]
 
 
@@ -130,12 +150,15 @@ def effective_receptive_field(
     samples: int = 8,
     seed: int = 0,
     report: Optional[RFReport] = None,
+    leaves: Leaves = (),
+    rules: Optional[Mapping[Any, Rule]] = None,
 ) -> np.ndarray:
     """Luo et al.'s effective receptive field: mean over random inputs and weights of ``|dy/dx|``.
 
     ``y`` is the sum over channels at ``index`` (default: the centre) of ``node`` (default: the output);
     weights are re-drawn with each module's ``reset_parameters`` for every sample. Returns the map over the
-    input's spatial axes (summed over input channels), float64, not normalised.
+    input's spatial axes (summed over input channels), float64, not normalised. Without ``report``, the nodes
+    are those of ``receptive_field(model, input_shape, leaves=leaves, rules=rules)``.
 
     Example:
         >>> erf = effective_receptive_field(torch.nn.Conv2d(1, 1, 3, padding=1), (1, 1, 7, 7), samples=2)
@@ -144,7 +167,7 @@ def effective_receptive_field(
     """
     samples = check_int(samples, "samples", 1)
     seed = check_int(seed, "seed", 0)
-    report = _report_for(model, input_shape, report)
+    report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
     name = node if node is not None else report.output_name
     index = report.checked_index(name, index)
     gm = copy.deepcopy(report.graph_module).to(torch.float64).eval()
@@ -228,9 +251,12 @@ def check_receptive_field(
     max_nodes: int = 6,
     report: Optional[RFReport] = None,
     seed: int = 0,
+    leaves: Leaves = (),
+    rules: Optional[Mapping[Any, Rule]] = None,
 ) -> RFCheck:
     """Compare :meth:`RFReport.box` (``clip=True``) with the gradient support, at the first, centre and
-    last position of each checked node (default: :func:`default_check_nodes`).
+    last position of each checked node (default: :func:`default_check_nodes`). Without ``report``, the
+    analysis is ``receptive_field(model, input_shape, leaves=leaves, rules=rules)``.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, dilation=2))
@@ -238,7 +264,7 @@ def check_receptive_field(
         True
     """
     max_nodes = check_int(max_nodes, "max_nodes", 1)
-    report = _report_for(model, input_shape, report)
+    report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
     if nodes is None:
         nodes = default_check_nodes(report, max_nodes)
     elif isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence) or not all(isinstance(n, str) and n in report.nodes for n in nodes):

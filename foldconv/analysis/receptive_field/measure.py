@@ -1,5 +1,5 @@
 """Gradient measurements of receptive fields: the positive copy, the graph capture, the support hull, and
-the measured record of a node without an analytic rule (the ``fallback="empirical"`` of the analysis).
+the measured record of a node without an analytic rule (the ``fallback="real"`` of the analysis).
 
 To make "non-zero gradient" mean "depends on", the model is copied and given positive weights
 (``U(0.5, 1.5)/fan_in``, zero biases, unit norm scales) and a small positive input in float64: every

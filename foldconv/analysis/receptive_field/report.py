@@ -117,7 +117,7 @@ class RFReport:
     """Receptive fields of every tensor node of a traced model, in topological order.
 
     ``nodes``: name -> :class:`NodeRF` (the input is ``nodes[first]`` with op ``"input"``); ``warnings``: the
-    alignment warnings raised; ``fallback_nodes``: nodes measured from gradients (``fallback="empirical"``).
+    alignment warnings raised; ``fallback_nodes``: nodes measured from gradients on real tensors (``fallback="real"``).
     ``graph_module`` is the traced model and ``graph`` the records the pull-back of :meth:`box` follows.
     """
 

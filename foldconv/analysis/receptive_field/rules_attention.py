@@ -265,7 +265,7 @@ for _f in (torch.einsum, "torch.functional.einsum"):
     register_rf_rule(_f, _einsum)
 for _f in (torch.roll, "roll"):
     register_rf_rule(_f, _roll)
-for _f in (torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)):
+for _f in dict.fromkeys((torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat))):  # older torch has no concatenate
     register_rf_rule(_f, _cat)
 for _f in _SPLITTERS:
     register_rf_rule(_f, _split)
@@ -273,10 +273,11 @@ register_rf_rule(torch.stack, _stack)
 for _f in (torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm"):
     register_rf_rule(_f, _matmul)
 register_rf_rule(operator.getitem, _getitem)
-for _f in (torch.addcmul, torch.addcdiv, torch.lerp, "addcmul", "addcdiv", "lerp", "addcmul_", "addcdiv_", "lerp_", "mul_", "div_",
+# (beyond rules_tensor's pointwise ops, which cover mul_, F.silu, F.softplus and F.elu)
+for _f in (torch.addcmul, torch.addcdiv, torch.lerp, "addcmul", "addcdiv", "lerp", "addcmul_", "addcdiv_", "lerp_", "div_",
            "sub_", "square", "rsqrt", "reciprocal", "sin", "cos", "log", "erf", "gelu", "silu", "softplus", "sign", "round",
            "floor", "ceil", "tanh_", "exp_", torch.square, torch.reciprocal, torch.sign, torch.log, torch.sin, torch.cos,
-           torch.nan_to_num, F.silu, F.softplus, F.elu, F.celu, F.selu, F.softsign, F.logsigmoid, F.hardshrink):
+           torch.nan_to_num, F.celu, F.selu, F.softsign, F.logsigmoid, F.hardshrink):
     register_rf_rule(_f, _pointwise)
 register_rf_rule(F.normalize, lambda ctx, node: mix_geometry(ctx, node, ctx.first(node), (ctx.arg(node, 2, "dim", 1),)))
 if hasattr(F, "rms_norm"):

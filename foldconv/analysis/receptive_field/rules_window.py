@@ -217,9 +217,10 @@ for _f in (F.interpolate, F.upsample):
     register_rf_rule(_f, lambda ctx, node: resample_geometry(
         ctx, node, ctx.first(node), ctx.arg(node, 3, "mode", "nearest"), ctx.arg(node, 4, "align_corners", False),
         ctx.arg(node, 2, "scale_factor", None), ctx.arg(node, 5, "recompute_scale_factor", None)))
-for _f in (F.pixel_shuffle, torch.pixel_shuffle):
+# dict.fromkeys: F.pixel_shuffle is torch.pixel_shuffle itself in the torch versions that alias it
+for _f in dict.fromkeys((F.pixel_shuffle, torch.pixel_shuffle)):
     register_rf_rule(_f, lambda ctx, node: layout_geometry(ctx, node, ctx.first(node), (ctx.arg(node, 1, "upscale_factor"),) * 2, 2, True))
-for _f in (F.pixel_unshuffle, torch.pixel_unshuffle):
+for _f in dict.fromkeys((F.pixel_unshuffle, torch.pixel_unshuffle)):
     register_rf_rule(_f, lambda ctx, node: layout_geometry(ctx, node, ctx.first(node), (ctx.arg(node, 1, "downscale_factor"),) * 2, 2, False))
 for _f in (depth_to_space, space_to_depth):
     register_rf_rule(_f, _layout_function)

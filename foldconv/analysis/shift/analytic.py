@@ -45,6 +45,8 @@ from torch import nn
 from ..._tables import markdown_table
 from ...errors import fold_error
 from ..receptive_field import RFReport, receptive_field
+from ..receptive_field.analyse import Leaves
+from ..receptive_field.registry import Rule
 
 __all__ = ["AxisShift", "NodeShift", "ShiftReport", "shift_equivariance", "edge_lattice"]
 
@@ -251,12 +253,15 @@ def _axis(rf: RFReport, records: Mapping[Any, Any], node: Any, a: int, lattice: 
     return AxisShift(period, int(period * rate), jump, True)
 
 
-def shift_equivariance(model: nn.Module, input_shape: Sequence[int], *, leaf_modules: Sequence[type] = ()) -> ShiftReport:
+def shift_equivariance(
+    model: nn.Module, input_shape: Sequence[int], *, leaves: Leaves = (), rules: Optional[Mapping[Any, Rule]] = None
+) -> ShiftReport:
     """Per node and spatial axis: the smallest input shift (input pixels) under which the node is exactly
     shift-equivariant away from the borders, and the shift it causes on the node's own grid.
 
     Traces the model with :func:`~foldconv.analysis.receptive_field.receptive_field` (same ops, same
-    errors: an op without a rule is a FoldError naming it) and follows its index maps (module docstring).
+    errors: an op without a rule is a FoldError naming it; the same ``leaves`` and per-call ``rules``) and
+    follows its index maps (module docstring).
 
     Example:
         >>> import torch
@@ -266,7 +271,7 @@ def shift_equivariance(model: nn.Module, input_shape: Sequence[int], *, leaf_mod
         >>> rep["_1"].period, rep["_1"].own_period, rep.output.period, rep.output.own_period
         ((4, 4), (1, 1), (4, 4), (0, 0))
     """
-    rf = receptive_field(model, input_shape, leaf_modules=leaf_modules)
+    rf = receptive_field(model, input_shape, leaves=leaves, rules=rules)
     records, order = rf.graph.records, rf.graph.order
     naxes = len(rf.input_shape) - 2
     lattice: Dict[Any, Tuple] = {}

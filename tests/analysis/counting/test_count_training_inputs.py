@@ -7,10 +7,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from foldconv.analysis.counting import ROOT, OpCost, cost_rule, count, register_op_cost
+from foldconv.analysis.counting import OP_COSTS, CountReport, OpCost, count, register_op_cost
 from foldconv.analysis.counting.zoo import meta_model
 from foldconv.errors import FoldError
 from helpers import raises_fold_error as raises
+
+ROOT = CountReport.ROOT
 
 # ------------------------------------------------------------------------------------ custom ops
 
@@ -44,7 +46,7 @@ def test_a_custom_op_without_a_rule_is_reported_then_counted_once_it_has_one():
     assert rep.macs == 3 * 6 * 2  # only the head: the custom op's MACs are left out, and said so
     assert {r["op"]: r["cost_rule"] for r in rep.rows("op")}["foldconv_test::matmul"] is False
 
-    @cost_rule(custom_matmul)
+    @register_op_cost(custom_matmul)
     def matmul_cost(inputs, outputs):
         a, b = inputs
         return OpCost(macs=a.shape[0] * a.shape[1] * b.shape[1])
@@ -58,13 +60,69 @@ def test_a_custom_op_without_a_rule_is_reported_then_counted_once_it_has_one():
             (x @ w) @ torch.ones(6, 6)
         assert rep.macs - 3 * 6 * 2 == fc.get_total_flops() // 2
     finally:
-        assert register_op_cost(torch.ops.foldconv_test.matmul, None) is matmul_cost
+        assert OP_COSTS.unregister(torch.ops.foldconv_test.matmul) is matmul_cost
     assert not count(CustomNet(), (3, 4)).complete
 
 
-def test_cost_rule_rejects_what_is_not_an_op():
-    raises("op", cost_rule, "foldconv_test::matmul")
-    raises("op", register_op_cost, custom_matmul.__wrapped__ if hasattr(custom_matmul, "__wrapped__") else 3, None)
+def _matmul_cost(inputs, outputs):
+    a, b = inputs
+    return OpCost(macs=a.shape[0] * a.shape[1] * b.shape[1])
+
+
+@pytest.mark.claim("COUNT-7")
+@pytest.mark.parametrize("key", [custom_matmul, torch.ops.foldconv_test.matmul, torch.ops.foldconv_test.matmul.default,
+                                 "foldconv_test::matmul"], ids=["custom_op", "packet", "overload", "name"])
+def test_a_custom_op_is_priced_for_one_call_without_touching_the_table(key):
+    rep = count(CustomNet(), (3, 4), op_costs={key: _matmul_cost})
+    assert rep.complete and rep.macs == 3 * 4 * 6 + 3 * 6 * 6 + 3 * 6 * 2
+    # the table is as it was: the next call without op_costs reports the op again
+    assert OP_COSTS.find(custom_matmul) is None and "foldconv_test::matmul" not in OP_COSTS
+    (op,) = count(CustomNet(), (3, 4)).unsupported_ops
+    assert op.op == "foldconv_test::matmul"
+
+
+def test_a_per_call_cost_beats_a_built_in_rule_for_that_call_only():
+    builtin = OP_COSTS.find(torch.ops.aten.relu)
+    tenfold = {torch.ops.aten.relu: lambda inputs, outputs: OpCost(0, 10 * outputs[0].numel())}
+    assert count(nn.ReLU(), (2, 3), op_costs=tenfold).flops == 60
+    assert count(nn.ReLU(), (2, 3)).flops == 6 and OP_COSTS.find(torch.ops.aten.relu) is builtin
+    # the backward pass of the same count is priced by the same per-call rules (dW = grad^T x is an mm too)
+    one = {torch.ops.aten.mm: lambda inputs, outputs: OpCost(macs=1)}
+    train = count(nn.Linear(4, 3, bias=False), (2, 4), backward=True, op_costs=one)
+    assert (train.macs, train.backward_macs) == (1, 1)
+    assert count(nn.Linear(4, 3, bias=False), (2, 4), backward=True).backward_macs == 2 * 4 * 3
+
+
+def test_the_cost_table_refuses_a_second_rule_for_an_op_unless_replace():
+    builtin = OP_COSTS.find(torch.ops.aten.relu)
+    for key in (torch.ops.aten.relu, torch.ops.aten.relu.default, "aten::relu"):  # one op, however it is named
+        err = raises("op", register_op_cost, key, lambda inputs, outputs: OpCost())
+        assert "registered already" in str(err)
+    assert OP_COSTS.find(torch.ops.aten.relu) is builtin
+    free = register_op_cost(torch.ops.aten.relu, lambda inputs, outputs: OpCost(), replace=True)
+    try:
+        assert OP_COSTS.find("aten::relu") is free and count(nn.ReLU(), (2, 3)).flops == 0
+    finally:
+        register_op_cost(torch.ops.aten.relu, builtin, replace=True)
+    assert count(nn.ReLU(), (2, 3)).flops == 6
+    assert raises("op", OP_COSTS.unregister, torch.ops.aten.sort)  # nothing to remove
+
+
+@pytest.mark.parametrize(
+    "op_costs",
+    [[(torch.ops.aten.mm, _matmul_cost)], {"mm": _matmul_cost}, {3: _matmul_cost}, {torch.ops.aten.mm: "free"}, "mm"],
+    ids=["a list of pairs", "a name without namespace", "not an op", "not callable", "a string"],
+)
+def test_bad_op_costs_name_the_parameter(op_costs):
+    raises("op_costs", count, nn.Linear(5, 2), (2, 5), op_costs=op_costs)
+
+
+def test_register_op_cost_rejects_what_is_not_an_op():
+    raises("op", register_op_cost, "matmul")  # a name needs its namespace: "foldconv_test::matmul"
+    raises("op", register_op_cost, custom_matmul.__wrapped__ if hasattr(custom_matmul, "__wrapped__") else 3)
+    raises("op", register_op_cost, 3, lambda inputs, outputs: OpCost())
+    raises("handle", register_op_cost, custom_matmul, "free")
+    assert "foldconv_test::matmul" not in OP_COSTS
 
 
 def test_unsupported_ops_name_calls_and_layers():
@@ -172,6 +230,7 @@ def test_examples_keep_their_dtype_and_layout_and_nested_structure():
         ({"input_shape": ((2.5, 5), torch.long)}, "input_shape"),
         ({"input_shape": (2, 5), "fallback": "gpu"}, "fallback"),
         ({"input_shape": (2, 5), "fallback": None}, "fallback"),
+        ({"input_shape": (2, 5), "fallback": "cpu"}, "fallback"),  # the vocabulary is "real" | "error"
         ({"input_shape": (2, 5), "backward": 1}, "backward"),
         ({"input_shape": ((2, 5), torch.long), "backward": True}, "backward"),  # nothing requires grad
         ({"examples": torch.zeros(2, 5, dtype=torch.long), "dtype": torch.int32}, "dtype"),
@@ -227,7 +286,7 @@ def test_nonzero_model_falls_back_to_real_tensors_and_says_so():
     assert rep.layer("fc").input_shape == (3, 4)
     with pytest.raises(FoldError) as info:
         count(NonZero(), examples=x, fallback="error")
-    assert info.value.param == "model" and "fallback='cpu'" in str(info.value)
+    assert info.value.param == "model" and "fallback='real'" in str(info.value)
 
 
 @pytest.mark.claim("COUNT-9")

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from foldconv.analysis.counting import ROOT, OpCost, count, op_cost, op_handle, register_op_cost
+from foldconv.analysis.counting import OP_COSTS, CountReport, OpCost, count, op_cost, register_op_cost
 from foldconv.analysis.counting.zoo import validate_count
 from foldconv.experiments.counting import write_count_report
+
+ROOT = CountReport.ROOT
 
 
 def _flop_counter_real(model: nn.Module, shape) -> int:
@@ -228,13 +230,13 @@ def test_an_op_without_a_rule_is_listed_not_priced_as_zero():
 @pytest.mark.claim("COUNT-6")
 def test_register_op_cost_prices_a_new_op_and_can_be_undone():
     rule = lambda inputs, outputs: OpCost(0, 7 * inputs[0].numel())  # noqa: E731
-    previous = register_op_cost(torch.ops.aten.sort, rule)
+    assert register_op_cost(torch.ops.aten.sort, rule) is rule
     try:
         rep = count(Sorter(), (2, 4))
         assert rep.complete and rep.layer(ROOT).elementwise_flops == 2 * 7 * 8
     finally:
-        register_op_cost(torch.ops.aten.sort, previous)
-    assert op_handle(torch.ops.aten.sort) is None and not count(Sorter(), (2, 4)).complete
+        assert OP_COSTS.unregister(torch.ops.aten.sort) is rule
+    assert OP_COSTS.find(torch.ops.aten.sort) is None and not count(Sorter(), (2, 4)).complete
 
 
 @pytest.mark.claim("COUNT-6")

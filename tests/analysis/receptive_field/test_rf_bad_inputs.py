@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from foldconv import FoldError
+from foldconv.analysis import shift_equivariance
 from foldconv.analysis.receptive_field import (
     check_receptive_field,
     effective_receptive_field,
@@ -52,8 +53,15 @@ CASES = {
     "input_shape wrong channels": (lambda: receptive_field(NET, (1, 5, 8, 8)), "input_shape"),
     "input_shape smaller than kernel": (lambda: receptive_field(nn.Conv2d(3, 1, 5), (1, 3, 2, 2)), "input_shape"),
     "fallback unknown": (lambda: receptive_field(NET, SHAPE, fallback="guess"), "fallback"),
-    "leaf_modules not classes": (lambda: receptive_field(NET, SHAPE, leaf_modules=[int]), "leaf_modules"),
-    "leaf_modules a bare class": (lambda: receptive_field(NET, SHAPE, leaf_modules=nn.Conv2d), "leaf_modules"),
+    "leaves not classes": (lambda: receptive_field(NET, SHAPE, leaves=[int]), "leaves"),
+    "leaves a bare class": (lambda: receptive_field(NET, SHAPE, leaves=nn.Conv2d), "leaves"),
+    "leaves a bare name": (lambda: receptive_field(NET, SHAPE, leaves="0"), "leaves"),
+    "leaves an unknown module name": (lambda: receptive_field(NET, SHAPE, leaves=["9"]), "leaves"),
+    "rules not a mapping": (lambda: receptive_field(NET, SHAPE, rules=[(nn.ReLU, lambda ctx, node: None)]), "rules"),
+    "rules target a number": (lambda: receptive_field(NET, SHAPE, rules={3: lambda ctx, node: None}), "rules"),
+    "rules rule not callable": (lambda: receptive_field(NET, SHAPE, rules={nn.ReLU: "pointwise"}), "rules"),
+    "shift rules rule not callable": (lambda: shift_equivariance(NET, SHAPE, rules={nn.ReLU: "pointwise"}), "rules"),
+    "shift leaves unknown name": (lambda: shift_equivariance(NET, SHAPE, leaves=["nope"]), "leaves"),
     "op without rule": (lambda: receptive_field(Rolled(), SHAPE), "model"),
     "rule returns no Geometry": (lambda: receptive_field(nn.Sequential(BadRule()), SHAPE), "rule"),
     # RFReport.box
@@ -102,6 +110,9 @@ CASES = {
     "register target empty name": (lambda: register_rf_rule("  ", lambda ctx, node: None), "target"),
     "register rule not callable": (lambda: register_rf_rule(Rolled, "pointwise"), "rule"),
     "register leaf not bool": (lambda: register_rf_rule(Rolled, lambda ctx, node: None, leaf="yes"), "leaf"),
+    "register replace not bool": (lambda: register_rf_rule(Rolled, lambda ctx, node: None, replace="yes"), "replace"),
+    "register a target twice": (lambda: register_rf_rule(BadRule, lambda ctx, node: None), "target"),
+    "register a built-in target again": (lambda: register_rf_rule(nn.Conv2d, lambda ctx, node: None), "target"),
 }
 
 

@@ -188,7 +188,7 @@ class Rolled(nn.Module):
 
 @pytest.mark.claim("RF-7")
 def test_empirical_fallback_for_an_op_without_rule():
-    report = receptive_field(Rolled(), (1, 1, 16, 16), fallback="empirical")
+    report = receptive_field(Rolled(), (1, 1, 16, 16), fallback="real")
     assert report.fallback_nodes == ("diff",)
     diff = report["diff"]
     # diff along w: unit w reads conv pixels w and w+1, i.e. input [w-1, w+2]; h is untouched
@@ -207,7 +207,7 @@ def test_empirical_fallback_for_an_untraceable_model():
         def forward(self, x):
             return self.conv(x) if x.sum() > 0 else -self.conv(x)
 
-    report = receptive_field(DataDependent(), (1, 1, 16, 16), fallback="empirical")
+    report = receptive_field(DataDependent(), (1, 1, 16, 16), fallback="real")
     assert report.output.rf == (5, 5) and report.output.padding == (2, 2)
 
 

@@ -135,9 +135,7 @@ def trace(model: nn.Module, *, leaves: Iterable[Leaf] = ()) -> fx.GraphModule:
                 raise
             tracer = _Tracer(leaves + timm_leaves, timm_functions)
             graph = tracer.trace(model)
-    except FoldError:
-        raise
-    except Exception as err:  # noqa: BLE001 (fx raises many types: TraceError, TypeError, AttributeError...)
+    except Exception as err:  # noqa: BLE001 (fx raises many types: TraceError, TypeError; a module that checks its input, a FoldError)
         raise fold_error("model", type(model).__name__, f"torch.fx cannot trace it: {first_line(err, with_type=True)}") from err
     return fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
 

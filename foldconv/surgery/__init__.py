@@ -28,7 +28,7 @@ from typing import Any
 from .bn import fold_bn
 from .report import RewriteReport, SiteReport
 from .rewrite import check_model, find_sites, rewrite
-from .rules import RULES, REQUIRED, Rule, RuleArg, form_rules, inverse_rules
+from .rules import REQUIRED, RULES, Rule, RuleArg, form_rules, inverse_rules
 from .stage import (
     FoldedStage,
     FoldReport,

@@ -56,7 +56,7 @@ from ..analysis.counting import count, meta_copy
 from ..analysis.counting.fold import Compared, Comparison
 from ..errors import FoldError, first_line, fold_error
 from ..fold import fold_conv, plan_fold, unfold_weight
-from ..layout import DepthToSpace, IntOrTuple, Order, SpaceToDepth, fold_channel_map, space_to_depth
+from ..layout import DepthToSpace, IntOrTuple, Order, SpaceToDepth, fold_channel_map, normalize_order, space_to_depth
 from ..predict import Outcome, fold_following, following_rule, predict_fold, predict_following
 from ..specs import ConvSpec, FoldSpec
 from .bn import fold_bn as fold_conv_bn
@@ -437,6 +437,7 @@ def _validated(stage: Any, r: Any, input_shape: Any, order: Any, fold_bn: Any, c
     if isinstance(stage, FoldedStage):
         raise fold_error(param, "FoldedStage", "is folded already; unfold_stage gives the original back")
     shape = tracing.validate_input_shape(input_shape, ranks=(3, 4, 5))
+    normalize_order(order, len(shape) - 2)  # None is not an order here (FoldSpec.coerce would take the default)
     fold = FoldSpec.coerce(r, len(shape) - 2, order, param="r")
     return shape, fold, check_bool(fold_bn, "fold_bn"), check_bool(cost_neutral_only, "cost_neutral_only")
 
@@ -523,22 +524,19 @@ def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, wh
     replaced: Dict[int, nn.Module] = {}
     layers: List[StageLayer] = []
     layout_ops: List[str] = []
-    for parent_name, parent in list(copied.named_modules()):
-        for child_name, child in list(parent._modules.items()):
-            if not isinstance(child, CONV_TYPES):
+    convs = [(path, m) for path, m in copied.named_modules(remove_duplicate=False) if path and isinstance(m, CONV_TYPES)]
+    for path, conv in convs:
+        if id(conv) not in replaced:  # a conv shared by two paths is folded once, at its first path
+            replaced[id(conv)] = conv
+            if path not in calls or len(calls[path][0]) != fold.dims + 2:
+                layers.append(StageLayer(path, "", type(conv).__name__, "kept", "the model never calls it on a feature map of the fold's dims"))
                 continue
-            path = f"{parent_name}.{child_name}" if parent_name else child_name
-            if id(child) not in replaced:
-                replaced[id(child)] = child
-                if path not in calls or len(calls[path][0]) != fold.dims + 2:
-                    layers.append(StageLayer(path, "", type(child).__name__, "kept", "the model never calls it on a feature map of the fold's dims"))
-                    continue
-                folded, report = _fold(child, calls[path][0], fold, fold_bn=False, cost_neutral_only=cost_neutral_only)
-                layers.append(dataclass_replace(report.layers[0], name=path))
-                if report.folded_layers:
-                    replaced[id(child)] = folded
-                    layout_ops += [f"{op}:{path}" for op in report.layout_ops]
-            parent._modules[child_name] = replaced[id(child)]
+            folded, report = _fold(conv, calls[path][0], fold, fold_bn=False, cost_neutral_only=cost_neutral_only)
+            layers.append(dataclass_replace(report.layers[0], name=path))
+            if report.folded_layers:
+                replaced[id(conv)] = folded
+                layout_ops += [f"{op}:{path}" for op in report.layout_ops]
+        copied.set_submodule(path, replaced[id(conv)])
     report = FoldReport(type(model).__name__, shape, fold.r, fold.order, tuple(layers), tuple(layout_ops), 0, traced=False,
                         fallback_reason=why)
     return copied, report

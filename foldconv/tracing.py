@@ -46,8 +46,8 @@ RUN_ON = ("meta", "real", "auto")
 _LAYOUT_FUNCTIONS = (depth_to_space, space_to_depth)
 
 
-def validate_input_shape(shape: Any, *, param: str = "input_shape", ranks: Sequence[int] = range(2, 6)) -> Shape:
-    """``shape`` as a tuple of ints: a full input shape ``(N, C, *spatial)`` whose length is one of ``ranks``.
+def validate_input_shape(input_shape: Any, *, param: str = "input_shape", ranks: Sequence[int] = range(2, 6)) -> Shape:
+    """``input_shape`` as a tuple of ints: a full input shape ``(N, C, *spatial)`` whose length is one of ``ranks``.
 
     Example:
         >>> validate_input_shape([1, 3, 8, 8])
@@ -58,13 +58,13 @@ def validate_input_shape(shape: Any, *, param: str = "input_shape", ranks: Seque
         foldconv.errors.FoldError: input_shape='1x3x8x8': must be the full input shape (N, C, *spatial) as integers >= 1, e.g. (1, 3, 64, 64)
     """
     rule = "must be the full input shape (N, C, *spatial) as integers >= 1, e.g. (1, 3, 64, 64)"
-    if isinstance(shape, (str, bytes, torch.Tensor)) or not isinstance(shape, Sequence):
-        raise fold_error(param, shape, rule)
-    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
-        raise fold_error(param, tuple(shape), rule)
-    if len(shape) not in ranks:
-        raise fold_error(param, tuple(shape), f"must have {' or '.join(str(r) for r in ranks)} entries (N, C, *spatial), not {len(shape)}")
-    return tuple(int(s) for s in shape)
+    if isinstance(input_shape, (str, bytes, torch.Tensor)) or not isinstance(input_shape, Sequence):
+        raise fold_error(param, input_shape, rule)
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_shape):
+        raise fold_error(param, tuple(input_shape), rule)
+    if len(input_shape) not in ranks:
+        raise fold_error(param, tuple(input_shape), f"must have {' or '.join(str(r) for r in ranks)} entries (N, C, *spatial), not {len(input_shape)}")
+    return tuple(int(s) for s in input_shape)
 
 
 def _split_leaves(leaves: Any) -> Tuple[Tuple[type, ...], frozenset, Tuple[Callable[[nn.Module], bool], ...]]:

@@ -118,7 +118,7 @@ def _replay(model: nn.Module, steps: Sequence[_Step]) -> nn.Module:
     return model
 
 
-def _check_at(rule: Rule, options: Dict[str, Any], matches: List[Match]) -> List[Match]:
+def _at_sites(rule: Rule, options: Dict[str, Any], matches: List[Match]) -> List[Match]:
     wanted = options["at"]
     if wanted is None:
         return matches
@@ -148,7 +148,7 @@ def _plan(model: nn.Module, shape: Tuple[int, ...], parsed: Parsed, *, verify: b
         if ctx.traced is None and traced:
             traced, fallback = False, ctx.fallback_reason
         chosen, built, claimed = [], {}, set()
-        for match in _check_at(rule, options, rule.find(ctx, options)):
+        for match in _at_sites(rule, options, rule.find(ctx, options)):
             covers = set(match.nodes or match.modules)
             problem = match.problem or ("overlaps a site rewritten already" if covers & claimed else "")
             match, module, row = _plan_site(ctx, rule, options, match, problem, verify=verify and not dry, seed=seed, device=device)

@@ -88,7 +88,6 @@ class Rule:
 
     Example:
         >>> mine = Rule("bn_into_conv", RULES.get("fold_bn").find, RULES.get("fold_bn").build)
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
         >>> [(rule.name, options) for rule, options in parse_rules([mine])]
         [('bn_into_conv', {'at': None})]
     """
@@ -110,12 +109,12 @@ class Rule:
 RuleArg = Union[str, Rule, Tuple[Union[str, Rule], Mapping[str, Any]]]
 
 
-def _check_name(name: Any) -> None:
+def _validate_name(name: Any) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise fold_error("rule", name, "must be an identifier-like name")
 
 
-def _check_rule(name: Any, rule: Any) -> None:
+def _validate_rule(name: Any, rule: Any) -> None:
     if not isinstance(rule, Rule):
         raise fold_error("rule", type(rule).__name__, "must be a foldconv.surgery.Rule")
     if rule.name != name:
@@ -123,10 +122,10 @@ def _check_rule(name: Any, rule: Any) -> None:
 
 
 #: The rewrite rules by name.
-RULES: Registry[Rule] = Registry("rule", check_key=_check_name, check_value=_check_rule)
+RULES: Registry[Rule] = Registry("rule", check_key=_validate_name, check_value=_validate_rule)
 
 
-def _check_order(value: Any, rule: str) -> Any:
+def _validate_order(value: Any, rule: str) -> Any:
     for dims in (2, 1, 3):
         try:
             normalize_order(value, dims)
@@ -136,7 +135,7 @@ def _check_order(value: Any, rule: str) -> Any:
     raise fold_error("order", value, f"is not a channel order (an alias crd/dcr/focus or einops axes) for rule {rule!r}")
 
 
-def _check_at(value: Any, rule: str) -> Optional[Tuple[str, ...]]:
+def _validate_at(value: Any, rule: str) -> Optional[Tuple[str, ...]]:
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
@@ -144,11 +143,11 @@ def _check_at(value: Any, rule: str) -> Optional[Tuple[str, ...]]:
     return tuple(value)
 
 
-def _check_option(rule: Rule, key: str, value: Any) -> Any:
+def _validate_option(rule: Rule, key: str, value: Any) -> Any:
     if key == "at":
-        return _check_at(value, rule.name)
+        return _validate_at(value, rule.name)
     if key == "order":
-        return _check_order(value, rule.name)
+        return _validate_order(value, rule.name)
     if key == "padding" and value not in ("auto", "inner", "explicit"):
         raise fold_error("padding", value, f"must be 'auto', 'inner' or 'explicit' for rule {rule.name!r}")
     if key in ("fold_bn", "cost_neutral_only") and not isinstance(value, bool):
@@ -201,7 +200,7 @@ def parse_rules(rules: Any, *, fold_bn: bool = True) -> List[Tuple[Rule, Dict[st
         for key, value in given.items():
             if key not in rule.options:
                 raise fold_error(key, value, f"is not an option of rule {rule.name!r}; its options: {', '.join(rule.options)}")
-            options[key] = _check_option(rule, key, value)
+            options[key] = _validate_option(rule, key, value)
         for key, value in options.items():
             if value is REQUIRED:
                 raise fold_error(key, None, f"is required by rule {rule.name!r}")

@@ -575,7 +575,7 @@ def _recover(folded: FoldedStage, module_path: str, name: str, target: torch.Ten
     return _unfold_tensor(value, target.shape, channels, folded.fold)
 
 
-def _check_commuted(folded: FoldedStage, rebuilt: nn.Module) -> None:
+def _validate_commuted(folded: FoldedStage, rebuilt: nn.Module) -> None:
     """Folding the rebuilt originals of commuted layers must give the folded stage's layers back, bit for bit."""
     for module_path, (action, path, channels) in folded._origin.items():
         if action != "commuted":
@@ -626,7 +626,7 @@ def unfold_stage(folded: FoldedStage) -> nn.Module:
     if missing:
         raise fold_error("folded", type(folded._structure).__name__, f"cannot give back {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}: the folded stage never runs the module(s) holding them")
-    _check_commuted(folded, rebuilt)
+    _validate_commuted(folded, rebuilt)
     return rebuilt[0] if folded._wrapped else rebuilt
 
 

@@ -32,17 +32,16 @@ from ..analysis.counting.fold import (
     DEFAULT_RS,
     FoldComparison,
     FoldOption,
-    ModelFoldComparison,
-    check_fold_request,
     compare_fold,
-    compare_model_fold,
     fold_matrix,
     foldable_layers,
+    validate_fold_request,
 )
 from ..analysis.counting.report import CountReport
 from ..analysis.counting.zoo import PublishedFigures, classification_models, meta_model, published_figures, validate_count
 from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
+from ..surgery.stage import ModelFoldComparison, compare_model_fold
 from .app import model_label, model_node, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
@@ -182,14 +181,14 @@ class CountExperiment:
         except FoldError:
             raise fold_error("fold_r", self.fold_r, "every entry must be an integer >= 1 or per-axis factors like '2x4'") from None
         try:
-            check_fold_request(rs, self.fold_order, r_param="fold_r", order_param="fold_order")
+            validate_fold_request(rs, self.fold_order, r_param="fold_r", order_param="fold_order")
         except FoldError as err:
             raise (fold_error("fold_r", self.fold_r, err.rule) if err.param == "fold_r" and err.rule else err) from None
         object.__setattr__(self, "fold_r", rs)
         if self.fold_compare_r is not None:
             try:
                 object.__setattr__(self, "fold_compare_r", parse_r(self.fold_compare_r))
-                check_fold_request([self.fold_compare_r], self.fold_order, r_param="fold_compare_r", order_param="fold_order")
+                validate_fold_request([self.fold_compare_r], self.fold_order, r_param="fold_compare_r", order_param="fold_order")
             except FoldError as err:
                 raise fold_error("fold_compare_r", self.fold_compare_r, "must be an integer >= 1 or per-axis factors like '2x4'") from err
 
@@ -367,9 +366,9 @@ def run_count_jobs(
     """
     if isinstance(jobs, CountJob) or not jobs or not all(isinstance(j, CountJob) for j in jobs):
         raise fold_error("jobs", jobs, "must be a non-empty list of CountJob")
-    check_fold_request(fold_rs, fold_order, r_param="fold_rs", order_param="fold_order")
+    validate_fold_request(fold_rs, fold_order, r_param="fold_rs", order_param="fold_order")
     if fold_compare_r is not None:
-        check_fold_request([fold_compare_r], fold_order, r_param="fold_compare_r", order_param="fold_order")
+        validate_fold_request([fold_compare_r], fold_order, r_param="fold_compare_r", order_param="fold_order")
     for name, flag in (("check_flop_counter", check_flop_counter), ("plot", plot), ("d2l", d2l)):
         check_bool(flag, name)
     if len(set(labels := [j.label for j in jobs])) != len(labels):

@@ -22,12 +22,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .. import tracing
 from .._validate import check_device, check_int
 from ..check import check_equivalence
 from ..errors import FoldError
-from .rewrite import check_model
-from .speed import _STAGE_RULES, FormTiming, _runner, _validated
-from .timing import ROUNDS, Timer, check_seconds, interleaved, machine_description, measure, speedup
+from .rewrite import check_model, find_sites, rewrite
+from .rules import form_rules
+from .speed import FormTiming
+from .timing import ROUNDS, Timer, check_seconds, interleaved, machine_description, measure, prepare_target, runner, speedup
 
 __all__ = ["SiteChoice", "OptimizeReport", "optimize"]
 
@@ -88,12 +90,6 @@ class OptimizeReport:
         return f"{self.model}: {kept} (whole model {whole}); {self.reason}"
 
 
-def _rules_api() -> Tuple[Any, Any, Tuple[str, ...]]:
-    from . import RULE_NAMES, find_sites, rewrite  # A's API, read when called
-
-    return find_sites, rewrite, tuple(n for n in RULE_NAMES if n not in _STAGE_RULES)
-
-
 def _submodule(model: nn.Module, path: str) -> Optional[nn.Module]:
     try:
         return model.get_submodule(path) if path and "+" not in path else None
@@ -103,7 +99,7 @@ def _submodule(model: nn.Module, path: str) -> Optional[nn.Module]:
 
 def optimize(
     model: nn.Module,
-    example_input_shape: Sequence[int],
+    input_shape: Sequence[int],
     *,
     device: Union[str, torch.device] = "cpu",
     min_run_time: float = 0.2,
@@ -126,21 +122,21 @@ def optimize(
         (True, True)
     """
     original = model
-    model, shape = _validated(model, example_input_shape, min_run_time, "model")
+    model, shape = prepare_target(model, input_shape, min_run_time=min_run_time, param="model")
     dev = check_device(device)
     rounds = check_int(rounds, "rounds", 1)
-    find_sites, rewrite, rules = _rules_api()
+    rules = form_rules()
     time = timer or (lambda fn, label: measure(fn, label, min_run_time=check_seconds(min_run_time) / rounds))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    run_original = _runner(copy.deepcopy(model).to(dev), x)
+    run_original = runner(copy.deepcopy(model).to(dev), x)
 
     by_site: Dict[str, List[Any]] = {}
     for site in find_sites(model, shape, list(rules)):
         if not site.reason:
             by_site.setdefault(site.location, []).append(site)
-    inputs = _module_inputs(model, shape, list(by_site))
+    inputs = tracing.module_inputs(model, shape, paths=list(by_site))
     timing = _Timing(time, rounds, x, dev, run_original)
-    choices = [_choose(model, shape, loc, sites, rewrite, timing, inputs.get(loc, ())) for loc, sites in by_site.items()]
+    choices = [_choose(model, shape, loc, sites, timing, inputs.get(loc, ())) for loc, sites in by_site.items()]
     chosen: Dict[str, List[str]] = {}
     for c in choices:
         if c.chosen != "original":
@@ -161,7 +157,7 @@ def optimize(
     check, _ = check_model(model, lambda ref: rewrite(ref, shape, at_sites, verify=False)[0], shape)
     if not check.ok:
         return original, report(True, f"the rewritten model failed verification: {check.summary()}")
-    _, [(before, rewritten)] = interleaved(run_original, [("model: rewritten", _runner(copy.deepcopy(new).eval().to(dev), x))],
+    _, [(before, rewritten)] = interleaved(run_original, [("model: rewritten", runner(copy.deepcopy(new).eval().to(dev), x))],
                                            time, rounds=rounds, original_label="model: original")
     if isinstance(rewritten, Exception):
         raise rewritten
@@ -182,28 +178,7 @@ class _Timing:
     run_model: Any
 
 
-def _module_inputs(model: nn.Module, shape: Tuple[int, ...], paths: Sequence[str]) -> Dict[str, Tuple[Tuple[int, ...], ...]]:
-    """The input shapes each module at ``paths`` is called with when the model runs on ``shape`` (once per call)."""
-    seen: Dict[str, List[Tuple[int, ...]]] = {}
-    handles = []
-    for path in paths:
-        module = _submodule(model, path)
-        if module is not None:
-            def hook(_: nn.Module, args: Tuple[Any, ...], path: str = path) -> None:
-                first = args[0] if args else None
-                seen.setdefault(path, []).append(tuple(first.shape) if isinstance(first, torch.Tensor) else ())
-
-            handles.append(module.register_forward_pre_hook(hook))
-    try:
-        with torch.no_grad():
-            model(torch.zeros(shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {path: tuple(shapes) for path, shapes in seen.items()}
-
-
-def _choose(model: nn.Module, shape: Tuple[int, ...], loc: str, sites: Sequence[Any], rewrite: Any, timing: _Timing,
+def _choose(model: nn.Module, shape: Tuple[int, ...], loc: str, sites: Sequence[Any], timing: _Timing,
             calls: Tuple[Tuple[int, ...], ...]) -> SiteChoice:
     """Time every form at one site (its layer alone when the site is that layer, else the whole model) and pick the fastest.
 
@@ -247,8 +222,8 @@ def _choose(model: nn.Module, shape: Tuple[int, ...], loc: str, sites: Sequence[
             timings[rule] = FormTiming.untimed(rule, f"unverified: {check.summary()}")
             continue
         timings[rule] = dataclasses.replace(FormTiming.untimed(rule, check.summary()), check="exact" if check.exact else "sampled")
-        runs.append((rule, prefix + rule, _runner(copy.deepcopy(form).eval().to(timing.device), xin)))
-    original = _runner(copy.deepcopy(target).to(timing.device), xin) if scope == "layer" else timing.run_model
+        runs.append((rule, prefix + rule, runner(copy.deepcopy(form).eval().to(timing.device), xin)))
+    original = runner(copy.deepcopy(target).to(timing.device), xin) if scope == "layer" else timing.run_model
     paired = interleaved(original, [(label, run) for _, label, run in runs], timing.time, rounds=timing.rounds,
                          original_label=f"{loc}: original" if scope == "layer" else "model: original")[1] if runs else []
     for (rule, _, _), (anchor, sample) in zip(runs, paired):

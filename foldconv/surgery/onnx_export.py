@@ -23,8 +23,9 @@ from typing import Any, Dict, Iterator, Sequence, Tuple
 import torch
 from torch import nn
 
+from .. import tracing
 from .._validate import check_int
-from ..errors import fold_error
+from ..errors import first_line, fold_error
 
 __all__ = ["OnnxReport", "export_onnx", "onnx_op_types", "require_package"]
 
@@ -153,7 +154,7 @@ def _export(model: nn.Module, x: torch.Tensor, opset: int) -> Tuple[bytes, str, 
         raise fold_error("model", type(model).__name__, f"torch.onnx.export failed: {legacy_failure}; dynamo exporter: {type(err).__name__}: {str(err).strip()[:200]}") from None
 
 
-def export_onnx(model: nn.Module, example_input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0) -> OnnxReport:
+def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0) -> OnnxReport:
     """Export ``model`` (a copy, in eval mode, float32, on the CPU) to ONNX in memory, run it with onnxruntime's
     CPUExecutionProvider on one seeded unit-normal input and compare with torch.
 
@@ -164,9 +165,7 @@ def export_onnx(model: nn.Module, example_input_shape: Sequence[int], *, opset: 
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be an nn.Module")
-    if isinstance(example_input_shape, (str, bytes)) or not isinstance(example_input_shape, Sequence) or not example_input_shape:
-        raise fold_error("example_input_shape", example_input_shape, "must be a full input shape such as (1, 3, 224, 224)")
-    shape = tuple(check_int(s, "example_input_shape", 1) for s in example_input_shape)
+    shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
     opset = check_int(opset, "opset", 7)
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
         raise fold_error("rtol", rtol, "must be a finite number >= 0")
@@ -178,7 +177,7 @@ def export_onnx(model: nn.Module, example_input_shape: Sequence[int], *, opset: 
         with torch.no_grad():
             expected = model(x)
     except (RuntimeError, ValueError, IndexError) as err:
-        raise fold_error("example_input_shape", shape, f"the model cannot run on it: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+        raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
     if not isinstance(expected, torch.Tensor):
         raise fold_error("model", type(model).__name__, f"must return one tensor to compare, not {type(expected).__name__}")
     data, exporter, note = _export(model, x, opset)

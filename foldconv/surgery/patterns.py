@@ -1,5 +1,12 @@
 """Where the rewrite rules apply: model-level patterns found in an fx graph, or among modules when fx fails.
 
+The model a rule looks at is a :class:`Context`: traced with :func:`foldconv.tracing.trace`, the layers rules
+rewrite kept whole (:func:`is_surgery_leaf`: convs, transposed convs, layout modules and foldconv's composite
+forms, so a rewrite sees each as one call; foldconv's ``depth_to_space`` / ``space_to_depth`` functions are
+recorded as calls too), with the shape at every node (:func:`foldconv.tracing.node_values`). A model that does
+not trace (data-dependent control flow, for instance) is described module by module instead, with the input
+shapes forward hooks see (:func:`foldconv.tracing.module_inputs`), and the caller says so in its report.
+
 A :class:`Match` is one site: the fx nodes (or module paths) it covers, the node feeding it and the node
 whose value it produces, the main conv's path (its ``location``) and the shape of its input. Finders:
 
@@ -25,25 +32,70 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .. import layout
-from .._validate import CONV_TYPES
-from ..errors import FoldError
+from .. import layout, tracing
+from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES
+from ..equivalences import SpaceToDepthConv, SubPixelConv
+from ..errors import FoldError, fold_error
 from ..layout import LayoutModule, layout_module, normalize_order
-from .graph import Traced, is_surgery_leaf, module_shapes, trace
 
-__all__ = ["Match", "Context", "focus_slices", "layout_then_conv", "conv_then_layout", "modules_where", "conv_then_bn"]
+__all__ = [
+    "Match", "Context", "Traced", "is_surgery_leaf", "focus_slices", "layout_then_conv", "conv_then_layout", "modules_where",
+    "conv_then_bn",
+]
 
 Shape = Tuple[int, ...]
 _UNSHUFFLE_FNS = (F.pixel_unshuffle, torch.pixel_unshuffle)
 _SHUFFLE_FNS = (F.pixel_shuffle, torch.pixel_shuffle)
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def is_surgery_leaf(module: nn.Module) -> bool:
+    """Layers a rule rewrites as a whole: convs, transposed convs, layout modules and foldconv's composite forms.
+
+    Example:
+        >>> is_surgery_leaf(torch.nn.PixelShuffle(2)), is_surgery_leaf(torch.nn.Sequential())
+        (True, False)
+    """
+    if isinstance(module, CONV_TYPES + CONV_TRANSPOSE_TYPES + (SpaceToDepthConv, SubPixelConv)):
+        return True
+    return layout_module(module) is not None
+
+
+@dataclass
+class Traced:
+    """A traced model: ``root`` (the module traced), its fx ``graph`` and the output shape of every node.
+
+    Example:
+        >>> ctx = Context.build(torch.nn.Conv2d(3, 4, 3, stride=2), (1, 3, 9, 9))
+        >>> ctx.traced.shape(ctx.traced.node("output"))
+        (1, 4, 4, 4)
+    """
+
+    root: nn.Module
+    graph: fx.Graph
+    shapes: Dict[str, Shape] = field(default_factory=dict)
+
+    def shape(self, node: fx.Node) -> Optional[Shape]:
+        """The tensor shape a node produced on the example input (None for non-tensor values)."""
+        return self.shapes.get(node.name)
+
+    def node(self, name: str) -> fx.Node:
+        """The node called ``name``."""
+        for n in self.graph.nodes:
+            if n.name == name:
+                return n
+        raise fold_error("node", name, "is not a node of the traced graph")
+
+    def calls(self, target: str) -> int:
+        """How many call_module nodes call the module at path ``target`` (a shared module is called several times)."""
+        return sum(1 for n in self.graph.nodes if n.op == "call_module" and n.target == target)
 
 
 @dataclass(frozen=True)
@@ -75,24 +127,42 @@ class Match:
 
 @dataclass
 class Context:
-    """The model a rule looks at: traced (``traced``) or, when fx failed, its modules and their input shapes."""
+    """The model a rule looks at: traced (``traced``) or, when fx failed, its modules and their input shapes.
+
+    ``leaves``: what the trace keeps whole besides :func:`is_surgery_leaf` layers (:data:`foldconv.tracing.Leaf`
+    entries: classes, module paths, predicates); ``fallback_reason``: why fx could not trace the model.
+    """
 
     model: nn.Module
     input_shape: Shape
     traced: Optional[Traced]
     fallback_reason: str = ""
     module_inputs: Dict[str, Shape] = field(default_factory=dict)
+    leaves: Tuple[tracing.Leaf, ...] = ()
 
     @classmethod
-    def build(cls, model: nn.Module, input_shape: Sequence[int], *, leaves: Collection[str] = ()) -> Context:
-        """Trace ``model``, or describe its modules (with the reason) when fx cannot trace it."""
-        shape = tuple(int(s) for s in input_shape)
+    def build(cls, model: nn.Module, input_shape: Sequence[int], *, leaves: Sequence[tracing.Leaf] = ()) -> Context:
+        """Trace ``model``, or describe its modules (with the reason) when fx cannot trace it.
+
+        A model that cannot run on ``input_shape`` is a FoldError naming ``input_shape``.
+        """
+        shape = tracing.validate_input_shape(input_shape)
+        kept = (is_surgery_leaf,) + tuple(leaves)
         try:
-            return cls(model, shape, trace(model, shape, leaves=leaves))
+            gm = tracing.trace(model, leaves=kept)
         except FoldError as err:
             if err.param != "model":
                 raise
-            return cls(model, shape, None, err.rule or str(err), module_shapes(model, shape))
+            calls = tracing.module_inputs(model, shape)
+            return cls(model, shape, None, err.rule, {path: shapes[0] for path, shapes in calls.items()}, tuple(leaves))
+        shapes = tracing.node_shapes(tracing.node_values(gm, shape, on="auto"))
+        return cls(model, shape, Traced(model, gm.graph, shapes), leaves=tuple(leaves))
+
+    def is_leaf(self, path: str, module: nn.Module) -> bool:
+        """Whether the trace keeps the module at ``path`` whole (a rule sees it as one layer)."""
+        classes = tuple(leaf for leaf in self.leaves if isinstance(leaf, type))
+        return (is_surgery_leaf(module) or path in self.leaves or isinstance(module, classes)
+                or any(leaf(module) for leaf in self.leaves if callable(leaf) and not isinstance(leaf, type)))
 
     def module(self, path: str) -> nn.Module:
         """The submodule at ``path``."""
@@ -358,7 +428,7 @@ def modules_where(ctx: Context, accept: Callable[[str, nn.Module], bool], patter
     for path, module in ctx.model.named_modules():
         if any(path.startswith(prefix + ".") for prefix in inside):
             continue
-        if path and is_surgery_leaf(module) and not isinstance(module, CONV_TYPES):
+        if path and ctx.is_leaf(path, module) and not isinstance(module, CONV_TYPES):
             inside.append(path)
         if path and accept(path, module) and path in ctx.module_inputs:
             found.append(Match(pattern=pattern(module), location=path, input_shape=ctx.module_inputs[path], modules=(path,)))

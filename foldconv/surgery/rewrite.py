@@ -1,8 +1,8 @@
 """Rewrite a whole model into an equivalent form, site by site, and prove that nothing changed.
 
 :func:`rewrite` applies the rules in the order given, each to the model the previous one produced: it traces
-the model (torch.fx, :mod:`.graph`; module-level replacement when fx fails), finds the rule's sites
-(:mod:`.patterns`), builds each replacement from the site's modules (:mod:`.rules`) and splices it in. A site
+the model (torch.fx, :class:`~foldconv.surgery.patterns.Context`; module-level replacement when fx fails), finds the
+rule's sites (:mod:`.patterns`), builds each replacement from the site's modules (:mod:`.rules`) and splices it in. A site
 that cannot be rewritten keeps its layers and its row says why; the others still apply.
 
 Verification has two levels. Each applied site is checked on its own input shape with
@@ -37,16 +37,17 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .. import tracing
 from ..check import EquivalenceReport, check_equivalence, derived
 from ..check.ops import OpRecorder
-from ..errors import FoldError, fold_error
-from .graph import first_line
+from ..errors import FoldError, first_line, fold_error
 from .patterns import Context, Match
 from .report import RewriteReport, SiteReport
 from .rules import Rule, RuleArg, parse_rules
 from .sitetext import describe_site, site_costs
+from .stage import FoldedStage
 
-__all__ = ["rewrite", "find_sites", "apply_rules", "check_model"]
+__all__ = ["rewrite", "find_sites", "check_model"]
 
 Parsed = List[Tuple[Rule, Dict[str, Any]]]
 #: Smaller integers for a whole-model retry when outputs of deep polynomial models reach 2**51.
@@ -117,7 +118,7 @@ def _replay(model: nn.Module, steps: Sequence[_Step]) -> nn.Module:
     return model
 
 
-def _check_at(rule: Rule, options: Dict[str, Any], matches: List[Match]) -> List[Match]:
+def _at_sites(rule: Rule, options: Dict[str, Any], matches: List[Match]) -> List[Match]:
     wanted = options["at"]
     if wanted is None:
         return matches
@@ -142,11 +143,12 @@ def _plan(model: nn.Module, shape: Tuple[int, ...], parsed: Parsed, *, verify: b
     rows: List[SiteReport] = []
     traced, fallback = True, ""
     for rule, options in parsed:
-        ctx = Context.build(work, shape, leaves=rule.leaves(options))  # dry: nothing applies, work stays the model
+        # A folded stage is one layer to every rule: its body is not the model's (unfold_stage gives that back).
+        ctx = Context.build(work, shape, leaves=(FoldedStage,) + tuple(rule.leaves(options)))  # dry: work stays the model
         if ctx.traced is None and traced:
             traced, fallback = False, ctx.fallback_reason
         chosen, built, claimed = [], {}, set()
-        for match in _check_at(rule, options, rule.find(ctx, options)):
+        for match in _at_sites(rule, options, rule.find(ctx, options)):
             covers = set(match.nodes or match.modules)
             problem = match.problem or ("overlaps a site rewritten already" if covers & claimed else "")
             match, module, row = _plan_site(ctx, rule, options, match, problem, verify=verify and not dry, seed=seed, device=device)
@@ -279,28 +281,26 @@ def _said(report: EquivalenceReport, note: str) -> Tuple[EquivalenceReport, str]
     return dataclasses.replace(report, reason=note), note
 
 
-def _validated(model: Any, example_input_shape: Any, verify: Any, fold_bn: Any, seed: Any) -> Tuple[int, ...]:
+def _validated(model: Any, input_shape: Any, verify: Any, fold_bn: Any, seed: Any) -> Tuple[int, ...]:
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
-    shape = example_input_shape
-    if isinstance(shape, (str, bytes, torch.Tensor)) or not isinstance(shape, Sequence) or len(shape) < 2:
-        raise fold_error("example_input_shape", shape, "must be the full input shape (N, C, *spatial), e.g. (1, 3, 64, 64)")
-    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
-        raise fold_error("example_input_shape", tuple(shape), "must hold integer sizes >= 1")
+    shape = tracing.validate_input_shape(input_shape)
     for name, value in (("verify", verify), ("fold_bn", fold_bn)):
         if not isinstance(value, bool):
             raise fold_error(name, value, "must be True or False")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise fold_error("seed", seed, "must be an integer >= 0 (the RNG seed of the checks)")
-    return tuple(int(s) for s in shape)
+    return shape
 
 
-def rewrite(model: nn.Module, example_input_shape: Sequence[int], rules: Sequence[RuleArg], *,
+def rewrite(model: nn.Module, input_shape: Sequence[int], rules: Sequence[RuleArg], *,
             verify: bool = True, fold_bn: bool = True, seed: int = 0) -> Tuple[nn.Module, RewriteReport]:
     """A new, real, runnable model equal to ``model`` with the rules applied, and the report.
 
-    ``rules``: names or ``(name, {option: value})`` pairs, applied in order (``foldconv.surgery.RULE_NAMES``;
-    every rule takes ``at=[locations]``). ``fold_bn``: fold an eval-mode BatchNorm into the conv before it where
+    ``input_shape``: the full shape of one input ``(N, C, *spatial)``, on which the model is traced and checked.
+    ``rules``: applied in order; each a registered name (``foldconv.surgery.RULES.names()``) or a
+    :class:`~foldconv.surgery.Rule` (used for this call only), alone or in a ``(rule, {option: value})`` pair
+    (every rule takes ``at=[locations]``). ``fold_bn``: fold an eval-mode BatchNorm into the conv before it where
     a rule needs that (a stage fold, a BatchNorm between a conv and its PixelShuffle). ``verify``: check every
     applied site and the whole model (eval mode); ``seed`` seeds those checks.
 
@@ -311,7 +311,7 @@ def rewrite(model: nn.Module, example_input_shape: Sequence[int], rules: Sequenc
         >>> report.sites[0].pattern, report.sites[0].after, report.verification.exact
         ('SpaceToDepth+Conv2d (space-to-depth)', 'Conv2d(3->8, k=(6, 6), s=(2, 2), p=(2, 2))', True)
     """
-    shape = _validated(model, example_input_shape, verify, fold_bn, seed)
+    shape = _validated(model, input_shape, verify, fold_bn, seed)
     parsed = parse_rules(rules, fold_bn=fold_bn)
     new, steps, rows, traced, fallback = _plan(model, shape, parsed, verify=verify, seed=seed)
     verification, note = None, ""
@@ -322,7 +322,7 @@ def rewrite(model: nn.Module, example_input_shape: Sequence[int], rules: Sequenc
     return new, report
 
 
-def find_sites(model: nn.Module, example_input_shape: Sequence[int], rules: Sequence[RuleArg]) -> Tuple[SiteReport, ...]:
+def find_sites(model: nn.Module, input_shape: Sequence[int], rules: Sequence[RuleArg]) -> Tuple[SiteReport, ...]:
     """What :func:`rewrite` would do with each rule on ``model`` as it is (applied=False; nothing changes).
 
     A site a rule cannot rewrite carries the reason; the others an empty reason and the ``after`` text.
@@ -332,21 +332,6 @@ def find_sites(model: nn.Module, example_input_shape: Sequence[int], rules: Sequ
         >>> [(s.pattern, s.location, s.reason) for s in find_sites(net, (1, 8, 5, 5), ["transposed_to_subpixel"])]
         [('ConvTranspose2d 4x4 s2', '0', '')]
     """
-    shape = _validated(model, example_input_shape, False, True, 0)
+    shape = _validated(model, input_shape, False, True, 0)
     _, _, rows, _, _ = _plan(model, shape, parse_rules(rules), verify=False, seed=0, dry=True)
     return tuple(rows)
-
-
-def apply_rules(model: nn.Module, example_input_shape: Sequence[int], parsed: Parsed) -> nn.Module:
-    """The rewritten copy of ``model`` without checks or report (for rules that rewrite part of a site first).
-
-    Example:
-        >>> from foldconv.surgery.rules import get_rule
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
-        >>> fused = apply_rules(net, (1, 3, 6, 6), [(get_rule("fold_bn"), {"at": None})])
-        >>> [type(m).__name__ for m in fused.children()]  # the BatchNorm's place is kept, as an identity
-        ['Conv2d', 'Identity']
-    """
-    shape = _validated(model, example_input_shape, False, True, 0)
-    new, _, _, _, _ = _plan(model, shape, parsed, verify=False, seed=0)
-    return new

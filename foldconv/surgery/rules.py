@@ -1,41 +1,53 @@
-"""The rewrite rules: a registry of names -> (find sites, build the replacement), and their options.
+"""The rewrite rules: one registry of names -> (find sites, build the replacement, the inverse), and their options.
 
 A :class:`Rule` finds :class:`~foldconv.surgery.patterns.Match` es in a :class:`~foldconv.surgery.patterns.Context`
 and builds, for one match, the module that replaces it: a module taking the site's input and computing the
 site's output. ``build`` only reads the modules it is handed (``get(path)``), so the same build runs on the
 user's weights and, for the exact check, on random integer weights (:func:`foldconv.check.derived`).
 Every rule takes ``at`` (the site locations it may touch); :attr:`Rule.options` lists the others with defaults.
+A rule names its ``inverse``, the rule that takes its rewrite back (:func:`inverse_rules`).
 
-=========================== ==================================================================================
-rule                        sites -> replacement
-=========================== ==================================================================================
-``focus_to_conv``           YOLOv5 slices + cat + conv (any slice order), space-to-depth module or function +
-``spd_to_strided``          conv, ``SpaceToDepthConv`` -> one strided conv (the two names find the same sites)
-``conv_to_focus``           stride-2 ``Conv2d`` -> ``SpaceToDepthConv`` in order ``"focus"`` (option ``order``)
-``strided_to_spd``          any strided conv -> ``SpaceToDepthConv`` (options ``order``, ``padding``)
-``transposed_to_subpixel``  ``ConvTransposeNd`` -> ``SubPixelConv`` (option ``order``)
-``subpixel_to_transposed``  conv [+ BatchNorm, folded] + depth-to-space, ``SubPixelConv`` -> ``ConvTransposeNd``
-                            (+ a :class:`~foldconv.surgery.periodic.PeriodicBias` when the bias differs per sub-pixel)
-``fold_stage``              the module at ``stage`` -> ``FoldedStage`` (options ``stage``, ``r``, ``order``, ``fold_bn``)
-``unfold_stage``            a ``FoldedStage`` (option ``stage``) -> the stage
-``fold_bn``                 conv + eval-mode BatchNorm -> one conv
-=========================== ==================================================================================
+:data:`RULES` is the table (a :class:`foldconv.registry.Registry`: ``RULES.register(name, rule)``, ``RULES.get``,
+``RULES.names()``, ``RULES.unregister``; a name that is registered already, a built-in included, is refused
+unless ``replace=True``). :func:`foldconv.surgery.rewrite` also takes :class:`Rule` objects directly: a rule for
+one call, never registered.
+
+=========================== =========================================================================== ==========================
+rule                        sites -> replacement                                                        inverse
+=========================== =========================================================================== ==========================
+``focus_to_conv``           YOLOv5 slices + cat + conv (any slice order), space-to-depth module or      ``conv_to_focus``
+``spd_to_strided``          function + conv, ``SpaceToDepthConv`` -> one strided conv (the two names    ``strided_to_spd``
+                            find the same sites)
+``conv_to_focus``           stride-2 ``Conv2d`` -> ``SpaceToDepthConv`` in order ``"focus"``            ``focus_to_conv``
+                            (option ``order``)
+``strided_to_spd``          any strided conv -> ``SpaceToDepthConv`` (options ``order``, ``padding``)   ``spd_to_strided``
+``transposed_to_subpixel``  ``ConvTransposeNd`` -> ``SubPixelConv`` (option ``order``)                  ``subpixel_to_transposed``
+``subpixel_to_transposed``  conv [+ BatchNorm, folded] + depth-to-space, ``SubPixelConv`` ->            ``transposed_to_subpixel``
+                            ``ConvTransposeNd`` (+ a :class:`~foldconv.surgery.periodic.PeriodicBias`
+                            when the bias differs per sub-pixel)
+``fold_stage``              the module at ``stage`` -> ``FoldedStage`` (options ``stage``, ``r``,       ``unfold_stage``
+                            ``order``, ``fold_bn``, ``cost_neutral_only``)
+``unfold_stage``            a ``FoldedStage`` (option ``stage``) -> the stage                           ``fold_stage``
+``fold_bn``                 conv + eval-mode BatchNorm -> one conv                                      none
+=========================== =========================================================================== ==========================
 
 Example:
-    >>> sorted(RULE_NAMES)[:3]
-    ['conv_to_focus', 'focus_to_conv', 'fold_stage']
-    >>> get_rule("strided_to_spd").options
-    {'at': None, 'order': 'crd', 'padding': 'auto'}
+    >>> RULES.names()[:3]
+    ('conv_to_focus', 'focus_to_conv', 'fold_bn')
+    >>> RULES.get("strided_to_spd").options, RULES.get("strided_to_spd").inverse
+    ({'at': None, 'order': 'crd', 'padding': 'auto'}, 'spd_to_strided')
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from .. import tracing
 from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES
 from ..equivalences import (
     SpaceToDepthConv,
@@ -48,18 +60,17 @@ from ..equivalences import (
 from ..errors import FoldError, fold_error
 from ..fold import expand_groups, fold_conv
 from ..layout import LayoutModule, depth_to_space, normalize_order
+from ..registry import Registry
 from ..specs import ConvSpec
 from .bn import fold_bn
 from .patterns import Context, Match, conv_then_bn, conv_then_layout, focus_slices, layout_then_conv, modules_where
 from .periodic import PeriodicBias
+from .report import RewriteReport
+from .stage import FoldedStage, fold_stage, unfold_stage
 
-__all__ = ["RULE_NAMES", "Rule", "RuleArg", "register_rule", "unregister_rule", "get_rule", "rule_names", "parse_rules", "REQUIRED"]
+__all__ = ["RULES", "Rule", "RuleArg", "parse_rules", "inverse_rules", "form_rules", "REQUIRED"]
 
-RuleArg = Union[str, Tuple[str, Mapping[str, Any]]]
 Getter = Callable[[str], nn.Module]
-#: The rules of issue 11 (the registry also holds ``fold_bn`` and whatever :func:`register_rule` adds).
-RULE_NAMES = ("focus_to_conv", "conv_to_focus", "strided_to_spd", "spd_to_strided",
-              "transposed_to_subpixel", "subpixel_to_transposed", "fold_stage", "unfold_stage")
 #: Marks an option without a default.
 REQUIRED = "<required>"
 
@@ -69,17 +80,24 @@ class Rule:
     """A named rewrite: ``find(ctx, options) -> [Match]``, ``build(match, get, options) -> nn.Module``.
 
     ``options``: every option with its default (:data:`REQUIRED` when it has none; ``at`` is added for you);
-    ``leaves(options)``: module paths the tracer must keep whole (a stage); ``details(match, built)``: extra
-    table rows ``(location, pattern, applied, reason)`` for the parts of a site (a stage's layers);
-    ``decide(match, get, options)``: fixes, from the model's own weights, a choice ``build`` then reads from
-    ``match.variant`` (a build that branched on weight values would not be a polynomial of them).
+    ``inverse``: the name of the rule that takes this rule's rewrite back ("" when none does);
+    ``leaves(options)``: what the tracer must keep whole (:data:`foldconv.tracing.Leaf` entries: a stage's path);
+    ``details(match, built)``: extra table rows ``(location, pattern, applied, reason)`` for the parts of a site
+    (a stage's layers); ``decide(match, get, options)``: fixes, from the model's own weights, a choice ``build``
+    then reads from ``match.variant`` (a build that branched on weight values would not be a polynomial of them).
+
+    Example:
+        >>> mine = Rule("bn_into_conv", RULES.get("fold_bn").find, RULES.get("fold_bn").build)
+        >>> [(rule.name, options) for rule, options in parse_rules([mine])]
+        [('bn_into_conv', {'at': None})]
     """
 
     name: str
     find: Callable[[Context, Mapping[str, Any]], List[Match]]
     build: Callable[[Match, Getter, Mapping[str, Any]], nn.Module]
     options: Dict[str, Any] = field(default_factory=dict)
-    leaves: Callable[[Mapping[str, Any]], Tuple[str, ...]] = lambda options: ()
+    inverse: str = ""
+    leaves: Callable[[Mapping[str, Any]], Tuple[tracing.Leaf, ...]] = lambda options: ()
     details: Optional[Callable[[Match, nn.Module], List[Tuple[str, str, bool, str]]]] = None
     decide: Optional[Callable[[Match, Getter, Mapping[str, Any]], Match]] = None
 
@@ -87,54 +105,27 @@ class Rule:
         object.__setattr__(self, "options", {"at": None, **dict(self.options)})
 
 
-_REGISTRY: Dict[str, Rule] = {}
+#: A rule as :func:`foldconv.surgery.rewrite` takes it: a registered name or a :class:`Rule`, alone or with options.
+RuleArg = Union[str, Rule, Tuple[Union[str, Rule], Mapping[str, Any]]]
 
 
-def register_rule(rule: Rule, *, replace: bool = False) -> Rule:
-    """Add a rule to the registry (``replace=True`` to overwrite one of the same name); returns it.
+def _validate_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise fold_error("rule", name, "must be an identifier-like name")
 
-    Example:
-        >>> r = register_rule(get_rule("fold_bn"), replace=True)
-        >>> r.name
-        'fold_bn'
-    """
+
+def _validate_rule(name: Any, rule: Any) -> None:
     if not isinstance(rule, Rule):
         raise fold_error("rule", type(rule).__name__, "must be a foldconv.surgery.Rule")
-    if not isinstance(rule.name, str) or not rule.name.isidentifier():
-        raise fold_error("rule.name", rule.name, "must be an identifier-like string")
-    if rule.name in _REGISTRY and not replace:
-        raise fold_error("rule.name", rule.name, "is registered already; pass replace=True to overwrite it")
-    _REGISTRY[rule.name] = rule
-    return rule
+    if rule.name != name:
+        raise fold_error("rule", rule.name, f"must be registered under its own name, not {name!r}")
 
 
-def unregister_rule(name: str) -> Rule:
-    """Remove a registered rule (the issue's own rules stay); returns it.
-
-    Example:
-        >>> _ = register_rule(Rule("mine", get_rule("fold_bn").find, get_rule("fold_bn").build))
-        >>> unregister_rule("mine").name, "mine" in rule_names()
-        ('mine', False)
-    """
-    get_rule(name)
-    if name in RULE_NAMES:
-        raise fold_error("name", name, "is one of the issue's rules (RULE_NAMES) and stays registered")
-    return _REGISTRY.pop(name)
+#: The rewrite rules by name.
+RULES: Registry[Rule] = Registry("rule", check_key=_validate_name, check_value=_validate_rule)
 
 
-def rule_names() -> Tuple[str, ...]:
-    """Every registered rule name."""
-    return tuple(_REGISTRY)
-
-
-def get_rule(name: str) -> Rule:
-    """The rule registered as ``name``; a FoldError listing the known names otherwise."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise fold_error("rules", name, f"is not a rewrite rule; known rules: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-def _check_order(value: Any, rule: str) -> Any:
+def _validate_order(value: Any, rule: str) -> Any:
     for dims in (2, 1, 3):
         try:
             normalize_order(value, dims)
@@ -144,7 +135,7 @@ def _check_order(value: Any, rule: str) -> Any:
     raise fold_error("order", value, f"is not a channel order (an alias crd/dcr/focus or einops axes) for rule {rule!r}")
 
 
-def _check_at(value: Any, rule: str) -> Optional[Tuple[str, ...]]:
+def _validate_at(value: Any, rule: str) -> Optional[Tuple[str, ...]]:
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
@@ -152,14 +143,14 @@ def _check_at(value: Any, rule: str) -> Optional[Tuple[str, ...]]:
     return tuple(value)
 
 
-def _check_option(rule: Rule, key: str, value: Any) -> Any:
+def _validate_option(rule: Rule, key: str, value: Any) -> Any:
     if key == "at":
-        return _check_at(value, rule.name)
+        return _validate_at(value, rule.name)
     if key == "order":
-        return _check_order(value, rule.name)
+        return _validate_order(value, rule.name)
     if key == "padding" and value not in ("auto", "inner", "explicit"):
         raise fold_error("padding", value, f"must be 'auto', 'inner' or 'explicit' for rule {rule.name!r}")
-    if key in ("fold_bn",) and not isinstance(value, bool):
+    if key in ("fold_bn", "cost_neutral_only") and not isinstance(value, bool):
         raise fold_error(key, value, f"must be True or False for rule {rule.name!r}")
     if key == "stage" and value is not None and (not isinstance(value, str) or not value):
         raise fold_error("stage", value, f"must be a module path such as 'layer1' for rule {rule.name!r}")
@@ -170,36 +161,96 @@ def _check_option(rule: Rule, key: str, value: Any) -> Any:
     return value
 
 
+def _rule(ref: Any, param: str) -> Rule:
+    """The :class:`Rule` a name stands for (a FoldError listing the registered names), or ``ref`` itself."""
+    if isinstance(ref, Rule):
+        return ref
+    found = RULES.find(ref) if isinstance(ref, str) else None
+    if found is None:
+        close = difflib.get_close_matches(ref, RULES.names(), n=1, cutoff=0.6) if isinstance(ref, str) else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise fold_error(param, ref, f"is not a rewrite rule; known rules: {', '.join(RULES.names())}{hint}")
+    return found
+
+
+def _split(item: Any, param: str) -> Tuple[Rule, Dict[str, Any]]:
+    if isinstance(item, (str, Rule)):
+        return _rule(item, param), {}
+    if isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], (str, Rule)) and isinstance(item[1], Mapping):
+        return _rule(item[0], param), dict(item[1])
+    raise fold_error(param, item, "each rule must be a name or a Rule, alone or in a (rule, {option: value}) pair")
+
+
 def parse_rules(rules: Any, *, fold_bn: bool = True) -> List[Tuple[Rule, Dict[str, Any]]]:
-    """Validate ``rules`` (names or ``(name, {option: value})`` pairs) into rules with complete options.
+    """Validate ``rules`` (names or :class:`Rule` objects, alone or in ``(rule, {option: value})`` pairs) into
+    rules with complete options. ``fold_bn`` is the default of every rule's ``fold_bn`` option.
 
     Example:
         >>> [(rule.name, opts["order"]) for rule, opts in parse_rules([("strided_to_spd", {"order": "dcr"})])]
         [('strided_to_spd', 'dcr')]
     """
-    if isinstance(rules, (str, bytes)) or not isinstance(rules, Sequence) or not rules:
+    if isinstance(rules, (str, bytes, Rule)) or not isinstance(rules, Sequence) or not rules:
         raise fold_error("rules", rules, "must be a non-empty sequence of rule names or (name, {option: value}) pairs")
     parsed = []
     for item in rules:
-        if isinstance(item, str):
-            name, given = item, {}
-        elif isinstance(item, Sequence) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], Mapping):
-            name, given = item[0], dict(item[1])
-        else:
-            raise fold_error("rules", item, "each rule must be a name or a (name, {option: value}) pair")
-        rule = get_rule(name)
+        rule, given = _split(item, "rules")
         options = dict(rule.options)
         if "fold_bn" in options:
             options["fold_bn"] = fold_bn
         for key, value in given.items():
             if key not in rule.options:
-                raise fold_error(key, value, f"is not an option of rule {name!r}; its options: {', '.join(rule.options)}")
-            options[key] = _check_option(rule, key, value)
+                raise fold_error(key, value, f"is not an option of rule {rule.name!r}; its options: {', '.join(rule.options)}")
+            options[key] = _validate_option(rule, key, value)
         for key, value in options.items():
             if value is REQUIRED:
-                raise fold_error(key, None, f"is required by rule {name!r}")
+                raise fold_error(key, None, f"is required by rule {rule.name!r}")
         parsed.append((rule, options))
     return parsed
+
+
+def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] = None, param: str = "rules") -> Tuple[RuleArg, ...]:
+    """The rules that take ``rules`` back, in reverse order: each rule's :attr:`Rule.inverse`, with the options the
+    inverse also takes (a stage's ``stage``, the sites ``at``).
+
+    ``report`` (the forward rewrite's :class:`~foldconv.surgery.RewriteReport`): each inverse rule is restricted
+    (``at``) to the sites its rule rewrote, which keep their locations, and a rule that rewrote nothing has nothing
+    to undo; without it an inverse rule also rewrites other sites of its pattern (``conv_to_focus`` takes every
+    stride-2 conv), which is still exact but not the original's form. A rule without an inverse (``fold_bn``:
+    the BatchNorm's statistics are gone into the conv) is a FoldError naming ``param``.
+
+    Example:
+        >>> inverse_rules(["strided_to_spd", ("fold_stage", {"stage": "layer1", "r": 2})])
+        (('unfold_stage', {'stage': 'layer1'}), 'spd_to_strided')
+    """
+    if isinstance(rules, (str, bytes, Rule)) or not isinstance(rules, Sequence):
+        raise fold_error(param, rules, "must be a sequence of rule names or (name, {option: value}) pairs")
+    if report is not None and not isinstance(report, RewriteReport):
+        raise fold_error("report", type(report).__name__, "must be the RewriteReport of the forward rewrite")
+    out: List[RuleArg] = []
+    for item in reversed(list(rules)):
+        rule, options = _split(item, param)
+        if not rule.inverse:
+            raise fold_error(param, rule.name, "has no inverse rule: its rewrite cannot be taken back")
+        inverse = _rule(rule.inverse, param)
+        kept = {k: v for k, v in options.items() if k in inverse.options and (report is None or k != "at")}
+        if report is not None:
+            kept["at"] = sorted({s.location for s in report.sites if s.applied and s.rule == rule.name and not s.part_of})
+            if not kept["at"]:
+                continue  # the rule rewrote nothing: nothing to undo
+        out.append((inverse.name, kept) if kept else inverse.name)
+    return tuple(out)
+
+
+def form_rules() -> Tuple[str, ...]:
+    """The rules that give a model an equivalent form on their own: every registered rule with an inverse and no
+    required option (what :func:`foldconv.surgery.benchmark_forms` and :func:`foldconv.surgery.optimize` try).
+
+    Example:
+        >>> "strided_to_spd" in form_rules(), "fold_stage" in form_rules(), "fold_bn" in form_rules()
+        (True, False, False)
+    """
+    return tuple(name for name in RULES.names()
+                 if RULES.get(name).inverse and REQUIRED not in RULES.get(name).options.values())
 
 
 # --- site finders and builders ---------------------------------------------------------------------------------
@@ -355,32 +406,25 @@ def _find_stage(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
 
 
 def _build_stage(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
-    from .stage import fold_stage  # helper module of this package, imported when the rule runs
-
     stage = get(match.location)
-    if options["fold_bn"] and not stage.training:
-        from .rewrite import apply_rules
-
-        stage = apply_rules(stage, match.input_shape, [(get_rule("fold_bn"), dict(get_rule("fold_bn").options))])
-    return fold_stage(stage, options["r"], input_shape=match.input_shape, order=options["order"])
+    folded, _ = fold_stage(stage, options["r"], input_shape=match.input_shape, order=options["order"],
+                           fold_bn=options["fold_bn"] and not stage.training, cost_neutral_only=options["cost_neutral_only"])
+    return folded
 
 
 def _stage_details(match: Match, built: nn.Module) -> List[Tuple[str, str, bool, str]]:
-    rows = []
-    for layer in getattr(built, "layers", ()):
-        rows.append((f"{match.location}.{layer.name}", f"{layer.kind} ({layer.action})", layer.action != "kept", layer.reason))
-    return rows
+    layers = built.report.layers if isinstance(built, FoldedStage) else ()
+    return [(f"{match.location}.{layer.name}", f"{layer.kind} ({layer.action})", layer.action != "kept", layer.reason)
+            for layer in layers]
 
 
 def _find_unfold(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
     if options["stage"] is not None:
         return _stage_match(ctx, options["stage"], "unfold_stage")
-    return modules_where(ctx, lambda p, m: type(m).__name__ == "FoldedStage", lambda m: "stage FoldedStage")
+    return modules_where(ctx, lambda p, m: isinstance(m, FoldedStage), lambda m: "stage FoldedStage")
 
 
 def _build_unfold(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
-    from .stage import unfold_stage
-
     return unfold_stage(get(match.location))
 
 
@@ -388,16 +432,18 @@ def _stage_leaves(options: Mapping[str, Any]) -> Tuple[str, ...]:
     return (options["stage"],) if options.get("stage") else ()
 
 
-for _rule in (
-    Rule("focus_to_conv", _find_spd, _build_spd),
-    Rule("conv_to_focus", _find_focus_form, _build_focus_form, {"order": "focus"}),
-    Rule("strided_to_spd", _find_strided, _build_strided, {"order": "crd", "padding": "auto"}),
-    Rule("spd_to_strided", _find_spd, _build_spd),
-    Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}),
-    Rule("subpixel_to_transposed", _find_subpixel, _build_subpixel, {"fold_bn": True}, decide=_decide_subpixel),
-    Rule("fold_stage", _find_stage, _build_stage, {"stage": REQUIRED, "r": REQUIRED, "order": "crd", "fold_bn": True},
-         leaves=_stage_leaves, details=_stage_details),
-    Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, leaves=_stage_leaves),
+for _built_in in (
+    Rule("focus_to_conv", _find_spd, _build_spd, inverse="conv_to_focus"),
+    Rule("conv_to_focus", _find_focus_form, _build_focus_form, {"order": "focus"}, inverse="focus_to_conv"),
+    Rule("strided_to_spd", _find_strided, _build_strided, {"order": "crd", "padding": "auto"}, inverse="spd_to_strided"),
+    Rule("spd_to_strided", _find_spd, _build_spd, inverse="strided_to_spd"),
+    Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}, inverse="subpixel_to_transposed"),
+    Rule("subpixel_to_transposed", _find_subpixel, _build_subpixel, {"fold_bn": True}, inverse="transposed_to_subpixel",
+         decide=_decide_subpixel),
+    Rule("fold_stage", _find_stage, _build_stage,
+         {"stage": REQUIRED, "r": REQUIRED, "order": "crd", "fold_bn": True, "cost_neutral_only": True},
+         inverse="unfold_stage", leaves=_stage_leaves, details=_stage_details),
+    Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, inverse="fold_stage", leaves=_stage_leaves),
     Rule("fold_bn", lambda ctx, options: conv_then_bn(ctx), _build_fold_bn),
 ):
-    register_rule(_rule)
+    RULES.register(_built_in.name, _built_in)

@@ -20,6 +20,7 @@ from ..equivalences import SpaceToDepthConv, SubPixelConv
 from ..layout import layout_module
 from ..specs import ConvSpec
 from .patterns import Context, Match
+from .stage import FoldedStage
 
 __all__ = ["describe", "describe_site", "site_costs"]
 
@@ -60,8 +61,8 @@ def describe(module: nn.Module) -> str:
     info = layout_module(module)
     if info is not None:
         return _layout_text(type(module).__name__, info.r, info.order)
-    if hasattr(module, "summary") and type(module).__name__ == "FoldedStage":
-        return f"FoldedStage {module.summary()}"
+    if isinstance(module, FoldedStage):
+        return f"FoldedStage of {module.report.summary()}"
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return f"{type(module).__name__}({module.num_features})"
     if isinstance(module, nn.Sequential) and len(module):  # a replacement made of layers reads as its layers

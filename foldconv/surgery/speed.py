@@ -1,5 +1,10 @@
 """Which equivalent form of a layer or a model is fastest here: every form verified first, all timed in one run.
 
+A form is a rewrite: the target (a layer or a model) is taken as a one-module model and each rewrite rule that
+applies to it (:func:`foldconv.surgery.rules.form_rules`; the sites are found as :func:`foldconv.surgery.rewrite`
+finds them) gives one form, so what a form is lives in the rules alone. A conv also gets its folds (the rule
+``fold_stage`` with ``r``), and every target ``channels_last`` and ``torch.compile``.
+
 A form is timed only after :func:`foldconv.check.check_equivalence` has found it equivalent to the original
 (a form that is not is reported unverified and never timed); :attr:`FormTiming.check` says how it was verified:
 ``"exact"`` (for all weights, on random integer weights) or ``"sampled"`` (in float64 on the target's own weights,
@@ -30,26 +35,36 @@ import torch
 from torch import nn
 
 from .._tables import markdown_table
-from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES, check_bool, check_device, check_int
+from .._validate import CONV_TYPES, check_bool, check_device, check_int
 from ..check import EquivalenceReport, check_equivalence
-from ..equivalences import SubPixelConv, spd_to_strided, strided_to_spd, subpixel_to_transposed, transposed_to_subpixel
-from ..errors import FoldError, fold_error
-from ..fold import fold_conv
-from ..layout import DepthToSpace, layout_module
-from .rewrite import check_model
-from .timing import MIN_RUNS, ROUNDS, Sample, Speedup, Timer, check_seconds, interleaved, machine_description, measure, speedup
+from ..errors import FoldError, first_line, fold_error
+from .rewrite import check_model, rewrite
+from .rules import RuleArg, form_rules
+from .stage import FoldedStage
+from .timing import (
+    MIN_RUNS,
+    ROUNDS,
+    Sample,
+    Speedup,
+    Timer,
+    interleaved,
+    machine_description,
+    measure,
+    prepare_target,
+    runner,
+    speedup,
+)
 
 __all__ = [
-    "CHECKS", "FORM_NAMES", "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "FormTiming", "FormsReport",
-    "measure", "speedup", "machine_description", "is_layer", "benchmark_forms",
+    "CHECKS", "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "FormTiming", "FormsReport", "measure", "speedup",
+    "machine_description", "benchmark_forms",
 ]
 
-#: Forms of a single layer; a model's forms are the rewrite rules (foldconv.surgery.RULE_NAMES) that apply to it.
-FORM_NAMES = ("fold", "strided_to_spd", "spd_to_strided", "transposed_to_subpixel", "subpixel_to_transposed", "channels_last", "compile")
 _UNCHECKED = "not verified (verify=False)"
 #: How a form was verified (FormTiming.check): for all weights (exact), or on the weights at hand in float64 (sampled).
 CHECKS = ("exact", "sampled")
-_STAGE_RULES = ("fold_stage", "unfold_stage")  # need a stage and r: pass them as custom (name, build) forms
+#: Forms that are not rules: a conv's folds (fold r=R), and the memory format and compiler of any target.
+_OTHER_FORMS = ("fold", "channels_last", "compile")
 FormArg = Union[str, Tuple[str, Callable[[nn.Module], nn.Module]]]
 
 
@@ -145,90 +160,38 @@ class _ChannelsLast(nn.Module):
         return self.module(x.contiguous(memory_format=torch.channels_last))
 
 
-def _normalized(target: nn.Module) -> nn.Module:
-    """nn.Pixel(Un)Shuffle / timm layouts inside a two-layer Sequential as foldconv's modules (the same map)."""
-    if isinstance(target, nn.Sequential) and len(target) == 2:
-        layouts = [layout_module(m) for m in target]
-        return nn.Sequential(*(lay.as_module() if lay is not None else m for m, lay in zip(target, layouts)))
-    return target
+def _rewritten(target: nn.Module, shape: Tuple[int, ...], rule: RuleArg) -> Tuple[nn.Module, Any]:
+    """``target`` as a one-module model rewritten by ``rule`` (not verified here), and the report; the
+    one-module wrapper is taken off again when the rewrite kept it."""
+    new, report = rewrite(nn.Sequential(target), shape, [rule], verify=False)
+    return (new[0] if isinstance(new, nn.Sequential) and len(new) == 1 else new), report
 
 
-def _is_spd(target: nn.Module) -> bool:
-    lay = layout_module(target[0]) if isinstance(target, nn.Sequential) and len(target) == 2 else None
-    return lay is not None and lay.kind == "space_to_depth" and isinstance(target[1], CONV_TYPES)
-
-
-def _is_subpixel(target: nn.Module) -> bool:
-    if isinstance(target, SubPixelConv):
-        return True
-    lay = layout_module(target[1]) if isinstance(target, nn.Sequential) and len(target) == 2 else None
-    return lay is not None and lay.kind == "depth_to_space" and isinstance(target[0], CONV_TYPES)
-
-
-def is_layer(target: nn.Module) -> bool:
-    """Whether :func:`benchmark_forms` treats ``target`` as one layer (a conv, transposed conv, SPD or sub-pixel pair)."""
-    return isinstance(target, CONV_TYPES + CONV_TRANSPOSE_TYPES) or _is_spd(target) or _is_subpixel(target)
-
-
-def _try(name: str, build: Callable[[nn.Module], nn.Module], target: nn.Module, **kw: Any) -> _Form:
+def _rule_form(name: str, target: nn.Module, shape: Tuple[int, ...], rule: RuleArg) -> Optional[_Form]:
+    """The form ``rule`` gives ``target`` (a build that rewrites the weights it is handed), a form that says why
+    it cannot be built when the rule finds sites but rewrites none, or None when the rule finds no site."""
     try:
-        build(copy.deepcopy(target))
+        built, report = _rewritten(copy.deepcopy(target), shape, rule)
     except FoldError as err:
-        return _Form(name, None, note=str(err))
-    return _Form(name, build, **kw)
+        return _Form(name, None, note=first_line(err))
+    sites = [s for s in report.sites if not s.part_of]
+    if not report.applied:
+        return _Form(name, None, note="; ".join(sorted({s.reason for s in sites if s.reason})) or "no site applied") if sites else None
+    if isinstance(built, FoldedStage) and not built.report.folded_layers:
+        return _Form(name, None, note="; ".join(layer.reason for layer in built.report.layers))
+    return _Form(name, lambda m: _rewritten(m, shape, rule)[0])
 
 
-def _layer_forms(target: nn.Module, r_values: Sequence[int]) -> List[_Form]:
-    forms: List[_Form] = []
-    if isinstance(target, CONV_TYPES):
+def _forms(target: nn.Module, shape: Tuple[int, ...], names: Sequence[str], r_values: Sequence[int]) -> List[_Form]:
+    forms: List[Optional[_Form]] = []
+    if "fold" in names and isinstance(target, CONV_TYPES):
         dims = len(target.kernel_size)
         for r in r_values:
             if target.in_channels % r**dims == 0:
-                forms.append(_try(f"fold r={r}", lambda m, r=r: nn.Sequential(DepthToSpace(r, dims=dims), fold_conv(m, r)), target))
-        if any(s > 1 for s in target.stride):
-            forms.append(_try("strided_to_spd", strided_to_spd, target))
-    elif isinstance(target, CONV_TRANSPOSE_TYPES):
-        forms.append(_try("transposed_to_subpixel", transposed_to_subpixel, target))
-    elif _is_spd(target):
-        forms.append(_try("spd_to_strided", lambda m: spd_to_strided(_normalized(m)), target))
-    elif _is_subpixel(target):
-        forms.append(_try("subpixel_to_transposed", lambda m: subpixel_to_transposed(_normalized(m)), target))
-    return forms
-
-
-def _model_forms(target: nn.Module, input_shape: Tuple[int, ...], names: Sequence[str]) -> List[_Form]:
-    from . import rewrite  # A's API; imported here so that speed.py never depends on the import order of the package
-
-    forms = []
-    for rule in names:
-        new, report = rewrite(target, input_shape, [rule], verify=False)
-        if report.applied:
-            forms.append(_Form(rule, lambda m, new=new: new, exact=False))
-        elif report.sites:
-            forms.append(_Form(rule, None, note="; ".join(sorted({s.reason for s in report.sites if s.reason})) or "no site applied"))
-    return forms
-
-
-def _validated(target: Any, example_input_shape: Any, min_run_time: Any, param: str = "target") -> Tuple[nn.Module, Tuple[int, ...]]:
-    """An eval-mode copy of ``target`` (the caller's module is never touched: channels_last converts in place,
-    a train-mode BatchNorm would update its statistics) and the validated shape it runs on."""
-    if not isinstance(target, nn.Module):
-        raise fold_error(param, type(target).__name__, "must be an nn.Module (a layer or a model)")
-    if isinstance(example_input_shape, (str, bytes)) or not isinstance(example_input_shape, Sequence) or not example_input_shape:
-        raise fold_error("example_input_shape", example_input_shape, "must be a full input shape such as (1, 3, 224, 224)")
-    shape = tuple(check_int(s, "example_input_shape", 1) for s in example_input_shape)
-    check_seconds(min_run_time)
-    target = copy.deepcopy(target).eval()
-    try:
-        with torch.no_grad():
-            target(torch.zeros(shape))
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise fold_error("example_input_shape", shape, f"the {param} cannot run on it: {_first_line(err)}") from None
-    return target, shape
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+                rule = ("fold_stage", {"stage": "0", "r": r, "fold_bn": False, "cost_neutral_only": False})
+                forms.append(_rule_form(f"fold r={r}", target, shape, rule))
+    forms += [_rule_form(rule, target, shape, rule) for rule in names if rule not in _OTHER_FORMS]
+    return [f for f in forms if f is not None]
 
 
 def _selected(forms: Optional[Sequence[FormArg]], known: Sequence[str]) -> Tuple[Tuple[str, ...], List[_Form]]:
@@ -259,7 +222,7 @@ def _verify(form: _Form, target: nn.Module, built: nn.Module, shape: Tuple[int, 
 
 def benchmark_forms(
     target: nn.Module,
-    example_input_shape: Sequence[int],
+    input_shape: Sequence[int],
     *,
     forms: Optional[Sequence[FormArg]] = None,
     device: Union[str, torch.device] = "cpu",
@@ -273,14 +236,17 @@ def benchmark_forms(
 ) -> FormsReport:
     """Time the original and every verified equivalent form of a layer or a model, in one run, in float32.
 
-    A conv gets ``"fold r=R"`` (``DepthToSpace(R)`` then :func:`foldconv.fold_conv`) for every ``R`` in
-    ``r_values`` with ``R**dims`` dividing its channels, and ``strided_to_spd`` when strided; a transposed conv
-    ``transposed_to_subpixel``; a sub-pixel pair ``subpixel_to_transposed``; an SPD pair ``spd_to_strided``; any
-    other module the rewrite rules that apply to it. Every target also gets ``channels_last`` (4-D inputs) and
-    ``compile`` (``torch.compile``; ``"auto"``: a failure becomes a note, ``True``: a FoldError). ``forms`` picks
-    form names or adds ``(name, build)`` pairs, ``build(target)`` returning an equivalent module. A form is timed
-    only when it is found equivalent: for all weights where the integer check can be exact (the layer forms, a
-    custom form), else sampled in float64 on the target's own weights (:attr:`FormTiming.check` says which).
+    The target, taken as a one-module model, gets one form per rewrite rule that applies to it
+    (:func:`~foldconv.surgery.rules.form_rules`: a strided conv ``strided_to_spd`` and, stride 2, ``conv_to_focus``;
+    a transposed conv ``transposed_to_subpixel``; a sub-pixel pair ``subpixel_to_transposed``; an SPD pair
+    ``spd_to_strided`` and ``focus_to_conv``; a model every rule that rewrites a site of it). A conv also gets
+    ``"fold r=R"`` (``DepthToSpace(R)`` then :func:`foldconv.fold_conv`: the rule ``fold_stage``) for every ``R``
+    in ``r_values`` with ``R**dims`` dividing its channels. Every target also gets ``channels_last`` (4-D inputs)
+    and ``compile`` (``torch.compile``; ``"auto"``: a failure becomes a note, ``True``: a FoldError). ``forms``
+    picks form names or adds ``(name, build)`` pairs, ``build(target)`` returning an equivalent module. A form is
+    timed only when it is found equivalent: for all weights where the integer check can be exact (every op the
+    target runs is polynomial), else sampled in float64 on the target's own weights (:attr:`FormTiming.check`
+    says which).
     The original and each form are timed in ``rounds`` interleaved rounds of ``min_run_time / rounds`` seconds
     each (see the module). ``timer(fn, label) -> Sample`` replaces :func:`measure` (tests inject timings).
 
@@ -290,26 +256,17 @@ def benchmark_forms(
         >>> [(t.form, t.verified) for t in report.timings]
         [('original', True), ('fold r=2', True), ('channels_last', True)]
     """
-    target, shape = _validated(target, example_input_shape, min_run_time)
+    target, shape = prepare_target(target, input_shape, min_run_time=min_run_time)
     dev = check_device(device)
     verify = check_bool(verify, "verify")
     check_bool(channels_last, "channels_last")
     if compile not in (True, False, "auto"):
         raise fold_error("compile", compile, "must be True, False or 'auto'")
     r_list = [check_int(r, "r_values", 2) for r in r_values]
-    layer = is_layer(target)
-    if not layer:
-        from . import RULE_NAMES
-
-        known: Sequence[str] = tuple(n for n in RULE_NAMES if n not in _STAGE_RULES) + ("channels_last", "compile")
-    else:
-        known = FORM_NAMES
-    names, custom = _selected(forms, known)
-    built_forms = _layer_forms(target, r_list) if layer else _model_forms(target, shape, [n for n in names if n in known[:-2]])
-    if layer:
-        built_forms = [f for f in built_forms if f.name.split(" ")[0] in names]
+    names, custom = _selected(forms, ("fold",) + form_rules() + ("channels_last", "compile"))
+    built_forms = _forms(target, shape, names, r_list)
     if channels_last and "channels_last" in names:
-        built_forms.append(_Form("channels_last", _ChannelsLast, exact=layer, channels_last=True) if len(shape) == 4
+        built_forms.append(_Form("channels_last", _ChannelsLast, channels_last=True) if len(shape) == 4
                            else _Form("channels_last", None, note=f"needs a 4-D input, not {shape}"))
     if compile is not False and "compile" in names:
         built_forms.append(_Form("compile", lambda m: torch.compile(copy.deepcopy(m)), exact=False))
@@ -320,9 +277,9 @@ def benchmark_forms(
     # Every form is built and verified before anything is timed, so that the timings sit close together.
     prepared = [_prepare(form, target, shape, verify=verify, strict=compile is True) for form in built_forms]
     runnable = [(form, built) for form, (built, _) in zip(built_forms, prepared) if built is not None]
-    runs = [(form.name, _runner(built.to(dev).eval(), x.contiguous(memory_format=torch.channels_last) if form.channels_last else x))
+    runs = [(form.name, runner(built.to(dev).eval(), x.contiguous(memory_format=torch.channels_last) if form.channels_last else x))
             for form, built in runnable]
-    anchor, paired = interleaved(_runner(copy.deepcopy(target).to(dev), x), runs, time, rounds=rounds)
+    anchor, paired = interleaved(runner(copy.deepcopy(target).to(dev), x), runs, time, rounds=rounds)
     by_form = {id(form): pair for (form, _), pair in zip(runnable, paired)}
     timings = [FormTiming.from_samples("original", anchor, anchor, verified=True,
                                        note=f"the anchor, timed before each form in {rounds} interleaved round(s)")]
@@ -344,21 +301,13 @@ def _describe(module: nn.Module) -> str:
     return text if "\n" not in text and len(text) < 120 else type(module).__name__
 
 
-def _runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    def run() -> object:
-        with torch.no_grad():
-            return module(x)
-
-    return run
-
-
 def _compile_failure(form: _Form, err: Exception, strict: bool) -> FormTiming:
     """torch.compile fails in every exception type: a note under compile="auto", a FoldError under True."""
     if form.name != "compile" or isinstance(err, FoldError):
         raise err
     if strict:
-        raise fold_error("compile", True, f"torch.compile failed here: {_first_line(err)}") from None
-    return FormTiming.untimed("compile", f"torch.compile failed here: {type(err).__name__}: {_first_line(err)[:200]}")
+        raise fold_error("compile", True, f"torch.compile failed here: {first_line(err)}") from None
+    return FormTiming.untimed("compile", f"torch.compile failed here: {type(err).__name__}: {first_line(err)[:200]}")
 
 
 def _prepare(form: _Form, target: nn.Module, shape: Tuple[int, ...], *, verify: bool, strict: bool) -> Tuple[Optional[nn.Module], FormTiming]:

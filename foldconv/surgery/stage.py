@@ -1,4 +1,4 @@
-"""Fold a whole stage: its activations live in the space domain, each conv acts there as its fold.
+"""Fold a stage, or a whole model: its activations live in the space domain, each conv acts there as its fold.
 
 A folded stage computes exactly what the stage computes. It puts ``DepthToSpace(r)`` at its entry; each conv
 becomes :func:`foldconv.fold.fold_conv` acting on the depth-to-space map, and its output goes back to the space
@@ -6,24 +6,28 @@ domain (``DepthToSpace`` of the conv's output, which needs ``out_channels`` a mu
 following layer runs there when the prediction engine says it commutes with the layout change
 (:func:`foldconv.predict.predict_following`: ReLU, eval BatchNorm with tied statistics, residual adds, ...; the
 folded layer is :func:`foldconv.predict.fold_following`'s). A layer that does not commute ends the space domain
-(``SpaceToDepth`` before it) and :attr:`FoldedStage.layers` says why: the prediction's reason. ``SpaceToDepth``
-at the exit. Built on the torch.fx graph of the stage, so residual connections work.
+(``SpaceToDepth`` before it) and the report says why: the prediction's reason. ``SpaceToDepth`` at the exit.
+Built on the torch.fx graph of the stage (:func:`foldconv.tracing.trace`), so residual connections work.
 
 Written naively, every value of the stage lives in the space domain: ``DepthToSpace`` after each conv (and
 after each layer kept in the original domain), ``SpaceToDepth`` before each layer that needs the original
 domain and at the exit. Every ``DepthToSpace`` followed at once by a ``SpaceToDepth`` is the identity; the
 folded stage does not run these pairs (a conv's output read in the original domain is read as it is), and
-:attr:`FoldedStage.cancelled_pairs` counts them. :attr:`FoldedStage.layout_ops` lists what it does run.
+:attr:`FoldReport.cancelled_pairs` counts them. :attr:`FoldReport.layout_ops` lists what it does run.
 
-:func:`unfold_stage` (in :mod:`foldconv.surgery.stage_unfold`, re-exported here) gives the stage back, bit-exact.
+This is the one way foldconv folds more than one conv: :func:`fold_model` is a whole model folded as one stage
+(a model torch.fx cannot trace has each conv folded on its own), :func:`compare_model_fold` counts a model and
+its fold side by side, and the rewrite rule ``fold_stage`` folds a named stage of a model. :func:`unfold_stage`
+gives the stage back, bit-exact. Like every surgery function that changes a model, :func:`fold_stage` and
+:func:`fold_model` return the new model and what happened: ``(model, FoldReport)``.
 
 Example:
     >>> from torch import nn
     >>> stage = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
-    >>> folded = fold_stage(stage, 2, input_shape=(1, 4, 8, 8))
-    >>> [(layer.name, layer.action) for layer in folded.layers]
+    >>> folded, report = fold_stage(stage, 2, input_shape=(1, 4, 8, 8))
+    >>> [(layer.name, layer.action) for layer in report.layers]
     [('0', 'folded'), ('1', 'commuted'), ('2', 'folded')]
-    >>> folded.layout_ops, folded.cancelled_pairs
+    >>> report.layout_ops, report.cancelled_pairs
     (('DepthToSpace@input', 'DepthToSpace@0'), 1)
     >>> x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
     >>> torch.allclose(folded.double()(x), stage.double()(x))
@@ -35,27 +39,33 @@ Example:
 from __future__ import annotations
 
 import copy
-import numbers
 import operator
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from .._validate import CONV_TYPES
-from ..analysis.counting import meta_copy
-from ..errors import FoldError, fold_error
-from ..fold import fold_conv, plan_fold
-from ..layout import DepthToSpace, IntOrTuple, Order, SpaceToDepth
+from .. import tracing
+from .._tables import markdown_table
+from .._validate import CONV_TYPES, check_bool
+from ..analysis.counting import count, meta_copy
+from ..analysis.counting.fold import Compared, Comparison
+from ..errors import FoldError, first_line, fold_error
+from ..fold import fold_conv, plan_fold, unfold_weight
+from ..layout import DepthToSpace, IntOrTuple, Order, SpaceToDepth, fold_channel_map, normalize_order, space_to_depth
 from ..predict import Outcome, fold_following, following_rule, predict_fold, predict_following
 from ..specs import ConvSpec, FoldSpec
-from .stage_unfold import unfold_stage
+from .bn import fold_bn as fold_conv_bn
+from .patterns import Context, conv_then_bn
 
-__all__ = ["ACTIONS", "StageLayer", "FoldedStage", "fold_stage", "unfold_stage"]
+__all__ = [
+    "ACTIONS", "StageLayer", "FoldReport", "FoldedStage", "fold_stage", "unfold_stage", "fold_model", "ModelFoldComparison",
+    "compare_model_fold",
+]
 
 #: What happened to a layer: its fold runs in the space domain, it runs there unchanged in form, or it runs in
 #: the original (depth) domain.
@@ -97,34 +107,30 @@ class StageLayer:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-class FoldedStage(nn.Module):
-    """A stage whose activations live in the space domain (:func:`fold_stage`); runnable, with real weights.
+@dataclass(frozen=True)
+class FoldReport:
+    """What :func:`fold_stage` or :func:`fold_model` did: one :class:`StageLayer` per layer, the layout ops run.
 
-    ``body`` is the torch.fx GraphModule that runs; ``layers`` says per layer what happened and why;
-    ``layout_ops`` names the DepthToSpace/SpaceToDepth it runs (``"DepthToSpace@<layer>"`` converts that layer's
-    output, ``@input`` the stage's input); ``cancelled_pairs`` counts the conversion pairs it does not run.
-    :func:`unfold_stage` gives the original stage back.
+    ``layout_ops`` names the DepthToSpace/SpaceToDepth the folded model runs (``"DepthToSpace@<layer>"`` converts
+    that layer's output, ``@input`` the stage's input); ``cancelled_pairs`` counts the conversion pairs it does not
+    run. ``traced``: torch.fx traced the model (False: :func:`fold_model` folded each conv on its own, and
+    ``fallback_reason`` says why).
+
+    Example:
+        >>> _, report = fold_stage(nn.Sequential(nn.Conv2d(4, 4, 1)), 2, input_shape=(1, 4, 2, 2))
+        >>> report.summary()
+        "Sequential: r=(2, 2) order='c rh rw': 1 folded, 0 commuted, 0 kept; 1 layout op(s), 1 cancelled pair(s)"
     """
 
-    def __init__(self, body: fx.GraphModule, *, fold: FoldSpec, input_shape: Tuple[int, ...], layers: Tuple[StageLayer, ...],
-                 layout_ops: Tuple[str, ...], cancelled_pairs: int, structure: nn.Module,
-                 origin: Dict[str, Tuple[str, str, int]], attrs: Tuple[str, ...]):
-        super().__init__()
-        self.body = body
-        self.fold = fold
-        self.r, self.order, self.dims = fold.r, fold.order, fold.dims
-        self.input_shape = input_shape
-        self.layers = layers
-        self.layout_ops = layout_ops
-        self.cancelled_pairs = cancelled_pairs
-        # The original stage's structure on meta (no storage), outside the module tree so that it is neither
-        # a parameter of the folded stage nor moved by .to(): unfold_stage fills it from the folded weights.
-        object.__setattr__(self, "_structure", structure)
-        object.__setattr__(self, "_origin", dict(origin))
-        object.__setattr__(self, "_attrs", tuple(attrs))
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.body(*args, **kwargs)
+    model: str
+    input_shape: Tuple[int, ...]
+    r: Tuple[int, ...]
+    order: Tuple[str, ...]
+    layers: Tuple[StageLayer, ...]
+    layout_ops: Tuple[str, ...]
+    cancelled_pairs: int
+    traced: bool = True
+    fallback_reason: str = ""
 
     @property
     def folded_layers(self) -> int:
@@ -136,46 +142,79 @@ class FoldedStage(nn.Module):
         return [layer.row() for layer in self.layers]
 
     def summary(self) -> str:
-        """One line: factors, what happened, conversions.
-
-        Example:
-            >>> fold_stage(nn.Sequential(nn.Conv2d(4, 4, 1)), 2, input_shape=(1, 4, 2, 2)).summary()
-            "r=(2, 2) order='c rh rw': 1 folded, 0 commuted, 0 kept; 1 layout op(s), 1 cancelled pair(s)"
-        """
+        """One line: factors, what happened, conversions (and how the model was read when fx could not trace it)."""
         counts = {a: sum(layer.action == a for layer in self.layers) for a in ACTIONS}
-        return (f"r={self.r} order={' '.join(self.order)!r}: {counts['folded']} folded, {counts['commuted']} commuted, "
-                f"{counts['kept']} kept; {len(self.layout_ops)} layout op(s), {self.cancelled_pairs} cancelled pair(s)")
+        text = (f"{self.model}: r={self.r} order={' '.join(self.order)!r}: {counts['folded']} folded, {counts['commuted']} "
+                f"commuted, {counts['kept']} kept; {len(self.layout_ops)} layout op(s), {self.cancelled_pairs} cancelled pair(s)")
+        return text if self.traced else f"{text}; each conv folded on its own ({self.fallback_reason})"
+
+    def to_markdown(self) -> str:
+        """The summary line and the per-layer table."""
+        return self.summary() + "\n\n" + markdown_table(self.rows())
+
+
+class FoldedStage(nn.Module):
+    """A stage whose activations live in the space domain (:func:`fold_stage`); runnable, with real weights.
+
+    ``body`` is the torch.fx GraphModule that runs; ``report`` says per layer what happened and why.
+    :func:`unfold_stage` gives the original stage back.
+    """
+
+    def __init__(self, body: fx.GraphModule, *, fold: FoldSpec, input_shape: Tuple[int, ...], report: FoldReport,
+                 structure: nn.Module, origin: Dict[str, Tuple[str, str, int]], attrs: Tuple[str, ...], wrapped: bool):
+        super().__init__()
+        self.body = body
+        self.fold = fold
+        self.input_shape = input_shape
+        self.report = report
+        # The original stage's structure on meta (no storage), outside the module tree so that it is neither
+        # a parameter of the folded stage nor moved by .to(): unfold_stage fills it from the folded weights.
+        object.__setattr__(self, "_structure", structure)
+        object.__setattr__(self, "_origin", dict(origin))
+        object.__setattr__(self, "_attrs", tuple(attrs))
+        object.__setattr__(self, "_wrapped", wrapped)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.body(*args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, order={' '.join(self.order)!r}, input_shape={self.input_shape}"
+        return f"r={self.fold.r}, order={' '.join(self.fold.order)!r}, input_shape={self.input_shape}"
 
 
-def _check_input_shape(input_shape: Any) -> Tuple[int, ...]:
-    rule = "must be the full input shape (N, C, *spatial) with 1-3 spatial dims, every size an integer >= 1"
-    if isinstance(input_shape, (str, bytes, torch.Tensor)) or not isinstance(input_shape, Sequence):
-        raise fold_error("input_shape", input_shape, rule)
-    if not 3 <= len(input_shape) <= 5 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_shape):
-        raise fold_error("input_shape", tuple(input_shape), rule)
-    return tuple(int(s) for s in input_shape)
-
-
-def _trace(stage: nn.Module, input_shape: Tuple[int, ...]) -> fx.GraphModule:
-    """The fx graph of the stage with every node's output shape, from a pass on a meta copy (no data touched)."""
-    meta = meta_copy(stage)
+def _trace(stage: nn.Module, input_shape: Tuple[int, ...]) -> Tuple[fx.GraphModule, Dict[str, Tuple[int, ...]]]:
+    """The fx graph of the stage and every node's output shape, from a pass on meta tensors (no data touched)."""
     try:
-        traced = fx.symbolic_trace(meta)
-    except Exception as err:  # torch.fx raises many types (TraceError, TypeError, NotImplementedError...)
-        raise fold_error("stage", type(stage).__name__, f"does not trace with torch.fx ({type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); fold its traceable parts") from err
+        traced = tracing.trace(stage)
+    except FoldError as err:
+        if err.param != "model" or err.__cause__ is None:
+            raise
+        raise fold_error("stage", type(stage).__name__, f"does not trace with torch.fx ({first_line(err.__cause__, with_type=True)}); "
+                         "fold its traceable parts") from err.__cause__
     inputs = [n for n in traced.graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise fold_error("stage", type(stage).__name__, f"must take one input tensor; its forward takes {len(inputs)}")
-    dtype = next((t.dtype for t in stage.parameters() if t.is_floating_point()), torch.float32)
-    try:
-        ShapeProp(traced).propagate(torch.empty(input_shape, device="meta", dtype=dtype))
-    except Exception as err:
-        raise fold_error("input_shape", input_shape, f"the stage cannot run on it: {str(err).strip().splitlines()[0]}") from err
-    return traced
+    return traced, tracing.node_shapes(tracing.node_values(traced, input_shape, on="meta"))
+
+
+def _fold_batchnorms(stage: nn.Module, input_shape: Tuple[int, ...]) -> nn.Module:
+    """A copy of ``stage`` with every eval-mode BatchNorm that is the only user of a conv folded into it (the
+    BatchNorm's place kept as an identity); a pair that cannot be folded (a training-mode BatchNorm, a module
+    called twice) is left as it is."""
+    work = copy.deepcopy(stage)
+    for match in conv_then_bn(Context.build(work, input_shape)):
+        if match.problem:
+            continue
+        try:
+            fused = fold_conv_bn(work.get_submodule(match.location), work.get_submodule(match.bn))
+        except FoldError:
+            continue
+        work.set_submodule(match.location, fused)
+        work.set_submodule(match.bn, nn.Identity())
+    return work
+
+
+def _on_meta(module: nn.Module) -> bool:
+    return any(t.is_meta for t in list(module.parameters()) + list(module.buffers()))
 
 
 def _owner(root: nn.Module, path: str) -> nn.Module:
@@ -202,8 +241,10 @@ def _no_inplace(module: nn.Module) -> nn.Module:
 class _Builder:
     """Walks the stage's fx graph once, building the folded graph and the per-layer record."""
 
-    def __init__(self, stage: nn.Module, traced: fx.GraphModule, fold: FoldSpec):
-        self.stage, self.traced, self.fold = stage, traced, fold
+    def __init__(self, stage: nn.Module, traced: fx.GraphModule, shapes: Dict[str, Tuple[int, ...]], fold: FoldSpec, *,
+                 cost_neutral_only: bool):
+        self.stage, self.traced, self.shapes, self.fold = stage, traced, shapes, fold
+        self.cost_neutral_only = cost_neutral_only
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.space: Dict[fx.Node, fx.Node] = {}
@@ -219,9 +260,8 @@ class _Builder:
     # -- values -----------------------------------------------------------------------------------------
     def shape(self, node: Any) -> Optional[Tuple[int, ...]]:
         """The node's shape when it is a feature map ``(N, C, *spatial)`` of the stage's dims, else None."""
-        meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-        shape = getattr(meta, "shape", None)
-        return tuple(shape) if shape is not None and len(shape) == self.fold.dims + 2 else None
+        shape = self.shapes.get(node.name) if isinstance(node, fx.Node) else None
+        return shape if shape is not None and len(shape) == self.fold.dims + 2 else None
 
     def foldable(self, node: Any) -> bool:
         shape = self.shape(node)
@@ -305,13 +345,14 @@ class _Builder:
         if shape is None:
             return self.keep_module(node, conv, "its input is not one feature map of the stage's dims")
         prediction = predict_fold(conv, self.fold, input_size=shape[2:])
-        reason = prediction.reason
-        if prediction.outcome is not Outcome.HOLDS:
-            conditions = f" (an equivalent form needs: {'; '.join(prediction.conditions)})" if prediction.conditions else ""
-            return self.keep_module(node, conv, f"{prediction.outcome.value}: {reason}{conditions}")
+        conditions = f" (an equivalent form needs: {'; '.join(prediction.conditions)})" if prediction.conditions else ""
+        if prediction.outcome not in (Outcome.HOLDS, Outcome.HOLDS_IF):
+            return self.keep_module(node, conv, f"{prediction.outcome.value}: {prediction.reason}{conditions}")
+        # HOLDS_IF: fold_conv's plan makes the changes the conditions name (a group or dilation expansion)
         plan = plan_fold(spec, self.fold)
-        if plan.result.params != spec.params:
-            return self.keep_module(node, conv, "folds only with a group or dilation expansion, which changes the costs")
+        if self.cost_neutral_only and plan.result.params != spec.params:
+            return self.keep_module(node, conv, f"folds only with a group or dilation expansion, which changes the costs{conditions}")
+        reason = prediction.reason if prediction.outcome is Outcome.HOLDS else f"{prediction.outcome.value}: {'; '.join(prediction.conditions)}"
         path = self.place(node, fold_conv(conv, self.fold), "folded", spec.in_channels)
         self.emit(node, "call_module", path, "space")
         # The folded conv's output is the original conv's output: the depth domain.
@@ -330,7 +371,12 @@ class _Builder:
         if shape[1] % self.fold.block:
             return self.keep_module(node, layer, f"its input has {shape[1]} channels, not a multiple of prod(r)="
                                     f"{self.fold.block}: that map cannot be in the space domain")
-        prediction = predict_following(layer, self.fold, shape[1], input_size=shape[2:])
+        try:
+            prediction = predict_following(layer, self.fold, shape[1], input_size=shape[2:])
+        except (NotImplementedError, RuntimeError):
+            if not _on_meta(layer):
+                raise
+            return self.keep_module(node, layer, "its parameters are on meta: whether it commutes depends on their values")
         if prediction.outcome is not Outcome.HOLDS:
             return self.keep_module(node, layer, f"{prediction.outcome.value}: {prediction.reason}")
         path = self.place(node, _no_inplace(fold_following(layer, self.fold, shape[1])), "commuted", shape[1])
@@ -385,39 +431,275 @@ class _Builder:
                 self.graph.output(fx.node.map_arg(node.args[0], lambda n: self.get(n, "depth")))
 
 
-def fold_stage(stage: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], order: Order = "crd") -> FoldedStage:
-    """The stage with its activations in the space domain: a real, runnable module equal to ``stage``.
+def _validated(stage: Any, r: Any, input_shape: Any, order: Any, fold_bn: Any, cost_neutral_only: Any, param: str):
+    if not isinstance(stage, nn.Module):
+        raise fold_error(param, type(stage).__name__, "must be an nn.Module")
+    if isinstance(stage, FoldedStage):
+        raise fold_error(param, "FoldedStage", "is folded already; unfold_stage gives the original back")
+    shape = tracing.validate_input_shape(input_shape, ranks=(3, 4, 5))
+    normalize_order(order, len(shape) - 2)  # None is not an order here (FoldSpec.coerce would take the default)
+    fold = FoldSpec.coerce(r, len(shape) - 2, order, param="r")
+    return shape, fold, check_bool(fold_bn, "fold_bn"), check_bool(cost_neutral_only, "cost_neutral_only")
+
+
+def _fold(stage: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, *, fold_bn: bool, cost_neutral_only: bool) -> Tuple[FoldedStage, FoldReport]:
+    # A stage that is one layer (a conv) is traced as a one-layer Sequential: fx would trace into its forward.
+    wrapped = fx.Tracer().is_leaf_module(stage, "")
+    root = nn.Sequential(stage) if wrapped else stage
+    if fold_bn:
+        root = _fold_batchnorms(root, shape)
+    traced, shapes = _trace(root, shape)
+    builder = _Builder(root, traced, shapes, fold, cost_neutral_only=cost_neutral_only)
+    builder.build()
+    body = fx.GraphModule(builder.root, builder.graph, class_name="FoldedStageBody")
+    body.graph.lint()
+    report = FoldReport(type(stage).__name__, shape, fold.r, fold.order, tuple(builder.layers), tuple(builder.layout_ops),
+                        builder.cancelled)
+    folded = FoldedStage(body, fold=fold, input_shape=shape, report=report, structure=meta_copy(root), origin=builder.origin,
+                         attrs=tuple(sorted(builder.attrs)), wrapped=wrapped)
+    folded.training = body.training = stage.training  # not .train(): each layer keeps its own mode
+    return folded, report
+
+
+def fold_stage(stage: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], order: Order = "crd", fold_bn: bool = False,
+               cost_neutral_only: bool = True) -> Tuple[FoldedStage, FoldReport]:
+    """The stage with its activations in the space domain (a real, runnable module equal to ``stage``) and the report.
 
     ``input_shape`` is the full shape of the stage's input (its spatial dims are the fold's); ``r`` an int
     (every spatial axis) or one factor per axis; ``order`` the channel order of every DepthToSpace, SpaceToDepth
-    and folded weight. Every conv whose fold holds (:func:`foldconv.predict.predict_fold`) and keeps its
-    costs runs as its fold; every module or elementwise function the prediction engine says commutes runs in
-    the space domain; the rest run in the original domain, and :attr:`FoldedStage.layers` says why. The stage is
-    traced with torch.fx (FoldError when it does not trace). Eval-mode BatchNorm with per-channel statistics
-    does not commute: fold it into the preceding conv first (:func:`foldconv.surgery.bn.fold_bn`; the rewrite
-    rule ``fold_stage`` does it with ``fold_bn=True``).
+    and folded weight. Every conv whose fold holds (:func:`foldconv.predict.predict_fold`) runs as its fold; with
+    ``cost_neutral_only`` (the default) only folds that keep the parameters and MACs (no group or dilation
+    expansion). Every module or elementwise function the prediction engine says commutes runs in the space
+    domain; the rest run in the original domain, and :attr:`FoldReport.layers` says why. Eval-mode BatchNorm with
+    per-channel statistics does not commute: ``fold_bn=True`` folds each one that follows a conv into it first
+    (:func:`foldconv.surgery.bn.fold_bn`). The stage is traced with torch.fx (a FoldError when it does not trace);
+    a stage that is one layer (a conv) is folded as ``nn.Sequential(stage)``, its layer named ``"0"``. The input
+    stage is not modified.
 
     Example:
         >>> from torch import nn
         >>> stage = nn.Sequential(nn.Conv2d(8, 6, 1), nn.ReLU())
-        >>> folded = fold_stage(stage, 2, input_shape=(1, 8, 4, 4))
-        >>> [layer.action for layer in folded.layers], folded.layers[1].reason[:40]
+        >>> folded, report = fold_stage(stage, 2, input_shape=(1, 8, 4, 4))
+        >>> [layer.action for layer in report.layers], report.layers[1].reason[:40]
         (['folded', 'kept'], 'its input has 6 channels, not a multiple')
     """
-    if not isinstance(stage, nn.Module):
-        raise fold_error("stage", type(stage).__name__, "must be an nn.Module")
-    if isinstance(stage, FoldedStage):
-        raise fold_error("stage", "FoldedStage", "is folded already; unfold_stage gives the original back")
-    shape = _check_input_shape(input_shape)
-    dims = len(shape) - 2
-    fold = FoldSpec.coerce(r, dims, order, param="r")
-    traced = _trace(stage, shape)
-    builder = _Builder(stage, traced, fold)
-    builder.build()
-    body = fx.GraphModule(builder.root, builder.graph, class_name="FoldedStageBody")
-    body.graph.lint()
-    folded = FoldedStage(body, fold=fold, input_shape=shape, layers=tuple(builder.layers),
-                         layout_ops=tuple(builder.layout_ops), cancelled_pairs=builder.cancelled,
-                         structure=meta_copy(stage), origin=builder.origin, attrs=tuple(sorted(builder.attrs)))
-    folded.training = body.training = stage.training  # not .train(): each layer keeps its own mode
-    return folded
+    shape, fold, fold_bn, cost_neutral_only = _validated(stage, r, input_shape, order, fold_bn, cost_neutral_only, "stage")
+    return _fold(stage, shape, fold, fold_bn=fold_bn, cost_neutral_only=cost_neutral_only)
+
+
+def fold_model(model: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], order: Order = "crd", fold_bn: bool = False,
+               cost_neutral_only: bool = True) -> Tuple[nn.Module, FoldReport]:
+    """The whole model folded as one stage (:func:`fold_stage`), and the report.
+
+    A real, runnable copy: the model's weights (folded where a conv folds) on the model's device, in its dtype and
+    training mode; a model on meta gives a meta copy (what :func:`compare_model_fold` counts). It computes the same
+    function, so "is the folded model faster?" is one call to time it. A model torch.fx cannot trace has each conv
+    folded on its own instead (``DepthToSpace`` then the folded conv, in place; ``report.traced`` is False and
+    says why). The input model is not modified.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
+        >>> folded, report = fold_model(net, 2, input_shape=(1, 3, 8, 8))
+        >>> [(layer.name, layer.action) for layer in report.layers]
+        [('0', 'kept'), ('1', 'folded')]
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> torch.allclose(folded(x), net(x), atol=1e-5)
+        True
+    """
+    shape, fold, fold_bn, cost_neutral_only = _validated(model, r, input_shape, order, fold_bn, cost_neutral_only, "model")
+    try:
+        tracing.trace(model)
+    except FoldError as err:
+        if err.param != "model":
+            raise
+        return _fold_each_conv(model, shape, fold, err.rule, fold_bn=fold_bn, cost_neutral_only=cost_neutral_only)
+    return _fold(model, shape, fold, fold_bn=fold_bn, cost_neutral_only=cost_neutral_only)
+
+
+def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, why: str, *, fold_bn: bool,
+                    cost_neutral_only: bool) -> Tuple[nn.Module, FoldReport]:
+    """Every conv of a model fx cannot trace replaced by its own folded stage, at the input its first call sees."""
+    copied = _fold_batchnorms(model, shape) if fold_bn else copy.deepcopy(model)
+    calls = tracing.module_inputs(copied, shape)
+    replaced: Dict[int, nn.Module] = {}
+    layers: List[StageLayer] = []
+    layout_ops: List[str] = []
+    convs = [(path, m) for path, m in copied.named_modules(remove_duplicate=False) if path and isinstance(m, CONV_TYPES)]
+    for path, conv in convs:
+        if id(conv) not in replaced:  # a conv shared by two paths is folded once, at its first path
+            replaced[id(conv)] = conv
+            if path not in calls or len(calls[path][0]) != fold.dims + 2:
+                layers.append(StageLayer(path, "", type(conv).__name__, "kept", "the model never calls it on a feature map of the fold's dims"))
+                continue
+            folded, report = _fold(conv, calls[path][0], fold, fold_bn=False, cost_neutral_only=cost_neutral_only)
+            layers.append(dataclass_replace(report.layers[0], name=path))
+            if report.folded_layers:
+                replaced[id(conv)] = folded
+                layout_ops += [f"{op}:{path}" for op in report.layout_ops]
+        copied.set_submodule(path, replaced[id(conv)])
+    report = FoldReport(type(model).__name__, shape, fold.r, fold.order, tuple(layers), tuple(layout_ops), 0, traced=False,
+                        fallback_reason=why)
+    return copied, report
+
+
+def _expand(folded: torch.Tensor, channels: int, fold: FoldSpec) -> torch.Tensor:
+    """Per-channel values from per-folded-channel ones: channel ``c`` takes its folded channel's value."""
+    owner = torch.empty(channels, dtype=torch.long)
+    blocks = fold_channel_map(channels, fold.r, fold.order, dims=fold.dims).reshape(channels // fold.block, -1)
+    for g, members in enumerate(blocks):
+        owner[members] = g
+    return folded[owner.to(folded.device)]
+
+
+def _unfold_tensor(value: torch.Tensor, target: torch.Size, channels: int, fold: FoldSpec) -> Optional[torch.Tensor]:
+    """The original tensor of shape ``target`` behind a commuted layer's tensor, when its shape says how."""
+    if value.shape == target:
+        return value.detach().clone()
+    if len(target) >= 1 and target[0] == channels and tuple(value.shape) == (channels // fold.block,) + tuple(target[1:]):
+        return _expand(value.detach(), channels, fold)
+    if len(target) == fold.dims + 1 and value.dim() == fold.dims + 1:
+        return space_to_depth(value.detach(), fold.r, fold.order, dims=fold.dims).clone()
+    return None
+
+
+def _recover(folded: FoldedStage, module_path: str, name: str, target: torch.Tensor) -> Optional[torch.Tensor]:
+    action, path, channels = folded._origin[module_path]
+    module = folded.body.get_submodule(path)
+    value = getattr(module, name)
+    if action == "kept" or value is None:
+        return None if value is None else value.detach().clone()
+    if action == "folded":
+        if name == "weight":
+            return unfold_weight(value.detach(), folded.fold, groups=module.groups).weight.clone()
+        return value.detach().clone()
+    return _unfold_tensor(value, target.shape, channels, folded.fold)
+
+
+def _validate_commuted(folded: FoldedStage, rebuilt: nn.Module) -> None:
+    """Folding the rebuilt originals of commuted layers must give the folded stage's layers back, bit for bit."""
+    for module_path, (action, path, channels) in folded._origin.items():
+        if action != "commuted":
+            continue
+        again = fold_following(rebuilt.get_submodule(module_path), folded.fold, channels)
+        current = folded.body.get_submodule(path)
+        for (key, a), (_, b) in zip(again.state_dict().items(), current.state_dict().items()):
+            if a.shape != b.shape or not torch.equal(a.to(b), b):
+                raise fold_error("folded", path, f"its {key} is not the fold of any {type(again).__name__} "
+                                 "(parameters that must be equal within fold blocks differ): it has no unfolded form")
+
+
+def unfold_stage(folded: FoldedStage) -> nn.Module:
+    """The original stage of a :func:`fold_stage` result, with the folded stage's weights unfolded (bit-exact).
+
+    Folded convs give their weights back with :func:`foldconv.fold.unfold_weight` (a permutation), commuted
+    layers with per-channel parameters take each folded channel's value for its ``prod(r)`` channels (and folding
+    the rebuilt layers again must give the folded stage's layers back bit for bit), kept layers are copied. A
+    stage whose folded weights were changed unfolds to the stage they now stand for; a stage folded with
+    ``fold_bn=True`` unfolds to its convs with the BatchNorms folded in.
+
+    Example:
+        >>> from torch import nn
+        >>> stage = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        >>> back = unfold_stage(fold_stage(stage, 2, input_shape=(1, 4, 6, 6))[0])
+        >>> torch.equal(back[0].weight, stage[0].weight), type(back[1]).__name__
+        (True, 'ReLU')
+    """
+    if not isinstance(folded, FoldedStage):
+        raise fold_error("folded", type(folded).__name__, "must be a FoldedStage (from fold_stage)")
+    rebuilt = copy.deepcopy(folded._structure)
+    missing = []
+    for module_path, module in rebuilt.named_modules():
+        for kind, tensors in (("param", module._parameters), ("buffer", module._buffers)):
+            for name, target in list(tensors.items()):
+                if target is None:
+                    continue
+                qualified = f"{module_path}.{name}" if module_path else name
+                value = None
+                if qualified in folded._attrs:
+                    value = getattr(folded.body.get_submodule(module_path), name).detach().clone()
+                elif module_path in folded._origin:
+                    value = _recover(folded, module_path, name, target)
+                if value is None or value.shape != target.shape:
+                    missing.append(qualified)
+                    continue
+                tensors[name] = nn.Parameter(value, requires_grad=target.requires_grad) if kind == "param" else value
+    if missing:
+        raise fold_error("folded", type(folded._structure).__name__, f"cannot give back {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}: the folded stage never runs the module(s) holding them")
+    _validate_commuted(folded, rebuilt)
+    return rebuilt[0] if folded._wrapped else rebuilt
+
+
+@dataclass(frozen=True)
+class ModelFoldComparison(Comparison):
+    """:func:`compare_model_fold`'s result: both counts, the totals side by side, and the fold's report."""
+
+    report: Optional[FoldReport] = None
+
+    @property
+    def folded_layers(self) -> int:
+        return self.report.folded_layers if self.report is not None else 0
+
+    @property
+    def layout_elements(self) -> int:
+        """Activation elements the folded model's DepthToSpace and SpaceToDepth layers write.
+
+        Every other layer keeps its output (a fold keeps the output grid, a commuted layer writes the same number
+        of elements in the space domain), so with no in-place layers the folded total is the original plus this;
+        a layer that runs in place in the model (an in-place ReLU, ``+=``) runs out of place in the folded one and
+        writes its output too. Each layout layer writes its rearranged input twice in the count: the copy
+        ``einops.rearrange`` makes (``aten.clone`` of the permuted view) and the reshape of that copy
+        (``aten._unsafe_view``, whose schema declares no alias, so the counter counts it as a new tensor); nothing
+        where the rearrangement is a pure view (a 1x1 input).
+        """
+        return sum(layer.activation_elements for layer in self.folded.layers if layer.type in _LAYOUT_TYPES)
+
+    def rows(self) -> List[Dict[str, Any]]:
+        """As :meth:`Comparison.rows`, plus a ``note`` that says why activations change.
+
+        Example:
+            >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
+            >>> row = compare_model_fold(net, (1, 3, 8, 8), r=2).rows()[4]
+            >>> row["quantity"], row["original"], row["folded"], row["note"][:45]
+            ('activation_elements', 720, 1872, '+1,152 = 1,152 written by the 1 DepthToSpace/')
+        """
+        layout = [layer for layer in self.folded.layers if layer.type in _LAYOUT_TYPES]
+        notes = {}
+        for quantity, attr in (("activation_elements", "activation_elements"), ("activation_bytes", "activation_bytes")):
+            rise = getattr(self.folded, attr) - getattr(self.original, attr)
+            written = sum(getattr(layer, attr) for layer in layout)
+            text = (f"+{rise:,} = {written:,} written by the {len(layout)} DepthToSpace/SpaceToDepth layer(s) of the folded model "
+                    "(each writes its rearranged input: a copy, plus its reshape, which the counter also counts; nothing "
+                    "where the rearrangement is a view, as on a 1x1 input)")
+            if rise != written:
+                text += (f" + {rise - written:,} written by layers that run in place in the model (an in-place ReLU, "
+                         "`+=`) and out of place in the folded one, where a value's two forms are different tensors")
+            notes[quantity] = text + "; every other layer keeps its output"
+        return [{**row, "note": "" if row["equal"] else notes.get(row["quantity"], "")} for row in super().rows()]
+
+
+_LAYOUT_TYPES = ("DepthToSpace", "SpaceToDepth")
+
+
+def compare_model_fold(model: nn.Module, input_shape: Sequence[int], *, r: IntOrTuple, order: Order = "crd",
+                       cost_neutral_only: bool = True) -> ModelFoldComparison:
+    """Count ``model`` and :func:`fold_model` of it (:func:`foldconv.analysis.counting.count`); totals side by side.
+
+    Both are counted on meta copies: the counter never needs the weights, and a large model is not copied for
+    real. Whether a BatchNorm commutes depends on its statistics, which a meta copy has not: it runs in the
+    original domain (the costs are the same in both domains).
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
+        >>> cmp = compare_model_fold(net, (1, 3, 8, 8), r=2)
+        >>> cmp.keeps_costs, cmp.folded_layers
+        (True, 1)
+    """
+    folded, report = fold_model(meta_copy(model), r, input_shape=input_shape, order=order, cost_neutral_only=cost_neutral_only)
+    before = count(model, tuple(input_shape))
+    after = count(folded, tuple(input_shape), name=f"{before.model} folded r={r}")
+    quantities = tuple(
+        Compared(q, getattr(before, q), getattr(after, q))
+        for q in ("params", "macs", "flops", "weight_bytes", "activation_elements", "activation_bytes")
+    )
+    return ModelFoldComparison(before, after, quantities, report)

@@ -1,7 +1,8 @@
 """Wall-clock timing: per-run samples, speedups with the interval their quartiles allow, interleaved rounds.
 
 The one copy of the timing primitives: :mod:`foldconv.surgery.speed`, :mod:`foldconv.surgery.fastest` and
-:mod:`foldconv.experiments.timing` use them. :func:`measure` times one callable with
+:mod:`foldconv.experiments.timing` use them. :func:`prepare_target` makes the copy a timing runs and
+:func:`runner` the callable it times; :func:`measure` times one callable with
 ``torch.utils.benchmark.Timer.blocked_autorange``; :func:`interleaved` times an original and its forms in rounds
 (original, form, original, form, ...) so that a load that comes and goes during the run hits both sides of every
 comparison instead of one; :func:`speedup` compares two samples.
@@ -13,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import numbers
@@ -22,13 +24,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 
+from .. import tracing
 from .._validate import check_device, check_int
-from ..errors import fold_error
+from ..errors import first_line, fold_error
 
 __all__ = [
     "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "Timer", "check_seconds", "interleaved", "machine_description", "measure",
-    "speedup",
+    "prepare_target", "runner", "speedup",
 ]
 
 #: Fewest timed blocks per measurement: quartiles of fewer say nothing about the spread.
@@ -127,6 +131,44 @@ def check_seconds(value: Any, param: str = "min_run_time") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
         raise fold_error(param, value, "must be a number of seconds > 0")
     return float(value)
+
+
+def prepare_target(target: Any, input_shape: Any, *, min_run_time: Any, param: str = "target") -> Tuple[nn.Module, Tuple[int, ...]]:
+    """An eval-mode copy of ``target`` and the validated ``input_shape`` it runs on: the caller's module is never
+    touched (channels_last converts in place, a train-mode BatchNorm would update its statistics). A FoldError
+    names ``param``, ``input_shape`` (also when the target cannot run on it) or ``min_run_time``.
+
+    Example:
+        >>> conv, shape = prepare_target(torch.nn.Conv2d(2, 2, 1).train(), [1, 2, 3, 3], min_run_time=0.1)
+        >>> conv.training, shape
+        (False, (1, 2, 3, 3))
+    """
+    if not isinstance(target, nn.Module):
+        raise fold_error(param, type(target).__name__, "must be an nn.Module (a layer or a model)")
+    shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
+    check_seconds(min_run_time)
+    target = copy.deepcopy(target).eval()
+    try:
+        with torch.no_grad():
+            target(torch.zeros(shape))
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise fold_error("input_shape", shape, f"the {param} cannot run on it: {first_line(err)}") from None
+    return target, shape
+
+
+def runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """The callable a timing runs: ``module(x)`` without grad.
+
+    Example:
+        >>> runner(torch.nn.Identity(), torch.ones(2))()
+        tensor([1., 1.])
+    """
+
+    def run() -> object:
+        with torch.no_grad():
+            return module(x)
+
+    return run
 
 
 def _benchmark() -> Any:

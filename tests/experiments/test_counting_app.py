@@ -135,7 +135,8 @@ def test_a_target_that_builds_no_module_is_named(tmp_path):
 
 
 def test_the_fold_view_says_why_activations_rise(tmp_path):
-    """Folding keeps every layer's output; the rise is exactly the inserted DepthToSpace layers' writes."""
+    """Folding keeps every layer's output; the rise is the layout layers' writes and the in-place layers that the
+    folded model runs out of place."""
     from foldconv.analysis.counting.zoo import meta_model
     from foldconv.experiments.counting import CountJob, run_count_jobs
 
@@ -145,14 +146,15 @@ def test_the_fold_view_says_why_activations_rise(tmp_path):
     rows = {row["quantity"]: row for row in read_csv(tmp_path / "resnet18_fold_model.csv")}
     elements = rows["activation_elements"]
     rise = int(elements["folded"]) - int(elements["original"])
-    # Independent of the note: 19 DepthToSpace layers (no 1x1 input at 64x64), each counted as its output written
-    # twice (copy + reshape); every other layer's output unchanged.
-    from foldconv.analysis.counting.fold import compare_model_fold
+    # Independent of the note: the layout layers, each counted as its output written twice (copy + reshape), and
+    # the outputs of torchvision's in-place ReLUs and `+=`, which the folded model writes
+    from foldconv.surgery import compare_model_fold
 
-    folded = compare_model_fold(meta_model("resnet18"), (1, 3, 64, 64), r=2).folded
-    d2s = [layer for layer in folded.layers if layer.type == "DepthToSpace"]
-    assert len(d2s) == 19 and rise == 2 * sum(layer.output_elements for layer in d2s) > 0
-    assert elements["note"].startswith(f"+{rise:,} = the 19 DepthToSpace layer(s) inserted before the folded convs")
+    cmp = compare_model_fold(meta_model("resnet18"), (1, 3, 64, 64), r=2)
+    layout = [layer for layer in cmp.folded.layers if layer.type in ("DepthToSpace", "SpaceToDepth")]
+    written = 2 * sum(layer.output_elements for layer in layout)
+    assert len(layout) == len(cmp.report.layout_ops) and 0 < written < rise
+    assert elements["note"].startswith(f"+{rise:,} = {written:,} written by the {len(layout)} DepthToSpace/SpaceToDepth layer(s)")
     assert rows["params"]["note"] == "" and rows["macs"]["equal"] == "True"
     assert "DepthToSpace" in (tmp_path / "resnet18_fold_model.md").read_text()
 

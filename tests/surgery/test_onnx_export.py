@@ -135,9 +135,9 @@ def test_op_types_name_modes_and_skip_constants():
 
 def test_bad_inputs():
     raises_fold_error("model", export_onnx, "conv", (1, 3, 8, 8))
-    raises_fold_error("example_input_shape", export_onnx, nn.Conv2d(3, 3, 3), "1x3x8x8")
-    raises_fold_error("example_input_shape", export_onnx, nn.Conv2d(3, 3, 3), (1, 0, 8, 8))
-    raises_fold_error("example_input_shape", export_onnx, nn.Conv2d(3, 3, 3), (1, 4, 8, 8))
+    raises_fold_error("input_shape", export_onnx, nn.Conv2d(3, 3, 3), "1x3x8x8")
+    raises_fold_error("input_shape", export_onnx, nn.Conv2d(3, 3, 3), (1, 0, 8, 8))
+    raises_fold_error("input_shape", export_onnx, nn.Conv2d(3, 3, 3), (1, 4, 8, 8))
     raises_fold_error("opset", export_onnx, nn.Conv2d(3, 3, 3), (1, 3, 8, 8), opset=3)
     raises_fold_error("rtol", export_onnx, nn.Conv2d(3, 3, 3), (1, 3, 8, 8), rtol=-1)
 

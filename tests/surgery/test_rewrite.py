@@ -14,8 +14,7 @@ from torch import nn
 import foldconv
 from foldconv import SpaceToDepth, Verdict, depth_to_space, space_to_depth
 from foldconv.equivalences import SpaceToDepthConv, SubPixelConv
-from foldconv.surgery import RewriteReport, find_sites, rewrite
-from foldconv.surgery.rules import Rule, get_rule, register_rule, unregister_rule
+from foldconv.surgery import RULES, RewriteReport, Rule, find_sites, inverse_rules, rewrite
 from helpers import integer_tensor, integer_weights
 
 
@@ -172,7 +171,7 @@ def test_the_input_model_is_never_modified_and_the_result_is_real_and_in_the_sam
 
 @pytest.mark.claim("SURGERY-7")
 def test_a_corrupted_rewritten_weight_flips_the_site_and_the_whole_model_verdicts():
-    good = get_rule("strided_to_spd")
+    good = RULES.get("strided_to_spd")
 
     def corrupted(match, get, options):
         module = good.build(match, get, options)
@@ -182,13 +181,12 @@ def test_a_corrupted_rewritten_weight_flips_the_site_and_the_whole_model_verdict
         module.conv.weight = nn.Parameter(weight.detach() + one.reshape(weight.shape))  # one unit on one tap: a polynomial change
         return module
 
-    register_rule(Rule("corrupted_strided_to_spd", good.find, corrupted, {"order": "crd", "padding": "auto"}), replace=True)
+    # a rule for this call only: never registered
+    bad = Rule("corrupted_strided_to_spd", good.find, corrupted, {"order": "crd", "padding": "auto"})
     model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.Conv2d(4, 2, 3, stride=2, padding=1))
-    try:
-        _, honest = rewrite(model, (1, 2, 8, 8), ["strided_to_spd"])
-        _, report = rewrite(model, (1, 2, 8, 8), [("corrupted_strided_to_spd", {"at": ["1"]})])
-    finally:
-        unregister_rule("corrupted_strided_to_spd")
+    _, honest = rewrite(model, (1, 2, 8, 8), ["strided_to_spd"])
+    _, report = rewrite(model, (1, 2, 8, 8), [(bad, {"at": ["1"]})])
+    assert "corrupted_strided_to_spd" not in RULES and report.rules == ("corrupted_strided_to_spd",)
     assert honest.ok and [s.verdict for s in honest.sites] == [Verdict.EQUIVALENT] * 2
     site = report.sites[0]
     assert site.location == "1" and site.applied and site.exact and site.verdict is Verdict.NOT_EQUIVALENT
@@ -251,6 +249,48 @@ def test_at_limits_the_sites_and_rows_name_model_level_patterns():
     assert (row["params_before"], row["params_after"]) == (8 * 3 * 49 + 8, 8 * 12 * 16 + 8)
     assert row["verdict"] == "equivalent" and row["exact"] is True
     assert "| rule | pattern |" in report.to_markdown() and "1 of 1 site(s)" in report.summary()
+
+
+def test_a_registered_rule_is_used_by_name_and_a_per_call_rule_leaves_the_table_alone():
+    good = RULES.get("strided_to_spd")
+    mine = Rule("my_strided_to_spd", good.find, good.build, {"order": "dcr", "padding": "auto"}, inverse="spd_to_strided")
+    model = integer_weights(nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1)))
+    before = RULES.names()
+    _, per_call = rewrite(model, (1, 2, 8, 8), [mine])
+    assert RULES.names() == before and per_call.applied == 1 and per_call.ok
+    RULES.register(mine.name, mine)
+    try:
+        new, by_name = rewrite(model, (1, 2, 8, 8), ["my_strided_to_spd"])
+        assert by_name.rules == ("my_strided_to_spd",) and new[0].order == ("rh", "rw", "c") and by_name.ok
+        assert inverse_rules(["my_strided_to_spd"], report=by_name) == (("spd_to_strided", {"at": ["0"]}),)
+    finally:
+        RULES.unregister("my_strided_to_spd")
+    assert "my_strided_to_spd" not in RULES
+
+
+def test_every_rule_names_its_inverse_and_the_inverse_takes_the_rewrite_back():
+    assert {name: RULES.get(name).inverse for name in RULES.names()} == {
+        "focus_to_conv": "conv_to_focus", "conv_to_focus": "focus_to_conv", "strided_to_spd": "spd_to_strided",
+        "spd_to_strided": "strided_to_spd", "transposed_to_subpixel": "subpixel_to_transposed",
+        "subpixel_to_transposed": "transposed_to_subpixel", "fold_stage": "unfold_stage", "unfold_stage": "fold_stage",
+        "fold_bn": "",
+    }
+    assert all(RULES.get(RULES.get(name).inverse).inverse == name for name in RULES.names() if RULES.get(name).inverse)
+    model = integer_weights(nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1),
+                                          nn.Conv2d(2, 4, 3, stride=2, padding=1)))
+    rules = [("strided_to_spd", {"at": ["0"], "order": "dcr"}), "transposed_to_subpixel"]
+    new, report = rewrite(model, (1, 2, 8, 8), rules)
+    inverse = inverse_rules(rules, report=report)
+    assert inverse == (("subpixel_to_transposed", {"at": ["1"]}), ("spd_to_strided", {"at": ["0"]}))
+    # without the report the options the inverse shares are kept (at), the others (order) dropped
+    assert inverse_rules(rules) == ("subpixel_to_transposed", ("spd_to_strided", {"at": ["0"]}))
+    back, again = rewrite(new, (1, 2, 8, 8), list(inverse))
+    assert again.ok and [type(m) for m in back] == [type(m) for m in model]
+    x = integer_tensor((1, 2, 8, 8))
+    assert torch.equal(back(x), model(x))
+    # a rule that rewrote nothing has nothing to undo
+    _, none = rewrite(model, (1, 2, 8, 8), ["spd_to_strided"])
+    assert inverse_rules(["spd_to_strided"], report=none) == ()
 
 
 def test_lazy_exports_from_foldconv():

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import foldconv.surgery.speed as speed
+import foldconv.surgery.stage as stage
 from foldconv import DepthToSpace, fold_conv
 from foldconv.surgery.fastest import optimize
 from foldconv.surgery.speed import FormTiming, Sample, Speedup, benchmark_forms, machine_description, measure
@@ -92,7 +93,7 @@ def test_a_form_that_is_not_equivalent_is_reported_unverified_and_never_timed(mo
     assert not mutated.verified and not mutated.timed and math.isnan(mutated.speedup)
     assert "unverified" in mutated.note and "mutated fold" not in timer.labels
     # a built-in form gone wrong (weight folded in "dcr", input in "crd": FOLD-9) is caught the same way
-    monkeypatch.setattr(speed, "fold_conv", lambda c, r: fold_conv(c, r, "dcr"))
+    monkeypatch.setattr(stage, "fold_conv", lambda c, fold: fold_conv(c, fold.r, "dcr"))
     timer = Recorder()
     report = benchmark_forms(conv, (1, 8, 6, 6), forms=["fold"], r_values=[2], timer=timer)
     (fold,) = [t for t in report.timings if t.form == "fold r=2"]
@@ -105,7 +106,8 @@ def test_every_layer_form_is_verified_before_it_is_timed():
     conv = nn.Conv2d(16, 8, 3, stride=2, padding=1)
     report = benchmark_forms(conv, (1, 16, 8, 8), r_values=range(2, 5), compile=False, timer=timer)
     forms = [t.form for t in report.timings]
-    assert forms == ["original", "fold r=2", "fold r=4", "strided_to_spd", "channels_last"]  # r=3: 9 does not divide 16
+    # r=3: 9 does not divide 16; a stride-2 Conv2d is a site of both SPD rules (orders "focus" and "crd")
+    assert forms == ["original", "fold r=2", "fold r=4", "conv_to_focus", "strided_to_spd", "channels_last"]
     assert all(t.verified and t.timed and t.check == "exact" and "exact" in t.note for t in report.timings[1:])
     # interleaved rounds: the original right before each form, every round
     assert timer.labels == [label for _ in range(speed.ROUNDS) for form in forms[1:] for label in ("original", form)]
@@ -114,11 +116,17 @@ def test_every_layer_form_is_verified_before_it_is_timed():
         "original", "transposed_to_subpixel", "channels_last"]
     espcn = nn.Sequential(nn.Conv2d(4, 12, 3, padding=1, bias=False), nn.PixelShuffle(2))
     report = benchmark_forms(espcn, (1, 4, 5, 5), forms=["subpixel_to_transposed"], timer=Recorder())
-    assert [(t.form, t.verified) for t in report.timings] == [("original", True), ("subpixel_to_transposed", True)]
-    # a sub-pixel bias that varies over the sub-pixels has no transposed form: reported, not timed
+    assert [(t.form, t.verified, t.check) for t in report.timings[1:]] == [("subpixel_to_transposed", True, "exact")]
+    spd = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 4, 3, padding=1))
+    report = benchmark_forms(spd, (1, 3, 8, 8), compile=False, timer=Recorder())
+    assert [(t.form, t.verified, t.check) for t in report.timings[1:]] == [
+        ("focus_to_conv", True, "exact"), ("spd_to_strided", True, "exact"), ("channels_last", True, "exact")]
+    # a sub-pixel bias that varies over the sub-pixels: the rule's form is a transposed conv and a periodic bias,
+    # a choice read from the weights, so it holds for these weights only and is verified by sampling
     report = benchmark_forms(nn.Sequential(nn.Conv2d(4, 12, 3, padding=1), nn.PixelShuffle(2)), (1, 4, 5, 5),
                              forms=["subpixel_to_transposed"], timer=Recorder())
-    assert not report.timings[1].timed and "bias" in report.timings[1].note
+    (periodic,) = report.timings[1:]
+    assert periodic.verified and periodic.timed and periodic.check == "sampled"
 
 
 @pytest.mark.claim("FORMS-1")
@@ -216,9 +224,10 @@ def test_optimize_keeps_the_original_when_no_site_form_is_conclusively_faster():
 def test_bad_inputs():
     conv = nn.Conv2d(2, 2, 3)
     raises_fold_error("target", benchmark_forms, "conv", (1, 2, 5, 5))
-    raises_fold_error("example_input_shape", benchmark_forms, conv, "1x2x5x5")
-    raises_fold_error("example_input_shape", benchmark_forms, conv, (1, 2, 0, 5))
-    raises_fold_error("example_input_shape", benchmark_forms, conv, (1, 3, 5, 5))  # the conv cannot run on it
+    raises_fold_error("input_shape", benchmark_forms, conv, "1x2x5x5")
+    raises_fold_error("input_shape", benchmark_forms, conv, (1, 2, 0, 5))
+    raises_fold_error("input_shape", benchmark_forms, conv, (1, 3, 5, 5))  # the conv cannot run on it
+    raises_fold_error("input_shape", optimize, conv, (1, 3, 5, 5))
     raises_fold_error("min_run_time", benchmark_forms, conv, (1, 2, 5, 5), min_run_time=0)
     raises_fold_error("device", benchmark_forms, conv, (1, 2, 5, 5), device="gpu")
     if not torch.cuda.is_available():

@@ -49,7 +49,7 @@ def resnet18():
 
 
 def _exact(stage, r, shape, order="crd", **kwargs):
-    build = derived(lambda m: fold_stage(m, r, input_shape=shape, order=order))
+    build = derived(lambda m: fold_stage(m, r, input_shape=shape, order=order)[0])
     return check_equivalence(stage, build, shape, dtypes=(), **kwargs)
 
 
@@ -58,18 +58,18 @@ def _exact(stage, r, shape, order="crd", **kwargs):
 def test_resnet18_stage_folds_exactly(resnet18, name, r, exact):
     stage = _bn_folded(getattr(resnet18, name))
     shape = (1, 64, 8, 8)
-    folded = fold_stage(stage, r, input_shape=shape)
+    folded, report = fold_stage(stage, r, input_shape=shape)
     convs = sum(isinstance(m, nn.Conv2d) for m in stage.modules())
-    assert folded.folded_layers == convs and {layer.action for layer in folded.layers} == {"folded", "commuted"}
+    assert report.folded_layers == convs and {layer.action for layer in report.layers} == {"folded", "commuted"}
     # one DepthToSpace at the entry and after every conv, one SpaceToDepth at the exit: nothing else
-    assert sorted(op.split("@")[0] for op in folded.layout_ops) == ["DepthToSpace"] * (convs + 1) + ["SpaceToDepth"]
+    assert sorted(op.split("@")[0] for op in report.layout_ops) == ["DepthToSpace"] * (convs + 1) + ["SpaceToDepth"]
     x = torch.randn(shape, dtype=torch.float64)
     with torch.no_grad():  # with its ReLUs, in float64
         torch.testing.assert_close(folded(x), stage(x), rtol=1e-12, atol=1e-12)
     if exact:  # (r=(2, 4) is proved on the conv chains below; each exact check here runs the stage 14 times)
         # degree 5 (four stacked convs): integers in [-64, 64] keep every sum exact, 6 trials bound a false verdict
-        report = _exact(_polynomial(stage), r, shape, exact_range=64, trials=6)
-        assert report.ok and report.exact and report.false_equivalent_bound < 1e-8, report.summary()
+        check = _exact(_polynomial(stage), r, shape, exact_range=64, trials=6)
+        assert check.ok and check.exact and check.false_equivalent_bound < 1e-8, check.summary()
 
 
 def _chain() -> nn.Sequential:
@@ -82,7 +82,7 @@ def test_plain_conv_chain_folds_exactly(r, order):
     shape = (2, 8, 8, 12)
     report = _exact(_chain(), r, shape, order)
     assert report.ok and report.exact and report.degree >= 4, report.summary()
-    folded = fold_stage(_chain(), r, input_shape=shape, order=order)
+    _, folded = fold_stage(_chain(), r, input_shape=shape, order=order)
     assert [layer.action for layer in folded.layers] == ["folded"] * 3
     assert folded.layers[1].after.startswith("Conv2d(") and folded.layers[1].before.startswith("Conv2d(16->16")
 
@@ -91,7 +91,7 @@ def test_plain_conv_chain_folds_exactly(r, order):
 def test_out_channels_not_a_multiple_end_the_space_domain_and_stay_exact():
     stage = nn.Sequential(nn.Conv2d(8, 6, 3, padding=1), nn.Conv2d(6, 8, 1), nn.Conv2d(8, 4, 3, padding=1)).double()
     shape = (1, 8, 6, 6)
-    folded = fold_stage(stage, 2, input_shape=shape)
+    _, folded = fold_stage(stage, 2, input_shape=shape)
     first, second, third = folded.layers
     assert first.action == "folded" and "out_channels=6 is not a multiple of prod(r)=4" in first.reason
     assert second.action == "kept" and "in_channels=6 is not a multiple of prod(r)=4" in second.reason
@@ -116,7 +116,7 @@ def test_batchnorm_commutes_only_with_tied_statistics(tied):
     stage = nn.Sequential(integer_weights(nn.Conv2d(4, 8, 3, padding=1)), _bn(8, tied), nn.ReLU(),
                           integer_weights(nn.Conv2d(8, 4, 3, padding=1), seed=1))
     shape = (1, 4, 6, 6)
-    folded = fold_stage(stage, 2, input_shape=shape)
+    module, folded = fold_stage(stage, 2, input_shape=shape)
     actions = [layer.action for layer in folded.layers]
     if tied:
         assert actions == ["folded", "commuted", "commuted", "folded"]
@@ -127,13 +127,13 @@ def test_batchnorm_commutes_only_with_tied_statistics(tied):
         assert folded.layers[1].reason.startswith("fails: BatchNorm statistics or affine parameters differ")
         # the BatchNorm reads conv 0's output as it is (a second cancelled pair); ReLU's input goes back to space
         assert folded.layout_ops == ("DepthToSpace@input", "DepthToSpace@1") and folded.cancelled_pairs == 2
-    report = check_equivalence(stage, folded, shape, dtypes=())
+    report = check_equivalence(stage, module, shape, dtypes=())
     assert report.ok and report.float64_max_abs < 1e-9, report.summary()
 
 
 @pytest.mark.claim("STAGE-3")
 def test_cancelled_pairs_counted_on_a_chain():
-    folded = fold_stage(_chain(), 2, input_shape=(1, 8, 8, 8))
+    _, folded = fold_stage(_chain(), 2, input_shape=(1, 8, 8, 8))
     # entry + after each of the first two convs; the last conv's output leaves as it is
     assert len(folded.layout_ops) == 3 and folded.cancelled_pairs == 1
     assert not any(op.startswith("SpaceToDepth") for op in folded.layout_ops)
@@ -149,7 +149,7 @@ def test_unfold_gives_the_original_back_bit_exactly(resnet18, case):
         stage, shape, r, order = nn.Sequential(nn.Conv2d(4, 8, 3), _bn(8, True), nn.ReLU()), (1, 4, 6, 6), 2, "crd"
     else:
         stage, shape, r, order = _chain(), (1, 8, 8, 8), (2, 4), "dcr"
-    back = unfold_stage(fold_stage(stage, r, input_shape=shape, order=order))
+    back = unfold_stage(fold_stage(stage, r, input_shape=shape, order=order)[0])
     assert repr(back) == repr(stage) and type(back) is type(stage)
     assert list(back.state_dict()) == list(stage.state_dict())
     for (key, a), b in zip(back.state_dict().items(), stage.state_dict().values()):
@@ -160,7 +160,7 @@ def test_unfold_gives_the_original_back_bit_exactly(resnet18, case):
 @pytest.mark.claim("STAGE-4")
 def test_unfold_follows_a_changed_folded_weight():
     stage = _chain()
-    folded = fold_stage(stage, 2, input_shape=(1, 8, 8, 8))
+    folded, _ = fold_stage(stage, 2, input_shape=(1, 8, 8, 8))
     with torch.no_grad():
         folded.body.get_submodule("1").weight.mul_(2)
     assert torch.equal(unfold_stage(folded)[1].weight, 2 * stage[1].weight)
@@ -170,7 +170,7 @@ def test_unfold_follows_a_changed_folded_weight():
 def test_mutation_flips_the_verdict():
     stage = integer_weights(_chain())
     shape = (1, 8, 8, 8)
-    folded = fold_stage(stage, 2, input_shape=shape)
+    folded, _ = fold_stage(stage, 2, input_shape=shape)
     good = check_equivalence(stage, folded, shape, dtypes=())
     assert good.ok and good.exact, good.summary()
     with torch.no_grad():
@@ -181,12 +181,12 @@ def test_mutation_flips_the_verdict():
 
 def test_folded_stage_is_real_and_runnable():
     stage = _chain().float()
-    folded = fold_stage(stage, 2, input_shape=(1, 8, 8, 8))
-    assert isinstance(folded, FoldedStage) and all(p.device.type == "cpu" for p in folded.parameters())
+    folded, report = fold_stage(stage, 2, input_shape=(1, 8, 8, 8))
+    assert isinstance(folded, FoldedStage) and folded.report is report and all(p.device.type == "cpu" for p in folded.parameters())
     x = integer_tensor((3, 8, 4, 10)).float()  # another batch and size than input_shape: it is a plain module
     assert torch.equal(folded(x), stage(x)) or torch.allclose(folded(x), stage(x), atol=1e-3)
     assert sum(p.numel() for p in folded.parameters()) == sum(p.numel() for p in stage.parameters())
-    assert {row["action"] for row in folded.rows()} <= set(ACTIONS)
+    assert {row["action"] for row in report.rows()} <= set(ACTIONS) and "| name | node |" in report.to_markdown()
 
 
 def test_layers_without_a_rule_and_functions_are_kept_with_a_reason():
@@ -203,8 +203,8 @@ def test_layers_without_a_rule_and_functions_are_kept_with_a_reason():
             return self.linear(torch.flatten(self.pool(y * self.gamma), 1))
 
     block = Block().double()
-    folded = fold_stage(block, 2, input_shape=(2, 4, 6, 6))
-    actions = {layer.name: (layer.action, layer.reason) for layer in folded.layers}
+    folded, report = fold_stage(block, 2, input_shape=(2, 4, 6, 6))
+    actions = {layer.name: (layer.action, layer.reason) for layer in report.layers}
     assert actions["conv"][0] == "folded" and actions["relu"][0] == "commuted" and actions["add"][0] == "commuted"
     assert actions["mul"][0] == "commuted"
     assert actions["pool"][0] == "kept" and actions["linear"][0] == "kept"
@@ -223,8 +223,10 @@ def test_bad_requests_are_fold_errors():
     raises_fold_error("input_shape", fold_stage, _chain(), 2, input_shape=(1, 3, 8, 8))  # the stage cannot run on it
     raises_fold_error("r", fold_stage, _chain(), 0, input_shape=(1, 8, 8, 8))
     raises_fold_error("order", fold_stage, _chain(), 2, input_shape=(1, 8, 8, 8), order="xyz")
-    folded = fold_stage(_chain(), 2, input_shape=(1, 8, 8, 8))
+    folded, _ = fold_stage(_chain(), 2, input_shape=(1, 8, 8, 8))
     raises_fold_error("stage", fold_stage, folded, 2, input_shape=(1, 8, 8, 8))
+    raises_fold_error("fold_bn", fold_stage, _chain(), 2, input_shape=(1, 8, 8, 8), fold_bn="yes")
+    raises_fold_error("cost_neutral_only", fold_stage, _chain(), 2, input_shape=(1, 8, 8, 8), cost_neutral_only=None)
     raises_fold_error("folded", unfold_stage, _chain())
 
     class Branchy(nn.Module):
@@ -232,3 +234,60 @@ def test_bad_requests_are_fold_errors():
             return x if x.sum() > 0 else -x
 
     raises_fold_error("stage", fold_stage, Branchy(), 2, input_shape=(1, 4, 4, 4))
+
+
+@pytest.mark.claim("STAGE-2")
+def test_fold_bn_folds_each_eval_batchnorm_into_its_conv_first():
+    stage = nn.Sequential(integer_weights(nn.Conv2d(4, 8, 3, padding=1)), _bn(8, tied=False), nn.ReLU(),
+                          integer_weights(nn.Conv2d(8, 4, 3, padding=1), seed=1))
+    shape = (1, 4, 6, 6)
+    _, kept = fold_stage(stage, 2, input_shape=shape)
+    folded, report = fold_stage(stage, 2, input_shape=shape, fold_bn=True)
+    assert [layer.action for layer in kept.layers][1] == "kept"
+    assert [(layer.kind, layer.action) for layer in report.layers] == [
+        ("Conv2d", "folded"), ("Identity", "commuted"), ("ReLU", "commuted"), ("Conv2d", "folded")]
+    assert isinstance(stage[1], nn.BatchNorm2d)  # the input stage is not modified
+    check = check_equivalence(stage, folded, shape, dtypes=())
+    assert check.ok and check.float64_max_abs < 1e-9, check.summary()
+    back = unfold_stage(folded)  # the stage it folded: the BatchNorm is inside the conv now
+    assert isinstance(back[1], nn.Identity) and torch.allclose(back[0].bias, fold_bn(stage[0], stage[1]).bias)
+
+
+@pytest.mark.claim("STAGE-1")
+def test_cost_neutral_only_keeps_group_and_dilation_expansions_out():
+    stage = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 3, dilation=2)).double()
+    shape = (1, 8, 12, 12)
+    _, kept = fold_stage(stage, 2, input_shape=shape)
+    assert [layer.action for layer in kept.layers] == ["kept", "kept"]
+    assert all("changes the costs" in layer.reason for layer in kept.layers)
+    folded, report = fold_stage(stage, 2, input_shape=shape, cost_neutral_only=False)
+    assert [layer.action for layer in report.layers] == ["folded", "folded"]
+    assert "holds with conditions" in report.layers[0].reason and "groups" in report.layers[0].reason
+    assert sum(p.numel() for p in folded.parameters()) > sum(p.numel() for p in stage.parameters())
+    check = _exact(stage, 2, shape)  # the exact check folds the default way; check the expanded folds too:
+    assert check.ok and check.exact
+    expanded = check_equivalence(stage, derived(lambda m: fold_stage(m, 2, input_shape=shape, cost_neutral_only=False)[0]),
+                                 shape, dtypes=())
+    assert expanded.ok and expanded.exact, expanded.summary()
+
+
+@pytest.mark.claim("STAGE-1")
+def test_a_stage_that_is_one_conv_is_its_fold():
+    conv = integer_weights(nn.Conv2d(8, 4, 3, stride=2, padding=1))
+    shape = (1, 8, 8, 8)
+    folded, report = fold_stage(conv, 2, input_shape=shape)
+    assert [(layer.name, layer.action) for layer in report.layers] == [("0", "folded")]
+    assert report.layout_ops == ("DepthToSpace@input",) and report.model == "Conv2d"
+    check = check_equivalence(conv, derived(lambda m: fold_stage(m, 2, input_shape=shape)[0]), shape, dtypes=())
+    assert check.ok and check.exact, check.summary()
+    back = unfold_stage(folded)
+    assert type(back) is nn.Conv2d and torch.equal(back.weight, conv.weight) and torch.equal(back.bias, conv.bias)
+
+
+def test_a_stage_on_meta_folds_and_keeps_what_needs_values():
+    with torch.device("meta"):
+        stage = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    folded, report = fold_stage(stage, 2, input_shape=(1, 4, 8, 8))
+    assert [layer.action for layer in report.layers] == ["folded", "kept", "commuted", "folded"]
+    assert "on meta" in report.layers[1].reason and all(p.is_meta for p in folded.parameters())
+    assert folded(torch.empty(1, 4, 8, 8, device="meta")).shape == (1, 4, 8, 8)

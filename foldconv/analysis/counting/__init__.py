@@ -6,7 +6,8 @@
   ``backward``: the backward pass's rules and module attribution; ``memory``: peak live bytes;
   ``meta_cache``: meta results without the kernels (the speed);
 - ``report``: its frozen result, :class:`CountReport` (rows and Markdown per view, ``unsupported_ops``);
-- ``dense``: dense-equivalent costs of a conv; ``fold``: costs before and after folding; ``zoo``:
+- ``dense``: dense-equivalent costs of a conv; ``fold``: costs of a conv before and after folding (a whole
+  model: :func:`foldconv.surgery.compare_model_fold`); ``zoo``:
   torchvision models on meta and the independent checks.
 
 Example:
@@ -21,19 +22,15 @@ from .dense import DenseEquivalent, axis_pairs, d2l_table, dense_equivalent, den
 from .fold import (
     DEFAULT_RS,
     Compared,
+    Comparison,
     FoldComparison,
-    FoldedModel,
     FoldOption,
-    LayerFold,
-    ModelFoldComparison,
-    check_fold_request,
     compare_fold,
-    compare_model_fold,
     fold_matrix,
-    fold_model,
     fold_options,
     foldable_layers,
     meta_copy,
+    validate_fold_request,
 )
 from .inputs import InputSpec
 from .ops import MAC_OPS, OP_COSTS, OpCost, op_cost, register_op_cost
@@ -49,10 +46,10 @@ from .zoo import (
 )
 
 __all__ = [
-    "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "InputSpec", "meta_cache", "DenseEquivalent", "FoldComparison", "FoldOption",
-    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OP_COSTS", "OpCost", "PublishedFigures",
-    "UnsupportedOp", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
-    "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",
-    "fold_model", "fold_options", "foldable_layers", "meta_copy", "meta_model", "normalize_input_shapes", "op_cost",
-    "operator_nonzeros", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
+    "CountReport", "CountValidation", "Compared", "Comparison", "DEFAULT_RS", "InputSpec", "meta_cache",
+    "DenseEquivalent", "FoldComparison", "FoldOption", "LayerCount", "MAC_OPS", "OP_COSTS", "OpCost", "PublishedFigures",
+    "UnsupportedOp", "axis_pairs", "classification_models", "compare_fold", "count", "d2l_table", "dense_equivalent",
+    "dense_equivalents", "fc_params", "fold_matrix", "fold_options", "foldable_layers", "meta_copy", "meta_model",
+    "normalize_input_shapes", "op_cost", "operator_nonzeros", "published_figures", "register_op_cost",
+    "validate_count", "validate_fold_request", "validate_zoo",
 ]

@@ -37,7 +37,7 @@ from ...padding import PADDING_MODES, padded_source
 from ...specs import ConvSpec
 from .report import CountReport
 
-__all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents"]
+__all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents", "validate_input_size"]
 
 
 def _shape(value: Any, param: str) -> Tuple[int, ...]:
@@ -98,8 +98,14 @@ def axis_pairs(n: int, kernel: int, *, stride: int = 1, padding: int = 0, dilati
     )
 
 
-def _input_size(spec: Any, input_size: Any) -> Tuple[int, ...]:
-    """The spec, and ``input_size`` as one integer >= 1 per spatial axis that gives a non-empty output."""
+def validate_input_size(spec: Any, input_size: Any) -> Tuple[int, ...]:
+    """``input_size`` as one integer >= 1 per spatial axis of ``spec`` (a ConvSpec) that gives a non-empty output;
+    a FoldError naming ``spec`` or ``input_size`` otherwise.
+
+    Example:
+        >>> validate_input_size(ConvSpec.make(2, 4, 4, 3), [8, 8])
+        (8, 8)
+    """
     if not isinstance(spec, ConvSpec):
         raise fold_error("spec", type(spec).__name__, "must be a ConvSpec (ConvSpec.from_module(conv))")
     if isinstance(input_size, numbers.Integral) or isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
@@ -118,7 +124,7 @@ def operator_nonzeros(spec: ConvSpec, input_size: Sequence[int]) -> int:
         >>> operator_nonzeros(ConvSpec.make(1, 2, 3, 3, padding=1), (5,))
         78
     """
-    input_size = _input_size(spec, input_size)
+    input_size = validate_input_size(spec, input_size)
     pairs = math.prod(
         axis_pairs(n, k, stride=s, padding=p, dilation=d, mode=spec.padding_mode)
         for n, k, s, p, d in zip(input_size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
@@ -184,7 +190,7 @@ def dense_equivalent(spec: ConvSpec, input_size: Sequence[int]) -> DenseEquivale
         >>> d.conv_params, d.dense_params, round(d.density, 5)
         (147520, 17179934720, 0.00843)
     """
-    size = _input_size(spec, input_size)
+    size = validate_input_size(spec, input_size)
     out = spec.output_size(size)
     n_in = spec.in_channels * math.prod(size)
     n_out = spec.out_channels * math.prod(out)

@@ -6,9 +6,10 @@ is unchanged); what changes is the kernel (``r·K``), the stride (``r·S``) and 
 (``(G, r·H, r·W)``). Two plans do change the costs: groups that do not survive the fold become fewer
 groups with a block-diagonal weight (``groups / folded groups``× the parameters; a depthwise conv with
 ``r = 2`` keeps a quarter of its groups), and dilation becomes a zero-filled dense kernel. :func:`fold_options` says which ``r`` fold a conv and at what cost; :func:`foldable_layers`
-does it for every conv of a counted model; :func:`fold_model` builds the folded model (a real, runnable copy
-with the model's weights on the model's device, equal to the model); :func:`compare_fold` and
-:func:`compare_model_fold` put the counts side by side (they count meta copies: nothing real is allocated).
+does it for every conv of a counted model; :func:`compare_fold` puts the counts of a conv and of its fold side
+by side (it counts meta copies: nothing real is allocated). A whole model is folded by
+:func:`foldconv.surgery.fold_model` (and compared by :func:`foldconv.surgery.compare_model_fold`), which reuses
+:class:`Comparison` and :func:`meta_copy` from here.
 
 A malformed request (``r=0``, an unknown ``order``) is a FoldError before anything is counted; a conv
 that cannot fold with a valid ``r`` is an answer (``foldable=False`` and the reason), not an error.
@@ -28,31 +29,27 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..._validate import CONV_TYPES, require_conv
+from ..._validate import require_conv
 from ...errors import FoldError, fold_error
 from ...fold import FoldPlan, fold_conv, plan_fold
-from ...layout import DepthToSpace, IntOrTuple, Order, normalize_order
+from ...layout import IntOrTuple, Order, normalize_order
 from ...specs import ConvSpec, FoldSpec
 from .counter import ShapeLike, count, normalize_input_shapes
-from .dense import _input_size, dense_equivalent
+from .dense import dense_equivalent, validate_input_size
 from .report import CountReport
 
 __all__ = [
     "DEFAULT_RS",
-    "check_fold_request",
+    "validate_fold_request",
     "FoldOption",
     "fold_options",
     "foldable_layers",
     "fold_matrix",
     "Compared",
+    "Comparison",
     "FoldComparison",
     "compare_fold",
     "meta_copy",
-    "LayerFold",
-    "FoldedModel",
-    "fold_model",
-    "ModelFoldComparison",
-    "compare_model_fold",
 ]
 
 DEFAULT_RS: Tuple[IntOrTuple, ...] = (2, 4, 8, 16)
@@ -78,15 +75,15 @@ def _check_fold(r: Any, order: Any, *, r_param: str = "r", order_param: str = "o
     raise fold_error(order_param, order, rule)
 
 
-def check_fold_request(rs: Sequence[IntOrTuple], order: Order = "crd", *, r_param: str = "rs", order_param: str = "order") -> None:
+def validate_fold_request(rs: Sequence[IntOrTuple], order: Order = "crd", *, r_param: str = "rs", order_param: str = "order") -> None:
     """A FoldError (naming ``r_param`` or ``order_param``) unless every ``r`` and the ``order`` could fold some conv.
 
     Each ``r`` is an integer >= 1 or one per spatial axis (1-3 of them); ``order`` an alias
     (``crd``/``dcr``/``focus``) or an einops axis permutation for some number of spatial dims.
 
     Example:
-        >>> check_fold_request([2, (2, 4)], "dcr")
-        >>> check_fold_request([2, 0])
+        >>> validate_fold_request([2, (2, 4)], "dcr")
+        >>> validate_fold_request([2, 0])
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: rs=[2, 0]: every entry must be an integer >= 1 or one integer >= 1 per spatial axis (1-3 axes); 0 is not
@@ -184,8 +181,8 @@ def fold_options(
         >>> options[1].reason
         'in_channels=12: must be a multiple of prod(r)=16 (r=(4, 4)) to fold'
     """
-    size = _input_size(spec, input_size)
-    check_fold_request(rs, order)
+    size = validate_input_size(spec, input_size)
+    validate_fold_request(rs, order)
     return _options("", spec, size, rs, order)
 
 
@@ -200,7 +197,7 @@ def foldable_layers(report: CountReport, *, rs: Sequence[IntOrTuple] = DEFAULT_R
     """
     if not isinstance(report, CountReport):
         raise fold_error("report", type(report).__name__, "must be a CountReport (from count(model, input_shape))")
-    check_fold_request(rs, order)
+    validate_fold_request(rs, order)
     options: List[FoldOption] = []
     for layer, module in report.conv_layers():
         try:
@@ -243,7 +240,9 @@ class Compared:
 
 
 @dataclass(frozen=True)
-class _Comparison:
+class Comparison:
+    """Counts of an original and of its folded form, and chosen quantities side by side."""
+
     original: CountReport
     folded: CountReport
     quantities: Tuple[Compared, ...]
@@ -266,7 +265,7 @@ class _Comparison:
 
 
 @dataclass(frozen=True)
-class FoldComparison(_Comparison):
+class FoldComparison(Comparison):
     """:func:`compare_fold`'s result: both counts, the plan, and the quantities side by side."""
 
     plan: Optional[FoldPlan] = None
@@ -327,134 +326,3 @@ def meta_copy(model: nn.Module) -> nn.Module:
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
     return copy.deepcopy(model, memo)
-
-
-@dataclass(frozen=True)
-class LayerFold:
-    """One conv of a model in :func:`fold_model`: replaced by its fold or kept, and why."""
-
-    layer: str
-    folded: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class FoldedModel:
-    """:func:`fold_model`'s result: the folded model (real, runnable, on the model's device) and one
-    :class:`LayerFold` per conv."""
-
-    model: nn.Module
-    layers: Tuple[LayerFold, ...]
-
-    @property
-    def folded_layers(self) -> int:
-        return sum(layer.folded for layer in self.layers)
-
-
-def fold_model(model: nn.Module, r: IntOrTuple, *, order: Order = "crd", cost_neutral_only: bool = True) -> FoldedModel:
-    """A copy of ``model`` with every foldable conv replaced by ``DepthToSpace(r) -> fold_conv(conv, r)``.
-
-    The copy is real and runnable: the model's weights (folded where a conv folds) on the model's device, in
-    its dtype and training mode; a model on meta gives a meta copy (what :func:`compare_model_fold` counts).
-    It computes the same function (each conv folds its own input; residual paths are untouched), so "is the
-    folded model faster?" is one call to time it. With ``cost_neutral_only`` only folds that keep parameters
-    and MACs are applied. The input model is not modified.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
-        >>> out = fold_model(net, 2)
-        >>> [(layer.layer, layer.folded) for layer in out.layers], type(out.model[1]).__name__
-        ([('0', False), ('1', True)], 'Sequential')
-        >>> x = torch.randn(1, 3, 8, 8)
-        >>> torch.allclose(out.model(x), net(x), atol=1e-5)
-        True
-    """
-    _check_fold(r, order)
-    if not isinstance(cost_neutral_only, bool):
-        raise fold_error("cost_neutral_only", cost_neutral_only, "must be True or False")
-    if not isinstance(model, nn.Module):
-        raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
-    copied = copy.deepcopy(model)
-    replaced: Dict[int, nn.Module] = {}
-    layers: List[LayerFold] = []
-    for parent_name, parent in list(copied.named_modules()):
-        for child_name, child in list(parent._modules.items()):
-            if not isinstance(child, CONV_TYPES):
-                continue
-            name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if id(child) not in replaced:
-                try:
-                    spec = ConvSpec.from_module(child)
-                    plan = plan_fold(spec, FoldSpec.make(r, order, spec.dims))
-                    if cost_neutral_only and plan.result.params != spec.params:
-                        raise fold_error("r", r, "folds only with a group or dilation expansion, which changes the costs")
-                    replaced[id(child)] = nn.Sequential(DepthToSpace(r, order, dims=spec.dims), fold_conv(child, r, order))
-                    layers.append(LayerFold(name, True))
-                except FoldError as exc:
-                    replaced[id(child)] = child
-                    layers.append(LayerFold(name, False, str(exc)))
-            parent._modules[child_name] = replaced[id(child)]
-    return FoldedModel(copied, tuple(layers))
-
-
-@dataclass(frozen=True)
-class ModelFoldComparison(_Comparison):
-    """:func:`compare_model_fold`'s result: both counts, the totals side by side, and the per-conv folds."""
-
-    layers: Tuple[LayerFold, ...] = ()
-
-    @property
-    def folded_layers(self) -> int:
-        return sum(layer.folded for layer in self.layers)
-
-    @property
-    def depth_to_space_elements(self) -> int:
-        """Activation elements the inserted DepthToSpace layers write: the whole rise of ``activation_elements``.
-
-        Every other layer keeps its output (a fold keeps the output grid), so the folded total is the
-        original plus this. Each DepthToSpace writes its rearranged input twice in the count: the copy
-        ``einops.rearrange`` makes (``aten.clone`` of the permuted view) and the reshape of that copy
-        (``aten._unsafe_view``, whose schema declares no alias, so the counter counts it as a new tensor);
-        nothing where the rearrangement is a pure view (a 1x1 input).
-        """
-        return sum(layer.activation_elements for layer in self.folded.layers if layer.type == "DepthToSpace")
-
-    def rows(self) -> List[Dict[str, Any]]:
-        """As :meth:`_Comparison.rows`, plus a ``note`` that says why activations change.
-
-        Example:
-            >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
-            >>> row = compare_model_fold(net, (1, 3, 8, 8), r=2).rows()[4]
-            >>> row["quantity"], row["original"], row["folded"], row["note"][:40]
-            ('activation_elements', 720, 1872, '+1,152 = the 1 DepthToSpace layer(s) ins')
-        """
-        n = sum(layer.type == "DepthToSpace" for layer in self.folded.layers)
-        d2s_bytes = sum(layer.activation_bytes for layer in self.folded.layers if layer.type == "DepthToSpace")
-        why = (f"the {n} DepthToSpace layer(s) inserted before the folded convs write their rearranged input "
-               "(a copy, plus its reshape, which the counter also counts; nothing where the rearrangement is a view, "
-               "as on a 1x1 input); every other layer keeps its output")
-        notes = {"activation_elements": f"+{self.depth_to_space_elements:,} = {why}",
-                 "activation_bytes": f"+{d2s_bytes:,} = {why}"}
-        return [{**row, "note": "" if row["equal"] else notes.get(row["quantity"], "")} for row in super().rows()]
-
-
-def compare_model_fold(
-    model: nn.Module, input_shape: ShapeLike, *, r: IntOrTuple, order: Order = "crd", cost_neutral_only: bool = True
-) -> ModelFoldComparison:
-    """Count ``model`` and :func:`fold_model` of it; totals side by side, plus the per-conv folds.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))
-        >>> cmp = compare_model_fold(net, (1, 3, 8, 8), r=2)
-        >>> cmp.keeps_costs, cmp.folded_layers
-        (True, 1)
-    """
-    # A meta copy: the counter never needs the weights, and a large model is not copied for real.
-    folded = fold_model(meta_copy(model), r, order=order, cost_neutral_only=cost_neutral_only)
-    before = count(model, input_shape)
-    after = count(folded.model, input_shape, name=f"{before.model} folded r={r}")
-    quantities = tuple(
-        Compared(q, getattr(before, q), getattr(after, q))
-        for q in ("params", "macs", "flops", "weight_bytes", "activation_elements", "activation_bytes")
-    )
-    return ModelFoldComparison(before, after, quantities, folded.layers)

@@ -8,13 +8,11 @@ from torch import nn
 from foldconv.analysis.counting import (
     OpCost,
     compare_fold,
-    compare_model_fold,
     count,
     d2l_table,
     dense_equivalent,
     fc_params,
     fold_matrix,
-    fold_model,
     fold_options,
     foldable_layers,
     meta_model,
@@ -124,14 +122,11 @@ def test_bad_fold_factors(rs):
 def test_bad_fold_order(order):
     raises("order", fold_options, SPEC, (8, 8), order=order)
     raises("order", foldable_layers, report(), order=order)
-    raises("order", fold_model, CONV, 2, order=order)
     raises("order", compare_fold, CONV, (1, 4, 8, 8), r=2, order=order)
 
 
 @pytest.mark.parametrize("r", [0, -2, (2, 0), 2.0, "2y", True, None, (2, 2, 2, 2)])
 def test_bad_single_r(r):
-    raises("r", fold_model, CONV, r)
-    raises("r", compare_model_fold, CONV, (1, 4, 8, 8), r=r)
     raises("r", compare_fold, CONV, (1, 4, 8, 8), r=r)
 
 
@@ -179,9 +174,6 @@ def test_compare_fold_bad_inputs(conv, shape, param):
         lambda: d2l_table(delta=-1),
         lambda: foldable_layers("report"),
         lambda: fold_matrix([{"layer": "x"}]),
-        lambda: fold_model(CONV, 2, cost_neutral_only="yes"),
-        lambda: fold_model("net", 2),
-        lambda: compare_model_fold(CONV, (1, 4, 8, 8), r=2, cost_neutral_only=None),
         lambda: meta_model("resnet51"),
         lambda: meta_model("resnet18", no_such_argument=1),
         lambda: register_op_cost("mm", lambda i, o: OpCost()),
@@ -190,7 +182,7 @@ def test_compare_fold_bad_inputs(conv, shape, param):
     ],
     ids=[
         "fc_input_shape", "fc_output_shape", "fc_bias", "stride", "padding", "mode", "n", "pixels", "delta", "report",
-        "options", "cost_neutral_only", "fold_model_model", "compare_model_fold_flag", "meta_model_name",
+        "options", "meta_model_name",
         "meta_model_kwargs", "op_name", "handle", "no_rule",
     ],
 )

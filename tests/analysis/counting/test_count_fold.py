@@ -12,13 +12,10 @@ from torch import nn
 from foldconv.analysis.counting import count
 from foldconv.analysis.counting.fold import (
     compare_fold,
-    compare_model_fold,
     fold_matrix,
-    fold_model,
     fold_options,
     foldable_layers,
 )
-from foldconv.fold import fold_conv
 from foldconv.specs import ConvSpec
 
 
@@ -78,38 +75,7 @@ def test_fold_keeps_costs_exactly_when_the_plan_is_cost_neutral(case):
         assert macs.folded == macs.original * growth
 
 
-@pytest.mark.claim("COUNT-5")
-def test_folding_every_conv_of_a_model_keeps_its_totals():
-    import torchvision
-
-    with torch.device("meta"):
-        net = torchvision.models.resnet18()
-    cmp = compare_model_fold(net, (1, 3, 64, 64), r=2)
-    assert cmp.keeps_costs and cmp.quantity("flops").equal
-    # The depth_to_space copies are new activations: the folded model writes more memory.
-    elements = cmp.quantity("activation_elements")
-    assert elements.folded > elements.original
-    assert cmp.folded_layers == 19 and [layer.layer for layer in cmp.layers if not layer.folded] == ["conv1"]
-    assert cmp.original.macs == cmp.folded.macs and cmp.folded.complete
-
-
-def test_folded_model_computes_the_same_function():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, stride=2, padding=1)).double()
-    folded = fold_model(net, 2)
-    assert [layer.folded for layer in folded.layers] == [False, True] and folded.folded_layers == 1
-    # fold_model returns a real copy: it runs as it is (tests/analysis/counting/test_fold_model_real.py checks it exactly)
-    assert torch.equal(folded.model[2][1].weight, fold_conv(net[2], 2).weight)
-    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
-    assert torch.allclose(net(x), folded.model(x))
-
-
-def test_cost_neutral_only_keeps_expanding_folds_out():
-    net = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 3, dilation=2))
-    kept = fold_model(net, 2)
-    assert [layer.folded for layer in kept.layers] == [False, False]
-    assert all("changes the costs" in layer.reason for layer in kept.layers)
-    assert [layer.folded for layer in fold_model(net, 2, cost_neutral_only=False).layers] == [True, True]
+# A whole model folded (fold_model, compare_model_fold) lives in foldconv.surgery: tests/surgery/test_fold_model.py.
 
 
 def test_which_layers_fold_with_which_r():

@@ -35,7 +35,7 @@ from .registry import Rule, leaf_types, rule_for, rules_for_call
 from .report import AxisRF, NodeRF, RFReport
 from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
 
-__all__ = ["RFAlignmentWarning", "receptive_field", "check_input_shape", "leaf_classes", "Leaves"]
+__all__ = ["RFAlignmentWarning", "receptive_field", "check_input_shape", "validate_leaves", "Leaves"]
 
 #: Modules kept whole when tracing: module classes and/or qualified module names.
 Leaves = Sequence[Union[Type[nn.Module], str]]
@@ -107,9 +107,9 @@ def receptive_field(
     if "timm" in sys.modules:  # the model may hold timm layers that fx cannot trace: their rules, made leaves
         rules_timm.register_timm_rules()
     table = rules_for_call(rules)
-    kept = leaf_classes(model, leaves) + (leaf_types(table) if rules else ())
+    kept = validate_leaves(model, leaves) + (leaf_types(table) if rules else ())
     try:
-        gm = trace_model(model, leaf_modules=kept)
+        gm = trace_model(model, leaves=kept)
     except UnsupportedOpError:
         if fallback == "real":
             return _untraceable_report(model, shape, table)
@@ -117,42 +117,29 @@ def receptive_field(
     return _analyse(gm, meta_values(gm, shape), shape, fallback, type(model).__name__, table)
 
 
-class _Instances(type):
-    """The metaclass of a stand-in class whose instances are given module objects: the tracer keeps leaves
-    by class (``isinstance``), and a module named in ``leaves`` is kept by identity."""
-
-    def __instancecheck__(cls, obj: Any) -> bool:
-        return any(obj is m for m in cls.modules)
-
-
-def leaf_classes(model: nn.Module, leaves: Leaves, param: str = "leaves") -> Tuple[type, ...]:
-    """``leaves`` (module classes and/or qualified module names of ``model``) as classes the tracer keeps whole;
-    a FoldError naming ``param`` for anything else.
+def validate_leaves(model: nn.Module, leaves: Leaves, param: str = "leaves") -> Tuple[Union[type, str], ...]:
+    """``leaves`` (module classes and/or qualified module names of ``model``), checked; a FoldError naming
+    ``param`` for anything else.
 
     Example:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.ReLU())
-        >>> kept = leaf_classes(net, [torch.nn.ReLU, "0"])
-        >>> kept[0] is torch.nn.ReLU, isinstance(net[0], kept[1]), isinstance(torch.nn.Conv2d(1, 1, 3), kept[1])
-        (True, True, False)
+        >>> validate_leaves(net, [torch.nn.ReLU, "0"])
+        (<class 'torch.nn.modules.activation.ReLU'>, '0')
     """
     if isinstance(leaves, (str, type)) or not isinstance(leaves, Sequence):
         raise fold_error(param, leaves, "must be a sequence of nn.Module classes and/or qualified module names")
-    classes, named = [], []
     names = dict(model.named_modules())
     for leaf in leaves:
         if isinstance(leaf, type) and issubclass(leaf, nn.Module):
-            classes.append(leaf)
-        elif isinstance(leaf, str) and leaf in names and leaf:
-            named.append(names[leaf])
-        elif isinstance(leaf, str):
-            known = [n for n in names if n]
-            raise fold_error(param, leaf, f"is not a submodule of the model (known: {known[:8]}{'...' if len(known) > 8 else ''})")
-        else:
-            raise fold_error(param, leaves, "must be a sequence of nn.Module classes and/or qualified module names")
-    if named:
-        classes.append(_Instances("NamedLeaves", (nn.Module,), {"modules": tuple(named)}))
-    return tuple(classes)
+            continue
+        if isinstance(leaf, str) and leaf:
+            if leaf not in names:
+                known = sorted(n for n in names if n)
+                raise fold_error(param, leaf, f"is not a submodule of the model (known: {known[:8]}{'...' if len(known) > 8 else ''})")
+            continue
+        raise fold_error(param, leaves, "must be a sequence of nn.Module classes and/or qualified module names")
+    return tuple(leaves)
 
 
 class _Whole(nn.Module):
@@ -166,7 +153,7 @@ class _Whole(nn.Module):
 
 def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registry[Rule]) -> RFReport:
     """Report for a model torch.fx cannot trace: the whole model is one node measured from gradients."""
-    gm = trace_model(_Whole(model), leaf_modules=(type(model),))
+    gm = trace_model(_Whole(model), leaves=(type(model),))
     return _analyse(gm, real_values(gm, shape), shape, "real", type(model).__name__, table)
 
 

@@ -7,7 +7,7 @@ rules read arguments such as ``x.view(n, -1)`` from it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import torch
 import torch.fx as fx
@@ -37,9 +37,9 @@ def no_rule(node: fx.Node, what: str) -> UnsupportedOpError:
     return UnsupportedOpError(f"node={node.name!r}: {what} has no receptive-field rule", param="model", value=node.name)
 
 
-def trace_model(model: nn.Module, *, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
+def trace_model(model: nn.Module, *, leaves: Sequence[Union[type, str]] = ()) -> fx.GraphModule:
     """Trace ``model`` in eval mode, keeping modules with a registered rule (foldconv's layout modules,
-    einops ``Rearrange``) and ``leaf_modules`` as single nodes (:func:`foldconv.tracing.trace`).
+    einops ``Rearrange``) and ``leaves`` (module classes or qualified names) as single nodes (:func:`foldconv.tracing.trace`).
 
     Raises :class:`UnsupportedOpError` naming the model when ``torch.fx`` cannot trace it.
 
@@ -51,21 +51,21 @@ def trace_model(model: nn.Module, *, leaf_modules: Sequence[type] = ()) -> fx.Gr
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
-    if isinstance(leaf_modules, (str, type)) or not isinstance(leaf_modules, Sequence) or not all(
-        isinstance(t, type) and issubclass(t, nn.Module) for t in leaf_modules
+    if isinstance(leaves, (str, type)) or not isinstance(leaves, Sequence) or not all(
+        (isinstance(t, type) and issubclass(t, nn.Module)) or (isinstance(t, str) and t) for t in leaves
     ):
-        raise fold_error("leaf_modules", leaf_modules, "must be a sequence of nn.Module classes")
+        raise fold_error("leaves", leaves, "must be a sequence of nn.Module classes and/or qualified module names")
     modes = {m: m.training for m in model.modules()}
     model.eval()  # control flow on self.training (aux heads) must take the inference branch
     try:
-        return tracing.trace(model, leaves=leaf_types() + tuple(leaf_modules))
+        return tracing.trace(model, leaves=leaf_types() + tuple(leaves))
     except FoldError as exc:
         if exc.param != "model" or exc.__cause__ is None:
             raise
         cause = exc.__cause__
         raise UnsupportedOpError(
             f"model={type(model).__name__!r}: torch.fx cannot trace it ({first_line(cause, with_type=True)}); "
-            "pass fallback='empirical' or make the data-dependent part a leaf module",
+            "pass fallback='real' or make the data-dependent part a leaf module",
             param="model", value=type(model).__name__, rule="must be traceable by torch.fx",
         ) from cause
     finally:

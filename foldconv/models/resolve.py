@@ -75,7 +75,6 @@ class ModelSpec:
     name: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     module: Optional[nn.Module] = field(default=None, repr=False, compare=False)
-    param: str = field(default="model", repr=False, compare=False)
 
     @property
     def spelling(self) -> Any:
@@ -119,9 +118,9 @@ class ModelSpec:
                 return None
         return None
 
-    def build(self, *, meta: bool = False, seed: Optional[int] = None) -> nn.Module:
+    def build(self, *, meta: bool = False, seed: Optional[int] = None, param: str = "model") -> nn.Module:
         """The module (:func:`build_model`)."""
-        return build_model(self, meta=meta, seed=seed)
+        return build_model(self, meta=meta, seed=seed, param=param)
 
 
 def _did_you_mean(name: str, known: Sequence[str]) -> str:
@@ -199,11 +198,13 @@ def resolve_model(model: Any, *, param: str = "model", **kwargs: Any) -> ModelSp
     if isinstance(model, ModelSpec):
         if not kwargs:
             return model
-        return ModelSpec(model.label, model.source, model.name, {**dict(model.kwargs), **kwargs}, model.module, param)
+        if model.source == "module":
+            raise fold_error(param, model.label, "is a module instance: it takes no constructor arguments")
+        return ModelSpec(model.label, model.source, model.name, {**dict(model.kwargs), **kwargs})
     if isinstance(model, nn.Module):
         if kwargs:
             raise fold_error(param, type(model).__name__, "is a module instance: it takes no constructor arguments")
-        return ModelSpec(type(model).__name__, "module", type(model).__name__, {}, model, param)
+        return ModelSpec(type(model).__name__, "module", type(model).__name__, {}, model)
     if isinstance(model, Mapping):
         target = model.get("_target_")
         if not isinstance(target, str) or not target.strip():
@@ -211,7 +212,7 @@ def resolve_model(model: Any, *, param: str = "model", **kwargs: Any) -> ModelSp
         target = target.strip()
         _import_target(target, f"{param}._target_")
         args = {k: v for k, v in dict(model).items() if k != "_target_"}
-        return ModelSpec(target.rsplit(".", 1)[-1], "target", target, {**args, **kwargs}, None, param)
+        return ModelSpec(target.rsplit(".", 1)[-1], "target", target, {**args, **kwargs})
     if not isinstance(model, str) or not model.strip():
         raise fold_error(param, model, _SPELLINGS)
     if model.startswith(TIMM_PREFIX):
@@ -219,16 +220,16 @@ def resolve_model(model: Any, *, param: str = "model", **kwargs: Any) -> ModelSp
         known = _timm(param, model).list_models()
         if name not in known:
             raise fold_error(param, model, "is not a timm model" + _did_you_mean(name, known))
-        return ModelSpec(name, "timm", name, dict(kwargs), None, param)
+        return ModelSpec(name, "timm", name, dict(kwargs))
     if model in ARCHITECTURES:
-        return ModelSpec(model, "architecture", model, dict(kwargs), None, param)
+        return ModelSpec(model, "architecture", model, dict(kwargs))
     known = _torchvision_names()
     if model not in known:
         hint = _did_you_mean(model, known + list(ARCHITECTURES.names()))
         hint = hint or (" (torchvision.models.list_models(); the registered architectures: "
                         "foldconv.models.ARCHITECTURES.names(); a timm model: model=timm:<name>)")
         raise fold_error(param, model, "is not a torchvision model" + hint)
-    return ModelSpec(model, "torchvision", model, dict(kwargs), None, param)
+    return ModelSpec(model, "torchvision", model, dict(kwargs))
 
 
 def model_labels(models: Sequence[Any], *, param: str = "models") -> Tuple[ModelSpec, ...]:
@@ -300,8 +301,7 @@ def _instantiate(value: Any, param: str) -> Any:
     return value
 
 
-def _maker(spec: ModelSpec) -> Callable[[], Any]:
-    param = spec.param
+def _maker(spec: ModelSpec, param: str) -> Callable[[], Any]:
     if spec.source == "torchvision":
         import torchvision
 
@@ -350,7 +350,7 @@ def build_model(model: Any, *, meta: bool = False, seed: Optional[int] = None, p
         raise fold_error("seed", seed, "must be an integer >= 0 (or None: the global RNG)")
     if spec.source == "module":
         return copy.deepcopy(spec.module).to("meta") if meta else spec.module
-    make = _maker(spec)
+    make = _maker(spec, param)
     what = spec.name if spec.source == "target" else spec.spelling if isinstance(spec.spelling, str) else spec.label
     try:
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[], enabled=seed is not None):

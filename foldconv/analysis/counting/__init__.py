@@ -6,7 +6,7 @@
   ``meta_cache``: meta results without the kernels (the speed);
 - ``report``: its frozen result, :class:`CountReport` (rows and Markdown per view, ``unsupported_ops``);
 - ``dense``: dense-equivalent costs of a conv; ``fold``: costs before and after folding; ``zoo``:
-  torchvision models on meta and the independent checks.
+  count against independent figures (FlopCounterMode, ``sum(numel)``, torchvision's published ones).
 
 Example:
     >>> import torch
@@ -37,21 +37,13 @@ from .fold import (
 from .inputs import InputSpec
 from .ops import MAC_OPS, OpCost, cost_rule, op_cost, op_handle, register_op_cost
 from .report import ROOT, VIEWS, CountReport, LayerCount, UnsupportedOp
-from .zoo import (
-    CountValidation,
-    PublishedFigures,
-    classification_models,
-    meta_model,
-    published_figures,
-    validate_count,
-    validate_zoo,
-)
+from .zoo import CountValidation, validate_count
 
 __all__ = [
     "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "FALLBACKS", "InputSpec", "cost_rule", "meta_cache", "DenseEquivalent", "FoldComparison", "FoldOption",
-    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "PublishedFigures", "ROOT",
-    "UnsupportedOp", "VIEWS", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
+    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "ROOT",
+    "UnsupportedOp", "VIEWS", "axis_pairs", "check_fold_request", "compare_fold",
     "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",
-    "fold_model", "fold_options", "foldable_layers", "meta_copy", "meta_model", "normalize_input_shapes", "op_cost",
-    "op_handle", "operator_nonzeros", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
+    "fold_model", "fold_options", "foldable_layers", "meta_copy", "normalize_input_shapes", "op_cost",
+    "op_handle", "operator_nonzeros", "register_op_cost", "validate_count",
 ]

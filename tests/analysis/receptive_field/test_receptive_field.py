@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from foldconv import DepthToSpace, FoldError, SpaceToDepth
-from foldconv.analysis.counting.zoo import meta_model
+from foldconv.models import meta_model
 from foldconv.analysis.receptive_field import RFAlignmentWarning, UnsupportedOpError, receptive_field
 from foldconv.analysis.receptive_field.fold import folded_receptive_field
 

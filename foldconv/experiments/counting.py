@@ -45,7 +45,15 @@ from ..analysis.counting.report import VIEWS, CountReport
 from ..analysis.counting.zoo import validate_count
 from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
-from ..models import ModelSpec, PublishedFigures, build_model, classification_models, model_labels, published_figures, resolve_model
+from ..models import (
+    ModelSpec,
+    PublishedFigures,
+    build_model,
+    classification_models,
+    model_labels,
+    published_figures,
+    resolve_model,
+)
 from .app import AppResult, Check, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples

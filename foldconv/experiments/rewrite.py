@@ -476,7 +476,7 @@ def model_patterns(model: torch.nn.Module, input_shape: Sequence[int]) -> Dict[s
     does not trace or has none.
 
     Example:
-        >>> from foldconv.experiments.rewrite_models import YoloV5Stem
+        >>> from foldconv.models import YoloV5Stem
         >>> model_patterns(YoloV5Stem(), (1, 3, 32, 32))
         {'focus.conv.conv': 'slice+cat+Conv2d (Focus) = Conv2d(3->32, k=(6, 6), s=(2, 2), p=(2, 2))'}
     """
@@ -499,7 +499,7 @@ def with_patterns(rows: Sequence[Mapping[str, Any]], model: torch.nn.Module, inp
     """``rows`` (one per layer, a ``layer`` column) with a ``model-level pattern`` column when ``model`` has any.
 
     Example:
-        >>> from foldconv.experiments.rewrite_models import YoloV5Stem
+        >>> from foldconv.models import YoloV5Stem
         >>> [r["model-level pattern"][:24] for r in with_patterns([{"layer": "focus.conv.conv"}, {"layer": "mix.conv"}], YoloV5Stem(), (1, 3, 32, 32))]
         ['slice+cat+Conv2d (Focus)', '']
     """

@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from foldconv.analysis.counting import ROOT, OpCost, cost_rule, count, register_op_cost
-from foldconv.models import meta_model
 from foldconv.errors import FoldError
+from foldconv.models import meta_model
 from helpers import raises_fold_error as raises
 
 # ------------------------------------------------------------------------------------ custom ops

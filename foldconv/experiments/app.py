@@ -35,7 +35,7 @@ from ..errors import FoldError, fold_error
 from .io import write_index, write_table
 
 __all__ = [
-    "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "parse_r", "run_dir", "finish",
+    "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
     "hydra_app", "structured", "register", "instantiate",
 ]
 
@@ -163,6 +163,17 @@ def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
         named = "; ".join(c.describe() for c in failed[:3]) + ("; ..." if len(failed) > 3 else "")
         raise ClaimFailed(f"{len(failed)} of {len(result.checks)} check(s) failed: {named}; see {out / 'checks.md'}")
     return f"{result.text or answer}\n\nwritten to {out}"
+
+
+def model_given(value: Any) -> bool:
+    """Whether a config's ``model`` field names a model: its default is an empty node (``{}``), which leaves the
+    app's own ``models``; anything else (a name, a ``_target_`` node, a module, a list) replaces them.
+
+    Example:
+        >>> model_given({}), model_given(None), model_given("resnet18"), model_given({"_target_": "torch.nn.ReLU"})
+        (False, False, True, True)
+    """
+    return value is not None and not (isinstance(value, (str, Mapping, list, tuple)) and len(value) == 0)
 
 
 def parse_r(value: Any) -> Union[int, Tuple[int, ...]]:

@@ -46,7 +46,6 @@ from ..analysis.counting.zoo import validate_count
 from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
 from ..models import (
-    ModelSpec,
     PublishedFigures,
     build_model,
     classification_models,
@@ -54,7 +53,7 @@ from ..models import (
     published_figures,
     resolve_model,
 )
-from .app import AppResult, Check, parse_r
+from .app import AppResult, Check, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
 from .io import RowLog, duration, markdown_table, progress_bar, write_table
@@ -138,7 +137,7 @@ class CountExperiment:
     def __post_init__(self) -> None:
         for name in ("published", "check_flop_counter", "plot", "d2l_table"):
             check_bool(getattr(self, name), name)
-        if isinstance(self.model, ModelSpec) or self.model:  # `model=<any spelling>`: count that model alone
+        if model_given(self.model):  # `model=<any spelling>`: count that model alone
             spec = resolve_model(self.model)
             object.__setattr__(self, "model", spec)
             object.__setattr__(self, "targets", {spec.label: CountTarget(spec)})

@@ -37,7 +37,7 @@ from ..analysis.receptive_field import (
     receptive_field,
 )
 from ..errors import FoldError, fold_error
-from ..models import build_model, resolve_model
+from ..models import ModelSpec, build_model, resolve_model
 from .app import AppResult, Check, parse_r
 from .io import figure, label_step, save_figure, write_markdown, write_table
 
@@ -90,10 +90,15 @@ class FoldTable:
         elif r != 0:
             check_int(r, "r", 1)
         object.__setattr__(self, "r", r)
-        object.__setattr__(self, "conv", resolve_model(self.conv, param="conv"))
+        resolve_model(self.conv, param="conv")  # a bad spelling fails here; the field keeps it (fold.conv.x=... overrides it)
         object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
         if not isinstance(self.order, str):
             raise fold_error("order", self.order, "must be an order name ('crd', 'dcr', 'focus') or axes like 'c rh rw'")
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The conv, resolved (:func:`foldconv.models.resolve_model`)."""
+        return resolve_model(self.conv, param="fold.conv")
 
 
 @dataclass(frozen=True)
@@ -285,14 +290,14 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     checks: List[Check] = []
     fold_line = ""
     if e.fold.r != 0:
-        conv = build_model(e.fold.conv, param="fold.conv", seed=e.seed)
+        conv = build_model(e.fold.spec, param="fold.conv", seed=e.seed)
         try:
             table = folded_receptive_field(conv, e.fold.r, order=e.fold.order, input_size=e.fold.input_size)
         except FoldError as err:  # name the field: fold.r, fold.input_size, or the conv's own (fold.conv.in_channels)
             key = "fold." + (err.param if err.param in ("r", "order", "input_size", "conv") else f"conv.{err.param}")
             raise fold_error(key, err.value, err.rule or str(err)) from None
         tables.append((_fold_rows(table), "fold", f"Receptive field of a conv and of its fold (r={e.fold.r})"))
-        fold_line = (f"fold table (fold.conv = {e.fold.conv.label} {getattr(conv, 'in_channels', '?')}->{getattr(conv, 'out_channels', '?')} "
+        fold_line = (f"fold table (fold.conv = {e.fold.spec.label} {getattr(conv, 'in_channels', '?')}->{getattr(conv, 'out_channels', '?')} "
                      f"channels, r={e.fold.r}; fold.r=0 skips it): the folded conv's field in input pixels equals the original's: {table.ok}")
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))

@@ -43,7 +43,7 @@ from .._validate import check_bool, check_device, check_int
 from ..errors import FoldError, fold_error
 from ..models import ModelSpec, build_model, model_labels, randomize_batchnorm, resolve_model
 from ..surgery.timing import check_seconds
-from .app import AppResult, Check
+from .app import AppResult, Check, model_given
 from .io import progress_bar, save_figure, write_markdown, write_table
 from .rewrite_plots import sites_figure, timings_figure
 
@@ -259,12 +259,12 @@ class RewriteExperiment:
     dpi: int = 120
 
     def __post_init__(self) -> None:
-        given = self.model if isinstance(self.model, ModelSpec) or self.model else None
+        given = self.model if model_given(self.model) else None
         param = "model" if given is not None else "models"
         listed = self.models if given is None else given
         if listed == "all" or (isinstance(listed, Sequence) and not isinstance(listed, str) and list(listed) == ["all"]):
             listed = tuple(REAL_MODELS)
-        if isinstance(listed, (str, Mapping, ModelSpec)):
+        if isinstance(listed, (str, Mapping, ModelSpec, torch.nn.Module)):
             listed = [listed]
         if not isinstance(listed, Sequence) or not listed:
             raise fold_error(param, listed, f"must be a model (any spelling), all, or a list of them (the real models: {', '.join(REAL_MODELS)})")

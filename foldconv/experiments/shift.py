@@ -32,7 +32,7 @@ from ..analysis.shift import consistency, crops, ladder_models, parameter_count,
 from ..errors import fold_error
 from ..fold import fold_weight
 from ..models import ModelSpec, build_model, resolve_model
-from .app import AppResult, Check
+from .app import AppResult, Check, model_given
 from .io import figure, progress_bar, save_figure, write_markdown, write_table
 
 __all__ = [
@@ -136,7 +136,7 @@ class ShiftExperiment:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        listed = [self.model] if isinstance(self.model, (str, ModelSpec)) or self.model else self.models
+        listed = [self.model] if model_given(self.model) else self.models
         if listed is None or isinstance(listed, (str, dict)) or not isinstance(listed, Sequence):
             raise fold_error("models", listed, "must be a list of models (names, timm:<name>, _target_ nodes; '+spd' adds the rewrite)")
         param = "model" if listed is not self.models else "models"

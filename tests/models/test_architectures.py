@@ -53,7 +53,7 @@ def test_dcgan_uses_the_tutorials_init():
     assert isinstance(gen, DCGANGenerator)
     conv_std = float(gen.main[0].weight.detach().std())
     assert 0.015 < conv_std < 0.025  # N(0, 0.02), not torch's default init
-    assert all(float(m.bias.abs().max()) == 0 for m in gen.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in gen.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def test_icnr_is_the_equivalences_icnr_in_pixelshuffles_order():

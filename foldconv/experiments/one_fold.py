@@ -253,7 +253,7 @@ def fold_app(experiment: OneFoldExperiment, out_dir: Union[str, Path]) -> AppRes
     result = run_one_fold(experiment, out_dir)
     checks = ()
     if result.plan is not None:
-        checks = (Check("the folded conv computes the original's function", result.ok, subject=f"r={experiment.fold.r}",
+        checks = (Check("the folded conv computes the original's function", result.ok, subject=f"fold r={experiment.fold.r}",
                         claim="FOLD-1", detail="" if result.ok else result.report.summary()),)
         answer = f"r={experiment.fold.r}: {result.report.summary()}"
     else:

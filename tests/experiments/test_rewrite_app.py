@@ -27,7 +27,7 @@ def written(path: Path) -> set:
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rewrite")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "rewrite.py"), "model=[yolov5_stem,espcn]", "size=test", "min_run_time=0.01",
+        [sys.executable, str(ROOT / "scripts" / "rewrite.py"), "models=[yolov5_stem,espcn]", "size=test", "min_run_time=0.01",
          "threads=1", f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     return out, proc
 
@@ -161,7 +161,7 @@ def test_any_model_with_rules_of_its_own(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("overrides, named", [
     (["model=yolo"], "model='yolo'"),
-    (["model=[espcn,resnet19]"], "model='resnet19'"),
+    (["models=[espcn,resnet19]"], "models='resnet19'"),
     (["rules=[fold]"], "rules='fold'"),
     (["rules=[{fold_stage:3}]"], "rules.fold_stage=3"),
     (["model=all", "input_shape=[1,3,64,64]"], "input_shape="),

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from foldconv._tables import markdown_table
 from foldconv.analysis.counting import count
-from foldconv.analysis.counting.zoo import classification_models, meta_model
+from foldconv.models import classification_models, meta_model
 
 SHAPE = (1, 3, 224, 224)
 

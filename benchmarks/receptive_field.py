@@ -16,8 +16,8 @@ import warnings
 import torch
 import torchvision
 
-from foldconv.analysis.counting.zoo import classification_models, meta_model
 from foldconv.analysis.receptive_field import UnsupportedOpError, empirical_boxes, receptive_field
+from foldconv.models import classification_models, meta_model
 
 
 def best_of(fn, repeats):

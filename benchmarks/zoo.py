@@ -22,10 +22,11 @@ import torch
 
 from foldconv._tables import markdown_table
 from foldconv.analysis.counting import count
+from foldconv.errors import first_line
 from foldconv.experiments.io import write_csv
-from foldconv.experiments.zoo.measure import StageTimeout, time_limit
-from foldconv.experiments.zoo.models import build_model, one_line, zoo_models
+from foldconv.experiments.zoo.measure import StageTimeout, build_zoo_model, time_limit
 from foldconv.experiments.zoo.run import _scrambled
+from foldconv.models import zoo_models
 
 GOAL_S = 15 * 60
 
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         try:
             with time_limit(args.time_limit):
                 t0 = time.perf_counter()
-                built = build_model("timm", name, cpu_fallback=False)
+                built = build_zoo_model("timm", name, cpu_fallback=False)
                 t1 = time.perf_counter()
                 count(built.model, built.input_shape, name=name)
                 t2 = time.perf_counter()
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         except StageTimeout as exc:
             row["status"] = str(exc)
         except Exception as exc:  # one model's failure is a row
-            row["status"] = one_line(exc, 160)
+            row["status"] = first_line(exc, with_type=True, limit=160)
         rows.append(row)
         if k % 100 == 0:
             print(f"{k} models, {time.perf_counter() - start:.0f} s", flush=True)

@@ -1,6 +1,6 @@
 """Shared test configuration: the claims registry, hypothesis profiles and the test tiers.
 
-Tiers: `slow` marks the model zoos (tests/analysis/*/test_*zoo*.py, marked here by path) and `app` marks every
+Tiers: `slow` marks the model zoos (tests/experiments/test_zoo_t*.py, marked here by path) and `app` marks every
 test that runs a subprocess (the Hydra apps: tests/**/test_*_app.py, and any test that calls ``subprocess``
 itself, through a helper or a fixture defined in tests/). `make check` deselects both, and the `zoo` tier (one timm
 model per family, marked in tests/experiments/test_zoo_families.py).
@@ -45,7 +45,7 @@ def registered_claims() -> set:
     return set(CLAIM_ROW.findall(CLAIMS_FILE.read_text()))
 
 
-SLOW_PATHS = ("tests/analysis/*/test_*zoo*.py",)
+SLOW_PATHS = ("tests/experiments/test_zoo_t*.py",)  # the whole-zoo runs: test_zoo_timm.py, test_zoo_torchvision.py
 APP_PATHS = ("tests/*_app.py",)  # fnmatch's * also matches "/"
 TOOL_PATHS = ("tests/test_architecture.py",)  # runs ruff and lint-imports (a second in all), no app: stays in `make check`
 

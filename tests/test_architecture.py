@@ -62,7 +62,6 @@ def test_every_layer_below_experiments_is_barred_from_the_app_stack():
 KNOWN_CYCLES = []
 KNOWN_PRIVATE = {
     "foldconv.check.equivalence -> foldconv.check.exact._amax",
-    "foldconv.experiments.zoo.measure -> foldconv.experiments.zoo.models._construct",
 }
 
 

@@ -1,7 +1,10 @@
-"""What every Hydra app shares: the run directory, the fold-factor syntax, and how an app ends.
+"""What every Hydra app shares: the run directory, the fold-factor syntax, and one skeleton.
 
-The apps in ``scripts/`` are thin ``@hydra.main`` functions (:func:`hydra_app`); they call :func:`finish`
-with the experiment and let it turn the outcome into an exit status:
+Every app is config -> run -> checks -> write (:func:`app_command`): Hydra composes the config, :func:`instantiate`
+turns it into the app's own dataclass (validating it), the app's body computes and writes its own tables and
+figures and returns an :class:`AppResult` holding its :class:`Check` list, and :func:`conclude` writes
+``checks.{csv,md}`` and ``index.md`` into the run directory, raises :class:`ClaimFailed` naming the failed
+checks, or returns the success line. :func:`finish` turns the outcome into an exit status:
 
 - 0: the run finished and every checked claim held;
 - 1: the run finished, wrote everything, and a checked claim failed (``ClaimFailed``);
@@ -23,16 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, NoReturn, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Tuple, Union
 
-from .._validate import check_device as _check_device
 from .._validate import parse_factors
 from ..errors import FoldError, fold_error
+from .io import write_index, write_table
 
 __all__ = [
-    "CONFIG_DIR", "ClaimFailed", "parse_r", "run_dir", "finish", "hydra_app", "structured", "register", "instantiate",
-    "model_node", "model_label", "build_model", "check_device",
+    "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
+    "hydra_app", "structured", "register", "instantiate",
 ]
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
@@ -41,6 +45,135 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 class ClaimFailed(Exception):
     """A checked claim did not hold; the outputs are written, the app exits 1."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One checked claim of a run: ``name`` says what must hold, ``ok`` whether it did; ``subject`` is what it is
+    about (a model, a form), ``expected`` and ``observed`` the compared values, ``claim`` the ID of
+    paper_notes/claims.md it supports, ``detail`` the evidence in words.
+
+    Example:
+        >>> c = Check.equal("params == sum(numel)", 580, 580, subject="tiny")
+        >>> c.ok, bool(Check("the fold table is consistent", False)), c.row()["check"]
+        (True, False, 'params == sum(numel)')
+    """
+
+    name: str
+    ok: bool
+    subject: str = ""
+    expected: Any = ""
+    observed: Any = ""
+    claim: str = ""
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ok, bool):
+            raise fold_error("ok", self.ok, f"must be True or False (check {self.name!r})")
+
+    @classmethod
+    def equal(cls, name: str, expected: Any, observed: Any, **fields: Any) -> Check:
+        """The check ``expected == observed``."""
+        return cls(name, bool(expected == observed), expected=expected, observed=observed, **fields)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def row(self) -> Dict[str, Any]:
+        """The checks table's row."""
+        return {"subject": self.subject, "check": self.name, "expected": self.expected, "observed": self.observed,
+                "ok": self.ok, "claim": self.claim, "detail": self.detail}
+
+    def describe(self) -> str:
+        """One line for a failure message: ``"<subject>: <name> (<evidence>)"``."""
+        text = f"{self.subject}: {self.name}" if self.subject else self.name
+        if self.detail:
+            return f"{text} ({self.detail})"
+        if (self.expected, self.observed) != ("", ""):
+            return f"{text} (expected {self.expected!r}, observed {self.observed!r})"
+        return text
+
+
+@dataclass(frozen=True)
+class AppResult:
+    """What an app's body returns to the skeleton: the run's ``title`` and ``answer`` (the first lines of
+    index.md), its ``checks``, ``files``: what each file it wrote holds (``{name or glob: description}``, for
+    index.md; None when the body writes its own index), ``text``: what the app prints on success (default: the
+    answer), ``value``: the app's own result object, for callers in Python.
+
+    Example:
+        >>> AppResult("Demo", "2 + 2 = 4", (Check.equal("sum", 4, 2 + 2),)).ok
+        True
+    """
+
+    title: str
+    answer: str
+    checks: Tuple[Check, ...] = ()
+    files: Optional[Mapping[str, str]] = field(default_factory=dict)
+    text: str = ""
+    value: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def failed(self) -> Tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    @property
+    def ok(self) -> bool:
+        """Every check held."""
+        return not self.failed
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+#: index.md's line for the files the skeleton writes.
+CHECK_FILES = {"checks.md": "every checked claim of this run: what must hold, expected vs observed, ok",
+               "checks.csv": "the same, as CSV"}
+
+
+def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
+    """The skeleton's end of a run: ``checks.{csv,md}`` (when there are checks) and ``index.md`` into ``out_dir``,
+    then :class:`ClaimFailed` naming the failed checks, or the success line (the app's text and where it wrote).
+
+    Example:
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> print(conclude(AppResult("Demo", "one sum", (Check.equal("sum", 4, 2 + 2),)), out).splitlines()[0])
+        one sum; the 1 check holds.
+        >>> conclude(AppResult("Demo", "one sum", (Check.equal("sum", 5, 2 + 2, subject="arithmetic"),)), out)
+        Traceback (most recent call last):
+        ...
+        foldconv.experiments.app.ClaimFailed: 1 of 1 check(s) failed: arithmetic: sum (expected 5, observed 4); see .../checks.md
+    """
+    if not isinstance(result, AppResult):
+        raise fold_error("result", type(result).__name__, "must be an AppResult (what an app's body returns)")
+    out = Path(out_dir)
+    failed = result.failed
+    answer = result.answer
+    if result.checks:
+        rows = [c.row() for c in result.checks]
+        used = [k for k in rows[0] if k in ("check", "ok") or any(r[k] not in ("", None) for r in rows)]
+        write_table([{k: r[k] for k in used} for r in rows], out / "checks", title=f"{result.title}: checks")
+        n = len(result.checks)
+        holds = "the 1 check holds" if n == 1 else f"all {n} checks hold"
+        answer += f"; {holds}." if not failed else f"; {len(failed)} of {n} checks FAILED (checks.md)."
+    if result.files is not None:
+        write_index(out, {**result.files, **(CHECK_FILES if result.checks else {})}, title=result.title, answer=answer)
+    if failed:
+        named = "; ".join(c.describe() for c in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+        raise ClaimFailed(f"{len(failed)} of {len(result.checks)} check(s) failed: {named}; see {out / 'checks.md'}")
+    return f"{result.text or answer}\n\nwritten to {out}"
+
+
+def model_given(value: Any) -> bool:
+    """Whether a config's ``model`` field names a model: its default is an empty node (``{}``), which leaves the
+    app's own ``models``; anything else (a name, a ``_target_`` node, a module, a list) replaces them.
+
+    Example:
+        >>> model_given({}), model_given(None), model_given("resnet18"), model_given({"_target_": "torch.nn.ReLU"})
+        (False, False, True, True)
+    """
+    return value is not None and not (isinstance(value, (str, Mapping, list, tuple)) and len(value) == 0)
 
 
 def parse_r(value: Any) -> Union[int, Tuple[int, ...]]:
@@ -169,118 +302,6 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         raise (_prefixed(err, prefix) if prefix else err) from None
 
 
-TIMM_PREFIX = "timm:"
-
-
-def _did_you_mean(name: str, known: Any) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(close)}?" if close else ""
-
-
-def model_node(value: Any, *, param: str = "model") -> Dict[str, Any]:
-    """The ``_target_`` node that builds the model an app was given, in the one spelling every app takes:
-
-    - ``model=resnet18``: a torchvision model (random weights; nothing is downloaded);
-    - ``model=timm:resnet18d``: a timm model (needs ``pip install timm``);
-    - ``model._target_=mypkg.make_net model.width=8``: anything a Hydra ``_target_`` builds, with its kwargs.
-
-    A name that is not known is a FoldError that suggests close matches.
-
-    Example:
-        >>> model_node("resnet18")
-        {'_target_': 'torchvision.models.get_model', 'name': 'resnet18', 'weights': None}
-        >>> model_node("resnet181")
-        Traceback (most recent call last):
-        ...
-        foldconv.errors.FoldError: model='resnet181': is not a torchvision model; did you mean resnet18, resnet101, resnet152?
-        >>> model_node({"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3})["_target_"]
-        'torch.nn.Conv2d'
-    """
-    from collections.abc import Mapping
-
-    if isinstance(value, Mapping) and isinstance(value.get("_target_"), str) and value["_target_"].strip():
-        return dict(value)
-    if not isinstance(value, str) or not value.strip():
-        raise fold_error(param, value, "must be a torchvision name (model=resnet18), timm:<name>, or a _target_ node "
-                                       "(model._target_=mypkg.make_net model.width=8)")
-    if value.startswith(TIMM_PREFIX):
-        name = value[len(TIMM_PREFIX):]
-        try:
-            import timm
-        except ImportError:
-            raise fold_error(param, value, "needs timm, which is not installed (pip install timm)") from None
-        known = timm.list_models()
-        if name not in known:
-            raise fold_error(param, value, "is not a timm model" + _did_you_mean(name, known))
-        return {"_target_": "timm.create_model", "model_name": name, "pretrained": False}
-    import torchvision
-
-    known = torchvision.models.list_models()
-    if value not in known:
-        hint = _did_you_mean(value, known) or " (see torchvision.models.list_models(); a timm model: model=timm:<name>)"
-        raise fold_error(param, value, "is not a torchvision model" + hint)
-    return {"_target_": "torchvision.models.get_model", "name": value, "weights": None}
-
-
-def model_label(value: Any) -> str:
-    """A short name for a model spelled as :func:`model_node` takes it (for file names and tables).
-
-    Example:
-        >>> model_label("resnet18"), model_label("timm:resnet18d"), model_label({"_target_": "mypkg.nets.make_net"})
-        ('resnet18', 'resnet18d', 'make_net')
-    """
-    if isinstance(value, str):
-        return value[len(TIMM_PREFIX):] if value.startswith(TIMM_PREFIX) else value
-    return str(value["_target_"]).rsplit(".", 1)[-1]
-
-
-def build_model(value: Any, *, param: str = "model", meta: bool = False) -> Any:
-    """The ``torch.nn.Module`` a :func:`model_node` spelling builds; ``meta``: on the meta device when its
-    constructor allows (no memory for the weights). A FoldError names ``param`` when it cannot be built.
-
-    Example:
-        >>> build_model({"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3})
-        Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
-    """
-    import warnings
-
-    import hydra.utils
-    import torch
-
-    node = model_node(value, param=param)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on weights=None
-            if meta:
-                try:
-                    with torch.device("meta"):
-                        model = hydra.utils.instantiate(node)
-                except (NotImplementedError, RuntimeError):
-                    model = hydra.utils.instantiate(node)
-            else:
-                model = hydra.utils.instantiate(node)
-    except Exception as exc:  # an unknown _target_ or kwargs it does not take; Hydra's first lines say which
-        reason = " ".join(str(exc).split())[:300]
-        raise fold_error(param, node["_target_"], f"cannot be built: {reason}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise fold_error(param, node["_target_"], f"builds a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def check_device(device: Any, *, param: str = "device") -> str:
-    """``device`` (as given in the config) if this machine has it; otherwise a FoldError that says which
-    device to use instead (the rule is :func:`foldconv._validate.check_device`).
-
-    Example:
-        >>> check_device("cpu")
-        'cpu'
-    """
-    _check_device(device, param)
-    return device
-
-
 def _refuse(name: str, reason: str) -> NoReturn:
     print(f"{name}: error: {' '.join(reason.split())}", file=sys.stderr)  # one line, always
     sys.exit(2)
@@ -338,6 +359,23 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
         return main
 
     return decorate
+
+
+def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, name: Optional[str] = None) -> Callable:
+    """The Hydra app ``config_name``: compose -> :func:`instantiate` -> ``body(config, run_dir)`` -> :func:`conclude`,
+    ended by :func:`finish` (``name`` prefixes its one-line errors; default ``config_name``)."""
+
+    @hydra_app(config_name)
+    def main(cfg: Any) -> None:
+        def run() -> str:
+            out = run_dir()
+            return conclude(body(instantiate(cfg), out), out)
+
+        finish(run, name=name or config_name)
+
+    main.__name__ = main.__qualname__ = config_name
+    main.__doc__ = f"``foldconv`` app of the {config_name} config."
+    return main
 
 
 def finish(run: Callable[[], Optional[str]], *, name: str = "foldconv") -> None:

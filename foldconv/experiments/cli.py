@@ -17,8 +17,9 @@ rewrite     rewrite.yaml      real models rewritten into equivalent forms, verif
 zoo         zoo.yaml          every timm/torchvision model counted and traced: coverage figures (sharded, resumable)
 =========== ================= ==========================================================================
 
-Every app ends the same way (:func:`foldconv.experiments.app.finish`): exit 0 when every checked claim holds,
-1 when one failed (outputs written), 2 for a malformed request (one line on stderr, nothing written).
+Every app is the same skeleton (:func:`foldconv.experiments.app.app_command`): config -> run -> checks -> write;
+exit 0 when every checked claim holds, 1 when one failed (outputs written, checks.md says which), 2 for a
+malformed request (one line on stderr, nothing written).
 
 Example:
     >>> sorted(COMMANDS)
@@ -30,116 +31,47 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .app import ClaimFailed, check_device, finish, hydra_app, instantiate, register, run_dir
-from .counting import CountExperiment, run_count, run_summary
-from .one_fold import OneFoldExperiment, run_one_fold
-from .operators import OperatorsExperiment, run_operators
+from .app import AppResult, app_command, register
+from .counting import CountExperiment, count_app
+from .one_fold import OneFoldExperiment, fold_app
+from .operators import OperatorsExperiment, operators_app
 from .receptive_field import RFExperiment, run_receptive_field
-from .rewrite import RewriteExperiment, run_rewrite, summary_text
+from .rewrite import RewriteExperiment, run_rewrite
 from .shift import ShiftExperiment, run_shift
 from .sweep import SweepConfig, run_sweep_app
 from .sweep.main import AggregateConfig, run_aggregate_app
-from .zoo.main import zoo
+from .zoo.main import ZooExperiment, zoo_app
 
 __all__ = ["COMMANDS", "fold_conv", "operators", "sweep", "aggregate", "count", "receptive_field", "shift", "rewrite", "zoo", "main"]
 
 for _name, _schema in (("fold_conv", OneFoldExperiment), ("operators", OperatorsExperiment), ("sweep", SweepConfig),
                        ("aggregate", AggregateConfig), ("count", CountExperiment), ("receptive_field", RFExperiment),
-                       ("shift", ShiftExperiment), ("rewrite", RewriteExperiment)):
+                       ("shift", ShiftExperiment), ("rewrite", RewriteExperiment), ("zoo", ZooExperiment)):
     register(f"{_name}_schema", _schema)
 
 
-def _fold_conv(cfg) -> str:
-    experiment: OneFoldExperiment = instantiate(cfg)
-    check_device(experiment.device)
-    result = run_one_fold(experiment, run_dir())
-    if result.plan is not None and not result.ok:
-        raise ClaimFailed(f"the fold exists but the check says it is not equivalent: {result.report.summary()}")
-    return f"{result.to_markdown()}\n\nwritten to {run_dir()}"
+def _sweep(config: SweepConfig, out: Path) -> AppResult:
+    # the sweep writes its own index.md and raises ClaimFailed itself (files=None: the skeleton leaves its index alone)
+    line = run_sweep_app(config, out)
+    return AppResult("Equivalence sweep", line, files=None, text=line.rsplit("; outputs in ", 1)[0])
 
 
-@hydra_app("fold_conv")
-def fold_conv(cfg) -> None:
-    finish(lambda: _fold_conv(cfg), name="fold_conv")
-
-
-def _operators(cfg) -> str:
-    experiment: OperatorsExperiment = instantiate(cfg)
-    out = run_dir()
-    result = run_operators(experiment.example, out, ladder=experiment.ladder, dpi=experiment.dpi)
-    if not result.ok:
-        raise ClaimFailed(", ".join(result.failed))
-    return f"{result.markdown}\n\nwritten to {out}"
-
-
-@hydra_app("operators")
-def operators(cfg) -> None:
-    finish(lambda: _operators(cfg), name="operators")
-
-
-@hydra_app("sweep")
-def sweep(cfg) -> None:
-    finish(lambda: run_sweep_app(instantiate(cfg), run_dir()), name="sweep")
-
-
-def _aggregate(cfg) -> str:
+def _aggregate(config: AggregateConfig, out: Path) -> AppResult:
     from hydra.utils import to_absolute_path
 
-    config: AggregateConfig = instantiate(cfg)
-    return run_aggregate_app(config, run_dir(), Path(to_absolute_path(config.input)))
+    line = run_aggregate_app(config, out, Path(to_absolute_path(config.input)))
+    return AppResult("Aggregated sweep", line, files=None, text=line.rsplit("; outputs in ", 1)[0])
 
 
-@hydra_app("aggregate")
-def aggregate(cfg) -> None:
-    finish(lambda: _aggregate(cfg), name="aggregate")
-
-
-def _count(cfg) -> str:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
-    experiment: CountExperiment = instantiate(cfg)
-    out = run_dir()
-    result = run_count(experiment, out)
-    if not result.ok:
-        raise ClaimFailed(f"{len(result.failed)} of {len(result.checks)} checks failed, see {out / 'checks.md'}")
-    return run_summary(result, experiment, out)
-
-
-@hydra_app("count")
-def count(cfg) -> None:
-    finish(lambda: _count(cfg), name="count")
-
-
-def _receptive_field(cfg) -> str:
-    experiment: RFExperiment = instantiate(cfg)
-    return run_receptive_field(experiment, run_dir())
-
-
-@hydra_app("receptive_field")
-def receptive_field(cfg) -> None:
-    finish(lambda: _receptive_field(cfg), name="receptive_field")
-
-
-def _shift(cfg) -> str:
-    experiment: ShiftExperiment = instantiate(cfg)
-    return f"{run_shift(experiment, run_dir())}\n\nwritten to {run_dir()}"
-
-
-@hydra_app("shift")
-def shift(cfg) -> None:
-    finish(lambda: _shift(cfg), name="shift")
-
-
-def _rewrite(cfg) -> str:
-    experiment: RewriteExperiment = instantiate(cfg)
-    check_device(experiment.device)
-    return f"{summary_text(run_rewrite(experiment, run_dir()))}\nwritten to {run_dir()}"
-
-
-@hydra_app("rewrite")
-def rewrite(cfg) -> None:
-    finish(lambda: _rewrite(cfg), name="rewrite")
+fold_conv = app_command("fold_conv", fold_app)
+operators = app_command("operators", operators_app)
+sweep = app_command("sweep", _sweep)
+aggregate = app_command("aggregate", _aggregate)
+count = app_command("count", count_app)
+receptive_field = app_command("receptive_field", run_receptive_field)
+shift = app_command("shift", run_shift)
+rewrite = app_command("rewrite", run_rewrite)
+zoo = app_command("zoo", zoo_app)
 
 
 #: ``foldconv <command>`` -> the app it runs.

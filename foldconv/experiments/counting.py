@@ -1,22 +1,24 @@
 """The counting experiment: count models, check the figures, write every view, plot.
 
-:class:`CountExperiment` is the whole config of ``scripts/count.py`` (registered as its structured config)
-and validates itself; :func:`run_count` builds the models (torchvision names or Hydra ``_target_`` nodes),
-validates everything before the first file is written (a malformed request or a model that cannot be built
-leaves no output behind), then counts model after model, writing each one's files as soon as it is done;
+:class:`CountExperiment` is the whole config of ``foldconv count`` (registered as its structured config) and
+validates itself; :func:`run_count` builds the models (any spelling of :func:`foldconv.models.resolve_model`, on
+meta), validates everything before the first file is written (a malformed request or a model that cannot be
+built leaves no output behind), then counts model after model, writing each one's files as soon as it is done;
 a rerun in the same directory skips the models already counted. :func:`run_count_jobs` does the same for
-models built in Python.
+models built in Python. :func:`count_app` is the app's body: the run and its checks, for
+:func:`~foldconv.experiments.app.conclude`.
 
 Example:
     >>> import tempfile, torch
     >>> job = CountJob("tiny", torch.nn.Conv2d(16, 4, 3), (1, 16, 8, 8), expect={"params": 580})
     >>> run = run_count_jobs([job], tempfile.mkdtemp(), fold_rs=(2,), plot=False)
-    >>> run.ok, [c.check for c in run.checks]  # doctest: +NORMALIZE_WHITESPACE
+    >>> run.ok, [c.name for c in run.checks]  # doctest: +NORMALIZE_WHITESPACE
     (True, ['params == sum(numel)', 'every op has a cost rule', 'macs == FlopCounterMode/2', 'expect params',
             'fold_conv r=2 keeps params and macs'])
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,19 +40,26 @@ from ..analysis.counting.fold import (
     validate_fold_request,
 )
 from ..analysis.counting.report import CountReport
-from ..analysis.counting.zoo import PublishedFigures, classification_models, meta_model, published_figures, validate_count
+from ..analysis.counting.zoo import validate_count
 from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
+from ..models import (
+    PublishedFigures,
+    build_model,
+    classification_models,
+    model_labels,
+    published_figures,
+    resolve_model,
+)
 from ..surgery.stage import ModelFoldComparison, compare_model_fold
-from .app import model_label, model_node, parse_r
+from .app import AppResult, Check, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
-from .io import RowLog, duration, markdown_table, progress_bar, write_index, write_table
+from .io import RowLog, duration, markdown_table, progress_bar, write_table
 from .rewrite import with_patterns
 
 __all__ = [
-    "CountTarget", "CountExperiment", "CountJob", "Check", "CountRun", "run_count", "run_count_jobs", "run_summary",
-    "write_count_report",
+    "CountTarget", "CountExperiment", "CountJob", "CountRun", "run_count", "run_count_jobs", "count_app", "count_result", "write_count_report",
 ]
 
 #: Totals an ``expect`` entry may pin (the attributes of a CountReport).
@@ -69,49 +78,34 @@ def _shape(value: Any, param: str) -> Tuple[int, ...]:
 
 @dataclass(frozen=True)
 class CountTarget:
-    """A custom model: a Hydra node whose ``_target_`` builds it, and its full input shape (None: the
-    experiment's ``input_shape``).
+    """A model in any spelling of :func:`foldconv.models.resolve_model` (a ``_target_`` node, a name) and its full
+    input shape (None: the experiment's ``input_shape``); ``model`` is resolved when the target is made.
 
     Example:
-        >>> CountTarget({"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3}).input_shape
+        >>> CountTarget({"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3}).model.label
+        'Conv2d'
     """
 
     model: Any = None
     input_shape: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, Mapping) or not isinstance(self.model.get("_target_"), str):
-            raise fold_error("model", self.model, "must be a node with a _target_, e.g. {_target_: torchvision.models.alexnet}")
-        object.__setattr__(self, "model", dict(self.model))
+        object.__setattr__(self, "model", resolve_model(self.model, param="model"))
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
 
     def build(self) -> nn.Module:
-        """The module, on meta when its constructor allows (no memory for the weights)."""
-        import hydra.utils
-        import torch
-
-        try:
-            try:
-                with torch.device("meta"):
-                    module = hydra.utils.instantiate(self.model)
-            except (NotImplementedError, RuntimeError):
-                module = hydra.utils.instantiate(self.model)
-        except Exception as exc:  # an unknown _target_ or arguments it does not take
-            reason = " ".join(str(exc).split())
-            raise fold_error("model._target_", self.model["_target_"], f"could not be built: {reason}") from exc
-        if not isinstance(module, nn.Module):
-            raise fold_error("model._target_", self.model["_target_"], f"built a {type(module).__name__}, not an nn.Module")
-        return module
+        """The module, on meta (no memory for the weights)."""
+        return build_model(self.model, meta=True)
 
 
 @dataclass(frozen=True)
 class CountExperiment:
     """The count app's whole config, validated when built (every bad field is a FoldError naming it).
 
-    ``models``: torchvision names (``zoo`` = the whole classification zoo); ``targets``: label ->
-    ``{model: {_target_: ...}, input_shape: [...]}``; ``model``: one model instead of both (``"resnet18"``,
-    ``"timm:<name>"`` or a ``_target_`` node: :func:`foldconv.experiments.app.model_node`); ``input_shape``: full shape, batch included;
+    ``models``: models in any spelling of :func:`foldconv.models.resolve_model` (``zoo`` = the whole torchvision
+    classification zoo), each counted at ``input_shape``; ``targets``: label -> ``{model: <any spelling>,
+    input_shape: [...]}``; ``model``: one model instead of both; ``input_shape``: full shape, batch included;
     ``published``: torchvision models at their weights' crop size, checked against the published figures;
     ``expect``: label -> {total: value}, checked exactly; ``fold_r`` (ints or ``"2x4"``), ``fold_order``:
     the fold view; ``fold_compare_r``: fold every cost-neutral conv of each model with it and compare
@@ -126,9 +120,9 @@ class CountExperiment:
         foldconv.errors.FoldError: fold_order='bad': must be one of ('crd', 'dcr', 'focus') or a permutation of the einops axes 'c rh rw' for 2 spatial dim(s)
     """
 
-    models: Tuple[str, ...] = ("resnet50",)
+    models: Tuple[Any, ...] = ("resnet50",)
     targets: Dict[str, Any] = field(default_factory=dict)
-    model: Any = field(default_factory=dict)  # one model, in the apps' spelling (app.model_node); replaces models and targets
+    model: Any = field(default_factory=dict)  # one model, any spelling (foldconv.models.resolve_model); replaces models and targets
     input_shape: Tuple[int, ...] = (1, 3, 224, 224)
     published: bool = False
     expect: Dict[str, Dict[str, int]] = field(default_factory=dict)
@@ -142,17 +136,22 @@ class CountExperiment:
     def __post_init__(self) -> None:
         for name in ("published", "check_flop_counter", "plot", "d2l_table"):
             check_bool(getattr(self, name), name)
-        if self.model:  # `model=resnet18`, `model=timm:<name>` or `model._target_=...`: count that model alone
-            object.__setattr__(self, "targets", {model_label(self.model): CountTarget(model_node(self.model))})
+        if model_given(self.model):  # `model=<any spelling>`: count that model alone
+            spec = resolve_model(self.model)
+            object.__setattr__(self, "model", spec)
+            object.__setattr__(self, "targets", {spec.label: CountTarget(spec)})
             object.__setattr__(self, "models", ())
-        if not isinstance(self.models, Sequence) or isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
-            raise fold_error("models", self.models, "must be a list of torchvision model names (or 'zoo')")
-        known = set(classification_models() if self.published else _all_models())
-        for name in self.models:
-            if name != "zoo" and name not in known:
-                kind = "classification model with published weights" if self.published else "model name"
-                raise fold_error("models", name, f"is not a torchvision {kind} ('zoo' means every classification model)")
-        object.__setattr__(self, "models", tuple(self.models))
+        if self.models is None or isinstance(self.models, (str, Mapping)) or not isinstance(self.models, Sequence):
+            raise fold_error("models", self.models, "must be a list of models (names, timm:<name>, _target_ nodes) or [zoo]")
+        listed = [n for m in self.models for n in (classification_models() if m == "zoo" else [m])]
+        specs = model_labels(listed, param="models")
+        if self.published:
+            known = set(classification_models())
+            for spec in specs:
+                if spec.source != "torchvision" or spec.name not in known:
+                    raise fold_error("models", spec.label, "is not a torchvision classification model with published weights "
+                                                           "('zoo' means every classification model)")
+        object.__setattr__(self, "models", specs)
         object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
         for name in ("targets", "expect"):
             if not isinstance(getattr(self, name), Mapping):
@@ -194,13 +193,12 @@ class CountExperiment:
 
     def jobs(self) -> List[CountJob]:
         """One :class:`CountJob` per model and target, each model built on meta."""
-        names = [n for name in self.models for n in (classification_models() if name == "zoo" else [name])]
         jobs = []
-        for name in names:
-            figures = published_figures(name) if self.published else None
-            model = meta_model(name, **(figures.kwargs if figures else {}))
+        for spec in self.models:
+            figures = published_figures(spec.name) if self.published else None
+            model = build_model(spec, meta=True, param="models", **(figures.kwargs if figures else {}))
             shape = figures.input_shape if figures else self.input_shape
-            jobs.append(CountJob(name, model, shape, published=figures, expect=self.expect.get(name, {})))
+            jobs.append(CountJob(spec.label, model, shape, published=figures, expect=self.expect.get(spec.label, {})))
         for label, target in self.targets.items():
             try:
                 model = target.build()
@@ -209,12 +207,6 @@ class CountExperiment:
             shape = target.input_shape or self.input_shape
             jobs.append(CountJob(label, model, shape, expect=self.expect.get(label, {})))
         return jobs
-
-
-def _all_models() -> List[str]:
-    import torchvision
-
-    return torchvision.models.list_models()
 
 
 @dataclass(frozen=True)
@@ -227,26 +219,6 @@ class CountJob:
     input_shape: Tuple[int, ...]
     published: Optional[PublishedFigures] = None
     expect: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One checked figure: which model, what, the expected and the measured value."""
-
-    model: str
-    check: str
-    expected: Any
-    measured: Any
-
-    @property
-    def ok(self) -> bool:
-        return self.expected == self.measured
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def row(self) -> Dict[str, Any]:
-        return {"model": self.model, "check": self.check, "expected": self.expected, "measured": self.measured, "ok": self.ok}
 
 
 @dataclass(frozen=True)
@@ -272,6 +244,7 @@ class CountRun:
     files: Tuple[Path, ...] = ()
     totals: Tuple[Mapping[str, Any], ...] = ()
     resumed: Tuple[str, ...] = ()
+    labels: Tuple[str, ...] = ()
 
     @property
     def failed(self) -> Tuple[Check, ...]:
@@ -294,15 +267,15 @@ def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: O
         report = validation.report
     else:
         report = count(job.model, job.input_shape, name=label)
-    checks.append(Check(label, "params == sum(numel)", sum(p.numel() for p in job.model.parameters()), report.params))
-    checks.append(Check(label, "every op has a cost rule", "", " ".join(op.op for op in report.unsupported_ops)))
+    checks.append(Check.equal("params == sum(numel)", sum(p.numel() for p in job.model.parameters()), report.params, subject=label))
+    checks.append(Check.equal("every op has a cost rule", "", " ".join(op.op for op in report.unsupported_ops), subject=label))
     if flop_counter:
-        checks.append(Check(label, "macs == FlopCounterMode/2", validation.flop_counter_macs, report.macs))
+        checks.append(Check.equal("macs == FlopCounterMode/2", validation.flop_counter_macs, report.macs, subject=label))
     if job.published:
-        checks.append(Check(label, "published params", job.published.num_params, report.params))
-        checks.append(Check(label, "published GMACs (3 decimals)", job.published.gmacs, round(report.macs / 1e9, 3)))
+        checks.append(Check.equal("published params", job.published.num_params, report.params, subject=label))
+        checks.append(Check.equal("published GMACs (3 decimals)", job.published.gmacs, round(report.macs / 1e9, 3), subject=label))
     for key, value in job.expect.items():
-        checks.append(Check(label, f"expect {key}", value, getattr(report, key)))
+        checks.append(Check.equal(f"expect {key}", value, getattr(report, key), subject=label))
     folds = foldable_layers(report, rs=rs, order=order)
     conv_folds = []
     if isinstance(job.model, CONV_TYPES):
@@ -311,12 +284,12 @@ def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: O
                 cmp = compare_fold(job.model, job.input_shape, r=option.r, order=order)
                 conv_folds.append((option.r, cmp))
                 if option.cost_neutral:
-                    checks.append(Check(label, f"fold_conv r={option.r} keeps params and macs", True, cmp.keeps_costs))
+                    checks.append(Check.equal(f"fold_conv r={option.r} keeps params and macs", True, cmp.keeps_costs, subject=label))
     model_fold = None
     if compare_r is not None and folds and not isinstance(job.model, CONV_TYPES):
         model_fold = compare_model_fold(job.model, job.input_shape, r=compare_r, order=order)
         if model_fold.folded_layers:
-            checks.append(Check(label, f"fold r={compare_r} keeps params and macs", True, model_fold.keeps_costs))
+            checks.append(Check.equal(f"fold r={compare_r} keeps params and macs", True, model_fold.keeps_costs, subject=label))
     return _Measured(job, report, tuple(checks), dense_equivalents(report), folds, tuple(conv_folds), model_fold, compare_r)
 
 
@@ -355,7 +328,8 @@ def run_count_jobs(
     log: Optional[Callable[[str], None]] = None,
 ) -> CountRun:
     """Count every job, writing each model's ``<label>_*.{csv,md}`` (+ ``_layers.png``) as soon as it is
-    counted, then ``comparison``, ``checks`` (+ ``comparison.png``) and ``index.md`` into ``out_dir``.
+    counted, then ``comparison`` (+ ``comparison.png``) into ``out_dir``; the checks are the run's
+    (:func:`count_result` hands them to the app skeleton, which writes ``checks`` and ``index.md``).
 
     Resumable: ``models.csv`` records each finished model (totals, checks), ``models.config.json`` the config;
     a rerun of it in ``out_dir`` skips those models (another config there: FoldError naming ``out_dir``).
@@ -385,7 +359,7 @@ def run_count_jobs(
     done: Dict[str, Tuple[Mapping[str, Any], Tuple[Check, ...]]] = {}
     with RowLog(out / "models.csv", ["model", "totals", "checks"], key=["model"], config=config, param="out_dir") as models_log:
         for row in models_log.rows():  # the models an earlier run here finished: their totals and checks
-            stored = tuple(Check(**{k: tuples(v) for k, v in c.items() if k != "ok"}) for c in json.loads(row["checks"]))
+            stored = tuple(Check(**{k: tuples(v) for k, v in c.items()}) for c in json.loads(row["checks"]))
             done[row["model"]] = ({k: tuples(v) for k, v in json.loads(row["totals"]).items()}, stored)
         todo, started = [j for j in jobs if j.label not in done], time.monotonic()
         for i, job in enumerate(progress(todo, "count", len(todo)) if progress is not None else todo):
@@ -396,7 +370,7 @@ def run_count_jobs(
             files += _write(m, out, plot)
             totals = m.report.rows("total")[0]
             models_log.append({"model": job.label, "totals": json.dumps(totals, default=str),
-                               "checks": json.dumps([c.row() for c in m.checks], default=str)})
+                               "checks": json.dumps([dataclasses.asdict(c) for c in m.checks], default=str)})
             reports.append(m.report)
             done[job.label] = (totals, m.checks)
             if i == 0 and log is not None and (len(todo) > 1 or len(todo) < len(jobs)):
@@ -411,18 +385,14 @@ def run_count_jobs(
         files += write_table(d2l_table(), out / "d2l_dense", title="D2L: fully connected vs local vs conv (weights)").values()
     if plot:
         files.append(plot_comparison([Totals(r["model"], r["params"], r["macs"]) for r in rows], out / "comparison.png"))
-    files += write_table([c.row() for c in checks], out / "checks", title="Checks").values()  # last: the run is complete
-    failed = [c for c in checks if not c.ok]
-    answer = (f"{len(rows)} model(s) counted; all {len(checks)} checks hold." if not failed else
-              f"{len(failed)} of {len(checks)} checks FAILED (checks.md); {len(rows)} model(s) counted.")
-    files.append(write_index(out, _count_files(labels), title="Counts", answer=answer))
-    return CountRun(tuple(reports), checks, tuple(files), tuple(rows), tuple(lb for lb in labels if lb not in {j.label for j in todo}))
+    resumed = tuple(lb for lb in labels if lb not in {j.label for j in todo})
+    return CountRun(tuple(reports), checks, tuple(files), tuple(rows), resumed, tuple(labels))
 
 
 def _count_files(labels: Sequence[str]) -> Dict[str, str]:
     """What each file of a count run holds (index.md): the run-wide files first, then each model's."""
     described = {
-        "checks.md": "every checked figure (parameters, MACs vs FlopCounterMode, published/expected totals, folds): expected vs measured",
+        "checks.md": "every checked figure (parameters, MACs vs FlopCounterMode, published/expected totals, folds): expected vs observed",
         "checks.csv": "the same, as CSV",
         "comparison.md": "the totals of every model, one row each (parameters, MACs, FLOPs, activations, memory)",
         "comparison.csv": "the same, as CSV",
@@ -466,18 +436,36 @@ def run_count(experiment: CountExperiment, out_dir: Union[str, Path]) -> CountRu
     )
 
 
-def run_summary(run: CountRun, experiment: CountExperiment, out_dir: Union[str, Path]) -> str:
-    """What the app prints: the failed checks (or how many passed), the models compared, where it wrote."""
+def count_result(run: CountRun, *, expect: Optional[Mapping[str, Any]] = None) -> AppResult:
+    """A count run as the skeleton takes it: its checks, what each file holds, and what the app prints (the
+    failed checks or how many passed, the models compared, a note on ``expect`` entries no model used)."""
     failed = [c.row() for c in run.failed]
     lines = [markdown_table(failed or [{"checks": f"all {len(run.checks)} passed", "models": len(run.totals)}]), ""]
     lines.append(markdown_table(list(run.totals)))
     if run.resumed:
         lines.append(f"\nresumed: {len(run.resumed)} model(s) counted by an earlier run in this directory: {list(run.resumed)}")
-    unused = sorted(set(experiment.expect) - {r["model"] for r in run.totals})
+    unused = sorted(set(expect or {}) - {r["model"] for r in run.totals})
     if unused:  # the defaults carry expectations for models a run may leave out
         lines.append(f"\nnote: no counted model for expect entries {unused}")
-    lines.append(f"\nwritten to {out_dir}")
-    return "\n".join(lines)
+    return AppResult("Counts", f"{len(run.totals)} model(s) counted", run.checks, _count_files(run.labels), "\n".join(lines), run)
+
+
+def count_app(experiment: CountExperiment, out_dir: Union[str, Path]) -> AppResult:
+    """The count app's body: :func:`run_count`, then :func:`count_result`.
+
+    Example:
+        >>> import tempfile
+        >>> from foldconv.experiments.app import conclude
+        >>> exp = CountExperiment(model={"_target_": "torch.nn.Conv2d", "in_channels": 4, "out_channels": 2, "kernel_size": 3},
+        ...                       input_shape=[1, 4, 8, 8], fold_r=[2], plot=False, d2l_table=False)
+        >>> out = tempfile.mkdtemp()
+        >>> conclude(count_app(exp, out), out).splitlines()[-1] == f"written to {out}"
+        True
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
+    return count_result(run_count(experiment, out_dir), expect=experiment.expect)
 
 
 def write_count_report(report: CountReport, directory: Union[str, Path], *, stem: Optional[str] = None) -> Dict[str, Path]:

@@ -24,10 +24,11 @@ from ..errors import FoldError, fold_error
 from ..fold import FoldPlan, fold_conv, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
+from ..surgery.timing import Sample, check_seconds, measure, speedup
+from .app import AppResult, Check
 from .io import as_rows, markdown_table, write_markdown, write_table
-from .timing import Timing, check_seconds, time_call
 
-__all__ = ["OneFoldExperiment", "FormCost", "OneFoldResult", "run_one_fold", "parse_dtype"]
+__all__ = ["OneFoldExperiment", "FormCost", "OneFoldResult", "run_one_fold", "fold_app", "parse_dtype"]
 
 #: Elements of the input tensor one experiment may build (the exact check keeps several float64 copies).
 MAX_INPUT_ELEMENTS = 2**26
@@ -133,7 +134,7 @@ class OneFoldResult:
     plan: Optional[FoldPlan]
     report: Optional[EquivalenceReport]
     reason: str = ""
-    timings: Tuple[Timing, ...] = ()
+    timings: Tuple[Sample, ...] = ()
     files: Tuple[Path, ...] = ()
 
     @property
@@ -174,10 +175,10 @@ class OneFoldResult:
             rows = [
                 {
                     "form": t.label,
-                    "median ms": round(t.median_ms, 3),
+                    "median ms": round(t.median * 1e3, 3),
                     "IQR ms": round(t.iqr * 1e3, 3),
-                    "runs": t.runs,
-                    "x original": round(t.median / anchor.median, 2),
+                    "runs": len(t.times),
+                    "speedup (original / form, higher is faster)": speedup(anchor, t).describe(),
                 }
                 for t in self.timings
             ]
@@ -185,15 +186,15 @@ class OneFoldResult:
         return "\n".join(lines)
 
 
-def _time_forms(e: OneFoldExperiment, conv: torch.nn.Module) -> Tuple[Timing, ...]:
+def _time_forms(e: OneFoldExperiment, conv: torch.nn.Module) -> Tuple[Sample, ...]:
     big = fold_conv(conv, e.fold.r, e.fold.order)
     x = torch.randn(e.input_shape, device=e.device)
     xf = depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)
     with torch.no_grad():
         return (
-            time_call(lambda: conv(x), "original", min_run_time=e.min_run_time),
-            time_call(lambda: big(xf), "folded (conv only)", min_run_time=e.min_run_time),
-            time_call(lambda: big(depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)), "folded (depth_to_space + conv)", min_run_time=e.min_run_time),
+            measure(lambda: conv(x), "original", min_run_time=e.min_run_time),
+            measure(lambda: big(xf), "folded (conv only)", min_run_time=e.min_run_time),
+            measure(lambda: big(depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)), "folded (depth_to_space + conv)", min_run_time=e.min_run_time),
         )
 
 
@@ -228,3 +229,33 @@ def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] 
     files = (write_markdown(result.to_markdown(), out / "report.md"),)
     files += tuple(write_table(as_rows(result.costs), out / "costs", title="Parameters and MACs").values())
     return OneFoldResult(e, result.plan, result.report, result.reason, result.timings, files)
+
+
+#: What each file of the fold app's run directory holds (index.md).
+FOLD_FILES = {
+    "report.md": "the answer: both convs' specs, parameters and MACs, the exact verdict, float errors, timings here",
+    "costs.md": "parameters and MACs of the original and the folded conv",
+    "costs.csv": "the same, as CSV",
+    "*.log": "the app's log (Hydra)",
+}
+
+
+def fold_app(experiment: OneFoldExperiment, out_dir: Union[str, Path]) -> AppResult:
+    """The fold app's body: :func:`run_one_fold` into ``out_dir``; its check: a fold that exists is equivalent (an
+    impossible fold is an answer, not a failure: the report says why).
+
+    Example:
+        >>> import tempfile
+        >>> e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=(6, 6), timing=False)
+        >>> fold_app(e, tempfile.mkdtemp()).checks[0].ok
+        True
+    """
+    result = run_one_fold(experiment, out_dir)
+    checks = ()
+    if result.plan is not None:
+        checks = (Check("the folded conv computes the original's function", result.ok, subject=f"fold r={experiment.fold.r}",
+                        claim="FOLD-1", detail="" if result.ok else result.report.summary()),)
+        answer = f"r={experiment.fold.r}: {result.report.summary()}"
+    else:
+        answer = f"cannot fold: {result.reason}"
+    return AppResult("One fold", answer, checks, FOLD_FILES, result.to_markdown(), result)

@@ -36,18 +36,18 @@ from ..errors import fold_error
 from ..fold import fold_conv
 from ..layout import depth_to_space, normalize_order
 from ..specs import ConvSpec
-from .app import parse_r
+from .app import AppResult, Check, parse_r
 from .io import as_rows, figure, markdown_table, save_figure, write_table
 
 __all__ = [
     "OperatorsExample",
     "ParameterLadder",
     "OperatorsExperiment",
-    "Check",
     "Shift",
     "LadderRow",
     "OperatorsResult",
     "run_operators",
+    "operators_app",
     "operator_figure",
 ]
 
@@ -153,19 +153,6 @@ class OperatorsExperiment:
 
 
 @dataclass(frozen=True)
-class Check:
-    """One checked claim: its ID, what was checked, whether it held, and the evidence."""
-
-    claim: str
-    check: str
-    ok: bool
-    detail: str
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-@dataclass(frozen=True)
 class Shift:
     """Input shift along axis 0 of the folded grid, the output shift that fits it best, and its violations."""
 
@@ -187,7 +174,7 @@ class OperatorsResult:
     @property
     def failed(self) -> Tuple[str, ...]:
         """The checks that did not hold."""
-        return tuple(c.check for c in self.checks if not c.ok)
+        return tuple(c.name for c in self.checks if not c.ok)
 
     @property
     def ok(self) -> bool:
@@ -201,7 +188,8 @@ class OperatorsResult:
     def markdown(self) -> str:
         return "\n\n".join(
             [
-                "## Checks\n\n" + markdown_table(as_rows(self.checks)),
+                "## Checks\n\n" + markdown_table([{k: v for k, v in c.row().items() if k not in ("subject", "expected", "observed")}
+                                                    for c in self.checks]),
                 "## Shifts of the folded operator (axis 0)\n\n" + markdown_table(as_rows(self.shifts)),
                 "## Parameters\n\n" + markdown_table(as_rows(self.parameters)),
             ]
@@ -236,7 +224,8 @@ def run_operators(
     """Build the example, compare the dense operators exactly, run the family's checks, write tables and the figure.
 
     With ``out_dir=None`` nothing is written (the checks still run). Files are written only after every
-    check ran, so a malformed request leaves nothing behind.
+    check ran, so a malformed request leaves nothing behind; the checks table is the app skeleton's
+    (:func:`operators_app`).
 
     Example:
         >>> result = run_operators(OperatorsExample(input_size=(3, 3)))
@@ -260,7 +249,7 @@ def run_operators(
     checks = []
 
     def record(claim: str, check: str, ok: bool, detail: str) -> None:
-        checks.append(Check(claim, check, bool(ok), detail))
+        checks.append(Check(check, bool(ok), claim=claim, detail=detail))
 
     x = torch.randint(-9, 10, (2,) + shape, generator=gen).double()
     record("FC-1", "dense operator reproduces the conv", torch.equal(original.apply(x), conv(x)), f"matrix {tuple(original.matrix.shape)}")
@@ -296,9 +285,32 @@ def run_operators(
         out = Path(out_dir)
         fig, _ = operator_figure(original, folded_op, perm, titles=(spec.describe(), f"folded r={'x'.join(map(str, e.r))} ({e.order})"))
         files += (save_figure(fig, out / "operators.png", dpi=dpi),)
-        for name, rows in (("checks", checks), ("shifts", shifts), ("parameters", params)):
+        for name, rows in (("shifts", shifts), ("parameters", params)):
             files += tuple(write_table(as_rows(rows), out / name, title=name).values())
     return OperatorsResult(tuple(checks), shifts, params, files)
+
+
+#: What each file of the operators app's run directory holds (index.md).
+OPERATORS_FILES = {
+    "operators.png": "the conv's dense operator, its fold's, and the column permutation between them",
+    "shifts.*": "input shifts of the folded operator, the output shift that fits best, and its violations",
+    "parameters.*": "D2L's parameter ladder and this example's conv against its dense operator",
+    "*.log": "the app's log (Hydra)",
+}
+
+
+def operators_app(experiment: OperatorsExperiment, out_dir: Union[str, Path]) -> AppResult:
+    """The operators app's body: :func:`run_operators` into ``out_dir``, its checks for the app skeleton.
+
+    Example:
+        >>> import tempfile
+        >>> operators_app(OperatorsExperiment(example=OperatorsExample(input_size=(3, 3))), tempfile.mkdtemp()).ok
+        True
+    """
+    result = run_operators(experiment.example, out_dir, ladder=experiment.ladder, dpi=experiment.dpi)
+    e = experiment.example
+    answer = f"{e.spec.describe()} and its fold by r={'x'.join(map(str, e.r))} ({e.order}): the family of equivalences checked"
+    return AppResult("Operators", answer, result.checks, OPERATORS_FILES, result.markdown, result)
 
 
 def operator_figure(

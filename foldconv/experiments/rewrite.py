@@ -1,11 +1,13 @@
-"""The rewrite app (issue 11, item 4): real models rewritten into equivalent forms, verified, exported, timed.
+"""The rewrite app: models rewritten into equivalent forms, verified, exported, timed.
 
-:class:`RewriteExperiment` is the whole config of ``scripts/rewrite.py`` (registered as its structured config)
-and validates itself. :func:`run_rewrite` takes each model of :data:`~foldconv.experiments.rewrite_models.REAL_MODELS`
-it names through :func:`foldconv.rewrite` (every site and the whole model checked against the original), back
-through the inverse rules (``round_trip``), through ONNX (:func:`foldconv.surgery.export_onnx`: the ops each
-form lowers to, onnxruntime against torch) and through :func:`foldconv.surgery.benchmark_forms` and
-:func:`foldconv.surgery.optimize` (``timing``), then writes
+:class:`RewriteExperiment` is the whole config of ``foldconv rewrite`` (registered as its structured config)
+and validates itself. It takes any model spelling (:func:`foldconv.models.resolve_model`): the real models of
+:data:`REAL_MODELS` (YOLOv5's Focus stem, TResNet-M, DCGAN, ESPCN, ResNet-18) come with their own rules, input
+shapes and inverse rules; any other model needs ``rules=[...]`` (and ``input_shape`` when its input is not
+known). :func:`run_rewrite` takes each model through :func:`foldconv.rewrite` (every site and the whole model
+checked against the original), back through the inverse rules (``round_trip``), through ONNX
+(:func:`foldconv.surgery.export_onnx`: the ops each form lowers to, onnxruntime against torch) and through
+:func:`foldconv.surgery.benchmark_forms` and :func:`foldconv.surgery.optimize` (``timing``), then writes
 
 - ``sites.{csv,md}``: one row per site: pattern, location, before/after spec, params, MACs, applied (or why
   not), verdict, exact, and the ONNX ops the model gained and lost;
@@ -13,21 +15,23 @@ form lowers to, onnxruntime against torch) and through :func:`foldconv.surgery.b
   inconclusive flag (the interval holds 1.0x) and the machine;
 - ``onnx.{csv,md}``: the ONNX ops of the original and the rewritten model and onnxruntime's agreement with torch;
 - ``sites.png`` (params and MACs before vs after, per site), ``timings.png`` (speedups with IQR intervals),
-  ``summary.md`` and ``index.md``.
+  ``summary.md``; the checks (each rewrite, round trip and ONNX form verified) go to the app skeleton.
 
-A rewrite (or round trip, or ONNX export) that is not verified raises
-:class:`~foldconv.experiments.app.ClaimFailed` after every file is written.
+Every BatchNorm gets seeded random running statistics and affine parameters
+(:func:`foldconv.models.randomize_batchnorm`): a fresh BatchNorm is the identity in eval mode, which would make
+a check of a BN fold vacuous.
 
 Example:
     >>> RewriteExperiment(model="all").names()
     ('yolov5_stem', 'tresnet_m', 'dcgan', 'espcn', 'resnet18')
     >>> RewriteExperiment(model="espcn", rules=["subpixel_to_transposed"]).rules
     ('subpixel_to_transposed',)
-    >>> RewriteExperiment(rules=[{"fold_stage": {"stage": "layer1", "r": 2}}]).rules
-    (('fold_stage', {'stage': 'layer1', 'r': 2}),)
+    >>> RewriteExperiment(model={"_target_": "torchvision.models.alexnet"}, rules=["strided_to_spd"], input_shape=[1, 3, 64, 64]).names()
+    ('alexnet',)
 """
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,22 +39,98 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import check_bool, check_int
+from .._validate import check_bool, check_device, check_int
 from ..errors import FoldError, fold_error
-from .app import ClaimFailed
-from .io import progress_bar, save_figure, write_index, write_markdown, write_table
-from .rewrite_models import REAL_MODELS, RULE_INVERSES, RealModel, RuleArg, inverse_rules, real_model
+from ..models import ModelSpec, build_model, model_labels, randomize_batchnorm, resolve_model
+from ..surgery.rules import RULES, inverse_rules
+from ..surgery.timing import check_seconds
+from .app import AppResult, Check, model_given
+from .io import progress_bar, save_figure, write_markdown, write_table
 from .rewrite_plots import sites_figure, timings_figure
-from .timing import check_seconds
 
 __all__ = [
-    "RewriteExperiment", "ModelRun", "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns",
-    "summary_text", "site_rows", "timing_rows", "onnx_rows",
+    "RealModel", "REAL_MODELS", "real_model", "RewriteExperiment", "ModelRun",
+    "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns", "summary_text", "site_rows",
+    "timing_rows", "onnx_rows",
 ]
+
+RuleArg = Union[str, Tuple[str, Mapping[str, Any]]]
 
 #: Forms the app can time besides the original: its own rewrite, and benchmark_forms' model forms.
 FORMS = ("rewritten", "channels_last", "compile", "focus_to_conv", "conv_to_focus", "strided_to_spd", "spd_to_strided",
          "transposed_to_subpixel", "subpixel_to_transposed")
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A real model's rewrite case: the ``rules`` that rewrite it, the ``inverse`` rules that take the rewrite
+    back, and the small ``test_input_shape`` of the tests; ``input_shape`` is the model's own
+    (:attr:`foldconv.models.ModelSpec.input_shape`).
+
+    Example:
+        >>> m = REAL_MODELS["espcn"]
+        >>> m.rules, m.test_input_shape, m.input_shape
+        (('subpixel_to_transposed',), (1, 1, 12, 12), (1, 1, 128, 128))
+        >>> tuple(REAL_MODELS["yolov5_stem"].build()(torch.zeros(1, 3, 32, 32)).shape)
+        (1, 64, 8, 8)
+    """
+
+    name: str
+    test_input_shape: Tuple[int, ...]
+    rules: Tuple[RuleArg, ...]
+    inverse: Tuple[RuleArg, ...]
+
+    @property
+    def spec(self) -> ModelSpec:
+        return resolve_model(self.name)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        shape = self.spec.input_shape
+        if shape is None:  # every real model's input is known (an architecture's own or torchvision's crop)
+            raise fold_error("model", self.name, "has no known input shape: give input_shape=[...]")
+        return shape
+
+    def build(self, seed: int = 0, **kwargs: Any) -> torch.nn.Module:
+        """The model with seeded random weights (BatchNorm statistics included), in eval mode, on the CPU;
+        ``kwargs`` go to its builder (``REAL_MODELS["dcgan"].build(ngf=8)``: a narrower generator for tests)."""
+        return _seeded(resolve_model(self.name, **kwargs), seed)
+
+
+def _seeded(spec: ModelSpec, seed: int) -> torch.nn.Module:
+    model = build_model(spec, seed=seed)
+    randomize_batchnorm(model, torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+#: The rewrite app's real models: each model's own rules and the rules that take them back.
+REAL_MODELS: Dict[str, RealModel] = {
+    m.name: m
+    for m in (
+        RealModel("yolov5_stem", (1, 3, 32, 32), ("focus_to_conv",), (("conv_to_focus", {"at": ["focus.conv.conv"]}),)),
+        RealModel("tresnet_m", (1, 3, 64, 64), ("spd_to_strided",), (("strided_to_spd", {"order": "dcr"}),)),
+        RealModel("dcgan", (1, 100, 1, 1), ("transposed_to_subpixel",), ("subpixel_to_transposed",)),
+        RealModel("espcn", (1, 1, 12, 12), ("subpixel_to_transposed",), ("transposed_to_subpixel",)),
+        RealModel("resnet18", (1, 3, 32, 32), (("strided_to_spd", {"at": ["conv1"]}), ("fold_stage", {"stage": "layer1", "r": 2})),
+                  ("spd_to_strided", ("unfold_stage", {"stage": "layer1"}))),
+    )
+}
+
+
+def real_model(name: Any, *, param: str = "model") -> RealModel:
+    """The :data:`REAL_MODELS` entry ``name``; a FoldError naming ``param`` (with close names) otherwise.
+
+    Example:
+        >>> real_model("yolov5").name
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: model='yolov5': is not a real model of the rewrite app (one of dcgan, espcn, resnet18, tresnet_m, yolov5_stem); did you mean yolov5_stem?
+    """
+    if isinstance(name, str) and name in REAL_MODELS:
+        return REAL_MODELS[name]
+    close = difflib.get_close_matches(name, list(REAL_MODELS), n=2, cutoff=0.5) if isinstance(name, str) else []
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise fold_error(param, name, f"is not a real model of the rewrite app (one of {', '.join(sorted(REAL_MODELS))}){hint}")
 
 
 def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
@@ -65,8 +145,6 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
         ...
         foldconv.errors.FoldError: rules='fold': is not a rule (one of focus_to_conv, conv_to_focus, strided_to_spd, spd_to_strided, transposed_to_subpixel, subpixel_to_transposed, fold_stage, unfold_stage); did you mean fold_stage?
     """
-    import difflib
-
     if isinstance(rules, (str, Mapping)) or not isinstance(rules, Sequence) or not rules:
         raise fold_error(param, rules, "must be a non-empty list of rule names or {rule: {option: value}} entries")
     out: List[RuleArg] = []
@@ -77,10 +155,10 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
             name, options = rule
         else:
             name, options = rule, None
-        if not isinstance(name, str) or name not in RULE_INVERSES:
-            close = difflib.get_close_matches(str(name), list(RULE_INVERSES), n=1, cutoff=0.5)
+        if not isinstance(name, str) or name not in RULES:
+            close = difflib.get_close_matches(str(name), RULES.names(), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise fold_error(param, name, f"is not a rule (one of {', '.join(RULE_INVERSES)}){hint}")
+            raise fold_error(param, name, f"is not a rule (one of {', '.join(RULES.names())}){hint}")
         if options is not None and not isinstance(options, Mapping):
             raise fold_error(f"{param}.{name}", options, "must map option names to values, e.g. {stage: layer1, r: 2}")
         out.append((name, dict(options)) if options else name)
@@ -97,10 +175,12 @@ def _rule_text(rule: RuleArg) -> str:
 class RewriteExperiment:
     """The rewrite app's whole config, validated when built (every bad field is a FoldError naming it).
 
-    ``model``: a name of :data:`REAL_MODELS`, ``all``, or a list of names; ``rules``: the rules to apply (None:
-    each model's own); ``input_shape``: full input shape (None: each model's default; one model only);
-    ``size``: ``default`` (each model's input size) or ``test`` (the small inputs of the tests, for a quick run);
-    ``round_trip``: rewrite back with the inverse rules and verify again; ``onnx``: export every form and run
+    ``models``: models in any spelling of :func:`foldconv.models.resolve_model` (``all``: every real model of
+    :data:`REAL_MODELS`); ``model``: one model (or ``all``, or a list) instead; ``rules``: the rules to apply
+    (None: each real model's own; required for any other model); ``input_shape``: full input shape (None: each
+    model's own; one model only; required for a model whose input is not known, e.g. a ``_target_``);
+    ``size``: ``default`` (each model's input size) or ``test`` (the real models' small test inputs, for a quick
+    run); ``round_trip``: rewrite back with the inverse rules and verify again; ``onnx``: export every form and run
     it in onnxruntime; ``timing``: time the original and the ``forms`` (:func:`foldconv.surgery.benchmark_forms`:
     ``rewritten`` is this run's rewrite, the others are its model forms: ``channels_last``, ``compile`` and
     each rule applied everywhere it applies) in one run on ``device``, ``min_run_time`` seconds each, then
@@ -114,9 +194,14 @@ class RewriteExperiment:
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: input_shape=[1, 3, 64, 64]: is one model's shape: give it with a single model (model=resnet18), or leave it null for each model's default
+        >>> RewriteExperiment(model="alexnet")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: rules=None: must be given for alexnet, which is not a real model of the rewrite app (dcgan, espcn, resnet18, tresnet_m, yolov5_stem): e.g. rules=[strided_to_spd]
     """
 
-    model: Any = "yolov5_stem"
+    models: Tuple[Any, ...] = ("yolov5_stem",)
+    model: Any = field(default_factory=dict)  # one model (any spelling), all, or a list; replaces models
     rules: Optional[Any] = None
     input_shape: Optional[Tuple[int, ...]] = None
     size: str = "default"
@@ -132,22 +217,42 @@ class RewriteExperiment:
     dpi: int = 120
 
     def __post_init__(self) -> None:
-        self.names()
+        given = self.model if model_given(self.model) else None
+        param = "model" if given is not None else "models"
+        listed = self.models if given is None else given
+        if listed == "all" or (isinstance(listed, Sequence) and not isinstance(listed, str) and list(listed) == ["all"]):
+            listed = tuple(REAL_MODELS)
+        if isinstance(listed, (str, Mapping, ModelSpec, torch.nn.Module)):
+            listed = [listed]
+        if not isinstance(listed, Sequence) or not listed:
+            raise fold_error(param, listed, f"must be a model (any spelling), all, or a list of them (the real models: {', '.join(REAL_MODELS)})")
+        object.__setattr__(self, "models", model_labels(list(listed), param=param))
+        object.__setattr__(self, "model", {})
         for name in ("round_trip", "onnx", "timing", "optimize"):
             check_bool(getattr(self, name), name)
         if self.rules is not None:
             object.__setattr__(self, "rules", normalize_rules(self.rules))
+        else:
+            other = [s.label for s in self.models if self.case(s) is None]
+            if other:
+                raise fold_error("rules", None, f"must be given for {', '.join(other)}, which is not a real model of the rewrite app "
+                                                f"({', '.join(sorted(REAL_MODELS))}): e.g. rules=[strided_to_spd]")
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) < 3:
                 raise fold_error("input_shape", shape, "must be a full input shape with batch and channels, e.g. [1, 3, 224, 224]")
-            if len(self.names()) != 1:
+            if len(self.models) != 1:
                 raise fold_error("input_shape", list(shape), "is one model's shape: give it with a single model "
                                                               "(model=resnet18), or leave it null for each model's default")
             object.__setattr__(self, "input_shape", tuple(check_int(v, "input_shape", 1) for v in shape))
+        else:
+            unknown = [s.label for s in self.models if self.case(s) is None and s.input_shape is None]
+            if unknown:
+                raise fold_error("input_shape", None, f"must be given for {unknown[0]}: its input shape is not known (e.g. input_shape=[1,3,64,64])")
         if self.size not in ("default", "test"):
             raise fold_error("size", self.size, "must be default (each model's input size) or test (the tests' small inputs)")
         object.__setattr__(self, "min_run_time", check_seconds(self.min_run_time))
+        check_device(self.device, "device")
         if isinstance(self.forms, (str, Mapping)) or not isinstance(self.forms, Sequence):
             raise fold_error("forms", self.forms, f"must be a list of form names ({', '.join(FORMS)})")
         for form in self.forms:
@@ -158,14 +263,27 @@ class RewriteExperiment:
         check_int(self.threads, "threads", 0)
         check_int(self.dpi, "dpi", 50)
 
+    @staticmethod
+    def case(spec: ModelSpec) -> Optional[RealModel]:
+        """The real model's rewrite case, when ``spec`` is one of :data:`REAL_MODELS` as it is built there."""
+        case = REAL_MODELS.get(spec.label)
+        return case if case is not None and spec == case.spec else None
+
     def names(self) -> Tuple[str, ...]:
-        """The real models this experiment rewrites, in order."""
-        if self.model == "all":
-            return tuple(REAL_MODELS)
-        names = [self.model] if isinstance(self.model, str) else self.model
-        if isinstance(names, Mapping) or not isinstance(names, Sequence) or not names:
-            raise fold_error("model", self.model, f"must be a real model's name, all, or a list of them ({', '.join(REAL_MODELS)})")
-        return tuple(real_model(n).name for n in names)
+        """The labels of the models this experiment rewrites, in order."""
+        return tuple(s.label for s in self.models)
+
+    def shape_of(self, spec: ModelSpec) -> Tuple[int, ...]:
+        """The input shape ``spec`` is rewritten on (``input_shape``, else ``size``'s: the test input of a real model
+        with ``size=test``, else the model's own)."""
+        case = self.case(spec)
+        if self.input_shape is not None:
+            return self.input_shape
+        if case is not None:
+            return case.test_input_shape if self.size == "test" else case.input_shape
+        if spec.input_shape is None:  # refused in __post_init__ already
+            raise fold_error("input_shape", None, f"must be given for {spec.label}: its input shape is not known")
+        return spec.input_shape
 
 
 @dataclass(frozen=True)
@@ -174,7 +292,7 @@ class ModelRun:
     (``{"original": ..., "rewritten": ...}``), the forms' timings and optimize's report (None when timing is off;
     the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim)."""
 
-    model: RealModel
+    label: str
     input_shape: Tuple[int, ...]
     rules: Tuple[RuleArg, ...]
     report: Any
@@ -184,14 +302,22 @@ class ModelRun:
     optimized: Any = None
 
     @property
+    def checks(self) -> Tuple[Check, ...]:
+        """What must hold: the rewrite and its round trip verified (each site exactly, the whole model against the
+        original), every ONNX form agreeing with torch in onnxruntime."""
+        out = []
+        for what, report in (("the rewrite", self.report), ("the round trip", self.back)):
+            if report is not None:
+                out.append(Check(f"{what} is verified", bool(report.ok), subject=self.label, claim="REAL-6",
+                                 detail="" if report.ok else report.summary()))
+        out += [Check(f"ONNX {form} agrees with torch in onnxruntime", bool(rep.ok), subject=self.label,
+                      detail="" if rep.ok else f"max abs error {rep.max_abs_error}") for form, rep in self.onnx.items()]
+        return tuple(out)
+
+    @property
     def failures(self) -> List[str]:
-        """What did not hold: an unverified rewrite or round trip, an ONNX form that disagrees with torch."""
-        bad = []
-        for what, report in (("rewrite", self.report), ("round trip", self.back)):
-            if report is not None and not report.ok:
-                bad.append(f"{self.model.name}: {what} not verified: {report.summary()}")
-        bad += [f"{self.model.name}: ONNX {form} disagrees with torch" for form, rep in self.onnx.items() if not rep.ok]
-        return bad
+        """The checks that did not hold, one line each."""
+        return [c.describe() for c in self.checks if not c.ok]
 
 
 @dataclass(frozen=True)
@@ -240,7 +366,7 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
         onnx = _op_change(run.onnx["original"], run.onnx[form]) if "original" in run.onnx and form in run.onnx else ""
         for s in report.sites:
             rows.append({
-                "model": run.model.name, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
+                "model": run.label, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
                 "input shape": "x".join(str(v) for v in s.input_shape), "before": s.before, "after": s.after,
                 "params before": s.params_before, "params after": s.params_after,
                 "MACs before": s.macs_before, "MACs after": s.macs_after,
@@ -256,7 +382,7 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
         if report is None:
             continue
         v = report.verification
-        rows.append({"model": run.model.name, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
+        rows.append({"model": run.label, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
                      "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.sites),
                      "whole model": v.summary() if v is not None else "not verified", "ok": report.ok})
     return rows
@@ -266,7 +392,7 @@ def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
     """One row per exported form: its ONNX ops (with counts), the change against the original, the agreement."""
     rows = []
     for form, rep in run.onnx.items():
-        rows.append({"model": run.model.name, "form": form, "ops": rep.describe_ops(),
+        rows.append({"model": run.label, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
                      "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error, "ok": rep.ok,
                      "exporter": f"{rep.exporter}, opset {rep.opset}"})
@@ -278,19 +404,19 @@ def timing_rows(run: ModelRun) -> List[Dict[str, Any]]:
     rows = []
     if run.forms is not None:
         for t in run.forms.timings:
-            rows.append({"model": run.model.name, "form": t.form, "median ms": t.median_s * 1e3, "IQR ms": t.iqr_s * 1e3,
+            rows.append({"model": run.label, "form": t.form, "median ms": t.median_s * 1e3, "IQR ms": t.iqr_s * 1e3,
                          "speedup": t.speedup, "speedup low": t.speedup_low, "speedup high": t.speedup_high,
                          "inconclusive": t.inconclusive, "verified": t.verified, "note": t.note,
                          "device": run.forms.device, "machine": run.forms.machine})
     if isinstance(run.optimized, str):
-        rows.append({"model": run.model.name, "form": "optimize: not run", "median ms": "", "IQR ms": "", "speedup": float("nan"),
+        rows.append({"model": run.label, "form": "optimize: not run", "median ms": "", "IQR ms": "", "speedup": float("nan"),
                      "speedup low": float("nan"), "speedup high": float("nan"), "inconclusive": "", "verified": "",
                      "note": run.optimized, "device": run.forms.device if run.forms is not None else "", "machine": ""})
     elif run.optimized is not None:
         o = run.optimized
         picked = "; ".join(f"{rule} at {', '.join(locs)}" for rule, locs in o.rules)
         inconclusive = o.speedup_low <= 1.0 <= o.speedup_high if o.speedup == o.speedup else ""
-        rows.append({"model": run.model.name, "form": "optimize: " + ("original kept" if o.kept_original else picked),
+        rows.append({"model": run.label, "form": "optimize: " + ("original kept" if o.kept_original else picked),
                      "median ms": "", "IQR ms": "", "speedup": o.speedup, "speedup low": o.speedup_low,
                      "speedup high": o.speedup_high, "inconclusive": inconclusive, "verified": True, "note": o.reason,
                      "device": o.device, "machine": o.machine})
@@ -308,7 +434,7 @@ def model_patterns(model: torch.nn.Module, input_shape: Sequence[int]) -> Dict[s
     does not trace or has none.
 
     Example:
-        >>> from foldconv.experiments.rewrite_models import YoloV5Stem
+        >>> from foldconv.models import YoloV5Stem
         >>> model_patterns(YoloV5Stem(), (1, 3, 32, 32))
         {'focus.conv.conv': 'slice+cat+Conv2d (Focus) = Conv2d(3->32, k=(6, 6), s=(2, 2), p=(2, 2))'}
     """
@@ -331,7 +457,7 @@ def with_patterns(rows: Sequence[Mapping[str, Any]], model: torch.nn.Module, inp
     """``rows`` (one per layer, a ``layer`` column) with a ``model-level pattern`` column when ``model`` has any.
 
     Example:
-        >>> from foldconv.experiments.rewrite_models import YoloV5Stem
+        >>> from foldconv.models import YoloV5Stem
         >>> [r["model-level pattern"][:24] for r in with_patterns([{"layer": "focus.conv.conv"}, {"layer": "mix.conv"}], YoloV5Stem(), (1, 3, 32, 32))]
         ['slice+cat+Conv2d (Focus)', '']
     """
@@ -354,20 +480,22 @@ def _surgery() -> Any:
                            benchmark_forms=benchmark_forms)
 
 
-def _one_model(e: RewriteExperiment, name: str) -> ModelRun:
+def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     surgery = _surgery()
-    rm = real_model(name)
-    shape = e.input_shape or (rm.test_input_shape if e.size == "test" else rm.input_shape)
-    rules = e.rules or rm.rules
-    model = rm.build(e.seed)
+    case = e.case(spec)
+    shape = e.shape_of(spec)
+    rules = e.rules or case.rules  # a model without a case has rules (refused in RewriteExperiment otherwise)
+    model = _seeded(spec, e.seed)
     try:
         new, report = surgery.rewrite(model, shape, list(rules), verify=True, seed=e.seed)
         back = None
-        inverse = (rm.inverse if e.rules is None else inverse_rules(rules, report=report)) if e.round_trip and report.applied else ()
+        inverse: Tuple[RuleArg, ...] = ()
+        if e.round_trip and report.applied:
+            inverse = case.inverse if e.rules is None else inverse_rules(rules, report=report, model=new, input_shape=shape)
         if inverse:
             _, back = surgery.rewrite(new, shape, list(inverse), verify=True, seed=e.seed)
     except FoldError as err:
-        raise FoldError(f"{name}: {err}", param=err.param, value=err.value, rule=err.rule) from err
+        raise FoldError(f"{spec.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
     onnx: Dict[str, Any] = {}
     if e.onnx:
         onnx = {"original": surgery.export_onnx(model, shape, seed=e.seed), "rewritten": surgery.export_onnx(new, shape, seed=e.seed)}
@@ -385,7 +513,7 @@ def _one_model(e: RewriteExperiment, name: str) -> ModelRun:
                 _, optimized = surgery.optimize(model, shape, device=e.device, min_run_time=e.min_run_time)
             except FoldError as err:  # the request was valid (it got this far): a limit of optimize, reported as such
                 optimized = f"optimize could not run: {err}"
-    return ModelRun(rm, tuple(shape), tuple(rules), report, back, onnx, forms, optimized)
+    return ModelRun(spec.label, tuple(shape), tuple(rules), report, back, onnx, forms, optimized)
 
 
 def _files() -> Dict[str, str]:
@@ -405,17 +533,16 @@ def _files() -> Dict[str, str]:
     }
 
 
-def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> RewriteRun:
-    """Rewrite, verify, export and time every model of ``e``, then write the tables and figures into ``out_dir``.
-
-    Raises :class:`ClaimFailed` (after writing everything) when a rewrite, round trip or ONNX form fails.
+def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
+    """The rewrite app's body: rewrite, verify, export and time every model of ``e``, write the tables and figures
+    into ``out_dir``; returns the summary and the checks (each rewrite, round trip and ONNX form verified;
+    ``value``: the :class:`RewriteRun`) for the app skeleton, which fails the run after writing.
     """
     if not isinstance(e, RewriteExperiment):
         raise fold_error("experiment", type(e).__name__, "must be a RewriteExperiment")
     if e.threads:
         torch.set_num_threads(e.threads)
-    names = e.names()
-    runs = [_one_model(e, name) for name in progress_bar(names, "rewrite: models", unit="model")]
+    runs = [_one_model(e, spec) for spec in progress_bar(e.models, "rewrite: models", unit="model")]
     out = Path(out_dir)
     files: List[Path] = []
     sites = [row for run in runs for row in site_rows(run)]
@@ -431,14 +558,11 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> RewriteRun:
         machine = next((str(r["machine"]) for r in timings if r["machine"]), "")
         files += write_table(timings, out / "timings", title=f"Speed of the forms ({machine})").values()
         files.append(save_figure(timings_figure(timings, machine=machine), out / "timings.png", dpi=e.dpi))
-    result = RewriteRun(tuple(runs), tuple(files))
-    summary = summary_text(result)
+    summary = summary_text(RewriteRun(tuple(runs)))
     files.append(write_markdown(summary, out / "summary.md"))
-    files.append(write_index(out, _files(), title="Rewrite", answer=summary.split("\n", 2)[-1]))
     result = RewriteRun(tuple(runs), tuple(files))
-    if not result.ok:
-        raise ClaimFailed("; ".join(result.failures[:3]))
-    return result
+    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} site(s))" for m in runs)
+    return AppResult("Rewrite", answer, tuple(c for m in runs for c in m.checks), _files(), summary, result)
 
 
 def summary_text(run: RewriteRun) -> str:
@@ -447,7 +571,7 @@ def summary_text(run: RewriteRun) -> str:
     for m in run.models:
         r = m.report
         whole = r.verification.summary() if r.verification is not None else "not verified"
-        line = f"- {m.model.name} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.sites)} site(s) applied; whole model {whole}"
+        line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.sites)} site(s) applied; whole model {whole}"
         if m.back is not None:
             line += f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'}"
         if m.forms is not None:

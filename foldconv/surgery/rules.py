@@ -208,14 +208,17 @@ def parse_rules(rules: Any, *, fold_bn: bool = True) -> List[Tuple[Rule, Dict[st
     return parsed
 
 
-def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] = None, param: str = "rules") -> Tuple[RuleArg, ...]:
+def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] = None, model: Optional[nn.Module] = None,
+                  input_shape: Optional[Sequence[int]] = None, param: str = "rules") -> Tuple[RuleArg, ...]:
     """The rules that take ``rules`` back, in reverse order: each rule's :attr:`Rule.inverse`, with the options the
     inverse also takes (a stage's ``stage``, the sites ``at``).
 
     ``report`` (the forward rewrite's :class:`~foldconv.surgery.RewriteReport`): each inverse rule is restricted
     (``at``) to the sites its rule rewrote, which keep their locations, and a rule that rewrote nothing has nothing
     to undo; without it an inverse rule also rewrites other sites of its pattern (``conv_to_focus`` takes every
-    stride-2 conv), which is still exact but not the original's form. A rule without an inverse (``fold_bn``:
+    stride-2 conv), which is still exact but not the original's form. A rule may write its replacement as a small
+    container at the site (a transposed conv and its per-sub-pixel bias): given the rewritten ``model`` and its
+    ``input_shape``, the inverse's sites are looked up in it at or under each rewritten location. A rule without an inverse (``fold_bn``:
     the BatchNorm's statistics are gone into the conv) is a FoldError naming ``param``.
 
     Example:
@@ -234,9 +237,14 @@ def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] =
         inverse = _rule(rule.inverse, param)
         kept = {k: v for k, v in options.items() if k in inverse.options and (report is None or k != "at")}
         if report is not None:
-            kept["at"] = sorted({s.location for s in report.sites if s.applied and s.rule == rule.name and not s.part_of})
-            if not kept["at"]:
+            written = sorted({s.location for s in report.sites if s.applied and s.rule == rule.name and not s.part_of})
+            if not written:
                 continue  # the rule rewrote nothing: nothing to undo
+            if model is not None and input_shape is not None:
+                ctx = Context.build(model, input_shape, leaves=inverse.leaves(kept))
+                found = {m.location for m in inverse.find(ctx, {**inverse.options, **kept}) if not m.problem}
+                written = sorted(loc for loc in found if any(loc == w or loc.startswith(w + ".") for w in written)) or written
+            kept["at"] = written
         out.append((inverse.name, kept) if kept else inverse.name)
     return tuple(out)
 

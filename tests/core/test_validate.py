@@ -31,7 +31,6 @@ from foldconv._validate import (
     per_axis_ints,
     resolve_dims,
 )
-from foldconv.experiments.app import parse_r
 
 
 def test_resolve_dims_is_the_rule():
@@ -152,7 +151,7 @@ def test_per_axis_ints_refuses_what_is_not_an_integer(value):
 def test_parse_factors_is_the_apps_syntax():
     assert parse_factors("2x4") == (2, 4) and parse_factors(" 3 ") == 3 and parse_factors([2, "1"]) == (2, 1)
     assert parse_factors(5) == 5 and parse_factors(None) is None  # not strings: left to per_axis_ints
-    assert parse_r("2x1x1") == (2, 1, 1) and parse_r(4) == 4
+    assert parse_factors("2x1x1", "r") == (2, 1, 1) and parse_factors(4, "r") == 4
     with pytest.raises(FoldError) as info:
         parse_factors("2x", "kernel_size")
     assert info.value.param == "kernel_size"

@@ -76,7 +76,7 @@ CUSTOM = ["model._target_=custom_model.make_net", "model.width=8"]
 @pytest.mark.parametrize("command, args, written, evidence", [
     # the head is Linear(8, 10): 90 parameters, so model.width=8 reached make_net
     ("count", ["input_shape=[1,3,32,32]", "plot=false", "d2l_table=false"], "make_net_layers.csv", '"(1,8)","(1,10)",90'),
-    ("rf", ["input_size=32", "check_size=16", "erf_samples=1", "fold.r=0"], "layers.csv", "body"),
+    ("rf", ["input_shape=[1,3,32,32]", "check_size=16", "erf_samples=1", "fold.r=0"], "layers.csv", "body"),
     ("shift", ["ladder.enabled=false", "crop=32", "pairs=2", "images=[camera]", "max_shift=4", "shifts=[1]"],
      "consistency.csv", "make_net"),
 ])

@@ -1,13 +1,15 @@
-"""The count app's fold view names the model-level patterns (issue 11, item 6): YOLOv5's slices + cat + conv is
+"""The count app's fold view names the model-level patterns: YOLOv5's slices + cat + conv is
 one 6x6 stride-2 conv, ESPCN's conv + PixelShuffle is a transposed conv; a model without such a pattern keeps
 the view as it was (no extra column)."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from foldconv.experiments.counting import CountExperiment, CountJob, run_count, run_count_jobs
+from foldconv.analysis.counting import count
+from foldconv.experiments.counting import CountExperiment, CountJob, run_count, run_count_jobs, write_count_report
 from foldconv.experiments.io import read_csv
-from foldconv.experiments.rewrite_models import REAL_MODELS
+from foldconv.experiments.rewrite import REAL_MODELS
 
 
 def fold_view(tmp_path, label, model, shape):
@@ -34,9 +36,15 @@ def test_a_model_without_patterns_keeps_its_fold_view(tmp_path):
 
 
 def test_the_count_app_names_patterns_of_a_meta_built_model(tmp_path):
-    target = {"model": {"_target_": "foldconv.experiments.rewrite_models.ESPCN"}, "input_shape": [1, 1, 8, 8]}
+    target = {"model": {"_target_": "foldconv.models.ESPCN"}, "input_shape": [1, 1, 8, 8]}
     exp = CountExperiment(models=[], targets={"espcn": target}, fold_r=[2], fold_compare_r=None, plot=False, d2l_table=False)
     assert run_count(exp, tmp_path).ok
     row = {r["layer"]: r for r in read_csv(tmp_path / "espcn_fold.csv")}["subpixel.0"]
     assert row["model-level pattern"] == ("Conv2d+PixelShuffle (sub-pixel): not one layer here (it depends on the weights, "
                                           "and these are on the meta device)")
+
+
+def test_report_writes_every_view(tmp_path):
+    paths = write_count_report(count(nn.Linear(3, 2), (1, 3), name="fc"), tmp_path, stem="fc")
+    for view in ("layers", "module", "type", "op", "total"):
+        assert paths[f"{view}_csv"].exists() and paths[f"{view}_md"].exists()

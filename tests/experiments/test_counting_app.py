@@ -137,8 +137,8 @@ def test_a_target_that_builds_no_module_is_named(tmp_path):
 def test_the_fold_view_says_why_activations_rise(tmp_path):
     """Folding keeps every layer's output; the rise is the layout layers' writes and the in-place layers that the
     folded model runs out of place."""
-    from foldconv.analysis.counting.zoo import meta_model
     from foldconv.experiments.counting import CountJob, run_count_jobs
+    from foldconv.models import meta_model
 
     run = run_count_jobs([CountJob("resnet18", meta_model("resnet18"), (1, 3, 64, 64))], tmp_path, fold_rs=(2,),
                          plot=False, check_flop_counter=False)
@@ -183,6 +183,11 @@ def test_a_rerun_in_the_same_dir_recomputes_nothing(tmp_path, monkeypatch):
 
     calls, real = [], counting._measure
 
+    def conclude(run):  # the app's end: the skeleton writes checks.csv and index.md
+        from foldconv.experiments.app import conclude as skeleton
+
+        return skeleton(counting.count_result(run), tmp_path)
+
     def measure(job, *args):
         calls.append(job.label)
         if job.label == "c3" and len(calls) == 2:
@@ -198,8 +203,10 @@ def test_a_rerun_in_the_same_dir_recomputes_nothing(tmp_path, monkeypatch):
     first = counting.run_count_jobs(jobs(), tmp_path, log=lines.append, **kw)  # resumes: c2 not recounted
     assert calls == ["c2", "c3", "c3", "c5"] and first.ok and first.resumed == ("c2",)
     assert lines and lines[0].startswith("3 models (1 already counted in ") and "for the 2 to count" in lines[0]
+    conclude(first)
     checks = read_csv(tmp_path / "checks.csv")
     again = counting.run_count_jobs(jobs(), tmp_path, log=lines.append, **kw)
+    conclude(again)
     assert calls == ["c2", "c3", "c3", "c5"], "a complete run recomputes nothing"
     assert again.ok and again.reports == () and again.resumed == ("c2", "c3", "c5") and "nothing left" in lines[-1]
     assert read_csv(tmp_path / "checks.csv") == checks and len(checks) == 3 * 5

@@ -81,7 +81,7 @@ def test_a_failed_check_exits_1_after_writing_the_report(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     code, _, err = run_in_process("fold_conv", ["conv.in_channels=16", "fold.r=2", "input_size=[5,5]", "timing=false"], capsys)
     assert code == 1
-    assert err.startswith("CLAIM FAILED: the fold exists but the check says it is not equivalent")
+    assert err.startswith("CLAIM FAILED: 1 of 1 check(s) failed: fold r=(2, 2): the folded conv computes the original's function (not equivalent")
     assert "not equivalent" in (tmp_path / "report.md").read_text()
     assert len(read_csv(tmp_path / "costs.csv")) == 2
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from foldconv.experiments.io import read_csv
 
-OUTPUTS = ("fold", "layers", "check", "zoo")
+OUTPUTS = ("fold", "layers", "check", "checks")
 
 
 def run_app(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -29,20 +29,23 @@ def written(tmp_path: Path) -> set:
 def test_documented_target_override_and_per_axis_fold(tmp_path):
     proc = run_app(
         tmp_path, "model._target_=torch.nn.Conv2d", "+model.in_channels=3", "+model.out_channels=8", "+model.kernel_size=5",
-        "input_size=[32,32]", "check_size=16", "erf_samples=2", "fold.r=2x1", "fold.conv.in_channels=8",
+        "input_shape=[1,3,32,32]", "check_size=16", "erf_samples=2", "fold.r=2x1", "fold.conv.in_channels=8",
     )
     assert proc.returncode == 0, proc.stderr
-    assert written(tmp_path) == {f"{s}.{e}" for s in ("fold", "layers", "check") for e in ("csv", "md")} | {"rf_jump.png", "erf.png", "summary.md", "index.md"}
+    assert written(tmp_path) == {f"{s}.{e}" for s in OUTPUTS for e in ("csv", "md")} | {"rf_jump.png", "erf.png", "summary.md", "index.md"}
     assert proc.stdout.startswith("Conv2d: output rf (5, 5)")  # the model's answer first, the fold table after
     layers = read_csv(tmp_path / "layers.csv")
     assert (layers[-1]["op"], layers[-1]["rf_h"], layers[-1]["rf_w"]) == ("conv2d", "5", "5")
     fold = read_csv(tmp_path / "fold.csv")
     assert [(row["rf"], row["jump"]) for row in fold] == [("(3,3)", "(1,1)"), ("(6,3)", "(2,1)"), ("(3,3)", "(1,1)"), ("(1,1)", "(1/2,1)")]
     assert all(row["ok"] == "True" for row in read_csv(tmp_path / "check.csv"))
+    assert [(r["claim"], r["ok"]) for r in read_csv(tmp_path / "checks.csv")] == [("RF-3", "True"), ("RF-2", "True")]
 
 
 @pytest.mark.parametrize("overrides,named", [
-    (("model._target_=torch.nn.Conv2d", "+model.in_channels=3"), "model="),  # the constructor misses arguments
+    (("model._target_=torch.nn.Conv2d", "+model.in_channels=3"), "model._target_='torch.nn.Conv2d': cannot be built"),  # arguments missing
+    (("model._target_=mypkg_not_installed.make_net",), "model._target_='mypkg_not_installed.make_net': is not importable"),
+    (("input_shape=[1,3]",), "input_shape="),
     (("fold.r=3", "model=resnet18"), "fold.conv.in_channels="),  # 256 channels do not fold by 3x3
     (("model=resnet1",), "model='resnet1'"),
     (("fold.r=0x2",), "fold.r="),

@@ -1,14 +1,20 @@
 """The receptive-field experiment in process: its config refuses bad values by name, a malformed request
-writes nothing, a failed check writes everything and then says so."""
+writes nothing, a failed check writes everything and then says so (through the app skeleton)."""
 from __future__ import annotations
 
 import pytest
 
 from foldconv import FoldError
 from foldconv.experiments import receptive_field as experiment
-from foldconv.experiments.app import ClaimFailed
+from foldconv.experiments.app import ClaimFailed, conclude
 from foldconv.experiments.io import read_csv
 from foldconv.experiments.receptive_field import FoldTable, RFExperiment, run_receptive_field
+from foldconv.models import build_model
+
+
+def run_app(e, out):
+    """The app as the command runs it: the body, then the skeleton (checks, index, ClaimFailed)."""
+    return conclude(run_receptive_field(e, out), out)
 
 CONV = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
 SMALL_FOLD = FoldTable(r=2, conv={"_target_": "torch.nn.Conv2d", "in_channels": 4, "out_channels": 2, "kernel_size": 3})
@@ -16,9 +22,9 @@ SMALL_FOLD = FoldTable(r=2, conv={"_target_": "torch.nn.Conv2d", "in_channels": 
 BAD = {
     "model a number": (lambda: RFExperiment(model=3), "model"),
     "model without _target_": (lambda: RFExperiment(model={"in_channels": 3}), "model"),
-    "input_size four axes": (lambda: RFExperiment(input_size=[8, 8, 8, 8]), "input_size"),
-    "input_size zero": (lambda: RFExperiment(input_size=[0, 8]), "input_size"),
-    "channels zero": (lambda: RFExperiment(channels=0), "channels"),
+    "input_shape four axes": (lambda: RFExperiment(input_shape=[1, 3, 8, 8, 8, 8]), "input_shape"),
+    "input_shape zero": (lambda: RFExperiment(input_shape=[1, 3, 0, 8]), "input_shape"),
+    "input_shape no channels": (lambda: RFExperiment(input_shape=[8]), "input_shape"),
     "check not a bool": (lambda: RFExperiment(check="yes"), "check"),
     "check_size zero": (lambda: RFExperiment(check_size=0), "check_size"),
     "check_nodes zero": (lambda: RFExperiment(check_nodes=0), "check_nodes"),
@@ -28,9 +34,11 @@ BAD = {
     "fold r text": (lambda: FoldTable(r="two"), "r"),
     "fold conv a name": (lambda: FoldTable(conv=""), "conv"),
     "fold order a number": (lambda: FoldTable(order=3), "order"),
-    "unknown torchvision name": (lambda: experiment.build_model("resnet1"), "model"),
-    "constructor arguments missing": (lambda: experiment.build_model({"_target_": "torch.nn.Conv2d", "in_channels": 3}), "model"),
-    "target not a module": (lambda: experiment.build_model({"_target_": "builtins.dict"}), "model"),
+    "unknown torchvision name": (lambda: RFExperiment(model="resnet1"), "model"),
+    "target not importable": (lambda: RFExperiment(model={"_target_": "no_such_pkg_xyz.net"}), "model._target_"),
+    "fold conv target not importable": (lambda: FoldTable(conv={"_target_": "torch.nn.Conv9d"}), "conv._target_"),
+    "constructor arguments missing": (lambda: build_model({"_target_": "torch.nn.Conv2d", "in_channels": 3}), "model._target_"),
+    "target not a module": (lambda: build_model({"_target_": "builtins.dict"}), "model._target_"),
 }
 
 
@@ -44,7 +52,7 @@ def test_bad_config_is_a_fold_error_naming_the_field(call, param):
 def test_a_malformed_request_writes_nothing(tmp_path):
     # the fold table is computed first; the model then cannot be built: no fold.csv may be left behind
     e = RFExperiment(model={"_target_": "torch.nn.Conv2d", "in_channels": 3}, fold=SMALL_FOLD)
-    with pytest.raises(FoldError, match="model="):
+    with pytest.raises(FoldError, match="model._target_="):
         run_receptive_field(e, tmp_path)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FoldError, match="fold.conv.in_channels="):  # 3 channels do not fold by 2x2
@@ -62,22 +70,24 @@ def test_a_failed_check_writes_everything_then_raises(tmp_path, monkeypatch):
         return type(check)(check.model, (type(row)(row.node, row.op, row.position, row.index, row.analytic, moved),) + check.rows[1:])
 
     monkeypatch.setattr(experiment, "check_receptive_field", shifted)
-    e = RFExperiment(model=CONV, input_size=(12, 12), check_size=12, erf_samples=1, fold=SMALL_FOLD)
-    with pytest.raises(ClaimFailed, match="1 analytic boxes differ"):
-        run_receptive_field(e, tmp_path)
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check_size=12, erf_samples=1, fold=SMALL_FOLD)
+    with pytest.raises(ClaimFailed, match=r"1 of 2 check\(s\) failed: Conv2d: analytic boxes = gradient supports at \(12, 12\) \(1 of \d+ analytic boxes differ"):
+        run_app(e, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {
-        "fold.csv", "fold.md", "layers.csv", "layers.md", "check.csv", "check.md", "rf_jump.png", "erf.png", "summary.md", "index.md"
+        "fold.csv", "fold.md", "layers.csv", "layers.md", "check.csv", "check.md", "rf_jump.png", "erf.png", "summary.md", "index.md",
+        "checks.csv", "checks.md",
     }
     summary = (tmp_path / "summary.md").read_text().splitlines()
-    assert summary[2].startswith("Conv2d: output rf (3, 3)") and summary[4].startswith("FAILED: 1 analytic boxes differ")
+    assert summary[2].startswith("Conv2d: output rf (3, 3)") and summary[4].startswith("FAILED: Conv2d: analytic boxes = gradient supports")
+    assert [r["ok"] for r in read_csv(tmp_path / "checks.csv")] == ["True", "False"]
     monkeypatch.undo()
-    assert run_receptive_field(e, tmp_path).endswith(f"outputs in {tmp_path}")
+    assert run_app(e, tmp_path).endswith(f"written to {tmp_path}")
 
 
 def test_the_models_answer_comes_before_the_fold_table_and_index_links_every_file(tmp_path):
-    e = RFExperiment(model=CONV, input_size=(12, 12), check_size=12, erf_samples=1, fold=SMALL_FOLD)
-    lines = run_receptive_field(e, tmp_path).splitlines()
-    assert lines[0].startswith("Conv2d: output rf (3, 3)") and lines[-2].startswith("fold table (fold.conv = Conv2d 4->2 channels, r=2")
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check_size=12, erf_samples=1, fold=SMALL_FOLD)
+    lines = run_app(e, tmp_path).splitlines()
+    assert lines[0].startswith("Conv2d: output rf (3, 3)") and lines[-3].startswith("fold table (fold.conv = Conv2d 4->2 channels, r=2")
     summary = (tmp_path / "summary.md").read_text().splitlines()
     assert summary[2] == lines[0] and summary[4] == "Every check holds."
     index = (tmp_path / "index.md").read_text()
@@ -85,39 +95,19 @@ def test_the_models_answer_comes_before_the_fold_table_and_index_links_every_fil
     assert all(f"[{name}]({name}): " in index for name in files), (files, index)
 
 
-def test_the_zoo_writes_each_model_as_it_finishes_and_resumes(tmp_path, monkeypatch, capsys):
-    names = ["alexnet", "squeezenet1_1", "vgg11"]
-    e = RFExperiment(check=False, input_size=(64, 64), fold=FoldTable(r=0))
-    real, computed = experiment._zoo_row, []
-
-    def counted(name, meta, e):
-        computed.append(name)
-        if len(computed) == 2 and stop_after_two:
-            raise KeyboardInterrupt("killed")
-        return real(name, meta, e)
-
-    monkeypatch.setattr(experiment, "_zoo_row", counted)
-    stop_after_two = True
-    with pytest.raises(KeyboardInterrupt):
-        experiment.zoo_rows(e, out=tmp_path, names=names)
-    assert [r["model"] for r in read_csv(tmp_path / "zoo.csv")] == ["alexnet"]  # the finished model is kept
-    stop_after_two, computed[:] = False, []
-    capsys.readouterr()
-    rows, ok = experiment.zoo_rows(e, out=tmp_path, names=names)
-    assert computed == ["squeezenet1_1", "vgg11"] and ok
-    assert [r["model"] for r in rows] == names and isinstance(rows[0]["nodes"], int)
-    assert capsys.readouterr().out.startswith("3 models (1 already in zoo.csv, resuming; 2 to run), about ")
-    with pytest.raises(FoldError, match="holds zoo.csv of a different config .input_size: .64, 64. there, .32, 32. now"):
-        experiment.zoo_rows(RFExperiment(check=False, input_size=(32, 32)), out=tmp_path, names=names)
+def test_input_shape_is_the_full_shape_count_takes():
+    e = RFExperiment(model=CONV, input_shape=[2, 3, 20, 18], check_size=8)
+    assert (e.input_shape, e.input_size, e.check_shape) == ((2, 3, 20, 18), (20, 18), (2, 3, 8, 8))
+    assert RFExperiment(model=CONV, input_shape=[1, 3, 16]).check_shape == (1, 3, 64)  # 1-D
 
 
 def test_fallback_real_measures_an_op_without_a_rule_and_error_refuses_it(tmp_path):
     model = {"_target_": "custom_model.Rolled"}
     with pytest.raises(FoldError) as info:
-        run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0)), tmp_path / "a")
+        run_receptive_field(RFExperiment(model=model, input_shape=[1, 3, 16, 16], check=False, fold=FoldTable(r=0)), tmp_path / "a")
     assert "diff" in str(info.value) and "fallback" in str(info.value)
-    text = run_receptive_field(RFExperiment(model=model, input_size=16, check=False, fold=FoldTable(r=0), fallback="real"),
-                               tmp_path / "b")
+    text = run_app(RFExperiment(model=model, input_shape=[1, 3, 16, 16], check=False, fold=FoldTable(r=0), fallback="real"),
+                   tmp_path / "b")
     assert "output rf" in text
     with pytest.raises(FoldError) as info:
         RFExperiment(fallback="gradient")

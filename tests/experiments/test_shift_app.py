@@ -29,8 +29,10 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
                    "max_shift=8", "ladder.epochs=1", "ladder.channels=2", "ladder.image_size=16")
     assert proc.returncode == 0, proc.stderr
     stems = ("periods", "equivariance", "consistency", "ladder")
-    assert written(tmp_path) == {f"{s}.{e}" for s in stems for e in ("csv", "md")} | {
-        "equivariance.png", "consistency.png", "ladder.png", "summary.md"}
+    assert written(tmp_path) == {f"{s}.{e}" for s in (*stems, "checks") for e in ("csv", "md")} | {
+        "equivariance.png", "consistency.png", "ladder.png", "summary.md", "index.md"}
+    checks = read_csv(tmp_path / "checks.csv")
+    assert [(r["subject"], r["claim"], r["ok"]) for r in checks] == [("resnet18+spd", "SHIFT-3", "True"), ("ladder", "SHIFT-4", "True")]
     errs = read_csv(tmp_path / "equivariance.csv")
     a = [(r["stage"], r["shift"], float(r["error"])) for r in errs if r["model"] == "resnet18"]
     b = [(r["stage"], r["shift"], float(r["error"])) for r in errs if r["model"] == "resnet18+spd"]
@@ -44,6 +46,7 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
 
 @pytest.mark.parametrize("overrides,named", [
     (("models=[resnet7]",), "models='resnet7'"),
+    (("models=[resnet18+spd]",), "models='resnet18+spd': is compared with its model 'resnet18'"),
     (("images=[lena]",), "images='lena'"),
     (("ladder.image_size=30",), "image_size=30"),
 ])

@@ -1,4 +1,4 @@
-"""The real models of the rewrite app (foldconv/experiments/rewrite_models.py) rewritten by ``foldconv.surgery.rewrite``:
+"""The real architectures of foldconv.models rewritten by ``foldconv.surgery.rewrite``:
 every applied site verified exactly, the whole model equivalent to the original, the rewritten layers of the
 form the issue names, and the inverse rules taking each rewrite back. Small inputs keep the file fast.
 
@@ -7,15 +7,42 @@ two different functions would fail here), and a mutated rewrite (one weight chan
 """
 from __future__ import annotations
 
-from typing import List
+from dataclasses import dataclass
+from typing import Any, List, Tuple
 
 import pytest
 import torch
 from torch import nn
 
 from foldconv import check_equivalence, check_fold
-from foldconv.experiments.rewrite_models import REAL_MODELS, RealModel
+from foldconv.models import build_model, randomize_batchnorm
 from foldconv.surgery import rewrite
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A real model with the rules that rewrite it and those that take the rewrite back (the rewrite app, foldconv
+    rewrite, runs the same cases), on a small input."""
+
+    name: str
+    test_input_shape: Tuple[int, ...]
+    rules: Tuple[Any, ...]
+    inverse: Tuple[Any, ...]
+
+    def build(self, seed: int = 0, **kwargs: Any) -> nn.Module:
+        """Seeded random weights and BatchNorm statistics (a fresh BatchNorm is the identity: its fold unchecked)."""
+        model = build_model(self.name, seed=seed, **kwargs)
+        return randomize_batchnorm(model, torch.Generator().manual_seed(seed)).eval()
+
+
+REAL_MODELS = {m.name: m for m in (
+    RealModel("yolov5_stem", (1, 3, 32, 32), ("focus_to_conv",), (("conv_to_focus", {"at": ["focus.conv.conv"]}),)),
+    RealModel("tresnet_m", (1, 3, 64, 64), ("spd_to_strided",), (("strided_to_spd", {"order": "dcr"}),)),
+    RealModel("dcgan", (1, 100, 1, 1), ("transposed_to_subpixel",), ("subpixel_to_transposed",)),
+    RealModel("espcn", (1, 1, 12, 12), ("subpixel_to_transposed",), ("transposed_to_subpixel",)),
+    RealModel("resnet18", (1, 3, 32, 32), (("strided_to_spd", {"at": ["conv1"]}), ("fold_stage", {"stage": "layer1", "r": 2})),
+              ("spd_to_strided", ("unfold_stage", {"stage": "layer1"}))),
+)}
 
 
 def applied(report) -> List:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from foldconv.experiments.rewrite_models import REAL_MODELS
+from foldconv.models import build_model
 from foldconv.surgery import rewrite
 from foldconv.surgery.sitetext import describe
 
@@ -15,8 +15,7 @@ def test_a_sequential_reads_as_its_layers_in_order():
 
 
 def test_espcn_after_names_the_transposed_conv_and_its_periodic_bias():
-    model = REAL_MODELS["espcn"]
-    _, report = rewrite(model.build(n1=8, n2=4), model.test_input_shape, model.rules, verify=False)
+    _, report = rewrite(build_model("espcn", n1=8, n2=4, seed=0).eval(), (1, 1, 12, 12), ["subpixel_to_transposed"], verify=False)
     (site,) = [s for s in report.sites if s.applied]
     assert site.after.startswith("ConvTranspose2d(") and site.after.endswith(" + PeriodicBias"), site.after
     assert "Sequential" not in site.after  # the text is about layers, never the container

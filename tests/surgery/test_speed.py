@@ -317,9 +317,9 @@ def test_a_custom_form_of_a_deep_model_is_verified_by_sampling_when_the_integer_
 @pytest.mark.slow
 @pytest.mark.claim("FORMS-1")
 def test_a_custom_form_of_tresnet_m_is_verified_and_timed():
-    from foldconv.experiments.rewrite_models import REAL_MODELS
+    from foldconv.models import build_model
 
-    net = REAL_MODELS["tresnet_m"].build()
+    net = build_model("tresnet_m", seed=0).eval()
     report = benchmark_forms(net, (1, 3, 32, 32), forms=[("copy", copy.deepcopy)], timer=Recorder(), rounds=1)
     (form,) = report.timings[1:]
     assert form.verified and form.timed and form.check == "sampled", form.note
@@ -356,12 +356,11 @@ def test_optimize_times_a_multi_module_site_in_the_whole_model_not_its_conv_on_t
 @pytest.mark.claim("FORMS-3")
 @pytest.mark.parametrize("name", ["yolov5_stem", pytest.param("tresnet_m", marks=pytest.mark.slow)])
 def test_optimize_runs_on_the_real_models_with_a_focus_or_space_to_depth_stem(name):
-    from foldconv.experiments.rewrite_models import REAL_MODELS
+    from foldconv.models import build_model, randomize_batchnorm
 
-    model = REAL_MODELS[name]
-    net = model.build()
+    net = randomize_batchnorm(build_model(name, seed=0), torch.Generator().manual_seed(0)).eval()
     shape = (1, 3, 32, 32)
-    stem = model.rules[0]
+    stem = {"yolov5_stem": "focus_to_conv", "tresnet_m": "spd_to_strided"}[name]
     timer = Recorder({"model: original": (2.0, 0.01), "model: rewritten": (1.0, 0.01)}, default=(1.0, 0.01))
     best, report = optimize(net, shape, timer=timer, rounds=1)
     stems = [s for s in report.sites if s.scope == "model"]

@@ -7,8 +7,8 @@
   ``meta_cache``: meta results without the kernels (the speed);
 - ``report``: its frozen result, :class:`CountReport` (rows and Markdown per view, ``unsupported_ops``);
 - ``dense``: dense-equivalent costs of a conv; ``fold``: costs of a conv before and after folding (a whole
-  model: :func:`foldconv.surgery.compare_model_fold`); ``zoo``:
-  torchvision models on meta and the independent checks.
+  model: :func:`foldconv.surgery.compare_model_fold`); ``zoo``: count against independent figures
+  (FlopCounterMode, ``sum(numel)``, torchvision's published ones).
 
 Example:
     >>> import torch
@@ -35,21 +35,13 @@ from .fold import (
 from .inputs import InputSpec
 from .ops import MAC_OPS, OP_COSTS, OpCost, op_cost, register_op_cost
 from .report import CountReport, LayerCount, UnsupportedOp
-from .zoo import (
-    CountValidation,
-    PublishedFigures,
-    classification_models,
-    meta_model,
-    published_figures,
-    validate_count,
-    validate_zoo,
-)
+from .zoo import CountValidation, validate_count
 
 __all__ = [
     "CountReport", "CountValidation", "Compared", "Comparison", "DEFAULT_RS", "InputSpec", "meta_cache",
-    "DenseEquivalent", "FoldComparison", "FoldOption", "LayerCount", "MAC_OPS", "OP_COSTS", "OpCost", "PublishedFigures",
-    "UnsupportedOp", "axis_pairs", "classification_models", "compare_fold", "count", "d2l_table", "dense_equivalent",
-    "dense_equivalents", "fc_params", "fold_matrix", "fold_options", "foldable_layers", "meta_copy", "meta_model",
-    "normalize_input_shapes", "op_cost", "operator_nonzeros", "published_figures", "register_op_cost",
-    "validate_count", "validate_fold_request", "validate_zoo",
+    "DenseEquivalent", "FoldComparison", "FoldOption", "LayerCount", "MAC_OPS", "OP_COSTS", "OpCost",
+    "UnsupportedOp", "axis_pairs", "compare_fold", "count", "d2l_table", "dense_equivalent",
+    "dense_equivalents", "fc_params", "fold_matrix", "fold_options", "foldable_layers", "meta_copy",
+    "normalize_input_shapes", "op_cost", "operator_nonzeros", "register_op_cost",
+    "validate_count", "validate_fold_request",
 ]

@@ -1,144 +1,32 @@
-"""Build torchvision models without memory and check :func:`~foldconv.analysis.counting.count` against
-independent figures: ``torch.utils.flop_counter.FlopCounterMode`` (MACs = its FLOPs / 2, exactly, per op),
-``sum(p.numel())`` and the parameter and GFLOPS figures torchvision publishes with its weights.
-
-torchvision's published "GFLOPS" (``weights.meta["_ops"]``) are multiply-adds in the sense of
-:mod:`foldconv.analysis.counting` (ResNet-50: 4.089), measured at the weights' crop size and rounded to
-3 decimals, so the check compares ``round(macs / 1e9, 3)``.
+"""Check :func:`~foldconv.analysis.counting.count` against independent figures:
+``torch.utils.flop_counter.FlopCounterMode`` (MACs = its FLOPs / 2, exactly, per op), ``sum(p.numel())`` and
+the parameter and GFLOPS figures torchvision publishes with its weights
+(:func:`foldconv.models.published_figures`; rounded to 3 decimals there, so the check compares
+``round(macs / 1e9, 3)``). The zoo runner (``foldconv zoo``) runs it on every model of a zoo.
 
 Example:
-    >>> m = meta_model("resnet50")
-    >>> m.conv1.weight.device.type, sum(p.numel() for p in m.parameters())
-    ('meta', 25557032)
+    >>> from foldconv.models import meta_model, published_figures
+    >>> f = published_figures("resnet50")
+    >>> validate_count(meta_model("resnet50"), f.input_shape, published=f).ok
+    True
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
 from ...errors import FoldError, fold_error
+from ...models import PublishedFigures, module_device
 from .counter import ShapeLike, count
 from .inputs import model_inputs
 from .report import CountReport
 
-__all__ = [
-    "classification_models",
-    "meta_model",
-    "PublishedFigures",
-    "published_figures",
-    "CountValidation",
-    "validate_count",
-    "validate_zoo",
-]
-
-
-def classification_models() -> List[str]:
-    """Names of torchvision's image-classification models (80 in torchvision 0.29).
-
-    Example:
-        >>> "resnet50" in classification_models()
-        True
-    """
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-@contextlib.contextmanager
-def _register_on_meta() -> Iterator[None]:
-    """Move every parameter and buffer to meta the moment a module registers it.
-
-    For builders that compute with tensors while constructing (RegNet derives its widths with torch ops),
-    where ``with torch.device("meta")`` fails; each tensor is allocated uninitialised on CPU only until it
-    is registered, and initialisers then run on meta.
-    """
-    register_parameter = nn.Module.register_parameter
-    register_buffer = nn.Module.register_buffer
-
-    def on_meta_parameter(module: nn.Module, name: str, param: Optional[nn.Parameter]) -> None:
-        register_parameter(module, name, param)
-        if param is not None and param.device.type != "meta":
-            module._parameters[name] = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
-
-    def on_meta_buffer(module: nn.Module, name: str, tensor: Optional[torch.Tensor], persistent: bool = True) -> None:
-        register_buffer(module, name, tensor, persistent)
-        if tensor is not None and tensor.device.type != "meta":
-            module._buffers[name] = tensor.to("meta")
-
-    nn.Module.register_parameter = on_meta_parameter  # type: ignore[method-assign]
-    nn.Module.register_buffer = on_meta_buffer  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
-        nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
-
-
-def meta_model(name: str, **kwargs: Any) -> nn.Module:
-    """A torchvision model by name with all parameters and buffers on the meta device (no weights).
-
-    Example:
-        >>> meta_model("regnet_x_400mf").stem[0].weight.device.type
-        'meta'
-    """
-    import torchvision
-
-    if not isinstance(name, str) or name not in torchvision.models.list_models():
-        raise fold_error("name", name, "is not a torchvision model name (see torchvision.models.list_models())")
-    try:
-        try:
-            with torch.device("meta"):
-                return torchvision.models.get_model(name, weights=None, **kwargs)
-        except (NotImplementedError, RuntimeError):
-            pass
-        with _register_on_meta():
-            return torchvision.models.get_model(name, weights=None, **kwargs)
-    except (TypeError, ValueError) as exc:  # constructor arguments the builder does not take
-        raise fold_error("kwargs", kwargs, f"are not valid for {name}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class PublishedFigures:
-    """torchvision's figures for a model's DEFAULT weights: ``num_params``, ``gmacs`` (its ``_ops``), the
-    ``input_shape`` they were measured at (batch 1, the weights' crop size) and the constructor ``kwargs``
-    the weights imply (ViT at a larger crop needs ``image_size``; GoogLeNet's weights drop the aux heads)."""
-
-    weights: str
-    num_params: int
-    gmacs: float
-    input_shape: Tuple[int, ...]
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-
-def published_figures(name: str) -> PublishedFigures:
-    """torchvision's published figures for the DEFAULT weights of a classification model.
-
-    Example:
-        >>> f = published_figures("resnet50")
-        >>> f.num_params, f.gmacs, f.input_shape
-        (25557032, 4.089, (1, 3, 224, 224))
-    """
-    import torchvision
-
-    if not isinstance(name, str) or name not in classification_models():
-        raise fold_error("name", name, "is not a torchvision classification model (see classification_models())")
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    crop = weights.transforms().crop_size[0]
-    kwargs: Dict[str, Any] = {}
-    if name.startswith("vit_") and crop != 224:
-        kwargs["image_size"] = crop
-    if name == "googlenet":
-        kwargs["aux_logits"] = False
-        kwargs["init_weights"] = False
-    if name == "inception_v3":
-        kwargs["init_weights"] = False
-    return PublishedFigures(str(weights), int(weights.meta["num_params"]), float(weights.meta["_ops"]), (1, 3, crop, crop), kwargs)
+__all__ = ["CountValidation", "validate_count"]
 
 
 @dataclass(frozen=True)
@@ -226,7 +114,7 @@ def validate_count(
     from torch.utils.flop_counter import FlopCounterMode
 
     if published is not None and not isinstance(published, PublishedFigures):
-        raise fold_error("published", published, "must be PublishedFigures (from published_figures(name)) or None")
+        raise fold_error("published", published, "must be PublishedFigures (from foldconv.models.published_figures(name)) or None")
     passes, why = 1, ""
     try:
         with FlopCounterMode(display=False) as counter:
@@ -237,7 +125,7 @@ def validate_count(
         passes, why = 2, str(exc)
         report = count(model, input_shape, name=name)  # a failure here is count()'s own
         on_meta = any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers()))
-        device = next((t.device for t in itertools.chain(model.parameters(), model.buffers())), torch.device("cpu"))
+        device = module_device(model)
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)  # as count() does
         args, kwargs = model_inputs(input_shape, dtype=dtype, real=not on_meta)
         args, kwargs = tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, (args, kwargs))
@@ -260,24 +148,3 @@ def validate_count(
         differing_ops=differing,
         one_pass_failure=why,
     )
-
-
-def validate_zoo(names: Optional[Sequence[str]] = None, *, published: bool = True) -> Tuple[CountValidation, ...]:
-    """:func:`validate_count` for each model (default: the whole classification zoo), built on meta.
-
-    With ``published=True`` each model is built and counted the way its DEFAULT weights were measured
-    (:func:`published_figures`) and checked against those figures; otherwise every model runs at
-    ``(1, 3, 224, 224)``.
-
-    Example:
-        >>> (v,) = validate_zoo(["alexnet"])
-        >>> v.macs_ok, v.params_ok, v.published_params_ok, v.published_gmacs_ok, v.report.complete
-        (True, True, True, True, True)
-    """
-    rows = []
-    for name in names if names is not None else classification_models():
-        figures = published_figures(name) if published else None
-        model = meta_model(name, **(figures.kwargs if figures else {}))
-        shape = figures.input_shape if figures else (1, 3, 224, 224)
-        rows.append(validate_count(model, shape, name=name, published=figures))
-    return tuple(rows)

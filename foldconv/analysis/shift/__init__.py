@@ -1,6 +1,6 @@
 """Shift equivariance: the exact lattice of input shifts each node commutes with (``analytic``), feature-map
 equivariance error and the antialiased-cnns consistency metric on real inputs (``measure``), and D2L's ladder
-(fully-connected, locally-connected, conv, folded conv) as trainable layers (``ladder``).
+(fully-connected, locally-connected, conv, folded conv) as trainable layers (``ladder``; trained by the shift app).
 
 Example:
     >>> import torch
@@ -9,20 +9,11 @@ Example:
     (4, 4)
 """
 from .analytic import AxisShift, NodeShift, ShiftReport, edge_lattice, shift_equivariance
-from .ladder import (
-    LocallyConnected2d,
-    TrainResult,
-    accuracy,
-    kaiming_bound,
-    ladder_models,
-    parameter_count,
-    shift_images,
-    train_classifier,
-)
+from .ladder import LocallyConnected2d, kaiming_bound, ladder_models, parameter_count
 from .measure import Consistency, StageError, consistency, crops, equivariance_error, read_shifted, stage_errors
 
 __all__ = [
-    "AxisShift", "Consistency", "LocallyConnected2d", "NodeShift", "ShiftReport", "StageError", "TrainResult",
-    "accuracy", "consistency", "crops", "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models",
-    "parameter_count", "read_shifted", "shift_equivariance", "shift_images", "stage_errors", "train_classifier",
+    "AxisShift", "Consistency", "LocallyConnected2d", "NodeShift", "ShiftReport", "StageError", "consistency", "crops",
+    "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models", "parameter_count", "read_shifted",
+    "shift_equivariance", "stage_errors",
 ]

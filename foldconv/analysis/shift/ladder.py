@@ -10,7 +10,8 @@ weights: the same function, with the same parameters.
 
 Training the two from the same start with any elementwise optimizer (SGD, momentum, Adam, weight decay)
 gives the same trajectory: the folded weight is a permutation ``P`` of the original's entries, so the
-gradient of the folded weight is ``P`` of the gradient (paper_notes/shift.md §3).
+gradient of the folded weight is ``P`` of the gradient (paper_notes/shift.md §3). The training loop is the
+shift app's (``foldconv shift``, :mod:`foldconv.experiments.shift`).
 
 Example:
     >>> rungs = ladder_models(image_size=16, r=4, channels=2, kernel=3, classes=3, seed=0)
@@ -21,9 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Tuple
 
 import einops
 import torch
@@ -35,10 +34,7 @@ from ...errors import fold_error
 from ...fold import fold_conv
 from ...layout import SpaceToDepth
 
-__all__ = [
-    "LocallyConnected2d", "ladder_models", "parameter_count", "TrainResult", "train_classifier", "accuracy",
-    "shift_images", "kaiming_bound",
-]
+__all__ = ["LocallyConnected2d", "ladder_models", "parameter_count", "kaiming_bound"]
 
 
 class LocallyConnected2d(nn.Module):
@@ -121,80 +117,6 @@ def ladder_models(*, image_size: int = 32, r: int = 4, channels: int = 16, kerne
         "folded": nn.Sequential(fold_conv(conv, r), copy.deepcopy(head)),
     }
     return {k: m.to(dtype) for k, m in rungs.items()}
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Losses per step and the wall time of :func:`train_classifier` (the model is trained in place)."""
-
-    losses: Tuple[float, ...]
-    seconds: float
-
-
-def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-                     seed: int, optimizer: str = "adam") -> TrainResult:
-    """Train in place with cross-entropy; the batch order is drawn from ``seed`` only, so two models see the
-    same batches. ``optimizer``: ``"adam"`` or ``"sgd"`` (momentum 0.9).
-
-    Example:
-        >>> net = torch.nn.Linear(2, 2)
-        >>> res = train_classifier(net, torch.eye(2), torch.tensor([0, 1]), epochs=2, batch_size=2, lr=0.1, seed=0)
-        >>> len(res.losses)
-        2
-    """
-    if optimizer not in ("adam", "sgd"):
-        raise fold_error("optimizer", optimizer, "must be 'adam' or 'sgd'")
-    epochs, batch_size = check_int(epochs, "epochs", 0), check_int(batch_size, "batch_size", 1)
-    opt = torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    losses: List[float] = []
-    model.train()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=gen)
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i:i + batch_size]
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    seconds = time.perf_counter() - start
-    model.eval()
-    return TrainResult(tuple(losses), seconds)
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy (no gradients).
-
-    Example:
-        >>> accuracy(nn.Identity(), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), torch.tensor([0, 1, 1]))
-        0.6666666666666666
-    """
-    with torch.no_grad():
-        return float((model(x).argmax(dim=1) == y).double().mean())
-
-
-def shift_images(x: torch.Tensor, shift: Sequence[int]) -> torch.Tensor:
-    """``x`` (N, C, H, W) translated by ``shift`` = (down, right) pixels (negative: up, left), zero-filled.
-
-    Example:
-        >>> shift_images(torch.arange(4.).reshape(1, 1, 1, 4), (0, 1)).flatten().tolist()
-        [0.0, 0.0, 1.0, 2.0]
-    """
-    out = x
-    for axis, s in zip((-2, -1), shift):
-        s = int(s)
-        if s == 0:
-            continue
-        n = out.shape[axis]
-        if abs(s) >= n:
-            out = torch.zeros_like(out)
-            continue
-        kept = out.narrow(axis, 0, n - s) if s > 0 else out.narrow(axis, -s, n + s)
-        zeros = torch.zeros_like(out.narrow(axis, 0, abs(s)))
-        out = torch.cat([zeros, kept] if s > 0 else [kept, zeros], dim=axis)
-    return out
 
 
 def kaiming_bound(module: nn.Module, *, mode: str = "fan_in", a: float = math.sqrt(5)) -> float:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Dict, List
 
 from ...errors import fold_error
+from ...models import zoo_models
 from ..io import read_csv
 from ..sweep.aggregate import multirun_results
-from .models import zoo_models
 from .run import shard_of
 
 __all__ = ["merge_zoo"]

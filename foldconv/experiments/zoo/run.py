@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ...errors import fold_error
+from ...models import zoo_models
 from ..io import RowLog, progress_bar
-from .measure import DEFAULT_CHECK_MAX_MACS, ZooRow, measure_model
-from .models import zoo_models
+from .measure import DEFAULT_CHECK_MAX_MACS, SMALL_SIZE, ZooRow, measure_model
 
 __all__ = ["COLUMNS", "shard_of", "run_zoo"]
 
@@ -54,12 +54,14 @@ def run_zoo(
     shard_count: int = 1,
     time_limit_s: Optional[float] = 120.0,
     check_max_macs: int = DEFAULT_CHECK_MAX_MACS,
-    small_size: int = 64,
+    small_size: int = SMALL_SIZE,
+    check_size: Optional[int] = None,
     progress: Optional[Callable[..., Iterable[Any]]] = progress_bar,
     on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> List[Dict[str, str]]:
-    """Measure the shard's models not yet in ``out/results.csv``; returns every row of the file.
+    """Measure the shard's models not yet in ``out/results.csv``; returns every row of the file. ``check_size``:
+    the spatial size of the gradient check (None: each model's own input, :func:`~.measure.measure_model`).
 
     Example:
         >>> import tempfile
@@ -71,6 +73,7 @@ def run_zoo(
     config = {
         "zoo": zoo, "names": list(names), "shard": {"index": shard_index, "count": shard_count},
         "time_limit_s": time_limit_s, "check_max_macs": check_max_macs, "small_size": small_size,
+        **({"check_size": check_size} if check_size is not None else {}),
     }
     out = Path(out)
     with RowLog(out / "results.csv", COLUMNS, key=["model"], config=config, param="hydra.run.dir") as rows_log:
@@ -81,7 +84,8 @@ def run_zoo(
             log(f"{len(models)} {zoo} models{resumed}")
         items: Iterable[str] = todo if progress is None else progress(todo, f"{zoo} zoo", total=len(todo), unit="model")
         for name in items:
-            row = measure_model(zoo, name, check_max_macs=check_max_macs, time_limit_s=time_limit_s, small_size=small_size).as_row()
+            row = measure_model(zoo, name, check_max_macs=check_max_macs, time_limit_s=time_limit_s, small_size=small_size,
+                                check_size=check_size).as_row()
             rows_log.append(row)
             if on_row is not None:
                 on_row(row)

@@ -46,7 +46,8 @@ class Coverage:
     """Counts of models and the coverage percentages (None where the denominator is 0).
 
     ``rf_analysed``: analysed without fallback (``rf_status`` exact or inexact); ``checked``: the gradient
-    check ran (ok, mismatch or failed); ``check_ok``: analytic boxes equal the gradient supports.
+    check ran (ok, mismatch or failed); ``check_ok``: analytic boxes equal the gradient supports;
+    ``published_checked``/``published_ok``: torchvision models held to their published figures / reproducing them.
     """
 
     models: int
@@ -60,6 +61,8 @@ class Coverage:
     rf_exact: int
     checked: int
     check_ok: int
+    published_checked: int = 0
+    published_ok: int = 0
 
     @property
     def built_pct(self) -> Optional[float]:
@@ -106,6 +109,8 @@ def coverage(rows: Sequence[Row]) -> Coverage:
         rf_exact=sum(r.get("rf_status") == "exact" for r in built),
         checked=len(checked),
         check_ok=sum(r.get("check") == "ok" for r in checked),
+        published_checked=sum(bool(r.get("published")) for r in built),
+        published_ok=sum(r.get("published") == "ok" for r in built),
     )
 
 
@@ -181,6 +186,9 @@ def _coverage_table(c: Coverage) -> str:
         {"figure": "RF output box exact", "value": cell(c.rf_exact, c.built, _pct(c.rf_exact, c.built))},
         {"figure": "analytic = empirical (where the check is affordable)", "value": cell(c.check_ok, c.checked, c.check_ok_pct)},
     ]
+    if c.published_checked:
+        rows.append({"figure": "params and GMACs = torchvision's published figures",
+                     "value": cell(c.published_ok, c.published_checked, _pct(c.published_ok, c.published_checked))})
     return markdown_table(rows)
 
 

@@ -15,13 +15,13 @@ from foldconv.analysis.counting import (
     fold_matrix,
     fold_options,
     foldable_layers,
-    meta_model,
     op_cost,
     operator_nonzeros,
     register_op_cost,
 )
 from foldconv.analysis.counting.dense import axis_pairs
 from foldconv.errors import FoldError
+from foldconv.models import meta_model
 from foldconv.specs import ConvSpec
 from helpers import raises_fold_error
 

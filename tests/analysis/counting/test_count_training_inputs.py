@@ -8,8 +8,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from foldconv.analysis.counting import OP_COSTS, CountReport, OpCost, count, register_op_cost
-from foldconv.analysis.counting.zoo import meta_model
 from foldconv.errors import FoldError
+from foldconv.models import meta_model
 from helpers import raises_fold_error as raises
 
 ROOT = CountReport.ROOT

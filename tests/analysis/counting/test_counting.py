@@ -10,7 +10,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from foldconv.analysis.counting import OP_COSTS, CountReport, OpCost, count, op_cost, register_op_cost
 from foldconv.analysis.counting.zoo import validate_count
-from foldconv.experiments.counting import write_count_report
 
 ROOT = CountReport.ROOT
 
@@ -183,12 +182,6 @@ def test_model_is_left_untouched():
     assert net.training and net[1].training
     assert net[0].weight.device.type == "cpu" and torch.equal(net[0].weight, weight)
     assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks
-
-
-def test_report_writes_every_view(tmp_path):
-    paths = write_count_report(count(nn.Linear(3, 2), (1, 3), name="fc"), tmp_path, stem="fc")
-    for view in ("layers", "module", "type", "op", "total"):
-        assert paths[f"{view}_csv"].exists() and paths[f"{view}_md"].exists()
 
 
 def test_op_cost_ignores_data_movement():

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from foldconv.analysis.counting import count, meta_cache
-from foldconv.analysis.counting.zoo import meta_model
+from foldconv.models import meta_model
 
 aten = torch.ops.aten
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from foldconv import DepthToSpace, FoldError, SpaceToDepth
-from foldconv.analysis.counting.zoo import meta_model
 from foldconv.analysis.receptive_field import RFAlignmentWarning, UnsupportedOpError, receptive_field
 from foldconv.analysis.receptive_field.fold import folded_receptive_field
+from foldconv.models import meta_model
 
 
 # Araujo, Norris & Sim (Distill 2019), RECEPTIVE_FIELD_TABLE.md: vgg_16 pool5 = 212 / 32 / 90.

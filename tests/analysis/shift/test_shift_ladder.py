@@ -1,4 +1,5 @@
-"""D2L's ladder: the folded conv trains exactly like the conv it folds (SHIFT-4); Kaiming init and fan-in (SHIFT-5)."""
+"""D2L's ladder: the folded weight's gradient is the fold of the gradient (SHIFT-4; training itself: the shift
+app's, tests/experiments/test_shift_training.py); Kaiming init and fan-in (SHIFT-5)."""
 from __future__ import annotations
 
 import math
@@ -8,16 +9,7 @@ import torch
 from torch import nn
 
 from foldconv import fold_conv, fold_weight
-from foldconv.analysis.shift import (
-    LocallyConnected2d,
-    accuracy,
-    kaiming_bound,
-    ladder_models,
-    parameter_count,
-    shift_images,
-    train_classifier,
-)
-from foldconv.errors import FoldError
+from foldconv.analysis.shift import LocallyConnected2d, kaiming_bound, ladder_models, parameter_count
 from foldconv.layout import depth_to_space
 from helpers import integer_conv
 
@@ -34,24 +26,6 @@ def test_gradient_of_folded_weight_is_fold_of_gradient_exactly():
     assert torch.equal(fold_weight(conv.weight.grad, 2).weight, folded.weight.grad)
     assert torch.equal(conv.bias.grad, folded.bias.grad)
     assert not torch.equal(fold_weight(conv.weight.grad, 2, "dcr").weight, folded.weight.grad)  # mutant: another order
-
-
-@pytest.mark.claim("SHIFT-4")
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_folded_rung_tracks_the_conv_rung_step_by_step(optimizer):
-    rungs = ladder_models(image_size=16, r=4, channels=3, kernel=3, classes=4, seed=1, dtype=torch.float64)
-    conv, folded = rungs["conv"], rungs["folded"]
-    gen = torch.Generator().manual_seed(5)
-    x, y = torch.rand(24, 1, 16, 16, generator=gen, dtype=torch.float64), torch.randint(0, 4, (24,), generator=gen)
-    for step in range(2):
-        a = train_classifier(conv, x, y, epochs=1, batch_size=8, lr=0.05, seed=step, optimizer=optimizer)
-        b = train_classifier(folded, x, y, epochs=1, batch_size=8, lr=0.05, seed=step, optimizer=optimizer)
-        moved = fold_weight(conv[1].weight.detach(), 4).weight
-        assert (moved - folded[0].weight.detach()).abs().max() < 1e-12
-        assert max(abs(p - q) for p, q in zip(a.losses, b.losses)) < 1e-12
-    assert (moved - fold_weight(ladder_models(image_size=16, r=4, channels=3, kernel=3, classes=4, seed=1,
-                                              dtype=torch.float64)["conv"][1].weight.detach(), 4).weight).abs().max() > 1e-3
-    assert torch.allclose(conv(x), folded(x), atol=1e-12, rtol=0)
 
 
 @pytest.mark.claim("SHIFT-5")
@@ -102,15 +76,3 @@ def test_locally_connected_with_shared_weights_is_the_conv():
         lc.weight[4, 1, 7] += 1  # position (1, 1), channel 1: only that output moves
     diff = (lc(x) != conv(x)).nonzero()[:, 1:].unique(dim=0).tolist()
     assert diff in ([], [[1, 1, 1]])
-
-
-def test_shift_images_and_accuracy():
-    x = torch.arange(16.).reshape(1, 1, 4, 4)
-    assert torch.equal(shift_images(shift_images(x, (1, -2)), (-1, 2))[..., :3, 2:], x[..., :3, 2:])
-    assert shift_images(x, (0, 4)).abs().sum() == 0
-    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    assert accuracy(net, x, net(x).argmax(dim=1)) == 1.0
-    with pytest.raises(FoldError, match="image_size="):
-        ladder_models(image_size=30, r=4)
-    with pytest.raises(FoldError, match="optimizer="):
-        train_classifier(net, x, torch.tensor([0]), epochs=1, batch_size=1, lr=0.1, seed=0, optimizer="lbfgs")

@@ -17,8 +17,8 @@ import torchvision
 from torch import nn
 
 from foldconv import depth_to_space, fold_conv
-from foldconv.analysis.counting import meta_model
 from foldconv.check import Verdict, check_equivalence, derived
+from foldconv.models import meta_model
 from foldconv.surgery import FoldedStage, compare_model_fold, fold_model
 from helpers import integer_tensor, integer_weights, raises_fold_error
 

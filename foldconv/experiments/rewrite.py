@@ -140,10 +140,10 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
     Example:
         >>> normalize_rules(["focus_to_conv", ["fold_stage", {"stage": "s", "r": 2}]])
         ('focus_to_conv', ('fold_stage', {'stage': 's', 'r': 2}))
-        >>> normalize_rules(["fold"])
+        >>> normalize_rules(["fold_stag"])
         Traceback (most recent call last):
         ...
-        foldconv.errors.FoldError: rules='fold': is not a rule (one of focus_to_conv, conv_to_focus, strided_to_spd, spd_to_strided, transposed_to_subpixel, subpixel_to_transposed, fold_stage, unfold_stage); did you mean fold_stage?
+        foldconv.errors.FoldError: rules='fold_stag': is not a rule (one of conv_to_focus, ..., unfold_stage); did you mean fold_stage?
     """
     if isinstance(rules, (str, Mapping)) or not isinstance(rules, Sequence) or not rules:
         raise fold_error(param, rules, "must be a non-empty list of rule names or {rule: {option: value}} entries")

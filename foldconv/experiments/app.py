@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class ClaimFailed(Exception):

@@ -1,7 +1,7 @@
 """The Hydra apps, as installed commands: ``foldconv <command> [key=value ...]`` (or ``python -m foldconv``).
 
 Each command is the same app as ``python scripts/<app>.py`` (those scripts import it from here) and reads the
-configs packaged in ``foldconv/experiments/configs``, so it works from any directory once foldconv is installed:
+configs of the top-level ``configs/``, shipped inside the package as ``foldconv/configs``, so it works from any directory once foldconv is installed:
 
 =========== ================= ==========================================================================
 command     config            what it does

@@ -12,6 +12,7 @@ from typing import Sequence, Tuple
 
 from hydra import compose, initialize_config_dir
 
+from foldconv.experiments.app import CONFIG_DIR
 from helpers import ROOT
 
 _MODULES: dict = {}
@@ -30,7 +31,7 @@ def app_module(name: str) -> ModuleType:
 def run_in_process(name: str, overrides: Sequence[str], capsys) -> Tuple[int, str, str]:
     """Exit status, stdout and stderr of ``scripts/<name>.py overrides...`` (composition errors propagate)."""
     module = app_module(name)
-    with initialize_config_dir(config_dir=str(ROOT / "foldconv" / "experiments" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=list(overrides))
     capsys.readouterr()
     try:

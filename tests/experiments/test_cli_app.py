@@ -34,11 +34,15 @@ def test_entry_point_is_declared_and_configs_ship_as_package_data():
     assert project["project"]["scripts"]["foldconv"] == "foldconv.experiments.cli:main"
     from foldconv.experiments.app import CONFIG_DIR
 
-    patterns = project["tool"]["setuptools"]["package-data"]["foldconv.experiments"]
-    shipped = {p for pattern in patterns for p in (CONFIG_DIR.parent).glob(pattern)}
-    configs = set(CONFIG_DIR.rglob("*.yaml"))
+    # one source of truth: the top-level configs/; the package reaches it through the link foldconv/configs,
+    # whose files a build copies into the wheel as package data
+    link = ROOT / "foldconv" / "configs"
+    assert link.is_symlink() and link.resolve() == (ROOT / "configs").resolve()
+    assert CONFIG_DIR == link.absolute() and CONFIG_DIR.resolve() == (ROOT / "configs").resolve()
+    patterns = project["tool"]["setuptools"]["package-data"]["foldconv"]
+    shipped = {p.resolve() for pattern in patterns for p in (ROOT / "foldconv").glob(pattern)}
+    configs = {p.resolve() for p in (ROOT / "configs").rglob("*.yaml")}
     assert configs and configs <= shipped, sorted(str(p) for p in configs - shipped)
-    assert not (ROOT / "configs").exists(), "configs live in foldconv/experiments/configs (package data) only"
 
 
 def test_sweep_runs_from_outside_the_repository(tmp_path):

@@ -17,10 +17,10 @@ SECTIONS = {"theorem", "modes", "dilation", "groups", "orders", "folded_stride",
 
 
 def quick_grid() -> Grid:
-    """The grid of foldconv/experiments/configs/grid/quick.yaml, read through the same schema the app uses (Grid itself)."""
+    """The grid of configs/grid/quick.yaml, read through the same schema the app uses (Grid itself)."""
     from omegaconf import OmegaConf
 
-    return Grid(**OmegaConf.to_container(OmegaConf.load(ROOT / "foldconv" / "experiments" / "configs" / "grid" / "quick.yaml")))
+    return Grid(**OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "grid" / "quick.yaml")))
 
 
 def test_the_quick_preset_is_grids_default():
@@ -134,7 +134,7 @@ def test_points_are_deterministic_and_r_override_restricts():
     # Deterministic means the same order in another process (other hash seed), not just twice in this one.
     code = (
         "from omegaconf import OmegaConf; from foldconv.experiments.sweep import Grid, points; "
-        "g = Grid(**OmegaConf.to_container(OmegaConf.load('foldconv/experiments/configs/grid/quick.yaml'))); "
+        "g = Grid(**OmegaConf.to_container(OmegaConf.load('configs/grid/quick.yaml'))); "
         "print('\\n'.join(p.key() for p in points(g)))"
     )
     env = {**__import__("os").environ, "PYTHONHASHSEED": "12345"}

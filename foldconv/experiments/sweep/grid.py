@@ -18,7 +18,7 @@ invalid        malformed requests (r < 1, non-integer r, unknown order, empty in
 ============== ==============================================================================
 
 :class:`Grid` is also the Hydra schema of ``scripts/sweep.py`` (``grid.*`` overrides); its defaults are the
-quick grid of ``foldconv/experiments/configs/grid/quick.yaml``. The following layers are the examples of the following-layer
+quick grid of ``configs/grid/quick.yaml``. The following layers are the examples of the following-layer
 registry (:func:`foldconv.predict.following_examples`).
 """
 from __future__ import annotations

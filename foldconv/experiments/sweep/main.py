@@ -67,7 +67,7 @@ class Shard:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Everything ``scripts/sweep.py`` accepts; ``grid`` is :class:`Grid` itself (presets in foldconv/experiments/configs/grid/)."""
+    """Everything ``scripts/sweep.py`` accepts; ``grid`` is :class:`Grid` itself (presets in configs/grid/)."""
 
     grid: Grid = field(default_factory=Grid)
     fold: FoldOverride = field(default_factory=FoldOverride)

@@ -34,6 +34,7 @@ from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
 from ..layout import Order, layout_module, space_to_depth
 from ..padding import check_padding_fits
 from ..specs import ConvSpec, FoldSpec
+from .flags import copy_requires_grad
 
 __all__ = [
     "AxisAlignment",
@@ -203,7 +204,7 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
         groups=spec.groups if aligned else 1,
         bias=spec.bias,
     )
-    module = inner.to_module(weight=weight, bias=None if conv.bias is None else conv.bias.detach())
+    module = copy_requires_grad(inner.to_module(weight=weight, bias=None if conv.bias is None else conv.bias.detach()), conv)
     result = SpaceToDepthConv(module, fold.r, fold.order, source=spec, mode=mode)
     return result.train(conv.training)
 

@@ -46,6 +46,7 @@ from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
 from ..layout import Order, depth_to_space, layout_module
 from ..specs import ConvSpec, FoldSpec
+from .flags import copy_requires_grad
 
 __all__ = [
     "SubPixelConv",
@@ -84,7 +85,7 @@ def _subpixel(
     )
     f = FACTOR_NAMES[fold.dims]
     bias = None if source.bias is None else einops.repeat(source.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r)))
-    module = spec.to_module(weight=weight, bias=bias)
+    module = copy_requires_grad(spec.to_module(weight=weight, bias=bias), source)
     return SubPixelConv(module, fold.r, fold.order, crop=crop, input_pad=input_pad).train(source.training)
 
 
@@ -244,7 +245,7 @@ def subpixel_to_transposed(
         tconv.weight.copy_(wt)
         if bias is not None:
             tconv.bias.copy_(bias)
-    return tconv.train(conv.training)
+    return copy_requires_grad(tconv, conv).train(conv.training)
 
 
 def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelConv:

@@ -52,6 +52,7 @@ from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES
 from ..equivalences import (
     SpaceToDepthConv,
     SubPixelConv,
+    copy_requires_grad,
     spd_to_strided,
     strided_to_spd,
     subpixel_to_transposed,
@@ -272,7 +273,7 @@ def _permute_inputs(conv: nn.Module, perm: Tuple[int, ...]) -> nn.Module:
     index = torch.tensor(perm, dtype=torch.long, device=weight.device)
     weight = torch.index_select(weight, 1, index)
     bias = None if conv.bias is None else conv.bias.detach()
-    return spec.replace(groups=1).to_module(weight=weight, bias=bias).train(conv.training)
+    return copy_requires_grad(spec.replace(groups=1).to_module(weight=weight, bias=bias), conv).train(conv.training)
 
 
 def _spd_module_to_strided(module: SpaceToDepthConv, input_shape: Sequence[int]) -> nn.Module:
@@ -282,7 +283,8 @@ def _spd_module_to_strided(module: SpaceToDepthConv, input_shape: Sequence[int])
     spec = ConvSpec.from_module(big)
     if module.mode == "explicit":
         spec = spec.replace(padding=source.padding, padding_mode=source.padding_mode)
-        big = spec.to_module(weight=big.weight.detach(), bias=None if big.bias is None else big.bias.detach()).train(module.training)
+        big = copy_requires_grad(spec.to_module(weight=big.weight.detach(), bias=None if big.bias is None else big.bias.detach()),
+                                 big).train(module.training)
     size = tuple(input_shape[2:])
     if spec.output_size(size) != source.output_size(size):
         raise fold_error(
@@ -365,9 +367,10 @@ def _build_subpixel(match: Match, get: Getter, options: Mapping[str, Any]) -> nn
         return subpixel_to_transposed(module, match.layout.r, match.layout.order)
     # A bias that differs between sub-pixels: a bias-free transposed conv, then the bias with period r.
     spec = ConvSpec.from_module(module).replace(bias=False)
-    bare = spec.to_module(weight=module.weight.detach()).train(module.training)
+    bare = copy_requires_grad(spec.to_module(weight=module.weight.detach()), module).train(module.training)
     tconv = subpixel_to_transposed(bare, match.layout.r, match.layout.order)
-    return nn.Sequential(tconv, PeriodicBias(module.bias.detach(), match.layout.r, match.layout.order)).train(module.training)
+    bias = copy_requires_grad(PeriodicBias(module.bias.detach(), match.layout.r, match.layout.order), module, {"bias": "bias"})
+    return nn.Sequential(tconv, bias).train(module.training)
 
 
 def _decide_subpixel(match: Match, get: Getter, options: Mapping[str, Any]) -> Match:

@@ -141,11 +141,11 @@ def _plain(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         memo[id(p)] = nn.Parameter(torch.ones(p.shape, dtype=torch.float64 if p.is_floating_point() else p.dtype),
                                    requires_grad=p.requires_grad)
-    plain = copy.deepcopy(module, memo)
+    plain = copy.deepcopy(module, memo).to(torch.float64)
     for sub in list(plain.modules()):
         if parametrize.is_parametrized(sub):
             _unparametrize(sub)
-    return plain.to(torch.float64)
+    return plain
 
 
 def _new_tensors(built: nn.Module) -> List[Tuple[str, torch.Tensor]]:
@@ -268,8 +268,6 @@ def _split(name: str) -> Tuple[str, str]:
 
 def _attach(target: nn.Module, attr: str, gather: Gathered, owner: nn.Module, old_attr: str, shape: Tuple[int, ...]) -> None:
     """Make ``target.attr`` the gather of ``owner.old_attr``: the very parameter (or its parametrisations)."""
-    if parametrize.is_parametrized(target):
-        _unparametrize(target)
     if parametrize.is_parametrized(owner, old_attr):
         old = owner.parametrizations[old_attr]
         # Registered on a placeholder of the old shape, so that each old parametrisation sees what it was made
@@ -300,6 +298,10 @@ def keep_parameters(built: nn.Module, get: Callable[[str], nn.Module], keep: Seq
         >>> new.parametrizations.weight.original is old.weight, torch.equal(new.weight, old.weight.flip(-1))
         (True, True)
     """
+    targets = {_split(m.name)[0] for m in keep}
+    for path in targets:  # a build that copied a parametrised layer: plain tensors first, then ours
+        if parametrize.is_parametrized(built.get_submodule(path)):
+            _unparametrize(built.get_submodule(path))
     for m in keep:
         owner_path, old_attr = _split(m.source)
         owner = get(owner_path)

@@ -66,8 +66,17 @@ class _Keep:
     flags: Tuple[Tuple[str, bool], ...] = ()
 
     def build(self, rule: Rule, match: Match, get: Callable[[str], nn.Module], options: Dict[str, Any]) -> nn.Module:
-        """The rule's replacement with the old parameters kept as decided."""
-        return keep_parameters(rule.build(match, get, options), get, self.maps, dict(self.flags))
+        """The rule's replacement with the old parameters kept as decided. Buffers of the site's layers are put back
+        afterwards: reading a parametrised weight in training mode advances its state (spectral_norm's power
+        iteration), and a kept parametrisation must start where the original's is."""
+        saved = [(b, b.detach().clone()) for path in match.modules for b in get(path).buffers()]
+        try:
+            built = rule.build(match, get, options)
+        finally:
+            with torch.no_grad():
+                for buffer, value in saved:
+                    buffer.copy_(value)
+        return keep_parameters(built, get, self.maps, dict(self.flags))
 
 
 @dataclass(frozen=True)

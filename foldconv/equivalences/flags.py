@@ -28,6 +28,7 @@ def copy_requires_grad(new: M, source: nn.Module, names: Optional[Mapping[str, s
     weight and bias of both) set from the source's tensor; a tensor either side lacks is left alone.
 
     Example:
+        >>> import torch
         >>> conv = torch.nn.Conv2d(1, 1, 1, bias=False).requires_grad_(False)
         >>> copy_requires_grad(torch.nn.Conv2d(1, 1, 1), conv).weight.requires_grad
         False

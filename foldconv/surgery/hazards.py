@@ -61,12 +61,12 @@ _GLOBAL_HOOKS = (
 
 
 def _base(module: nn.Module) -> Optional[type]:
-    """The first class of the module's MRO that torch or foldconv defines, when the module is one of
+    """The first class of the module's MRO that is one of them or a torch subclass of one, when the module is one of
     :data:`READ_BY_ATTRIBUTES` (None otherwise): what a rule reads it as."""
     if not isinstance(module, READ_BY_ATTRIBUTES):
         return None
     for cls in type(module).__mro__:
-        if cls.__module__.startswith(("torch.", "foldconv.")) and issubclass(cls, READ_BY_ATTRIBUTES):
+        if cls in READ_BY_ATTRIBUTES or (cls.__module__.startswith("torch.") and issubclass(cls, READ_BY_ATTRIBUTES)):
             return cls
     return None
 
@@ -85,6 +85,7 @@ def module_hazard(path: str, module: nn.Module) -> str:
     """Why calling ``module`` (at ``path``) may not compute what its attributes say ("" when nothing does).
 
     Example:
+        >>> import torch
         >>> class Scaled(torch.nn.Conv2d):
         ...     def forward(self, x):
         ...         return 2 * super().forward(x)
@@ -108,6 +109,7 @@ def site_hazard(model: nn.Module, paths: Iterable[str]) -> str:
     """The first hazard of the layers at ``paths`` and every module inside them ("" when none).
 
     Example:
+        >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
         >>> site_hazard(net, ["0"])
         ''
@@ -124,6 +126,7 @@ def global_hazard() -> str:
     """A hook registered for every module, with the torch function that registered it ("" when none).
 
     Example:
+        >>> import torch
         >>> global_hazard()
         ''
     """
@@ -141,6 +144,7 @@ def graph_reads(graph: Optional[fx.Graph], paths: Sequence[str]) -> str:
     ``paths`` outside their calls ("" when none): the replacement does not have it.
 
     Example:
+        >>> import torch
         >>> class Tied(torch.nn.Module):
         ...     def __init__(self):
         ...         super().__init__()
@@ -167,6 +171,7 @@ def inlined_hazard(model: nn.Module, graph: Optional[fx.Graph]) -> str:
     rewritten GraphModule would not call it ("" when none, or when nothing was traced).
 
     Example:
+        >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1))
         >>> _ = net.register_forward_hook(lambda module, inputs, output: output + 1)
         >>> inlined_hazard(net, torch.fx.symbolic_trace(net).graph)

@@ -169,6 +169,8 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     opset = check_int(opset, "opset", 7)
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
         raise fold_error("rtol", rtol, "must be a finite number >= 0")
+    # torch's float32 forward, the exporter's trace of it and onnxruntime's run
+    tracing.check_run_memory(model, shape, copies=3, bytes_per_element=4, what="exporting the model and running it in onnxruntime")
     onnx = require_package("onnx")
     ort = require_package("onnxruntime")
     model = copy.deepcopy(model).eval().float().cpu()

@@ -50,9 +50,12 @@ from .rules import Rule, RuleArg, parse_rules
 from .sitetext import describe_site, site_costs
 from .stage import FoldedStage
 
-__all__ = ["rewrite", "find_sites", "check_model"]
+__all__ = ["rewrite", "find_sites", "check_model", "CHECK_COPIES"]
 
 Parsed = List[Tuple[Rule, Dict[str, Any]]]
+#: Forward passes' worth of float64 memory the checks of a rewrite hold at once (the memory guard's factor): the
+#: model and its rewrite, and the gradients of the training check.
+CHECK_COPIES = 3
 #: Smaller integers for a whole-model retry when outputs of deep polynomial models reach 2**51.
 _RETRY_RANGE, _RETRY_TRIALS = 16, 12
 
@@ -375,6 +378,10 @@ def _validated(model: Any, input_shape: Any, verify: Any, fold_bn: Any, seed: An
             raise fold_error(name, value, "must be True or False")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise fold_error("seed", seed, "must be an integer >= 0 (the RNG seed of the checks)")
+    # The checks run the model and its rewrite in float64, and the training check keeps both graphs for backward.
+    tracing.check_run_memory(model, shape, copies=CHECK_COPIES if verify else 1,
+                             what="the rewrite's checks (the model and its rewrite in float64, with gradients)" if verify
+                             else "tracing the model on real tensors")
     return shape
 
 

@@ -519,6 +519,8 @@ def fold_model(model: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], o
 def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, why: str, *, fold_bn: bool,
                     cost_neutral_only: bool) -> Tuple[nn.Module, FoldReport]:
     """Every conv of a model fx cannot trace replaced by its own folded stage, at the input its first call sees."""
+    if not _on_meta(model):  # the input shapes are read from one run, on real tensors when meta ones fail
+        tracing.check_run_memory(model, shape, copies=1, what="running the model once to read its layers' inputs")
     copied = _fold_batchnorms(model, shape) if fold_bn else copy.deepcopy(model)
     calls = tracing.module_inputs(copied, shape)
     replaced: Dict[int, nn.Module] = {}

@@ -141,14 +141,15 @@ class SubPixelConv(nn.Module):
         self.input_pad = _pairs(input_pad, dims, "input_pad")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = check_input(x, self.dims, channels=self.conv.in_channels)
-        ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
+        if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
+            size = check_input(x, self.dims, channels=self.conv.in_channels)
+            ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
         if any(v for p in self.input_pad for v in p):
             x = F.pad(x, [v for p in reversed(self.input_pad) for v in p])
         z = depth_to_space(self.conv(x), self.r, self.order, dims=self.dims)
         if any(v for c in self.crop for v in c):
-            sizes = z.shape[-self.dims:]
-            z = z[(Ellipsis,) + tuple(slice(a, n - b) for (a, b), n in zip(self.crop, sizes))]
+            # rows counted from each end, so that no size is read (the exported model runs at every size)
+            z = z[(Ellipsis,) + tuple(slice(a, -b if b else None) for a, b in self.crop)]
         return z
 
     def extra_repr(self) -> str:

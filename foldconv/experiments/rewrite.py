@@ -398,6 +398,7 @@ def _files() -> Dict[str, str]:
         "sites.png": "parameters and MACs before vs after, per site",
         "onnx.md": "the ONNX ops of every form and whether onnxruntime agrees with torch",
         "onnx.csv": "the same, as CSV",
+        "*.onnx": "the ONNX files, model.form.onnx, with dynamic batch and spatial axes (original and rewritten)",
         "timings.md": "per form: median, IQR, speedup (original / form) with its interval, inconclusive flag, machine",
         "timings.csv": "the same, as CSV",
         "timings.png": "the speedups with their IQR intervals and the 1.0x line",
@@ -426,6 +427,11 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> RewriteRun:
     onnx = [row for run in runs for row in onnx_rows(run)]
     if onnx:
         files += write_table(onnx, out / "onnx", title="ONNX: ops per form, onnxruntime vs torch").values()
+        for run in runs:  # the files themselves, with dynamic batch and spatial axes
+            for form, rep in run.onnx.items():
+                path = out / f"{run.model.name}.{form}.onnx"
+                path.write_bytes(rep.data)
+                files.append(path)
     timings = [row for run in runs for row in timing_rows(run)]
     if timings:
         machine = next((str(r["machine"]) for r in timings if r["machine"]), "")

@@ -268,8 +268,9 @@ def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
     for form, rep in run.onnx.items():
         rows.append({"model": run.model.name, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
-                     "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error, "ok": rep.ok,
-                     "exporter": f"{rep.exporter}, opset {rep.opset}"})
+                     "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error,
+                     "other sizes": "; ".join(f"{shape}: {err:.1e}" for shape, err in rep.other_sizes), "dynamic": rep.dynamic,
+                     "ok": rep.ok, "exporter": f"{rep.exporter}, opset {rep.opset}"})
     return rows
 
 

@@ -277,7 +277,7 @@ def test_every_rule_names_its_inverse_and_the_inverse_takes_the_rewrite_back():
         "focus_to_conv": "conv_to_focus", "conv_to_focus": "focus_to_conv", "strided_to_spd": "spd_to_strided",
         "spd_to_strided": "strided_to_spd", "transposed_to_subpixel": "subpixel_to_transposed",
         "subpixel_to_transposed": "transposed_to_subpixel", "fold_stage": "unfold_stage", "unfold_stage": "fold_stage",
-        "fold_bn": "",
+        "fold_bn": "", "to_pixel_shuffle": "from_pixel_shuffle", "from_pixel_shuffle": "to_pixel_shuffle",
     }
     assert all(RULES.get(RULES.get(name).inverse).inverse == name for name in RULES.names() if RULES.get(name).inverse)
     model = integer_weights(nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1),

@@ -391,3 +391,20 @@ def test_a_rule_of_this_call_with_a_build_that_ignores_the_hook_is_still_caught_
     model[0].register_forward_hook(lambda module, inputs, output: output + 1)
     new, report = rewrite(model, (1, 2, 8, 8), [mine])
     assert report.applied == 0 and _same_function(model, new, (1, 2, 8, 8))
+
+
+@pytest.mark.claim("SURGERY-12")
+def test_a_stage_fold_keeps_a_hooked_or_subclassed_layer_as_it_is():
+    from foldconv.surgery import fold_model
+
+    for variant in ("hooked", "subclassed"):
+        model = integer_weights(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)))
+        _variant(model, "2", variant)
+        folded, report = fold_model(model, 2, input_shape=(1, 4, 4, 4))
+        layers = {layer.name: layer for layer in report.layers}
+        assert layers["0"].action == "folded", report.layers
+        if variant == "hooked":  # a leaf with a hook: kept whole, with it
+            assert layers["2"].action == "kept" and "forward hook on 2" in layers["2"].reason
+        else:  # fx traces a subclass through: its own forward is what runs, its conv2d call kept
+            assert "2" not in layers and layers["conv2d"].action == "kept"
+        assert _same_function(model, folded, (1, 4, 4, 4))

@@ -3,7 +3,11 @@
 :func:`rewrite` applies the rules in the order given, each to the model the previous one produced: it traces
 the model (torch.fx, :class:`~foldconv.surgery.patterns.Context`; module-level replacement when fx fails), finds the
 rule's sites (:mod:`.patterns`), builds each replacement from the site's modules (:mod:`.rules`) and splices it in. A site
-that cannot be rewritten keeps its layers and its row says why; the others still apply.
+that cannot be rewritten keeps its layers and its row says why; the others still apply. Never rewritten: a site whose
+layers may compute something other than their attributes say (a hook, a subclass with its own ``forward``, a
+parameter the model reads directly: :mod:`.hazards`), and a site whose own check does not find it equivalent.
+What trains is kept (:mod:`.params`): a new tensor copied from a frozen one is frozen, and a shared or parametrised
+weight becomes a parametrisation of the very same parameter (or the site is refused, with the reason).
 
 Verification has two levels. Each applied site is checked on its own input shape with
 :func:`foldconv.check.check_equivalence` and a :func:`~foldconv.check.derived` candidate: the replacement is
@@ -12,7 +16,10 @@ bound). The whole model (eval mode) is checked the same way: the candidate is th
 randomised original, so the verdict is exact when every op the model runs is polynomial; a model that runs a
 non-polynomial op (ReLU, BatchNorm, pooling) is compared with its rewrite on their own weights in float64, a
 sampled verdict (the report says which and why). A site whose rewrite holds for the model's own weights only (a bias tied over sub-pixels) is checked with
-those weights. The input model is never modified; the result is a real module on the model's device and dtype,
+those weights. A whole rewritten model found not equivalent (or unable to run) is withdrawn: the original comes back
+and the report says why. Then one backward pass of each says whether the result trains as the original
+(:class:`~foldconv.surgery.params.TrainingCheck`). Every check allocates within foldconv's memory limit, estimated
+before anything runs (:func:`foldconv.tracing.check_run_memory`). The input model is never modified; the result is a real module on the model's device and dtype,
 in its train/eval mode. Sites made of module calls are swapped in place (the model keeps its class); a site with a
 function or slices in it (YOLOv5's Focus, ``F.pixel_shuffle``) makes the result a ``torch.fx.GraphModule``.
 

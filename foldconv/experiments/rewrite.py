@@ -246,6 +246,7 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
                 "MACs before": s.macs_before, "MACs after": s.macs_after,
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
                 "part of": s.part_of, "ONNX ops (model)": onnx if not s.part_of else "",
+                "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
             })
     return rows
 
@@ -258,7 +259,9 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
         v = report.verification
         rows.append({"model": run.model.name, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
                      "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.sites),
-                     "whole model": v.summary() if v is not None else "not verified", "ok": report.ok})
+                     "whole model": v.summary() if v is not None else "not verified",
+                     "training": report.training.describe() if report.training is not None else "",
+                     "withdrawn": report.withdrawn, "ok": report.ok})
     return rows
 
 

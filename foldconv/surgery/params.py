@@ -197,6 +197,8 @@ def tensor_maps(reference: nn.Module, build: Build) -> Tuple[Tuple[TensorMap, ..
             first, second = _new_tensors(build(coded)), dict(_new_tensors(build(again)))
     except FoldError as err:
         return (), f"the rewrite holds only for some weights ({first_line(err)})"
+    except Exception as err:  # noqa: BLE001 (a build that cannot run on other values: no map, said so)
+        return (), f"the rewrite could not be built on other weights ({first_line(err, with_type=True)})"
     maps = [_decode(name, value, second.get(name), spans, total) for name, value in first]
     return tuple(maps), ""
 

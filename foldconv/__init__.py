@@ -7,6 +7,7 @@ Example:
     >>> bool(check_fold(torch.nn.Conv2d(16, 4, 3, padding=1), 4))
     True
 """
+from ._validate import allocation_limit
 from .check import (
     Derived,
     EquivalenceReport,
@@ -76,6 +77,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "allocation_limit",
     "ConvSpec",
     "DepthToSpace",
     "LayoutModule",

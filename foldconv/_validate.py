@@ -18,9 +18,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -45,6 +46,10 @@ __all__ = [
     "check_input",
     "MAX_KERNEL_ELEMENTS",
     "check_numel",
+    "MAX_ALLOCATION_BYTES",
+    "allocation_limit",
+    "check_allocation",
+    "format_bytes",
 ]
 
 IntOrTuple = Union[int, Sequence[int]]
@@ -56,6 +61,13 @@ FACTOR_NAMES = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
 #: The largest weight (in elements) foldconv materialises: 2**28 float32 entries are 1 GiB. Folding a conv whose
 #: dilation, groups or factors would ask for more is refused with a FoldError instead of exhausting memory.
 MAX_KERNEL_ELEMENTS = 2**28
+
+#: The most bytes one foldconv call may allocate from a shape it was given: 8 GiB. Every entry point that runs a
+#: model on a user-given input shape or builds a tensor from one (rewrite, the receptive-field measurements, the
+#: dense operator, ...) estimates what it would allocate first (:func:`check_allocation`) and raises a FoldError
+#: above this limit instead of exhausting the machine's memory. The one setting: assign it, or change it for a block
+#: of code with :func:`allocation_limit` (``foldconv.allocation_limit``).
+MAX_ALLOCATION_BYTES = 8 * 2**30
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -219,6 +231,56 @@ def check_numel(shape: Sequence[int], param: str, value: Any, what: str = "a wei
             f"MAX_KERNEL_ELEMENTS = 2**28 = {MAX_KERNEL_ELEMENTS:,}",
         )
     return n
+
+
+def format_bytes(nbytes: float) -> str:
+    """``nbytes`` in binary units, two decimals.
+
+    Example:
+        >>> format_bytes(3 * 2**30), format_bytes(1536), format_bytes(12)
+        ('3.00 GiB', '1.50 KiB', '12 B')
+    """
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.2f} {unit}"
+    return f"{int(nbytes)} B"
+
+
+@contextlib.contextmanager
+def allocation_limit(nbytes: int) -> Iterator[int]:
+    """Change :data:`MAX_ALLOCATION_BYTES` for a block of code (restored afterwards, also on an error).
+
+    Example:
+        >>> with allocation_limit(2**20):
+        ...     check_allocation(2**21, param="input_shape", value=(1, 3, 512, 512), what="a forward pass")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_shape=(1, 3, 512, 512): would allocate about 2.00 MiB for a forward pass, above foldconv's allocation limit of 1.00 MiB (MAX_ALLOCATION_BYTES; raise it with foldconv.allocation_limit(nbytes))
+    """
+    global MAX_ALLOCATION_BYTES
+    check_int(nbytes, "nbytes", 1)
+    before, MAX_ALLOCATION_BYTES = MAX_ALLOCATION_BYTES, int(nbytes)
+    try:
+        yield MAX_ALLOCATION_BYTES
+    finally:
+        MAX_ALLOCATION_BYTES = before
+
+
+def check_allocation(nbytes: float, *, param: str, value: Any, what: str) -> int:
+    """``nbytes``, the estimate of what a call is about to allocate; a FoldError naming ``param`` (the user's
+    shape) and the limit when it is above :data:`MAX_ALLOCATION_BYTES`. The one memory guard of foldconv.
+
+    Example:
+        >>> check_allocation(8 * 224 * 224 * 3, param="input_shape", value=(1, 3, 224, 224), what="an input")
+        1204224
+    """
+    if nbytes > MAX_ALLOCATION_BYTES:
+        raise fold_error(
+            param, value,
+            f"would allocate about {format_bytes(nbytes)} for {what}, above foldconv's allocation limit of "
+            f"{format_bytes(MAX_ALLOCATION_BYTES)} (MAX_ALLOCATION_BYTES; raise it with foldconv.allocation_limit(nbytes))",
+        )
+    return int(nbytes)
 
 
 def require_conv(module: Any, param: str = "conv") -> int:

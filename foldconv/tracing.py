@@ -14,6 +14,9 @@ The one home of module-level graphs in foldconv (model surgery, stage folding, t
 - :func:`module_inputs`: the input shapes every submodule is called with (forward hooks), for a model fx cannot
   trace.
 - :func:`validate_input_shape`: the rule for a full input shape ``(N, C, *spatial)``.
+- :func:`forward_elements` and :func:`check_run_memory`: what one forward pass on an input shape allocates,
+  counted on meta tensors, and the memory guard (:func:`foldconv._validate.check_allocation`) every entry point
+  that runs a model on a user-given shape applies before it allocates anything.
 
 Example:
     >>> import torch
@@ -25,6 +28,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -32,11 +36,16 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from ._validate import check_allocation
 from .errors import FoldError, first_line, fold_error
 from .layout import depth_to_space, space_to_depth
 
-__all__ = ["Leaf", "Shape", "RUN_ON", "trace", "node_values", "node_shapes", "module_inputs", "validate_input_shape"]
+__all__ = [
+    "Leaf", "Shape", "RUN_ON", "trace", "node_values", "node_shapes", "module_inputs", "validate_input_shape",
+    "UNMEASURED_FACTOR", "forward_elements", "check_run_memory",
+]
 
 Shape = Tuple[int, ...]
 #: A leaf: a module class (its instances), a qualified module name ("layer1.0"), or a predicate on the module.
@@ -291,3 +300,71 @@ def module_inputs(model: nn.Module, input_shape: Sequence[int], *, paths: Option
         return {path: tuple(shapes) for path, shapes in seen.items()}
 
     return _attempts(model, input_shape, on, run, "model")
+
+
+#: A model that cannot run on meta tensors (an op without a meta kernel, a branch on a value) is estimated at this
+#: many input sizes for one forward pass: what a conv net widening 3 channels to 64 at full resolution, with a
+#: few of its maps alive, holds.
+UNMEASURED_FACTOR = 64
+
+
+class _Allocations(TorchDispatchMode):
+    """Counts the elements of every new tensor an op returns (views and in-place results share storage: not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        returns = getattr(getattr(func, "_schema", None), "returns", ())
+        values = out if isinstance(out, (tuple, list)) else (out,)
+        for ret, value in zip(returns, values):
+            if isinstance(value, torch.Tensor) and getattr(ret, "alias_info", None) is None:
+                self.elements += value.numel()
+        return out
+
+
+def forward_elements(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """The elements one eval-mode forward pass of ``model`` on ``input_shape`` allocates: the input and every new
+    tensor an op returns, none freed (an upper bound of the peak, and what a backward pass keeps alive), counted
+    on meta tensors (nothing is allocated). A model that cannot run on meta is estimated at
+    :data:`UNMEASURED_FACTOR` input sizes.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(inplace=True))
+        >>> forward_elements(net, (1, 3, 10**5, 10**5)) == 3 * 10**10 + 8 * 10**10
+        True
+    """
+    shape = validate_input_shape(input_shape, ranks=range(1, 64))
+    counter = _Allocations()
+
+    def run(module: nn.Module, x: torch.Tensor) -> Any:
+        with counter:
+            return module(x)
+
+    try:
+        _run(model, shape, run, "meta")
+    except Exception:  # noqa: BLE001 (an op without a meta kernel, a value read: estimated from the input instead)
+        return UNMEASURED_FACTOR * math.prod(shape)
+    return math.prod(shape) + counter.elements
+
+
+def check_run_memory(model: nn.Module, input_shape: Sequence[int], *, copies: float, bytes_per_element: int = 8,
+                     what: str = "running the model", param: str = "input_shape") -> int:
+    """The bytes ``copies`` forward passes of ``model`` on ``input_shape`` take (:func:`forward_elements` times
+    ``bytes_per_element``: 8 for the float64 checks) plus the model's parameters and buffers; a FoldError naming
+    ``param`` above foldconv's allocation limit (:data:`foldconv._validate.MAX_ALLOCATION_BYTES`). Returns them.
+
+    Example:
+        >>> check_run_memory(torch.nn.Conv2d(3, 8, 3), (1, 3, 10**5, 10**5), copies=2)
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_shape=(1, 3, 100000, 100000): would allocate about 1.60 TiB for running the model, above foldconv's allocation limit of 8.00 GiB (MAX_ALLOCATION_BYTES; raise it with foldconv.allocation_limit(nbytes))
+    """
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
+    shape = validate_input_shape(input_shape, param=param, ranks=range(1, 64))
+    weights = sum(t.numel() for t in _tensors(model)) * bytes_per_element
+    nbytes = copies * forward_elements(model, shape) * bytes_per_element + weights
+    return check_allocation(nbytes, param=param, value=shape, what=what)

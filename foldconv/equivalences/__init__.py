@@ -22,6 +22,7 @@ from .dense import (
     parameter_ladder,
     shift_violations,
 )
+from .flags import copy_requires_grad
 from .space_to_depth import *  # noqa: F401,F403  (its __all__ is the public API)
 from .space_to_depth import __all__ as _spd_all
 from .subpixel import *  # noqa: F401,F403
@@ -29,5 +30,5 @@ from .subpixel import __all__ as _sub_all
 
 __all__ = [
     "AXWFactors", "AXWTerm", "axis_selection", "axw_factors", "DenseOperator", "LadderRow", "OffsetTensor", "dense_operator",
-    "layout_permutation", "offset_tensor", "parameter_ladder", "shift_violations",
+    "layout_permutation", "offset_tensor", "parameter_ladder", "shift_violations", "copy_requires_grad",
 ] + list(_spd_all) + list(_sub_all)

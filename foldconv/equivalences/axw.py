@@ -26,7 +26,15 @@ import einops
 import torch
 from torch import nn
 
-from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES, SPATIAL_NAMES, check_int, conv_transpose_output_size, per_axis_ints
+from .._validate import (
+    CONV_TRANSPOSE_TYPES,
+    CONV_TYPES,
+    SPATIAL_NAMES,
+    check_allocation,
+    check_int,
+    conv_transpose_output_size,
+    per_axis_ints,
+)
 from ..errors import fold_error
 from ..fold import expand_groups
 from ..padding import PADDING_MODES, padded_source
@@ -125,6 +133,7 @@ def axw_factors(module: nn.Module, input_size: Sequence[int]) -> AXWFactors:
         spec = ConvSpec.from_module(module)
         size = per_axis_ints(input_size, spec.dims, "input_size", 1)
         out = spec.output_size(size)
+        _check_terms(module, size, out)
         weight = expand_groups(module.weight.detach(), spec.groups)  # (O, C, *K)
         terms = []
         for tap in itertools.product(*(range(k) for k in spec.kernel_size)):
@@ -142,6 +151,7 @@ def axw_factors(module: nn.Module, input_size: Sequence[int]) -> AXWFactors:
         out = conv_transpose_output_size(size, module.kernel_size, module.stride, module.padding, module.dilation, module.output_padding)
         if any(o < 1 for o in out):
             raise fold_error("input_size", size, f"gives an empty output {out}")
+        _check_terms(module, size, out)
         weight = expand_groups(module.weight.detach(), module.groups)  # (C_in, O, *K)
         terms = []
         for tap in itertools.product(*(range(k) for k in module.kernel_size)):
@@ -154,6 +164,13 @@ def axw_factors(module: nn.Module, input_size: Sequence[int]) -> AXWFactors:
         bias = module.bias.detach().to(torch.float64) if module.bias is not None else None
         return AXWFactors(tuple(terms), bias, (1, module.in_channels) + size, (1, module.out_channels) + out)
     raise fold_error("module", type(module).__name__, "must be an nn.Conv1d/2d/3d or nn.ConvTranspose1d/2d/3d")
+
+
+def _check_terms(module: nn.Module, size: Sequence[int], out: Sequence[int]) -> None:
+    """Every tap's selection matrix is ``prod(out) x prod(size)`` in float64: refused above the allocation limit."""
+    taps = math.prod(module.kernel_size)
+    check_allocation(8 * taps * math.prod(out) * math.prod(size), param="input_size", value=tuple(size),
+                     what=f"{taps} selection matrices of {math.prod(out):,} x {math.prod(size):,}")
 
 
 def _kron(mats: Sequence[torch.Tensor]) -> torch.Tensor:

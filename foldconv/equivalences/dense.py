@@ -23,7 +23,7 @@ import einops
 import torch
 from torch import nn
 
-from .._validate import check_int, per_axis_ints
+from .._validate import check_allocation, check_int, per_axis_ints
 from ..errors import fold_error
 
 __all__ = [
@@ -98,6 +98,21 @@ def _sample_shape(input_shape: Sequence[int], param: str = "input_shape") -> Tup
     return shape
 
 
+def _operator_bytes(fn: Callable[[torch.Tensor], torch.Tensor], shape: Tuple[int, ...], dtype: torch.dtype) -> int:
+    """What :func:`dense_operator` allocates: the ``n x n`` identity batch, the ``n x m`` image and the matrix;
+    ``m`` (the output entries) read from one run on meta tensors, taken as ``n`` when the map cannot run there."""
+    n = math.prod(shape)
+    m = n
+    try:
+        probe = copy.deepcopy(fn).to(device="meta", dtype=dtype) if isinstance(fn, nn.Module) else fn
+        with torch.no_grad():
+            out = probe(torch.empty((1,) + shape, device="meta", dtype=dtype))
+        m = out.numel() if isinstance(out, torch.Tensor) else n
+    except Exception:  # noqa: BLE001 (a function without a meta path: the output taken as large as the input)
+        pass
+    return torch.empty((), dtype=dtype).element_size() * n * (n + 2 * m)
+
+
 def dense_operator(
     fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], *, dtype: torch.dtype = torch.float64
 ) -> DenseOperator:
@@ -115,10 +130,10 @@ def dense_operator(
     """
     shape = _sample_shape(input_shape)[1:]
     n = math.prod(shape)
-    if n > 1 << 15:
-        raise fold_error("input_shape", (1,) + shape, f"has {n} entries; a dense operator is n x m, keep n <= 32768")
     if not callable(fn):
         raise fold_error("fn", type(fn).__name__, "must be a module or a function of a batch (B, C, *S)")
+    check_allocation(_operator_bytes(fn, shape, dtype), param="input_shape", value=(1,) + shape,
+                     what=f"a dense operator on {n:,} input entries (the identity batch, its image and the matrix)")
     if isinstance(fn, nn.Module):
         fn = copy.deepcopy(fn).to(dtype)
     ins = _names("i", len(shape))
@@ -226,8 +241,12 @@ def offset_tensor(op: DenseOperator, stride: Union[int, Sequence[int]] = 1) -> O
     """
     dims = _spatial_dims(op)
     strides = per_axis_ints(stride, dims, "stride", 1)
-    w = op.as_tensor()  # (o, *i, c, *k)
     n_in, n_out = op.input_shape[2:], op.output_shape[2:]
+    spans = math.prod(n + (m - 1) * s for n, m, s in zip(n_in, n_out, strides))
+    entries = op.output_shape[1] * op.input_shape[1] * math.prod(n_out) * spans
+    check_allocation(3 * 8 * entries, param="op", value=f"DenseOperator{op.input_shape} -> {op.output_shape}",
+                     what=f"an offset tensor of {entries:,} entries (gathered, masked and re-laid out)")
+    w = op.as_tensor()  # (o, *i, c, *k)
     offsets = tuple(torch.arange(-(m - 1) * s, n) for n, m, s in zip(n_in, n_out, strides))
     positions, taps, valid = [], [], torch.ones((), dtype=torch.bool)
     for t in range(dims):
@@ -274,6 +293,7 @@ def layout_permutation(layout: Callable[[torch.Tensor], torch.Tensor], input_sha
         [0, 2, 1, 3, 4, 6, 5, 7]
     """
     shape = _sample_shape(input_shape)[1:]
+    check_allocation(3 * 8 * math.prod(shape), param="input_shape", value=(1,) + shape, what="the index permutation of a layout change")
     names = _names("i", len(shape))
     ids = einops.rearrange(torch.arange(math.prod(shape)), f"({' '.join(names)}) -> 1 {' '.join(names)}", **dict(zip(names, shape)))
     moved = layout(ids)

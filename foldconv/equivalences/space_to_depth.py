@@ -34,6 +34,7 @@ from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
 from ..layout import Order, layout_module, space_to_depth
 from ..padding import check_padding_fits
 from ..specs import ConvSpec, FoldSpec
+from .flags import copy_requires_grad
 
 __all__ = [
     "AxisAlignment",
@@ -120,6 +121,8 @@ class SpaceToDepthConv(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            return self._traced(x)
         dims = self.dims
         size = check_input(x, dims, channels=self.source.in_channels)
         axes = spd_alignment(self.source, size)
@@ -133,6 +136,31 @@ class SpaceToDepthConv(nn.Module):
         x = _fit_end(x, [n + (-n) % s for n, s in zip(size, self.r)])
         y = self.conv(space_to_depth(x, self.r, self.order, dims=dims))
         return y[(Ellipsis,) + tuple(slice(0, a.outputs) for a in axes)]
+
+    def _traced(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with every length computed from the input's sizes as ops (under a TorchScript trace, as
+        the ONNX exporter runs, the sizes are traced values): the exported model runs at every input size."""
+        dims, source = self.dims, self.source
+        if self.mode == "explicit" and any(source.padding):
+            x = F.pad(x, [p for p in reversed(source.padding) for _ in range(2)], mode=_TORCH_PAD_MODE[source.padding_mode])
+        lengths, outputs = [], []
+        for a, (s, ke, p) in enumerate(zip(self.r, source.effective_kernel, source.padding)):
+            n = x.shape[x.dim() - dims + a]
+            if self.mode == "explicit":  # x is padded: the windows read its first s*(outputs - 1 + ceil(Ke/s)) rows
+                outputs.append((n - ke) // s + 1)
+                lengths.append(s * ((n - ke) // s + math.ceil(ke / s)))
+            else:
+                outputs.append((n + 2 * p - ke) // s + 1)
+                lengths.append((n + s - 1) // s * s)
+        # zero-extend every axis by s - 1 rows, then keep the first length rows of it
+        x = F.pad(x, [g for s in reversed(self.r) for g in (0, s - 1)])
+        for a, length in enumerate(lengths):
+            x = x.narrow(x.dim() - dims + a, 0, length)
+        y = self.conv(space_to_depth(x, self.r, self.order, dims=dims))
+        if self.mode == "inner":
+            for a, count in enumerate(outputs):
+                y = y.narrow(y.dim() - dims + a, 0, count)
+        return y
 
     def extra_repr(self) -> str:
         return f"r={self.r}, order={' '.join(self.order)!r}, mode={self.mode!r}, source={self.source.describe()!r}"
@@ -203,7 +231,7 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
         groups=spec.groups if aligned else 1,
         bias=spec.bias,
     )
-    module = inner.to_module(weight=weight, bias=None if conv.bias is None else conv.bias.detach())
+    module = copy_requires_grad(inner.to_module(weight=weight, bias=None if conv.bias is None else conv.bias.detach()), conv)
     result = SpaceToDepthConv(module, fold.r, fold.order, source=spec, mode=mode)
     return result.train(conv.training)
 

@@ -46,6 +46,7 @@ from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
 from ..layout import Order, depth_to_space, layout_module
 from ..specs import ConvSpec, FoldSpec
+from .flags import copy_requires_grad
 
 __all__ = [
     "SubPixelConv",
@@ -84,7 +85,7 @@ def _subpixel(
     )
     f = FACTOR_NAMES[fold.dims]
     bias = None if source.bias is None else einops.repeat(source.bias.detach(), f"o -> {_packed(fold.order)}", **dict(zip(f, fold.r)))
-    module = spec.to_module(weight=weight, bias=bias)
+    module = copy_requires_grad(spec.to_module(weight=weight, bias=bias), source)
     return SubPixelConv(module, fold.r, fold.order, crop=crop, input_pad=input_pad).train(source.training)
 
 
@@ -140,14 +141,15 @@ class SubPixelConv(nn.Module):
         self.input_pad = _pairs(input_pad, dims, "input_pad")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = check_input(x, self.dims, channels=self.conv.in_channels)
-        ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
+        if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
+            size = check_input(x, self.dims, channels=self.conv.in_channels)
+            ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
         if any(v for p in self.input_pad for v in p):
             x = F.pad(x, [v for p in reversed(self.input_pad) for v in p])
         z = depth_to_space(self.conv(x), self.r, self.order, dims=self.dims)
         if any(v for c in self.crop for v in c):
-            sizes = z.shape[-self.dims:]
-            z = z[(Ellipsis,) + tuple(slice(a, n - b) for (a, b), n in zip(self.crop, sizes))]
+            # rows counted from each end, so that no size is read (the exported model runs at every size)
+            z = z[(Ellipsis,) + tuple(slice(a, -b if b else None) for a, b in self.crop)]
         return z
 
     def extra_repr(self) -> str:
@@ -244,7 +246,7 @@ def subpixel_to_transposed(
         tconv.weight.copy_(wt)
         if bias is not None:
             tconv.bias.copy_(bias)
-    return tconv.train(conv.training)
+    return copy_requires_grad(tconv, conv).train(conv.training)
 
 
 def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelConv:

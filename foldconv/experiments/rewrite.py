@@ -372,6 +372,7 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
                 "MACs before": s.macs_before, "MACs after": s.macs_after,
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
                 "part of": s.part_of, "ONNX ops (model)": onnx if not s.part_of else "",
+                "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
             })
     return rows
 
@@ -384,7 +385,9 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
         v = report.verification
         rows.append({"model": run.label, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
                      "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.sites),
-                     "whole model": v.summary() if v is not None else "not verified", "ok": report.ok})
+                     "whole model": v.summary() if v is not None else "not verified",
+                     "training": report.training.describe() if report.training is not None else "",
+                     "withdrawn": report.withdrawn, "ok": report.ok})
     return rows
 
 
@@ -394,8 +397,9 @@ def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
     for form, rep in run.onnx.items():
         rows.append({"model": run.label, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
-                     "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error, "ok": rep.ok,
-                     "exporter": f"{rep.exporter}, opset {rep.opset}"})
+                     "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error,
+                     "other sizes": "; ".join(f"{shape}: {err:.1e}" for shape, err in rep.other_sizes), "dynamic": rep.dynamic,
+                     "ok": rep.ok, "exporter": f"{rep.exporter}, opset {rep.opset}"})
     return rows
 
 
@@ -526,6 +530,7 @@ def _files() -> Dict[str, str]:
         "sites.png": "parameters and MACs before vs after, per site",
         "onnx.md": "the ONNX ops of every form and whether onnxruntime agrees with torch",
         "onnx.csv": "the same, as CSV",
+        "*.onnx": "the ONNX files, model.form.onnx, with dynamic batch and spatial axes (original and rewritten)",
         "timings.md": "per form: median, IQR, speedup (original / form) with its interval, inconclusive flag, machine",
         "timings.csv": "the same, as CSV",
         "timings.png": "the speedups with their IQR intervals and the 1.0x line",
@@ -553,6 +558,11 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     onnx = [row for run in runs for row in onnx_rows(run)]
     if onnx:
         files += write_table(onnx, out / "onnx", title="ONNX: ops per form, onnxruntime vs torch").values()
+        for run in runs:  # the files themselves, with dynamic batch and spatial axes
+            for form, rep in run.onnx.items():
+                path = out / f"{run.model.name}.{form}.onnx"
+                path.write_bytes(rep.data)
+                files.append(path)
     timings = [row for run in runs for row in timing_rows(run)]
     if timings:
         machine = next((str(r["machine"]) for r in timings if r["machine"]), "")

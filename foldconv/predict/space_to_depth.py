@@ -27,30 +27,42 @@ from .outcome import Outcome, Prediction, SizeFix, invalid
 __all__ = ["predict_space_to_depth"]
 
 
-def _crop_exact(n: int, c: int, out: int, k: int, s: int, p: int, mode: str) -> bool:
-    """Cropping one axis from ``n`` to ``c`` keeps every output: no window reads a row in ``[c, n)``, the output
-    count is unchanged, and the padding the cropped map gets is the padding the original read there."""
+def _crop_count_kept(n: int, c: int, out: int, k: int, s: int, p: int) -> bool:
+    """Cropping one axis from ``n`` to ``c`` rows keeps its output count."""
+    return c == n or (c > 0 and conv_output_size((c,), (k,), (s,), (p,), (1,))[0] == out)
+
+
+def _crop_read(n: int, c: int, out: int, k: int, s: int, p: int, mode: str) -> bool:
+    """Some window of one axis reads what cropping it from ``n`` to ``c`` rows changes: a row in ``[c, n)``, or
+    (a padding mode that wraps) the padding, whose source moves to the new edge."""
     if c == n:
+        return False
+    if mode != "zeros" and p > 0:
         return True
-    if c == 0 or (mode != "zeros" and p > 0):  # circular padding would wrap to the new edge
-        return False
-    if conv_output_size((c,), (k,), (s,), (p,), (1,))[0] != out:
-        return False
     first = max(0, -(-(c - k + 1 + p) // s))  # first window that ends at row c or later
     last = min(out - 1, (n - 1 + p) // s)  # last window that starts before row n
-    return first > last
+    return first <= last
 
 
-def _size_fix(big: ConvSpec, fold: FoldSpec, size: Tuple[int, ...], outputs: Tuple[int, ...]) -> SizeFix:
+def _only_padding(n: int, out: int, k: int, s: int, p: int, mode: str) -> bool:
+    """Every window of one axis lies in zero padding: every output of the conv is its bias alone."""
+    return mode == "zeros" and all(o * s - p + k - 1 < 0 or o * s - p > n - 1 for o in range(out))
+
+
+def _size_fix(big: ConvSpec, fold: FoldSpec, size: Tuple[int, ...], outputs: Tuple[int, ...]) -> Tuple[SizeFix, bool]:
+    """The size fixes, and whether every output is the bias alone (an axis read only in zero padding)."""
     crop_to = tuple(n // f * f for n, f in zip(size, fold.r))
     pad_to = tuple(-(-n // f) * f for n, f in zip(size, fold.r))
-    crop_exact = all(
-        _crop_exact(n, c, o, k, s, p, big.padding_mode)
-        for n, c, o, k, s, p in zip(size, crop_to, outputs, big.kernel_size, big.stride, big.padding)
-    )
+    axes = list(zip(size, crop_to, outputs, big.kernel_size, big.stride, big.padding))
+    counts = all(_crop_count_kept(n, c, o, k, s, p) for n, c, o, k, s, p in axes)
+    read = any(_crop_read(n, c, o, k, s, p, big.padding_mode) for n, c, o, k, s, p in axes)
+    # An output reads a cropped row along one axis only if no other axis puts its window in zero padding: when
+    # one axis does for every output, every output is the bias in both forms, whatever the crop removes.
+    bias_only = any(_only_padding(n, o, k, s, p, big.padding_mode) for n, _, o, k, s, p in axes)
+    crop_exact = counts and (not read or bias_only)
     # Zero rows added at the end are what zero padding would have supplied; a wrapping padding moves its source.
     pad_exact = all(t == n or big.padding_mode == "zeros" or p == 0 for n, t, p in zip(size, pad_to, big.padding))
-    return SizeFix(crop_to == size, crop_to, pad_to, crop_exact, pad_exact, outputs)
+    return SizeFix(crop_to == size, crop_to, pad_to, crop_exact, pad_exact, outputs), bias_only and read and counts
 
 
 def predict_space_to_depth(
@@ -84,11 +96,12 @@ def predict_space_to_depth(
         plan = plan_unfold(spec, fold)
     except FoldError as err:
         return Prediction(Outcome.FAILS, Verdict.INVALID, reasons=(f"no unfolded form: {err}",), codes=("RULE-8",))
-    fix = _size_fix(spec, fold, size, outputs)
+    fix, degenerate = _size_fix(spec, fold, size, outputs)
     if fix.divisible:
         return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT, plan.result, reasons=("every spatial size is a multiple of r",),
                           codes=("RULE-8",), density=plan.kernel_density, size_fix=fix)
-    crop = "exact: the cropped pixels are never read" if fix.crop_exact else "not exact: outputs read the cropped pixels"
+    crop = ("exact: every output is the bias alone (an axis whose every window reads only zero padding)" if degenerate
+            else "exact: the cropped pixels are never read" if fix.crop_exact else "not exact: outputs read the cropped pixels")
     pad = "exact" if fix.pad_exact else f"not exact: {spec.padding_mode} padding wraps to the new edge"
     reason = (f"size {size} is not a multiple of r={fold.r}: space_to_depth needs cropping to {fix.crop_to} ({crop}) "
               f"or zero-padding to {fix.pad_to} and keeping the first {outputs} outputs ({pad})")
@@ -97,5 +110,6 @@ def predict_space_to_depth(
                               (f"zero-pad the input to {fix.pad_to} and keep the first {outputs} outputs", fix.pad_exact)) if ok
     )
     outcome = Outcome.HOLDS_IF if conditions else Outcome.FAILS
-    return Prediction(outcome, Verdict.INVALID, plan.result if conditions else None, conditions, (reason,), ("RULE-8",),
+    codes = ("RULE-8", "RULE-12") if degenerate else ("RULE-8",)
+    return Prediction(outcome, Verdict.INVALID, plan.result if conditions else None, conditions, (reason,), codes,
                       plan.kernel_density, fix)

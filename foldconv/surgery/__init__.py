@@ -3,7 +3,9 @@
 - :mod:`.rewrite`: :func:`rewrite` (rules applied in order, every site and the whole model checked) and
   :func:`find_sites`; :mod:`.rules` the rules (:data:`RULES`, a :class:`foldconv.registry.Registry`; each rule names
   its inverse, :func:`inverse_rules`), :mod:`.patterns` where they apply (the traced model and its sites),
-  :mod:`.bn` BatchNorm folding, :mod:`.report` the per-site table.
+  :mod:`.bn` BatchNorm folding, :mod:`.report` the per-site table, :mod:`.hazards` what keeps a site from being
+  rewritten (hooks, subclasses with their own forward), :mod:`.params` what trains through a rewrite (frozen, shared
+  and parametrised weights kept; the training check).
 - :mod:`.stage`: fold a stage or a whole model with its activations kept folded (:func:`fold_stage`,
   :func:`fold_model`, :func:`compare_model_fold`) and unfold it (:func:`unfold_stage`).
 - :mod:`.speed`: timing of equivalent forms (:func:`benchmark_forms`; a form is a single-site rewrite; :mod:`.timing`

@@ -1,5 +1,12 @@
 """Export a model (any equivalent form) to ONNX in memory, run it in onnxruntime, compare with torch, list its ops.
 
+The exported model has dynamic batch and spatial axes: it runs at other input sizes, and :func:`export_onnx` checks
+it at one (every spatial size doubled, unless told) besides the example's. foldconv's forms read no input size while
+traced (a sub-pixel conv crops rows counted from each end, a periodic bias splits each axis with ``unflatten``, a
+space-to-depth form computes its cut from the traced sizes), so nothing of the example's size is baked in. The
+shape arithmetic dynamic axes bring (``Shape``, ``Gather`` on shapes, ...) is left out of the op list:
+:func:`onnx_op_types` lists the ops that touch data.
+
 Which ONNX ops a form lowers to is what decides whether a deployment target runs it: ``nn.PixelShuffle``
 becomes ``DepthToSpace`` in mode ``CRD``, foldconv's einops layouts and ``nn.PixelUnshuffle`` become
 ``Reshape``/``Transpose`` chains (ONNX's ``SpaceToDepth`` has one channel order, DCR, and no mode attribute),
@@ -17,15 +24,15 @@ import logging
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .. import tracing
 from .._validate import check_int
-from ..errors import first_line, fold_error
+from ..errors import FoldError, first_line, fold_error
 
 __all__ = ["OnnxReport", "export_onnx", "onnx_op_types", "require_package"]
 
@@ -43,10 +50,25 @@ def require_package(name: str, purpose: str = "ONNX export") -> Any:
         raise fold_error("package", name, f"is needed for {purpose} and is not installed: pip install -e '.[dev]'") from None
 
 
+def _shape_nodes(graph: Any) -> set:
+    """Positions of the nodes that compute on shapes only: every input a ``Shape`` output, a ``Constant``, an integer
+    initializer or the output of such a node (what dynamic axes add to a graph to compute reshape targets)."""
+    onnx = require_package("onnx")
+    derived = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.INT64}
+    nodes = set()
+    for k, node in enumerate(graph.node):
+        inputs = [i for i in node.input if i]
+        if node.op_type in ("Shape", "Constant") or (inputs and all(i in derived for i in inputs)):
+            derived.update(node.output)
+            nodes.add(k)
+    return nodes
+
+
 def onnx_op_types(model_proto: Any) -> Tuple[str, ...]:
-    """The op type of every node of an ONNX graph, in graph order, ``DepthToSpace`` with its mode
-    (``"DepthToSpace(CRD)"``, ``"DepthToSpace(DCR)"``, ONNX's default) and ``SpaceToDepth`` as ``"SpaceToDepth(DCR)"``
-    (its only order). ``Constant`` nodes are left out: they hold shapes and weights, not computation.
+    """The op type of every node of an ONNX graph that computes on data, in graph order, ``DepthToSpace`` with its
+    mode (``"DepthToSpace(CRD)"``, ``"DepthToSpace(DCR)"``, ONNX's default) and ``SpaceToDepth`` as
+    ``"SpaceToDepth(DCR)"`` (its only order). ``Constant`` nodes and shape arithmetic (``Shape`` and what computes on
+    shapes only, which a graph with dynamic axes needs for its reshape targets) are left out.
 
     Example:
         >>> from onnx import helper
@@ -56,9 +78,10 @@ def onnx_op_types(model_proto: Any) -> Tuple[str, ...]:
         ('DepthToSpace(CRD)',)
     """
     helper = require_package("onnx").helper
+    shapes = _shape_nodes(model_proto.graph)
     ops = []
-    for node in model_proto.graph.node:
-        if node.op_type == "Constant":
+    for k, node in enumerate(model_proto.graph.node):
+        if node.op_type == "Constant" or k in shapes:
             continue
         if node.op_type == "DepthToSpace":
             modes = [helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"]
@@ -77,7 +100,10 @@ class OnnxReport:
 
     ``opset``: the opset the file declares (the dynamo exporter writes 18 when it cannot convert down to the one
     asked for). ``max_abs_error``: largest ``|onnxruntime - torch|`` on one unit-normal float32 input; ``max_rel_error`` the
-    same over the largest ``|torch|`` output. ``ok`` (and ``bool``): ``max_rel_error <= rtol``.
+    same over the largest ``|torch|`` output. ``dynamic``: the batch and spatial axes were exported dynamic;
+    ``other_sizes``: ``(input shape, max_rel_error)`` of the same file run at other input shapes (``inf`` when
+    onnxruntime failed there or gave another output shape); ``data``: the ONNX file's bytes. ``ok`` (and ``bool``):
+    every relative error ``<= rtol``.
     """
 
     model: str
@@ -89,14 +115,18 @@ class OnnxReport:
     max_rel_error: float
     rtol: float
     note: str = ""
+    dynamic: bool = False
+    other_sizes: Tuple[Tuple[Tuple[int, ...], float], ...] = ()
+    data: bytes = field(default=b"", repr=False, compare=False)
 
     def __bool__(self) -> bool:
         return self.ok
 
     @property
     def ok(self) -> bool:
-        """onnxruntime's output agrees with torch's within ``rtol`` (relative to the largest output)."""
-        return self.max_rel_error <= self.rtol
+        """onnxruntime's output agrees with torch's within ``rtol`` (relative to the largest output), at the
+        example's shape and at every other shape it was run at."""
+        return self.max_rel_error <= self.rtol and all(err <= self.rtol for _, err in self.other_sizes)
 
     @property
     def op_counts(self) -> Dict[str, int]:
@@ -112,12 +142,16 @@ class OnnxReport:
 
     def summary(self) -> str:
         verdict = "agrees" if self.ok else "DISAGREES"
+        sizes = "".join(f"; at {shape}: max rel {err:.2e}" for shape, err in self.other_sizes)
+        axes = "dynamic batch and spatial axes" if self.dynamic else "static shapes"
         return (f"{self.model}: onnxruntime {verdict} with torch (max abs {self.max_abs_error:.2e}, max rel "
-                f"{self.max_rel_error:.2e}, rtol {self.rtol:g}); opset {self.opset}, {self.exporter} exporter; ops: {self.describe_ops()}")
+                f"{self.max_rel_error:.2e}, rtol {self.rtol:g}{sizes}); {axes}; opset {self.opset}, {self.exporter} exporter; "
+                f"ops: {self.describe_ops()}")
 
     def row(self) -> Dict[str, Any]:
         return {"model": self.model, "ops": self.describe_ops(), "max abs": self.max_abs_error,
-                "max rel": self.max_rel_error, "ok": self.ok, "exporter": self.exporter}
+                "max rel": self.max_rel_error, "other sizes": "; ".join(f"{s}: {e:.1e}" for s, e in self.other_sizes),
+                "dynamic": self.dynamic, "ok": self.ok, "exporter": self.exporter}
 
 
 @contextlib.contextmanager
@@ -134,34 +168,62 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _export(model: nn.Module, x: torch.Tensor, opset: int) -> Tuple[bytes, str, str]:
-    """ONNX bytes from the legacy (TorchScript) exporter, or from the dynamo exporter when the legacy one fails."""
+def _dynamic_axes(x: torch.Tensor, y: torch.Tensor) -> Dict[str, Dict[int, str]]:
+    """Batch and spatial axes of the input, and every axis of the output but its channels, named for the exporter."""
+    return {"x": {a: "batch" if a == 0 else f"x_{a}" for a in range(x.dim()) if a != 1},
+            "y": {a: "batch" if a == 0 else f"y_{a}" for a in range(y.dim()) if a != 1}}
+
+
+def _export(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opset: int) -> Tuple[bytes, str, str, bool]:
+    """ONNX bytes (dynamic batch and spatial axes) from the legacy (TorchScript) exporter, or from the dynamo exporter
+    when the legacy one fails; the exporter, a note, and whether the axes are dynamic."""
     legacy_failure = ""
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation warning on every call
-            torch.onnx.export(model, (x,), buffer, opset_version=opset, dynamo=False, input_names=["x"], output_names=["y"])
-        return buffer.getvalue(), "torchscript", ""
+            torch.onnx.export(model, (x,), buffer, opset_version=opset, dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes=_dynamic_axes(x, y))
+        return buffer.getvalue(), "torchscript", "", True
     except Exception as err:  # noqa: BLE001  the legacy exporter fails in many types; the dynamo one is the fallback
         legacy_failure = f"legacy exporter failed: {type(err).__name__}: {str(err).strip()[:160]}"
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (x,), opset_version=opset, dynamo=True, verbose=False, input_names=["x"], output_names=["y"])
-        return program.model_proto.SerializeToString(), "dynamo", legacy_failure
+        return program.model_proto.SerializeToString(), "dynamo", f"{legacy_failure}; exported with static shapes", False
     except Exception as err:  # noqa: BLE001
         raise fold_error("model", type(model).__name__, f"torch.onnx.export failed: {legacy_failure}; dynamo exporter: {type(err).__name__}: {str(err).strip()[:200]}") from None
 
 
-def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0) -> OnnxReport:
-    """Export ``model`` (a copy, in eval mode, float32, on the CPU) to ONNX in memory, run it with onnxruntime's
-    CPUExecutionProvider on one seeded unit-normal input and compare with torch.
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, float]:
+    """(max abs, max abs over the largest |expected|) of onnxruntime's output against torch's; inf for another shape."""
+    if got.shape != expected.shape:
+        return math.inf, math.inf
+    max_abs = float((got - expected).abs().max()) if got.numel() else 0.0
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    return max_abs, max_abs / scale if scale else (0.0 if max_abs == 0 else math.inf)
+
+
+def _other_shapes(shape: Tuple[int, ...], other_shapes: Optional[Sequence[Sequence[int]]]) -> Tuple[Tuple[int, ...], ...]:
+    if other_shapes is None:  # every spatial size doubled: any divisibility the model needs still holds
+        return ((shape[0], shape[1]) + tuple(2 * n for n in shape[2:]),) if len(shape) > 2 else ()
+    if isinstance(other_shapes, (str, bytes)) or not isinstance(other_shapes, Sequence):
+        raise fold_error("other_shapes", other_shapes, "must be a sequence of input shapes (or None: the spatial sizes doubled)")
+    return tuple(tracing.validate_input_shape(s, param="other_shapes", ranks=(len(shape),)) for s in other_shapes)
+
+
+def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0,
+                other_shapes: Optional[Sequence[Sequence[int]]] = None) -> OnnxReport:
+    """Export ``model`` (a copy, in eval mode, float32, on the CPU) to ONNX in memory with dynamic batch and spatial
+    axes, run it with onnxruntime's CPUExecutionProvider on one seeded unit-normal input and compare with torch;
+    then run the same file at ``other_shapes`` (default: every spatial size doubled) and compare again. A shape the
+    model itself (in torch) cannot run is left out, and the note says so. ``report.data`` holds the file's bytes.
 
     Example:
         >>> report = export_onnx(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.PixelShuffle(2)), (1, 3, 8, 8))
-        >>> report.ok, report.ops
-        (True, ('Conv', 'DepthToSpace(CRD)'))
+        >>> report.ok, report.ops, report.dynamic, [shape for shape, _ in report.other_sizes]
+        (True, ('Conv', 'DepthToSpace(CRD)'), True, [(1, 3, 16, 16)])
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be an nn.Module")
@@ -169,10 +231,15 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     opset = check_int(opset, "opset", 7)
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
         raise fold_error("rtol", rtol, "must be a finite number >= 0")
+    others = _other_shapes(shape, other_shapes)
+    # torch's float32 forward, the exporter's trace of it and onnxruntime's run, at the largest shape asked for
+    for s in (shape,) + others:
+        tracing.check_run_memory(model, s, copies=3, bytes_per_element=4, what="exporting the model and running it in onnxruntime")
     onnx = require_package("onnx")
     ort = require_package("onnxruntime")
     model = copy.deepcopy(model).eval().float().cpu()
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(check_int(seed, "seed", 0)))
+    gen = torch.Generator().manual_seed(check_int(seed, "seed", 0))
+    x = torch.randn(shape, generator=gen)
     try:
         with torch.no_grad():
             expected = model(x)
@@ -180,18 +247,35 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
         raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
     if not isinstance(expected, torch.Tensor):
         raise fold_error("model", type(model).__name__, f"must return one tensor to compare, not {type(expected).__name__}")
-    data, exporter, note = _export(model, x, opset)
+    data, exporter, note, dynamic = _export(model, x, expected, opset)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    name = session.get_inputs()[0].name
+    got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
     if got.shape != expected.shape:
         raise fold_error("model", type(model).__name__, f"onnxruntime returned shape {tuple(got.shape)}, torch {tuple(expected.shape)}")
-    max_abs = float((got - expected).abs().max()) if got.numel() else 0.0
-    scale = float(expected.abs().max()) if expected.numel() else 0.0
-    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else math.inf)
+    max_abs, max_rel = _relative_error(got, expected)
+    sizes, skipped = [], []
+    for other in others:
+        xo = torch.randn(other, generator=gen)
+        try:
+            with torch.no_grad():
+                want = model(xo)
+        except (RuntimeError, ValueError, IndexError, FoldError):
+            skipped.append(other)
+            continue
+        try:
+            out = torch.from_numpy(session.run(None, {name: xo.numpy()})[0])
+        except Exception:  # noqa: BLE001 (onnxruntime's failure at that size: the file holds a size it should not)
+            sizes.append((other, math.inf))
+            continue
+        sizes.append((other, _relative_error(out, want)[1]))
+    if skipped:
+        note = "; ".join(filter(None, (note, f"the model itself does not run at {', '.join(map(str, skipped))}")))
     proto = onnx.load_from_string(data)
     # The dynamo exporter may write a higher opset than asked for when it cannot convert down: report what it wrote.
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-    return OnnxReport(_name(model), shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note)
+    return OnnxReport(_name(model), shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note,
+                      dynamic, tuple(sizes), data)
 
 
 def _name(model: nn.Module) -> str:

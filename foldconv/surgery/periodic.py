@@ -44,13 +44,27 @@ class PeriodicBias(nn.Module):
             raise fold_error("bias", getattr(bias, "shape", bias), f"must be a vector of O*prod(r) values, prod(r)={fold.block}")
         self.bias = nn.Parameter(bias.detach().clone())
         self.r, self.order, self.dims = fold.r, fold.order, fold.dims
+        # Where each entry of the (C, *r) block comes from in the bias vector: the block is a gather of the bias, so
+        # that forward reads no size (a traced export then runs at every input size, without TracerWarnings)
+        ids = torch.arange(bias.numel(), dtype=torch.float64).reshape((1, -1) + (1,) * fold.dims)
+        self.register_buffer("block_index", depth_to_space(ids, fold.r, fold.order, dims=fold.dims)[0].long(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = check_input(x, self.dims, channels=self.bias.numel() // math.prod(self.r))
-        if any(n % f for n, f in zip(size, self.r)):
-            raise fold_error("x.shape", tuple(x.shape), f"spatial sizes must be multiples of r={self.r}")
-        block = depth_to_space(self.bias.reshape((1, -1) + (1,) * self.dims), self.r, self.order, dims=self.dims)
-        return x + block.repeat((1, 1) + tuple(n // f for n, f in zip(size, self.r)))
+        dims = self.dims
+        if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
+            size = check_input(x, dims, channels=self.bias.numel() // math.prod(self.r))
+            if any(n % f for n, f in zip(size, self.r)):
+                raise fold_error("x.shape", tuple(x.shape), f"spatial sizes must be multiples of r={self.r}")
+        block = self.bias[self.block_index]  # (C, *r)
+        # Each spatial axis n split into (n/r, r) with -1 for the unknown part, the (C, 1, r, 1, r, ...) block added,
+        # the axes joined again: no size is read, so the export runs at every size.
+        y = x
+        for a in reversed(range(dims)):
+            y = y.unflatten(-(2 * (dims - a) - 1), (-1, self.r[a]))
+        y = y + block.reshape((block.shape[0],) + sum(((1, f) for f in self.r), ()))
+        for a in range(dims):
+            y = y.flatten(-(2 * (dims - a)), -(2 * (dims - a)) + 1)
+        return y
 
     def extra_repr(self) -> str:
         return f"channels={self.bias.numel() // math.prod(self.r)}, r={self.r}, order={' '.join(self.order)!r}"

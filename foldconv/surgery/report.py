@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._tables import markdown_table
 from ..check import EquivalenceReport, Verdict
+from .params import TrainingCheck
 
 __all__ = ["SiteReport", "RewriteReport"]
 
@@ -26,7 +27,10 @@ class SiteReport:
     ``pattern``: the model-level name ("slice+cat+Conv2d (Focus)", "Conv2d+PixelShuffle (sub-pixel)", "Conv2d 7x7
     s2", ...); ``location``: module path of the main layer; ``before``/``after``: spec text; params and MACs are
     per sample of ``input_shape`` (the site's input); ``reason``: why it was not applied; ``verdict``: the
-    site's check (None when not verified or not applied) and ``exact`` whether it was proved exactly.
+    site's check (None when not verified or not built) and ``exact`` whether it was proved exactly;
+    ``trains_same``: an applied site's new weights, trained, move as the old ones do (each trainable old entry
+    copied once, no structural zero, or the old parameters kept; :func:`foldconv.surgery.params.trains_alike`),
+    ``training`` why not. None when not applied.
     """
 
     rule: str
@@ -45,11 +49,14 @@ class SiteReport:
     exact: bool = False
     check: Optional[EquivalenceReport] = None
     part_of: str = ""
+    trains_same: Optional[bool] = None
+    training: str = ""
 
     @property
     def ok(self) -> bool:
-        """Not applied, or applied and not found inequivalent (a part row is judged with its site)."""
-        return not self.applied or self.part_of != "" or self.verdict in (None, Verdict.EQUIVALENT)
+        """Its check found no difference (not checked counts as none; a part row is judged with its site). A site
+        found not equivalent is never applied: its row is not ok, and the model keeps its layers there."""
+        return self.part_of != "" or self.verdict in (None, Verdict.EQUIVALENT)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -61,6 +68,7 @@ class SiteReport:
             "before": self.before, "after": self.after, "params_before": self.params_before, "params_after": self.params_after,
             "macs_before": self.macs_before, "macs_after": self.macs_after, "applied": self.applied, "reason": self.reason,
             "verdict": "" if self.verdict is None else self.verdict.value, "exact": self.exact, "part_of": self.part_of,
+            "trains_same": "" if self.trains_same is None else self.trains_same, "training": self.training,
         }
 
 
@@ -71,8 +79,13 @@ class RewriteReport:
     ``traced``: torch.fx traced the model (False: module-level replacement, ``fallback_reason`` says why);
     ``verification``: the whole model (eval mode) against the original, None when ``verify=False``;
     ``verification_note``: how that verdict was reached (exact for all weights, or sampled and why).
-    ``ok`` (and ``bool(report)``): every applied site and the whole model are equivalent (with
-    ``verify=False``: nothing was found inequivalent, which proves nothing).
+    ``training``: whether the rewritten model trains as the original (one backward pass of each, the gradients
+    compared through the rewrite; :func:`foldconv.surgery.params.check_training`), None when ``verify=False``
+    or nothing was rewritten; ``withdrawn``: why the whole rewrite was taken back ("" when it was not): the model
+    returned is then a copy of the original.
+    ``ok`` (and ``bool(report)``): no check found a difference, at any site or for the whole model (with
+    ``verify=False``: nothing was checked, which proves nothing). The returned model computes the original's
+    function either way.
     """
 
     model: str
@@ -83,6 +96,8 @@ class RewriteReport:
     sites: Tuple[SiteReport, ...]
     verification: Optional[EquivalenceReport]
     verification_note: str = ""
+    training: Optional[TrainingCheck] = None
+    withdrawn: str = ""
 
     @property
     def applied(self) -> int:
@@ -91,8 +106,8 @@ class RewriteReport:
 
     @property
     def ok(self) -> bool:
-        """Every applied site equivalent and the whole model equivalent."""
-        return all(s.ok for s in self.sites) and (self.verification is None or self.verification.ok)
+        """No site check and no whole-model check found a difference (and nothing was withdrawn)."""
+        return all(s.ok for s in self.sites) and not self.withdrawn and (self.verification is None or self.verification.ok)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -110,12 +125,18 @@ class RewriteReport:
         sites = [s for s in self.sites if not s.part_of]
         how = "traced with torch.fx" if self.traced else f"module-level replacement ({self.fallback_reason})"
         text = f"{self.model}: {self.applied} of {len(sites)} site(s) rewritten by {', '.join(self.rules)}; {how}"
+        refused = sum(1 for s in sites if not s.applied and s.verdict not in (None, Verdict.EQUIVALENT))
+        if refused:
+            text += f"; {refused} site(s) not applied because their check found a difference"
         if self.verification is None:
-            return text + "; not verified"
+            return text + (f"; WITHDRAWN, the original returned unchanged: {self.withdrawn}" if self.withdrawn else "; not verified")
         v = self.verification
         how = "exact" if v.exact else "sampled"
         if v.exact and v.ok and v.false_equivalent_bound is not None:
             how += f", P(false equivalent) <= {v.false_equivalent_bound:.1e}"
         if v.first_mismatch is not None:
             how += f", first mismatch at output index {v.first_mismatch}"
-        return f"{text}; whole model {v.verdict.value} ({how})" + (f": {self.verification_note}" if self.verification_note else "")
+        text = f"{text}; whole model {v.verdict.value} ({how})" + (f": {self.verification_note}" if self.verification_note else "")
+        if self.withdrawn:
+            return f"{text}; WITHDRAWN, the original returned unchanged: {self.withdrawn}"
+        return text + (f"; {self.training.describe()}" if self.training is not None else "")

@@ -3,7 +3,11 @@
 :func:`rewrite` applies the rules in the order given, each to the model the previous one produced: it traces
 the model (torch.fx, :class:`~foldconv.surgery.patterns.Context`; module-level replacement when fx fails), finds the
 rule's sites (:mod:`.patterns`), builds each replacement from the site's modules (:mod:`.rules`) and splices it in. A site
-that cannot be rewritten keeps its layers and its row says why; the others still apply.
+that cannot be rewritten keeps its layers and its row says why; the others still apply. Never rewritten: a site whose
+layers may compute something other than their attributes say (a hook, a subclass with its own ``forward``, a
+parameter the model reads directly: :mod:`.hazards`), and a site whose own check does not find it equivalent.
+What trains is kept (:mod:`.params`): a new tensor copied from a frozen one is frozen, and a shared or parametrised
+weight becomes a parametrisation of the very same parameter (or the site is refused, with the reason).
 
 Verification has two levels. Each applied site is checked on its own input shape with
 :func:`foldconv.check.check_equivalence` and a :func:`~foldconv.check.derived` candidate: the replacement is
@@ -12,7 +16,10 @@ bound). The whole model (eval mode) is checked the same way: the candidate is th
 randomised original, so the verdict is exact when every op the model runs is polynomial; a model that runs a
 non-polynomial op (ReLU, BatchNorm, pooling) is compared with its rewrite on their own weights in float64, a
 sampled verdict (the report says which and why). A site whose rewrite holds for the model's own weights only (a bias tied over sub-pixels) is checked with
-those weights. The input model is never modified; the result is a real module on the model's device and dtype,
+those weights. A whole rewritten model found not equivalent (or unable to run) is withdrawn: the original comes back
+and the report says why. Then one backward pass of each says whether the result trains as the original
+(:class:`~foldconv.surgery.params.TrainingCheck`). Every check allocates within foldconv's memory limit, estimated
+before anything runs (:func:`foldconv.tracing.check_run_memory`). The input model is never modified; the result is a real module on the model's device and dtype,
 in its train/eval mode. Sites made of module calls are swapped in place (the model keeps its class); a site with a
 function or slices in it (YOLOv5's Focus, ``F.pixel_shuffle``) makes the result a ``torch.fx.GraphModule``.
 
@@ -36,22 +43,50 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .. import tracing
-from ..check import EquivalenceReport, check_equivalence, derived
+from ..check import EquivalenceReport, Verdict, check_equivalence, derived
 from ..check.ops import OpRecorder
 from ..errors import FoldError, first_line, fold_error
+from .hazards import global_hazard, graph_reads, inlined_hazard, site_hazard
+from .params import TensorMap, check_training, effective_parameters, keep_parameters, tensor_maps, trains_alike
 from .patterns import Context, Match
 from .report import RewriteReport, SiteReport
 from .rules import Rule, RuleArg, parse_rules
 from .sitetext import describe_site, site_costs
 from .stage import FoldedStage
 
-__all__ = ["rewrite", "find_sites", "check_model"]
+__all__ = ["rewrite", "find_sites", "check_model", "CHECK_COPIES"]
 
 Parsed = List[Tuple[Rule, Dict[str, Any]]]
+#: Forward passes' worth of float64 memory the checks of a rewrite hold at once (the memory guard's factor): the
+#: model and its rewrite, and the gradients of the training check.
+CHECK_COPIES = 3
 #: Smaller integers for a whole-model retry when outputs of deep polynomial models reach 2**51.
 _RETRY_RANGE, _RETRY_TRIALS = 16, 12
+
+
+@dataclass(frozen=True)
+class _Keep:
+    """What a site's build keeps of the old parameters: new tensors made parametrisations of their old tensor
+    (``maps``), and ``requires_grad`` of the other new tensors by name (``flags``). Decided once, from the model."""
+
+    maps: Tuple[TensorMap, ...] = ()
+    flags: Tuple[Tuple[str, bool], ...] = ()
+
+    def build(self, rule: Rule, match: Match, get: Callable[[str], nn.Module], options: Dict[str, Any]) -> nn.Module:
+        """The rule's replacement with the old parameters kept as decided. Buffers of the site's layers are put back
+        afterwards: reading a parametrised weight in training mode advances its state (spectral_norm's power
+        iteration), and a kept parametrisation must start where the original's is."""
+        saved = [(b, b.detach().clone()) for path in match.modules for b in get(path).buffers()]
+        try:
+            built = rule.build(match, get, options)
+        finally:
+            with torch.no_grad():
+                for buffer, value in saved:
+                    buffer.copy_(value)
+        return keep_parameters(built, get, self.maps, dict(self.flags))
 
 
 @dataclass(frozen=True)
@@ -59,7 +94,7 @@ class _Step:
     """One rule's application: the graph it was planned on (None: the sites are swapped module by module) and its sites."""
 
     graph: Optional[fx.Graph]
-    sites: Tuple[Tuple[Rule, Dict[str, Any], Match], ...]
+    sites: Tuple[Tuple[Rule, Dict[str, Any], Match, _Keep], ...]
     class_name: str
 
 
@@ -84,10 +119,10 @@ def _apply_step(root: nn.Module, step: _Step, built: Optional[Dict[str, nn.Modul
     """Splice the step's replacements into ``root`` (modified: pass a copy). ``built``: replacements by location
     (None: build them from ``root``'s modules, which is what the whole-model check replays on random weights)."""
     modules = {}
-    for rule, options, match in step.sites:
-        modules[match.location] = built[match.location] if built is not None else rule.build(match, root.get_submodule, options)
+    for rule, options, match, keep in step.sites:
+        modules[match.location] = built[match.location] if built is not None else keep.build(rule, match, root.get_submodule, options)
     if step.graph is None:
-        for _, _, match in step.sites:
+        for _, _, match, _ in step.sites:
             root.set_submodule(match.location, modules[match.location])
             for path in match.modules:
                 if path != match.location:
@@ -97,7 +132,7 @@ def _apply_step(root: nn.Module, step: _Step, built: Optional[Dict[str, nn.Modul
     val_map: Dict[fx.Node, fx.Node] = {}
     graph.output(graph.graph_copy(step.graph, val_map))
     by_name = {old.name: new for old, new in val_map.items()}
-    for _, _, match in step.sites:
+    for _, _, match, _ in step.sites:
         root.set_submodule(match.location, modules[match.location])
         out = by_name[match.output]
         with graph.inserting_after(out):
@@ -129,71 +164,131 @@ def _at_sites(rule: Rule, options: Dict[str, Any], matches: List[Match]) -> List
     return [m for m in matches if m.location in wanted]
 
 
-def _site_check(ctx: Context, rule: Rule, options: Dict[str, Any], match: Match, seed: int, device: torch.device) -> EquivalenceReport:
+def _site_check(ctx: Context, rule: Rule, options: Dict[str, Any], match: Match, keep: _Keep, seed: int,
+                device: torch.device) -> EquivalenceReport:
     reference = _site_module(ctx, match)
-    candidate = derived(lambda ref: rule.build(match, ref.get_submodule, options))
+    candidate = derived(lambda ref: keep.build(rule, match, ref.get_submodule, options))
     return check_equivalence(reference, candidate, match.input_shape, seed=seed, device=device, dtypes=())
 
 
-def _plan(model: nn.Module, shape: Tuple[int, ...], parsed: Parsed, *, verify: bool, seed: int, dry: bool = False):
+def _plan(model: nn.Module, shape: Tuple[int, ...], parsed: Parsed, *, verify: bool, seed: int, dry: bool = False,
+          keep_all: bool = False):
     """Apply the rules to a copy of ``model``; returns the new model, the steps, the rows and the trace status."""
     work = copy.deepcopy(model)
     device = _device(model)
     steps: List[_Step] = []
     rows: List[SiteReport] = []
     traced, fallback = True, ""
+    everywhere = global_hazard()
     for rule, options in parsed:
         # A folded stage is one layer to every rule: its body is not the model's (unfold_stage gives that back).
         ctx = Context.build(work, shape, leaves=(FoldedStage,) + tuple(rule.leaves(options)))  # dry: work stays the model
         if ctx.traced is None and traced:
             traced, fallback = False, ctx.fallback_reason
+        graph = None if ctx.traced is None else ctx.traced.graph
+        inline = inlined_hazard(ctx.model, graph)
         chosen, built, claimed = [], {}, set()
         for match in _at_sites(rule, options, rule.find(ctx, options)):
             covers = set(match.nodes or match.modules)
-            problem = match.problem or ("overlaps a site rewritten already" if covers & claimed else "")
-            match, module, row = _plan_site(ctx, rule, options, match, problem, verify=verify and not dry, seed=seed, device=device)
+            problem = (match.problem or ("overlaps a site rewritten already" if covers & claimed else "") or everywhere
+                       or site_hazard(ctx.model, match.modules) or graph_reads(graph, match.modules)
+                       or (inline if len(match.nodes) != len(match.modules) else ""))
+            match, module, keep, row = _plan_site(ctx, rule, options, match, problem, verify=verify and not dry, seed=seed,
+                                                  device=device, keep_all=keep_all)
             applied = module is not None and not dry
             rows.append(dataclasses.replace(row, applied=applied))
             if applied:
                 rows.extend(_part_rows(rule, match, module) if rule.details is not None else [])
-                chosen.append((rule, options, match))
+                chosen.append((rule, options, match, keep))
                 built[match.location] = module
                 claimed |= covers
         if chosen:
             # Sites made of module calls only are swapped in place (the model keeps its class and methods); a
             # site with a function or a slice in it needs the traced graph.
-            modular = all(len(match.nodes) == len(match.modules) for _, _, match in chosen)
-            graph = None if ctx.traced is None or modular else ctx.traced.graph
+            modular = all(len(match.nodes) == len(match.modules) for _, _, match, _ in chosen)
             name = type(model).__name__.removesuffix("Rewritten") + "Rewritten"
-            step = _Step(graph, tuple(chosen), name)
+            step = _Step(None if modular else graph, tuple(chosen), name)
             work = _apply_step(work, step, built)
             steps.append(step)
     return work, steps, rows, traced, fallback
 
 
+def _old_parameters(model: nn.Module, names: Sequence[str]) -> Dict[str, Tuple[bool, str]]:
+    """Per old tensor name (``"conv.weight"``): its ``requires_grad``, and why it must be kept as it is ("" when a
+    copy may replace it): shared with another layer, or parametrised."""
+    counts: Dict[int, List[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        counts.setdefault(id(p), []).append(name)
+    out = {}
+    for name in names:
+        owner_path, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_path)
+        if parametrize.is_parametrized(owner, attr):
+            plist = owner.parametrizations[attr]
+            originals = [getattr(plist, n) for n in (["original"] if plist.is_tensor else [f"original{i}" for i in range(plist.ntensors)])]
+            kinds = ", ".join(type(step).__name__.lstrip("_") for step in plist)
+            out[name] = (any(o.requires_grad for o in originals), f"{name} is parametrised ({kinds})")
+            continue
+        p = getattr(owner, attr)
+        others = [n for n in counts.get(id(p), []) if n != name]
+        out[name] = (bool(p.requires_grad), f"{name} is shared with {others[0]}" if others else "")
+    return out
+
+
+def _decide_keep(ctx: Context, rule: Rule, options: Dict[str, Any], match: Match, keep_all: bool) -> Tuple[_Keep, str, Tuple[bool, str]]:
+    """What the site's build keeps of the old parameters, why the site cannot be rewritten ("" when it can) and
+    whether it trains alike (with the reason)."""
+    reference = _site_module(ctx, match)
+    maps, problem = tensor_maps(reference, lambda ref: rule.build(match, ref.get_submodule, options))
+    old = _old_parameters(ctx.model, list(effective_parameters(reference)))
+    must = {name: why or "keep_parameters=True" for name, (_, why) in old.items() if why or keep_all}
+    trainable = {name: grad for name, (grad, _) in old.items()}
+    if must:
+        sources = {m.source for m in maps if not m.problem}
+        broken = problem or next((f"its new {m.name} {m.problem}" for m in maps if m.problem), "")
+        missing = next((name for name in must if name not in sources), "")
+        if broken or missing:
+            name = missing or next(iter(must))
+            why = broken or f"{missing} is not copied into the rewrite"
+            return _Keep(), f"{must[name]}, and the rewrite cannot keep it: {why}", (False, why)
+    kept = tuple(m for m in maps if not m.problem and m.source in must)
+    flags = tuple((m.name, trainable[m.source]) for m in maps if not m.problem and m.source in trainable)
+    alike = trains_alike(maps, trainable, problem=problem, kept=[m.name for m in kept])
+    return _Keep(kept, flags), "", alike
+
+
 def _plan_site(ctx: Context, rule: Rule, options: Dict[str, Any], match: Match, problem: str, *, verify: bool, seed: int,
-               device: torch.device) -> Tuple[Match, Optional[nn.Module], SiteReport]:
-    """Build one site's replacement (None with the reason when it cannot be built) and check it."""
-    module, reason, check = None, problem, None
+               device: torch.device, keep_all: bool = False) -> Tuple[Match, Optional[nn.Module], _Keep, SiteReport]:
+    """Build one site's replacement (None with the reason when it cannot be built, or when its check does not
+    find it equivalent) and check it."""
+    module, reason, check, keep, alike = None, problem, None, _Keep(), (None, "")
     if not reason:
         try:
             if rule.decide is not None:
                 match = rule.decide(match, ctx.module, options)
-            module = rule.build(match, ctx.module, options)
+            keep, reason, alike = _decide_keep(ctx, rule, options, match, keep_all)
+            if not reason:
+                module = keep.build(rule, match, ctx.module, options)
         except Exception as err:  # noqa: BLE001 (a rule that cannot apply says why; the rest still apply)
-            reason = first_line(err)
+            module, reason = None, first_line(err)
     if module is not None and verify:
         try:
-            check = _site_check(ctx, rule, options, match, seed, device)
+            check = _site_check(ctx, rule, options, match, keep, seed, device)
         except FoldError as err:  # the rewrite holds for these weights only (a bias tied over sub-pixels)
             try:
                 reference = _site_module(ctx, match)
-                own = rule.build(match, copy.deepcopy(reference).to(torch.float64).get_submodule, options)
+                own = keep.build(rule, match, copy.deepcopy(reference).to(torch.float64).get_submodule, options)
                 check = check_equivalence(reference, own, match.input_shape, seed=seed, device=device, dtypes=())
                 reason = f"checked with the model's weights only; for other weights {first_line(err)}"
             except FoldError as again:
                 module, reason = None, f"the site check could not run: {first_line(again)}"
-    return match, module, _row(rule, ctx, match, module, module is not None, reason, check)
+        if check is not None and check.verdict is not Verdict.EQUIVALENT:
+            how = "exact" if check.exact else "sampled"
+            where = f", first mismatch at output index {check.first_mismatch}" if check.first_mismatch is not None else ""
+            module, reason = None, f"not applied: its check found the rewrite {check.verdict.value} ({how}{where})"
+    row = _row(rule, ctx, match, module, module is not None, reason, check)
+    trains = alike if module is not None else (None, "")
+    return match, module, keep, dataclasses.replace(row, trains_same=trains[0], training=trains[1])
 
 
 def _row(rule: Rule, ctx: Context, match: Match, module: Optional[nn.Module], applied: bool, reason: str,
@@ -290,11 +385,16 @@ def _validated(model: Any, input_shape: Any, verify: Any, fold_bn: Any, seed: An
             raise fold_error(name, value, "must be True or False")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise fold_error("seed", seed, "must be an integer >= 0 (the RNG seed of the checks)")
+    # The checks run the model and its rewrite in float64, and the training check keeps both graphs for backward.
+    tracing.check_run_memory(model, shape, copies=CHECK_COPIES if verify else 1,
+                             what="the rewrite's checks (the model and its rewrite in float64, with gradients)" if verify
+                             else "tracing the model on real tensors")
     return shape
 
 
 def rewrite(model: nn.Module, input_shape: Sequence[int], rules: Sequence[RuleArg], *,
-            verify: bool = True, fold_bn: bool = True, seed: int = 0) -> Tuple[nn.Module, RewriteReport]:
+            verify: bool = True, fold_bn: bool = True, seed: int = 0,
+            keep_parameters: bool = False) -> Tuple[nn.Module, RewriteReport]:
     """A new, real, runnable model equal to ``model`` with the rules applied, and the report.
 
     ``input_shape``: the full shape of one input ``(N, C, *spatial)``, on which the model is traced and checked.
@@ -302,7 +402,16 @@ def rewrite(model: nn.Module, input_shape: Sequence[int], rules: Sequence[RuleAr
     :class:`~foldconv.surgery.Rule` (used for this call only), alone or in a ``(rule, {option: value})`` pair
     (every rule takes ``at=[locations]``). ``fold_bn``: fold an eval-mode BatchNorm into the conv before it where
     a rule needs that (a stage fold, a BatchNorm between a conv and its PixelShuffle). ``verify``: check every
-    applied site and the whole model (eval mode); ``seed`` seeds those checks.
+    applied site and the whole model (eval mode) and whether the result trains as the original
+    (:attr:`RewriteReport.training`); ``seed`` seeds those checks. ``keep_parameters``: every new weight that is
+    a copy of old entries becomes a parametrisation of the old parameter, so the result has exactly the
+    original's parameters and trains as it does (shared and parametrised weights are kept so always).
+
+    The returned model computes the original's function: a site whose layers may compute something other than
+    their attributes say (a forward hook, a subclass that overrides ``forward``, :mod:`.hazards`) or whose check
+    does not find it equivalent is not applied, and its row says why; when the whole rewritten model is not
+    found equivalent, the rewrite is withdrawn: the result is a copy of the original and
+    :attr:`RewriteReport.withdrawn` says why. ``report.ok`` is False whenever a check found a difference.
 
     Example:
         >>> from foldconv import SpaceToDepth
@@ -310,15 +419,30 @@ def rewrite(model: nn.Module, input_shape: Sequence[int], rules: Sequence[RuleAr
         >>> new, report = rewrite(net, (1, 3, 8, 8), ["spd_to_strided"])
         >>> report.sites[0].pattern, report.sites[0].after, report.verification.exact
         ('SpaceToDepth+Conv2d (space-to-depth)', 'Conv2d(3->8, k=(6, 6), s=(2, 2), p=(2, 2))', True)
+        >>> report.sites[0].trains_same, report.training.same
+        (True, True)
     """
     shape = _validated(model, input_shape, verify, fold_bn, seed)
+    if not isinstance(keep_parameters, bool):
+        raise fold_error("keep_parameters", keep_parameters, "must be True or False")
     parsed = parse_rules(rules, fold_bn=fold_bn)
-    new, steps, rows, traced, fallback = _plan(model, shape, parsed, verify=verify, seed=seed)
-    verification, note = None, ""
+    new, steps, rows, traced, fallback = _plan(model, shape, parsed, verify=verify, seed=seed, keep_all=keep_parameters)
+    verification, note, training, withdrawn = None, "", None, ""
     if verify:
-        verification, note = _whole_check(model, steps, shape, seed)
+        try:
+            verification, note = _whole_check(model, steps, shape, seed)
+        except Exception as err:  # noqa: BLE001 (a rewritten model that cannot even run is withdrawn, not raised)
+            withdrawn = f"the rewritten model could not be checked: {first_line(err, with_type=not isinstance(err, FoldError))}"
+        if verification is not None and not verification.ok:
+            how = "exact" if verification.exact else "sampled"
+            withdrawn = f"the whole rewritten model is {verification.verdict.value} to the original ({how})"
+        if withdrawn:
+            new, steps = copy.deepcopy(model), []
+            rows = [dataclasses.replace(r, applied=False, reason=f"withdrawn: {withdrawn}") if r.applied else r for r in rows]
+        elif steps:
+            training = check_training(model, lambda ref: _replay(ref, steps), shape, seed=seed)
     report = RewriteReport(type(model).__name__, shape, tuple(rule.name for rule, _ in parsed), traced, fallback,
-                           tuple(rows), verification, note)
+                           tuple(rows), verification, note, training=training, withdrawn=withdrawn)
     return new, report
 
 

@@ -29,6 +29,13 @@ rule                        sites -> replacement                                
                             ``order``, ``fold_bn``, ``cost_neutral_only``)
 ``unfold_stage``            a ``FoldedStage`` (option ``stage``) -> the stage                           ``fold_stage``
 ``fold_bn``                 conv + eval-mode BatchNorm -> one conv                                      none
+``to_pixel_shuffle``        conv + depth-to-space, space-to-depth (Focus slices included) + conv, in     ``from_pixel_shuffle``
+                            another channel order (TensorFlow's DCR, timm's, YOLOv5's) ->
+                            ``nn.Sequential(conv, nn.PixelShuffle)`` / ``(nn.PixelUnshuffle, conv)``,
+                            the conv's output / input channels permuted: torch's op, one
+                            ``DepthToSpace(CRD)`` in ONNX
+``from_pixel_shuffle``      conv + ``nn.PixelShuffle`` / ``F.pixel_shuffle`` (and unshuffle) -> the     ``to_pixel_shuffle``
+                            same in channel order ``order`` (default ``"dcr"``: a DCR runtime's)
 =========================== =========================================================================== ==========================
 
 Example:
@@ -45,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import tracing
@@ -52,6 +60,7 @@ from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES
 from ..equivalences import (
     SpaceToDepthConv,
     SubPixelConv,
+    copy_requires_grad,
     spd_to_strided,
     strided_to_spd,
     subpixel_to_transposed,
@@ -59,7 +68,7 @@ from ..equivalences import (
 )
 from ..errors import FoldError, fold_error
 from ..fold import expand_groups, fold_conv
-from ..layout import LayoutModule, depth_to_space, normalize_order
+from ..layout import DepthToSpace, LayoutModule, SpaceToDepth, depth_to_space, layout_module, normalize_order, space_to_depth
 from ..registry import Registry
 from ..specs import ConvSpec
 from .bn import fold_bn
@@ -280,7 +289,7 @@ def _permute_inputs(conv: nn.Module, perm: Tuple[int, ...]) -> nn.Module:
     index = torch.tensor(perm, dtype=torch.long, device=weight.device)
     weight = torch.index_select(weight, 1, index)
     bias = None if conv.bias is None else conv.bias.detach()
-    return spec.replace(groups=1).to_module(weight=weight, bias=bias).train(conv.training)
+    return copy_requires_grad(spec.replace(groups=1).to_module(weight=weight, bias=bias), conv).train(conv.training)
 
 
 def _spd_module_to_strided(module: SpaceToDepthConv, input_shape: Sequence[int]) -> nn.Module:
@@ -290,7 +299,8 @@ def _spd_module_to_strided(module: SpaceToDepthConv, input_shape: Sequence[int])
     spec = ConvSpec.from_module(big)
     if module.mode == "explicit":
         spec = spec.replace(padding=source.padding, padding_mode=source.padding_mode)
-        big = spec.to_module(weight=big.weight.detach(), bias=None if big.bias is None else big.bias.detach()).train(module.training)
+        big = copy_requires_grad(spec.to_module(weight=big.weight.detach(), bias=None if big.bias is None else big.bias.detach()),
+                                 big).train(module.training)
     size = tuple(input_shape[2:])
     if spec.output_size(size) != source.output_size(size):
         raise fold_error(
@@ -373,9 +383,10 @@ def _build_subpixel(match: Match, get: Getter, options: Mapping[str, Any]) -> nn
         return subpixel_to_transposed(module, match.layout.r, match.layout.order)
     # A bias that differs between sub-pixels: a bias-free transposed conv, then the bias with period r.
     spec = ConvSpec.from_module(module).replace(bias=False)
-    bare = spec.to_module(weight=module.weight.detach()).train(module.training)
+    bare = copy_requires_grad(spec.to_module(weight=module.weight.detach()), module).train(module.training)
     tconv = subpixel_to_transposed(bare, match.layout.r, match.layout.order)
-    return nn.Sequential(tconv, PeriodicBias(module.bias.detach(), match.layout.r, match.layout.order)).train(module.training)
+    bias = copy_requires_grad(PeriodicBias(module.bias.detach(), match.layout.r, match.layout.order), module, {"bias": "bias"})
+    return nn.Sequential(tconv, bias).train(module.training)
 
 
 def _decide_subpixel(match: Match, get: Getter, options: Mapping[str, Any]) -> Match:
@@ -436,6 +447,116 @@ def _build_unfold(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.M
     return unfold_stage(get(match.location))
 
 
+# --- torch's pixel shuffle and the layouts of other ecosystems -----------------------------------------------------
+
+_TORCH_SHUFFLES = (nn.PixelShuffle, nn.PixelUnshuffle)
+_TORCH_SHUFFLE_FNS = (F.pixel_shuffle, torch.pixel_shuffle, F.pixel_unshuffle, torch.pixel_unshuffle)
+
+
+def _pair_kind(module: nn.Module) -> str:
+    """``"d2s"`` for ``nn.Sequential(conv, depth-to-space)``, ``"s2d"`` for ``nn.Sequential(space-to-depth, conv)``,
+    "" for anything else: the form both pixel-shuffle rules build, found again as one layer."""
+    if type(module) is not nn.Sequential or len(module) != 2:
+        return ""
+    first, second = module[0], module[1]
+    if isinstance(first, CONV_TYPES) and (info := layout_module(second)) is not None and info.kind == "depth_to_space":
+        return "d2s"
+    if isinstance(second, CONV_TYPES) and (info := layout_module(first)) is not None and info.kind == "space_to_depth":
+        return "s2d"
+    return ""
+
+
+def _pair_layout(module: nn.Module) -> nn.Module:
+    return module[1] if _pair_kind(module) == "d2s" else module[0]
+
+
+def _torch_layout(ctx: Context, match: Match) -> bool:
+    """The site's layout op is torch's own (``nn.PixelShuffle``/``nn.PixelUnshuffle`` or their functions)."""
+    if match.layout is None:
+        return type(_pair_layout(ctx.module(match.location))) in _TORCH_SHUFFLES
+    if ctx.traced is not None:
+        for name in match.nodes:
+            node = ctx.traced.node(name)
+            if node.op == "call_function" and node.target in _TORCH_SHUFFLE_FNS:
+                return True
+            if node.op == "call_module" and type(ctx.module(str(node.target))) in _TORCH_SHUFFLES:
+                return True
+        return False
+    return any(type(ctx.module(p)) in _TORCH_SHUFFLES for p in match.modules)
+
+
+def _shuffle_sites(ctx: Context, torch_own: bool) -> List[Match]:
+    """Conv + depth-to-space and space-to-depth + conv sites (Focus slices too; a BatchNorm in between is not),
+    and the two-layer Sequentials the rules build, whose layout is torch's own (``torch_own``) or not."""
+    pairs = modules_where(ctx, lambda p, m: bool(_pair_kind(m)),
+                          lambda m: f"Sequential({type(m[0]).__name__}, {type(m[1]).__name__})")
+    found = conv_then_layout(ctx, with_bn=False) + layout_then_conv(ctx) + focus_slices(ctx) + pairs
+    return [m for m in found if _torch_layout(ctx, m) == torch_own]
+
+
+def _pair_leaves(options: Mapping[str, Any]) -> Tuple[tracing.Leaf, ...]:
+    return (lambda module: bool(_pair_kind(module)),)
+
+
+def _channel_ids(channels: int) -> torch.Tensor:
+    return torch.arange(channels, dtype=torch.float64).reshape(1, channels, 1, 1)
+
+
+def _permute_outputs(conv: nn.Module, perm: torch.Tensor) -> nn.Module:
+    """The conv whose output channel ``j`` (weight row and bias) is the given conv's channel ``perm[j]``; grouped
+    only when the permutation keeps every channel in its group."""
+    spec = ConvSpec.from_module(conv)
+    per_group = spec.out_channels // spec.groups
+    keep = bool((perm // per_group == torch.arange(spec.out_channels) // per_group).all())
+    weight = conv.weight.detach() if keep else expand_groups(conv.weight.detach(), spec.groups)
+    index = perm.to(weight.device)
+    bias = None if conv.bias is None else conv.bias.detach().index_select(0, index)
+    new = (spec if keep else spec.replace(groups=1)).to_module(weight=weight.index_select(0, index), bias=bias)
+    return copy_requires_grad(new, conv).train(conv.training)
+
+
+def _reordered(match: Match, get: Getter, order: Tuple[str, ...]) -> nn.Module:
+    """The site with its layout in channel order ``order``: the conv's output channels (before a depth-to-space)
+    or input channels (after a space-to-depth) permuted so that the function is the same."""
+    if match.layout is None:  # a two-layer Sequential
+        pair = get(match.location)
+        kind = _pair_kind(pair)
+        conv, info = (pair[0], layout_module(pair[1])) if kind == "d2s" else (pair[1], layout_module(pair[0]))
+    else:
+        conv, info = get(match.location), match.layout
+        kind = "d2s" if info.kind == "depth_to_space" else "s2d"
+        if match.channel_perm is not None:  # Focus slices in another order: the conv read in order "focus" first
+            conv = _permute_inputs(conv, match.channel_perm)
+    if len(info.r) != 2 or info.r[0] != info.r[1]:
+        raise fold_error("r", info.r, "must be one factor for both axes of a 2-D map: nn.PixelShuffle and nn.PixelUnshuffle take one")
+    r = info.r[0]
+    if kind == "d2s":
+        # conv'(x) = space_to_depth(depth_to_space(conv(x), r, old), r, new): a permutation of conv's channels
+        perm = space_to_depth(depth_to_space(_channel_ids(conv.out_channels), r, info.order), r, order)[0, :, 0, 0].long()
+        layout = nn.PixelShuffle(r) if order == normalize_order("crd", 2) else DepthToSpace(r, order)
+        return nn.Sequential(_permute_outputs(conv, perm), layout).train(conv.training)
+    # space_to_depth(x, r, old) channel k is space_to_depth(x, r, new) channel held[k]: the conv reads it there
+    held = space_to_depth(depth_to_space(_channel_ids(conv.in_channels), r, order), r, info.order)[0, :, 0, 0].long()
+    layout = nn.PixelUnshuffle(r) if order == normalize_order("crd", 2) else SpaceToDepth(r, order)
+    return nn.Sequential(layout, _permute_inputs(conv, tuple(torch.argsort(held).tolist()))).train(conv.training)
+
+
+def _find_to_shuffle(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
+    return _shuffle_sites(ctx, torch_own=False)
+
+
+def _build_to_shuffle(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
+    return _reordered(match, get, normalize_order("crd", 2))
+
+
+def _find_from_shuffle(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
+    return _shuffle_sites(ctx, torch_own=True)
+
+
+def _build_from_shuffle(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
+    return _reordered(match, get, normalize_order(options["order"], 2))
+
+
 def _stage_leaves(options: Mapping[str, Any]) -> Tuple[str, ...]:
     return (options["stage"],) if options.get("stage") else ()
 
@@ -453,5 +574,8 @@ for _built_in in (
          inverse="unfold_stage", leaves=_stage_leaves, details=_stage_details),
     Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, inverse="fold_stage", leaves=_stage_leaves),
     Rule("fold_bn", lambda ctx, options: conv_then_bn(ctx), _build_fold_bn),
+    Rule("to_pixel_shuffle", _find_to_shuffle, _build_to_shuffle, inverse="from_pixel_shuffle", leaves=_pair_leaves),
+    Rule("from_pixel_shuffle", _find_from_shuffle, _build_from_shuffle, {"order": "dcr"}, inverse="to_pixel_shuffle",
+         leaves=_pair_leaves),
 ):
     RULES.register(_built_in.name, _built_in)

@@ -60,6 +60,7 @@ from ..layout import DepthToSpace, IntOrTuple, Order, SpaceToDepth, fold_channel
 from ..predict import Outcome, fold_following, following_rule, predict_fold, predict_following
 from ..specs import ConvSpec, FoldSpec
 from .bn import fold_bn as fold_conv_bn
+from .hazards import module_hazard
 from .patterns import Context, conv_then_bn
 
 __all__ = [
@@ -339,6 +340,9 @@ class _Builder:
         self.record(node, type(module).__name__, "kept", reason)
 
     def conv(self, node: fx.Node, conv: nn.Module) -> None:
+        hazard = module_hazard(str(node.target), conv)
+        if hazard:  # its fold would drop the hook or the subclass's own forward
+            return self.keep_module(node, conv, hazard)
         spec = ConvSpec.from_module(conv)
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         shape = self.shape(source)
@@ -364,6 +368,9 @@ class _Builder:
         self.record(node, type(conv).__name__, "folded", reason, spec.describe(), plan.result.describe())
 
     def following(self, node: fx.Node, layer: nn.Module) -> None:
+        hazard = module_hazard(str(node.target), layer)
+        if hazard:
+            return self.keep_module(node, layer, hazard)
         source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
         shape = self.shape(source)
         if shape is None:
@@ -519,6 +526,8 @@ def fold_model(model: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], o
 def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, why: str, *, fold_bn: bool,
                     cost_neutral_only: bool) -> Tuple[nn.Module, FoldReport]:
     """Every conv of a model fx cannot trace replaced by its own folded stage, at the input its first call sees."""
+    if not _on_meta(model):  # the input shapes are read from one run, on real tensors when meta ones fail
+        tracing.check_run_memory(model, shape, copies=1, what="running the model once to read its layers' inputs")
     copied = _fold_batchnorms(model, shape) if fold_bn else copy.deepcopy(model)
     calls = tracing.module_inputs(copied, shape)
     replaced: Dict[int, nn.Module] = {}
@@ -530,6 +539,9 @@ def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, wh
             replaced[id(conv)] = conv
             if path not in calls or len(calls[path][0]) != fold.dims + 2:
                 layers.append(StageLayer(path, "", type(conv).__name__, "kept", "the model never calls it on a feature map of the fold's dims"))
+                continue
+            if module_hazard(path, conv):
+                layers.append(StageLayer(path, "", type(conv).__name__, "kept", module_hazard(path, conv)))
                 continue
             folded, report = _fold(conv, calls[path][0], fold, fold_bn=False, cost_neutral_only=cost_neutral_only)
             layers.append(dataclass_replace(report.layers[0], name=path))

@@ -147,6 +147,8 @@ def prepare_target(target: Any, input_shape: Any, *, min_run_time: Any, param: s
         raise fold_error(param, type(target).__name__, "must be an nn.Module (a layer or a model)")
     shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
     check_seconds(min_run_time)
+    # every form is checked in float64 (the target and the form) before it is timed
+    tracing.check_run_memory(target, shape, copies=3, what="timing the forms and checking each in float64")
     target = copy.deepcopy(target).eval()
     try:
         with torch.no_grad():

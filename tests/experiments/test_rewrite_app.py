@@ -51,6 +51,9 @@ def test_the_app_writes_every_file_with_exact_site_verdicts(run):
     onnx = {(r["model"], r["form"]): r for r in read_csv(out / "onnx.csv")}
     assert all(r["ok"] == "True" for r in onnx.values()) and len(onnx) == 4
     assert "ConvTranspose" in onnx["espcn", "rewritten"]["ops"] and "DepthToSpace" in onnx["espcn", "original"]["ops"]
+    # the files themselves, with dynamic axes: each ran at another size too
+    assert {p.name for p in out.glob("*.onnx")} == {f"{m}.{f}.onnx" for m in ("yolov5_stem", "espcn") for f in ("original", "rewritten")}
+    assert all(r["dynamic"] == "True" and r["other sizes"] for r in onnx.values())
     timings = read_csv(out / "timings.csv")
     for model in ("yolov5_stem", "espcn"):
         forms = {r["form"]: r for r in timings if r["model"] == model}

@@ -119,8 +119,10 @@ def test_every_layer_form_is_verified_before_it_is_timed():
     assert [(t.form, t.verified, t.check) for t in report.timings[1:]] == [("subpixel_to_transposed", True, "exact")]
     spd = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 4, 3, padding=1))
     report = benchmark_forms(spd, (1, 3, 8, 8), compile=False, timer=Recorder())
+    # torch's PixelUnshuffle is also a site of from_pixel_shuffle: the same map in order "dcr", the conv permuted
     assert [(t.form, t.verified, t.check) for t in report.timings[1:]] == [
-        ("focus_to_conv", True, "exact"), ("spd_to_strided", True, "exact"), ("channels_last", True, "exact")]
+        ("focus_to_conv", True, "exact"), ("from_pixel_shuffle", True, "exact"), ("spd_to_strided", True, "exact"),
+        ("channels_last", True, "exact")]
     # a sub-pixel bias that varies over the sub-pixels: the rule's form is a transposed conv and a periodic bias,
     # a choice read from the weights, so it holds for these weights only and is verified by sampling
     report = benchmark_forms(nn.Sequential(nn.Conv2d(4, 12, 3, padding=1), nn.PixelShuffle(2)), (1, 4, 5, 5),

@@ -23,6 +23,7 @@ import numpy as np
 import torch.fx as fx
 from torch import nn
 
+from ... import tracing
 from ...errors import fold_error
 from ...registry import Registry
 from ..fallback import check_fallback
@@ -154,6 +155,7 @@ class _Whole(nn.Module):
 def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registry[Rule]) -> RFReport:
     """Report for a model torch.fx cannot trace: the whole model is one node measured from gradients."""
     gm = trace_model(_Whole(model), leaves=(type(model),))
+    tracing.check_run_memory(model, shape, copies=2, what="measuring the untraceable model from gradients (float64)")
     return _analyse(gm, real_values(gm, shape), shape, "real", type(model).__name__, table)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ... import tracing
 from ..._validate import check_int
 from ...errors import fold_error
 from .analyse import Leaves, check_input_shape, receptive_field
@@ -37,6 +38,8 @@ def _report_for(model: nn.Module, input_shape: Sequence[int], report: Optional[R
     """The given report (checked against ``input_shape``) or a fresh analysis (``kwargs``: those of
     :func:`receptive_field`: ``leaves``, ``rules``, ``fallback``)."""
     shape = check_input_shape(input_shape)
+    # every measurement here is a float64 forward pass kept for a backward one
+    tracing.check_run_memory(model, shape, copies=2, what="the gradient measurement (float64 forward and backward)")
     if report is None:
         return receptive_field(model, shape, **kwargs)
     if not isinstance(report, RFReport):

@@ -189,6 +189,12 @@ class Transposed(AxisMap):
         keep = (i <= hi[:, None]) & (off >= 0) & (off <= self.k - 1) & (off % max(self.d, 1) == 0)
         return np.unique(i[keep])
 
+    def clip_pull(self, a, b, n):
+        # With stride and dilation > 1 an output may fall between the taps of every input (its value is the
+        # bias alone): the hull is that of the inputs really read, empty (1, 0) when there are none.
+        t = self.clip_taps(np.arange(int(a), int(b) + 1, dtype=np.int64), n)
+        return (1, 0) if len(t) == 0 else (int(t[0]), int(t[-1]))
+
     def __repr__(self):
         return f"Transposed(k={self.k}, s={self.s}, p={self.p})"
 

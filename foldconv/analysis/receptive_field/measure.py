@@ -20,6 +20,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ... import tracing
 from ..._validate import check_int
 from ...errors import fold_error
 from .geometry import Geometry, Record
@@ -171,6 +172,7 @@ def measure_node(gm: fx.GraphModule, records: Mapping[fx.Node, Record], node: fx
     centre position and the step to the next position give an affine (size, jump, padding) per axis."""
     ins = [n for n in node.all_input_nodes if n in records and records[n].geom is not None]
     first = records[ins[0]] if ins else None
+    tracing.check_run_memory(gm, input_shape, copies=2, what=f"measuring node {node.name} from gradients (float64)")
     x = positive_input(input_shape)
     cap = GraphCapture(positive_copy(gm), [node.name], avg_for_max=True)
     cap.run(x)

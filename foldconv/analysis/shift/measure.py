@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ... import tracing
 from ..._validate import check_int, per_axis_ints
 from ...errors import fold_error
 from .analytic import ShiftReport
@@ -123,6 +124,12 @@ def _crop_dims(input_size: Any, images: torch.Tensor) -> int:
     return len(input_size)
 
 
+def _check_memory(model: nn.Module, images: torch.Tensor, size: Sequence[int], what: str) -> None:
+    """Two forward passes of the model on crops of ``size`` of all the images, against the allocation limit."""
+    shape = tuple(images.shape[: images.dim() - len(size)]) + tuple(size)
+    tracing.check_run_memory(model, shape, copies=2, bytes_per_element=images.element_size(), what=what, param="input_size")
+
+
 def _crop(images: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
     return images[(Ellipsis,) + tuple(slice(a, a + n) for a, n in zip(start, size))]
 
@@ -152,6 +159,7 @@ def stage_errors(
     for s in shifts:
         if len(s) != dims or any(v < 0 or v + n > m for v, n, m in zip(s, size, images.shape[-dims:])):
             raise fold_error("shifts", tuple(s), f"must be {dims} non-negative ints with shift + size <= the image size {tuple(images.shape[-dims:])}")
+    _check_memory(model, images, size, "the unshifted and one shifted pass, with the stages' maps kept")
     captured: Dict[str, torch.Tensor] = {}
     hooks = [modules[s].register_forward_hook(lambda _m, _i, out, name=s: captured.__setitem__(name, out)) for s in stages]
     try:
@@ -207,6 +215,7 @@ def consistency(model: nn.Module, images: torch.Tensor, *, input_size: Sequence[
     dims = len(size)
     if any(n + max_shift > m for n, m in zip(size, images.shape[-dims:])):
         raise fold_error("max_shift", max_shift, f"input_size + max_shift must fit in the images {tuple(images.shape[-dims:])}")
+    _check_memory(model, images, size, "two passes over every image's crops")
     offsets = torch.randint(0, max_shift + 1, (2, images.shape[0], dims), generator=generator).tolist()
     with torch.no_grad():
         outs = [model(torch.stack([_crop(img, off, size) for img, off in zip(images, offsets[k])])) for k in range(2)]

@@ -68,7 +68,6 @@ KNOWN_PRIVATE = {
     "foldconv.analysis.counting.backward -> foldconv.analysis.counting.ops._zero",
     "foldconv.analysis.counting.counter -> foldconv.analysis.counting.ops._INFO",
     "foldconv.analysis.counting.fold -> foldconv.analysis.counting.dense._input_size",
-    "foldconv.check.equivalence -> foldconv.check.exact._amax",
     "foldconv.experiments.zoo.measure -> foldconv.experiments.zoo.models._construct",
     "foldconv.predict.resample -> foldconv.predict.layers._fails",
     "foldconv.predict.resample -> foldconv.predict.layers._holds",

@@ -1,0 +1,671 @@
+"""What a function computes, as a closed record of aten operations that can be read and replayed.
+
+:func:`capture` runs a function once on *fake* tensors (torch's ``FakeTensorMode``: shapes, dtypes, devices and
+aliasing, but no values) and records every aten operation that reaches the dispatcher, below autograd and
+after composite operations are decomposed: the operation, its arguments and keyword arguments (tensors
+replaced by :class:`Value` references) and the metadata of its results (:class:`TensorMeta`). The
+:class:`Record` is *closed*: every tensor an operation reads is a declared input, a constant (a real tensor
+from the function's closure or module state, copied when first used) or the result of an earlier operation
+of the record. :meth:`Record.run` replays exactly those operations on new inputs, so nothing outside the
+record can influence what the replay computes.
+
+Why fake tensors: values that do not exist cannot be read. ``float(t)``, ``t.item()``, ``t.tolist()``,
+``t.numpy()``, ``Tensor.apply_`` / ``map_`` on a tensor that depends on the inputs either fail in fake mode or
+are refused by the capture, and work done where the recorder cannot see it (another thread, a disabled
+dispatch mode) produces fake tensors the record never saw, which the capture refuses when they are used or
+returned. A failed capture raises :class:`CaptureError` with the reason; an error the function itself catches
+still fails the capture (the real run would take another path).
+
+What a record cannot see is Python state: a function that keeps a counter in a closure, or asks whether its
+tensors are fake, can compute something else on real tensors. :meth:`Record.run` on the inputs a real call got
+and a comparison with that call's output (as :func:`foldconv.check.check_equivalence` does on every trial)
+shows such a difference wherever those inputs reach it.
+
+:class:`DispatchMode` is the base for every foldconv ``TorchDispatchMode``: torch 2.10 and later wrap each
+mode's ``__torch_dispatch__`` in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo`` (about a
+second); the base keeps the handler as written (foldconv never compiles inside a mode).
+
+Example:
+    >>> import torch
+    >>> rec = capture(lambda x, w: torch.nn.functional.linear(x, w).sum(1), [torch.ones(2, 3), torch.ones(4, 3)])
+    >>> [node.name for node in rec.nodes]
+    ['aten.t', 'aten.mm', 'aten.sum']
+    >>> rec.run([torch.ones(2, 3), 2 * torch.ones(4, 3)]).tolist()
+    [24.0, 24.0]
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+from .errors import first_line
+
+__all__ = ["DispatchMode", "CaptureError", "TensorMeta", "Value", "Node", "Record", "capture", "READS_VALUES"]
+
+
+class DispatchMode(TorchDispatchMode):
+    """A ``TorchDispatchMode`` whose ``__torch_dispatch__`` runs as written, without importing ``torch._dynamo``.
+
+    Subclass it instead of ``TorchDispatchMode``. torch 2.10+ wraps every subclass's handler in
+    ``torch._disable_dynamo`` (so that ``torch.compile`` does not trace into it); the wrapper's first call
+    imports ``torch._dynamo``, about a second in a fresh process. The handler is restored after torch's own
+    ``__init_subclass__``; older torch, which wraps nothing, is unaffected.
+
+    Example:
+        >>> class Names(DispatchMode):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.seen = []
+        ...     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        ...         self.seen.append(str(func.overloadpacket))
+        ...         return func(*args, **(kwargs or {}))
+        >>> with Names() as mode:
+        ...     _ = torch.ones(2) * 3
+        >>> mode.seen
+        ['aten.ones', 'aten.mul']
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raw = cls.__dict__.get("__torch_dispatch__")
+        super().__init_subclass__(**kwargs)
+        if raw is not None and cls.__dict__.get("__torch_dispatch__") is not raw:
+            type.__setattr__(cls, "__torch_dispatch__", raw)
+
+
+class CaptureError(RuntimeError):
+    """A function could not be captured as a closed record; the message says where, in the function's terms.
+
+    ``op``: the aten operation (``"aten.add"``) or Tensor method (``"Tensor.apply_"``) concerned, if any.
+
+    Example:
+        >>> try:
+        ...     capture(lambda x: x * float(x.sum()), [torch.ones(2)])
+        ... except CaptureError as err:
+        ...     err.op, str(err)
+        ('aten._local_scalar_dense', "Tensor.__float__ reads a tensor's value into Python (aten._local_scalar_dense), where nothing can be recorded")
+    """
+
+    def __init__(self, message: str, op: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.op = op
+
+
+#: Tensor methods that read values without an aten operation (into numpy, a capsule, a pickle or a Python
+#: callback): on a fake tensor they are refused (``apply_`` would read memory that does not exist). ``item``,
+#: ``tolist``, ``float(t)`` and ``if t:`` need no entry: they run ``aten._local_scalar_dense``, which fails on
+#: fake tensors; a fake tensor's storage holds no values to read.
+READS_VALUES = frozenset({"apply_", "map_", "map2_", "numpy", "__array__", "__dlpack__", "__reduce_ex__"})
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Metadata of one tensor in a record: what the operation produced, without its values.
+
+    ``storage``: an id shared by every tensor of the record that aliases the same memory (views, in-place
+    results); ``storage_numel``: that memory's size in elements of ``dtype``.
+    """
+
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+    stride: Tuple[int, ...]
+    offset: int
+    storage: int
+    storage_numel: int
+
+    @property
+    def covers_storage(self) -> bool:
+        """Does this tensor reach every element of its storage exactly once (a write to it replaces all)?"""
+        numel = 1
+        for size in self.shape:
+            numel *= size
+        if numel != self.storage_numel or self.offset:
+            return False
+        expected = 1
+        for size, stride in sorted(zip(self.shape, self.stride), key=lambda p: p[1]):
+            if size > 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor of a record: an input, a constant or an operation's result (``id`` indexes ``Record.meta``)."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """One aten operation of a record.
+
+    ``args``/``kwargs``: as the operation got them, with each tensor replaced by its :class:`Value`;
+    ``result``: the operation's return value with each tensor replaced by a new :class:`Value` (an in-place
+    operation's result is a new value of the same storage); ``writes``: the values the operation mutates;
+    ``scope``: the qualified names of the modules whose ``forward`` was running (outermost first).
+    """
+
+    op: Any
+    args: Tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    result: Any
+    writes: Tuple[Value, ...]
+    scope: Tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """``namespace.packet``, e.g. ``aten.add`` (the overload is ``op``)."""
+        packet = getattr(self.op, "overloadpacket", self.op)
+        return f"{getattr(self.op, 'namespace', '?')}.{getattr(packet, '__name__', str(packet))}"
+
+    @property
+    def short(self) -> str:
+        """The overload packet's name without namespace, e.g. ``add_``."""
+        return self.name.split(".", 1)[1]
+
+    def inputs(self) -> List[Value]:
+        """Every value among ``args`` and ``kwargs`` (``out=`` targets too), in order."""
+        return [v for v in _leaves((self.args, self.kwargs)) if isinstance(v, Value)]
+
+    def outputs(self) -> List[Value]:
+        """Every value the operation returned, in order."""
+        return [v for v in _leaves(self.result) if isinstance(v, Value)]
+
+
+@dataclass(frozen=True)
+class _Constant:
+    value: Value
+    storage: int  # index into Record.storages
+    dtype: torch.dtype
+    shape: Tuple[int, ...]
+    stride: Tuple[int, ...]
+    offset: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """A closed record of aten operations (see the module docstring); :meth:`run` replays it.
+
+    ``inputs``: one :class:`Value` per input of :func:`capture`; ``nodes``: the operations in order;
+    ``output``: the function's return value with tensors as values; ``meta``: every value's
+    :class:`TensorMeta`; ``constant_values``: the values that are constants (their tensors are copied at
+    capture and restored for every run).
+    """
+
+    inputs: Tuple[Value, ...]
+    nodes: Tuple[Node, ...]
+    output: Any
+    meta: Tuple[TensorMeta, ...]
+    constants: Tuple[_Constant, ...]
+    storages: Tuple[Any, ...]
+    mutable_storages: Tuple[bool, ...]
+
+    @property
+    def constant_values(self) -> Tuple[Value, ...]:
+        """The values that are constants."""
+        return tuple(c.value for c in self.constants)
+
+    def run(self, inputs: Sequence[torch.Tensor], *, observe: Optional[Callable[[Node, tuple, dict, Any], None]] = None) -> Any:
+        """Replay the record on ``inputs`` (same shapes, dtypes and devices as at capture); return its output.
+
+        Only the recorded operations run, each on the tensors the record says. ``observe(node, args,
+        kwargs, result)`` is called after each operation with the real tensors. Inputs are used as given
+        (an operation that mutates an input mutates it); constants start from their captured values on
+        every run.
+
+        Example:
+            >>> rec = capture(lambda x: (x + 1).relu_(), [torch.zeros(3)])
+            >>> rec.run([torch.tensor([-2.0, 0.0, 3.0])]).tolist()
+            [0.0, 1.0, 4.0]
+        """
+        if len(inputs) != len(self.inputs):
+            raise CaptureError(f"the record has {len(self.inputs)} inputs, got {len(inputs)}")
+        env: List[Any] = [None] * len(self.meta)
+        for value, tensor in zip(self.inputs, inputs):
+            meta = self.meta[value.id]
+            if tuple(tensor.shape) != meta.shape or tensor.dtype != meta.dtype:
+                raise CaptureError(f"input {value.id}: expected {meta.shape} {meta.dtype}, got {tuple(tensor.shape)} {tensor.dtype}")
+            env[value.id] = tensor
+        storages = [s.clone() if mutable else s for s, mutable in zip(self.storages, self.mutable_storages)]
+        for c in self.constants:
+            env[c.value.id] = torch.empty(0, dtype=c.dtype, device=storages[c.storage].device).set_(
+                storages[c.storage], c.offset, c.shape, c.stride)
+        for node in self.nodes:
+            args, kwargs = _resolve(node.args, env), _resolve(node.kwargs, env)
+            out = node.op(*args, **kwargs)
+            _bind(node.result, out, env)
+            if observe is not None:
+                observe(node, args, kwargs, out)
+        return _resolve(self.output, env)
+
+    def describe(self, value: Value) -> str:
+        """Where a value comes from: ``input 0``, ``a constant`` or ``aten.add (in conv)``."""
+        if value in self.inputs:
+            return f"input {self.inputs.index(value)}"
+        if value in self.constant_values:
+            return "a constant"
+        for node in self.nodes:
+            if value in node.outputs():
+                return node.name + (f" (in {node.scope[-1]})" if node.scope else "")
+        return f"value {value.id}"
+
+
+def _leaves(tree: Any) -> Iterator[Any]:
+    if isinstance(tree, (list, tuple)):
+        for item in tree:
+            yield from _leaves(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _leaves(item)
+    else:
+        yield tree
+
+
+def _resolve(tree: Any, env: List[Any]) -> Any:
+    if isinstance(tree, Value):
+        return env[tree.id]
+    if isinstance(tree, list):
+        return [_resolve(t, env) for t in tree]
+    if isinstance(tree, tuple):
+        return tuple(_resolve(t, env) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _resolve(v, env) for k, v in tree.items()}
+    return tree
+
+
+def _bind(pattern: Any, out: Any, env: List[Any]) -> None:
+    if isinstance(pattern, Value):
+        env[pattern.id] = out
+    elif isinstance(pattern, (list, tuple)):
+        for p, o in zip(pattern, out):
+            _bind(p, o, env)
+
+
+class _State:
+    """Everything one capture accumulates; ``failure`` is sticky (a caught error still fails the capture)."""
+
+    def __init__(self, fake_mode: Any, names: Mapping[int, str]) -> None:
+        self.fake_mode = fake_mode
+        self.names = names
+        self.thread = threading.get_ident()
+        self.failure: Optional[CaptureError] = None
+        self.slot: Dict[int, Value] = {}  # id(tensor) -> its newest value
+        self.keep: List[Any] = []  # every tensor seen, so ids are not reused during the capture
+        self.meta: List[TensorMeta] = []
+        self.nodes: List[Node] = []
+        self.constants: List[_Constant] = []
+        self.storages: List[Any] = []
+        self.storage_index: Dict[Tuple[int, str], int] = {}  # (data_ptr, device) of a real storage -> snapshot
+        self.storage_ids: Dict[int, int] = {}  # fake storage -> record storage id
+        self.scope: List[str] = []
+        self.shadow: Dict[int, Any] = {}  # id(fake tensor) -> a real tensor holding the same values
+        self.shadow_storages: Dict[Tuple[int, str], Any] = {}  # private copies of the constants' storages
+        self.unknown: set = set()
+        self.constant_ids: set = set()  # record storages whose values the shadows no longer follow
+
+    def fail(self, message: str, op: Optional[str] = None) -> CaptureError:
+        err = CaptureError(message, op)
+        if self.failure is None:
+            self.failure = err
+        return err
+
+    def _storage_id(self, fake: torch.Tensor) -> int:
+        key = fake.untyped_storage()._cdata
+        return self.storage_ids.setdefault(key, len(self.storage_ids))
+
+    def new_value(self, tensor: torch.Tensor, fake: torch.Tensor) -> Value:
+        value = Value(len(self.meta))
+        size = fake.untyped_storage().nbytes() // max(fake.element_size(), 1)
+        self.meta.append(TensorMeta(tuple(fake.shape), fake.dtype, fake.device, tuple(fake.stride()), int(fake.storage_offset()),
+                                    self._storage_id(fake), int(size)))
+        self.slot[id(tensor)] = value
+        self.keep.append(tensor)
+        return value
+
+    def refer(self, tree: Any, op: str) -> Any:
+        """``tree`` with every tensor replaced by its value; a real tensor becomes a constant."""
+        if isinstance(tree, torch.Tensor):
+            value = self.slot.get(id(tree))
+            if value is not None:
+                return value
+            return self._constant(tree, op)
+        if isinstance(tree, list):
+            return [self.refer(t, op) for t in tree]
+        if isinstance(tree, tuple):
+            return tuple(self.refer(t, op) for t in tree)
+        if isinstance(tree, dict):
+            return {k: self.refer(v, op) for k, v in tree.items()}
+        if isinstance(tree, (torch.UntypedStorage, torch.TypedStorage)):
+            raise self.fail(f"{op} took a raw storage: memory the record cannot follow", op)
+        return tree
+
+    def _constant(self, tensor: torch.Tensor, op: str) -> Value:
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(tensor, FakeTensor):
+            raise self.fail(f"{op} used a tensor computed outside the capture (in another thread or under a disabled "
+                            "dispatch mode), so the record cannot say how it was computed", op)
+        if tensor.is_meta or type(tensor) not in (torch.Tensor, nn.Parameter):
+            raise self.fail(f"{op} used a {type(tensor).__name__} on device {tensor.device}, which has no values to record", op)
+        with _disable_current_modes():
+            storage = tensor.untyped_storage()
+            key = (storage.data_ptr(), str(tensor.device))
+            if key not in self.storage_index:
+                self.storage_index[key] = len(self.storages)
+                self.storages.append(storage.clone())
+            fake = self.fake_mode.from_tensor(tensor)
+        value = self.new_value(tensor, fake)
+        self.constants.append(_Constant(value, self.storage_index[key], tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
+                                        int(tensor.storage_offset())))
+        self.constant_ids.add(value.id)
+        return value
+
+    def shadows(self, tree: Any) -> Optional[Any]:
+        """``tree`` with every tensor replaced by its shadow; None when one has none."""
+        missing = []
+
+        def swap(t: Any) -> Any:
+            if isinstance(t, (list, tuple)):
+                return type(t)(swap(u) for u in t) if isinstance(t, list) else tuple(swap(u) for u in t)
+            if isinstance(t, dict):
+                return {k: swap(v) for k, v in t.items()}
+            if not isinstance(t, torch.Tensor):
+                return t
+            value = self.slot.get(id(t))
+            if value is None or self.meta[value.id].storage in self.unknown:
+                missing.append(t)
+                return None
+            if id(t) in self.shadow:
+                return self.shadow[id(t)]
+            if value.id in self.constant_ids:
+                return self._private(t)
+            missing.append(t)
+            return None
+
+        swapped = swap(tree)
+        return None if missing else swapped
+
+    def _private(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A constant's shadow: a view of a private copy of its storage (the caller's tensor is never written)."""
+        with _disable_current_modes():
+            storage = tensor.untyped_storage()
+            key = (storage.data_ptr(), str(tensor.device))
+            if key not in self.shadow_storages:
+                self.shadow_storages[key] = storage.clone()
+            copy = torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(
+                self.shadow_storages[key], tensor.storage_offset(), tensor.shape, tensor.stride())
+        self.shadow[id(tensor)] = copy
+        return copy
+
+    def run_real(self, func: Any, shadow_args: Any) -> Any:
+        with _disable_current_modes():
+            args, kwargs = shadow_args
+            return func(*args, **kwargs)
+
+    def attach(self, out: Any, real: Any) -> None:
+        """Pair every fake tensor of an op's result with the real tensor at the same place."""
+        if isinstance(out, torch.Tensor) and isinstance(real, torch.Tensor):
+            self.shadow[id(out)] = real
+        elif isinstance(out, (list, tuple)) and isinstance(real, (list, tuple)):
+            for o, r in zip(out, real):
+                self.attach(o, r)
+
+    def forget(self, writes: Sequence[Value]) -> None:
+        """An op the shadows did not follow wrote here: these storages' values are unknown from now on."""
+        for v in writes:
+            self.unknown.add(self.meta[v.id].storage)
+
+    def result(self, out: Any) -> Any:
+        if isinstance(out, torch.Tensor):
+            return self.new_value(out, out)
+        if isinstance(out, (list, tuple)):
+            return type(out)(self.result(o) for o in out) if isinstance(out, list) else tuple(self.result(o) for o in out)
+        return out
+
+
+def _all_meta(args: Any, kwargs: Any) -> bool:
+    tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    return bool(tensors) and all(t.device.type == "meta" for t in tensors)
+
+
+def _written(func: Any, args: Any, kwargs: Mapping[str, Any]) -> List[Any]:
+    """The arguments an operation mutates, by its schema (``Tensor(a!)``)."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return []
+    written = []
+    for i, arg in enumerate(schema.arguments):
+        info = arg.alias_info
+        if info is None or not info.is_write:
+            continue
+        if arg.kwarg_only or i >= len(args):
+            if arg.name in kwargs:
+                written.append(kwargs[arg.name])
+        else:
+            written.append(args[i])
+    return written
+
+
+_DATA_DEPENDENT = ("DataDependentOutputException", "DynamicOutputShapeException")
+_UNKNOWN_VALUES = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted",
+                             "resize_", "set_"})
+
+
+class _Recorder(DispatchMode):
+    """Records every op on the capture's tensors; ops on known constants also run for real (their shadows).
+
+    A value computed only from constants, Python literals and deterministic factories has a real *shadow*
+    (the same value, computed the same way), so an op that needs values — a boolean mask, ``nonzero``,
+    ``float(t)`` — can be answered for it: the answer is a constant, the same in every replay. Values that
+    depend on the inputs, on random or uninitialised memory, or on a write the shadows did not follow have none.
+    """
+
+    def __init__(self, state: _State) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105 (torch's protocol)
+        kwargs = kwargs or {}
+        st = self.state
+        name = f"{getattr(func, 'namespace', '?')}.{func.overloadpacket.__name__}"
+        if st.failure is not None:
+            raise st.failure
+        if _all_meta(args, kwargs):
+            return func(*args, **kwargs)  # a shape pass on the meta device: no value exists there to record
+        ref_args, ref_kwargs = st.refer(tuple(args), name), st.refer(dict(kwargs), name)
+        writes = tuple(v for v in _leaves(st.refer(_written(func, args, kwargs), name)) if isinstance(v, Value))
+        known = (torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ())
+                 and func.overloadpacket.__name__ not in _UNKNOWN_VALUES)
+        shadow_args = st.shadows((tuple(args), dict(kwargs))) if known else None
+        try:
+            out = func(*args, **kwargs)
+            real = st.run_real(func, shadow_args) if shadow_args is not None else None
+        except Exception as err:
+            if type(err).__name__ not in _DATA_DEPENDENT:
+                raise st.fail(f"{name} failed on fake tensors: {first_line(err, with_type=True)}", name) from err
+            if shadow_args is None:
+                raise st.fail(f"{name} needs a tensor's value (a Python branch on it, or a shape that depends on it), "
+                              "which a record cannot follow", name) from err
+            real = st.run_real(func, shadow_args)  # a constant's value: the same in every replay
+            if not isinstance(real, torch.Tensor):
+                return real
+            with _disable_current_modes():
+                out = st.fake_mode.from_tensor(real)
+        result = st.result(out)
+        node = Node(func, ref_args, ref_kwargs, result, writes, tuple(st.scope))
+        if real is not None:
+            st.attach(out, real)
+        else:
+            st.forget(writes)
+        if writes or node.outputs():  # not a metadata query (prim.device, ...): nothing that holds values
+            st.nodes.append(node)
+        return out
+
+
+class _Guard(TorchFunctionMode):
+    """Refuses Tensor methods that read values outside the dispatcher on fake tensors, and notes every error."""
+
+    def __init__(self, state: _State) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 (torch's protocol)
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        fake = any(isinstance(t, FakeTensor) for t in _leaves((args, kwargs)))
+        if fake and name in READS_VALUES:
+            raise self.state.fail(f"Tensor.{name} reads a tensor's values outside torch's operations, where nothing can be "
+                                  "recorded", f"Tensor.{name}")
+        before = self.state.failure
+        try:
+            return func(*args, **kwargs)
+        except Exception as err:
+            failure = self.state.failure
+            if fake and failure is None:
+                self.state.fail(f"{getattr(func, '__qualname__', name)} failed on fake tensors: {first_line(err, with_type=True)}", name)
+            elif fake and before is None and failure is not None and failure.op == "aten._local_scalar_dense":
+                # say which call read the value: `float(t)`, `t.item()`, `t.tolist()`, `if t: ...`
+                self.state.failure = CaptureError(f"Tensor.{name} reads a tensor's value into Python "
+                                                  "(aten._local_scalar_dense), where nothing can be recorded", failure.op)
+            raise
+
+
+@contextlib.contextmanager
+def _module_conversion(state: _State) -> Iterator[None]:
+    """``module.to(dtype)`` while capturing: parameters are rebound to converted ones.
+
+    torch converts a fake parameter by ``swap_tensors``, which fails on fake tensors (FakeTensorMode keeps a
+    weak reference to each); the capture thread rebinds each parameter to its conversion instead (a tied
+    parameter stays tied), other threads are unaffected.
+    """
+    original = nn.Module._apply
+
+    def _apply(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
+        if threading.get_ident() != state.thread:
+            return original(module, fn, recurse)
+        converted: Dict[int, Any] = {}
+
+        def convert(m: nn.Module, deep: bool) -> None:
+            for child in m.children() if deep else ():
+                convert(child, True)
+            for key, param in m._parameters.items():
+                if param is not None:
+                    if id(param) not in converted:
+                        with torch.no_grad():
+                            applied = fn(param)
+                        converted[id(param)] = param if applied is param else nn.Parameter(applied, param.requires_grad)
+                    m._parameters[key] = converted[id(param)]
+            for key, buf in m._buffers.items():
+                if buf is not None:
+                    m._buffers[key] = fn(buf)
+
+        convert(module, recurse)
+        return module
+
+    nn.Module._apply = _apply  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module._apply = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _scopes(state: _State) -> Iterator[None]:
+    """Track the modules whose forward is running (names from ``state.names``, else the class name)."""
+    module_hooks = nn.modules.module
+
+    def enter(module: nn.Module, _args: Any) -> None:
+        if threading.get_ident() == state.thread:
+            state.scope.append(state.names.get(id(module), type(module).__name__))
+
+    def leave(module: nn.Module, _args: Any, _out: Any) -> None:
+        if threading.get_ident() == state.thread and state.scope:
+            state.scope.pop()
+
+    handles = [module_hooks.register_module_forward_pre_hook(enter), module_hooks.register_module_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture(fn: Callable[..., Any], inputs: Sequence[torch.Tensor], *, names: Optional[Mapping[int, str]] = None) -> Record:
+    """Run ``fn(*inputs)`` once on fake tensors and return its closed :class:`Record`; :class:`CaptureError` if it is not one.
+
+    ``inputs`` give shapes, dtypes and devices (their values are not read). ``names`` maps ``id(module)`` to a
+    name for the scopes of the record (default: class names). Real tensors the function uses (parameters,
+    buffers, closure tensors) are constants, copied when first used.
+
+    Example:
+        >>> conv = torch.nn.Conv1d(1, 1, 2, bias=False)
+        >>> rec = capture(conv, [torch.zeros(1, 1, 4)], names={id(conv): "conv"})
+        >>> [(n.name, n.scope) for n in rec.nodes], len(rec.constants)
+        ([('aten.convolution', ('conv',))], 1)
+        >>> try:
+        ...     capture(lambda x: x.clone().apply_(lambda v: v), [torch.zeros(2)])
+        ... except CaptureError as err:
+        ...     print(err)
+        Tensor.apply_ reads a tensor's values outside torch's operations, where nothing can be recorded
+    """
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    state = _State(fake_mode, dict(names or {}))
+    fakes = []
+    values = []
+    for t in inputs:
+        if not isinstance(t, torch.Tensor):
+            raise CaptureError(f"inputs must be tensors, got {type(t).__name__}")
+        # a fresh tensor per input, so inputs never alias one another in the record
+        fake = fake_mode.from_tensor(torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device=t.device))
+        fakes.append(fake)
+        values.append(state.new_value(fake, fake))
+    try:
+        with warnings.catch_warnings(), _scopes(state), _module_conversion(state), _Guard(state), fake_mode, _Recorder(state):
+            warnings.simplefilter("ignore")
+            out = fn(*fakes)
+        output = _output(state, out)
+    except CaptureError as err:
+        raise state.failure or err from None
+    except Exception as err:
+        raise state.failure or CaptureError(f"the function failed on fake tensors: {first_line(err, with_type=True)}") from err
+    if state.failure is not None:
+        raise state.failure
+    del FakeTensor
+    written = {state.meta[v.id].storage for node in state.nodes for v in node.writes}
+    constant_storage = {}
+    for c in state.constants:
+        constant_storage.setdefault(c.storage, set()).add(state.meta[c.value.id].storage)
+    mutable = tuple(bool(constant_storage.get(i, set()) & written) for i in range(len(state.storages)))
+    return Record(tuple(values), tuple(state.nodes), output, tuple(state.meta), tuple(state.constants), tuple(state.storages), mutable)
+
+
+def _output(state: _State, out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        value = state.slot.get(id(out))
+        if value is None:
+            from torch._subclasses.fake_tensor import FakeTensor
+
+            if isinstance(out, FakeTensor):
+                raise state.fail("the function returned a tensor computed outside the capture (in another thread or under a "
+                                 "disabled dispatch mode)")
+            with _disable_current_modes():
+                return state._constant(out, "the output")
+        return value
+    if isinstance(out, (list, tuple)):
+        return type(out)(_output(state, o) for o in out) if isinstance(out, list) else tuple(_output(state, o) for o in out)
+    if isinstance(out, dict):
+        return {k: _output(state, v) for k, v in out.items()}
+    return out

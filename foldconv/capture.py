@@ -406,6 +406,23 @@ class _State:
         self.shadow[id(tensor)] = copy
         return copy
 
+    def known_masks(self, func: Any, args: Any) -> Optional[tuple]:
+        """``args`` of an indexing op with every boolean mask that is a constant replaced by its integer indices."""
+        if func.overloadpacket.__name__ not in ("index", "index_put", "index_put_") or len(args) < 2:
+            return None
+        indices, changed = [], False
+        for index in args[1]:
+            if isinstance(index, torch.Tensor) and index.dtype in (torch.bool, torch.uint8):
+                known = self.shadows(index)
+                if known is None:
+                    return None
+                with _disable_current_modes():
+                    indices.extend(known.nonzero(as_tuple=True))
+                changed = True
+            else:
+                indices.append(index)
+        return (args[0], indices) + tuple(args[2:]) if changed else None
+
     def run_real(self, func: Any, shadow_args: Any) -> Any:
         with _disable_current_modes():
             args, kwargs = shadow_args
@@ -492,6 +509,9 @@ class _Recorder(DispatchMode):
         except Exception as err:
             if type(err).__name__ not in _DATA_DEPENDENT:
                 raise st.fail(f"{name} failed on fake tensors: {first_line(err, with_type=True)}", name) from err
+            indexed = st.known_masks(func, args) if shadow_args is None else None
+            if indexed is not None:  # boolean masks that are constants: the same op with their integer indices
+                return self.__torch_dispatch__(func, types, indexed, kwargs)
             if shadow_args is None:
                 raise st.fail(f"{name} needs a tensor's value (a Python branch on it, or a shape that depends on it), "
                               "which a record cannot follow", name) from err

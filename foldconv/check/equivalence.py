@@ -29,6 +29,7 @@ modifies its input (``nn.ReLU(inplace=True)``) or returns an alias cannot make t
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
@@ -444,6 +445,43 @@ def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...
     )
 
 
+_SPECS: Dict[Tuple[Any, ...], Any] = {}
+
+
+def _conv_spec(conv: Any) -> Any:
+    """``ConvSpec.from_module(conv)``, remembered per hyper-parameters (the sweep checks the same convs again)."""
+    from ..specs import ConvSpec
+
+    if not isinstance(conv, nn.modules.conv._ConvNd) or isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        return ConvSpec.from_module(conv)  # the FoldError it raises names what is wrong
+    key = (type(conv), conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
+           conv.padding if isinstance(conv.padding, str) else tuple(conv.padding), tuple(conv.dilation), conv.groups,
+           conv.bias is None, conv.padding_mode)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) > 4096:
+            _SPECS.clear()
+        spec = _SPECS[key] = ConvSpec.from_module(conv)
+    return spec
+
+
+def _fold_spec(r: Any, order: Any, dims: int) -> Any:
+    """``FoldSpec.make(r, order, dims)``, remembered for hashable arguments."""
+    from ..specs import FoldSpec
+
+    try:
+        return _cached_fold_spec(r, order, dims)
+    except TypeError:  # a list of factors or orders: not hashable, not cached
+        return FoldSpec.make(r, order, dims)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_fold_spec(r: Any, order: Any, dims: int) -> Any:
+    from ..specs import FoldSpec
+
+    return FoldSpec.make(r, order, dims)
+
+
 def check_fold(
     conv: nn.Module,
     r: Union[int, Sequence[int]],
@@ -466,10 +504,9 @@ def check_fold(
     """
     from ..fold import fold_conv
     from ..layout import depth_to_space
-    from ..specs import ConvSpec, FoldSpec
 
-    spec = ConvSpec.from_module(conv)
-    fold = FoldSpec.make(r, order, spec.dims)
+    spec = _conv_spec(conv)
+    fold = _fold_spec(r, order, spec.dims)
     if input_size is None:
         size: Tuple[int, ...] = tuple(max(8, 2 * k) for k in spec.effective_kernel)
     else:

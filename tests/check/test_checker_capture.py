@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
-from foldconv import depth_to_space, fold_conv
+from foldconv import Verdict, depth_to_space, fold_conv
 from foldconv.check import check_equivalence, derived
 
 pytestmark = pytest.mark.claim("EQ-7")
@@ -208,15 +208,68 @@ class _Residual(nn.Module):
         return out
 
 
-def test_true_equivalences_stay_exact_and_mutants_flip():
-    conv = nn.Conv2d(8, 4, 3, padding=1)
-    good = check_equivalence(conv, derived(lambda m: fold_conv(m, 2)), (1, 8, 6, 6), input_transform=lambda x: depth_to_space(x, 2))
-    assert good.ok and good.exact and good.degree == 2, good.summary()
-    residual = _Residual()
-    twin = derived(lambda m: nn.Sequential(m.conv, nn.Identity()))
-    report = check_equivalence(residual, derived(lambda m: m), (1, 3, 5, 5))
+def _stage() -> nn.Module:
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+
+        def forward(self, x):
+            out = self.b(self.a(x))
+            out += x  # torchvision's residual, in place
+            return out
+
+    return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), Block())
+
+
+def _true_pairs():
+    """(reference, derived build, input shape, input transform): equivalences the project proves, for all weights."""
+    from foldconv.equivalences.axw import axw_factors
+    from foldconv.equivalences.space_to_depth import conv_to_focus, strided_to_spd
+    from foldconv.equivalences.subpixel import SubPixelConv, subpixel_to_transposed, transposed_to_subpixel
+    from foldconv.surgery.stage import fold_stage
+
+    return {
+        "fold_conv dcr": (nn.Conv2d(8, 4, 3, padding=1), lambda m: fold_conv(m, 2, "dcr"), (1, 8, 6, 6),
+                          lambda x: depth_to_space(x, 2, "dcr")),
+        "strided_to_spd": (nn.Conv2d(3, 4, 3, stride=2, padding=1), strided_to_spd, (1, 3, 8, 8), None),
+        "conv_to_focus": (nn.Conv2d(3, 4, 6, 2, 2), conv_to_focus, (1, 3, 8, 8), None),
+        "transposed_to_subpixel": (nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1), transposed_to_subpixel, (1, 4, 5, 5), None),
+        "subpixel_to_transposed": (SubPixelConv(nn.Conv2d(2, 8, 3, padding=1, bias=False), 2, "crd"), subpixel_to_transposed,
+                                   (1, 2, 5, 5), None),
+        "dense AXW": (nn.Conv2d(2, 3, 3, padding=1), lambda m: axw_factors(m, (4, 4)).apply, (2, 2, 4, 4), None),
+        "fold_stage with a residual": (_stage(), lambda m: fold_stage(m, 2, input_shape=(1, 8, 6, 6)), (1, 8, 6, 6), None),
+        "in-place residual": (_Residual(), lambda m: m, (1, 3, 5, 5), None),
+    }
+
+
+def _mutant(build):
+    """The same build with one weight of what it returns changed by one."""
+    def changed(m):
+        out = build(m)
+        with torch.no_grad():
+            if isinstance(out, nn.Module):
+                p = next(q for q in out.parameters() if q.is_floating_point())
+            else:  # a bound method: the AXW factors' first weight matrix
+                p = out.__self__.terms[0].W
+            p[(0,) * p.dim()] += 1
+        return out
+    return changed
+
+
+@pytest.mark.parametrize("name", list(_true_pairs()))
+def test_true_equivalences_stay_exact_and_mutants_flip(name):
+    reference, build, shape, transform = _true_pairs()[name]
+    report = check_equivalence(reference, derived(build), shape, input_transform=transform, dtypes=())
+    assert report.ok and report.exact and report.false_equivalent_bound is not None, report.summary()
+    mutant = check_equivalence(reference, derived(_mutant(build)), shape, input_transform=transform, dtypes=())
+    assert mutant.verdict is Verdict.NOT_EQUIVALENT and mutant.exact, mutant.summary()
+
+
+def test_constants_and_in_place_arithmetic_stay_exact():
+    table = torch.arange(6.0).reshape(2, 3)  # constants and ops on them (a Python branch on a constant too)
+    report = check_equivalence(lambda x: x + table.sum(), lambda x: x + (15 if float(table.sum()) == 15 else 0), (2, 3))
     assert report.ok and report.exact, report.summary()
-    assert not check_equivalence(residual, twin, (1, 3, 5, 5))  # the residual and the doubling are missing
-    table = torch.arange(6.0).reshape(2, 3)  # constants and layout ops on them stay exact
-    report = check_equivalence(lambda x: x + table.sum(), lambda x: x + 15, (2, 3))
+    mask = torch.tensor([True, False, True])
+    report = check_equivalence(lambda x: x[..., [0, 2]], lambda x: x[..., mask], (2, 3))  # a boolean mask that is a constant
     assert report.ok and report.exact, report.summary()

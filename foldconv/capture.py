@@ -38,7 +38,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -189,6 +190,11 @@ class _Constant:
     shape: Tuple[int, ...]
     stride: Tuple[int, ...]
     offset: int
+    source: Any = field(default=None, compare=False)  # a weak reference to the tensor it was copied from
+
+    def view(self, storages: Sequence[Any]) -> torch.Tensor:
+        storage = storages[self.storage]
+        return torch.empty(0, dtype=self.dtype, device=storage.device).set_(storage, self.offset, self.shape, self.stride)
 
 
 @dataclass(frozen=True)
@@ -237,8 +243,7 @@ class Record:
             env[value.id] = tensor
         storages = [s.clone() if mutable else s for s, mutable in zip(self.storages, self.mutable_storages)]
         for c in self.constants:
-            env[c.value.id] = torch.empty(0, dtype=c.dtype, device=storages[c.storage].device).set_(
-                storages[c.storage], c.offset, c.shape, c.stride)
+            env[c.value.id] = c.view(storages)
         for node in self.nodes:
             args, kwargs = _resolve(node.args, env), _resolve(node.kwargs, env)
             out = node.op(*args, **kwargs)
@@ -246,6 +251,32 @@ class Record:
             if observe is not None:
                 observe(node, args, kwargs, out)
         return _resolve(self.output, env)
+
+    def changed_constants(self) -> List[str]:
+        """The constants whose tensors (those still alive) no longer hold the values captured: state that changed.
+
+        A function that writes into a tensor it keeps (a closure tensor, a parameter, a buffer) — by any means,
+        seen by the dispatcher or not — computes with other values on its next call than the record does.
+
+        Example:
+            >>> table = torch.zeros(2)
+            >>> rec = capture(lambda x: x + table, [torch.zeros(2)])
+            >>> before = rec.changed_constants()
+            >>> table += 1
+            >>> before, rec.changed_constants()
+            ([], ['a constant of shape (2,)'])
+        """
+        changed = []
+        for c in self.constants:
+            tensor = c.source() if c.source is not None else None
+            if tensor is None:
+                continue  # gone: the function can no longer read it
+            now, then = tensor.detach(), c.view(self.storages)
+            same = now.shape == then.shape and now.dtype == then.dtype and (
+                bool(torch.equal(now, then)) or (now.is_floating_point() and bool(((now == then) | (now.isnan() & then.isnan())).all())))
+            if not same:
+                changed.append(f"a constant of shape {tuple(then.shape)}")
+        return changed
 
     def describe(self, value: Value) -> str:
         """Where a value comes from: ``input 0``, ``a constant`` or ``aten.add (in conv)``."""
@@ -362,10 +393,10 @@ class _State:
             if key not in self.storage_index:
                 self.storage_index[key] = len(self.storages)
                 self.storages.append(storage.clone())
-            fake = self.fake_mode.from_tensor(tensor)
+        fake = self.fake_mode.from_tensor(tensor)
         value = self.new_value(tensor, fake)
         self.constants.append(_Constant(value, self.storage_index[key], tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
-                                        int(tensor.storage_offset())))
+                                        int(tensor.storage_offset()), weakref.ref(tensor)))
         self.constant_ids.add(value.id)
         return value
 

@@ -9,6 +9,7 @@ and the argument. The true equivalences next to them stay exact.
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import pytest
@@ -273,3 +274,15 @@ def test_constants_and_in_place_arithmetic_stay_exact():
     mask = torch.tensor([True, False, True])
     report = check_equivalence(lambda x: x[..., [0, 2]], lambda x: x[..., mask], (2, 3))  # a boolean mask that is a constant
     assert report.ok and report.exact, report.summary()
+
+
+def test_a_counter_kept_in_a_closure_tensor_is_not_exact():
+    count = torch.zeros(1, dtype=torch.float64)
+
+    def changes_on_call_1000(x):
+        ctypes.c_double.from_address(count.data_ptr()).value += 1  # outside torch's operations: no record sees it
+        return x + (count >= 1000).double() * 5
+
+    report = check_equivalence(lambda x: x, changes_on_call_1000, SHAPE, dtypes=())
+    _no_proof(report, "changes a tensor it keeps")
+    assert report.ok  # equal on every call made: a sampled verdict, without the bound

@@ -290,6 +290,17 @@ class Record:
         return f"value {value.id}"
 
 
+def _flat_tensors(args: Sequence[Any], kwargs: Mapping[str, Any]) -> List[torch.Tensor]:
+    """The tensors among an aten call's arguments (aten nests at most one list deep)."""
+    found = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found.extend(t for t in a if isinstance(t, torch.Tensor))
+    return found
+
+
 def _leaves(tree: Any) -> Iterator[Any]:
     if isinstance(tree, (list, tuple)):
         for item in tree:
@@ -325,7 +336,10 @@ class _State:
     """Everything one capture accumulates; ``failure`` is sticky (a caught error still fails the capture)."""
 
     def __init__(self, fake_mode: Any, names: Mapping[int, str]) -> None:
+        from torch._subclasses.fake_tensor import FakeTensor
+
         self.fake_mode = fake_mode
+        self.fake_type = FakeTensor
         self.names = names
         self.thread = threading.get_ident()
         self.failure: Optional[CaptureError] = None
@@ -349,15 +363,13 @@ class _State:
             self.failure = err
         return err
 
-    def _storage_id(self, fake: torch.Tensor) -> int:
-        key = fake.untyped_storage()._cdata
-        return self.storage_ids.setdefault(key, len(self.storage_ids))
-
     def new_value(self, tensor: torch.Tensor, fake: torch.Tensor) -> Value:
         value = Value(len(self.meta))
-        size = fake.untyped_storage().nbytes() // max(fake.element_size(), 1)
+        storage = fake.untyped_storage()
+        sid = self.storage_ids.setdefault(storage._cdata, len(self.storage_ids))
+        size = storage.nbytes() // max(fake.element_size(), 1)
         self.meta.append(TensorMeta(tuple(fake.shape), fake.dtype, fake.device, tuple(fake.stride()), int(fake.storage_offset()),
-                                    self._storage_id(fake), int(size)))
+                                    sid, int(size)))
         self.slot[id(tensor)] = value
         self.keep.append(tensor)
         return value
@@ -399,6 +411,16 @@ class _State:
                                         int(tensor.storage_offset()), weakref.ref(tensor)))
         self.constant_ids.add(value.id)
         return value
+
+    def known(self, tensors: Sequence[torch.Tensor]) -> bool:
+        """Do all these tensors have shadows (are they computed from constants alone)?"""
+        for t in tensors:
+            value = self.slot.get(id(t))
+            if value is None or self.meta[value.id].storage in self.unknown:
+                return False
+            if id(t) not in self.shadow and value.id not in self.constant_ids:
+                return False
+        return True
 
     def shadows(self, tree: Any) -> Optional[Any]:
         """``tree`` with every tensor replaced by its shadow; None when one has none."""
@@ -480,24 +502,26 @@ class _State:
         return out
 
 
-def _all_meta(args: Any, kwargs: Any) -> bool:
-    tensors = [t for t in _leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+def _all_meta(tensors: Sequence[torch.Tensor]) -> bool:
     return bool(tensors) and all(t.device.type == "meta" for t in tensors)
+
+
+_MUTATED: Dict[Any, Tuple[Tuple[int, str, bool], ...]] = {}
 
 
 def _written(func: Any, args: Any, kwargs: Mapping[str, Any]) -> List[Any]:
     """The arguments an operation mutates, by its schema (``Tensor(a!)``)."""
-    schema = getattr(func, "_schema", None)
-    if schema is None:
-        return []
+    mutated = _MUTATED.get(func)
+    if mutated is None:
+        schema = getattr(func, "_schema", None)
+        arguments = schema.arguments if schema is not None else ()
+        mutated = _MUTATED[func] = tuple((i, a.name, a.kwarg_only) for i, a in enumerate(arguments)
+                                         if a.alias_info is not None and a.alias_info.is_write)
     written = []
-    for i, arg in enumerate(schema.arguments):
-        info = arg.alias_info
-        if info is None or not info.is_write:
-            continue
-        if arg.kwarg_only or i >= len(args):
-            if arg.name in kwargs:
-                written.append(kwargs[arg.name])
+    for i, name, kwarg_only in mutated:
+        if kwarg_only or i >= len(args):
+            if name in kwargs:
+                written.append(kwargs[name])
         else:
             written.append(args[i])
     return written
@@ -527,12 +551,14 @@ class _Recorder(DispatchMode):
         name = f"{getattr(func, 'namespace', '?')}.{func.overloadpacket.__name__}"
         if st.failure is not None:
             raise st.failure
-        if _all_meta(args, kwargs):
+        tensors = _flat_tensors(args, kwargs)
+        if _all_meta(tensors):
             return func(*args, **kwargs)  # a shape pass on the meta device: no value exists there to record
         ref_args, ref_kwargs = st.refer(tuple(args), name), st.refer(dict(kwargs), name)
-        writes = tuple(v for v in _leaves(st.refer(_written(func, args, kwargs), name)) if isinstance(v, Value))
-        known = (torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ())
-                 and func.overloadpacket.__name__ not in _UNKNOWN_VALUES)
+        mutated = _written(func, args, kwargs)
+        writes = tuple(v for v in _leaves(st.refer(mutated, name)) if isinstance(v, Value)) if mutated else ()
+        known = (func.overloadpacket.__name__ not in _UNKNOWN_VALUES and st.known(tensors)
+                 and torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ()))
         shadow_args = st.shadows((tuple(args), dict(kwargs))) if known else None
         try:
             out = func(*args, **kwargs)
@@ -570,18 +596,17 @@ class _Guard(TorchFunctionMode):
         self.state = state
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105 (torch's protocol)
-        from torch._subclasses.fake_tensor import FakeTensor
-
+        FakeTensor = self.state.fake_type  # noqa: N806 (a class)
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        fake = any(isinstance(t, FakeTensor) for t in _leaves((args, kwargs)))
-        if fake and name in READS_VALUES:
+        if name in READS_VALUES and any(isinstance(t, FakeTensor) for t in _leaves((args, kwargs))):
             raise self.state.fail(f"Tensor.{name} reads a tensor's values outside torch's operations, where nothing can be "
                                   "recorded", f"Tensor.{name}")
         before = self.state.failure
         try:
             return func(*args, **kwargs)
         except Exception as err:
+            fake = any(isinstance(t, FakeTensor) for t in _leaves((args, kwargs)))
             failure = self.state.failure
             if fake and failure is None:
                 self.state.fail(f"{getattr(func, '__qualname__', name)} failed on fake tensors: {first_line(err, with_type=True)}", name)

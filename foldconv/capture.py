@@ -371,7 +371,7 @@ class _State:
         self.meta.append(TensorMeta(tuple(fake.shape), fake.dtype, fake.device, tuple(fake.stride()), int(fake.storage_offset()),
                                     sid, int(size)))
         self.slot[id(tensor)] = value
-        self.keep.append(tensor)
+        self.keep.append((tensor, fake))  # alive until the end: ids and storage addresses are never reused meanwhile
         return value
 
     def refer(self, tree: Any, op: str) -> Any:

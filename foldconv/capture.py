@@ -191,6 +191,7 @@ class _Constant:
     stride: Tuple[int, ...]
     offset: int
     source: Any = field(default=None, compare=False)  # a weak reference to the tensor it was copied from
+    born: bool = False  # made while capturing (from constants alone), not kept by the function
 
     def view(self, storages: Sequence[Any]) -> torch.Tensor:
         storage = storages[self.storage]
@@ -219,6 +220,11 @@ class Record:
     def constant_values(self) -> Tuple[Value, ...]:
         """The values that are constants."""
         return tuple(c.value for c in self.constants)
+
+    @property
+    def state_values(self) -> Tuple[Value, ...]:
+        """The constants the function keeps (its parameters, buffers, closure tensors): writing them is state."""
+        return tuple(c.value for c in self.constants if not c.born)
 
     def run(self, inputs: Sequence[torch.Tensor], *, observe: Optional[Callable[[Node, tuple, dict, Any], None]] = None) -> Any:
         """Replay the record on ``inputs`` (same shapes, dtypes and devices as at capture); return its output.
@@ -268,7 +274,7 @@ class Record:
         """
         changed = []
         for c in self.constants:
-            tensor = c.source() if c.source is not None else None
+            tensor = c.source() if c.source is not None and not c.born else None
             if tensor is None:
                 continue  # gone: the function can no longer read it
             now, then = tensor.detach(), c.view(self.storages)
@@ -288,6 +294,11 @@ class Record:
             if value in node.outputs():
                 return node.name + (f" (in {node.scope[-1]})" if node.scope else "")
         return f"value {value.id}"
+
+
+def _address(t: torch.Tensor) -> Tuple[int, str]:
+    """Where a real tensor's memory is (no operation runs: storages are read, not computed)."""
+    return t.untyped_storage().data_ptr(), t.device.type + str(t.device.index)
 
 
 def _flat_tensors(args: Sequence[Any], kwargs: Mapping[str, Any]) -> List[torch.Tensor]:
@@ -355,7 +366,8 @@ class _State:
         self.shadow: Dict[int, Any] = {}  # id(fake tensor) -> a real tensor holding the same values
         self.shadow_storages: Dict[Tuple[int, str], Any] = {}  # private copies of the constants' storages
         self.unknown: set = set()
-        self.constant_ids: set = set()  # record storages whose values the shadows no longer follow
+        self.constant_ids: set = set()
+        self.born: set = set()  # (data_ptr, device) of the real tensors folded ops made  # record storages whose values the shadows no longer follow
 
     def fail(self, message: str, op: Optional[str] = None) -> CaptureError:
         err = CaptureError(message, op)
@@ -401,14 +413,14 @@ class _State:
             raise self.fail(f"{op} used a {type(tensor).__name__} on device {tensor.device}, which has no values to record", op)
         with _disable_current_modes():
             storage = tensor.untyped_storage()
-            key = (storage.data_ptr(), str(tensor.device))
+            key = _address(tensor)
             if key not in self.storage_index:
                 self.storage_index[key] = len(self.storages)
                 self.storages.append(storage.clone())
         fake = self.fake_mode.from_tensor(tensor)
         value = self.new_value(tensor, fake)
         self.constants.append(_Constant(value, self.storage_index[key], tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
-                                        int(tensor.storage_offset()), weakref.ref(tensor)))
+                                        int(tensor.storage_offset()), weakref.ref(tensor), key in self.born))
         self.constant_ids.add(value.id)
         return value
 
@@ -416,11 +428,46 @@ class _State:
         """Do all these tensors have shadows (are they computed from constants alone)?"""
         for t in tensors:
             value = self.slot.get(id(t))
-            if value is None or self.meta[value.id].storage in self.unknown:
+            if value is not None and self.meta[value.id].storage in self.unknown:
                 return False
-            if id(t) not in self.shadow and value.id not in self.constant_ids:
+            if isinstance(t, self.fake_type):
+                if value is None or id(t) not in self.shadow:
+                    return False
+            elif t.is_meta or type(t) not in (torch.Tensor, nn.Parameter):
                 return False
         return True
+
+    def local(self, tensors: Sequence[torch.Tensor]) -> bool:
+        """Are these real tensors made while capturing and not yet part of the record (an op may write them)?"""
+        return all(not isinstance(t, self.fake_type) and self.is_born(t) and _address(t) not in self.storage_index for t in tensors)
+
+    def fresh(self, real: Any, shadow_args: Any) -> bool:
+        """Is every tensor of ``real`` new memory, or a view of memory made while capturing?"""
+        used = {_address(t) for t in _flat_tensors(*shadow_args)} - self.born
+        return all(_address(t) not in used for t in _leaves(real) if isinstance(t, torch.Tensor))
+
+    def as_fake(self, tree: Any) -> Any:
+        """``tree`` with every real tensor replaced by its fake (the one FakeTensorMode itself would make)."""
+        if isinstance(tree, torch.Tensor):
+            return tree if isinstance(tree, self.fake_type) else self.fake_mode.from_tensor(tree)
+        if isinstance(tree, list):
+            return [self.as_fake(t) for t in tree]
+        if isinstance(tree, tuple):
+            return tuple(self.as_fake(t) for t in tree)
+        if isinstance(tree, dict):
+            return {k: self.as_fake(v) for k, v in tree.items()}
+        return tree
+
+    def is_born(self, tensor: torch.Tensor) -> bool:
+        return _address(tensor) in self.born
+
+    def born_from(self, real: Any) -> Any:
+        """Remember the real tensors a folded op made: capture-local values, not the function's state."""
+        for t in _leaves(real):
+            if isinstance(t, torch.Tensor):
+                self.keep.append(t)
+                self.born.add(_address(t))
+        return real
 
     def shadows(self, tree: Any) -> Optional[Any]:
         """``tree`` with every tensor replaced by its shadow; None when one has none."""
@@ -434,12 +481,14 @@ class _State:
             if not isinstance(t, torch.Tensor):
                 return t
             value = self.slot.get(id(t))
-            if value is None or self.meta[value.id].storage in self.unknown:
+            if value is not None and self.meta[value.id].storage in self.unknown:
                 missing.append(t)
                 return None
             if id(t) in self.shadow:
                 return self.shadow[id(t)]
-            if value.id in self.constant_ids:
+            if not isinstance(t, self.fake_type):
+                if value is None and not self.is_born(t):
+                    self._constant(t, "a constant")  # what folded values were computed from: watched like any constant
                 return self._private(t)
             missing.append(t)
             return None
@@ -448,10 +497,13 @@ class _State:
         return None if missing else swapped
 
     def _private(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A constant's shadow: a view of a private copy of its storage (the caller's tensor is never written)."""
+        """A constant's shadow: a view of a private copy of its storage (the caller's tensor is never written);
+        a tensor made while capturing is its own."""
+        if self.is_born(tensor) and _address(tensor) not in self.storage_index:
+            return tensor
         with _disable_current_modes():
             storage = tensor.untyped_storage()
-            key = (storage.data_ptr(), str(tensor.device))
+            key = _address(tensor)
             if key not in self.shadow_storages:
                 self.shadow_storages[key] = storage.clone()
             copy = torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(
@@ -554,14 +606,22 @@ class _Recorder(DispatchMode):
         tensors = _flat_tensors(args, kwargs)
         if _all_meta(tensors):
             return func(*args, **kwargs)  # a shape pass on the meta device: no value exists there to record
-        ref_args, ref_kwargs = st.refer(tuple(args), name), st.refer(dict(kwargs), name)
+        if func.overloadpacket.__name__ in ("lift_fresh", "lift_fresh_copy") and not isinstance(args[0], st.fake_type):
+            return st.born_from(args[0])  # torch.tensor(data): new memory filled from Python values, a constant
         mutated = _written(func, args, kwargs)
-        writes = tuple(v for v in _leaves(st.refer(mutated, name)) if isinstance(v, Value)) if mutated else ()
         known = (func.overloadpacket.__name__ not in _UNKNOWN_VALUES and st.known(tensors)
                  and torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ()))
         shadow_args = st.shadows((tuple(args), dict(kwargs))) if known else None
+        if shadow_args is not None and st.local(_flat_tensors(mutated, {})):
+            real = st.run_real(func, shadow_args)
+            if st.fresh(real, shadow_args) or mutated:
+                return st.born_from(real)  # a constant computed from constants: it enters the record as a constant
+        ref_args, ref_kwargs = st.refer(tuple(args), name), st.refer(dict(kwargs), name)
+        writes = tuple(v for v in _leaves(st.refer(mutated, name)) if isinstance(v, Value)) if mutated else ()
         try:
-            out = func(*args, **kwargs)
+            # real tensors go in as their fakes: torch would run an op whose inputs are all real for real, and write
+            # into the function's own tensors
+            out = func(*st.as_fake(tuple(args)), **st.as_fake(dict(kwargs)))
             real = st.run_real(func, shadow_args) if shadow_args is not None else None
         except Exception as err:
             if type(err).__name__ not in _DATA_DEPENDENT:

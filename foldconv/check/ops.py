@@ -335,8 +335,7 @@ class _Walk:
         self.refusals: List[str] = []
         self.refused: Set[str] = set()
         self.watched: Set[int] = set()
-        constants = {self.meta[v.id].storage for v in record.constant_values}
-        self.constants = constants
+        self.constants = {self.meta[v.id].storage for v in record.state_values}
 
     def refuse(self, node: Optional[Node], text: str, op: Optional[str] = None) -> None:
         line = text + (_where(node) if node is not None else "")

@@ -34,13 +34,13 @@ def folds(draw):
     return conv, r, order
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(folds())
 def test_the_structural_route_agrees_with_the_captured_check(case):
     conv, r, order = case
     assert structural.plain_conv(conv)
-    fast = check_fold(conv, r, order, input_size=8, dtypes=())
-    slow = check_equivalence(conv, derived(lambda m: fold_conv(m, r, order)), (2, conv.in_channels) + (8,) * (conv.weight.dim() - 2),
+    fast = check_fold(conv, r, order, input_size=6, dtypes=())
+    slow = check_equivalence(conv, derived(lambda m: fold_conv(m, r, order)), (2, conv.in_channels) + (6,) * (conv.weight.dim() - 2),
                              input_transform=lambda x: depth_to_space(x, r, order, dims=conv.weight.dim() - 2), dtypes=())
     assert fast.verdict is slow.verdict is Verdict.EQUIVALENT and fast.exact and slow.exact, (fast.summary(), slow.summary())
     assert fast.degree == slow.degree == 2 and fast.false_equivalent_bound == slow.false_equivalent_bound
@@ -107,5 +107,5 @@ def test_the_route_reports_like_the_checker():
     assert check_fold(conv, 2, "dcr", seed=3).float64_max_abs == check_fold(conv, 2, "dcr", seed=3).float64_max_abs
     with pytest.raises(FoldError, match="input_size"):
         check_fold(nn.Conv2d(4, 4, 5), 2, input_size=2)
-    huge = check_fold(nn.Conv2d(4096, 1, 3), 2, exact_range=2**20, input_size=4, batch=1, dtypes=(), trials=1)
+    huge = check_fold(nn.Conv2d(256, 1, 3), 2, exact_range=2**20, input_size=4, batch=1, dtypes=(), trials=1)
     assert huge.ok  # fan-in * R**2 passes 2**51: not the structural route, whose bound would not hold

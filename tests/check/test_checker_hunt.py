@@ -227,7 +227,7 @@ def test_the_hunt_has_at_least_a_hundred_differing_pairs_per_run():
 
 
 def test_hunt_fast_tier():
-    counts = hunt(ALL[::4])
+    counts = hunt(ALL[::6])  # every family, every place; the slow tier runs every pair
     assert not [k for k in counts if k[1] == "FALSE EXACT" or k[0] == "false exact"], counts
 
 

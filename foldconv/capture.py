@@ -16,6 +16,12 @@ dispatch mode) produces fake tensors the record never saw, which the capture ref
 returned. A failed capture raises :class:`CaptureError` with the reason; an error the function itself catches
 still fails the capture (the real run would take another path).
 
+Operations on constants alone (index masks, ``torch.tensor`` literals, ``arange``, a module's fixed buffers) run
+for real while capturing and enter the record as constants, so a Python decision or a boolean mask on them works
+and is the same in every replay; the function's own tensors are never written while capturing (real tensors go
+into fake operations as their fakes), and the constants a record was computed from are kept by weak reference,
+so :meth:`Record.changed_constants` shows when the function changed one since.
+
 What a record cannot see is Python state: a function that keeps a counter in a closure, or asks whether its
 tensors are fake, can compute something else on real tensors. :meth:`Record.run` on the inputs a real call got
 and a comparison with that call's output (as :func:`foldconv.check.check_equivalence` does on every trial)

@@ -27,7 +27,7 @@ tensors are fake, can compute something else on real tensors. :meth:`Record.run`
 and a comparison with that call's output (as :func:`foldconv.check.check_equivalence` does on every trial)
 shows such a difference wherever those inputs reach it.
 
-:class:`DispatchMode` is the base for every foldconv ``TorchDispatchMode``: torch 2.10 and later wrap each
+:class:`DispatchMode` is the base for foldconv's dispatch modes: recent torch (2.14 here) wraps each
 mode's ``__torch_dispatch__`` in ``torch._disable_dynamo``, whose first call imports ``torch._dynamo`` (about a
 second); the base keeps the handler as written (foldconv never compiles inside a mode).
 
@@ -61,7 +61,7 @@ __all__ = ["DispatchMode", "CaptureError", "TensorMeta", "Value", "Node", "Recor
 class DispatchMode(TorchDispatchMode):
     """A ``TorchDispatchMode`` whose ``__torch_dispatch__`` runs as written, without importing ``torch._dynamo``.
 
-    Subclass it instead of ``TorchDispatchMode``. torch 2.10+ wraps every subclass's handler in
+    Subclass it instead of ``TorchDispatchMode``. Recent torch (2.14 here) wraps every subclass's handler in
     ``torch._disable_dynamo`` (so that ``torch.compile`` does not trace into it); the wrapper's first call
     imports ``torch._dynamo``, about a second in a fresh process. The handler is restored after torch's own
     ``__init_subclass__``; older torch, which wraps nothing, is unaffected.

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import fold as fold_module
 from ..errors import first_line, fold_error
-from ..fold import fold_conv
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 from .exact import EXACT_LIMIT, false_equivalent_bound, first_mismatch, max_abs, relative_error
@@ -104,8 +104,13 @@ class _FoldMap:
     index: torch.Tensor
 
 
-@functools.lru_cache(maxsize=256)
 def _fold_map(spec: ConvSpec, fold: FoldSpec) -> Optional[_FoldMap]:
+    """The placement of ``foldconv.fold.fold_conv`` as it is now (looked up at every call, remembered per function)."""
+    return _fold_map_of(fold_module.fold_conv, spec, fold)
+
+
+@functools.lru_cache(maxsize=256)
+def _fold_map_of(fold_conv: Callable[..., nn.Module], spec: ConvSpec, fold: FoldSpec) -> Optional[_FoldMap]:
     """``fold_conv`` applied once to a probe conv whose weights are 1..n (distinct, exact in float64).
 
     The fold places weights (zero insertion for dilation, block-diagonal merging of groups, a permutation of the

@@ -8,6 +8,7 @@ must flip on a wrong placement, a wrong spec or a hooked conv.
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -48,11 +49,10 @@ def test_the_structural_route_agrees_with_the_captured_check(case):
 
 
 def _broken(monkeypatch, change):
-    real = structural._fold_map.__wrapped__
+    real = structural._fold_map
 
     def patched(spec, fold):
-        fmap = real(spec, fold)
-        return change(fmap)
+        return change(real(spec, fold))
 
     monkeypatch.setattr(structural, "_fold_map", patched)
 
@@ -109,3 +109,21 @@ def test_the_route_reports_like_the_checker():
         check_fold(nn.Conv2d(4, 4, 5), 2, input_size=2)
     huge = check_fold(nn.Conv2d(256, 1, 3), 2, exact_range=2**20, input_size=4, batch=1, dtypes=(), trials=1)
     assert huge.ok  # fan-in * R**2 passes 2**51: not the structural route, whose bound would not hold
+
+
+def test_a_changed_fold_conv_is_seen_even_after_its_placement_was_remembered(monkeypatch):
+    import foldconv.fold
+
+    conv = nn.Conv2d(8, 4, 3, padding=1)
+    assert check_fold(conv, 2, dtypes=()).ok  # the placement of this configuration is now remembered
+    real = foldconv.fold.fold_conv
+
+    def off_by_one(module, *args, **kwargs):
+        folded = real(module, *args, **kwargs)
+        with torch.no_grad():
+            folded.weight[0, 0, 0, 0] += 1
+        return folded
+
+    monkeypatch.setattr(foldconv.fold, "fold_conv", off_by_one)
+    report = check_fold(conv, 2, dtypes=())
+    assert report.verdict is Verdict.NOT_EQUIVALENT and report.exact, report.summary()

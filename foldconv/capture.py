@@ -290,17 +290,6 @@ class Record:
                 changed.append(f"a constant of shape {tuple(then.shape)}")
         return changed
 
-    def describe(self, value: Value) -> str:
-        """Where a value comes from: ``input 0``, ``a constant`` or ``aten.add (in conv)``."""
-        if value in self.inputs:
-            return f"input {self.inputs.index(value)}"
-        if value in self.constant_values:
-            return "a constant"
-        for node in self.nodes:
-            if value in node.outputs():
-                return node.name + (f" (in {node.scope[-1]})" if node.scope else "")
-        return f"value {value.id}"
-
 
 def _address(t: torch.Tensor) -> Tuple[int, str]:
     """Where a real tensor's memory is (no operation runs: storages are read, not computed)."""

@@ -6,7 +6,8 @@ Example:
     >>> check_fold(torch.nn.Conv2d(8, 2, 3), 2).verdict.value
     'equivalent'
 """
-from .equivalence import Derived, as_float_dtype, check_equivalence, check_fold, derived, no_tf32
+from .equivalence import Derived, check_equivalence, check_fold, derived
+from .options import as_float_dtype, no_tf32
 from .report import EquivalenceReport, ErrorStats
 from .verdict import Verdict
 

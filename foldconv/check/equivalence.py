@@ -1,20 +1,26 @@
 """Decide whether two computations are the same map: exactly when they are polynomial, by sampling otherwise.
 
-The exact verdict evaluates both sides on random *integer-valued* float64 inputs (and, for a
-:func:`derived` candidate, random integer-valued float64 weights) in ``[-exact_range, exact_range]``, with
-the kernel of :mod:`foldconv.check.exact`: float64 arithmetic on these integers is exact while sums stay
-below ``2**53``, so outputs are compared with ``torch.equal``, with no tolerance. Exactness is claimed only
-when *every aten op that ran* on either side is on the polynomial allow-list of :mod:`foldconv.check.ops`
-(convolutions, matrix products, sums, layout and padding ops), every output is an integer and below
-``2**51``. Then, if the two sides differ, the difference of some output coordinate is a non-zero
-polynomial of total degree ``D`` in the random integers, each uniform over ``N = 2*exact_range + 1``
-values; by the Schwartz–Zippel lemma ``trials`` independent trials all miss it with probability at most
-``(D/N)**trials``. ``D = 1`` for fixed weights, 2 for one conv or linear layer whose weights are resampled,
-``L + 1`` for ``L`` stacked layers (pass ``degree=``). The defaults give a bound below 1e-9.
+The exact verdict is computed on *captured records* (:mod:`foldconv.capture`): each side — the reference, and the
+candidate with its ``input_transform``/``output_transform`` and, for a :func:`derived` candidate, the build that
+makes it from the reference's weights — is run once on fake tensors and recorded as a closed list of aten
+operations. A record may claim exactness only when :func:`foldconv.check.ops.audit` admits it: every operation on a
+value computed from the random draws is on the polynomial allow-list (convolutions, matrix products, sums,
+layout and padding ops) with every dtype argument, ``out=`` target and result float64. Each trial draws random
+*integer-valued* float64 inputs (and, for a derived candidate, weights) in ``[-exact_range, exact_range]``,
+evaluates both records on them — nothing outside the records can influence these values — checking that every
+audited operation computes on float64 integers (:func:`foldconv.check.ops.exactness_issue`), runs both sides
+for real on the same draws to confirm that each record reproduces its side exactly, and compares the records'
+outputs with ``torch.equal``: float64 arithmetic on these integers is exact while sums stay below ``2**53``. If
+the two sides differ, the difference of some output coordinate is a non-zero polynomial of total degree ``D`` in
+the draws, each uniform over ``N = 2*exact_range + 1`` values; by the Schwartz–Zippel lemma ``trials``
+independent trials all miss it with probability at most ``(D/N)**trials``. ``D`` is tracked by the audit (1 for
+fixed weights, 2 for one conv whose weights are resampled, ``L + 1`` for ``L`` stacked layers), or ``degree=``
+if larger. The defaults give a bound below 1e-9.
 
-Otherwise (a clamp, a threshold, a division, a normalisation ran; outputs are not integers; parameters are
-real-valued and not ``derived``) the verdict is *sampled*: the same integer draws plus one unit-normal draw,
-compared with a relative tolerance ``rtol``; ``exact`` is False, no bound is given and ``reason`` says why.
+Otherwise (an operation off the list or narrowing, a record that cannot be captured or does not reproduce its
+side, outputs that are not integers, parameters that are real-valued and not ``derived``) the verdict is
+*sampled*: the same integer draws plus one unit-normal draw, run for real and compared with a relative
+tolerance ``rtol``; ``exact`` is False, no bound is given and ``reason`` says why in the function's terms.
 paper_notes/checker.md states the whole contract.
 
 Each side gets its own copy of every input and its outputs are copied as soon as it returns, so a side that
@@ -22,40 +28,39 @@ modifies its input (``nn.ReLU(inplace=True)``) or returns an alias cannot make t
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
+import functools
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 
-from .._validate import check_device, check_int, check_numel, per_axis_ints
-from ..errors import FoldError, fold_error
+from .._validate import check_int, check_numel, per_axis_ints
+from ..capture import CaptureError, Record, capture
+from ..errors import FoldError, first_line, fold_error
 from .exact import (
     EXACT_RANGE,
-    MAX_EXACT_RANGE,
-    _amax,
     false_equivalent_bound,
     first_mismatch,
     integer_valued,
     integers,
+    max_abs,
     relative_error,
     within_exact_limit,
 )
-from .ops import OpRecorder
+from .ops import Audit, OpRecorder, audit, exactness_issue
+from .options import MAX_TRIALS, CheckOptions, as_float_dtype, check_options, dtype_name, no_tf32
 from .report import EquivalenceReport, ErrorStats
+from .structural import check_plain_fold, plain_conv
 from .verdict import Verdict
 
-__all__ = ["Derived", "derived", "check_equivalence", "check_fold", "no_tf32", "as_float_dtype"]
+__all__ = ["Derived", "derived", "check_equivalence", "check_fold", "no_tf32", "as_float_dtype", "MAX_TRIALS"]
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 _CHECK_FOLD_OPTIONS = ("dtypes", "trials", "exact_range", "degree", "rtol", "seed", "device")
-#: Largest ``trials``: each trial runs both sides once.
-MAX_TRIALS = 1000
-_FLOAT_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SAMPLED = "integer arithmetic proves nothing (sampled verdict, no bound)"
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,8 @@ class Derived:
 def derived(build: Callable[[nn.Module], Fn]) -> Derived:
     """Mark a candidate as a function of the reference module, so the exact check can resample weights.
 
-    With a derived candidate every exact trial draws fresh integer weights for the reference and rebuilds
-    the candidate from them: the verdict then holds for all weights, not just the given ones.
+    With a derived candidate every exact trial draws fresh integer weights for the reference and evaluates the
+    captured build on them: the verdict then holds for all weights, not just the given ones.
 
     Example:
         >>> from foldconv import fold_conv, depth_to_space
@@ -84,66 +89,12 @@ def derived(build: Callable[[nn.Module], Fn]) -> Derived:
     return Derived(build)
 
 
-@contextlib.contextmanager
-def no_tf32() -> Iterator[None]:
-    """Switch TF32 off for matmul and cuDNN inside the block (restored afterwards).
-
-    Example:
-        >>> with no_tf32():
-        ...     torch.backends.cuda.matmul.allow_tf32
-        False
-    """
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def as_float_dtype(value: Any, param: str = "dtype") -> torch.dtype:
-    """A floating torch dtype from a dtype or its name (``"float32"``, ``"torch.bfloat16"``); FoldError otherwise.
-
-    Example:
-        >>> as_float_dtype("bfloat16"), as_float_dtype(torch.float16)
-        (torch.bfloat16, torch.float16)
-    """
-    if isinstance(value, torch.dtype) and value in _FLOAT_DTYPES.values():
-        return value
-    if isinstance(value, str) and value.replace("torch.", "") in _FLOAT_DTYPES:
-        return _FLOAT_DTYPES[value.replace("torch.", "")]
-    raise fold_error(param, value, f"must be a floating dtype or its name, one of {sorted(_FLOAT_DTYPES)}")
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def _validated_shape(input_shape: Any) -> Tuple[int, ...]:
     if isinstance(input_shape, (str, bytes, torch.Tensor)) or not isinstance(input_shape, Sequence):
         raise fold_error("input_shape", input_shape, "must be a sequence of integer sizes, e.g. (1, 4, 8, 8)")
     if not input_shape or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_shape):
         raise fold_error("input_shape", tuple(input_shape), "must be non-empty with every size an integer >= 1")
     return tuple(int(s) for s in input_shape)
-
-
-def _validated_dtypes(dtypes: Any) -> Tuple[torch.dtype, ...]:
-    if isinstance(dtypes, (str, torch.dtype)):
-        dtypes = (dtypes,)
-    if not isinstance(dtypes, Sequence):
-        raise fold_error("dtypes", dtypes, "must be a sequence of floating dtypes or their names")
-    return tuple(as_float_dtype(d, "dtypes") for d in dtypes)
-
-
-def _validated_rtol(rtol: Any) -> float:
-    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not math.isfinite(rtol) or rtol < 0:
-        raise fold_error("rtol", rtol, "must be a finite number >= 0")
-    return float(rtol)
-
-
-def _validated_device(device: Any) -> torch.device:
-    return check_device(device)
 
 
 def _optional_callable(value: Any, param: str) -> None:
@@ -158,29 +109,48 @@ def _as_dtype(fn: Any, dtype: torch.dtype, device: Union[str, torch.device]) -> 
     return fn
 
 
-def _build(candidate: Derived, reference: nn.Module, dtype: torch.dtype, device: Union[str, torch.device]) -> Any:
-    built = candidate.build(copy.deepcopy(reference))
+def _needs_cast(module: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return any((t.is_floating_point() and t.dtype != dtype) or t.device.type != device.type for t in tensors)
+
+
+def _build(candidate: Derived, reference: nn.Module, dtype: torch.dtype, device: torch.device, *, fresh: bool = False) -> Any:
+    """The candidate built from ``reference`` (a copy of it, unless ``fresh``), in ``dtype`` on ``device``."""
+    built = candidate.build(reference if fresh else copy.deepcopy(reference))
     if not callable(built):
         raise fold_error("candidate", type(built).__name__, "derived(build): build must return a callable (a module)")
-    return built.to(device=device, dtype=dtype) if isinstance(built, nn.Module) else built
+    if isinstance(built, nn.Module) and _needs_cast(built, dtype, device):
+        built = built.to(device=device, dtype=dtype)
+    return built
+
+
+def _floating_params(module: Any) -> List[nn.Parameter]:
+    """The parameters a derived check resamples: every floating one, each tied parameter once, in order."""
+    return [p for p in module.parameters() if p.is_floating_point()] if isinstance(module, nn.Module) else []
+
+
+def _with_params(module: nn.Module, values: Sequence[torch.Tensor]) -> nn.Module:
+    """``module`` with its floating parameters replaced by ``values`` (tied parameters stay tied)."""
+    replacement = {id(p): nn.Parameter(v, requires_grad=False) for p, v in zip(_floating_params(module), values)}
+    for owner in module.modules():
+        for name, p in list(owner._parameters.items()):
+            if p is not None and id(p) in replacement:
+                owner._parameters[name] = replacement[id(p)]
+    return module
+
+
+def _randomized(reference: nn.Module, values: Sequence[torch.Tensor]) -> nn.Module:
+    """A copy of ``reference`` whose floating parameters hold ``values``."""
+    module = copy.deepcopy(reference)
+    for p, v in zip(_floating_params(module), values):
+        p.copy_(v)
+    return module
 
 
 def _integer_params(module: Any) -> bool:
     if not isinstance(module, nn.Module):
         return True
     return all(integer_valued(t) for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point() and t.numel())
-
-
-def _randomize(module: nn.Module, gen: torch.Generator, bound: int) -> nn.Module:
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.is_floating_point():
-                p.copy_(integers(p.shape, gen, bound).to(p))
-    return module
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _call(side: str, fn: Any, x: torch.Tensor, transform: Optional[Fn], out_transform: Optional[Fn], shape: Tuple[int, ...]) -> torch.Tensor:
@@ -199,13 +169,15 @@ def _call(side: str, fn: Any, x: torch.Tensor, transform: Optional[Fn], out_tran
         raise
     except (RuntimeError, IndexError) as err:
         if step == "reference":
-            raise fold_error("input_shape", shape, f"the reference cannot run on it: {_first_line(err)}") from err
+            raise fold_error("input_shape", shape, f"the reference cannot run on it: {first_line(err)}") from err
         name = getattr(culprit, "__qualname__", type(culprit).__name__)
-        raise fold_error(step, name, f"cannot run on an input of input_shape={shape}: {_first_line(err)}") from err
+        raise fold_error(step, name, f"cannot run on an input of input_shape={shape}: {first_line(err)}") from err
     if not isinstance(y, torch.Tensor):
         raise fold_error(step, type(y).__name__, "must return a tensor")
     if y.is_complex():
         raise fold_error(step, str(y.dtype), "must return a real tensor (complex outputs are not compared)")
+    if not y.is_floating_point():
+        return y.to(torch.float64)  # bool and integer outputs are compared as numbers
     return y.clone()  # nothing run later (the other side, a later trial) can change this output
 
 
@@ -228,12 +200,91 @@ def _restore(state: Tuple[Tuple[torch.Tensor, torch.Tensor], ...]) -> bool:
 
 
 def _tolerance_mismatch(y_ref: torch.Tensor, y_cand: torch.Tensor, rtol: float) -> Optional[Tuple[int, ...]]:
-    scale = _amax(y_ref) if bool(torch.isfinite(y_ref).all()) else math.inf
-    return first_mismatch(y_ref, y_cand, rtol * max(scale, 1.0) if math.isfinite(scale) else 0.0)
+    finite = bool(torch.isfinite(y_ref).all())
+    scale = max_abs(y_ref) if finite else 0.0
+    return first_mismatch(y_ref, y_cand, rtol * max(scale, 1.0) if finite else 0.0)
 
 
 def _shapes_report(exact: bool, ref_shape: Tuple[int, ...], cand_shape: Tuple[int, ...]) -> EquivalenceReport:
     return EquivalenceReport(Verdict.SHAPES_DIFFER, exact, ref_shape, cand_shape, reason=f"reference {ref_shape} vs candidate {cand_shape}")
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where the other has NaN (a record reproduces a side bit for bit)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(torch.equal(a, b)) or bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's captured record, its audit, and the nodes whose values are checked while it is evaluated."""
+
+    name: str
+    record: Record
+    audit: Audit
+    watched: FrozenSet[int]
+
+    def evaluate(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, Optional[str]]:
+        """The record's output on (copies of) ``inputs``, and the first op that left float64's integers."""
+        issues: List[str] = []
+
+        def observe(node: Any, args: tuple, kwargs: dict, out: Any) -> None:
+            if id(node) in self.watched and not issues:
+                issue = exactness_issue(node.name, args, kwargs, out)
+                if issue:
+                    issues.append(issue)
+
+        y = self.record.run([t.clone() for t in inputs], observe=observe)
+        return y, (issues[0] if issues else None)
+
+
+def _names(module: Any, root: str) -> Dict[int, str]:
+    if not isinstance(module, nn.Module):
+        return {}
+    return {id(m): f"{root}.{name}" if name else root for name, m in module.named_modules()}
+
+
+def _capture(name: str, fn: Callable[..., torch.Tensor], inputs: List[torch.Tensor], names: Dict[int, str], what: str,
+             refused: Set[str]) -> Tuple[Optional[_Side], List[str]]:
+    """Capture and audit one side; (None, reasons) when it may not claim exactness."""
+    try:
+        record = capture(fn, inputs, names=names)
+    except CaptureError as err:
+        if err.op:
+            refused.add(err.op)
+        return None, [f"the {name} cannot be captured: {err}"]
+    found = audit(record, record.inputs, what=what)
+    refused.update(found.refused_ops)
+    if not found.admitted:
+        return None, [f"the {name}: {line}" for line in found.refusals]
+    watched = frozenset(id(record.nodes[i]) for i in found.watched)
+    return _Side(name, record, found, watched), []
+
+
+def _capture_sides(reference: Any, candidate: Union[Any, Derived], cand64: Any, shape: Tuple[int, ...], transforms: Tuple[Optional[Fn], Optional[Fn]],
+                   device: torch.device, refused: Set[str]) -> Tuple[Optional[Tuple[_Side, _Side]], List[str]]:
+    """Both sides as audited records taking (x, *resampled weights); (None, reasons) if either may not be exact."""
+    is_derived = isinstance(candidate, Derived)
+    params = _floating_params(reference) if is_derived else []
+    inputs = [torch.empty(shape, dtype=torch.float64, device=device)] + [p.detach() for p in params]
+    what = "the input and the weights" if params else "the input"
+    ref_copy = copy.deepcopy(reference) if is_derived else reference
+    build_copy = copy.deepcopy(reference) if is_derived else None
+
+    def reference_fn(x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        module = _with_params(ref_copy, weights) if weights else ref_copy
+        return _call("reference", module, x, None, None, shape)
+
+    def candidate_fn(x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        built = _build(candidate, _with_params(build_copy, weights), torch.float64, device, fresh=True) if is_derived else cand64
+        return _call("candidate", built, x, transforms[0], transforms[1], shape)
+
+    ref_side, ref_reasons = _capture("reference", reference_fn, inputs, _names(ref_copy, "reference"), what, refused)
+    cand_names = _names(build_copy, "reference") if is_derived else _names(cand64, "candidate")
+    cand_side, cand_reasons = _capture("candidate", candidate_fn, inputs, cand_names, what, refused)
+    reasons = ref_reasons + cand_reasons
+    return (None if reasons or ref_side is None or cand_side is None else (ref_side, cand_side)), reasons
 
 
 def check_equivalence(
@@ -256,7 +307,8 @@ def check_equivalence(
     Modules are copied (never modified) and run in float64 for the verdict; plain callables must accept
     any floating dtype. ``output_transform`` maps the candidate's output back into the reference's layout.
     ``dtypes`` (dtypes or names such as ``"bfloat16"``) add low-precision error statistics. See the module
-    docstring for when the verdict is exact and what the bound on a false "equivalent" means.
+    docstring for when the verdict is exact and what the bound on a false "equivalent" means. Bool and integer
+    outputs are compared as numbers (exactly, but never with the bound: no polynomial computes them).
 
     Example:
         >>> from foldconv import fold_conv, depth_to_space
@@ -265,22 +317,16 @@ def check_equivalence(
         >>> check_equivalence(conv, big, (2, 4, 6, 6), input_transform=lambda x: depth_to_space(x, 2)).verdict.value
         'equivalent'
         >>> check_equivalence(torch.nn.Hardtanh(-1e9, 1e9), torch.nn.Identity(), (1, 4, 3, 3)).summary()
-        'equivalent (float64 tolerance); not polynomial: aten.hardtanh ran, so integer arithmetic proves nothing (sampled verdict, no bound)'
+        'equivalent (float64 tolerance); the reference: not polynomial: aten.hardtanh ran on a value computed from the input: integer arithmetic proves nothing (sampled verdict, no bound)'
     """
     shape = _validated_shape(input_shape)
     check_numel(shape, "input_shape", shape, what="an input")
-    trials = check_int(trials, "trials", 1)
-    if trials > MAX_TRIALS:
-        raise fold_error("trials", trials, f"must be at most {MAX_TRIALS} (3 trials already bound a false 'equivalent' below 1e-9)")
-    device = _validated_device(device)
-    exact_range = check_int(exact_range, "exact_range", 1)
-    if exact_range > MAX_EXACT_RANGE:
-        raise fold_error("exact_range", exact_range, "must be in [1, 2**20] so products stay exact in float64")
-    if degree is not None:
-        degree = check_int(degree, "degree", 1)
-    rtol = _validated_rtol(rtol)
-    seed = check_int(seed, "seed", 0)
-    dtype_list = _validated_dtypes(dtypes)
+    options = check_options(dtypes=dtypes, trials=trials, exact_range=exact_range, degree=degree, rtol=rtol, seed=seed, device=device)
+    return _check(reference, candidate, shape, input_transform, output_transform, options)
+
+
+def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...], input_transform: Optional[Fn],
+           output_transform: Optional[Fn], options: CheckOptions) -> EquivalenceReport:
     is_derived = isinstance(candidate, Derived)
     if not callable(reference):
         raise fold_error("reference", type(reference).__name__, "must be a callable (a module or a function)")
@@ -290,70 +336,108 @@ def check_equivalence(
         raise fold_error("reference", type(reference).__name__, "must be an nn.Module when the candidate is derived()")
     _optional_callable(input_transform, "input_transform")
     _optional_callable(output_transform, "output_transform")
-    gen = torch.Generator().manual_seed(seed)
-
+    device, bound = options.device, options.exact_range
+    gen = torch.Generator().manual_seed(options.seed)
     stateful: Set[str] = set()
 
-    def run_pair(ref: Any, cand: Any, x: torch.Tensor, recorder: Optional[OpRecorder] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def run_pair(ref: Any, cand: Any, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         # Every call starts from the given parameters and buffers: a side whose forward changes them (BatchNorm
         # in train mode, a call counter) is not a function of its input, and is put back after each call.
-        bookkeeping = recorder.paused if recorder is not None else contextlib.nullcontext
-        with bookkeeping():
-            states = (_state(ref), _state(cand))
+        states = (_state(ref), _state(cand))
         try:
             return _call("reference", ref, x, None, None, shape), _call("candidate", cand, x, input_transform, output_transform, shape)
         finally:
-            with bookkeeping():
-                for side, state in zip(("reference", "candidate"), states):
-                    if _restore(state):
-                        stateful.add(side)
+            for side, state in zip(("reference", "candidate"), states):
+                if _restore(state):
+                    stateful.add(side)
+
+    def screened(ref: Any, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+        """The first trial's real calls under the op recorder: ops off the list on the draws rule exactness out
+        before anything is captured (capturing costs more than running)."""
+        sources = [x] + (list(ref.parameters()) if is_derived else [])
+        outputs, reasons = [], []
+        for side in ("reference", "candidate"):
+            with OpRecorder(sources=sources) as recorder:
+                fn = ref if side == "reference" else (_build(candidate, ref, torch.float64, device) if is_derived else cand64)
+                with recorder.paused():
+                    state = _state(fn)
+                try:
+                    transforms = (None, None) if side == "reference" else (input_transform, output_transform)
+                    outputs.append(_call(side, fn, x, transforms[0], transforms[1], shape))
+                finally:
+                    with recorder.paused():
+                        if _restore(state):
+                            stateful.add(side)
+            if recorder.refused:
+                refused.update(recorder.refused)
+                reasons.append(f"the {side}: not polynomial: {', '.join(sorted(recorder.refused))} ran on a value computed from "
+                               f"{'the input and the weights' if is_derived else 'the input'}")
+        return outputs[0], outputs[1], reasons
 
     with no_tf32(), torch.no_grad():
         ref64 = _as_dtype(reference, torch.float64, device)
         cand64 = _build(candidate, ref64, torch.float64, device) if is_derived else _as_dtype(candidate, torch.float64, device)
+        refused: Set[str] = set()
+        sides: Optional[Tuple[_Side, _Side]] = None
         exact, reason = True, ""
         if not is_derived and not (_integer_params(ref64) and _integer_params(cand64)):
             exact, reason = False, "parameters are not integer-valued; use derived() for an exact verdict"
-        refused: Set[str] = set()
+        params = _floating_params(ref64) if is_derived else []
         verdict: Optional[Verdict] = None
         first: Optional[Tuple[int, ...]] = None
         counter: Optional[torch.Tensor] = None
-        observed_degree = 1
-        for _ in range(trials):
-            x = integers(shape, gen, exact_range).to(device)
-            ref_t = _randomize(copy.deepcopy(ref64), gen, exact_range) if is_derived else ref64
-            sources = [x] + (list(ref_t.parameters()) if is_derived else [])
-            # the build runs inside the recorder too: the candidate's weights must be polynomial in the reference's
-            with OpRecorder(sources=sources) as recorder:
+        for trial in range(options.trials):
+            x = integers(shape, gen, bound).to(device)
+            weights = [integers(tuple(p.shape), gen, bound).to(p) for p in params]
+            ref_t = _randomized(ref64, weights) if is_derived else ref64
+            if trial == 0 and exact:
+                y_ref, y_cand, reasons = screened(ref_t, x)
+                if not reasons and y_ref.shape == y_cand.shape:
+                    sides, reasons = _capture_sides(ref64, candidate, cand64, shape, (input_transform, output_transform), device, refused)
+                if reasons:
+                    exact, reason = False, f"{'; '.join(reasons)}: {_SAMPLED}"
+            else:
                 cand_t = _build(candidate, ref_t, torch.float64, device) if is_derived else cand64
-                y_ref, y_cand = run_pair(ref_t, cand_t, x, recorder)
+                y_ref, y_cand = run_pair(ref_t, cand_t, x)
             if y_ref.shape != y_cand.shape:
                 return _shapes_report(True, tuple(y_ref.shape), tuple(y_cand.shape))
-            refused |= recorder.refused
-            observed_degree = max(observed_degree, recorder.degree(y_ref), recorder.degree(y_cand))
+            changed = [(side.name, c) for side in sides or () for c in side.record.changed_constants()] if exact else []
+            if changed:
+                exact, reason = False, (f"the {changed[0][0]} changes a tensor it keeps ({changed[0][1]}, in a closure, a parameter "
+                                        "or a buffer) when called: state its record cannot follow (sampled verdict, no bound)")
+            if exact and sides is not None:
+                evaluated = []
+                for side, real in zip(sides, (y_ref, y_cand)):
+                    y, issue = side.evaluate([x] + weights)
+                    if issue:
+                        exact, reason = False, f"integer arithmetic was not exact ({issue}): sampled verdict, no bound"
+                        break
+                    if not _same(y, real):
+                        exact, reason = False, (f"the captured {side.name} does not reproduce its output on a trial (it depends on "
+                                                "something its tensors do not hold, such as Python state in a closure): "
+                                                "sampled verdict, no bound")
+                        break
+                    evaluated.append(y)
+                if exact:
+                    y_ref, y_cand = evaluated  # the verdict comes from the records
             finite = bool(torch.isfinite(y_ref).all() and torch.isfinite(y_cand).all())
-            if exact and recorder.refused:
-                exact = False
-                reason = f"not polynomial: {', '.join(sorted(refused))} ran, so integer arithmetic proves nothing (sampled verdict, no bound)"
-            elif exact and stateful:
+            if exact and stateful:
                 exact = False
                 reason = (f"the {' and '.join(sorted(stateful))} changes its parameters or buffers when called (e.g. BatchNorm "
                           "in train mode): not a function of its input; each call compared from the given state (sampled verdict)")
-            elif exact and recorder.inexact:
-                exact = False
-                reason = f"integer arithmetic was not exact ({'; '.join(sorted(recorder.inexact))}): sampled verdict, no bound"
             elif exact and finite and not (integer_valued(y_ref) and integer_valued(y_cand)):
                 exact, reason = False, "outputs are not integer-valued (a non-polynomial op), verdict from float64"
             elif exact and finite and not (within_exact_limit(y_ref) and within_exact_limit(y_cand)):
-                exact, reason = False, f"integer outputs reach 2**51; lower exact_range={exact_range}"
-            mismatch = first_mismatch(y_ref, y_cand) if exact else _tolerance_mismatch(y_ref, y_cand, rtol)
+                exact, reason = False, f"integer outputs reach 2**51; lower exact_range={bound}"
+            mismatch = first_mismatch(y_ref, y_cand) if exact else _tolerance_mismatch(y_ref, y_cand, options.rtol)
             if mismatch is not None:
                 verdict, first, counter = Verdict.NOT_EQUIVALENT, mismatch, x.cpu()
                 if not finite:
                     reason = "; ".join(filter(None, [reason, "non-finite outputs never compare equal"]))
                 break
-        # The recorder's degree is an upper bound on the polynomial's; a caller's larger degree is kept.
-        degree = max(degree or 1, observed_degree)
+        observed = max((side.audit.degree for side in sides), default=1) if sides is not None else 1
+        # The audit's degree is an upper bound on the polynomial's; a caller's larger degree is kept.
+        degree = max(options.degree or 1, observed)
         if exact and stateful:  # a state change seen only after the last trial's pair
             exact, reason = False, f"the {' and '.join(sorted(stateful))} changes its parameters or buffers when called"
         # Float64 on real-valued data, with the given weights: error statistics, and a sample when not exact.
@@ -361,28 +445,26 @@ def check_equivalence(
         y_ref, y_cand = run_pair(ref64, cand64, x)
         if y_ref.shape != y_cand.shape:
             return _shapes_report(exact, tuple(y_ref.shape), tuple(y_cand.shape))
-        diff = _amax(y_ref - y_cand) if bool(torch.isfinite(y_ref - y_cand).all()) else float("nan")
+        diff = max_abs(y_ref - y_cand) if bool(torch.isfinite(y_ref - y_cand).all()) else float("nan")
         if verdict is None and not exact:
-            mismatch = _tolerance_mismatch(y_ref, y_cand, rtol)
+            mismatch = _tolerance_mismatch(y_ref, y_cand, options.rtol)
             if mismatch is not None:
                 verdict, first, counter = Verdict.NOT_EQUIVALENT, mismatch, x.cpu()
         errors: Dict[str, ErrorStats] = {}
-        for dtype in dtype_list:
+        for dtype in options.dtypes:
             ref_d = _as_dtype(reference, dtype, device)
             cand_d = _build(candidate, ref_d, dtype, device) if is_derived else _as_dtype(candidate, dtype, device)
-            yr, yc = (y.to(torch.float64) for y in run_pair(ref_d, cand_d, x.to(dtype)))
-            errors[_dtype_name(dtype)] = ErrorStats(
-                _dtype_name(dtype), _amax(yr - yc), relative_error(yc, yr), _amax(yr - y_ref), _amax(yc - y_ref)
-            )
+            yr, yc = run_pair(ref_d, cand_d, x.to(dtype))
+            errors[dtype_name(dtype)] = ErrorStats.measure(dtype_name(dtype), yr, yc, y_ref)
     return EquivalenceReport(
         verdict=verdict or Verdict.EQUIVALENT,
         exact=exact,
         reference_shape=tuple(y_ref.shape),
         candidate_shape=tuple(y_cand.shape),
-        trials=trials,
-        exact_range=exact_range,
+        trials=options.trials,
+        exact_range=bound,
         degree=degree,
-        false_equivalent_bound=false_equivalent_bound(degree, exact_range, trials) if exact else None,
+        false_equivalent_bound=false_equivalent_bound(degree, bound, options.trials) if exact else None,
         float64_max_abs=diff,
         float64_max_rel=relative_error(y_cand, y_ref),
         errors=errors,
@@ -391,6 +473,43 @@ def check_equivalence(
         non_polynomial_ops=tuple(sorted(refused)),
         reason=reason,
     )
+
+
+_SPECS: Dict[Tuple[Any, ...], Any] = {}
+
+
+def _conv_spec(conv: Any) -> Any:
+    """``ConvSpec.from_module(conv)``, remembered per hyper-parameters (the sweep checks the same convs again)."""
+    from ..specs import ConvSpec
+
+    if not isinstance(conv, nn.modules.conv._ConvNd) or isinstance(conv, nn.modules.conv._ConvTransposeNd):
+        return ConvSpec.from_module(conv)  # the FoldError it raises names what is wrong
+    key = (type(conv), conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
+           conv.padding if isinstance(conv.padding, str) else tuple(conv.padding), tuple(conv.dilation), conv.groups,
+           conv.bias is None, conv.padding_mode)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) > 4096:
+            _SPECS.clear()
+        spec = _SPECS[key] = ConvSpec.from_module(conv)
+    return spec
+
+
+def _fold_spec(r: Any, order: Any, dims: int) -> Any:
+    """``FoldSpec.make(r, order, dims)``, remembered for hashable arguments."""
+    from ..specs import FoldSpec
+
+    try:
+        return _cached_fold_spec(r, order, dims)
+    except TypeError:  # a list of factors or orders: not hashable, not cached
+        return FoldSpec.make(r, order, dims)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_fold_spec(r: Any, order: Any, dims: int) -> Any:
+    from ..specs import FoldSpec
+
+    return FoldSpec.make(r, order, dims)
 
 
 def check_fold(
@@ -405,7 +524,9 @@ def check_fold(
     """Check ``fold_conv(conv, r, order)`` on ``depth_to_space(x)`` against ``conv`` on ``x``, for all weights.
 
     ``input_size`` is the spatial size of ``x`` (default: twice the dilated kernel, at least 8 per axis);
-    the other keywords go to :func:`check_equivalence`.
+    the other keywords go to :func:`check_equivalence`. A plain ``nn.ConvNd`` takes the structural route of
+    :mod:`foldconv.check.structural` (all trials in one grouped conv per side); any other conv module (a
+    subclass, hooks, a parametrisation) is captured and checked like any candidate.
 
     Example:
         >>> check_fold(torch.nn.Conv2d(64, 8, 3, stride=2, padding=1), 4).summary()
@@ -413,10 +534,9 @@ def check_fold(
     """
     from ..fold import fold_conv
     from ..layout import depth_to_space
-    from ..specs import ConvSpec, FoldSpec
 
-    spec = ConvSpec.from_module(conv)
-    fold = FoldSpec.make(r, order, spec.dims)
+    spec = _conv_spec(conv)
+    fold = _fold_spec(r, order, spec.dims)
     if input_size is None:
         size: Tuple[int, ...] = tuple(max(8, 2 * k) for k in spec.effective_kernel)
     else:
@@ -427,14 +547,15 @@ def check_fold(
     for key, value in kwargs.items():
         if key not in _CHECK_FOLD_OPTIONS:
             raise fold_error(key, value, f"is not an option of check_fold; use {', '.join(_CHECK_FOLD_OPTIONS)}")
+    options = check_options(**kwargs)
+    shape = (batch, spec.in_channels) + size
+    if plain_conv(conv):
+        report = check_plain_fold(conv, spec, fold, shape, options)
+        if report is not None:
+            return report
     try:
-        return check_equivalence(
-            conv,
-            derived(lambda m: fold_conv(m, fold.r, fold.order)),
-            (batch, spec.in_channels) + size,
-            input_transform=lambda x: depth_to_space(x, fold.r, fold.order, dims=spec.dims),
-            **kwargs,
-        )
+        return _check(conv, derived(lambda m: fold_conv(m, fold.r, fold.order)), shape,
+                      lambda x: depth_to_space(x, fold.r, fold.order, dims=spec.dims), None, options)
     except FoldError as err:
         if err.param == "input_shape":  # the caller gave input_size (spatial only): name that
             raise fold_error("input_size", size, err.rule or str(err)) from None

@@ -35,6 +35,7 @@ __all__ = [
     "integer_valued",
     "within_exact_limit",
     "false_equivalent_bound",
+    "max_abs",
 ]
 
 #: Default half-width of the integer draws: values in [-1024, 1024], 2049 of them.
@@ -107,9 +108,17 @@ def first_mismatch(a: torch.Tensor, b: torch.Tensor, tol: float = 0.0) -> Option
     return tuple(reversed(index))
 
 
-def _amax(t: torch.Tensor) -> float:
-    """Largest absolute value, 0 for an empty tensor, NaN when any entry is NaN."""
-    return float(t.abs().max()) if t.numel() else 0.0
+def max_abs(t: Optional[torch.Tensor]) -> float:
+    """Largest absolute value as a float: 0 for None or an empty tensor, NaN when any entry is NaN (bool: 0 or 1).
+
+    Example:
+        >>> max_abs(torch.tensor([1.0, -3.0])), max_abs(torch.empty(0)), max_abs(torch.tensor([True, False]))
+        (3.0, 0.0, 1.0)
+    """
+    if t is None or not t.numel():
+        return 0.0
+    t = t.detach()
+    return float((t.to(torch.uint8) if t.dtype == torch.bool else t).abs().max())
 
 
 def relative_error(approx: torch.Tensor, reference: torch.Tensor) -> float:
@@ -128,7 +137,7 @@ def relative_error(approx: torch.Tensor, reference: torch.Tensor) -> float:
     diff = approx.to(torch.float64) - reference
     if not (bool(torch.isfinite(diff).all()) and bool(torch.isfinite(reference).all())):
         return float("nan")
-    err, scale = _amax(diff), _amax(reference)
+    err, scale = max_abs(diff), max_abs(reference)
     return err / scale if scale > 0 else err
 
 
@@ -149,7 +158,7 @@ def within_exact_limit(t: torch.Tensor) -> bool:
         >>> within_exact_limit(torch.tensor([2.0**50])), within_exact_limit(torch.tensor([2.0**52]))
         (True, False)
     """
-    return _amax(t) < EXACT_LIMIT
+    return max_abs(t) < EXACT_LIMIT
 
 
 def false_equivalent_bound(degree: int, exact_range: int, trials: int) -> float:

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .exact import max_abs, relative_error
 from .verdict import Verdict
 
 __all__ = ["ErrorStats", "EquivalenceReport"]
@@ -38,6 +39,18 @@ class ErrorStats:
     max_rel: float
     ref_vs_float64: float
     cand_vs_float64: float
+
+    @classmethod
+    def measure(cls, dtype: str, reference: torch.Tensor, candidate: torch.Tensor, reference64: torch.Tensor) -> ErrorStats:
+        """The statistics of both sides' outputs in ``dtype`` against each other and the float64 reference.
+
+        Example:
+            >>> ErrorStats.measure("bfloat16", torch.ones(2), torch.tensor([1.0, 1.5]), torch.ones(2)).max_rel
+            0.5
+        """
+        yr, yc = reference.to(torch.float64), candidate.to(torch.float64)
+        y64 = reference64.to(torch.float64)
+        return cls(dtype, max_abs(yr - yc), relative_error(yc, yr), max_abs(yr - y64), max_abs(yc - y64))
 
 
 @dataclass(frozen=True)

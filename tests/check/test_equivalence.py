@@ -272,3 +272,13 @@ def test_in_place_arithmetic_keeps_the_exact_verdict():
     assert report.verdict is Verdict.EQUIVALENT and report.exact, report.summary()
     b.shift = 1.0  # mutation: the verdict must flip
     assert check_equivalence(a, b, (1, 3, 5, 5)).verdict is Verdict.NOT_EQUIVALENT
+
+
+@pytest.mark.parametrize("dtypes", [(), ("float32", "bfloat16")])
+def test_bool_and_integer_outputs_get_an_answer(dtypes):
+    same = check_equivalence(lambda x: x > 0, lambda x: 0 < x, (2, 3), dtypes=dtypes)
+    assert same.ok and not same.exact and "aten.gt" in same.reason, same.summary()  # a comparison is not polynomial
+    differ = check_equivalence(lambda x: x > 0, lambda x: x >= 0, (2, 3), dtypes=dtypes, exact_range=1)
+    assert not differ.ok and differ.counterexample is not None, differ.summary()
+    counts = check_equivalence(lambda x: (x > 0).sum(-1), lambda x: (x > 0).long().sum(-1), (2, 3), dtypes=dtypes)
+    assert counts.ok and not counts.exact, counts.summary()

@@ -239,7 +239,7 @@ def _true_pairs():
         "subpixel_to_transposed": (SubPixelConv(nn.Conv2d(2, 8, 3, padding=1, bias=False), 2, "crd"), subpixel_to_transposed,
                                    (1, 2, 5, 5), None),
         "dense AXW": (nn.Conv2d(2, 3, 3, padding=1), lambda m: axw_factors(m, (4, 4)).apply, (2, 2, 4, 4), None),
-        "fold_stage with a residual": (_stage(), lambda m: fold_stage(m, 2, input_shape=(1, 8, 6, 6)), (1, 8, 6, 6), None),
+        "fold_stage with a residual": (_stage(), lambda m: fold_stage(m, 2, input_shape=(1, 8, 6, 6))[0], (1, 8, 6, 6), None),
         "in-place residual": (_Residual(), lambda m: m, (1, 3, 5, 5), None),
     }
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
@@ -37,7 +38,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set
 import torch
 from torch import nn
 
-from .._validate import check_int, check_numel, per_axis_ints
+from .. import tracing
+from .._validate import check_allocation, check_int, check_numel, per_axis_ints
 from ..capture import CaptureError, Record, capture
 from ..errors import FoldError, first_line, fold_error
 from .exact import (
@@ -308,7 +310,9 @@ def check_equivalence(
     any floating dtype. ``output_transform`` maps the candidate's output back into the reference's layout.
     ``dtypes`` (dtypes or names such as ``"bfloat16"``) add low-precision error statistics. See the module
     docstring for when the verdict is exact and what the bound on a false "equivalent" means. Bool and integer
-    outputs are compared as numbers (exactly, but never with the bound: no polynomial computes them).
+    outputs are compared as numbers (exactly, but never with the bound: no polynomial computes them). What the
+    check allocates is estimated on meta tensors before anything runs: a FoldError naming ``input_shape`` above
+    foldconv's allocation limit (:func:`foldconv.allocation_limit`).
 
     Example:
         >>> from foldconv import fold_conv, depth_to_space
@@ -320,9 +324,43 @@ def check_equivalence(
         'equivalent (float64 tolerance); the reference: not polynomial: aten.hardtanh ran on a value computed from the input: integer arithmetic proves nothing (sampled verdict, no bound)'
     """
     shape = _validated_shape(input_shape)
-    check_numel(shape, "input_shape", shape, what="an input")
     options = check_options(dtypes=dtypes, trials=trials, exact_range=exact_range, degree=degree, rtol=rtol, seed=seed, device=device)
     return _check(reference, candidate, shape, input_transform, output_transform, options)
+
+
+#: Float64 copies of one forward pass a check holds at once: the real run of each side, the replay of its
+#: capture, and the comparison's working tensors.
+CHECK_COPIES = 4
+
+
+class _AsModule(nn.Module):
+    """A plain callable as a module, so that its allocations are counted on meta tensors like a module's."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.fn(x)
+
+
+def _forward_elements(fn: Any, shape: Tuple[int, ...]) -> int:
+    return tracing.forward_elements(fn if isinstance(fn, nn.Module) else _AsModule(fn), shape)
+
+
+def _require_memory(reference: Any, candidate: Any, shape: Tuple[int, ...], input_transform: Optional[Fn]) -> int:
+    """The bytes a check on ``shape`` allocates (estimated on meta tensors before anything real runs); a FoldError
+    naming ``input_shape`` above foldconv's allocation limit."""
+    moved = shape
+    if input_transform is not None:
+        try:
+            moved = tuple(input_transform(torch.empty(shape, device="meta", dtype=torch.float64)).shape)
+        except Exception:  # noqa: BLE001 (a transform that cannot run on meta: its output taken as large as its input)
+            moved = shape
+    elements = _forward_elements(reference, shape)
+    elements += elements if isinstance(candidate, Derived) else _forward_elements(candidate, moved)
+    return check_allocation(8 * CHECK_COPIES * elements, param="input_shape", value=shape,
+                            what="running both sides in float64, capturing and comparing them")
 
 
 def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...], input_transform: Optional[Fn],
@@ -336,6 +374,7 @@ def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...
         raise fold_error("reference", type(reference).__name__, "must be an nn.Module when the candidate is derived()")
     _optional_callable(input_transform, "input_transform")
     _optional_callable(output_transform, "output_transform")
+    _require_memory(reference, candidate, shape, input_transform)
     device, bound = options.device, options.exact_range
     gen = torch.Generator().manual_seed(options.seed)
     stateful: Set[str] = set()
@@ -542,13 +581,23 @@ def check_fold(
     else:
         size = per_axis_ints(input_size, spec.dims, "input_size", 1)
     batch = check_int(batch, "batch", 1)
-    check_numel((spec.in_channels,) + size, "input_size", size, what="an input")
-    check_numel((batch, spec.in_channels) + size, "batch", batch, what="an input")
     for key, value in kwargs.items():
         if key not in _CHECK_FOLD_OPTIONS:
             raise fold_error(key, value, f"is not an option of check_fold; use {', '.join(_CHECK_FOLD_OPTIONS)}")
     options = check_options(**kwargs)
     shape = (batch, spec.in_channels) + size
+    out_size = spec.output_size(size) if all(s >= k for s, k in zip(size, spec.effective_kernel)) else size
+    per_image = spec.in_channels * math.prod(size) + spec.out_channels * math.prod(out_size)
+    for param, value, images in (("input_size", size, 1), ("batch", batch, batch)):
+        # the size alone too large names input_size; a batch that makes it too large names batch. Both sides of
+        # a plain conv's check hold an input and an output per image (counted from the spec: no meta run)
+        full = (images,) + shape[1:]
+        try:
+            check_allocation(8 * CHECK_COPIES * 2 * images * per_image, param=param, value=value,
+                             what=f"checking the fold on inputs of shape {full} in float64")
+            check_numel(full, param, value, what="an input")
+        except FoldError as err:
+            raise fold_error(param, value, err.rule or str(err)) from None
     if plain_conv(conv):
         report = check_plain_fold(conv, spec, fold, shape, options)
         if report is not None:

@@ -17,6 +17,7 @@ from torch.utils._pytree import tree_leaves
 
 import foldconv
 from foldconv import _validate
+from foldconv.check import check_equivalence, check_fold
 from foldconv.analysis.receptive_field import (
     check_receptive_field,
     effective_receptive_field,
@@ -100,6 +101,9 @@ def _entry_points(shape) -> Dict[str, Callable[[], Any]]:
         "consistency": lambda: consistency(_net(), _images(shape), input_size=spatial, max_shift=0, generator=torch.Generator()),
         "dense_operator": lambda: dense_operator(nn.Conv2d(3, 8, 3), shape),
         "axw_factors": lambda: axw_factors(nn.Conv2d(3, 8, 3), spatial),
+        "check_equivalence": lambda: check_equivalence(_net(), _net(), shape),
+        "check_equivalence (callables)": lambda: check_equivalence(lambda x: 2 * x, lambda x: x + x, shape),
+        "check_fold": lambda: check_fold(nn.Conv2d(12, 8, 3), 2, input_size=spatial, batch=1),
         "layout_permutation": lambda: layout_permutation(lambda x: depth_to_space(x, 1), shape),
     }
 

@@ -1,7 +1,7 @@
 """Summaries and plots of a sweep's rows: summary.md, results.csv and heatmap PNGs.
 
-Works on rows from :func:`~foldconv.experiments.sweep.run.run_sweep` and on rows read back from CSV (where
-every value is a string), so that :mod:`~foldconv.experiments.sweep.aggregate` can reuse it.
+Works on rows from :func:`foldconv.sweep.run_sweep` and on rows read back from CSV (where every value is a
+string), so that :mod:`~foldconv.experiments.sweep.aggregate` can reuse it.
 """
 from __future__ import annotations
 
@@ -11,43 +11,12 @@ import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence
 
-import torch
+from ...sweep import COLUMNS, CRASHED
+from ..io import columns_of, figure, is_true, markdown_table, save_figure, write_csv, write_markdown
 
-from ...check import as_float_dtype
-from ..io import columns_of, figure, markdown_table, save_figure, write_csv, write_markdown
-from .grid import Point
+__all__ = ["MEANINGS", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
 
-__all__ = ["COLUMNS", "DEFAULT_DTYPES", "MEANINGS", "answer", "columns", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
-
-DEFAULT_DTYPES = (torch.float32, torch.bfloat16)
-_RESULT = [
-    "predicted", "observed", "predicted_literal", "observed_literal", "observed_conditioned", "agree", "rule", "reason",
-    "conditions", "folded", "density",
-]
-
-
-def dtype_name(dtype: Any) -> str:
-    """``torch.bfloat16`` or ``"bfloat16"`` -> ``"bfloat16"`` (FoldError naming ``dtypes`` otherwise)."""
-    return str(as_float_dtype(dtype, "dtypes")).replace("torch.", "")
-
-
-def columns(dtypes: Sequence[Any] = DEFAULT_DTYPES) -> List[str]:
-    """The CSV columns of a sweep measuring ``dtypes``: the point, the verdicts, one ``rel_err_<dtype>`` each.
-
-    Example:
-        >>> [c for c in columns(["float64"]) if c.startswith("rel_err")]
-        ['rel_err_float64']
-    """
-    return list(Point.__dataclass_fields__) + _RESULT + [f"rel_err_{dtype_name(d)}" for d in dtypes] + ["crop_exact", "pad_exact"]
-
-
-#: The CSV columns of a sweep with the default dtypes (float32, bfloat16).
-COLUMNS = columns()
 _OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
-
-
-def _true(v: Any) -> bool:
-    return v is True or v == "True"
 
 
 def _size_key(row: Mapping[str, Any]):
@@ -74,6 +43,8 @@ MEANINGS = {
              "column says why",
     "invalid": "the request itself is malformed (r < 1, an unknown order, channels not divisible by the block) or "
                "torch cannot run the original conv; predicted as invalid, not silently answered",
+    CRASHED: "not an outcome: the observation took its worker process down (a native crash), so nothing was observed "
+             "and nothing is claimed; the row records the point, so that a resumed run does not run it again",
 }
 _BAD_COLUMNS = ["section", "dims", "r", "in_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode",
                 "order", "input_order", "folded_stride", "following", "predicted", "observed", "predicted_literal", "observed_literal"]
@@ -85,6 +56,26 @@ def _example(row: Mapping[str, Any]) -> str:
             f"d={r['dilation']} g={r['groups']} mode={r['padding_mode']} order={r['order']}/{r['input_order']} following={r['following']}")
 
 
+def crashed(rows: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """The rows of points whose observation took the worker process down (nothing observed).
+
+    Example:
+        >>> crashed([{"observed": "crashed"}, {"observed": "holds"}])
+        [{'observed': 'crashed'}]
+    """
+    return [r for r in rows if r.get("observed") == CRASHED]
+
+
+def disagreements(rows: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """The observed rows whose prediction does not agree with the exact observation.
+
+    Example:
+        >>> disagreements([{"observed": "holds", "agree": "False"}, {"observed": "crashed", "agree": ""}])
+        [{'observed': 'holds', 'agree': 'False'}]
+    """
+    return [r for r in rows if r.get("observed") != CRASHED and not is_true(r["agree"])]
+
+
 def answer(rows: Sequence[Mapping[str, Any]]) -> str:
     """The direct answer of a sweep, in one sentence: does every prediction agree with the exact observation?
 
@@ -93,13 +84,17 @@ def answer(rows: Sequence[Mapping[str, Any]]) -> str:
         '1,354 configurations: every prediction agrees with the exact observation.'
         >>> answer([{"agree": "True"}, {"agree": False}])
         '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agree.'
+        >>> answer([{"agree": "True"}, {"agree": "", "observed": "crashed"}])
+        '2 configurations: 1 crashed its worker process and was not observed (listed first below); every other prediction agrees with the exact observation.'
     """
-    n = len(rows)
-    bad = sum(not _true(r["agree"]) for r in rows)
+    n, bad, lost = len(rows), len(disagreements(rows)), len(crashed(rows))
+    crash = f"{lost:,} crashed {'their worker processes and were' if lost > 1 else 'its worker process and was'} not observed (listed first below)"
     if not bad:
+        if lost:
+            return f"{n:,} configurations: {crash}; every other prediction agrees with the exact observation."
         return f"{n:,} configurations: every prediction agrees with the exact observation."
     return (f"{n:,} configurations: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
-            f"exact observation (listed first below); {n - bad:,} agree.")
+            f"exact observation (listed first below); {n - bad - lost:,} agree" + (f"; {crash}." if lost else "."))
 
 
 def _remedies(rows: Sequence[Mapping[str, Any]], per_rule: int = 4) -> List[str]:
@@ -130,12 +125,18 @@ def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep
         1 configurations: every prediction agrees with the exact observation.
     """
     total = collections.Counter(r["observed"] for r in rows)
-    tally = ", ".join(f"{total.get(o, 0):,} {o}" for o in _OUTCOMES)
+    lost = crashed(rows)
+    outcomes = _OUTCOMES + ((CRASHED,) if lost else ())
+    tally = ", ".join(f"{total.get(o, 0):,} {o}" for o in outcomes)
     lines = [f"# {title}", "", answer(rows), "", f"Observed outcomes: {tally} (each defined below).", ""]
-    bad = [r for r in rows if not _true(r["agree"])]
+    bad = disagreements(rows)
     if bad:
         lines += ["## Disagreements", "", markdown_table(bad, _BAD_COLUMNS), ""]
-    lines += ["## What the outcomes mean", ""] + [f"- **{o}**: {MEANINGS[o]}." for o in _OUTCOMES] + [""]
+    if lost:
+        lines += ["## Crashed: not observed", "", "Each of these configurations took its worker process down (a native crash); "
+                  "the run went on with the next one, and a resumed run does not try it again.", "",
+                  markdown_table(lost, _BAD_COLUMNS[:14] + ["reason"]), ""]
+    lines += ["## What the outcomes mean", ""] + [f"- **{o}**: {MEANINGS[o]}." for o in outcomes] + [""]
     remedies = _remedies(rows)
     lines += ["## Remedies: the conditions under which a fold holds", ""]
     if remedies:
@@ -147,13 +148,14 @@ def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep
     by_section: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for r in rows:
         by_section[r["section"]][r["observed"]] += 1
-    table = [{"section": s, **{o: c.get(o, 0) for o in _OUTCOMES}, "total": sum(c.values())} for s, c in by_section.items()]
-    table.append({"section": "**all**", **{o: total.get(o, 0) for o in _OUTCOMES}, "total": len(rows)})
+    table = [{"section": s, **{o: c.get(o, 0) for o in outcomes}, "total": sum(c.values())} for s, c in by_section.items()]
+    table.append({"section": "**all**", **{o: total.get(o, 0) for o in outcomes}, "total": len(rows)})
     lines += [markdown_table(table), ""]
     lines += ["## Rules and reasons", "", "Each rule is a claim in paper_notes/claims.md; the example is the smallest configuration it decided.", ""]
     groups: Dict[tuple, List[Mapping[str, Any]]] = collections.defaultdict(list)
     for r in rows:
-        groups[(r["rule"], r["predicted"])].append(r)
+        if r["observed"] != CRASHED:
+            groups[(r["rule"], r["predicted"])].append(r)
     rule_rows = []
     for (rule, outcome), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         smallest = collections.defaultdict(str, min(members, key=_size_key))
@@ -255,8 +257,8 @@ def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     sections = list(dict.fromkeys(r["section"] for r in rows))
     fig, ax = figure(figsize=(7, 3.4))
     bottom = [0] * len(sections)
-    colors = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575"}
-    for outcome in _OUTCOMES:
+    colors = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575", CRASHED: "#000000"}
+    for outcome in _OUTCOMES + ((CRASHED,) if crashed(rows) else ()):
         counts = [sum(1 for r in rows if r["section"] == s and r["observed"] == outcome) for s in sections]
         ax.bar(sections, counts, bottom=bottom, label=outcome, color=colors[outcome])
         bottom = [b + c for b, c in zip(bottom, counts)]

@@ -18,24 +18,25 @@ invalid        malformed requests (r < 1, non-integer r, unknown order, empty in
 ============== ==============================================================================
 
 :class:`Grid` is also the Hydra schema of ``scripts/sweep.py`` (``grid.*`` overrides); its defaults are the
-quick grid of ``foldconv/experiments/configs/grid/quick.yaml``. The following layers are the examples of the following-layer
+quick grid of the sweep app's ``grid=quick`` preset (``foldconv/experiments/configs/grid/quick.yaml``). The following layers are the examples of the following-layer
 registry (:func:`foldconv.predict.following_examples`).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import zlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ...errors import FoldError, fold_error
-from ...layout import normalize_order
-from ...padding import PADDING_MODES
-from ...predict import following_examples
-from ..app import parse_r
+from .._validate import parse_factors
+from ..errors import FoldError, fold_error
+from ..layout import normalize_order
+from ..padding import PADDING_MODES
+from ..predict import following_examples
 
-__all__ = ["Grid", "Point", "fold_factor", "points"]
+__all__ = ["Grid", "POINT_FIELDS", "Point", "fold_factor", "points"]
 
 Factor = Union[int, Tuple[int, ...]]
 
@@ -48,7 +49,7 @@ def fold_factor(value: Any, param: str = "r") -> Factor:
         ((2, 1), 4)
     """
     try:
-        r = parse_r(value)
+        r = parse_factors(value, param)
     except FoldError:
         raise fold_error(param, value, "must be an integer >= 1 or per-axis factors like '2x1'") from None
     values = r if isinstance(r, tuple) else (r,)
@@ -57,6 +58,7 @@ def fold_factor(value: Any, param: str = "r") -> Factor:
     return r
 
 
+@functools.cache
 def _order_ok(order: str, dims: int) -> bool:
     try:
         normalize_order(order, dims)
@@ -174,11 +176,16 @@ class Point:
     batch: int = 2
 
     def key(self) -> str:
-        return "|".join(f"{k}={v}" for k, v in asdict(self).items())
+        """Every field as ``name=value``, joined by ``|`` (what :meth:`seed` hashes)."""
+        return "|".join(f"{k}={getattr(self, k)}" for k in POINT_FIELDS)
 
     def seed(self) -> int:
         """The RNG seed of this point's draws (a hash of its fields: stable across runs and shards)."""
         return zlib.crc32(self.key().encode())
+
+
+#: The fields of :class:`Point`, in order: the point's own CSV columns.
+POINT_FIELDS: Tuple[str, ...] = tuple(f.name for f in fields(Point))
 
 
 def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point]:
@@ -192,10 +199,10 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
         ['theorem', 'modes', 'dilation', 'groups', 'orders', 'folded_stride']
     """
     rs = tuple(fold_factor(r, "fold.r") for r in r_override) if r_override else grid.r
-    out: Dict[str, Point] = {}
+    out: Dict[Point, None] = {}  # a dict keeps the first occurrence's order; frozen points hash by value
 
     def add(p: Point) -> None:
-        out.setdefault(p.key(), p)
+        out.setdefault(p, None)
 
     def block(r: Any, dims: int) -> int:
         return math.prod(r) if isinstance(r, tuple) else int(r) ** dims
@@ -250,4 +257,4 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
         for r, order, size in ((0, "crd", 6), (-1, "crd", 6), (1.5, "crd", 6), (2, "c rh rh", 6), (2, "xyz", 6), (2, "crd", 0)):
             add(Point("invalid", 2, r, order, "same", 4, 2, 3, 1, 0, 1, 1, "zeros", 0, size))
         add(Point("invalid", 2, 2, "crd", "same", 6, 2, 3, 1, 0, 1, 1, "zeros", 0, 6))  # channels not divisible
-    return list(out.values())
+    return list(out)

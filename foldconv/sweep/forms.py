@@ -1,0 +1,333 @@
+"""The three forms of a fold point (original, literal fold, the library's folded conv), every trial at once.
+
+**Trials in one conv.** Each trial draws its own integer weight, bias and input. The trials are stacked into
+one grouped convolution per form: trial ``t`` owns groups ``t*g .. t*g+g-1`` (its weight rows and its input
+channels), and a grouped convolution computes its groups independently, so the stacked output holds, trial
+by trial, the very numbers each trial's own convolution gives. A point costs one convolution per form,
+whatever the number of trials, and ``torch.equal`` on the stacked outputs is the verdict of all trials
+together (equivalent only when every trial is).
+
+**Layout maps.** :func:`~foldconv.layout.depth_to_space` and :func:`~foldconv.fold.fold_weight` move entries
+and fill structural zeros (expanded dilation, merged groups); they never combine two entries. Each is
+therefore a gather: applied once to an index tensor (the entries ``1..n`` as integer-valued float64, exact
+below ``2**53``), it returns its own gather map (``0`` where it writes a structural zero), and applying that
+map to a trial's tensor gives exactly what the function gives on it. The library functions run (and
+validate their arguments) once per distinct shape, factor, order, groups and dilation, not once per trial
+and point; :class:`MapCache` keeps the maps of recent shapes within a fixed element budget.
+
+Example:
+    >>> spec = ConvSpec.make(2, 4, 2, 3, padding=1)
+    >>> shared = SharedDraws(spec, (5, 5), batch=2, seed=0)
+    >>> forms = FoldForms(spec, FoldSpec.make(2), (5, 5))
+    >>> out = forms.conditioned(shared.x, shared.w, shared.b, trials=shared.trials)
+    >>> torch.equal(shared.ref, out), tuple(out.shape)
+    (True, (2, 2, 5, 5))
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import math
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..check.exact import EXACT_LIMIT, MAX_EXACT_RANGE, false_equivalent_bound
+from ..errors import FoldError, fold_error
+from ..fold import FoldPlan, fold_weight, plan_fold
+from ..layout import depth_to_space
+from ..specs import ConvSpec, FoldSpec
+
+__all__ = ["FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+#: Dtypes whose error column is computed in float32 from operands rounded to the dtype, the result rounded
+#: back to it: float32 accumulation, as the CPU kernels for these dtypes do. torch 2.14's own CPU bfloat16
+#: conv3d corrupts the heap for some strides (6 and 9 on a 24-pixel map), which took whole sweeps down.
+NARROW_DTYPES = (torch.bfloat16, torch.float16)
+
+
+#: The largest probability of a false "equivalent" a point may have (Schwartz–Zippel over its draws).
+FALSE_EQUIVALENT = 1e-6
+
+
+def draw_plan(products: int, degree: int = 2) -> Tuple[int, int]:
+    """``(bound, trials)`` for a polynomial of ``degree`` whose outputs sum at most ``products`` products of
+    two draws (plus a bias): the widest range ``[-bound, bound]`` (at most ``MAX_EXACT_RANGE``) that keeps every
+    partial sum below ``EXACT_LIMIT`` (exact in float64), and the fewest trials that bound a false
+    "equivalent" by :data:`FALSE_EQUIVALENT`.
+
+    Example:
+        >>> draw_plan(27), draw_plan(1_700_000)
+        ((1048576, 1), (36394, 2))
+    """
+    bound = min(MAX_EXACT_RANGE, math.isqrt(int(EXACT_LIMIT) // (max(1, products) + 1)))
+    trials = 1
+    while false_equivalent_bound(degree, bound, trials) > FALSE_EQUIVALENT:
+        trials += 1
+    return bound, trials
+
+
+def conv_nd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: Tuple[int, ...], padding: Tuple[int, ...],
+            dilation: Tuple[int, ...], groups: int, mode: str) -> torch.Tensor:
+    """``F.conv{1,2,3}d`` with any padding mode (non-zero modes are padded explicitly, as ``nn.ConvNd`` does).
+
+    Example:
+        >>> x = torch.arange(4.).reshape(1, 1, 4)
+        >>> conv_nd(x, torch.ones(1, 1, 3), None, (1,), (1,), (1,), 1, "circular")
+        tensor([[[4., 3., 6., 5.]]])
+    """
+    dims = x.dim() - 2
+    if mode != "zeros" and any(p > 0 for p in padding):
+        x = F.pad(x, [q for p in reversed(padding) for q in (p, p)], mode=mode)
+        padding = (0,) * dims
+    return _CONV[dims](x, w, b, stride, padding, dilation, groups)
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_or_none(spec: ConvSpec, fold: FoldSpec) -> Optional[FoldPlan]:
+    """:func:`~foldconv.fold.plan_fold`, or None where the fold has no folded conv (cached: specs are values).
+
+    Example:
+        >>> plan_or_none(ConvSpec.make(2, 4, 2, 3, padding=1, padding_mode="reflect"), FoldSpec.make(2)) is None
+        True
+    """
+    try:
+        return plan_fold(spec, fold)
+    except FoldError:
+        return None
+
+
+class GatherMap:
+    """A layout function's gather map: output entry ``i`` is input entry ``index[i] - 1`` (``0``: a zero).
+
+    ``shape`` is the output shape for one input of the shape it was built for; ``meta`` is what the function
+    returned beside its tensor (e.g. the folded conv's groups), or None.
+    """
+
+    __slots__ = ("shape", "index", "zeros", "meta")
+
+    def __init__(self, image: torch.Tensor, meta: Any = None) -> None:
+        flat = image.reshape(-1)
+        if not bool(torch.equal(flat, flat.round())) or bool((flat < 0).any()):
+            raise ValueError("a layout function combined entries: it is not a gather")  # never for a layout op
+        self.shape = tuple(image.shape)
+        self.zeros = bool((flat == 0).any())
+        self.index = flat.to(torch.int64) if self.zeros else flat.to(torch.int64) - 1
+        self.meta = meta
+
+    @classmethod
+    def of(cls, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...]) -> GatherMap:
+        """The gather map of ``function`` on inputs of ``input_shape``; ``function`` returns a tensor or ``(tensor, meta)``.
+
+        Example:
+            >>> m = GatherMap.of(lambda t: t.flip(-1), (1, 3))
+            >>> m.shape, m.apply(torch.tensor([[10., 20., 30.]]))
+            ((1, 3), tensor([[30., 20., 10.]]))
+        """
+        n = math.prod(input_shape)
+        image = function(torch.arange(1, n + 1, dtype=torch.float64).reshape(input_shape))
+        return cls(image) if isinstance(image, torch.Tensor) else cls(*image)
+
+    @property
+    def numel(self) -> int:
+        return self.index.numel()
+
+    def apply(self, rows: torch.Tensor) -> torch.Tensor:
+        """Gather every row of ``rows`` (``(R, n)``, ``n`` the input's element count): ``(R, numel)``."""
+        if self.zeros:
+            rows = torch.cat([rows.new_zeros(rows.shape[0], 1), rows], 1)
+        return rows.index_select(1, self.index)
+
+    def same(self, other: Optional[GatherMap]) -> bool:
+        """Both maps send every input to the same place (so the two functions agree on every input)."""
+        return other is not None and (other is self or (
+            self.shape == other.shape and self.zeros == other.zeros and bool(torch.equal(self.index, other.index))))
+
+
+class MapCache:
+    """The gather maps of recent shapes, least recently used first out, within ``budget`` index elements.
+
+    A map larger than ``largest`` elements is built each time and not kept (its convolution costs far more).
+    A key whose function raised FoldError keeps that error, raised again on every later request.
+
+    Example:
+        >>> cache = MapCache(budget=10)
+        >>> m = cache.get("flip", lambda t: t.flip(-1), (1, 4))
+        >>> cache.get("flip", None, (1, 4)) is m, len(cache)
+        (True, 1)
+    """
+
+    def __init__(self, budget: int = 4_000_000, largest: int = 1_000_000) -> None:
+        self.budget, self.largest = budget, largest
+        self._maps: collections.OrderedDict[Hashable, Union[GatherMap, FoldError]] = collections.OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def get(self, key: Hashable, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...]) -> GatherMap:
+        """The map of ``function`` (named by ``key``) on inputs of ``input_shape``; FoldError where it refuses them."""
+        full = (key, input_shape)
+        found = self._maps.get(full)
+        if found is None:
+            try:
+                found = GatherMap.of(function, input_shape)
+            except FoldError as err:
+                found = err
+            size = found.numel if isinstance(found, GatherMap) else 1
+            if size <= self.largest:
+                self._maps[full] = found
+                self._size += size
+                while self._size > self.budget and len(self._maps) > 1:
+                    _, old = self._maps.popitem(last=False)
+                    self._size -= old.numel if isinstance(old, GatherMap) else 1
+        else:
+            self._maps.move_to_end(full)
+        if isinstance(found, FoldError):
+            raise found
+        return found
+
+
+_MAPS = MapCache()
+
+
+class SharedDraws:
+    """The draws of one convolution on one input size, and the original's output on them.
+
+    Every point that differs only in its fold (factors, orders, folded stride) shares them: the original
+    conv runs once for all of them, and the draws depend only on ``seed``, so a point observed alone or
+    among others sees the same numbers. Integer draws follow :func:`draw_plan` (``trials`` stacked as
+    groups); ``normal()`` draws the unit-normal weight, bias and input of the error columns (from
+    ``seed + 1``) and the float64 original on them.
+
+    Example:
+        >>> shared = SharedDraws(ConvSpec.make(1, 2, 2, 3), (6,), batch=2, seed=0)
+        >>> shared.trials, tuple(shared.x.shape), tuple(shared.ref.shape)
+        (1, (2, 2, 6), (2, 2, 4))
+    """
+
+    def __init__(self, spec: ConvSpec, input_size: Tuple[int, ...], *, batch: int, seed: int) -> None:
+        self.spec, self.size, self.batch, self.seed = spec, tuple(input_size), batch, seed
+        self.bound, self.trials = draw_plan(self.products)
+        shapes = ((self.trials * spec.out_channels,) + tuple(spec.weight_shape[1:]), (self.trials * spec.out_channels,),
+                  (batch, self.trials * spec.in_channels) + self.size)
+        sizes = [math.prod(shape) for shape in shapes]
+        gen = torch.Generator().manual_seed(seed)
+        flat = torch.randint(-self.bound, self.bound + 1, (sum(sizes),), generator=gen, dtype=torch.float64)
+        self.w, self.b, self.x = (part.view(shape) for part, shape in zip(flat.split(sizes), shapes))
+        try:
+            self.ref: Optional[torch.Tensor] = self.original(self.x, self.w, self.b, trials=self.trials)
+        except RuntimeError:  # torch refuses the original (e.g. circular padding wider than the input)
+            self.ref = None
+        self._normal: Optional[Tuple[torch.Tensor, ...]] = None
+        #: Whatever the points of this group found that depends only on the fold (factors and order).
+        self.memo: Dict[Hashable, Any] = {}
+
+    @property
+    def products(self) -> int:
+        """An upper bound on the products one output of any form sums: ``C * prod(d*(K-1)+1)`` (the folded
+        kernel's taps, structural zeros included, over the folded channels)."""
+        return self.spec.in_channels * math.prod(self.spec.effective_kernel)
+
+    def original(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, trials: int) -> torch.Tensor:
+        s = self.spec
+        return conv_nd(x, w, b, s.stride, s.padding, s.dilation, trials * s.groups, s.padding_mode)
+
+    def normal(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit-normal float64 ``(w, b, x)`` and the original's output on them (drawn once)."""
+        if self._normal is None:
+            s = self.spec
+            gen = torch.Generator().manual_seed((self.seed + 1) % 2**32)
+            w = torch.randn(s.weight_shape, generator=gen, dtype=torch.float64)
+            b = torch.randn(s.out_channels, generator=gen, dtype=torch.float64)
+            x = torch.randn((self.batch, s.in_channels) + self.size, generator=gen, dtype=torch.float64)
+            self._normal = (w, b, x, self.original(x, w, b, trials=1))
+        return self._normal  # type: ignore[return-value]
+
+
+class FoldForms:
+    """The original, the literal fold and the library's folded conv of one configuration, for stacked trials.
+
+    ``x_order``: the order the literal form folds the input in (the weight's order when None);
+    ``folded_stride``: the literal form's stride (``r*S`` when None). The literal form folds the input
+    (``x_order``) and the weight (``depth_to_space`` along its input channels, the fold's order) and passes
+    stride ``r*S`` (or ``folded_stride``), padding ``r*P``, dilation and groups through; the library's form
+    is :func:`~foldconv.fold.fold_weight` with :func:`~foldconv.fold.plan_fold`'s stride, padding and
+    dilation on the input folded in the fold's order. ``literal``/``conditioned`` raise FoldError where the
+    form does not exist (a channel count the block does not divide, no folded conv).
+    """
+
+    def __init__(self, spec: ConvSpec, fold: FoldSpec, input_size: Tuple[int, ...], *, x_order: Optional[Tuple[str, ...]] = None,
+                 folded_stride: Optional[Tuple[int, ...]] = None, maps: MapCache = _MAPS) -> None:
+        self.spec, self.fold, self.size, self.maps = spec, fold, tuple(input_size), maps
+        self.x_order = x_order or fold.order
+        self.stride_f = folded_stride or tuple(f * s for f, s in zip(fold.r, spec.stride))
+        self.padding_f = tuple(f * q for f, q in zip(fold.r, spec.padding))
+        plan = plan_or_none(spec, fold)
+        self.plan = plan.result if plan is not None else None
+
+    # -- layout --------------------------------------------------------------------------------------------
+
+    def _fold_input(self, x: torch.Tensor, order: Tuple[str, ...], trials: int) -> torch.Tensor:
+        """``depth_to_space`` of every trial's input: ``(N, T*C, *n) -> (N, T*C/R, *(r*n))``."""
+        s, fold = self.spec, self.fold
+        shape = (1, s.in_channels) + self.size
+        m = self.maps.get(("d2s", fold.r, order), lambda t: depth_to_space(t, fold.r, order, dims=s.dims), shape)
+        n = x.shape[0]
+        out = m.apply(x.reshape(n * trials, -1))
+        return out.reshape((n, trials * m.shape[1]) + m.shape[2:])
+
+    def _weights(self, w: torch.Tensor, m: GatherMap, trials: int) -> torch.Tensor:
+        return m.apply(w.reshape(trials, -1)).reshape((trials * m.shape[0],) + m.shape[1:])
+
+    def _literal_map(self) -> GatherMap:
+        s, fold = self.spec, self.fold
+        return self.maps.get(("d2s", fold.r, fold.order), lambda t: depth_to_space(t, fold.r, fold.order, dims=s.dims), s.weight_shape)
+
+    def _folded_map(self) -> GatherMap:
+        """:func:`~foldconv.fold.fold_weight`'s map; its ``meta`` is the folded conv's groups."""
+        s, fold = self.spec, self.fold
+
+        def folded(t: torch.Tensor) -> Tuple[torch.Tensor, int]:
+            fw = fold_weight(t, fold.r, fold.order, groups=s.groups, dilation=s.dilation)
+            return fw.weight, fw.groups
+
+        return self.maps.get(("fold_weight", fold.r, fold.order, s.groups, s.dilation), folded, s.weight_shape)
+
+    # -- forms ---------------------------------------------------------------------------------------------
+
+    def literal(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, trials: int) -> torch.Tensor:
+        s = self.spec
+        xf = self._fold_input(x, self.x_order, trials)
+        wf = self._weights(w, self._literal_map(), trials)
+        return conv_nd(xf, wf, b, self.stride_f, self.padding_f, s.dilation, trials * s.groups, s.padding_mode)
+
+    def literal_is_conditioned(self) -> bool:
+        """The literal form is the library's form: same input order, the same weight map, stride, padding,
+        dilation and groups (then one computation serves both)."""
+        s, plan = self.spec, self.plan
+        if plan is None or self.x_order != self.fold.order:
+            return False
+        if (self.stride_f, self.padding_f, s.dilation) != (plan.stride, plan.padding, plan.dilation):
+            return False
+        try:
+            folded = self._folded_map()
+            return folded.meta == s.groups and self._literal_map().same(folded)
+        except FoldError:
+            return False
+
+    def conditioned(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, trials: int) -> torch.Tensor:
+        plan = self.plan
+        if plan is None:
+            raise fold_error("fold", self.fold.r, f"has no folded conv for {self.spec.describe()}")
+        m = self._folded_map()
+        narrow = x.dtype in NARROW_DTYPES
+        if narrow:  # operands rounded to the dtype, float32 accumulation, the result rounded to it
+            dtype = x.dtype
+            x, w, b = x.float(), w.float(), b.float()
+        xf = self._fold_input(x, self.fold.order, trials)
+        out = conv_nd(xf, self._weights(w, m, trials), b, plan.stride, plan.padding, plan.dilation, trials * m.meta, plan.padding_mode)
+        return out.to(dtype) if narrow else out

@@ -1,27 +1,26 @@
-"""The three forms of a fold point (original, literal fold, the library's folded conv), every trial at once.
+"""The forms of a fold point (the original, the literal fold, the library's folded conv) and their draws.
 
-**Trials in one conv.** Each trial draws its own integer weight, bias and input. The trials are stacked into
-one grouped convolution per form: trial ``t`` owns groups ``t*g .. t*g+g-1`` (its weight rows and its input
-channels), and a grouped convolution computes its groups independently, so the stacked output holds, trial
-by trial, the very numbers each trial's own convolution gives. A point costs one convolution per form,
-whatever the number of trials, and ``torch.equal`` on the stacked outputs is the verdict of all trials
-together (equivalent only when every trial is).
+**Draws shared by neighbours.** Points that differ only in their fold (factors, orders, folded stride) have
+the same convolution and input size: :class:`SharedDraws` draws its integer weights, biases and inputs once
+(seeded by the convolution, not by the fold, so a point observed alone or among its neighbours sees the same
+numbers) and runs the original once per trial. :func:`draw_plan` picks the range and the number of trials;
+a later trial runs only while every earlier one found the forms equal (a verdict other than "equivalent"
+cannot change: validity and output shapes do not depend on the numbers).
 
 **Layout maps.** :func:`~foldconv.layout.depth_to_space` and :func:`~foldconv.fold.fold_weight` move entries
 and fill structural zeros (expanded dilation, merged groups); they never combine two entries. Each is
 therefore a gather: applied once to an index tensor (the entries ``1..n`` as integer-valued float64, exact
 below ``2**53``), it returns its own gather map (``0`` where it writes a structural zero), and applying that
-map to a trial's tensor gives exactly what the function gives on it. The library functions run (and
-validate their arguments) once per distinct shape, factor, order, groups and dilation, not once per trial
-and point; :class:`MapCache` keeps the maps of recent shapes within a fixed element budget.
+map to a tensor gives exactly what the function gives on it. The library functions run (and validate their
+arguments) once per distinct shape, factor, order, groups and dilation, not once per trial and point;
+:class:`MapCache` keeps the maps of recent shapes within a fixed element budget.
 
 Example:
     >>> spec = ConvSpec.make(2, 4, 2, 3, padding=1)
     >>> shared = SharedDraws(spec, (5, 5), batch=2, seed=0)
     >>> forms = FoldForms(spec, FoldSpec.make(2), (5, 5))
-    >>> out = forms.conditioned(shared.x, shared.w, shared.b, trials=shared.trials)
-    >>> torch.equal(shared.ref, out), tuple(out.shape)
-    (True, (2, 2, 5, 5))
+    >>> shared.verdict(forms.conditioned).value, shared.trials
+    ('equivalent', 1)
 """
 from __future__ import annotations
 
@@ -33,13 +32,14 @@ from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ..check.exact import EXACT_LIMIT, MAX_EXACT_RANGE, false_equivalent_bound
+from ..check import Verdict
+from ..check.exact import EXACT_LIMIT, MAX_EXACT_RANGE, compare, false_equivalent_bound
 from ..errors import FoldError, fold_error
 from ..fold import FoldPlan, fold_weight, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 
-__all__ = ["FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
+__all__ = ["COLUMNS_BUDGET", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -70,9 +70,15 @@ def draw_plan(products: int, degree: int = 2) -> Tuple[int, int]:
     return bound, trials
 
 
+#: Elements of the unfolded input (torch's im2col buffer) one convolution call may need: 32 MB in float64.
+#: A larger call runs one sample and one slab of output rows at a time (the same sums, in less memory).
+COLUMNS_BUDGET = 2**22
+
+
 def conv_nd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: Tuple[int, ...], padding: Tuple[int, ...],
             dilation: Tuple[int, ...], groups: int, mode: str) -> torch.Tensor:
-    """``F.conv{1,2,3}d`` with any padding mode (non-zero modes are padded explicitly, as ``nn.ConvNd`` does).
+    """``F.conv{1,2,3}d`` with any padding mode (non-zero modes are padded explicitly, as ``nn.ConvNd`` does),
+    computed in pieces when its unfolded input would exceed :data:`COLUMNS_BUDGET` elements.
 
     Example:
         >>> x = torch.arange(4.).reshape(1, 1, 4)
@@ -83,7 +89,20 @@ def conv_nd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride:
     if mode != "zeros" and any(p > 0 for p in padding):
         x = F.pad(x, [q for p in reversed(padding) for q in (p, p)], mode=mode)
         padding = (0,) * dims
-    return _CONV[dims](x, w, b, stride, padding, dilation, groups)
+    kernel = w.shape[2:]
+    out = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)]
+    columns = x.shape[0] * x.shape[1] * math.prod(kernel) * math.prod(out)
+    if columns <= COLUMNS_BUDGET or min(out) < 1 or x.device.type == "meta":
+        return _CONV[dims](x, w, b, stride, padding, dilation, groups)  # torch itself refuses what is malformed
+    x = F.pad(x, [q for p in reversed(padding) for q in (p, p)])
+    rows = max(1, COLUMNS_BUDGET // (x.shape[1] * math.prod(kernel) * math.prod(out[1:])))
+    span = dilation[0] * (kernel[0] - 1) + 1
+    samples = []
+    for i in range(x.shape[0]):
+        slabs = [_CONV[dims](x[i:i + 1, :, o * stride[0]:(min(out[0], o + rows) - 1) * stride[0] + span], w, b, stride, 0, dilation, groups)
+                 for o in range(0, out[0], rows)]
+        samples.append(torch.cat(slabs, 2))
+    return torch.cat(samples, 0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -111,8 +130,6 @@ class GatherMap:
 
     def __init__(self, image: torch.Tensor, meta: Any = None) -> None:
         flat = image.reshape(-1)
-        if not bool(torch.equal(flat, flat.round())) or bool((flat < 0).any()):
-            raise ValueError("a layout function combined entries: it is not a gather")  # never for a layout op
         self.shape = tuple(image.shape)
         self.zeros = bool((flat == 0).any())
         self.index = flat.to(torch.int64) if self.zeros else flat.to(torch.int64) - 1
@@ -122,14 +139,28 @@ class GatherMap:
     def of(cls, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...]) -> GatherMap:
         """The gather map of ``function`` on inputs of ``input_shape``; ``function`` returns a tensor or ``(tensor, meta)``.
 
+        The map is checked on a random probe: a function that combines entries (not a gather) is a ValueError.
+
         Example:
             >>> m = GatherMap.of(lambda t: t.flip(-1), (1, 3))
             >>> m.shape, m.apply(torch.tensor([[10., 20., 30.]]))
             ((1, 3), tensor([[30., 20., 10.]]))
+            >>> GatherMap.of(lambda t: t + t.flip(-1), (1, 3))
+            Traceback (most recent call last):
+            ...
+            ValueError: the function is not a gather (it combines or scales entries)
         """
         n = math.prod(input_shape)
         image = function(torch.arange(1, n + 1, dtype=torch.float64).reshape(input_shape))
-        return cls(image) if isinstance(image, torch.Tensor) else cls(*image)
+        found = cls(image) if isinstance(image, torch.Tensor) else cls(*image)
+        probe = torch.randn(input_shape, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        image = function(probe)
+        image = image if isinstance(image, torch.Tensor) else image[0]
+        index = found.index
+        if (tuple(image.shape) != found.shape or not bool(((index >= 0) & (index <= n - (0 if found.zeros else 1))).all())
+                or not torch.equal(image.reshape(1, -1), found.apply(probe.reshape(1, -1)))):
+            raise ValueError("the function is not a gather (it combines or scales entries)")
+        return found
 
     @property
     def numel(self) -> int:
@@ -197,33 +228,28 @@ _MAPS = MapCache()
 class SharedDraws:
     """The draws of one convolution on one input size, and the original's output on them.
 
-    Every point that differs only in its fold (factors, orders, folded stride) shares them: the original
-    conv runs once for all of them, and the draws depend only on ``seed``, so a point observed alone or
-    among others sees the same numbers. Integer draws follow :func:`draw_plan` (``trials`` stacked as
-    groups); ``normal()`` draws the unit-normal weight, bias and input of the error columns (from
-    ``seed + 1``) and the float64 original on them.
+    ``draws[t]`` is trial ``t``'s integer ``(w, b, x)`` in ``[-bound, bound]`` (integer-valued float64, all
+    trials from one draw of ``seed``); :meth:`reference` is the original's output on them (None where torch
+    refuses the original); :meth:`normal` draws the unit-normal weight, bias and input of the error columns
+    (from ``seed + 1``) and the float64 original on them. ``memo`` keeps what the points of the group found
+    that depends only on their fold.
 
     Example:
         >>> shared = SharedDraws(ConvSpec.make(1, 2, 2, 3), (6,), batch=2, seed=0)
-        >>> shared.trials, tuple(shared.x.shape), tuple(shared.ref.shape)
-        (1, (2, 2, 6), (2, 2, 4))
+        >>> shared.trials, [tuple(t.shape) for t in shared.draws[0]], tuple(shared.reference(0).shape)
+        (1, [(2, 2, 3), (2,), (2, 2, 6)], (2, 2, 4))
     """
 
     def __init__(self, spec: ConvSpec, input_size: Tuple[int, ...], *, batch: int, seed: int) -> None:
         self.spec, self.size, self.batch, self.seed = spec, tuple(input_size), batch, seed
         self.bound, self.trials = draw_plan(self.products)
-        shapes = ((self.trials * spec.out_channels,) + tuple(spec.weight_shape[1:]), (self.trials * spec.out_channels,),
-                  (batch, self.trials * spec.in_channels) + self.size)
-        sizes = [math.prod(shape) for shape in shapes]
+        shapes = (tuple(spec.weight_shape), (spec.out_channels,), (batch, spec.in_channels) + self.size)
+        sizes = [math.prod(shape) for shape in shapes] * self.trials
         gen = torch.Generator().manual_seed(seed)
-        flat = torch.randint(-self.bound, self.bound + 1, (sum(sizes),), generator=gen, dtype=torch.float64)
-        self.w, self.b, self.x = (part.view(shape) for part, shape in zip(flat.split(sizes), shapes))
-        try:
-            self.ref: Optional[torch.Tensor] = self.original(self.x, self.w, self.b, trials=self.trials)
-        except RuntimeError:  # torch refuses the original (e.g. circular padding wider than the input)
-            self.ref = None
+        flat = torch.randint(-self.bound, self.bound + 1, (sum(sizes),), generator=gen, dtype=torch.float64).split(sizes)
+        self.draws = [tuple(part.view(shape) for part, shape in zip(flat[3 * t:3 * t + 3], shapes)) for t in range(self.trials)]
+        self._references: Dict[int, Optional[torch.Tensor]] = {}
         self._normal: Optional[Tuple[torch.Tensor, ...]] = None
-        #: Whatever the points of this group found that depends only on the fold (factors and order).
         self.memo: Dict[Hashable, Any] = {}
 
     @property
@@ -232,9 +258,36 @@ class SharedDraws:
         kernel's taps, structural zeros included, over the folded channels)."""
         return self.spec.in_channels * math.prod(self.spec.effective_kernel)
 
-    def original(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, trials: int) -> torch.Tensor:
+    def original(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         s = self.spec
-        return conv_nd(x, w, b, s.stride, s.padding, s.dilation, trials * s.groups, s.padding_mode)
+        return conv_nd(x, w, b, s.stride, s.padding, s.dilation, s.groups, s.padding_mode)
+
+    def reference(self, trial: int) -> Optional[torch.Tensor]:
+        """The original's output on trial ``trial`` (computed once), None where torch refuses it."""
+        if trial not in self._references:
+            w, b, x = self.draws[trial]
+            try:
+                self._references[trial] = self.original(x, w, b)
+            except RuntimeError:  # e.g. circular padding wider than the input
+                self._references[trial] = None
+        return self._references[trial]
+
+    def verdict(self, form: Callable[..., torch.Tensor]) -> Verdict:
+        """The exact verdict of ``form(x, w, b, expect=shape)`` against the original over the trials.
+
+        A trial where torch or the library refuses the form is INVALID; trials stop at the first verdict
+        other than "equivalent" (the next trials could only confirm it)."""
+        for t in range(self.trials):
+            w, b, x = self.draws[t]
+            ref = self.reference(t)
+            try:
+                out: Optional[torch.Tensor] = form(x, w, b, expect=None if ref is None else tuple(ref.shape))
+            except (RuntimeError, FoldError):
+                out = None
+            found = compare(ref, out)
+            if found is not Verdict.EQUIVALENT:
+                return found
+        return Verdict.EQUIVALENT
 
     def normal(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unit-normal float64 ``(w, b, x)`` and the original's output on them (drawn once)."""
@@ -244,12 +297,12 @@ class SharedDraws:
             w = torch.randn(s.weight_shape, generator=gen, dtype=torch.float64)
             b = torch.randn(s.out_channels, generator=gen, dtype=torch.float64)
             x = torch.randn((self.batch, s.in_channels) + self.size, generator=gen, dtype=torch.float64)
-            self._normal = (w, b, x, self.original(x, w, b, trials=1))
+            self._normal = (w, b, x, self.original(x, w, b))
         return self._normal  # type: ignore[return-value]
 
 
 class FoldForms:
-    """The original, the literal fold and the library's folded conv of one configuration, for stacked trials.
+    """The literal fold and the library's folded conv of one configuration (the original is :class:`SharedDraws`').
 
     ``x_order``: the order the literal form folds the input in (the weight's order when None);
     ``folded_stride``: the literal form's stride (``r*S`` when None). The literal form folds the input
@@ -271,17 +324,10 @@ class FoldForms:
 
     # -- layout --------------------------------------------------------------------------------------------
 
-    def _fold_input(self, x: torch.Tensor, order: Tuple[str, ...], trials: int) -> torch.Tensor:
-        """``depth_to_space`` of every trial's input: ``(N, T*C, *n) -> (N, T*C/R, *(r*n))``."""
+    def _input_map(self, order: Tuple[str, ...]) -> GatherMap:
+        """``depth_to_space`` of one sample's input in ``order``: ``(1, C, *n) -> (1, C/R, *(r*n))``."""
         s, fold = self.spec, self.fold
-        shape = (1, s.in_channels) + self.size
-        m = self.maps.get(("d2s", fold.r, order), lambda t: depth_to_space(t, fold.r, order, dims=s.dims), shape)
-        n = x.shape[0]
-        out = m.apply(x.reshape(n * trials, -1))
-        return out.reshape((n, trials * m.shape[1]) + m.shape[2:])
-
-    def _weights(self, w: torch.Tensor, m: GatherMap, trials: int) -> torch.Tensor:
-        return m.apply(w.reshape(trials, -1)).reshape((trials * m.shape[0],) + m.shape[1:])
+        return self.maps.get(("d2s", fold.r, order), lambda t: depth_to_space(t, fold.r, order, dims=s.dims), (1, s.in_channels) + self.size)
 
     def _literal_map(self) -> GatherMap:
         s, fold = self.spec, self.fold
@@ -297,13 +343,31 @@ class FoldForms:
 
         return self.maps.get(("fold_weight", fold.r, fold.order, s.groups, s.dilation), folded, s.weight_shape)
 
+    def _run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, xmap: GatherMap, wmap: GatherMap,
+             conv: Tuple[Any, ...], expect: Optional[Tuple[int, ...]]) -> torch.Tensor:
+        """The folded conv ``conv`` (stride, padding, dilation, groups, mode) on the input and weight mapped by
+        ``xmap``/``wmap``. With ``expect``, torch first computes the output's shape on meta tensors (the
+        same checks, no arithmetic); a different shape is returned as that meta tensor, whose shape is all a
+        comparison needs (a wrong folded stride on a big map would cost seconds)."""
+        stride, padding, dilation, groups, mode = conv
+        n = x.shape[0]
+        xs = (n,) + xmap.shape[1:]
+        if expect is not None:
+            probe = conv_nd(torch.empty(xs, device="meta", dtype=x.dtype), torch.empty(wmap.shape, device="meta", dtype=w.dtype),
+                            torch.empty_like(b, device="meta"), stride, padding, dilation, groups, mode)
+            if tuple(probe.shape) != tuple(expect):
+                return probe
+        xf = xmap.apply(x.reshape(n, -1)).reshape(xs)
+        wf = wmap.apply(w.reshape(1, -1)).reshape(wmap.shape)
+        return conv_nd(xf, wf, b, stride, padding, dilation, groups, mode)
+
     # -- forms ---------------------------------------------------------------------------------------------
 
-    def literal(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, trials: int) -> torch.Tensor:
+    def literal(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, expect: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
+        """The literal fold of the original's ``(x, w, b)`` (see :meth:`_run` for ``expect``)."""
         s = self.spec
-        xf = self._fold_input(x, self.x_order, trials)
-        wf = self._weights(w, self._literal_map(), trials)
-        return conv_nd(xf, wf, b, self.stride_f, self.padding_f, s.dilation, trials * s.groups, s.padding_mode)
+        conv = (self.stride_f, self.padding_f, s.dilation, s.groups, s.padding_mode)
+        return self._run(x, w, b, self._input_map(self.x_order), self._literal_map(), conv, expect)
 
     def literal_is_conditioned(self) -> bool:
         """The literal form is the library's form: same input order, the same weight map, stride, padding,
@@ -319,7 +383,9 @@ class FoldForms:
         except FoldError:
             return False
 
-    def conditioned(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, trials: int) -> torch.Tensor:
+    def conditioned(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, *, expect: Optional[Tuple[int, ...]] = None) -> torch.Tensor:
+        """The library's folded conv of the original's ``(x, w, b)``; bfloat16/float16 operands are computed in
+        float32 and the result rounded back (:data:`NARROW_DTYPES`)."""
         plan = self.plan
         if plan is None:
             raise fold_error("fold", self.fold.r, f"has no folded conv for {self.spec.describe()}")
@@ -328,6 +394,6 @@ class FoldForms:
         if narrow:  # operands rounded to the dtype, float32 accumulation, the result rounded to it
             dtype = x.dtype
             x, w, b = x.float(), w.float(), b.float()
-        xf = self._fold_input(x, self.fold.order, trials)
-        out = conv_nd(xf, self._weights(w, m, trials), b, plan.stride, plan.padding, plan.dilation, trials * m.meta, plan.padding_mode)
-        return out.to(dtype) if narrow else out
+        conv = (plan.stride, plan.padding, plan.dilation, m.meta, plan.padding_mode)
+        out = self._run(x, w, b, self._input_map(self.fold.order), m, conv, expect)
+        return out.to(dtype) if narrow and out.device.type != "meta" else out

@@ -3,10 +3,11 @@
 Every conv observation uses the integer-exact kernel of :mod:`foldconv.check.exact` (the one
 :func:`~foldconv.check.check_equivalence` uses): integer weights, biases and inputs, float64, compared with
 ``torch.equal``. :func:`~foldconv.sweep.forms.draw_plan` picks the range and the number of trials: one
-draw in ``[-2**20, 2**20]`` while an output sums at most 2,048 products, a narrower range and a second
-trial beyond, so that every partial sum stays exact and a false "equivalent" has probability <= 1e-6 per
-point (only convolutions and layout ops run, all on the polynomial allow-list). A fold point runs its
-trials stacked in one grouped convolution per form, with the layout maps of :mod:`foldconv.sweep.forms`.
+draw in about ``[-2**20, 2**20]`` while an output sums at most 2,250 products, a narrower range and a
+second trial beyond, so that every partial sum stays exact and a false "equivalent" has probability <= 1e-6 per
+point (only convolutions and layout ops run, all on the polynomial allow-list). Fold points that differ
+only in their fold share their draws and the original's output, and fold through cached layout maps
+(:mod:`foldconv.sweep.forms`).
 The float32/bfloat16 errors are :func:`~foldconv.check.exact.relative_error` of the library's folded form
 in that dtype against the float64 original, on unit-normal data; bfloat16 (and float16) are computed in
 float32 from operands rounded to the dtype, the result rounded back to it (float32 accumulation, as the CPU
@@ -30,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from ..check import Verdict, check_fold
-from ..check.exact import compare, integers, relative_error
+from ..check.exact import combine, compare, integers, relative_error
 from ..errors import FoldError
-from ..fold import unfold_weight
+from ..fold import fold_weight, plan_fold, unfold_weight
 from ..layout import depth_to_space, fold_channel_map, normalize_order, space_to_depth
 from ..predict import (
     Outcome,
@@ -48,7 +49,7 @@ from ..specs import ConvSpec, FoldSpec
 from .forms import FoldForms, SharedDraws, conv_nd, draw_plan
 from .grid import Point
 
-__all__ = ["Observation", "observe_point", "observed_outcome"]
+__all__ = ["Observation", "observe_fold_plainly", "observe_point", "observed_outcome"]
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,10 @@ def _fold_point(p: Point, dtypes: Sequence[torch.dtype]) -> Tuple[Prediction, Ob
     x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
     fstride = (p.folded_stride,) * p.dims if p.folded_stride else None
     pred = predict_fold(spec, fold, input_order=x_order, folded_stride=fstride, input_size=size)
-    if shared.ref is None:
+    if shared.reference(0) is None:
         return pred, _REFUSED
     forms = FoldForms(spec, fold, size, x_order=x_order, folded_stride=fstride)
-    x, w, b, trials = shared.x, shared.w, shared.b, shared.trials
-    literal = compare(shared.ref, _attempt(lambda: forms.literal(x, w, b, trials=trials)))
+    literal = shared.verdict(forms.literal)
     if forms.plan is None:
         conditioned = Verdict.INVALID
     elif forms.literal_is_conditioned():
@@ -133,17 +133,62 @@ def _fold_point(p: Point, dtypes: Sequence[torch.dtype]) -> Tuple[Prediction, Ob
     else:  # the library's form depends on the fold only: once per fold for the whole group
         key = ("conditioned", fold)
         if key not in shared.memo:
-            shared.memo[key] = compare(shared.ref, _attempt(lambda: forms.conditioned(x, w, b, trials=trials)))
+            shared.memo[key] = shared.verdict(forms.conditioned)
         conditioned = shared.memo[key]
     errors: Tuple[Tuple[str, float], ...] = ()
     if forms.plan is not None and dtypes:
         key = ("errors", fold, tuple(dtypes))
         if key not in shared.memo:
             nw, nb, nx, ref = shared.normal()
-            shared.memo[key] = tuple((str(dt).replace("torch.", ""), relative_error(forms.conditioned(nx.to(dt), nw.to(dt), nb.to(dt), trials=1), ref))
+            shared.memo[key] = tuple((str(dt).replace("torch.", ""), relative_error(forms.conditioned(nx.to(dt), nw.to(dt), nb.to(dt)), ref))
                                      for dt in dtypes)
         errors = shared.memo[key]
     return pred, Observation(True, literal, conditioned, errors)
+
+
+def observe_fold_plainly(p: Point, *, trials: int = 2) -> Observation:
+    """A fold point's exact observation the plain way: ``trials`` draws in ``[-1024, 1024]`` (2 trials: a false
+    "equivalent" below 1e-6), each through the library's public functions (``depth_to_space``,
+    ``fold_weight``, ``plan_fold``, a conv per form), nothing cached or shared between trials or points.
+
+    The reference the sweep's own route is checked against (``tests/sweep``) and timed against
+    (``benchmarks/sweep.py``); no error columns.
+
+    Example:
+        >>> obs = observe_fold_plainly(Point("orders", 2, 2, "crd", "dcr", in_channels=8, kernel=3, padding=1, size=5))
+        >>> obs.literal.value, obs.conditioned.value
+        ('not equivalent', 'equivalent')
+    """
+    spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding,
+                         dilation=p.dilation, groups=p.groups, padding_mode=p.padding_mode)
+    fold = FoldSpec.make(p.r, p.order, p.dims)
+    x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
+    size = (p.size,) * p.dims
+    stride_f = (p.folded_stride,) * p.dims if p.folded_stride else tuple(f * s for f, s in zip(fold.r, spec.stride))
+    padding_f = tuple(f * q for f, q in zip(fold.r, spec.padding))
+    try:
+        plan: Optional[ConvSpec] = plan_fold(spec, fold).result
+    except FoldError:
+        plan = None
+    gen = torch.Generator().manual_seed(p.seed())
+    literal, conditioned = [], []
+    for _ in range(trials):
+        w, b = integers(spec.weight_shape, gen), integers((spec.out_channels,), gen)
+        x = integers((p.batch, spec.in_channels) + size, gen)
+        ref = _attempt(lambda: conv_nd(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups, spec.padding_mode))
+        if ref is None:
+            return _REFUSED
+        literal.append(compare(ref, _attempt(lambda: conv_nd(
+            depth_to_space(x, fold.r, x_order, dims=p.dims), depth_to_space(w, fold.r, fold.order, dims=p.dims), b,
+            stride_f, padding_f, spec.dilation, spec.groups, spec.padding_mode))))
+
+        def folded() -> torch.Tensor:
+            fw = fold_weight(w, fold.r, fold.order, groups=spec.groups, dilation=spec.dilation)
+            return conv_nd(depth_to_space(x, fold.r, fold.order, dims=p.dims), fw.weight, b, plan.stride, plan.padding, plan.dilation,
+                           fw.groups, spec.padding_mode)
+
+        conditioned.append(compare(ref, _attempt(folded)) if plan is not None else Verdict.INVALID)
+    return Observation(True, combine(literal), combine(conditioned))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -39,7 +39,7 @@ from ..fold import FoldPlan, fold_weight, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 
-__all__ = ["COLUMNS_BUDGET", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
+__all__ = ["COLUMNS_BUDGET", "Direct", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -70,9 +70,9 @@ def draw_plan(products: int, degree: int = 2) -> Tuple[int, int]:
     return bound, trials
 
 
-#: Elements of the unfolded input (torch's im2col buffer) one convolution call may need: 32 MB in float64.
+#: Elements of the unfolded input (torch's im2col buffer) one convolution call may need: 16 MB in float64.
 #: A larger call runs one sample and one slab of output rows at a time (the same sums, in less memory).
-COLUMNS_BUDGET = 2**22
+COLUMNS_BUDGET = 2**21
 
 
 def conv_nd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: Tuple[int, ...], padding: Tuple[int, ...],
@@ -135,6 +135,10 @@ class GatherMap:
         self.index = flat.to(torch.int64) if self.zeros else flat.to(torch.int64) - 1
         self.meta = meta
 
+    def __call__(self, t: torch.Tensor, rows: int = 1) -> torch.Tensor:
+        """The function's output on ``t``: ``rows`` inputs of the map's input shape stacked along the first axis."""
+        return self.apply(t.reshape(rows, -1)).reshape((rows * self.shape[0],) + self.shape[1:])
+
     @classmethod
     def of(cls, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...]) -> GatherMap:
         """The gather map of ``function`` on inputs of ``input_shape``; ``function`` returns a tensor or ``(tensor, meta)``.
@@ -172,17 +176,43 @@ class GatherMap:
             rows = torch.cat([rows.new_zeros(rows.shape[0], 1), rows], 1)
         return rows.index_select(1, self.index)
 
-    def same(self, other: Optional[GatherMap]) -> bool:
+    def same(self, other: Any) -> bool:
         """Both maps send every input to the same place (so the two functions agree on every input)."""
-        return other is not None and (other is self or (
+        return isinstance(other, GatherMap) and (other is self or (
             self.shape == other.shape and self.zeros == other.zeros and bool(torch.equal(self.index, other.index))))
+
+
+class Direct:
+    """A layout function applied as it is (for tensors too large to keep a map of); ``meta`` as for a map,
+    known once it has run.
+
+    Example:
+        >>> Direct(lambda t: (t.flip(-1), 3))(torch.tensor([[1., 2.]])), Direct(lambda t: t).same(None)
+        (tensor([[2., 1.]]), False)
+    """
+
+    __slots__ = ("function", "meta")
+
+    def __init__(self, function: Callable[[torch.Tensor], Any]) -> None:
+        self.function, self.meta = function, None
+
+    def __call__(self, t: torch.Tensor, rows: int = 1) -> torch.Tensor:
+        image = self.function(t)
+        if isinstance(image, torch.Tensor):
+            return image
+        self.meta = image[1]
+        return image[0]
+
+    def same(self, other: Any) -> bool:
+        return False
 
 
 class MapCache:
     """The gather maps of recent shapes, least recently used first out, within ``budget`` index elements.
 
-    A map larger than ``largest`` elements is built each time and not kept (its convolution costs far more).
-    A key whose function raised FoldError keeps that error, raised again on every later request.
+    A function whose input or output has more than ``largest`` elements gets no map (:class:`Direct`): its
+    convolution costs far more than the validation a map saves. A key whose function raised FoldError keeps
+    that error, raised again on every later request.
 
     Example:
         >>> cache = MapCache(budget=10)
@@ -199,8 +229,14 @@ class MapCache:
     def __len__(self) -> int:
         return len(self._maps)
 
-    def get(self, key: Hashable, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...]) -> GatherMap:
-        """The map of ``function`` (named by ``key``) on inputs of ``input_shape``; FoldError where it refuses them."""
+    def get(self, key: Hashable, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...], *,
+            output_numel: int = 0) -> Union[GatherMap, Direct]:
+        """The map of ``function`` (named by ``key``) on inputs of ``input_shape``; FoldError where it refuses them.
+
+        When the input or the output (``output_numel``, if larger) has more than ``largest`` elements, the
+        function itself (:class:`Direct`): a map of it would double the memory of a tensor that large."""
+        if max(math.prod(input_shape), output_numel) > self.largest:
+            return Direct(function)
         full = (key, input_shape)
         found = self._maps.get(full)
         if found is None:
@@ -209,12 +245,11 @@ class MapCache:
             except FoldError as err:
                 found = err
             size = found.numel if isinstance(found, GatherMap) else 1
-            if size <= self.largest:
-                self._maps[full] = found
-                self._size += size
-                while self._size > self.budget and len(self._maps) > 1:
-                    _, old = self._maps.popitem(last=False)
-                    self._size -= old.numel if isinstance(old, GatherMap) else 1
+            self._maps[full] = found
+            self._size += size
+            while self._size > self.budget and len(self._maps) > 1:
+                _, old = self._maps.popitem(last=False)
+                self._size -= old.numel if isinstance(old, GatherMap) else 1
         else:
             self._maps.move_to_end(full)
         if isinstance(found, FoldError):
@@ -324,16 +359,16 @@ class FoldForms:
 
     # -- layout --------------------------------------------------------------------------------------------
 
-    def _input_map(self, order: Tuple[str, ...]) -> GatherMap:
+    def _input_map(self, order: Tuple[str, ...]) -> Union[GatherMap, Direct]:
         """``depth_to_space`` of one sample's input in ``order``: ``(1, C, *n) -> (1, C/R, *(r*n))``."""
         s, fold = self.spec, self.fold
         return self.maps.get(("d2s", fold.r, order), lambda t: depth_to_space(t, fold.r, order, dims=s.dims), (1, s.in_channels) + self.size)
 
-    def _literal_map(self) -> GatherMap:
+    def _literal_map(self) -> Union[GatherMap, Direct]:
         s, fold = self.spec, self.fold
         return self.maps.get(("d2s", fold.r, fold.order), lambda t: depth_to_space(t, fold.r, fold.order, dims=s.dims), s.weight_shape)
 
-    def _folded_map(self) -> GatherMap:
+    def _folded_map(self) -> Union[GatherMap, Direct]:
         """:func:`~foldconv.fold.fold_weight`'s map; its ``meta`` is the folded conv's groups."""
         s, fold = self.spec, self.fold
 
@@ -341,24 +376,23 @@ class FoldForms:
             fw = fold_weight(t, fold.r, fold.order, groups=s.groups, dilation=s.dilation)
             return fw.weight, fw.groups
 
-        return self.maps.get(("fold_weight", fold.r, fold.order, s.groups, s.dilation), folded, s.weight_shape)
+        size = math.prod(self.plan.weight_shape) if self.plan is not None else 0
+        return self.maps.get(("fold_weight", fold.r, fold.order, s.groups, s.dilation), folded, s.weight_shape, output_numel=size)
 
-    def _run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, xmap: GatherMap, wmap: GatherMap,
+    def _run(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, xmap: Union[GatherMap, Direct], wmap: Union[GatherMap, Direct],
              conv: Tuple[Any, ...], expect: Optional[Tuple[int, ...]]) -> torch.Tensor:
-        """The folded conv ``conv`` (stride, padding, dilation, groups, mode) on the input and weight mapped by
-        ``xmap``/``wmap``. With ``expect``, torch first computes the output's shape on meta tensors (the
-        same checks, no arithmetic); a different shape is returned as that meta tensor, whose shape is all a
-        comparison needs (a wrong folded stride on a big map would cost seconds)."""
+        """The folded conv ``conv`` (stride, padding, dilation, mode; groups: ``wmap.meta`` when None) on the
+        input and weight mapped by ``xmap``/``wmap``. With ``expect``, torch first computes the output's shape
+        on meta tensors (the same checks, no arithmetic); a different shape is returned as that meta tensor,
+        whose shape is all a comparison needs (a wrong folded stride on a big map would cost seconds)."""
         stride, padding, dilation, groups, mode = conv
-        n = x.shape[0]
-        xs = (n,) + xmap.shape[1:]
+        xf, wf = xmap(x, x.shape[0]), wmap(w)
+        groups = wmap.meta if groups is None else groups
         if expect is not None:
-            probe = conv_nd(torch.empty(xs, device="meta", dtype=x.dtype), torch.empty(wmap.shape, device="meta", dtype=w.dtype),
-                            torch.empty_like(b, device="meta"), stride, padding, dilation, groups, mode)
+            probe = conv_nd(torch.empty_like(xf, device="meta"), torch.empty_like(wf, device="meta"), torch.empty_like(b, device="meta"),
+                            stride, padding, dilation, groups, mode)
             if tuple(probe.shape) != tuple(expect):
                 return probe
-        xf = xmap.apply(x.reshape(n, -1)).reshape(xs)
-        wf = wmap.apply(w.reshape(1, -1)).reshape(wmap.shape)
         return conv_nd(xf, wf, b, stride, padding, dilation, groups, mode)
 
     # -- forms ---------------------------------------------------------------------------------------------
@@ -394,6 +428,6 @@ class FoldForms:
         if narrow:  # operands rounded to the dtype, float32 accumulation, the result rounded to it
             dtype = x.dtype
             x, w, b = x.float(), w.float(), b.float()
-        conv = (plan.stride, plan.padding, plan.dilation, m.meta, plan.padding_mode)
+        conv = (plan.stride, plan.padding, plan.dilation, None, plan.padding_mode)
         out = self._run(x, w, b, self._input_map(self.fold.order), m, conv, expect)
         return out.to(dtype) if narrow and out.device.type != "meta" else out

@@ -13,6 +13,7 @@ the worker's traceback. The worker runs torch on one thread, like :func:`foldcon
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ...sweep import Point, crashed_row, dtype_name, single_thread
+from ...sweep.cost import work
 
 __all__ = ["RUNNER", "IsolatedRun", "WorkerError", "run_isolated", "self_peak_rss_mb", "serve"]
 
@@ -70,6 +72,18 @@ def _receive(stream: BinaryIO) -> Optional[Any]:
     return pickle.loads(data) if len(data) == size else None
 
 
+#: After a point of this much work (:func:`foldconv.sweep.cost.work`, multiply-adds) the worker hands its freed
+#: heap back to the system, so that its memory is that of its largest point, not of every point's fragments.
+_TRIM_WORK = 1e6
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc only; elsewhere the allocator keeps its own policy
+    except (OSError, AttributeError):
+        pass
+
+
 def _runner(name: str) -> Callable[[Point, Sequence[Any]], Dict[str, Any]]:
     module, _, function = name.partition(":")
     return getattr(importlib.import_module(module), function)
@@ -92,7 +106,10 @@ def serve() -> None:
                 except Exception:  # noqa: BLE001 - a bug in the runner: the supervisor raises it again
                     _send(out, ("error", traceback.format_exc()))
                     return
-                _send(out, ("row", row, time.perf_counter() - start))
+                seconds = time.perf_counter() - start
+                if work(p) >= _TRIM_WORK:
+                    _trim()
+                _send(out, ("row", row, seconds))
         _send(out, ("done",))
     except (BrokenPipeError, KeyboardInterrupt):  # the supervisor is gone or interrupted: stop quietly
         os._exit(0)

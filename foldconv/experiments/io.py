@@ -62,9 +62,9 @@ def as_rows(items: Iterable[Any]) -> List[Dict[str, Any]]:
     """Table rows from result dataclasses: one row per item, each field a column (``_`` read as a space).
 
     Example:
-        >>> from foldconv.experiments.operators import LadderRow
+        >>> from foldconv.analysis.counting import LadderRow
         >>> as_rows([LadderRow("dense", 10)])
-        [{'layer': 'dense', 'params': 10}]
+        [{'layer': 'dense', 'params': 10, 'local': False, 'shared': False}]
     """
     rows = []
     for item in items:

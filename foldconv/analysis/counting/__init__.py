@@ -16,7 +16,16 @@ Example:
 """
 from . import meta_cache
 from .counter import FALLBACKS, count, normalize_input_shapes
-from .dense import DenseEquivalent, axis_pairs, d2l_table, dense_equivalent, dense_equivalents, fc_params, operator_nonzeros
+from .dense import (
+    DenseEquivalent,
+    LadderRow,
+    axis_pairs,
+    dense_equivalent,
+    dense_equivalents,
+    fc_params,
+    operator_nonzeros,
+    parameter_ladder,
+)
 from .fold import (
     DEFAULT_RS,
     Compared,
@@ -49,9 +58,9 @@ from .zoo import (
 
 __all__ = [
     "CountReport", "CountValidation", "Compared", "DEFAULT_RS", "FALLBACKS", "InputSpec", "cost_rule", "meta_cache", "DenseEquivalent", "FoldComparison", "FoldOption",
-    "FoldedModel", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "PublishedFigures", "ROOT",
+    "FoldedModel", "LadderRow", "LayerCount", "LayerFold", "MAC_OPS", "ModelFoldComparison", "OpCost", "PublishedFigures", "ROOT",
     "UnsupportedOp", "VIEWS", "axis_pairs", "check_fold_request", "classification_models", "compare_fold",
-    "compare_model_fold", "count", "d2l_table", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",
+    "compare_model_fold", "count", "dense_equivalent", "dense_equivalents", "fc_params", "fold_matrix",
     "fold_model", "fold_options", "foldable_layers", "meta_copy", "meta_model", "normalize_input_shapes", "op_cost",
-    "op_handle", "operator_nonzeros", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
+    "op_handle", "operator_nonzeros", "parameter_ladder", "published_figures", "register_op_cost", "validate_count", "validate_zoo",
 ]

@@ -39,7 +39,7 @@ from ..fold import FoldPlan, fold_weight, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 
-__all__ = ["COLUMNS_BUDGET", "Direct", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
+__all__ = ["COLUMNS_BUDGET", "Direct", "MAP_AFTER", "clear_caches", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -207,27 +207,40 @@ class Direct:
         return False
 
 
+#: The request of a layout that builds its map (building one costs about three direct runs of the function).
+MAP_AFTER = 4
+
+
 class MapCache:
     """The gather maps of recent shapes, least recently used first out, within ``budget`` index elements.
 
-    A function whose input or output has more than ``largest`` elements gets no map (:class:`Direct`): its
-    convolution costs far more than the validation a map saves. A key whose function raised FoldError keeps
-    that error, raised again on every later request.
+    The first :data:`MAP_AFTER` - 1 requests of a key run the function directly (:class:`Direct`: a point
+    whose shapes hardly recur pays nothing extra); the next builds its map. A function whose input or output has more than
+    ``largest`` elements gets no map: its convolution costs far more than the validation a map saves. A key
+    whose function raised FoldError keeps that error, raised again on every later request.
 
     Example:
         >>> cache = MapCache(budget=10)
-        >>> m = cache.get("flip", lambda t: t.flip(-1), (1, 4))
-        >>> cache.get("flip", None, (1, 4)) is m, len(cache)
+        >>> [type(cache.get("flip", lambda t: t.flip(-1), (1, 4))).__name__ for _ in range(5)]
+        ['Direct', 'Direct', 'Direct', 'GatherMap', 'GatherMap']
+        >>> cache.get("flip", None, (1, 4)) is cache.get("flip", None, (1, 4)), len(cache)
         (True, 1)
     """
 
     def __init__(self, budget: int = 4_000_000, largest: int = 1_000_000) -> None:
         self.budget, self.largest = budget, largest
         self._maps: collections.OrderedDict[Hashable, Union[GatherMap, FoldError]] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[Hashable, int] = collections.OrderedDict()
         self._size = 0
 
     def __len__(self) -> int:
         return len(self._maps)
+
+    def clear(self) -> None:
+        """Forget every map."""
+        self._maps.clear()
+        self._seen.clear()
+        self._size = 0
 
     def get(self, key: Hashable, function: Callable[[torch.Tensor], Any], input_shape: Tuple[int, ...], *,
             output_numel: int = 0) -> Union[GatherMap, Direct]:
@@ -239,6 +252,11 @@ class MapCache:
             return Direct(function)
         full = (key, input_shape)
         found = self._maps.get(full)
+        if found is None and self._seen.get(full, 0) < MAP_AFTER - 1:  # a map pays when a key recurs: until then, run directly
+            self._seen[full] = self._seen.pop(full, 0) + 1
+            if len(self._seen) > 4096:  # keys seen fewer times, remembered for a while
+                self._seen.popitem(last=False)
+            return Direct(function)
         if found is None:
             try:
                 found = GatherMap.of(function, input_shape)
@@ -258,6 +276,17 @@ class MapCache:
 
 
 _MAPS = MapCache()
+
+
+def clear_caches() -> None:
+    """Forget every cached layout map and fold plan (a cold start: what a benchmark round should time).
+
+    Example:
+        >>> clear_caches(); len(_MAPS)
+        0
+    """
+    _MAPS.clear()
+    plan_or_none.cache_clear()
 
 
 class SharedDraws:
@@ -388,7 +417,8 @@ class FoldForms:
         stride, padding, dilation, groups, mode = conv
         xf, wf = xmap(x, x.shape[0]), wmap(w)
         groups = wmap.meta if groups is None else groups
-        if expect is not None:
+        sizes = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(xf.shape[2:], wf.shape[2:], stride, padding, dilation))
+        if expect is not None and (xf.shape[0], wf.shape[0]) + sizes != tuple(expect):  # torch's own checks decide it
             probe = conv_nd(torch.empty_like(xf, device="meta"), torch.empty_like(wf, device="meta"), torch.empty_like(b, device="meta"),
                             stride, padding, dilation, groups, mode)
             if tuple(probe.shape) != tuple(expect):

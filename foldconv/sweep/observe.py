@@ -46,10 +46,10 @@ from ..predict import (
     predict_space_to_depth,
 )
 from ..specs import ConvSpec, FoldSpec
-from .forms import FoldForms, SharedDraws, conv_nd, draw_plan
+from .forms import FoldForms, SharedDraws, clear_caches, conv_nd, draw_plan
 from .grid import Point
 
-__all__ = ["Observation", "observe_fold_plainly", "observe_point", "observed_outcome"]
+__all__ = ["Observation", "forget", "observe_fold_plainly", "observe_point", "observed_outcome"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,17 @@ def _shared(p: Point) -> SharedDraws:
         _SHARED.clear()
         _SHARED[key] = found
     return found
+
+
+def forget() -> None:
+    """Forget the shared draws, layout maps and plans of earlier points: the next point starts cold.
+
+    Example:
+        >>> forget()
+    """
+    _SHARED.clear()
+    _fold_spec.cache_clear()
+    clear_caches()
 
 
 def _fold_point(p: Point, dtypes: Sequence[torch.dtype]) -> Tuple[Prediction, Observation]:

@@ -77,18 +77,22 @@ def test_map_cache_keeps_errors_and_stays_within_its_budget():
         calls.append(t.shape)
         return t.flip(-1)
 
-    first = cache.get("flip", flip, (1, 4))
+    assert all(isinstance(cache.get("flip", flip, (1, 4)), forms.Direct) for _ in range(forms.MAP_AFTER - 1)) and not calls
+    first = cache.get("flip", flip, (1, 4))  # the request that builds the map
     assert cache.get("flip", flip, (1, 4)) is first and len(calls) == 2  # built once (the map and its probe)
-    cache.get("flip", flip, (1, 7))  # 4 + 7 > 10 elements: the least recently used map goes
+    for _ in range(forms.MAP_AFTER):
+        cache.get("flip", flip, (1, 7))  # 4 + 7 > 10 elements: the least recently used map goes
     assert len(cache) == 1 and cache.get("flip", flip, (1, 4)) is not first
-    cache.get("flip", flip, (1, 9))  # larger than `largest`: built, not kept
-    assert all(key[1] != (1, 9) for key in cache._maps)
+    assert isinstance(cache.get("flip", flip, (1, 9)), forms.Direct)  # larger than `largest`: never a map
+    assert isinstance(cache.get("flip", flip, (1, 9)), forms.Direct) and all(key[1] != (1, 9) for key in cache._maps)
     refusals = []
 
     def refuse(t):
         refusals.append(1)
         raise FoldError("x=1: refused")
 
+    for _ in range(forms.MAP_AFTER - 1):
+        cache.get("refuse", refuse, (1, 2))  # no map yet: the function runs (and refuses) when applied
     for _ in range(2):
         with pytest.raises(FoldError, match="refused"):
             cache.get("refuse", refuse, (1, 2))
@@ -132,9 +136,11 @@ def test_shared_draws_depend_on_the_seed_only():
 def test_a_wrong_literal_fold_is_caught_on_every_trial_it_needs(monkeypatch):
     """Mutation: a literal form that drops one weight entry must be observed "not equivalent"."""
     spec, fold = ConvSpec.make(2, 8, 2, 3, padding=1), FoldSpec.make(2)
-    shared, folded = SharedDraws(spec, (5, 5), batch=2, seed=0), FoldForms(spec, fold, (5, 5))
+    shared, folded = SharedDraws(spec, (5, 5), batch=2, seed=0), FoldForms(spec, fold, (5, 5), maps=MapCache())
     assert shared.verdict(folded.literal) is Verdict.EQUIVALENT
-    real = folded._literal_map()
+    for _ in range(forms.MAP_AFTER - 1):
+        folded._literal_map()
+    real = folded._literal_map()  # the map
     broken = GatherMap(torch.where(torch.arange(real.index.numel()) == 5, 0, real.index + 1).reshape(real.shape).double())
     monkeypatch.setattr(folded, "_literal_map", lambda: broken)
     assert shared.verdict(folded.literal) is Verdict.NOT_EQUIVALENT

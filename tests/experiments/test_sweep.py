@@ -27,8 +27,9 @@ def test_the_quick_preset_is_grids_default():
 
 
 @pytest.fixture(scope="module")
-def quick_rows():
-    return run_sweep(points(quick_grid()))
+def sweep_rows():
+    """Rows of every section and outcome (the whole quick grid's are checked in tests/sweep/test_grid.py)."""
+    return run_sweep(points(Grid(dims=(1, 2), r=(2, (2, 1)))))
 
 
 def run_app(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -55,19 +56,19 @@ def test_app_end_to_end_and_deterministic(tmp_path):
         assert f"[{name}]({name}): " in index, name
 
 
-def test_csv_round_trips(tmp_path, quick_rows):
+def test_csv_round_trips(tmp_path, sweep_rows):
     from foldconv.experiments.io import write_csv
 
-    path = write_csv(quick_rows, tmp_path / "r.csv", COLUMNS)
+    path = write_csv(sweep_rows, tmp_path / "r.csv", COLUMNS)
     back = read_csv(path)
-    assert len(back) == len(quick_rows)
-    for row, original in zip(back[:200], quick_rows[:200]):
+    assert len(back) == len(sweep_rows)
+    for row, original in zip(back[:200], sweep_rows[:200]):
         for key in ("predicted", "observed", "reason", "rule", "section", "padding_mode", "order"):
             assert row[key] == str(original[key])
         for key in ("rel_err_float32", "density"):
             if original.get(key) is not None:
                 assert float(row[key]) == original[key]  # repr round-trips floats exactly
-    assert summarize(back) == summarize([{k: str(v) for k, v in r.items()} for r in quick_rows])
+    assert summarize(back) == summarize([{k: str(v) for k, v in r.items()} for r in sweep_rows])
 
 
 # The app with the worker's runner replaced (tests/experiments/sweep_runners.py, on the worker's path).
@@ -286,7 +287,7 @@ def test_resuming_with_a_different_config_is_refused_in_one_line(tmp_path, capsy
     from foldconv.experiments.app import finish
     from foldconv.experiments.sweep import run_sweep_app
 
-    small = dict(plots=False, progress=False)
+    small = dict(plots=False, progress=False, isolate=False)  # resuming is the point here, not the worker
     done = run_sweep_app(_config(**{"grid.following": ["relu"], "grid.dims": [1], "fold.r": "2", **small}), tmp_path, log=lambda line: None)
     assert done.startswith("114 configurations; all 114")
     before = (tmp_path / "results.csv").read_bytes()
@@ -354,6 +355,7 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
 # A native crash (heap corruption, segfault: no Python handler runs) costs the point, not the run.
 
 
+@pytest.mark.app  # starts worker processes
 def test_a_native_crash_costs_one_point_and_a_resume_skips_it(tmp_path):
     from sweep_runners import CRASHING
 
@@ -380,6 +382,7 @@ def test_a_native_crash_costs_one_point_and_a_resume_skips_it(tmp_path):
     assert read_csv(tmp_path / "results.csv") == rows
 
 
+@pytest.mark.app  # starts a worker process
 def test_a_python_error_in_the_worker_is_raised_not_recorded(tmp_path):
     from foldconv.experiments.sweep.isolate import WorkerError, run_isolated
 

@@ -38,7 +38,7 @@ from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor
 from ...sweep.cost import BLOCK, CostModel, calibration, shard
 from ..app import ClaimFailed
 from ..io import RowLog, duration, progress_bar, write_csv, write_index
-from .aggregate import aggregate, multirun_results
+from .aggregate import multirun_results, write_merged
 from .isolate import IsolatedRun, run_isolated, self_peak_rss_mb
 from .summary import answer, crashed, disagreements, write_sweep_outputs
 
@@ -234,11 +234,11 @@ def _fit(timed: List[Tuple[Point, Optional[float]]]) -> CostModel:
 def run_aggregate_app(config: AggregateConfig, out: Path, root: Path) -> str:
     """Merge the complete multirun in ``root`` into ``out``; FoldError for an incomplete one, ClaimFailed on disagreement."""
     paths = multirun_results(root)
-    rows = aggregate(paths)
+    tally = write_merged(paths, Path(out) / "results.csv")
     title = f"Aggregated sweep: {len(paths)} jobs from {root.name}"
-    write_sweep_outputs(rows, out, title, plots=config.plots)
-    write_index(out, {**SWEEP_FILES, "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=answer(rows))
-    bad, lost = len(disagreements(rows)), len(crashed(rows))
+    write_sweep_outputs(tally, out, title, plots=config.plots)
+    write_index(out, {**SWEEP_FILES, "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=tally.answer())
+    bad, lost = len(tally.bad), len(tally.lost)
     if bad or lost:
-        raise ClaimFailed(f"{bad} of {len(rows)} merged rows disagree and {lost} crashed their worker (not observed); see {out / 'summary.md'}")
-    return f"merged {len(paths)} results.csv files into {len(rows)} rows (0 disagreements); outputs in {out}"
+        raise ClaimFailed(f"{bad} of {tally.n} merged rows disagree and {lost} crashed their worker (not observed); see {out / 'summary.md'}")
+    return f"merged {len(paths)} results.csv files into {tally.n} rows (0 disagreements); outputs in {out}"

@@ -10,7 +10,7 @@ Example:
     >>> [(row["section"], row["observed"], row["agree"]) for row in rows]
     [('theorem', 'holds', True), ('theorem', 'holds', True), ('theorem', 'holds', True)]
 """
-from .grid import POINT_FIELDS, Grid, Point, fold_factor, points
+from .grid import POINT_FIELDS, Grid, Point, fold_factor, iter_points, points
 from .observe import Observation, forget, observe_fold_plainly, observe_point, observed_outcome
 from .run import (
     COLUMNS,
@@ -27,6 +27,6 @@ from .run import (
 
 __all__ = [
     "COLUMNS", "CRASHED", "DEFAULT_DTYPES", "Grid", "Observation", "POINT_FIELDS", "Point", "columns", "crashed_row",
-    "dtype_name", "fold_factor", "forget", "observe_fold_plainly", "observe_point", "observed_outcome", "point_row", "points", "run_point", "run_sweep",
+    "dtype_name", "fold_factor", "forget", "iter_points", "observe_fold_plainly", "observe_point", "observed_outcome", "point_row", "points", "run_point", "run_sweep",
     "single_thread",
 ]

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 from .grid import Point
 
@@ -35,9 +35,10 @@ def _blocks(pts: Sequence[Point], block: int) -> List[Sequence[Point]]:
     return [pts[start:start + block] for start in range(0, len(pts), block)]
 
 
-def shard(pts: Sequence[Point], index: int, count: int, *, block: int = BLOCK) -> List[Point]:
-    """The points of shard ``index`` of ``count``: blocks ``index, index + count, ...`` of ``block`` points."""
-    return [p for b, chunk in enumerate(_blocks(pts, block)) if b % count == index for p in chunk]
+def shard(pts: Iterable[Point], index: int, count: int, *, block: int = BLOCK) -> List[Point]:
+    """The points of shard ``index`` of ``count``: blocks ``index, index + count, ...`` of ``block`` points
+    (``pts`` may be a stream, e.g. :func:`~foldconv.sweep.grid.iter_points`: only the shard's are kept)."""
+    return [p for i, p in enumerate(pts) if (i // block) % count == index]
 
 
 def work(p: Point) -> float:

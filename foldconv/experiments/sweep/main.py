@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ...errors import fold_error
-from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor, point_row, points, run_point, single_thread
+from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor, iter_points, point_row, run_point, single_thread
 from ...sweep.cost import BLOCK, CostModel, calibration, shard
 from ..app import ClaimFailed
 from ..io import RowLog, duration, progress_bar, write_csv, write_index
@@ -164,7 +164,7 @@ def run_sweep_app(
     out = Path(out)
     start = time.perf_counter()
     override = [config.fold.r] if config.fold.r is not None else None
-    pts = shard(points(config.grid, override), config.shard.index, config.shard.count)
+    pts = shard(iter_points(config.grid, override), config.shard.index, config.shard.count)
     cols = columns(config.dtypes)
     stats = IsolatedRun()
     with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config), param="hydra.run.dir") as rows_log:

@@ -11,9 +11,15 @@ cannot change: validity and output shapes do not depend on the numbers).
 and fill structural zeros (expanded dilation, merged groups); they never combine two entries. Each is
 therefore a gather: applied once to an index tensor (the entries ``1..n`` as integer-valued float64, exact
 below ``2**53``), it returns its own gather map (``0`` where it writes a structural zero), and applying that
-map to a tensor gives exactly what the function gives on it. The library functions run (and validate their
-arguments) once per distinct shape, factor, order, groups and dilation, not once per trial and point;
-:class:`MapCache` keeps the maps of recent shapes within a fixed element budget.
+map to a tensor gives exactly what the function gives on it (checked on a random probe when the map is
+built). :class:`MapCache` builds the map of a shape, factor, order, groups and dilation that recurs (on its
+:data:`MAP_AFTER`-th use; the function runs directly until then, and always for tensors over a million
+elements) and keeps recent maps within a fixed element budget, so the library's functions run and validate
+their arguments a few times per shape instead of once per trial and point.
+
+**Shapes before arithmetic.** A form whose output shape differs from the original's (a wrong folded stride)
+is decided by torch's own shape checks on meta tensors, without its convolution; a convolution whose im2col
+buffer would exceed :data:`COLUMNS_BUDGET` runs one sample and one slab of output rows at a time.
 
 Example:
     >>> spec = ConvSpec.make(2, 4, 2, 3, padding=1)
@@ -39,7 +45,10 @@ from ..fold import FoldPlan, fold_weight, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 
-__all__ = ["COLUMNS_BUDGET", "Direct", "MAP_AFTER", "clear_caches", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MapCache", "NARROW_DTYPES", "SharedDraws", "conv_nd", "draw_plan", "plan_or_none"]
+__all__ = [
+    "COLUMNS_BUDGET", "Direct", "FALSE_EQUIVALENT", "FoldForms", "GatherMap", "MAP_AFTER", "MapCache", "NARROW_DTYPES", "SharedDraws",
+    "clear_caches", "conv_nd", "draw_plan", "plan_or_none",
+]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

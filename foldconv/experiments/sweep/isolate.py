@@ -77,11 +77,23 @@ def _receive(stream: BinaryIO) -> Optional[Any]:
 _TRIM_WORK = 1e6
 
 
-def _trim() -> None:
+#: Allocations from this size up are mapped on their own and unmapped when freed (glibc's ``M_MMAP_THRESHOLD``;
+#: by default the threshold drifts up to 32 MB, and a long run of large, short-lived tensors then fragments the
+#: heap: a worker's peak grew from 0.7 to 1.1 GB over one shard). About 10 % more time on the heaviest points.
+_MMAP_THRESHOLD = 4 << 20
+
+
+def _libc() -> Any:
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc only; elsewhere the allocator keeps its own policy
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6")  # glibc only; elsewhere the allocator keeps its own policy
+    except OSError:
+        return None
+
+
+def _trim() -> None:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _runner(name: str) -> Callable[[Point, Sequence[Any]], Dict[str, Any]]:
@@ -95,6 +107,9 @@ def serve() -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # prints, from Python or C++, must not reach the row stream
     sys.stdout = sys.stderr
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, _MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
     try:
         runner_name, dtypes, pts = pickle.load(sys.stdin.buffer)
         runner = _runner(runner_name)

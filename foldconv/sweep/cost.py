@@ -21,14 +21,16 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .grid import Point
 
-__all__ = ["BLOCK", "CostModel", "calibration", "shard", "work"]
+__all__ = ["BLOCK", "CostModel", "MIN_BLOCKS", "calibration", "shard", "work"]
 
 #: Consecutive points that stay together: in a shard, in the calibration sample.
 BLOCK = 64
+#: Timed blocks of one dimensionality that give it a fit of its own.
+MIN_BLOCKS = 3
 
 
 def _blocks(pts: Sequence[Point], block: int) -> List[Sequence[Point]]:
@@ -42,18 +44,19 @@ def shard(pts: Iterable[Point], index: int, count: int, *, block: int = BLOCK) -
 
 
 def work(p: Point) -> float:
-    """Multiply-adds of one convolution of the point over its whole input (batch x output channels x input
-    channels per group x kernel taps, dilated, x input pixels): what its convolutions cost, up to a factor.
+    """Multiply-adds of the point's convolutions over its whole input: the original and the literal fold
+    (``C/g * K**d`` taps each) and the library's folded conv (the dilated kernel, ``C/g * (d*(K-1)+1)**d``),
+    times batch, output channels and input pixels: what a point costs, up to a factor.
 
     Example:
         >>> work(Point("theorem", 2, 2, in_channels=4, kernel=3, size=8))
-        9216.0
+        27648.0
     """
-    taps = (p.dilation * (p.kernel - 1) + 1) ** p.dims
+    taps = 2 * p.kernel ** p.dims + (p.dilation * (p.kernel - 1) + 1) ** p.dims
     return float(p.batch * p.out_channels * (p.in_channels // max(1, p.groups)) * taps * max(1, p.size) ** p.dims)
 
 
-def calibration(pts: Sequence[Point], *, blocks: int = 16, block: int = BLOCK) -> Tuple[List[Point], List[Point]]:
+def calibration(pts: Sequence[Point], *, blocks: int = 24, block: int = BLOCK) -> Tuple[List[Point], List[Point]]:
     """Split ``pts`` into the blocks to time first (``blocks`` of them, evenly spread, first and last
     included) and the rest, each in its original order."""
     chunks = _blocks(pts, block)
@@ -67,7 +70,9 @@ def calibration(pts: Sequence[Point], *, blocks: int = 16, block: int = BLOCK) -
 
 
 class CostModel:
-    """``seconds = a * points + b * work``, fitted to timed blocks (least squares, ``a, b >= 0``).
+    """``seconds = a * points + b * work``, fitted to timed blocks (least squares, ``a, b >= 0``), one fit per
+    number of spatial dims that has at least :data:`MIN_BLOCKS` timed blocks (a 3-D multiply-add costs other
+    than a 1-D one), the fit of all blocks for the others.
 
     Example:
         >>> pts = [Point("theorem", 2, 2, in_channels=4, kernel=3, size=8)] * 4
@@ -76,13 +81,23 @@ class CostModel:
         1.0
     """
 
-    def __init__(self, per_point: float, per_work: float) -> None:
-        self.per_point, self.per_work = per_point, per_work
+    def __init__(self, per_point: float, per_work: float, by_dims: Optional[Dict[int, CostModel]] = None) -> None:
+        self.per_point, self.per_work, self.by_dims = per_point, per_work, dict(by_dims or {})
 
     @classmethod
     def fit(cls, timed: Sequence[Tuple[Sequence[Point], float]]) -> CostModel:
         """The model of blocks timed as ``(points, seconds)``."""
-        rows = [(float(len(pts)), sum(work(p) for p in pts), seconds) for pts, seconds in timed if pts]
+        whole = cls._fit([(pts, seconds) for pts, seconds in timed if pts])
+        strata: Dict[int, List[Tuple[Sequence[Point], float]]] = {}
+        for pts, seconds in timed:
+            if pts and len({p.dims for p in pts}) == 1:
+                strata.setdefault(pts[0].dims, []).append((pts, seconds))
+        whole.by_dims = {dims: cls._fit(blocks) for dims, blocks in strata.items() if len(blocks) >= MIN_BLOCKS}
+        return whole
+
+    @classmethod
+    def _fit(cls, timed: Sequence[Tuple[Sequence[Point], float]]) -> CostModel:
+        rows = [(float(len(pts)), sum(work(p) for p in pts), seconds) for pts, seconds in timed]
         n = sum(r[0] for r in rows)
         if not rows or n == 0:
             return cls(0.0, 0.0)
@@ -104,4 +119,8 @@ class CostModel:
 
     def seconds(self, pts: Sequence[Point]) -> float:
         """The predicted time of ``pts``."""
-        return self.per_point * len(pts) + self.per_work * math.fsum(work(p) for p in pts)
+        total = 0.0
+        for p in pts:
+            model = self.by_dims.get(p.dims, self)
+            total += model.per_point + model.per_work * work(p)
+        return total

@@ -47,6 +47,15 @@ def test_the_cost_model_recovers_per_point_and_per_work_costs():
 
 def test_work_counts_the_dilated_kernel_and_the_groups():
     p = Point("theorem", 2, 2, in_channels=8, out_channels=2, kernel=3, size=8)
-    assert work(p) == 2 * 2 * 8 * 9 * 64
-    assert work(Point("theorem", 2, 2, in_channels=8, out_channels=2, kernel=3, dilation=2, size=8)) == work(p) * 25 / 9
+    assert work(p) == 2 * 2 * 8 * (9 + 9 + 9) * 64  # the original, the literal fold, the library's form
+    assert work(Point("theorem", 2, 2, in_channels=8, out_channels=2, kernel=3, dilation=2, size=8)) == 2 * 2 * 8 * (9 + 9 + 25) * 64
     assert work(Point("theorem", 2, 2, in_channels=8, out_channels=2, kernel=3, groups=4, size=8)) == work(p) / 4
+
+
+def test_each_dimensionality_with_enough_blocks_gets_its_own_fit():
+    flat, deep = [Point("theorem", 1, 2, size=5)] * 8, [Point("theorem", 3, 2, in_channels=8, size=8)] * 8
+    timed = [(flat, 8e-3)] * 3 + [(deep, 0.8)] * 3
+    model = CostModel.fit(timed)
+    assert set(model.by_dims) == {1, 3}
+    assert model.seconds(flat) == pytest.approx(8e-3) and model.seconds(deep) == pytest.approx(0.8)
+    assert set(CostModel.fit(timed[:2] + timed[3:]).by_dims) == {3}  # two 1-D blocks: the fit of all blocks

@@ -20,7 +20,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .grid import Point

@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +79,11 @@ def draw_plan(products: int, degree: int = 2) -> Tuple[int, int]:
     return bound, trials
 
 
-#: Elements of the unfolded input (torch's im2col buffer) one convolution call may need: 16 MB in float64.
-#: A larger call runs one sample and one slab of output rows at a time (the same sums, in less memory).
+#: Elements of the unfolded input (torch's im2col buffer) one convolution call may need: 16 MB in float64, or
+#: twice the weight's elements (at most 128 MB) for a large weight, which each call reads again. A larger call
+#: runs one sample and one tile of outputs at a time (the same sums, in less memory).
 COLUMNS_BUDGET = 2**21
+_COLUMNS_CAP = 2**24
 
 
 def conv_nd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: Tuple[int, ...], padding: Tuple[int, ...],
@@ -101,17 +103,28 @@ def conv_nd(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride:
     kernel = w.shape[2:]
     out = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation)]
     columns = x.shape[0] * x.shape[1] * math.prod(kernel) * math.prod(out)
-    if columns <= COLUMNS_BUDGET or min(out) < 1 or x.device.type == "meta":
+    budget = min(_COLUMNS_CAP, max(COLUMNS_BUDGET, 2 * w.numel()))
+    if columns <= budget or min(out) < 1 or x.device.type == "meta":
         return _CONV[dims](x, w, b, stride, padding, dilation, groups)  # torch itself refuses what is malformed
     x = F.pad(x, [q for p in reversed(padding) for q in (p, p)])
-    rows = max(1, COLUMNS_BUDGET // (x.shape[1] * math.prod(kernel) * math.prod(out[1:])))
-    span = dilation[0] * (kernel[0] - 1) + 1
-    samples = []
-    for i in range(x.shape[0]):
-        slabs = [_CONV[dims](x[i:i + 1, :, o * stride[0]:(min(out[0], o + rows) - 1) * stride[0] + span], w, b, stride, 0, dilation, groups)
-                 for o in range(0, out[0], rows)]
-        samples.append(torch.cat(slabs, 2))
-    return torch.cat(samples, 0)
+    return torch.cat([_tiles(x[i:i + 1], w, b, stride, dilation, groups, out, 0, budget) for i in range(x.shape[0])], 0)
+
+
+def _tiles(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], stride: Tuple[int, ...], dilation: Tuple[int, ...],
+           groups: int, out: List[int], axis: int, budget: int) -> torch.Tensor:
+    """A padded one-sample conv whose outputs are ``out``, split along ``axis`` (then the next axes) into tiles
+    whose unfolded input fits ``budget`` elements (one output position's always does what torch needs)."""
+    dims, taps = len(out), x.shape[1] * math.prod(w.shape[2:])
+    if axis == dims or taps * math.prod(out[axis:]) <= budget:
+        return _CONV[dims](x, w, b, stride, 0, dilation, groups)
+    rows = max(1, budget // (taps * math.prod(out[axis + 1:])))
+    span = dilation[axis] * (w.shape[2 + axis] - 1) + 1
+    tiles = []
+    for first in range(0, out[axis], rows):
+        n = min(out[axis], first + rows) - first
+        part = x.narrow(2 + axis, first * stride[axis], (n - 1) * stride[axis] + span)
+        tiles.append(_tiles(part, w, b, stride, dilation, groups, out[:axis] + [n] + out[axis + 1:], axis + 1, budget))
+    return torch.cat(tiles, 2 + axis)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -112,6 +112,7 @@ def test_draw_plan_keeps_every_sum_exact_and_the_bound():
 def test_a_conv_in_pieces_equals_the_whole(dims, monkeypatch):
     """Above COLUMNS_BUDGET a conv runs per sample and per slab of output rows; the sums are the same."""
     monkeypatch.setattr(forms, "COLUMNS_BUDGET", 40)
+    monkeypatch.setattr(forms, "_COLUMNS_CAP", 40)
     gen = torch.Generator().manual_seed(dims)
     for k, s, p, d, g, mode in itertools.product((1, 3), (1, 2), (0, 2), (1, 2), (1, 2), ("zeros", "circular", "replicate")):
         x = torch.randint(-9, 10, (2, 4) + (7,) * dims, generator=gen).double()

@@ -14,12 +14,10 @@ Example:
 from .axw import AXWFactors, AXWTerm, axis_selection, axw_factors
 from .dense import (
     DenseOperator,
-    LadderRow,
     OffsetTensor,
     dense_operator,
     layout_permutation,
     offset_tensor,
-    parameter_ladder,
     shift_violations,
 )
 from .flags import copy_requires_grad
@@ -29,6 +27,6 @@ from .subpixel import *  # noqa: F401,F403
 from .subpixel import __all__ as _sub_all
 
 __all__ = [
-    "AXWFactors", "AXWTerm", "axis_selection", "axw_factors", "DenseOperator", "LadderRow", "OffsetTensor", "dense_operator",
-    "layout_permutation", "offset_tensor", "parameter_ladder", "shift_violations", "copy_requires_grad",
+    "AXWFactors", "AXWTerm", "axis_selection", "axw_factors", "DenseOperator", "OffsetTensor", "dense_operator",
+    "layout_permutation", "offset_tensor", "shift_violations", "copy_requires_grad",
 ] + list(_spd_all) + list(_sub_all)

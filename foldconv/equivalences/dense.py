@@ -11,19 +11,20 @@ that break them, so a position-dependent or non-local operator is located, not j
 The folded big conv (``foldconv.fold_conv``) has exactly the original's matrix with its columns permuted by
 the input layout change (:func:`layout_permutation`); rows are unchanged. As a map on the folded grid it is
 translation invariant only for input shifts that are multiples of ``r*S`` (:func:`shift_violations`).
+D2L's ladder in parameter counts is a count: :func:`foldconv.analysis.counting.parameter_ladder`.
 """
 from __future__ import annotations
 
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import einops
 import torch
 from torch import nn
 
-from .._validate import check_allocation, check_int, per_axis_ints
+from .._validate import check_allocation, per_axis_ints
 from ..errors import fold_error
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
     "offset_tensor",
     "layout_permutation",
     "shift_violations",
-    "parameter_ladder",
-    "LadderRow",
 ]
 
 
@@ -340,39 +339,3 @@ def shift_violations(op: DenseOperator, in_shift: Sequence[int], out_shift: Sequ
             a_idx.append(slice(-s_in, n))
             b_idx.append(slice(0, n + s_in))
     return int((w[tuple(a_idx)] != w[tuple(b_idx)]).sum())
-
-
-@dataclass(frozen=True)
-class LadderRow:
-    """One rung of D2L's parameter ladder: a layer and its free parameters."""
-
-    layer: str
-    params: int
-
-
-def parameter_ladder(
-    height: int, width: int, delta: int, *, hidden: Optional[int] = None, in_channels: int = 1, out_channels: int = 1
-) -> Tuple[LadderRow, ...]:
-    """D2L's argument as parameter counts: dense layer -> translation invariance -> locality.
-
-    With the motivating question's numbers (10^6 pixels, 10^3 hidden units) the dense layer has 10^9 weights;
-    an image-to-image layer ``W[i,j,k,l]`` has 10^12; translation invariance leaves ``(2H-1)(2W-1)``; locality
-    ``|a|,|b| <= Delta`` leaves ``(2*Delta+1)^2`` -- a few hundred for ``Delta = 10``. Channels multiply every
-    row by ``in_channels*out_channels``; biases are not counted.
-
-    Example:
-        >>> [row.params for row in parameter_ladder(1000, 1000, 10, hidden=1000)]
-        [1000000000, 1000000000000, 3996001, 441]
-    """
-    for name, value in (("height", height), ("width", width), ("in_channels", in_channels), ("out_channels", out_channels)):
-        check_int(value, name, 1)
-    check_int(delta, "delta", 0)
-    ch = in_channels * out_channels
-    rows = []
-    if hidden is not None:
-        check_int(hidden, "hidden", 1)
-        rows.append(LadderRow("fully connected, image -> hidden vector", height * width * hidden * in_channels))
-    rows.append(LadderRow("fully connected, image -> image, W[i,j,k,l]", (height * width) ** 2 * ch))
-    rows.append(LadderRow("translation invariant, V[a,b]", (2 * height - 1) * (2 * width - 1) * ch))
-    rows.append(LadderRow(f"translation invariant + local, |a|,|b| <= {delta}", (2 * delta + 1) ** 2 * ch))
-    return tuple(rows)

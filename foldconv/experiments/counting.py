@@ -29,7 +29,7 @@ from torch import nn
 
 from .._validate import CONV_TYPES, check_bool, require_conv
 from ..analysis.counting.counter import count, normalize_input_shapes
-from ..analysis.counting.dense import d2l_table, dense_equivalents
+from ..analysis.counting.dense import dense_equivalents, parameter_ladder
 from ..analysis.counting.fold import (
     DEFAULT_RS,
     FoldComparison,
@@ -55,7 +55,7 @@ from ..surgery.stage import ModelFoldComparison, compare_model_fold
 from .app import AppResult, Check, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
-from .io import RowLog, duration, markdown_table, progress_bar, write_table
+from .io import RowLog, as_rows, duration, markdown_table, progress_bar, write_table
 from .rewrite import with_patterns
 
 __all__ = [
@@ -382,7 +382,8 @@ def run_count_jobs(
     checks = tuple(c for label in labels for c in done[label][1])
     files += write_table(rows, out / "comparison", title="Models compared").values()
     if d2l:
-        files += write_table(d2l_table(), out / "d2l_dense", title="D2L: fully connected vs local vs conv (weights)").values()
+        ladder = as_rows(parameter_ladder(1000, 1000, 10, hidden=1000))
+        files += write_table(ladder, out / "d2l_dense", title="D2L: fully connected vs local vs conv (weights)").values()
     if plot:
         files.append(plot_comparison([Totals(r["model"], r["params"], r["macs"]) for r in rows], out / "comparison.png"))
     resumed = tuple(lb for lb in labels if lb not in {j.label for j in todo})

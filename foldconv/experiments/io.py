@@ -42,18 +42,29 @@ __all__ = [
     "progress_bar",
     "duration",
     "write_index",
+    "is_true",
 ]
 
 PathLike = Union[str, os.PathLike]
+
+
+def is_true(value: Any) -> bool:
+    """A boolean cell, as written (``True``) or read back from CSV (``"True"``); anything else is false.
+
+    Example:
+        >>> is_true(True), is_true("True"), is_true("False"), is_true(""), is_true(None)
+        (True, True, False, False, False)
+    """
+    return value is True or value == "True"
 
 
 def as_rows(items: Iterable[Any]) -> List[Dict[str, Any]]:
     """Table rows from result dataclasses: one row per item, each field a column (``_`` read as a space).
 
     Example:
-        >>> from foldconv.experiments.operators import LadderRow
+        >>> from foldconv.analysis.counting import LadderRow
         >>> as_rows([LadderRow("dense", 10)])
-        [{'layer': 'dense', 'params': 10}]
+        [{'layer': 'dense', 'params': 10, 'local': False, 'shared': False}]
     """
     rows = []
     for item in items:

@@ -19,15 +19,14 @@ from typing import Any, Sequence, Tuple, Union
 import torch
 
 from .._validate import check_int, per_axis_ints
+from ..analysis.counting.dense import LadderRow, parameter_ladder
 from ..check.equivalence import check_equivalence, derived
 from ..equivalences.axw import axw_factors
 from ..equivalences.dense import (
     DenseOperator,
-    LadderRow,
     dense_operator,
     layout_permutation,
     offset_tensor,
-    parameter_ladder,
     shift_violations,
 )
 from ..equivalences.space_to_depth import conv_to_focus, strided_to_spd
@@ -125,7 +124,7 @@ class ParameterLadder:
 
     Example:
         >>> [row.params for row in ParameterLadder(height=10, width=10, hidden=5, delta=1).rows()]
-        [500, 10000, 361, 9]
+        [500, 10000, 784, 361, 9]
     """
 
     height: int = 1000
@@ -274,7 +273,7 @@ def run_operators(
     rep = check_equivalence(conv, derived(lambda m: axw_factors(m, e.input_size).apply), (2,) + shape, dtypes=())
     record("AXW-1", "conv = sum A_ab X W_ab", rep.ok, rep.summary())
     params = ladder.rows() + (
-        LadderRow(f"this example: conv {spec.describe()}", spec.params),
+        LadderRow(f"this example: conv {spec.describe()}", spec.params, local=True, shared=True),
         LadderRow("this example: its dense operator (matrix + bias)", original.params),
     )
     n_weights = math.prod(original.input_shape) * math.prod(original.output_shape)

@@ -12,7 +12,7 @@ from torch import nn
 
 from foldconv import check_equivalence, check_fold, derived
 from foldconv.check import as_float_dtype
-from foldconv.experiments.sweep import Grid, Point, fold_factor, points, run_point
+from foldconv.sweep import Grid, Point, fold_factor, points, run_point
 from helpers import raises_fold_error
 
 CONV = nn.Conv2d(4, 2, 3)

@@ -19,7 +19,6 @@ from foldconv.equivalences import (
     icnr_weight,
     layout_permutation,
     offset_tensor,
-    parameter_ladder,
     shift_violations,
     spd_alignment,
     spd_to_strided,
@@ -131,10 +130,6 @@ CASES = [
     ("shift axes", lambda: shift_violations(_op(), (1,), (0, 0)), "in_shift"),
     ("layout not permutation", lambda: layout_permutation(lambda x: x[..., :1], (1, 1, 2, 2)), "layout"),
     ("layout batch", lambda: layout_permutation(lambda x: x, (4, 1, 1)), "input_shape"),
-    ("ladder delta", lambda: parameter_ladder(10, 10, -1), "delta"),
-    ("ladder height", lambda: parameter_ladder(0, 10, 1), "height"),
-    ("ladder hidden", lambda: parameter_ladder(10, 10, 1, hidden=0), "hidden"),
-    ("ladder channels", lambda: parameter_ladder(10, 10, 1, in_channels=1.5), "in_channels"),
     # axw
     ("selection mode", lambda: axis_selection(4, 4, shift=-1, padding_mode="mirror"), "padding_mode"),
     ("selection stride", lambda: axis_selection(4, 4, stride=0), "stride"),

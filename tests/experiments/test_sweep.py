@@ -1,4 +1,5 @@
-"""The sweep: the whole quick grid agrees, the app writes its outputs deterministically, multirun works."""
+"""The sweep app: its outputs are deterministic, multirun and shards work, a killed run resumes, a native crash
+costs one point. The library's grid and oracle are tested in tests/sweep/."""
 from __future__ import annotations
 
 import subprocess
@@ -10,10 +11,8 @@ import pytest
 from conftest import ROOT
 from foldconv.errors import FoldError
 from foldconv.experiments.io import read_csv
-from foldconv.experiments.sweep import COLUMNS, Grid, Point, aggregate, columns, points, run_sweep, summarize
-from foldconv.predict import following_examples
-
-SECTIONS = {"theorem", "modes", "dilation", "groups", "orders", "folded_stride", "following", "space_to_depth", "invalid"}
+from foldconv.experiments.sweep import aggregate, summarize
+from foldconv.sweep import COLUMNS, Grid, Point, columns, points, run_sweep
 
 
 def quick_grid() -> Grid:
@@ -28,26 +27,9 @@ def test_the_quick_preset_is_grids_default():
 
 
 @pytest.fixture(scope="module")
-def quick_rows():
-    return run_sweep(points(quick_grid()))
-
-
-@pytest.mark.claim("RULE-10")
-def test_every_quick_grid_prediction_agrees(quick_rows):
-    bad = [r for r in quick_rows if not r["agree"]]
-    assert not bad, bad[:3]
-    assert len(quick_rows) > 900
-
-
-def test_quick_grid_covers_every_rule_and_outcome(quick_rows):
-    assert {r["section"] for r in quick_rows} == SECTIONS
-    assert {r["observed"] for r in quick_rows} == {"holds", "holds with conditions", "fails", "invalid"}
-    rules = {code for r in quick_rows for code in r["rule"].split("+")}
-    expected = {"FOLD-1", "FOLD-3", "FOLD-4", "FOLD-6", "FOLD-7", "FOLD-8", "FOLD-9"} | {f"RULE-{i}" for i in range(1, 9)} | {"invalid-input"}
-    assert expected <= rules, expected - rules
-    assert set(following_examples()) <= {r["following"] for r in quick_rows}
-    literal = {r["observed_literal"] for r in quick_rows}
-    assert literal == {"equivalent", "not equivalent", "output shapes differ", "invalid"}
+def sweep_rows():
+    """Rows of every section and outcome (the whole quick grid's are checked in tests/sweep/test_grid.py)."""
+    return run_sweep(points(Grid(dims=(1, 2), r=(2, (2, 1)))))
 
 
 def run_app(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -74,31 +56,36 @@ def test_app_end_to_end_and_deterministic(tmp_path):
         assert f"[{name}]({name}): " in index, name
 
 
-def test_csv_round_trips(tmp_path, quick_rows):
+def test_csv_round_trips(tmp_path, sweep_rows):
     from foldconv.experiments.io import write_csv
 
-    path = write_csv(quick_rows, tmp_path / "r.csv", COLUMNS)
+    path = write_csv(sweep_rows, tmp_path / "r.csv", COLUMNS)
     back = read_csv(path)
-    assert len(back) == len(quick_rows)
-    for row, original in zip(back[:200], quick_rows[:200]):
+    assert len(back) == len(sweep_rows)
+    for row, original in zip(back[:200], sweep_rows[:200]):
         for key in ("predicted", "observed", "reason", "rule", "section", "padding_mode", "order"):
             assert row[key] == str(original[key])
         for key in ("rel_err_float32", "density"):
             if original.get(key) is not None:
                 assert float(row[key]) == original[key]  # repr round-trips floats exactly
-    assert summarize(back) == summarize([{k: str(v) for k, v in r.items()} for r in quick_rows])
+    assert summarize(back) == summarize([{k: str(v) for k, v in r.items()} for r in sweep_rows])
+
+
+# The app with the worker's runner replaced (tests/experiments/sweep_runners.py, on the worker's path).
+_WITH_RUNNER = (
+    "import runpy, sys\n"
+    "sys.path.insert(0, {tests!r})\n"
+    "import foldconv.experiments.sweep.isolate as isolate\n"
+    "isolate.RUNNER = sys.argv.pop(1)\n"
+    "sys.argv = ['sweep.py'] + sys.argv[1:]\n"
+    "runpy.run_path({script!r}, run_name='__main__')\n"
+).format(tests=str(ROOT / "tests" / "experiments"), script=str(ROOT / "scripts" / "sweep.py"))
 
 
 @pytest.mark.claim("RULE-11")
 def test_a_disagreement_exits_non_zero_after_writing(tmp_path):
-    code = (
-        "import runpy, sys, foldconv.experiments.sweep.run as S\n"
-        "from foldconv.predict import Outcome\n"
-        "S.observed_outcome = lambda observation: Outcome.FAILS\n"
-        f"sys.argv = ['sweep.py', 'hydra.run.dir={tmp_path}', 'progress=false', 'plots=false', 'grid.following=[]', 'grid.dims=[1]']\n"
-        f"runpy.run_path({str(ROOT / 'scripts' / 'sweep.py')!r}, run_name='__main__')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    args = [f"hydra.run.dir={tmp_path}", "progress=false", "plots=false", "grid.following=[]", "grid.dims=[1]"]
+    proc = subprocess.run([sys.executable, "-c", _WITH_RUNNER, "sweep_runners:lying", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 1
     assert "CLAIM FAILED" in proc.stderr
     summary = (tmp_path / "summary.md").read_text().splitlines()
@@ -127,34 +114,6 @@ def test_multirun_through_joblib_and_aggregate(tmp_path):
 def test_structured_config_rejects_typos(tmp_path):
     proc = run_app(f"hydra.run.dir={tmp_path}", "grid.kernal=[3]")
     assert proc.returncode != 0 and "kernal" in proc.stderr
-
-
-def test_points_are_deterministic_and_r_override_restricts():
-    g = quick_grid()
-    # Deterministic means the same order in another process (other hash seed), not just twice in this one.
-    code = (
-        "from omegaconf import OmegaConf; from foldconv.experiments.sweep import Grid, points; "
-        "g = Grid(**OmegaConf.to_container(OmegaConf.load('configs/grid/quick.yaml'))); "
-        "print('\\n'.join(p.key() for p in points(g)))"
-    )
-    env = {**__import__("os").environ, "PYTHONHASHSEED": "12345"}
-    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert other.stdout.splitlines() == [p.key() for p in points(g)]
-    only = points(g, [4])
-    assert {p.r for p in only if p.section != "invalid"} == {4}
-    # Pinned: a seed must not depend on the process (e.g. Python's salted hash()).
-    assert (Point("theorem", 2, 2).seed(), Point("theorem", 2, 3).seed()) == (3104566314, 3249143522)
-
-
-def test_orders_of_another_dimensionality_are_skipped_not_fatal():
-    grid = Grid(dims=(1, 2, 3), r=(2,), kernel=(3,), stride=(1,), padding=(1,), dilation=(1,), groups=(1,), folded_channels=(1,),
-                padding_modes=("zeros",), orders=("crd", "c rw rh"), input_orders=("same", "rh c rw"), folded_strides=(0,),
-                following=(), s2d_sizes=(), invalid=False, product=True)
-    pts = points(grid)
-    assert {(p.dims, p.order) for p in pts} == {(1, "crd"), (2, "crd"), (3, "crd"), (2, "c rw rh")}
-    assert all(p.input_order in ("same", "rh c rw") for p in pts if p.dims == 2)
-    assert all(p.input_order == "same" for p in pts if p.dims != 2)
-    assert all(r["agree"] for r in run_sweep(pts, ()))
 
 
 def test_shards_partition_the_grid(tmp_path):
@@ -222,22 +181,6 @@ def test_a_bad_override_exits_2_with_one_line_and_writes_nothing(tmp_path):
     assert orders.returncode == 2 and "grid.orders" in orders.stderr and not (tmp_path / "results.csv").exists()
 
 
-def test_r16_runs_to_the_end_and_circular_space_to_depth_is_invalid():
-    """fold.r=16: circular padding of 16 on an 8-pixel map wraps more than once; torch refuses the original."""
-    rows = run_sweep(points(Grid(dims=(1, 2)), [16]), ())
-    assert rows and all(r["agree"] for r in rows), [r for r in rows if not r["agree"]][:2]
-    s2d = [r for r in rows if r["section"] == "space_to_depth" and r["padding_mode"] == "circular"]
-    assert s2d and all(r["observed"] == "invalid" == r["predicted"] for r in s2d)
-
-
-@pytest.mark.parametrize("r", [5, 6, 8])
-def test_pools_larger_than_the_map_agree(r):
-    rows = run_sweep(points(Grid(dims=(2,), following=("avgpool_r", "maxpool_r"), s2d_sizes=()), [r]), ())
-    pools = [row for row in rows if row["section"] == "following"]
-    assert pools and all(row["agree"] for row in rows)
-    assert {row["observed"] for row in pools} == {"invalid"}  # a kernel of r > 4 on the 4-pixel map
-
-
 def test_float64_errors_fill_their_own_column(tmp_path):
     from foldconv.experiments.sweep import write_sweep_outputs
 
@@ -295,29 +238,12 @@ def test_aggregate_app_exits_non_zero_on_a_crashed_job(tmp_path):
 
 SMALL = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]", "fold.r=2"]  # 114 points
 
-# The real app, with every point computed slowed down (so the test can kill it mid-run) and recorded (so the
-# test sees which points a rerun computes). The recorded key is the point's columns exactly as results.csv has them.
-_RECORDING = (
-    "import os, runpy, sys, time\n"
-    "import foldconv.experiments.sweep.run as S\n"
-    "from foldconv.experiments.io import format_value\n"
-    "real = S.run_point\n"
-    "def recorded(p, dtypes):\n"
-    "    time.sleep(float(os.environ['SWEEP_SLEEP']))\n"
-    "    with open(os.environ['SWEEP_RECORD'], 'a') as f:\n"
-    "        f.write('|'.join(format_value(v, 'r') for v in S.point_row(p).values()) + '\\n')\n"
-    "    return real(p, dtypes)\n"
-    "S.run_point = recorded\n"
-    "sys.argv = ['sweep.py'] + sys.argv[1:]\n"
-    f"runpy.run_path({str(ROOT / 'scripts' / 'sweep.py')!r}, run_name='__main__')\n"
-)
-
-
 def _recording_app(args, record: Path, sleep: float) -> subprocess.Popen:
     import os
 
     env = {**os.environ, "SWEEP_RECORD": str(record), "SWEEP_SLEEP": str(sleep)}
-    return subprocess.Popen([sys.executable, "-c", _RECORDING, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", _WITH_RUNNER, "sweep_runners:recorded", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _point_keys(path: Path) -> list:
@@ -361,7 +287,7 @@ def test_resuming_with_a_different_config_is_refused_in_one_line(tmp_path, capsy
     from foldconv.experiments.app import finish
     from foldconv.experiments.sweep import run_sweep_app
 
-    small = dict(plots=False, progress=False)
+    small = dict(plots=False, progress=False, isolate=False)  # resuming is the point here, not the worker
     done = run_sweep_app(_config(**{"grid.following": ["relu"], "grid.dims": [1], "fold.r": "2", **small}), tmp_path, log=lambda line: None)
     assert done.startswith("114 configurations; all 114")
     before = (tmp_path / "results.csv").read_bytes()
@@ -423,3 +349,42 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
     with pytest.raises(FoldError, match="without results.config.json"):  # a CSV the log did not write is not resumed
         (tmp_path / "results.csv").write_text("k\n1\n")
         io.RowLog(tmp_path / "results.csv", ["k"], key=["k"], config={})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A native crash (heap corruption, segfault: no Python handler runs) costs the point, not the run.
+
+
+@pytest.mark.app  # starts worker processes
+def test_a_native_crash_costs_one_point_and_a_resume_skips_it(tmp_path):
+    from sweep_runners import CRASHING
+
+    from foldconv.experiments.app import ClaimFailed
+    from foldconv.experiments.sweep import run_sweep_app
+
+    small = {"grid.following": [], "grid.dims": [1], "fold.r": "2", "grid.s2d_sizes": [], "grid.invalid": False, "plots": False, "progress": False}
+    lines = []
+    with pytest.raises(ClaimFailed, match=r"1 of \d+ configuration\(s\) crashed the worker"):
+        run_sweep_app(_config(**small), tmp_path, log=lines.append, runner="sweep_runners:crash_on_one")
+    rows = read_csv(tmp_path / "results.csv")
+    expected = points(Grid(dims=(1,), following=(), s2d_sizes=(), invalid=False), [2])
+    assert len(rows) == len(expected)  # the run went on to its end
+    lost = [r for r in rows if r["observed"] == "crashed"]
+    assert len(lost) == 1 and all(lost[0][k] == str(v) for k, v in CRASHING.items()), lost
+    assert "SIGABRT" in lost[0]["reason"] and lost[0]["agree"] == "" and lost[0]["predicted"] == ""
+    assert all(r["agree"] == "True" for r in rows if r is not lost[0])
+    summary = (tmp_path / "summary.md").read_text()
+    assert "1 crashed its worker process and was not observed" in summary.splitlines()[2] and "## Crashed: not observed" in summary
+    # A resume finds the crashed point's row and does not run it (or anything) again.
+    with pytest.raises(ClaimFailed):
+        run_sweep_app(_config(**small), tmp_path, log=lines.append, runner="sweep_runners:crash_on_one")
+    assert any("all already in results.csv: nothing left to compute" in line for line in lines), lines
+    assert read_csv(tmp_path / "results.csv") == rows
+
+
+@pytest.mark.app  # starts a worker process
+def test_a_python_error_in_the_worker_is_raised_not_recorded(tmp_path):
+    from foldconv.experiments.sweep.isolate import WorkerError, run_isolated
+
+    with pytest.raises(WorkerError, match="ValueError: a bug in the runner at theorem"):
+        list(run_isolated([Point("theorem", 1, 2, in_channels=2, size=5)], ["float32"], runner="sweep_runners:broken"))

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from foldconv import ConvSpec, FoldError, FoldSpec, Verdict, depth_to_space, fold_conv
-from foldconv.experiments.sweep import Point, run_point
 from foldconv.predict import (
     Outcome,
     Prediction,
@@ -20,6 +19,7 @@ from foldconv.predict import (
     predict_following,
     predict_space_to_depth,
 )
+from foldconv.sweep import Point, run_point
 
 
 def fold2(order="crd"):
@@ -224,7 +224,7 @@ def test_following_prediction_matches_observation(point):
 @pytest.mark.claim("RULE-10")
 def test_a_wrong_rule_is_caught(monkeypatch):
     """Mutation check: if the engine wrongly claimed reflect padding folds, the sweep would disagree."""
-    import foldconv.experiments.sweep.observe as observe
+    import foldconv.sweep.observe as observe
 
     def lying(*args, **kwargs):
         return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT)

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
 from foldconv import ConvSpec, FoldSpec, Verdict, depth_to_space, fold_channel_map, plan_fold
-from foldconv.experiments.sweep import Point, run_point
 from foldconv.padding import padded_source
 from foldconv.predict import Outcome, folded_output_alignment, predict_fold, windows
 from foldconv.predict.windows import literal_by_windows, pairs_own_channels
+from foldconv.sweep import Point, run_point
 from helpers import integer_tensor
 
 

@@ -18,7 +18,16 @@ Example:
 """
 from . import meta_cache
 from .counter import count, normalize_input_shapes
-from .dense import DenseEquivalent, axis_pairs, d2l_table, dense_equivalent, dense_equivalents, fc_params, operator_nonzeros
+from .dense import (
+    DenseEquivalent,
+    LadderRow,
+    axis_pairs,
+    dense_equivalent,
+    dense_equivalents,
+    fc_params,
+    operator_nonzeros,
+    parameter_ladder,
+)
 from .fold import (
     DEFAULT_RS,
     Compared,
@@ -39,9 +48,9 @@ from .zoo import CountValidation, validate_count
 
 __all__ = [
     "CountReport", "CountValidation", "Compared", "Comparison", "DEFAULT_RS", "InputSpec", "meta_cache",
-    "DenseEquivalent", "FoldComparison", "FoldOption", "LayerCount", "MAC_OPS", "OP_COSTS", "OpCost",
-    "UnsupportedOp", "axis_pairs", "compare_fold", "count", "d2l_table", "dense_equivalent",
+    "DenseEquivalent", "LadderRow", "FoldComparison", "FoldOption", "LayerCount", "MAC_OPS", "OP_COSTS", "OpCost",
+    "UnsupportedOp", "axis_pairs", "compare_fold", "count", "dense_equivalent",
     "dense_equivalents", "fc_params", "fold_matrix", "fold_options", "foldable_layers", "meta_copy",
-    "normalize_input_shapes", "op_cost", "operator_nonzeros", "register_op_cost",
+    "normalize_input_shapes", "op_cost", "operator_nonzeros", "parameter_ladder", "register_op_cost",
     "validate_count", "validate_fold_request",
 ]

@@ -16,7 +16,8 @@ analytically, per axis, because the window structure factorises over axes.
 
 D2L's figures (§6.1): a 1000×1000 single-channel image into 1000 hidden units needs
 ``fc_params((1, 1000, 1000), (1000,), bias=False) == 10**9`` weights; a 1000×1000 hidden map with the
-same-size image needs 10^12, while a 21×21 convolution (Δ = 10) producing it has 441.
+same-size image needs 10^12, while a 21×21 convolution (Δ = 10) producing it has 441; :func:`parameter_ladder`
+lists every rung between them (each principle alone, then both).
 
 Example:
     >>> from foldconv.specs import ConvSpec
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..._validate import check_int, conv_output_size, per_axis_ints
 from ...errors import FoldError, fold_error
@@ -37,7 +38,10 @@ from ...padding import PADDING_MODES, padded_source
 from ...specs import ConvSpec
 from .report import CountReport
 
-__all__ = ["DenseEquivalent", "d2l_table", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents", "validate_input_size"]
+__all__ = [
+    "DenseEquivalent", "LadderRow", "fc_params", "axis_pairs", "operator_nonzeros", "dense_equivalent", "dense_equivalents", "parameter_ladder",
+    "validate_input_size",
+]
 
 
 def _shape(value: Any, param: str) -> Tuple[int, ...]:
@@ -232,27 +236,48 @@ def dense_equivalents(report: CountReport) -> List[Dict[str, Any]]:
     return rows
 
 
-def d2l_table(*, pixels: int = 1000, hidden: int = 1000, delta: int = 10) -> List[Dict[str, Any]]:
-    """D2L's argument in numbers for a ``pixels × pixels`` single-channel image (weights only, no biases).
+@dataclass(frozen=True)
+class LadderRow:
+    """One rung of D2L's ladder: a layer, its free parameters (weights; biases not counted), and which of D2L's
+    two principles it applies (``local``: locality, ``shared``: translation invariance, i.e. shared weights)."""
 
-    Rows: a fully-connected layer to ``hidden`` units; one to a same-size hidden map; locality alone
-    (a locally connected ``(2Δ+1)²`` window per output); locality and translation invariance (the conv).
+    layer: str
+    params: int
+    local: bool = False
+    shared: bool = False
+
+
+def parameter_ladder(
+    height: int, width: int, delta: int, *, hidden: Optional[int] = None, in_channels: int = 1, out_channels: int = 1
+) -> Tuple[LadderRow, ...]:
+    """D2L's argument as parameter counts for a ``height x width`` image: a fully-connected layer, then each
+    principle alone, then both (the convolution, a ``(2*delta+1)**2`` window).
+
+    Rungs: a fully-connected layer to ``hidden`` units (when given); one to a same-size hidden map
+    (``W[i,j,k,l]``); locality alone (a locally connected layer: one weight per (output, input) pair inside the
+    window, windows clipped at the image border, as a zero-padded conv's); translation invariance alone
+    (``V[a,b]``, one weight per offset: ``(2H-1)(2W-1)``); both (the conv). Channels multiply every row that
+    maps the image to a map by ``in_channels*out_channels``.
 
     Example:
-        >>> [(row["layer"], row["weights"]) for row in d2l_table()]  # doctest: +NORMALIZE_WHITESPACE
-        [('fully connected, 1x1000x1000 image -> 1000 hidden units', 1000000000),
-         ('fully connected, 1x1000x1000 image -> 1x1000x1000 hidden map', 1000000000000),
-         ('locally connected 21x21 (locality only)', 436392100),
-         ('conv 21x21 (locality + translation invariance)', 441)]
+        >>> [(row.params, row.local, row.shared) for row in parameter_ladder(1000, 1000, 10, hidden=1000)]  # doctest: +NORMALIZE_WHITESPACE
+        [(1000000000, False, False), (1000000000000, False, False), (436392100, True, False),
+         (3996001, False, True), (441, True, True)]
     """
-    pixels, hidden, delta = check_int(pixels, "pixels", 1), check_int(hidden, "hidden", 1), check_int(delta, "delta", 0)
+    for name, value in (("height", height), ("width", width), ("in_channels", in_channels), ("out_channels", out_channels)):
+        check_int(value, name, 1)
+    check_int(delta, "delta", 0)
+    ch = in_channels * out_channels
     k = 2 * delta + 1
-    spec = ConvSpec.make(2, 1, 1, k, padding=delta, bias=False)
-    d = dense_equivalent(spec, (pixels, pixels))
-    image = f"1x{pixels}x{pixels}"
-    return [
-        {"layer": f"fully connected, {image} image -> {hidden} hidden units", "weights": fc_params((1, pixels, pixels), (hidden,), bias=False), "shared": False},
-        {"layer": f"fully connected, {image} image -> {image} hidden map", "weights": d.dense_params, "shared": False},
-        {"layer": f"locally connected {k}x{k} (locality only)", "weights": d.local_params, "shared": False},
-        {"layer": f"conv {k}x{k} (locality + translation invariance)", "weights": d.conv_params, "shared": True},
+    local = dense_equivalent(ConvSpec.make(2, in_channels, out_channels, k, padding=delta, bias=False), (height, width))
+    rows = []
+    if hidden is not None:
+        check_int(hidden, "hidden", 1)
+        rows.append(LadderRow("fully connected, image -> hidden vector", fc_params((in_channels, height, width), (hidden,), bias=False)))
+    rows += [
+        LadderRow("fully connected, image -> image, W[i,j,k,l]", (height * width) ** 2 * ch),
+        LadderRow(f"locally connected {k}x{k}, |a|,|b| <= {delta} (locality only)", local.local_params, local=True),
+        LadderRow("translation invariant, V[a,b] (translation invariance only)", (2 * height - 1) * (2 * width - 1) * ch, shared=True),
+        LadderRow(f"conv {k}x{k}, |a|,|b| <= {delta} (translation invariance + locality)", local.conv_params, local=True, shared=True),
     ]
+    return tuple(rows)

@@ -1,18 +1,14 @@
-"""The equivalence sweep: a grid of configurations, predicted and observed exactly, summarised and plotted.
+"""The sweep app: config, files, plots, progress and resume around the library's sweep (:mod:`foldconv.sweep`).
 
-grid (Grid, Point, points) -> observe (one observation per section, the exact kernel of foldconv.check)
--> run (rows) -> summary (CSV, Markdown, PNGs) -> aggregate (multirun merge); main holds the apps' bodies.
+main (configs, the apps' bodies) -> isolate (points observed in a worker process: a native crash costs one
+point) -> summary (CSV, Markdown, PNGs) -> aggregate (multirun merge).
 """
-from ..app import parse_r
 from .aggregate import aggregate, multirun_results
-from .grid import Grid, Point, fold_factor, points
+from .isolate import IsolatedRun, run_isolated
 from .main import AggregateConfig, SweepConfig, run_aggregate_app, run_sweep_app
-from .observe import Observation, observe_point, observed_outcome
-from .run import run_point, run_sweep
-from .summary import COLUMNS, columns, summarize, write_sweep_outputs
+from .summary import answer, summarize, write_sweep_outputs
 
 __all__ = [
-    "AggregateConfig", "COLUMNS", "Grid", "Observation", "Point", "SweepConfig", "aggregate", "columns", "fold_factor",
-    "multirun_results", "observe_point", "observed_outcome", "parse_r", "points", "run_aggregate_app",
-    "run_point", "run_sweep", "run_sweep_app", "summarize", "write_sweep_outputs",
+    "AggregateConfig", "IsolatedRun", "SweepConfig", "aggregate", "answer", "multirun_results", "run_aggregate_app",
+    "run_isolated", "run_sweep_app", "summarize", "write_sweep_outputs",
 ]

@@ -9,13 +9,17 @@ FoldError naming ``input``, so the app exits non-zero with one line instead of a
 from __future__ import annotations
 
 import collections
+import csv
+import hashlib
+import os
+import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Iterator, List, Sequence, Union
 
 from ...errors import fold_error
-from ..io import read_csv
+from .summary import Tally
 
-__all__ = ["aggregate", "multirun_results"]
+__all__ = ["aggregate", "merged_rows", "multirun_results", "write_merged"]
 
 
 def _job_config(job: Path) -> Dict:
@@ -69,11 +73,27 @@ def multirun_results(root: Union[str, Path]) -> List[Path]:
     return [job / "results.csv" for job in jobs]
 
 
-def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
-    """Concatenate results.csv files, adding a ``job`` column (the job's folder name).
+def merged_rows(paths: Sequence[Path]) -> Iterator[Dict[str, str]]:
+    """The rows of results.csv files, one at a time, each with a ``job`` column (the job's folder name) first.
 
-    Rows that appear in several jobs (grid points shared by every job, such as the invalid section) are kept
-    once, the first time they are seen.
+    Rows that appear in several jobs (grid points shared by every job, such as the invalid section) come once,
+    the first time they are seen; a 128-bit digest of each row stands for it, so that millions of rows merge
+    in little memory.
+    """
+    seen = set()
+    for path in sorted(Path(p) for p in paths):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                key = hashlib.blake2b("\x1f".join(f"{k}={v}" for k, v in row.items() if k != "job" and not k.startswith("rel_err")).encode(),
+                                      digest_size=16).digest()
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield {"job": path.parent.name, **{k: v for k, v in row.items() if k != "job"}}
+
+
+def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
+    """Concatenate results.csv files, adding a ``job`` column (the job's folder name); see :func:`merged_rows`.
 
     Example:
         >>> import tempfile
@@ -83,9 +103,30 @@ def aggregate(paths: Sequence[Path]) -> List[Dict[str, str]]:
         >>> aggregate([d / "0" / "results.csv"])
         [{'job': '0', 'section': 'theorem', 'r': '2'}]
     """
-    merged: Dict[tuple, Dict[str, str]] = {}
-    for path in sorted(Path(p) for p in paths):
-        for row in read_csv(path):
-            key = tuple((k, v) for k, v in row.items() if k != "job" and not k.startswith("rel_err"))
-            merged.setdefault(key, {"job": path.parent.name, **row})
-    return list(merged.values())
+    return list(merged_rows(paths))
+
+
+def write_merged(paths: Sequence[Path], out: Path) -> Tally:
+    """Write the merged rows of ``paths`` to ``out`` (whole or not at all) and return their :class:`Tally`."""
+    columns: List[str] = ["job"]
+    for path in paths:
+        with open(path, newline="") as handle:
+            columns += [c for c in next(csv.reader(handle), []) if c not in columns]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tally = Tally()
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+            writer.writeheader()
+            for row in merged_rows(paths):
+                writer.writerow(row)
+                tally.add(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tally

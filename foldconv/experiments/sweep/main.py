@@ -8,9 +8,12 @@ value, fold factor, dtype or shard is a FoldError (exit 2, one line naming ``gri
 
 A sweep writes results.csv AS IT GOES (:class:`~foldconv.experiments.io.RowLog`): a killed run keeps every
 finished row, and the same command with the same ``hydra.run.dir`` resumes it, computing only the rows
-that are missing (a different config in that directory is refused: exit 2, one line). Before the first row
-it prints how many configurations it will run and about how long they take on this machine (a short
-calibration), with a sharding hint when that is more than a few minutes.
+that are missing (a different config in that directory is refused: exit 2, one line). The points are
+observed in a worker process (:mod:`.isolate`): a native crash in torch costs the point it happened in (a
+row says so, and a resume skips it), not the run. Once a sample of blocks spread over the run is done
+(they run first) it prints how many configurations it runs and about how long they take on this machine
+(:mod:`foldconv.sweep.cost`), with a sharding hint when that is more than a few minutes; at the end, how
+long they took and the peak memory of the app and of its worker.
 
 Example:
     >>> from foldconv.experiments.app import instantiate, structured
@@ -25,17 +28,19 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ...errors import fold_error
+from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor, iter_points, point_row, run_point, single_thread
+from ...sweep.cost import BLOCK, CostModel, calibration, shard
 from ..app import ClaimFailed
 from ..io import RowLog, duration, progress_bar, write_csv, write_index
-from .aggregate import aggregate, multirun_results
-from .grid import Grid, Point, fold_factor, points
-from .run import estimate, point_row, run_into
-from .summary import answer, columns, dtype_name, write_sweep_outputs
+from .aggregate import multirun_results, write_merged
+from .isolate import IsolatedRun, run_isolated, self_peak_rss_mb
+from .summary import answer, crashed, disagreements, write_sweep_outputs
 
 __all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "plan", "run_sweep_app", "run_aggregate_app"]
 
@@ -53,7 +58,8 @@ class FoldOverride:
 
 @dataclass(frozen=True)
 class Shard:
-    """This job runs points ``index, index + count, index + 2*count, ...``."""
+    """This job runs blocks ``index, index + count, index + 2*count, ...`` of 64 consecutive points
+    (:func:`foldconv.sweep.cost.shard`: neighbours share their conv's draws, so they stay together)."""
 
     index: int = 0
     count: int = 1
@@ -75,6 +81,7 @@ class SweepConfig:
     dtypes: List[str] = field(default_factory=lambda: ["float32", "bfloat16"])
     plots: bool = True
     progress: bool = True
+    isolate: bool = True  # observe in a worker process (a native crash costs one point); false: in this process
 
     def __post_init__(self) -> None:
         for d in self.dtypes:
@@ -106,13 +113,13 @@ SWEEP_FILES = {
 
 
 def _fingerprint(config: SweepConfig) -> Dict[str, Any]:
-    """What decides the rows (not ``plots``, ``progress`` or the grid's name): a resume must match it."""
+    """What decides the rows (not ``plots``, ``progress``, ``isolate`` or the grid's name): a resume must match it."""
     grid = {k: v for k, v in asdict(config.grid).items() if k != "name"}
     return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes]}
 
 
 def plan(total: int, resumed: int, seconds: float, shard: Optional[Shard] = None) -> str:
-    """The line printed before the first point: how many, how long, and whether to shard.
+    """The line printed once the calibration blocks are done: how many, how long, and whether to shard.
 
     Example:
         >>> plan(1354, 0, 40.2)
@@ -133,29 +140,53 @@ def plan(total: int, resumed: int, seconds: float, shard: Optional[Shard] = None
     return line
 
 
+def _in_process(pts: List[Point], dtypes: List[str], stats: IsolatedRun) -> Iterator[Tuple[Point, Dict[str, Any], Optional[float]]]:
+    """The worker's loop, in this process (``isolate=false``): no protection from native crashes."""
+    with single_thread():
+        for p in pts:
+            start = time.perf_counter()
+            row = run_point(p, dtypes)
+            stats.computed += 1
+            yield p, row, time.perf_counter() - start
+
+
 def run_sweep_app(
-    config: SweepConfig, out: Path, progress: Optional[Callable[[Iterable, str], Iterable]] = None, *, log: Callable[[str], None] = print,
+    config: SweepConfig, out: Path, progress: Optional[Callable[[Iterable, str], Iterable]] = None, *,
+    log: Callable[[str], None] = print, runner: Optional[str] = None,
 ) -> str:
     """Run one sweep job into ``out``, writing each row as it finishes and resuming a killed run of the same
-    config there; ClaimFailed (after writing everything) when a prediction disagrees.
+    config there; ClaimFailed (after writing everything) when a prediction disagrees or a point crashed.
 
     ``progress(items, desc)`` wraps the loop (default: a tqdm bar, when ``config.progress``); ``log`` gets the
-    up-front estimate.
+    estimate and, at the end, the time taken and the peak memory. ``runner`` (``"module:function"``) replaces
+    :func:`foldconv.sweep.run_point` in the worker (for tests: a point that crashes its process).
     """
     out = Path(out)
+    start = time.perf_counter()
     override = [config.fold.r] if config.fold.r is not None else None
-    pts = points(config.grid, override)[config.shard.index :: config.shard.count]
+    pts = shard(iter_points(config.grid, override), config.shard.index, config.shard.count)
     cols = columns(config.dtypes)
-    with RowLog(out / "results.csv", cols, key=list(Point.__dataclass_fields__), config=_fingerprint(config), param="hydra.run.dir") as rows_log:
+    stats = IsolatedRun()
+    with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config), param="hydra.run.dir") as rows_log:
         todo = [p for p in pts if rows_log.key_of(point_row(p)) not in rows_log.done]
-        guess = estimate(todo, config.dtypes)
-        log(plan(len(pts), len(pts) - len(todo), guess.seconds, config.shard))
-        bar = None
+        first, rest = calibration(todo)
+        if not todo:
+            log(plan(len(pts), len(pts), 0.0, config.shard))
+        stream = (run_isolated(first + rest, config.dtypes, stats, runner=runner) if config.isolate
+                  else _in_process(first + rest, config.dtypes, stats))
         if config.progress and todo:
             wrap = progress or (lambda it, desc: progress_bar(it, desc, total=len(todo), unit="cfg"))
-            bar = lambda it: wrap(it, f"sweep {config.grid.name}")  # noqa: E731
+            stream = wrap(stream, f"sweep {config.grid.name}")
+        timed: List[Tuple[Point, Optional[float]]] = []
+        estimate = None
         try:
-            computed = run_into(todo, rows_log.append, config.dtypes, done=guess.rows, progress=bar)
+            for p, row, seconds in stream:
+                rows_log.append(row)
+                if estimate is None:
+                    timed.append((p, seconds))
+                    if len(timed) == len(first):
+                        estimate = (time.perf_counter() - start) + _fit(timed).seconds(rest)
+                        log(plan(len(pts), len(pts) - len(todo), estimate, config.shard))
         except KeyboardInterrupt:
             rows_log.close()
             print(f"interrupted: {len(rows_log.done):,} of {len(pts):,} rows are saved in {out / 'results.csv'}; "
@@ -164,28 +195,50 @@ def run_sweep_app(
     rows = rows_log.rows()
     rank = {rows_log.key_of(point_row(p)): i for i, p in enumerate(pts)}
     ordered = sorted(rows, key=lambda r: rank.get(rows_log.key_of(r), len(rank)))
-    if ordered != rows:  # e.g. rows a resumed run added out of order: the file is always in point order
+    if ordered != rows:  # e.g. the calibration blocks, run first: the file is always in point order
         write_csv(ordered, out / "results.csv", cols)
     title = f"Equivalence sweep: grid={config.grid.name}" + (f", r={config.fold.r}" if config.fold.r is not None else "")
     if config.shard.count > 1:
         title += f", shard {config.shard.index}/{config.shard.count}"
     write_sweep_outputs(ordered, out, title, plots=config.plots, csv=False)
     write_index(out, SWEEP_FILES, title=title, answer=answer(ordered))
-    bad = sum(r["agree"] != "True" for r in ordered)
-    resumed = f" ({len(pts) - len(todo):,} resumed from an earlier run, {computed + guess.measured:,} computed now)" if len(todo) < len(pts) else ""
-    if bad:
-        raise ClaimFailed(f"{bad} of {len(rows)} prediction(s) disagree with the exact observation; see {out / 'summary.md'}")
+    if todo:
+        took = time.perf_counter() - start
+        worker = f", worker {stats.peak_rss_mb:,.0f} MB" if config.isolate else ""
+        log(f"took {duration(took)} (estimated {duration(estimate or took)}); peak memory: app {self_peak_rss_mb():,.0f} MB{worker}")
+    bad, lost = disagreements(ordered), crashed(ordered)
+    resumed = f" ({len(pts) - len(todo):,} resumed from an earlier run, {stats.computed:,} computed now)" if len(todo) < len(pts) else ""
+    if bad or lost:
+        problems = ([f"{len(bad)} of {len(rows)} prediction(s) disagree with the exact observation"] if bad else []) + (
+            [f"{len(lost)} of {len(rows)} configuration(s) crashed the worker and were not observed"] if lost else [])
+        raise ClaimFailed(f"{'; '.join(problems)}; see {out / 'summary.md'}")
     return f"{len(rows)} configurations; all {len(rows)} predictions agree with the exact observation{resumed}; outputs in {out}"
+
+
+def _fit(timed: List[Tuple[Point, Optional[float]]]) -> CostModel:
+    """The cost model of the calibration rows, a block of consecutive rows at a time (crashed points left out)."""
+    blocks, current, seconds = [], [], 0.0
+    for p, s in timed:
+        if s is None:
+            continue
+        current.append(p)
+        seconds += s
+        if len(current) == BLOCK:
+            blocks.append((current, seconds))
+            current, seconds = [], 0.0
+    if current:
+        blocks.append((current, seconds))
+    return CostModel.fit(blocks)
 
 
 def run_aggregate_app(config: AggregateConfig, out: Path, root: Path) -> str:
     """Merge the complete multirun in ``root`` into ``out``; FoldError for an incomplete one, ClaimFailed on disagreement."""
     paths = multirun_results(root)
-    rows = aggregate(paths)
+    tally = write_merged(paths, Path(out) / "results.csv")
     title = f"Aggregated sweep: {len(paths)} jobs from {root.name}"
-    write_sweep_outputs(rows, out, title, plots=config.plots)
-    write_index(out, {**SWEEP_FILES, "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=answer(rows))
-    bad = sum(r.get("agree") != "True" for r in rows)
-    if bad:
-        raise ClaimFailed(f"{bad} of {len(rows)} merged rows disagree; see {out / 'summary.md'}")
-    return f"merged {len(paths)} results.csv files into {len(rows)} rows (0 disagreements); outputs in {out}"
+    write_sweep_outputs(tally, out, title, plots=config.plots)
+    write_index(out, {**SWEEP_FILES, "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=tally.answer())
+    bad, lost = len(tally.bad), len(tally.lost)
+    if bad or lost:
+        raise ClaimFailed(f"{bad} of {tally.n} merged rows disagree and {lost} crashed their worker (not observed); see {out / 'summary.md'}")
+    return f"merged {len(paths)} results.csv files into {tally.n} rows (0 disagreements); outputs in {out}"

@@ -1,7 +1,9 @@
 """Summaries and plots of a sweep's rows: summary.md, results.csv and heatmap PNGs.
 
-Works on rows from :func:`~foldconv.experiments.sweep.run.run_sweep` and on rows read back from CSV (where
-every value is a string), so that :mod:`~foldconv.experiments.sweep.aggregate` can reuse it.
+Works on rows from :func:`foldconv.sweep.run_sweep` and on rows read back from CSV (where every value is a
+string), so that :mod:`~foldconv.experiments.sweep.aggregate` can reuse it. Everything summary.md and the
+plots need is gathered in one pass (:class:`Tally`), so a merged full grid (millions of rows) is summarised
+from a stream, in memory that does not grow with the number of rows.
 """
 from __future__ import annotations
 
@@ -9,54 +11,14 @@ import collections
 import math
 import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
-import torch
+from ...sweep import COLUMNS, CRASHED
+from ..io import columns_of, figure, is_true, markdown_table, save_figure, write_csv, write_markdown
 
-from ...check import as_float_dtype
-from ..io import columns_of, figure, markdown_table, save_figure, write_csv, write_markdown
-from .grid import Point
+__all__ = ["MEANINGS", "Tally", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
 
-__all__ = ["COLUMNS", "DEFAULT_DTYPES", "MEANINGS", "answer", "columns", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
-
-DEFAULT_DTYPES = (torch.float32, torch.bfloat16)
-_RESULT = [
-    "predicted", "observed", "predicted_literal", "observed_literal", "observed_conditioned", "agree", "rule", "reason",
-    "conditions", "folded", "density",
-]
-
-
-def dtype_name(dtype: Any) -> str:
-    """``torch.bfloat16`` or ``"bfloat16"`` -> ``"bfloat16"`` (FoldError naming ``dtypes`` otherwise)."""
-    return str(as_float_dtype(dtype, "dtypes")).replace("torch.", "")
-
-
-def columns(dtypes: Sequence[Any] = DEFAULT_DTYPES) -> List[str]:
-    """The CSV columns of a sweep measuring ``dtypes``: the point, the verdicts, one ``rel_err_<dtype>`` each.
-
-    Example:
-        >>> [c for c in columns(["float64"]) if c.startswith("rel_err")]
-        ['rel_err_float64']
-    """
-    return list(Point.__dataclass_fields__) + _RESULT + [f"rel_err_{dtype_name(d)}" for d in dtypes] + ["crop_exact", "pad_exact"]
-
-
-#: The CSV columns of a sweep with the default dtypes (float32, bfloat16).
-COLUMNS = columns()
 _OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
-
-
-def _true(v: Any) -> bool:
-    return v is True or v == "True"
-
-
-def _size_key(row: Mapping[str, Any]):
-    def num(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return math.inf
-    return (num(row.get("in_channels")), num(row.get("size")), num(row.get("kernel")), str(row.get("r")))
 
 
 #: What each outcome means; summary.md states it before any count.
@@ -74,6 +36,8 @@ MEANINGS = {
              "column says why",
     "invalid": "the request itself is malformed (r < 1, an unknown order, channels not divisible by the block) or "
                "torch cannot run the original conv; predicted as invalid, not silently answered",
+    CRASHED: "not an outcome: the observation took its worker process down (a native crash), so nothing was observed "
+             "and nothing is claimed; the row records the point, so that a resumed run does not run it again",
 }
 _BAD_COLUMNS = ["section", "dims", "r", "in_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode",
                 "order", "input_order", "folded_stride", "following", "predicted", "observed", "predicted_literal", "observed_literal"]
@@ -85,89 +49,13 @@ def _example(row: Mapping[str, Any]) -> str:
             f"d={r['dilation']} g={r['groups']} mode={r['padding_mode']} order={r['order']}/{r['input_order']} following={r['following']}")
 
 
-def answer(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The direct answer of a sweep, in one sentence: does every prediction agree with the exact observation?
-
-    Example:
-        >>> answer([{"agree": "True"}] * 1354)
-        '1,354 configurations: every prediction agrees with the exact observation.'
-        >>> answer([{"agree": "True"}, {"agree": False}])
-        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agree.'
-    """
-    n = len(rows)
-    bad = sum(not _true(r["agree"]) for r in rows)
-    if not bad:
-        return f"{n:,} configurations: every prediction agrees with the exact observation."
-    return (f"{n:,} configurations: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
-            f"exact observation (listed first below); {n - bad:,} agree.")
-
-
-def _remedies(rows: Sequence[Mapping[str, Any]], per_rule: int = 4) -> List[str]:
-    """One line per rule whose outcome is 'holds with conditions': its count and its remedies, commonest first."""
-    by_rule: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    reasons: Dict[str, str] = {}
-    for r in rows:
-        if r["observed"] == "holds with conditions" and r.get("conditions"):
-            by_rule[r["rule"]][r["conditions"]] += 1
-            reasons.setdefault(r["rule"], str(r.get("reason", "")))
-    lines = []
-    for rule, remedies in sorted(by_rule.items(), key=lambda kv: -sum(kv[1].values())):
-        shown = "; ".join(f"*{text}* ({count})" for text, count in remedies.most_common(per_rule))
-        more = len(remedies) - per_rule
-        lines.append(f"- **{rule}** ({sum(remedies.values()):,} configurations; {reasons[rule]}): {shown}"
-                     + (f"; and {more} more forms of the same remedy (results.csv, conditions column)" if more > 0 else ""))
-    return lines
-
-
-def summarize(rows: Sequence[Mapping[str, Any]], title: str = "Equivalence sweep") -> str:
-    """Markdown, the answer first: do predictions agree with the exact observation (the disagreements, if
-    any, right after); what each outcome means; the remedies of 'holds with conditions'; counts per section
-    and per rule with the smallest example of each.
-
-    Example:
-        >>> print(summarize([{"predicted": "holds", "observed": "holds", "agree": True, "rule": "FOLD-1",
-        ...     "reason": "ok", "section": "theorem"}]).splitlines()[2])
-        1 configurations: every prediction agrees with the exact observation.
-    """
-    total = collections.Counter(r["observed"] for r in rows)
-    tally = ", ".join(f"{total.get(o, 0):,} {o}" for o in _OUTCOMES)
-    lines = [f"# {title}", "", answer(rows), "", f"Observed outcomes: {tally} (each defined below).", ""]
-    bad = [r for r in rows if not _true(r["agree"])]
-    if bad:
-        lines += ["## Disagreements", "", markdown_table(bad, _BAD_COLUMNS), ""]
-    lines += ["## What the outcomes mean", ""] + [f"- **{o}**: {MEANINGS[o]}." for o in _OUTCOMES] + [""]
-    remedies = _remedies(rows)
-    lines += ["## Remedies: the conditions under which a fold holds", ""]
-    if remedies:
-        lines += ["Each configuration that *holds with conditions* holds once its condition is applied; per rule, the "
-                  "remedies with how many configurations need each:", ""] + remedies + [""]
-    else:
-        lines += ["No configuration of this run holds only with conditions.", ""]
-    lines += ["## Outcomes per section (predicted = observed)", ""]
-    by_section: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    for r in rows:
-        by_section[r["section"]][r["observed"]] += 1
-    table = [{"section": s, **{o: c.get(o, 0) for o in _OUTCOMES}, "total": sum(c.values())} for s, c in by_section.items()]
-    table.append({"section": "**all**", **{o: total.get(o, 0) for o in _OUTCOMES}, "total": len(rows)})
-    lines += [markdown_table(table), ""]
-    lines += ["## Rules and reasons", "", "Each rule is a claim in paper_notes/claims.md; the example is the smallest configuration it decided.", ""]
-    groups: Dict[tuple, List[Mapping[str, Any]]] = collections.defaultdict(list)
-    for r in rows:
-        groups[(r["rule"], r["predicted"])].append(r)
-    rule_rows = []
-    for (rule, outcome), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        smallest = collections.defaultdict(str, min(members, key=_size_key))
-        rule_rows.append({"rule": rule, "outcome": outcome, "count": len(members), "reason (smallest example)": smallest["reason"],
-                          "remedy (smallest example)": smallest.get("conditions") or "", "smallest example": _example(smallest)})
-    lines += [markdown_table(rule_rows), ""]
-    if not bad:
-        lines += ["## Disagreements", "", "None: every prediction matched the exact observation."]
-    return "\n".join(lines)
-
-
-def _grid_values(rows, key):
-    values = sorted({str(r[key]) for r in rows}, key=lambda v: (len(v), v))
-    return values
+def _size_key(row: Mapping[str, Any]):
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return math.inf
+    return (num(row.get("in_channels")), num(row.get("size")), num(row.get("kernel")), str(row.get("r")))
 
 
 def _ones(value: Any) -> bool:
@@ -179,7 +67,198 @@ def _block(r: Any, dims: Any) -> int:
     return math.prod(parts) if len(parts) > 1 else parts[0] ** int(dims)
 
 
-def plot_modes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def _on_modes_slice(r: Mapping[str, Any]) -> bool:
+    """The modes section's slice (kernel 3, dilation 1, groups 1, one folded channel, crd, folded stride r*S), r > 1."""
+    if r.get("section") not in ("modes", "product") or str(r.get("r")) in ("1", "(1,1)", "(1,1,1)"):
+        return False
+    if r["section"] == "modes":
+        return True
+    return (r["section"] == "product" and str(r["kernel"]).strip("()").split(",")[0] == "3" and _ones(r["dilation"])
+            and _ones(r["groups"]) and r["order"] == "crd" and r["input_order"] == "same" and str(r["folded_stride"]) == "0"
+            and int(r["in_channels"]) == _block(r["r"], r["dims"]))
+
+
+def _grid_values(values: Iterable[str]) -> List[str]:
+    return sorted(set(values), key=lambda v: (len(v), v))
+
+
+class Tally:
+    """What summary.md and the plots need from a sweep's rows, gathered in one pass (:meth:`add`).
+
+    Counts per outcome and per section, the disagreeing and the crashed rows, per rule its count and smallest
+    example, the remedies per rule, the largest error per (r, kernel) and dtype, and the modes slice's cells.
+
+    Example:
+        >>> t = Tally.of([{"section": "theorem", "observed": "holds", "predicted": "holds", "agree": "True", "rule": "FOLD-1"}])
+        >>> t.n, dict(t.outcomes), t.answer()
+        (1, {'holds': 1}, '1 configurations: every prediction agrees with the exact observation.')
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.outcomes: collections.Counter = collections.Counter()
+        self.by_section: Dict[str, collections.Counter] = {}
+        self.bad: List[Mapping[str, Any]] = []
+        self.lost: List[Mapping[str, Any]] = []
+        self.rules: Dict[tuple, List[Any]] = {}
+        self.remedies: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.reasons: Dict[str, str] = {}
+        self.errors: Dict[str, Dict[Tuple[str, str], float]] = {}
+        self.modes: Dict[Tuple[str, str, str], List[int]] = {}
+
+    @classmethod
+    def of(cls, rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> Tally:
+        """The tally of ``rows`` (a tally is returned as it is)."""
+        if isinstance(rows, Tally):
+            return rows
+        tally = cls()
+        for row in rows:
+            tally.add(row)
+        return tally
+
+    def add(self, r: Mapping[str, Any]) -> None:
+        """Count one row (columns a row lacks count as empty)."""
+        self.n += 1
+        observed = r.get("observed")
+        self.outcomes[observed] += 1
+        self.by_section.setdefault(r.get("section"), collections.Counter())[observed] += 1
+        if observed == CRASHED:
+            self.lost.append(r)
+            return
+        if not is_true(r.get("agree")):
+            self.bad.append(r)
+        key = (r.get("rule", ""), r.get("predicted", ""))
+        found = self.rules.get(key)
+        if found is None:
+            self.rules[key] = [1, r]
+        else:
+            found[0] += 1
+            if _size_key(r) < _size_key(found[1]):
+                found[1] = r
+        if observed == "holds with conditions" and r.get("conditions"):
+            self.remedies[r["rule"]][r["conditions"]] += 1
+            self.reasons.setdefault(r["rule"], str(r.get("reason", "")))
+        if r.get("section") in ("theorem", "product"):
+            for k, v in r.items():
+                if k.startswith("rel_err_") and v not in (None, ""):
+                    cells = self.errors.setdefault(k, {})
+                    cell = (str(r.get("r")), str(r.get("kernel")))
+                    cells[cell] = max(cells.get(cell, -math.inf), float(v))
+        if _on_modes_slice(r):
+            cell = self.modes.setdefault((str(r["padding_mode"]), str(r["stride"]), str(r["padding"])), [0, 0])
+            cell[0] += observed == "holds"
+            cell[1] += 1
+
+    def answer(self) -> str:
+        """The direct answer, in one sentence (see :func:`answer`)."""
+        n, bad, lost = self.n, len(self.bad), len(self.lost)
+        crash = f"{lost:,} crashed {'their worker processes and were' if lost > 1 else 'its worker process and was'} not observed (listed first below)"
+        if not bad:
+            if lost:
+                return f"{n:,} configurations: {crash}; every other prediction agrees with the exact observation."
+            return f"{n:,} configurations: every prediction agrees with the exact observation."
+        return (f"{n:,} configurations: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
+                f"exact observation (listed first below); {n - bad - lost:,} agree" + (f"; {crash}." if lost else "."))
+
+
+def crashed(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> List[Mapping[str, Any]]:
+    """The rows of points whose observation took the worker process down (nothing observed).
+
+    Example:
+        >>> crashed([{"observed": "crashed"}, {"observed": "holds", "agree": True, "section": "x", "rule": "", "predicted": ""}])
+        [{'observed': 'crashed'}]
+    """
+    if isinstance(rows, Tally):
+        return rows.lost
+    return [r for r in rows if r.get("observed") == CRASHED]
+
+
+def disagreements(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> List[Mapping[str, Any]]:
+    """The observed rows whose prediction does not agree with the exact observation.
+
+    Example:
+        >>> disagreements([{"observed": "holds", "agree": "False"}, {"observed": "crashed", "agree": ""}])
+        [{'observed': 'holds', 'agree': 'False'}]
+    """
+    if isinstance(rows, Tally):
+        return rows.bad
+    return [r for r in rows if r.get("observed") != CRASHED and not is_true(r["agree"])]
+
+
+def answer(rows: Union[Tally, Sequence[Mapping[str, Any]]]) -> str:
+    """The direct answer of a sweep, in one sentence: does every prediction agree with the exact observation?
+
+    Example:
+        >>> answer([{"agree": "True"}] * 1354)
+        '1,354 configurations: every prediction agrees with the exact observation.'
+        >>> answer([{"agree": "True"}, {"agree": False}])
+        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agree.'
+        >>> answer([{"agree": "True"}, {"agree": "", "observed": "crashed"}])
+        '2 configurations: 1 crashed its worker process and was not observed (listed first below); every other prediction agrees with the exact observation.'
+    """
+    if isinstance(rows, Tally):
+        return rows.answer()
+    tally = Tally()
+    tally.n, tally.bad, tally.lost = len(rows), disagreements(rows), crashed(rows)
+    return tally.answer()
+
+
+def _remedies(tally: Tally, per_rule: int = 4) -> List[str]:
+    """One line per rule whose outcome is 'holds with conditions': its count and its remedies, commonest first."""
+    lines = []
+    for rule, remedies in sorted(tally.remedies.items(), key=lambda kv: -sum(kv[1].values())):
+        shown = "; ".join(f"*{text}* ({count})" for text, count in remedies.most_common(per_rule))
+        more = len(remedies) - per_rule
+        lines.append(f"- **{rule}** ({sum(remedies.values()):,} configurations; {tally.reasons[rule]}): {shown}"
+                     + (f"; and {more} more forms of the same remedy (results.csv, conditions column)" if more > 0 else ""))
+    return lines
+
+
+def summarize(rows: Union[Tally, Iterable[Mapping[str, Any]]], title: str = "Equivalence sweep") -> str:
+    """Markdown, the answer first: do predictions agree with the exact observation (the disagreements, if
+    any, right after); what each outcome means; the remedies of 'holds with conditions'; counts per section
+    and per rule with the smallest example of each.
+
+    Example:
+        >>> print(summarize([{"predicted": "holds", "observed": "holds", "agree": True, "rule": "FOLD-1",
+        ...     "reason": "ok", "section": "theorem"}]).splitlines()[2])
+        1 configurations: every prediction agrees with the exact observation.
+    """
+    t = Tally.of(rows)
+    outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())
+    tally = ", ".join(f"{t.outcomes.get(o, 0):,} {o}" for o in outcomes)
+    lines = [f"# {title}", "", t.answer(), "", f"Observed outcomes: {tally} (each defined below).", ""]
+    if t.bad:
+        lines += ["## Disagreements", "", markdown_table(t.bad, _BAD_COLUMNS), ""]
+    if t.lost:
+        lines += ["## Crashed: not observed", "", "Each of these configurations took its worker process down (a native crash); "
+                  "the run went on with the next one, and a resumed run does not try it again.", "",
+                  markdown_table(t.lost, _BAD_COLUMNS[:14] + ["reason"]), ""]
+    lines += ["## What the outcomes mean", ""] + [f"- **{o}**: {MEANINGS[o]}." for o in outcomes] + [""]
+    remedies = _remedies(t)
+    lines += ["## Remedies: the conditions under which a fold holds", ""]
+    if remedies:
+        lines += ["Each configuration that *holds with conditions* holds once its condition is applied; per rule, the "
+                  "remedies with how many configurations need each:", ""] + remedies + [""]
+    else:
+        lines += ["No configuration of this run holds only with conditions.", ""]
+    lines += ["## Outcomes per section (predicted = observed)", ""]
+    table = [{"section": s, **{o: c.get(o, 0) for o in outcomes}, "total": sum(c.values())} for s, c in t.by_section.items()]
+    table.append({"section": "**all**", **{o: t.outcomes.get(o, 0) for o in outcomes}, "total": t.n})
+    lines += [markdown_table(table), ""]
+    lines += ["## Rules and reasons", "", "Each rule is a claim in paper_notes/claims.md; the example is the smallest configuration it decided.", ""]
+    rule_rows = []
+    for (rule, outcome), (count, smallest) in sorted(t.rules.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        smallest = collections.defaultdict(str, smallest)
+        rule_rows.append({"rule": rule, "outcome": outcome, "count": count, "reason (smallest example)": smallest["reason"],
+                          "remedy (smallest example)": smallest.get("conditions") or "", "smallest example": _example(smallest)})
+    lines += [markdown_table(rule_rows), ""]
+    if not t.bad:
+        lines += ["## Disagreements", "", "None: every prediction matched the exact observation."]
+    return "\n".join(lines)
+
+
+def plot_modes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
     """Heatmaps over stride x padding, per padding mode: the share of the ``modes`` slice's r > 1
     configurations whose literal fold holds. The slice is the modes section's (kernel 3, dilation 1, groups 1,
     one folded channel, crd order, folded stride r*S); product rows count only where they lie on it, so the
@@ -187,33 +266,24 @@ def plot_modes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """
     import numpy as np
 
-    def on_slice(r: Mapping[str, Any]) -> bool:
-        if str(r["r"]) in ("1", "(1,1)", "(1,1,1)"):
-            return False
-        if r["section"] == "modes":
-            return True
-        return (r["section"] == "product" and str(r["kernel"]).strip("()").split(",")[0] == "3" and _ones(r["dilation"])
-                and _ones(r["groups"]) and r["order"] == "crd" and r["input_order"] == "same" and str(r["folded_stride"]) == "0"
-                and int(r["in_channels"]) == _block(r["r"], r["dims"]))
-
-    sel = [r for r in rows if on_slice(r)]
-    modes = sorted({r["padding_mode"] for r in sel}) or ["zeros"]
-    strides, pads = _grid_values(sel, "stride") or ["1"], _grid_values(sel, "padding") or ["0"]
+    cells = Tally.of(rows).modes
+    modes = _grid_values(m for m, _, _ in cells) or ["zeros"]
+    strides, pads = _grid_values(s for _, s, _ in cells) or ["1"], _grid_values(p for _, _, p in cells) or ["0"]
     fig, axes = figure(1, len(modes), figsize=(3.2 * len(modes), 3.2), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         grid = np.full((len(strides), len(pads)), np.nan)
         counts = [[0] * len(pads) for _ in strides]
         for i, s in enumerate(strides):
             for j, p in enumerate(pads):
-                cell = [r for r in sel if r["padding_mode"] == mode and str(r["stride"]) == s and str(r["padding"]) == p]
-                if cell:
-                    grid[i, j] = sum(r["observed"] == "holds" for r in cell) / len(cell)
-                    counts[i][j] = len(cell)
+                holds, total = cells.get((mode, s, p), (0, 0))
+                if total:
+                    grid[i, j] = holds / total
+                    counts[i][j] = total
         ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower")
         for i in range(len(strides)):
             for j in range(len(pads)):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.0%}\nof {counts[i][j]}", ha="center", va="center", fontsize=9)
+                    ax.text(j, i, f"{grid[i, j]:.0%}\nof {counts[i][j]:,}", ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(pads)), pads)
         ax.set_yticks(range(len(strides)), strides)
         ax.set_xlabel("padding P")
@@ -225,21 +295,21 @@ def plot_modes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_errors(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
     """Heatmaps: log10 of the largest relative error of the folded form over r x kernel, per low-precision dtype."""
     import numpy as np
 
-    sel = [r for r in rows if r["section"] in ("theorem", "product")]
-    keys = [k for k in columns_of(sel) if k.startswith("rel_err_") and any(r.get(k) not in (None, "") for r in sel)]
-    rs, ks = _grid_values(sel, "r") or ["1"], _grid_values(sel, "kernel") or ["1"]
+    errors = Tally.of(rows).errors
+    keys = list(errors)
+    rs = _grid_values(r for cells in errors.values() for r, _ in cells) or ["1"]
+    ks = _grid_values(k for cells in errors.values() for _, k in cells) or ["1"]
     fig, axes = figure(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         grid = np.full((len(rs), len(ks)), np.nan)
         for i, r in enumerate(rs):
             for j, k in enumerate(ks):
-                vals = [float(x[key]) for x in sel if str(x["r"]) == r and str(x["kernel"]) == k and x.get(key) not in (None, "")]
-                if vals:
-                    grid[i, j] = math.log10(max(max(vals), 1e-17))
+                if (r, k) in errors[key]:
+                    grid[i, j] = math.log10(max(errors[key][(r, k)], 1e-17))
         im = ax.imshow(grid, cmap="viridis", origin="lower")
         fig.colorbar(im, ax=ax, label="log10 max rel error")
         ax.set_xticks(range(len(ks)), ks)
@@ -250,14 +320,15 @@ def plot_errors(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def plot_outcomes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
     """Stacked bars: observed outcome counts per section."""
-    sections = list(dict.fromkeys(r["section"] for r in rows))
+    t = Tally.of(rows)
+    sections = list(t.by_section)
     fig, ax = figure(figsize=(7, 3.4))
     bottom = [0] * len(sections)
-    colors = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575"}
-    for outcome in _OUTCOMES:
-        counts = [sum(1 for r in rows if r["section"] == s and r["observed"] == outcome) for s in sections]
+    colors = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575", CRASHED: "#000000"}
+    for outcome in _OUTCOMES + ((CRASHED,) if t.lost else ()):
+        counts = [t.by_section[s].get(outcome, 0) for s in sections]
         ax.bar(sections, counts, bottom=bottom, label=outcome, color=colors[outcome])
         bottom = [b + c for b, c in zip(bottom, counts)]
     ax.set_ylabel("configurations")
@@ -268,17 +339,18 @@ def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 
 def write_sweep_outputs(
-    rows: Sequence[Mapping[str, Any]], out: Path, title: str = "Equivalence sweep", plots: bool = True, *, csv: bool = True,
+    rows: Union[Tally, Sequence[Mapping[str, Any]]], out: Path, title: str = "Equivalence sweep", plots: bool = True, *, csv: bool = True,
 ) -> Dict[str, Path]:
     """Write results.csv (the rows' own columns, in order; ``csv=False`` when the run already wrote it row by
-    row), summary.md and (optionally) the PNGs into ``out``."""
+    row, and always for a :class:`Tally`), summary.md and (optionally) the PNGs into ``out``."""
     out = Path(out)
     paths: Dict[str, Path] = {}
-    if csv:
+    if csv and not isinstance(rows, Tally):
         paths["csv"] = write_csv(rows, out / "results.csv", columns_of(rows) if rows else COLUMNS)
-    paths["summary"] = write_markdown(summarize(rows, title), out / "summary.md")
+    tally = Tally.of(rows)
+    paths["summary"] = write_markdown(summarize(tally, title), out / "summary.md")
     if plots:
-        paths["modes"] = plot_modes(rows, out / "heatmap_modes.png")
-        paths["errors"] = plot_errors(rows, out / "heatmap_errors.png")
-        paths["outcomes"] = plot_outcomes(rows, out / "outcomes.png")
+        paths["modes"] = plot_modes(tally, out / "heatmap_modes.png")
+        paths["errors"] = plot_errors(tally, out / "heatmap_errors.png")
+        paths["outcomes"] = plot_outcomes(tally, out / "outcomes.png")
     return paths

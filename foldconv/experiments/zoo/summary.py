@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..._tables import markdown_table
 from ..io import figure, save_figure
+from ..io import is_true as _true  # the one boolean-cell parser (shared with the sweep)
 
 __all__ = [
     "Coverage", "coverage", "blockers", "summary_markdown", "ranking_markdown", "plot_zoo", "COVERAGE_KEYS", "fast_tier",
@@ -31,10 +32,6 @@ __all__ = [
 COVERAGE_KEYS = ("built_pct", "params_exact_pct", "macs_exact_pct", "rf_analysed_pct", "check_ok_pct")
 
 Row = Mapping[str, Any]
-
-
-def _true(value: Any) -> bool:
-    return value is True or value == "True"
 
 
 def _pct(part: int, whole: int) -> Optional[float]:

@@ -9,7 +9,6 @@ from foldconv.analysis.counting import (
     OpCost,
     compare_fold,
     count,
-    d2l_table,
     dense_equivalent,
     fc_params,
     fold_matrix,
@@ -17,6 +16,7 @@ from foldconv.analysis.counting import (
     foldable_layers,
     op_cost,
     operator_nonzeros,
+    parameter_ladder,
     register_op_cost,
 )
 from foldconv.analysis.counting.dense import axis_pairs
@@ -170,8 +170,10 @@ def test_compare_fold_bad_inputs(conv, shape, param):
         lambda: axis_pairs(5, 3, padding=-1),
         lambda: axis_pairs(5, 3, mode="reflekt"),
         lambda: axis_pairs(2, 5),
-        lambda: d2l_table(pixels=0),
-        lambda: d2l_table(delta=-1),
+        lambda: parameter_ladder(0, 10, 1),
+        lambda: parameter_ladder(10, 10, -1),
+        lambda: parameter_ladder(10, 10, 1, hidden=0),
+        lambda: parameter_ladder(10, 10, 1, in_channels=1.5),
         lambda: foldable_layers("report"),
         lambda: fold_matrix([{"layer": "x"}]),
         lambda: meta_model("resnet51"),
@@ -181,7 +183,7 @@ def test_compare_fold_bad_inputs(conv, shape, param):
         lambda: op_cost(torch.ops.aten.sort.default, (torch.empty(2, device="meta"),), {}, None),
     ],
     ids=[
-        "fc_input_shape", "fc_output_shape", "fc_bias", "stride", "padding", "mode", "n", "pixels", "delta", "report",
+        "fc_input_shape", "fc_output_shape", "fc_bias", "stride", "padding", "mode", "n", "height", "delta", "hidden", "in_channels", "report",
         "options", "meta_model_name",
         "meta_model_kwargs", "op_name", "handle", "no_rule",
     ],

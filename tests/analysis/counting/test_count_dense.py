@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from foldconv.analysis.counting import count
 from foldconv.analysis.counting.dense import (
     axis_pairs,
-    d2l_table,
     dense_equivalent,
     dense_equivalents,
     fc_params,
+    parameter_ladder,
 )
 from foldconv.specs import ConvSpec
 
@@ -64,11 +64,24 @@ def test_analytic_nonzeros_equal_explicit_operator(case):
 @pytest.mark.claim("COUNT-4")
 def test_d2l_numbers():
     assert fc_params((1, 1000, 1000), (1000,), bias=False) == 10**9
-    rows = {row["layer"].split(",")[0].split(" ")[0] + str(i): row["weights"] for i, row in enumerate(d2l_table())}
-    assert list(rows.values()) == [10**9, 10**12, 20890**2, 441]
+    rows = parameter_ladder(1000, 1000, 10, hidden=1000)
+    assert [row.params for row in rows] == [10**9, 10**12, 20890**2, 1999**2, 441]
     question = dense_equivalent(ConvSpec.make(2, 256, 256, 3, padding=1), (32, 32))
     assert question.conv_params == 590_080 and question.dense_params == (256 * 1024) ** 2 + 256 * 1024
     assert question.operator_nonzeros == 256 * 256 * 94 * 94  # 32*3-2 touched pairs per axis
+
+
+@pytest.mark.claim("FC-4")
+def test_the_d2l_ladder_each_principle_alone_then_both():
+    rows = parameter_ladder(1000, 1000, 10, hidden=1000)
+    assert [(row.local, row.shared) for row in rows] == [(False, False), (False, False), (True, False), (False, True), (True, True)]
+    assert 100 <= rows[-1].params < 1000  # "a few hundred"
+    assert all(a.params > b.params for a, b in zip(rows[1:], rows[2:]))  # each principle cuts, both cut most
+    # Channels multiply the image-to-map rungs; locality alone is the operator's nonzeros, counted explicitly.
+    small = parameter_ladder(6, 6, 1, in_channels=3, out_channels=4)
+    assert [row.params for row in small] == [36**2 * 12, 12 * (6 * 3 - 2) ** 2, 11**2 * 12, 4 * 3 * 9]  # no hidden-vector rung
+    spec = ConvSpec.make(2, 3, 4, 3, padding=1, bias=False)
+    assert small[1].params == int((explicit_operator(spec, (6, 6)) != 0).sum())
 
 
 def test_axis_pairs_zero_padding_closed_form():

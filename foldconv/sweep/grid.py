@@ -23,19 +23,21 @@ registry (:func:`foldconv.predict.following_examples`).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import math
 import zlib
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
-from ...errors import FoldError, fold_error
-from ...layout import normalize_order
-from ...padding import PADDING_MODES
-from ...predict import following_examples
-from ..app import parse_r
+from .._validate import parse_factors
+from ..errors import FoldError, fold_error
+from ..layout import normalize_order
+from ..padding import PADDING_MODES
+from ..predict import following_examples
 
-__all__ = ["Grid", "Point", "fold_factor", "points"]
+__all__ = ["Grid", "POINT_FIELDS", "Point", "fold_factor", "iter_points", "points"]
 
 Factor = Union[int, Tuple[int, ...]]
 
@@ -48,7 +50,7 @@ def fold_factor(value: Any, param: str = "r") -> Factor:
         ((2, 1), 4)
     """
     try:
-        r = parse_r(value)
+        r = parse_factors(value, param)
     except FoldError:
         raise fold_error(param, value, "must be an integer >= 1 or per-axis factors like '2x1'") from None
     values = r if isinstance(r, tuple) else (r,)
@@ -57,6 +59,7 @@ def fold_factor(value: Any, param: str = "r") -> Factor:
     return r
 
 
+@functools.cache
 def _order_ok(order: str, dims: int) -> bool:
     try:
         normalize_order(order, dims)
@@ -174,11 +177,16 @@ class Point:
     batch: int = 2
 
     def key(self) -> str:
-        return "|".join(f"{k}={v}" for k, v in asdict(self).items())
+        """Every field as ``name=value``, joined by ``|`` (what :meth:`seed` hashes)."""
+        return "|".join(f"{k}={getattr(self, k)}" for k in POINT_FIELDS)
 
     def seed(self) -> int:
         """The RNG seed of this point's draws (a hash of its fields: stable across runs and shards)."""
         return zlib.crc32(self.key().encode())
+
+
+#: The fields of :class:`Point`, in order: the point's own CSV columns.
+POINT_FIELDS: Tuple[str, ...] = tuple(f.name for f in fields(Point))
 
 
 def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point]:
@@ -191,19 +199,38 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
         >>> [p.section for p in pts]  # one point per conv section: every axis has a single value
         ['theorem', 'modes', 'dilation', 'groups', 'orders', 'folded_stride']
     """
+    return list(iter_points(grid, r_override))
+
+
+def iter_points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> Iterator[Point]:
+    """The points of :func:`points`, one at a time: a shard of a large grid keeps only its own.
+
+    Duplicates (two axis values that give the same point, e.g. groups=1 and depthwise on one channel) are
+    dropped by a 128-bit digest of the point's key, so the points seen so far cost 16 bytes each.
+
+    Example:
+        >>> next(iter_points(Grid())).key()[:40]
+        'section=theorem|dims=1|r=1|order=crd|inp'
+    """
     rs = tuple(fold_factor(r, "fold.r") for r in r_override) if r_override else grid.r
-    out: Dict[str, Point] = {}
+    seen = set()
+    for p in _candidates(grid, rs):
+        digest = hashlib.blake2b(p.key().encode(), digest_size=16).digest()
+        if digest not in seen:
+            seen.add(digest)
+            yield p
 
-    def add(p: Point) -> None:
-        out.setdefault(p.key(), p)
 
+def _candidates(grid: Grid, rs: Tuple[Any, ...]) -> Iterator[Point]:
+    """Every point the sections make, in order, duplicates included."""
     def block(r: Any, dims: int) -> int:
         return math.prod(r) if isinstance(r, tuple) else int(r) ** dims
 
     def fits(r: Any, dims: int) -> bool:
         return not isinstance(r, tuple) or len(r) == dims
 
-    def conv_point(section: str, dims: int, r: Any, G: int, k: int, s: int, pad: int, d: int, g: int, mode: str, order: str, x_order: str, fs: int) -> None:
+    def conv_point(section: str, dims: int, r: Any, G: int, k: int, s: int, pad: int, d: int, g: int, mode: str, order: str, x_order: str,
+                   fs: int) -> Iterator[Point]:
         # A grid may list orders of one dimensionality ("c rw rh"); they apply only to points of that one.
         if not fits(r, dims) or not _order_ok(order, dims) or not (x_order == "same" or _order_ok(x_order, dims)):
             return
@@ -214,7 +241,7 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
         size = d * (k - 1) + 1 + grid.extra
         if mode != "zeros":
             size = max(size, pad + 1)
-        add(Point(section, dims, r, order, x_order, cin, cout, k, s, pad, d, groups, mode, fs, size))
+        yield Point(section, dims, r, order, x_order, cin, cout, k, s, pad, d, groups, mode, fs, size)
 
     D = (2,) if 2 in grid.dims else grid.dims[:1]
     if grid.product:
@@ -222,32 +249,31 @@ def points(grid: Grid, r_override: Optional[Sequence[Any]] = None) -> List[Point
             grid.dims, rs, grid.folded_channels, grid.kernel, grid.stride, grid.padding, grid.dilation, grid.groups,
             grid.padding_modes, grid.orders, grid.input_orders, grid.folded_strides,
         ):
-            conv_point("product", dims, r, G, k, s, pad, d, g, mode, order, xo, fs)
+            yield from conv_point("product", dims, r, G, k, s, pad, d, g, mode, order, xo, fs)
     else:
         for dims, r, k, s, pad, G in itertools.product(grid.dims, rs, grid.kernel, grid.stride, grid.padding, grid.folded_channels):
-            conv_point("theorem", dims, r, G, k, s, pad, 1, 1, "zeros", "crd", "same", 0)
+            yield from conv_point("theorem", dims, r, G, k, s, pad, 1, 1, "zeros", "crd", "same", 0)
         for dims, r, mode, s, pad in itertools.product(grid.dims, rs, grid.padding_modes, grid.stride, grid.padding):
-            conv_point("modes", dims, r, 1, 3, s, pad, 1, 1, mode, "crd", "same", 0)
+            yield from conv_point("modes", dims, r, 1, 3, s, pad, 1, 1, mode, "crd", "same", 0)
         for dims, r, d, k, pad in itertools.product(D, rs, grid.dilation, grid.kernel, grid.padding):
-            conv_point("dilation", dims, r, 1, k, 1, pad, d, 1, "zeros", "crd", "same", 0)
+            yield from conv_point("dilation", dims, r, 1, k, 1, pad, d, 1, "zeros", "crd", "same", 0)
         for dims, r, g, order, G in itertools.product(D, rs, grid.groups, grid.orders, grid.folded_channels):
-            conv_point("groups", dims, r, G, 3, 1, 1, 1, g, "zeros", order, "same", 0)
+            yield from conv_point("groups", dims, r, G, 3, 1, 1, 1, g, "zeros", order, "same", 0)
         for dims, r, order, xo, G in itertools.product(D, rs, grid.orders, grid.input_orders, grid.folded_channels):
-            conv_point("orders", dims, r, G, 3, 1, 1, 1, 1, "zeros", order, xo, 0)
+            yield from conv_point("orders", dims, r, G, 3, 1, 1, 1, 1, "zeros", order, xo, 0)
         for dims, r, s, fs in itertools.product(D, rs, grid.stride, grid.folded_strides):
-            conv_point("folded_stride", dims, r, 1, 3, s, 1, 1, 1, "zeros", "crd", "same", fs)
+            yield from conv_point("folded_stride", dims, r, 1, 3, s, 1, 1, 1, "zeros", "crd", "same", fs)
     for dims, r, order, name in itertools.product(D, rs, grid.orders, grid.following):
         if not fits(r, dims) or not _order_ok(order, dims):
             continue
         R = block(r, dims)
-        add(Point("following", dims, r, order, "same", 2 * R, 4 * R, 1, 1, 0, 1, 1, "zeros", 0, 4, name, 4))
+        yield Point("following", dims, r, order, "same", 2 * R, 4 * R, 1, 1, 0, 1, 1, "zeros", 0, 4, name, 4)
     for dims, r, n, k, mode in itertools.product(D, rs, grid.s2d_sizes, grid.kernel, ("zeros", "circular")):
         if isinstance(r, tuple):
             continue  # the unfold-direction section uses square factors
         if n + 2 * r >= k * r:  # a non-empty output
-            add(Point("space_to_depth", dims, r, "crd", "same", 1, 2, k * r, r, r, 1, 1, mode, 0, n))
+            yield Point("space_to_depth", dims, r, "crd", "same", 1, 2, k * r, r, r, 1, 1, mode, 0, n)
     if grid.invalid:
         for r, order, size in ((0, "crd", 6), (-1, "crd", 6), (1.5, "crd", 6), (2, "c rh rh", 6), (2, "xyz", 6), (2, "crd", 0)):
-            add(Point("invalid", 2, r, order, "same", 4, 2, 3, 1, 0, 1, 1, "zeros", 0, size))
-        add(Point("invalid", 2, 2, "crd", "same", 6, 2, 3, 1, 0, 1, 1, "zeros", 0, 6))  # channels not divisible
-    return list(out.values())
+            yield Point("invalid", 2, r, order, "same", 4, 2, 3, 1, 0, 1, 1, "zeros", 0, size)
+        yield Point("invalid", 2, 2, "crd", "same", 6, 2, 3, 1, 0, 1, 1, "zeros", 0, 6)  # channels not divisible

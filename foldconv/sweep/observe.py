@@ -1,11 +1,18 @@
 """Observe each point of the sweep: run the original and the folded forms and compare them exactly.
 
 Every conv observation uses the integer-exact kernel of :mod:`foldconv.check.exact` (the one
-:func:`~foldconv.check.check_equivalence` uses): :data:`TRIALS` draws of integer weights and inputs in
-``[-1024, 1024]``, float64, compared with ``torch.equal`` (false "equivalent" probability <= 1e-6 per
-point; only convolutions and layout ops run, all on the polynomial allow-list). The float32/bfloat16 errors
-are :func:`~foldconv.check.exact.relative_error` of the folded form in that dtype against the float64
-original, on unit-normal data. The prediction (:mod:`foldconv.predict`) never sees a tensor.
+:func:`~foldconv.check.check_equivalence` uses): integer weights, biases and inputs, float64, compared with
+``torch.equal``. :func:`~foldconv.sweep.forms.draw_plan` picks the range and the number of trials: one
+draw in about ``[-2**20, 2**20]`` while an output sums at most 2,250 products, a narrower range and a
+second trial beyond, so that every partial sum stays exact and a false "equivalent" has probability <= 1e-6 per
+point (only convolutions and layout ops run, all on the polynomial allow-list). Fold points that differ
+only in their fold share their draws and the original's output, and fold through cached layout maps
+(:mod:`foldconv.sweep.forms`).
+The float32/bfloat16 errors are :func:`~foldconv.check.exact.relative_error` of the library's folded form
+in that dtype against the float64 original, on unit-normal data; bfloat16 (and float16) are computed in
+float32 from operands rounded to the dtype, the result rounded back to it (float32 accumulation, as the CPU
+kernels do; torch 2.14's CPU bfloat16 conv3d corrupts the heap for some strides). The prediction
+(:mod:`foldconv.predict`) never sees a tensor.
 
 An :class:`Observation` is ``valid`` when the original computation runs and the request is well formed;
 when torch refuses the original (circular padding wrapping more than once, a pooling window larger than
@@ -13,19 +20,22 @@ the map) the point is observed ``invalid`` and the predictor must say so too.
 """
 from __future__ import annotations
 
+import functools
+import math
+import zlib
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import einops
 import torch
 import torch.nn.functional as F
 
-from ...check import Verdict, check_fold
-from ...check.exact import combine, compare, integers, relative_error
-from ...errors import FoldError
-from ...fold import fold_weight, plan_fold, unfold_weight
-from ...layout import depth_to_space, fold_channel_map, normalize_order, space_to_depth
-from ...predict import (
+from ..check import Verdict, check_fold
+from ..check.exact import combine, compare, integers, relative_error
+from ..errors import FoldError
+from ..fold import fold_weight, plan_fold, unfold_weight
+from ..layout import depth_to_space, fold_channel_map, normalize_order, space_to_depth
+from ..predict import (
     Outcome,
     Prediction,
     conditioned_following,
@@ -35,13 +45,11 @@ from ...predict import (
     predict_following,
     predict_space_to_depth,
 )
-from ...specs import ConvSpec, FoldSpec
+from ..specs import ConvSpec, FoldSpec
+from .forms import FoldForms, SharedDraws, clear_caches, conv_nd, draw_plan
 from .grid import Point
 
-__all__ = ["TRIALS", "Observation", "observe_point", "observed_outcome"]
-
-TRIALS = 2
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+__all__ = ["Observation", "forget", "observe_fold_plainly", "observe_point", "observed_outcome"]
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,6 @@ def observed_outcome(obs: Observation) -> Outcome:
     return Outcome.FAILS
 
 
-def _conv(x, w, b, stride, padding, dilation, groups, mode, dims):
-    if mode != "zeros" and any(p > 0 for p in padding):
-        x = F.pad(x, [q for p in reversed(padding) for q in (p, p)], mode=mode)
-        padding = (0,) * dims
-    return _CONV[dims](x, w, b, stride, padding, dilation, groups)
-
-
 def _attempt(run: Callable[[], torch.Tensor]) -> Optional[torch.Tensor]:
     """The output, or None where torch or the library refuses the computation."""
     try:
@@ -97,49 +98,113 @@ def _attempt(run: Callable[[], torch.Tensor]) -> Optional[torch.Tensor]:
         return None
 
 
+_CONV_FIELDS = ("dims", "in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode", "size", "batch")
+_SHARED: Dict[str, SharedDraws] = {}  # the last conv observed: consecutive points of a grid share it
+
+
+def _shared(p: Point) -> SharedDraws:
+    """The draws and original output of the point's conv and input size (seeded by them, not by the fold)."""
+    key = "|".join(f"{k}={getattr(p, k)}" for k in _CONV_FIELDS)
+    found = _SHARED.get(key)
+    if found is None:
+        spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding,
+                             dilation=p.dilation, groups=p.groups, padding_mode=p.padding_mode)
+        found = SharedDraws(spec, (p.size,) * p.dims, batch=p.batch, seed=zlib.crc32(key.encode()))
+        _SHARED.clear()
+        _SHARED[key] = found
+    return found
+
+
+def forget() -> None:
+    """Forget the shared draws, layout maps and plans of earlier points: the next point starts cold.
+
+    Example:
+        >>> forget()
+    """
+    _SHARED.clear()
+    _fold_spec.cache_clear()
+    clear_caches()
+
+
 def _fold_point(p: Point, dtypes: Sequence[torch.dtype]) -> Tuple[Prediction, Observation]:
+    shared = _shared(p)
+    spec, size = shared.spec, shared.size
+    fold = _fold_spec(p.r, p.order, p.dims)
+    x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
+    fstride = (p.folded_stride,) * p.dims if p.folded_stride else None
+    pred = predict_fold(spec, fold, input_order=x_order, folded_stride=fstride, input_size=size)
+    if shared.reference(0) is None:
+        return pred, _REFUSED
+    forms = FoldForms(spec, fold, size, x_order=x_order, folded_stride=fstride)
+    literal = shared.verdict(forms.literal)
+    if forms.plan is None:
+        conditioned = Verdict.INVALID
+    elif forms.literal_is_conditioned():
+        conditioned = literal  # one computation: the literal form is the library's form
+    else:  # the library's form depends on the fold only: once per fold for the whole group
+        key = ("conditioned", fold)
+        if key not in shared.memo:
+            shared.memo[key] = shared.verdict(forms.conditioned)
+        conditioned = shared.memo[key]
+    errors: Tuple[Tuple[str, float], ...] = ()
+    if forms.plan is not None and dtypes:
+        key = ("errors", fold, tuple(dtypes))
+        if key not in shared.memo:
+            nw, nb, nx, ref = shared.normal()
+            shared.memo[key] = tuple((str(dt).replace("torch.", ""), relative_error(forms.conditioned(nx.to(dt), nw.to(dt), nb.to(dt)), ref))
+                                     for dt in dtypes)
+        errors = shared.memo[key]
+    return pred, Observation(True, literal, conditioned, errors)
+
+
+def observe_fold_plainly(p: Point, *, trials: int = 2) -> Observation:
+    """A fold point's exact observation the plain way: ``trials`` draws in ``[-1024, 1024]`` (2 trials: a false
+    "equivalent" below 1e-6), each through the library's public functions (``depth_to_space``,
+    ``fold_weight``, ``plan_fold``, a conv per form), nothing cached or shared between trials or points.
+
+    The reference the sweep's own route is checked against (``tests/sweep``) and timed against
+    (``benchmarks/sweep.py``); no error columns.
+
+    Example:
+        >>> obs = observe_fold_plainly(Point("orders", 2, 2, "crd", "dcr", in_channels=8, kernel=3, padding=1, size=5))
+        >>> obs.literal.value, obs.conditioned.value
+        ('not equivalent', 'equivalent')
+    """
     spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding,
                          dilation=p.dilation, groups=p.groups, padding_mode=p.padding_mode)
     fold = FoldSpec.make(p.r, p.order, p.dims)
     x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
-    fstride = (p.folded_stride,) * p.dims if p.folded_stride else None
     size = (p.size,) * p.dims
-    pred = predict_fold(spec, fold, input_order=x_order, folded_stride=fstride, input_size=size)
-    gen = torch.Generator().manual_seed(p.seed())
-    stride_f = fstride or tuple(f * s for f, s in zip(fold.r, spec.stride))
+    stride_f = (p.folded_stride,) * p.dims if p.folded_stride else tuple(f * s for f, s in zip(fold.r, spec.stride))
     padding_f = tuple(f * q for f, q in zip(fold.r, spec.padding))
     try:
-        plan = plan_fold(spec, fold).result
+        plan: Optional[ConvSpec] = plan_fold(spec, fold).result
     except FoldError:
         plan = None
-
-    def original(x, w, b):
-        return _conv(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups, spec.padding_mode, p.dims)
-
-    def folded(x, w, b):
-        fw = fold_weight(w, fold.r, fold.order, groups=spec.groups, dilation=spec.dilation)
-        return _conv(depth_to_space(x, fold.r, fold.order, dims=p.dims), fw.weight, b, plan.stride, plan.padding, plan.dilation,
-                     fw.groups, spec.padding_mode, p.dims)
-
-    lit, cond = [], []
-    for _ in range(TRIALS):
+    gen = torch.Generator().manual_seed(p.seed())
+    literal, conditioned = [], []
+    for _ in range(trials):
         w, b = integers(spec.weight_shape, gen), integers((spec.out_channels,), gen)
         x = integers((p.batch, spec.in_channels) + size, gen)
-        ref = _attempt(lambda: original(x, w, b))
+        ref = _attempt(lambda: conv_nd(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups, spec.padding_mode))
         if ref is None:
-            return pred, _REFUSED
-        lit.append(compare(ref, _attempt(lambda: _conv(
+            return _REFUSED
+        literal.append(compare(ref, _attempt(lambda: conv_nd(
             depth_to_space(x, fold.r, x_order, dims=p.dims), depth_to_space(w, fold.r, fold.order, dims=p.dims), b,
-            stride_f, padding_f, spec.dilation, spec.groups, spec.padding_mode, p.dims))))
-        cond.append(compare(ref, _attempt(lambda: folded(x, w, b))) if plan is not None else Verdict.INVALID)
-    errors = []
-    if plan is not None:
-        w = torch.randn(spec.weight_shape, generator=gen, dtype=torch.float64)
-        b = torch.randn(spec.out_channels, generator=gen, dtype=torch.float64)
-        x = torch.randn((p.batch, spec.in_channels) + size, generator=gen, dtype=torch.float64)
-        ref = original(x, w, b)
-        errors = [(str(dt).replace("torch.", ""), relative_error(folded(x.to(dt), w.to(dt), b.to(dt)), ref)) for dt in dtypes]
-    return pred, Observation(True, combine(lit), combine(cond), tuple(errors))
+            stride_f, padding_f, spec.dilation, spec.groups, spec.padding_mode))))
+
+        def folded() -> torch.Tensor:
+            fw = fold_weight(w, fold.r, fold.order, groups=spec.groups, dilation=spec.dilation)
+            return conv_nd(depth_to_space(x, fold.r, fold.order, dims=p.dims), fw.weight, b, plan.stride, plan.padding, plan.dilation,
+                           fw.groups, spec.padding_mode)
+
+        conditioned.append(compare(ref, _attempt(folded)) if plan is not None else Verdict.INVALID)
+    return Observation(True, combine(literal), combine(conditioned))
+
+
+@functools.lru_cache(maxsize=1024)
+def _fold_spec(r: Any, order: str, dims: int) -> FoldSpec:
+    return FoldSpec.make(r, order, dims)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -201,9 +266,12 @@ def _s2d_point(p: Point) -> Tuple[Prediction, Observation]:
     pred = predict_space_to_depth(big, p.r, size)
     fold = FoldSpec.make(p.r, "crd", p.dims)
     gen = torch.Generator().manual_seed(p.seed())
-    w, b = integers(big.weight_shape, gen), integers((big.out_channels,), gen)
-    x = integers((p.batch, 1) + size, gen)
-    ref = _attempt(lambda: _conv(x, w, b, big.stride, big.padding, big.dilation, 1, big.padding_mode, p.dims))
+    # Trials stacked as groups (one input channel each): space_to_depth in "c rh rw" order keeps them apart.
+    bound, trials = draw_plan(math.prod(big.kernel_size))
+    w = integers((trials * big.out_channels, 1) + big.kernel_size, gen, bound)
+    b = integers((trials * big.out_channels,), gen, bound)
+    x = integers((p.batch, trials) + size, gen, bound)
+    ref = _attempt(lambda: conv_nd(x, w, b, big.stride, big.padding, big.dilation, trials, big.padding_mode))
     if ref is None:
         return pred, _REFUSED
     small = unfold_weight(w, fold.r, "crd")
@@ -211,8 +279,8 @@ def _s2d_point(p: Point) -> Tuple[Prediction, Observation]:
     s_pad = tuple(q // f for q, f in zip(big.padding, fold.r))
 
     def unfolded(xx: torch.Tensor) -> Optional[torch.Tensor]:
-        return _attempt(lambda: _conv(space_to_depth(xx, fold.r, "crd", dims=p.dims), small.weight, b, s_stride, s_pad, (1,) * p.dims, 1,
-                                      big.padding_mode, p.dims))
+        return _attempt(lambda: conv_nd(space_to_depth(xx, fold.r, "crd", dims=p.dims), small.weight, b, s_stride, s_pad, (1,) * p.dims,
+                                        trials, big.padding_mode))
 
     fix = pred.size_fix
     literal = compare(ref, unfolded(x))

@@ -17,7 +17,6 @@ from torch.utils._pytree import tree_leaves
 
 import foldconv
 from foldconv import _validate
-from foldconv.check import check_equivalence, check_fold
 from foldconv.analysis.receptive_field import (
     check_receptive_field,
     effective_receptive_field,
@@ -28,6 +27,7 @@ from foldconv.analysis.receptive_field import (
 )
 from foldconv.analysis.shift import shift_equivariance
 from foldconv.analysis.shift.measure import consistency, stage_errors
+from foldconv.check import check_equivalence, check_fold
 from foldconv.equivalences import axw_factors, dense_operator, layout_permutation
 from foldconv.errors import FoldError
 from foldconv.layout import depth_to_space

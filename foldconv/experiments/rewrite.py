@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -560,7 +561,8 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
         files += write_table(onnx, out / "onnx", title="ONNX: ops per form, onnxruntime vs torch").values()
         for run in runs:  # the files themselves, with dynamic batch and spatial axes
             for form, rep in run.onnx.items():
-                path = out / f"{run.model.name}.{form}.onnx"
+                stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.label).strip("_.")  # a label may be a _target_ or timm:name
+                path = out / f"{stem}.{form}.onnx"
                 path.write_bytes(rep.data)
                 files.append(path)
     timings = [row for run in runs for row in timing_rows(run)]

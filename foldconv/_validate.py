@@ -34,21 +34,21 @@ __all__ = [
     "FACTOR_NAMES",
     "CONV_TYPES",
     "CONV_TRANSPOSE_TYPES",
-    "check_dims",
-    "check_int",
-    "check_bool",
+    "require_dims",
+    "require_int",
+    "require_bool",
     "parse_factors",
     "per_axis_ints",
     "resolve_dims",
     "conv_output_size",
     "conv_transpose_output_size",
     "require_conv",
-    "check_input",
+    "require_input",
     "MAX_KERNEL_ELEMENTS",
-    "check_numel",
+    "require_numel",
     "MAX_ALLOCATION_BYTES",
     "allocation_limit",
-    "check_allocation",
+    "require_allocation",
     "format_bytes",
 ]
 
@@ -64,7 +64,7 @@ MAX_KERNEL_ELEMENTS = 2**28
 
 #: The most bytes one foldconv call may allocate from a shape it was given: 8 GiB. Every entry point that runs a
 #: model on a user-given input shape or builds a tensor from one (rewrite, the receptive-field measurements, the
-#: dense operator, ...) estimates what it would allocate first (:func:`check_allocation`) and raises a FoldError
+#: dense operator, ...) estimates what it would allocate first (:func:`require_allocation`) and raises a FoldError
 #: above this limit instead of exhausting the machine's memory. The one setting: assign it, or change it for a block
 #: of code with :func:`allocation_limit` (``foldconv.allocation_limit``).
 MAX_ALLOCATION_BYTES = 8 * 2**30
@@ -77,11 +77,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(value: Any, param: str, minimum: int) -> int:
+def require_int(value: Any, param: str, minimum: int) -> int:
     """A plain integer ``>= minimum`` (bools, floats, tensors refused); FoldError naming ``param`` otherwise.
 
     Example:
-        >>> check_int(3, "groups", 1)
+        >>> require_int(3, "groups", 1)
         3
     """
     if not _is_int(value) or value < minimum:
@@ -89,11 +89,11 @@ def check_int(value: Any, param: str, minimum: int) -> int:
     return int(value)
 
 
-def check_bool(value: Any, param: str) -> bool:
+def require_bool(value: Any, param: str) -> bool:
     """A real ``bool`` (``"no"``, ``0`` or ``None`` refused: they would silently read as True or False).
 
     Example:
-        >>> check_bool(False, "bias")
+        >>> require_bool(False, "bias")
         False
     """
     if not isinstance(value, bool):
@@ -122,11 +122,11 @@ def parse_factors(value: Any, param: str = "r") -> Any:
     return value
 
 
-def check_dims(dims: Any, param: str = "dims") -> int:
+def require_dims(dims: Any, param: str = "dims") -> int:
     """Spatial dims must be 1, 2 or 3.
 
     Example:
-        >>> check_dims(3)
+        >>> require_dims(3)
         3
     """
     if not _is_int(dims) or dims not in SPATIAL_NAMES:
@@ -168,12 +168,12 @@ def resolve_dims(value: Any, dims: Optional[int], param: str, *, default: int = 
         (2, 3, 3)
     """
     if dims is not None:
-        dims = check_dims(dims)
+        dims = require_dims(dims)
     if isinstance(value, Sequence) and not isinstance(value, str):
         n = len(value)
         if dims is not None and n != dims:
             raise fold_error(param, tuple(value), f"has {n} entries but the operand has {dims} spatial dims")
-        return check_dims(n, param)
+        return require_dims(n, param)
     return dims if dims is not None else default
 
 
@@ -215,11 +215,11 @@ def conv_transpose_output_size(
     )
 
 
-def check_numel(shape: Sequence[int], param: str, value: Any, what: str = "a weight") -> int:
+def require_numel(shape: Sequence[int], param: str, value: Any, what: str = "a weight") -> int:
     """The element count of a tensor about to be built; FoldError naming ``param`` above MAX_KERNEL_ELEMENTS.
 
     Example:
-        >>> check_numel((64, 256, 3, 3), "kernel_size", 3)
+        >>> require_numel((64, 256, 3, 3), "kernel_size", 3)
         147456
     """
     n = math.prod(shape)
@@ -252,13 +252,13 @@ def allocation_limit(nbytes: int) -> Iterator[int]:
 
     Example:
         >>> with allocation_limit(2**20):
-        ...     check_allocation(2**21, param="input_shape", value=(1, 3, 512, 512), what="a forward pass")
+        ...     require_allocation(2**21, param="input_shape", value=(1, 3, 512, 512), what="a forward pass")
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: input_shape=(1, 3, 512, 512): would allocate about 2.00 MiB for a forward pass, above foldconv's allocation limit of 1.00 MiB (MAX_ALLOCATION_BYTES; raise it with foldconv.allocation_limit(nbytes))
     """
     global MAX_ALLOCATION_BYTES
-    check_int(nbytes, "nbytes", 1)
+    require_int(nbytes, "nbytes", 1)
     before, MAX_ALLOCATION_BYTES = MAX_ALLOCATION_BYTES, int(nbytes)
     try:
         yield MAX_ALLOCATION_BYTES
@@ -266,12 +266,12 @@ def allocation_limit(nbytes: int) -> Iterator[int]:
         MAX_ALLOCATION_BYTES = before
 
 
-def check_allocation(nbytes: float, *, param: str, value: Any, what: str) -> int:
+def require_allocation(nbytes: float, *, param: str, value: Any, what: str) -> int:
     """``nbytes``, the estimate of what a call is about to allocate; a FoldError naming ``param`` (the user's
     shape) and the limit when it is above :data:`MAX_ALLOCATION_BYTES`. The one memory guard of foldconv.
 
     Example:
-        >>> check_allocation(8 * 224 * 224 * 3, param="input_shape", value=(1, 3, 224, 224), what="an input")
+        >>> require_allocation(8 * 224 * 224 * 3, param="input_shape", value=(1, 3, 224, 224), what="an input")
         1204224
     """
     if nbytes > MAX_ALLOCATION_BYTES:
@@ -295,11 +295,11 @@ def require_conv(module: Any, param: str = "conv") -> int:
     return len(module.kernel_size)
 
 
-def check_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str = "x") -> Tuple[int, ...]:
+def require_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str = "x") -> Tuple[int, ...]:
     """The spatial size of an input ``(..., C, *S)`` with ``dims`` spatial axes (and ``channels`` channels).
 
     Example:
-        >>> check_input(torch.zeros(2, 3, 5, 7), 2, channels=3)
+        >>> require_input(torch.zeros(2, 3, 5, 7), 2, channels=3)
         (5, 7)
     """
     if not isinstance(x, torch.Tensor):
@@ -312,14 +312,14 @@ def check_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str
     return tuple(int(s) for s in x.shape[-dims:])
 
 
-def check_device(device: Any, param: str = "device") -> torch.device:
+def require_device(device: Any, param: str = "device") -> torch.device:
     """The ``torch.device`` for ``device`` (None means cpu) if this machine has it; otherwise a FoldError that
     says which device to use instead. The one device rule of the library and the apps.
 
     Example:
-        >>> check_device("cpu"), check_device(None)
+        >>> require_device("cpu"), require_device(None)
         (device(type='cpu'), device(type='cpu'))
-        >>> check_device("gpu")
+        >>> require_device("gpu")
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: device='gpu': must be a torch device such as 'cpu' or 'cuda:0'

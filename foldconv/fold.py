@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ._validate import FACTOR_NAMES, check_int, check_numel, per_axis_ints, resolve_dims
+from ._validate import FACTOR_NAMES, per_axis_ints, require_int, require_numel, resolve_dims
 from .errors import fold_error
 from .layout import IntOrTuple, Order, depth_to_space, space_to_depth
 from .specs import ConvSpec, FoldSpec
@@ -110,8 +110,8 @@ def folded_groups(in_channels: int, groups: int, fold: FoldLike) -> int:
         (8, 2, 1)
     """
     fold = fold if isinstance(fold, FoldSpec) else FoldSpec.coerce(fold, resolve_dims(fold, None, "r"))
-    in_channels = check_int(in_channels, "in_channels", 1)
-    groups = check_int(groups, "groups", 1)
+    in_channels = require_int(in_channels, "in_channels", 1)
+    groups = require_int(groups, "groups", 1)
     if in_channels % fold.block:
         raise fold_error("in_channels", in_channels, f"must be a multiple of prod(r)={fold.block} (r={fold.r}) to fold")
     if in_channels % groups:
@@ -247,11 +247,11 @@ def expand_groups(weight: torch.Tensor, groups: int) -> torch.Tensor:
         [0.0, 1.0, 0.0, 0.0]
     """
     _check_weight(weight)
-    groups = check_int(groups, "groups", 1)
+    groups = require_int(groups, "groups", 1)
     out_channels = weight.shape[0]
     if out_channels % groups:
         raise fold_error("groups", groups, f"must divide the weight's out_channels={out_channels}")
-    check_numel((out_channels, weight.shape[1] * groups) + tuple(weight.shape[2:]), "groups", groups)
+    require_numel((out_channels, weight.shape[1] * groups) + tuple(weight.shape[2:]), "groups", groups)
     return _merge_groups(weight, groups, 1)
 
 
@@ -267,7 +267,7 @@ def expand_dilation(weight: torch.Tensor, dilation: IntOrTuple) -> torch.Tensor:
     if all(d == 1 for d in dilation):
         return weight
     extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:]))
-    check_numel(tuple(weight.shape[:2]) + extent, "dilation", dilation)
+    require_numel(tuple(weight.shape[:2]) + extent, "dilation", dilation)
     dense = weight.new_zeros(tuple(weight.shape[:2]) + extent)
     dense[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = weight
     return dense
@@ -285,7 +285,7 @@ def _blame(plan: FoldPlan) -> Tuple[str, Any]:
 def _fold_tensor(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
     """The new weight of a plan, checked against MAX_KERNEL_ELEMENTS before anything is allocated."""
     source, fold, result = plan.source, plan.fold, plan.result
-    check_numel(result.weight_shape, *_blame(plan))
+    require_numel(result.weight_shape, *_blame(plan))
     if plan.direction == "fold":
         w = _merge_groups(expand_dilation(weight, source.dilation), source.groups, result.groups)
         w = depth_to_space(w, fold.r, fold.order, dims=source.dims)
@@ -299,7 +299,7 @@ def _fold_tensor(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
 
 def _weight_spec(weight: Any, groups: Any, **fields: Any) -> ConvSpec:
     dims = _check_weight(weight)
-    groups = check_int(groups, "groups", 1)  # before in_channels, which is computed from it
+    groups = require_int(groups, "groups", 1)  # before in_channels, which is computed from it
     return ConvSpec.make(dims, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), groups=groups, bias=False, **fields)
 
 
@@ -454,5 +454,5 @@ def pad_to_multiple(x: torch.Tensor, r: IntOrTuple, *, dims: Optional[int] = Non
     for size, factor in reversed(list(zip(x.shape[-n:], rs))):
         pads += [0, (-size) % factor]
     padded = tuple(x.shape[:-n]) + tuple(size + (-size) % factor for size, factor in zip(x.shape[-n:], rs))
-    check_numel(padded, "r", r, what="a padded tensor")
+    require_numel(padded, "r", r, what="a padded tensor")
     return torch.nn.functional.pad(x, pads, value=value)

@@ -36,11 +36,11 @@ from ._validate import (
     FACTOR_NAMES,
     SPATIAL_NAMES,
     IntOrTuple,
-    check_dims,
-    check_input,
-    check_int,
-    check_numel,
     per_axis_ints,
+    require_dims,
+    require_input,
+    require_int,
+    require_numel,
     resolve_dims,
 )
 from .errors import fold_error
@@ -73,7 +73,7 @@ def normalize_r(r: IntOrTuple, dims: int, *, param: str = "r") -> Tuple[int, ...
         >>> normalize_r(2, 2), normalize_r((2, 3), 2), normalize_r(2, 3)
         ((2, 2), (2, 3), (2, 2, 2))
     """
-    return per_axis_ints(r, check_dims(dims), param, 1)
+    return per_axis_ints(r, require_dims(dims), param, 1)
 
 
 @functools.cache
@@ -108,7 +108,7 @@ def normalize_order(order: Order, dims: int = 2) -> Tuple[str, ...]:
         >>> normalize_order("crd"), normalize_order("focus"), normalize_order("c rw", 1)
         (('c', 'rh', 'rw'), ('rw', 'rh', 'c'), ('c', 'rw'))
     """
-    dims = check_dims(dims)
+    dims = require_dims(dims)
     if not isinstance(order, str):
         if not isinstance(order, Sequence) or not all(isinstance(o, str) for o in order):
             raise fold_error("order", order, "must be a string or a sequence of axis names")
@@ -231,7 +231,7 @@ def depth_to_space(x: torch.Tensor, r: IntOrTuple, order: Order = "crd", *, dims
     """
     dims, rs, names = _resolve(r, order, dims)
     if not isinstance(x, torch.Tensor) or x.dim() <= dims:
-        check_input(x, dims)
+        require_input(x, dims)
     channels = x.shape[-dims - 1]
     block = math.prod(rs)
     if channels % block:
@@ -255,7 +255,7 @@ def space_to_depth(x: torch.Tensor, r: IntOrTuple, order: Order = "crd", *, dims
     """
     dims, rs, names = _resolve(r, order, dims)
     if not isinstance(x, torch.Tensor) or x.dim() <= dims:
-        check_input(x, dims)
+        require_input(x, dims)
     sizes = x.shape[-dims:]
     for axis, (size, factor) in enumerate(zip(sizes, rs)):
         if size % factor:
@@ -281,10 +281,10 @@ def fold_channel_map(channels: int, r: IntOrTuple, order: Order = "crd", *, dims
         [[[0, 2], [1, 3]]]
     """
     dims, rs, names = _resolve(r, order, dims)
-    channels = check_int(channels, "channels", 1)
+    channels = require_int(channels, "channels", 1)
     if channels % math.prod(rs):
         raise fold_error("channels", channels, f"must be a multiple of prod(r)={math.prod(rs)} (r={rs})")
-    check_numel((channels,), "channels", channels, what="a channel map")
+    require_numel((channels,), "channels", channels, what="a channel map")
     ids = torch.arange(channels).reshape((channels,) + (1,) * dims)
     return depth_to_space(ids, rs, names, dims=dims)
 

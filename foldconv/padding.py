@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from .errors import fold_error
 
-__all__ = ["PADDING_MODES", "padded_source", "check_padding_fits"]
+__all__ = ["PADDING_MODES", "padded_source", "require_padding_fits"]
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 
@@ -40,18 +40,24 @@ def padded_source(q: int, n: int, mode: str) -> Optional[int]:
     raise fold_error("padding_mode", mode, f"must be one of {PADDING_MODES}")
 
 
-def check_padding_fits(input_size: Sequence[int], padding: Sequence[int], mode: str) -> None:
-    """torch's limits on padding larger than the input, as a FoldError naming ``input_size``.
+def require_padding_fits(input_size: Sequence[int], padding: Sequence[int], mode: str, *, param: str = "input_size",
+                         what: str = "the input") -> None:
+    """torch's limits on padding larger than the input, as a FoldError naming ``param``: ``"input_size"`` (the
+    map is too small) or ``"padding"`` (the padding too large for ``what``, the map of size ``input_size``).
 
     ``circular`` wraps at most once (``P <= n``), ``reflect`` mirrors without the edge (``P < n``);
     ``zeros`` and ``replicate`` take any padding.
 
     Example:
-        >>> check_padding_fits((4, 4), (4, 1), "circular")
-        >>> check_padding_fits((4, 4), (4, 1), "reflect")
+        >>> require_padding_fits((4, 4), (4, 1), "circular")
+        >>> require_padding_fits((4, 4), (4, 1), "reflect")
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: input_size=(4, 4): is too small for reflect padding (4, 1): torch needs padding < size on every axis
+        >>> require_padding_fits((4, 4), (4, 1), "reflect", param="padding")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: padding=(4, 1): reflect padding does not fit the input (4, 4): torch needs padding < size on every axis
     """
     if mode not in PADDING_MODES:
         raise fold_error("padding_mode", mode, f"must be one of {PADDING_MODES}")
@@ -59,5 +65,7 @@ def check_padding_fits(input_size: Sequence[int], padding: Sequence[int], mode: 
     if strict is None:
         return
     if any(p > n or (strict and p == n and p > 0) for n, p in zip(input_size, padding)):
-        rule = "padding < size" if strict else "padding <= size"
-        raise fold_error("input_size", tuple(input_size), f"is too small for {mode} padding {tuple(padding)}: torch needs {rule} on every axis")
+        needs = f"torch needs {'padding < size' if strict else 'padding <= size'} on every axis"
+        if param == "input_size":
+            raise fold_error("input_size", tuple(input_size), f"is too small for {mode} padding {tuple(padding)}: {needs}")
+        raise fold_error(param, tuple(padding), f"{mode} padding does not fit {what} {tuple(input_size)}: {needs}")

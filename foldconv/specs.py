@@ -30,14 +30,14 @@ from torch import nn
 
 from ._validate import (
     CONV_TYPES,
-    check_bool,
-    check_dims,
-    check_int,
-    check_numel,
     conv_output_size,
     parse_factors,
     per_axis_ints,
+    require_bool,
     require_conv,
+    require_dims,
+    require_int,
+    require_numel,
 )
 from .errors import fold_error
 from .layout import ORDER_ALIASES, IntOrTuple, Order, normalize_order
@@ -53,7 +53,7 @@ def conv_class(dims: int) -> type:
         >>> conv_class(2).__name__
         'Conv2d'
     """
-    return CONV_TYPES[check_dims(dims) - 1]
+    return CONV_TYPES[require_dims(dims) - 1]
 
 
 _PER_AXIS = (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1))
@@ -85,13 +85,13 @@ class ConvSpec:
     padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
-        dims = check_dims(self.dims)
+        dims = require_dims(self.dims)
         values = {"dims": dims}
         for name in ("in_channels", "out_channels", "groups"):
-            values[name] = check_int(getattr(self, name), name, 1)
+            values[name] = require_int(getattr(self, name), name, 1)
         for name, minimum in _PER_AXIS:
             values[name] = per_axis_ints(parse_factors(getattr(self, name), name), dims, name, minimum)
-        values["bias"] = check_bool(self.bias, "bias")
+        values["bias"] = require_bool(self.bias, "bias")
         if not isinstance(self.padding_mode, str) or self.padding_mode not in PADDING_MODES:
             raise fold_error("padding_mode", self.padding_mode, f"must be one of {PADDING_MODES}")
         groups = values["groups"]
@@ -181,7 +181,7 @@ class ConvSpec:
             >>> m(torch.tensor([[[1.0, 2.0, 3.0]]])).tolist()
             [[[3.0, 5.0]]]
         """
-        check_numel(self.weight_shape, "spec", self.describe())
+        require_numel(self.weight_shape, "spec", self.describe())
         if weight is None:
             return self._build(dtype, device)
         if tuple(weight.shape) != self.weight_shape:
@@ -323,9 +323,9 @@ class FoldSpec:
         order = tuple(self.order) if isinstance(self.order, Sequence) and not isinstance(self.order, str) else self.order
         sources = []
         if self.dims is not None:
-            sources.append(("dims", self.dims, check_dims(self.dims)))
+            sources.append(("dims", self.dims, require_dims(self.dims)))
         if isinstance(r, tuple):
-            sources.append(("r", r, check_dims(len(r), "r")))
+            sources.append(("r", r, require_dims(len(r), "r")))
         order_dims = _order_dims(order)
         if order_dims is not None:
             sources.append(("order", order, order_dims))
@@ -337,7 +337,7 @@ class FoldSpec:
         object.__setattr__(self, "r", per_axis_ints(r, dims, "r", 1))
         object.__setattr__(self, "order", normalize_order(order, dims))
         object.__setattr__(self, "dims", dims)
-        object.__setattr__(self, "bound", check_bool(self.bound, "bound") or bool(sources))
+        object.__setattr__(self, "bound", require_bool(self.bound, "bound") or bool(sources))
 
     @classmethod
     def make(cls, r: IntOrTuple, order: Order = "crd", dims: Optional[int] = None) -> FoldSpec:
@@ -378,7 +378,7 @@ class FoldSpec:
             ...
             foldconv.errors.FoldError: r=(2, 2): has 2 factor(s) but the operand has 1 spatial dim(s)
         """
-        dims = check_dims(dims)
+        dims = require_dims(dims)
         if not self.bound:
             return FoldSpec(self.r[0], self.alias, dims)
         if dims != self.dims:

@@ -14,8 +14,8 @@ The one home of module-level graphs in foldconv (model surgery, stage folding, t
 - :func:`module_inputs`: the input shapes every submodule is called with (forward hooks), for a model fx cannot
   trace.
 - :func:`validate_input_shape`: the rule for a full input shape ``(N, C, *spatial)``.
-- :func:`forward_elements` and :func:`check_run_memory`: what one forward pass on an input shape allocates,
-  counted on meta tensors, and the memory guard (:func:`foldconv._validate.check_allocation`) every entry point
+- :func:`forward_elements` and :func:`require_run_memory`: what one forward pass on an input shape allocates,
+  counted on meta tensors, and the memory guard (:func:`foldconv._validate.require_allocation`) every entry point
   that runs a model on a user-given shape applies before it allocates anything.
 
 Example:
@@ -38,13 +38,13 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._validate import check_allocation
+from ._validate import require_allocation
 from .errors import FoldError, first_line, fold_error
 from .layout import depth_to_space, space_to_depth
 
 __all__ = [
     "Leaf", "Shape", "RUN_ON", "trace", "node_values", "node_shapes", "module_inputs", "validate_input_shape",
-    "UNMEASURED_FACTOR", "forward_elements", "check_run_memory",
+    "UNMEASURED_FACTOR", "forward_elements", "module_device", "module_dtype", "require_run_memory",
 ]
 
 Shape = Tuple[int, ...]
@@ -149,13 +149,15 @@ def trace(model: nn.Module, *, leaves: Iterable[Leaf] = ()) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
 
 
-def _dtype(module: nn.Module) -> torch.dtype:
+def module_dtype(module: nn.Module) -> torch.dtype:
     """The dtype a float input needs to run the module: its first floating parameter's or buffer's (a float64
-    model refuses float32 input), else torch's default."""
-    for t in _tensors(module):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()
+    model refuses float32 input), else torch's default.
+
+    Example:
+        >>> module_dtype(torch.nn.Linear(2, 2).double()), module_dtype(torch.nn.ReLU())
+        (torch.float64, torch.float32)
+    """
+    return next((t.dtype for t in _tensors(module) if t.is_floating_point()), torch.get_default_dtype())
 
 
 def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
@@ -163,7 +165,15 @@ def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
     yield from module.buffers()
 
 
-def _device(module: nn.Module) -> torch.device:
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's tensors live: the device of its first parameter or buffer (cpu for a module without any).
+
+    Example:
+        >>> module_device(torch.nn.Linear(2, 2)), module_device(torch.nn.Linear(2, 2, device="meta")), module_device(torch.nn.ReLU())
+        (device(type='cpu'), device(type='meta'), device(type='cpu'))
+    """
+    if not isinstance(module, nn.Module):
+        raise fold_error("module", type(module).__name__, "must be a torch.nn.Module")
     return next((t.device for t in _tensors(module)), torch.device("cpu"))
 
 
@@ -195,11 +205,11 @@ def _run(module: nn.Module, shape: Shape, fn: Callable[[nn.Module, torch.Tensor]
     try:
         with torch.no_grad():
             if on == "real":
-                return fn(module, torch.zeros(shape, dtype=_dtype(module), device=_device(module)))
+                return fn(module, torch.zeros(shape, dtype=module_dtype(module), device=module_device(module)))
             call = _Call(module, fn)
             state = {f"module.{k}": torch.empty_like(v, device="meta") for k, v in module.named_parameters(remove_duplicate=False)}
             state.update({f"module.{k}": torch.empty_like(v, device="meta") for k, v in module.named_buffers(remove_duplicate=False)})
-            x = torch.empty(shape, device="meta", dtype=_dtype(module))
+            x = torch.empty(shape, device="meta", dtype=module_dtype(module))
             return torch.func.functional_call(call, state, (x,), strict=False)
     finally:
         for m, training in modes.items():
@@ -350,14 +360,14 @@ def forward_elements(model: nn.Module, input_shape: Sequence[int]) -> int:
     return math.prod(shape) + counter.elements
 
 
-def check_run_memory(model: nn.Module, input_shape: Sequence[int], *, copies: float, bytes_per_element: int = 8,
+def require_run_memory(model: nn.Module, input_shape: Sequence[int], *, copies: float, bytes_per_element: int = 8,
                      what: str = "running the model", param: str = "input_shape") -> int:
     """The bytes ``copies`` forward passes of ``model`` on ``input_shape`` take (:func:`forward_elements` times
     ``bytes_per_element``: 8 for the float64 checks) plus the model's parameters and buffers; a FoldError naming
     ``param`` above foldconv's allocation limit (:data:`foldconv._validate.MAX_ALLOCATION_BYTES`). Returns them.
 
     Example:
-        >>> check_run_memory(torch.nn.Conv2d(3, 8, 3), (1, 3, 10**5, 10**5), copies=2)
+        >>> require_run_memory(torch.nn.Conv2d(3, 8, 3), (1, 3, 10**5, 10**5), copies=2)
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: input_shape=(1, 3, 100000, 100000): would allocate about 1.60 TiB for running the model, above foldconv's allocation limit of 8.00 GiB (MAX_ALLOCATION_BYTES; raise it with foldconv.allocation_limit(nbytes))
@@ -367,4 +377,4 @@ def check_run_memory(model: nn.Module, input_shape: Sequence[int], *, copies: fl
     shape = validate_input_shape(input_shape, param=param, ranks=range(1, 64))
     weights = sum(t.numel() for t in _tensors(model)) * bytes_per_element
     nbytes = copies * forward_elements(model, shape) * bytes_per_element + weights
-    return check_allocation(nbytes, param=param, value=shape, what=what)
+    return require_allocation(nbytes, param=param, value=shape, what=what)

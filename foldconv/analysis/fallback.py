@@ -5,7 +5,7 @@ instead: :func:`~foldconv.analysis.counting.count` runs the model on real CPU te
 :func:`~foldconv.analysis.receptive_field.receptive_field` measures the node without a rule from gradients.
 
 Example:
-    >>> check_fallback("real")
+    >>> validate_fallback("real")
     'real'
 """
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 
 from ..errors import fold_error
 
-__all__ = ["FALLBACKS", "check_fallback"]
+__all__ = ["FALLBACKS", "validate_fallback"]
 
 FALLBACKS = ("error", "real")
 
 
-def check_fallback(fallback: Any, param: str = "fallback") -> str:
+def validate_fallback(fallback: Any, param: str = "fallback") -> str:
     """``fallback`` when it is one of :data:`FALLBACKS`, else a FoldError naming ``param``.
 
     Example:
-        >>> check_fallback("cpu")
+        >>> validate_fallback("cpu")
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: fallback='cpu': must be one of ['error', 'real']

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .. import tracing
-from .._validate import check_allocation, check_int, check_numel, per_axis_ints
+from .._validate import per_axis_ints, require_allocation, require_int, require_numel
 from ..capture import CaptureError, Record, capture
 from ..errors import FoldError, first_line, fold_error
 from .exact import (
@@ -53,7 +53,7 @@ from .exact import (
     within_exact_limit,
 )
 from .ops import Audit, OpRecorder, audit, exactness_issue
-from .options import MAX_TRIALS, CheckOptions, as_float_dtype, check_options, dtype_name, no_tf32
+from .options import MAX_TRIALS, CheckOptions, as_float_dtype, dtype_name, no_tf32, validate_options
 from .report import EquivalenceReport, ErrorStats
 from .structural import check_plain_fold, plain_conv
 from .verdict import Verdict
@@ -324,7 +324,7 @@ def check_equivalence(
         'equivalent (float64 tolerance); the reference: not polynomial: aten.hardtanh ran on a value computed from the input: integer arithmetic proves nothing (sampled verdict, no bound)'
     """
     shape = _validated_shape(input_shape)
-    options = check_options(dtypes=dtypes, trials=trials, exact_range=exact_range, degree=degree, rtol=rtol, seed=seed, device=device)
+    options = validate_options(dtypes=dtypes, trials=trials, exact_range=exact_range, degree=degree, rtol=rtol, seed=seed, device=device)
     return _check(reference, candidate, shape, input_transform, output_transform, options)
 
 
@@ -359,7 +359,7 @@ def _require_memory(reference: Any, candidate: Any, shape: Tuple[int, ...], inpu
             moved = shape
     elements = _forward_elements(reference, shape)
     elements += elements if isinstance(candidate, Derived) else _forward_elements(candidate, moved)
-    return check_allocation(8 * CHECK_COPIES * elements, param="input_shape", value=shape,
+    return require_allocation(8 * CHECK_COPIES * elements, param="input_shape", value=shape,
                             what="running both sides in float64, capturing and comparing them")
 
 
@@ -580,11 +580,11 @@ def check_fold(
         size: Tuple[int, ...] = tuple(max(8, 2 * k) for k in spec.effective_kernel)
     else:
         size = per_axis_ints(input_size, spec.dims, "input_size", 1)
-    batch = check_int(batch, "batch", 1)
+    batch = require_int(batch, "batch", 1)
     for key, value in kwargs.items():
         if key not in _CHECK_FOLD_OPTIONS:
             raise fold_error(key, value, f"is not an option of check_fold; use {', '.join(_CHECK_FOLD_OPTIONS)}")
-    options = check_options(**kwargs)
+    options = validate_options(**kwargs)
     shape = (batch, spec.in_channels) + size
     out_size = spec.output_size(size) if all(s >= k for s, k in zip(size, spec.effective_kernel)) else size
     per_image = spec.in_channels * math.prod(size) + spec.out_channels * math.prod(out_size)
@@ -593,9 +593,9 @@ def check_fold(
         # a plain conv's check hold an input and an output per image (counted from the spec: no meta run)
         full = (images,) + shape[1:]
         try:
-            check_allocation(8 * CHECK_COPIES * 2 * images * per_image, param=param, value=value,
+            require_allocation(8 * CHECK_COPIES * 2 * images * per_image, param=param, value=value,
                              what=f"checking the fold on inputs of shape {full} in float64")
-            check_numel(full, param, value, what="an input")
+            require_numel(full, param, value, what="an input")
         except FoldError as err:
             raise fold_error(param, value, err.rule or str(err)) from None
     if plain_conv(conv):

@@ -1,11 +1,11 @@
 """The checker's settings, validated once: trials, integer range, degree, tolerance, seed, device, dtypes.
 
-:func:`check_options` turns the keyword arguments of :func:`~foldconv.check.check_equivalence` and
+:func:`validate_options` turns the keyword arguments of :func:`~foldconv.check.check_equivalence` and
 :func:`~foldconv.check.check_fold` into a frozen :class:`CheckOptions` (every bad value a FoldError naming it),
 so the trials themselves never validate anything.
 
 Example:
-    >>> check_options(trials=2, dtypes="bfloat16").dtypes
+    >>> validate_options(trials=2, dtypes="bfloat16").dtypes
     (torch.bfloat16,)
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import check_device, check_int
+from .._validate import require_device, require_int
 from ..errors import fold_error
 from .exact import EXACT_RANGE, MAX_EXACT_RANGE
 
-__all__ = ["CheckOptions", "check_options", "as_float_dtype", "no_tf32", "MAX_TRIALS"]
+__all__ = ["CheckOptions", "validate_options", "as_float_dtype", "no_tf32", "MAX_TRIALS"]
 
 #: Largest ``trials``: each trial runs both sides once.
 MAX_TRIALS = 1000
@@ -61,7 +61,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def check_options(
+def validate_options(
     *,
     dtypes: Sequence[Union[torch.dtype, str]] = (torch.float32,),
     trials: int = 3,
@@ -74,23 +74,23 @@ def check_options(
     """Validate a check's settings once; every bad value is a FoldError naming its parameter.
 
     Example:
-        >>> check_options(exact_range=0)
+        >>> validate_options(exact_range=0)
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: exact_range=0: must be an integer >= 1
     """
-    trials = check_int(trials, "trials", 1)
+    trials = require_int(trials, "trials", 1)
     if trials > MAX_TRIALS:
         raise fold_error("trials", trials, f"must be at most {MAX_TRIALS} (3 trials already bound a false 'equivalent' below 1e-9)")
-    device = check_device(device)
-    exact_range = check_int(exact_range, "exact_range", 1)
+    device = require_device(device)
+    exact_range = require_int(exact_range, "exact_range", 1)
     if exact_range > MAX_EXACT_RANGE:
         raise fold_error("exact_range", exact_range, "must be in [1, 2**20] so products stay exact in float64")
     if degree is not None:
-        degree = check_int(degree, "degree", 1)
+        degree = require_int(degree, "degree", 1)
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not math.isfinite(rtol) or rtol < 0:
         raise fold_error("rtol", rtol, "must be a finite number >= 0")
-    seed = check_int(seed, "seed", 0)
+    seed = require_int(seed, "seed", 0)
     if isinstance(dtypes, (str, torch.dtype)):
         dtypes = (dtypes,)
     if not isinstance(dtypes, Sequence):

@@ -22,12 +22,12 @@ instance override, plain ``nn.Parameter`` weights): anything else goes through t
 Example:
     >>> import torch
     >>> from foldconv.specs import ConvSpec, FoldSpec
-    >>> from foldconv.check.options import check_options
+    >>> from foldconv.check.options import validate_options
     >>> conv = torch.nn.Conv2d(8, 4, 3)
     >>> plain_conv(conv), plain_conv(torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv2d(8, 4, 3)))
     (True, False)
     >>> spec = ConvSpec.from_module(conv)
-    >>> check_plain_fold(conv, spec, FoldSpec.make(2, "crd", 2), (2, 8, 6, 6), check_options(dtypes=())).summary()
+    >>> check_plain_fold(conv, spec, FoldSpec.make(2, "crd", 2), (2, 8, 6, 6), validate_options(dtypes=())).summary()
     'equivalent (exact), P(false equivalent) <= 9.3e-10'
 """
 from __future__ import annotations

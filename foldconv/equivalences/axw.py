@@ -30,10 +30,10 @@ from .._validate import (
     CONV_TRANSPOSE_TYPES,
     CONV_TYPES,
     SPATIAL_NAMES,
-    check_allocation,
-    check_int,
     conv_transpose_output_size,
     per_axis_ints,
+    require_allocation,
+    require_int,
 )
 from ..errors import fold_error
 from ..fold import expand_groups
@@ -53,8 +53,8 @@ def axis_selection(in_size: int, out_size: int, *, stride: int = 1, shift: int =
     """
     if padding_mode not in PADDING_MODES:
         raise fold_error("padding_mode", padding_mode, f"must be one of {PADDING_MODES}")
-    in_size, out_size = check_int(in_size, "in_size", 1), check_int(out_size, "out_size", 1)
-    stride = check_int(stride, "stride", 1)
+    in_size, out_size = require_int(in_size, "in_size", 1), require_int(out_size, "out_size", 1)
+    stride = require_int(stride, "stride", 1)
     if isinstance(shift, bool) or not isinstance(shift, numbers.Integral):
         raise fold_error("shift", shift, "must be an integer (the input index of output 0)")
     sources = [padded_source(i * stride + shift, in_size, padding_mode) for i in range(out_size)]
@@ -169,7 +169,7 @@ def axw_factors(module: nn.Module, input_size: Sequence[int]) -> AXWFactors:
 def _check_terms(module: nn.Module, size: Sequence[int], out: Sequence[int]) -> None:
     """Every tap's selection matrix is ``prod(out) x prod(size)`` in float64: refused above the allocation limit."""
     taps = math.prod(module.kernel_size)
-    check_allocation(8 * taps * math.prod(out) * math.prod(size), param="input_size", value=tuple(size),
+    require_allocation(8 * taps * math.prod(out) * math.prod(size), param="input_size", value=tuple(size),
                      what=f"{taps} selection matrices of {math.prod(out):,} x {math.prod(size):,}")
 
 

@@ -24,7 +24,7 @@ import einops
 import torch
 from torch import nn
 
-from .._validate import check_allocation, per_axis_ints
+from .._validate import per_axis_ints, require_allocation
 from ..errors import fold_error
 
 __all__ = [
@@ -131,7 +131,7 @@ def dense_operator(
     n = math.prod(shape)
     if not callable(fn):
         raise fold_error("fn", type(fn).__name__, "must be a module or a function of a batch (B, C, *S)")
-    check_allocation(_operator_bytes(fn, shape, dtype), param="input_shape", value=(1,) + shape,
+    require_allocation(_operator_bytes(fn, shape, dtype), param="input_shape", value=(1,) + shape,
                      what=f"a dense operator on {n:,} input entries (the identity batch, its image and the matrix)")
     if isinstance(fn, nn.Module):
         fn = copy.deepcopy(fn).to(dtype)
@@ -243,7 +243,7 @@ def offset_tensor(op: DenseOperator, stride: Union[int, Sequence[int]] = 1) -> O
     n_in, n_out = op.input_shape[2:], op.output_shape[2:]
     spans = math.prod(n + (m - 1) * s for n, m, s in zip(n_in, n_out, strides))
     entries = op.output_shape[1] * op.input_shape[1] * math.prod(n_out) * spans
-    check_allocation(3 * 8 * entries, param="op", value=f"DenseOperator{op.input_shape} -> {op.output_shape}",
+    require_allocation(3 * 8 * entries, param="op", value=f"DenseOperator{op.input_shape} -> {op.output_shape}",
                      what=f"an offset tensor of {entries:,} entries (gathered, masked and re-laid out)")
     w = op.as_tensor()  # (o, *i, c, *k)
     offsets = tuple(torch.arange(-(m - 1) * s, n) for n, m, s in zip(n_in, n_out, strides))
@@ -292,7 +292,7 @@ def layout_permutation(layout: Callable[[torch.Tensor], torch.Tensor], input_sha
         [0, 2, 1, 3, 4, 6, 5, 7]
     """
     shape = _sample_shape(input_shape)[1:]
-    check_allocation(3 * 8 * math.prod(shape), param="input_shape", value=(1,) + shape, what="the index permutation of a layout change")
+    require_allocation(3 * 8 * math.prod(shape), param="input_shape", value=(1,) + shape, what="the index permutation of a layout change")
     names = _names("i", len(shape))
     ids = einops.rearrange(torch.arange(math.prod(shape)), f"({' '.join(names)}) -> 1 {' '.join(names)}", **dict(zip(names, shape)))
     moved = layout(ids)

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import CONV_TYPES, check_input, per_axis_ints, require_conv
+from .._validate import CONV_TYPES, per_axis_ints, require_conv, require_input
 from ..errors import fold_error
 from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
 from ..layout import Order, layout_module, space_to_depth
-from ..padding import check_padding_fits
+from ..padding import require_padding_fits
 from ..specs import ConvSpec, FoldSpec
 from .flags import copy_requires_grad
 
@@ -124,11 +124,11 @@ class SpaceToDepthConv(nn.Module):
         if torch.jit.is_tracing():
             return self._traced(x)
         dims = self.dims
-        size = check_input(x, dims, channels=self.source.in_channels)
+        size = require_input(x, dims, channels=self.source.in_channels)
         axes = spd_alignment(self.source, size)
         if self.mode == "explicit":
             if any(self.source.padding):
-                check_padding_fits(size, self.source.padding, self.source.padding_mode)
+                require_padding_fits(size, self.source.padding, self.source.padding_mode)
                 pads = [p for p in reversed(self.source.padding) for _ in range(2)]
                 x = F.pad(x, pads, mode=_TORCH_PAD_MODE[self.source.padding_mode])
             x = _fit_end(x, [a.length for a in axes])

@@ -38,9 +38,9 @@ from .._validate import (
     FACTOR_NAMES,
     SPATIAL_NAMES,
     IntOrTuple,
-    check_input,
     per_axis_ints,
     require_conv,
+    require_input,
 )
 from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
@@ -142,7 +142,7 @@ class SubPixelConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
-            size = check_input(x, self.dims, channels=self.conv.in_channels)
+            size = require_input(x, self.dims, channels=self.conv.in_channels)
             ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
         if any(v for p in self.input_pad for v in p):
             x = F.pad(x, [v for p in reversed(self.input_pad) for v in p])

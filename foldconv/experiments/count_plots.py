@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, Union
 
-from .._validate import check_int
+from .._validate import require_int
 from ..analysis.counting.counter import CountReport
 from ..errors import fold_error
 from .io import figure, label_step, save_figure
@@ -30,7 +30,7 @@ def plot_layers(report: CountReport, path: Union[str, Path], max_labels: int = 1
     rows = [row for row in report.rows() if row["params"] or row["macs"]]
     if not rows:
         raise fold_error("report", report.model, "has no layer with parameters or MACs to plot")
-    check_int(max_labels, "max_labels", 1)
+    require_int(max_labels, "max_labels", 1)
     step = label_step(len(rows), max_labels)
     height = min(max(3.0, 1.6 + 0.16 * len(rows) / step), 60.0)
     fig, axes = figure(1, 2, figsize=(10.0, height), sharey=True)

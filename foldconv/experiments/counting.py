@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from torch import nn
 
-from .._validate import CONV_TYPES, check_bool, require_conv
+from .._validate import CONV_TYPES, require_bool, require_conv
 from ..analysis.counting.counter import count, normalize_input_shapes
 from ..analysis.counting.dense import dense_equivalents, parameter_ladder
 from ..analysis.counting.fold import (
@@ -135,7 +135,7 @@ class CountExperiment:
 
     def __post_init__(self) -> None:
         for name in ("published", "check_flop_counter", "plot", "d2l_table"):
-            check_bool(getattr(self, name), name)
+            require_bool(getattr(self, name), name)
         if model_given(self.model):  # `model=<any spelling>`: count that model alone
             spec = resolve_model(self.model)
             object.__setattr__(self, "model", spec)
@@ -344,7 +344,7 @@ def run_count_jobs(
     if fold_compare_r is not None:
         validate_fold_request([fold_compare_r], fold_order, r_param="fold_compare_r", order_param="fold_order")
     for name, flag in (("check_flop_counter", check_flop_counter), ("plot", plot), ("d2l", d2l)):
-        check_bool(flag, name)
+        require_bool(flag, name)
     if len(set(labels := [j.label for j in jobs])) != len(labels):
         raise fold_error("jobs", labels, "must have distinct labels (they name the files)")
     for job in jobs:  # a bare conv on a wrong shape fails before anything is written (other models: when counted)

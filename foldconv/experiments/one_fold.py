@@ -18,13 +18,13 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 
-from .._validate import check_bool, check_device, check_int, per_axis_ints
+from .._validate import per_axis_ints, require_bool, require_device, require_int
 from ..check.equivalence import EquivalenceReport, check_fold
 from ..errors import FoldError, fold_error
 from ..fold import FoldPlan, fold_conv, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
-from ..surgery.timing import Sample, check_seconds, measure, speedup
+from ..surgery.timing import Sample, measure, require_seconds, speedup
 from .app import AppResult, Check
 from .io import as_rows, markdown_table, write_markdown, write_table
 
@@ -84,22 +84,22 @@ class OneFoldExperiment:
             raise fold_error(f"fold.{err.param}", err.value, err.rule or str(err)) from None
         object.__setattr__(self, "input_size", per_axis_ints(self.input_size, self.conv.dims, "input_size", 1))
         self.conv.output_size(self.input_size)  # an input smaller than the kernel is a malformed request
-        check_int(self.batch, "batch", 1)
+        require_int(self.batch, "batch", 1)
         if math.prod(self.input_shape) > MAX_INPUT_ELEMENTS:
             raise fold_error(
                 "input_size", self.input_size, f"with batch={self.batch} gives an input of {math.prod(self.input_shape):,} "
                 f"elements, above MAX_INPUT_ELEMENTS = 2**26 (the check holds several float64 copies)",
             )
-        check_int(self.trials, "trials", 1)
-        check_int(self.seed, "seed", 0)
-        check_bool(self.timing, "timing")
+        require_int(self.trials, "trials", 1)
+        require_int(self.seed, "seed", 0)
+        require_bool(self.timing, "timing")
         dtypes = tuple(self.dtypes) if isinstance(self.dtypes, (list, tuple)) else (self.dtypes,)
         for name in dtypes:
             if not isinstance(name, str) or name not in _DTYPES:
                 raise fold_error("dtypes", self.dtypes, f"every entry must be one of {sorted(_DTYPES)}")
         object.__setattr__(self, "dtypes", dtypes)
-        check_seconds(self.min_run_time)
-        check_device(self.device)
+        require_seconds(self.min_run_time)
+        require_device(self.device)
 
     @property
     def input_shape(self) -> Tuple[int, ...]:

@@ -18,7 +18,7 @@ from typing import Any, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import check_int, per_axis_ints
+from .._validate import per_axis_ints, require_int
 from ..analysis.counting.dense import LadderRow, parameter_ladder
 from ..check.equivalence import check_equivalence, derived
 from ..equivalences.axw import axw_factors
@@ -91,8 +91,8 @@ class OperatorsExample:
         for name, value in normal.items():
             object.__setattr__(self, name, value)
         for name in ("groups_after_fold", "out_channels", "weight_range"):
-            check_int(getattr(self, name), name, 1)
-        check_int(self.seed, "seed", 0)
+            require_int(getattr(self, name), name, 1)
+        require_int(self.seed, "seed", 0)
         if not isinstance(self.mutate_folded, bool):
             raise fold_error("mutate_folded", self.mutate_folded, "must be true or false")
         if not isinstance(self.order, str):
@@ -148,7 +148,7 @@ class OperatorsExperiment:
     dpi: int = 120
 
     def __post_init__(self) -> None:
-        check_int(self.dpi, "dpi", 10)
+        require_int(self.dpi, "dpi", 10)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._validate import SPATIAL_NAMES, check_bool, check_int, per_axis_ints
+from .._validate import SPATIAL_NAMES, per_axis_ints, require_bool, require_int
 from ..analysis.counting import normalize_input_shapes
 from ..analysis.receptive_field import (
     FoldedRF,
@@ -40,6 +40,7 @@ from ..errors import FoldError, fold_error
 from ..models import ModelSpec, build_model, resolve_model
 from .app import AppResult, Check, parse_r
 from .io import figure, label_step, save_figure, write_markdown, write_table
+from .zoo.measure import gradient_check_shape
 
 __all__ = ["FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "global_axes", "rf_text", "ERF_AUTO"]
 
@@ -88,7 +89,7 @@ class FoldTable:
         if isinstance(r, tuple):
             per_axis_ints(r, len(r), "r", 1)
         elif r != 0:
-            check_int(r, "r", 1)
+            require_int(r, "r", 1)
         object.__setattr__(self, "r", r)
         resolve_model(self.conv, param="conv")  # a bad spelling fails here; the field keeps it (fold.conv.x=... overrides it)
         object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
@@ -113,7 +114,7 @@ class RFExperiment:
 
     Example:
         >>> e = RFExperiment(model="vgg16", input_shape=[1, 3, 96, 96])
-        >>> e.model.label, e.input_size, e.check_shape
+        >>> e.model.label, e.input_size, e.gradient_check_shape
         ('vgg16', (96, 96), (1, 3, 64, 64))
     """
 
@@ -132,10 +133,10 @@ class RFExperiment:
         object.__setattr__(self, "model", resolve_model(self.model, param="model"))
         object.__setattr__(self, "input_shape", _input_shape(self.input_shape, "input_shape"))
         for name, minimum in (("check_nodes", 1), ("erf_samples", 1), ("seed", 0)):
-            check_int(getattr(self, name), name, minimum)
-        check_bool(self.check, "check")
+            require_int(getattr(self, name), name, minimum)
+        require_bool(self.check, "check")
         if self.check_size is not None:
-            check_int(self.check_size, "check_size", 1)
+            require_int(self.check_size, "check_size", 1)
         if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
             raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
         if self.fallback not in ("error", "real"):
@@ -149,9 +150,9 @@ class RFExperiment:
         return tuple(self.input_shape[2:])
 
     @property
-    def check_shape(self) -> Tuple[int, ...]:
-        n = self.check_size
-        return self.input_shape if n is None else tuple(self.input_shape[:2]) + (n,) * len(self.input_size)
+    def gradient_check_shape(self) -> Tuple[int, ...]:
+        """The input of the gradient check (``check_size`` on every spatial axis, or the model's own)."""
+        return gradient_check_shape(self.input_shape, self.check_size)
 
 
 def _node_rows(report: RFReport) -> List[Dict[str, Any]]:
@@ -310,7 +311,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:
-        small = e.check_shape
+        small = e.gradient_check_shape
         chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed)
         tables.append((_check_rows(chk), "check", f"Analytic vs empirical boxes at {small[2:]}"))
         lines.append(f"check at {small[2:]}: {len(chk.rows)} boxes, analytic = empirical: {chk.ok}")

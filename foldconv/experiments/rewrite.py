@@ -40,11 +40,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import check_bool, check_device, check_int
+from .._validate import require_bool, require_device, require_int
 from ..errors import FoldError, fold_error
 from ..models import ModelSpec, build_model, model_labels, randomize_batchnorm, resolve_model
 from ..surgery.rules import RULES, inverse_rules
-from ..surgery.timing import check_seconds
+from ..surgery.timing import require_seconds
 from .app import AppResult, Check, model_given
 from .io import progress_bar, save_figure, write_markdown, write_table
 from .rewrite_plots import sites_figure, timings_figure
@@ -230,7 +230,7 @@ class RewriteExperiment:
         object.__setattr__(self, "models", model_labels(list(listed), param=param))
         object.__setattr__(self, "model", {})
         for name in ("round_trip", "onnx", "timing", "optimize"):
-            check_bool(getattr(self, name), name)
+            require_bool(getattr(self, name), name)
         if self.rules is not None:
             object.__setattr__(self, "rules", normalize_rules(self.rules))
         else:
@@ -245,24 +245,24 @@ class RewriteExperiment:
             if len(self.models) != 1:
                 raise fold_error("input_shape", list(shape), "is one model's shape: give it with a single model "
                                                               "(model=resnet18), or leave it null for each model's default")
-            object.__setattr__(self, "input_shape", tuple(check_int(v, "input_shape", 1) for v in shape))
+            object.__setattr__(self, "input_shape", tuple(require_int(v, "input_shape", 1) for v in shape))
         else:
             unknown = [s.label for s in self.models if self.case(s) is None and s.input_shape is None]
             if unknown:
                 raise fold_error("input_shape", None, f"must be given for {unknown[0]}: its input shape is not known (e.g. input_shape=[1,3,64,64])")
         if self.size not in ("default", "test"):
             raise fold_error("size", self.size, "must be default (each model's input size) or test (the tests' small inputs)")
-        object.__setattr__(self, "min_run_time", check_seconds(self.min_run_time))
-        check_device(self.device, "device")
+        object.__setattr__(self, "min_run_time", require_seconds(self.min_run_time))
+        require_device(self.device, "device")
         if isinstance(self.forms, (str, Mapping)) or not isinstance(self.forms, Sequence):
             raise fold_error("forms", self.forms, f"must be a list of form names ({', '.join(FORMS)})")
         for form in self.forms:
             if form not in FORMS:
                 raise fold_error("forms", form, f"is not a form the app times (one of {', '.join(FORMS)})")
         object.__setattr__(self, "forms", tuple(self.forms))
-        check_int(self.seed, "seed", 0)
-        check_int(self.threads, "threads", 0)
-        check_int(self.dpi, "dpi", 50)
+        require_int(self.seed, "seed", 0)
+        require_int(self.threads, "threads", 0)
+        require_int(self.dpi, "dpi", 50)
 
     @staticmethod
     def case(spec: ModelSpec) -> Optional[RealModel]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import check_bool, check_int
+from .._validate import require_bool, require_int
 from ..analysis.shift import consistency, crops, ladder_models, parameter_count, shift_equivariance, stage_errors
 from ..errors import fold_error
 from ..fold import fold_weight
@@ -63,14 +63,14 @@ class LadderConfig:
     shifts: Tuple[int, ...] = (1, 2, 4)
 
     def __post_init__(self) -> None:
-        check_bool(self.enabled, "ladder.enabled")
+        require_bool(self.enabled, "ladder.enabled")
         for name, minimum in (("image_size", 8), ("r", 1), ("kernel", 1), ("channels", 1), ("epochs", 0), ("batch_size", 1)):
-            check_int(getattr(self, name), f"ladder.{name}", minimum)
+            require_int(getattr(self, name), f"ladder.{name}", minimum)
         if not 0 < float(self.train_fraction) < 1:
             raise fold_error("ladder.train_fraction", self.train_fraction, "must be in (0, 1)")
         if not float(self.lr) > 0:
             raise fold_error("ladder.lr", self.lr, "must be > 0")
-        object.__setattr__(self, "shifts", tuple(check_int(s, "ladder.shifts", 0) for s in self.shifts))
+        object.__setattr__(self, "shifts", tuple(require_int(s, "ladder.shifts", 0) for s in self.shifts))
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,8 @@ class ShiftExperiment:
         object.__setattr__(self, "images", images)
         for name, minimum in (("crop", 32), ("crops_per_image", 1), ("border", 0), ("pairs", 1), ("max_shift", 0),
                               ("seed", 0), ("threads", 0)):
-            check_int(getattr(self, name), name, minimum)
-        object.__setattr__(self, "shifts", tuple(check_int(s, "shifts", 1) for s in self.shifts))
+            require_int(getattr(self, name), name, minimum)
+        object.__setattr__(self, "shifts", tuple(require_int(s, "shifts", 1) for s in self.shifts))
         if not isinstance(self.ladder, LadderConfig):
             raise fold_error("ladder", self.ladder, "must be a LadderConfig")
 
@@ -203,7 +203,7 @@ def load_digits32(image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     from sklearn.datasets import load_digits
 
-    image_size = check_int(image_size, "image_size", 1)
+    image_size = require_int(image_size, "image_size", 1)
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float64).unsqueeze(1) / 16.0
     return F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False), torch.tensor(d.target)
@@ -406,7 +406,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
     """
     if optimizer not in ("adam", "sgd"):
         raise fold_error("optimizer", optimizer, "must be 'adam' or 'sgd'")
-    epochs, batch_size = check_int(epochs, "epochs", 0), check_int(batch_size, "batch_size", 1)
+    epochs, batch_size = require_int(epochs, "epochs", 0), require_int(batch_size, "batch_size", 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     losses: List[float] = []

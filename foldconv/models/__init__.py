@@ -29,12 +29,12 @@ from .architectures import (
     randomize_batchnorm,
     register_architecture,
 )
-from .resolve import SOURCES, TIMM_PREFIX, ModelSpec, build_model, meta_model, model_labels, module_device, resolve_model
+from .resolve import SOURCES, TIMM_PREFIX, ModelSpec, build_model, meta_model, model_labels, resolve_model
 from .zoo import ZOOS, PublishedFigures, classification_models, default_input_shape, family_of, published_figures, zoo_models
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "BLUR_MODELS", "Conv", "DCGANGenerator", "ESPCN", "Focus", "ModelSpec", "PublishedFigures",
     "SOURCES", "TIMM_PREFIX", "YoloV5Stem", "ZOOS", "autopad", "build_model", "classification_models", "dcgan_init",
-    "default_input_shape", "family_of", "icnr_espcn", "meta_model", "model_labels", "module_device", "published_figures",
+    "default_input_shape", "family_of", "icnr_espcn", "meta_model", "model_labels", "published_figures",
     "randomize_batchnorm", "register_architecture", "resolve_model", "zoo_models",
 ]

@@ -35,7 +35,6 @@ import contextlib
 import copy
 import difflib
 import importlib
-import itertools
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from torch import nn
 from ..errors import FoldError, first_line, fold_error
 from .architectures import ARCHITECTURES
 
-__all__ = ["TIMM_PREFIX", "SOURCES", "ModelSpec", "resolve_model", "build_model", "meta_model", "module_device", "model_labels"]
+__all__ = ["TIMM_PREFIX", "SOURCES", "ModelSpec", "resolve_model", "build_model", "meta_model", "model_labels"]
 
 TIMM_PREFIX = "timm:"
 #: Where a :class:`ModelSpec` comes from.
@@ -380,13 +379,3 @@ def meta_model(model: Any, **kwargs: Any) -> nn.Module:
     return build_model(model, meta=True, **kwargs)
 
 
-def module_device(module: nn.Module) -> torch.device:
-    """Where a module's tensors live: the device of its first parameter or buffer (cpu for a module without any).
-
-    Example:
-        >>> module_device(torch.nn.Linear(2, 2)), module_device(meta_model("alexnet")), module_device(torch.nn.ReLU())
-        (device(type='cpu'), device(type='meta'), device(type='cpu'))
-    """
-    if not isinstance(module, nn.Module):
-        raise fold_error("module", type(module).__name__, "must be a torch.nn.Module")
-    return next((t.device for t in itertools.chain(module.parameters(), module.buffers())), torch.device("cpu"))

@@ -24,12 +24,12 @@ from ..check import Verdict
 from ..errors import FoldError, fold_error
 from ..fold import groups_aligned, plan_fold
 from ..layout import normalize_order
-from ..padding import check_padding_fits
+from ..padding import require_padding_fits
 from ..specs import ConvSpec, FoldSpec
 from .outcome import Outcome, Prediction, invalid
 from .windows import literal_by_windows, orders_equivalent, pairs_own_channels
 
-__all__ = ["predict_fold", "coerce_fold", "require_padding_fits"]
+__all__ = ["predict_fold", "coerce_fold"]
 
 
 @dataclass(frozen=True)
@@ -82,28 +82,8 @@ def _validate(conv, r, order, input_order, folded_stride, folded_padding, input_
         out = conv_output_size(size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
         if any(o < 1 for o in out):
             raise fold_error("input_size", size, f"gives the conv an empty output {out} (kernel extent {spec.effective_kernel})")
-        require_padding_fits(spec.padding_mode, spec.padding, size, param="padding", what="the input")
+        require_padding_fits(size, spec.padding, spec.padding_mode, param="padding")
     return _Request(spec, fold, x_order, stride, padding, size, folded_stride is not None, folded_padding is not None)
-
-
-def require_padding_fits(mode: str, padding: Sequence[int], input_size: Sequence[int], *, param: str, what: str) -> None:
-    """torch's limits on padding (:func:`foldconv.padding.check_padding_fits`: circular padding wraps at most once,
-    reflect needs ``P < n``; zeros and replicate take any), as a FoldError naming the padding's parameter ``param``;
-    ``what`` names the map of spatial size ``input_size``.
-
-    Example:
-        >>> require_padding_fits("reflect", (4, 1), (4, 4), param="padding", what="the input")
-        Traceback (most recent call last):
-        ...
-        foldconv.errors.FoldError: padding=(4, 1): reflect padding does not fit the input (4, 4): torch needs padding < size on every axis
-    """
-    try:
-        check_padding_fits(input_size, padding, mode)
-    except FoldError as err:
-        if err.param != "input_size":
-            raise
-        torch_needs = err.rule.split(": ", 1)[-1]
-        raise fold_error(param, tuple(padding), f"{mode} padding does not fit {what} {tuple(input_size)}: {torch_needs}") from None
 
 
 @dataclass(frozen=True)
@@ -140,7 +120,7 @@ def _size_verdict(req: _Request) -> Tuple[Verdict, List[str], Optional[Tuple[int
     folded_size = tuple(n * f for n, f in zip(req.input_size, fold.r))
     lit_out = conv_output_size(folded_size, tuple(f * k for f, k in zip(fold.r, spec.kernel_size)), req.stride, req.padding, spec.dilation)
     try:
-        require_padding_fits(spec.padding_mode, req.padding, folded_size, param="folded_padding", what="the folded map")
+        require_padding_fits(folded_size, req.padding, spec.padding_mode, param="folded_padding", what="the folded map")
         if any(o < 1 for o in lit_out):
             raise fold_error("input_size", req.input_size, f"gives the literal folded conv an empty output {lit_out}")
     except FoldError as err:  # the rules still say why the forms differ

@@ -50,7 +50,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
 import torch
 from torch import nn
 
-from .._validate import IntOrTuple, check_int, per_axis_ints, resolve_dims
+from .._validate import IntOrTuple, per_axis_ints, require_int, resolve_dims
 from ..check import Verdict
 from ..errors import FoldError, fold_error
 from ..registry import Registry, mro_candidates
@@ -222,7 +222,7 @@ def _rule(layer: nn.Module, table: Registry[FollowingRule]) -> FollowingRule:
 def _request(layer: nn.Module, fold: FoldArg, channels: int, input_size: Optional[IntOrTuple],
              table: Registry[FollowingRule]) -> Tuple[FollowingRule, FoldSpec, int, Optional[Tuple[int, ...]]]:
     rule = _rule(layer, table)
-    channels = check_int(channels, "channels", 1)
+    channels = require_int(channels, "channels", 1)
     dims = rule.dims(layer)
     if dims is None:
         if isinstance(fold, FoldSpec) and fold.bound:
@@ -339,7 +339,7 @@ def following_example(name: str, channels: int, fold: FoldArg, generator: torch.
     owners = _example_owners()
     if name not in owners:
         raise fold_error("following", name, f"unknown layer name; choose from {tuple(owners)}")
-    channels = check_int(channels, "channels", 1)
+    channels = require_int(channels, "channels", 1)
     spec = fold if isinstance(fold, FoldSpec) else coerce_fold(fold, resolve_dims(fold, None, "fold"), param="fold")
     if not isinstance(generator, torch.Generator):
         raise fold_error("generator", type(generator).__name__, "must be a torch.Generator")

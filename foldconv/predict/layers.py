@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import itertools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -30,22 +29,13 @@ from ..errors import fold_error
 from ..fold import groups_aligned
 from ..layout import depth_to_space, fold_channel_map
 from ..specs import FoldSpec
+from ..tracing import module_device, module_dtype
 from .following import FollowingRule, register_following_rule
 from .outcome import fails, holds
 
 __all__ = ["ElementwiseRule", "PReLURule", "GLURule", "BatchNormRule", "GroupNormRule", "LayerNormRule", "DropoutRule"]
 
 Size = Optional[Tuple[int, ...]]
-
-
-def _dtype(layer: nn.Module) -> torch.dtype:
-    tensors = itertools.chain(layer.parameters(), layer.buffers())
-    return next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
-
-
-def _device(layer: nn.Module) -> torch.device:
-    """Where the layer's tensors live: the folded layer is built there (a CUDA stage folds on CUDA)."""
-    return next((t.device for t in itertools.chain(layer.parameters(), layer.buffers())), torch.device("cpu"))
 
 
 def _first_channels(channels: int, fold: FoldSpec) -> torch.Tensor:
@@ -126,7 +116,7 @@ class PReLURule(FollowingRule):
     def fold(self, layer, fold, *, channels):
         if layer.num_parameters == 1:
             return copy.deepcopy(layer)
-        new = nn.PReLU(channels // fold.block).to(dtype=_dtype(layer), device=layer.weight.device)
+        new = nn.PReLU(channels // fold.block).to(dtype=module_dtype(layer), device=layer.weight.device)
         with torch.no_grad():
             new.weight.copy_(layer.weight[_first_channels(channels, fold)])
         return new
@@ -169,7 +159,7 @@ class BatchNormRule(FollowingRule):
     def fold(self, layer, fold, *, channels):
         new = type(layer)(channels // fold.block, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
                           track_running_stats=layer.running_mean is not None)
-        new = new.to(dtype=_dtype(layer), device=_device(layer))
+        new = new.to(dtype=module_dtype(layer), device=module_device(layer))
         first = _first_channels(channels, fold)
         with torch.no_grad():
             for attr in ("running_mean", "running_var", "weight", "bias"):
@@ -216,7 +206,7 @@ class GroupNormRule(FollowingRule):
         if folded % layer.num_groups:
             raise fold_error("layer", f"GroupNorm({layer.num_groups}, {channels})",
                              f"cannot run on the {folded} folded channels (not divisible by num_groups)")
-        new = nn.GroupNorm(layer.num_groups, folded, eps=layer.eps, affine=layer.affine).to(dtype=_dtype(layer), device=_device(layer))
+        new = nn.GroupNorm(layer.num_groups, folded, eps=layer.eps, affine=layer.affine).to(dtype=module_dtype(layer), device=module_device(layer))
         if layer.affine:
             first = _first_channels(channels, fold)
             with torch.no_grad():
@@ -266,7 +256,7 @@ class LayerNormRule(FollowingRule):
         lead, spatial = shape[: -dims - 1], shape[-dims:]
         folded_shape = lead + (channels // fold.block,) + tuple(n * f for n, f in zip(spatial, fold.r))
         new = nn.LayerNorm(folded_shape, eps=layer.eps, elementwise_affine=layer.elementwise_affine, bias=layer.bias is not None)
-        new = new.to(dtype=_dtype(layer), device=_device(layer))
+        new = new.to(dtype=module_dtype(layer), device=module_device(layer))
         with torch.no_grad():
             for attr in ("weight", "bias"):
                 if getattr(layer, attr) is not None:

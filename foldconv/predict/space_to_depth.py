@@ -20,8 +20,9 @@ from .._validate import IntOrTuple, conv_output_size, per_axis_ints
 from ..check import Verdict
 from ..errors import FoldError, fold_error
 from ..fold import plan_unfold
+from ..padding import require_padding_fits
 from ..specs import ConvSpec, FoldSpec
-from .fold import coerce_fold, require_padding_fits
+from .fold import coerce_fold
 from .outcome import Outcome, Prediction, SizeFix, invalid
 
 __all__ = ["predict_space_to_depth"]
@@ -89,7 +90,7 @@ def predict_space_to_depth(
         outputs = conv_output_size(size, spec.kernel_size, spec.stride, spec.padding, spec.dilation)
         if any(o < 1 for o in outputs):
             raise fold_error("input_size", size, f"gives the big conv an empty output {outputs}")
-        require_padding_fits(spec.padding_mode, spec.padding, size, param="padding", what="the input")
+        require_padding_fits(size, spec.padding, spec.padding_mode, param="padding")
     except FoldError as err:
         return invalid(err)
     try:

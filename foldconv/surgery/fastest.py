@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from .. import tracing
-from .._validate import check_device, check_int
+from .._validate import require_device, require_int
 from ..check import check_equivalence
 from ..errors import FoldError
 from .rewrite import check_model, find_sites, rewrite
 from .rules import form_rules
 from .speed import FormTiming
-from .timing import ROUNDS, Timer, check_seconds, interleaved, machine_description, measure, prepare_target, runner, speedup
+from .timing import ROUNDS, Timer, interleaved, machine_description, measure, prepare_target, require_seconds, runner, speedup
 
 __all__ = ["SiteChoice", "OptimizeReport", "optimize"]
 
@@ -123,10 +123,10 @@ def optimize(
     """
     original = model
     model, shape = prepare_target(model, input_shape, min_run_time=min_run_time, param="model")
-    dev = check_device(device)
-    rounds = check_int(rounds, "rounds", 1)
+    dev = require_device(device)
+    rounds = require_int(rounds, "rounds", 1)
     rules = form_rules()
-    time = timer or (lambda fn, label: measure(fn, label, min_run_time=check_seconds(min_run_time) / rounds))
+    time = timer or (lambda fn, label: measure(fn, label, min_run_time=require_seconds(min_run_time) / rounds))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
     run_original = runner(copy.deepcopy(model).to(dev), x)
 

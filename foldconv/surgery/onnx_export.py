@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .. import tracing
-from .._validate import check_int
+from .._validate import require_int
 from ..errors import FoldError, first_line, fold_error
 
 __all__ = ["OnnxReport", "export_onnx", "onnx_op_types", "require_package"]
@@ -228,17 +228,17 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be an nn.Module")
     shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
-    opset = check_int(opset, "opset", 7)
+    opset = require_int(opset, "opset", 7)
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
         raise fold_error("rtol", rtol, "must be a finite number >= 0")
     others = _other_shapes(shape, other_shapes)
     # torch's float32 forward, the exporter's trace of it and onnxruntime's run, at the largest shape asked for
     for s in (shape,) + others:
-        tracing.check_run_memory(model, s, copies=3, bytes_per_element=4, what="exporting the model and running it in onnxruntime")
+        tracing.require_run_memory(model, s, copies=3, bytes_per_element=4, what="exporting the model and running it in onnxruntime")
     onnx = require_package("onnx")
     ort = require_package("onnxruntime")
     model = copy.deepcopy(model).eval().float().cpu()
-    gen = torch.Generator().manual_seed(check_int(seed, "seed", 0))
+    gen = torch.Generator().manual_seed(require_int(seed, "seed", 0))
     x = torch.randn(shape, generator=gen)
     try:
         with torch.no_grad():

@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import FoldError, first_line, fold_error
+from ..tracing import module_device
 
 __all__ = [
     "TensorMap", "Gathered", "TrainingCheck", "tensor_maps", "trains_alike", "effective_parameters", "keep_parameters",
@@ -400,7 +401,7 @@ def check_training(model: nn.Module, build: Build, input_shape: Sequence[int], *
         old = copy.deepcopy(model).to(torch.float64).eval()
         new = build(copy.deepcopy(old)).eval()
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(-3, 4, tuple(input_shape), generator=gen).to(torch.float64).to(_device(old))
+    x = torch.randint(-3, 4, tuple(input_shape), generator=gen).to(torch.float64).to(module_device(old))
     counts = (_counts(old), _counts(new))
     parameters, trainable = (counts[0][0], counts[1][0]), (counts[0][1], counts[1][1])
     old_grads, weights = _grads(old, x, None, seed)
@@ -429,6 +430,3 @@ def check_training(model: nn.Module, build: Build, input_shape: Sequence[int], *
             first = first or f"{name}: gradient differs at {bad} of {grad.numel()} entries"
     return TrainingCheck(not differing, exact, tuple(differing), parameters, trainable, first)
 
-
-def _device(model: nn.Module) -> torch.device:
-    return next((t.device for t in list(model.parameters()) + list(model.buffers())), torch.device("cpu"))

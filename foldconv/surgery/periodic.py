@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .._validate import check_input
+from .._validate import require_input
 from ..errors import fold_error
 from ..layout import IntOrTuple, Order, depth_to_space
 from ..specs import FoldSpec
@@ -52,7 +52,7 @@ class PeriodicBias(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = self.dims
         if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
-            size = check_input(x, dims, channels=self.bias.numel() // math.prod(self.r))
+            size = require_input(x, dims, channels=self.bias.numel() // math.prod(self.r))
             if any(n % f for n, f in zip(size, self.r)):
                 raise fold_error("x.shape", tuple(x.shape), f"spatial sizes must be multiples of r={self.r}")
         block = self.bias[self.block_index]  # (C, *r)

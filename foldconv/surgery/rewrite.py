@@ -19,7 +19,7 @@ sampled verdict (the report says which and why). A site whose rewrite holds for 
 those weights. A whole rewritten model found not equivalent (or unable to run) is withdrawn: the original comes back
 and the report says why. Then one backward pass of each says whether the result trains as the original
 (:class:`~foldconv.surgery.params.TrainingCheck`). Every check allocates within foldconv's memory limit, estimated
-before anything runs (:func:`foldconv.tracing.check_run_memory`). The input model is never modified; the result is a real module on the model's device and dtype,
+before anything runs (:func:`foldconv.tracing.require_run_memory`). The input model is never modified; the result is a real module on the model's device and dtype,
 in its train/eval mode. Sites made of module calls are swapped in place (the model keeps its class); a site with a
 function or slices in it (YOLOv5's Focus, ``F.pixel_shuffle``) makes the result a ``torch.fx.GraphModule``.
 
@@ -175,7 +175,7 @@ def _plan(model: nn.Module, shape: Tuple[int, ...], parsed: Parsed, *, verify: b
           keep_all: bool = False):
     """Apply the rules to a copy of ``model``; returns the new model, the steps, the rows and the trace status."""
     work = copy.deepcopy(model)
-    device = _device(model)
+    device = tracing.module_device(model)
     steps: List[_Step] = []
     rows: List[SiteReport] = []
     traced, fallback = True, ""
@@ -311,12 +311,6 @@ def _part_rows(rule: Rule, match: Match, module: nn.Module) -> List[SiteReport]:
     ]
 
 
-def _device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _non_polynomial(model: nn.Module, shape: Tuple[int, ...], device: torch.device) -> Tuple[str, ...]:
     """The ops off the checker's polynomial allow-list the model (eval mode, float64) runs on this shape."""
     m = copy.deepcopy(model).to(device=device, dtype=torch.float64).eval()
@@ -344,7 +338,7 @@ def check_model(model: nn.Module, build: Callable[[nn.Module], nn.Module], input
         (True, False, True)
     """
     reference = copy.deepcopy(model).eval()
-    device = _device(model)
+    device = tracing.module_device(model)
     refused = _non_polynomial(reference, input_shape, device)
     # The rewrite replayed in float64 on the model's own weights: what was built, without the rounding of
     # weights computed in the model's dtype (a folded BatchNorm in float32).
@@ -386,7 +380,7 @@ def _validated(model: Any, input_shape: Any, verify: Any, fold_bn: Any, seed: An
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise fold_error("seed", seed, "must be an integer >= 0 (the RNG seed of the checks)")
     # The checks run the model and its rewrite in float64, and the training check keeps both graphs for backward.
-    tracing.check_run_memory(model, shape, copies=CHECK_COPIES if verify else 1,
+    tracing.require_run_memory(model, shape, copies=CHECK_COPIES if verify else 1,
                              what="the rewrite's checks (the model and its rewrite in float64, with gradients)" if verify
                              else "tracing the model on real tensors")
     return shape

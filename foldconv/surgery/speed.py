@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .._tables import markdown_table
-from .._validate import CONV_TYPES, check_bool, check_device, check_int
+from .._validate import CONV_TYPES, require_bool, require_device, require_int
 from ..check import EquivalenceReport, check_equivalence
 from ..errors import FoldError, first_line, fold_error
 from .rewrite import check_model, rewrite
@@ -257,12 +257,12 @@ def benchmark_forms(
         [('original', True), ('fold r=2', True), ('channels_last', True)]
     """
     target, shape = prepare_target(target, input_shape, min_run_time=min_run_time)
-    dev = check_device(device)
-    verify = check_bool(verify, "verify")
-    check_bool(channels_last, "channels_last")
+    dev = require_device(device)
+    verify = require_bool(verify, "verify")
+    require_bool(channels_last, "channels_last")
     if compile not in (True, False, "auto"):
         raise fold_error("compile", compile, "must be True, False or 'auto'")
-    r_list = [check_int(r, "r_values", 2) for r in r_values]
+    r_list = [require_int(r, "r_values", 2) for r in r_values]
     names, custom = _selected(forms, ("fold",) + form_rules() + ("channels_last", "compile"))
     built_forms = _forms(target, shape, names, r_list)
     if channels_last and "channels_last" in names:
@@ -271,7 +271,7 @@ def benchmark_forms(
     if compile is not False and "compile" in names:
         built_forms.append(_Form("compile", lambda m: torch.compile(copy.deepcopy(m)), exact=False))
     built_forms += custom
-    rounds = check_int(rounds, "rounds", 1)
+    rounds = require_int(rounds, "rounds", 1)
     time = timer or (lambda fn, label: measure(fn, label, min_run_time=min_run_time / rounds))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
     # Every form is built and verified before anything is timed, so that the timings sit close together.

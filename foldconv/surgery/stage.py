@@ -51,7 +51,7 @@ from torch import nn
 
 from .. import tracing
 from .._tables import markdown_table
-from .._validate import CONV_TYPES, check_bool
+from .._validate import CONV_TYPES, require_bool
 from ..analysis.counting import count, meta_copy
 from ..analysis.counting.fold import Compared, Comparison
 from ..errors import FoldError, first_line, fold_error
@@ -446,7 +446,7 @@ def _validated(stage: Any, r: Any, input_shape: Any, order: Any, fold_bn: Any, c
     shape = tracing.validate_input_shape(input_shape, ranks=(3, 4, 5))
     normalize_order(order, len(shape) - 2)  # None is not an order here (FoldSpec.coerce would take the default)
     fold = FoldSpec.coerce(r, len(shape) - 2, order, param="r")
-    return shape, fold, check_bool(fold_bn, "fold_bn"), check_bool(cost_neutral_only, "cost_neutral_only")
+    return shape, fold, require_bool(fold_bn, "fold_bn"), require_bool(cost_neutral_only, "cost_neutral_only")
 
 
 def _fold(stage: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, *, fold_bn: bool, cost_neutral_only: bool) -> Tuple[FoldedStage, FoldReport]:
@@ -527,7 +527,7 @@ def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, wh
                     cost_neutral_only: bool) -> Tuple[nn.Module, FoldReport]:
     """Every conv of a model fx cannot trace replaced by its own folded stage, at the input its first call sees."""
     if not _on_meta(model):  # the input shapes are read from one run, on real tensors when meta ones fail
-        tracing.check_run_memory(model, shape, copies=1, what="running the model once to read its layers' inputs")
+        tracing.require_run_memory(model, shape, copies=1, what="running the model once to read its layers' inputs")
     copied = _fold_batchnorms(model, shape) if fold_bn else copy.deepcopy(model)
     calls = tracing.module_inputs(copied, shape)
     replaced: Dict[int, nn.Module] = {}

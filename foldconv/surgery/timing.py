@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from .. import tracing
-from .._validate import check_device, check_int
+from .._validate import require_device, require_int
 from ..errors import first_line, fold_error
 
 __all__ = [
-    "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "Timer", "check_seconds", "interleaved", "machine_description", "measure",
+    "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "Timer", "require_seconds", "interleaved", "machine_description", "measure",
     "prepare_target", "runner", "speedup",
 ]
 
@@ -121,11 +121,11 @@ def speedup(original: Sample, form: Sample) -> Speedup:
     return Speedup(original.median / form.median, original.q25 / form.q75, original.q75 / form.q25)
 
 
-def check_seconds(value: Any, param: str = "min_run_time") -> float:
+def require_seconds(value: Any, param: str = "min_run_time") -> float:
     """A positive number of seconds; FoldError naming ``param`` otherwise.
 
     Example:
-        >>> check_seconds(0.5)
+        >>> require_seconds(0.5)
         0.5
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
@@ -146,9 +146,9 @@ def prepare_target(target: Any, input_shape: Any, *, min_run_time: Any, param: s
     if not isinstance(target, nn.Module):
         raise fold_error(param, type(target).__name__, "must be an nn.Module (a layer or a model)")
     shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
-    check_seconds(min_run_time)
+    require_seconds(min_run_time)
     # every form is checked in float64 (the target and the form) before it is timed
-    tracing.check_run_memory(target, shape, copies=3, what="timing the forms and checking each in float64")
+    tracing.require_run_memory(target, shape, copies=3, what="timing the forms and checking each in float64")
     target = copy.deepcopy(target).eval()
     try:
         with torch.no_grad():
@@ -198,10 +198,10 @@ def measure(fn: Callable[[], object], label: str = "", *, min_run_time: float = 
     """
     if not callable(fn):
         raise fold_error("fn", type(fn).__name__, "must be a callable taking no arguments")
-    check_seconds(min_run_time)
+    require_seconds(min_run_time)
     if threads is not None:
-        check_int(threads, "threads", 1)
-    for _ in range(check_int(warmup, "warmup", 0)):
+        require_int(threads, "threads", 1)
+    for _ in range(require_int(warmup, "warmup", 0)):
         fn()
     timer = _benchmark().Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads or torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)
@@ -236,7 +236,7 @@ def interleaved(original: Callable[[], object], forms: Sequence[Tuple[str, Calla
         >>> calls, len(anchor.times), [len(s.times) for s in paired[0]]
         (['original', 'form', 'original', 'form'], 2, [2, 2])
     """
-    rounds = check_int(rounds, "rounds", 1)
+    rounds = require_int(rounds, "rounds", 1)
     runs: List[List[Sample]] = [[] for _ in forms]
     got: List[List[Sample]] = [[] for _ in forms]
     errors: List[Optional[Exception]] = [None for _ in forms]
@@ -271,7 +271,7 @@ def machine_description(device: Union[str, torch.device] = "cpu") -> str:
         >>> "torch " + torch.__version__ in machine_description()
         True
     """
-    device = check_device(device)
+    device = require_device(device)
     cpu = ""
     try:
         with open("/proc/cpuinfo") as info:

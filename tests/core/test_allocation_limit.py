@@ -32,7 +32,7 @@ from foldconv.equivalences import axw_factors, dense_operator, layout_permutatio
 from foldconv.errors import FoldError
 from foldconv.layout import depth_to_space
 from foldconv.surgery import benchmark_forms, export_onnx, find_sites, fold_model, fold_stage, optimize, rewrite
-from foldconv.tracing import check_run_memory, forward_elements
+from foldconv.tracing import forward_elements, require_run_memory
 
 HUGE = (1, 3, 10**5, 10**5)
 
@@ -148,7 +148,7 @@ def test_the_reported_examples_and_what_stays_allowed():
     before = _validate.MAX_ALLOCATION_BYTES
     with foldconv.allocation_limit(2**50):
         assert _validate.MAX_ALLOCATION_BYTES == 2**50
-        assert check_run_memory(nn.Conv2d(3, 8, 3), HUGE, copies=1) > 2**39
+        assert require_run_memory(nn.Conv2d(3, 8, 3), HUGE, copies=1) > 2**39
     assert _validate.MAX_ALLOCATION_BYTES == before == 8 * 2**30
     with pytest.raises(FoldError, match="nbytes"):
         with foldconv.allocation_limit(0):

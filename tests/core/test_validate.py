@@ -24,11 +24,11 @@ from foldconv import (
 )
 from foldconv._validate import (
     MAX_KERNEL_ELEMENTS,
-    check_dims,
     conv_output_size,
     conv_transpose_output_size,
     parse_factors,
     per_axis_ints,
+    require_dims,
     resolve_dims,
 )
 
@@ -163,7 +163,7 @@ def test_output_size_formulas():
     assert conv_transpose_output_size((3,), (4,), (2,), (1,), (1,), (1,)) == (7,)
     tconv = torch.nn.ConvTranspose1d(1, 1, 4, stride=2, padding=1, output_padding=1)
     assert tconv(torch.zeros(1, 1, 3)).shape[-1] == 7
-    assert check_dims(1) == 1 and MAX_KERNEL_ELEMENTS == 2**28
+    assert require_dims(1) == 1 and MAX_KERNEL_ELEMENTS == 2**28
 
 
 def test_convspec_built_directly_is_validated_and_normalised():

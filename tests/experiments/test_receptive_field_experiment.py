@@ -97,8 +97,8 @@ def test_the_models_answer_comes_before_the_fold_table_and_index_links_every_fil
 
 def test_input_shape_is_the_full_shape_count_takes():
     e = RFExperiment(model=CONV, input_shape=[2, 3, 20, 18], check_size=8)
-    assert (e.input_shape, e.input_size, e.check_shape) == ((2, 3, 20, 18), (20, 18), (2, 3, 8, 8))
-    assert RFExperiment(model=CONV, input_shape=[1, 3, 16]).check_shape == (1, 3, 64)  # 1-D
+    assert (e.input_shape, e.input_size, e.gradient_check_shape) == ((2, 3, 20, 18), (20, 18), (2, 3, 8, 8))
+    assert RFExperiment(model=CONV, input_shape=[1, 3, 16]).gradient_check_shape == (1, 3, 64)  # 1-D
 
 
 def test_fallback_real_measures_an_op_without_a_rule_and_error_refuses_it(tmp_path):

@@ -16,10 +16,10 @@ from foldconv.models import (
     build_model,
     meta_model,
     model_labels,
-    module_device,
     register_architecture,
     resolve_model,
 )
+from foldconv.tracing import module_device
 
 CONV = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
 

@@ -51,7 +51,7 @@ from torch.utils._pytree import tree_flatten
 
 from ...errors import FoldError, fold_error
 from ...registry import Registry
-from ..fallback import check_fallback
+from ..fallback import validate_fallback
 from . import meta_cache
 from .backward import GraphOwners, loss_of
 from .inputs import (
@@ -398,7 +398,7 @@ def count(
         raise fold_error("dtype", dtype, "must be a floating torch.dtype such as torch.float16")
     if not isinstance(backward, bool):
         raise fold_error("backward", backward, "must be True or False")
-    check_fallback(fallback)
+    validate_fallback(fallback)
     costs = costs_for_call(op_costs)
     if name is not None and not isinstance(name, str):
         raise fold_error("name", name, "must be a string (the model's label) or None")

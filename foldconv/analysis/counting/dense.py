@@ -32,7 +32,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..._validate import check_int, conv_output_size, per_axis_ints
+from ..._validate import conv_output_size, per_axis_ints, require_int
 from ...errors import FoldError, fold_error
 from ...padding import PADDING_MODES, padded_source
 from ...specs import ConvSpec
@@ -81,8 +81,8 @@ def axis_pairs(n: int, kernel: int, *, stride: int = 1, padding: int = 0, dilati
         >>> axis_pairs(5, 3, padding=1, mode="circular")
         15
     """
-    n, kernel = check_int(n, "n", 1), check_int(kernel, "kernel", 1)
-    stride, dilation, padding = check_int(stride, "stride", 1), check_int(dilation, "dilation", 1), check_int(padding, "padding", 0)
+    n, kernel = require_int(n, "n", 1), require_int(kernel, "kernel", 1)
+    stride, dilation, padding = require_int(stride, "stride", 1), require_int(dilation, "dilation", 1), require_int(padding, "padding", 0)
     if mode not in PADDING_MODES:
         raise fold_error("mode", mode, f"must be one of {list(PADDING_MODES)}")
     (outputs,) = conv_output_size((n,), (kernel,), (stride,), (padding,), (dilation,))
@@ -265,14 +265,14 @@ def parameter_ladder(
          (3996001, False, True), (441, True, True)]
     """
     for name, value in (("height", height), ("width", width), ("in_channels", in_channels), ("out_channels", out_channels)):
-        check_int(value, name, 1)
-    check_int(delta, "delta", 0)
+        require_int(value, name, 1)
+    require_int(delta, "delta", 0)
     ch = in_channels * out_channels
     k = 2 * delta + 1
     local = dense_equivalent(ConvSpec.make(2, in_channels, out_channels, k, padding=delta, bias=False), (height, width))
     rows = []
     if hidden is not None:
-        check_int(hidden, "hidden", 1)
+        require_int(hidden, "hidden", 1)
         rows.append(LadderRow("fully connected, image -> hidden vector", fc_params((in_channels, height, width), (hidden,), bias=False)))
     rows += [
         LadderRow("fully connected, image -> image, W[i,j,k,l]", (height * width) ** 2 * ch),

@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ...errors import FoldError, fold_error
-from ...models import PublishedFigures, module_device
+from ...models import PublishedFigures
+from ...tracing import module_device
 from .counter import ShapeLike, count
 from .inputs import model_inputs
 from .report import CountReport

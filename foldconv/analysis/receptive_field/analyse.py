@@ -26,7 +26,7 @@ from torch import nn
 from ... import tracing
 from ...errors import fold_error
 from ...registry import Registry
-from ..fallback import check_fallback
+from ..fallback import validate_fallback
 from . import rules_attention, rules_tensor, rules_timm, rules_window  # noqa: F401  (registers the built-in rules)
 from .context import RuleContext
 from .geometry import IDENTITY, Broadcast, Geometry, Record
@@ -36,7 +36,10 @@ from .registry import Rule, leaf_types, rule_for, rules_for_call
 from .report import AxisRF, NodeRF, RFReport
 from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
 
-__all__ = ["RFAlignmentWarning", "receptive_field", "check_input_shape", "validate_leaves", "Leaves"]
+#: Input ranks the receptive-field analyses take: (N, C, *spatial) with 1 to 3 spatial axes.
+RF_RANKS = range(3, 6)
+
+__all__ = ["RF_RANKS", "RFAlignmentWarning", "receptive_field", "validate_leaves", "Leaves"]
 
 #: Modules kept whole when tracing: module classes and/or qualified module names.
 Leaves = Sequence[Union[Type[nn.Module], str]]
@@ -44,20 +47,6 @@ Leaves = Sequence[Union[Type[nn.Module], str]]
 
 class RFAlignmentWarning(UserWarning):
     """Merged paths see regions with different centres or different strides (Araujo et al.'s alignment)."""
-
-
-def check_input_shape(input_shape: Any) -> Tuple[int, ...]:
-    """``(N, C, *spatial)`` with 1 to 3 spatial dims and every entry an integer >= 1.
-
-    Example:
-        >>> check_input_shape([1, 3, 8, 8])
-        (1, 3, 8, 8)
-    """
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not 3 <= len(input_shape) <= 5:
-        raise fold_error("input_shape", input_shape, "must be (N, C, *spatial) with 1 to 3 spatial dims")
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape):
-        raise fold_error("input_shape", input_shape, "every entry must be an integer >= 1")
-    return tuple(int(v) for v in input_shape)
 
 
 def receptive_field(
@@ -103,8 +92,8 @@ def receptive_field(
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be a torch.nn.Module")
-    check_fallback(fallback)
-    shape = check_input_shape(input_shape)
+    validate_fallback(fallback)
+    shape = tracing.validate_input_shape(input_shape, ranks=RF_RANKS)
     if "timm" in sys.modules:  # the model may hold timm layers that fx cannot trace: their rules, made leaves
         rules_timm.register_timm_rules()
     table = rules_for_call(rules)
@@ -155,7 +144,7 @@ class _Whole(nn.Module):
 def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registry[Rule]) -> RFReport:
     """Report for a model torch.fx cannot trace: the whole model is one node measured from gradients."""
     gm = trace_model(_Whole(model), leaves=(type(model),))
-    tracing.check_run_memory(model, shape, copies=2, what="measuring the untraceable model from gradients (float64)")
+    tracing.require_run_memory(model, shape, copies=2, what="measuring the untraceable model from gradients (float64)")
     return _analyse(gm, real_values(gm, shape), shape, "real", type(model).__name__, table)
 
 

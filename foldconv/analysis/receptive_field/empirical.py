@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ... import tracing
-from ..._validate import check_int
+from ..._validate import require_int
 from ...errors import fold_error
-from .analyse import Leaves, check_input_shape, receptive_field
+from .analyse import RF_RANKS, Leaves, receptive_field
 from .measure import GraphCapture, positive_copy, positive_input, support_hull, unit_sum
 from .pullback import Box, Support
 from .registry import Rule
@@ -37,9 +37,9 @@ Query = Tuple[Optional[str], Sequence[int]]
 def _report_for(model: nn.Module, input_shape: Sequence[int], report: Optional[RFReport], **kwargs) -> RFReport:
     """The given report (checked against ``input_shape``) or a fresh analysis (``kwargs``: those of
     :func:`receptive_field`: ``leaves``, ``rules``, ``fallback``)."""
-    shape = check_input_shape(input_shape)
+    shape = tracing.validate_input_shape(input_shape, ranks=RF_RANKS)
     # every measurement here is a float64 forward pass kept for a backward one
-    tracing.check_run_memory(model, shape, copies=2, what="the gradient measurement (float64 forward and backward)")
+    tracing.require_run_memory(model, shape, copies=2, what="the gradient measurement (float64 forward and backward)")
     if report is None:
         return receptive_field(model, shape, **kwargs)
     if not isinstance(report, RFReport):
@@ -69,7 +69,7 @@ def empirical_boxes(
         (((0, 2), (0, 2)), ((5, 7), (5, 7)))
     """
     report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
-    seed = check_int(seed, "seed", 0)
+    seed = require_int(seed, "seed", 0)
     if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence) or not all(
         isinstance(q, (tuple, list)) and len(q) == 2 for q in queries
     ):
@@ -168,8 +168,8 @@ def effective_receptive_field(
         >>> erf.shape, int((erf > 0).sum())
         ((7, 7), 9)
     """
-    samples = check_int(samples, "samples", 1)
-    seed = check_int(seed, "seed", 0)
+    samples = require_int(samples, "samples", 1)
+    seed = require_int(seed, "seed", 0)
     report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
     name = node if node is not None else report.output_name
     index = report.checked_index(name, index)
@@ -237,7 +237,7 @@ def default_check_nodes(report: RFReport, max_nodes: int = 6) -> Tuple[str, ...]
         >>> default_check_nodes(receptive_field(net, (1, 1, 20)), max_nodes=3)
         ('_0', '_4')
     """
-    max_nodes = check_int(max_nodes, "max_nodes", 1)
+    max_nodes = require_int(max_nodes, "max_nodes", 1)
     cands = [
         name for name, node in report.nodes.items()
         if node.exact and any(d is not None for d in node.dims) and node.op != "input" and name not in report.fallback_nodes
@@ -266,7 +266,7 @@ def check_receptive_field(
         >>> check_receptive_field(net, (1, 1, 21, 21)).ok
         True
     """
-    max_nodes = check_int(max_nodes, "max_nodes", 1)
+    max_nodes = require_int(max_nodes, "max_nodes", 1)
     report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
     if nodes is None:
         nodes = default_check_nodes(report, max_nodes)

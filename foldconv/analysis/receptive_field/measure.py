@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import tracing
-from ..._validate import check_int
+from ..._validate import require_int
 from ...errors import fold_error
 from .geometry import Geometry, Record
 from .pullback import Box
@@ -95,7 +95,7 @@ def positive_copy(module: nn.Module, *, dtype: torch.dtype = torch.float64, seed
         raise fold_error("module", type(module).__name__, "must be a torch.nn.Module")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise fold_error("dtype", dtype, "must be a floating-point torch.dtype")
-    seed = check_int(seed, "seed", 0)
+    seed = require_int(seed, "seed", 0)
     # every parameter is overwritten: copy the module around fresh parameters instead of copying (and
     # converting) the old values, which also lets a model with parameters on the meta device be measured
     fresh = {id(p): nn.Parameter(torch.empty(p.shape, dtype=dtype), requires_grad=False) for p in module.parameters()}
@@ -172,7 +172,7 @@ def measure_node(gm: fx.GraphModule, records: Mapping[fx.Node, Record], node: fx
     centre position and the step to the next position give an affine (size, jump, padding) per axis."""
     ins = [n for n in node.all_input_nodes if n in records and records[n].geom is not None]
     first = records[ins[0]] if ins else None
-    tracing.check_run_memory(gm, input_shape, copies=2, what=f"measuring node {node.name} from gradients (float64)")
+    tracing.require_run_memory(gm, input_shape, copies=2, what=f"measuring node {node.name} from gradients (float64)")
     x = positive_input(input_shape)
     cap = GraphCapture(positive_copy(gm), [node.name], avg_for_max=True)
     cap.run(x)

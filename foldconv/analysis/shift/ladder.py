@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._validate import check_int
+from ..._validate import require_int
 from ...errors import fold_error
 from ...fold import fold_conv
 from ...layout import SpaceToDepth
@@ -50,7 +50,7 @@ class LocallyConnected2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, input_size: Tuple[int, int], *, kernel_size: int, stride: int = 1, padding: int = 0):
         super().__init__()
-        self.k, self.s, self.p = check_int(kernel_size, "kernel_size", 1), check_int(stride, "stride", 1), check_int(padding, "padding", 0)
+        self.k, self.s, self.p = require_int(kernel_size, "kernel_size", 1), require_int(stride, "stride", 1), require_int(padding, "padding", 0)
         self.out_size = tuple((n + 2 * self.p - self.k) // self.s + 1 for n in input_size)
         if min(self.out_size) < 1:
             raise fold_error("input_size", tuple(input_size), f"is smaller than the kernel {self.k} with padding {self.p}")
@@ -92,9 +92,9 @@ def ladder_models(*, image_size: int = 32, r: int = 4, channels: int = 16, kerne
         >>> {name: parameter_count(m) for name, m in rungs.items()}
         {'fc': 2179, 'local': 1283, 'conv': 173, 'folded': 173}
     """
-    r = check_int(r, "r", 1)
-    image_size = check_int(image_size, "image_size", 1)
-    kernel = check_int(kernel, "kernel", 1)
+    r = require_int(r, "r", 1)
+    image_size = require_int(image_size, "image_size", 1)
+    kernel = require_int(kernel, "kernel", 1)
     if image_size % r:
         raise fold_error("image_size", image_size, f"must be a multiple of r={r}")
     if kernel % 2 == 0:

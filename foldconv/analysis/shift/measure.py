@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ... import tracing
-from ..._validate import check_int, per_axis_ints
+from ..._validate import per_axis_ints, require_int
 from ...errors import fold_error
 from .analytic import ShiftReport
 
@@ -127,7 +127,7 @@ def _crop_dims(input_size: Any, images: torch.Tensor) -> int:
 def _check_memory(model: nn.Module, images: torch.Tensor, size: Sequence[int], what: str) -> None:
     """Two forward passes of the model on crops of ``size`` of all the images, against the allocation limit."""
     shape = tuple(images.shape[: images.dim() - len(size)]) + tuple(size)
-    tracing.check_run_memory(model, shape, copies=2, bytes_per_element=images.element_size(), what=what, param="input_size")
+    tracing.require_run_memory(model, shape, copies=2, bytes_per_element=images.element_size(), what=what, param="input_size")
 
 
 def _crop(images: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
@@ -211,7 +211,7 @@ def consistency(model: nn.Module, images: torch.Tensor, *, input_size: Sequence[
         Consistency(agree=4, pairs=4, classes=1)
     """
     size = per_axis_ints(input_size, _crop_dims(input_size, images), "input_size", 1)
-    max_shift = check_int(max_shift, "max_shift", 0)
+    max_shift = require_int(max_shift, "max_shift", 0)
     dims = len(size)
     if any(n + max_shift > m for n, m in zip(size, images.shape[-dims:])):
         raise fold_error("max_shift", max_shift, f"input_size + max_shift must fit in the images {tuple(images.shape[-dims:])}")

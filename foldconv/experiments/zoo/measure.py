@@ -42,7 +42,7 @@ from ...errors import FoldError, first_line, fold_error
 from ...models import TIMM_PREFIX, ModelSpec, build_model, default_input_shape, family_of, published_figures, resolve_model
 
 __all__ = [
-    "ZooRow", "Built", "StageTimeout", "measure_model", "zoo_spec", "build_zoo_model", "check_shape_of", "rf_blocker", "time_limit",
+    "ZooRow", "Built", "StageTimeout", "measure_model", "zoo_spec", "build_zoo_model", "gradient_check_shape", "rf_blocker", "time_limit",
     "DEFAULT_CHECK_MAX_MACS", "SMALL_SIZE",
 ]
 
@@ -258,11 +258,11 @@ def _rf_text(rf: Tuple[Any, ...]) -> str:
     return _shape_text(tuple("global" if v is None else v for v in rf))
 
 
-def check_shape_of(input_shape: Tuple[int, ...], check_size: Optional[int]) -> Tuple[int, ...]:
+def gradient_check_shape(input_shape: Tuple[int, ...], check_size: Optional[int]) -> Tuple[int, ...]:
     """The input of the gradient check: the model's own, or ``check_size`` on every spatial axis.
 
     Example:
-        >>> check_shape_of((1, 3, 224, 224), 64), check_shape_of((1, 3, 224, 224), None)
+        >>> gradient_check_shape((1, 3, 224, 224), 64), gradient_check_shape((1, 3, 224, 224), None)
         ((1, 3, 64, 64), (1, 3, 224, 224))
     """
     return tuple(input_shape) if check_size is None else tuple(input_shape[:2]) + (check_size,) * (len(input_shape) - 2)
@@ -336,7 +336,7 @@ def measure_model(
                     fields.update(analysed[0])
                     report = analysed[1]
                     macs = fields.get("macs")
-                    shape = check_shape_of(built.input_shape, check_size)
+                    shape = gradient_check_shape(built.input_shape, check_size)
                     fields["check_shape"] = _shape_text(shape)
                     if macs is not None and macs * math.prod(shape[2:]) / math.prod(built.input_shape[2:]) <= check_max_macs:
                         torch.set_grad_enabled(True)

@@ -6,6 +6,8 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,15 +29,18 @@ def _python_blocks(text: str):
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
-def test_every_readme_python_block_runs_and_prints_its_comments():
-    """Each ``print(...)  # value`` line of every README block prints ``value`` (explanatory comments after a ';')."""
-    text = (ROOT / "README.md").read_text()
-    blocks = _python_blocks(text)
-    assert len(blocks) >= 3
-    for block in blocks:
+PAGES = ("README.md", "docs/tour.md", "docs/experiments.md", "docs/architecture.md", "docs/compatibility.md")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_block_runs_and_prints_its_comments(page):
+    """Each ``print(...)  # value`` line of every block of the README and docs/ prints ``value`` (explanatory
+    comments after a ';')."""
+    text = (ROOT / page).read_text()
+    for block in _python_blocks(text):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            exec(compile(block, "README.md", "exec"), {})
+            exec(compile(block, page, "exec"), {})
         printed = iter(out.getvalue().splitlines())
         for line in block.splitlines():
             if not line.startswith("print("):
@@ -44,4 +49,22 @@ def test_every_readme_python_block_runs_and_prints_its_comments():
             if "#" in line:
                 claim = line.split("#", 1)[1].split(";")[0].split(":")[0].strip()
                 if claim.startswith(("(", "True", "False", "equivalent")):
-                    assert shown.startswith(claim), f"README says {claim!r}, the code prints {shown!r}"
+                    assert shown.startswith(claim), f"{page} says {claim!r}, the code prints {shown!r}"
+
+
+def test_the_tour_has_its_examples_and_the_readme_stays_a_front_page():
+    assert len(_python_blocks((ROOT / "docs/tour.md").read_text())) >= 4
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for section in ("## Setup", "## Ten lines of Python", "## The apps", "## Reading order"):
+        assert section in readme, section
+    assert ".venv/bin/foldconv" in readme and "source .venv/bin/activate" in readme
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    for page in PAGES + tuple(str(p.relative_to(ROOT)) for p in sorted((ROOT / "paper_notes").glob("*.md"))):
+        text = (ROOT / page).read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            assert ((ROOT / page).parent / target).exists(), f"{page}: broken link {target}"

@@ -1,5 +1,5 @@
 """The timm zoo, measured by the one zoo runner (foldconv zoo), held against the last committed summary
-(paper_notes/zoo/timm_coverage.json); slow tier (tests/conftest.py marks it by path).
+(tests/data/timm_coverage.json); slow tier (tests/conftest.py marks it by path).
 
 `make test` measures one fixed shard, every 32nd model of the sorted list (about 43 models, a couple of minutes on
 2 cores): a model that lost a status it had in the committed summary fails. ``FOLDCONV_FULL_ZOO=1`` measures the
@@ -15,7 +15,7 @@ import pytest
 
 from helpers import ROOT
 
-COMMITTED = ROOT / "paper_notes" / "zoo" / "timm_coverage.json"
+COMMITTED = ROOT / "tests" / "data" / "timm_coverage.json"
 
 
 FULL = os.environ.get("FOLDCONV_FULL_ZOO") == "1"

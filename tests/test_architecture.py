@@ -7,6 +7,7 @@ pyproject.toml ([tool.importlinter]); the lint rules are ruff's ([tool.ruff]). `
 """
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -71,6 +72,40 @@ def test_no_import_cycles():
 def test_no_module_imports_another_modules_private_names():
     new = sorted(set(private_imports(ROOT)) - KNOWN_PRIVATE)
     assert not new, f"imports of another module's private names (make the name public in its one home): {new}"
+
+
+def experiments_imports(path: Path) -> list:
+    """The lines of ``path`` that import foldconv.experiments (or anything under it)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + ([f"foldconv.{a.name}" for a in node.names] if node.module == "foldconv" else [])
+        if any(n == "foldconv.experiments" or n.startswith("foldconv.experiments.") for n in names):
+            found.append(node.lineno)
+    return found
+
+
+def test_a_lower_layers_tests_never_import_the_apps():
+    """Tests of the library test it through the library: a test under tests/<layer>/ other than experiments
+    that needs an app is an app's test and lives in tests/experiments/."""
+    offending = {}
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        rel = path.relative_to(ROOT / "tests")
+        if rel.parts[0] == "experiments" or path.name == "test_architecture.py":
+            continue
+        lines = experiments_imports(path)
+        if lines:
+            offending[str(rel)] = lines
+    assert not offending, f"tests below the app layer import foldconv.experiments: {offending}"
+
+
+def test_the_test_import_check_can_fail(tmp_path):
+    bad = tmp_path / "t.py"
+    bad.write_text("import torch\nfrom foldconv.experiments.io import write_table\nfrom foldconv import experiments\n")
+    assert experiments_imports(bad) == [2, 3]
 
 
 def test_the_graph_checks_can_fail(tmp_path):

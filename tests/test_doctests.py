@@ -18,4 +18,5 @@ MODULES = sorted(
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{name} has no docstring example (give its module docstring or its functions one)"
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {name}"

@@ -4,6 +4,16 @@
 Most rules are one call: ``ctx.pointwise(node)`` (elementwise ops keep the layout),
 ``ctx.spatial(node, src, {dim: AxisMap}, mixes=(dim,))`` (windows along some dims, mixing along others) or
 ``ctx.relayout(node, src, {in_dim: out_dim})`` (permute, view).
+
+Example (a rule for a module of one's own, for one call):
+    >>> import torch
+    >>> from foldconv.analysis.receptive_field import receptive_field
+    >>> class Gate(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return x * torch.sigmoid(x)
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), Gate())
+    >>> receptive_field(net, (1, 1, 16, 16), rules={Gate: lambda ctx, node: ctx.pointwise(node)}, leaves=[Gate]).output.rf
+    (3, 3)
 """
 from __future__ import annotations
 

@@ -6,6 +6,13 @@ border, so its result is the exact hull of the gradient support of one unit for 
 :func:`unclipped_support` and :func:`clipped_support` pull back sets of indices instead of intervals: the
 offsets some path reads, without the holes a hull hides (dilated convs, strided taps, cyclic shifts).
 Everything is per axis: a unit's support is reported as its projection on each axis.
+
+Example (a dilated conv: the box of output (0, 0) and the taps it really reads):
+    >>> import torch
+    >>> from foldconv.analysis.receptive_field import receptive_field
+    >>> report = receptive_field(torch.nn.Conv2d(1, 1, 3, dilation=2), (1, 1, 9, 9))
+    >>> report.box(index=(0, 0)), report.support(index=(0, 0))
+    (((0, 4), (0, 4)), ((0, 2, 4), (0, 2, 4)))
 """
 from __future__ import annotations
 

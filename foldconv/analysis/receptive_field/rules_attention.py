@@ -14,6 +14,16 @@ Exactness, per rule (``paper_notes/receptive_fields.md`` §7):
   slice, :class:`~.geometry.Piece` / :class:`~.geometry.Local`);
 - ``stack``, ``addcmul``, ``addcdiv``, ``lerp``, layer scale, drop path: *exact* (elementwise);
   ``rms_norm`` mixes its normalised dims like ``layer_norm``, ``F.normalize`` its ``dim``.
+
+Example (a cyclic shift after a conv: output column 0 reads the window of the last column):
+    >>> import torch
+    >>> from foldconv.analysis.receptive_field import receptive_field
+    >>> class Shift(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return torch.roll(x, 1, -1)
+    >>> report = receptive_field(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), Shift()), (1, 1, 8, 8))
+    >>> report.output.rf, report.support(index=(0, 0))[1]
+    ((3, 3), (5, 6, 7))
 """
 from __future__ import annotations
 

@@ -3,6 +3,13 @@ softmax), reductions, reshapes, permutes, indexing, einops ``Rearrange`` and tor
 (attention, concatenation, splits and matmul: :mod:`~.rules_attention`).
 
 Every rule is registered through :func:`~.registry.register_rf_rule`, exactly like a user rule.
+
+Example (a global pool reads the whole input):
+    >>> import torch
+    >>> from foldconv.analysis.receptive_field import receptive_field
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    >>> receptive_field(net, (1, 1, 8, 8)).output.rf
+    (10, 10)
 """
 from __future__ import annotations
 

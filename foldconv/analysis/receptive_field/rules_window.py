@@ -4,6 +4,14 @@ adaptive pooling, resampling, pixel (un)shuffle / depth-to-space / space-to-dept
 Each op, as a module and as a function, is registered through :func:`~.registry.register_rf_rule`, exactly
 like a user rule. torch's ``nn`` modules are leaves of the trace anyway (``leaf=False``); foldconv's layout
 modules are made leaves so that the trace keeps them whole.
+
+Example (a strided conv, then a pool: the field and the jump compose):
+    >>> import torch
+    >>> from foldconv.analysis.receptive_field import receptive_field
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, stride=2), torch.nn.MaxPool2d(2))
+    >>> node = receptive_field(net, (1, 1, 32, 32)).output
+    >>> node.rf, node.jump
+    ((5, 5), (Fraction(4, 1), Fraction(4, 1)))
 """
 from __future__ import annotations
 

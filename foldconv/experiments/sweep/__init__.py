@@ -2,6 +2,11 @@
 
 main (configs, the apps' bodies) -> isolate (points observed in a worker process: a native crash costs one
 point) -> summary (CSV, Markdown, PNGs) -> aggregate (multirun merge).
+
+Example (the sweep app's config is the library's grid, quick by default):
+    >>> from foldconv.experiments.sweep import SweepConfig
+    >>> SweepConfig().dtypes
+    ['float32', 'bfloat16']
 """
 from .aggregate import aggregate, multirun_results
 from .isolate import IsolatedRun, run_isolated

@@ -10,10 +10,16 @@ Example:
     >>> receptive_field(net, (1, 3, 16, 16)).output.rf
     (5, 5)
 """
-from .counting import *  # noqa: F401,F403  (each subpackage's __all__ is its public API)
+from .counting import *  # noqa: F401,F403  (each subpackage's __all__ is its public API, less _LOCAL)
 from .counting import __all__ as _count_all
 from .receptive_field import *  # noqa: F401,F403
 from .receptive_field import __all__ as _rf_all
 from .shift import ShiftReport, shift_equivariance  # noqa: F401  (the rest: foldconv.analysis.shift)
 
-__all__ = list(_count_all) + list(_rf_all) + ["ShiftReport", "shift_equivariance"]
+#: Names that mean something only inside their subpackage (the fold app's default factors, the meta-kernel cache,
+#: a helper of the gradient measurement): reached as foldconv.analysis.counting.DEFAULT_RS and so on.
+_LOCAL = {"DEFAULT_RS", "meta_cache", "positive_copy"}
+for _name in _LOCAL:
+    globals().pop(_name, None)
+
+__all__ = [n for n in list(_count_all) + list(_rf_all) if n not in _LOCAL] + ["ShiftReport", "shift_equivariance"]

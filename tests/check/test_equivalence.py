@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from foldconv import FoldError, Verdict, check_equivalence, check_fold, depth_to_space, derived, fold_conv, no_tf32
+from foldconv import FoldError, Verdict, check_equivalence, check_fold, depth_to_space, derived, fold_conv
+from foldconv.check import no_tf32
 from helpers import integer_conv
 
 

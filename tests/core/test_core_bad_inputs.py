@@ -17,27 +17,27 @@ from foldconv import (
     FoldError,
     FoldSpec,
     SpaceToDepth,
-    conv_class,
     depth_to_space,
-    expand_dilation,
-    expand_groups,
     fold_channel_map,
     fold_conv,
     fold_weight,
-    folded_groups,
-    groups_aligned,
-    mask_structural_zeros,
-    normalize_order,
-    normalize_r,
-    order_string,
-    pad_to_multiple,
     plan_fold,
-    plan_unfold,
     space_to_depth,
-    structural_zero_mask,
     unfold_conv,
     unfold_weight,
 )
+from foldconv.fold import (
+    expand_dilation,
+    expand_groups,
+    folded_groups,
+    groups_aligned,
+    mask_structural_zeros,
+    pad_to_multiple,
+    plan_unfold,
+    structural_zero_mask,
+)
+from foldconv.layout import normalize_order, normalize_r, order_string
+from foldconv.specs import conv_class
 from helpers import raises_fold_error
 
 X = torch.zeros(1, 4, 2, 2)

@@ -17,19 +17,18 @@ from foldconv import (
     Verdict,
     check_equivalence,
     check_fold,
-    conv_class,
     depth_to_space,
     derived,
     fold_channel_map,
     fold_conv,
     fold_weight,
-    folded_groups,
-    groups_aligned,
     plan_fold,
     unfold_conv,
     unfold_weight,
 )
+from foldconv.fold import folded_groups, groups_aligned
 from foldconv.layout import normalize_order
+from foldconv.specs import conv_class
 from helpers import integer_weights
 
 FACTORS = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from foldconv import DepthToSpace, FoldError, SpaceToDepth, depth_to_space, fold_channel_map, normalize_order, space_to_depth
+from foldconv import DepthToSpace, FoldError, SpaceToDepth, depth_to_space, fold_channel_map, space_to_depth
+from foldconv.layout import normalize_order
 
 FACTORS = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
 

@@ -4,16 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from foldconv import (
-    ConvSpec,
-    FoldSpec,
-    depth_to_space,
-    fold_conv,
-    mask_structural_zeros,
-    plan_fold,
-    structural_zero_mask,
-    unfold_weight,
-)
+from foldconv import ConvSpec, FoldSpec, depth_to_space, fold_conv, plan_fold, unfold_weight
+from foldconv.fold import mask_structural_zeros, structural_zero_mask
 
 
 def test_fold_conv_copies_requires_grad_of_weight_and_bias():

@@ -17,9 +17,7 @@ from foldconv import (
     depth_to_space,
     fold_channel_map,
     fold_conv,
-    pad_to_multiple,
     plan_fold,
-    plan_unfold,
     space_to_depth,
 )
 from foldconv._validate import (
@@ -31,6 +29,7 @@ from foldconv._validate import (
     require_dims,
     resolve_dims,
 )
+from foldconv.fold import pad_to_multiple, plan_unfold
 
 
 def test_resolve_dims_is_the_rule():

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foldconv import ConvSpec, FoldError, SpaceToDepth, check_equivalence, derived, pad_to_multiple, space_to_depth
+from foldconv import ConvSpec, FoldError, SpaceToDepth, check_equivalence, derived, space_to_depth
 from foldconv.equivalences.space_to_depth import (
     SpaceToDepthConv,
     conv_to_focus,
@@ -15,6 +15,7 @@ from foldconv.equivalences.space_to_depth import (
     spd_to_strided,
     strided_to_spd,
 )
+from foldconv.fold import pad_to_multiple
 
 CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 ORDERS = ["crd", "dcr", "focus", "rw c rh"]

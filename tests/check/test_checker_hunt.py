@@ -23,6 +23,8 @@ from typing import Callable, List
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
@@ -249,3 +251,52 @@ def test_the_hunt_can_fail(monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "check_equivalence", trusting)
     counts = hunt(ALL[:2])
     assert sum(n for k, n in counts.items() if k[0] == "false exact") == 6, counts
+
+
+# --- a fresh hunt: new parameters, shapes and places on every run ----------------------------------------------
+
+_FAMILIES = ("narrowing", "bits", "out of sight")
+
+
+@st.composite
+def _fresh_pair(draw) -> tuple:
+    """A differing pair drawn afresh: a family member with drawn parameters, an input shape and a place."""
+    family = draw(st.sampled_from(_FAMILIES))
+    if family == "narrowing":
+        dtype = draw(st.sampled_from(sorted(_NARROW, key=str)))
+        bound, value = _NARROW[dtype]
+        members = [p for p in _narrowing() if p.name.endswith(str(dtype))]
+        pair = draw(st.sampled_from(members))
+        exact_range = draw(st.integers(2, bound))
+    elif family == "bits":
+        bits = draw(st.integers(11, 16))
+        how = draw(st.sampled_from(("uint8", "int16", "int32")))
+        pick = draw(st.sampled_from(("index_select", "gather", "take")))
+        value = float(draw(st.sampled_from((2.0**bits, -(2.0**bits) - 3, 2.0**bits + 0.5))))
+        pair = Pair("bits", f"|v| < 2**{bits} via view({how}) and {pick}", _bit_threshold(bits, how, pick), 1024,
+                    torch.tensor([[[value]]], dtype=torch.float64))
+        exact_range = draw(st.integers(2, 1024))
+    else:
+        how = draw(st.sampled_from(("apply_", "map_", "thread", "modes off")))
+        limit = float(draw(st.integers(1100, 10**6)))
+        pair = Pair("out of sight", f"{how} below {limit:g}", _unseen(how, limit), 1024,
+                    torch.tensor([[[limit + 1.0]]], dtype=torch.float64))
+        exact_range = draw(st.integers(2, 1024))
+    channels, length = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    where = draw(st.sampled_from(("candidate", "next to a random op", "derived build")))
+    return pair, exact_range, (1, channels, length), where
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_fresh_pair())
+def test_a_fresh_hunt_finds_no_false_exact_verdict(drawn):
+    pair, exact_range, shape, where = drawn
+    assert not torch.equal(torch.nan_to_num(pair.trick(pair.witness), 7.0), pair.witness), pair.name
+    if where == "derived build":
+        conv = nn.Conv1d(shape[1], shape[1], 1)
+        report = check_equivalence(conv, derived(_build(pair.trick)), shape, dtypes=(), trials=2, exact_range=exact_range)
+    else:
+        candidate = pair.trick if where == "candidate" else _with_noise(pair.trick)
+        report = check_equivalence(lambda t: t, candidate, shape, dtypes=(), trials=2, exact_range=exact_range)
+    assert not (report.exact and report.ok), f"false exact verdict: {pair.name} in the {where}: {report.summary()}"

@@ -216,7 +216,8 @@ def conv_transpose_output_size(
 
 
 def require_numel(shape: Sequence[int], param: str, value: Any, what: str = "a weight") -> int:
-    """The element count of a tensor about to be built; FoldError naming ``param`` above MAX_KERNEL_ELEMENTS.
+    """The element count of a tensor about to be built; FoldError naming ``param`` above MAX_KERNEL_ELEMENTS, or
+    when the tensor in float64 would exceed foldconv's allocation limit (:func:`allocation_limit`).
 
     Example:
         >>> require_numel((64, 256, 3, 3), "kernel_size", 3)
@@ -230,6 +231,8 @@ def require_numel(shape: Sequence[int], param: str, value: Any, what: str = "a w
             f"would materialise {what} of shape {tuple(shape)} ({n:,} elements), above "
             f"MAX_KERNEL_ELEMENTS = 2**28 = {MAX_KERNEL_ELEMENTS:,}",
         )
+    # float64: the checks hold every built tensor in float64 too
+    require_allocation(8 * n, param=param, value=value, what=f"{what} of shape {tuple(shape)} in float64")
     return n
 
 

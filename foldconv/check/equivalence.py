@@ -44,6 +44,7 @@ from ..capture import CaptureError, Record, capture
 from ..errors import FoldError, first_line, fold_error
 from .exact import (
     EXACT_RANGE,
+    WEAKEST_BOUND,
     false_equivalent_bound,
     first_mismatch,
     integer_valued,
@@ -102,6 +103,28 @@ def _validated_shape(input_shape: Any) -> Tuple[int, ...]:
 def _optional_callable(value: Any, param: str) -> None:
     if value is not None and not callable(value):
         raise fold_error(param, type(value).__name__, "must be a callable or None")
+
+
+def _is_random(op_name: str) -> bool:
+    """Is ``"aten.rand"`` (an op's recorded name) an op that draws random numbers?"""
+    namespace, _, name = op_name.partition(".")
+    packet = getattr(getattr(torch.ops, namespace, None), name.split(".")[0], None)
+    overload = getattr(packet, "default", None) or next((getattr(packet, o) for o in getattr(packet, "overloads", list)()), None)
+    return torch.Tag.nondeterministic_seeded in getattr(overload, "tags", ())
+
+
+def _require_checkable(module: Any, param: str) -> None:
+    """A module the float64 check can copy: real tensors that hold values (complex ones would lose their
+    imaginary parts in the float64 copy; meta ones hold nothing to compute with)."""
+    if not isinstance(module, nn.Module):
+        return
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        if t.is_complex():
+            raise fold_error(param, type(module).__name__, f"has a complex tensor ({name}: {t.dtype}); the check computes in "
+                             "float64 and would drop its imaginary part: check the real and imaginary parts as real modules")
+        if t.is_meta:
+            raise fold_error(param, type(module).__name__, f"is on the meta device ({name}): it holds no values to check; "
+                             "build it on a real device (e.g. foldconv.build_model(..., meta=False))")
 
 
 def _as_dtype(fn: Any, dtype: torch.dtype, device: Union[str, torch.device]) -> Any:
@@ -374,6 +397,8 @@ def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...
         raise fold_error("reference", type(reference).__name__, "must be an nn.Module when the candidate is derived()")
     _optional_callable(input_transform, "input_transform")
     _optional_callable(output_transform, "output_transform")
+    _require_checkable(reference, "reference")
+    _require_checkable(candidate, "candidate")
     _require_memory(reference, candidate, shape, input_transform)
     device, bound = options.device, options.exact_range
     gen = torch.Generator().manual_seed(options.seed)
@@ -409,8 +434,13 @@ def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...
                             stateful.add(side)
             if recorder.refused:
                 refused.update(recorder.refused)
-                reasons.append(f"the {side}: not polynomial: {', '.join(sorted(recorder.refused))} ran on a value computed from "
-                               f"{'the input and the weights' if is_derived else 'the input'}")
+                drawn = sorted(op for op in recorder.refused if _is_random(op))
+                computed = sorted(set(recorder.refused) - set(drawn))
+                if computed:
+                    reasons.append(f"the {side}: not polynomial: {', '.join(computed)} ran on a value computed from "
+                                   f"{'the input and the weights' if is_derived else 'the input'}")
+                if drawn:
+                    reasons.append(f"the {side} draws random numbers ({', '.join(drawn)}): what it computes may depend on them")
         return outputs[0], outputs[1], reasons
 
     with no_tf32(), torch.no_grad():
@@ -477,6 +507,10 @@ def _check(reference: Any, candidate: Union[Any, Derived], shape: Tuple[int, ...
         observed = max((side.audit.degree for side in sides), default=1) if sides is not None else 1
         # The audit's degree is an upper bound on the polynomial's; a caller's larger degree is kept.
         degree = max(options.degree or 1, observed)
+        if exact and verdict is None and false_equivalent_bound(degree, bound, options.trials) > WEAKEST_BOUND:
+            exact, reason = False, (f"the integer trials prove too little at degree {degree}: P(false equivalent) <= "
+                                    f"{false_equivalent_bound(degree, bound, options.trials):.1e} > {WEAKEST_BOUND:g} with "
+                                    f"exact_range={bound}, trials={options.trials}; raise either: sampled verdict, no bound")
         if exact and stateful:  # a state change seen only after the last trial's pair
             exact, reason = False, f"the {' and '.join(sorted(stateful))} changes its parameters or buffers when called"
         # Float64 on real-valued data, with the given weights: error statistics, and a sample when not exact.
@@ -574,6 +608,7 @@ def check_fold(
     from ..fold import fold_conv
     from ..layout import depth_to_space
 
+    _require_checkable(conv, "conv")
     spec = _conv_spec(conv)
     fold = _fold_spec(r, order, spec.dims)
     if input_size is None:

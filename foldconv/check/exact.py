@@ -35,6 +35,7 @@ __all__ = [
     "integer_valued",
     "within_exact_limit",
     "false_equivalent_bound",
+    "WEAKEST_BOUND",
     "max_abs",
 ]
 
@@ -159,6 +160,11 @@ def within_exact_limit(t: torch.Tensor) -> bool:
         (True, False)
     """
     return max_abs(t) < EXACT_LIMIT
+
+
+#: The weakest Schwartz–Zippel bound an exact verdict may state: above it (a high degree, a small exact_range or
+#: few trials) the integer trials prove too little, and the verdict is sampled in float64 instead.
+WEAKEST_BOUND = 1e-3
 
 
 def false_equivalent_bound(degree: int, exact_range: int, trials: int) -> float:

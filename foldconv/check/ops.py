@@ -385,7 +385,9 @@ class _Walk:
         random = torch.Tag.nondeterministic_seeded in getattr(node.op, "tags", ())
         roles = _roles(node, self.meta, random)
         reads = [v for v, read, _ in roles if read]
-        pure = {v for v, read, writes in roles if writes and not read}  # overwritten, never read
+        # overwritten, never read: not even through another role on the same storage (``mul(y, x, out=y)`` reads y)
+        read_storages = {self.meta[v.id].storage for v, read, _ in roles if read}
+        pure = {v for v, read, writes in roles if writes and not read and self.meta[v.id].storage not in read_storages}
         source_degree = max((self.deg(v) for v, _, _ in roles if short not in _SHAPE_ONLY and v not in pure), default=0)
         out_degree = 0 if short in _SHAPE_ONLY else _combine_degree(short, node.args, lambda v: 0 if v in pure else self.deg(v))
         if source_degree and random:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import CONV_TYPES, per_axis_ints, require_conv, require_input
+from .._validate import CONV_TYPES, per_axis_ints, require_conv, require_input, require_numel
 from ..errors import fold_error
 from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
 from ..layout import Order, layout_module, space_to_depth
@@ -214,6 +214,7 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
         )
     mode = "inner" if (padding == "inner" or (padding == "auto" and inner_ok)) else "explicit"
     q = tuple(math.ceil(k / r) for k, r in zip(spec.effective_kernel, s))
+    require_numel((spec.out_channels, spec.in_channels * fold.block) + q, "conv", spec.describe(), what="the space-to-depth conv's weight")
     w = expand_dilation(conv.weight.detach(), spec.dilation)
     grow = [r * k - e for r, k, e in zip(s, q, spec.effective_kernel)]
     # Extra taps go at the end of every axis: they meet rows past the last one each window really reads.

@@ -41,6 +41,7 @@ from .._validate import (
     per_axis_ints,
     require_conv,
     require_input,
+    require_numel,
 )
 from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
@@ -271,6 +272,9 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
     rs = tuple(tconv.stride)
     fold = FoldSpec.coerce(rs, dims, order)
     groups = tconv.groups
+    extents = [d * (k_ - 1) + 1 for k_, d in zip(tconv.kernel_size, tconv.dilation)]
+    require_numel((tconv.out_channels * fold.block, tconv.in_channels) + tuple(math.ceil(e / r_) for e, r_ in zip(extents, rs)),
+                  "tconv", f"{type(tconv).__name__}(stride={rs})", what="the sub-pixel conv's weight")
     wt = expand_dilation(tconv.weight.detach(), tuple(tconv.dilation))
     extent = tuple(wt.shape[2:])
     q = tuple(math.ceil(e / r_) for e, r_ in zip(extent, rs))
@@ -364,6 +368,8 @@ def upsample_conv_to_subpixel(conv: nn.Module, r: IntOrTuple, order: Order = "cr
         raise fold_error("conv.stride", spec.stride, "must be 1 on every axis")
     if spec.padding_mode != "zeros":
         raise fold_error("conv.padding_mode", spec.padding_mode, "must be 'zeros' (other modes pad the upsampled map, not x)")
+    taps = (math.ceil((r_ - 1 + ke) / r_) + 1 for r_, ke in zip(fold.r, spec.effective_kernel))  # at most, per axis
+    require_numel((spec.out_channels * fold.block, spec.in_channels) + tuple(taps), "r", fold.r, what="the sub-pixel conv's weight")
     w = expand_groups(expand_dilation(conv.weight.detach(), spec.dilation), spec.groups)
     pads, crops, selections = [], [], []
     for r_, ke, p in zip(fold.r, spec.effective_kernel, spec.padding):

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 import dataclasses
 import numbers
 from dataclasses import dataclass
@@ -379,6 +380,9 @@ def _validated(model: Any, input_shape: Any, verify: Any, fold_bn: Any, seed: An
             raise fold_error(name, value, "must be True or False")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise fold_error("seed", seed, "must be an integer >= 0 (the RNG seed of the checks)")
+    if verify and any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        raise fold_error("model", type(model).__name__, "is on the meta device: its weights hold no values to check the "
+                         "rewrite with; build it on a real device, or pass verify=False")
     # The checks run the model and its rewrite in float64, and the training check keeps both graphs for backward.
     tracing.require_run_memory(model, shape, copies=CHECK_COPIES if verify else 1,
                              what="the rewrite's checks (the model and its rewrite in float64, with gradients)" if verify

@@ -28,8 +28,16 @@ from foldconv.analysis.receptive_field import (
 from foldconv.analysis.shift import shift_equivariance
 from foldconv.analysis.shift.measure import consistency, stage_errors
 from foldconv.check import check_equivalence, check_fold
-from foldconv.equivalences import axw_factors, dense_operator, layout_permutation
+from foldconv.equivalences import (
+    axw_factors,
+    dense_operator,
+    layout_permutation,
+    strided_to_spd,
+    transposed_to_subpixel,
+    upsample_conv_to_subpixel,
+)
 from foldconv.errors import FoldError
+from foldconv.fold import fold_conv
 from foldconv.layout import depth_to_space
 from foldconv.surgery import benchmark_forms, export_onnx, find_sites, fold_model, fold_stage, optimize, rewrite
 from foldconv.tracing import forward_elements, require_run_memory
@@ -160,3 +168,33 @@ def test_forward_elements_counts_new_tensors_on_meta_and_estimates_what_cannot_r
     # the input, the conv's output; the in-place ReLU and the view allocate nothing
     assert forward_elements(net, (2, 3, 5, 5)) == 2 * 3 * 25 + 2 * 8 * 25
     assert forward_elements(Branchy(), (1, 3, 10, 10)) == 64 * 300  # a value read on meta: 64 input sizes
+
+
+_BIG_BUILDS = {  # a tiny input, a module whose rewritten form's weight is huge (16M entries)
+    "fold_conv (dilation)": lambda: fold_conv(nn.Conv2d(4, 1, 3, dilation=2000), 2),
+    "strided_to_spd": lambda: strided_to_spd(nn.Conv2d(1, 1, 1, stride=4000)),
+    "transposed_to_subpixel": lambda: transposed_to_subpixel(nn.ConvTranspose2d(1, 1, 1, stride=4000)),
+    "upsample_conv_to_subpixel": lambda: upsample_conv_to_subpixel(nn.Conv2d(1, 1, 1), 4000),
+}
+
+
+@pytest.mark.claim("GUARD-1")
+@pytest.mark.parametrize("name", sorted(_BIG_BUILDS))
+def test_a_form_whose_weight_is_too_large_is_refused_before_it_is_built(name):
+    with foldconv.allocation_limit(16 * 2**20):
+        _refused_without_allocating(_BIG_BUILDS[name], 16 * 2**20)
+
+
+@pytest.mark.claim("GUARD-1")
+@pytest.mark.parametrize("layer, shape, rule", [
+    (nn.ConvTranspose2d(1, 1, 1, stride=4000), (1, 1, 1, 1), "transposed_to_subpixel"),
+    (nn.Conv2d(1, 1, 1, stride=4000), (1, 1, 4000, 4), "strided_to_spd"),
+])
+def test_rewrite_leaves_a_site_whose_form_is_too_large_with_the_reason(layer, shape, rule):
+    watch = Largest()
+    with foldconv.allocation_limit(16 * 2**20), watch:
+        new, report = rewrite(nn.Sequential(layer).eval(), shape, [rule])
+    assert watch.most <= 16 * 2**20, f"allocated {watch.most} bytes"
+    (site,) = report.sites
+    assert not site.applied and "allocation limit" in site.reason, site.reason
+    assert isinstance(new[0], type(layer))

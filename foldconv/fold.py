@@ -328,8 +328,8 @@ def fold_weight(
         dilation: that conv's dilation, an int >= 1 or one per axis (default 1); expanded to a dense kernel.
 
     Returns:
-        A :class:`~foldconv.fold.FoldedWeight`: ``weight`` (``(O, C'/groups', *(r*K))``) and the folded
-        conv's ``groups``.
+        A :class:`~foldconv.fold.FoldedWeight`: ``weight``, of shape ``(O, C / prod(r) / groups', *(r * K))``
+        (``K`` the dilated extent), and ``groups``, the folded conv's ``groups'``.
 
     Raises:
         FoldError: naming ``weight``, ``r``, ``order``, ``groups``, ``dilation`` or ``in_channels``, or the
@@ -356,8 +356,8 @@ def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = No
         groups: the ``groups`` of the conv that owns ``weight``, a positive int (default 1).
 
     Returns:
-        A :class:`~foldconv.fold.FoldedWeight`: ``weight`` (``(O, C*prod(r)/groups', *(K/r))``) and the
-        unfolded conv's ``groups``.
+        A :class:`~foldconv.fold.FoldedWeight`: ``weight``, of shape ``(O, C * prod(r) / groups', *(K / r))``,
+        and ``groups``, the unfolded conv's ``groups'``.
 
     Raises:
         FoldError: naming ``weight``, ``r``, ``order``, ``groups`` or ``kernel_size`` (not a multiple of ``r``).

@@ -600,7 +600,7 @@ def check_fold(
     subclass, hooks, a parametrisation) is captured and checked like any candidate.
 
     Args:
-        conv: an ``nn.Conv1d/2d/3d`` (or a subclass or wrapped conv module).
+        conv: an ``nn.Conv1d/2d/3d`` (a subclass, or a conv with hooks or a parametrisation, too).
         r: the fold factor, an int (every spatial axis of ``conv``) or one per axis.
         order: the channel order, an alias or einops axes (default ``"crd"``).
         input_size: the spatial size of ``x``, an int or one per axis, each >= 1 (default: as above).

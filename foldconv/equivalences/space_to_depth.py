@@ -201,7 +201,7 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
 
     Raises:
         FoldError: naming ``conv`` (not a conv), ``order``, or ``padding`` (unknown, or ``"inner"`` where the
-        padding is not zero and a multiple of the stride).
+        padding is not zero padding that is a multiple of the stride).
 
     Example:
         >>> conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)

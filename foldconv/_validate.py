@@ -253,6 +253,15 @@ def format_bytes(nbytes: float) -> str:
 def allocation_limit(nbytes: int) -> Iterator[int]:
     """Change :data:`MAX_ALLOCATION_BYTES` for a block of code (restored afterwards, also on an error).
 
+    Args:
+        nbytes: the new limit in bytes, a positive int (the default limit is 8 GiB).
+
+    Yields:
+        The limit in force inside the block (``nbytes`` as an int).
+
+    Raises:
+        FoldError: naming ``nbytes`` when it is not a positive integer.
+
     Example:
         >>> with allocation_limit(2**20):
         ...     require_allocation(2**21, param="input_shape", value=(1, 3, 512, 512), what="a forward pass")

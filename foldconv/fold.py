@@ -148,6 +148,18 @@ def plan_fold(spec: ConvSpec, fold: FoldLike) -> FoldPlan:
 
     ``fold`` is a FoldSpec or an int / per-axis ``r`` (order ``"crd"``); an int means every axis of ``spec``.
 
+    Args:
+        spec: the conv to fold, a :class:`ConvSpec` (``ConvSpec.make`` or ``ConvSpec.from_module``).
+        fold: a FoldSpec, an int (every axis of ``spec``), per-axis factors or ``"2x4"`` (order ``"crd"``).
+
+    Returns:
+        A :class:`FoldPlan`: ``result`` (the folded ConvSpec), ``groups_expanded``, ``dilation_expanded``,
+        ``kernel_density`` and ``notes``.
+
+    Raises:
+        FoldError: naming ``spec``, ``fold``/``r``, ``in_channels`` (not a multiple of ``prod(r)``) or
+        ``padding_mode`` (reflect/replicate with padding on a folded axis).
+
     Example:
         >>> p = plan_fold(ConvSpec.make(2, 256, 64, 3, padding=1), FoldSpec.make(16))
         >>> p.result.describe()
@@ -308,6 +320,21 @@ def fold_weight(
 ) -> FoldedWeight:
     """Fold a conv weight ``(O, C/groups, *K)``; returns the weight and the folded conv's ``groups``.
 
+    Args:
+        weight: a conv weight ``(O, C/groups, *K)`` with 1 to 3 spatial dims.
+        r: the fold factor: an int (every spatial axis of the conv), per-axis factors, ``"2x4"`` or a FoldSpec.
+        order: the channel order (alias or einops axes); default ``"crd"``, or the FoldSpec's own.
+        groups: the ``groups`` of the conv that owns ``weight``, a positive int (default 1).
+        dilation: that conv's dilation, an int >= 1 or one per axis (default 1); expanded to a dense kernel.
+
+    Returns:
+        A :class:`~foldconv.fold.FoldedWeight`: ``weight``, of shape ``(O, C / prod(r) / groups', *(r * K))``
+        (``K`` the dilated extent), and ``groups``, the folded conv's ``groups'``.
+
+    Raises:
+        FoldError: naming ``weight``, ``r``, ``order``, ``groups``, ``dilation`` or ``in_channels``, or the
+        parameter that makes the folded weight exceed ``MAX_KERNEL_ELEMENTS``.
+
     Example:
         >>> w = torch.randn(64, 256, 3, 3)
         >>> fw = fold_weight(w, 16)
@@ -321,6 +348,19 @@ def fold_weight(
 
 def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = None, *, groups: int = 1) -> FoldedWeight:
     """Inverse of :func:`fold_weight` for kernels that are multiples of ``r``.
+
+    Args:
+        weight: a big conv weight ``(O, C/groups, *K)``, each ``K`` a multiple of its factor.
+        r: the fold factor: an int (every spatial axis of the conv), per-axis factors, ``"2x4"`` or a FoldSpec.
+        order: the channel order (alias or einops axes); default ``"crd"``, or the FoldSpec's own.
+        groups: the ``groups`` of the conv that owns ``weight``, a positive int (default 1).
+
+    Returns:
+        A :class:`~foldconv.fold.FoldedWeight`: ``weight``, of shape ``(O, C * prod(r) / groups', *(K / r))``,
+        and ``groups``, the unfolded conv's ``groups'``.
+
+    Raises:
+        FoldError: naming ``weight``, ``r``, ``order``, ``groups`` or ``kernel_size`` (not a multiple of ``r``).
 
     Example:
         >>> w = torch.randn(8, 16, 3, 3)
@@ -352,6 +392,18 @@ def fold_conv(conv: nn.Module, r: FoldLike, order: Optional[Order] = None) -> nn
     of weight and bias are copied; the structural zeros of an expanded weight are trainable unless masked
     (:func:`mask_structural_zeros`).
 
+    Args:
+        conv: an ``nn.Conv1d/2d/3d`` (``padding="same"`` only when symmetric).
+        r: the fold factor: an int (every spatial axis of the conv), per-axis factors, ``"2x4"`` or a FoldSpec.
+        order: the channel order (alias or einops axes); default ``"crd"``, or the FoldSpec's own.
+
+    Returns:
+        A new ``nn.ConvNd`` over ``in_channels // prod(r)`` channels; ``conv`` is left as it was.
+
+    Raises:
+        FoldError: naming ``conv``, ``r``, ``order``, ``in_channels``, ``padding``/``padding_mode``, or the
+        parameter that makes the folded weight exceed ``MAX_KERNEL_ELEMENTS``.
+
     Example:
         >>> from foldconv import depth_to_space
         >>> conv = torch.nn.Conv2d(256, 8, 3, padding=1).double()
@@ -371,6 +423,18 @@ def unfold_conv(conv: nn.Module, r: FoldLike, order: Optional[Order] = None) -> 
 
     Needs kernel, stride and padding that are multiples of ``r`` and no dilation; the exact inverse of
     :func:`fold_conv` for undilated convs whose groups all survive the fold.
+
+    Args:
+        conv: an ``nn.Conv1d/2d/3d`` acting on the folded map.
+        r: the fold factor: an int (every spatial axis of the conv), per-axis factors, ``"2x4"`` or a FoldSpec.
+        order: the channel order (alias or einops axes); default ``"crd"``, or the FoldSpec's own.
+
+    Returns:
+        A new ``nn.ConvNd`` over ``in_channels * prod(r)`` channels; ``conv`` is left as it was.
+
+    Raises:
+        FoldError: naming ``conv``, ``r``, ``order``, ``dilation`` (not 1), or ``kernel_size``/``stride``/
+        ``padding`` (not a multiple of ``r``).
 
     Example:
         >>> conv = torch.nn.Conv2d(256, 8, 3, padding=1)

@@ -220,6 +220,18 @@ def depth_to_space(x: torch.Tensor, r: IntOrTuple, order: Order = "crd", *, dims
     ``len(r)`` for a tuple and to 2 for an int (the bare-tensor rule of ``pixel_shuffle``: the last three axes
     are ``(C, H, W)``); any number of leading batch dims is allowed.
 
+    Args:
+        x: a tensor ``(..., C, *S)`` with ``dims`` spatial axes; ``C`` a multiple of ``prod(r)``.
+        r: the fold factor, a positive int (every axis) or one per spatial axis.
+        order: the channel order, an alias (``"crd"``, the default; ``"dcr"``, ``"focus"``) or einops axes.
+        dims: the number of spatial axes, 1 to 3 (default: ``len(r)`` for a tuple, 2 for an int).
+
+    Returns:
+        The tensor ``(..., C // prod(r), *(S * r))``.
+
+    Raises:
+        FoldError: naming ``r``, ``order``, ``dims`` or ``x`` (not a tensor, too few axes, ``C`` not divisible).
+
     Example:
         >>> x = torch.arange(8.).reshape(1, 8, 1, 1)
         >>> depth_to_space(x, 2).shape
@@ -248,6 +260,18 @@ def space_to_depth(x: torch.Tensor, r: IntOrTuple, order: Order = "crd", *, dims
     is bit-identical to ``torch.nn.functional.pixel_unshuffle``. Every spatial size must be a multiple of its
     factor (crop or pad first: :func:`foldconv.fold.pad_to_multiple`).
 
+    Args:
+        x: a tensor ``(..., G, *S)`` with ``dims`` spatial axes, each size a multiple of its factor.
+        r: the fold factor, a positive int (every axis) or one per spatial axis.
+        order: the channel order, an alias (``"crd"``, the default; ``"dcr"``, ``"focus"``) or einops axes.
+        dims: the number of spatial axes, 1 to 3 (default: ``len(r)`` for a tuple, 2 for an int).
+
+    Returns:
+        The tensor ``(..., G * prod(r), *(S // r))``.
+
+    Raises:
+        FoldError: naming ``r``, ``order``, ``dims`` or ``x`` (not a tensor, too few axes, a size not divisible).
+
     Example:
         >>> x = torch.randn(2, 3, 4, 6)
         >>> torch.equal(depth_to_space(space_to_depth(x, 2), 2), x)
@@ -273,6 +297,18 @@ def fold_channel_map(channels: int, r: IntOrTuple, order: Order = "crd", *, dims
     Returns an int64 tensor of shape ``(channels // prod(r), *r)``: entry ``[g, i, j]`` is the channel whose
     pixel ends up at offset ``(i, j)`` of fold block of folded channel ``g``. It has ``channels`` entries;
     questions about groups are answered in closed form by :func:`foldconv.fold.folded_groups`.
+
+    Args:
+        channels: the unfolded channel count, a positive multiple of ``prod(r)``.
+        r: the fold factor, a positive int (every axis) or one per spatial axis.
+        order: the channel order, an alias (``"crd"``, the default; ``"dcr"``, ``"focus"``) or einops axes.
+        dims: the number of spatial axes, 1 to 3 (default: ``len(r)`` for a tuple, 2 for an int).
+
+    Returns:
+        An int64 tensor ``(channels // prod(r), *r)`` of original channel indices.
+
+    Raises:
+        FoldError: naming ``channels`` (not a positive multiple of ``prod(r)``), ``r``, ``order`` or ``dims``.
 
     Example:
         >>> fold_channel_map(4, 2, "crd").tolist()

@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+import re
 
 import pytest
 
@@ -70,3 +71,86 @@ def test_public_functions_use_input_shape_and_input_size():
             if bad and fname != "foldconv.check.exact.integers":
                 offenders.append((fname, sorted(bad)))
     assert not offenders, offenders
+
+
+SECTION = re.compile(r"^(\s*)(Args|Arguments|Returns|Yields|Raises|Example|Examples|Note|Notes|See Also):\s*$")
+ENTRY = re.compile(r"^(\*{0,2}\w+)(\s*\([^)]*\))?:")
+
+
+def _sections(doc: str) -> dict:
+    """Google-style sections of a docstring: ``{header: [entry lines at the section's first indentation]}``."""
+    sections, header, indent = {}, None, None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        match = SECTION.match(line)
+        if match:
+            header, indent = match.group(2), None
+            sections[header] = []
+            continue
+        if header is None or not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth == 0:  # prose after the section ends it
+            header = None
+            continue
+        indent = depth if indent is None else indent
+        if depth == indent:
+            sections[header].append(line.strip())
+    return sections
+
+
+def documented_parameters(fn) -> list:
+    """What ``fn``'s docstring is missing: parameters absent from ``Args:`` and a missing ``Returns:``/``Yields:``."""
+    sections = _sections(inspect.getdoc(fn))
+    named = {m.group(1) for m in map(ENTRY.match, sections.get("Args", ())) if m}
+    missing = []
+    for p in inspect.signature(fn).parameters.values():
+        spelled = {p.VAR_POSITIONAL: f"*{p.name}", p.VAR_KEYWORD: f"**{p.name}"}.get(p.kind, p.name)
+        if spelled not in named:
+            missing.append(f"Args: {spelled}")
+    if "Returns" not in sections and "Yields" not in sections:
+        missing.append("Returns:")
+    return missing
+
+
+TOP_LEVEL_FUNCTIONS = sorted(name for name in foldconv.__all__ if inspect.isfunction(inspect.unwrap(getattr(foldconv, name))))
+
+
+def test_the_top_level_function_scan_sees_them_all():
+    assert len(TOP_LEVEL_FUNCTIONS) >= 36
+    assert {"fold_conv", "allocation_limit", "count", "build_model", "check_fold"} <= set(TOP_LEVEL_FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL_FUNCTIONS)
+def test_top_level_functions_document_args_and_returns(name):
+    fn = getattr(foldconv, name)
+    assert not documented_parameters(fn), f"foldconv.{name} docstring lacks {documented_parameters(fn)}"
+
+
+def test_the_docstring_check_can_fail():
+    def documented(a: int, *rest: int, b: int = 1, **extra: int) -> int:
+        """Add.
+
+        Args:
+            a: the first.
+            *rest: more.
+            b (int): the second; default 1.
+                A continuation line that is not an entry: b_shadow: ignored.
+            **extra: ignored.
+
+        Returns:
+            The sum.
+        """
+
+    def undocumented(a: int, b: int = 1) -> int:
+        """Add.
+
+        Args:
+            a: the first.
+
+        Example:
+            >>> 1
+            1
+        """
+
+    assert documented_parameters(documented) == []
+    assert documented_parameters(undocumented) == ["Args: b", "Returns:"]

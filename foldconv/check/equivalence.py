@@ -79,6 +79,16 @@ def derived(build: Callable[[nn.Module], Fn]) -> Derived:
     With a derived candidate every exact trial draws fresh integer weights for the reference and evaluates the
     captured build on them: the verdict then holds for all weights, not just the given ones.
 
+    Args:
+        build: a callable taking the reference module (a float64 copy with the trial's weights) and returning
+            the candidate.
+
+    Returns:
+        A :class:`Derived` to pass as ``candidate`` to :func:`check_equivalence`.
+
+    Raises:
+        FoldError: naming ``build`` when it is not callable.
+
     Example:
         >>> from foldconv import fold_conv, depth_to_space
         >>> conv = torch.nn.Conv2d(16, 4, 3)
@@ -336,6 +346,28 @@ def check_equivalence(
     outputs are compared as numbers (exactly, but never with the bound: no polynomial computes them). What the
     check allocates is estimated on meta tensors before anything runs: a FoldError naming ``input_shape`` above
     foldconv's allocation limit (:func:`foldconv.allocation_limit`).
+
+    Args:
+        reference: a module or callable taking one tensor (modules are copied, never modified).
+        candidate: a module or callable, or ``derived(build)`` (then ``reference`` must be an ``nn.Module``).
+        input_shape: the full shape of ``x``, a non-empty sequence of ints >= 1.
+        input_transform: maps ``x`` to the candidate's input (default: none).
+        output_transform: maps the candidate's output into the reference's layout (default: none).
+        dtypes: floating dtypes or their names for the error statistics (default ``(torch.float32,)``).
+        trials: exact trials, 1 to 1000 (default 3).
+        exact_range: integer draws lie in ``[-exact_range, exact_range]``, 1 to ``2**20`` (default 1024).
+        degree: a polynomial degree for the bound when larger than the audited one (an int >= 1; default none).
+        rtol: the relative tolerance of a sampled verdict, a finite number >= 0 (default ``1e-10``).
+        seed: the seed of the draws, an int >= 0 (default 0).
+        device: where both sides run (default ``"cpu"``; a device this machine lacks is a FoldError).
+
+    Returns:
+        An :class:`EquivalenceReport`, truthy when equivalent: ``verdict``, ``exact``,
+        ``false_equivalent_bound``, ``first_mismatch``, ``reason``, ``errors`` (per dtype) and ``summary()``.
+
+    Raises:
+        FoldError: naming the bad argument (a non-callable side or transform, a malformed option), or
+        ``input_shape`` above foldconv's allocation limit.
 
     Example:
         >>> from foldconv import fold_conv, depth_to_space
@@ -600,6 +632,23 @@ def check_fold(
     the other keywords go to :func:`check_equivalence`. A plain ``nn.ConvNd`` takes the structural route of
     :mod:`foldconv.check.structural` (all trials in one grouped conv per side); any other conv module (a
     subclass, hooks, a parametrisation) is captured and checked like any candidate.
+
+    Args:
+        conv: an ``nn.Conv1d/2d/3d`` (a subclass, or a conv with hooks or a parametrisation, too).
+        r: the fold factor, an int (every spatial axis of ``conv``) or one per axis.
+        order: the channel order, an alias or einops axes (default ``"crd"``).
+        input_size: the spatial size of ``x``, an int or one per axis, each >= 1 (default: as above).
+        batch: the batch size of ``x``, an int >= 1 (default 2).
+        **kwargs: options of :func:`check_equivalence`: ``dtypes``, ``trials``, ``exact_range``, ``degree``,
+            ``rtol``, ``seed``, ``device``; any other keyword is a FoldError.
+
+    Returns:
+        An :class:`EquivalenceReport` (truthy when equivalent): ``verdict``, ``exact``,
+        ``false_equivalent_bound``, ``reason``, ``summary()``.
+
+    Raises:
+        FoldError: naming ``conv``, ``r``, ``order``, ``input_size``, ``batch`` (also when too large for the
+        allocation limit) or the bad keyword.
 
     Example:
         >>> check_fold(torch.nn.Conv2d(64, 8, 3, stride=2, padding=1), 4).summary()

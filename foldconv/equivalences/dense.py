@@ -120,6 +120,19 @@ def dense_operator(
     Column ``q`` is ``f(e_q) - f(0)``; the bias is ``f(0)``. Modules are copied and run in ``dtype``, so with
     integer-valued weights the matrix is exact. The cost is one batch of ``prod(input_shape)`` inputs.
 
+    Args:
+        fn: a module or a function mapping a batch ``(B, C, *S)`` to a batch ``(B, ...)``, affine in its input.
+        input_shape: the shape of one sample, ``(1, C, *spatial)``, every size >= 1.
+        dtype: the dtype the matrix is computed in (default ``torch.float64``).
+
+    Returns:
+        A :class:`~foldconv.equivalences.dense.DenseOperator`: ``matrix`` (outputs x inputs), ``bias``,
+        ``input_shape``, ``output_shape``; ``apply(x)`` and ``as_tensor()``.
+
+    Raises:
+        FoldError: naming ``fn`` (not callable, or not batch to batch) or ``input_shape`` (malformed, refused by
+        ``fn`` or above foldconv's allocation limit).
+
     Example:
         >>> conv = torch.nn.Conv1d(1, 1, 2, bias=False)
         >>> with torch.no_grad():

@@ -190,6 +190,19 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
     padding that is a multiple of ``s`` into the new conv (``P/s``), ``"explicit"`` pads ``x`` first,
     ``"auto"`` picks ``"inner"`` when it can.
 
+    Args:
+        conv: an ``nn.Conv1d/2d/3d``; its stride is the space-to-depth factor.
+        order: the space-to-depth channel order, an alias or einops axes (default ``"crd"``).
+        padding: ``"auto"`` (default), ``"inner"`` (zero padding a multiple of the stride) or ``"explicit"``.
+
+    Returns:
+        A :class:`SpaceToDepthConv` equal to ``conv`` at every input size: ``conv`` (the stride-1 conv), ``r``,
+        ``order``, ``mode`` (``"inner"`` or ``"explicit"``) and ``source`` (the strided conv's spec).
+
+    Raises:
+        FoldError: naming ``conv`` (not a conv), ``order``, or ``padding`` (unknown, or ``"inner"`` where the
+        padding is not zero padding that is a multiple of the stride).
+
     Example:
         >>> conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
         >>> m = strided_to_spd(conv)
@@ -263,6 +276,18 @@ def spd_to_strided(module: nn.Module, r: Union[int, Sequence[int], None] = None,
     become ``r*K'``, ``r*S'`` and ``r*P'`` (this is :func:`foldconv.fold_conv`; the conv's input is the
     folded map here, the strided conv's input is ``x``). ``x``'s sizes must be multiples of ``r``.
 
+    Args:
+        module: a conv that reads the space-to-depth map, or ``nn.Sequential(space_to_depth, conv)``.
+        r: the space-to-depth factor, an int or one per axis; needed for a bare conv, unset for a Sequential.
+        order: the space-to-depth channel order for a bare conv (default ``"crd"``); unset for a Sequential.
+
+    Returns:
+        A new ``nn.ConvNd`` on ``x`` with kernel ``r*K'``, stride ``r*S'`` and padding ``r*P'``.
+
+    Raises:
+        FoldError: naming ``module`` (neither form), ``r`` (missing for a bare conv, given with a Sequential),
+        or what :func:`foldconv.fold_conv` refuses.
+
     Example:
         >>> from foldconv import SpaceToDepth
         >>> spd = torch.nn.Sequential(SpaceToDepth(2, "focus"), torch.nn.Conv2d(12, 8, 3, padding=1))
@@ -282,6 +307,16 @@ def focus_to_conv(conv: nn.Module) -> nn.Module:
 
     ``Focus(k=3)`` (3x3 conv, padding 1) becomes a 6x6 conv with stride 2 and padding 2.
 
+    Args:
+        conv: the conv that reads the Focus map, an ``nn.Conv2d`` (``in_channels`` a multiple of 4).
+
+    Returns:
+        A new stride-2 conv on the image, with kernel and padding twice those of ``conv``.
+
+    Raises:
+        FoldError: naming ``module`` (not a conv) or ``in_channels`` (not a multiple of ``2**dims``), as
+        :func:`spd_to_strided` does.
+
     Example:
         >>> big = focus_to_conv(torch.nn.Conv2d(12, 32, 3, padding=1, bias=False))
         >>> big.kernel_size, big.stride, big.padding, big.in_channels
@@ -292,6 +327,15 @@ def focus_to_conv(conv: nn.Module) -> nn.Module:
 
 def conv_to_focus(conv: nn.Module) -> SpaceToDepthConv:
     """A stride-2 2-D conv as ``Focus``: ``"focus"``-order space-to-depth by 2, then a stride-1 conv.
+
+    Args:
+        conv: an ``nn.Conv2d`` with stride 2.
+
+    Returns:
+        A :class:`SpaceToDepthConv` in ``"focus"`` order (``mode``: ``"inner"`` when the padding allows it).
+
+    Raises:
+        FoldError: naming ``conv`` (not a conv) or ``conv.stride`` (not ``(2, 2)`` on a 2-D conv).
 
     Example:
         >>> m = conv_to_focus(torch.nn.Conv2d(3, 32, 6, stride=2, padding=2))

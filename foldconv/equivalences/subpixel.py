@@ -188,6 +188,18 @@ def subpixel_to_transposed(
     (order ``"dcr"``), read by :func:`foldconv.layout.layout_module`, or the LR conv itself with ``r`` and ``order``. The LR conv needs stride 1, zero padding ``P <= K-1``
     (dilated kernels count with their extent) and a bias constant over the ``prod(r)`` sub-pixels.
 
+    Args:
+        module: a :class:`SubPixelConv` without crop, ``nn.Sequential(conv, depth_to_space)`` or a bare LR conv.
+        r: the depth-to-space factor, an int or one per axis; needed for a bare conv, unset otherwise.
+        order: the depth-to-space channel order for a bare conv (default ``"crd"``); unset otherwise.
+
+    Returns:
+        A new ``nn.ConvTransposeNd`` (stride ``r``, kernel ``r*K``, padding ``r*(K-1-P)``, no output padding).
+
+    Raises:
+        FoldError: naming ``module`` (none of the forms), ``module.crop``, ``r``, or the LR conv's ``conv.stride``,
+        ``conv.padding_mode``, ``conv.padding``, ``conv.out_channels`` or ``conv.bias`` that has no transposed form.
+
     Example:
         >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
         >>> t = subpixel_to_transposed(conv, 2)
@@ -255,6 +267,17 @@ def transposed_to_subpixel(tconv: nn.Module, order: Order = "crd") -> SubPixelCo
 
     ``K = ceil(Kt/r)`` with the kernel zero-padded at its end; the crop is empty exactly when ``Kt``
     and the padding are multiples of ``r``, ``padding <= r*(K-1)`` and ``output_padding == 0``.
+
+    Args:
+        tconv: an ``nn.ConvTranspose1d/2d/3d`` with zero padding given as numbers; its stride is ``r``.
+        order: the depth-to-space channel order of the result, an alias or einops axes (default ``"crd"``).
+
+    Returns:
+        A :class:`SubPixelConv` equal to ``tconv`` at every input size: ``conv`` (the LR conv), ``r``,
+        ``order`` and ``crop`` (``(start, end)`` rows per axis).
+
+    Raises:
+        FoldError: naming ``tconv`` (not a transposed conv), ``tconv.padding_mode``, ``tconv.padding`` or ``order``.
 
     Example:
         >>> t = torch.nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1)

@@ -186,6 +186,19 @@ def resolve_model(model: Any, *, param: str = "model", **kwargs: Any) -> ModelSp
     arguments added to the spelling's own. Nothing is built; a ``_target_`` is imported (so a bad path fails
     here, before any work). A FoldError names ``param`` (``model._target_`` for a bad import path).
 
+    Args:
+        model: a torchvision name, ``"timm:<name>"``, a registered architecture, a ``_target_`` mapping, an
+            ``nn.Module`` or a :class:`ModelSpec`.
+        param: the parameter name FoldErrors give (default ``"model"``; an app passes its config key).
+        **kwargs: constructor arguments, added to the spelling's own (none for a module instance).
+
+    Returns:
+        A :class:`ModelSpec`: ``label``, ``source`` (one of :data:`SOURCES`), ``name``, ``kwargs``; ``build()``.
+
+    Raises:
+        FoldError: naming ``param`` (an unknown name, with close matches; arguments for a module instance) or
+        ``<param>._target_`` (an import path that does not resolve to a callable).
+
     Example:
         >>> resolve_model("yolov5_stem")
         ModelSpec(label='yolov5_stem', source='architecture', name='yolov5_stem', kwargs={})
@@ -334,6 +347,21 @@ def build_model(model: Any, *, meta: bool = False, seed: Optional[int] = None, p
     ``meta``: every parameter and buffer on the meta device. A module instance is returned as it is (``meta``:
     a copy on meta). A model that cannot be built is a FoldError naming ``param`` and saying why in one line.
 
+    Args:
+        model: a torchvision name, ``"timm:<name>"``, a registered architecture, a ``_target_`` mapping, an
+            ``nn.Module`` or a :class:`ModelSpec`.
+        meta: put every parameter and buffer on the meta device (default False).
+        seed: draw the weights from this seed, an int >= 0 (default None: the global RNG).
+        param: the parameter name FoldErrors give (default ``"model"``).
+        **kwargs: constructor arguments, added to the spelling's own.
+
+    Returns:
+        The built ``nn.Module`` with random weights (a module instance itself, or its meta copy).
+
+    Raises:
+        FoldError: naming ``param`` (or ``<param>._target_``) for a spelling that does not resolve or a model that
+        cannot be built, ``meta`` or ``seed``.
+
     Example:
         >>> build_model({"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3})
         Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
@@ -370,6 +398,17 @@ def build_model(model: Any, *, meta: bool = False, seed: Optional[int] = None, p
 
 def meta_model(model: Any, **kwargs: Any) -> nn.Module:
     """``build_model(model, meta=True, **kwargs)``: the model with no memory for its weights.
+
+    Args:
+        model: a torchvision name, ``"timm:<name>"``, a registered architecture, a ``_target_`` mapping, an
+            ``nn.Module`` or a :class:`ModelSpec`.
+        **kwargs: constructor arguments, and the other keywords of :func:`build_model` (``seed``, ``param``).
+
+    Returns:
+        The built ``nn.Module`` with every parameter and buffer on the meta device.
+
+    Raises:
+        FoldError: as :func:`build_model`.
 
     Example:
         >>> m = meta_model("resnet50")

@@ -253,6 +253,20 @@ def predict_fold(
     Without ``input_size`` the verdict is the one for generic sizes; with it, it is exact. A malformed request
     gives ``Outcome.INVALID`` whose reason names the parameter.
 
+    Args:
+        conv: a :class:`ConvSpec` or an ``nn.Conv1d/2d/3d``.
+        r: the fold factor: an int (every spatial axis), one per axis, or a FoldSpec.
+        order: the weight's channel order, an alias or einops axes (default ``"crd"``, or the FoldSpec's).
+        input_order: the order the input is folded in (default: ``order``).
+        folded_stride: the folded conv's stride, ints >= 1 (default ``r * stride``).
+        folded_padding: the folded conv's padding, ints >= 0 (default ``r * padding``).
+        input_size: the unfolded input's spatial size, ints >= 1 (default: none, the generic verdict).
+
+    Returns:
+        A :class:`Prediction`: ``outcome`` (HOLDS, HOLDS_IF, FAILS or INVALID), ``literal`` (the checker's
+        verdict on the literal fold), ``folded`` (the folded ConvSpec), ``conditions``, ``reasons``, ``codes``.
+        A malformed argument gives INVALID with the FoldError's message as its reason (nothing is raised).
+
     Example:
         >>> p = predict_fold(ConvSpec.make(2, 256, 64, 3, padding=1), 16)
         >>> p.outcome.value, p.folded.kernel_size

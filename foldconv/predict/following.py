@@ -252,11 +252,14 @@ def predict_following(layer: nn.Module, fold: FoldArg, channels: int, *, input_s
         layer: the layer applied to the conv's output.
         fold: a FoldSpec, or ``r`` (int or per axis; order ``"crd"``).
         channels: the conv's output channels.
-        input_size: the spatial size of the conv's output (an int or one per axis), when known.
-        rules: per-call following-layer rules.
+        input_size: the spatial size of the conv's output (an int or one per axis), when known (default none).
+        rules: ``{layer type: FollowingRule}`` for this call, consulted before the registered rules (default none).
 
     Returns:
         A :class:`Prediction`: the outcome, the literal construction's verdict and the reasons.
+
+    Raises:
+        FoldError: naming ``layer`` when it is not a module or no rule (registered or in ``rules``) covers its type.
 
     Example:
         >>> f = FoldSpec.make(2)

@@ -76,6 +76,16 @@ def predict_space_to_depth(
     padding not multiples of ``r``, dilation, reflect/replicate padding on a folded axis: the reason is
     :func:`foldconv.fold.plan_unfold`'s); INVALID for a malformed request or one torch cannot run.
 
+    Args:
+        big: the big strided conv, a :class:`ConvSpec` or an ``nn.Conv1d/2d/3d``.
+        r: the fold factor: an int (every spatial axis), one per axis, or a FoldSpec.
+        input_size: the spatial size of the map ``big`` reads, an int or one per axis, each >= 1.
+
+    Returns:
+        A :class:`Prediction`: ``outcome``, ``folded`` (the unfolded ConvSpec), ``conditions``, ``reasons`` and
+        ``size_fix`` (``divisible``, ``crop_to``/``crop_exact``, ``pad_to``/``pad_exact``). A malformed argument
+        gives INVALID with the FoldError's message as its reason (nothing is raised).
+
     Example:
         >>> p = predict_space_to_depth(ConvSpec.make(2, 1, 4, 4, stride=2), 2, (7, 8))
         >>> p.size_fix.divisible, p.size_fix.crop_exact, p.size_fix.pad_exact, p.size_fix.crop_to

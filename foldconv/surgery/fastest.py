@@ -115,6 +115,23 @@ def optimize(
     ``"<site>: <rule>"``, ``"model: original"``, ``"model: <site>: <rule>"`` (a site timed in the whole model) and
     ``"model: rewritten"``.
 
+    Args:
+        model: the network (``nn.Module``); it is copied, never modified, and returned as is when kept.
+        input_shape: the full input shape (ints >= 1) the model is timed and checked on.
+        device: where the forms are timed (default ``"cpu"``; a device this machine lacks is a FoldError).
+        min_run_time: seconds of timing per measurement, split over the rounds, a number > 0 (default 0.2).
+        rounds: interleaved timing rounds, an int >= 1 (default 4).
+        timer: ``timer(fn, label) -> Sample`` instead of the wall-clock timer (default none).
+
+    Returns:
+        ``(best, report)``: the fastest verified model (``model`` itself when kept) and an
+        :class:`~foldconv.surgery.fastest.OptimizeReport`: ``kept_original``, ``reason``, ``speedup`` with
+        ``speedup_low``/``speedup_high``, ``rules`` (rule and sites applied) and ``sites`` (the forms timed).
+
+    Raises:
+        FoldError: naming ``model``, ``input_shape`` (malformed, too large, or the model cannot run on it),
+        ``device``, ``min_run_time`` or ``rounds``.
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
         >>> best, report = optimize(net, (1, 3, 8, 8), min_run_time=0.01)

@@ -220,6 +220,23 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     then run the same file at ``other_shapes`` (default: every spatial size doubled) and compare again. A shape the
     model itself (in torch) cannot run is left out, and the note says so. ``report.data`` holds the file's bytes.
 
+    Args:
+        model: the network (``nn.Module`` returning one tensor); it is copied, never modified.
+        input_shape: the full input shape (ints >= 1) of the example input.
+        opset: the ONNX opset to ask for, an int >= 7 (default 17).
+        rtol: the largest relative error that counts as agreement, a finite number >= 0 (default ``1e-4``).
+        seed: the seed of the unit-normal inputs, an int >= 0 (default 0).
+        other_shapes: further input shapes of the same rank to run the file at (default: spatial sizes doubled).
+
+    Returns:
+        An :class:`~foldconv.surgery.onnx_export.OnnxReport` (truthy when every error is within ``rtol``):
+        ``ops``, ``opset``, ``exporter``, ``max_rel_error``, ``dynamic``, ``other_sizes``, ``note`` and ``data``.
+
+    Raises:
+        FoldError: naming ``model`` (not a module, not one tensor out, another output shape in onnxruntime),
+        ``input_shape`` (malformed, too large, or the model cannot run on it), ``opset``, ``rtol``, ``seed``,
+        ``other_shapes``, or ``package`` when onnx or onnxruntime is missing.
+
     Example:
         >>> report = export_onnx(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.PixelShuffle(2)), (1, 3, 8, 8))
         >>> report.ok, report.ops, report.dynamic, [shape for shape, _ in report.other_sizes]

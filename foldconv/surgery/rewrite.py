@@ -411,6 +411,25 @@ def rewrite(model: nn.Module, input_shape: Sequence[int], rules: Sequence[RuleAr
     found equivalent, the rewrite is withdrawn: the result is a copy of the original and
     :attr:`RewriteReport.withdrawn` says why. ``report.ok`` is False whenever a check found a difference.
 
+    Args:
+        model: the network (``nn.Module``); it is copied, never modified.
+        input_shape: the full input shape ``(N, C, *spatial)`` (2 to 5 ints >= 1) the model is traced and checked on.
+        rules: a non-empty sequence of rule names, :class:`~foldconv.surgery.Rule` objects or ``(rule, {option:
+            value})`` pairs, applied in order.
+        verify: check every site, the whole model and training (default True).
+        fold_bn: fold an eval-mode BatchNorm into the conv before it where a rule needs it (default True).
+        seed: the seed of the checks, an int >= 0 (default 0).
+        keep_parameters: keep the original parameters, new weights parametrised on them (default False).
+
+    Returns:
+        ``(new_model, report)``: the rewritten model and a :class:`RewriteReport` (truthy when no check found a
+        difference): ``sites`` (one row per site: ``pattern``, ``location``, ``before``/``after``, ``applied``,
+        ``reason``), ``applied``, ``verification``, ``training``, ``withdrawn``.
+
+    Raises:
+        FoldError: naming ``model``, ``input_shape`` (malformed or above the allocation limit), ``rules``, a rule's
+        option, ``verify``, ``fold_bn``, ``seed`` or ``keep_parameters``.
+
     Example:
         >>> from foldconv import SpaceToDepth
         >>> net = torch.nn.Sequential(SpaceToDepth(2, "focus"), torch.nn.Conv2d(12, 8, 3, padding=1))
@@ -448,6 +467,19 @@ def find_sites(model: nn.Module, input_shape: Sequence[int], rules: Sequence[Rul
     """What :func:`rewrite` would do with each rule on ``model`` as it is (applied=False; nothing changes).
 
     A site a rule cannot rewrite carries the reason; the others an empty reason and the ``after`` text.
+
+    Args:
+        model: the network (``nn.Module``); it is not modified.
+        input_shape: the full input shape ``(N, C, *spatial)`` (2 to 5 ints >= 1) the model is traced on.
+        rules: a non-empty sequence of rule names, :class:`~foldconv.surgery.Rule` objects or ``(rule, {option:
+            value})`` pairs.
+
+    Returns:
+        One :class:`SiteReport` per site found, in order: ``rule``, ``pattern``, ``location``, ``before``,
+        ``after`` and ``reason`` (empty when the rule can rewrite it).
+
+    Raises:
+        FoldError: naming ``model``, ``input_shape``, ``rules`` or a rule's option.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 3, 4, stride=2, padding=1))

@@ -250,6 +250,27 @@ def benchmark_forms(
     The original and each form are timed in ``rounds`` interleaved rounds of ``min_run_time / rounds`` seconds
     each (see the module). ``timer(fn, label) -> Sample`` replaces :func:`measure` (tests inject timings).
 
+    Args:
+        target: a layer or a model (``nn.Module``); it is copied, never modified.
+        input_shape: the full input shape (ints >= 1) the forms are timed on.
+        forms: form names to keep and/or ``(name, build)`` pairs to add (default: every form that applies).
+        device: where the forms are timed (default ``"cpu"``; a device this machine lacks is a FoldError).
+        r_values: fold factors to try on a conv, each an int >= 2 (default 2 to 16).
+        channels_last: time the ``channels_last`` form (default True).
+        compile: time ``torch.compile``: True, False or ``"auto"`` (default; a failure becomes a note).
+        min_run_time: seconds of timing per measurement, split over the rounds, a number > 0 (default 0.2).
+        verify: time a form only when it is found equivalent (default True).
+        rounds: interleaved timing rounds, an int >= 1 (default 4).
+        timer: ``timer(fn, label) -> Sample`` instead of the wall-clock timer (default none).
+
+    Returns:
+        A :class:`FormsReport`: ``timings`` (per form ``speedup`` with ``speedup_low``/``speedup_high``,
+        ``verified``, ``check``, ``note``; the original first), ``fastest`` and ``rows()``.
+
+    Raises:
+        FoldError: naming ``target``, ``input_shape`` (malformed, too large, or the target cannot run on it),
+        ``forms``, ``device``, ``r_values``, ``channels_last``, ``compile``, ``min_run_time``, ``verify`` or ``rounds``.
+
     Example:
         >>> report = benchmark_forms(torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), r_values=[2],
         ...                          compile=False, min_run_time=0.01)

@@ -483,6 +483,22 @@ def fold_stage(stage: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], o
     a stage that is one layer (a conv) is folded as ``nn.Sequential(stage)``, its layer named ``"0"``. The input
     stage is not modified.
 
+    Args:
+        stage: the stage (``nn.Module`` that torch.fx traces, or one conv); it is not modified.
+        r: the fold factor, an int (every spatial axis) or one factor per axis.
+        input_shape: the full input shape ``(N, C, *spatial)`` with 1 to 3 spatial dims (keyword only).
+        order: the channel order of every layout op and folded weight, an alias or einops axes (default ``"crd"``).
+        fold_bn: fold each eval-mode BatchNorm that follows a conv into it first (default False).
+        cost_neutral_only: fold only convs whose fold keeps the parameters and MACs (default True).
+
+    Returns:
+        ``(folded, report)``: a :class:`FoldedStage` equal to ``stage`` and a :class:`FoldReport`: ``layers`` (per
+        layer ``name``, ``action`` -- folded, commuted or kept -- and ``reason``), ``layout_ops``, ``folded_layers``.
+
+    Raises:
+        FoldError: naming ``stage`` (not a module, folded already, or not traceable), ``r``, ``input_shape``,
+        ``order``, ``fold_bn`` or ``cost_neutral_only``.
+
     Example:
         >>> from torch import nn
         >>> stage = nn.Sequential(nn.Conv2d(8, 6, 1), nn.ReLU())
@@ -503,6 +519,22 @@ def fold_model(model: nn.Module, r: IntOrTuple, *, input_shape: Sequence[int], o
     function, so "is the folded model faster?" is one call to time it. A model torch.fx cannot trace has each conv
     folded on its own instead (``DepthToSpace`` then the folded conv, in place; ``report.traced`` is False and
     says why). The input model is not modified.
+
+    Args:
+        model: the network (``nn.Module``, real or meta weights); it is not modified.
+        r: the fold factor, an int (every spatial axis) or one factor per axis.
+        input_shape: the full input shape ``(N, C, *spatial)`` with 1 to 3 spatial dims (keyword only).
+        order: the channel order of every layout op and folded weight, an alias or einops axes (default ``"crd"``).
+        fold_bn: fold each eval-mode BatchNorm that follows a conv into it first (default False).
+        cost_neutral_only: fold only convs whose fold keeps the parameters and MACs (default True).
+
+    Returns:
+        ``(folded_model, report)``: the folded copy and a :class:`FoldReport`: ``layers`` (per layer ``name``,
+        ``action`` and ``reason``), ``layout_ops``, ``folded_layers``, ``traced`` and ``fallback_reason``.
+
+    Raises:
+        FoldError: naming ``model`` (not a module, or a FoldedStage), ``r``, ``input_shape``, ``order``,
+        ``fold_bn`` or ``cost_neutral_only``.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1))

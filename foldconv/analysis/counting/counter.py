@@ -369,6 +369,11 @@ def count(
     Returns:
         A :class:`CountReport`: totals, per-layer rows and views, the ops it could not price.
 
+    Raises:
+        FoldError: naming ``model`` (not a module, or needs data under ``fallback="error"``), ``input_shape`` or
+        ``examples`` (malformed, or the model cannot run on them), ``dtype``, ``backward``, ``fallback``, ``name``
+        or ``op_costs``.
+
     Example:
         >>> import torchvision
         >>> with torch.device("meta"):

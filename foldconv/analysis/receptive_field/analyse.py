@@ -79,6 +79,10 @@ def receptive_field(
     Returns:
         An :class:`RFReport`: per node and spatial axis the size, jump and padding; exact boxes via ``box``.
 
+    Raises:
+        FoldError: naming ``model``, ``input_shape``, ``fallback``, ``leaves`` or ``rules``; an
+            :class:`UnsupportedOpError` (a FoldError) for an op without a rule under ``fallback="error"``.
+
     Example:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.MaxPool2d(2),

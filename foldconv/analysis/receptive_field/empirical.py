@@ -261,6 +261,24 @@ def check_receptive_field(
     last position of each checked node (default: :func:`default_check_nodes`). Without ``report``, the
     analysis is ``receptive_field(model, input_shape, leaves=leaves, rules=rules)``.
 
+    Args:
+        model: the network (real or meta weights; measured on a copy with positive weights).
+        input_shape: ``(N, C, *spatial)`` with 1 to 3 spatial dims.
+        nodes: node names of the analysis to check (default: :func:`default_check_nodes`).
+        max_nodes: how many nodes the default picks, an int >= 1 (default 6).
+        report: an :class:`RFReport` for this ``input_shape`` to check (default: a fresh analysis).
+        seed: the seed of the positive weights and input, an int >= 0 (default 0).
+        leaves: module classes and/or qualified module names kept as single nodes (without ``report``).
+        rules: per-call receptive-field rules (without ``report``).
+
+    Returns:
+        An :class:`RFCheck` (truthy when every box matches): ``rows`` (per node and position the ``analytic``
+        and ``empirical`` boxes) and ``mismatches``.
+
+    Raises:
+        FoldError: naming ``model``, ``input_shape`` (also above the allocation limit), ``nodes``, ``max_nodes``,
+        ``report`` (another input shape), ``seed``, ``leaves`` or ``rules``.
+
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, dilation=2))
         >>> check_receptive_field(net, (1, 1, 21, 21)).ok

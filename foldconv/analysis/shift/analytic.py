@@ -263,6 +263,20 @@ def shift_equivariance(
     errors: an op without a rule is a FoldError naming it; the same ``leaves`` and per-call ``rules``) and
     follows its index maps (module docstring).
 
+    Args:
+        model: the network (real or meta weights; traced, left as it was).
+        input_shape: ``(N, C, *spatial)`` with 1 to 3 spatial dims.
+        leaves: module classes and/or qualified module names kept as single nodes (default none).
+        rules: per-call receptive-field rules ``{module class, function or method name: rule}`` (default none).
+
+    Returns:
+        A :class:`ShiftReport`: ``nodes`` (per node its ``period``, ``own_period`` and per-axis ``axes``),
+        ``output`` and ``rf`` (the receptive-field report it follows).
+
+    Raises:
+        FoldError: as :func:`~foldconv.analysis.receptive_field.receptive_field` (``model``, ``input_shape``,
+        ``leaves``, ``rules``, an op without a rule).
+
     Example:
         >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.MaxPool2d(2),

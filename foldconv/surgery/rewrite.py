@@ -35,8 +35,8 @@ Example:
 from __future__ import annotations
 
 import copy
-import itertools
 import dataclasses
+import itertools
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple

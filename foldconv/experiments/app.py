@@ -32,11 +32,12 @@ from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Tuple, Unio
 
 from .._validate import parse_factors
 from ..errors import FoldError, fold_error
-from .io import write_index, write_table
+from .io import write_atomic, write_index, write_table
+from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
 __all__ = [
     "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
-    "hydra_app", "structured", "register", "instantiate",
+    "hydra_app", "structured", "register", "instantiate", "invoked_as",
 ]
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
@@ -302,6 +303,28 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         raise (_prefixed(err, prefix) if prefix else err) from None
 
 
+def invoked_as(config_name: str) -> str:
+    """The name the user typed for the app of ``config_name``, which prefixes its one-line errors: the command of
+    ``foldconv <command>``, a script's own name (``python scripts/receptive_field.py``), else the command.
+
+    Example:
+        >>> import sys
+        >>> argv, sys.argv = sys.argv, ["foldconv rf"]
+        >>> invoked_as("receptive_field")
+        'rf'
+        >>> sys.argv = ["scripts/receptive_field.py"]
+        >>> invoked_as("receptive_field"), invoked_as("fold_conv")
+        ('receptive_field', 'fold')
+        >>> sys.argv = argv
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.startswith("foldconv "):
+        return argv0.split(" ", 1)[1]
+    if Path(argv0).stem == config_name:
+        return config_name
+    return COMMAND_OF_CONFIG.get(config_name, config_name)
+
+
 def _refuse(name: str, reason: str) -> NoReturn:
     print(f"{name}: error: {' '.join(reason.split())}", file=sys.stderr)  # one line, always
     sys.exit(2)
@@ -338,18 +361,23 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
         from omegaconf.errors import OmegaConfBaseException
 
         entry = hydra.main(version_base="1.3", config_path=config_path or str(CONFIG_DIR), config_name=config_name)(task)
-        name = config_name
 
         @functools.wraps(task)
         def main(cfg: Any = None) -> None:
             if cfg is not None:
                 return entry(cfg)
+            import time
+
+            started = time.time() - 1  # file times have a coarse grain on some file systems
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the report is ours
             try:
                 entry()
             except (HydraException, OmegaConfBaseException) as err:  # composing the config (the task's are FoldErrors)
-                _refuse(name, _first_lines(err))
+                _refuse(invoked_as(config_name), _first_lines(err))
+            except KeyboardInterrupt:  # a multirun's launcher (a job's own interrupt exits 130 with its own line)
+                print(_interrupted_multirun(started), file=sys.stderr)
+                sys.exit(130)
             finally:
                 if previous is None:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -361,17 +389,63 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
     return decorate
 
 
+def _interrupted_multirun(started: float) -> str:
+    """The lines of a multirun's main process stopped by Ctrl-C: one per job, then the command that resumes them
+    all. The sweep directory is ``hydra.sweep.dir`` of the command line, else the newest ``multirun.yaml``
+    written since ``started`` under Hydra's default ``multirun/<date>/<time>``."""
+    import glob
+    import os
+
+    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
+    records = [Path(given[-1]) / "multirun.yaml"] if given else [
+        Path(p) for p in glob.glob(os.path.join("multirun", "*", "*", "multirun.yaml")) if os.path.getmtime(p) >= started]
+    records = sorted((p for p in records if p.exists()), key=lambda p: p.stat().st_mtime)
+    if not records:
+        return "interrupted before the multirun's first job started: nothing to resume"
+    try:
+        return "\n".join(interrupted_multirun(records[-1].parent))
+    except FoldError as err:
+        return f"interrupted: {err}"
+
+
 def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, name: Optional[str] = None) -> Callable:
     """The Hydra app ``config_name``: compose -> :func:`instantiate` -> ``body(config, run_dir)`` -> :func:`conclude`,
-    ended by :func:`finish` (``name`` prefixes its one-line errors; default ``config_name``)."""
+    ended by :func:`finish` (``name`` prefixes its one-line errors; default: :func:`invoked_as`).
+
+    The run's completion marker (:mod:`foldconv.experiments.records`) is removed when the body starts and
+    written after everything else (also when a claim failed: the run finished), so a run cut at any instant
+    has none; a refused request (FoldError) leaves the directory as it was, marker included. Ctrl-C prints one
+    line (what is saved, the command that resumes it) and exits 130; in a multirun, the main process prints one
+    line per job and the one command that resumes the whole multirun.
+    """
 
     @hydra_app(config_name)
     def main(cfg: Any) -> None:
+        label = name or invoked_as(config_name)
+
         def run() -> str:
             out = run_dir()
-            return conclude(body(instantiate(cfg), out), out)
+            config = instantiate(cfg)
+            old = clear_marker(out)
+            try:
+                line = conclude(body(config, out), out)
+            except FoldError:
+                if old is not None:
+                    write_atomic(out / MARKER, old)
+                raise
+            except ClaimFailed:
+                write_marker(out, app=label, status="claim failed")
+                raise
+            except KeyboardInterrupt:
+                line = interrupted_line(out)
+                if line is None:  # a job of a multirun: its main process reports every job at once
+                    raise
+                print(line, file=sys.stderr)
+                sys.exit(130)
+            write_marker(out, app=label, status="ok")
+            return line
 
-        finish(run, name=name or config_name)
+        finish(run, name=label)
 
     main.__name__ = main.__qualname__ = config_name
     main.__doc__ = f"``foldconv`` app of the {config_name} config."

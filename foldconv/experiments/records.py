@@ -251,7 +251,8 @@ def interrupted_multirun(root: PathLike) -> List[str]:
         >>> from omegaconf import OmegaConf
         >>> d = Path(tempfile.mkdtemp())
         >>> OmegaConf.save({"hydra": {"job": {"name": "sweep"}, "overrides": {"task": ["fold.r=2,4"]}}}, d / "multirun.yaml")
-        >>> print("\n".join(interrupted_multirun(d)).replace(str(d), "DIR"))
+        >>> for line in interrupted_multirun(d):
+        ...     print(line.replace(str(d), "DIR"))
         interrupted: job 0 (fold.r=2): never started
         interrupted: job 1 (fold.r=4): never started
         resume the whole multirun (finished jobs only redraw their outputs) with: foldconv sweep -m fold.r=2,4 hydra.sweep.dir=DIR

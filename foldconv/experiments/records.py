@@ -22,7 +22,7 @@ Example:
     True
     >>> _ = (out / "results.csv").write_text("a\\n")
     >>> job_problem(out)
-    'results.csv was changed after the job finished (0 rows now, 1 when it finished): truncated or edited'
+    'results.csv was changed after the job finished (0 rows now, 1 row when it finished): truncated or edited'
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple, Union
 
 from .._validate import parse_factors
 from ..errors import FoldError, fold_error
@@ -37,7 +37,7 @@ from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, 
 
 __all__ = [
     "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
-    "hydra_app", "structured", "register", "instantiate", "invoked_as",
+    "hydra_app", "structured", "register", "instantiate", "invoked_as", "close_matches",
 ]
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
@@ -282,7 +282,9 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         if key not in names:  # e.g. a `+key=value` override: nothing would read it
             node = cfg._get_node(key)
             value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
-            raise fold_error(prefix + str(key), value, f"is not a field of {cls.__name__} ({', '.join(sorted(names))})")
+            close = close_matches(str(key), names)
+            hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+            raise fold_error(prefix + str(key), value, f"is not a field of {cls.__name__} ({', '.join(sorted(names))}){hint}")
     kwargs = {}
     for f in fields:
         if f.name in cfg._content and OmegaConf.is_missing(cfg, f.name):  # `in` is False for a ??? value
@@ -323,6 +325,50 @@ def invoked_as(config_name: str) -> str:
     if Path(argv0).stem == config_name:
         return config_name
     return COMMAND_OF_CONFIG.get(config_name, config_name)
+
+
+def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
+    """The names closest to a misspelt ``key``, a different case first (``R`` -> ``r``), as the model resolver
+    suggests model names.
+
+    Example:
+        >>> close_matches("R", ["r", "order", "dims"]), close_matches("kernal", ["kernel", "stride"]), close_matches("xyz", ["r"])
+        (['r'], ['kernel'], [])
+    """
+    import difflib
+
+    names = [str(x) for x in names]
+    lower = {x.lower(): x for x in names}
+    same_case = [lower[key.lower()]] if key.lower() in lower and lower[key.lower()] != key else []
+    close = [lower[c] for c in difflib.get_close_matches(key.lower(), list(lower), n=n, cutoff=0.6)]
+    return list(dict.fromkeys(same_case + close))[:n]
+
+
+def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
+    """``"; did you mean fold.r?"`` for an override of a key the app's config lacks (empty when none is close)."""
+    import re
+
+    match = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if not match:
+        return ""
+    full = match.group(1).lstrip("+~")
+    parent, _, key = full.rpartition(".")
+    try:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+        from omegaconf import DictConfig, OmegaConf
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name=config_name, return_hydra_config=parent.split(".")[0] == "hydra")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # noqa: BLE001 - a hint is a courtesy: never let it hide the error itself
+        return ""
+    if not isinstance(node, DictConfig):
+        return ""
+    close = close_matches(key, node.keys())
+    where = f"{parent}." if parent else ""
+    return f"; did you mean {' or '.join(where + c for c in close)}?" if close else ""
 
 
 def _refuse(name: str, reason: str) -> NoReturn:
@@ -374,7 +420,9 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
             try:
                 entry()
             except (HydraException, OmegaConfBaseException) as err:  # composing the config (the task's are FoldErrors)
-                _refuse(invoked_as(config_name), _first_lines(err))
+                config_dir = Path(config_path) if config_path and Path(config_path).is_absolute() else CONFIG_DIR
+                line = _first_lines(err)
+                _refuse(invoked_as(config_name), line + _key_hint(config_name, config_dir, line))
             except KeyboardInterrupt:  # a multirun's launcher (a job's own interrupt exits 130 with its own line)
                 print(_interrupted_multirun(started), file=sys.stderr)
                 sys.exit(130)

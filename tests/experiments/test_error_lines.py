@@ -40,7 +40,8 @@ def test_every_app_is_in_the_table():
 
 
 @pytest.mark.parametrize("command, key, typo", MISSPELT)
-def test_a_misspelt_key_gets_its_close_match_and_the_command_typed(command, key, typo, capsys):
+def test_a_misspelt_key_gets_its_close_match_and_the_command_typed(command, key, typo, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the CLI sets sys.argv for Hydra: restored after the test
     with pytest.raises(SystemExit) as stop:
         cli.main([command, f"{typo}=2"])
     lines = capsys.readouterr().err.strip().splitlines()
@@ -49,7 +50,8 @@ def test_a_misspelt_key_gets_its_close_match_and_the_command_typed(command, key,
     assert lines[0].rsplit("did you mean ", 1)[1].rstrip("?").split(" or ")[0] == key, lines[0]  # the closest first
 
 
-def test_a_far_off_key_gets_no_false_suggestion(capsys):
+def test_a_far_off_key_gets_no_false_suggestion(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
     with pytest.raises(SystemExit):
         cli.main(["count", "xyzzy=3"])
     line = capsys.readouterr().err.strip()

@@ -44,7 +44,11 @@ def shadowing() -> Optional[str]:
 
 def main() -> None:
     """``foldconv <command> ...``: exit 2 with one line when another folder named foldconv shadows the install."""
-    problem = shadowing()
+    try:
+        problem = shadowing()  # imports foldconv and torch: seconds, during which Ctrl-C must not print a traceback
+    except KeyboardInterrupt:
+        print("interrupted while starting: nothing was run", file=sys.stderr)
+        sys.exit(130)
     if problem is not None:
         print(f"foldconv: error: {problem}: a folder named foldconv on PYTHONPATH or in the working directory shadows "
               "the installed package; rename it, or run from another directory without it on PYTHONPATH", file=sys.stderr)

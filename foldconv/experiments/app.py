@@ -424,7 +424,8 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
                 line = _first_lines(err)
                 _refuse(invoked_as(config_name), line + _key_hint(config_name, config_dir, line))
             except KeyboardInterrupt:  # a multirun's launcher (a job's own interrupt exits 130 with its own line)
-                print(_interrupted_multirun(started), file=sys.stderr)
+                multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+                print(_interrupted_multirun(started) if multirun else "interrupted before the run started: nothing was written", file=sys.stderr)
                 sys.exit(130)
             finally:
                 if previous is None:

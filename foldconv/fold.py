@@ -34,6 +34,7 @@ __all__ = [
     "plan_fold",
     "plan_unfold",
     "folded_groups",
+    "require_foldable",
     "groups_aligned",
     "expand_groups",
     "expand_dilation",
@@ -95,6 +96,20 @@ def _channel_major(fold: FoldSpec) -> bool:
     return all(factor[name] == 1 for name in fold.order[: fold.order.index("c")])
 
 
+def require_foldable(in_channels: int, fold: FoldSpec, *, param: str = "in_channels") -> None:
+    """FoldError unless ``in_channels`` fills whole fold blocks (``prod(r)`` channels each): the one wording of a
+    fold factor that does not divide the channels, wherever it is met (predict_fold, the fold app, the sweep).
+
+    Example:
+        >>> require_foldable(6, FoldSpec.make(2))
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: in_channels=6: must be a multiple of prod(r)=4 (r=(2, 2)) to fold
+    """
+    if in_channels % fold.block:
+        raise fold_error(param, in_channels, f"must be a multiple of prod(r)={fold.block} (r={fold.r}) to fold")
+
+
 def folded_groups(in_channels: int, groups: int, fold: FoldLike) -> int:
     """The ``groups`` of the folded conv: ``gcd(in_channels / prod(r), groups)`` for a channel-major order, else 1.
 
@@ -112,8 +127,7 @@ def folded_groups(in_channels: int, groups: int, fold: FoldLike) -> int:
     fold = fold if isinstance(fold, FoldSpec) else FoldSpec.coerce(fold, resolve_dims(fold, None, "r"))
     in_channels = require_int(in_channels, "in_channels", 1)
     groups = require_int(groups, "groups", 1)
-    if in_channels % fold.block:
-        raise fold_error("in_channels", in_channels, f"must be a multiple of prod(r)={fold.block} (r={fold.r}) to fold")
+    require_foldable(in_channels, fold)
     if in_channels % groups:
         raise fold_error("groups", groups, f"must divide in_channels={in_channels}")
     return math.gcd(in_channels // fold.block, groups) if _channel_major(fold) else 1

@@ -28,15 +28,16 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple, Union
 
 from .._validate import parse_factors
 from ..errors import FoldError, fold_error
-from .io import write_index, write_table
+from .io import write_atomic, write_index, write_table
+from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
 __all__ = [
     "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
-    "hydra_app", "structured", "register", "instantiate",
+    "hydra_app", "structured", "register", "instantiate", "invoked_as", "close_matches",
 ]
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
@@ -281,7 +282,9 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         if key not in names:  # e.g. a `+key=value` override: nothing would read it
             node = cfg._get_node(key)
             value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
-            raise fold_error(prefix + str(key), value, f"is not a field of {cls.__name__} ({', '.join(sorted(names))})")
+            close = close_matches(str(key), names)
+            hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+            raise fold_error(prefix + str(key), value, f"is not a field of {cls.__name__} ({', '.join(sorted(names))}){hint}")
     kwargs = {}
     for f in fields:
         if f.name in cfg._content and OmegaConf.is_missing(cfg, f.name):  # `in` is False for a ??? value
@@ -300,6 +303,72 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         return cls(**kwargs)
     except FoldError as err:
         raise (_prefixed(err, prefix) if prefix else err) from None
+
+
+def invoked_as(config_name: str) -> str:
+    """The name the user typed for the app of ``config_name``, which prefixes its one-line errors: the command of
+    ``foldconv <command>``, a script's own name (``python scripts/receptive_field.py``), else the command.
+
+    Example:
+        >>> import sys
+        >>> argv, sys.argv = sys.argv, ["foldconv rf"]
+        >>> invoked_as("receptive_field")
+        'rf'
+        >>> sys.argv = ["scripts/receptive_field.py"]
+        >>> invoked_as("receptive_field"), invoked_as("fold_conv")
+        ('receptive_field', 'fold')
+        >>> sys.argv = argv
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.startswith("foldconv "):
+        return argv0.split(" ", 1)[1]
+    if Path(argv0).stem == config_name:
+        return config_name
+    return COMMAND_OF_CONFIG.get(config_name, config_name)
+
+
+def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
+    """The names closest to a misspelt ``key``, a different case first (``R`` -> ``r``), as the model resolver
+    suggests model names.
+
+    Example:
+        >>> close_matches("R", ["r", "order", "dims"]), close_matches("kernal", ["kernel", "stride"]), close_matches("xyz", ["r"])
+        (['r'], ['kernel'], [])
+    """
+    import difflib
+
+    names = [str(x) for x in names]
+    lower = {x.lower(): x for x in names}
+    same_case = [lower[key.lower()]] if key.lower() in lower and lower[key.lower()] != key else []
+    close = [lower[c] for c in difflib.get_close_matches(key.lower(), list(lower), n=n, cutoff=0.6)]
+    return list(dict.fromkeys(same_case + close))[:n]
+
+
+def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
+    """``"; did you mean fold.r?"`` for an override of a key the app's config lacks (empty when none is close)."""
+    import re
+
+    match = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if not match:
+        return ""
+    full = match.group(1).lstrip("+~")
+    parent, _, key = full.rpartition(".")
+    try:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+        from omegaconf import DictConfig, OmegaConf
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name=config_name, return_hydra_config=parent.split(".")[0] == "hydra")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # noqa: BLE001 - a hint is a courtesy: never let it hide the error itself
+        return ""
+    if not isinstance(node, DictConfig):
+        return ""
+    close = close_matches(key, node.keys())
+    where = f"{parent}." if parent else ""
+    return f"; did you mean {' or '.join(where + c for c in close)}?" if close else ""
 
 
 def _refuse(name: str, reason: str) -> NoReturn:
@@ -338,18 +407,26 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
         from omegaconf.errors import OmegaConfBaseException
 
         entry = hydra.main(version_base="1.3", config_path=config_path or str(CONFIG_DIR), config_name=config_name)(task)
-        name = config_name
 
         @functools.wraps(task)
         def main(cfg: Any = None) -> None:
             if cfg is not None:
                 return entry(cfg)
+            import time
+
+            started = time.time() - 1  # file times have a coarse grain on some file systems
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the report is ours
             try:
                 entry()
             except (HydraException, OmegaConfBaseException) as err:  # composing the config (the task's are FoldErrors)
-                _refuse(name, _first_lines(err))
+                config_dir = Path(config_path) if config_path and Path(config_path).is_absolute() else CONFIG_DIR
+                line = _first_lines(err)
+                _refuse(invoked_as(config_name), line + _key_hint(config_name, config_dir, line))
+            except KeyboardInterrupt:  # a multirun's launcher (a job's own interrupt exits 130 with its own line)
+                multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+                print(_interrupted_multirun(started) if multirun else "interrupted before the run started: nothing was written", file=sys.stderr)
+                sys.exit(130)
             finally:
                 if previous is None:
                     os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -361,17 +438,63 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
     return decorate
 
 
+def _interrupted_multirun(started: float) -> str:
+    """The lines of a multirun's main process stopped by Ctrl-C: one per job, then the command that resumes them
+    all. The sweep directory is ``hydra.sweep.dir`` of the command line, else the newest ``multirun.yaml``
+    written since ``started`` under Hydra's default ``multirun/<date>/<time>``."""
+    import glob
+    import os
+
+    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
+    records = [Path(given[-1]) / "multirun.yaml"] if given else [
+        Path(p) for p in glob.glob(os.path.join("multirun", "*", "*", "multirun.yaml")) if os.path.getmtime(p) >= started]
+    records = sorted((p for p in records if p.exists()), key=lambda p: p.stat().st_mtime)
+    if not records:
+        return "interrupted before the multirun's first job started: nothing to resume"
+    try:
+        return "\n".join(interrupted_multirun(records[-1].parent))
+    except FoldError as err:
+        return f"interrupted: {err}"
+
+
 def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, name: Optional[str] = None) -> Callable:
     """The Hydra app ``config_name``: compose -> :func:`instantiate` -> ``body(config, run_dir)`` -> :func:`conclude`,
-    ended by :func:`finish` (``name`` prefixes its one-line errors; default ``config_name``)."""
+    ended by :func:`finish` (``name`` prefixes its one-line errors; default: :func:`invoked_as`).
+
+    The run's completion marker (:mod:`foldconv.experiments.records`) is removed when the body starts and
+    written after everything else (also when a claim failed: the run finished), so a run cut at any instant
+    has none; a refused request (FoldError) leaves the directory as it was, marker included. Ctrl-C prints one
+    line (what is saved, the command that resumes it) and exits 130; in a multirun, the main process prints one
+    line per job and the one command that resumes the whole multirun.
+    """
 
     @hydra_app(config_name)
     def main(cfg: Any) -> None:
+        label = name or invoked_as(config_name)
+
         def run() -> str:
             out = run_dir()
-            return conclude(body(instantiate(cfg), out), out)
+            config = instantiate(cfg)
+            old = clear_marker(out)
+            try:
+                line = conclude(body(config, out), out)
+            except FoldError:
+                if old is not None:
+                    write_atomic(out / MARKER, old)
+                raise
+            except ClaimFailed:
+                write_marker(out, app=label, status="claim failed")
+                raise
+            except KeyboardInterrupt:
+                line = interrupted_line(out)
+                if line is None:  # a job of a multirun: its main process reports every job at once
+                    raise
+                print(line, file=sys.stderr)
+                sys.exit(130)
+            write_marker(out, app=label, status="ok")
+            return line
 
-        finish(run, name=name or config_name)
+        finish(run, name=label)
 
     main.__name__ = main.__qualname__ = config_name
     main.__doc__ = f"``foldconv`` app of the {config_name} config."

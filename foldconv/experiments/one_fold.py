@@ -21,7 +21,7 @@ import torch
 from .._validate import per_axis_ints, require_bool, require_device, require_int
 from ..check.equivalence import EquivalenceReport, check_fold
 from ..errors import FoldError, fold_error
-from ..fold import FoldPlan, fold_conv, plan_fold
+from ..fold import FoldPlan, fold_conv, plan_fold, require_foldable
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 from ..surgery.timing import Sample, measure, require_seconds, speedup
@@ -82,6 +82,7 @@ class OneFoldExperiment:
             object.__setattr__(self, "fold", self.fold.bind(self.conv.dims))
         except FoldError as err:
             raise fold_error(f"fold.{err.param}", err.value, err.rule or str(err)) from None
+        require_foldable(self.conv.in_channels, self.fold, param="conv.in_channels")  # worded as predict_fold and the sweep
         object.__setattr__(self, "input_size", per_axis_ints(self.input_size, self.conv.dims, "input_size", 1))
         self.conv.output_size(self.input_size)  # an input smaller than the kernel is a malformed request
         require_int(self.batch, "batch", 1)

@@ -22,7 +22,7 @@ from torch import nn
 from .._validate import IntOrTuple, conv_output_size, per_axis_ints
 from ..check import Verdict
 from ..errors import FoldError, fold_error
-from ..fold import groups_aligned, plan_fold
+from ..fold import groups_aligned, plan_fold, require_foldable
 from ..layout import normalize_order
 from ..padding import require_padding_fits
 from ..specs import ConvSpec, FoldSpec
@@ -282,10 +282,11 @@ def predict_fold(
         req = _validate(conv, r, order, input_order, folded_stride, folded_padding, input_size)
     except FoldError as err:
         return invalid(err)
-    spec, R = req.spec, req.fold.block
-    if spec.in_channels % R:
-        reason = f"in_channels={spec.in_channels} is not a multiple of prod(r)={R}: no fold block can be filled"
-        return Prediction(Outcome.FAILS, Verdict.INVALID, reasons=(reason,), codes=("FOLD-3",))
+    spec = req.spec
+    try:  # no fold block can be filled: a malformed request, worded as everywhere else
+        require_foldable(spec.in_channels, req.fold)
+    except FoldError as err:
+        return invalid(err, "FOLD-3")
     lit = _literal(req)
     if lit.verdict is Verdict.EQUIVALENT:
         try:

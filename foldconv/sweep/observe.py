@@ -133,7 +133,7 @@ def _fold_point(p: Point, dtypes: Sequence[torch.dtype]) -> Tuple[Prediction, Ob
     x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
     fstride = (p.folded_stride,) * p.dims if p.folded_stride else None
     pred = predict_fold(spec, fold, input_order=x_order, folded_stride=fstride, input_size=size)
-    if shared.reference(0) is None:
+    if shared.reference(0) is None or spec.in_channels % fold.block:  # torch refuses the original, or no block fills
         return pred, _REFUSED
     forms = FoldForms(spec, fold, size, x_order=x_order, folded_stride=fstride)
     literal = shared.verdict(forms.literal)
@@ -173,6 +173,8 @@ def observe_fold_plainly(p: Point, *, trials: int = 2) -> Observation:
     spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding,
                          dilation=p.dilation, groups=p.groups, padding_mode=p.padding_mode)
     fold = FoldSpec.make(p.r, p.order, p.dims)
+    if spec.in_channels % fold.block:  # depth_to_space refuses the input: a malformed request, as r < 1 is
+        return _REFUSED
     x_order = fold.order if p.input_order == "same" else normalize_order(p.input_order, p.dims)
     size = (p.size,) * p.dims
     stride_f = (p.folded_stride,) * p.dims if p.folded_stride else tuple(f * s for f, s in zip(fold.r, spec.stride))
@@ -307,7 +309,7 @@ def _invalid_point(p: Point) -> Tuple[Prediction, Observation]:
     try:
         report = check_fold(conv, fold.r, fold.order, input_size=size, trials=1, dtypes=())
     except FoldError:
-        return pred, Observation(True, Verdict.INVALID, Verdict.INVALID)  # a valid request with no folded form
+        return pred, _REFUSED  # no folded form: channels that fill no fold block, a malformed request like r < 1
     return pred, Observation(True, report.verdict, report.verdict)
 
 

@@ -7,6 +7,7 @@ app's output directory) falls back to the working directory outside a Hydra run:
 from __future__ import annotations
 
 import importlib.util
+import sys
 from types import ModuleType
 from typing import Sequence, Tuple
 
@@ -34,10 +35,13 @@ def run_in_process(name: str, overrides: Sequence[str], capsys) -> Tuple[int, st
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=list(overrides))
     capsys.readouterr()
+    argv0, sys.argv[0] = sys.argv[0], str(ROOT / "scripts" / f"{name}.py")  # as `python scripts/<name>.py` runs it
     try:
         module.main(cfg)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv[0] = argv0
     out, err = capsys.readouterr()
     return code, out, err

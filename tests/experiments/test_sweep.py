@@ -194,25 +194,36 @@ def test_float64_errors_fill_their_own_column(tmp_path):
 
 def _fake_job(root: Path, number: int, *, results: bool = True, shard=None) -> None:
     from foldconv.experiments.io import write_csv
+    from foldconv.experiments.records import write_marker
 
     job = root / str(number)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "config.yaml").write_text("fold:\n  r: '2'\n" + (f"shard:\n  index: {shard[0]}\n  count: {shard[1]}\n" if shard else ""))
     if results:
         write_csv([{"section": "theorem", "r": 2, "job_number": number, "agree": True}], job / "results.csv")
+        write_marker(job, app="sweep", status="ok")
+
+
+def _fake_record(root: Path, task) -> None:
+    """The multirun.yaml Hydra writes before a multirun's first job: its overrides name the jobs."""
+    from omegaconf import OmegaConf
+
+    root.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save({"hydra": {"job": {"name": "sweep"}, "overrides": {"task": list(task), "hydra": []}}}, root / "multirun.yaml")
 
 
 @pytest.mark.parametrize(
-    "jobs,message",
+    "task,jobs,message",
     [
-        ([dict(number=0), dict(number=1, results=False)], "job 1 has no results.csv"),
-        ([dict(number=0), dict(number=2)], "job folder(s) [1] are missing"),
-        ([dict(number=0, shard=(0, 3)), dict(number=1, shard=(2, 3))], "shard index(es) [1] of shard.count=3 are missing"),
+        (["fold.r=2,3"], [dict(number=0), dict(number=1, results=False)], "job 1 (fold.r=3) started but wrote no results.csv"),
+        (["fold.r=2,3,4"], [dict(number=0), dict(number=2)], "job 1 (fold.r=3) never started"),
+        (["shard.count=3", "shard.index=0,2"], [dict(number=0, shard=(0, 3)), dict(number=1, shard=(2, 3))], "shard index(es) [1] of shard.count=3 are missing"),
     ],
 )
-def test_aggregate_refuses_an_incomplete_multirun(tmp_path, jobs, message):
+def test_aggregate_refuses_an_incomplete_multirun(tmp_path, task, jobs, message):
     from foldconv.experiments.sweep import multirun_results
 
+    _fake_record(tmp_path, task)
     for job in jobs:
         _fake_job(tmp_path, **job)
     with pytest.raises(FoldError) as info:
@@ -222,6 +233,7 @@ def test_aggregate_refuses_an_incomplete_multirun(tmp_path, jobs, message):
 
 def test_aggregate_app_exits_non_zero_on_a_crashed_job(tmp_path):
     multirun = tmp_path / "multirun"
+    _fake_record(multirun, ["fold.r=2,3"])
     _fake_job(multirun, 0)
     _fake_job(multirun, 1, results=False)
     out = tmp_path / "agg"
@@ -229,7 +241,7 @@ def test_aggregate_app_exits_non_zero_on_a_crashed_job(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "job 1 has no results.csv" in lines[0]
+    assert len(lines) == 1 and "job 1 (fold.r=3) started but wrote no results.csv" in lines[0]
     assert not (out / "results.csv").exists()
 
 

@@ -81,6 +81,10 @@ def _observe_fold(c):
     spec = ConvSpec.make(dims, c["in_channels"], c["out_channels"], c["kernel"], stride=c["stride"], padding=c["padding"],
                          dilation=c["dilation"], groups=c["groups"], padding_mode=c["mode"])
     fold = FoldSpec.make(c["r"], c["order"], dims)
+    if spec.in_channels % fold.block:  # depth_to_space refuses the input (no block fills): a malformed request
+        with pytest.raises(FoldError, match=f"multiple of prod\\(r\\)={fold.block}"):
+            depth_to_space(integers((1, spec.in_channels) + c["size"], torch.Generator()), fold.r, fold.order, dims=dims)
+        return spec, Outcome.INVALID, Verdict.INVALID
     x_order = c["input_order"] or c["order"]
     stride_f = c["folded_stride"] or tuple(f * s for f, s in zip(fold.r, spec.stride))
     padding_f = c["folded_padding"] or tuple(f * q for f, q in zip(fold.r, spec.padding))

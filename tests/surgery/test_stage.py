@@ -94,7 +94,7 @@ def test_out_channels_not_a_multiple_end_the_space_domain_and_stay_exact():
     _, folded = fold_stage(stage, 2, input_shape=shape)
     first, second, third = folded.layers
     assert first.action == "folded" and "out_channels=6 is not a multiple of prod(r)=4" in first.reason
-    assert second.action == "kept" and "in_channels=6 is not a multiple of prod(r)=4" in second.reason
+    assert second.action == "kept" and "in_channels=6: must be a multiple of prod(r)=4" in second.reason
     assert third.action == "folded"
     report = _exact(stage, 2, shape)
     assert report.ok and report.exact, report.summary()

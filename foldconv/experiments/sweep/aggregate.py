@@ -1,10 +1,12 @@
 """Merge the results.csv files of a sweep multirun, refusing a multirun that is not complete.
 
-A Hydra multirun directory holds one numbered folder per job (``0/``, ``1/``, ...), each with the job's
-composed config in ``.hydra/config.yaml`` and, once the job finished, its ``results.csv``. A merge is only
-meaningful when every job finished: a job folder without results.csv (it crashed or is still running), a gap
-in the job numbers, or a shard whose siblings are missing (``shard.count=4`` but index 2 absent) is a
-FoldError naming ``input``, so the app exits non-zero with one line instead of a table that looks complete.
+A Hydra multirun directory holds its record (``multirun.yaml``, written before the first job) and one numbered
+folder per job (``0/``, ``1/``, ...), each with the job's composed config in ``.hydra/config.yaml``, its
+``results.csv`` and, once the job finished, its completion marker (:mod:`foldconv.experiments.records`). A merge
+is only meaningful when every job finished: a job that never started, one cut mid-rows or mid-plots (no
+marker), a results.csv truncated after its job finished, or a shard whose siblings are missing
+(``shard.count=4`` but index 2 absent) is a FoldError naming ``input``, so the app exits 2 with one line naming
+every such job instead of a table that looks complete.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Union
 
 from ...errors import fold_error
+from ..records import require_complete
 from .summary import Tally
 
 __all__ = ["aggregate", "merged_rows", "multirun_results", "write_merged"]
@@ -32,6 +35,10 @@ def _job_config(job: Path) -> Dict:
 def multirun_results(root: Union[str, Path]) -> List[Path]:
     """The results.csv of every job of the multirun in ``root``, after checking that every job finished.
 
+    The jobs come from the multirun's own record (:func:`~foldconv.experiments.records.require_complete`): a
+    job that never started, was cut mid-rows or mid-plots, or whose results.csv was truncated afterwards is
+    named, with the command that resumes the whole multirun; so is a missing shard index.
+
     Example:
         >>> import tempfile
         >>> d = Path(tempfile.mkdtemp())
@@ -39,24 +46,9 @@ def multirun_results(root: Union[str, Path]) -> List[Path]:
         >>> multirun_results(d)
         Traceback (most recent call last):
         ...
-        foldconv.errors.FoldError: input=...: job 0 has no results.csv (it crashed or has not finished); refusing to merge an incomplete multirun
+        foldconv.errors.FoldError: input=...: has no multirun.yaml (the record Hydra writes when a multirun starts), so its jobs cannot be listed; ...
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise fold_error("input", str(root), "is not a directory")
-    jobs = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    if not jobs:
-        paths = sorted(root.rglob("results.csv"))
-        if not paths:
-            raise fold_error("input", str(root), "no job folders and no results.csv below this directory")
-        return paths
-    numbers = [int(p.name) for p in jobs]
-    missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
-    if missing:
-        raise fold_error("input", str(root), f"job folder(s) {missing} are missing; refusing to merge an incomplete multirun")
-    for job in jobs:
-        if not (job / "results.csv").exists():
-            raise fold_error("input", str(root), f"job {job.name} has no results.csv (it crashed or has not finished); refusing to merge an incomplete multirun")
+    jobs = [job.path for job in require_complete(root)]
     shards: Dict[str, set] = collections.defaultdict(set)
     counts: Dict[str, int] = {}
     for job in jobs:

@@ -37,7 +37,9 @@ __all__ = ["RUNNER", "IsolatedRun", "WorkerError", "run_isolated", "self_peak_rs
 RUNNER = "foldconv.sweep:run_point"
 
 _HEADER = struct.Struct("<Q")
-_WORKER = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+# Ctrl-C reaches the worker too (one process group): it ignores it, even while importing torch, and the
+# supervisor, interrupted itself, kills it; so the app prints its one line and no worker prints a traceback
+_WORKER = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
            "from foldconv.experiments.sweep.isolate import serve; serve()")
 
 

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,19 +178,13 @@ def run_sweep_app(
             stream = wrap(stream, f"sweep {config.grid.name}")
         timed: List[Tuple[Point, Optional[float]]] = []
         estimate = None
-        try:
-            for p, row, seconds in stream:
-                rows_log.append(row)
-                if estimate is None:
-                    timed.append((p, seconds))
-                    if len(timed) == len(first):
-                        estimate = (time.perf_counter() - start) + _fit(timed).seconds(rest)
-                        log(plan(len(pts), len(pts) - len(todo), estimate, config.shard))
-        except KeyboardInterrupt:
-            rows_log.close()
-            print(f"interrupted: {len(rows_log.done):,} of {len(pts):,} rows are saved in {out / 'results.csv'}; "
-                  f"run the same command with hydra.run.dir={out} to resume", file=sys.stderr)
-            raise SystemExit(130) from None
+        for p, row, seconds in stream:  # Ctrl-C: the skeleton says what is saved and how to resume
+            rows_log.append(row)
+            if estimate is None:
+                timed.append((p, seconds))
+                if len(timed) == len(first):
+                    estimate = (time.perf_counter() - start) + _fit(timed).seconds(rest)
+                    log(plan(len(pts), len(pts) - len(todo), estimate, config.shard))
     rows = rows_log.rows()
     rank = {rows_log.key_of(point_row(p)): i for i, p in enumerate(pts)}
     ordered = sorted(rows, key=lambda r: rank.get(rows_log.key_of(r), len(rank)))

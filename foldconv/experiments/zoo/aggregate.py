@@ -1,7 +1,7 @@
 """Merge the results.csv files of a zoo multirun, refusing one that is not complete.
 
-On top of the sweep's checks (:func:`~foldconv.experiments.sweep.aggregate.multirun_results`: every job
-folder, every shard index, every results.csv), a zoo job must hold a row for every model of its shard: a job
+On top of the sweep's checks (:func:`~foldconv.experiments.sweep.aggregate.multirun_results`: every job of
+the multirun's record finished and left its results.csv as it was, every shard index), a zoo job must hold a row for every model of its shard: a job
 killed part-way leaves a results.csv that resumes, not one to merge. The expected models come from the
 job's ``results.config.json`` (zoo, name filter, shard), so the check needs no config of its own.
 
@@ -10,7 +10,7 @@ Example:
     >>> merge_zoo(Path(tempfile.mkdtemp()))
     Traceback (most recent call last):
     ...
-    foldconv.errors.FoldError: input=...: no job folders and no results.csv below this directory
+    foldconv.errors.FoldError: input=...: has no multirun.yaml (the record Hydra writes when a multirun starts), so its jobs cannot be listed; ...
 """
 from __future__ import annotations
 

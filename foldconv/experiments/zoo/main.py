@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -147,16 +146,11 @@ def zoo_app(config: ZooExperiment, out: Path, *, log: Any = print) -> AppResult:
     else:
         shard = f", shard {config.shard.index}/{config.shard.count}" if config.shard.count > 1 else ""
         title = f"The {config.zoo} zoo{shard}: coverage of count() and receptive_field()"
-        try:
-            rows = list(run_zoo(
-                config.zoo, out, names=config.names, shard_index=config.shard.index, shard_count=config.shard.count,
-                time_limit_s=config.time_limit_s, check_max_macs=config.check_max_macs, small_size=config.small_size,
-                check_size=config.check_size, progress=progress_bar if config.progress else None, log=log,
-            ))
-        except KeyboardInterrupt:
-            print(f"interrupted: the finished models are saved in {out / 'results.csv'}; run the same command with "
-                  f"hydra.run.dir={out} to resume", file=sys.stderr)
-            raise SystemExit(130) from None
+        rows = list(run_zoo(  # Ctrl-C: the skeleton says what is saved and how to resume
+            config.zoo, out, names=config.names, shard_index=config.shard.index, shard_count=config.shard.count,
+            time_limit_s=config.time_limit_s, check_max_macs=config.check_max_macs, small_size=config.small_size,
+            check_size=config.check_size, progress=progress_bar if config.progress else None, log=log,
+        ))
     settings = {"time_limit_s": config.time_limit_s, "check_max_macs": config.check_max_macs}
     if config.check_size is not None:
         settings["check_size"] = config.check_size

@@ -1,0 +1,184 @@
+"""Records that refuse to lie: a multirun's jobs come from its own record (multirun.yaml), each job is complete only
+with the completion marker its app writes last, and a merge refuses anything less, naming every job (never
+started, cut mid-rows, cut mid-plots, results.csv truncated afterwards) and the command that resumes them all.
+Ctrl-C on a parallel multirun prints one line per job and that command, no traceback."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app_harness import run_in_process
+from foldconv.errors import FoldError
+from foldconv.experiments.io import read_csv, write_csv
+from foldconv.experiments.records import (
+    MARKER,
+    interrupted_multirun,
+    job_problem,
+    multirun_jobs,
+    require_complete,
+    resume_command,
+    write_marker,
+)
+from helpers import ROOT
+
+SMALL = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]"]  # 114 points per fold factor
+
+
+def _record(root: Path, task, hydra=("hydra/launcher=parallel", "hydra.mode=MULTIRUN")) -> None:
+    from omegaconf import OmegaConf
+
+    root.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save({"hydra": {"job": {"name": "sweep"}, "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+                              "overrides": {"task": list(task), "hydra": list(hydra)}}}, root / "multirun.yaml")
+
+
+def _job(root: Path, number: int, rows: int = 3, *, finished: bool = True) -> Path:
+    job = root / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("fold:\n  r: '2'\n")
+    write_csv([{"section": "theorem", "r": 2, "k": k, "agree": True} for k in range(rows)], job / "results.csv")
+    if finished:
+        write_marker(job, app="sweep", status="ok")
+    return job
+
+
+def test_the_job_list_is_the_sweepers_own_expansion(tmp_path):
+    _record(tmp_path, ["fold.r=2,3", "shard.count=2", "shard.index=range(2)", "plots=false"])
+    jobs = multirun_jobs(tmp_path)
+    assert [j.overrides for j in jobs] == [  # Hydra's order: the product of the sweeps, the last one fastest
+        ("fold.r=2", "shard.count=2", "shard.index=0", "plots=False"), ("fold.r=2", "shard.count=2", "shard.index=1", "plots=False"),
+        ("fold.r=3", "shard.count=2", "shard.index=0", "plots=False"), ("fold.r=3", "shard.count=2", "shard.index=1", "plots=False"),
+    ]
+    assert [j.path for j in jobs] == [tmp_path / str(i) for i in range(4)]
+    command = shlex.split(resume_command(tmp_path))
+    assert command[:3] == ["foldconv", "sweep", "-m"] and "shard.index=range(2)" in command and "hydra/launcher=parallel" in command
+    assert "hydra.mode=MULTIRUN" not in command and command[-1] == f"hydra.sweep.dir={tmp_path.resolve()}"
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("jobs_never_started", ["job 2 (fold.r=4) never started", "job 3 (fold.r=5) never started"]),
+    ("middle_job_missing", ["job 1 (fold.r=3) never started"]),
+    ("cut_mid_rows", ["job 1 (fold.r=3) cut at 2 rows (no completion marker)"]),
+    ("marker_deleted", ["job 3 (fold.r=5) cut at 3 rows (no completion marker)"]),
+    ("csv_truncated", ["job 0 (fold.r=2) results.csv was changed after the job finished (1 row now, 3 rows when it finished): truncated"]),
+    ("csv_deleted", ["job 2 (fold.r=4) results.csv was deleted after the job finished"]),
+    ("no_rows_yet", ["job 1 (fold.r=3) started but wrote no results.csv"]),
+])
+def test_a_merge_refuses_every_kind_of_incomplete_job_and_names_each(tmp_path, damage, named):
+    root = tmp_path / "multirun"
+    _record(root, ["fold.r=2,3,4,5"])
+    for number in range(4):
+        _job(root, number)
+    require_complete(root)  # the intact multirun merges
+    if damage == "jobs_never_started":
+        for number in (2, 3):
+            __import__("shutil").rmtree(root / str(number))
+    elif damage == "middle_job_missing":
+        __import__("shutil").rmtree(root / "1")
+    elif damage == "cut_mid_rows":
+        __import__("shutil").rmtree(root / "1")
+        _job(root, 1, rows=2, finished=False)
+    elif damage == "marker_deleted":
+        (root / "3" / MARKER).unlink()
+    elif damage == "csv_truncated":
+        path = root / "0" / "results.csv"
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:2]))
+    elif damage == "csv_deleted":
+        (root / "2" / "results.csv").unlink()
+    elif damage == "no_rows_yet":
+        for name in ("results.csv", MARKER):
+            (root / "1" / name).unlink()
+    with pytest.raises(FoldError) as info:
+        require_complete(root)
+    message = str(info.value)
+    assert info.value.param == "input" and "of its 4 jobs are incomplete" in message
+    for text in named:
+        assert text in message
+    assert len(re.findall(r"job \d+ \(", message)) == len(named), message  # only the damaged jobs
+    assert message.endswith(f"resume the whole multirun with: {resume_command(root)}")
+
+
+def test_a_directory_without_the_multirun_record_is_refused(tmp_path):
+    _job(tmp_path, 0)
+    with pytest.raises(FoldError, match="has no multirun.yaml"):
+        require_complete(tmp_path)
+
+
+def test_the_aggregate_app_refuses_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "multirun"
+    _record(root, ["fold.r=2,3,4"])
+    _job(root, 0)
+    _job(root, 1, finished=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    code, _, err = run_in_process("aggregate", [f"input={root}", "plots=false"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("aggregate: error: input=")
+    assert "job 1 (fold.r=3) cut at 3 rows" in lines[0] and "job 2 (fold.r=4) never started" in lines[0]
+    assert "every prediction agrees" not in err and not (out / "results.csv").exists() and not (out / MARKER).exists()
+
+
+def test_a_run_cut_while_drawing_redoes_its_outputs_and_index_on_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["fold.r=2", "isolate=false", *SMALL]
+    code, out, err = run_in_process("sweep", args, capsys)
+    assert code == 0, err
+    assert job_problem(tmp_path) is None
+    rows = (tmp_path / "results.csv").read_bytes()
+    for name in ("summary.md", "index.md", MARKER):  # every row written, then cut before the outputs were all there
+        (tmp_path / name).unlink()
+    assert job_problem(tmp_path) == "cut at 114 rows (no completion marker)"
+    code, out, err = run_in_process("sweep", args, capsys)
+    assert code == 0, err
+    assert "0 computed now" in out and (tmp_path / "results.csv").read_bytes() == rows
+    assert (tmp_path / "summary.md").exists() and "summary.md" in (tmp_path / "index.md").read_text()
+    assert job_problem(tmp_path) is None
+
+
+def test_a_refused_request_leaves_a_finished_run_finished(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_in_process("sweep", ["fold.r=2", "isolate=false", *SMALL], capsys)[0] == 0
+    code, _, err = run_in_process("sweep", ["fold.r=3", "isolate=false", *SMALL], capsys)  # another config here: refused
+    assert code == 2 and "different config" in err
+    assert job_problem(tmp_path) is None
+
+
+def test_ctrl_c_on_a_parallel_multirun_prints_a_line_per_job_and_the_command_that_resumes_it(tmp_path):
+    root = tmp_path / "multirun"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    args = ["-m", "fold.r=2,3,4", "hydra/launcher=parallel", f"hydra.sweep.dir={root}", *SMALL]
+    proc = subprocess.Popen([sys.executable, "-m", "foldconv", "sweep", *args], cwd=tmp_path, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as typed in a terminal
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    first = [root / str(i) / "results.csv" for i in (0, 1)]
+    while time.monotonic() < deadline and proc.poll() is None:
+        if all(p.exists() and len(p.read_bytes().splitlines()) > 3 for p in first):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: every process of the group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert [line.split(":")[1].split("(")[0].strip() for line in lines[:3]] == ["job 0", "job 1", "job 2"], lines
+    assert "job 2 (fold.r=4" in lines[2] and "never started" in lines[2]
+    command = lines[3].split(" with: ", 1)[1]
+    assert len(lines) == 4 and command == resume_command(root)
+    with pytest.raises(FoldError, match="job 2 .* never started"):
+        require_complete(root)
+    resumed = subprocess.run([sys.executable, "-m", "foldconv", *shlex.split(command)[1:]], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [len(read_csv(j.path / "results.csv")) for j in require_complete(root)] == [114, 114, 114]
+    assert interrupted_multirun(root)[:3] == [f"interrupted: job {i} ({' '.join(j.overrides)}): finished" for i, j in enumerate(multirun_jobs(root))]

@@ -13,7 +13,7 @@ from helpers import run_script
 
 RESULT_FILES = (
     "report.md", "costs.csv", "costs.md", "operators.png", "checks.csv", "shifts.csv", "parameters.csv",
-    "results.csv", "summary.md", "counts.csv",
+    "results.csv", "summary.md", "counts.csv", "kernel.png", "speed.csv",
 )
 
 FOLD_CONV = [
@@ -40,6 +40,10 @@ FOLD_CONV = [
     ("seed=-1", "seed=-1"),
     ("min_run_time=0", "min_run_time=0"),
     ("device=gpu7", "device='gpu7'"),
+    ("rounds=0", "rounds=0"),
+    ("threads=0", "threads=0"),
+    ("picture_channel=256", "picture_channel=256"),
+    ("conv.in_channels=512 picture_folded_channel=2", "picture_folded_channel=2"),
 ]
 
 OPERATORS = [

@@ -106,7 +106,8 @@ def test_sweep_figures_text_fits(checked):
     summary.plot_modes(rows, "modes.png")
     summary.plot_errors(rows, "errors.png")
     summary.plot_outcomes(rows, "outcomes.png")
-    assert checked == ["modes.png", "errors.png", "outcomes.png"]
+    summary.plot_outcomes_by_r(rows, "outcomes_by_r.png")
+    assert checked == ["modes.png", "errors.png", "outcomes.png", "outcomes_by_r.png"]
 
 
 def test_the_check_can_fail():

@@ -17,7 +17,37 @@ from ..analysis.counting.counter import CountReport
 from ..errors import fold_error
 from .io import figure, label_step, save_figure
 
-__all__ = ["plot_layers", "plot_comparison"]
+__all__ = ["plot_layers", "plot_comparison", "short_count"]
+
+
+def short_count(value: float) -> str:
+    """A count as people read it, three significant digits: ``950``, ``12.3k``, ``500k``, ``4.1M``, ``1.8G``.
+
+    Example:
+        >>> short_count(950), short_count(12345), short_count(500_000), short_count(4_100_000), short_count(1.8e9)
+        ('950', '12.3k', '500k', '4.1M', '1.8G')
+    """
+    for size, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:g}"
+
+
+def _labelled_bars(ax, ys, values, colour: str) -> None:
+    """Horizontal bars from 0 on a linear axis, each labelled with its value: lengths compare as the numbers do
+    (an 11x difference looks 11x), and a bar too short to see still has its number."""
+    ax.barh(ys, values, color=colour)
+    top = max(list(values) + [1])
+    for y, v in zip(ys, values):
+        ax.text(v + top * 0.01, y, short_count(v), va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.22)  # room for the labels
+    ax.xaxis.set_major_formatter(_formatter())
+
+
+def _formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: short_count(v))
 
 
 def plot_layers(report: CountReport, path: Union[str, Path], max_labels: int = 150) -> Path:
@@ -36,9 +66,8 @@ def plot_layers(report: CountReport, path: Union[str, Path], max_labels: int = 1
     fig, axes = figure(1, 2, figsize=(10.0, height), sharey=True)
     ys = range(len(rows))
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs")):
-        ax.barh(ys, [row[key] for row in rows], color="tab:blue" if key == "params" else "tab:orange")
-        ax.set_xlabel(f"{label} (symlog scale)")
-        ax.set_xscale("symlog", linthresh=1)
+        _labelled_bars(ax, list(ys), [row[key] for row in rows], "tab:blue" if key == "params" else "tab:orange")
+        ax.set_xlabel(f"{label} per layer (linear, from 0; each bar labelled)")
         ax.grid(True, axis="x", alpha=0.3)
     shown = list(ys)[::step]
     axes[0].set_yticks(shown, [rows[k]["layer"] for k in shown], fontsize=8)
@@ -50,7 +79,8 @@ def plot_layers(report: CountReport, path: Union[str, Path], max_labels: int = 1
 
 
 def plot_comparison(reports: Sequence[CountReport], path: Union[str, Path]) -> Path:
-    """Parameters against MACs, one labelled point per model (log-log).
+    """Parameters and MACs per model: two panels of labelled horizontal bars from 0, one bar per model (a single
+    model gets two labelled bars, not a lone dot on log-log axes).
 
     Example:
         >>> import os, tempfile, torch
@@ -61,14 +91,14 @@ def plot_comparison(reports: Sequence[CountReport], path: Union[str, Path]) -> P
     """
     if not reports:
         raise fold_error("reports", list(reports), "must hold at least one CountReport")
-    fig, ax = figure(figsize=(7, 5))
-    for rep in reports:
-        ax.scatter([rep.params], [rep.macs], s=18)
-        ax.annotate(rep.model, (rep.params, rep.macs), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("MACs per sample")
-    ax.set_title("models: parameters vs MACs")
-    ax.grid(True, which="major", alpha=0.3)
+    names = [rep.model for rep in reports]
+    fig, axes = figure(1, 2, figsize=(10.0, 1.6 + 0.35 * len(reports)), sharey=True)
+    ys = list(range(len(reports)))
+    for ax, key, label, colour in ((axes[0], "params", "parameters", "tab:blue"), (axes[1], "macs", "MACs per sample", "tab:orange")):
+        _labelled_bars(ax, ys, [getattr(rep, key) for rep in reports], colour)
+        ax.set_xlabel(f"{label} (linear, from 0)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(ys, names, fontsize=8)
+    axes[0].set_ylim(len(reports) - 0.5, -0.5)
+    axes[0].set_title("parameters and MACs per model" if len(reports) > 1 else f"{names[0]}: parameters and MACs", fontsize=10, loc="left")
     return save_figure(fig, path)

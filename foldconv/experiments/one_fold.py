@@ -3,7 +3,8 @@
 :class:`OneFoldExperiment` says what to fold and how to check it (its defaults are the motivating question:
 a 256-channel 3x3 conv on 14x14, folded by r=16 into a 48x48 conv with stride 16 on a 1x224x224 map);
 :func:`run_one_fold` builds the conv, folds it, checks the fold exactly, counts parameters and MACs of both
-forms and times both here. The ``fold_conv`` app registers the experiment as its structured config.
+forms, times both here (speedups with their intervals, in interleaved rounds) and draws the big kernel
+(:mod:`foldconv.experiments.fold_kernel`). The ``fold_conv`` app registers the experiment as its structured config.
 
 Example:
     >>> OneFoldExperiment().conv.describe(), OneFoldExperiment().fold.r
@@ -11,10 +12,11 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -24,9 +26,11 @@ from ..errors import FoldError, fold_error
 from ..fold import FoldPlan, fold_conv, plan_fold, require_foldable
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
-from ..surgery.timing import Sample, measure, require_seconds, speedup
+from ..surgery.speed import FormTiming
+from ..surgery.timing import ROUNDS, interleaved, machine_description, measure, require_seconds, runner
 from .app import AppResult, Check
-from .io import as_rows, markdown_table, write_markdown, write_table
+from .fold_kernel import channel_map, kernel_figure, picture_shape
+from .io import as_rows, markdown_table, save_figure, write_markdown, write_table
 
 __all__ = ["OneFoldExperiment", "FormCost", "OneFoldResult", "run_one_fold", "fold_app", "parse_dtype"]
 
@@ -54,7 +58,11 @@ class OneFoldExperiment:
 
     ``input_size`` is the spatial size of the original conv's input; ``seed`` is the RNG seed of the
     weights and of the check's inputs; ``dtypes`` are the float dtypes whose errors the report shows
-    besides the exact verdict; ``timing`` times both forms for ``min_run_time`` seconds each.
+    besides the exact verdict; ``timing`` times the original and the folded forms in ``rounds`` interleaved
+    rounds (original, form, original, form, ...), ``min_run_time`` seconds per form in all, on ``threads`` threads
+    (null: torch's default; 1 gives steadier times on a shared machine), and reports each as a speedup over the
+    original with its interval; ``picture`` draws the folded weight of output channel ``picture_channel`` and
+    folded input channel ``picture_folded_channel`` (kernel.png, 2-D convs).
 
     Example:
         >>> e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=[6, 6])
@@ -71,7 +79,12 @@ class OneFoldExperiment:
     seed: int = 0
     timing: bool = True
     min_run_time: float = 0.3
+    rounds: int = ROUNDS
+    threads: Optional[int] = None
     device: str = "cpu"
+    picture: bool = True
+    picture_channel: int = 0
+    picture_folded_channel: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.conv, ConvSpec):
@@ -100,7 +113,14 @@ class OneFoldExperiment:
                 raise fold_error("dtypes", self.dtypes, f"every entry must be one of {sorted(_DTYPES)}")
         object.__setattr__(self, "dtypes", dtypes)
         require_seconds(self.min_run_time)
+        require_int(self.rounds, "rounds", 1)
+        if self.threads is not None:
+            require_int(self.threads, "threads", 1)
         require_device(self.device)
+        require_bool(self.picture, "picture")
+        if require_int(self.picture_channel, "picture_channel", 0) >= self.conv.out_channels:
+            raise fold_error("picture_channel", self.picture_channel, f"must be < conv.out_channels={self.conv.out_channels}")
+        require_int(self.picture_folded_channel, "picture_folded_channel", 0)
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -135,8 +155,9 @@ class OneFoldResult:
     plan: Optional[FoldPlan]
     report: Optional[EquivalenceReport]
     reason: str = ""
-    timings: Tuple[Sample, ...] = ()
+    timings: Tuple[FormTiming, ...] = ()
     files: Tuple[Path, ...] = ()
+    machine: str = ""
 
     @property
     def ok(self) -> bool:
@@ -172,31 +193,67 @@ class OneFoldResult:
         if self.report is not None:
             lines += ["", "## Verdict", "", self.report.to_markdown()]
         if self.timings:
-            anchor = self.timings[0]
-            rows = [
-                {
-                    "form": t.label,
-                    "median ms": round(t.median * 1e3, 3),
-                    "IQR ms": round(t.iqr * 1e3, 3),
-                    "runs": len(t.times),
-                    "speedup (original / form, higher is faster)": speedup(anchor, t).describe(),
-                }
-                for t in self.timings
-            ]
-            lines += ["", f"## Speed here ({torch.get_num_threads()} threads, float32)", "", markdown_table(rows)]
+            lines += ["", f"## Speed here (float32; {self.machine})", "",
+                      "Speedup = original time / form time: higher is faster, 1.00x is the original's speed. The original "
+                      f"and each form were timed in {e.rounds} interleaved round(s); the interval is [original q25 / form "
+                      "q75, original q75 / form q25], and a speedup whose interval holds 1.00x is inconclusive: these "
+                      "timings cannot tell which is faster.", "", markdown_table(self.speed_rows())]
         return "\n".join(lines)
 
+    def speed_rows(self) -> List[Dict[str, Any]]:
+        """One row per timed form: median and IQR, the speedup over the original with its interval, inconclusive."""
+        rows = []
+        for k, t in enumerate(self.timings):
+            row = {"form": t.form, "median ms": round(t.median_s * 1e3, 4), "IQR ms": round(t.iqr_s * 1e3, 4), "speedup": round(t.speedup, 3),
+                   "speedup low": round(t.speedup_low, 3), "speedup high": round(t.speedup_high, 3), "inconclusive": t.inconclusive,
+                   "reads": t.describe()}
+            if k == 0:  # the reference itself: its speedup is 1 by definition, not a measurement
+                row.update({"speedup low": "", "speedup high": "", "inconclusive": "", "reads": "the reference (1.00x)"})
+            rows.append(row)
+        return rows
 
-def _time_forms(e: OneFoldExperiment, conv: torch.nn.Module) -> Tuple[Sample, ...]:
-    big = fold_conv(conv, e.fold.r, e.fold.order)
+    def speed_answer(self) -> str:
+        """The folded forms' speedups in one line, or '' when nothing was timed.
+
+        Example:
+            >>> OneFoldResult(OneFoldExperiment(timing=False), None, None).speed_answer()
+            ''
+        """
+        forms = [f"{t.form} {t.describe()}" for t in self.timings[1:]]
+        return "speedup over the original (higher is faster): " + "; ".join(forms) if forms else ""
+
+
+def _time_forms(e: OneFoldExperiment, conv: torch.nn.Module) -> Tuple[FormTiming, ...]:
+    big = fold_conv(conv, e.fold.r, e.fold.order).eval()
     x = torch.randn(e.input_shape, device=e.device)
     xf = depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)
-    with torch.no_grad():
-        return (
-            measure(lambda: conv(x), "original", min_run_time=e.min_run_time),
-            measure(lambda: big(xf), "folded (conv only)", min_run_time=e.min_run_time),
-            measure(lambda: big(depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims)), "folded (depth_to_space + conv)", min_run_time=e.min_run_time),
-        )
+
+    def with_layout() -> object:
+        with torch.no_grad():
+            return big(depth_to_space(x, e.fold.r, e.fold.order, dims=e.conv.dims))
+
+    forms = [("folded (conv only)", runner(big, xf)), ("folded (depth_to_space + conv)", with_layout)]
+    anchor, paired = interleaved(
+        runner(conv.eval(), x), forms, lambda fn, label: measure(fn, label, min_run_time=e.min_run_time / e.rounds, threads=e.threads),
+        rounds=e.rounds,
+    )
+    rows = [FormTiming.from_samples("original", anchor, anchor, verified=True)]
+    for (label, _), (own, sample) in zip(forms, paired):
+        if isinstance(sample, Exception):
+            raise sample
+        rows.append(FormTiming.from_samples(label, own, sample, verified=True, check="exact"))
+    return tuple(rows)
+
+
+def _picture(e: OneFoldExperiment, conv: torch.nn.Module, out: Path) -> Optional[Path]:
+    if not e.picture or picture_shape(e.conv) is not None:
+        return None
+    big = fold_conv(conv, e.fold.r, e.fold.order)
+    title = (f"{e.conv.describe()} folded by r={'x'.join(map(str, e.fold.r))} ({e.fold.order_string}): "
+             f"{ConvSpec.from_module(big).describe()}\nweights: random init (seed {e.seed})")
+    fig, _ = kernel_figure(big.weight, channel_map(e.conv, e.fold), e.fold.r, title=title, out_channel=e.picture_channel,
+                           folded_channel=e.picture_folded_channel, order=e.fold.order_string, dilation=e.conv.dilation)
+    return save_figure(fig, out / "kernel.png")
 
 
 def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] = None) -> OneFoldResult:
@@ -217,19 +274,29 @@ def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] 
     except FoldError as err:
         result = OneFoldResult(e, None, None, reason=str(err))
     else:
+        folded_in = plan.result.in_channels // plan.result.groups
+        if e.picture and e.picture_folded_channel >= folded_in:  # refused before anything is computed or written
+            raise fold_error("picture_folded_channel", e.picture_folded_channel,
+                             f"must be < {folded_in} (input channels per group of the folded conv)")
         torch.manual_seed(e.seed)
         conv = e.conv.to_module(device=e.device)
         dtypes = tuple(parse_dtype(d) for d in e.dtypes)
         report = check_fold(
             conv, e.fold.r, e.fold.order, input_size=e.input_size, batch=e.batch, dtypes=dtypes, trials=e.trials, seed=e.seed, device=e.device
         )
-        result = OneFoldResult(e, plan, report, timings=_time_forms(e, conv) if e.timing else ())
+        timings = _time_forms(e, conv) if e.timing else ()
+        result = OneFoldResult(e, plan, report, timings=timings, machine=machine_description(e.device, e.threads) if timings else "")
     if out_dir is None:
         return result
     out = Path(out_dir)
     files = (write_markdown(result.to_markdown(), out / "report.md"),)
     files += tuple(write_table(as_rows(result.costs), out / "costs", title="Parameters and MACs").values())
-    return OneFoldResult(e, result.plan, result.report, result.reason, result.timings, files)
+    if result.timings:
+        files += tuple(write_table(result.speed_rows(), out / "speed", title=f"Speedups over the original ({result.machine})").values())
+    if result.plan is not None:
+        picture = _picture(e, conv, out)
+        files += (picture,) if picture is not None else ()
+    return dataclasses.replace(result, files=files)
 
 
 #: What each file of the fold app's run directory holds (index.md).
@@ -237,6 +304,10 @@ FOLD_FILES = {
     "report.md": "the answer: both convs' specs, parameters and MACs, the exact verdict, float errors, timings here",
     "costs.md": "parameters and MACs of the original and the folded conv",
     "costs.csv": "the same, as CSV",
+    "speed.md": "each folded form's speedup over the original (higher is faster), its interval, and whether it is inconclusive",
+    "speed.csv": "the same, as CSV",
+    "kernel.png": "the big kernel: the folded weight of one output channel, its block grid (one block per tap of the "
+                  "original), and the input channel of the original conv at each sub-position of a block",
     "*.log": "the app's log (Hydra)",
 }
 
@@ -257,6 +328,8 @@ def fold_app(experiment: OneFoldExperiment, out_dir: Union[str, Path]) -> AppRes
         checks = (Check("the folded conv computes the original's function", result.ok, subject=f"fold r={experiment.fold.r}",
                         claim="FOLD-1", detail="" if result.ok else result.report.summary()),)
         answer = f"r={experiment.fold.r}: {result.report.summary()}"
+        if result.timings:
+            answer += f"; {result.speed_answer()}"
     else:
         answer = f"cannot fold: {result.reason}"
     return AppResult("One fold", answer, checks, FOLD_FILES, result.to_markdown(), result)

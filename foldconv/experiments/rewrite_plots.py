@@ -19,31 +19,38 @@ __all__ = ["sites_figure", "timings_figure"]
 
 
 def sites_figure(rows: Sequence[Mapping[str, Any]]):
-    """Params and MACs before vs after, one pair of bars per site, each bar labelled with its value (log scale:
-    a stem and a whole stage differ by orders of magnitude); a site not applied is marked."""
+    """Params and MACs before vs after, one pair of bars per site, each bar labelled with its value, on a linear
+    axis from 0 (bars start at 0, so their lengths compare as the numbers do; a site whose counts
+    are small beside another's still shows its numbers); a site not applied says so under its name."""
+    from .count_plots import short_count
+
     rows = [r for r in rows if r["step"] == "rewrite" and not r.get("part of")]
-    labels = [f"{r['model']}: {r['location']}\n({r['rule']})" for r in rows]
+    labels = [f"{r['model']}: {r['location']}\n({r['rule']})" + ("\nnot applied" if str(r["applied"]).startswith("no") else "")
+              for r in rows]
     fig, axes = figure(1, 2, figsize=(13.0, 1.4 + 0.75 * max(1, len(rows))), squeeze=False)
     ys = list(range(len(rows)))
     for ax, (what, before, after) in zip(axes[0], (("parameters", "params before", "params after"), ("MACs", "MACs before", "MACs after"))):
-        values = [max(1, int(r[k])) for r in rows for k in (before, after)] or [1]
+        top = max([int(r[k]) for r in rows for k in (before, after)] + [1])
         for y, r in zip(ys, rows):
             for dy, key, colour, name in ((-0.2, before, "#999999", "before"), (0.2, after, "#1f77b4", "after")):
-                v = max(1, int(r[key]))
+                v = int(r[key])
                 ax.barh(y + dy, v, height=0.38, color=colour, label=name if y == 0 else None)
-                ax.text(v, y + dy, f" {int(r[key]):,}", va="center", fontsize=8)
-            if str(r["applied"]).startswith("no"):
-                ax.text(min(values), y, " not applied", va="center", fontsize=8, color="#b00000")
-        ax.set_xscale("log")
-        ax.set_xlim(min(values) / 2, max(values) * 8)  # room for the value labels
-        ax.set_xlabel(f"{what} per sample (log scale)", fontsize=9)
+                ax.text(v + top * 0.01, y + dy, f"{v:,}", va="center", fontsize=8)
+        ax.set_xlim(0, top * 1.3)  # from 0; room for the value labels
+        ax.xaxis.set_major_formatter(_short(short_count))
+        ax.set_xlabel(f"{what} per sample (linear, from 0)", fontsize=9)
         ax.set_title(f"{what} per site: before (grey) vs after (blue)", fontsize=10)
         ax.set_yticks(ys)
         ax.set_yticklabels(labels if ax is axes[0][0] else [""] * len(ys), fontsize=8)
-        ax.invert_yaxis()
-        ax.legend(fontsize=8, loc="lower right")
+        ax.invert_yaxis()  # the title names the colours: a legend would sit on the bars' labels
         ax.tick_params(axis="x", labelsize=8)
     return fig
+
+
+def _short(fmt):
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: fmt(v))
 
 
 def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):

@@ -3,7 +3,8 @@
 A form is a rewrite: the target (a layer or a model) is taken as a one-module model and each rewrite rule that
 applies to it (:func:`foldconv.surgery.rules.form_rules`; the sites are found as :func:`foldconv.surgery.rewrite`
 finds them) gives one form, so what a form is lives in the rules alone. A conv also gets its folds (the rule
-``fold_stage`` with ``r``), and every target ``channels_last`` and ``torch.compile``.
+``fold_stage`` with ``r``), and every target ``channels_last`` and, when asked for, ``torch.compile`` (opt-in:
+compiling costs a minute on a small model, far more than timing it).
 
 A form is timed only after :func:`foldconv.check.check_equivalence` has found it equivalent to the original
 (a form that is not is reported unverified and never timed); :attr:`FormTiming.check` says how it was verified:
@@ -11,8 +12,8 @@ A form is timed only after :func:`foldconv.check.check_equivalence` has found it
 when the integer check cannot be exact: a deep model whose integer outputs overflow, a non-polynomial op;
 :func:`foldconv.surgery.rewrite.check_model`, the check of a whole rewritten model).
 
-Measurement (:mod:`foldconv.surgery.timing`): per-run times from ``torch.utils.benchmark.Timer.blocked_autorange``
-after a warm-up. The original and each form are timed in interleaved rounds (original, form, original, form, ...,
+Measurement (:mod:`foldconv.surgery.timing`): per-run times of blocks sized to the callable's own speed, after a
+warm-up. The original and each form are timed in interleaved rounds (original, form, original, form, ...,
 ``rounds`` times, each measurement ``min_run_time / rounds`` seconds long), and each side's runs are pooled over the
 rounds: a load from another process that comes and goes during the run then falls on both sides of the comparison
 alike instead of inflating one (timed one after the other, one run read channels_last 351x "conclusively" faster
@@ -139,6 +140,32 @@ class FormsReport:
         head = f"{self.target} on {self.device}, input {self.input_shape}; machine: {self.machine}"
         return head + "\n\n" + markdown_table(self.rows())
 
+    def summary(self) -> str:
+        """One line: the fastest verified form (or that none is conclusively faster) with its speedup, then how
+        many forms were conclusively faster, slower, inconclusive and not timed.
+
+        Example:
+            >>> t = [FormTiming("original", 2e-3, 0.0, 1.0, 1.0, 1.0, True, True),
+            ...      FormTiming("fold r=2", 1e-3, 0.0, 2.0, 1.5, 2.5, False, True)]
+            >>> FormsReport("Conv2d", "cpu", (1, 4, 8, 8), tuple(t), "here").summary()
+            'Conv2d on cpu, input (1, 4, 8, 8): fastest fold r=2, speedup 2.00x [1.50, 2.50] (higher is faster); of 1 form(s): 1 faster'
+        """
+        forms = self.timings[1:]
+        timed = [t for t in forms if t.timed]
+        counts = {
+            "faster": sum(t.speedup_low > 1.0 for t in timed),
+            "slower": sum(t.speedup_high < 1.0 for t in timed),
+            "inconclusive": sum(t.inconclusive for t in timed),
+            "not timed": len(forms) - len(timed),
+        }
+        best = self.fastest
+        if best.form == "original":
+            head = "no form is conclusively faster than the original"
+        else:
+            head = f"fastest {best.form}, speedup {best.describe()} (higher is faster)"
+        tally = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        return f"{self.target} on {self.device}, input {self.input_shape}: {head}; of {len(forms)} form(s): {tally or 'none'}"
+
 
 @dataclass(frozen=True)
 class _Form:
@@ -228,10 +255,11 @@ def benchmark_forms(
     device: Union[str, torch.device] = "cpu",
     r_values: Sequence[int] = range(2, 17),
     channels_last: bool = True,
-    compile: Union[bool, str] = "auto",
+    compile: Union[bool, str] = False,
     min_run_time: float = 0.2,
     verify: bool = True,
     rounds: int = ROUNDS,
+    threads: Optional[int] = None,
     timer: Optional[Timer] = None,
 ) -> FormsReport:
     """Time the original and every verified equivalent form of a layer or a model, in one run, in float32.
@@ -241,14 +269,17 @@ def benchmark_forms(
     a transposed conv ``transposed_to_subpixel``; a sub-pixel pair ``subpixel_to_transposed``; an SPD pair
     ``spd_to_strided`` and ``focus_to_conv``; a model every rule that rewrites a site of it). A conv also gets
     ``"fold r=R"`` (``DepthToSpace(R)`` then :func:`foldconv.fold_conv`: the rule ``fold_stage``) for every ``R``
-    in ``r_values`` with ``R**dims`` dividing its channels. Every target also gets ``channels_last`` (4-D inputs)
-    and ``compile`` (``torch.compile``; ``"auto"``: a failure becomes a note, ``True``: a FoldError). ``forms``
+    in ``r_values`` with ``R**dims`` dividing its channels. Every target also gets ``channels_last`` (4-D inputs).
+    ``torch.compile`` is opt-in (compiling takes far longer than the timing): ``compile="auto"`` or ``forms``
+    naming ``"compile"`` adds it with a failure as a note, ``compile=True`` with a failure as a FoldError. ``forms``
     picks form names or adds ``(name, build)`` pairs, ``build(target)`` returning an equivalent module. A form is
     timed only when it is found equivalent: for all weights where the integer check can be exact (every op the
     target runs is polynomial), else sampled in float64 on the target's own weights (:attr:`FormTiming.check`
     says which).
     The original and each form are timed in ``rounds`` interleaved rounds of ``min_run_time / rounds`` seconds
-    each (see the module). ``timer(fn, label) -> Sample`` replaces :func:`measure` (tests inject timings).
+    each (see the module), on ``threads`` threads (default: torch's current count; on a machine shared with other
+    jobs one thread gives far steadier times). ``timer(fn, label) -> Sample`` replaces :func:`measure` (tests
+    inject timings).
 
     Args:
         target: a layer or a model (``nn.Module``); it is copied, never modified.
@@ -272,8 +303,7 @@ def benchmark_forms(
         ``forms``, ``device``, ``r_values``, ``channels_last``, ``compile``, ``min_run_time``, ``verify`` or ``rounds``.
 
     Example:
-        >>> report = benchmark_forms(torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), r_values=[2],
-        ...                          compile=False, min_run_time=0.01)
+        >>> report = benchmark_forms(torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), r_values=[2], min_run_time=0.01)
         >>> [(t.form, t.verified) for t in report.timings]
         [('original', True), ('fold r=2', True), ('channels_last', True)]
     """
@@ -289,11 +319,13 @@ def benchmark_forms(
     if channels_last and "channels_last" in names:
         built_forms.append(_Form("channels_last", _ChannelsLast, channels_last=True) if len(shape) == 4
                            else _Form("channels_last", None, note=f"needs a 4-D input, not {shape}"))
-    if compile is not False and "compile" in names:
+    if "compile" in names and (compile is not False or "compile" in (forms or ())):
         built_forms.append(_Form("compile", lambda m: torch.compile(copy.deepcopy(m)), exact=False))
     built_forms += custom
     rounds = require_int(rounds, "rounds", 1)
-    time = timer or (lambda fn, label: measure(fn, label, min_run_time=min_run_time / rounds))
+    if threads is not None:
+        require_int(threads, "threads", 1)
+    time = timer or (lambda fn, label: measure(fn, label, min_run_time=min_run_time / rounds, threads=threads))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
     # Every form is built and verified before anything is timed, so that the timings sit close together.
     prepared = [_prepare(form, target, shape, verify=verify, strict=compile is True) for form in built_forms]
@@ -314,7 +346,7 @@ def benchmark_forms(
             continue
         timings.append(FormTiming.from_samples(form.name, own_anchor, result, verified=placeholder.note != _UNCHECKED,
                                                note=placeholder.note, check=placeholder.check))
-    return FormsReport(_describe(target), str(dev), shape, tuple(timings), machine_description(dev))
+    return FormsReport(_describe(target), str(dev), shape, tuple(timings), machine_description(dev, threads))
 
 
 def _describe(module: nn.Module) -> str:

@@ -1,9 +1,9 @@
 """Wall-clock timing: per-run samples, speedups with the interval their quartiles allow, interleaved rounds.
 
-The one copy of the timing primitives: :mod:`foldconv.surgery.speed`, :mod:`foldconv.surgery.fastest` and
-:mod:`foldconv.experiments.timing` use them. :func:`prepare_target` makes the copy a timing runs and
-:func:`runner` the callable it times; :func:`measure` times one callable with
-``torch.utils.benchmark.Timer.blocked_autorange``; :func:`interleaved` times an original and its forms in rounds
+The one copy of the timing primitives: :mod:`foldconv.surgery.speed`, :mod:`foldconv.surgery.fastest` and the
+fold app use them. :func:`prepare_target` makes the copy a timing runs and
+:func:`runner` the callable it times; :func:`measure` times one callable in blocks sized to its own speed (so a slow
+call costs ``MIN_RUNS`` calls, not ``MIN_RUNS`` blocks of ten); :func:`interleaved` times an original and its forms in rounds
 (original, form, original, form, ...) so that a load that comes and goes during the run hits both sides of every
 comparison instead of one; :func:`speedup` compares two samples.
 
@@ -15,11 +15,11 @@ Example:
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import numbers
 import os
 import platform
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -173,23 +173,32 @@ def runner(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _benchmark() -> Any:
-    # torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on a CPU machine with a
-    # CUDA_HOME; it concerns compiling extensions, which timing a Python callable never does.
-    quiet = logging.getLogger("torch.utils.cpp_extension")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        import torch.utils.benchmark as benchmark
-    finally:
-        quiet.setLevel(level)
-    return benchmark
+def _synchronizer() -> Callable[[], None]:
+    """What makes a block's clock reading include the work it queued: CUDA kernels run asynchronously."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.synchronize
+    return lambda: None
 
 
-def measure(fn: Callable[[], object], label: str = "", *, min_run_time: float = 0.2, warmup: int = 3,
+def _block(fn: Callable[[], object], number: int, sync: Callable[[], None]) -> float:
+    sync()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    sync()
+    return time.perf_counter() - start
+
+
+#: A calibration block at least this long (s): the clock's own overhead is then negligible.
+_CALIBRATION_S = 1e-3
+
+
+def measure(fn: Callable[[], object], label: str = "", *, min_run_time: float = 0.2, warmup: int = 1,
             threads: Optional[int] = None) -> Sample:
-    """Time ``fn()`` with ``Timer.blocked_autorange`` after ``warmup`` calls (CUDA is synchronised by the Timer),
-    in at least :data:`MIN_RUNS` blocks; ``threads`` defaults to torch's current thread count.
+    """Time ``fn()`` in blocks after ``warmup`` calls and a calibration block: at least :data:`MIN_RUNS` blocks and ``min_run_time``
+    seconds in all, each block as many calls as fit ``min_run_time / (2 * MIN_RUNS)`` (one call when a call is
+    slower), so a measurement lasts about ``max(min_run_time, MIN_RUNS calls)``; CUDA is synchronised around
+    every block; ``threads`` defaults to torch's current thread count. Each run is a block's time per call.
 
     Example:
         >>> s = measure(lambda: torch.ones(8).sum(), "sum", min_run_time=0.01)
@@ -201,14 +210,25 @@ def measure(fn: Callable[[], object], label: str = "", *, min_run_time: float = 
     require_seconds(min_run_time)
     if threads is not None:
         require_int(threads, "threads", 1)
-    for _ in range(require_int(warmup, "warmup", 0)):
-        fn()
-    timer = _benchmark().Timer(stmt="fn()", globals={"fn": fn}, label=label, num_threads=threads or torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    times = list(m.times)
-    while len(times) < MIN_RUNS:  # a slow call fills min_run_time in one block: no quartiles without more
-        times += timer.timeit(m.number_per_run).times
-    return Sample(label, tuple(times))
+    warmup = require_int(warmup, "warmup", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        for _ in range(warmup):
+            fn()
+        sync = _synchronizer()
+        number, took = 1, _block(fn, 1, sync)
+        while took < _CALIBRATION_S and number < 10**7:
+            number *= 10
+            took = _block(fn, number, sync)
+        number = max(1, round(min_run_time / (2 * MIN_RUNS) / (took / number)))
+        times: List[float] = []
+        start = time.perf_counter()
+        while len(times) < MIN_RUNS or time.perf_counter() - start < min_run_time:
+            times.append(_block(fn, number, sync) / number)
+    finally:
+        torch.set_num_threads(before)
+    return Sample(label, tuple(t if t > 0 else 1e-12 for t in times))
 
 
 #: Per form: the original's runs from that form's rounds and the form's pooled runs, or what its timing raised.
@@ -264,8 +284,9 @@ def interleaved(original: Callable[[], object], forms: Sequence[Tuple[str, Calla
     return anchor, paired
 
 
-def machine_description(device: Union[str, torch.device] = "cpu") -> str:
-    """CPU model, core count, torch version, thread count, and the GPU's name for a CUDA device.
+def machine_description(device: Union[str, torch.device] = "cpu", threads: Optional[int] = None) -> str:
+    """CPU model, core count, torch version, thread count (``threads``, default torch's current), and the GPU's
+    name for a CUDA device.
 
     Example:
         >>> "torch " + torch.__version__ in machine_description()
@@ -278,5 +299,5 @@ def machine_description(device: Union[str, torch.device] = "cpu") -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
     except OSError:
         pass
-    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads or torch.get_num_threads()} threads"
     return text + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")

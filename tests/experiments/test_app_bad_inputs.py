@@ -13,7 +13,7 @@ from helpers import run_script
 
 RESULT_FILES = (
     "report.md", "costs.csv", "costs.md", "operators.png", "checks.csv", "shifts.csv", "parameters.csv",
-    "results.csv", "summary.md", "counts.csv",
+    "results.csv", "summary.md", "counts.csv", "kernel.png", "speed.csv",
 )
 
 FOLD_CONV = [
@@ -40,6 +40,10 @@ FOLD_CONV = [
     ("seed=-1", "seed=-1"),
     ("min_run_time=0", "min_run_time=0"),
     ("device=gpu7", "device='gpu7'"),
+    ("rounds=0", "rounds=0"),
+    ("threads=0", "threads=0"),
+    ("picture_channel=256", "picture_channel=256"),
+    ("conv.in_channels=512 picture_folded_channel=2", "picture_folded_channel=2"),
 ]
 
 OPERATORS = [
@@ -51,7 +55,9 @@ OPERATORS = [
     ("example.kernel_size=5 example.padding=0 example.input_size=[3,3]", "example.input_size=(3, 3)"),
     ("example.stride=[1,2,3]", "example.stride="),
     ("example.padding=-1", "example.padding=-1"),
-    ("example.groups_after_fold=0", "example.groups_after_fold=0"),
+    ("example.in_channels=0", "example.in_channels=0"),
+    ("example.in_channels=6", "example.in_channels=6"),
+    ("example.in_channels=8 example.groups=3", "example.groups=3"),
     ("example.weight_range=0", "example.weight_range=0"),
     ("example.seed=-1", "example.seed=-1"),
     ("ladder.delta=-1", "ladder.delta=-1"),

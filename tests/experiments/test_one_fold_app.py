@@ -96,3 +96,84 @@ def test_experiment_validates_itself():
         OneFoldExperiment(dtypes=("float32", "int8"))
     with pytest.raises(FoldError, match="^timing="):
         OneFoldExperiment(timing="yes")
+
+
+def _labels(axes):
+    """The channel labels of the figure's block panel, as a grid (row, column) -> text."""
+    return {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in axes[1].texts}
+
+
+@pytest.mark.parametrize("order", ["crd", "dcr", "focus"])
+def test_big_kernel_labels_are_fold_weights_channel_map(order):
+    from foldconv.experiments.fold_kernel import STRUCTURAL_ZERO, block_channels, channel_map, kernel_figure
+    from foldconv.fold import fold_weight
+
+    spec, fold = ConvSpec.make(2, 16, 3, 3, padding=1), FoldSpec.make(2, order)
+    cmap = channel_map(spec, fold)
+    # independently: fold a weight that holds 1000 * channel + tap; every folded entry names its channel
+    w = torch.arange(16, dtype=torch.float64).view(1, 16, 1, 1) * 1000 + torch.arange(9, dtype=torch.float64).view(1, 1, 3, 3)
+    folded = fold_weight(w.expand(3, 16, 3, 3).contiguous(), 2, order).weight
+    assert torch.equal(cmap, (folded // 1000).long())
+    taps = (folded % 1000).long()[0, 0]
+    assert all(int(taps[i, j]) == (i // 2) * 3 + j // 2 for i in range(6) for j in range(6))  # block (a, b) is tap (a, b)
+    _, axes = kernel_figure(fold_conv_weight(spec, fold), cmap, fold.r, folded_channel=1, order=fold.order_string)
+    grid = block_channels(cmap[0, 1], fold.r)
+    assert _labels(axes) == {(i, j): str(int(grid[i, j])) for i in range(2) for j in range(2)}
+    # DESIGN.md section 3, folded channel g=1 of G=4: "c rh rw" c = 4g + 2rh + rw; "rh rw c" c = (2rh + rw)G + g; "rw rh c" c = (2rw + rh)G + g
+    channel = {"crd": lambda rh, rw: 4 + 2 * rh + rw, "dcr": lambda rh, rw: (2 * rh + rw) * 4 + 1, "focus": lambda rh, rw: (2 * rw + rh) * 4 + 1}[order]
+    assert grid.tolist() == [[channel(rh, rw) for rw in range(2)] for rh in range(2)] and STRUCTURAL_ZERO not in grid.tolist()
+
+
+def fold_conv_weight(spec, fold):
+    torch.manual_seed(0)
+    return foldconv.fold.fold_conv(spec.to_module(), fold.r, fold.order).weight
+
+
+def test_big_kernel_marks_structural_zeros_of_groups_and_dilation():
+    from foldconv.experiments.fold_kernel import STRUCTURAL_ZERO, channel_map
+
+    cmap = channel_map(ConvSpec.make(2, 8, 4, 3, padding=2, dilation=2, groups=2), FoldSpec.make(2))
+    # dilation 2: the blocks between taps hold no weight; groups 2 merged into one folded conv: the other group's
+    # channels are zeros in each output channel's folded weight
+    assert (cmap[0, :, 2:4, :] == STRUCTURAL_ZERO).all()
+    assert set(cmap[0].unique().tolist()) == {STRUCTURAL_ZERO, 0, 1, 2, 3}
+    assert set(cmap[3].unique().tolist()) == {STRUCTURAL_ZERO, 4, 5, 6, 7}
+
+
+def test_app_draws_the_big_kernel_and_refuses_a_channel_it_does_not_have(tmp_path):
+    e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(2), input_size=(5, 5), timing=False,
+                          picture_channel=3, picture_folded_channel=3)
+    result = run_one_fold(e, tmp_path)
+    assert (tmp_path / "kernel.png").read_bytes()[:4] == b"\x89PNG" and tmp_path / "kernel.png" in result.files
+    with pytest.raises(FoldError, match="^picture_channel=4: must be < conv.out_channels=4"):
+        OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(2), picture_channel=4)
+    with pytest.raises(FoldError, match="^picture_folded_channel=4: must be < 4"):
+        run_one_fold(OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(2), input_size=(5, 5),
+                                       timing=False, picture_folded_channel=4), tmp_path / "x")
+
+
+def test_speed_is_a_speedup_with_its_interval_timed_in_interleaved_rounds(monkeypatch):
+    import foldconv.experiments.one_fold as one_fold
+    from foldconv.surgery.timing import Sample
+
+    seen = []
+    ms = {"original": 4.0, "folded (conv only)": 2.0, "folded (depth_to_space + conv)": 4.0}
+    spread = {"original": 0.1, "folded (conv only)": 0.1, "folded (depth_to_space + conv)": 1.0}
+
+    def fake(fn, label, **kw):
+        fn()
+        seen.append(label)
+        return Sample(label, tuple((ms[label] + d * spread[label]) * 1e-3 for d in (-2, -1, 0, 1, 2)))
+
+    monkeypatch.setattr(one_fold, "measure", fake)
+    e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(2), input_size=(5, 5), rounds=2)
+    result = run_one_fold(e)
+    forms = ["folded (conv only)", "folded (depth_to_space + conv)"]
+    assert seen == [label for _ in range(2) for form in forms for label in ("original", form)]
+    rows = {row["form"]: row for row in result.speed_rows()}
+    conv_only, with_layout = rows["folded (conv only)"], rows["folded (depth_to_space + conv)"]
+    assert conv_only["speedup"] == 2.0 and conv_only["speedup low"] == round(3.9 / 2.1, 3) and conv_only["inconclusive"] is False
+    assert with_layout["speedup"] == 1.0 and with_layout["inconclusive"] is True  # the interval holds 1.0
+    assert rows["original"]["inconclusive"] == "" and "reference" in rows["original"]["reads"]
+    assert "2.00x [1.86, 2.16]" in result.speed_answer() and "1.00x [0.78, 1.37] inconclusive" in result.speed_answer()
+    assert "higher is faster" in result.to_markdown() and "ratio" not in result.to_markdown()

@@ -106,7 +106,8 @@ def test_sweep_figures_text_fits(checked):
     summary.plot_modes(rows, "modes.png")
     summary.plot_errors(rows, "errors.png")
     summary.plot_outcomes(rows, "outcomes.png")
-    assert checked == ["modes.png", "errors.png", "outcomes.png"]
+    summary.plot_outcomes_by_r(rows, "outcomes_by_r.png")
+    assert checked == ["modes.png", "errors.png", "outcomes.png", "outcomes_by_r.png"]
 
 
 def test_the_check_can_fail():
@@ -117,3 +118,26 @@ def test_the_check_can_fail():
     ax.set_xlabel("tiny", fontsize=6)
     problems = text_problems(fig)
     assert any("canvas" in p for p in problems) and any("6.0 pt" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("r, channels", [(16, 256), (2, 8), ("2x4", 32)])
+def test_big_kernel_figure_text_fits(r, channels):
+    from foldconv import ConvSpec, FoldSpec, fold_conv
+    from foldconv.experiments.fold_kernel import channel_map, kernel_figure
+
+    spec, fold = ConvSpec.make(2, channels, 2, 3, padding=1), FoldSpec.make(r)
+    big = fold_conv(spec.to_module(), fold.r, fold.order)
+    fig, _ = kernel_figure(big.weight, channel_map(spec, fold), fold.r, title=f"{spec.describe()} folded by r={r}",
+                           order=fold.order_string)
+    assert not text_problems(fig)
+
+
+def test_operator_figure_text_fits():
+    from foldconv import depth_to_space, fold_conv
+    from foldconv.equivalences.dense import dense_operator, layout_permutation
+    from foldconv.experiments.operators import operator_figure
+
+    conv = torch.nn.Conv2d(16, 1, 3, padding=1)
+    a, b = dense_operator(conv, (1, 16, 8, 8)), dense_operator(fold_conv(conv, 2), (1, 4, 16, 16))
+    fig, _ = operator_figure(a, b, layout_permutation(lambda x: depth_to_space(x, 2), (1, 16, 8, 8)), titles=("conv", "folded"))
+    assert not text_problems(fig)

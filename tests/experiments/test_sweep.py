@@ -41,7 +41,7 @@ def test_app_end_to_end_and_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     first = run_app(f"hydra.run.dir={a}", "progress=false")
     assert first.returncode == 0, first.stderr
-    for name in ("results.csv", "summary.md", "heatmap_modes.png", "heatmap_errors.png", "outcomes.png"):
+    for name in ("results.csv", "summary.md", "heatmap_modes.png", "heatmap_errors.png", "outcomes.png", "outcomes_by_r.png"):
         assert (a / name).stat().st_size > 0, name
     second = run_app(f"hydra.run.dir={b}", "progress=false", "plots=false")
     assert second.returncode == 0, second.stderr
@@ -52,7 +52,8 @@ def test_app_end_to_end_and_deterministic(tmp_path):
     assert summary.splitlines()[2] == f"{len(rows):,} configurations: every prediction agrees with the exact observation."
     assert "**holds with conditions**: " in summary and "## Remedies" in summary  # defined, with its remedies
     index = (a / "index.md").read_text()
-    for name in ("results.csv", "summary.md", "heatmap_modes.png", "heatmap_errors.png", "outcomes.png", "results.config.json"):
+    for name in ("results.csv", "summary.md", "heatmap_modes.png", "heatmap_errors.png", "outcomes.png", "outcomes_by_r.png",
+                 "results.config.json"):
         assert f"[{name}]({name}): " in index, name
 
 

@@ -370,3 +370,44 @@ def test_optimize_runs_on_the_real_models_with_a_focus_or_space_to_depth_stem(na
     assert not report.kept_original and best is not net
     x = torch.randn(shape)
     assert torch.allclose(best(x), net(x), atol=1e-4)
+
+
+def test_compile_is_opt_in_the_default_call_never_compiles(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    report = benchmark_forms(conv, (1, 4, 6, 6), r_values=[2], timer=Recorder())
+    assert "compile" not in [t.form for t in report.timings] and compiled == []
+    for asked in ({"compile": "auto"}, {"compile": True}, {"forms": ["compile"]}):
+        report = benchmark_forms(conv, (1, 4, 6, 6), r_values=[2], timer=Recorder(), **asked)
+        assert "compile" in [t.form for t in report.timings], asked
+    assert len(compiled) == 3
+
+
+@pytest.mark.claim("FORMS-2")
+def test_forms_report_summary_names_the_fastest_form_and_counts_the_inconclusive():
+    conv = nn.Conv2d(8, 4, 3, padding=1)
+    timer = Recorder({"original": (4.0, 0.1), "fold r=2": (2.0, 0.1), "channels_last": (4.0, 1.0)})
+    line = benchmark_forms(conv, (1, 8, 6, 6), r_values=[2], timer=timer).summary()
+    assert "fastest fold r=2, speedup 2.00x [" in line and "higher is faster" in line
+    assert "of 2 form(s): 1 faster, 1 inconclusive" in line
+    slower = Recorder({"original": (2.0, 0.01), "fold r=2": (4.0, 0.01), "channels_last": (2.0, 0.5)})
+    line = benchmark_forms(conv, (1, 8, 6, 6), r_values=[2], timer=slower).summary()
+    assert "no form is conclusively faster" in line and "1 slower, 1 inconclusive" in line
+
+
+def test_a_slow_call_is_timed_min_runs_times_not_in_blocks_of_ten():
+    calls = []
+    sample = measure(lambda: calls.append(1), min_run_time=1e-9, warmup=0)
+    # calibration grows the block until it lasts 1 ms; the timed blocks then hold one call each
+    assert len(sample.times) == speed.MIN_RUNS
+    slow = []
+
+    def call():
+        slow.append(1)
+        torch.ones(64, 64).matmul(torch.ones(64, 64))
+        import time
+        time.sleep(0.002)
+
+    sample = measure(call, min_run_time=0.001, warmup=1)
+    assert len(slow) == 1 + 1 + speed.MIN_RUNS and len(sample.times) == speed.MIN_RUNS

@@ -105,6 +105,7 @@ SWEEP_FILES = {
     "results.csv": "one row per configuration: the point, predicted and observed outcome, rule, reason, conditions (the remedy), errors per dtype",
     "results.config.json": "the config that produced results.csv (a rerun in this directory resumes only with the same one)",
     "outcomes.png": "observed outcome counts per section",
+    "outcomes_by_r.png": "observed outcome counts per fold factor r, every section pooled",
     "heatmap_modes.png": "fraction of r > 1 configurations whose literal fold holds, stride x padding, per padding mode",
     "heatmap_errors.png": "largest relative error of the folded form, r x kernel, per low-precision dtype",
     "*.log": "the app's log (Hydra)",

@@ -16,7 +16,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 from ...sweep import COLUMNS, CRASHED
 from ..io import columns_of, figure, is_true, markdown_table, save_figure, write_csv, write_markdown
 
-__all__ = ["MEANINGS", "Tally", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors", "plot_outcomes"]
+__all__ = ["MEANINGS", "Tally", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors",
+           "plot_outcomes", "plot_outcomes_by_r"]
 
 _OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
 
@@ -98,6 +99,7 @@ class Tally:
         self.n = 0
         self.outcomes: collections.Counter = collections.Counter()
         self.by_section: Dict[str, collections.Counter] = {}
+        self.by_r: Dict[str, collections.Counter] = {}
         self.bad: List[Mapping[str, Any]] = []
         self.lost: List[Mapping[str, Any]] = []
         self.rules: Dict[tuple, List[Any]] = {}
@@ -122,6 +124,7 @@ class Tally:
         observed = r.get("observed")
         self.outcomes[observed] += 1
         self.by_section.setdefault(r.get("section"), collections.Counter())[observed] += 1
+        self.by_r.setdefault(str(r.get("r", "")), collections.Counter())[observed] += 1
         if observed == CRASHED:
             self.lost.append(r)
             return
@@ -279,7 +282,7 @@ def plot_modes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> P
                 if total:
                     grid[i, j] = holds / total
                     counts[i][j] = total
-        ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower")
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower")
         for i in range(len(strides)):
             for j in range(len(pads)):
                 if not np.isnan(grid[i, j]):
@@ -289,52 +292,112 @@ def plot_modes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> P
         ax.set_xlabel("padding P")
         ax.set_ylabel("stride S")
         ax.set_title(f"padding_mode={mode}", fontsize=10)
+    bar = fig.colorbar(image, ax=axes[0][-1], fraction=0.046, pad=0.04)  # one scale for every panel
+    bar.set_label("share whose literal fold holds")
+    bar.set_ticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0%", "25%", "50%", "75%", "100%"])
     caption = ("Share of configurations whose literal fold holds (r > 1; K=3, dilation 1, groups 1, crd, folded stride r*S; "
-               "each cell pools every dims and r of the grid, its count shown)")
+               "each cell pools every dims and r of the grid, its count shown; outcomes_by_r.png separates r)")
     fig.suptitle(textwrap.fill(caption, int(13 * 3.2 * len(modes))), fontsize=9)  # ~13 chars of 9 pt per inch
     return save_figure(fig, path)
 
 
 def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
-    """Heatmaps: log10 of the largest relative error of the folded form over r x kernel, per low-precision dtype."""
+    """Heatmaps: log10 of the largest relative error of the folded form over r x kernel, one panel per
+    low-precision dtype, all on one colour scale (one colour bar) and each cell's value printed, so that two
+    panels compare at a glance and a spread of a few units in the last place does not read as structure."""
     import numpy as np
 
     errors = Tally.of(rows).errors
     keys = list(errors)
     rs = _grid_values(r for cells in errors.values() for r, _ in cells) or ["1"]
     ks = _grid_values(k for cells in errors.values() for _, k in cells) or ["1"]
-    fig, axes = figure(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    grids = {}
+    for key in keys:
         grid = np.full((len(rs), len(ks)), np.nan)
         for i, r in enumerate(rs):
             for j, k in enumerate(ks):
                 if (r, k) in errors[key]:
                     grid[i, j] = math.log10(max(errors[key][(r, k)], 1e-17))
-        im = ax.imshow(grid, cmap="viridis", origin="lower")
-        fig.colorbar(im, ax=ax, label="log10 max rel error")
+        grids[key] = grid
+    found = [g[~np.isnan(g)] for g in grids.values()]
+    values = np.concatenate(found) if found else np.array([])
+    low, high = (math.floor(values.min()), math.ceil(values.max())) if values.size else (-17, 0)
+    high = max(high, low + 1)
+    fig, axes = figure(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)) + 1.0, 3.4), squeeze=False)
+    image = None
+    for ax, key in zip(axes[0], keys):
+        grid = grids[key]
+        image = ax.imshow(grid, cmap="viridis", origin="lower", vmin=low, vmax=high)
+        for i in range(len(rs)):
+            for j in range(len(ks)):
+                if not np.isnan(grid[i, j]):
+                    light = grid[i, j] < low + 0.5 * (high - low)
+                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8, color="white" if light else "black")
         ax.set_xticks(range(len(ks)), ks)
         ax.set_yticks(range(len(rs)), rs)
         ax.set_xlabel("kernel K")
         ax.set_ylabel("fold r")
         ax.set_title(key.replace("rel_err_", ""))
+    if image is not None:
+        fig.colorbar(image, ax=axes[0][-1], fraction=0.046, pad=0.04).set_label("log10 max rel error\n(one scale for all panels)")
     return save_figure(fig, path)
 
 
+_COLOURS = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575", CRASHED: "#000000"}
+
+
+def _outcome_bars(ax: Any, groups: Sequence[str], counts: Mapping[str, collections.Counter], outcomes: Sequence[str]) -> None:
+    """Side-by-side horizontal bars, one per outcome in each group, each labelled with its count: a small count
+    (a handful of invalid requests beside thousands that hold) stays readable instead of a sliver of a stack."""
+    height = 0.8 / len(outcomes)
+    top = max([c.get(o, 0) for c in counts.values() for o in outcomes] + [1])
+    for k, outcome in enumerate(outcomes):
+        ys = [g + (k - (len(outcomes) - 1) / 2) * height for g in range(len(groups))]
+        values = [counts[name].get(outcome, 0) for name in groups]
+        ax.barh(ys, values, height=height, color=_COLOURS[outcome], label=outcome)
+        for y, v in zip(ys, values):
+            if v:  # an absent outcome has no bar and no label: the legend names every outcome
+                ax.text(v + top * 0.01, y, f"{v:,}", va="center", fontsize=8)
+    ax.set_yticks(range(len(groups)), groups, fontsize=8)
+    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.set_xlim(0, top * 1.18)  # room for the count labels
+    ax.set_xlabel("configurations (each bar labelled with its count; no bar: none)")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+
+
 def plot_outcomes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
-    """Stacked bars: observed outcome counts per section."""
+    """Observed outcome counts per section: one labelled bar per outcome, side by side (see :func:`_outcome_bars`)."""
     t = Tally.of(rows)
-    sections = list(t.by_section)
-    fig, ax = figure(figsize=(7, 3.4))
-    bottom = [0] * len(sections)
-    colors = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c62828", "invalid": "#757575", CRASHED: "#000000"}
-    for outcome in _OUTCOMES + ((CRASHED,) if t.lost else ()):
-        counts = [t.by_section[s].get(outcome, 0) for s in sections]
-        ax.bar(sections, counts, bottom=bottom, label=outcome, color=colors[outcome])
-        bottom = [b + c for b, c in zip(bottom, counts)]
-    ax.set_ylabel("configurations")
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=8)
-    ax.set_title("Observed outcome per section")
+    sections = [str(s) for s in t.by_section]
+    outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())
+    fig, ax = figure(figsize=(8, 1.2 + 0.2 * len(outcomes) * max(1, len(sections))))
+    _outcome_bars(ax, sections, {str(k): v for k, v in t.by_section.items()}, outcomes)
+    ax.set_title("Observed outcome per section", fontsize=10)
+    return save_figure(fig, path)
+
+
+def _r_key(r: str) -> Tuple[float, str]:
+    """Numeric order for r ("-1" < "2" < "16"); per-axis factors "(2, 1)" after, by their product, then as written."""
+    try:
+        return (float(r), r)
+    except ValueError:
+        parts = [p for p in r.strip("()").replace(" ", "").split(",") if p]
+        try:
+            return (1e9 + math.prod(float(p) for p in parts), r)
+        except ValueError:
+            return (math.inf, r)
+
+
+def plot_outcomes_by_r(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
+    """Observed outcome counts per fold factor r, every section pooled: where the heatmaps pool r, this says
+    whether an outcome depends on it (r=1, the identity fold, holds by construction)."""
+    t = Tally.of(rows)
+    rs = sorted(t.by_r, key=_r_key) or [""]
+    outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())
+    fig, ax = figure(figsize=(8, 1.2 + 0.2 * len(outcomes) * max(1, len(rs))))
+    _outcome_bars(ax, [f"r={r}" for r in rs], {f"r={r}": t.by_r.get(r, collections.Counter()) for r in rs}, outcomes)
+    ax.set_ylabel("fold factor r (per axis when written (rh,rw))")
+    ax.set_title("Observed outcome per fold factor r (all sections)", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -353,4 +416,5 @@ def write_sweep_outputs(
         paths["modes"] = plot_modes(tally, out / "heatmap_modes.png")
         paths["errors"] = plot_errors(tally, out / "heatmap_errors.png")
         paths["outcomes"] = plot_outcomes(tally, out / "outcomes.png")
+        paths["outcomes_by_r"] = plot_outcomes_by_r(tally, out / "outcomes_by_r.png")
     return paths

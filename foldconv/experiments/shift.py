@@ -42,7 +42,7 @@ from ..analysis.shift import (
     shift_equivariance,
     stage_errors,
 )
-from ..errors import fold_error
+from ..errors import FoldError, fold_error
 from ..fold import fold_weight
 from ..models import ModelSpec, build_model, resolve_model
 from .app import AppResult, Check, model_given
@@ -109,6 +109,11 @@ class LadderConfig:
         if not float(self.lr) > 0:
             raise fold_error("ladder.lr", self.lr, "must be > 0")
         object.__setattr__(self, "shifts", tuple(require_int(s, "ladder.shifts", 0) for s in self.shifts))
+        if self.enabled:  # the ladder's own rules (image_size a multiple of r, odd kernel) refuse now, not after the models ran
+            try:
+                ladder_models(image_size=self.image_size, r=self.r, channels=1, kernel=self.kernel, seed=0)
+            except FoldError as err:
+                raise fold_error(f"ladder.{err.param}", err.value, err.rule or str(err)) from None
 
 
 @dataclass(frozen=True)

@@ -318,12 +318,43 @@ def deepest_period(report: Any, stages: Sequence[str]) -> Optional[int]:
     return local[-1].period[-1] if local else None
 
 
+def in_channels(spec: ModelSpec, model: nn.Module) -> int:
+    """The channels a model takes: its own input shape's when known (a registered architecture, a zoo model),
+    else the first convolution's ``in_channels``, else 3.
+
+    Example:
+        >>> from foldconv.models import resolve_model
+        >>> in_channels(resolve_model("espcn"), build_model("espcn", meta=True))
+        1
+    """
+    if spec.input_shape is not None:
+        return int(spec.input_shape[1])
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    return int(first.in_channels) if first is not None else 3
+
+
+def with_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """RGB images ``(N, 3, H, W)`` for a model of ``channels`` inputs: grey (the channels' mean) for 1, as they
+    are for 3, the RGB planes repeated cyclically otherwise.
+
+    Example:
+        >>> tuple(with_channels(torch.zeros(2, 3, 4, 4), 1).shape), tuple(with_channels(torch.zeros(2, 3, 4, 4), 4).shape)
+        ((2, 1, 4, 4), (2, 4, 4, 4))
+    """
+    if channels == images.shape[1]:
+        return images
+    if channels == 1:
+        return images.mean(dim=1, keepdim=True)
+    return images[:, [k % images.shape[1] for k in range(channels)]]
+
+
 def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[Dict], List[Dict], List[Dict]]:
     gen = torch.Generator().manual_seed(e.seed)
     period_rows, err_rows, cons_rows = [], [], []
     built = {m.label: m.build(e.seed) for m in e.models if not m.spd}
+    channels = {m.base_label: in_channels(m.spec, built[m.base_label]) for m in e.models if not m.spd}
     # a +spd variant has its model's periods and receptive fields (that is the claim its rows check)
-    reports = {label: shift_equivariance(model, (1, 3, e.crop, e.crop)) for label, model in built.items()}
+    reports = {label: shift_equivariance(model, (1, channels[label], e.crop, e.crop)) for label, model in built.items()}
     deepest = {label: deepest_period(reports[label], stages_of(model)) for label, model in built.items()}
     extra = max(list(e.shifts) + [p or 0 for p in deepest.values()])  # room for the largest shift
     batch = torch.cat([crops(img, (e.crop + extra, e.crop + extra), e.crops_per_image, generator=gen) for img in images])
@@ -336,16 +367,22 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[
         stages = stages_of(model)
         period = deepest[m.base_label]
         shifts = [(0, s) for s in sorted(set(e.shifts) | ({period} if period else set()))]
-        for err in stage_errors(model, report, stages, batch, input_size=(e.crop, e.crop), shifts=shifts, border=e.border):
+        c_in = channels[m.base_label]
+        for err in stage_errors(model, report, stages, with_channels(batch, c_in), input_size=(e.crop, e.crop), shifts=shifts, border=e.border):
             err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1],
                              "period": GLOBAL if err.global_ else err.period[1], "shift": err.shift[1], "theory": _theory(err),
                              "error": err.error, "positions": err.positions})
-        c, cc = consistency_pair(model, pool, input_size=(e.crop, e.crop), max_shift=e.max_shift,
-                                 generator=torch.Generator().manual_seed(e.seed + 2))
         out = report.output
-        cons_rows.append({"model": name, "consistency": c.value, "classes": c.outputs, "classes_seen": c.classes,
-                          "centred_consistency": cc.value, "centred_classes_seen": cc.classes, "pairs": c.pairs,
-                          "weights": f"random (seed {e.seed})", "output_period": period_text(out)})
+        if len(out.shape) == 2:  # a classifier: (N, classes)
+            c, cc = consistency_pair(model, with_channels(pool, c_in), input_size=(e.crop, e.crop), max_shift=e.max_shift,
+                                     generator=torch.Generator().manual_seed(e.seed + 2))
+            cons_rows.append({"model": name, "consistency": c.value, "classes": c.outputs, "classes_seen": c.classes,
+                              "centred_consistency": cc.value, "centred_classes_seen": cc.classes, "pairs": c.pairs,
+                              "weights": f"random (seed {e.seed})", "output_period": period_text(out)})
+        else:  # an argmax over a map's channels is not a class: no consistency
+            cons_rows.append({"model": name, "consistency": float("nan"), "classes": 0, "classes_seen": 0, "centred_consistency": float("nan"),
+                              "centred_classes_seen": 0, "pairs": 0, "weights": f"random (seed {e.seed})",
+                              "output_period": f"{period_text(out)} (not a classifier: output {tuple(out.shape)})"})
         if not m.spd:
             for depth, st in enumerate(stages):
                 info = report.stage(st)
@@ -423,43 +460,45 @@ def _ladder(cfg: LadderConfig, seed: int) -> Tuple[List[Dict], float]:
     return rows, drift
 
 
-def _error_figure(err_rows: List[Dict], shifts: Sequence[int], *, crop: int, border: Any):
+def _error_figure(err_rows: List[Dict], *, crop: int, border: Any):
+    """One row per model (its ``+spd`` rewrite drawn over it, dashed): the error by stage at the smallest shift
+    and at the largest (the period of its deepest spatial stage)."""
     models = list(dict.fromkeys(r["model"] for r in err_rows))
-    fig, axes = figure(1, len(shifts), figsize=(5.6 * len(shifts), 5.6), squeeze=False)
-    floor = 1e-9
-    nan = float("nan")
-    for ax, s in zip(axes[0], shifts):
-        for k, m in enumerate(models):
-            rows = [r for r in err_rows if r["model"] == m and r["shift"] == s]
-            spd = m.endswith(SPD)  # the same function: drawn over its model, dashed
-            style = dict(marker="x" if spd else "o", ls="--" if spd else "-", ms=8 if spd else 5, color=f"C{k}", alpha=0.9)
-            # a missing point (no position reads no padding) breaks the line; global stages are drawn apart
-            local = [max(r["error"], floor) if r["positions"] and r["period"] != GLOBAL else nan for r in rows]
-            ax.plot([r["depth"] for r in rows], local, label=m + (" (same numbers)" if spd else ""), **style)
-            glob = [(r["depth"], max(r["error"], floor)) for r in rows if r["period"] == GLOBAL and r["positions"]]
-            ax.plot([g[0] for g in glob], [g[1] for g in glob], ls="none", marker="^", mfc="none", ms=8, color=f"C{k}")
-            zero = [r["depth"] for r in rows if r["theory"].startswith("0 exactly")]
-            if zero and not spd:
-                ax.plot(zero, [floor] * len(zero), ls="none", marker="s", mfc="none", ms=11, color=f"C{k}")
-        first = [r for r in err_rows if r["model"] == models[0] and r["shift"] == s]
-        ax.set_yscale("log")
-        ax.set_ylim(floor / 3, 3.0)
-        for r in first:
-            missing = [q for q in err_rows if q["shift"] == s and q["depth"] == r["depth"] and q["theory"] == NOT_MEASURABLE]
-            if missing:
-                ax.text(r["depth"], floor * 2.2, "rf>crop" if len(missing) == len(models) else "rf>crop (some)", ha="center",
-                        va="bottom", fontsize=8, color="0.4", rotation=90)
-        ax.set_xticks(range(len(first)))
-        ax.set_xticklabels([r["stage"] for r in first], rotation=60, ha="right", fontsize=8)
-        ax.set_title(f"input shift {s} px", fontsize=10)
-        ax.set_ylabel("relative feature error (exact 0 drawn at 1e-9)")
+    bases = [m for m in models if not (m.endswith(SPD) and m[: -len(SPD)] in models)]
+    fig, axes = figure(len(bases), 2, figsize=(12.0, 3.6 * len(bases) + 1.4), squeeze=False)
+    floor, nan = 1e-9, float("nan")
+    for row, base in zip(axes, bases):
+        shown = sorted({r["shift"] for r in err_rows if r["model"] == base})
+        for ax, s in zip(row, [shown[0], shown[-1]]):
+            for k, m in enumerate([base] + [m for m in models if m == base + SPD]):
+                rows = [r for r in err_rows if r["model"] == m and r["shift"] == s]
+                spd = m != base  # the same function: drawn over its model, dashed
+                style = dict(marker="x" if spd else "o", ls="--" if spd else "-", ms=8 if spd else 5, color=f"C{k}")
+                # a missing point (no position reads no padding) breaks the line; global stages are drawn apart
+                local = [max(r["error"], floor) if r["positions"] and r["period"] != GLOBAL else nan for r in rows]
+                ax.plot([r["depth"] for r in rows], local, label=m + (" (same numbers)" if spd else ""), **style)
+                glob = [(r["depth"], max(r["error"], floor)) for r in rows if r["period"] == GLOBAL and r["positions"]]
+                ax.plot([g[0] for g in glob], [g[1] for g in glob], ls="none", marker="^", mfc="none", ms=8, color=f"C{k}")
+                zero = [r["depth"] for r in rows if r["theory"].startswith("0 exactly")]
+                if zero and not spd:
+                    ax.plot(zero, [floor] * len(zero), ls="none", marker="s", mfc="none", ms=11, color=f"C{k}")
+            rows = [r for r in err_rows if r["model"] == base and r["shift"] == s]
+            ax.set_yscale("log")
+            ax.set_ylim(floor / 3, 3.0)
+            for r in rows:
+                if r["theory"] == NOT_MEASURABLE:
+                    ax.text(r["depth"], floor * 2.2, "rf>crop", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
+            step = max(1, math.ceil(len(rows) / 40))
+            ax.set_xticks([r["depth"] for r in rows][::step])
+            ax.set_xticklabels([r["stage"] for r in rows][::step], rotation=60, ha="right", fontsize=8)
+            ax.set_title(f"{base}: input shift {s} px", fontsize=10)
+            ax.set_ylabel("relative error (0 drawn at 1e-9)", fontsize=9)
+        row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
     how = ("positions whose receptive field lies inside both crops (border from the rf)" if border == RF_BORDER
            else f"{border} px cropped from the borders")
     fig.suptitle(f"Error of each stage over the {how}; crop {crop} px, random weights.\n"
                  "Squares: the period divides the shift, theory says 0. Triangles: stages that read the whole input (no period,\n"
                  "borders included). rf>crop: every position reads padding, nothing to measure.", fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
     return fig
 
 
@@ -500,7 +539,7 @@ SHIFT_FILES = {
     "summary.md": "the answer: the measured error where theory says 0, every model's consistency (classes, random weights), the ladder",
     "periods.*": "every stage's analytic shift period (input px) and its own period, per model",
     "equivariance.*": "relative feature error by stage under 1-pixel shifts and at the deepest spatial stage's period, with what theory says",
-    "equivariance.png": "the same, by depth",
+    "equivariance.png": "the same, by depth: one row per model, at the smallest shift and at its deepest spatial stage's period",
     "consistency.*": "how often the argmax agrees under two random shifts (and of centred logits)",
     "consistency.png": "the same, per model",
     "ladder.*": "D2L's ladder on digits: parameters, accuracy, accuracy of shifted test images",
@@ -530,14 +569,15 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
         how = "positions whose receptive field lies inside both crops" if e.border == RF_BORDER else f"border {e.border} px"
         write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop}, {how}; random weights, seed {e.seed})")
         write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} px (random weights, seed {e.seed})")
-        shown = sorted({r["shift"] for r in err_rows})
-        save_figure(_error_figure(err_rows, [shown[0], shown[-1]] if len(shown) > 1 else shown, crop=e.crop, border=e.border),
-                    out / "equivariance.png")
-        save_figure(_consistency_figure(cons_rows, seed=e.seed, max_shift=e.max_shift), out / "consistency.png")
+        save_figure(_error_figure(err_rows, crop=e.crop, border=e.border), out / "equivariance.png")
+        classifiers = [r for r in cons_rows if r["pairs"]]
+        if classifiers:
+            save_figure(_consistency_figure(classifiers, seed=e.seed, max_shift=e.max_shift), out / "consistency.png")
         lines += _zero_lines(err_rows)
         lines += [f"- {r['model']}: consistency {r['consistency']:.3f} over {r['pairs']} pairs (argmax over {r['classes']} classes, "
                   f"{r['classes_seen']} seen; random weights, seed {e.seed}), centred {r['centred_consistency']:.3f} "
-                  f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" for r in cons_rows]
+                  f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" if r["pairs"] else
+                  f"- {r['model']}: no consistency; output period: {r['output_period']}" for r in cons_rows]
     if ladder_rows:
         write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size}")
         save_figure(_ladder_figure(ladder_rows, e.ladder.shifts), out / "ladder.png")

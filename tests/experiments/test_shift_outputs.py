@@ -57,7 +57,7 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
     for r in rows:
         r.update(depth=int(r["depth"]), shift=int(r["shift"]), error=float(r["error"]), positions=int(r["positions"]))
         r["period"] = r["period"] if r["period"] == GLOBAL else int(r["period"])
-    fig = app._error_figure(rows, [1, 32], crop=e.crop, border=e.border)
+    fig = app._error_figure(rows, crop=e.crop, border=e.border)
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert legend == ["resnet18(num_classes=10)", "resnet18", "resnet18+spd (same numbers)"]
     assert "border from the rf" in fig._suptitle.get_text() and "random weights" in fig._suptitle.get_text()
@@ -71,3 +71,14 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
     renderer = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the bars
     assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title()
+
+
+def test_any_model_runs_a_one_channel_net_and_a_feature_extractor_too(tmp_path):
+    e = ShiftExperiment(models=("espcn", "yolov5_stem"), images=("camera",), crop=32, pairs=2, max_shift=4,
+                        ladder=LadderConfig(enabled=False))
+    result = run_shift(e, tmp_path)
+    assert result.ok and [c.claim for c in result.checks] == ["SHIFT-1", "SHIFT-1"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "- espcn: no consistency; output period: (1,1) (not a classifier: output (1, 1, 96, 96))" in summary
+    assert "- yolov5_stem: no consistency" in summary and not (tmp_path / "consistency.png").exists()
+    assert app.in_channels(e.models[0].spec, build_model("espcn", meta=True)) == 1

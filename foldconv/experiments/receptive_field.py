@@ -7,6 +7,11 @@ body. Every result is computed first and the files are written only at the end, 
 FoldError) leaves no output behind; the checks go to the app skeleton
 (:func:`~foldconv.experiments.app.conclude`), which writes them and fails the run after everything is written.
 
+The headline is the model's last spatial layer (the deepest node that is still a map: after global pooling
+every unit reads the whole input, and its field counts padding it never sees). The gradient check runs, by
+default (``check_size="auto"``), at a size chosen from that layer's field, so that its boxes are not the
+whole image; the ERF is drawn for that layer.
+
 Example:
     >>> import tempfile
     >>> conv = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
@@ -17,6 +22,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +48,16 @@ from .app import AppResult, Check, parse_r
 from .io import figure, label_step, save_figure, write_markdown, write_table
 from .zoo.measure import gradient_check_shape
 
-__all__ = ["FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "global_axes", "rf_text", "ERF_AUTO"]
+__all__ = [
+    "FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "global_axes", "rf_text", "ERF_AUTO", "CHECK_AUTO",
+    "last_spatial", "auto_check_size",
+]
+
+#: ``check_size`` that picks the gradient check's input from the receptive field of the last spatial layer.
+CHECK_AUTO = "auto"
+#: The automatic check input grows to at most this many spatial elements (1024 x 1024).
+MAX_CHECK_ELEMENTS = 1 << 20
+MIN_CHECK_SIZE = 32
 
 
 def _default_conv() -> Dict[str, Any]:
@@ -106,14 +121,15 @@ class FoldTable:
 class RFExperiment:
     """Receptive fields of ``model`` (any spelling of :func:`foldconv.models.resolve_model`: ``"vgg16"``,
     ``"timm:<name>"``, a ``_target_`` node) on an input of full shape ``input_shape`` (as ``foldconv count`` takes
-    it); with ``check``, analytic boxes against gradient supports at ``check_size`` px (``check_nodes`` nodes)
-    and Luo et al.'s ERF (``erf_samples``) of the centre unit of ``erf_node`` (a node name of layers.csv;
-    default: :data:`ERF_AUTO`); the ``fold`` table; ``fallback`` ("error" or "real") is what the analysis
-    does at an op without a rule (see :func:`foldconv.analysis.receptive_field.receptive_field`). ``seed``
-    seeds the random weights.
+    it); with ``check``, analytic boxes against gradient supports at ``check_size`` px (``"auto"``: chosen
+    from the field of the last spatial layer, :func:`auto_check_size`; ``null``: ``input_shape`` itself;
+    ``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of ``erf_node`` (a node
+    name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table; ``fallback`` ("error" or "real") is
+    what the analysis does at an op without a rule (see
+    :func:`foldconv.analysis.receptive_field.receptive_field`). ``seed`` seeds the random weights.
 
     Example:
-        >>> e = RFExperiment(model="vgg16", input_shape=[1, 3, 96, 96])
+        >>> e = RFExperiment(model="vgg16", input_shape=[1, 3, 96, 96], check_size=64)
         >>> e.model.label, e.input_size, e.gradient_check_shape
         ('vgg16', (96, 96), (1, 3, 64, 64))
     """
@@ -121,7 +137,7 @@ class RFExperiment:
     model: Any = field(default_factory=lambda: {"_target_": "torchvision.models.resnet18"})
     input_shape: Any = (1, 3, 224, 224)
     check: bool = True
-    check_size: Optional[int] = 64
+    check_size: Any = CHECK_AUTO
     check_nodes: int = 6
     erf_samples: int = 8
     erf_node: Optional[str] = None
@@ -135,7 +151,9 @@ class RFExperiment:
         for name, minimum in (("check_nodes", 1), ("erf_samples", 1), ("seed", 0)):
             require_int(getattr(self, name), name, minimum)
         require_bool(self.check, "check")
-        if self.check_size is not None:
+        if self.check_size is not None and self.check_size != CHECK_AUTO:
+            if isinstance(self.check_size, str):
+                raise fold_error("check_size", self.check_size, f"must be {CHECK_AUTO!r} (from the receptive field), an int, or null (input_shape)")
             require_int(self.check_size, "check_size", 1)
         if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
             raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
@@ -150,8 +168,11 @@ class RFExperiment:
         return tuple(self.input_shape[2:])
 
     @property
-    def gradient_check_shape(self) -> Tuple[int, ...]:
-        """The input of the gradient check (``check_size`` on every spatial axis, or the model's own)."""
+    def gradient_check_shape(self) -> Optional[Tuple[int, ...]]:
+        """The input of the gradient check (``check_size`` on every spatial axis, or ``input_shape``); None for
+        ``"auto"``, which needs the model's receptive field (:func:`auto_check_size`)."""
+        if self.check_size == CHECK_AUTO:
+            return None
         return gradient_check_shape(self.input_shape, self.check_size)
 
 
@@ -210,33 +231,105 @@ def rf_text(node: NodeRF, input_size: Sequence[int]) -> Tuple[str, ...]:
     return tuple(f"{a.rf} (global)" if g else str(a.rf) for a, g in zip(node.axes, global_axes(node, input_size)))
 
 
+def last_spatial(report: RFReport) -> Optional[str]:
+    """The deepest node that is still a spatial map: every spatial axis a tensor dim, and some axis whose units
+    read different boxes (not after global pooling, a squeeze-excite gate or a linear head); None when no
+    node but the input is.
+
+    Example:
+        >>> import torch
+        >>> from foldconv.analysis.receptive_field import receptive_field
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(2, 3))
+        >>> last_spatial(receptive_field(net, (1, 1, 16, 16)))
+        '_1'
+    """
+    names = [name for name, node in report.nodes.items()
+             if node.op != "input" and all(d is not None for d in node.dims) and not all(a.constant for a in node.axes)]
+    return names[-1] if names else None
+
+
+def auto_check_size(report: RFReport) -> Tuple[int, ...]:
+    """Per spatial axis, a gradient-check input on which the boxes of the last spatial layer are not the whole
+    image: its field plus two jumps (at least 32), rounded up to a multiple of its jump; scaled down to at
+    most :data:`MAX_CHECK_ELEMENTS` spatial elements (then deep boxes may still span the image).
+
+    Example:
+        >>> from foldconv.analysis.receptive_field import receptive_field
+        >>> from foldconv.models import build_model
+        >>> auto_check_size(receptive_field(build_model("resnet18", meta=True), (1, 3, 224, 224)))  # layer4: rf 435, jump 32
+        (512, 512)
+    """
+    name = last_spatial(report)
+    node = report[name] if name is not None else report.output
+    sizes, steps = [], []
+    for a in node.axes:
+        step = max(1, a.box_jump if a.aligned else math.ceil(a.jump))
+        steps.append(step)
+        sizes.append(-(-max(MIN_CHECK_SIZE, a.rf + 2 * step) // step) * step)
+    if math.prod(sizes) > MAX_CHECK_ELEMENTS:
+        scale = (MAX_CHECK_ELEMENTS / math.prod(sizes)) ** (1 / len(sizes))
+        sizes = [max(MIN_CHECK_SIZE, int(n * scale) // st * st) for n, st in zip(sizes, steps)]
+    return tuple(sizes)
+
+
+def _whole_image(report: RFReport, name: str) -> bool:
+    """Does the centre unit of ``name`` read the whole input along every axis?"""
+    box = report.box(name)
+    return box is not None and all(lo <= 0 and hi >= n - 1 for (lo, hi), n in zip(box, report.input_size))
+
+
+def _log2_axis(ax: Any, values: Sequence[float]) -> None:
+    """A base-2 log axis with every power of two in range labelled in plain numbers (1/4, 1, 2, ..., 512)."""
+    from fractions import Fraction
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    lo = math.floor(math.log2(max(min(values), 1e-9)))
+    hi = math.ceil(math.log2(max(max(values), 1e-9)))
+    every = max(1, math.ceil((hi - lo + 1) / 14))  # at most 14 labels
+    ax.set_yscale("log", base=2)
+    ax.yaxis.set_major_locator(FixedLocator([2.0 ** k for k in range(lo, hi + 1, every)]))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: str(Fraction(v).limit_denominator(1 << 20))))
+    ax.set_ylim(2.0 ** lo / 1.3, 2.0 ** hi * 1.3)
+
+
 def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: int = 120):
-    """Receptive-field size and jump of every node along the first spatial axis (log scales), nodes named on
-    the x axis (every k-th beyond ``max_labels``); nodes whose field is global are marked. ``name``: the
-    model's name for the title (default: the report's class name)."""
+    """Receptive-field size and jump of every node along the first spatial axis (base-2 log scales, every power
+    of two labelled), nodes named on the x axis (every k-th beyond ``max_labels``); nodes whose field is
+    global and the last spatial layer (:func:`last_spatial`) are marked. ``name``: the model's name for the
+    title (default: the report's class name)."""
     nodes = list(report.nodes.values())
     axis = SPATIAL_NAMES[len(report.input_size)][0]
     step = label_step(len(nodes), max_labels)
     xs = list(range(len(nodes)))
     fig, (ax1, ax2) = figure(2, 1, figsize=(min(max(8.0, 2.0 + 0.14 * len(nodes) / step), 30.0), 7.5), sharex=True)
-    ax1.plot(xs, [n.axes[0].rf for n in nodes], marker=".")
+    rfs, jumps = [n.axes[0].rf for n in nodes], [float(n.axes[0].jump) for n in nodes]
+    ax1.plot(xs, rfs, marker=".")
     glob = [k for k, n in enumerate(nodes) if global_axes(n, report.input_size)[0]]
     if glob:
         ax1.plot(glob, [nodes[k].axes[0].rf for k in glob], "x", color="tab:red", label="global: reads the whole input")
+    deepest = last_spatial(report)
+    if deepest is not None:
+        k = list(report.nodes).index(deepest)
+        for ax in (ax1, ax2):
+            ax.axvline(k, color="0.5", ls=":", lw=1, label=f"last spatial layer: {deepest}" if ax is ax1 else None)
+    if glob or deepest is not None:
         ax1.legend(loc="upper left", fontsize=8)
     ax1.set_ylabel(f"RF size along {axis} (input px)")
-    ax1.set_yscale("log")
+    _log2_axis(ax1, rfs)
     ax1.set_title(f"{name or report.model_name} at {report.input_size}: receptive field and jump per node", fontsize=10)
-    ax2.plot(xs, [float(n.axes[0].jump) for n in nodes], marker=".")
+    ax2.plot(xs, jumps, marker=".")
     ax2.set_ylabel(f"jump along {axis} (input px)")
-    ax2.set_yscale("log")
+    _log2_axis(ax2, jumps)
     ax2.set_xlabel("node (topological order)" + (f"; every {step}th of {len(nodes)} named" if step > 1 else ""))
     ax2.set_xticks(xs[::step], [nodes[k].name for k in xs[::step]], rotation=90, fontsize=8)
     return fig
 
 
 #: How the ERF's unit is chosen when ``erf_node`` is not set.
-ERF_AUTO = "deepest exact, aligned, spatial node whose field fits in half the check input"
+ERF_AUTO = "the last spatial layer (the deepest node that is still a map)"
 
 
 def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = ""):
@@ -257,17 +350,42 @@ def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], targ
     return fig
 
 
+def _headline(label: str, report: RFReport) -> str:
+    """The answer: the last spatial layer's field (the output's when it is that layer), then what the output reads."""
+    o, n = report.output, len(report.nodes)
+    deep = last_spatial(report)
+    if deep is None or deep == report.output_name:
+        glob = " (global: every output unit reads the whole input)" if all(global_axes(o, report.input_size)) else ""
+        rf = "(" + ", ".join(rf_text(o, report.input_size)) + ")" if any(global_axes(o, report.input_size)) and not glob else str(o.rf)
+        return f"{label}: output rf {rf}{glob}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {n} nodes"
+    d = report[deep]
+    after = ("reads the whole input (global)" if all(global_axes(o, report.input_size))
+             else f"rf ({', '.join(rf_text(o, report.input_size))})")
+    return (f"{label}: last spatial layer {deep} {d.shape}: rf {d.rf}, jump ({', '.join(str(j) for j in d.jump)}), "
+            f"padding {d.padding}; the output {report.output_name} {after}; {n} nodes")
+
+
+def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], str]:
+    """The gradient check's input shape, and how it was chosen."""
+    if e.check_size != CHECK_AUTO:
+        return e.gradient_check_shape, "check_size" if e.check_size is not None else "input_shape"
+    sizes = auto_check_size(report)
+    deep = last_spatial(report)
+    what = f"chosen from the rf of {deep}, {report[deep].rf}" if deep is not None else "chosen from the output's rf"
+    return tuple(e.input_shape[:2]) + sizes, what
+
+
 #: What each file of the app's run directory holds (index.md).
 RF_FILES = {
-    "summary.md": "the answer first: the model's output receptive field, jump and padding, then the checks",
+    "summary.md": "the answer first: the last spatial layer's receptive field, jump and padding, then the checks",
     "layers.csv": "every node of the model: receptive field, jump and effective padding per axis, alignment, exactness",
     "layers.md": "the same table in Markdown",
-    "check.csv": "analytic boxes against the gradient supports at the check size, one row per checked unit",
+    "check.csv": "analytic boxes against the gradient supports at the check size (chosen from the rf), one row per checked unit",
     "check.md": "the same table in Markdown",
     "fold.csv": "the fold table: the fold.conv and its fold by fold.r, in folded-map and in input pixels",
     "fold.md": "the same table in Markdown",
     "rf_jump.png": "receptive-field size and jump per node along the first spatial axis",
-    "erf.png": "Luo et al.'s effective receptive field of one unit, with the analytic box over it",
+    "erf.png": "Luo et al.'s effective receptive field of the centre unit of the last spatial layer, with the analytic box over it",
     "*.log": "the app's log (Hydra)",
 }
 
@@ -304,30 +422,33 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
     model = build_model(e.model, seed=e.seed)
     report = receptive_field(model, e.input_shape, fallback=e.fallback)
-    o = report.output
-    glob = " (global: every output unit reads the whole input)" if all(global_axes(o, report.input_size)) else ""
-    rf = "(" + ", ".join(rf_text(o, report.input_size)) + ")" if any(global_axes(o, report.input_size)) and not glob else str(o.rf)
-    lines.append(f"{label}: output rf {rf}{glob}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {len(report.nodes)} nodes")
+    lines.append(_headline(label, report))
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:
-        small = e.gradient_check_shape
-        chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed)
+        small, why = _check_shape(e, report)
+        rep_small = receptive_field(model, small, fallback=e.fallback)
+        chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed, report=rep_small)
+        deep = last_spatial(rep_small)
+        if deep is not None and deep not in {r.node for r in chk.rows}:  # the headline's layer is always checked
+            more = check_receptive_field(model, small, nodes=[deep], seed=e.seed, report=rep_small)
+            order = {name: k for k, name in enumerate(rep_small.nodes)}
+            chk = type(chk)(chk.model, tuple(sorted(chk.rows + more.rows, key=lambda r: order.get(r.node, len(order)))))
         tables.append((_check_rows(chk), "check", f"Analytic vs empirical boxes at {small[2:]}"))
-        lines.append(f"check at {small[2:]}: {len(chk.rows)} boxes, analytic = empirical: {chk.ok}")
+        whole = deep is not None and _whole_image(rep_small, deep)
+        why += (f"; the centre box of {deep} still spans the whole check input" if whole else
+                f"; the centre box of {deep} is inside it" if deep is not None else "")
+        lines.append(f"check at {small[2:]} ({why}): {len(chk.rows)} boxes, analytic = empirical: {chk.ok}")
         checks.append(Check(f"analytic boxes = gradient supports at {small[2:]}", bool(chk.ok), subject=label, claim="RF-2",
                             expected=0, observed=len(chk.mismatches),
                             detail=f"{len(chk.mismatches)} of {len(chk.rows)} analytic boxes differ from the gradient supports (check.md)"))
-        rep_small = receptive_field(model, small, fallback=e.fallback)
         if e.erf_node is not None:
             if e.erf_node not in rep_small.nodes:
                 known = list(rep_small.nodes)
                 raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {known[-8:]}")
             target, picked = e.erf_node, f"erf_node={e.erf_node}"
         else:
-            spatial = [name for name, nd in rep_small.nodes.items()
-                       if nd.exact and nd.aligned and not nd.constant and max(nd.rf) <= small[2] // 2]
-            target, picked = (spatial[-1] if spatial else None), f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
+            target, picked = deep, f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
         if target is not None and len(small) == 4:
             erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
             figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked), "erf.png"))

@@ -2,8 +2,10 @@
 sample images, and D2L's ladder trained on scikit-learn's digits (the training loop is here: app logic).
 
 Writes into the run directory: ``periods.{csv,md}`` (every stage's analytic period per model),
-``equivariance.{csv,md}`` + ``equivariance.png`` (error by depth under 1-pixel shifts and at the output's
-period), ``consistency.{csv,md}`` + ``consistency.png``, ``ladder.{csv,md}`` + ``ladder.png``, ``summary.md``.
+``equivariance.{csv,md}`` + ``equivariance.png`` (error by depth under 1-pixel shifts and at the period of
+the deepest spatial stage, over the positions whose receptive field lies inside both crops: exactly 0 where
+the period divides the shift), ``consistency.{csv,md}`` + ``consistency.png``, ``ladder.{csv,md}`` +
+``ladder.png``, ``summary.md``.
 Everything is computed before anything is written; a malformed request (FoldError) writes nothing. The
 checks (a ``+spd`` rewrite gives the same numbers as its model, SHIFT-3; the folded rung tracks the conv
 rung, SHIFT-4) go to the app skeleton, which fails the run after writing.
@@ -12,24 +14,35 @@ Inputs ship with the packages (nothing is downloaded): ``skimage.data`` images a
 Weights are random (seeded); models run in eval mode.
 
 Example:
-    >>> ShiftExperiment(models=("resnet18", "resnet18+spd", "timm:resnet18d", {"_target_": "torchvision.models.alexnet"})).labels
-    ('resnet18', 'resnet18+spd', 'resnet18d', 'alexnet')
+    >>> ShiftExperiment(models=("resnet18", "resnet18+spd", "timm:resnet18d", {"_target_": "torchvision.models.alexnet"},
+    ...                         {"_target_": "torchvision.models.get_model", "name": "vgg11", "num_classes": 10})).labels
+    ('resnet18', 'resnet18+spd', 'timm:resnet18d', 'alexnet', 'vgg11(num_classes=10)')
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._validate import require_bool, require_int
-from ..analysis.shift import consistency, crops, ladder_models, parameter_count, shift_equivariance, stage_errors
-from ..errors import fold_error
+from ..analysis.shift import (
+    RF_BORDER,
+    NodeShift,
+    consistency_pair,
+    crops,
+    ladder_models,
+    parameter_count,
+    shift_equivariance,
+    stage_errors,
+)
+from ..errors import FoldError, fold_error
 from ..fold import fold_weight
 from ..models import ModelSpec, build_model, resolve_model
 from .app import AppResult, Check, model_given
@@ -44,6 +57,31 @@ SPD = "+spd"
 SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass")
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TRACK_TOL = 1e-9
+ZERO_TOL = 1e-6  # float32 rounding where a backend blocks positions differently; on CPU the error is exactly 0
+#: Generic factories whose ``name`` argument is the model's name (a label of "get_model" would say nothing).
+_FACTORIES = {"torchvision.models.get_model": "name", "timm.create_model": "model_name", "timm.models.create_model": "model_name"}
+
+
+def spelling_label(value: Any) -> str:
+    """A row label from the user's spelling: a string as typed (``"timm:resnet18d"``); a ``_target_`` node by
+    the callable's name, or the model name a generic factory (``get_model``, ``timm.create_model``) is given,
+    with the other arguments in brackets.
+
+    Example:
+        >>> spelling_label({"_target_": "timm.create_model", "model_name": "resnet18d", "drop_rate": 0.1})
+        'resnet18d(drop_rate=0.1)'
+    """
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, Mapping) and isinstance(value.get("_target_"), str):
+        target = value["_target_"].strip()
+        args = {k: v for k, v in value.items() if k != "_target_"}
+        name = target.rsplit(".", 1)[-1]
+        key = _FACTORIES.get(target)
+        if key and isinstance(args.get(key), str):
+            name = args.pop(key)
+        return name + (f"({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
+    return resolve_model(value).label
 
 
 @dataclass(frozen=True)
@@ -71,31 +109,44 @@ class LadderConfig:
         if not float(self.lr) > 0:
             raise fold_error("ladder.lr", self.lr, "must be > 0")
         object.__setattr__(self, "shifts", tuple(require_int(s, "ladder.shifts", 0) for s in self.shifts))
+        if self.enabled:  # the ladder's own rules (image_size a multiple of r, odd kernel) refuse now, not after the models ran
+            try:
+                ladder_models(image_size=self.image_size, r=self.r, channels=1, kernel=self.kernel, seed=0)
+            except FoldError as err:
+                raise fold_error(f"ladder.{err.param}", err.value, err.rule or str(err)) from None
 
 
 @dataclass(frozen=True)
 class ShiftModel:
     """One model of the shift app: its spec, whether its first strided conv is rewritten to space-to-depth
-    (``"<spelling>+spd"``: it must give the same numbers), and its label (the model's name, ``+spd`` kept).
+    (``"<spelling>+spd"``: it must give the same numbers), and its label (the user's spelling,
+    :func:`spelling_label`, ``+spd`` kept).
 
     Example:
-        >>> ShiftModel.parse("resnet18+spd").label, ShiftModel.parse({"_target_": "torchvision.models.alexnet"}).spd
-        ('resnet18+spd', False)
+        >>> ShiftModel.parse("timm:resnet18d+spd").label, ShiftModel.parse({"_target_": "torchvision.models.alexnet"}).spd
+        ('timm:resnet18d+spd', False)
     """
 
     spec: ModelSpec
     spd: bool = False
+    name: str = ""
 
     @classmethod
     def parse(cls, value: Any, param: str = "models") -> ShiftModel:
         """A spelling of :func:`foldconv.models.resolve_model`, a string optionally ending in ``+spd``."""
         if isinstance(value, str) and value.endswith(SPD):
-            return cls(resolve_model(value[: -len(SPD)], param=param), True)
-        return cls(resolve_model(value, param=param), False)
+            base = value[: -len(SPD)]
+            return cls(resolve_model(base, param=param), True, spelling_label(base))
+        return cls(resolve_model(value, param=param), False, spelling_label(value))
+
+    @property
+    def base_label(self) -> str:
+        """The label of the model itself (without ``+spd``)."""
+        return self.name or self.spec.label
 
     @property
     def label(self) -> str:
-        return self.spec.label + (SPD if self.spd else "")
+        return self.base_label + (SPD if self.spd else "")
 
     def build(self, seed: int) -> nn.Module:
         """The model with seeded random weights, in eval mode (``spd``: its first strided conv rewritten)."""
@@ -118,17 +169,19 @@ class ShiftExperiment:
     (antialiased-cnns), ``timm:<name>``, ``_target_`` nodes; a string ending in ``+spd`` adds the space-to-depth
     rewrite of its first strided conv, which must give the same numbers); ``model``: one model instead; on
     ``crops_per_image`` random ``crop`` x ``crop`` crops of each of ``images`` (skimage.data names); errors under
-    horizontal ``shifts`` (input pixels; the output's period is added), ``border`` pixels cropped; consistency
-    over ``pairs`` image pairs with offsets up to ``max_shift``; the ``ladder``; ``seed`` seeds crops and weights.
+    horizontal ``shifts`` (input pixels; the period of the deepest spatial stage is added) over the positions
+    ``border`` leaves: ``"rf"`` keeps exactly those whose receptive field lies inside both crops (the error is 0
+    wherever the period divides the shift), an int crops that many pixels; consistency over ``pairs`` image
+    pairs with offsets up to ``max_shift``; the ``ladder``; ``seed`` seeds crops and (random) weights.
     """
 
     models: Tuple[Any, ...] = ("resnet18", "resnet18+spd", "resnet18_blur", "resnet18_blur+spd")
     model: Any = field(default_factory=dict)  # one model, any spelling (foldconv.models.resolve_model); replaces models
     images: Tuple[str, ...] = ("astronaut", "camera", "coffee", "chelsea")
-    crop: int = 128
+    crop: int = 256
     crops_per_image: int = 1
     shifts: Tuple[int, ...] = (1, 2)
-    border: int = 8
+    border: Any = RF_BORDER
     pairs: int = 32
     max_shift: int = 32
     ladder: LadderConfig = field(default_factory=LadderConfig)
@@ -145,8 +198,8 @@ class ShiftExperiment:
         if len(set(labels)) != len(labels):
             raise fold_error(param, labels, "must have distinct labels (they name the rows)")
         for m in parsed:
-            if m.spd and m.spec.label not in labels:
-                raise fold_error(param, m.label, f"is compared with its model {m.spec.label!r} (the same numbers): list that model too")
+            if m.spd and m.base_label not in labels:
+                raise fold_error(param, m.label, f"is compared with its model {m.base_label!r} (the same numbers): list that model too")
         object.__setattr__(self, "models", parsed)
         object.__setattr__(self, "model", parsed[0].spec if param == "model" else {})
         images = tuple(self.images)
@@ -154,9 +207,12 @@ class ShiftExperiment:
             if name not in SKIMAGE_IMAGES:
                 raise fold_error("images", name, f"must be one of the images that ship with scikit-image: {SKIMAGE_IMAGES}")
         object.__setattr__(self, "images", images)
-        for name, minimum in (("crop", 32), ("crops_per_image", 1), ("border", 0), ("pairs", 1), ("max_shift", 0),
-                              ("seed", 0), ("threads", 0)):
+        for name, minimum in (("crop", 32), ("crops_per_image", 1), ("pairs", 1), ("max_shift", 0), ("seed", 0), ("threads", 0)):
             require_int(getattr(self, name), name, minimum)
+        if self.border != RF_BORDER:
+            if isinstance(self.border, str):
+                raise fold_error("border", self.border, f"must be {RF_BORDER!r} (drop the positions that read padding) or pixels >= 0")
+            require_int(self.border, "border", 0)
         object.__setattr__(self, "shifts", tuple(require_int(s, "shifts", 1) for s in self.shifts))
         if not isinstance(self.ladder, LadderConfig):
             raise fold_error("ladder", self.ladder, "must be a LadderConfig")
@@ -213,37 +269,152 @@ def _fmt(values: Sequence[Any]) -> str:
     return "(" + ",".join(str(v) for v in values) + ")"
 
 
+#: What the period column says for a stage that reads the whole crop (a classifier after global pooling).
+GLOBAL = "none: reads the whole input"
+
+
+def _is_global(info: NodeShift) -> bool:
+    return any(a.own_period == 0 for a in info.axes)
+
+
+def period_text(info: NodeShift) -> str:
+    """A stage's period as the tables print it: ``"(4,4)"``; a stage that reads the whole input has none on a
+    finite crop (its analytic lattice holds only on circular inputs); ``"none: paths disagree"`` when merged
+    paths shift differently.
+
+    Example:
+        >>> import torch
+        >>> rep = shift_equivariance(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, stride=2), torch.nn.AdaptiveAvgPool2d(1)), (1, 1, 9, 9))
+        >>> period_text(rep.stage("0")), period_text(rep.stage("1"))
+        ('(2,2)', 'none: reads the whole input')
+    """
+    if _is_global(info):
+        return GLOBAL
+    if any(p is None for p in info.period):
+        return "none: paths disagree"
+    return _fmt(info.period)
+
+
+#: The theory column of a stage that keeps no position (its receptive field is wider than the crop).
+NOT_MEASURABLE = "not measurable: every position reads padding (rf wider than the crop)"
+
+
+def _theory(err: Any) -> str:
+    if err.global_:
+        return "not equivariant: reads the whole input, borders included"
+    if err.positions == 0:
+        return NOT_MEASURABLE
+    if any(p is None for p in err.period):
+        return "not equivariant: paths disagree"
+    if any(s % p for s, p in zip(err.shift, err.period)):
+        return "not equivariant: the shift is not a multiple of the period"
+    return "0 exactly: the period divides the shift" if err.exact else "0 away from the borders (not aligned: bound only)"
+
+
+def deepest_period(report: Any, stages: Sequence[str]) -> Optional[int]:
+    """The horizontal period of the deepest stage that is still a spatial map (not global), in input pixels."""
+    local = [report.stage(st) for st in stages]
+    local = [info for info in local if not _is_global(info) and info.period[-1] is not None]
+    return local[-1].period[-1] if local else None
+
+
+def in_channels(spec: ModelSpec, model: nn.Module) -> int:
+    """The channels a model takes: its own input shape's when known (a registered architecture, a zoo model),
+    else the first convolution's ``in_channels``, else 3.
+
+    Example:
+        >>> from foldconv.models import resolve_model
+        >>> in_channels(resolve_model("espcn"), build_model("espcn", meta=True))
+        1
+    """
+    if spec.input_shape is not None:
+        return int(spec.input_shape[1])
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    return int(first.in_channels) if first is not None else 3
+
+
+def with_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """RGB images ``(N, 3, H, W)`` for a model of ``channels`` inputs: grey (the channels' mean) for 1, as they
+    are for 3, the RGB planes repeated cyclically otherwise.
+
+    Example:
+        >>> tuple(with_channels(torch.zeros(2, 3, 4, 4), 1).shape), tuple(with_channels(torch.zeros(2, 3, 4, 4), 4).shape)
+        ((2, 1, 4, 4), (2, 4, 4, 4))
+    """
+    if channels == images.shape[1]:
+        return images
+    if channels == 1:
+        return images.mean(dim=1, keepdim=True)
+    return images[:, [k % images.shape[1] for k in range(channels)]]
+
+
 def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[Dict], List[Dict], List[Dict]]:
     gen = torch.Generator().manual_seed(e.seed)
     period_rows, err_rows, cons_rows = [], [], []
-    reports: Dict[str, Any] = {}
-    for m in e.models:
-        if not m.spd:  # a +spd variant has its model's periods (that is the claim its rows check)
-            reports[m.label] = shift_equivariance(m.build(e.seed), (1, 3, e.crop, e.crop))
-    extra = max(list(e.shifts) + [r.output.period[1] or 0 for r in reports.values()])  # room for the largest shift
+    built = {m.label: m.build(e.seed) for m in e.models if not m.spd}
+    channels = {m.base_label: in_channels(m.spec, built[m.base_label]) for m in e.models if not m.spd}
+    # a +spd variant has its model's periods and receptive fields (that is the claim its rows check)
+    reports = {label: shift_equivariance(model, (1, channels[label], e.crop, e.crop)) for label, model in built.items()}
+    deepest = {label: deepest_period(reports[label], stages_of(model)) for label, model in built.items()}
+    extra = max(list(e.shifts) + [p or 0 for p in deepest.values()])  # room for the largest shift
     batch = torch.cat([crops(img, (e.crop + extra, e.crop + extra), e.crops_per_image, generator=gen) for img in images])
     pair_gen = torch.Generator().manual_seed(e.seed + 1)
     pool = torch.cat([crops(img, (e.crop + e.max_shift,) * 2, math.ceil(e.pairs / len(images)), generator=pair_gen) for img in images])[: e.pairs]
     for m in progress_bar(e.models, "shift: models", unit="model"):
-        name, model = m.label, m.build(e.seed)
-        report = reports[m.spec.label]
+        name = m.label
+        model = built[name] if name in built else m.build(e.seed)
+        report = reports[m.base_label]
         stages = stages_of(model)
-        out_period = report.output.period[1]
-        shifts = [(0, s) for s in sorted(set(e.shifts) | {out_period})]
-        for err in stage_errors(model, report, stages, batch, input_size=(e.crop, e.crop), shifts=shifts, border=e.border):
-            err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1], "period": err.period[1],
-                             "shift": err.shift[1], "error": err.error, "positions": err.positions})
-        c = consistency(model, pool, input_size=(e.crop, e.crop), max_shift=e.max_shift, generator=torch.Generator().manual_seed(e.seed + 2))
-        cc = consistency(model, pool, input_size=(e.crop, e.crop), max_shift=e.max_shift, generator=torch.Generator().manual_seed(e.seed + 2),
-                         center=True)
-        cons_rows.append({"model": name, "consistency": c.value, "classes": c.classes, "centred_consistency": cc.value,
-                          "centred_classes": cc.classes, "pairs": c.pairs, "output_period": out_period})
+        period = deepest[m.base_label]
+        shifts = [(0, s) for s in sorted(set(e.shifts) | ({period} if period else set()))]
+        c_in = channels[m.base_label]
+        for err in stage_errors(model, report, stages, with_channels(batch, c_in), input_size=(e.crop, e.crop), shifts=shifts, border=e.border):
+            err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1],
+                             "period": GLOBAL if err.global_ else err.period[1], "shift": err.shift[1], "theory": _theory(err),
+                             "error": err.error, "positions": err.positions})
+        out = report.output
+        if len(out.shape) == 2:  # a classifier: (N, classes)
+            c, cc = consistency_pair(model, with_channels(pool, c_in), input_size=(e.crop, e.crop), max_shift=e.max_shift,
+                                     generator=torch.Generator().manual_seed(e.seed + 2))
+            cons_rows.append({"model": name, "consistency": c.value, "classes": c.outputs, "classes_seen": c.classes,
+                              "centred_consistency": cc.value, "centred_classes_seen": cc.classes, "pairs": c.pairs,
+                              "weights": f"random (seed {e.seed})", "output_period": period_text(out)})
+        else:  # an argmax over a map's channels is not a class: no consistency
+            cons_rows.append({"model": name, "consistency": float("nan"), "classes": 0, "classes_seen": 0, "centred_consistency": float("nan"),
+                              "centred_classes_seen": 0, "pairs": 0, "weights": f"random (seed {e.seed})",
+                              "output_period": f"{period_text(out)} (not a classifier: output {tuple(out.shape)})"})
         if not m.spd:
             for depth, st in enumerate(stages):
                 info = report.stage(st)
                 period_rows.append({"model": name, "depth": depth, "stage": st, "node": info.name, "jump": _fmt(info.jump),
-                                    "period": _fmt(info.period), "own_period": _fmt(info.own_period)})
+                                    "period": period_text(info), "own_period": "-" if _is_global(info) else _fmt(info.own_period)})
     return period_rows, err_rows, cons_rows
+
+
+def _zero_checks(e: ShiftExperiment, err_rows: List[Dict]) -> List[Check]:
+    """SHIFT-1 measured: every stage whose period divides the shift has error 0 over the positions that read no
+    padding (float32 evaluates the same window the same way at every position)."""
+    if e.border != RF_BORDER:
+        return []
+    checks = []
+    for m in e.models:
+        rows = [r for r in err_rows if r["model"] == m.label and r["theory"].startswith("0 exactly")]
+        worst = max((r["error"] for r in rows), default=0.0)
+        bad = [f"{r['stage']} shift {r['shift']}: {r['error']:.3g}" for r in rows if not r["error"] <= ZERO_TOL]
+        checks.append(Check(f"the error is 0 wherever the period divides the shift ({len(rows)} stage-shifts, borders from the rf)",
+                            not bad, subject=m.label, claim="SHIFT-1", expected=f"<= {ZERO_TOL}", observed=worst, detail="; ".join(bad[:3])))
+    return checks
+
+
+def _zero_lines(err_rows: List[Dict]) -> List[str]:
+    lines = []
+    for m in dict.fromkeys(r["model"] for r in err_rows):
+        rows = [r for r in err_rows if r["model"] == m]
+        zero = [r for r in rows if r["theory"].startswith("0 exactly")]
+        none = sorted({r["stage"] for r in rows if r["theory"] == NOT_MEASURABLE}, key=[r["stage"] for r in rows].index)
+        lines.append(f"- {m}: error {max((r['error'] for r in zero), default=0.0):.3g} at the {len(zero)} stage-shifts where the period "
+                     f"divides the shift (theory: 0)" + (f"; not measurable (rf wider than the crop): {', '.join(none)}" if none else ""))
+    return lines
 
 
 def _rewrite_checks(e: ShiftExperiment, err_rows: List[Dict], cons_rows: List[Dict]) -> List[Check]:
@@ -257,12 +428,12 @@ def _rewrite_checks(e: ShiftExperiment, err_rows: List[Dict], cons_rows: List[Di
         bad = []
         for (model, stage, shift), value in errs.items():
             if model == m.label:
-                ref = errs.get((m.spec.label, stage, shift))
+                ref = errs.get((m.base_label, stage, shift))
                 if ref is None or not (abs(ref - value) <= 1e-4 * max(1.0, abs(ref)) or (math.isnan(ref) and math.isnan(value))):
                     bad.append(f"{stage} shift {shift}: {value} vs {ref}")
-        if cons.get(m.label) != cons.get(m.spec.label):
-            bad.append(f"consistency {cons.get(m.label)} vs {cons.get(m.spec.label)}")
-        checks.append(Check(f"the space-to-depth rewrite gives the numbers of {m.spec.label}", not bad, subject=m.label, claim="SHIFT-3",
+        if cons.get(m.label) != cons.get(m.base_label):
+            bad.append(f"consistency {cons.get(m.label)} vs {cons.get(m.base_label)}")
+        checks.append(Check(f"the space-to-depth rewrite gives the numbers of {m.base_label}", not bad, subject=m.label, claim="SHIFT-3",
                             detail="; ".join(bad[:3])))
     return checks
 
@@ -289,34 +460,64 @@ def _ladder(cfg: LadderConfig, seed: int) -> Tuple[List[Dict], float]:
     return rows, drift
 
 
-def _error_figure(err_rows: List[Dict], shifts: Sequence[int]):
-    models = [m for m in dict.fromkeys(r["model"] for r in err_rows) if not m.endswith(SPD)]
-    fig, axes = figure(1, len(shifts), figsize=(5.2 * len(shifts), 4.2), squeeze=False)
-    for ax, s in zip(axes[0], shifts):
-        for m in models:
-            pts = [(r["depth"], r["error"]) for r in err_rows if r["model"] == m and r["shift"] == s]
-            ax.plot([p[0] for p in pts], [max(p[1], 1e-9) for p in pts], marker="o", label=m)
-        stages = [r["stage"] for r in err_rows if r["model"] == models[0] and r["shift"] == s]
-        ax.set_xticks(range(len(stages)))
-        ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=7)
-        ax.set_yscale("log")
-        ax.set_title(f"input shift {s} px (exact 0 drawn at 1e-9)", fontsize=10)
-        ax.set_ylabel("relative feature error")
-        ax.legend(fontsize=8)
+def _error_figure(err_rows: List[Dict], *, crop: int, border: Any):
+    """One row per model (its ``+spd`` rewrite drawn over it, dashed): the error by stage at the smallest shift
+    and at the largest (the period of its deepest spatial stage)."""
+    models = list(dict.fromkeys(r["model"] for r in err_rows))
+    bases = [m for m in models if not (m.endswith(SPD) and m[: -len(SPD)] in models)]
+    fig, axes = figure(len(bases), 2, figsize=(12.0, 3.6 * len(bases) + 1.4), squeeze=False)
+    floor, nan = 1e-9, float("nan")
+    for row, base in zip(axes, bases):
+        shown = sorted({r["shift"] for r in err_rows if r["model"] == base})
+        for ax, s in zip(row, [shown[0], shown[-1]]):
+            for k, m in enumerate([base] + [m for m in models if m == base + SPD]):
+                rows = [r for r in err_rows if r["model"] == m and r["shift"] == s]
+                spd = m != base  # the same function: drawn over its model, dashed
+                style = dict(marker="x" if spd else "o", ls="--" if spd else "-", ms=8 if spd else 5, color=f"C{k}")
+                # a missing point (no position reads no padding) breaks the line; global stages are drawn apart
+                local = [max(r["error"], floor) if r["positions"] and r["period"] != GLOBAL else nan for r in rows]
+                ax.plot([r["depth"] for r in rows], local, label=m + (" (same numbers)" if spd else ""), **style)
+                glob = [(r["depth"], max(r["error"], floor)) for r in rows if r["period"] == GLOBAL and r["positions"]]
+                ax.plot([g[0] for g in glob], [g[1] for g in glob], ls="none", marker="^", mfc="none", ms=8, color=f"C{k}")
+                zero = [r["depth"] for r in rows if r["theory"].startswith("0 exactly")]
+                if zero and not spd:
+                    ax.plot(zero, [floor] * len(zero), ls="none", marker="s", mfc="none", ms=11, color=f"C{k}")
+            rows = [r for r in err_rows if r["model"] == base and r["shift"] == s]
+            ax.set_yscale("log")
+            ax.set_ylim(floor / 3, 3.0)
+            for r in rows:
+                if r["theory"] == NOT_MEASURABLE:
+                    ax.text(r["depth"], floor * 2.2, "rf>crop", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
+            step = max(1, math.ceil(len(rows) / 40))
+            ax.set_xticks([r["depth"] for r in rows][::step])
+            ax.set_xticklabels([r["stage"] for r in rows][::step], rotation=60, ha="right", fontsize=8)
+            ax.set_title(f"{base}: input shift {s} px", fontsize=10)
+            ax.set_ylabel("relative error (0 drawn at 1e-9)", fontsize=9)
+        row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
+    how = ("positions whose receptive field lies inside both crops (border from the rf)" if border == RF_BORDER
+           else f"{border} px cropped from the borders")
+    fig.suptitle(f"Error of each stage over the {how}; crop {crop} px, random weights.\n"
+                 "Squares: the period divides the shift, theory says 0. Triangles: stages that read the whole input (no period,\n"
+                 "borders included). rf>crop: every position reads padding, nothing to measure.", fontsize=9)
     return fig
 
 
-def _consistency_figure(cons_rows: List[Dict]):
-    fig, ax = figure(figsize=(1.6 + 1.3 * len(cons_rows), 4.0))
-    xs = torch.arange(len(cons_rows)).tolist()
+def _consistency_figure(cons_rows: List[Dict], *, seed: int, max_shift: int):
+    fig, ax = figure(figsize=(4.0 + 1.3 * len(cons_rows), 4.8))
+    xs = list(range(len(cons_rows)))
     ax.bar([x - 0.2 for x in xs], [r["consistency"] for r in cons_rows], width=0.4, label="argmax of logits")
     ax.bar([x + 0.2 for x in xs], [r["centred_consistency"] for r in cons_rows], width=0.4, label="argmax of centred logits")
-    ax.legend(fontsize=8, loc="lower right")
+    for x, r in zip(xs, cons_rows):
+        ax.text(x - 0.2, r["consistency"] + 0.01, f"{r['classes_seen']}", ha="center", va="bottom", fontsize=8)
+        ax.text(x + 0.2, r["centred_consistency"] + 0.01, f"{r['centred_classes_seen']}", ha="center", va="bottom", fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the bars, never over them
     ax.set_xticks(xs)
     ax.set_xticklabels([r["model"] for r in cons_rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12)
     ax.set_ylabel("consistency (argmax agrees)")
-    ax.set_title("two random shifts per image", fontsize=10)
+    classes = sorted({r["classes"] for r in cons_rows})
+    ax.set_title(f"two random shifts (up to {max_shift} px) per image; random weights (seed {seed});\n"
+                 f"argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen", fontsize=9)
     return fig
 
 
@@ -335,10 +536,10 @@ def _ladder_figure(rows: List[Dict], shifts: Sequence[int]):
 
 #: What each file of the app's run directory holds (index.md).
 SHIFT_FILES = {
-    "summary.md": "the answer: every model's consistency and output period, the ladder's accuracies",
+    "summary.md": "the answer: the measured error where theory says 0, every model's consistency (classes, random weights), the ladder",
     "periods.*": "every stage's analytic shift period (input px) and its own period, per model",
-    "equivariance.*": "relative feature error by stage under 1-pixel shifts and at the output's period",
-    "equivariance.png": "the same, by depth",
+    "equivariance.*": "relative feature error by stage under 1-pixel shifts and at the deepest spatial stage's period, with what theory says",
+    "equivariance.png": "the same, by depth: one row per model, at the smallest shift and at its deepest spatial stage's period",
     "consistency.*": "how often the argmax agrees under two random shifts (and of centred logits)",
     "consistency.png": "the same, per model",
     "ladder.*": "D2L's ladder on digits: parameters, accuracy, accuracy of shifted test images",
@@ -349,14 +550,15 @@ SHIFT_FILES = {
 
 def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
     """The shift app's body: run everything, then write the tables and figures into ``out_dir``; returns the
-    summary and the checks (SHIFT-3 per ``+spd`` model, SHIFT-4 for the ladder) for the app skeleton."""
+    summary and the checks (SHIFT-1: the measured error is 0 wherever theory says so, per model; SHIFT-3 per
+    ``+spd`` model; SHIFT-4 for the ladder) for the app skeleton."""
     if not isinstance(e, ShiftExperiment):
         raise fold_error("experiment", type(e).__name__, "must be a ShiftExperiment")
     if e.threads:
         torch.set_num_threads(e.threads)
     out = Path(out_dir)
     period_rows, err_rows, cons_rows = _equivariance(e, load_images(e.images)) if e.models else ([], [], [])
-    checks = _rewrite_checks(e, err_rows, cons_rows)
+    checks = _zero_checks(e, err_rows) + _rewrite_checks(e, err_rows, cons_rows)
     ladder_rows, drift = _ladder(e.ladder, e.seed) if e.ladder.enabled else ([], 0.0)
     if ladder_rows:
         checks.append(Check("the folded rung tracks the conv rung through training (max weight difference <= tolerance)",
@@ -364,13 +566,18 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
     lines = []
     if e.models:
         write_table(period_rows, out / "periods", "Analytic shift periods per stage (input px; own px)")
-        write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop}, border {e.border} px)")
-        write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} px")
-        shown = sorted({r["shift"] for r in err_rows})
-        save_figure(_error_figure(err_rows, [shown[0], shown[-1]] if len(shown) > 1 else shown), out / "equivariance.png")
-        save_figure(_consistency_figure(cons_rows), out / "consistency.png")
-        lines += [f"- {r['model']}: consistency {r['consistency']:.3f} ({r['classes']} classes), centred "
-                  f"{r['centred_consistency']:.3f} ({r['centred_classes']} classes), output period {r['output_period']} px" for r in cons_rows]
+        how = "positions whose receptive field lies inside both crops" if e.border == RF_BORDER else f"border {e.border} px"
+        write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop}, {how}; random weights, seed {e.seed})")
+        write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} px (random weights, seed {e.seed})")
+        save_figure(_error_figure(err_rows, crop=e.crop, border=e.border), out / "equivariance.png")
+        classifiers = [r for r in cons_rows if r["pairs"]]
+        if classifiers:
+            save_figure(_consistency_figure(classifiers, seed=e.seed, max_shift=e.max_shift), out / "consistency.png")
+        lines += _zero_lines(err_rows)
+        lines += [f"- {r['model']}: consistency {r['consistency']:.3f} over {r['pairs']} pairs (argmax over {r['classes']} classes, "
+                  f"{r['classes_seen']} seen; random weights, seed {e.seed}), centred {r['centred_consistency']:.3f} "
+                  f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" if r["pairs"] else
+                  f"- {r['model']}: no consistency; output period: {r['output_period']}" for r in cons_rows]
     if ladder_rows:
         write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size}")
         save_figure(_ladder_figure(ladder_rows, e.ladder.shifts), out / "ladder.png")

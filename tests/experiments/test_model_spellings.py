@@ -120,7 +120,7 @@ def foldconv(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("kind, command, evidence", [
-    ("torchvision", ["rf", "model=resnet18", "input_shape=[1,3,32,32]", "check=false", "fold.r=0"], "resnet18: output rf"),
+    ("torchvision", ["rf", "model=resnet18", "input_shape=[1,3,32,32]", "check=false", "fold.r=0"], "resnet18: last spatial layer"),
     ("timm", ["count", "model=timm:resnet18d", "input_shape=[1,3,32,32]", "plot=false", "d2l_table=false", "fold_compare_r=null"],
      "resnet18d"),
     # a real model with a rule list of its own: the round trip finds the transposed conv inside what the rule wrote

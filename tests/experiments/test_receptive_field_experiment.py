@@ -27,6 +27,7 @@ BAD = {
     "input_shape no channels": (lambda: RFExperiment(input_shape=[8]), "input_shape"),
     "check not a bool": (lambda: RFExperiment(check="yes"), "check"),
     "check_size zero": (lambda: RFExperiment(check_size=0), "check_size"),
+    "check_size a word": (lambda: RFExperiment(check_size="big"), "check_size"),
     "check_nodes zero": (lambda: RFExperiment(check_nodes=0), "check_nodes"),
     "erf_samples zero": (lambda: RFExperiment(erf_samples=0), "erf_samples"),
     "seed negative": (lambda: RFExperiment(seed=-1), "seed"),
@@ -98,7 +99,8 @@ def test_the_models_answer_comes_before_the_fold_table_and_index_links_every_fil
 def test_input_shape_is_the_full_shape_count_takes():
     e = RFExperiment(model=CONV, input_shape=[2, 3, 20, 18], check_size=8)
     assert (e.input_shape, e.input_size, e.gradient_check_shape) == ((2, 3, 20, 18), (20, 18), (2, 3, 8, 8))
-    assert RFExperiment(model=CONV, input_shape=[1, 3, 16]).gradient_check_shape == (1, 3, 64)  # 1-D
+    assert RFExperiment(model=CONV, input_shape=[1, 3, 16], check_size=64).gradient_check_shape == (1, 3, 64)  # 1-D
+    assert RFExperiment(model=CONV, input_shape=[1, 3, 16]).gradient_check_shape is None  # "auto": from the model's rf
 
 
 def test_fallback_real_measures_an_op_without_a_rule_and_error_refuses_it(tmp_path):

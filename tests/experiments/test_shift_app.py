@@ -32,14 +32,16 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
     assert written(tmp_path) == {f"{s}.{e}" for s in (*stems, "checks") for e in ("csv", "md")} | {
         "equivariance.png", "consistency.png", "ladder.png", "summary.md", "index.md"}
     checks = read_csv(tmp_path / "checks.csv")
-    assert [(r["subject"], r["claim"], r["ok"]) for r in checks] == [("resnet18+spd", "SHIFT-3", "True"), ("ladder", "SHIFT-4", "True")]
+    assert [(r["subject"], r["claim"], r["ok"]) for r in checks] == [
+        ("resnet18", "SHIFT-1", "True"), ("resnet18+spd", "SHIFT-1", "True"), ("resnet18+spd", "SHIFT-3", "True"), ("ladder", "SHIFT-4", "True")]
     errs = read_csv(tmp_path / "equivariance.csv")
     a = [(r["stage"], r["shift"], float(r["error"])) for r in errs if r["model"] == "resnet18"]
     b = [(r["stage"], r["shift"], float(r["error"])) for r in errs if r["model"] == "resnet18+spd"]
     assert [x[:2] for x in a] == [x[:2] for x in b] and a
     assert all(abs(x[2] - y[2]) <= 1e-5 * max(1.0, x[2]) for x, y in zip(a, b) if x[2] == x[2])  # float32: same function
     periods = {r["stage"]: r["period"] for r in read_csv(tmp_path / "periods.csv")}
-    assert periods["conv1"] == "(2,2)" and periods["layer4"] == "(32,32)"
+    assert periods["conv1"] == "(2,2)" and periods["layer4"] == "(32,32)" and periods["fc"] == "none: reads the whole input"
+    assert all(float(r["error"]) == 0.0 for r in errs if r["theory"].startswith("0 exactly")) and any(r["theory"].startswith("0 exactly") for r in errs)
     ladder = {r["layer"]: r for r in read_csv(tmp_path / "ladder.csv")}
     assert ladder["conv"]["accuracy"] == ladder["folded"]["accuracy"] and ladder["conv"]["params"] == ladder["folded"]["params"]
 
@@ -48,6 +50,7 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
     (("models=[resnet7]",), "models='resnet7'"),
     (("models=[resnet18+spd]",), "models='resnet18+spd': is compared with its model 'resnet18'"),
     (("images=[lena]",), "images='lena'"),
+    (("border=edges",), "border='edges'"),
     (("ladder.image_size=30",), "image_size=30"),
 ])
 def test_bad_override_exits_2_with_one_line_and_no_outputs(tmp_path, overrides, named):

@@ -10,10 +10,21 @@ Example:
 """
 from .analytic import AxisShift, NodeShift, ShiftReport, edge_lattice, shift_equivariance
 from .ladder import LocallyConnected2d, kaiming_bound, ladder_models, parameter_count
-from .measure import Consistency, StageError, consistency, crops, equivariance_error, read_shifted, stage_errors
+from .measure import (
+    RF_BORDER,
+    Consistency,
+    StageError,
+    clean_positions,
+    consistency,
+    consistency_pair,
+    crops,
+    equivariance_error,
+    read_shifted,
+    stage_errors,
+)
 
 __all__ = [
-    "AxisShift", "Consistency", "LocallyConnected2d", "NodeShift", "ShiftReport", "StageError", "consistency", "crops",
-    "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models", "parameter_count", "read_shifted",
-    "shift_equivariance", "stage_errors",
+    "AxisShift", "Consistency", "LocallyConnected2d", "NodeShift", "RF_BORDER", "ShiftReport", "StageError", "clean_positions",
+    "consistency", "consistency_pair", "crops", "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models",
+    "parameter_count", "read_shifted", "shift_equivariance", "stage_errors",
 ]

@@ -5,9 +5,15 @@ Conventions. An input shift ``s`` (per axis, input pixels) means the crop ``imag
 ``images[..., 0:H]``: content moves by ``-s``, so an equivariant stage with rate ``q`` (own pixels per input
 pixel, :attr:`AxisShift.rate`) gives ``y1[i] = y0[i + s*q]``. "Shifting back" reads ``y0`` at ``i + s*q``
 by linear interpolation when ``s*q`` is fractional (exact slicing when it is an integer); ``border`` input
-pixels (converted to own pixels, rounded up) are cropped on both sides. The error is
+pixels (converted to own pixels, rounded up) are cropped on both sides, or, with ``border="rf"`` (the
+default), exactly the positions whose computation reads padding in either pass are dropped: the unit ``i``
+of an aligned stage reads ``[i*jump - P, i*jump - P + rf - 1]`` (rf, box jump and effective padding ``P`` of
+its receptive field), and it is kept only when that box, and the boxes of the units of ``y0`` it is compared
+with, lie inside the crop. Where the period divides the shift, the error over those positions is exactly 0
+(:attr:`StageError.exact`); a stage whose field is wider than the crop keeps no position. The error is
 ``||y1 - shifted y0|| / ||shifted y0||`` over what remains; an invariant stage (rate 0: global pooling and
-after) is compared without a shift.
+after) reads the whole crop, borders included: it is compared without a shift, and has no period on a
+finite crop.
 
 Example:
     >>> import torch
@@ -18,16 +24,16 @@ Example:
     >>> rep = shift_equivariance(net, (1, 1, 32, 32))
     >>> net = net.double()
     >>> images = torch.randn(2, 1, 40, 40, dtype=torch.float64)
-    >>> errs = stage_errors(net, rep, ["0"], images, input_size=(32, 32), shifts=[(0, 1), (0, 2)], border=4)
-    >>> [(e.shift, e.error < 1e-12) for e in errs]
-    [((0, 1), False), ((0, 2), True)]
+    >>> errs = stage_errors(net, rep, ["0"], images, input_size=(32, 32), shifts=[(0, 1), (0, 2)])
+    >>> [(e.shift, e.exact, e.error == 0.0, e.positions) for e in errs]
+    [((0, 1), False, False, 210), ((0, 2), True, True, 210)]
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -35,14 +41,24 @@ from torch import nn
 from ... import tracing
 from ..._validate import per_axis_ints, require_int
 from ...errors import fold_error
-from .analytic import ShiftReport
+from ..receptive_field import AxisRF
+from .analytic import NodeShift, ShiftReport
 
-__all__ = ["StageError", "Consistency", "read_shifted", "equivariance_error", "stage_errors", "consistency", "crops"]
+__all__ = [
+    "StageError", "Consistency", "read_shifted", "equivariance_error", "clean_positions", "stage_errors", "consistency", "consistency_pair", "crops",
+    "RF_BORDER",
+]
+
+#: The ``border`` of :func:`stage_errors` that drops exactly the positions whose computation reads padding.
+RF_BORDER = "rf"
 
 
 @dataclass(frozen=True)
 class StageError:
-    """Equivariance error of one stage (a module's output) under one input shift."""
+    """Equivariance error of one stage (a module's output) under one input shift, over ``positions`` output
+    positions. ``exact``: the theory says the error is 0 here (the stage is local, its period divides the
+    shift on every axis, and the compared positions read no padding); ``global_``: the stage reads the whole
+    crop along some axis (after global pooling), so it has no period on a finite crop."""
 
     stage: str
     depth: int
@@ -51,15 +67,19 @@ class StageError:
     shift: Tuple[int, ...]
     error: float
     positions: int
+    exact: bool = False
+    global_: bool = False
 
 
 @dataclass(frozen=True)
 class Consistency:
-    """Zhang's consistency: the fraction of ``pairs`` of differently shifted crops whose argmax agrees."""
+    """Zhang's consistency: the fraction of ``pairs`` of differently shifted crops whose argmax agrees;
+    ``classes``: the distinct argmax values seen; ``outputs``: how many classes the argmax is taken over."""
 
     agree: int
     pairs: int
     classes: int = 0
+    outputs: int = 0
 
     @property
     def value(self) -> float:
@@ -89,25 +109,62 @@ def read_shifted(y: torch.Tensor, offsets: Sequence[float]) -> torch.Tensor:
     return y
 
 
-def equivariance_error(y0: torch.Tensor, y1: torch.Tensor, shift: Sequence[int], rate: Sequence[Fraction], *, border: int = 0) -> Tuple[float, int]:
+def clean_positions(axis: AxisRF, size: int, offset: Fraction) -> Tuple[int, int]:
+    """``(lo, hi)``: the positions ``lo <= i < hi`` of a stage, along one axis of an input crop of ``size``
+    pixels, whose unit reads no padding and is compared with units of the unshifted pass (at ``i + offset``,
+    own pixels; both neighbours when fractional) that read none either. ``axis`` is the stage's
+    :class:`~foldconv.analysis.receptive_field.AxisRF`: unit ``i`` of an aligned stage reads
+    ``[i*box_jump - padding, i*box_jump - padding + rf - 1]``; a padded position of any layer inside it
+    would reach outside ``[0, size - 1]``. An unaligned axis keeps the positions ``rf`` input pixels away
+    from both ends (a conservative bound).
+
+    Example:
+        >>> from foldconv.analysis.receptive_field import AxisRF
+        >>> clean_positions(AxisRF(rf=7, jump=Fraction(2), padding=3, box_jump=2), 32, Fraction(1))  # resnet's conv1
+        (2, 14)
+    """
+    if offset < 0:
+        raise fold_error("offset", offset, "must be >= 0 (shift the crop the other way)")
+    if axis.aligned and axis.box_jump >= 1:
+        step, pad, rf = axis.box_jump, axis.padding, axis.rf
+    else:
+        step, pad, rf = max(axis.jump, Fraction(1, 10**6)), axis.rf, 3 * axis.rf  # rf px from both ends
+    lo = math.ceil(Fraction(pad) / step)
+    last = math.floor(Fraction(size - rf + pad) / step)  # the last unit whose box ends inside the crop
+    return lo, max(lo, last - math.ceil(offset) + 1)
+
+
+def equivariance_error(
+    y0: torch.Tensor, y1: torch.Tensor, shift: Sequence[int], rate: Sequence[Fraction], *, border: int = 0,
+    keep: Optional[Sequence[Tuple[int, int]]] = None,
+) -> Tuple[float, int]:
     """Relative error of ``y1`` (output on the input shifted by ``shift``) against ``y0`` shifted back, with
     ``rate`` own pixels per input pixel per spatial axis (the trailing axes of ``y``); returns the error and
-    the number of positions compared (nan and 0 when the crop leaves none).
+    the number of positions compared (nan and 0 when the crop leaves none). ``border`` input pixels are
+    cropped on both sides, or ``keep`` gives per axis the positions ``[lo, hi)`` of ``y1`` compared
+    (:func:`clean_positions`).
 
     Example:
         >>> y0 = torch.arange(10.).reshape(1, 10)
         >>> equivariance_error(y0, y0 + 1, (2,), (Fraction(1, 2),))
         (0.0, 9)
+        >>> equivariance_error(y0, y0 + 1, (2,), (Fraction(1, 2),), keep=[(2, 5)])
+        (0.0, 3)
     """
     dims = len(rate)
+    if keep is not None and len(keep) != dims:
+        raise fold_error("keep", keep, f"must give one (lo, hi) range per spatial axis ({dims})")
     if any(q == 0 for q in rate):  # read the whole axis: invariant
         ref, got = y0, y1
     else:
         offsets = [float(s * q) for s, q in zip(shift, rate)]
         ref = read_shifted(y0, offsets)
         got = y1[(Ellipsis,) + tuple(slice(0, n) for n in ref.shape[y0.dim() - dims:])]
-        crop = [math.ceil(border * q) for q in rate]
-        index = tuple(slice(c, n - c) for c, n in zip(crop, ref.shape[y0.dim() - dims:]))
+        if keep is None:
+            crop = [math.ceil(border * q) for q in rate]
+            index = tuple(slice(c, n - c) for c, n in zip(crop, ref.shape[y0.dim() - dims:]))
+        else:
+            index = tuple(slice(max(0, lo), max(0, lo, hi)) for lo, hi in keep)
         ref, got = ref[(Ellipsis,) + index], got[(Ellipsis,) + index]
     positions = math.prod(ref.shape[ref.dim() - dims:]) if ref.dim() >= dims else 1
     if ref.numel() == 0:
@@ -142,14 +199,19 @@ def stage_errors(
     *,
     input_size: Sequence[int],
     shifts: Sequence[Sequence[int]],
-    border: int = 0,
+    border: Union[int, str] = RF_BORDER,
 ) -> List[StageError]:
     """Equivariance error of the outputs of the modules ``stages`` (dotted names, in depth order) of
     ``model`` under every shift of ``shifts``, on crops of ``input_size`` (spatial) of ``images`` (N, C, *spatial).
 
     ``report`` (:func:`shift_equivariance` of a model with the same stages, e.g. ``model`` itself or the
-    model it was rewritten from) gives each stage's rate and period. Runs in ``torch.no_grad``.
+    model it was rewritten from) gives each stage's rate, period and receptive field. ``border``: ``"rf"``
+    compares only the positions that read no padding in either pass (:func:`clean_positions`), so that
+    the error is exactly 0 wherever the period divides the shift; an int crops that many input pixels on
+    both sides instead. Runs in ``torch.no_grad``.
     """
+    if border != RF_BORDER:
+        border = require_int(border, "border", 0)
     size = per_axis_ints(input_size, _crop_dims(input_size, images), "input_size", 1)
     dims = len(size)
     modules = dict(model.named_modules())
@@ -172,12 +234,36 @@ def stage_errors(
                 for depth, name in enumerate(stages):
                     info = report.stage(name)
                     rate = [a.rate if a.rate is not None else Fraction(0) for a in info.axes]
-                    err, n = equivariance_error(base[name], captured[name], tuple(s), rate, border=border)
-                    result.append(StageError(name, depth, info.jump, info.period, tuple(int(v) for v in s), err, n))
+                    keep = _keep(report, info, size, s, rate) if border == RF_BORDER else None
+                    err, n = equivariance_error(base[name], captured[name], tuple(s), rate, border=border if isinstance(border, int) else 0, keep=keep)
+                    if _is_global(info) and n:  # the whole map was compared: count the stage's positions, not its channels
+                        n = math.prod(report.rf[info.name].positions)
+                    result.append(StageError(name, depth, info.jump, info.period, tuple(int(v) for v in s), err, n,
+                                             exact=_exact(report, info, s, n, border), global_=_is_global(info)))
     finally:
         for h in hooks:
             h.remove()
     return result
+
+
+def _is_global(info: NodeShift) -> bool:
+    """The stage reads the whole crop along some axis (own period 0): no period on a finite crop."""
+    return any(a.own_period == 0 for a in info.axes)
+
+
+def _keep(report: ShiftReport, info: NodeShift, size: Sequence[int], shift: Sequence[int], rate: Sequence[Fraction]):
+    if _is_global(info) or any(q == 0 for q in rate):
+        return None
+    axes = report.rf[info.name].axes
+    return [clean_positions(a, n, s * q) for a, n, s, q in zip(axes, size, shift, rate)]
+
+
+def _exact(report: ShiftReport, info: NodeShift, shift: Sequence[int], positions: int, border: Union[int, str]) -> bool:
+    """What the theory says: error 0 at the compared positions (local, aligned, period divides the shift,
+    no padding read)."""
+    if border != RF_BORDER or positions == 0 or _is_global(info) or not report.rf[info.name].aligned:
+        return False
+    return all(a.period is not None and a.own_period and s % a.period == 0 for a, s in zip(info.axes, shift))
 
 
 def crops(images: torch.Tensor, input_size: Sequence[int], count: int, *, generator: torch.Generator) -> torch.Tensor:
@@ -203,12 +289,27 @@ def consistency(model: nn.Module, images: torch.Tensor, *, input_size: Sequence[
 
     ``center``: take the argmax of the outputs minus their mean over all ``2N`` crops. A randomly initialised
     classifier answers nearly one class for every input (consistency 1 by default); centring asks which class
-    an input moves the output towards. ``classes`` counts the distinct argmax values seen.
+    an input moves the output towards. ``classes`` counts the distinct argmax values seen, ``outputs`` the
+    classes the argmax is taken over.
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 3))
         >>> consistency(net, torch.ones(4, 1, 9, 9), input_size=(6, 6), max_shift=3, generator=torch.Generator().manual_seed(0))
-        Consistency(agree=4, pairs=4, classes=1)
+        Consistency(agree=4, pairs=4, classes=1, outputs=3)
+    """
+    return consistency_pair(model, images, input_size=input_size, max_shift=max_shift, generator=generator)[1 if center else 0]
+
+
+def consistency_pair(model: nn.Module, images: torch.Tensor, *, input_size: Sequence[int], max_shift: int,
+                     generator: torch.Generator) -> Tuple[Consistency, Consistency]:
+    """:func:`consistency` of the plain and of the centred argmax, from the same two passes.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 3))
+        >>> plain, centred = consistency_pair(net, torch.ones(4, 1, 9, 9), input_size=(6, 6), max_shift=3,
+        ...                                   generator=torch.Generator().manual_seed(0))
+        >>> plain.value, centred.pairs
+        (1.0, 4)
     """
     size = per_axis_ints(input_size, _crop_dims(input_size, images), "input_size", 1)
     max_shift = require_int(max_shift, "max_shift", 0)
@@ -219,8 +320,9 @@ def consistency(model: nn.Module, images: torch.Tensor, *, input_size: Sequence[
     offsets = torch.randint(0, max_shift + 1, (2, images.shape[0], dims), generator=generator).tolist()
     with torch.no_grad():
         outs = [model(torch.stack([_crop(img, off, size) for img, off in zip(images, offsets[k])])) for k in range(2)]
-    if center:
-        mean = torch.cat(outs).mean(dim=0, keepdim=True)
-        outs = [o - mean for o in outs]
-    a, b = outs[0].argmax(dim=1), outs[1].argmax(dim=1)
-    return Consistency(int((a == b).sum()), int(images.shape[0]), int(torch.cat([a, b]).unique().numel()))
+    mean = torch.cat(outs).mean(dim=0, keepdim=True)
+    result = []
+    for pair in (outs, [o - mean for o in outs]):
+        a, b = pair[0].argmax(dim=1), pair[1].argmax(dim=1)
+        result.append(Consistency(int((a == b).sum()), int(images.shape[0]), int(torch.cat([a, b]).unique().numel()), int(outs[0].shape[1])))
+    return result[0], result[1]

@@ -9,7 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from foldconv.analysis.shift import consistency, crops, equivariance_error, read_shifted, shift_equivariance, stage_errors
+from foldconv.analysis.shift import (
+    clean_positions,
+    consistency,
+    consistency_pair,
+    crops,
+    equivariance_error,
+    read_shifted,
+    shift_equivariance,
+    stage_errors,
+)
 from foldconv.equivalences import strided_to_spd
 from foldconv.errors import FoldError
 
@@ -77,3 +86,68 @@ def test_bad_inputs_are_fold_errors():
         consistency(net, images, input_size=(32, 32), max_shift=-1, generator=torch.Generator())
     with pytest.raises(FoldError, match="offsets="):
         read_shifted(images, [-1])
+
+
+def resnet18_errors(crop, shifts, border="rf", images=2, seed=0):
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet18().eval()
+    report = shift_equivariance(net, (1, 3, crop, crop))
+    stages = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    imgs = torch.randn(images, 3, crop + 32, crop + 32, generator=torch.Generator().manual_seed(seed))
+    return report, stage_errors(net, report, stages, imgs, input_size=(crop, crop), shifts=shifts, border=border)
+
+
+@pytest.mark.claim("SHIFT-1", "SHIFT-3")
+def test_resnet18_at_32px_the_error_is_exactly_0_wherever_the_period_divides_the_shift():
+    shifts = [(0, 2), (0, 4), (0, 16), (4, 4)]
+    report, errs = resnet18_errors(32, shifts)
+    divides = [e for e in errs if not e.global_ and all(s % p == 0 for s, p in zip(e.shift, e.period))]
+    measured = [e for e in divides if e.positions]
+    assert {e.stage for e in measured} == {"conv1", "bn1", "relu", "maxpool"} and all(e.exact for e in measured)
+    assert all(e.error == 0.0 for e in measured), [(e.stage, e.shift, e.error) for e in measured]
+    for e in divides:  # the others keep no position: every unit's field is wider than the crop minus the shift
+        if not e.positions:
+            assert report.rf[report.stage(e.stage).name].rf[1] > 32 - e.shift[1], e
+    # a shift the period does not divide is not claimed, and is measurably not equivariant
+    assert all(not e.exact and e.error > 1e-3 for e in errs if e.stage == "maxpool" and e.shift == (0, 2))
+    # the global stages (after global pooling) read the borders: never claimed exact, no period
+    assert all(e.global_ and not e.exact for e in errs if e.stage in ("layer4", "avgpool", "fc"))
+    # the old fixed 8-pixel border leaves border effects drawn as non-equivariance at the same shifts
+    _, fixed = resnet18_errors(32, [(0, 4)], border=8)
+    assert [e.error > 1e-2 and e.positions > 0 for e in fixed if e.stage in ("layer1", "layer2")] == [True, True]
+
+
+@pytest.mark.claim("SHIFT-1")
+def test_deep_stages_are_exact_where_the_crop_leaves_them_a_clean_position():
+    _, errs = resnet18_errors(256, [(0, 32), (32, 32)], images=1)
+    by = {(e.stage, e.shift): e for e in errs}
+    for shift in [(0, 32), (32, 32)]:
+        for st in ("conv1", "maxpool", "layer1", "layer2", "layer3"):
+            e = by[(st, shift)]
+            assert e.exact and e.positions > 0 and e.error == 0.0, e
+        assert by[("layer4", shift)].positions == 0  # rf 435 > 256: nothing to measure, nothing drawn
+
+
+def test_clean_positions_follow_the_receptive_field():
+    from foldconv.analysis.receptive_field import AxisRF
+
+    conv1 = AxisRF(rf=7, jump=Fraction(2), padding=3, box_jump=2)
+    assert clean_positions(conv1, 32, Fraction(0)) == (2, 15)  # units 2..14 read [1, 7] .. [25, 31]
+    assert clean_positions(conv1, 32, Fraction(8)) == (2, 7)
+    assert clean_positions(conv1, 32, Fraction(1, 2)) == (2, 14)  # a fractional offset reads two neighbours
+    lo, hi = clean_positions(AxisRF(rf=435, jump=Fraction(32), padding=217, box_jump=32), 256, Fraction(1))
+    assert hi <= lo
+    with pytest.raises(FoldError, match="offset="):
+        clean_positions(conv1, 32, Fraction(-1))
+
+
+def test_consistency_pair_is_the_plain_and_the_centred_consistency():
+    net = small_net()
+    images = torch.randn(6, 3, 40, 40, generator=torch.Generator().manual_seed(3))
+    kw = dict(input_size=(32, 32), max_shift=8)
+    plain, centred = consistency_pair(net, images, generator=torch.Generator().manual_seed(1), **kw)
+    assert plain == consistency(net, images, generator=torch.Generator().manual_seed(1), **kw)
+    assert centred == consistency(net, images, generator=torch.Generator().manual_seed(1), center=True, **kw)
+    assert plain.outputs == 5 and plain.pairs == 6

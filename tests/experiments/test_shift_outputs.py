@@ -1,0 +1,84 @@
+"""What the shift app's outputs say: labels are the user's spellings, a stage after global pooling has no period,
+consistency states its class count and that the weights are random, the figures draw every model (the +spd
+rewrites too) with their legends beside the plots, and every text fits."""
+from __future__ import annotations
+
+import pytest
+from test_png_text_fits import text_problems
+
+from foldconv.analysis.shift import shift_equivariance
+from foldconv.experiments import shift as app
+from foldconv.experiments.shift import GLOBAL, LadderConfig, ShiftExperiment, period_text, run_shift, spelling_label
+from foldconv.models import build_model
+
+
+def test_labels_are_the_users_spellings():
+    e = ShiftExperiment(models=(
+        "resnet18", "resnet18+spd", "timm:resnet18d", {"_target_": "torchvision.models.get_model", "name": "vgg11"},
+        {"_target_": "timm.create_model", "model_name": "resnet10t", "num_classes": 10}, {"_target_": "torchvision.models.alexnet"},
+    ))
+    assert e.labels == ("resnet18", "resnet18+spd", "timm:resnet18d", "vgg11", "resnet10t(num_classes=10)", "alexnet")
+    assert not any("get_model" in x or "create_model" in x for x in e.labels)
+    assert spelling_label({"_target_": "torchvision.models.get_model", "name": "resnet18", "num_classes": 3}) == "resnet18(num_classes=3)"
+    with pytest.raises(ValueError, match="distinct labels"):
+        ShiftExperiment(models=("resnet18", {"_target_": "torchvision.models.get_model", "name": "resnet18"}))
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_a_stage_after_global_pooling_has_no_period(size):
+    report = shift_equivariance(build_model("resnet18", meta=True), (1, 3, size, size))
+    assert period_text(report.stage("avgpool")) == period_text(report.stage("fc")) == GLOBAL
+    assert period_text(report.stage("layer1")) == "(4,4)"
+    assert app.deepest_period(report, app.stages_of(build_model("resnet18", meta=True))) == (16 if size == 32 else 32)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shift")
+    e = ShiftExperiment(models=({"_target_": "torchvision.models.resnet18", "num_classes": 10}, "resnet18", "resnet18+spd"),
+                        images=("camera",), crop=64, pairs=4, max_shift=8, ladder=LadderConfig(enabled=False))
+    return e, run_shift(e, out), out
+
+
+def test_consistency_states_the_class_count_and_random_weights(small_run):
+    e, result, out = small_run
+    summary = (out / "summary.md").read_text()
+    assert "argmax over 10 classes" in summary and "argmax over 1000 classes" in summary
+    assert summary.count("random weights, seed 0") >= 3
+    assert "output period: none: reads the whole input" in summary and "output period 16" not in summary
+    assert "random weights" in (out / "consistency.md").read_text()
+
+
+def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatch):
+    from foldconv.experiments.io import read_csv
+
+    e, result, out = small_run
+    rows = read_csv(out / "equivariance.csv")
+    for r in rows:
+        r.update(depth=int(r["depth"]), shift=int(r["shift"]), error=float(r["error"]), positions=int(r["positions"]))
+        r["period"] = r["period"] if r["period"] == GLOBAL else int(r["period"])
+    fig = app._error_figure(rows, crop=e.crop, border=e.border)
+    legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert legend == ["resnet18(num_classes=10)", "resnet18", "resnet18+spd (same numbers)"]
+    assert "border from the rf" in fig._suptitle.get_text() and "random weights" in fig._suptitle.get_text()
+    assert not text_problems(fig)
+    cons = read_csv(out / "consistency.csv")
+    for r in cons:
+        r.update(consistency=float(r["consistency"]), centred_consistency=float(r["centred_consistency"]))
+    fig = app._consistency_figure(cons, seed=0, max_shift=8)
+    assert not text_problems(fig)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the bars
+    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title()
+
+
+def test_any_model_runs_a_one_channel_net_and_a_feature_extractor_too(tmp_path):
+    e = ShiftExperiment(models=("espcn", "yolov5_stem"), images=("camera",), crop=32, pairs=2, max_shift=4,
+                        ladder=LadderConfig(enabled=False))
+    result = run_shift(e, tmp_path)
+    assert result.ok and [c.claim for c in result.checks] == ["SHIFT-1", "SHIFT-1"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "- espcn: no consistency; output period: (1,1) (not a classifier: output (1, 1, 96, 96))" in summary
+    assert "- yolov5_stem: no consistency" in summary and not (tmp_path / "consistency.png").exists()
+    assert app.in_channels(e.models[0].spec, build_model("espcn", meta=True)) == 1

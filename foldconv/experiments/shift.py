@@ -16,13 +16,12 @@ Weights are random (seeded); models run in eval mode.
 Example:
     >>> ShiftExperiment(models=("resnet18", "resnet18+spd", "timm:resnet18d", {"_target_": "torchvision.models.alexnet"},
     ...                         {"_target_": "torchvision.models.get_model", "name": "vgg11", "num_classes": 10})).labels
-    ('resnet18', 'resnet18+spd', 'timm:resnet18d', 'alexnet', 'vgg11(num_classes=10)')
+    ('resnet18', 'resnet18+spd', 'resnet18d', 'alexnet', 'vgg11')
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -58,32 +57,6 @@ SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins",
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TRACK_TOL = 1e-9
 ZERO_TOL = 1e-6  # float32 rounding where a backend blocks positions differently; on CPU the error is exactly 0
-#: Generic factories whose ``name`` argument is the model's name (a label of "get_model" would say nothing).
-_FACTORIES = {"torchvision.models.get_model": "name", "timm.create_model": "model_name", "timm.models.create_model": "model_name"}
-
-
-def spelling_label(value: Any) -> str:
-    """A row label from the user's spelling: a string as typed (``"timm:resnet18d"``); a ``_target_`` node by
-    the callable's name, or the model name a generic factory (``get_model``, ``timm.create_model``) is given,
-    with the other arguments in brackets.
-
-    Example:
-        >>> spelling_label({"_target_": "timm.create_model", "model_name": "resnet18d", "drop_rate": 0.1})
-        'resnet18d(drop_rate=0.1)'
-    """
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, Mapping) and isinstance(value.get("_target_"), str):
-        target = value["_target_"].strip()
-        args = {k: v for k, v in value.items() if k != "_target_"}
-        name = target.rsplit(".", 1)[-1]
-        key = _FACTORIES.get(target)
-        if key and isinstance(args.get(key), str):
-            name = args.pop(key)
-        return name + (f"({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
-    return resolve_model(value).label
-
-
 @dataclass(frozen=True)
 class LadderConfig:
     """D2L's ladder on digits scaled to ``image_size``: ``channels`` features from ``r*kernel`` windows at
@@ -119,30 +92,28 @@ class LadderConfig:
 @dataclass(frozen=True)
 class ShiftModel:
     """One model of the shift app: its spec, whether its first strided conv is rewritten to space-to-depth
-    (``"<spelling>+spd"``: it must give the same numbers), and its label (the user's spelling,
-    :func:`spelling_label`, ``+spd`` kept).
+    (``"<spelling>+spd"``: it must give the same numbers), and its label (the model's name as every app labels
+    it, :func:`foldconv.models.resolve_model`; ``+spd`` kept).
 
     Example:
         >>> ShiftModel.parse("timm:resnet18d+spd").label, ShiftModel.parse({"_target_": "torchvision.models.alexnet"}).spd
-        ('timm:resnet18d+spd', False)
+        ('resnet18d+spd', False)
     """
 
     spec: ModelSpec
     spd: bool = False
-    name: str = ""
 
     @classmethod
     def parse(cls, value: Any, param: str = "models") -> ShiftModel:
         """A spelling of :func:`foldconv.models.resolve_model`, a string optionally ending in ``+spd``."""
         if isinstance(value, str) and value.endswith(SPD):
-            base = value[: -len(SPD)]
-            return cls(resolve_model(base, param=param), True, spelling_label(base))
-        return cls(resolve_model(value, param=param), False, spelling_label(value))
+            return cls(resolve_model(value[: -len(SPD)], param=param), True)
+        return cls(resolve_model(value, param=param), False)
 
     @property
     def base_label(self) -> str:
         """The label of the model itself (without ``+spd``)."""
-        return self.name or self.spec.label
+        return self.spec.label
 
     @property
     def label(self) -> str:

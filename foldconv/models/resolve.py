@@ -12,7 +12,8 @@ Spellings (:func:`resolve_model` reads them; every app takes the same ones):
 - an ``nn.Module`` instance, or a :class:`ModelSpec` (resolved already).
 
 The result is a :class:`ModelSpec`: a frozen description with the model's ``label`` (its name, for file names
-and tables: ``resnet18``, ``resnet18d`` for ``timm:resnet18d``, ``make_net`` for a ``_target_``), where it comes
+and tables: ``resnet18``, ``resnet18d`` for ``timm:resnet18d``, ``make_net`` for a ``_target_``, ``vgg11`` for
+``torchvision.models.get_model`` or ``timm.create_model`` given that name), where it comes
 from and the arguments it is built with. :func:`build_model` builds it: random weights (``weights=None``,
 ``pretrained=False``; nothing is downloaded), seeded when asked, on the meta device when ``meta=True`` (no
 memory for the weights; a builder that computes with tensors while constructing, as RegNet's does, gets its
@@ -51,6 +52,8 @@ __all__ = ["TIMM_PREFIX", "SOURCES", "ModelSpec", "resolve_model", "build_model"
 TIMM_PREFIX = "timm:"
 #: Where a :class:`ModelSpec` comes from.
 SOURCES = ("torchvision", "timm", "architecture", "target", "module")
+#: Generic factories whose argument names the model: a ``_target_`` of one is labelled by that name.
+_FACTORY_NAMES = {"torchvision.models.get_model": "name", "timm.create_model": "model_name", "timm.models.create_model": "model_name"}
 _SPELLINGS = ("must be a torchvision name (model=resnet18), timm:<name>, a registered architecture (model=yolov5_stem), "
               "a _target_ node (model._target_=mypkg.make_net model.width=8) or an nn.Module")
 
@@ -224,7 +227,9 @@ def resolve_model(model: Any, *, param: str = "model", **kwargs: Any) -> ModelSp
         target = target.strip()
         _import_target(target, f"{param}._target_")
         args = {k: v for k, v in dict(model).items() if k != "_target_"}
-        return ModelSpec(target.rsplit(".", 1)[-1], "target", target, {**args, **kwargs})
+        named = args.get(_FACTORY_NAMES.get(target, ""))  # get_model(name=...): the model's name, not the factory's
+        label = named if isinstance(named, str) and named else target.rsplit(".", 1)[-1]
+        return ModelSpec(label, "target", target, {**args, **kwargs})
     if not isinstance(model, str) or not model.strip():
         raise fold_error(param, model, _SPELLINGS)
     if model.startswith(TIMM_PREFIX):

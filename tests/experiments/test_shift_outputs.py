@@ -1,4 +1,4 @@
-"""What the shift app's outputs say: labels are the user's spellings, a stage after global pooling has no period,
+"""What the shift app's outputs say: labels name the model (never a factory such as get_model), a stage after global pooling has no period,
 consistency states its class count and that the weights are random, the figures draw every model (the +spd
 rewrites too) with their legends beside the plots, and every text fits."""
 from __future__ import annotations
@@ -8,18 +8,18 @@ from test_png_text_fits import text_problems
 
 from foldconv.analysis.shift import shift_equivariance
 from foldconv.experiments import shift as app
-from foldconv.experiments.shift import GLOBAL, LadderConfig, ShiftExperiment, period_text, run_shift, spelling_label
-from foldconv.models import build_model
+from foldconv.experiments.shift import GLOBAL, LadderConfig, ShiftExperiment, period_text, run_shift
+from foldconv.models import build_model, resolve_model
 
 
-def test_labels_are_the_users_spellings():
+def test_labels_name_the_model_never_a_factory():
+    pytest.importorskip("timm")
     e = ShiftExperiment(models=(
-        "resnet18", "resnet18+spd", "timm:resnet18d", {"_target_": "torchvision.models.get_model", "name": "vgg11"},
+        "resnet18", "resnet18+spd", {"_target_": "torchvision.models.get_model", "name": "vgg11"},
         {"_target_": "timm.create_model", "model_name": "resnet10t", "num_classes": 10}, {"_target_": "torchvision.models.alexnet"},
     ))
-    assert e.labels == ("resnet18", "resnet18+spd", "timm:resnet18d", "vgg11", "resnet10t(num_classes=10)", "alexnet")
-    assert not any("get_model" in x or "create_model" in x for x in e.labels)
-    assert spelling_label({"_target_": "torchvision.models.get_model", "name": "resnet18", "num_classes": 3}) == "resnet18(num_classes=3)"
+    assert e.labels == ("resnet18", "resnet18+spd", "vgg11", "resnet10t", "alexnet")
+    assert resolve_model(resolve_model("resnet18", num_classes=3).spelling).label == "resnet18"  # the spelling round-trips
     with pytest.raises(ValueError, match="distinct labels"):
         ShiftExperiment(models=("resnet18", {"_target_": "torchvision.models.get_model", "name": "resnet18"}))
 
@@ -35,7 +35,8 @@ def test_a_stage_after_global_pooling_has_no_period(size):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("shift")
-    e = ShiftExperiment(models=({"_target_": "torchvision.models.resnet18", "num_classes": 10}, "resnet18", "resnet18+spd"),
+    e = ShiftExperiment(models=({"_target_": "torchvision.models.get_model", "name": "mobilenet_v3_small", "num_classes": 10}, "resnet18",
+                                "resnet18+spd"),
                         images=("camera",), crop=64, pairs=4, max_shift=8, ladder=LadderConfig(enabled=False))
     return e, run_shift(e, out), out
 
@@ -59,7 +60,7 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
         r["period"] = r["period"] if r["period"] == GLOBAL else int(r["period"])
     fig = app._error_figure(rows, crop=e.crop, border=e.border)
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
-    assert legend == ["resnet18(num_classes=10)", "resnet18", "resnet18+spd (same numbers)"]
+    assert legend == ["mobilenet_v3_small", "resnet18", "resnet18+spd (same numbers)"]
     assert "border from the rf" in fig._suptitle.get_text() and "random weights" in fig._suptitle.get_text()
     assert not text_problems(fig)
     cons = read_csv(out / "consistency.csv")

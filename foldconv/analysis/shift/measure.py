@@ -109,13 +109,13 @@ def read_shifted(y: torch.Tensor, offsets: Sequence[float]) -> torch.Tensor:
     return y
 
 
-def clean_positions(axis: AxisRF, size: int, offset: Fraction) -> Tuple[int, int]:
-    """``(lo, hi)``: the positions ``lo <= i < hi`` of a stage, along one axis of an input crop of ``size``
-    pixels, whose unit reads no padding and is compared with units of the unshifted pass (at ``i + offset``,
+def clean_positions(axis: AxisRF, length: int, offset: Fraction) -> Tuple[int, int]:
+    """``(lo, hi)``: the positions ``lo <= i < hi`` of a stage, along one axis of an input crop ``length``
+    pixels long, whose unit reads no padding and is compared with units of the unshifted pass (at ``i + offset``,
     own pixels; both neighbours when fractional) that read none either. ``axis`` is the stage's
     :class:`~foldconv.analysis.receptive_field.AxisRF`: unit ``i`` of an aligned stage reads
     ``[i*box_jump - padding, i*box_jump - padding + rf - 1]``; a padded position of any layer inside it
-    would reach outside ``[0, size - 1]``. An unaligned axis keeps the positions ``rf`` input pixels away
+    would reach outside ``[0, length - 1]``. An unaligned axis keeps the positions ``rf`` input pixels away
     from both ends (a conservative bound).
 
     Example:
@@ -130,7 +130,7 @@ def clean_positions(axis: AxisRF, size: int, offset: Fraction) -> Tuple[int, int
     else:
         step, pad, rf = max(axis.jump, Fraction(1, 10**6)), axis.rf, 3 * axis.rf  # rf px from both ends
     lo = math.ceil(Fraction(pad) / step)
-    last = math.floor(Fraction(size - rf + pad) / step)  # the last unit whose box ends inside the crop
+    last = math.floor(Fraction(length - rf + pad) / step)  # the last unit whose box ends inside the crop
     return lo, max(lo, last - math.ceil(offset) + 1)
 
 

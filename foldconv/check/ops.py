@@ -385,9 +385,10 @@ class _Walk:
         random = torch.Tag.nondeterministic_seeded in getattr(node.op, "tags", ())
         roles = _roles(node, self.meta, random)
         reads = [v for v, read, _ in roles if read]
-        # overwritten, never read: not even through another role on the same storage (``mul(y, x, out=y)`` reads y)
+        overwritten = {v for v, read, writes in roles if writes and not read}  # an out= role (its old values unread)
+        # For degrees, an out= buffer is fresh only if no other role reads its storage (``mul(y, x, out=y)`` reads y)
         read_storages = {self.meta[v.id].storage for v, read, _ in roles if read}
-        pure = {v for v, read, writes in roles if writes and not read and self.meta[v.id].storage not in read_storages}
+        pure = {v for v in overwritten if self.meta[v.id].storage not in read_storages}
         source_degree = max((self.deg(v) for v, _, _ in roles if short not in _SHAPE_ONLY and v not in pure), default=0)
         out_degree = 0 if short in _SHAPE_ONLY else _combine_degree(short, node.args, lambda v: 0 if v in pure else self.deg(v))
         if source_degree and random:
@@ -411,7 +412,7 @@ class _Walk:
             storage = self.meta[v.id].storage
             kept = 0 if v in pure and self.meta[v.id].covers_storage else self.degree.get(storage, 0)
             self.degree[storage] = max(kept, out_degree)
-            if short == "copy_" and v in pure and len(reads) == 1:  # element by element: dst[i] = src[i]
+            if short == "copy_" and v in overwritten and len(reads) == 1:  # element by element: dst[i] = src[i]
                 src = self.states(reads[0])
                 shape = self.meta[v.id].shape
                 states = torch.zeros(shape, dtype=torch.int8) if src is None else src.broadcast_to(shape)

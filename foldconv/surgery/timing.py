@@ -221,7 +221,7 @@ def measure(fn: Callable[[], object], label: str = "", *, min_run_time: float = 
         while took < _CALIBRATION_S and number < 10**7:
             number *= 10
             took = _block(fn, number, sync)
-        number = max(1, round(min_run_time / (2 * MIN_RUNS) / (took / number)))
+        number = max(1, round(min_run_time / (2 * MIN_RUNS) / max(took / number, 1e-12)))
         times: List[float] = []
         start = time.perf_counter()
         while len(times) < MIN_RUNS or time.perf_counter() - start < min_run_time:

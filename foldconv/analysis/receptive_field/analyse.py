@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
+import torch
 import torch.fx as fx
 from torch import nn
 
@@ -27,19 +28,24 @@ from ... import tracing
 from ...errors import fold_error
 from ...registry import Registry
 from ..fallback import validate_fallback
-from . import rules_attention, rules_tensor, rules_timm, rules_window  # noqa: F401  (registers the built-in rules)
+from . import rules_aten, rules_attention, rules_tensor, rules_timm, rules_window  # noqa: F401  (registers the built-in rules)
+from .aten import record_aten, select_output
 from .context import RuleContext
 from .geometry import IDENTITY, Broadcast, Geometry, Record
 from .measure import measure_node
 from .pullback import AnalysedGraph, unclipped_hull, unclipped_support
 from .registry import Rule, leaf_types, rule_for, rules_for_call
 from .report import AxisRF, NodeRF, RFReport
+from .rules_aten import aten_rule, fuse_matmuls
 from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
 
 #: Input ranks the receptive-field analyses take: (N, C, *spatial) with 1 to 3 spatial axes.
 RF_RANKS = range(3, 6)
 
-__all__ = ["RF_RANKS", "RFAlignmentWarning", "receptive_field", "validate_leaves", "Leaves"]
+#: How :func:`receptive_field` turns a model into a graph.
+TRACES = ("auto", "fx", "aten")
+
+__all__ = ["RF_RANKS", "TRACES", "RFAlignmentWarning", "receptive_field", "validate_leaves", "Leaves"]
 
 #: Modules kept whole when tracing: module classes and/or qualified module names.
 Leaves = Sequence[Union[Type[nn.Module], str]]
@@ -56,13 +62,24 @@ def receptive_field(
     fallback: str = "error",
     leaves: Leaves = (),
     rules: Optional[Mapping[Any, Rule]] = None,
+    output: Any = None,
+    trace: str = "auto",
 ) -> RFReport:
     """Analytic receptive field, effective stride and effective padding of every node of ``model``.
 
-    ``input_shape`` is ``(N, C, *spatial)``. Nodes are traced with ``torch.fx``; shapes come from one run
-    on meta tensors. An op without a rule raises :class:`UnsupportedOpError` naming it, unless
-    ``fallback="real"``: then that node's field is measured from gradients on real tensors (see
-    :mod:`foldconv.analysis.receptive_field.measure`) and the analysis continues from it.
+    ``input_shape`` is ``(N, C, *spatial)``. ``trace`` says how the model becomes a graph: ``"fx"`` traces
+    it with ``torch.fx`` (modules, functions and methods, with their rules; shapes from one run on meta
+    tensors); ``"aten"`` records the aten operations of one run (:mod:`~.aten`: any model that runs, its
+    Python control flow followed as it ran, on meta tensors when its weights are on meta, else on real ones);
+    ``"auto"`` (the default) traces with ``torch.fx`` and records aten operations where that fails (the model
+    cannot be traced or run traced, or an op has no rule). An op without a rule raises
+    :class:`UnsupportedOpError` naming it, unless ``fallback="real"``: then that node's field is measured
+    from gradients on real tensors (see :mod:`foldconv.analysis.receptive_field.measure`) and the analysis
+    continues from it.
+
+    ``output``: which tensor of the model's output to follow when it returns several (a key of a mapping
+    such as a Hugging Face ``ModelOutput``, e.g. ``"last_hidden_state"``, or an index of a tuple); None: the
+    output itself, or its first tensor.
 
     ``leaves``: modules to keep whole when tracing, as module classes and/or qualified module names
     (``"layer1.0"``). ``rules``: ``{target: rule(ctx, node)}`` for this analysis only, consulted before the
@@ -74,7 +91,10 @@ def receptive_field(
         input_shape: ``(N, C, *spatial)`` with 1 to 3 spatial dims.
         fallback: ``"error"`` (an op without a rule raises) or ``"real"`` (measure that node from gradients).
         leaves: module classes and/or qualified module names kept as single nodes.
-        rules: per-call receptive-field rules ``{module class, function or method name: rule}``.
+        rules: per-call receptive-field rules ``{module class, function, method name or aten op: rule}``
+            (module classes and leaves apply where the model is traced with ``torch.fx``).
+        output: the key or index of the output tensor to analyse (None: the output, or its first tensor).
+        trace: ``"auto"``, ``"fx"`` or ``"aten"`` (see above).
 
     Returns:
         An :class:`RFReport`: per node and spatial axis the size, jump and padding; exact boxes via ``box``.
@@ -100,15 +120,35 @@ def receptive_field(
     shape = tracing.validate_input_shape(input_shape, ranks=RF_RANKS)
     if "timm" in sys.modules:  # the model may hold timm layers that fx cannot trace: their rules, made leaves
         rules_timm.register_timm_rules()
+    if trace not in TRACES:
+        raise fold_error("trace", trace, f"must be one of {list(TRACES)}")
     table = rules_for_call(rules)
     kept = validate_leaves(model, leaves) + (leaf_types(table) if rules else ())
+    if trace == "aten":
+        return _aten_report(model, shape, fallback, table, output)
     try:
         gm = trace_model(model, leaves=kept)
-    except UnsupportedOpError:
-        if fallback == "real":
-            return _untraceable_report(model, shape, table)
-        raise
-    return _analyse(gm, meta_values(gm, shape), shape, fallback, type(model).__name__, table)
+        return _analyse(gm, meta_values(gm, shape), shape, fallback, type(model).__name__, table, output)
+    except UnsupportedOpError as exc:
+        if trace == "fx" and fallback == "real" and exc.param == "model" and "cannot trace" in str(exc):
+            return _untraceable_report(model, shape, table, output)
+        # leaves the caller chose are not second-guessed
+        if trace == "fx" or exc.param not in ("model", "input_shape") or (leaves and "cannot trace" not in str(exc)):
+            raise
+        try:
+            return _aten_report(model, shape, fallback, table, output)
+        except UnsupportedOpError as aten_exc:
+            if exc.param == aten_exc.param == "input_shape":  # the shape is wrong whatever the graph: the first word
+                raise exc from exc.__cause__
+            raise aten_exc from exc
+
+
+def _aten_report(model: nn.Module, shape: Tuple[int, ...], fallback: str, table: Registry[Rule], output: Any) -> RFReport:
+    """The analysis of the model's aten operations (:func:`~.aten.record_aten`), linears regrouped (exact rows)."""
+    on_meta = any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    gm, values, _ = record_aten(model, shape, output=output, real=True if fallback == "real" and not on_meta else None)
+    fuse_matmuls(gm, values)
+    return _analyse(gm, values, shape, fallback, type(model).__name__, table)
 
 
 def validate_leaves(model: nn.Module, leaves: Leaves, param: str = "leaves") -> Tuple[Union[type, str], ...]:
@@ -136,18 +176,29 @@ def validate_leaves(model: nn.Module, leaves: Leaves, param: str = "leaves") -> 
     return tuple(leaves)
 
 
-class _Whole(nn.Module):
-    def __init__(self, inner: nn.Module):
+class _Selected(nn.Module):
+    """The model with its output narrowed to the analysed tensor (one leaf)."""
+
+    def __init__(self, inner: nn.Module, output: Any):
         super().__init__()
-        self.model = inner
+        self.model, self.output = inner, output
+
+    def forward(self, x):
+        return select_output(self.model(x), self.output)
+
+
+class _Whole(nn.Module):
+    def __init__(self, inner: nn.Module, output: Any):
+        super().__init__()
+        self.model = _Selected(inner, output)
 
     def forward(self, x):
         return self.model(x)
 
 
-def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registry[Rule]) -> RFReport:
+def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registry[Rule], output: Any) -> RFReport:
     """Report for a model torch.fx cannot trace: the whole model is one node measured from gradients."""
-    gm = trace_model(_Whole(model), leaves=(type(model),))
+    gm = trace_model(_Whole(model, output), leaves=(_Selected,))
     tracing.require_run_memory(model, shape, copies=2, what="measuring the untraceable model from gradients (float64)")
     return _analyse(gm, real_values(gm, shape), shape, "real", type(model).__name__, table)
 
@@ -155,7 +206,10 @@ def _untraceable_report(model: nn.Module, shape: Tuple[int, ...], table: Registr
 def _rule_geometry(ctx: RuleContext, gm: fx.GraphModule, node: fx.Node, fallback: str, model_name: str, table: Registry[Rule]):
     """The node's geometry from its rule in ``table``; None when there is none (or it fails, with fallback)."""
     module = gm.get_submodule(node.target) if node.op == "call_module" else None
-    rule = rule_for(node.op, node.target, module, rules=table)
+    if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+        rule = aten_rule(node.target, table)
+    else:
+        rule = rule_for(node.op, node.target, module, rules=table)
     if rule is None:
         return None
     try:
@@ -180,7 +234,7 @@ def _rule_geometry(ctx: RuleContext, gm: fx.GraphModule, node: fx.Node, fallback
 
 
 def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, ...], fallback: str, model_name: str,
-             table: Registry[Rule]) -> RFReport:
+             table: Registry[Rule], output_key: Any = None) -> RFReport:
     naxes = len(shape) - 2
     records: Dict[fx.Node, Record] = {}
     ctx = RuleContext(gm, values, records, naxes)
@@ -193,7 +247,7 @@ def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, .
         value = values.get(node)
         if node.op == "output":
             found: List[fx.Node] = []
-            fx.node.map_arg(node.args, lambda n: found.append(n) if n in records and records[n].geom else None)
+            fx.node.map_arg(_output_arg(node.args[0], output_key), lambda n: found.append(n) if n in records and records[n].geom else None)
             if not found:
                 raise UnsupportedOpError(f"model={model_name!r}: its output does not depend on the input tensor", param="model", value=model_name)
             output = found[0]
@@ -235,6 +289,18 @@ def _analyse(gm: fx.GraphModule, values: Dict[fx.Node, Any], shape: Tuple[int, .
     graph = AnalysedGraph(records, tuple(order), output)
     nodes = {n.name: _node_rf(records[n], ops[n], naxes) for n in order}
     return RFReport(model_name, shape, nodes, output.name, tuple(warns), tuple(fallback_nodes), gm, graph)
+
+
+def _output_arg(arg: Any, output: Any) -> Any:
+    """The part of a traced graph's output that ``output`` names (a key or an index; None: all of it)."""
+    if output is None:
+        return arg
+    if isinstance(arg, Mapping) and output in arg:
+        return arg[output]
+    if isinstance(arg, (tuple, list)) and isinstance(output, int) and not isinstance(output, bool) and -len(arg) <= output < len(arg):
+        return arg[output]
+    keys = list(arg.keys()) if isinstance(arg, Mapping) else f"{len(arg)} items" if isinstance(arg, (tuple, list)) else "one tensor"
+    raise fold_error("output", output, f"is not a tensor of the model's output (it has {keys})")
 
 
 def _first_shape(value: Any) -> Tuple[int, ...]:

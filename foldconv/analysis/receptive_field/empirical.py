@@ -256,10 +256,12 @@ def check_receptive_field(
     seed: int = 0,
     leaves: Leaves = (),
     rules: Optional[Mapping[Any, Rule]] = None,
+    output: Any = None,
+    trace: str = "auto",
 ) -> RFCheck:
     """Compare :meth:`RFReport.box` (``clip=True``) with the gradient support, at the first, centre and
     last position of each checked node (default: :func:`default_check_nodes`). Without ``report``, the
-    analysis is ``receptive_field(model, input_shape, leaves=leaves, rules=rules)``.
+    analysis is ``receptive_field(model, input_shape, leaves=leaves, rules=rules, output=output, trace=trace)``.
 
     Args:
         model: the network (real or meta weights; measured on a copy with positive weights).
@@ -285,7 +287,7 @@ def check_receptive_field(
         True
     """
     max_nodes = require_int(max_nodes, "max_nodes", 1)
-    report = _report_for(model, input_shape, report, leaves=leaves, rules=rules)
+    report = _report_for(model, input_shape, report, leaves=leaves, rules=rules, output=output, trace=trace)
     if nodes is None:
         nodes = default_check_nodes(report, max_nodes)
     elif isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence) or not all(isinstance(n, str) and n in report.nodes for n in nodes):

@@ -11,6 +11,7 @@ max pooling is replaced by average pooling of the same geometry (kernel, stride,
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -35,6 +36,10 @@ _AMAX2AVG = {
     nn.AdaptiveMaxPool2d: F.adaptive_avg_pool2d,
     nn.AdaptiveMaxPool3d: F.adaptive_avg_pool3d,
 }
+
+_ATEN_MAX = {f"max_pool{n}d{tail}": f for n, f in ((1, F.avg_pool1d), (2, F.avg_pool2d), (3, F.avg_pool3d)) for tail in ("", "_with_indices")}
+_ATEN_AMAX = {"adaptive_max_pool1d": F.adaptive_avg_pool1d, "adaptive_max_pool2d": F.adaptive_avg_pool2d,
+              "adaptive_max_pool3d": F.adaptive_avg_pool3d}
 
 
 class GraphCapture(fx.Interpreter):
@@ -63,12 +68,31 @@ class GraphCapture(fx.Interpreter):
         return super().call_module(target, args, kwargs)
 
     def call_function(self, target, args, kwargs):
+        packet = getattr(target, "overloadpacket", None)
+        if packet is not None:  # an aten graph (analysis/receptive_field/aten.py)
+            return self._call_aten(target, packet, args, kwargs)
         if self.avg_for_max and target in _FMAX2AVG:
             x, k = args[0], args[1] if len(args) > 1 else kwargs["kernel_size"]
             s = args[2] if len(args) > 2 else kwargs.get("stride")
             p = args[3] if len(args) > 3 else kwargs.get("padding", 0)
             ceil = kwargs.get("ceil_mode", args[5] if len(args) > 5 else False)
             return _FMAX2AVG[target](x, k, s, p, ceil, True)
+        return super().call_function(target, args, kwargs)
+
+    def _call_aten(self, target, packet, args, kwargs):
+        if "dtype" in kwargs and isinstance(kwargs["dtype"], torch.dtype) and kwargs["dtype"].is_floating_point:
+            kwargs = dict(kwargs, dtype=torch.float64)  # the measurement runs in float64: a cast must not undo it
+        name = packet.__name__
+        if self.avg_for_max and name in _ATEN_MAX:
+            # max_poolNd_with_indices(x, kernel, stride, padding, dilation, ceil_mode): undilated, the average of the window
+            x, k = args[0], args[1]
+            s, p = (args[2] if len(args) > 2 else []) or k, args[3] if len(args) > 3 else 0
+            d, ceil = args[4] if len(args) > 4 else 1, bool(args[5]) if len(args) > 5 else False
+            if max(d if isinstance(d, (tuple, list)) else (d,)) == 1:
+                out = _ATEN_MAX[name](x, k, s, p, ceil, True)
+                return out if "indices" not in name else (out, None)
+        if self.avg_for_max and name in _ATEN_AMAX:
+            return _ATEN_AMAX[name](args[0], args[1]), None
         return super().call_function(target, args, kwargs)
 
     def output_of(self, name: str) -> torch.Tensor:
@@ -188,9 +212,17 @@ def measure_node(gm: fx.GraphModule, records: Mapping[fx.Node, Record], node: fx
     geom = Geometry((), dims, (False,) * naxes, (False,) * naxes, note="measured empirically (no analytic rule)", measured=True)
     rec = Record(node, geom, out_shape)
 
+    whole = tuple((0, n - 1) for n in input_shape[2:])
+    blind = []  # axes where a measured unit had no gradient at all: the whole axis, claimed as a hull only
+
     def hull(y: torch.Tensor) -> Box:
-        (g,) = torch.autograd.grad(y, x, retain_graph=True)
-        return support_hull(g[0], naxes)
+        # no gradient (a unit that does not depend on the input, or one whose gradient vanishes for these
+        # weights): the whole input is the only safe box
+        (g,) = torch.autograd.grad(y, x, retain_graph=True, allow_unused=True)
+        box = support_hull(g[0], naxes) if g is not None else None
+        if box is None:
+            blind.append(True)
+        return box if box is not None else whole
 
     for a in range(naxes):
         d = dims[a]
@@ -206,4 +238,6 @@ def measure_node(gm: fx.GraphModule, records: Mapping[fx.Node, Record], node: fx
         rec.r.append(hi0 - lo0 + 1); rec.bj.append(step); rec.p.append(c * step - lo0)  # noqa: E702
         rec.j.append(Fraction(step if step else input_shape[2 + a] // max(n, 1))); rec.aligned.append(True)  # noqa: E702
     rec.sup = [np.ones(r, dtype=bool) for r in rec.r]  # measured as a hull: no holes claimed
+    if blind:
+        rec.geom = replace(geom, note="measured empirically: a unit without gradient, reported as the whole input")
     return rec

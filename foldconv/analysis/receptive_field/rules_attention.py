@@ -41,7 +41,7 @@ from .registry import register_rf_rule
 from .rules_tensor import getitem_geometry, mix_geometry
 from .trace import is_shape, no_rule
 
-__all__ = ["combine_geometries", "einsum_geometry", "attention_geometry", "roll_geometry"]
+__all__ = ["combine_geometries", "einsum_geometry", "attention_geometry", "roll_geometry", "concat_rule"]
 
 
 def combine_geometries(ctx: RuleContext, parts: Sequence[Geometry]) -> Geometry:
@@ -168,7 +168,7 @@ def _local_dim(ctx: RuleContext, src, dim: int) -> bool:
     return any(rec.local(a) and rec.geom.dims[a] == dim for a in range(ctx.naxes))
 
 
-def _cat(ctx: RuleContext, node) -> Geometry:
+def concat_rule(ctx: RuleContext, node) -> Geometry:
     """``cat`` along a spatial dim: each input is the piece of the axis at its offset; along other dims
     the inputs are merged like an elementwise op."""
     inputs = ctx.tensor_inputs(node)
@@ -256,7 +256,15 @@ def _getitem(ctx: RuleContext, node) -> Geometry:
     if is_shape(ctx.values[parent]):
         return getitem_geometry(ctx, node, parent, index)
     piece = split_element(ctx, node, parent, index) if isinstance(index, int) else None
-    return piece if piece is not None else ctx.spatial(node, parent, {})  # an element of a tuple: the tuple's layout
+    if piece is not None:
+        return piece
+    items, value = ctx.values[parent], ctx.values.get(node)
+    if isinstance(index, int) and is_shape(value) and isinstance(items, (tuple, list)) and items and tuple(value) != tuple(items[0]):
+        # another shape than the tuple's first tensor (the statistics of a norm, say): read whole, a conservative hull
+        rec = ctx.records[parent]
+        maps = tuple(Whole(rec.positions(a)) if rec.local(a) else Local(1, 1, 0) for a in range(ctx.naxes))
+        return Geometry(((parent, maps),), (None,) * ctx.naxes, (False,) * ctx.naxes, (False,) * ctx.naxes)
+    return ctx.spatial(node, parent, {})  # an element of a tuple: the tuple's layout
 
 
 def _rms_norm(ctx: RuleContext, node) -> Geometry:
@@ -276,7 +284,7 @@ for _f in (torch.einsum, "torch.functional.einsum"):
 for _f in (torch.roll, "roll"):
     register_rf_rule(_f, _roll)
 for _f in dict.fromkeys((torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat))):  # older torch has no concatenate
-    register_rf_rule(_f, _cat)
+    register_rf_rule(_f, concat_rule)
 for _f in _SPLITTERS:
     register_rf_rule(_f, _split)
 register_rf_rule(torch.stack, _stack)

@@ -138,5 +138,6 @@ def op_name(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         return type(gm.get_submodule(node.target)).__name__
     if node.op == "call_function":
-        return getattr(node.target, "__name__", str(node.target))
+        packet = getattr(node.target, "overloadpacket", None)  # an aten op: aten.convolution
+        return f"aten.{packet.__name__}" if packet is not None else getattr(node.target, "__name__", str(node.target))
     return str(node.target)

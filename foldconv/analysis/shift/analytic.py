@@ -254,14 +254,16 @@ def _axis(rf: RFReport, records: Mapping[Any, Any], node: Any, a: int, lattice: 
 
 
 def shift_equivariance(
-    model: nn.Module, input_shape: Sequence[int], *, leaves: Leaves = (), rules: Optional[Mapping[Any, Rule]] = None
+    model: nn.Module, input_shape: Sequence[int], *, leaves: Leaves = (), rules: Optional[Mapping[Any, Rule]] = None,
+    output: Any = None, trace: str = "auto",
 ) -> ShiftReport:
     """Per node and spatial axis: the smallest input shift (input pixels) under which the node is exactly
     shift-equivariant away from the borders, and the shift it causes on the node's own grid.
 
     Traces the model with :func:`~foldconv.analysis.receptive_field.receptive_field` (same ops, same
-    errors: an op without a rule is a FoldError naming it; the same ``leaves`` and per-call ``rules``) and
-    follows its index maps (module docstring).
+    errors: an op without a rule is a FoldError naming it; the same ``leaves``, per-call ``rules``, ``output``
+    key and ``trace``: any model that runs is analysed from its aten operations where torch.fx cannot trace
+    it) and follows its index maps (module docstring).
 
     Args:
         model: the network (real or meta weights; traced, left as it was).
@@ -285,7 +287,7 @@ def shift_equivariance(
         >>> rep["_1"].period, rep["_1"].own_period, rep.output.period, rep.output.own_period
         ((4, 4), (1, 1), (4, 4), (0, 0))
     """
-    rf = receptive_field(model, input_shape, leaves=leaves, rules=rules)
+    rf = receptive_field(model, input_shape, leaves=leaves, rules=rules, output=output, trace=trace)
     records, order = rf.graph.records, rf.graph.order
     naxes = len(rf.input_shape) - 2
     lattice: Dict[Any, Tuple] = {}

@@ -196,8 +196,12 @@ def test_unknown_op_names_the_op():
             return torch.diff(x, dim=-1)
 
     with pytest.raises(UnsupportedOpError, match="op='diff'") as info:
-        receptive_field(Rolled(), (1, 1, 8, 8))
+        receptive_field(Rolled(), (1, 1, 8, 8), trace="fx")
     assert isinstance(info.value, FoldError) and isinstance(info.value, ValueError)
+    # by default the model's aten operations answer where its fx ops have no rule: diff is a slice minus a slice
+    with pytest.warns(RFAlignmentWarning):
+        report = receptive_field(Rolled(), (1, 1, 8, 8))
+    assert report.output.rf == (1, 2) and report.output.exact and report.box(index=(3, 6)) == ((3, 3), (6, 7))
 
 
 @pytest.mark.claim("RF-7")
@@ -209,7 +213,7 @@ def test_untraceable_model_is_a_clear_error():
             return -x
 
     with pytest.raises(UnsupportedOpError, match="cannot trace"):
-        receptive_field(DataDependent(), (1, 1, 8, 8))
+        receptive_field(DataDependent(), (1, 1, 8, 8), trace="fx")
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (1, 3, 0, 4), (1, 3, 4.0, 4), "1,3,4,4"])

@@ -148,7 +148,10 @@ def test_einsum_with_a_diagonal_is_named():
             return torch.einsum("bcii->bci", x)
 
     with pytest.raises(UnsupportedOpError, match="einsum"):
-        receptive_field(Diagonal(), (1, 1, 6, 6))
+        receptive_field(Diagonal(), (1, 1, 6, 6), trace="fx")
+    # its aten operations (a view of the diagonal) answer with the whole input, a hull flagged inexact
+    report = receptive_field(Diagonal(), (1, 1, 6, 6))
+    assert not report.output.exact and report.output.rf == (6, 6)
 
 
 # ------------------------------------------------------------------------------------------- layout ops
@@ -205,7 +208,10 @@ def test_cat_split_chunk_unbind_along_a_spatial_axis():
             return torch.stack(x.unbind(2), dim=2)
 
     with pytest.raises(UnsupportedOpError, match="stack"):
-        receptive_field(Restacked(), (1, 1, 6, 6))
+        receptive_field(Restacked(), (1, 1, 6, 6), trace="fx")
+    # its aten operations: the pieces stacked back are a hull, flagged inexact, never a claimed exact box
+    restacked = receptive_field(Restacked(), (1, 1, 6, 6))
+    assert not restacked.output.exact and restacked.output.rf[0] == 6
 
 
 class _Resampled(nn.Module):
@@ -260,7 +266,7 @@ def test_timm_mobilevit_block_is_global_when_its_convs_span_the_patch():
     # patch 8 with 3x3 convs: each pixel reads a strided subset of the map; named, not guessed
     wide = nn.Sequential(MobileVitBlock(8, 8, patch_size=8, transformer_dim=8, num_heads=2, transformer_depth=1))
     with pytest.raises(UnsupportedOpError, match="MobileVitBlock|do not span"):
-        receptive_field(wide, (1, 8, 16, 16))
+        receptive_field(wide, (1, 8, 16, 16), trace="fx")
 
 
 def test_support_bad_inputs_are_fold_errors():
@@ -299,10 +305,12 @@ def test_timm_conv_mlp_that_the_rule_does_not_cover_is_named():
     head = ConvMlp(4, 6, kernel_size=3, drop_rate=0.0)
     head.fc1 = nn.Conv2d(4, 6, 3, padding=1)  # pooled up to 3, then padded: not covered
     with pytest.raises(UnsupportedOpError, match="pooling an input of size \\(2, 2\\)"):
-        receptive_field(nn.Sequential(head), (1, 4, 2, 2))
+        receptive_field(nn.Sequential(head), (1, 4, 2, 2), trace="fx")
+    # by default its aten operations answer, and agree with the gradient
+    assert check_receptive_field(nn.Sequential(head), (1, 4, 2, 2)).ok
     head.fc2 = nn.Conv2d(6, 6, 3)
     with pytest.raises(UnsupportedOpError, match="not a plain k x k conv then a 1x1 conv"):
-        receptive_field(nn.Sequential(head), (1, 4, 8, 8))
+        receptive_field(nn.Sequential(head), (1, 4, 8, 8), trace="fx")
 
 
 try:
@@ -382,7 +390,7 @@ def test_repeat_interleave_without_a_dim_is_named():
             return x.repeat_interleave(2)  # flattens: no spatial axis survives as such
 
     with pytest.raises(UnsupportedOpError, match="repeat_interleave with repeats=2, dim=None"):
-        receptive_field(Flat(), (1, 1, 4, 4))
+        receptive_field(Flat(), (1, 1, 4, 4), trace="fx")
 
 
 @pytest.mark.claim("RF-9")

@@ -62,7 +62,10 @@ CASES = {
     "rules rule not callable": (lambda: receptive_field(NET, SHAPE, rules={nn.ReLU: "pointwise"}), "rules"),
     "shift rules rule not callable": (lambda: shift_equivariance(NET, SHAPE, rules={nn.ReLU: "pointwise"}), "rules"),
     "shift leaves unknown name": (lambda: shift_equivariance(NET, SHAPE, leaves=["nope"]), "leaves"),
-    "op without rule": (lambda: receptive_field(Rolled(), SHAPE), "model"),
+    "op without rule": (lambda: receptive_field(Rolled(), SHAPE, trace="fx"), "model"),
+    "trace unknown": (lambda: receptive_field(NET, SHAPE, trace="jit"), "trace"),
+    "output key unknown (aten)": (lambda: receptive_field(NET, SHAPE, output="logits", trace="aten"), "output"),
+    "output key unknown (fx)": (lambda: receptive_field(NET, SHAPE, output="logits", trace="fx"), "output"),
     "rule returns no Geometry": (lambda: receptive_field(nn.Sequential(BadRule()), SHAPE), "rule"),
     # RFReport.box
     "box index out of range": (lambda: report().box(index=(6, 0)), "index"),
@@ -125,4 +128,4 @@ def test_a_refused_registration_registers_nothing():
     with pytest.raises(FoldError):
         register_rf_rule(Rolled, "pointwise")
     with pytest.raises(FoldError, match="op='diff'"):
-        receptive_field(Rolled(), SHAPE)
+        receptive_field(Rolled(), SHAPE, trace="fx")

@@ -12,8 +12,8 @@ from torch import nn
 from foldconv.analysis.receptive_field import receptive_field, register_rf_rule, registry
 
 PACKAGE = Path(registry.__file__).parent
-ORDER = ["registry", "geometry", "trace", "context", "rules_window", "rules_tensor", "rules_attention", "rules_timm", "pullback", "report", "measure",
-         "analyse", "empirical", "fold"]
+ORDER = ["registry", "geometry", "trace", "aten", "context", "rules_window", "rules_tensor", "rules_attention", "rules_timm", "rules_aten",
+         "pullback", "report", "measure", "analyse", "empirical", "fold"]
 
 
 def sibling_imports(module: str):

@@ -44,14 +44,17 @@ def net():
 def test_a_per_call_rule_applies_in_that_call_only():
     assert Channelwise not in RF_RULES and Channelwise not in leaf_types()
     with pytest.raises(UnsupportedOpError, match="cannot trace"):
-        receptive_field(net(), SHAPE)
+        receptive_field(net(), SHAPE, trace="fx")
     report = receptive_field(net(), SHAPE, rules={Channelwise: pointwise})
     assert report.output.rf == (7, 7) and report.output.exact and not report.fallback_nodes
     assert [n.op for n in report.nodes.values()] == ["input", "Conv2d", "Channelwise", "Conv2d"]  # kept whole
     # the table is as it was: a second call without the rule meets the untraceable module again
     assert Channelwise not in RF_RULES and Channelwise not in leaf_types()
     with pytest.raises(UnsupportedOpError, match="cannot trace"):
-        receptive_field(net(), SHAPE)
+        receptive_field(net(), SHAPE, trace="fx")
+    # and by default is analysed from its aten operations (unbind, mul, stack): the same field, op by op
+    again = receptive_field(net(), SHAPE)
+    assert again.output.rf == (7, 7) and again.output.exact and "Channelwise" not in [n.op for n in again.nodes.values()]
 
 
 def test_a_per_call_rule_for_a_function_and_the_analyses_that_take_rules():
@@ -66,11 +69,11 @@ def test_a_per_call_rule_for_a_function_and_the_analyses_that_take_rules():
     # diff reads two neighbours along the last axis: a conservative whole-width mix is a rule that changes the answer
     wide = {torch.diff: lambda ctx, node: mix_geometry(ctx, node, ctx.first(node), (-1,))}
     with pytest.raises(UnsupportedOpError, match="op='diff'"):
-        receptive_field(Diff(), (1, 1, 9, 9))
+        receptive_field(Diff(), (1, 1, 9, 9), trace="fx")
     assert receptive_field(Diff(), (1, 1, 9, 9), rules=wide).output.rf == (3, 9)
     assert rule_for("call_function", torch.diff) is None
     with pytest.raises(UnsupportedOpError, match="op='diff'"):
-        receptive_field(Diff(), (1, 1, 9, 9))
+        receptive_field(Diff(), (1, 1, 9, 9), trace="fx")
     # the analyses built on receptive_field take the same rules
     model = net()
     rules = {Channelwise: pointwise}
@@ -79,7 +82,8 @@ def test_a_per_call_rule_for_a_function_and_the_analyses_that_take_rules():
     assert effective_receptive_field(model, SHAPE, samples=1, rules=rules).shape == (12, 12)
     assert shift_equivariance(model, SHAPE, rules=rules).output.period == (1, 1)
     with pytest.raises(UnsupportedOpError):
-        shift_equivariance(model, SHAPE)
+        shift_equivariance(model, SHAPE, trace="fx")
+    assert shift_equivariance(model, SHAPE).output.period == (1, 1)  # its aten operations answer alike
 
 
 def test_a_per_call_rule_beats_a_built_in_one_and_leaves_it_in_place():

@@ -46,9 +46,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 from torch.utils._pytree import tree_flatten
 
+from ...capture import DispatchMode
 from ...errors import FoldError, fold_error
 from ...registry import Registry
 from ..fallback import validate_fallback
@@ -132,7 +133,7 @@ class _Row:
         )
 
 
-class _CountMode(TorchDispatchMode):
+class _CountMode(DispatchMode):
     def __init__(self, types: Dict[str, nn.Module], live: LiveBytes, owners: Optional[GraphOwners], costs: Registry[Handle]) -> None:
         super().__init__()
         self.types = types

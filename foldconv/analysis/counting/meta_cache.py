@@ -25,6 +25,16 @@ and dtype (its in-place form gives the input itself). This is what torch's eleme
 on such inputs; ``tests/analysis/counting/test_meta_cache.py`` checks it against the kernels over ranks 1
 to 5, every size-1 pattern, both layouts and four dtypes. (A contiguous input with a channels-last
 operand of its own shape is left out: there the kernel may pick other strides for the size-1 axes.)
+Inference batch norm (float32/float64, running statistics given) gives an output of the input's layout
+and two fresh ``(C,)`` vectors; layer norm over the trailing axes of a standard-contiguous float32/float64
+input gives an output of its strides and contiguous statistics; ``mean``/``sum`` over axes of a
+standard-contiguous input give a standard-contiguous result; ``mm`` and ``addmm`` on operands the formula accepts give a fresh
+standard-contiguous matrix. Several of these kernels are Python decompositions whose first call imports
+``torch._dynamo`` (a second or more), which the known rules keep off the counting path. An in-place
+elementwise op of :data:`_UNARY` returns its input itself, whatever its strides (a slice of an LSTM's gates),
+when its input does not overlap itself and its operands broadcast into it in its dtype; its out-of-place
+form on a non-standard input with no size-1 axis whose strides, and its operands', run in row-major order
+(a slice), gives a fresh standard-contiguous tensor.
 
 Views (``view``, ``transpose``, ``split``, ...) always run: they are C++ and cheap. Real tensors always
 run. ``call(..., cache=False)`` runs the kernel (tests compare both ways on whole models).
@@ -161,9 +171,29 @@ def _main_operand(name: str, args: Tuple[Any, ...]) -> int:
     return int(all(s == 1 or s == b.shape[offset + i] for i, s in enumerate(a.shape)))
 
 
+def _known_batch_norm(name: str, args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
+    """Inference batch norm (running statistics given) on float32/float64: the output has the input's layout,
+    the two saved statistics are fresh ``(C,)`` vectors of its dtype (half precisions keep float32 ones:
+    those go to the kernel)."""
+    x = args[0]
+    if x.dtype not in (torch.float32, torch.float64) or x.dim() < 2:
+        return None
+    if name == "native_batch_norm" and (len(args) != 8 or args[5] is not False):
+        return None
+    if name == "_native_batch_norm_legit_no_training" and len(args) != 7:
+        return None
+    if name == "_native_batch_norm_legit" or not all(isinstance(a, torch.Tensor) for a in args[3:5]):
+        return None
+    if any(isinstance(a, torch.Tensor) and a.dtype != x.dtype for a in args[1:5]):
+        return None
+    return (tuple, (("like", x.dtype), ("vector", False, x.dtype), ("vector", False, x.dtype)))
+
+
 def _known_recipe(name: str, args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
-    """The recipe of an elementwise op on a class that :func:`_class_key` accepted, when the rule above
-    covers it (else None: the kernel runs once and its result is checked)."""
+    """The recipe of an elementwise op or an inference batch norm on a class that :func:`_class_key`
+    accepted, when a known rule covers it (else None: the kernel runs once and its result is checked)."""
+    if name in _BATCH_NORM:
+        return _known_batch_norm(name, args)
     if name not in _UNARY and name[:-1] not in _UNARY:
         return None
     x = args[0]
@@ -327,13 +357,14 @@ def _reduction_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optiona
 
 
 def _matrix(t: Any) -> Optional[str]:
-    """"c" / "t" for a 2-D meta tensor with standard contiguous / transposed-contiguous strides (``w.t()``)."""
-    if not (isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 2 and t.storage_offset() == 0):
+    """"c" / "t" for a 2-D meta tensor with standard contiguous / transposed-contiguous strides (``w.t()``),
+    "s" for any other strides or offset (a slice of a larger matrix: the result is fresh all the same)."""
+    if not (isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 2):
         return None
     rows, cols = t.shape
-    if t.stride() == (cols, 1):
+    if t.storage_offset() == 0 and t.stride() == (cols, 1):
         return "c"
-    return "t" if t.stride() == (1, rows) else None
+    return "t" if t.storage_offset() == 0 and t.stride() == (1, rows) else "s"
 
 
 def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Tuple[int, ...], torch.dtype]]:
@@ -357,6 +388,18 @@ def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[T
     return (len(args), a.dtype, a_class, b_class, sizes, bias_class, tuple(sorted(kwargs.items()))), shape, a.dtype
 
 
+# Matmuls whose result is a fresh standard-contiguous matrix whatever the operands' classes (torch's meta
+# kernel for addmm is a Python decomposition whose first call costs about a second): no kernel run needed.
+# A reduction of a standard-contiguous input gives a standard-contiguous result too.
+_KNOWN_LAYOUT = {torch.ops.aten.mm.default: "c", torch.ops.aten.addmm.default: "c"}
+_REDUCTIONS = (torch.ops.aten.mean.dim, torch.ops.aten.sum.dim_IntList)
+
+
+def _known_layout(func: Any, args: Tuple[Any, ...]) -> Optional[str]:
+    if func in _REDUCTIONS:
+        return "c" if _layout(args[0]) == "c" else None
+    return _KNOWN_LAYOUT.get(func)
+
 _FORMULAS = {
     torch.ops.aten.convolution.default: _conv_formula,
     torch.ops.aten.mean.dim: _reduction_formula,
@@ -373,7 +416,7 @@ def _by_formula(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any
         return func(*args, **kwargs)
     key, shape, dtype = found
     key = (func, key)
-    layout = _FORMULA.get(key)
+    layout = _FORMULA.get(key) or _known_layout(func, args)
     if layout is not None:
         return torch.empty_strided(shape, _standard(torch.Size(shape), layout == "cl"), dtype=dtype, device="meta")
     out = func(*args, **kwargs)
@@ -382,6 +425,104 @@ def _by_formula(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any
         if out_layout is not None:
             _FORMULA[key] = out_layout
     return out
+
+
+def _known_layer_norm(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """native_layer_norm(x, normalized_shape, weight, bias, eps) on a float32/float64 x of standard contiguous
+    layout: the output has x's strides, mean and rstd are fresh contiguous tensors of x's leading shape with
+    size-1 normalized axes (None where another case: the kernel runs)."""
+    if kwargs or len(args) != 5:
+        return None
+    x, normalized, weight, bias, eps = args
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.dtype in (torch.float32, torch.float64)):
+        return None
+    if not (isinstance(normalized, (list, tuple)) and 0 < len(normalized) <= x.dim() and isinstance(eps, (int, float))):
+        return None
+    k = len(normalized)
+    if tuple(normalized) != tuple(x.shape[x.dim() - k:]) or _layout(x) != "c":
+        return None
+    for t in (weight, bias):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_meta and t.dtype == x.dtype and tuple(t.shape) == tuple(normalized)):
+            return None
+    stats = (*x.shape[:x.dim() - k], *([1] * k))
+    return (
+        torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta"),
+        torch.empty(stats, dtype=x.dtype, device="meta"),
+        torch.empty(stats, dtype=x.dtype, device="meta"),
+    )
+
+
+_LAYER_NORM = torch.ops.aten.native_layer_norm.default
+
+
+def _no_overlap(x: torch.Tensor) -> bool:
+    """No two elements of ``x`` share memory (sufficient test: each axis steps past the others' extent)."""
+    extent = 0
+    for stride, size in sorted((st, s) for s, st in zip(x.shape, x.stride()) if s > 1):
+        if stride <= extent:
+            return False
+        extent += (size - 1) * stride
+    return True
+
+
+def _row_major(t: torch.Tensor) -> bool:
+    """The strides of ``t``'s axes longer than 1 strictly decrease from the first axis to the last."""
+    strides = [st for size, st in zip(t.shape, t.stride()) if size > 1]
+    return all(a > b for a, b in zip(strides, strides[1:])) and (not strides or strides[-1] > 0)
+
+
+def _known_elementwise(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """An out-of-place elementwise op of :data:`_UNARY` on a floating meta input with no size-1 axis whose
+    strides, like those of every tensor operand, run in row-major order (a slice or a padded view, not a
+    permutation): torch's stride rule keeps the axes in order, so the result is a fresh standard-contiguous
+    tensor of the input's shape and dtype. None where another case (then the other rules or the kernel)."""
+    if kwargs or name not in _UNARY or not args:
+        return None
+    x = args[0]
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.layout == torch.strided and x.dtype.is_floating_point):
+        return None
+    if 1 in x.shape or 0 in x.shape or not _row_major(x):
+        return None
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor):
+            offset = x.dim() - a.dim()
+            if not a.is_meta or a.layout != torch.strided or a.dtype != x.dtype or offset < 0 or not _row_major(a):
+                return None
+            if any(o != 1 and o != x.shape[offset + i] for i, o in enumerate(a.shape)):
+                return None
+        elif not isinstance(a, (bool, int, float)):
+            return None
+    return torch.empty(x.shape, dtype=x.dtype, device="meta")
+
+
+def _layout_known(args: Tuple[Any, ...]) -> bool:
+    """The first argument is a meta tensor of standard layout (the class rules and their tests cover it)."""
+    x = args[0] if args else None
+    return isinstance(x, torch.Tensor) and x.is_meta and _layout(x) is not None
+
+
+def _known_in_place(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
+    """An in-place elementwise op returns its first argument itself, whatever its strides (a slice of a larger
+    tensor), when nothing it gets could make the kernel refuse: a floating, non-overlapping meta input, tensor
+    operands of its dtype in other storage that broadcast into it, plain numbers otherwise."""
+    if kwargs or not name.endswith("_") or name[:-1] not in _UNARY or not args:
+        return False
+    x = args[0]
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.layout == torch.strided and x.dtype.is_floating_point):
+        return False
+    if not _no_overlap(x):
+        return False
+    storage = x.untyped_storage()._cdata
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor):
+            offset = x.dim() - a.dim()
+            if not a.is_meta or a.dtype != x.dtype or offset < 0 or a.untyped_storage()._cdata == storage:
+                return False
+            if any(o != 1 and o != x.shape[offset + i] for i, o in enumerate(a.shape)):
+                return False
+        elif not isinstance(a, (bool, int, float)):
+            return False
+    return True
 
 
 def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optional[OpInfo] = None, *, cache: bool = True) -> Any:
@@ -397,6 +538,16 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
         return func(*args, **kwargs)
     if func in _FORMULAS:
         return _by_formula(func, args, kwargs)
+    if _known_in_place(info.name, args, kwargs):
+        return args[0]
+    if info.name in _UNARY and not _layout_known(args):
+        out = _known_elementwise(info.name, args, kwargs)
+        if out is not None:
+            return out
+    if func is _LAYER_NORM:
+        out = _known_layer_norm(args, kwargs)
+        if out is not None:
+            return out
     class_key, main = None, 0
     if info.name in _CLASS_OPS:
         main = _main_operand(info.name, args)

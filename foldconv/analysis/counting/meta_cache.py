@@ -28,7 +28,10 @@ operand of its own shape is left out: there the kernel may pick other strides fo
 Inference batch norm (float32/float64, running statistics given) gives an output of the input's layout
 and two fresh ``(C,)`` vectors; layer norm over the trailing axes of a standard-contiguous float32/float64
 input gives an output of its strides and contiguous statistics; ``mean``/``sum`` over axes of a
-standard-contiguous input give a standard-contiguous result; ``mm`` and ``addmm`` on operands the formula accepts give a fresh
+standard-contiguous input give a standard-contiguous result; ``convolution`` of standard-contiguous operands
+that cannot be read as channels-last gives a standard-contiguous result, and so do 2-D max, average and
+adaptive average pooling of such an input (their output-size formulas); softmax and log-softmax of a
+standard-contiguous float32/float64 input give a fresh tensor of its strides; ``mm`` and ``addmm`` on operands the formula accepts give a fresh
 standard-contiguous matrix. Several of these kernels are Python decompositions whose first call imports
 ``torch._dynamo`` (a second or more), which the known rules keep off the counting path. An in-place
 elementwise op of :data:`_UNARY` returns its input itself, whatever its strides (a slice of an LSTM's gates),
@@ -393,11 +396,33 @@ def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[T
 # A reduction of a standard-contiguous input gives a standard-contiguous result too.
 _KNOWN_LAYOUT = {torch.ops.aten.mm.default: "c", torch.ops.aten.addmm.default: "c"}
 _REDUCTIONS = (torch.ops.aten.mean.dim, torch.ops.aten.sum.dim_IntList)
+_CONVOLUTION = torch.ops.aten.convolution.default
+
+
+def _channels_last_like(*tensors: torch.Tensor) -> bool:
+    """Whether torch's memory-format suggestion reads one of these 4-D/5-D tensors as channels-last (size-1 axes
+    can make standard strides ambiguous); the test c10 applies (``is_channels_last_strides_2d/3d``)."""
+    for t in tensors:
+        if t.dim() not in (4, 5):
+            continue
+        sizes, strides = t.shape, t.stride()
+        order = (1, 3, 2, 0) if t.dim() == 4 else (1, 4, 3, 2, 0)
+        least, like = 0, True
+        for d in order:
+            if sizes[d] == 0 or strides[d] < least or (d == 0 and least == strides[1]):
+                like = False
+                break
+            least = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+        if like:
+            return True
+    return False
 
 
 def _known_layout(func: Any, args: Tuple[Any, ...]) -> Optional[str]:
     if func in _REDUCTIONS:
         return "c" if _layout(args[0]) == "c" else None
+    if func is _CONVOLUTION:  # neither operand suggests channels-last: torch keeps the standard layout
+        return "c" if _layout(args[0]) == "c" and _layout(args[1]) == "c" and not _channels_last_like(args[0], args[1]) else None
     return _KNOWN_LAYOUT.get(func)
 
 _FORMULAS = {
@@ -453,6 +478,89 @@ def _known_layer_norm(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
 
 
 _LAYER_NORM = torch.ops.aten.native_layer_norm.default
+_MAX_POOL = torch.ops.aten.max_pool2d_with_indices.default
+_AVG_POOL = torch.ops.aten.avg_pool2d.default
+_ADAPTIVE_AVG = torch.ops.aten._adaptive_avg_pool2d.default
+
+
+def _pair(value: Any, default: Any) -> Optional[Tuple[int, int]]:
+    if isinstance(value, (list, tuple)) and len(value) == 0 and default is not None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (value[0], value[-1])
+    return None
+
+
+def _pooled(size: int, k: int, pad: int, stride: int, dilation: int, ceil: bool) -> int:
+    """torch's pooling_output_shape."""
+    span = size + 2 * pad - dilation * (k - 1) - 1 + (stride - 1 if ceil else 0)
+    out = span // stride + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+_SOFTMAX = (torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default)
+
+
+def _known_softmax(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """_softmax / _log_softmax(x, dim, half_to_float=False) of a float32/float64 meta input of standard contiguous
+    layout: a fresh tensor of its shape and strides."""
+    if kwargs or len(args) != 3 or args[2] is not False:
+        return None
+    x, dim = args[0], args[1]
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.dtype in (torch.float32, torch.float64) and x.dim() > 0):
+        return None
+    if not (isinstance(dim, int) and -x.dim() <= dim < x.dim()) or _layout(x) != "c":
+        return None
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+def _known_pool(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """max_pool2d_with_indices / avg_pool2d / _adaptive_avg_pool2d of a 4-D floating meta input of standard
+    layout that torch cannot read as channels-last, with arguments its kernel accepts: fresh standard-contiguous
+    results of the output-size formula (max pooling's indices int64). None otherwise (the kernel runs)."""
+    x = args[0] if args else None
+    if kwargs or not (isinstance(x, torch.Tensor) and x.is_meta and x.dim() == 4 and x.dtype.is_floating_point):
+        return None
+    if _layout(x) != "c" or _channels_last_like(x) or 0 in x.shape:
+        return None
+    n, c, h, w = x.shape
+    if func is _ADAPTIVE_AVG:
+        size = _pair(args[1], None) if len(args) == 2 else None
+        if size is None or min(size) < 1:
+            return None
+        return torch.empty((n, c, *size), dtype=x.dtype, device="meta")
+    if func is _MAX_POOL:
+        if not 2 <= len(args) <= 6:
+            return None
+        k = _pair(args[1], None)
+        stride = _pair(args[2], k) if len(args) > 2 else k
+        pad = _pair(args[3], None) if len(args) > 3 else (0, 0)
+        dilation = _pair(args[4], None) if len(args) > 4 else (1, 1)
+        ceil = args[5] if len(args) > 5 else False
+    else:
+        if not 2 <= len(args) <= 7 or (len(args) > 6 and args[6] is not None):
+            return None
+        k = _pair(args[1], None)
+        stride = _pair(args[2], k) if len(args) > 2 else k
+        pad = _pair(args[3], None) if len(args) > 3 else (0, 0)
+        dilation, ceil = (1, 1), args[4] if len(args) > 4 else False
+        if len(args) > 5 and not isinstance(args[5], bool):
+            return None
+    if None in (k, stride, pad, dilation) or not isinstance(ceil, bool):
+        return None
+    if min(k) < 1 or min(stride) < 1 or min(dilation) < 1 or min(pad) < 0 or any(p > kk // 2 for p, kk in zip(pad, k)):
+        return None
+    out = tuple(_pooled(size, kk, p, s_, d, ceil) for size, kk, p, s_, d in zip((h, w), k, pad, stride, dilation))
+    if min(out) < 1:
+        return None
+    result = torch.empty((n, c, *out), dtype=x.dtype, device="meta")
+    if func is _MAX_POOL:
+        return result, torch.empty((n, c, *out), dtype=torch.int64, device="meta")
+    return result
 
 
 def _no_overlap(x: torch.Tensor) -> bool:
@@ -546,6 +654,14 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
             return out
     if func is _LAYER_NORM:
         out = _known_layer_norm(args, kwargs)
+        if out is not None:
+            return out
+    if func in _SOFTMAX:
+        out = _known_softmax(args, kwargs)
+        if out is not None:
+            return out
+    if func is _MAX_POOL or func is _AVG_POOL or func is _ADAPTIVE_AVG:
+        out = _known_pool(func, args, kwargs)
         if out is not None:
             return out
     class_key, main = None, 0

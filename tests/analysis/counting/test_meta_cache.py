@@ -405,3 +405,50 @@ def test_a_model_of_common_layers_counts_without_importing_torch_dynamo():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.claim("COUNT-12")
+def test_convolutions_of_every_size_one_pattern_from_the_known_rule_are_the_kernels_result():
+    """The first conv of a class (no layout stored yet): standard operands that torch cannot read as channels-last
+    give a standard result without a kernel run; every size-1 pattern of input and weight, grouped and not."""
+    for xs in itertools.product((1, 3), repeat=4):
+        for out_c, kh, kw, groups in itertools.product((1, 3), (1, 3), (1, 3), (1, 3)):
+            n, c, h, w = xs
+            if c % groups or out_c % groups or kh > h or kw > w:
+                continue
+            args = (_meta((n, c, h, w)), _meta((out_c, c // groups, kh, kw)), None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups)
+            assert _check(aten.convolution.default, lambda a=args: tuple(_fresh(t) if isinstance(t, torch.Tensor) else t for t in a)), (xs, out_c, kh, kw, groups)
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["max", "avg", "adaptive"]), st.tuples(*[st.integers(1, 9)] * 4), st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       st.tuples(st.integers(1, 3), st.integers(1, 3)), st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       st.tuples(st.integers(1, 2), st.integers(1, 2)), st.booleans(), st.sampled_from(DTYPES))
+def test_pooling_from_the_known_rule_is_the_kernels_result(kind, shape, k, stride, pad, dilation, ceil, dtype):
+    """Max, average and adaptive average pooling built from their output-size formulas equal the kernel's result;
+    arguments the kernel refuses still reach it and raise."""
+    if kind == "max":
+        func, args = aten.max_pool2d_with_indices.default, (_meta(shape, dtype=dtype), list(k), list(stride), list(pad), list(dilation), ceil)
+    elif kind == "avg":
+        func, args = aten.avg_pool2d.default, (_meta(shape, dtype=dtype), list(k), list(stride), list(pad), ceil)
+    else:
+        func, args = aten._adaptive_avg_pool2d.default, (_meta(shape, dtype=dtype), list(k))
+    try:
+        expected = func(*tuple(_fresh(a) if isinstance(a, torch.Tensor) else a for a in args))
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            meta_cache.call(func, args, {})
+        return
+    meta_cache.clear()
+    got = meta_cache.call(func, args, {})
+    assert _same(got, expected, args)
+
+
+@pytest.mark.claim("COUNT-12")
+@pytest.mark.parametrize("func", [aten._softmax.default, aten._log_softmax.default])
+def test_softmax_from_the_known_rule_is_the_kernels_result(func):
+    for rank in range(1, 5):
+        for shape, dtype in itertools.product(_shapes(rank), DTYPES):
+            for dim in range(-rank, rank):
+                assert _check(func, lambda: (_meta(shape, dtype=dtype), dim, False)), (shape, dim, dtype)

@@ -321,7 +321,7 @@ def _sliced(shape, dtype, pad):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.sampled_from([0, 2]), st.sampled_from([0, 3]),
        st.sampled_from([None, "m", "1m", "nm", "n1"]), st.sampled_from(DTYPES))
 def test_matmuls_of_slices_and_every_bias_are_the_kernels_result(n, k, m, pad_a, pad_b, bias, dtype):
@@ -365,7 +365,7 @@ def test_layer_norm_from_the_known_rule_is_the_kernels_result(dtype):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.sampled_from(sorted(set(_UNARY_CALLS) | set(_BINARY))), st.booleans(), st.lists(st.integers(1, 3), min_size=1, max_size=4),
        st.sampled_from([0, 1, 3]), st.sampled_from([None, "same", "last", "slice"]), st.sampled_from(DTYPES))
 def test_elementwise_ops_on_slices_are_the_kernels_result(name, inplace, shape, pad, other, dtype):
@@ -421,7 +421,7 @@ def test_convolutions_of_every_size_one_pattern_from_the_known_rule_are_the_kern
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.sampled_from(["max", "avg", "adaptive"]), st.tuples(*[st.integers(1, 9)] * 4), st.tuples(st.integers(1, 4), st.integers(1, 4)),
        st.tuples(st.integers(1, 3), st.integers(1, 3)), st.tuples(st.integers(0, 2), st.integers(0, 2)),
        st.tuples(st.integers(1, 2), st.integers(1, 2)), st.booleans(), st.sampled_from(DTYPES))

@@ -6,6 +6,13 @@
     python benchmarks/count.py --peers         # side by side with fvcore, ptflops, thop, torchinfo, calflops,
                                                # torchscan, torchprofile (those installed: the `bench` extra)
     python benchmarks/count.py --peers --models mobilenet_v3_large resnet50 --repeat 3
+    python benchmarks/count.py --startup       # the first count() in fresh processes, beyond the imports
+    python benchmarks/count.py --rnn           # a 2-layer bidirectional LSTM + GRU vs FlopCounterMode
+    python benchmarks/count.py --warm deeplabv3_mobilenet_v3_large   # warm count vs FlopCounterMode (+ peers)
+
+Goals: the first count() in a fresh process costs at most 50 ms beyond the imports, with torch._dynamo never
+imported; the LSTM + GRU within 5x of FlopCounterMode's time; deeplabv3_mobilenet_v3_large warm no slower
+than the fastest peer.
 
 Peers (issue 12): each tool gets the same real model (random weights, eval mode) and a real input of batch 1
 at 224x224, under ``torch.no_grad()``; every tool runs once per round, the rounds interleave the tools (so
@@ -117,7 +124,7 @@ def peers_benchmark(names, repeat: int) -> int:
     """count() against each installed peer, model by model, interleaved rounds, medians."""
     from foldconv.analysis.counting import meta_cache
 
-    peers = _peers()
+    peers = {"flop_counter": lambda model, x: flop_counter(model, x) // 2, **_peers()}  # torch's own, always there
 
     def count_cold(model, x):
         meta_cache.clear()
@@ -163,6 +170,84 @@ def peers_benchmark(names, repeat: int) -> int:
     return 0 if not slower else 1
 
 
+_STARTUP = """
+import sys, time
+start = time.perf_counter()
+import torch
+from torch import nn
+from foldconv.analysis.counting import count
+net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3),
+                    nn.BatchNorm2d(64), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 128),
+                    nn.LayerNorm(128), nn.GELU(), nn.Linear(128, 10))
+imported = time.perf_counter()
+count(net, (1, 3, 64, 64))
+first = time.perf_counter()
+count(net, (1, 3, 64, 64))
+second = time.perf_counter()
+print(imported - start, first - imported, second - first, "torch._dynamo" in sys.modules)
+"""
+
+
+def startup_benchmark(repeat: int) -> int:
+    """The first count() in ``repeat`` fresh processes (a small CNN with BN, LayerNorm, GELU, Linear): its time
+    beyond the imports and the second call's, and whether torch._dynamo was imported."""
+    import subprocess
+
+    rows = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", _STARTUP], capture_output=True, text=True, check=True).stdout.split()
+        rows.append({"imports_s": float(out[0]), "first_count_s": float(out[1]), "second_count_s": float(out[2]),
+                     "torch._dynamo imported": out[3] == "True"})
+    print(markdown_table(rows))
+    first = statistics.median(r["first_count_s"] for r in rows)
+    dynamo = any(r["torch._dynamo imported"] for r in rows)
+    print(f"\ngoal: first count <= 0.05 s beyond the imports: {first <= 0.05} (median {first:.3f} s); torch._dynamo imported: {dynamo}")
+    return 0 if first <= 0.05 and not dynamo else 1
+
+
+class _Recurrent(torch.nn.Module):
+    """A 2-layer bidirectional LSTM feeding a 2-layer bidirectional GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(64, 128, 2, bidirectional=True, batch_first=True)
+        self.gru = torch.nn.GRU(256, 128, 2, bidirectional=True, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(self.lstm(x)[0])[0]
+
+
+def rnn_benchmark(repeat: int) -> int:
+    """count() of the LSTM + GRU (batch 4, 50 steps) against FlopCounterMode on real and on meta tensors,
+    interleaved rounds, medians. (FlopCounterMode on a real CPU forward sees one fused kernel per LSTM and no
+    matmul: its MACs are shown, not compared.)"""
+    model, shape = _Recurrent().eval(), (4, 50, 64)
+    x = torch.randn(shape)
+    with torch.device("meta"):
+        meta = _Recurrent().eval()
+    xm = torch.empty(shape, device="meta")
+    tools = {
+        "count": lambda: count(model, shape).macs,
+        "flop_counter_real": lambda: flop_counter(model, x) // 2,
+        "flop_counter_meta": lambda: flop_counter(meta, xm) // 2,
+    }
+    macs = {name: fn() for name, fn in tools.items()}  # warm-up
+    times = {name: [] for name in tools}
+    for _ in range(repeat):
+        for name, fn in tools.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    fastest = min(med["flop_counter_real"], med["flop_counter_meta"])
+    print(markdown_table([{"tool": n, "median_s": round(t, 4), "macs": macs[n], "ratio_to_fastest_flop_counter": round(t / fastest, 2)}
+                          for n, t in med.items()]))
+    ok = med["count"] <= 5 * fastest and macs["count"] == macs["flop_counter_meta"]
+    print(f"\ngoal: count within 5x of FlopCounterMode: {med['count'] <= 5 * fastest}; MACs equal on meta: "
+          f"{macs['count'] == macs['flop_counter_meta']}")
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -170,12 +255,21 @@ def main(argv=None) -> int:
     parser.add_argument("--real-zoo", action="store_true", help="FlopCounterMode on real tensors for every model")
     parser.add_argument("--models", nargs="*", default=None, help="zoo subset (default: all)")
     parser.add_argument("--peers", action="store_true", help="side by side with the installed peer tools (only that)")
+    parser.add_argument("--startup", action="store_true", help="the first count() in fresh processes (only that)")
+    parser.add_argument("--rnn", action="store_true", help="a 2-layer bidirectional LSTM + GRU vs FlopCounterMode (only that)")
+    parser.add_argument("--warm", nargs="*", default=None, help="warm count vs FlopCounterMode and the peers on these models")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}")
+    if args.startup:
+        return startup_benchmark(args.repeat)
+    if args.rnn:
+        return rnn_benchmark(args.repeat)
+    if args.warm is not None:
+        return peers_benchmark(args.warm or ["deeplabv3_mobilenet_v3_large"], args.repeat)
     if args.peers:
         return peers_benchmark(args.models or classification_models(), args.repeat)
 

@@ -47,7 +47,7 @@ def tuples(value: Any) -> Any:
 def fingerprint(jobs: Sequence[Any], **settings: Any) -> Dict[str, Any]:
     """What decides a count run's rows: every job (its module's repr hashed) and the settings."""
     described = {
-        j.label: {"model": hashlib.sha256(repr(j.model).encode()).hexdigest()[:16], "input_shape": list(j.input_shape),
+        j.label: {"model": hashlib.sha256(repr(j.model).encode()).hexdigest()[:16], "input_shape": [s if isinstance(s, int) else str(s) for s in j.input_shape],
                   "published": j.published is not None, "expect": dict(j.expect)}
         for j in jobs
     }

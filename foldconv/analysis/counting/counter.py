@@ -40,15 +40,17 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 from torch.utils._pytree import tree_flatten
 
+from ...capture import DispatchMode
 from ...errors import FoldError, fold_error
 from ...registry import Registry
 from ..fallback import validate_fallback
@@ -132,7 +134,7 @@ class _Row:
         )
 
 
-class _CountMode(TorchDispatchMode):
+class _CountMode(DispatchMode):
     def __init__(self, types: Dict[str, nn.Module], live: LiveBytes, owners: Optional[GraphOwners], costs: Registry[Handle]) -> None:
         super().__init__()
         self.types = types
@@ -227,12 +229,29 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _shape_of(value: Any) -> Optional[Shape]:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
+    """The first tensor's shape; None for a nested (ragged) tensor, which has no single shape."""
     if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):  # the usual (x,)
-        return tuple(value[0].shape)
-    t = first_tensor(value)
-    return tuple(t.shape) if t is not None else None
+        value = value[0]
+    t = value if isinstance(value, torch.Tensor) else first_tensor(value)
+    return None if t is None or t.is_nested else tuple(t.shape)
+
+
+@contextlib.contextmanager
+def _math_path():
+    """torch's fused inference paths off (``TransformerEncoder`` given a padding mask would pack the batch into
+    nested tensors, ``MultiheadAttention`` would run one fused kernel): the model runs the composite ops that
+    depend on shapes alone, the same on meta and on real tensors, on every device and in training."""
+    mha = getattr(torch.backends, "mha", None)
+    enabled = getattr(mha, "get_fastpath_enabled", None)
+    if enabled is None:  # older torch: no switch (then the fused path needs real tensors and is not taken on meta)
+        yield
+        return
+    before = enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 def _meta_as_is(t: torch.Tensor, dtype: Optional[torch.dtype]) -> bool:
@@ -304,7 +323,7 @@ class _Run:
 
     def __call__(self, model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], leaves: List[torch.Tensor]) -> None:
         mode = self.mode
-        with (torch.enable_grad() if self.backward else torch.no_grad()):
+        with (torch.enable_grad() if self.backward else torch.no_grad()), _math_path():
             with mode:
                 out = model(*args, **kwargs)
             self.forward_peak = self.live.peak
@@ -513,4 +532,5 @@ def count(
         saved_activation_bytes=runner.saved,
         peak_training_bytes=runner.training_peak,
         modules=types,
+        output_shapes={row.name: row.output_shape for row in mode.rows.values() if row.ints.get("calls")},
     )

@@ -4,7 +4,8 @@ There are two ways to say what goes in, and one name for each (the project's con
 
 - ``input_shape``: full tensor shapes, batch axis included: ``(1, 3, 224, 224)``, a list of them for several
   positional inputs, or ``(shape, dtype)`` specs for inputs that are not floating point, e.g. token ids
-  ``((1, 16), torch.long)`` or a mask ``((1, 16), torch.bool)`` (an :class:`InputSpec` says the same);
+  ``((1, 16), torch.long)`` or a mask ``((1, 16), torch.bool)`` (an :class:`InputSpec` says the same; the
+  command line's ``[1, 16, long]``, a shape followed by a dtype name, too);
 - ``examples``: tensors, as the model takes them: one tensor, a tuple of positional arguments (each may be a
   tuple, list or dict of tensors) or a dict of keyword arguments, like torchinfo's ``input_data``.
 
@@ -18,6 +19,8 @@ Example:
     >>> import torch
     >>> input_specs([(2, 3), ((2, 16), torch.long)])
     (InputSpec(shape=(2, 3), dtype=None), InputSpec(shape=(2, 16), dtype=torch.int64))
+    >>> input_specs([[1, 16, "long"], [1, 16, "bool"]])  # as the command line writes them
+    (InputSpec(shape=(1, 16), dtype=torch.int64), InputSpec(shape=(1, 16), dtype=torch.bool))
     >>> args, kwargs = model_inputs(examples={"ids": torch.zeros(2, 16, dtype=torch.long)})
     >>> args, kwargs["ids"].device.type, kwargs["ids"].dtype
     ((), 'meta', torch.int64)
@@ -35,15 +38,24 @@ from torch.utils._pytree import tree_flatten, tree_map
 from ...errors import fold_error
 
 __all__ = [
-    "InputSpec", "InputLike", "input_specs", "normalize_input_shapes", "model_inputs", "input_leaves", "meta_like",
+    "InputSpec", "InputLike", "dtype_named", "input_specs", "normalize_input_shapes", "model_inputs", "input_leaves", "meta_like",
     "real_like", "tensor_attributes",
 ]
 
 Shape = Tuple[int, ...]
 _SHAPE_RULE = (
     "must be a shape such as (1, 3, 224, 224) (batch axis included), a (shape, dtype) spec such as "
-    "((1, 16), torch.long), or a list of those (one per positional input)"
+    "((1, 16), torch.long) or [1, 16, 'long'], or a list of those (one per positional input)"
 )
+_DTYPE_RULE = "names no torch dtype (long, int32, bool, float16, bfloat16, float32, ...) after its shape"
+
+
+def _bad_dtype_name(value: Any) -> bool:
+    """A shape followed by a string that names no dtype (``[1, 16, "lnog"]``)."""
+    return (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) >= 2
+        and isinstance(value[-1], str) and dtype_named(value[-1]) is None
+    )
 
 
 _PLAIN_SHAPE_RULE = "must be a shape such as (1, 3, 224, 224) (batch axis included) or a list of such shapes"
@@ -78,20 +90,52 @@ def _is_shape(value: Any) -> bool:
     )
 
 
+def dtype_named(value: Any) -> Optional[torch.dtype]:
+    """``value`` as a torch dtype: a dtype, or its name as torch spells it (``"long"``, ``"int64"``, ``"bool"``,
+    ``"float16"``, ``"torch.bfloat16"``); None for anything else.
+
+    Example:
+        >>> dtype_named("long"), dtype_named("torch.bool"), dtype_named("floaty")
+        (torch.int64, torch.bool, None)
+    """
+    if isinstance(value, torch.dtype):
+        return value
+    if not isinstance(value, str):
+        return None
+    found = getattr(torch, value[len("torch."):] if value.startswith("torch.") else value, None)
+    return found if isinstance(found, torch.dtype) else None
+
+
+def _is_flat_spec(value: Any) -> bool:
+    """``[1, 16, "long"]``: a shape followed by a dtype (its name), as the command line writes a spec."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and len(value) >= 2
+        and dtype_named(value[-1]) is not None
+        and all(_is_int(s) for s in value[:-1])
+    )
+
+
 def _is_spec(value: Any) -> bool:
-    if isinstance(value, InputSpec):
+    if isinstance(value, InputSpec) or _is_flat_spec(value):
         return True
     return (
         isinstance(value, Sequence)
         and not isinstance(value, (str, bytes))
         and len(value) == 2
-        and isinstance(value[1], torch.dtype)
+        and dtype_named(value[1]) is not None
         and isinstance(value[0], Sequence)
     )
 
 
 def _spec(value: Any, whole: Any) -> InputSpec:
-    shape, dtype = (value.shape, value.dtype) if isinstance(value, InputSpec) else (value[0], value[1])
+    if isinstance(value, InputSpec):
+        shape, dtype = value.shape, value.dtype
+    elif _is_flat_spec(value):
+        shape, dtype = value[:-1], dtype_named(value[-1])
+    else:
+        shape, dtype = value[0], dtype_named(value[1]) if value[1] is not None else None
     if isinstance(shape, torch.Size):
         shape = tuple(shape)
     if not _is_shape(shape) or not all(s >= 1 for s in shape):
@@ -120,6 +164,8 @@ def input_specs(input_shape: InputLike) -> Tuple[InputSpec, ...]:
         raise fold_error("input_shape", input_shape, _SHAPE_RULE)
     if isinstance(input_shape, InputSpec) or _is_spec(input_shape):
         return (_spec(input_shape, input_shape),)
+    if _bad_dtype_name(input_shape) or any(_bad_dtype_name(item) for item in input_shape):
+        raise fold_error("input_shape", input_shape, _DTYPE_RULE)
     if len(input_shape) == 0:
         raise fold_error("input_shape", input_shape, _SHAPE_RULE)
     if all(_is_int(s) for s in input_shape):

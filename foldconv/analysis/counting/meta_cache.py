@@ -25,6 +25,19 @@ and dtype (its in-place form gives the input itself). This is what torch's eleme
 on such inputs; ``tests/analysis/counting/test_meta_cache.py`` checks it against the kernels over ranks 1
 to 5, every size-1 pattern, both layouts and four dtypes. (A contiguous input with a channels-last
 operand of its own shape is left out: there the kernel may pick other strides for the size-1 axes.)
+Inference batch norm (float32/float64, running statistics given) gives an output of the input's layout
+and two fresh ``(C,)`` vectors; layer norm over the trailing axes of a standard-contiguous float32/float64
+input gives an output of its strides and contiguous statistics; ``mean``/``sum`` over axes of a
+standard-contiguous input give a standard-contiguous result; ``convolution`` of standard-contiguous operands
+that cannot be read as channels-last gives a standard-contiguous result, and so do 2-D max, average and
+adaptive average pooling of such an input (their output-size formulas); softmax and log-softmax of a
+standard-contiguous float32/float64 input give a fresh tensor of its strides; ``mm`` and ``addmm`` on operands the formula accepts give a fresh
+standard-contiguous matrix. Several of these kernels are Python decompositions whose first call imports
+``torch._dynamo`` (a second or more), which the known rules keep off the counting path. An in-place
+elementwise op of :data:`_UNARY` returns its input itself, whatever its strides (a slice of an LSTM's gates),
+when its input does not overlap itself and its operands broadcast into it in its dtype; its out-of-place
+form on a non-standard input with no size-1 axis whose strides, and its operands', run in row-major order
+(a slice), gives a fresh standard-contiguous tensor.
 
 Views (``view``, ``transpose``, ``split``, ...) always run: they are C++ and cheap. Real tensors always
 run. ``call(..., cache=False)`` runs the kernel (tests compare both ways on whole models).
@@ -161,9 +174,29 @@ def _main_operand(name: str, args: Tuple[Any, ...]) -> int:
     return int(all(s == 1 or s == b.shape[offset + i] for i, s in enumerate(a.shape)))
 
 
+def _known_batch_norm(name: str, args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
+    """Inference batch norm (running statistics given) on float32/float64: the output has the input's layout,
+    the two saved statistics are fresh ``(C,)`` vectors of its dtype (half precisions keep float32 ones:
+    those go to the kernel)."""
+    x = args[0]
+    if x.dtype not in (torch.float32, torch.float64) or x.dim() < 2:
+        return None
+    if name == "native_batch_norm" and (len(args) != 8 or args[5] is not False):
+        return None
+    if name == "_native_batch_norm_legit_no_training" and len(args) != 7:
+        return None
+    if name == "_native_batch_norm_legit" or not all(isinstance(a, torch.Tensor) for a in args[3:5]):
+        return None
+    if any(isinstance(a, torch.Tensor) and a.dtype != x.dtype for a in args[1:5]):
+        return None
+    return (tuple, (("like", x.dtype), ("vector", False, x.dtype), ("vector", False, x.dtype)))
+
+
 def _known_recipe(name: str, args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
-    """The recipe of an elementwise op on a class that :func:`_class_key` accepted, when the rule above
-    covers it (else None: the kernel runs once and its result is checked)."""
+    """The recipe of an elementwise op or an inference batch norm on a class that :func:`_class_key`
+    accepted, when a known rule covers it (else None: the kernel runs once and its result is checked)."""
+    if name in _BATCH_NORM:
+        return _known_batch_norm(name, args)
     if name not in _UNARY and name[:-1] not in _UNARY:
         return None
     x = args[0]
@@ -327,13 +360,14 @@ def _reduction_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optiona
 
 
 def _matrix(t: Any) -> Optional[str]:
-    """"c" / "t" for a 2-D meta tensor with standard contiguous / transposed-contiguous strides (``w.t()``)."""
-    if not (isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 2 and t.storage_offset() == 0):
+    """"c" / "t" for a 2-D meta tensor with standard contiguous / transposed-contiguous strides (``w.t()``),
+    "s" for any other strides or offset (a slice of a larger matrix: the result is fresh all the same)."""
+    if not (isinstance(t, torch.Tensor) and t.is_meta and t.dim() == 2):
         return None
     rows, cols = t.shape
-    if t.stride() == (cols, 1):
+    if t.storage_offset() == 0 and t.stride() == (cols, 1):
         return "c"
-    return "t" if t.stride() == (1, rows) else None
+    return "t" if t.storage_offset() == 0 and t.stride() == (1, rows) else "s"
 
 
 def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Tuple[int, ...], torch.dtype]]:
@@ -357,6 +391,40 @@ def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[T
     return (len(args), a.dtype, a_class, b_class, sizes, bias_class, tuple(sorted(kwargs.items()))), shape, a.dtype
 
 
+# Matmuls whose result is a fresh standard-contiguous matrix whatever the operands' classes (torch's meta
+# kernel for addmm is a Python decomposition whose first call costs about a second): no kernel run needed.
+# A reduction of a standard-contiguous input gives a standard-contiguous result too.
+_KNOWN_LAYOUT = {torch.ops.aten.mm.default: "c", torch.ops.aten.addmm.default: "c"}
+_REDUCTIONS = (torch.ops.aten.mean.dim, torch.ops.aten.sum.dim_IntList)
+_CONVOLUTION = torch.ops.aten.convolution.default
+
+
+def _channels_last_like(*tensors: torch.Tensor) -> bool:
+    """Whether torch's memory-format suggestion reads one of these 4-D/5-D tensors as channels-last (size-1 axes
+    can make standard strides ambiguous); the test c10 applies (``is_channels_last_strides_2d/3d``)."""
+    for t in tensors:
+        if t.dim() not in (4, 5):
+            continue
+        sizes, strides = t.shape, t.stride()
+        order = (1, 3, 2, 0) if t.dim() == 4 else (1, 4, 3, 2, 0)
+        least, like = 0, True
+        for d in order:
+            if sizes[d] == 0 or strides[d] < least or (d == 0 and least == strides[1]):
+                like = False
+                break
+            least = strides[d] * (sizes[d] if sizes[d] > 1 else 1)
+        if like:
+            return True
+    return False
+
+
+def _known_layout(func: Any, args: Tuple[Any, ...]) -> Optional[str]:
+    if func in _REDUCTIONS:
+        return "c" if _layout(args[0]) == "c" else None
+    if func is _CONVOLUTION:  # neither operand suggests channels-last: torch keeps the standard layout
+        return "c" if _layout(args[0]) == "c" and _layout(args[1]) == "c" and not _channels_last_like(args[0], args[1]) else None
+    return _KNOWN_LAYOUT.get(func)
+
 _FORMULAS = {
     torch.ops.aten.convolution.default: _conv_formula,
     torch.ops.aten.mean.dim: _reduction_formula,
@@ -373,7 +441,7 @@ def _by_formula(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any
         return func(*args, **kwargs)
     key, shape, dtype = found
     key = (func, key)
-    layout = _FORMULA.get(key)
+    layout = _FORMULA.get(key) or _known_layout(func, args)
     if layout is not None:
         return torch.empty_strided(shape, _standard(torch.Size(shape), layout == "cl"), dtype=dtype, device="meta")
     out = func(*args, **kwargs)
@@ -382,6 +450,187 @@ def _by_formula(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any
         if out_layout is not None:
             _FORMULA[key] = out_layout
     return out
+
+
+def _known_layer_norm(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """native_layer_norm(x, normalized_shape, weight, bias, eps) on a float32/float64 x of standard contiguous
+    layout: the output has x's strides, mean and rstd are fresh contiguous tensors of x's leading shape with
+    size-1 normalized axes (None where another case: the kernel runs)."""
+    if kwargs or len(args) != 5:
+        return None
+    x, normalized, weight, bias, eps = args
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.dtype in (torch.float32, torch.float64)):
+        return None
+    if not (isinstance(normalized, (list, tuple)) and 0 < len(normalized) <= x.dim() and isinstance(eps, (int, float))):
+        return None
+    k = len(normalized)
+    if tuple(normalized) != tuple(x.shape[x.dim() - k:]) or _layout(x) != "c":
+        return None
+    for t in (weight, bias):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_meta and t.dtype == x.dtype and tuple(t.shape) == tuple(normalized)):
+            return None
+    stats = (*x.shape[:x.dim() - k], *([1] * k))
+    return (
+        torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta"),
+        torch.empty(stats, dtype=x.dtype, device="meta"),
+        torch.empty(stats, dtype=x.dtype, device="meta"),
+    )
+
+
+_LAYER_NORM = torch.ops.aten.native_layer_norm.default
+_MAX_POOL = torch.ops.aten.max_pool2d_with_indices.default
+_AVG_POOL = torch.ops.aten.avg_pool2d.default
+_ADAPTIVE_AVG = torch.ops.aten._adaptive_avg_pool2d.default
+
+
+def _pair(value: Any, default: Any) -> Optional[Tuple[int, int]]:
+    if isinstance(value, (list, tuple)) and len(value) == 0 and default is not None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (value[0], value[-1])
+    return None
+
+
+def _pooled(size: int, k: int, pad: int, stride: int, dilation: int, ceil: bool) -> int:
+    """torch's pooling_output_shape."""
+    span = size + 2 * pad - dilation * (k - 1) - 1 + (stride - 1 if ceil else 0)
+    out = span // stride + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+_SOFTMAX = (torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default)
+
+
+def _known_softmax(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """_softmax / _log_softmax(x, dim, half_to_float=False) of a float32/float64 meta input of standard contiguous
+    layout: a fresh tensor of its shape and strides."""
+    if kwargs or len(args) != 3 or args[2] is not False:
+        return None
+    x, dim = args[0], args[1]
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.dtype in (torch.float32, torch.float64) and x.dim() > 0):
+        return None
+    if not (isinstance(dim, int) and -x.dim() <= dim < x.dim()) or _layout(x) != "c":
+        return None
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+def _known_pool(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """max_pool2d_with_indices / avg_pool2d / _adaptive_avg_pool2d of a 4-D floating meta input of standard
+    layout that torch cannot read as channels-last, with arguments its kernel accepts: fresh standard-contiguous
+    results of the output-size formula (max pooling's indices int64). None otherwise (the kernel runs)."""
+    x = args[0] if args else None
+    if kwargs or not (isinstance(x, torch.Tensor) and x.is_meta and x.dim() == 4 and x.dtype.is_floating_point):
+        return None
+    if _layout(x) != "c" or _channels_last_like(x) or 0 in x.shape:
+        return None
+    n, c, h, w = x.shape
+    if func is _ADAPTIVE_AVG:
+        size = _pair(args[1], None) if len(args) == 2 else None
+        if size is None or min(size) < 1:
+            return None
+        return torch.empty((n, c, *size), dtype=x.dtype, device="meta")
+    if func is _MAX_POOL:
+        if not 2 <= len(args) <= 6:
+            return None
+        k = _pair(args[1], None)
+        stride = _pair(args[2], k) if len(args) > 2 else k
+        pad = _pair(args[3], None) if len(args) > 3 else (0, 0)
+        dilation = _pair(args[4], None) if len(args) > 4 else (1, 1)
+        ceil = args[5] if len(args) > 5 else False
+    else:
+        if not 2 <= len(args) <= 7 or (len(args) > 6 and args[6] is not None):
+            return None
+        k = _pair(args[1], None)
+        stride = _pair(args[2], k) if len(args) > 2 else k
+        pad = _pair(args[3], None) if len(args) > 3 else (0, 0)
+        dilation, ceil = (1, 1), args[4] if len(args) > 4 else False
+        if len(args) > 5 and not isinstance(args[5], bool):
+            return None
+    if None in (k, stride, pad, dilation) or not isinstance(ceil, bool):
+        return None
+    if min(k) < 1 or min(stride) < 1 or min(dilation) < 1 or min(pad) < 0 or any(p > kk // 2 for p, kk in zip(pad, k)):
+        return None
+    out = tuple(_pooled(size, kk, p, s_, d, ceil) for size, kk, p, s_, d in zip((h, w), k, pad, stride, dilation))
+    if min(out) < 1:
+        return None
+    result = torch.empty((n, c, *out), dtype=x.dtype, device="meta")
+    if func is _MAX_POOL:
+        return result, torch.empty((n, c, *out), dtype=torch.int64, device="meta")
+    return result
+
+
+def _no_overlap(x: torch.Tensor) -> bool:
+    """No two elements of ``x`` share memory (sufficient test: each axis steps past the others' extent)."""
+    extent = 0
+    for stride, size in sorted((st, s) for s, st in zip(x.shape, x.stride()) if s > 1):
+        if stride <= extent:
+            return False
+        extent += (size - 1) * stride
+    return True
+
+
+def _row_major(t: torch.Tensor) -> bool:
+    """The strides of ``t``'s axes longer than 1 strictly decrease from the first axis to the last."""
+    strides = [st for size, st in zip(t.shape, t.stride()) if size > 1]
+    return all(a > b for a, b in zip(strides, strides[1:])) and (not strides or strides[-1] > 0)
+
+
+def _known_elementwise(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """An out-of-place elementwise op of :data:`_UNARY` on a floating meta input with no size-1 axis whose
+    strides, like those of every tensor operand, run in row-major order (a slice or a padded view, not a
+    permutation): torch's stride rule keeps the axes in order, so the result is a fresh standard-contiguous
+    tensor of the input's shape and dtype. None where another case (then the other rules or the kernel)."""
+    if kwargs or name not in _UNARY or not args:
+        return None
+    x = args[0]
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.layout == torch.strided and x.dtype.is_floating_point):
+        return None
+    if 1 in x.shape or 0 in x.shape or not _row_major(x):
+        return None
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor):
+            offset = x.dim() - a.dim()
+            if not a.is_meta or a.layout != torch.strided or a.dtype != x.dtype or offset < 0 or not _row_major(a):
+                return None
+            if any(o != 1 and o != x.shape[offset + i] for i, o in enumerate(a.shape)):
+                return None
+        elif not isinstance(a, (bool, int, float)):
+            return None
+    return torch.empty(x.shape, dtype=x.dtype, device="meta")
+
+
+def _layout_known(args: Tuple[Any, ...]) -> bool:
+    """The first argument is a meta tensor of standard layout (the class rules and their tests cover it)."""
+    x = args[0] if args else None
+    return isinstance(x, torch.Tensor) and x.is_meta and _layout(x) is not None
+
+
+def _known_in_place(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
+    """An in-place elementwise op returns its first argument itself, whatever its strides (a slice of a larger
+    tensor), when nothing it gets could make the kernel refuse: a floating, non-overlapping meta input, tensor
+    operands of its dtype in other storage that broadcast into it, plain numbers otherwise."""
+    if kwargs or not name.endswith("_") or name[:-1] not in _UNARY or not args:
+        return False
+    x = args[0]
+    if not (isinstance(x, torch.Tensor) and x.is_meta and x.layout == torch.strided and x.dtype.is_floating_point):
+        return False
+    if not _no_overlap(x):
+        return False
+    storage = x.untyped_storage()._cdata
+    for a in args[1:]:
+        if isinstance(a, torch.Tensor):
+            offset = x.dim() - a.dim()
+            if not a.is_meta or a.dtype != x.dtype or offset < 0 or a.untyped_storage()._cdata == storage:
+                return False
+            if any(o != 1 and o != x.shape[offset + i] for i, o in enumerate(a.shape)):
+                return False
+        elif not isinstance(a, (bool, int, float)):
+            return False
+    return True
 
 
 def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optional[OpInfo] = None, *, cache: bool = True) -> Any:
@@ -397,6 +646,24 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
         return func(*args, **kwargs)
     if func in _FORMULAS:
         return _by_formula(func, args, kwargs)
+    if _known_in_place(info.name, args, kwargs):
+        return args[0]
+    if info.name in _UNARY and not _layout_known(args):
+        out = _known_elementwise(info.name, args, kwargs)
+        if out is not None:
+            return out
+    if func is _LAYER_NORM:
+        out = _known_layer_norm(args, kwargs)
+        if out is not None:
+            return out
+    if func in _SOFTMAX:
+        out = _known_softmax(args, kwargs)
+        if out is not None:
+            return out
+    if func is _MAX_POOL or func is _AVG_POOL or func is _ADAPTIVE_AVG:
+        out = _known_pool(func, args, kwargs)
+        if out is not None:
+            return out
     class_key, main = None, 0
     if info.name in _CLASS_OPS:
         main = _main_operand(info.name, args)

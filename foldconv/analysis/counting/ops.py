@@ -455,7 +455,7 @@ _WINDOW_POOL = {
 }
 _INPUT_REDUCE = (
     "mean", "sum", "amax", "amin", "max", "min", "var", "std", "var_mean", "std_mean", "logsumexp",
-    "linalg_vector_norm", "norm", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
+    "linalg_vector_norm", "norm", "all", "any", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
     "adaptive_max_pool2d", "adaptive_max_pool3d",
 )
 # Cost nothing: views and layout changes, copies and casts, padding, indexing and gathering, nearest

@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,9 +25,37 @@ from ..._tables import markdown_table
 from ..._validate import CONV_TYPES
 from ...errors import fold_error
 
-__all__ = ["LayerCount", "UnsupportedOp", "CountReport"]
+__all__ = ["LayerCount", "UnsupportedOp", "CountReport", "readable"]
 
 Shape = Tuple[int, ...]
+_PREFIXES = ("", "K", "M", "G", "T", "P", "E")
+_ATTACHED = ("MACs", "FLOPs", "B")  # units written with the prefix attached: GMACs, MB
+
+
+def readable(value: int, unit: str) -> str:
+    """``value`` to three significant digits with a decimal prefix, as the peers print totals.
+
+    The exact integers stay on the report; this is for reading. MACs, FLOPs and bytes take the prefix attached
+    (``4.09 GMACs``, ``102 MB``), other units after a space (``25.6 M params``).
+
+    Example:
+        >>> readable(4_089_184_256, "MACs"), readable(25_557_032, "params"), readable(999_600, "B"), readable(224, "params")
+        ('4.09 GMACs', '25.6 M params', '1.00 MB', '224 params')
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise fold_error("value", value, "must be an integer")
+    size, sign, step = abs(int(value)), "-" if value < 0 else "", 0
+    if size < 1000:
+        return f"{sign}{size} {unit}"
+    mantissa = float(size)
+    while mantissa >= 1000 and step < len(_PREFIXES) - 1:
+        mantissa, step = mantissa / 1000, step + 1
+    if float(f"{mantissa:.3g}") >= 1000 and step < len(_PREFIXES) - 1:  # 999.6 K rounds to 1.00 M
+        mantissa, step = mantissa / 1000, step + 1
+    digits = 2 if mantissa < 10 else 1 if mantissa < 100 else 0
+    prefix = _PREFIXES[step]
+    joined = f"{prefix}{unit}" if unit in _ATTACHED else f"{prefix} {unit}"
+    return f"{sign}{mantissa:.{digits}f} {joined}"
 
 
 @dataclass(frozen=True)
@@ -134,6 +163,18 @@ def _sum(layers: Iterable[LayerCount], attribute: str) -> Counter:
     return total
 
 
+def _later_sibling(shown: List[str], index: int) -> bool:
+    """Does another child of the same parent follow ``shown[index]`` (in named_modules order)?"""
+    name = shown[index]
+    parent, level = name.rsplit(".", 1)[0] if "." in name else "", name.count(".")
+    for other in shown[index + 1:]:
+        if other.count(".") < level or (parent and not other.startswith(parent + ".")):
+            return False
+        if other.count(".") == level:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class CountReport:
     """What :func:`~foldconv.analysis.counting.count` found: one :class:`LayerCount` per module that owns
@@ -173,6 +214,8 @@ class CountReport:
     saved_activation_bytes: Optional[int] = None
     peak_training_bytes: Optional[int] = None
     modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
+    #: every module that ran (containers too) -> the shape of its first output (None: not one tensor's)
+    output_shapes: Mapping[str, Optional[Shape]] = field(default_factory=dict, repr=False, compare=False)
 
     #: The name of the model's own row (ops run outside every submodule, parameters of the model itself).
     ROOT: ClassVar[str] = "(root)"
@@ -256,15 +299,17 @@ class CountReport:
             >>> import torch
             >>> from foldconv.analysis.counting import count
             >>> print(count(torch.nn.Conv2d(3, 8, 3), (1, 3, 16, 16)).summary())
-            Conv2d on (1, 3, 16, 16): 224 parameters (224 trainable), 42,336 MACs, 86,240 FLOPs
-            activations written: 1,568 elements (6,272 bytes), peak 6,272 bytes; weights 896 bytes, buffers 0 bytes
+            Conv2d on (1, 3, 16, 16): 224 parameters (224 params; 224 trainable), 42,336 MACs (42.3 KMACs), 86,240 FLOPs (86.2 KFLOPs)
+            activations written: 1,568 elements (6,272 bytes), peak 6,272 bytes (6.27 KB); weights 896 bytes, buffers 0 bytes
             every op has a cost rule
         """
         lines = [
-            f"{self.model} on {self._shape_text()}: {self.params:,} parameters ({self.trainable:,} trainable), "
-            f"{self.macs:,} MACs, {self.flops:,} FLOPs",
+            f"{self.model} on {self._shape_text()}: {self.params:,} parameters ({readable(self.params, 'params')}; "
+            f"{self.trainable:,} trainable), {self.macs:,} MACs ({readable(self.macs, 'MACs')}), "
+            f"{self.flops:,} FLOPs ({readable(self.flops, 'FLOPs')})",
             f"activations written: {self.activation_elements:,} elements ({self.activation_bytes:,} bytes), "
-            f"peak {self.peak_activation_bytes:,} bytes; weights {self.weight_bytes:,} bytes, buffers {self.buffer_bytes:,} bytes",
+            f"peak {self.peak_activation_bytes:,} bytes ({readable(self.peak_activation_bytes, 'B')}); "
+            f"weights {self.weight_bytes:,} bytes, buffers {self.buffer_bytes:,} bytes",
         ]
         if self.backward:
             lines.append(
@@ -284,6 +329,95 @@ class CountReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Everything on the report as plain Python data (``json.dumps`` takes it): the totals (exact, and
+        readable beside them), every layer with its op tables, the ops without a cost rule.
+
+        Example:
+            >>> import json, torch
+            >>> from foldconv.analysis.counting import count
+            >>> d = json.loads(json.dumps(count(torch.nn.Linear(3, 2), (1, 3)).to_dict()))
+            >>> d["totals"]["macs"], d["readable"]["macs"], d["layers"][0]["op_macs"], d["unsupported_ops"]
+            (6, '6 MACs', {'t': 0, 'addmm': 6}, [])
+        """
+        totals = self._total_row()
+        totals["input_shape"] = [list(s) for s in self.input_shapes]
+        layers = []
+        for layer in self.layers:
+            row = dataclasses.asdict(layer)
+            row["flops"], row["backward_flops"] = layer.flops, layer.backward_flops
+            row["input_shape"] = None if layer.input_shape is None else list(layer.input_shape)
+            row["output_shape"] = None if layer.output_shape is None else list(layer.output_shape)
+            layers.append(row)
+        return {
+            "model": self.model,
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "input_dtypes": list(self.input_dtypes),
+            "device": self.device,
+            "fallback_reason": self.fallback_reason,
+            "backward": self.backward,
+            "totals": {k: v for k, v in totals.items() if k not in ("model", "device")},
+            "readable": {
+                "params": readable(self.params, "params"), "macs": readable(self.macs, "MACs"),
+                "flops": readable(self.flops, "FLOPs"), "peak_activation_bytes": readable(self.peak_activation_bytes, "B"),
+            },
+            "macs_by_op": self.macs_by_op,
+            "layers": layers,
+            "unsupported_ops": [dataclasses.asdict(op) for op in self.unsupported_ops],
+        }
+
+    def tree(self, depth: Optional[int] = None) -> str:
+        """The module tree, indented as torchinfo prints it: each module's type, output shape and the
+        parameters and MACs of its whole subtree; modules deeper than ``depth`` (None: all) are summed into
+        their ancestor at that depth. The model itself is depth 0.
+
+        Example:
+            >>> import torch
+            >>> from foldconv.analysis.counting import count
+            >>> m = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU()), torch.nn.Linear(3, 1))
+            >>> print(count(m, (1, 2)).tree(depth=1))
+            module      type        output_shape  params  macs
+            Sequential  Sequential  (1, 1)        13      9
+            ├─ 0        Sequential  (1, 3)        9       6
+            └─ 1        Linear      (1, 1)        4       3
+            total: 13 params, 9 MACs
+        """
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0):
+            raise fold_error("depth", depth, "must be an integer >= 0 or None (every level)")
+        by_name = {layer.name: layer for layer in self.layers}
+        names = [n for n in self.modules if n != self.ROOT] if self.modules else []
+        for layer in self.layers:  # a report without its modules (or a row they miss): from the rows' names
+            if layer.name != self.ROOT and layer.name not in names:
+                parts = layer.name.split(".")
+                names += [".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) not in names]
+        sums: Dict[str, List[int]] = {}
+        for layer in self.layers:
+            parts = [] if layer.name == self.ROOT else layer.name.split(".")
+            for i in range(len(parts) + 1):
+                key = ".".join(parts[:i]) if i else self.ROOT
+                acc = sums.setdefault(key, [0, 0])
+                acc[0] += layer.params
+                acc[1] += layer.macs
+        shown = [n for n in names if n in sums and (depth is None or n.count(".") < depth)]
+        shapes = dict(self.output_shapes)
+        root = by_name.get(self.ROOT)
+        module_type = type(self.modules[self.ROOT]).__name__ if self.ROOT in self.modules else (root.type if root else self.model)
+        rows = [(self.model, module_type, shapes.get(self.ROOT, root.output_shape if root else None), *sums.get(self.ROOT, [0, 0]))]
+        continues = {name: _later_sibling(shown, i) for i, name in enumerate(shown)}
+        for name in shown:
+            parts = name.split(".")
+            prefix = "".join("│  " if continues.get(".".join(parts[:k + 1])) else "   " for k in range(len(parts) - 1))
+            layer = by_name.get(name)
+            kind = type(self.modules[name]).__name__ if name in self.modules else (layer.type if layer else "")
+            label = f"{prefix}{'├─' if continues[name] else '└─'} {parts[-1]}"
+            rows.append((label, kind, shapes.get(name, layer.output_shape if layer else None), *sums[name]))
+        header = ("module", "type", "output_shape", "params", "macs")
+        cells = [header] + [(a, b, "" if c is None else str(c), f"{d:,}", f"{e:,}") for a, b, c, d, e in rows]
+        widths = [max(len(r[k]) for r in cells) for k in range(4)]
+        lines = ["  ".join(r[k].ljust(widths[k]) for k in range(4)) + "  " + r[4] for r in cells]
+        lines.append(f"total: {readable(self.params, 'params')}, {readable(self.macs, 'MACs')}")
+        return "\n".join(line.rstrip() for line in lines)
 
     def layer(self, name: str) -> LayerCount:
         """The row of one module by its qualified name (:attr:`ROOT` for the model itself)."""

@@ -224,7 +224,7 @@ def test_examples_keep_their_dtype_and_layout_and_nested_structure():
         ({"examples": (1, 2.0)}, "examples"),
         ({"examples": {1: torch.zeros(2)}}, "examples"),
         ({"examples": torch.zeros(2, 5).to_sparse()}, "examples"),
-        ({"input_shape": ((2, 5), "long")}, "input_shape"),
+        ({"input_shape": ((2, 5), "lnog")}, "input_shape"),
         ({"input_shape": ((2, 0), torch.long)}, "input_shape"),
         ({"input_shape": [((2, 5), torch.long), "x"]}, "input_shape"),
         ({"input_shape": ((2.5, 5), torch.long)}, "input_shape"),

@@ -309,3 +309,146 @@ def test_cached_meta_results_change_nothing(name):
     for rep in (warm, kernels):
         assert rep.layers == cold.layers
         assert rep.peak_activation_bytes == cold.peak_activation_bytes
+
+
+# ------------------------------------------------- known rules that keep Python meta kernels off the path
+
+
+def _sliced(shape, dtype, pad):
+    """A meta tensor of ``shape`` that is a slice of a wider one (row-major strides, a storage offset)."""
+    wide = torch.empty((*shape[:-1], shape[-1] + pad), device="meta", dtype=dtype)
+    return wide[..., pad:] if pad else wide
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.sampled_from([0, 2]), st.sampled_from([0, 3]),
+       st.sampled_from([None, "m", "1m", "nm", "n1"]), st.sampled_from(DTYPES))
+def test_matmuls_of_slices_and_every_bias_are_the_kernels_result(n, k, m, pad_a, pad_b, bias, dtype):
+    """mm/addmm give a fresh standard-contiguous matrix without a kernel run, whatever the operands' strides."""
+    a, b = _sliced((n, k), dtype, pad_a), _sliced((k, m), dtype, pad_b)
+    shapes = {"m": (m,), "1m": (1, m), "nm": (n, m), "n1": (n, 1)}
+    func, args = (aten.mm.default, (a, b)) if bias is None else (aten.addmm.default, (_meta(shapes[bias], dtype=dtype), a, b))
+    meta_cache.clear()
+    got = meta_cache.call(func, args, {})
+    expected = func(*args)
+    assert (got.shape, got.stride(), got.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
+@pytest.mark.claim("COUNT-12")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("affine", [True, False])
+def test_inference_batch_norm_from_the_known_rule_is_the_kernels_result(dtype, affine):
+    for rank in range(2, 6):
+        for shape, cl in itertools.product(_shapes(rank), (False, True)):
+            if cl and rank < 4:
+                continue
+            shape = (shape[0], 4, *shape[2:])
+            v = lambda: _meta((4,), dtype=dtype)  # noqa: E731
+            for func, tail in ((aten.native_batch_norm.default, (False, 0.1, 1e-5)),
+                               (aten._native_batch_norm_legit_no_training.default, (0.1, 1e-5))):
+                w, b = (v(), v()) if affine else (None, None)
+                assert _check(func, lambda: (_meta(shape, cl, dtype), w, b, v(), v(), *tail)), (func, shape, cl)
+
+
+@pytest.mark.claim("COUNT-12")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_layer_norm_from_the_known_rule_is_the_kernels_result(dtype):
+    for rank in range(1, 5):
+        for shape in _shapes(rank):
+            for k in range(1, rank + 1):
+                normalized = list(shape[rank - k:])
+                for affine in (True, False):
+                    w = _meta(tuple(normalized), dtype=dtype) if affine else None
+                    assert _check(aten.native_layer_norm.default,
+                                  lambda: (_meta(shape, dtype=dtype), normalized, w, w, 1e-5)), (shape, k, affine)
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(sorted(set(_UNARY_CALLS) | set(_BINARY))), st.booleans(), st.lists(st.integers(1, 3), min_size=1, max_size=4),
+       st.sampled_from([0, 1, 3]), st.sampled_from([None, "same", "last", "slice"]), st.sampled_from(DTYPES))
+def test_elementwise_ops_on_slices_are_the_kernels_result(name, inplace, shape, pad, other, dtype):
+    """A slice of a wider tensor (an LSTM's gates): in place the input itself, out of place a fresh tensor of the
+    kernel's strides, with or without a second operand."""
+    shape = tuple(shape)
+    if name in _BINARY:
+        extra = {None: (), "same": (_meta(shape, dtype=dtype),), "last": (_meta(shape[-1:], dtype=dtype),),
+                 "slice": (_sliced(shape, dtype, 2),)}[other] or (_meta(shape, dtype=dtype),)
+        func = getattr(aten, name + "_" if inplace else name).Tensor
+    else:
+        extra = _UNARY_CALLS[name]
+        if inplace and not hasattr(aten, name + "_"):
+            return
+        func = _overload(name + "_" if inplace else name)
+    assert _check(func, lambda: (_sliced(shape, dtype, pad), *extra))
+
+
+def test_a_model_of_common_layers_counts_without_importing_torch_dynamo():
+    """The first count in a fresh process stays off torch._dynamo (whose import costs a second or more): the
+    counting mode's handler is not wrapped, and the Python meta kernels of matmuls, batch and layer norm,
+    reductions and elementwise ops on slices are replaced by the known rules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from foldconv.analysis.counting import count\n"
+        "net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Hardswish(),\n"
+        "    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 4))\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "rep = count(net, (2, 3, 16, 16))\n"
+        "assert rep.macs > 0\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.claim("COUNT-12")
+def test_convolutions_of_every_size_one_pattern_from_the_known_rule_are_the_kernels_result():
+    """The first conv of a class (no layout stored yet): standard operands that torch cannot read as channels-last
+    give a standard result without a kernel run; every size-1 pattern of input and weight, grouped and not."""
+    for xs in itertools.product((1, 3), repeat=4):
+        for out_c, kh, kw, groups in itertools.product((1, 3), (1, 3), (1, 3), (1, 3)):
+            n, c, h, w = xs
+            if c % groups or out_c % groups or kh > h or kw > w:
+                continue
+            args = (_meta((n, c, h, w)), _meta((out_c, c // groups, kh, kw)), None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups)
+            assert _check(aten.convolution.default, lambda a=args: tuple(_fresh(t) if isinstance(t, torch.Tensor) else t for t in a)), (xs, out_c, kh, kw, groups)
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(["max", "avg", "adaptive"]), st.tuples(*[st.integers(1, 9)] * 4), st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       st.tuples(st.integers(1, 3), st.integers(1, 3)), st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       st.tuples(st.integers(1, 2), st.integers(1, 2)), st.booleans(), st.sampled_from(DTYPES))
+def test_pooling_from_the_known_rule_is_the_kernels_result(kind, shape, k, stride, pad, dilation, ceil, dtype):
+    """Max, average and adaptive average pooling built from their output-size formulas equal the kernel's result;
+    arguments the kernel refuses still reach it and raise."""
+    if kind == "max":
+        func, args = aten.max_pool2d_with_indices.default, (_meta(shape, dtype=dtype), list(k), list(stride), list(pad), list(dilation), ceil)
+    elif kind == "avg":
+        func, args = aten.avg_pool2d.default, (_meta(shape, dtype=dtype), list(k), list(stride), list(pad), ceil)
+    else:
+        func, args = aten._adaptive_avg_pool2d.default, (_meta(shape, dtype=dtype), list(k))
+    try:
+        expected = func(*tuple(_fresh(a) if isinstance(a, torch.Tensor) else a for a in args))
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            meta_cache.call(func, args, {})
+        return
+    meta_cache.clear()
+    got = meta_cache.call(func, args, {})
+    assert _same(got, expected, args)
+
+
+@pytest.mark.claim("COUNT-12")
+@pytest.mark.parametrize("func", [aten._softmax.default, aten._log_softmax.default])
+def test_softmax_from_the_known_rule_is_the_kernels_result(func):
+    for rank in range(1, 5):
+        for shape, dtype in itertools.product(_shapes(rank), DTYPES):
+            for dim in range(-rank, rank):
+                assert _check(func, lambda: (_meta(shape, dtype=dtype), dim, False)), (shape, dim, dtype)

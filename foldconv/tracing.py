@@ -36,9 +36,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._validate import require_allocation
+from .capture import DispatchMode
 from .errors import FoldError, first_line, fold_error
 from .layout import depth_to_space, space_to_depth
 
@@ -318,7 +318,7 @@ def module_inputs(model: nn.Module, input_shape: Sequence[int], *, paths: Option
 UNMEASURED_FACTOR = 64
 
 
-class _Allocations(TorchDispatchMode):
+class _Allocations(DispatchMode):
     """Counts the elements of every new tensor an op returns (views and in-place results share storage: not counted)."""
 
     def __init__(self) -> None:

@@ -182,11 +182,13 @@ def machine() -> str:
     return f"{cpu or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {load}"
 
 
-def start(args: argparse.Namespace, what: str) -> float:
-    """Set torch's thread count from ``args.threads``, print what is measured on which machine; returns the start time."""
+def start(args: argparse.Namespace, what: str, method: Optional[str] = None) -> float:
+    """Set torch's thread count from ``args.threads``, print what is measured on which machine and how; returns the
+    start time. ``method`` replaces the harness's own description (a script that times something else)."""
     torch.set_num_threads(max(1, int(args.threads)))
-    print(f"{what}\nmachine: {machine()}\nharness: {args.rounds} interleaved rounds, blocks of ~{args.block} s, "
-          "medians with 95 % bootstrap intervals over the rounds", flush=True)
+    method = method or (f"{args.rounds} interleaved rounds, blocks of ~{args.block} s, medians with 95 % bootstrap "
+                        "intervals over the rounds")
+    print(f"{what}\nmachine: {machine()}\nmethod: {method}", flush=True)
     return time.perf_counter()
 
 

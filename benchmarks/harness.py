@@ -34,7 +34,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["ROOT", "Interval", "Result", "add_arguments", "compare", "export_revision", "finish", "goal", "interval", "start"]
+__all__ = ["ROOT", "Interval", "Result", "add_arguments", "compare", "export_revision", "finish", "goal", "interval", "machine",
+           "overall", "start", "tally"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,6 +161,19 @@ def goal(ratio: Interval, at_least: float) -> str:
     if ratio.high < at_least:
         return "missed"
     return "within noise"
+
+
+def overall(verdicts: Sequence[str]) -> str:
+    """One verdict for a goal measured several times: "missed" if any part is, "met" if all are, else "within noise"."""
+    if "missed" in verdicts:
+        return "missed"
+    return "met" if all(v == "met" for v in verdicts) else "within noise"
+
+
+def tally(verdicts: Sequence[str]) -> str:
+    """``"22 met, 2 within noise, 0 missed of 24: within noise"``."""
+    counts = ", ".join(f"{sum(v == k for v in verdicts)} {k}" for k in ("met", "within noise", "missed"))
+    return f"{counts} of {len(verdicts)}: {overall(verdicts)}"
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, rounds: int = ROUNDS, block: float = BLOCK_S) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Same function, different speed: a conv over C^2 channels vs its folds, timed in one run.
 
-    python benchmarks/fold_speed.py [--channels 256] [--out 256] [--size 14] [--k 3] [--dtype float32] [--threads 1]
+    python benchmarks/fold_speed.py [--channels 256] [--out 256] [--size 14] [--k 3] [--dtype float32] [--device cpu] [--threads 1]
 
 For every r with r^2 dividing the channel count, the fold_conv form (kernel r*K, stride r, G = C/r^2 channels)
 is timed on the pre-folded input and with depth_to_space included, against the original conv, all in the same
@@ -28,12 +28,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     started = start(args, "benchmarks/fold_speed.py: a conv over C^2 channels against its folds")
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(args.channels, args.out, args.k, padding=args.k // 2).to(dtype).eval()
-    x = torch.randn(args.batch, args.channels, args.size, args.size, dtype=dtype)
+    conv = torch.nn.Conv2d(args.channels, args.out, args.k, padding=args.k // 2).to(args.device, dtype).eval()
+    x = torch.randn(args.batch, args.channels, args.size, args.size, dtype=dtype, device=args.device)
     cases, facts = {"original": lambda: conv(x)}, {}
     with torch.no_grad():
         reference = conv(x)
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
                      "ms": res.time(f"r={r}").scaled(1e3).describe("", 3), "speed-up vs original": res.speedup(f"r={r}").describe(),
                      "ms with depth_to_space": res.time(f"r={r} + depth_to_space").scaled(1e3).describe("", 3),
                      "speed-up with depth_to_space": res.speedup(f"r={r} + depth_to_space").describe(), "max rel err": f"{err:.1e}"})
-    print(f"\n## {args.dtype}, batch {args.batch}\n\n{markdown_table(rows)}")
+    print(f"\n## {args.device}, {args.dtype}, batch {args.batch}\n\n{markdown_table(rows)}")
     finish(started)
     return 0
 

@@ -1,6 +1,6 @@
 """Layout ops against the anchors they must match: torch's pixel_shuffle/unshuffle, a raw reshape/permute, a build.
 
-    python benchmarks/layout.py [--mb 32] [--r 2 4 8 16] [--threads 1] [--rounds 7] [--block 0.05]
+    python benchmarks/layout.py [--mb 32] [--r 2 4 8 16] [--device cpu] [--threads 1] [--rounds 7] [--block 0.05]
 
 Goals (ratios against anchors timed in the same run, benchmarks/harness.py):
 
@@ -66,7 +66,7 @@ def large(args, rows: list, goals: list) -> None:
     size = 512
     for r in args.r:
         g = max(1, int(args.mb * 2**20 / 4 / size**2))
-        y = torch.randn(1, g, size, size)
+        y = torch.randn(1, g, size, size, device=args.device)
         x = F.pixel_unshuffle(y, r)
         cases = {"pixel_shuffle": lambda x=x, r=r: F.pixel_shuffle(x, r), "pixel_unshuffle": lambda y=y, r=r: F.pixel_unshuffle(y, r),
                  "clone": lambda x=x: x.clone()}
@@ -94,7 +94,7 @@ def large(args, rows: list, goals: list) -> None:
 def tiny(args, rows: list, goals: list) -> None:
     verdicts = []
     for r in (2, 3):
-        x = torch.randn(2, 2 * r * r, 5, 5)
+        x = torch.randn(2, 2 * r * r, 5, 5, device=args.device)
         y = F.pixel_shuffle(x, r)
         cases = {}
         for order in ORDERS:
@@ -149,8 +149,9 @@ def main(argv=None) -> int:
     parser = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--mb", type=float, default=32.0, help="size of the large tensors in MiB (float32)")
     parser.add_argument("--r", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--device", default="cpu", help="the layout ops' device (fold_conv builds on the CPU)")
     args = parser.parse_args(argv)
-    started = start(args, "benchmarks/layout.py: depth_to_space/space_to_depth and fold_conv against same-run anchors")
+    started = start(args, f"benchmarks/layout.py: depth_to_space/space_to_depth on {args.device} and fold_conv against same-run anchors")
     goals: list = []
     for title, section in (("Large tensors", large), ("Tiny tensors (the sweep's regime)", tiny), ("fold_conv build", build)):
         rows: list = []

@@ -1,42 +1,33 @@
-"""check_fold: exact verdicts per minute and the first call's cost, against anchors timed in the same run.
+"""check_fold: exact verdicts per minute against the package before the fast route and same-run anchors.
 
-    python benchmarks/check_fold.py                          # this checkout, anchors only
-    python benchmarks/check_fold.py --before-rev 76391c4     # and the package at a git revision, interleaved
-    python benchmarks/check_fold.py --rounds 9 --fresh 7     # more rounds, more fresh processes
+    python benchmarks/check_fold.py                          # against 76391c4 (the checker before its fast route)
+    python benchmarks/check_fold.py --before-rev none        # this checkout and the anchors only
+    python benchmarks/check_fold.py --rounds 9 --threads 2
 
-Throughput: every route checks the same configurations once per round, in two groups: the sweep's regime
+Timed with benchmarks/harness.py. Every route checks the same configurations once per call, in two groups: the sweep's regime
 (1-2 folded channels, 2 outputs, maps of the kernel + 3; 1-d, 2-d and 3-d; strides, padding modes, dilation,
 groups, orders crd/dcr/focus, r = 2..4), where a verdict's cost is overhead, and larger convs at check_fold's
-default input size, where the convolutions dominate; the rounds interleave the routes (their
-order rotates), torch runs on one thread, and each route's time per verdict is the median over the rounds,
-with the interval from the smallest to the largest round. A ratio between two routes is taken round by
-round (both measured under the same load) and is "inconclusive" when its interval holds 1.0. Routes:
-``check_fold`` with ``dtypes=()`` (the verdict alone, as the sweep calls it) and with its defaults (float32
-error statistics too), for this checkout and, with ``--before-rev``, for the package at that revision (loaded
-as ``foldconv_before``). Anchors: one float64 ``conv`` forward of each configuration (the least a verdict can
-cost) and one ``fold_weight`` of its weight.
-
-First call: fresh processes (``--fresh``, alternating the packages) import torch and the package, then time
-the first ``check_fold`` and the same call again; the first call's cost beyond the imports is the first time
-(the goal: at most 50 ms), and first minus second is what only a first call pays. Anchor: the first ``conv2d``
-call of a fresh process.
+default input size, where the convolutions dominate. Routes: ``check_fold`` with ``dtypes=()`` (the verdict
+alone, as the sweep calls it) and with its defaults (float32 error statistics too), for this checkout and for the
+package at ``--before-rev`` (loaded as ``foldconv_before``). Anchors: one float64 ``conv`` forward of each
+configuration (the least a verdict can cost) and one ``fold_weight`` of its weight. A speed-up before / after is
+taken round by round; goal: >= 10x with the same soundness (paper_notes/checker.md says why the plain-conv route
+is sound). The first call in a fresh process is measured by benchmarks/first_call.py.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Callable, Dict, List, Tuple
 
 import torch
+from harness import ROOT, add_arguments, compare, export_revision, finish, goal, start
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from foldconv._tables import markdown_table
+
+BEFORE = "76391c4"  # the parent of the commit that gave check_fold its structural route
 
 # (dims, in_channels, out_channels, kernel, stride, padding, dilation, groups, padding_mode, r, order)
 # The sweep's regime: G = 1 or 2 folded channels (in_channels = G * prod(r)), 2 outputs, maps of the effective
@@ -100,120 +91,53 @@ def build(package: str, group: str) -> List[Tuple[Callable[[], object], ...]]:
     return cases
 
 
-def one_pass(calls: List[Callable[[], object]]) -> float:
-    start = time.perf_counter()
-    for call in calls:
-        call()
-    return (time.perf_counter() - start) / len(calls)
-
-
-def interval(values: List[float]) -> Tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
-def throughput(routes: Dict[str, List[Callable[[], object]]], rounds: int) -> Dict[str, List[float]]:
-    """Seconds per call, per route and round; the routes' order rotates from round to round."""
-    names = list(routes)
-    for name in names:  # warm every route (caches, first calls) before measuring
-        one_pass(routes[name])
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for i in range(rounds):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            times[name].append(one_pass(routes[name]))
-    return times
-
-
-FIRST_CALL = r"""
-import json, sys, time
-t0 = time.perf_counter()
-import torch
-torch.set_num_threads(1)
-sys.path.insert(0, sys.argv[2])
-pkg = __import__(sys.argv[1])
-t1 = time.perf_counter()
-conv = torch.nn.Conv2d(8, 4, 3, padding=1)
-a = time.perf_counter(); pkg.check_fold(conv, 2, dtypes=()); b = time.perf_counter()
-pkg.check_fold(conv, 2, dtypes=()); c = time.perf_counter()
-x, w = torch.randn(1, 4, 8, 8), torch.randn(4, 4, 3, 3)
-d = time.perf_counter(); torch.nn.functional.conv2d(x, w); e = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "first": b - a, "second": c - b, "conv_first": e - d,
-                  "dynamo": "torch._dynamo" in sys.modules}))
-"""
-
-
-def first_calls(packages: Dict[str, str], fresh: int) -> Dict[str, List[dict]]:
-    results: Dict[str, List[dict]] = {name: [] for name in packages}
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for i in range(fresh):
-        for name, path in (list(packages.items()) if i % 2 == 0 else list(packages.items())[::-1]):
-            out = subprocess.run([sys.executable, "-c", FIRST_CALL, name, path], capture_output=True, text=True, env=env, check=True)
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return results
-
-
-def export(rev: str, into: str) -> str:
-    """The package at git revision ``rev`` as ``foldconv_before`` under ``into``."""
-    archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "foldconv"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-    os.rename(os.path.join(into, "foldconv"), os.path.join(into, "foldconv_before"))
-    return into
-
-
-def table(times: Dict[str, List[float]], before: bool) -> None:
-    print("| route | ms per verdict (median [min, max]) | verdicts per minute | x conv anchor |")
-    print("|---|---|---|---|")
-    conv = times["anchor: float64 conv forward"]
-    for name, values in times.items():
-        med, lo, hi = interval(values)
-        ratio = interval([v / c for v, c in zip(values, conv)])
-        print(f"| {name} | {med * 1e3:.3f} [{lo * 1e3:.3f}, {hi * 1e3:.3f}] | {60 / med:,.0f} | {ratio[0]:.1f} [{ratio[1]:.1f}, {ratio[2]:.1f}] |")
-    if before:
-        print("\n| speed-up, before / after (round by round) | median [min, max] | |")
-        print("|---|---|---|")
-        for route in ("check_fold(dtypes=())", "check_fold()"):
-            ratio = interval([b / a for b, a in zip(times[f"foldconv_before.{route}"], times[f"foldconv.{route}"])])
-            verdict = "inconclusive" if ratio[1] <= 1.0 <= ratio[2] else ("faster" if ratio[0] > 1 else "slower")
-            print(f"| {route} | {ratio[0]:.1f}x [{ratio[1]:.1f}, {ratio[2]:.1f}] | {verdict} |")
+def routes_of(packages: List[str], group: str) -> Dict[str, Callable[[], object]]:
+    """One callable per route: a pass over the group's configurations."""
+    routes: Dict[str, Callable[[], object]] = {}
+    for name in packages:
+        cases = build(name, group)
+        for label, k in (("check_fold(dtypes=())", 0), ("check_fold()", 1)):
+            calls = [c[k] for c in cases]
+            routes[f"{name}.{label}"] = lambda calls=calls: [call() for call in calls]
+        if name == "foldconv":
+            for label, k in (("anchor: float64 conv forward", 2), ("anchor: fold_weight", 3)):
+                calls = [c[k] for c in cases]
+                routes[label] = lambda calls=calls: [call() for call in calls]
+    return routes
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before-rev", default=None, help="a git revision whose check_fold is timed alongside")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--fresh", type=int, default=5, help="fresh processes per package for the first call")
+    parser = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), block=0.2)
+    parser.add_argument("--before-rev", default=BEFORE, help="the git revision whose check_fold is timed alongside ('none': skip)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    started = start(args, f"benchmarks/check_fold.py: exact verdicts, this checkout against {args.before_rev}")
     sys.path.insert(0, ROOT)
-    packages = {"foldconv": ROOT}
-    results = {}
+    packages = ["foldconv"]
+    goals = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.before_rev:
-            packages["foldconv_before"] = export(args.before_rev, tmp)
-            sys.path.insert(0, tmp)
-        for group in CONFIGS:
-            routes: Dict[str, List[Callable[[], object]]] = {}
-            for name in packages:
-                cases = build(name, group)
-                routes[f"{name}.check_fold(dtypes=())"] = [c[0] for c in cases]
-                routes[f"{name}.check_fold()"] = [c[1] for c in cases]
-                if name == "foldconv":
-                    routes["anchor: float64 conv forward"] = [c[2] for c in cases]
-                    routes["anchor: fold_weight"] = [c[3] for c in cases]
-            results[group] = throughput(routes, args.rounds)
-        firsts = first_calls(packages, args.fresh)
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, {args.rounds} interleaved rounds")
-    for group, times in results.items():
-        print(f"\n{group} configurations ({len(CONFIGS[group])}):\n")
-        table(times, bool(args.before_rev))
-    print("\n| package | import s | first check_fold ms (goal <= 50) | the same call again ms | first - again ms | "
-          "first conv2d ms (anchor) | torch._dynamo imported |")
-    print("|---|---|---|---|---|---|---|")
-    for name, runs in firsts.items():
-        med = {key: statistics.median(r[key] for r in runs) for key in ("import", "first", "second", "conv_first")}
-        extra = statistics.median(r["first"] - r["second"] for r in runs)
-        dynamo = sum(r["dynamo"] for r in runs)
-        print(f"| {name} | {med['import']:.2f} | {med['first'] * 1e3:.1f} | {med['second'] * 1e3:.1f} | {extra * 1e3:.1f} | "
-              f"{med['conv_first'] * 1e3:.2f} | {dynamo}/{len(runs)} |")
+        if args.before_rev != "none":
+            sys.path.insert(0, export_revision(args.before_rev, tmp))
+            packages.append("foldconv_before")
+        for group, configs in CONFIGS.items():
+            res = compare(routes_of(packages, group), anchor="anchor: float64 conv forward", rounds=args.rounds, block=args.block)
+            n = len(configs)
+            rows = []
+            for label in res.seconds:
+                per = res.time(label).scaled(1e3 / n)
+                rows.append({"route": label, "ms per verdict": per.describe("", 3), "verdicts per minute": f"{60e3 / per.median:,.0f}",
+                             "time / conv anchor": res.slowdown(label).describe("x", 1)})
+            print(f"\n## {group} configurations ({n}), one pass = {n} verdicts\n\n{markdown_table(rows)}")
+            if "foldconv_before" in packages:
+                speed = []
+                for route in ("check_fold(dtypes=())", "check_fold()"):
+                    ratio = res.speedup(f"foldconv.{route}", f"foldconv_before.{route}")
+                    speed.append({"route": route, "speed-up after / before": ratio.describe("x", 1), "goal >= 10x": goal(ratio, 10.0)})
+                    goals.append((f"{route}, {group} configurations: >= 10x {args.before_rev}",
+                                  f"{ratio.describe('x', 1)}: {goal(ratio, 10.0)}"))
+                print("\n" + markdown_table(speed))
+    if goals:
+        print("\n## Goals\n\n" + markdown_table([{"goal": g, "measured": m} for g, m in goals]))
+    finish(started)
     return 0
 
 

@@ -2,29 +2,26 @@
 
     python benchmarks/count.py                 # ResNet-50 + the whole classification zoo (meta)
     python benchmarks/count.py --real-zoo      # also FlopCounterMode on real tensors for every zoo model
-    python benchmarks/count.py --threads 2     # the goal's setting: 2 cores
+    python benchmarks/count.py --threads 2     # the goal's setting: 2 cores (default: 1 thread)
     python benchmarks/count.py --peers         # side by side with fvcore, ptflops, thop, torchinfo, calflops,
                                                # torchscan, torchprofile (those installed: the `bench` extra)
-    python benchmarks/count.py --peers --models mobilenet_v3_large resnet50 --repeat 3
-    python benchmarks/count.py --startup       # the first count() in fresh processes, beyond the imports
+    python benchmarks/count.py --peers --models mobilenet_v3_large resnet50 --rounds 3
     python benchmarks/count.py --rnn           # a 2-layer bidirectional LSTM + GRU vs FlopCounterMode
     python benchmarks/count.py --warm deeplabv3_mobilenet_v3_large   # warm count vs FlopCounterMode (+ peers)
+    (the first count() in a fresh process: benchmarks/first_call.py)
 
-Goals: the first count() in a fresh process costs at most 50 ms beyond the imports, with torch._dynamo never
-imported; the LSTM + GRU within 5x of FlopCounterMode's time; deeplabv3_mobilenet_v3_large warm no slower
-than the fastest peer.
+Timed with benchmarks/harness.py (interleaved rounds, warmed cases, medians with 95 % bootstrap intervals).
 
-Peers (issue 12): each tool gets the same real model (random weights, eval mode) and a real input of batch 1
-at 224x224, under ``torch.no_grad()``; every tool runs once per round, the rounds interleave the tools (so
-a change of machine load hits them alike), and each time is the median over the rounds. ``count`` is timed
-twice: with its meta-result cache as a long-running process has it (``count``) and with the cache
-emptied before every call (``count_cold``). A missing or broken peer is skipped and the run says which
-ran. Model construction is not timed.
+Peers: each tool gets the same real model (random weights, eval mode) and a real input of batch 1 at 224x224,
+under ``torch.no_grad()``, all in the same interleaved rounds. ``count`` is timed twice: with its meta-result
+cache as a long-running process has it (``count``) and with the cache emptied before every call
+(``count_cold``). A missing or broken peer is skipped and the run says which ran. Model construction is not timed.
 
-Goals (issue #6): count() of ResNet-50 under 1 s; the whole torchvision classification zoo under 60 s on
-2 cores. Anchors: FlopCounterMode around a real forward pass (random weights, batch 1, 224x224) and
-FlopCounterMode on meta tensors. Every ratio is counter time / anchor time from this run. Model
-construction is timed separately and not included in the counting times.
+Goals: count() of ResNet-50 under 1 s; the whole torchvision classification zoo under 60 s on 2 cores. Anchors:
+FlopCounterMode around a real forward pass (random weights, batch 1, 224x224) and FlopCounterMode on meta
+tensors, timed in the same rounds for ResNet-50 (the zoo is one pass per model: each model is counted once).
+Model construction is timed separately and not included in the counting times. The first count() in a fresh
+process is measured by benchmarks/first_call.py.
 """
 from __future__ import annotations
 
@@ -36,6 +33,7 @@ import warnings
 
 import torch
 import torchvision
+from harness import add_arguments, compare, finish, start
 from torch.utils.flop_counter import FlopCounterMode
 
 from foldconv._tables import markdown_table
@@ -120,11 +118,11 @@ def _peers() -> dict:
     return found
 
 
-def peers_benchmark(names, repeat: int) -> int:
-    """count() against each installed peer, model by model, interleaved rounds, medians."""
+def peers_benchmark(names, args) -> int:
+    """count() against each installed peer, model by model, in interleaved rounds."""
     from foldconv.analysis.counting import meta_cache
 
-    peers = {"flop_counter": lambda model, x: flop_counter(model, x) // 2, **_peers()}  # torch's own, always there
+    peers = _peers()
 
     def count_cold(model, x):
         meta_cache.clear()
@@ -135,74 +133,36 @@ def peers_benchmark(names, repeat: int) -> int:
     for name in names:
         model = torchvision.models.get_model(name).eval()
         x = torch.randn(SHAPE)
-        times = {tool: [] for tool in tools}
         macs = {}
-        for tool, fn in tools.items():  # warm-up round (first calls import and compile), not timed
+        for tool, fn in tools.items():
             try:
                 macs[tool] = int(fn(model, x))
-            except Exception as exc:
+            except Exception as exc:  # a peer that fails on this model is a cell, not the end of the run
                 macs[tool] = f"failed: {type(exc).__name__}"
-        for _ in range(repeat):
-            for tool, fn in tools.items():
-                if isinstance(macs[tool], int):
-                    start = time.perf_counter()
-                    fn(model, x)
-                    times[tool].append(time.perf_counter() - start)
-        with torch.no_grad():
-            t_forward, _ = seconds(lambda m=model, xx=x: m(xx), repeat)
-        med = {tool: statistics.median(t) for tool, t in times.items() if t}
-        fastest = min((t, tool) for tool, t in med.items() if tool in peers) if peers else (float("nan"), "-")
-        row = {"model": name, "forward_s": round(t_forward, 4)}
-        row.update({f"{tool}_s": round(t, 4) for tool, t in med.items()})
-        row.update({"fastest_peer": fastest[1], "count/fastest": round(med["count"] / fastest[0], 2),
-                    "count_cold/fastest": round(med["count_cold"] / fastest[0], 2), "macs": macs["count"]})
-        row.update({f"{tool}_macs": m for tool, m in macs.items() if tool in peers})
+        cases = {tool: (lambda fn=fn, model=model, x=x: fn(model, x)) for tool, fn in tools.items() if isinstance(macs[tool], int)}
+
+        def forward(model=model, x=x):
+            with torch.no_grad():
+                return model(x)
+
+        cases["forward (anchor)"] = forward
+        res = compare(cases, anchor="forward (anchor)", rounds=args.rounds, block=args.block, warmup=1)
+        ran = [tool for tool in peers if tool in cases]
+        fastest = min(ran, key=lambda tool: res.time(tool).median) if ran else None
+        row = {"model": name, "forward ms": res.time("forward (anchor)").scaled(1e3).describe("", 1)}
+        row.update({f"{tool} ms": res.time(tool).scaled(1e3).describe("", 1) for tool in cases if tool != "forward (anchor)"})
+        if fastest:
+            row.update({"fastest peer": fastest, "count speed-up vs fastest": res.speedup("count", fastest).describe(),
+                        "count_cold speed-up vs fastest": res.speedup("count_cold", fastest).describe()})
+        row.update({"macs": macs["count"], **{f"{tool} macs": m for tool, m in macs.items() if tool in peers}})
         rows.append(row)
-        print(f"{name}: count {med['count']:.4f} s, cold {med['count_cold']:.4f} s, fastest peer {fastest[1]} {fastest[0]:.4f} s",
-              flush=True)
+        print(f"{name}: count {row['count ms']} ms, fastest peer {fastest}", flush=True)
         del model
-    print(f"\n## count() and its peers, input {SHAPE}, median of {repeat} interleaved rounds")
+    print(f"\n## count() and its peers, input {SHAPE}, {args.rounds} interleaved rounds")
     print(markdown_table(rows))
-    slower = [r["model"] for r in rows if r["count/fastest"] > 1]
-    slower_cold = [r["model"] for r in rows if r["count_cold/fastest"] > 1]
-    print(f"\ncount (warm cache) slower than the fastest peer on {len(slower)} of {len(rows)} models: {slower}")
-    print(f"count (cold cache) slower than the fastest peer on {len(slower_cold)} of {len(rows)} models: {slower_cold}")
-    return 0 if not slower else 1
-
-
-_STARTUP = """
-import sys, time
-start = time.perf_counter()
-import torch
-from torch import nn
-from foldconv.analysis.counting import count
-net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3),
-                    nn.BatchNorm2d(64), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 128),
-                    nn.LayerNorm(128), nn.GELU(), nn.Linear(128, 10))
-imported = time.perf_counter()
-count(net, (1, 3, 64, 64))
-first = time.perf_counter()
-count(net, (1, 3, 64, 64))
-second = time.perf_counter()
-print(imported - start, first - imported, second - first, "torch._dynamo" in sys.modules)
-"""
-
-
-def startup_benchmark(repeat: int) -> int:
-    """The first count() in ``repeat`` fresh processes (a small CNN with BN, LayerNorm, GELU, Linear): its time
-    beyond the imports and the second call's, and whether torch._dynamo was imported."""
-    import subprocess
-
-    rows = []
-    for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", _STARTUP], capture_output=True, text=True, check=True).stdout.split()
-        rows.append({"imports_s": float(out[0]), "first_count_s": float(out[1]), "second_count_s": float(out[2]),
-                     "torch._dynamo imported": out[3] == "True"})
-    print(markdown_table(rows))
-    first = statistics.median(r["first_count_s"] for r in rows)
-    dynamo = any(r["torch._dynamo imported"] for r in rows)
-    print(f"\ngoal: first count <= 0.05 s beyond the imports: {first <= 0.05} (median {first:.3f} s); torch._dynamo imported: {dynamo}")
-    return 0 if first <= 0.05 and not dynamo else 1
+    slower = [r["model"] for r in rows if "count speed-up vs fastest" in r and r["count speed-up vs fastest"].split("x")[0] < "1"]
+    print(f"\ncount (warm cache) slower than the fastest peer (median) on {len(slower)} of {len(rows)} models: {slower}")
+    return 0
 
 
 class _Recurrent(torch.nn.Module):
@@ -217,81 +177,72 @@ class _Recurrent(torch.nn.Module):
         return self.gru(self.lstm(x)[0])[0]
 
 
-def rnn_benchmark(repeat: int) -> int:
-    """count() of the LSTM + GRU (batch 4, 50 steps) against FlopCounterMode on real and on meta tensors,
-    interleaved rounds, medians. (FlopCounterMode on a real CPU forward sees one fused kernel per LSTM and no
-    matmul: its MACs are shown, not compared.)"""
+def rnn_benchmark(args) -> int:
+    """count() of the LSTM + GRU (batch 4, 50 steps) against FlopCounterMode on real and on meta tensors, in
+    interleaved rounds. (FlopCounterMode on a real CPU forward sees one fused kernel per LSTM: its MACs are shown,
+    not compared.) Goal: count within 5x of the faster FlopCounterMode, MACs equal to its meta count."""
     model, shape = _Recurrent().eval(), (4, 50, 64)
     x = torch.randn(shape)
     with torch.device("meta"):
         meta = _Recurrent().eval()
     xm = torch.empty(shape, device="meta")
-    tools = {
-        "count": lambda: count(model, shape).macs,
-        "flop_counter_real": lambda: flop_counter(model, x) // 2,
-        "flop_counter_meta": lambda: flop_counter(meta, xm) // 2,
-    }
-    macs = {name: fn() for name, fn in tools.items()}  # warm-up
-    times = {name: [] for name in tools}
-    for _ in range(repeat):
-        for name, fn in tools.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    fastest = min(med["flop_counter_real"], med["flop_counter_meta"])
-    print(markdown_table([{"tool": n, "median_s": round(t, 4), "macs": macs[n], "ratio_to_fastest_flop_counter": round(t / fastest, 2)}
-                          for n, t in med.items()]))
-    ok = med["count"] <= 5 * fastest and macs["count"] == macs["flop_counter_meta"]
-    print(f"\ngoal: count within 5x of FlopCounterMode: {med['count'] <= 5 * fastest}; MACs equal on meta: "
-          f"{macs['count'] == macs['flop_counter_meta']}")
-    return 0 if ok else 1
+    cases = {"count": lambda: count(model, shape), "FlopCounterMode, real (anchor)": lambda: flop_counter(model, x),
+             "FlopCounterMode, meta": lambda: flop_counter(meta, xm)}
+    macs = {"count": count(model, shape).macs, "FlopCounterMode, real (anchor)": flop_counter(model, x) // 2,
+            "FlopCounterMode, meta": flop_counter(meta, xm) // 2}
+    res = compare(cases, anchor="FlopCounterMode, real (anchor)", rounds=args.rounds, block=args.block, warmup=1)
+    print("\n## A 2-layer bidirectional LSTM + GRU, input", shape)
+    print(markdown_table([{"tool": n, "ms": res.time(n).scaled(1e3).describe("", 1), "speed-up vs real FlopCounterMode":
+                           res.speedup(n).describe(), "macs": macs[n]} for n in cases]))
+    fastest = min(res.time(n).median for n in cases if n != "count")
+    within = res.time("count").median <= 5 * fastest
+    print(f"\ngoal: count within 5x of the faster FlopCounterMode (medians): {within}; MACs equal to FlopCounterMode on "
+          f"meta: {macs['count'] == macs['FlopCounterMode, meta']}")
+    return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), rounds=5, block=0.2)
     parser.add_argument("--real-zoo", action="store_true", help="FlopCounterMode on real tensors for every model")
     parser.add_argument("--models", nargs="*", default=None, help="zoo subset (default: all)")
     parser.add_argument("--peers", action="store_true", help="side by side with the installed peer tools (only that)")
-    parser.add_argument("--startup", action="store_true", help="the first count() in fresh processes (only that)")
     parser.add_argument("--rnn", action="store_true", help="a 2-layer bidirectional LSTM + GRU vs FlopCounterMode (only that)")
     parser.add_argument("--warm", nargs="*", default=None, help="warm count vs FlopCounterMode and the peers on these models")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    started = start(args, f"benchmarks/count.py: count() against FlopCounterMode (torchvision {torchvision.__version__})")
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}")
-    if args.startup:
-        return startup_benchmark(args.repeat)
+    if args.peers or args.warm is not None:
+        names = (args.warm or ["deeplabv3_mobilenet_v3_large"]) if args.warm is not None else (args.models or classification_models())
+        code = peers_benchmark(names, args)
+        finish(started)
+        return code
     if args.rnn:
-        return rnn_benchmark(args.repeat)
-    if args.warm is not None:
-        return peers_benchmark(args.warm or ["deeplabv3_mobilenet_v3_large"], args.repeat)
-    if args.peers:
-        return peers_benchmark(args.models or classification_models(), args.repeat)
+        code = rnn_benchmark(args)
+        finish(started)
+        return code
 
     # ResNet-50: a real model (random weights), counted on meta; anchor: FlopCounterMode on a real forward.
     t_build, net = seconds(lambda: torchvision.models.resnet50().eval())
+    meta_net = meta_model("resnet50").eval()
     x = torch.randn(SHAPE)
-    t_first, _ = seconds(lambda: count(net, SHAPE))
-    t_count, rep = seconds(lambda: count(net, SHAPE), args.repeat)
-    t_real, real_flops = seconds(lambda: flop_counter(net, x), args.repeat)
-    t_meta, meta_flops = seconds(lambda: flop_counter(meta_model("resnet50").eval(), torch.empty(SHAPE, device="meta")), args.repeat)
-    rows = [
-        {"measure": "count(resnet50) on meta, median", "seconds": t_count, "ratio_to_real_flop_counter": t_count / t_real},
-        {"measure": "count(resnet50), first call", "seconds": t_first, "ratio_to_real_flop_counter": t_first / t_real},
-        {"measure": "FlopCounterMode, real forward (anchor)", "seconds": t_real, "ratio_to_real_flop_counter": 1.0},
-        {"measure": "FlopCounterMode, meta forward (+ meta build)", "seconds": t_meta, "ratio_to_real_flop_counter": t_meta / t_real},
-        {"measure": "build resnet50 with random weights (not counted)", "seconds": t_build, "ratio_to_real_flop_counter": t_build / t_real},
-    ]
+    t_first, rep = seconds(lambda: count(net, SHAPE))
+    real_flops = flop_counter(net, x)
+    meta_flops = flop_counter(meta_net, torch.empty(SHAPE, device="meta"))
+    res = compare({"count(resnet50) on meta": lambda: count(net, SHAPE),
+                   "FlopCounterMode, real forward (anchor)": lambda: flop_counter(net, x),
+                   "FlopCounterMode, meta forward": lambda: flop_counter(meta_net, torch.empty(SHAPE, device="meta"))},
+                  anchor="FlopCounterMode, real forward (anchor)", rounds=args.rounds, block=args.block, warmup=1)
+    rows = [{"measure": label, "ms": res.time(label).scaled(1e3).describe("", 1), "speed-up vs real FlopCounterMode": res.speedup(label).describe()}
+            for label in res.seconds]
+    rows.append({"measure": "count(resnet50), first call in this process (one call)", "ms": f"{t_first * 1e3:.1f}"})
+    rows.append({"measure": "build resnet50 with random weights (not counted, one call)", "ms": f"{t_build * 1e3:.1f}"})
     print("\n## ResNet-50, input", SHAPE)
     print(markdown_table(rows))
     same = 2 * rep.macs == real_flops == meta_flops
     print(f"MACs {rep.macs:,}; FlopCounterMode real/2 {real_flops // 2:,}; meta/2 {meta_flops // 2:,}; equal: {same}")
-    goal_r50 = t_count < 1.0
+    t_count = res.time("count(resnet50) on meta")
+    goal_r50 = t_count.high < 1.0
 
     # The zoo: build on meta (timed apart), then count vs FlopCounterMode on meta (and on real tensors).
     names = args.models or classification_models()
@@ -330,8 +281,9 @@ def main(argv=None) -> int:
         print("\nmodels that ran ops without a cost rule (left out of their totals):")
         print(markdown_table(incomplete))
     goal_zoo = counts < 60.0
-    print(f"\ngoals: resnet50 < 1 s: {goal_r50} ({t_count:.3f} s); zoo < 60 s: {goal_zoo} ({counts:.1f} s, "
+    print(f"\ngoals: resnet50 < 1 s: {goal_r50} ({t_count.describe(' s', 3)}); zoo < 60 s: {goal_zoo} ({counts:.1f} s, "
           f"{counts + builds:.1f} s with construction)")
+    finish(started)
     return 0 if goal_r50 and goal_zoo and same and not incomplete else 1
 
 

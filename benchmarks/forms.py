@@ -1,6 +1,7 @@
 """Which equivalent form is fastest: each layer's verified forms timed in one run, as speedups over the original.
 
     python benchmarks/forms.py [--device cpu|cuda] [--batch 1] [--min-run-time 0.5] [--rounds 4] [--no-compile] [--only NAME]
+                               [--threads 1]
 
 Targets (issue 11, item 3): the motivating question's 256-channel 3x3 conv on 32x32 folded by r = 2, 4, 8, 16;
 resnet18's 7x7 stride-2 stem against its SPD form (space-to-depth + 4x4 conv); a DCGAN ConvTranspose2d(k4, s2, p1)
@@ -10,7 +11,9 @@ check_equivalence before it is timed (the "check" column: exact for all weights,
 and each form are timed in interleaved rounds (original, form, original, form, ...; --rounds), so a load that comes
 and goes hits both sides. A speedup is original time / form time, with the interval
 [original q25 / form q75, original q75 / form q25] of the pooled runs; "inconclusive" marks an interval that holds
-1.0. Only speedups are printed, never bare time ratios.
+1.0. Only speedups are printed, never bare time ratios. The timing is the library's own
+(:func:`foldconv.surgery.speed.benchmark_forms`, the feature measured here); the thread count (one by default)
+and the load average before and after come from benchmarks/harness.py.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import argparse
 import sys
 
 import torch
+from harness import finish, start
 from torch import nn
 
 from foldconv._tables import markdown_table
@@ -44,7 +48,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds of original and form per form")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile form")
     parser.add_argument("--only", default=None, help="run only the targets whose name contains this text")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     args = parser.parse_args(argv)
+    args.block = args.min_run_time
+    started = start(args, "benchmarks/forms.py: each layer's verified forms against the original",
+                    f"benchmark_forms: {args.rounds} interleaved rounds of original and form, pooled quartile intervals")
     print(f"machine: {machine_description(args.device)}; device={args.device}, float32, batch {args.batch}, "
           f"min_run_time {args.min_run_time} s per form in {args.rounds} interleaved rounds")
     summary = []
@@ -60,6 +68,7 @@ def main(argv=None) -> int:
                             "original ms": round(report.timings[0].median_s * 1e3, 3), "note": "" if t.timed else t.note[:80]})
     print("\n## Summary (speedup = original time / form time, [q25/q75, q75/q25] interval)\n")
     print(markdown_table(summary))
+    finish(started)
     return 0
 
 

@@ -4,49 +4,49 @@ against the empirical measurement (one forward + backward of one unit) measured 
     python benchmarks/receptive_field.py            # ResNet-50 + zoo
     python benchmarks/receptive_field.py --quick    # ResNet-50 only
 
-Goals (issue #5): ResNet-50 analysed in under 1 s, and faster than measuring it empirically.
+ResNet-50's analysis and its empirical anchor are timed with benchmarks/harness.py (interleaved rounds, one
+thread, medians with 95 % bootstrap intervals); the zoo is one pass per model.
+Goals: ResNet-50 analysed in under 1 s, and faster than measuring it empirically.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import warnings
 
-import torch
 import torchvision
+from harness import add_arguments, compare, finish, start
 
 from foldconv.analysis.receptive_field import UnsupportedOpError, empirical_boxes, receptive_field
 from foldconv.models import classification_models, meta_model
 
 
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times), statistics.median(times)
+def once(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = add_arguments(argparse.ArgumentParser(), rounds=5, block=0.5)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = start(args, "benchmarks/receptive_field.py: analytic receptive fields against the empirical measurement")
     shape = (1, 3, 224, 224)
     model = torchvision.models.resnet50(weights=None)
-    analytic, analytic_med = best_of(lambda: receptive_field(model, shape), args.repeats)
     report = receptive_field(model, shape)
     centre = report.center("layer3_5_relu_2")
     # the empirical anchor: one output unit's gradient support at the same input size (float64, positive
     # weights, max-pool -> avg-pool), i.e. one forward and one backward of ResNet-50
-    empirical, empirical_med = best_of(lambda: empirical_boxes(model, shape, [("layer3_5_relu_2", centre)], report=report), max(2, args.repeats // 2))
-    print(f"ResNet-50 at 224x224 ({len(report.nodes)} nodes): analytic {analytic * 1e3:.1f} ms (median {analytic_med * 1e3:.1f}), "
-          f"empirical one-unit support {empirical * 1e3:.1f} ms (median {empirical_med * 1e3:.1f}); "
-          f"empirical / analytic = {empirical / analytic:.1f}x; goal < 1 s: {'met' if analytic < 1 else 'MISSED'}")
+    res = compare({"analytic": lambda: receptive_field(model, shape),
+                   "empirical (anchor)": lambda: empirical_boxes(model, shape, [("layer3_5_relu_2", centre)], report=report)},
+                  anchor="empirical (anchor)", rounds=args.rounds, block=args.block, warmup=1)
+    analytic = res.time("analytic")
+    print(f"ResNet-50 at 224x224 ({len(report.nodes)} nodes): analytic {analytic.scaled(1e3).describe(' ms', 1)}, "
+          f"empirical one-unit support {res.time('empirical (anchor)').scaled(1e3).describe(' ms', 1)}; "
+          f"analytic speed-up vs empirical {res.speedup('analytic').describe()}; goal < 1 s: {'met' if analytic.high < 1 else 'MISSED'}")
     if args.quick:
+        finish(started)
         return
     total, traced, skipped = 0.0, 0, []
     for name in classification_models():
@@ -55,7 +55,7 @@ def main() -> None:
             m = meta_model(name)  # shapes only: no weights, no init time
             size = 299 if name == "inception_v3" else 224
             try:
-                t, _ = best_of(lambda: receptive_field(m, (1, 3, size, size)), 1)
+                t = once(lambda: receptive_field(m, (1, 3, size, size)))
                 total += t
                 traced += 1
             except UnsupportedOpError as exc:
@@ -64,6 +64,7 @@ def main() -> None:
           f"{len(skipped)} without a full analytic result:")
     for name, why in skipped:
         print(f"  {name}: {why}")
+    finish(started)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
     python benchmarks/zoo.py                       # every timm model at its default input size, meta tensors
     python benchmarks/zoo.py --models 'resnet*'    # a subset (fnmatch patterns)
-    python benchmarks/zoo.py --threads 2 --csv zoo_times.csv
+    python benchmarks/zoo.py --threads 2 --csv zoo_times.csv   # default: 1 thread
     python benchmarks/zoo.py --sample 200          # a uniform sample (the zoo app's order), whole-zoo time extrapolated
 
 Each model is built on meta (timed separately: construction is not counting) and counted once with
 count() at its pretrained_cfg input size; a model whose meta build fails is skipped and listed (the zoo app
-measures those on CPU). A per-model time limit stops a model that hangs. The machine's load average is
-printed before and after: on a shared machine the figure depends on it, and the notes quote both.
+measures those on CPU). A per-model time limit stops a model that hangs. Each model is counted once (a whole-zoo
+time, not a comparison: no rounds); the machine, thread count and load average before and after come from
+benchmarks/harness.py, since on a shared machine the figure depends on them.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import time
 import warnings
 
-import torch
+from harness import add_arguments, finish, start
 
 from foldconv._tables import markdown_table
 from foldconv.analysis.counting import count
@@ -32,26 +33,25 @@ GOAL_S = 15 * 60
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))  # --rounds/--block unused
     parser.add_argument("--models", nargs="*", default=(), help="fnmatch patterns (default: every timm model)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per model (build + count)")
     parser.add_argument("--csv", default=None, help="write one row per model here")
     parser.add_argument("--sample", type=int, default=None, help="measure this many models (a fixed pseudo-random sample) and extrapolate")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     import timm
+
+    started = start(args, f"benchmarks/zoo.py: count() over the timm zoo (timm {timm.__version__})",
+                    "each model built on meta and counted once")
 
     names = zoo_models("timm", args.models)
     whole = len(names)
     if args.sample:
         names = sorted(sorted(names, key=_scrambled)[: args.sample])
-    print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
-          f"load average before {os.getloadavg()[0]:.1f}; {len(names)} models", flush=True)
-    rows, start = [], time.perf_counter()
+    print(f"{len(names)} models", flush=True)
+    rows, began = [], time.perf_counter()
     for k, name in enumerate(names, 1):
         row = {"model": name, "build_s": None, "count_s": None, "status": ""}
         try:
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
             row["status"] = first_line(exc, with_type=True, limit=160)
         rows.append(row)
         if k % 100 == 0:
-            print(f"{k} models, {time.perf_counter() - start:.0f} s", flush=True)
-    wall = time.perf_counter() - start
+            print(f"{k} models, {time.perf_counter() - began:.0f} s", flush=True)
+    wall = time.perf_counter() - began
     counted = [r for r in rows if r["status"] == "ok"]
     count_s = sum(r["count_s"] for r in counted)
     build_s = sum(r["build_s"] for r in counted)
@@ -81,7 +81,6 @@ def main(argv=None) -> int:
         *([{"figure": f"whole zoo ({whole} models), extrapolated from the sample", "value": f"{count_s * whole / max(len(counted), 1) / 60:.1f} min of count()"}]
           if len(names) < whole else []),
         {"figure": "wall time of this run (with failures, timeouts)", "value": f"{wall:.1f} s"},
-        {"figure": "load average after (1 min)", "value": f"{os.getloadavg()[0]:.1f}"},
     ]))
     print("\nslowest count():\n" + markdown_table([{"model": r["model"], "count s": r["count_s"]} for r in slowest]))
     failed = [r for r in rows if r["status"] != "ok"]
@@ -89,6 +88,7 @@ def main(argv=None) -> int:
         print(f"\n{len(failed)} not counted:\n" + markdown_table(failed[:30]))
     if args.csv:
         write_csv(rows, args.csv)
+    finish(started)
     return 0 if count_s * whole / max(len(counted), 1) < GOAL_S else 1
 
 

@@ -35,8 +35,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
-	$(PY) benchmarks/layout.py
-	$(PY) benchmarks/sweep.py
+	$(PY) benchmarks/table.py
 	$(PY) benchmarks/fold_speed.py
 	$(PY) benchmarks/receptive_field.py
 	$(PY) benchmarks/count.py

@@ -227,7 +227,8 @@ def strided_to_spd(conv: nn.Module, order: Order = "crd", *, padding: str = "aut
         )
     mode = "inner" if (padding == "inner" or (padding == "auto" and inner_ok)) else "explicit"
     q = tuple(math.ceil(k / r) for k, r in zip(spec.effective_kernel, s))
-    require_numel((spec.out_channels, spec.in_channels * fold.block) + q, "conv", spec.describe(), what="the space-to-depth conv's weight")
+    blame = ("dilation", spec.dilation) if any(d > 1 for d in spec.dilation) else ("stride", spec.stride)
+    require_numel((spec.out_channels, spec.in_channels * fold.block) + q, *blame, what="the space-to-depth conv's weight")
     w = expand_dilation(conv.weight.detach(), spec.dilation)
     grow = [r * k - e for r, k, e in zip(s, q, spec.effective_kernel)]
     # Extra taps go at the end of every axis: they meet rows past the last one each window really reads.

@@ -288,10 +288,12 @@ def benchmark_forms(
         device: where the forms are timed (default ``"cpu"``; a device this machine lacks is a FoldError).
         r_values: fold factors to try on a conv, each an int >= 2 (default 2 to 16).
         channels_last: time the ``channels_last`` form (default True).
-        compile: time ``torch.compile``: True, False or ``"auto"`` (default; a failure becomes a note).
+        compile: time ``torch.compile``: False (default), True, or ``"auto"`` (a failure becomes a note).
         min_run_time: seconds of timing per measurement, split over the rounds, a number > 0 (default 0.2).
         verify: time a form only when it is found equivalent (default True).
         rounds: interleaved timing rounds, an int >= 1 (default 4).
+        threads: torch threads while timing, an int >= 1 (default None: torch's own setting; 1 gives steadier times
+            on a shared machine).
         timer: ``timer(fn, label) -> Sample`` instead of the wall-clock timer (default none).
 
     Returns:

@@ -19,8 +19,6 @@ import foldconv
 from foldconv.capture import DispatchMode
 from helpers import ROOT
 
-# The count path's mode has its own owner and its own first-call goal (benchmarks/count.py measures it).
-OUTSIDE = ("foldconv.analysis.counting",)
 
 FIRST_CALLS = """
 import sys
@@ -74,7 +72,7 @@ def test_every_dispatch_mode_in_foldconv_keeps_its_handler_unwrapped():
     modes = [cls for cls in _subclasses(TorchDispatchMode) if cls.__module__.startswith("foldconv.")]
     assert {cls.__name__ for cls in modes} >= {"OpRecorder", "_Allocations", "_Recorder"}
     for cls in modes:
-        if cls.__module__.startswith(OUTSIDE) or cls is DispatchMode:
+        if cls is DispatchMode:
             continue
         assert issubclass(cls, DispatchMode), f"{cls.__module__}.{cls.__qualname__} subclasses TorchDispatchMode directly"
         handler = cls.__dict__.get("__torch_dispatch__")

@@ -272,6 +272,8 @@ def check_receptive_field(
         seed: the seed of the positive weights and input, an int >= 0 (default 0).
         leaves: module classes and/or qualified module names kept as single nodes (without ``report``).
         rules: per-call receptive-field rules (without ``report``).
+        output: the key or index of the output tensor to analyse (a mapping or tuple output; default None).
+        trace: ``"auto"`` (default: torch.fx, else the aten record), ``"fx"`` or ``"aten"`` (without ``report``).
 
     Returns:
         An :class:`RFCheck` (truthy when every box matches): ``rows`` (per node and position the ``analytic``

@@ -270,6 +270,8 @@ def shift_equivariance(
         input_shape: ``(N, C, *spatial)`` with 1 to 3 spatial dims.
         leaves: module classes and/or qualified module names kept as single nodes (default none).
         rules: per-call receptive-field rules ``{module class, function or method name: rule}`` (default none).
+        output: the key or index of the output tensor to analyse (a mapping or tuple output; default None).
+        trace: ``"auto"`` (default: torch.fx, else the aten record), ``"fx"`` or ``"aten"``.
 
     Returns:
         A :class:`ShiftReport`: ``nodes`` (per node its ``period``, ``own_period`` and per-axis ``axes``),

@@ -19,7 +19,6 @@ import foldconv
 from foldconv.capture import DispatchMode
 from helpers import ROOT
 
-
 FIRST_CALLS = """
 import sys
 import torch

@@ -31,7 +31,7 @@ check: $(STAMP)
 	$(PYTEST) -m "not slow and not app and not zoo"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check foldconv scripts tests benchmarks
+	$(VENV)/bin/ruff check foldconv foldconv_launcher.py scripts tests benchmarks
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)

@@ -53,6 +53,7 @@ from torch import nn
 from .._validate import IntOrTuple, per_axis_ints, require_int, resolve_dims
 from ..check import Verdict
 from ..errors import FoldError, fold_error
+from ..fold import require_foldable
 from ..registry import Registry, mro_candidates
 from ..specs import FoldSpec
 from .fold import coerce_fold
@@ -278,10 +279,11 @@ def predict_following(layer: nn.Module, fold: FoldArg, channels: int, *, input_s
         rule, spec, channels, size = _request(layer, fold, channels, input_size, table)
     except FoldError as err:
         return invalid(err)
-    R = spec.block
-    if channels % R:
-        return Prediction(Outcome.FAILS, Verdict.INVALID, reasons=(f"channels={channels} is not a multiple of prod(r)={R}",), codes=("FOLD-3",))
-    if R == 1:
+    try:
+        require_foldable(channels, spec, param="channels")
+    except FoldError as err:
+        return invalid(err)
+    if spec.block == 1:
         return Prediction(Outcome.HOLDS, Verdict.EQUIVALENT, reasons=("r = 1: folding is the identity",), codes=("RULE-1",))
     return rule.predict(layer, spec, channels=channels, input_size=size)
 
@@ -299,8 +301,7 @@ def fold_following(layer: nn.Module, fold: FoldArg, channels: int, *, rules: Rul
         2
     """
     rule, spec, channels, _ = _request(layer, fold, channels, None, rules_for_call(rules))
-    if channels % spec.block:
-        raise fold_error("channels", channels, f"must be a multiple of prod(r)={spec.block} (r={spec.r}) to fold")
+    require_foldable(channels, spec, param="channels")
     return rule.fold(layer, spec, channels=channels)
 
 
@@ -316,8 +317,7 @@ def conditioned_following(layer: nn.Module, fold: FoldArg, channels: int, *, rul
         True
     """
     rule, spec, channels, _ = _request(layer, fold, channels, None, rules_for_call(rules))
-    if channels % spec.block:
-        raise fold_error("channels", channels, f"must be a multiple of prod(r)={spec.block} (r={spec.r}) to fold")
+    require_foldable(channels, spec, param="channels")
     return rule.conditioned(layer, spec, channels=channels)
 
 

@@ -426,8 +426,11 @@ def _find_stage(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
 
 def _build_stage(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
     stage = get(match.location)
-    folded, _ = fold_stage(stage, options["r"], input_shape=match.input_shape, order=options["order"],
-                           fold_bn=options["fold_bn"] and not stage.training, cost_neutral_only=options["cost_neutral_only"])
+    folded, report = fold_stage(stage, options["r"], input_shape=match.input_shape, order=options["order"],
+                                fold_bn=options["fold_bn"] and not stage.training, cost_neutral_only=options["cost_neutral_only"])
+    if report.folded_layers == 0:  # only layout ops and merged BatchNorms would change: not a fold of the stage
+        why = next((f"{layer.name}: {layer.reason}" for layer in report.layers if layer.reason), "")
+        raise fold_error("r", options["r"], f"folds no layer of stage {match.location!r}" + (f" ({why})" if why else ""))
     return folded
 
 

@@ -408,3 +408,12 @@ def test_a_stage_fold_keeps_a_hooked_or_subclassed_layer_as_it_is():
         else:  # fx traces a subclass through: its own forward is what runs, its conv2d call kept
             assert "2" not in layers and layers["conv2d"].action == "kept"
         assert _same_function(model, folded, (1, 4, 4, 4))
+
+
+def test_a_stage_fold_that_folds_no_layer_is_not_applied():
+    # 6 channels cannot fill blocks of 4: fold_stage would only merge BatchNorms and add layout ops
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())).eval()
+    new, report = rewrite(net, (1, 3, 8, 8), [("fold_stage", {"stage": "1", "r": 2})])
+    (site,) = [s for s in report.sites if s.location == "1"]
+    assert not site.applied and "folds no layer of stage '1'" in site.reason and "multiple of prod(r)=4" in site.reason, site.reason
+    assert report.ok and isinstance(new[1], nn.Sequential) and isinstance(new[1][1], nn.BatchNorm2d)

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from harness import add_arguments, compare, finish, goal, start, tally
 
-from foldconv import depth_to_space, fold_conv, fold_weight, order_string, space_to_depth
+from foldconv import depth_to_space, fold_conv, fold_weight, space_to_depth
 from foldconv._tables import markdown_table
+from foldconv.layout import order_string
 
 ORDERS = [" ".join(p) for p in itertools.permutations(("c", "rh", "rw"))]
 ALIASES = {order_string(a): a for a in ("crd", "dcr", "focus")}

@@ -64,3 +64,17 @@ def test_every_benchmark_script_times_through_the_harness():
     assert len(scripts) >= 9
     for path in scripts:
         assert "from harness import" in path.read_text(), f"{path.name} does not use benchmarks/harness.py"
+
+
+def test_every_name_a_benchmark_imports_from_foldconv_exists():
+    """A benchmark that cannot start measures nothing: each ``from foldconv... import name`` it makes resolves."""
+    import ast
+
+    missing = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "foldconv":
+                module = importlib.import_module(node.module)
+                missing += [f"{script.name}: {node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
+                            and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing, missing

@@ -95,8 +95,26 @@ class Check:
         return text
 
 
+class ChecksHeld:
+    """``failed``, ``ok`` and truthiness of a result that holds ``checks`` (a tuple of :class:`Check`)."""
+
+    checks: Tuple[Check, ...]
+
+    @property
+    def failed(self) -> Tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    @property
+    def ok(self) -> bool:
+        """Every check held."""
+        return not self.failed
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
 @dataclass(frozen=True)
-class AppResult:
+class AppResult(ChecksHeld):
     """What an app's body returns to the skeleton: the run's ``title`` and ``answer`` (the first lines of
     index.md), its ``checks``, ``files``: what each file it wrote holds (``{name or glob: description}``, for
     index.md; None when the body writes its own index), ``text``: what the app prints on success (default: the
@@ -114,17 +132,6 @@ class AppResult:
     text: str = ""
     value: Any = field(default=None, repr=False, compare=False)
 
-    @property
-    def failed(self) -> Tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.ok)
-
-    @property
-    def ok(self) -> bool:
-        """Every check held."""
-        return not self.failed
-
-    def __bool__(self) -> bool:
-        return self.ok
 
 
 #: index.md's line for the files the skeleton writes.

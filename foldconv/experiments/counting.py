@@ -53,7 +53,7 @@ from ..models import (
     resolve_model,
 )
 from ..surgery.stage import ModelFoldComparison, compare_model_fold
-from .app import AppResult, Check, model_given, parse_r
+from .app import AppResult, Check, ChecksHeld, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
 from .io import RowLog, as_rows, duration, markdown_table, progress_bar, write_table
@@ -263,7 +263,7 @@ class _Measured:
 
 
 @dataclass(frozen=True)
-class CountRun:
+class CountRun(ChecksHeld):
     """What a counting run measured and wrote: one report per model counted now, every check, the files;
     ``totals``: every model's totals row (resumed ones included); ``resumed``: the models an earlier run in
     the same directory had finished (not recounted)."""
@@ -275,17 +275,6 @@ class CountRun:
     resumed: Tuple[str, ...] = ()
     labels: Tuple[str, ...] = ()
 
-    @property
-    def failed(self) -> Tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.ok)
-
-    @property
-    def ok(self) -> bool:
-        """Every check held."""
-        return not self.failed
-
-    def __bool__(self) -> bool:
-        return self.ok
 
 
 def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: Optional[IntOrTuple], flop_counter: bool) -> _Measured:

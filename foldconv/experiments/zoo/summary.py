@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..._tables import markdown_table
-from ..io import figure, save_figure
-from ..io import is_true as _true  # the one boolean-cell parser (shared with the sweep)
+from ..io import figure, is_true, save_figure
 
 __all__ = [
     "Coverage", "coverage", "blockers", "summary_markdown", "ranking_markdown", "plot_zoo", "COVERAGE_KEYS", "fast_tier",
@@ -99,8 +98,8 @@ def coverage(rows: Sequence[Row]) -> Coverage:
         built=len(built),
         built_on_meta=sum(r.get("build") == "meta" for r in rows),
         counted=sum(str(r.get("params", "")) not in ("", "None") for r in built),
-        params_exact=sum(_true(r.get("params_ok")) for r in built),
-        macs_exact=sum(_true(r.get("macs_ok")) for r in built),
+        params_exact=sum(is_true(r.get("params_ok")) for r in built),
+        macs_exact=sum(is_true(r.get("macs_ok")) for r in built),
         no_unsupported_ops=sum(str(r.get("params", "")) not in ("", "None") and not r.get("unsupported_ops") for r in built),
         rf_analysed=sum(r.get("rf_status") in ("exact", "inexact") for r in built),
         rf_exact=sum(r.get("rf_status") == "exact" for r in built),
@@ -296,7 +295,7 @@ def model_status(row: Row) -> Dict[str, Any]:
         {'family': 'f', 'params_ok': True, 'macs_ok': False, 'rf_analysed': True, 'check_ok': True}
     """
     return {
-        "family": row.get("family"), "params_ok": _true(row.get("params_ok")), "macs_ok": _true(row.get("macs_ok")),
+        "family": row.get("family"), "params_ok": is_true(row.get("params_ok")), "macs_ok": is_true(row.get("macs_ok")),
         "rf_analysed": row.get("rf_status") in ("exact", "inexact"), "check_ok": row.get("check") == "ok",
     }
 
@@ -356,7 +355,7 @@ def fast_tier_record(rows: Sequence[Row], *, zoo: str, max_build_s: float = 1.0,
     record = coverage_record(tier_rows, zoo=zoo, max_build_s=max_build_s, **extra)
     for r in tier_rows:
         record["models"][str(r["model"])].update(
-            params=_int(r.get("params")), macs=_int(r.get("macs")) if _true(r.get("macs_ok")) else None,
+            params=_int(r.get("params")), macs=_int(r.get("macs")) if is_true(r.get("macs_ok")) else None,
             seconds=round(sum(float(r.get(k) or 0) for k in ("t_build", "t_count", "t_rf", "t_check")), 2),
         )
     covered = {str(r.get("family")) for r in tier_rows}

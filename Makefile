@@ -1,5 +1,6 @@
 # Setup and the usual runs: `make demo`, `make test` (the whole suite, what .ci/run calls), `make check`
-# (the fast tier: no model zoos, not even the one-model-per-timm-family tier, no app subprocesses), `make lint`
+# (the fast tier: no model zoos, not even the one-model-per-timm-family tier, no app subprocesses, a quarter of
+# each property test's examples), `make lint`
 # (ruff + the import-layer contracts).
 # Every target creates or reuses .venv and installs from constraints.txt; the install is skipped when
 # pyproject.toml and constraints.txt are unchanged since the last one (.venv/.install-stamp).
@@ -28,7 +29,7 @@ test: $(STAMP)
 	$(PYTEST)
 
 check: $(STAMP)
-	$(PYTEST) -m "not slow and not app and not zoo"
+	HYPOTHESIS_PROFILE=fast $(PYTEST) -m "not slow and not app and not zoo"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check foldconv foldconv_launcher.py scripts tests benchmarks

@@ -3,7 +3,8 @@
 Tiers: `slow` marks the model zoos (tests/experiments/test_zoo_t*.py, marked here by path) and `app` marks every
 test that runs a subprocess (the Hydra apps: tests/**/test_*_app.py, and any test that calls ``subprocess``
 itself, through a helper or a fixture defined in tests/). `make check` deselects both, and the `zoo` tier (one timm
-model per family, marked in tests/experiments/test_zoo_families.py).
+model per family, marked in tests/experiments/test_zoo_families.py). `make check` also loads the `fast` hypothesis
+profile: property tests draw a quarter of their examples (helpers.examples), the whole suite all of them.
 tests/ is on sys.path (pyproject's pytest ``pythonpath``), so tests import shared code with ``from helpers import ...``.
 """
 from __future__ import annotations
@@ -25,6 +26,10 @@ CLAIM_ROW = re.compile(r"^\|\s*([A-Z][A-Z0-9]*-\d+[a-z]?)\s*\|", re.M)
 
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The fast tier (`make check`): the same derandomised search with fewer examples (tests that name their own count
+# scale it with helpers.examples).
+settings.register_profile("fast", deadline=None, derandomize=True, max_examples=25,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -5,6 +5,7 @@ Exact verdicts need integer-valued float64 data: sums and products of small inte
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,30 @@ from torch import nn
 from foldconv.errors import FoldError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: ``make check`` (the fast tier) sets ``HYPOTHESIS_PROFILE=fast``; ``make test`` and CI run the full profile.
+FAST_TIER = os.environ.get("HYPOTHESIS_PROFILE") == "fast"
+
+
+def examples(n: int) -> int:
+    """How many hypothesis examples a property test draws: ``n`` in the whole suite, a quarter (at least 5) in
+    the fast tier, whose job is to catch a broken property in seconds while ``make test`` searches the space.
+
+    >>> examples(40) in (40, 10)
+    True
+    """
+    return max(5, n // 4) if FAST_TIER else n
+
+
+def slow_case(*values: Any) -> Any:
+    """A ``pytest.param`` of ``values`` marked ``slow``: the case runs in ``make test`` and is left out of the fast
+    tier, which keeps one or two cases of the same parametrised test.
+
+    >>> case = slow_case("densenet121", 64)
+    >>> case.marks[0].name, case.id
+    ('slow', 'densenet121')
+    """
+    return pytest.param(*values, marks=pytest.mark.slow, id=str(values[0]))
 
 
 def integer_weights(module: nn.Module, seed: int = 0, bound: int = 7) -> nn.Module:

@@ -15,6 +15,7 @@ from torch import nn
 
 from foldconv import FoldError, Verdict, depth_to_space, fold_conv
 from foldconv.check import check_equivalence, check_fold, derived, structural
+from helpers import examples
 
 pytestmark = pytest.mark.claim("EQ-8")
 
@@ -35,7 +36,7 @@ def folds(draw):
     return conv, r, order
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=examples(6), deadline=None)
 @given(folds())
 def test_the_structural_route_agrees_with_the_captured_check(case):
     conv, r, order = case

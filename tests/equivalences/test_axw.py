@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from foldconv import FoldError, check_equivalence, derived
 from foldconv.equivalences.axw import axis_selection, axw_factors
+from helpers import examples
 
 CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 TCONV = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d, 3: torch.nn.ConvTranspose3d}
@@ -32,7 +33,7 @@ def layers(draw):
 
 
 @pytest.mark.claim("AXW-1")
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(layers())
 def test_every_conv_and_transposed_conv_is_a_sum_of_AXW(case):
     layer, size = case

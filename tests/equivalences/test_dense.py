@@ -14,7 +14,7 @@ from foldconv.equivalences.dense import (
     offset_tensor,
     shift_violations,
 )
-from helpers import integer_weights
+from helpers import examples, integer_weights
 
 
 @pytest.mark.claim("FC-1")
@@ -61,7 +61,7 @@ def test_violations_locate_a_position_dependent_or_far_entry():
 
 
 @pytest.mark.claim("FC-2")
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(
     st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.sampled_from(["crd", "dcr", "focus"]), st.integers(1, 2)
 )

@@ -16,6 +16,7 @@ from foldconv.equivalences.space_to_depth import (
     strided_to_spd,
 )
 from foldconv.fold import pad_to_multiple
+from helpers import examples
 
 CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 ORDERS = ["crd", "dcr", "focus", "rw c rh"]
@@ -47,7 +48,7 @@ def strided_convs(draw):
 
 
 @pytest.mark.claim("SPD-1")
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(strided_convs(), st.sampled_from(["auto", "explicit"]))
 def test_strided_conv_is_space_to_depth_then_stride1_conv(case, padding):
     conv, size, order = case
@@ -77,7 +78,7 @@ def test_spd_weight_is_space_to_depth_of_zero_padded_kernel_and_mutation_flips_v
 
 
 @pytest.mark.claim("SPD-2")
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(
     st.integers(1, 3), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.sampled_from(ORDERS), st.integers(1, 4)
 )

@@ -18,6 +18,7 @@ from foldconv.equivalences.subpixel import (
     transposed_to_subpixel,
     upsample_conv_to_subpixel,
 )
+from helpers import examples
 
 CONV = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 TCONV = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d, 3: torch.nn.ConvTranspose3d}
@@ -37,7 +38,7 @@ def subpixel_convs(draw):
 
 
 @pytest.mark.claim("SUB-1")
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(subpixel_convs())
 def test_subpixel_conv_is_transposed_conv(case):
     sub, size = case
@@ -102,7 +103,7 @@ def transposed_convs(draw):
 
 
 @pytest.mark.claim("SUB-2")
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(transposed_convs())
 def test_transposed_conv_is_subpixel_conv_then_crop(case):
     t, size, order = case
@@ -169,7 +170,7 @@ def test_icnr_initialiser_copies_one_kernel_to_all_subpixels():
 
 
 @pytest.mark.claim("SUB-3")
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(
     st.integers(1, 3), st.integers(1, 5), st.integers(0, 3), st.integers(1, 2), st.sampled_from(ORDERS), st.integers(2, 4)
 )

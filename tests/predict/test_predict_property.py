@@ -23,10 +23,11 @@ from foldconv.fold import fold_weight, plan_fold, unfold_weight
 from foldconv.layout import depth_to_space, space_to_depth
 from foldconv.predict import Outcome, predict_fold, predict_space_to_depth
 from foldconv.specs import ConvSpec, FoldSpec
+from helpers import examples
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _FACTORS = {1: ("rw",), 2: ("rh", "rw"), 3: ("rd", "rh", "rw")}
-SETTINGS = dict(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = dict(max_examples=examples(60), deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _conv(x, w, b, stride, padding, dilation, groups, mode, dims):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from foldconv import ConvSpec, FoldError, Verdict, space_to_depth, unfold_conv
 from foldconv.predict import Outcome, Prediction, SizeFix, predict_space_to_depth
-from helpers import integer_conv, integer_tensor
+from helpers import examples, integer_conv, integer_tensor
 
 
 def _observe(n: int, r: int, big: torch.nn.Conv1d, small: torch.nn.Conv1d):
@@ -116,7 +116,7 @@ def big_convs_2d(draw):
 
 
 @pytest.mark.claim("RULE-8")
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(big_convs_2d())
 def test_crop_and_pad_fixes_equal_the_exact_observation_in_2d(case):
     # on 2-D maps an axis whose every window lies in zero padding makes every output the bias alone: whatever the

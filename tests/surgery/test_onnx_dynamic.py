@@ -21,6 +21,7 @@ from foldconv.equivalences import strided_to_spd, transposed_to_subpixel
 from foldconv.surgery import rewrite
 from foldconv.surgery.onnx_export import export_onnx
 from foldconv.surgery.periodic import PeriodicBias
+from helpers import examples
 
 
 def _espcn_tail() -> nn.Module:
@@ -88,7 +89,7 @@ def strided_and_transposed(draw):
 
 
 @pytest.mark.claim("ONNX-3")
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(strided_and_transposed())
 def test_hunt_forms_exported_once_agree_with_their_source_layer_at_every_size(case):
     conv, form, sizes = case

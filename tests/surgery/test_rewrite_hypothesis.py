@@ -9,7 +9,7 @@ from torch import nn
 
 from foldconv import Verdict
 from foldconv.surgery import rewrite
-from helpers import integer_tensor, integer_weights
+from helpers import examples, integer_tensor, integer_weights
 
 
 @st.composite
@@ -30,7 +30,7 @@ def strided_convs(draw):
 
 
 @pytest.mark.claim("SURGERY-2")
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(strided_convs())
 def test_strided_to_spd_then_spd_to_strided_through_rewrite(case):
     conv, shape, order = case
@@ -59,7 +59,7 @@ def transposed_convs(draw):
 
 
 @pytest.mark.claim("SURGERY-3")
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(transposed_convs())
 def test_transposed_to_subpixel_then_back_through_rewrite(case):
     tconv, shape = case

@@ -24,7 +24,7 @@ from foldconv.equivalences import strided_to_spd, subpixel_to_transposed
 from foldconv.surgery import RULES, Rule, check_model, rewrite
 from foldconv.surgery.hazards import module_hazard
 from foldconv.surgery.params import check_training, tensor_maps
-from helpers import integer_tensor, integer_weights
+from helpers import examples, integer_tensor, integer_weights
 
 VARIANTS = ("plain", "frozen", "tied", "weight_norm", "spectral_norm", "hooked", "subclassed")
 
@@ -367,7 +367,7 @@ def _hazard(layer: nn.Module, kind: str, factor: int) -> None:
 
 
 @pytest.mark.claim("SURGERY-12")
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(rule=st.sampled_from(sorted(CASES)), kind=st.sampled_from(HAZARDS), factor=st.integers(2, 5), seed=st.integers(0, 10**6))
 def test_hunt_no_hazard_ever_reaches_a_returned_model(rule, kind, factor, seed):
     model, shape, path, options = _case(rule, "plain", seed)

@@ -16,6 +16,7 @@ from foldconv.analysis.counting import count
 from foldconv.analysis.counting.inputs import input_specs
 from foldconv.analysis.counting.report import readable
 from foldconv.errors import FoldError
+from helpers import examples
 
 
 def _encoder(layers=2):
@@ -86,7 +87,7 @@ def test_token_ids_and_masks_spelled_as_on_the_command_line():
         count(emb, [1, 16, "lnog"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(0, 10**18))
 def test_readable_totals_keep_three_significant_digits(value):
     text = readable(value, "MACs")

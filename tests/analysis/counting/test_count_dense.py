@@ -17,6 +17,7 @@ from foldconv.analysis.counting.dense import (
     parameter_ladder,
 )
 from foldconv.specs import ConvSpec
+from helpers import examples
 
 
 def explicit_operator(spec: ConvSpec, size) -> torch.Tensor:
@@ -48,7 +49,7 @@ def specs(draw):
 
 
 @pytest.mark.claim("COUNT-4")
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @given(specs())
 def test_analytic_nonzeros_equal_explicit_operator(case):
     spec, size = case

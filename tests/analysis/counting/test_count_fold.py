@@ -17,6 +17,7 @@ from foldconv.analysis.counting.fold import (
     foldable_layers,
 )
 from foldconv.specs import ConvSpec
+from helpers import examples
 
 
 @pytest.mark.claim("COUNT-5")
@@ -54,7 +55,7 @@ def fold_cases(draw):
 
 
 @pytest.mark.claim("COUNT-5")
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(fold_cases())
 def test_fold_keeps_costs_exactly_when_the_plan_is_cost_neutral(case):
     conv, r, shape, order = case

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from foldconv.analysis.counting import OP_COSTS, CountReport, OpCost, count, op_cost, register_op_cost
 from foldconv.analysis.counting.zoo import validate_count
+from helpers import examples
 
 ROOT = CountReport.ROOT
 
@@ -47,7 +48,7 @@ def conv_cases(draw):
 
 
 @pytest.mark.claim("COUNT-3")
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(conv_cases())
 def test_random_convs_match_flop_counter_and_numel(case):
     conv, shape = case
@@ -57,7 +58,7 @@ def test_random_convs_match_flop_counter_and_numel(case):
 
 
 @pytest.mark.claim("COUNT-3")
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(
     st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(1, 5), st.booleans(), st.booleans()
 )

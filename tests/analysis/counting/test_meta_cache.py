@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from foldconv.analysis.counting import count, meta_cache
 from foldconv.models import meta_model
+from helpers import examples
 
 aten = torch.ops.aten
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -99,7 +100,7 @@ def test_the_known_elementwise_rule_is_the_kernels_result_on_every_size_one_patt
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(list(_unary_cases())))
 def test_the_known_elementwise_rule_on_drawn_cases(case):
     """The fast tier's share of the exhaustive test above."""
@@ -122,7 +123,7 @@ def _binary_cases(draw):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_binary_cases())
 def test_binary_elementwise_results_from_the_cache_match_the_kernel(case):
     """Broadcasting operands of every layout, either order: the known rule where it applies, the checked class
@@ -177,7 +178,7 @@ def _convs(draw):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(_convs())
 def test_convolutions_from_the_layout_class_cache_match_the_kernel(case):
     """Two convs of one class (different channels, kernels, groups, strides, sizes): the second comes from the
@@ -239,7 +240,7 @@ def _reductions(draw):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(_reductions())
 def test_reductions_from_the_layout_class_cache_match_the_kernel(case):
     func, shapes, cl, dims, keepdim, dtype = case
@@ -268,7 +269,7 @@ def _matmuls(draw):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(_matmuls())
 def test_matmuls_from_the_layout_class_cache_match_the_kernel(case):
     a_t, b_t, bias_rank, sizes, dtype = case
@@ -321,7 +322,7 @@ def _sliced(shape, dtype, pad):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.sampled_from([0, 2]), st.sampled_from([0, 3]),
        st.sampled_from([None, "m", "1m", "nm", "n1"]), st.sampled_from(DTYPES))
 def test_matmuls_of_slices_and_every_bias_are_the_kernels_result(n, k, m, pad_a, pad_b, bias, dtype):
@@ -365,7 +366,7 @@ def test_layer_norm_from_the_known_rule_is_the_kernels_result(dtype):
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(st.sampled_from(sorted(set(_UNARY_CALLS) | set(_BINARY))), st.booleans(), st.lists(st.integers(1, 3), min_size=1, max_size=4),
        st.sampled_from([0, 1, 3]), st.sampled_from([None, "same", "last", "slice"]), st.sampled_from(DTYPES))
 def test_elementwise_ops_on_slices_are_the_kernels_result(name, inplace, shape, pad, other, dtype):
@@ -421,7 +422,7 @@ def test_convolutions_of_every_size_one_pattern_from_the_known_rule_are_the_kern
 
 
 @pytest.mark.claim("COUNT-12")
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(st.sampled_from(["max", "avg", "adaptive"]), st.tuples(*[st.integers(1, 9)] * 4), st.tuples(st.integers(1, 4), st.integers(1, 4)),
        st.tuples(st.integers(1, 3), st.integers(1, 3)), st.tuples(st.integers(0, 2), st.integers(0, 2)),
        st.tuples(st.integers(1, 2), st.integers(1, 2)), st.booleans(), st.sampled_from(DTYPES))

@@ -22,24 +22,25 @@ from foldconv.analysis.receptive_field.empirical import (
     empirical_box,
     positive_copy,
 )
+from helpers import examples, slow_case
 
 # One representative per family, at a small input (2-core CI budget). VGG and AlexNet: the convolutional
 # trunk only (their 100M-parameter classifiers only make the copy slow; the trunk is where the geometry is).
 # The whole traceable zoo at 224 px runs in scripts/receptive_field.py and benchmarks/receptive_field.py.
 FAMILY = [
     ("resnet18", 64, None),
-    ("vgg11", 64, "features"),
-    ("alexnet", 96, "features"),
+    slow_case("vgg11", 64, "features"),
+    slow_case("alexnet", 96, "features"),
     ("mobilenet_v2", 32, None),
-    ("mobilenet_v3_small", 32, None),
-    ("efficientnet_b0", 32, None),
-    ("densenet121", 64, None),
+    slow_case("mobilenet_v3_small", 32, None),
+    slow_case("efficientnet_b0", 32, None),
+    slow_case("densenet121", 64, None),
     ("squeezenet1_0", 64, None),
-    ("shufflenet_v2_x0_5", 64, None),
-    ("regnet_x_400mf", 64, None),
-    ("mnasnet0_5", 64, None),
-    ("googlenet", 64, None),
-    ("convnext_tiny", 64, None),
+    slow_case("shufflenet_v2_x0_5", 64, None),
+    slow_case("regnet_x_400mf", 64, None),
+    slow_case("mnasnet0_5", 64, None),
+    slow_case("googlenet", 64, None),
+    slow_case("convnext_tiny", 64, None),
 ]
 
 
@@ -56,7 +57,7 @@ def _widen_stem(model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.claim("RF-2")
-@pytest.mark.parametrize("name,size,part", FAMILY, ids=[f[0] for f in FAMILY])
+@pytest.mark.parametrize("name,size,part", FAMILY, ids=[getattr(f, "id", None) or f[0] for f in FAMILY])
 def test_analytic_equals_empirical_on_torchvision_family(name, size, part):
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -131,7 +132,7 @@ def stacks(draw):
 
 
 @pytest.mark.claim("RF-2", "RF-4")
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(stacks())
 def test_analytic_equals_empirical_on_random_stacks(case):
     size, net = case

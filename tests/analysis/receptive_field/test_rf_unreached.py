@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from foldconv.analysis.receptive_field import receptive_field
+from helpers import examples
 
 
 def _measured(model: nn.Module, shape, index):
@@ -44,7 +45,7 @@ def transposed(draw):
 
 
 @pytest.mark.claim("RF-2")
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(transposed())
 def test_box_is_none_exactly_where_no_input_reaches_and_the_gradient_hull_elsewhere(case):
     conv, shape = case

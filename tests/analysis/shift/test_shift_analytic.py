@@ -17,7 +17,7 @@ from foldconv.analysis import shift_equivariance
 from foldconv.equivalences.dense import dense_operator, shift_violations
 from foldconv.errors import FoldError
 from foldconv.layout import DepthToSpace
-from helpers import integer_conv, integer_weights
+from helpers import examples, integer_conv, integer_weights
 
 
 class _Recorder(fx.Interpreter):
@@ -138,7 +138,7 @@ def test_mutant_rule_is_caught():
 
 
 @pytest.mark.claim("SHIFT-2")
-@settings(max_examples=12)
+@settings(max_examples=examples(12))
 @given(g=st.integers(1, 2), r=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 2))
 def test_folded_conv_period_matches_dense_operator(g, r, k, s):
     conv = integer_conv(g * r * r, 2, k, stride=s, padding=k // 2, seed=r + k)

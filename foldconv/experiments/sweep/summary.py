@@ -92,7 +92,7 @@ class Tally:
     Example:
         >>> t = Tally.of([{"section": "theorem", "observed": "holds", "predicted": "holds", "agree": "True", "rule": "FOLD-1"}])
         >>> t.n, dict(t.outcomes), t.answer()
-        (1, {'holds': 1}, '1 configurations: every prediction agrees with the exact observation.')
+        (1, {'holds': 1}, '1 configuration: every prediction agrees with the exact observation.')
     """
 
     def __init__(self) -> None:
@@ -155,13 +155,17 @@ class Tally:
     def answer(self) -> str:
         """The direct answer, in one sentence (see :func:`answer`)."""
         n, bad, lost = self.n, len(self.bad), len(self.lost)
+        if not n:  # an empty shard: nothing agrees or disagrees
+            return "0 configurations: nothing was predicted or observed in this run."
+        configs = f"{n:,} configuration{'s' if n != 1 else ''}"
+        agree = n - bad - lost
         crash = f"{lost:,} crashed {'their worker processes and were' if lost > 1 else 'its worker process and was'} not observed (listed first below)"
         if not bad:
             if lost:
-                return f"{n:,} configurations: {crash}; every other prediction agrees with the exact observation."
-            return f"{n:,} configurations: every prediction agrees with the exact observation."
-        return (f"{n:,} configurations: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
-                f"exact observation (listed first below); {n - bad - lost:,} agree" + (f"; {crash}." if lost else "."))
+                return f"{configs}: {crash}; every other prediction agrees with the exact observation."
+            return f"{configs}: every prediction agrees with the exact observation."
+        return (f"{configs}: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
+                f"exact observation (listed first below); {agree:,} agree{'s' if agree == 1 else ''}" + (f"; {crash}." if lost else "."))
 
 
 def crashed(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> List[Mapping[str, Any]]:
@@ -195,7 +199,9 @@ def answer(rows: Union[Tally, Sequence[Mapping[str, Any]]]) -> str:
         >>> answer([{"agree": "True"}] * 1354)
         '1,354 configurations: every prediction agrees with the exact observation.'
         >>> answer([{"agree": "True"}, {"agree": False}])
-        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agree.'
+        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agrees.'
+        >>> answer([])
+        '0 configurations: nothing was predicted or observed in this run.'
         >>> answer([{"agree": "True"}, {"agree": "", "observed": "crashed"}])
         '2 configurations: 1 crashed its worker process and was not observed (listed first below); every other prediction agrees with the exact observation.'
     """
@@ -225,7 +231,7 @@ def summarize(rows: Union[Tally, Iterable[Mapping[str, Any]]], title: str = "Equ
     Example:
         >>> print(summarize([{"predicted": "holds", "observed": "holds", "agree": True, "rule": "FOLD-1",
         ...     "reason": "ok", "section": "theorem"}]).splitlines()[2])
-        1 configurations: every prediction agrees with the exact observation.
+        1 configuration: every prediction agrees with the exact observation.
     """
     t = Tally.of(rows)
     outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())

@@ -69,14 +69,3 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
                 continue
             assert ((ROOT / page).parent / target).exists(), f"{page}: broken link {target}"
 
-
-def test_every_app_in_the_readme_table_has_a_measured_time():
-    from foldconv.experiments.cli import COMMANDS
-
-    readme = (ROOT / "README.md").read_text()
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `foldconv (\w+)`[^|]*\|[^|]*\| (.*) \|$", readme, re.M)}
-    assert sorted(rows) == sorted(COMMANDS), sorted(rows)  # every app has a row
-    for command, time in rows.items():
-        assert re.search(r"\d+(\.\d+)? ?(s|min|h)\b", time), (command, time)  # a number with its unit
-        assert "estimated" not in time and "not re-timed" not in time, (command, time)  # measured, not guessed
-    assert "on 2 cores" in readme

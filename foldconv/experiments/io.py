@@ -203,7 +203,7 @@ def no_data(ax: Any, why: str) -> None:
         >>> fig, ax = figure(figsize=(3, 2))
         >>> no_data(ax, "no modes rows in this shard")
         >>> ax.texts[0].get_text()
-        'no data\nno modes rows in this shard'
+        'no data\\nno modes rows in this shard'
     """
     ax.set_xticks([])
     ax.set_yticks([])

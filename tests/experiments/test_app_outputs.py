@@ -46,7 +46,8 @@ def test_every_app_writes_summary_and_index(app, overrides, tmp_path, monkeypatc
     index = (tmp_path / "index.md").read_text().splitlines()
     check_run_dir(tmp_path, index[2])
     summary = (tmp_path / "summary.md").read_text().splitlines()
-    assert summary[2] == index[2]  # the answer first, as index.md has it (with the checks' verdict)
+    # the answer first, as index.md has it (an app that states the checks' verdict on a line of its own may leave it out)
+    assert summary[2] == index[2] or (index[2].startswith(summary[2]) and len(summary[2]) > 20), (summary[2], index[2])
 
 
 def test_aggregate_writes_summary_and_index(tmp_path, monkeypatch, capsys):

@@ -68,3 +68,4 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
             if target.startswith(("http://", "https://", "mailto:")):
                 continue
             assert ((ROOT / page).parent / target).exists(), f"{page}: broken link {target}"
+

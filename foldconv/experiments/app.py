@@ -3,7 +3,7 @@
 Every app is config -> run -> checks -> write (:func:`app_command`): Hydra composes the config, :func:`instantiate`
 turns it into the app's own dataclass (validating it), the app's body computes and writes its own tables and
 figures and returns an :class:`AppResult` holding its :class:`Check` list, and :func:`conclude` writes
-``checks.{csv,md}`` and ``index.md`` into the run directory, raises :class:`ClaimFailed` naming the failed
+``checks.{csv,md}``, ``summary.md`` (unless the app writes its own) and ``index.md`` into the run directory, raises :class:`ClaimFailed` naming the failed
 checks, or returns the success line. :func:`finish` turns the outcome into an exit status:
 
 - 0: the run finished and every checked claim held;
@@ -32,11 +32,11 @@ from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from .._validate import parse_factors
 from ..errors import FoldError, fold_error
-from .io import write_atomic, write_index, write_table
+from .io import write_atomic, write_index, write_markdown, write_table
 from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
 __all__ = [
-    "CONFIG_DIR", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
+    "CONFIG_DIR", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
     "hydra_app", "structured", "register", "instantiate", "invoked_as", "close_matches",
 ]
 
@@ -116,9 +116,11 @@ class ChecksHeld:
 @dataclass(frozen=True)
 class AppResult(ChecksHeld):
     """What an app's body returns to the skeleton: the run's ``title`` and ``answer`` (the first lines of
-    index.md), its ``checks``, ``files``: what each file it wrote holds (``{name or glob: description}``, for
-    index.md; None when the body writes its own index), ``text``: what the app prints on success (default: the
-    answer), ``value``: the app's own result object, for callers in Python.
+    index.md and summary.md), its ``checks``, ``files``: what each file it wrote holds (``{name or glob:
+    description}``, for index.md; None when the body writes its own index and summary), ``text``: what the app
+    prints on success (default: the answer), ``value``: the app's own result object, for callers in Python,
+    ``summary``: the Markdown that follows the answer in summary.md (default: ``text`` when it is more than the
+    answer). An app whose ``files`` names ``summary.md`` writes that file itself, answer first.
 
     Example:
         >>> AppResult("Demo", "2 + 2 = 4", (Check.equal("sum", 4, 2 + 2),)).ok
@@ -131,6 +133,7 @@ class AppResult(ChecksHeld):
     files: Optional[Mapping[str, str]] = field(default_factory=dict)
     text: str = ""
     value: Any = field(default=None, repr=False, compare=False)
+    summary: str = ""
 
 
 
@@ -138,16 +141,52 @@ class AppResult(ChecksHeld):
 CHECK_FILES = {"checks.md": "every checked claim of this run: what must hold, expected vs observed, ok",
                "checks.csv": "the same, as CSV"}
 
+#: Every app's run directory starts here: the answer first, then what the app adds.
+SUMMARY = "summary.md"
+
+
+def _summary_text(result: AppResult, answer: str) -> str:
+    """summary.md of an app that does not write its own: title, answer (with the checks' verdict), the app's
+    own Markdown (its leading ``# <title>`` dropped: the title is already there), the failed checks."""
+    body = result.summary or (result.text if result.text.strip() not in ("", result.answer.strip()) else "")
+    lines = body.strip("\n").splitlines()
+    if lines and lines[0].strip() == f"# {result.title}":
+        lines = lines[1:]
+    parts = [f"# {result.title}", "", answer, ""]
+    if result.failed:
+        parts += ["## Failed checks", ""] + [f"- {c.describe()}" for c in result.failed] + [""]
+    if "\n".join(lines).strip():
+        parts += ["\n".join(lines).strip("\n"), ""]
+    parts.append("Every file of this run, with what it holds: [index.md](index.md).")
+    return "\n".join(parts)
+
+
+def _answer_first(path: Path, answer: str, plain: str) -> None:
+    """Make the summary.md an app wrote itself start (after its heading) with the run's ``answer``, the line
+    index.md starts with (or its ``plain`` form, without the checks' verdict): else the answer goes first."""
+    lines = path.read_text().splitlines()
+    head = lines[:1] if lines and lines[0].startswith("# ") else []
+    rest = lines[len(head):]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    first = rest[0].strip() if rest else ""
+    if first and (first == answer or first == plain.strip()):  # already the answer (a separate verdict line may follow)
+        return
+    write_markdown("\n".join(head + ([""] if head else []) + [answer, ""] + rest).rstrip("\n"), path)
+
 
 def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
-    """The skeleton's end of a run: ``checks.{csv,md}`` (when there are checks) and ``index.md`` into ``out_dir``,
-    then :class:`ClaimFailed` naming the failed checks, or the success line (the app's text and where it wrote).
+    """The skeleton's end of a run: ``checks.{csv,md}`` (when there are checks), ``summary.md`` (the answer first;
+    unless the app's ``files`` name its own) and ``index.md`` into ``out_dir``, then :class:`ClaimFailed` naming
+    the failed checks, or the success line (the app's text and where it wrote).
 
     Example:
         >>> import tempfile
         >>> out = tempfile.mkdtemp()
         >>> print(conclude(AppResult("Demo", "one sum", (Check.equal("sum", 4, 2 + 2),)), out).splitlines()[0])
         one sum; the 1 check holds.
+        >>> (Path(out) / "summary.md").read_text().splitlines()[:3]
+        ['# Demo', '', 'one sum; the 1 check holds.']
         >>> conclude(AppResult("Demo", "one sum", (Check.equal("sum", 5, 2 + 2, subject="arithmetic"),)), out)
         Traceback (most recent call last):
         ...
@@ -166,7 +205,13 @@ def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
         holds = "the 1 check holds" if n == 1 else f"all {n} checks hold"
         answer += f"; {holds}." if not failed else f"; {len(failed)} of {n} checks FAILED (checks.md)."
     if result.files is not None:
-        write_index(out, {**result.files, **(CHECK_FILES if result.checks else {})}, title=result.title, answer=answer)
+        files = dict(result.files)
+        if SUMMARY not in files:
+            write_markdown(_summary_text(result, answer), out / SUMMARY)
+            files = {SUMMARY: "the answer first, then what this run found", **files}
+        elif (out / SUMMARY).is_file():  # the app's own: every summary.md starts with the answer index.md starts with
+            _answer_first(out / SUMMARY, answer, result.answer)
+        write_index(out, {**files, **(CHECK_FILES if result.checks else {})}, title=result.title, answer=answer)
     if failed:
         named = "; ".join(c.describe() for c in failed[:3]) + ("; ..." if len(failed) > 3 else "")
         raise ClaimFailed(f"{len(failed)} of {len(result.checks)} check(s) failed: {named}; see {out / 'checks.md'}")

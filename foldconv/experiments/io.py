@@ -36,6 +36,8 @@ __all__ = [
     "figure",
     "save_figure",
     "label_step",
+    "no_data",
+    "legend_beside",
     "MIN_FONT_PT",
     "write_atomic",
     "RowLog",
@@ -193,6 +195,33 @@ def label_step(count: int, max_labels: int) -> int:
     return max(1, -(-count // max_labels))
 
 
+def no_data(ax: Any, why: str) -> None:
+    """Mark an axes that has nothing to draw: "no data" and why, in its middle, and no ticks, so an empty panel
+    is never read as a grid of zeros or a missing file.
+
+    Example:
+        >>> fig, ax = figure(figsize=(3, 2))
+        >>> no_data(ax, "no modes rows in this shard")
+        >>> ax.texts[0].get_text()
+        'no data\\nno modes rows in this shard'
+    """
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, f"no data\n{why}", ha="center", va="center", fontsize=9, color="0.35", transform=ax.transAxes, wrap=True)
+
+
+def legend_beside(ax: Any, **options: Any) -> Any:
+    """The axes' legend to the right of its plot area, outside the data, so it never covers a bar or its label.
+
+    Example:
+        >>> fig, ax = figure(figsize=(3, 2))
+        >>> _ = ax.bar([0], [1], label="holds")
+        >>> legend_beside(ax).get_texts()[0].get_text()
+        'holds'
+    """
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False, **options)
+
+
 def _flat(config: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for key, value in config.items():
@@ -347,7 +376,8 @@ def write_index(out: PathLike, described: Mapping[str, str], *, title: str, answ
     """``index.md`` in ``out``: the run's answer, then one line per file written, each a link with what it holds.
 
     ``described`` maps a file name (or glob pattern such as ``*_layers.png``) to its one-line description;
-    only files that exist are listed (each pattern once per match), then any other file of ``out``.
+    only files that exist and hold something are listed (each pattern once per match), then any other such file
+    of ``out``: an empty file (the log of an app that logged nothing) is not an output worth opening.
 
     Example:
         >>> import tempfile
@@ -360,10 +390,11 @@ def write_index(out: PathLike, described: Mapping[str, str], *, title: str, answ
     lines = [f"# {title}", ""] + ([answer, ""] if answer else []) + ["Files of this run:", ""]
     for pattern, text in described.items():
         for path in sorted(out.glob(pattern)):
-            if path.is_file() and path.name not in listed:
+            if path.is_file() and path.stat().st_size and path.name not in listed:
                 listed.append(path.name)
                 lines.append(f"- [{path.name}]({path.name}): {text}")
-    others = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in listed and p.name != "index.md" and not p.name.startswith("."))
+    others = sorted(p.name for p in out.iterdir() if p.is_file() and p.stat().st_size and p.name not in listed
+                    and p.name != "index.md" and not p.name.startswith("."))
     lines += [f"- [{name}]({name})" for name in others]
     if (out / ".hydra").is_dir():
         lines.append("- [.hydra/config.yaml](.hydra/config.yaml): the composed config of this run (and overrides.yaml: the command line)")

@@ -177,10 +177,20 @@ class OneFoldResult:
             rows += (FormCost.of("folded", self.plan.result, folded),)
         return rows
 
+    def answer(self) -> str:
+        """The run's answer in one line: the verdict (and the speedups, when timed), or why the fold cannot exist."""
+        if self.plan is None or self.report is None:
+            return f"cannot fold: {self.reason}"
+        text = f"r={self.experiment.fold.r}: {self.report.summary()}"
+        return f"{text}; {self.speed_answer()}" if self.timings else text
+
     def to_markdown(self) -> str:
+        """summary.md of the fold app: the answer first, then both convs' specs, costs, the verdict, the speed."""
         e = self.experiment
         lines = [
             "# One fold",
+            "",
+            self.answer(),
             "",
             f"- original: `{e.conv.describe()}` on input `{e.input_shape}`",
             f"- fold: r={e.fold.r}, order `{e.fold.order_string}`",
@@ -260,7 +270,7 @@ def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] 
     """Fold, check exactly, count and (optionally) time both forms; write the report when ``out_dir`` is given.
 
     An impossible fold (e.g. reflect padding) is a result, not an error: the report says why. Files
-    (``report.md``, ``costs.{csv,md}``) are written only once everything is computed.
+    (``summary.md``, ``costs.{csv,md}``) are written only once everything is computed.
 
     Example:
         >>> e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=(6, 6), timing=False)
@@ -289,7 +299,7 @@ def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] 
     if out_dir is None:
         return result
     out = Path(out_dir)
-    files = (write_markdown(result.to_markdown(), out / "report.md"),)
+    files = (write_markdown(result.to_markdown(), out / "summary.md"),)
     files += tuple(write_table(as_rows(result.costs), out / "costs", title="Parameters and MACs").values())
     if result.timings:
         files += tuple(write_table(result.speed_rows(), out / "speed", title=f"Speedups over the original ({result.machine})").values())
@@ -301,7 +311,7 @@ def run_one_fold(experiment: OneFoldExperiment, out_dir: Union[str, Path, None] 
 
 #: What each file of the fold app's run directory holds (index.md).
 FOLD_FILES = {
-    "report.md": "the answer: both convs' specs, parameters and MACs, the exact verdict, float errors, timings here",
+    "summary.md": "the answer first, then both convs' specs, parameters and MACs, the exact verdict, float errors, timings here",
     "costs.md": "parameters and MACs of the original and the folded conv",
     "costs.csv": "the same, as CSV",
     "speed.md": "each folded form's speedup over the original (higher is faster), its interval, and whether it is inconclusive",
@@ -327,9 +337,4 @@ def fold_app(experiment: OneFoldExperiment, out_dir: Union[str, Path]) -> AppRes
     if result.plan is not None:
         checks = (Check("the folded conv computes the original's function", result.ok, subject=f"fold r={experiment.fold.r}",
                         claim="FOLD-1", detail="" if result.ok else result.report.summary()),)
-        answer = f"r={experiment.fold.r}: {result.report.summary()}"
-        if result.timings:
-            answer += f"; {result.speed_answer()}"
-    else:
-        answer = f"cannot fold: {result.reason}"
-    return AppResult("One fold", answer, checks, FOLD_FILES, result.to_markdown(), result)
+    return AppResult("One fold", result.answer(), checks, FOLD_FILES, result.to_markdown(), result)

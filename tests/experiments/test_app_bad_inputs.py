@@ -122,7 +122,7 @@ def test_good_overrides_still_run_in_process(tmp_path, monkeypatch, capsys):
         "fold_conv", ["conv.in_channels=32", "conv.out_channels=2", "fold.r=2x4", "input_size=[4,3]", "timing=false"], capsys
     )
     assert code == 0, err
-    assert "equivalent (exact)" in out and (tmp_path / "report.md").exists()
+    assert "equivalent (exact)" in out and (tmp_path / "summary.md").exists()
     code, _, err = run_in_process("operators", ["example.r=2x1", "example.input_size=[3,3]"], capsys)
     assert code == 0, err
     assert (tmp_path / "operators.png").exists()

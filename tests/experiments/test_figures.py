@@ -95,3 +95,61 @@ def test_sites_bars_start_at_zero():
         assert ax.get_xscale() == "linear" and ax.get_xlim()[0] == 0 and all(p.get_x() == 0 for p in ax.patches)
     assert bar_widths(fig.axes[0]) == [3456, 3456, 100, 1100]
     assert "not applied" in fig.axes[0].get_yticklabels()[1].get_text()
+
+
+def rows_without_modes_or_errors():
+    """A shard's rows that touch neither the modes slice nor the theorem/product errors (a 'following' shard)."""
+    return [{"section": "following", "r": "2", "kernel": 3, "stride": 1, "padding": 0, "padding_mode": "zeros", "dims": 2,
+             "observed": "holds", "predicted": "holds", "agree": "True", "rule": "FOLLOW-1"}]
+
+
+def test_a_figure_with_nothing_to_draw_says_no_data(kept):
+    for rows in (rows_without_modes_or_errors(), []):
+        summary.plot_modes(rows, "modes.png")
+        summary.plot_errors(rows, "errors.png")
+        for name in ("modes.png", "errors.png"):
+            fig = kept[name]
+            assert not any(ax.get_images() for ax in fig.axes), name  # no empty grid drawn as if it held values
+            assert any(t.startswith("no data") for ax in fig.axes for t in texts(ax)), name
+    summary.plot_outcomes([], "outcomes.png")
+    summary.plot_outcomes_by_r([], "by_r.png")
+    for name in ("outcomes.png", "by_r.png"):
+        assert any(t.startswith("no data") for t in texts(kept[name].axes[0])) and not kept[name].axes[0].patches, name
+    # with data, no panel says it has none
+    summary.plot_modes(sweep_rows(), "modes.png")
+    assert not any(t.startswith("no data") for ax in kept["modes.png"].axes for t in texts(ax))
+
+
+def test_a_heatmap_cell_without_configurations_says_so(kept):
+    rows = sweep_rows()  # the modes slice: reflect at (S=1, P=1) only
+    rows.append({**rows[-1], "stride": 2, "padding": 0, "observed": "holds"})  # and (S=2, P=0): a 2x2 grid, 2 cells empty
+    summary.plot_modes(rows, "modes.png")
+    panels = [ax for ax in kept["modes.png"].axes if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["padding_mode=reflect"]
+    assert sorted(texts(panels[0])) == ["0%\nof 1", "100%\nof 1", "no data", "no data"]
+
+
+def overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("plot", ["plot_outcomes", "plot_outcomes_by_r"])
+def test_bar_legends_cover_no_bar_and_no_label(kept, plot):
+    # the largest counts in the last group, which is where a legend in the lower right used to sit
+    rows = []
+    for section, r, n in (("theorem", "2", 3), ("modes", "3", 5), ("following", "4", 400)):
+        for observed in ("holds", "holds with conditions", "fails", "invalid"):
+            rows += [{"section": section, "r": r, "kernel": 3, "stride": 1, "padding": 0, "padding_mode": "zeros", "dims": 2,
+                      "observed": observed, "predicted": observed, "agree": "True"}] * n
+    getattr(summary, plot)(rows, "bars.png")
+    fig = kept["bars.png"]
+    fig.tight_layout()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    labels = [t.get_window_extent(renderer) for t in ax.texts]
+    bars = [p.get_window_extent(renderer) for p in ax.patches if p.get_width() > 0]
+    assert len(labels) == 12 and len(bars) == 12
+    assert not [b for b in labels + bars if overlaps(legend, b)]
+    assert legend.x0 >= ax.get_window_extent(renderer).x1  # beside the plot area, outside the data

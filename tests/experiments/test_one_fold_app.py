@@ -19,7 +19,7 @@ def test_app_writes_report_with_equal_counts(tmp_path):
         run_dir=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    report = (tmp_path / "report.md").read_text()
+    report = (tmp_path / "summary.md").read_text()
     assert "equivalent (exact)" in report and "k=(24, 24)" in report
     rows = read_csv(tmp_path / "costs.csv")
     assert [r["form"] for r in rows] == ["original", "folded"]
@@ -53,7 +53,7 @@ def test_app_reports_an_impossible_fold(tmp_path):
         run_dir=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "cannot fold: padding_mode='reflect'" in (tmp_path / "report.md").read_text()
+    assert "cannot fold: padding_mode='reflect'" in (tmp_path / "summary.md").read_text()
     assert [row["form"] for row in read_csv(tmp_path / "costs.csv")] == ["original"]
 
 
@@ -82,7 +82,7 @@ def test_a_failed_check_exits_1_after_writing_the_report(tmp_path, monkeypatch, 
     code, _, err = run_in_process("fold_conv", ["conv.in_channels=16", "fold.r=2", "input_size=[5,5]", "timing=false"], capsys)
     assert code == 1
     assert err.startswith("CLAIM FAILED: 1 of 1 check(s) failed: fold r=(2, 2): the folded conv computes the original's function (not equivalent")
-    assert "not equivalent" in (tmp_path / "report.md").read_text()
+    assert "not equivalent" in (tmp_path / "summary.md").read_text()
     assert len(read_csv(tmp_path / "costs.csv")) == 2
 
 

@@ -101,8 +101,9 @@ def sweep_rows():
     return rows
 
 
-def test_sweep_figures_text_fits(checked):
-    rows = sweep_rows()
+@pytest.mark.parametrize("empty", [False, True])  # True: nothing to draw, each figure says "no data"
+def test_sweep_figures_text_fits(checked, empty):
+    rows = [] if empty else sweep_rows()
     summary.plot_modes(rows, "modes.png")
     summary.plot_errors(rows, "errors.png")
     summary.plot_outcomes(rows, "outcomes.png")

@@ -182,3 +182,15 @@ def test_ctrl_c_on_a_parallel_multirun_prints_a_line_per_job_and_the_command_tha
     assert resumed.returncode == 0, resumed.stderr
     assert [len(read_csv(j.path / "results.csv")) for j in require_complete(root)] == [114, 114, 114]
     assert interrupted_multirun(root)[:3] == [f"interrupted: job {i} ({' '.join(j.overrides)}): finished" for i, j in enumerate(multirun_jobs(root))]
+
+
+def test_the_index_lists_only_files_that_hold_something(tmp_path):
+    from foldconv.experiments.io import write_index
+
+    (tmp_path / "app.log").write_text("")  # Hydra's log of an app that logged nothing
+    (tmp_path / "notes.log").write_text("a warning\n")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "summary.md").write_text("# the answer\n")
+    index = write_index(tmp_path, {"*.log": "the app's log", "summary.md": "the answer"}, title="Demo").read_text()
+    assert "- [notes.log](notes.log): the app's log" in index and "- [summary.md](summary.md): the answer" in index
+    assert "app.log" not in index and "empty.csv" not in index

@@ -206,6 +206,8 @@ def run_sweep_app(
         problems = ([f"{len(bad)} of {len(rows)} prediction(s) disagree with the exact observation"] if bad else []) + (
             [f"{len(lost)} of {len(rows)} configuration(s) crashed the worker and were not observed"] if lost else [])
         raise ClaimFailed(f"{'; '.join(problems)}; see {out / 'summary.md'}")
+    if not rows:  # an empty shard: "all 0 predictions agree" would claim a check that never ran
+        return f"{answer(ordered).rstrip('.')}; outputs in {out}"
     return f"{len(rows)} configurations; all {len(rows)} predictions agree with the exact observation{resumed}; outputs in {out}"
 
 

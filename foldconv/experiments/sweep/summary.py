@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 from ...sweep import COLUMNS, CRASHED
-from ..io import columns_of, figure, is_true, markdown_table, save_figure, write_csv, write_markdown
+from ..io import columns_of, figure, is_true, legend_beside, markdown_table, no_data, save_figure, write_csv, write_markdown
 
 __all__ = ["MEANINGS", "Tally", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors",
            "plot_outcomes", "plot_outcomes_by_r"]
@@ -92,7 +92,7 @@ class Tally:
     Example:
         >>> t = Tally.of([{"section": "theorem", "observed": "holds", "predicted": "holds", "agree": "True", "rule": "FOLD-1"}])
         >>> t.n, dict(t.outcomes), t.answer()
-        (1, {'holds': 1}, '1 configurations: every prediction agrees with the exact observation.')
+        (1, {'holds': 1}, '1 configuration: every prediction agrees with the exact observation.')
     """
 
     def __init__(self) -> None:
@@ -155,13 +155,17 @@ class Tally:
     def answer(self) -> str:
         """The direct answer, in one sentence (see :func:`answer`)."""
         n, bad, lost = self.n, len(self.bad), len(self.lost)
+        if not n:  # an empty shard: nothing agrees or disagrees
+            return "0 configurations: nothing was predicted or observed in this run."
+        configs = f"{n:,} configuration{'s' if n != 1 else ''}"
+        agree = n - bad - lost
         crash = f"{lost:,} crashed {'their worker processes and were' if lost > 1 else 'its worker process and was'} not observed (listed first below)"
         if not bad:
             if lost:
-                return f"{n:,} configurations: {crash}; every other prediction agrees with the exact observation."
-            return f"{n:,} configurations: every prediction agrees with the exact observation."
-        return (f"{n:,} configurations: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
-                f"exact observation (listed first below); {n - bad - lost:,} agree" + (f"; {crash}." if lost else "."))
+                return f"{configs}: {crash}; every other prediction agrees with the exact observation."
+            return f"{configs}: every prediction agrees with the exact observation."
+        return (f"{configs}: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
+                f"exact observation (listed first below); {agree:,} agree{'s' if agree == 1 else ''}" + (f"; {crash}." if lost else "."))
 
 
 def crashed(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> List[Mapping[str, Any]]:
@@ -195,7 +199,9 @@ def answer(rows: Union[Tally, Sequence[Mapping[str, Any]]]) -> str:
         >>> answer([{"agree": "True"}] * 1354)
         '1,354 configurations: every prediction agrees with the exact observation.'
         >>> answer([{"agree": "True"}, {"agree": False}])
-        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agree.'
+        '2 configurations: 1 prediction disagrees with the exact observation (listed first below); 1 agrees.'
+        >>> answer([])
+        '0 configurations: nothing was predicted or observed in this run.'
         >>> answer([{"agree": "True"}, {"agree": "", "observed": "crashed"}])
         '2 configurations: 1 crashed its worker process and was not observed (listed first below); every other prediction agrees with the exact observation.'
     """
@@ -225,7 +231,7 @@ def summarize(rows: Union[Tally, Iterable[Mapping[str, Any]]], title: str = "Equ
     Example:
         >>> print(summarize([{"predicted": "holds", "observed": "holds", "agree": True, "rule": "FOLD-1",
         ...     "reason": "ok", "section": "theorem"}]).splitlines()[2])
-        1 configurations: every prediction agrees with the exact observation.
+        1 configuration: every prediction agrees with the exact observation.
     """
     t = Tally.of(rows)
     outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())
@@ -270,7 +276,12 @@ def plot_modes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> P
     import numpy as np
 
     cells = Tally.of(rows).modes
-    modes = _grid_values(m for m, _, _ in cells) or ["zeros"]
+    if not cells:  # e.g. a shard that holds no row of the modes slice: say so, not an empty grid
+        fig, ax = figure(figsize=(5.0, 2.4))
+        no_data(ax, "no configuration of this run lies on the modes slice\n(K=3, dilation 1, groups 1, crd, r > 1)")
+        ax.set_title("Share of configurations whose literal fold holds, per padding mode", fontsize=9)
+        return save_figure(fig, path)
+    modes = _grid_values(m for m, _, _ in cells)
     strides, pads = _grid_values(s for _, s, _ in cells) or ["1"], _grid_values(p for _, _, p in cells) or ["0"]
     fig, axes = figure(1, len(modes), figsize=(3.2 * len(modes), 3.2), squeeze=False)
     for ax, mode in zip(axes[0], modes):
@@ -285,7 +296,9 @@ def plot_modes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> P
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", origin="lower")
         for i in range(len(strides)):
             for j in range(len(pads)):
-                if not np.isnan(grid[i, j]):
+                if np.isnan(grid[i, j]):  # a blank cell would read as a colour of the scale's end
+                    ax.text(j, i, "no data", ha="center", va="center", fontsize=8, color="0.35")
+                else:
                     ax.text(j, i, f"{grid[i, j]:.0%}\nof {counts[i][j]:,}", ha="center", va="center", fontsize=9)
         ax.set_xticks(range(len(pads)), pads)
         ax.set_yticks(range(len(strides)), strides)
@@ -309,6 +322,11 @@ def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> 
 
     errors = Tally.of(rows).errors
     keys = list(errors)
+    if not keys:  # no theorem or product rows with low-precision errors (a shard of other sections, dtypes=[])
+        fig, ax = figure(figsize=(5.0, 2.4))
+        no_data(ax, "no theorem or product configuration of this run\nrecorded a low-precision error")
+        ax.set_title("Largest relative error of the folded form, r x kernel", fontsize=9)
+        return save_figure(fig, path)
     rs = _grid_values(r for cells in errors.values() for r, _ in cells) or ["1"]
     ks = _grid_values(k for cells in errors.values() for _, k in cells) or ["1"]
     grids = {}
@@ -330,7 +348,9 @@ def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> 
         image = ax.imshow(grid, cmap="viridis", origin="lower", vmin=low, vmax=high)
         for i in range(len(rs)):
             for j in range(len(ks)):
-                if not np.isnan(grid[i, j]):
+                if np.isnan(grid[i, j]):
+                    ax.text(j, i, "none", ha="center", va="center", fontsize=8, color="0.35")
+                else:
                     light = grid[i, j] < low + 0.5 * (high - low)
                     ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8, color="white" if light else "black")
         ax.set_xticks(range(len(ks)), ks)
@@ -349,6 +369,9 @@ _COLOURS = {"holds": "#2e7d32", "holds with conditions": "#f9a825", "fails": "#c
 def _outcome_bars(ax: Any, groups: Sequence[str], counts: Mapping[str, collections.Counter], outcomes: Sequence[str]) -> None:
     """Side-by-side horizontal bars, one per outcome in each group, each labelled with its count: a small count
     (a handful of invalid requests beside thousands that hold) stays readable instead of a sliver of a stack."""
+    if not groups:
+        no_data(ax, "no configuration in this run")
+        return
     height = 0.8 / len(outcomes)
     top = max([c.get(o, 0) for c in counts.values() for o in outcomes] + [1])
     for k, outcome in enumerate(outcomes):
@@ -362,7 +385,7 @@ def _outcome_bars(ax: Any, groups: Sequence[str], counts: Mapping[str, collectio
     ax.set_ylim(len(groups) - 0.5, -0.5)
     ax.set_xlim(0, top * 1.18)  # room for the count labels
     ax.set_xlabel("configurations (each bar labelled with its count; no bar: none)")
-    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+    legend_beside(ax)  # outside the data: inside, it covered the count labels of the lowest bars
 
 
 def plot_outcomes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
@@ -392,11 +415,12 @@ def plot_outcomes_by_r(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Pa
     """Observed outcome counts per fold factor r, every section pooled: where the heatmaps pool r, this says
     whether an outcome depends on it (r=1, the identity fold, holds by construction)."""
     t = Tally.of(rows)
-    rs = sorted(t.by_r, key=_r_key) or [""]
+    rs = sorted(t.by_r, key=_r_key)
     outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())
     fig, ax = figure(figsize=(8, 1.2 + 0.2 * len(outcomes) * max(1, len(rs))))
     _outcome_bars(ax, [f"r={r}" for r in rs], {f"r={r}": t.by_r.get(r, collections.Counter()) for r in rs}, outcomes)
-    ax.set_ylabel("fold factor r (per axis when written (rh,rw))")
+    if rs:
+        ax.set_ylabel("fold factor r (per axis when written (rh,rw))")
     ax.set_title("Observed outcome per fold factor r (all sections)", fontsize=10)
     return save_figure(fig, path)
 

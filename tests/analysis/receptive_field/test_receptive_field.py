@@ -112,14 +112,35 @@ class Focus(nn.Module):
         return self.conv(x)
 
 
+class PhaseSum(nn.Module):
+    """Focus's four sub-pixel phases added instead of stacked: every unit mixes pixels of different centres."""
+
+    def forward(self, x):
+        return x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2]
+
+
 @pytest.mark.claim("RF-4", "RF-5")
-def test_focus_slicing_has_space_to_depth_geometry_and_warns():
-    with pytest.warns(RFAlignmentWarning, match="different centres"):
-        report = receptive_field(Focus(), (1, 3, 16, 16))
-    cat = report["cat"]
+@pytest.mark.parametrize("trace", ["fx", "aten"])
+def test_focus_slicing_has_space_to_depth_geometry_and_does_not_warn(trace):
+    # stacking the phases of one block as channels is what a fold does: no misalignment to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RFAlignmentWarning)
+        report = receptive_field(Focus(), (1, 3, 16, 16), trace=trace)
+    assert report.warnings == ()
+    cat = report[[n for n in report.nodes if "cat" in n][0]]
     assert (cat.rf, cat.jump, cat.padding) == ((2, 2), (2, 2), (0, 0))
     # the conv after it: a 6x6 conv with stride 2 and padding 2, as the fold theorem says
     assert (report.output.rf, report.output.jump, report.output.padding) == ((6, 6), (2, 2), (2, 2))
+
+
+@pytest.mark.claim("RF-5")
+def test_misaligned_paths_warn_naming_each_path_box_and_centre():
+    # mutation of the Focus stem: the same phases added, not stacked, are paths with different centres
+    with pytest.warns(RFAlignmentWarning, match="different centres") as caught:
+        report = receptive_field(PhaseSum(), (1, 3, 16, 16))
+    message = str(caught[0].message)
+    assert "box jump 2" in message and "[0, 0] (centre 0)" in message and "[1, 1] (centre 1)" in message, message
+    assert list(report.warnings) == [str(w.message) for w in caught]  # the report keeps what was raised
 
 
 @pytest.mark.claim("RF-5")

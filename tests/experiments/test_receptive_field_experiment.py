@@ -179,3 +179,19 @@ def test_rf_json_round_trips_every_box_and_format_json_prints_it(tmp_path):
                                   tmp_path / "strided")
     assert json.loads((tmp_path / "strided" / "rf.json").read_text())["receptive_field"]["nodes"][-1]["box"] != nodes[-1]["box"]
     assert strided.text.startswith("Sequential")  # format=table prints the answer, not JSON
+
+
+def test_alignment_warnings_are_recorded_in_the_summary_and_the_json(tmp_path, recwarn):
+    e = RFExperiment(model={"_target_": "custom_model.PhaseSum"}, input_shape=(1, 3, 16, 16), check_size=16, erf_samples=1,
+                     fold=FoldTable(r=0))
+    text = run_app(e, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    warned = [line for line in summary.splitlines() if line.startswith("- alignment warning: node ")]
+    assert warned and all("different centres" in line for line in warned) and len(warned) == len(set(warned))
+    assert all(line[2:] in text for line in warned)
+    stored = json.loads((tmp_path / "rf.json").read_text())
+    assert stored["warnings"] == [line[len("- alignment warning: "):] for line in warned]
+    assert not [w for w in recwarn if "different centres" in str(w.message)]  # said once, in the outputs, not on stderr
+    # the same app on an aligned model records none
+    run_app(RFExperiment(model=CONV, input_shape=(1, 3, 16, 16), check_size=16, erf_samples=1, fold=FoldTable(r=0)), tmp_path / "b")
+    assert "alignment warning" not in (tmp_path / "b" / "summary.md").read_text()

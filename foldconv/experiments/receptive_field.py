@@ -380,23 +380,28 @@ def _headline(label: str, report: RFReport) -> str:
             f"padding {d.padding}; the output {report.output_name} {after}; {n} nodes")
 
 
-def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], str]:
-    """The gradient check's input shape, and how it was chosen (said where the check's results are shown)."""
+def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], str, str]:
+    """The gradient check's input shape, how it was chosen (said where the check's results are shown), and that
+    in short (for a figure's title)."""
     if e.check_size != CHECK_AUTO:
         shape = e.gradient_check_shape
         what = f"check_size={e.check_size}" if e.check_size is not None else "check_size=null: input_shape itself"
+        short = what
     else:
         sizes = auto_check_size(report)
         deep = last_spatial(report)
         node = report[deep] if deep is not None else report.output
         what = (f"check_size=auto: the rf of {deep if deep is not None else 'the output'}, {node.rf}, plus two jumps "
-                f"{tuple(str(j) for j in node.jump)}, rounded to a multiple of the jump, so that its boxes are not the whole image"
+                f"({', '.join(str(j) for j in node.jump)}), rounded to a multiple of the jump, so that its boxes are not the whole image"
                 + (f"; capped at {MAX_CHECK_ELEMENTS:,} spatial elements (its boxes may span the whole image)"
                    if any(n < a.rf for n, a in zip(sizes, node.axes)) else ""))
         shape = tuple(e.input_shape[:2]) + sizes
+        short = f"check_size=auto: from the rf of {deep if deep is not None else 'the output'}, {node.rf}"
     if shape[2:] != e.input_size:
-        what += f"; not input_shape's {e.input_size}"
-    return shape, what
+        bigger = all(c >= n for c, n in zip(shape[2:], e.input_size))
+        extra = f"; {'larger than' if bigger else 'instead of'} input_shape's {e.input_size}"
+        what, short = what + extra, short + extra
+    return shape, what, short
 
 
 #: What each file of the app's run directory holds (index.md).
@@ -469,7 +474,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:
-        small, why = _check_shape(e, report)
+        small, why, short = _check_shape(e, report)
         rep_small = _analyse(model, small, e.fallback, alignment) if small != e.input_shape else report
         chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed, report=rep_small)
         deep = last_spatial(rep_small)
@@ -492,7 +497,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
             target, picked = deep, f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
         if target is not None and len(small) == 4:
             erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
-            size = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({why})"
+            size = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({short})"
             figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked, size=size), "erf.png"))
         else:
             lines.append("no erf.png: " + ("no node but the input is a spatial map" if target is None else

@@ -426,12 +426,13 @@ def _zero_lines(err_rows: List[Dict]) -> List[str]:
         rows = [r for r in err_rows if r["model"] == m]
         zero = [r for r in rows if r["theory"].startswith("0 exactly")]
         none = [r for r in rows if r["theory"].startswith(NOT_MEASURABLE)]
+        order = list(dict.fromkeys(r["stage"] for r in sorted(rows, key=lambda r: r["depth"])))
         need = {}
         for r in none:  # per stage: the shifts it could not be measured at, and the crop that measures all of them
             shifts, crop = need.get(r["stage"], ([], 0))
             need[r["stage"]] = (shifts + [r["shift"]], max(crop, r["min_crop"]))
         unmeasured = "; ".join(f"{st} (rf {next(r['rf'] for r in none if r['stage'] == st)} px, shift {'/'.join(map(str, sh))} px: "
-                               f"crop >= {c} px)" for st, (sh, c) in need.items())
+                               f"crop >= {c} px)" for st, (sh, c) in sorted(need.items(), key=lambda kv: order.index(kv[0])))
         lines.append(f"- {m}: error {max((r['error'] for r in zero), default=0.0):.3g} at the {len(zero)} stage-shifts where the period "
                      f"divides the shift (theory: 0)" + (f"; not measurable (no unit's field lies inside both crops): {unmeasured}"
                                                           if none else ""))
@@ -561,7 +562,7 @@ def _ladder_figure(rows: List[Dict], cfg: LadderConfig, seed: int):
     ax.set_ylabel("accuracy")
     ax.set_xticks(xs)
     ax.legend(fontsize=8)
-    ax.set_title(f"D2L ladder on digits {cfg.image_size}x{cfg.image_size} (r={cfg.r}, kernel {cfg.kernel}, {cfg.epochs} epochs, "
+    ax.set_title(f"D2L ladder on digits {cfg.image_size}x{cfg.image_size} (r={cfg.r}, kernel {cfg.kernel}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, "
                  f"seed {seed})", fontsize=9)
     return fig
 

@@ -143,13 +143,13 @@ def test_the_check_size_and_why_are_stated_where_the_check_is_shown(tmp_path):
     e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), erf_samples=1, fold=FoldTable(r=0))
     result = run_receptive_field(e, tmp_path)
     why = "check_size=auto: the rf of conv2d, (3, 3), plus two jumps"
-    assert f"check at (32, 32) ({why}" in result.text and "not input_shape's (12, 12)" in result.text
+    assert f"check at (32, 32) ({why}" in result.text and "larger than input_shape's (12, 12)" in result.text
     assert why in (tmp_path / "check.md").read_text().splitlines()[0]
     rf = json.loads((tmp_path / "rf.json").read_text())
     assert rf["check"]["input_shape"] == [1, 3, 32, 32] and rf["check"]["why"].startswith(why)
     explicit = run_receptive_field(RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check_size=12, erf_samples=1,
                                                 fold=FoldTable(r=0)), tmp_path / "b")
-    assert "check at (12, 12) (check_size=12; the centre box" in explicit.text and "not input_shape" not in explicit.text
+    assert "check at (12, 12) (check_size=12; the centre box" in explicit.text and "input_shape" not in explicit.text
 
 
 def _shuffled(stride):
@@ -195,3 +195,19 @@ def test_alignment_warnings_are_recorded_in_the_summary_and_the_json(tmp_path, r
     # the same app on an aligned model records none
     run_app(RFExperiment(model=CONV, input_shape=(1, 3, 16, 16), check_size=16, erf_samples=1, fold=FoldTable(r=0)), tmp_path / "b")
     assert "alignment warning" not in (tmp_path / "b" / "summary.md").read_text()
+
+
+def test_the_erf_figure_states_the_input_it_was_measured_on(tmp_path, monkeypatch):
+    titles = []
+    real = experiment.erf_figure
+
+    def spy(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        titles.append(fig.axes[0].get_title())
+        return fig
+
+    monkeypatch.setattr(experiment, "erf_figure", spy)
+    run_receptive_field(RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), erf_samples=1, fold=FoldTable(r=0)), tmp_path)
+    flat = " ".join(titles[0].split())
+    assert "measured on 32x32 px, the gradient check's input (check_size=auto: from the rf of conv2d, (3, 3);" in flat
+    assert "larger than input_shape's (12, 12))" in flat

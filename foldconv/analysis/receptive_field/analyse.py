@@ -25,6 +25,7 @@ import torch.fx as fx
 from torch import nn
 
 from ... import tracing
+from ..._validate import SPATIAL_NAMES
 from ...errors import fold_error
 from ...registry import Registry
 from ..fallback import validate_fallback
@@ -348,7 +349,7 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
                                       for n, t in zip(names, triples))
                     warns.append(
                         f"node {rec.node.name!r} ({opname}) merges paths whose receptive fields have different centres "
-                        f"on axis {a}, with the same box jump {bj}: unit 0 reads {boxes}; the union is reported, "
+                        f"on axis {SPATIAL_NAMES[naxes][a]}, with the same box jump {bj}: unit 0 reads {boxes}; the union is reported, "
                         "but its units are not centred on their inputs (Araujo et al.: misaligned paths)"
                     )
                 rec.r.append(hi0 - lo0 + 1); rec.bj.append(bjs.pop()); rec.p.append(-lo0); rec.aligned.append(True)  # noqa: E702
@@ -373,8 +374,10 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
         on_grid = affine and (n > 1 or rec.j[a].denominator == 1)
         if len(links) > 1 and not on_grid:
             strides = sorted({str(j) for j in jumps})
-            why = (f"paths with different effective strides on axis {a} ({', '.join(strides)})" if len(strides) > 1 else
-                   f"paths on axis {a} (effective stride {strides[0]} on every path) whose boxes do not step by one jump")
+            axis = SPATIAL_NAMES[naxes][a]
+            why = (f"paths with different effective strides on axis {axis} ({', '.join(strides)})" if len(strides) > 1 else
+                   f"paths on axis {axis} of the same effective stride ({strides[0]}) whose boxes do not move by one stride per unit "
+                   "(a path through a coarser grid and back)")
             warns.append(
                 f"node {rec.node.name!r} ({opname}) merges {why}: "
                 "its receptive field varies with the output position (reported: the largest)"

@@ -269,3 +269,43 @@ def test_a_float64_model_is_analysed_like_its_float32_twin():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Conv2d(4, 4, 3))
     expected = receptive_field(net, (1, 3, 17, 17)).output
     assert receptive_field(net.double(), (1, 3, 17, 17)).output == expected
+
+
+class FoldRoundTrip(nn.Module):
+    """A fold's round trip (space-to-depth, conv, depth-to-space) beside the identity: equal strides, boxes that vary."""
+
+    def __init__(self):
+        super().__init__()
+        self.down, self.conv, self.up = nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1), nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return x + self.up(self.conv(self.down(x)))
+
+
+@pytest.mark.claim("RF-5")
+def test_a_varying_field_of_equal_strides_is_not_called_different_strides():
+    with pytest.warns(RFAlignmentWarning) as caught:
+        report = receptive_field(FoldRoundTrip(), (1, 1, 16, 16))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and not any("different effective strides" in m for m in messages), messages
+    assert all("of the same effective stride (1)" in m and "the largest" in m for m in messages)
+    assert messages[0].split("axis ")[1][0] == "h" and messages[1].split("axis ")[1][0] == "w"
+    # the field does vary: the units of one 2x2 block read different boxes
+    assert report.box(index=(0, 0), clip=False) != tuple((lo + 1, hi + 1) for lo, hi in report.box(index=(1, 1), clip=False))
+    # mutation: an upsampled stride-2 path against the stride-1 one says which strides differ
+    mixed = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2, padding=1))
+    with pytest.warns(RFAlignmentWarning) as caught_mixed:
+        receptive_field(SkipToCoarse(mixed), (1, 1, 16, 16))
+    assert [str(w.message).split(": its")[0].split("merges ")[1] for w in caught_mixed] == [
+        f"paths with different effective strides on axis {a} (1, 2)" for a in "hw"]
+
+
+class SkipToCoarse(nn.Module):
+    """A stride-2 path added to a half-resolution crop of the input: two paths of different strides (2 and 1)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def forward(self, x):
+        return self.path(x) + x[..., :8, :8]

@@ -291,9 +291,11 @@ def not_measurable(rf: int, crop: int, shift: int, needed: int) -> str:
     return f"{NOT_MEASURABLE}{why}; crop >= {needed} px measures it"
 
 
-def _theory(err: Any, rf: int = 0, crop: int = 0, needed: int = 0) -> str:
+def _theory(err: Any, rf: int = 0, crop: int = 0, needed: int = 0, border: Any = RF_BORDER) -> str:
     if err.global_:
         return "not equivariant: reads the whole input, borders included"
+    if err.positions == 0 and border != RF_BORDER:
+        return f"{NOT_MEASURABLE}cropping {border} px from both borders, after the {err.shift[-1]} px shift, leaves no position"
     if err.positions == 0:
         return not_measurable(rf, crop, err.shift[-1], needed)
     if any(p is None for p in err.period):
@@ -382,8 +384,8 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor],
             rf, needed = _unmeasured(report, info, e.crop, err.shift) if not err.global_ else (report.rf[info.name].axes[-1].rf, 0)
             err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1], "rf": rf,
                              "period": GLOBAL if err.global_ else err.period[1], "shift": err.shift[1],
-                             "theory": _theory(err, rf, e.crop, needed), "error": err.error, "positions": err.positions,
-                             "min_crop": needed if not err.positions and not err.global_ else ""})
+                             "theory": _theory(err, rf, e.crop, needed, e.border), "error": err.error, "positions": err.positions,
+                             "min_crop": needed if not err.positions and not err.global_ and e.border == RF_BORDER else ""})
         out = report.output
         if len(out.shape) == 2:  # a classifier: (N, classes)
             c, cc = consistency_pair(model, with_channels(pool, c_in), input_size=(e.crop, e.crop), max_shift=e.max_shift,
@@ -430,12 +432,12 @@ def _zero_lines(err_rows: List[Dict]) -> List[str]:
         need = {}
         for r in none:  # per stage: the shifts it could not be measured at, and the crop that measures all of them
             shifts, crop = need.get(r["stage"], ([], 0))
-            need[r["stage"]] = (shifts + [r["shift"]], max(crop, r["min_crop"]))
-        unmeasured = "; ".join(f"{st} (rf {next(r['rf'] for r in none if r['stage'] == st)} px, shift {'/'.join(map(str, sh))} px: "
-                               f"crop >= {c} px)" for st, (sh, c) in sorted(need.items(), key=lambda kv: order.index(kv[0])))
+            need[r["stage"]] = (shifts + [r["shift"]], max(crop, r["min_crop"] or 0))
+        unmeasured = "; ".join(f"{st} (rf {next(r['rf'] for r in none if r['stage'] == st)} px, shift {'/'.join(map(str, sh))} px"
+                               + (f": crop >= {c} px)" if c else ")") for st, (sh, c) in sorted(need.items(), key=lambda kv: order.index(kv[0])))
+        why = "no unit's field lies inside both crops" if any(c for _, c in need.values()) else "the border leaves no position"
         lines.append(f"- {m}: error {max((r['error'] for r in zero), default=0.0):.3g} at the {len(zero)} stage-shifts where the period "
-                     f"divides the shift (theory: 0)" + (f"; not measurable (no unit's field lies inside both crops): {unmeasured}"
-                                                          if none else ""))
+                     f"divides the shift (theory: 0)" + (f"; not measurable ({why}): {unmeasured}" if none else ""))
     return lines
 
 
@@ -515,7 +517,7 @@ def _error_figure(err_rows: List[Dict], *, crop: int, border: Any, deepest: Dict
             ax.set_ylim(floor / 3, 3.0)
             for r in rows:
                 if r["theory"].startswith(NOT_MEASURABLE):
-                    ax.text(r["depth"], floor * 2.2, f"needs crop {r['min_crop']}", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
+                    ax.text(r["depth"], floor * 2.2, f"needs crop {r['min_crop']}" if r["min_crop"] else "none kept", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
             step = max(1, math.ceil(len(rows) / 40))
             ax.set_xticks([r["depth"] for r in rows][::step])
             ax.set_xticklabels([r["stage"] for r in rows][::step], rotation=60, ha="right", fontsize=8)

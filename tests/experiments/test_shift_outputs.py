@@ -140,3 +140,14 @@ def test_alignment_warnings_are_recorded_in_the_summary(tmp_path, recwarn):
     assert warned and all("different centres" in line for line in warned), summary
     assert all(line[2:] in result.text for line in warned)
     assert not [w for w in recwarn if "different centres" in str(w.message)]  # in the outputs, not only on stderr
+
+
+def test_a_pixel_border_that_keeps_nothing_says_so_not_the_rf_reason(tmp_path):
+    e = ShiftExperiment(models=({"_target_": "custom_model.PhaseSum"},), images=("camera",), crop=32, pairs=2, max_shift=4, border=20,
+                        ladder=LadderConfig(enabled=False))
+    result = run_shift(e, tmp_path)
+    from foldconv.experiments.io import read_csv
+
+    rows = [r for r in read_csv(tmp_path / "equivariance.csv") if r["positions"] == "0"]
+    assert rows and all(r["theory"].startswith("not measurable: cropping 20 px from both borders") and r["min_crop"] == "" for r in rows)
+    assert "not measurable (the border leaves no position): conv" in result.text

@@ -346,9 +346,9 @@ def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: 
 ERF_AUTO = "the last spatial layer (the deepest node that is still a map)"
 
 
-def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = "", size: str = ""):
+def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = "", measured_on: str = ""):
     """Luo et al.'s ERF (normalised to its maximum) with the analytic box drawn over it; ``picked`` says how
-    ``target`` was chosen and ``size`` the input it was measured on and why (both shown in the title)."""
+    ``target`` was chosen and ``measured_on`` the input it was measured on and why (both shown in the title)."""
     from matplotlib.patches import Rectangle
 
     fig, ax = figure(figsize=(5.6, 5.2))
@@ -361,7 +361,7 @@ def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], targ
     ax.set_xlabel("input w (px)")
     ax.set_ylabel("input h (px)")
     ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}" + ("\n" + textwrap.fill(f"({picked})", 70) if picked else "")
-                 + ("\n" + textwrap.fill(f"measured on {size}", 70) if size else ""), fontsize=9)
+                 + ("\n" + textwrap.fill(f"measured on {measured_on}", 70) if measured_on else ""), fontsize=9)
     return fig
 
 
@@ -497,8 +497,8 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
             target, picked = deep, f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
         if target is not None and len(small) == 4:
             erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
-            size = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({short})"
-            figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked, size=size), "erf.png"))
+            on = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({short})"
+            figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked, measured_on=on), "erf.png"))
         else:
             lines.append("no erf.png: " + ("no node but the input is a spatial map" if target is None else
                                            f"the ERF is drawn for 2-D inputs (this one has {len(small) - 2} spatial axes)"))

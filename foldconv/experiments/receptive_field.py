@@ -22,8 +22,11 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import textwrap
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -35,6 +38,7 @@ from ..analysis.counting import normalize_input_shapes
 from ..analysis.receptive_field import (
     FoldedRF,
     NodeRF,
+    RFAlignmentWarning,
     RFCheck,
     RFReport,
     check_receptive_field,
@@ -43,15 +47,19 @@ from ..analysis.receptive_field import (
     receptive_field,
 )
 from ..errors import FoldError, fold_error
+from ..layout import normalize_order
 from ..models import ModelSpec, build_model, resolve_model
 from .app import AppResult, Check, parse_r
-from .io import figure, label_step, save_figure, write_markdown, write_table
+from .io import figure, label_step, save_figure, write_atomic, write_markdown, write_table
 from .zoo.measure import gradient_check_shape
 
 __all__ = [
     "FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "global_axes", "rf_text", "ERF_AUTO", "CHECK_AUTO",
-    "last_spatial", "auto_check_size",
+    "last_spatial", "auto_check_size", "FORMATS",
 ]
+
+#: What the rf app prints: ``"table"`` (the answer and the checks) or ``"json"`` (one JSON document, ``rf.json``'s).
+FORMATS = ("table", "json")
 
 #: ``check_size`` that picks the gradient check's input from the receptive field of the last spatial layer.
 CHECK_AUTO = "auto"
@@ -110,6 +118,7 @@ class FoldTable:
         object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
         if not isinstance(self.order, str):
             raise fold_error("order", self.order, "must be an order name ('crd', 'dcr', 'focus') or axes like 'c rh rw'")
+        normalize_order(self.order, len(self.input_size))  # refused now, also with r=0 (no table)
 
     @property
     def spec(self) -> ModelSpec:
@@ -126,7 +135,9 @@ class RFExperiment:
     ``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of ``erf_node`` (a node
     name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table; ``fallback`` ("error" or "real") is
     what the analysis does at an op without a rule (see
-    :func:`foldconv.analysis.receptive_field.receptive_field`). ``seed`` seeds the random weights.
+    :func:`foldconv.analysis.receptive_field.receptive_field`). ``seed`` seeds the random weights; ``format``:
+    what the app prints, ``"table"`` or ``"json"`` (the document it writes to ``rf.json`` either way).
+    ``erf_node`` is checked against the model's nodes whatever ``check`` says.
 
     Example:
         >>> e = RFExperiment(model="vgg16", input_shape=[1, 3, 96, 96], check_size=64)
@@ -144,6 +155,7 @@ class RFExperiment:
     fallback: str = "error"
     fold: FoldTable = field(default_factory=FoldTable)
     seed: int = 0
+    format: str = "table"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", resolve_model(self.model, param="model"))
@@ -161,6 +173,8 @@ class RFExperiment:
             raise fold_error("fallback", self.fallback, "must be 'error' (an op without a rule stops the run) or 'real' (measured from gradients)")
         if not isinstance(self.fold, FoldTable):
             raise fold_error("fold", self.fold, "must be a FoldTable")
+        if self.format not in FORMATS:
+            raise fold_error("format", self.format, f"must be one of {list(FORMATS)} (what the app prints; rf.json is always written)")
 
     @property
     def input_size(self) -> Tuple[int, ...]:
@@ -332,9 +346,9 @@ def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: 
 ERF_AUTO = "the last spatial layer (the deepest node that is still a map)"
 
 
-def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = ""):
+def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = "", measured_on: str = ""):
     """Luo et al.'s ERF (normalised to its maximum) with the analytic box drawn over it; ``picked`` says how
-    ``target`` was chosen (shown in the title)."""
+    ``target`` was chosen and ``measured_on`` the input it was measured on and why (both shown in the title)."""
     from matplotlib.patches import Rectangle
 
     fig, ax = figure(figsize=(5.6, 5.2))
@@ -346,7 +360,8 @@ def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], targ
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("input w (px)")
     ax.set_ylabel("input h (px)")
-    ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}" + ("\n" + textwrap.fill(f"({picked})", 60) if picked else ""), fontsize=9)
+    ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}" + ("\n" + textwrap.fill(f"({picked})", 70) if picked else "")
+                 + ("\n" + textwrap.fill(f"measured on {measured_on}", 70) if measured_on else ""), fontsize=9)
     return fig
 
 
@@ -365,19 +380,35 @@ def _headline(label: str, report: RFReport) -> str:
             f"padding {d.padding}; the output {report.output_name} {after}; {n} nodes")
 
 
-def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], str]:
-    """The gradient check's input shape, and how it was chosen."""
+def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], str, str]:
+    """The gradient check's input shape, how it was chosen (said where the check's results are shown), and that
+    in short (for a figure's title)."""
     if e.check_size != CHECK_AUTO:
-        return e.gradient_check_shape, "check_size" if e.check_size is not None else "input_shape"
-    sizes = auto_check_size(report)
-    deep = last_spatial(report)
-    what = f"chosen from the rf of {deep}, {report[deep].rf}" if deep is not None else "chosen from the output's rf"
-    return tuple(e.input_shape[:2]) + sizes, what
+        shape = e.gradient_check_shape
+        what = f"check_size={e.check_size}" if e.check_size is not None else "check_size=null: input_shape itself"
+        short = what
+    else:
+        sizes = auto_check_size(report)
+        deep = last_spatial(report)
+        node = report[deep] if deep is not None else report.output
+        what = (f"check_size=auto: the rf of {deep if deep is not None else 'the output'}, {node.rf}, plus two jumps "
+                f"({', '.join(str(j) for j in node.jump)}), rounded to a multiple of the jump, so that its boxes are not the whole image"
+                + (f"; capped at {MAX_CHECK_ELEMENTS:,} spatial elements (its boxes may span the whole image)"
+                   if any(n < a.rf for n, a in zip(sizes, node.axes)) else ""))
+        shape = tuple(e.input_shape[:2]) + sizes
+        short = f"check_size=auto: from the rf of {deep if deep is not None else 'the output'}, {node.rf}"
+    if shape[2:] != e.input_size:
+        bigger = all(c >= n for c, n in zip(shape[2:], e.input_size))
+        extra = f"; {'larger than' if bigger else 'instead of'} input_shape's {e.input_size}"
+        what, short = what + extra, short + extra
+    return shape, what, short
 
 
 #: What each file of the app's run directory holds (index.md).
 RF_FILES = {
-    "summary.md": "the answer first: the last spatial layer's receptive field, jump and padding, then the checks",
+    "summary.md": "the answer first: the last spatial layer's receptive field, jump and padding, then the checks, the size the "
+                  "gradient check ran at and why, and any alignment warning",
+    "rf.json": "the whole analysis as JSON: every node's fields and its centre unit's box, the check's boxes, the fold table, the checks",
     "layers.csv": "every node of the model: receptive field, jump and effective padding per axis, alignment, exactness",
     "layers.md": "the same table in Markdown",
     "check.csv": "analytic boxes against the gradient supports at the check size (chosen from the rf), one row per checked unit",
@@ -385,19 +416,30 @@ RF_FILES = {
     "fold.csv": "the fold table: the fold.conv and its fold by fold.r, in folded-map and in input pixels",
     "fold.md": "the same table in Markdown",
     "rf_jump.png": "receptive-field size and jump per node along the first spatial axis",
-    "erf.png": "Luo et al.'s effective receptive field of the centre unit of the last spatial layer, with the analytic box over it",
+    "erf.png": "Luo et al.'s effective receptive field of the centre unit of the last spatial layer, with the analytic box over it, "
+               "at the gradient check's input size",
     "*.log": "the app's log (Hydra)",
 }
+
+
+def _analyse(model: Any, shape: Tuple[int, ...], fallback: str, seen: List[str]) -> RFReport:
+    """:func:`receptive_field`, its alignment warnings collected into ``seen`` (once each) for the summary."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RFAlignmentWarning)  # the report keeps them; the summary says them
+        report = receptive_field(model, shape, fallback=fallback)
+    seen.extend(w for w in report.warnings if w not in seen)
+    return report
 
 
 def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult:
     """The rf app's body: run the experiment, write its tables and figures into ``out_dir``, return the answer
     (the model's output field first) and the checks for :func:`~foldconv.experiments.app.conclude`.
 
-    Files: ``summary.md``; ``layers.{csv,md}`` (every node: RF, jump, effective padding, alignment),
-    ``rf_jump.png``, and with ``check``: ``check.{csv,md}`` (analytic vs gradient-support boxes) and ``erf.png``;
-    ``fold.{csv,md}`` (the fold table, unless ``fold.r=0``). Checks: the folded conv's field in input pixels
-    equals the conv's; every analytic box equals its gradient support.
+    Files: ``summary.md``; ``rf.json`` (:meth:`RFReport.to_dict` with the check and the fold table);
+    ``layers.{csv,md}`` (every node: RF, jump, effective padding, alignment), ``rf_jump.png``, and with
+    ``check``: ``check.{csv,md}`` (analytic vs gradient-support boxes) and ``erf.png``; ``fold.{csv,md}`` (the
+    fold table, unless ``fold.r=0``). Checks: the folded conv's field in input pixels equals the conv's; every
+    analytic box equals its gradient support. Alignment warnings go to the summary (and ``rf.json``).
     """
     if not isinstance(e, RFExperiment):
         raise fold_error("experiment", type(e).__name__, "must be an RFExperiment")
@@ -407,6 +449,8 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     figures: List[Tuple[Any, str]] = []
     lines: List[str] = []
     checks: List[Check] = []
+    alignment: List[str] = []
+    document: Dict[str, Any] = {"model": label, "check": None, "fold": None}
     fold_line = ""
     if e.fold.r != 0:
         conv = build_model(e.fold.spec, param="fold.conv", seed=e.seed)
@@ -416,50 +460,66 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
             key = "fold." + (err.param if err.param in ("r", "order", "input_size", "conv") else f"conv.{err.param}")
             raise fold_error(key, err.value, err.rule or str(err)) from None
         tables.append((_fold_rows(table), "fold", f"Receptive field of a conv and of its fold (r={e.fold.r})"))
+        document["fold"] = {"r": e.fold.r, "order": e.fold.order, "input_size": list(e.fold.input_size), "ok": bool(table.ok),
+                            "rows": _fold_rows(table)}
         fold_line = (f"fold table (fold.conv = {e.fold.spec.label} {getattr(conv, 'in_channels', '?')}->{getattr(conv, 'out_channels', '?')} "
                      f"channels, r={e.fold.r}; fold.r=0 skips it): the folded conv's field in input pixels equals the original's: {table.ok}")
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
     model = build_model(e.model, seed=e.seed)
-    report = receptive_field(model, e.input_shape, fallback=e.fallback)
+    report = _analyse(model, e.input_shape, e.fallback, alignment)
+    if e.erf_node is not None and e.erf_node not in report.nodes:  # whatever `check` says: a typo is refused, never ignored
+        raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {list(report.nodes)[-8:]}")
     lines.append(_headline(label, report))
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:
-        small, why = _check_shape(e, report)
-        rep_small = receptive_field(model, small, fallback=e.fallback)
+        small, why, short = _check_shape(e, report)
+        rep_small = _analyse(model, small, e.fallback, alignment) if small != e.input_shape else report
         chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed, report=rep_small)
         deep = last_spatial(rep_small)
         if deep is not None and deep not in {r.node for r in chk.rows}:  # the headline's layer is always checked
             more = check_receptive_field(model, small, nodes=[deep], seed=e.seed, report=rep_small)
             order = {name: k for k, name in enumerate(rep_small.nodes)}
             chk = type(chk)(chk.model, tuple(sorted(chk.rows + more.rows, key=lambda r: order.get(r.node, len(order)))))
-        tables.append((_check_rows(chk), "check", f"Analytic vs empirical boxes at {small[2:]}"))
         whole = deep is not None and _whole_image(rep_small, deep)
         why += (f"; the centre box of {deep} still spans the whole check input" if whole else
                 f"; the centre box of {deep} is inside it" if deep is not None else "")
+        tables.append((_check_rows(chk), "check", f"Analytic vs empirical boxes at {small[2:]} ({why})"))
+        document["check"] = {"input_shape": list(small), "why": why, "ok": bool(chk.ok), "boxes": _check_rows(chk)}
         lines.append(f"check at {small[2:]} ({why}): {len(chk.rows)} boxes, analytic = empirical: {chk.ok}")
         checks.append(Check(f"analytic boxes = gradient supports at {small[2:]}", bool(chk.ok), subject=label, claim="RF-2",
                             expected=0, observed=len(chk.mismatches),
                             detail=f"{len(chk.mismatches)} of {len(chk.rows)} analytic boxes differ from the gradient supports (check.md)"))
         if e.erf_node is not None:
-            if e.erf_node not in rep_small.nodes:
-                known = list(rep_small.nodes)
-                raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {known[-8:]}")
             target, picked = e.erf_node, f"erf_node={e.erf_node}"
         else:
             target, picked = deep, f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
         if target is not None and len(small) == 4:
             erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
-            figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked), "erf.png"))
+            on = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({short})"
+            figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked, measured_on=on), "erf.png"))
+        else:
+            lines.append("no erf.png: " + ("no node but the input is a spatial map" if target is None else
+                                           f"the ERF is drawn for 2-D inputs (this one has {len(small) - 2} spatial axes)"))
+    elif e.erf_node is not None:
+        lines.append(f"no erf.png for erf_node={e.erf_node}: the ERF is drawn with the gradient check (check=true)")
+    if report.fallback_nodes:
+        lines.append(f"measured from gradients (fallback={e.fallback}, no rule): {', '.join(report.fallback_nodes)}")
+    lines += [f"alignment warning: {w}" for w in alignment]
     if fold_line:
         lines.append(fold_line)  # after the model's answer: the user asked about the model
+    document["receptive_field"] = report.to_dict()
+    document["warnings"] = list(alignment)
+    document["checks"] = [dataclasses.asdict(c) for c in checks]
     for rows, stem, title in tables:
         write_table(rows, out / stem, title)
     for fig, name in figures:
         save_figure(fig, out / name)
+    text = json.dumps(document, indent=1, default=str)
+    write_atomic(out / "rf.json", text + "\n")
     title = f"Receptive field of {label} at {e.input_size}"
     failed = [c for c in checks if not c.ok]
     verdict = "Every check holds." if not failed else "FAILED: " + "; ".join(c.describe() for c in failed) + "."
     write_markdown("\n".join([f"# {title}", "", lines[0], "", verdict, ""] + [f"- {line}" for line in lines[1:]]), out / "summary.md")
-    return AppResult(title, lines[0], tuple(checks), RF_FILES, "\n".join(lines), report)
+    return AppResult(title, lines[0], tuple(checks), RF_FILES, text if e.format == "json" else "\n".join(lines), report)

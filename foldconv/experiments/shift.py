@@ -2,10 +2,11 @@
 sample images, and D2L's ladder trained on scikit-learn's digits (the training loop is here: app logic).
 
 Writes into the run directory: ``periods.{csv,md}`` (every stage's analytic period per model),
-``equivariance.{csv,md}`` + ``equivariance.png`` (error by depth under 1-pixel shifts and at the period of
-the deepest spatial stage, over the positions whose receptive field lies inside both crops: exactly 0 where
-the period divides the shift), ``consistency.{csv,md}`` + ``consistency.png``, ``ladder.{csv,md}`` +
-``ladder.png``, ``summary.md``.
+``equivariance.{csv,md}`` + ``equivariance.png`` (error by depth under every configured shift and at the period
+of the deepest spatial stage, over the positions whose receptive field lies inside both crops: exactly 0 where
+the period divides the shift; a stage that keeps none says why and which crop would measure it),
+``consistency.{csv,md}`` + ``consistency.png``, ``ladder.{csv,md}`` + ``ladder.png``, ``summary.md`` (with the
+alignment warnings of the receptive-field analysis).
 Everything is computed before anything is written; a malformed request (FoldError) writes nothing. The
 checks (a ``+spd`` rewrite gives the same numbers as its model, SHIFT-3; the folded rung tracks the conv
 rung, SHIFT-4) go to the app skeleton, which fails the run after writing.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -31,12 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validate import require_bool, require_int
+from ..analysis.receptive_field import RFAlignmentWarning
 from ..analysis.shift import (
     RF_BORDER,
     NodeShift,
     consistency_pair,
     crops,
     ladder_models,
+    min_clean_length,
     parameter_count,
     shift_equivariance,
     stage_errors,
@@ -82,11 +86,12 @@ class LadderConfig:
         if not float(self.lr) > 0:
             raise fold_error("ladder.lr", self.lr, "must be > 0")
         object.__setattr__(self, "shifts", tuple(require_int(s, "ladder.shifts", 0) for s in self.shifts))
-        if self.enabled:  # the ladder's own rules (image_size a multiple of r, odd kernel) refuse now, not after the models ran
-            try:
-                ladder_models(image_size=self.image_size, r=self.r, channels=1, kernel=self.kernel, seed=0)
-            except FoldError as err:
-                raise fold_error(f"ladder.{err.param}", err.value, err.rule or str(err)) from None
+        # the ladder's own rules (image_size a multiple of r, odd kernel) refuse now, not after the models ran, and
+        # whatever `enabled` says: a bad value is a typo to fix, not a setting to ignore
+        try:
+            ladder_models(image_size=self.image_size, r=self.r, channels=1, kernel=self.kernel, seed=0)
+        except FoldError as err:
+            raise fold_error(f"ladder.{err.param}", err.value, err.rule or str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -266,15 +271,33 @@ def period_text(info: NodeShift) -> str:
     return _fmt(info.period)
 
 
-#: The theory column of a stage that keeps no position (its receptive field is wider than the crop).
-NOT_MEASURABLE = "not measurable: every position reads padding (rf wider than the crop)"
+#: How the theory column of a stage that keeps no position begins (:func:`not_measurable` says why).
+NOT_MEASURABLE = "not measurable: "
 
 
-def _theory(err: Any) -> str:
+def not_measurable(rf: int, crop: int, shift: int, needed: int) -> str:
+    """The theory column of a stage that keeps no position: why (its field is wider than the crop, or no unit's
+    field lies inside both crops once the first unit that reads no padding is aligned and the shift is added),
+    and the crop that would measure it.
+
+    Example:
+        >>> not_measurable(43, 64, 32, 78)
+        'not measurable: no unit whose field (43 px) lies inside both crops (64 px, shifted 32 px); crop >= 78 px measures it'
+        >>> not_measurable(99, 64, 1, 110)
+        'not measurable: the field (99 px) is wider than the crop (64 px); crop >= 110 px measures it'
+    """
+    why = (f"the field ({rf} px) is wider than the crop ({crop} px)" if rf > crop else
+           f"no unit whose field ({rf} px) lies inside both crops ({crop} px, shifted {shift} px)")
+    return f"{NOT_MEASURABLE}{why}; crop >= {needed} px measures it"
+
+
+def _theory(err: Any, rf: int = 0, crop: int = 0, needed: int = 0, border: Any = RF_BORDER) -> str:
     if err.global_:
         return "not equivariant: reads the whole input, borders included"
+    if err.positions == 0 and border != RF_BORDER:
+        return f"{NOT_MEASURABLE}cropping {border} px from both borders, after the {err.shift[-1]} px shift, leaves no position"
     if err.positions == 0:
-        return NOT_MEASURABLE
+        return not_measurable(rf, crop, err.shift[-1], needed)
     if any(p is None for p in err.period):
         return "not equivariant: paths disagree"
     if any(s % p for s, p in zip(err.shift, err.period)):
@@ -319,13 +342,30 @@ def with_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images[:, [k % images.shape[1] for k in range(channels)]]
 
 
-def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[Dict], List[Dict], List[Dict]]:
+def _analyse(model: nn.Module, shape: Tuple[int, ...], label: str, seen: List[str]) -> Any:
+    """:func:`shift_equivariance`, its alignment warnings kept in ``seen`` (``"label: warning"``) for the summary."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RFAlignmentWarning)  # the report keeps them; the summary says them
+        report = shift_equivariance(model, shape)
+    seen.extend(f"{label}: {w}" for w in report.rf.warnings)
+    return report
+
+
+def _unmeasured(report: Any, info: NodeShift, crop: int, shift: Tuple[int, int]) -> Tuple[int, int]:
+    """A stage's field along the shifted axis and the crop on which it keeps a position under ``shift``."""
+    axes = report.rf[info.name].axes
+    needed = max(min_clean_length(a, s * (x.rate or 0)) for a, s, x in zip(axes, shift, info.axes))
+    return axes[-1].rf, needed
+
+
+def _equivariance(e: ShiftExperiment, images: List[torch.Tensor],
+                  alignment: List[str]) -> Tuple[List[Dict], List[Dict], List[Dict], Dict[str, Optional[int]]]:
     gen = torch.Generator().manual_seed(e.seed)
     period_rows, err_rows, cons_rows = [], [], []
     built = {m.label: m.build(e.seed) for m in e.models if not m.spd}
     channels = {m.base_label: in_channels(m.spec, built[m.base_label]) for m in e.models if not m.spd}
     # a +spd variant has its model's periods and receptive fields (that is the claim its rows check)
-    reports = {label: shift_equivariance(model, (1, channels[label], e.crop, e.crop)) for label, model in built.items()}
+    reports = {label: _analyse(model, (1, channels[label], e.crop, e.crop), label, alignment) for label, model in built.items()}
     deepest = {label: deepest_period(reports[label], stages_of(model)) for label, model in built.items()}
     extra = max(list(e.shifts) + [p or 0 for p in deepest.values()])  # room for the largest shift
     batch = torch.cat([crops(img, (e.crop + extra, e.crop + extra), e.crops_per_image, generator=gen) for img in images])
@@ -340,9 +380,12 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[
         shifts = [(0, s) for s in sorted(set(e.shifts) | ({period} if period else set()))]
         c_in = channels[m.base_label]
         for err in stage_errors(model, report, stages, with_channels(batch, c_in), input_size=(e.crop, e.crop), shifts=shifts, border=e.border):
-            err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1],
-                             "period": GLOBAL if err.global_ else err.period[1], "shift": err.shift[1], "theory": _theory(err),
-                             "error": err.error, "positions": err.positions})
+            info = report.stage(err.stage)
+            rf, needed = _unmeasured(report, info, e.crop, err.shift) if not err.global_ else (report.rf[info.name].axes[-1].rf, 0)
+            err_rows.append({"model": name, "depth": err.depth, "stage": err.stage, "jump": err.jump[1], "rf": rf,
+                             "period": GLOBAL if err.global_ else err.period[1], "shift": err.shift[1],
+                             "theory": _theory(err, rf, e.crop, needed, e.border), "error": err.error, "positions": err.positions,
+                             "min_crop": needed if not err.positions and not err.global_ and e.border == RF_BORDER else ""})
         out = report.output
         if len(out.shape) == 2:  # a classifier: (N, classes)
             c, cc = consistency_pair(model, with_channels(pool, c_in), input_size=(e.crop, e.crop), max_shift=e.max_shift,
@@ -354,12 +397,14 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor]) -> Tuple[List[
             cons_rows.append({"model": name, "consistency": float("nan"), "classes": 0, "classes_seen": 0, "centred_consistency": float("nan"),
                               "centred_classes_seen": 0, "pairs": 0, "weights": f"random (seed {e.seed})",
                               "output_period": f"{period_text(out)} (not a classifier: output {tuple(out.shape)})"})
-        if not m.spd:
-            for depth, st in enumerate(stages):
-                info = report.stage(st)
-                period_rows.append({"model": name, "depth": depth, "stage": st, "node": info.name, "jump": _fmt(info.jump),
-                                    "period": period_text(info), "own_period": "-" if _is_global(info) else _fmt(info.own_period)})
-    return period_rows, err_rows, cons_rows
+        # a +spd model is listed with its model's analysis: the rewrite computes the same function (SHIFT-3 checks the numbers)
+        source = "its own" if not m.spd else f"{m.base_label}'s (the same function; SHIFT-3 checks its numbers)"
+        for depth, st in enumerate(stages):
+            info = report.stage(st)
+            period_rows.append({"model": name, "depth": depth, "stage": st, "node": info.name, "jump": _fmt(info.jump),
+                                "rf": _fmt(report.rf[info.name].rf), "period": period_text(info),
+                                "own_period": "-" if _is_global(info) else _fmt(info.own_period), "analysis": source})
+    return period_rows, err_rows, cons_rows, deepest
 
 
 def _zero_checks(e: ShiftExperiment, err_rows: List[Dict]) -> List[Check]:
@@ -382,9 +427,17 @@ def _zero_lines(err_rows: List[Dict]) -> List[str]:
     for m in dict.fromkeys(r["model"] for r in err_rows):
         rows = [r for r in err_rows if r["model"] == m]
         zero = [r for r in rows if r["theory"].startswith("0 exactly")]
-        none = sorted({r["stage"] for r in rows if r["theory"] == NOT_MEASURABLE}, key=[r["stage"] for r in rows].index)
+        none = [r for r in rows if r["theory"].startswith(NOT_MEASURABLE)]
+        order = list(dict.fromkeys(r["stage"] for r in sorted(rows, key=lambda r: r["depth"])))
+        need = {}
+        for r in none:  # per stage: the shifts it could not be measured at, and the crop that measures all of them
+            shifts, crop = need.get(r["stage"], ([], 0))
+            need[r["stage"]] = (shifts + [r["shift"]], max(crop, r["min_crop"] or 0))
+        unmeasured = "; ".join(f"{st} (rf {next(r['rf'] for r in none if r['stage'] == st)} px, shift {'/'.join(map(str, sh))} px"
+                               + (f": crop >= {c} px)" if c else ")") for st, (sh, c) in sorted(need.items(), key=lambda kv: order.index(kv[0])))
+        why = "no unit's field lies inside both crops" if any(c for _, c in need.values()) else "the border leaves no position"
         lines.append(f"- {m}: error {max((r['error'] for r in zero), default=0.0):.3g} at the {len(zero)} stage-shifts where the period "
-                     f"divides the shift (theory: 0)" + (f"; not measurable (rf wider than the crop): {', '.join(none)}" if none else ""))
+                     f"divides the shift (theory: 0)" + (f"; not measurable ({why}): {unmeasured}" if none else ""))
     return lines
 
 
@@ -431,17 +484,23 @@ def _ladder(cfg: LadderConfig, seed: int) -> Tuple[List[Dict], float]:
     return rows, drift
 
 
-def _error_figure(err_rows: List[Dict], *, crop: int, border: Any):
-    """One row per model (its ``+spd`` rewrite drawn over it, dashed): the error by stage at the smallest shift
-    and at the largest (the period of its deepest spatial stage)."""
+def _error_figure(err_rows: List[Dict], *, crop: int, border: Any, deepest: Dict[str, Optional[int]]):
+    """One row per model (its ``+spd`` rewrite drawn over it, dashed), one panel per input shift it was measured
+    at (the configured shifts and the period of its deepest spatial stage): the error of every stage."""
     models = list(dict.fromkeys(r["model"] for r in err_rows))
     bases = [m for m in models if not (m.endswith(SPD) and m[: -len(SPD)] in models)]
-    fig, axes = figure(len(bases), 2, figsize=(12.0, 3.6 * len(bases) + 1.4), squeeze=False)
+    per_base = {b: sorted({r["shift"] for r in err_rows if r["model"] == b}) for b in bases}
+    ncols = max(len(v) for v in per_base.values())
+    fig, axes = figure(len(bases), ncols, figsize=(5.2 * ncols + 2.4, 3.9 * len(bases) + 1.6), squeeze=False)
     floor, nan = 1e-9, float("nan")
     for row, base in zip(axes, bases):
-        shown = sorted({r["shift"] for r in err_rows if r["model"] == base})
-        for ax, s in zip(row, [shown[0], shown[-1]]):
-            for k, m in enumerate([base] + [m for m in models if m == base + SPD]):
+        shown = per_base[base]
+        period = deepest.get(base)
+        drawn = [base] + [m for m in models if m == base + SPD]
+        for ax in row[len(shown):]:
+            ax.set_visible(False)
+        for ax, s in zip(row, shown):
+            for k, m in enumerate(drawn):
                 rows = [r for r in err_rows if r["model"] == m and r["shift"] == s]
                 spd = m != base  # the same function: drawn over its model, dashed
                 style = dict(marker="x" if spd else "o", ls="--" if spd else "-", ms=8 if spd else 5, color=f"C{k}")
@@ -457,23 +516,25 @@ def _error_figure(err_rows: List[Dict], *, crop: int, border: Any):
             ax.set_yscale("log")
             ax.set_ylim(floor / 3, 3.0)
             for r in rows:
-                if r["theory"] == NOT_MEASURABLE:
-                    ax.text(r["depth"], floor * 2.2, "rf>crop", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
+                if r["theory"].startswith(NOT_MEASURABLE):
+                    ax.text(r["depth"], floor * 2.2, f"needs crop {r['min_crop']}" if r["min_crop"] else "none kept", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
             step = max(1, math.ceil(len(rows) / 40))
             ax.set_xticks([r["depth"] for r in rows][::step])
             ax.set_xticklabels([r["stage"] for r in rows][::step], rotation=60, ha="right", fontsize=8)
-            ax.set_title(f"{base}: input shift {s} px", fontsize=10)
+            which = " (the period of its deepest spatial stage)" if s == period else ""
+            ax.set_title(f"{' and '.join(drawn)}:\nerror of every stage (x axis), input shift {s} px{which}", fontsize=9)
             ax.set_ylabel("relative error (0 drawn at 1e-9)", fontsize=9)
-        row[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
+        row[len(shown) - 1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
     how = ("positions whose receptive field lies inside both crops (border from the rf)" if border == RF_BORDER
            else f"{border} px cropped from the borders")
     fig.suptitle(f"Error of each stage over the {how}; crop {crop} px, random weights.\n"
                  "Squares: the period divides the shift, theory says 0. Triangles: stages that read the whole input (no period,\n"
-                 "borders included). rf>crop: every position reads padding, nothing to measure.", fontsize=9)
+                 "borders included). needs crop N: no unit's field lies inside both crops at this crop and shift; a crop of N px measures it.",
+                 fontsize=9)
     return fig
 
 
-def _consistency_figure(cons_rows: List[Dict], *, seed: int, max_shift: int):
+def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, seed: int, max_shift: int, pairs: int):
     fig, ax = figure(figsize=(4.0 + 1.3 * len(cons_rows), 4.8))
     xs = list(range(len(cons_rows)))
     ax.bar([x - 0.2 for x in xs], [r["consistency"] for r in cons_rows], width=0.4, label="argmax of logits")
@@ -487,13 +548,15 @@ def _consistency_figure(cons_rows: List[Dict], *, seed: int, max_shift: int):
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("consistency (argmax agrees)")
     classes = sorted({r["classes"] for r in cons_rows})
-    ax.set_title(f"two random shifts (up to {max_shift} px) per image; random weights (seed {seed});\n"
-                 f"argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen", fontsize=9)
+    ax.set_title(f"Consistency: two random shifts (up to {max_shift} px) of each of {pairs} images; random weights (seed {seed});\n"
+                 f"argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen"
+                 + (f"\nnot drawn (not classifiers): {', '.join(others)}" if others else ""), fontsize=9)
     return fig
 
 
-def _ladder_figure(rows: List[Dict], shifts: Sequence[int]):
+def _ladder_figure(rows: List[Dict], cfg: LadderConfig, seed: int):
     fig, ax = figure(figsize=(6, 3.8))
+    shifts = cfg.shifts
     xs = [0] + list(shifts)
     for r in rows:
         ax.plot(xs, [r["accuracy"]] + [r[f"acc_shift{s}"] for s in shifts], marker="o", label=f"{r['layer']} ({r['params']:,} params)")
@@ -501,16 +564,18 @@ def _ladder_figure(rows: List[Dict], shifts: Sequence[int]):
     ax.set_ylabel("accuracy")
     ax.set_xticks(xs)
     ax.legend(fontsize=8)
-    ax.set_title("D2L ladder on digits 32x32", fontsize=10)
+    ax.set_title(f"D2L ladder on digits {cfg.image_size}x{cfg.image_size} (r={cfg.r}, kernel {cfg.kernel}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, "
+                 f"seed {seed})", fontsize=9)
     return fig
 
 
 #: What each file of the app's run directory holds (index.md).
 SHIFT_FILES = {
     "summary.md": "the answer: the measured error where theory says 0, every model's consistency (classes, random weights), the ladder",
-    "periods.*": "every stage's analytic shift period (input px) and its own period, per model",
-    "equivariance.*": "relative feature error by stage under 1-pixel shifts and at the deepest spatial stage's period, with what theory says",
-    "equivariance.png": "the same, by depth: one row per model, at the smallest shift and at its deepest spatial stage's period",
+    "periods.*": "every stage's analytic shift period (input px), own period and receptive field, per model (+spd: its model's analysis)",
+    "equivariance.*": "relative feature error by stage under every configured shift and at the deepest spatial stage's period, with what "
+                      "theory says (a stage that keeps no position: why, and the crop that measures it)",
+    "equivariance.png": "the same, by depth: one row per model (its +spd drawn over it), one panel per shift",
     "consistency.*": "how often the argmax agrees under two random shifts (and of centred logits)",
     "consistency.png": "the same, per model",
     "ladder.*": "D2L's ladder on digits: parameters, accuracy, accuracy of shifted test images",
@@ -528,7 +593,8 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
     if e.threads:
         torch.set_num_threads(e.threads)
     out = Path(out_dir)
-    period_rows, err_rows, cons_rows = _equivariance(e, load_images(e.images)) if e.models else ([], [], [])
+    alignment: List[str] = []
+    period_rows, err_rows, cons_rows, deepest = _equivariance(e, load_images(e.images), alignment) if e.models else ([], [], [], {})
     checks = _zero_checks(e, err_rows) + _rewrite_checks(e, err_rows, cons_rows)
     ladder_rows, drift = _ladder(e.ladder, e.seed) if e.ladder.enabled else ([], 0.0)
     if ladder_rows:
@@ -540,10 +606,13 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
         how = "positions whose receptive field lies inside both crops" if e.border == RF_BORDER else f"border {e.border} px"
         write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop}, {how}; random weights, seed {e.seed})")
         write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} px (random weights, seed {e.seed})")
-        save_figure(_error_figure(err_rows, crop=e.crop, border=e.border), out / "equivariance.png")
+        save_figure(_error_figure(err_rows, crop=e.crop, border=e.border, deepest=deepest), out / "equivariance.png")
         classifiers = [r for r in cons_rows if r["pairs"]]
+        others = [r["model"] for r in cons_rows if not r["pairs"]]
         if classifiers:
-            save_figure(_consistency_figure(classifiers, seed=e.seed, max_shift=e.max_shift), out / "consistency.png")
+            save_figure(_consistency_figure(classifiers, others, seed=e.seed, max_shift=e.max_shift, pairs=e.pairs), out / "consistency.png")
+        else:
+            lines.append(f"- no consistency.png: no model is a classifier (outputs (N, classes)): {', '.join(others)}")
         lines += _zero_lines(err_rows)
         lines += [f"- {r['model']}: consistency {r['consistency']:.3f} over {r['pairs']} pairs (argmax over {r['classes']} classes, "
                   f"{r['classes_seen']} seen; random weights, seed {e.seed}), centred {r['centred_consistency']:.3f} "
@@ -551,9 +620,10 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
                   f"- {r['model']}: no consistency; output period: {r['output_period']}" for r in cons_rows]
     if ladder_rows:
         write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size}")
-        save_figure(_ladder_figure(ladder_rows, e.ladder.shifts), out / "ladder.png")
+        save_figure(_ladder_figure(ladder_rows, e.ladder, e.seed), out / "ladder.png")
         lines += [f"- ladder {r['layer']}: {r['params']:,} params, accuracy {r['accuracy']:.3f}" for r in ladder_rows]
         lines.append(f"- folded rung vs conv rung after training: max weight difference {drift:.3g}")
+    lines += [f"- alignment warning: {w}" for w in alignment]
     failed = [c for c in checks if not c.ok]
     summary = "\n".join(["# Shift equivariance", ""] + lines + ([""] + ["FAILED: " + c.describe() for c in failed] if failed else []))
     write_markdown(summary + "\n", out / "summary.md")

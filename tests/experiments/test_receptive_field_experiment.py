@@ -2,6 +2,9 @@
 writes nothing, a failed check writes everything and then says so (through the app skeleton)."""
 from __future__ import annotations
 
+import json
+from fractions import Fraction
+
 import pytest
 
 from foldconv import FoldError
@@ -35,6 +38,9 @@ BAD = {
     "fold r text": (lambda: FoldTable(r="two"), "r"),
     "fold conv a name": (lambda: FoldTable(conv=""), "conv"),
     "fold order a number": (lambda: FoldTable(order=3), "order"),
+    "fold order unknown": (lambda: FoldTable(order="bogus"), "order"),
+    "fold order unknown, no table": (lambda: FoldTable(r=0, order="bogus"), "order"),  # validated whatever r says
+    "format unknown": (lambda: RFExperiment(format="yaml"), "format"),
     "unknown torchvision name": (lambda: RFExperiment(model="resnet1"), "model"),
     "target not importable": (lambda: RFExperiment(model={"_target_": "no_such_pkg_xyz.net"}), "model._target_"),
     "fold conv target not importable": (lambda: FoldTable(conv={"_target_": "torch.nn.Conv9d"}), "conv._target_"),
@@ -76,7 +82,7 @@ def test_a_failed_check_writes_everything_then_raises(tmp_path, monkeypatch):
         run_app(e, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {
         "fold.csv", "fold.md", "layers.csv", "layers.md", "check.csv", "check.md", "rf_jump.png", "erf.png", "summary.md", "index.md",
-        "checks.csv", "checks.md",
+        "checks.csv", "checks.md", "rf.json",
     }
     summary = (tmp_path / "summary.md").read_text().splitlines()
     assert summary[2].startswith("Conv2d: output rf (3, 3)") and summary[4].startswith("FAILED: Conv2d: analytic boxes = gradient supports")
@@ -114,3 +120,94 @@ def test_fallback_real_measures_an_op_without_a_rule_and_error_refuses_it(tmp_pa
     with pytest.raises(FoldError) as info:
         RFExperiment(fallback="gradient")
     assert info.value.param == "fallback"
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_erf_node_is_validated_whatever_check_says(tmp_path, check):
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check=check, check_size=12, erf_samples=1, erf_node="no_such_node",
+                     fold=FoldTable(r=0))
+    with pytest.raises(FoldError) as info:
+        run_receptive_field(e, tmp_path)
+    assert info.value.param == "erf_node" and list(tmp_path.iterdir()) == []
+
+
+def test_an_erf_node_with_check_off_says_why_no_erf_is_drawn(tmp_path):
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check=False, erf_node="conv2d", fold=FoldTable(r=0))
+    text = run_app(e, tmp_path)
+    assert "no erf.png for erf_node=conv2d: the ERF is drawn with the gradient check (check=true)" in text
+    assert not (tmp_path / "erf.png").exists()
+
+
+def test_the_check_size_and_why_are_stated_where_the_check_is_shown(tmp_path):
+    # auto: a 3x3 conv at 12 px is checked at 32 px (rf + two jumps, at least 32): not input_shape's size
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), erf_samples=1, fold=FoldTable(r=0))
+    result = run_receptive_field(e, tmp_path)
+    why = "check_size=auto: the rf of conv2d, (3, 3), plus two jumps"
+    assert f"check at (32, 32) ({why}" in result.text and "larger than input_shape's (12, 12)" in result.text
+    assert why in (tmp_path / "check.md").read_text().splitlines()[0]
+    rf = json.loads((tmp_path / "rf.json").read_text())
+    assert rf["check"]["input_shape"] == [1, 3, 32, 32] and rf["check"]["why"].startswith(why)
+    explicit = run_receptive_field(RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check_size=12, erf_samples=1,
+                                                fold=FoldTable(r=0)), tmp_path / "b")
+    assert "check at (12, 12) (check_size=12; the centre box" in explicit.text and "input_shape" not in explicit.text
+
+
+def _shuffled(stride):
+    return {"_target_": "torch.nn.Sequential", "_args_": [
+        {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3, "stride": stride, "padding": 1},
+        {"_target_": "torch.nn.PixelShuffle", "upscale_factor": 2}]}
+
+
+def test_rf_json_round_trips_every_box_and_format_json_prints_it(tmp_path):
+    e = RFExperiment(model=_shuffled(1), input_shape=(1, 3, 12, 10), check_size=12, erf_samples=1, fold=SMALL_FOLD, format="json")
+    out = run_app(e, tmp_path)
+    printed = json.loads(out.rsplit("\n\nwritten to ", 1)[0])
+    stored = json.loads((tmp_path / "rf.json").read_text())
+    assert printed == stored
+    report = run_receptive_field(RFExperiment(model=_shuffled(1), input_shape=(1, 3, 12, 10), check=False, fold=FoldTable(r=0)),
+                                 tmp_path / "again").value
+    nodes = stored["receptive_field"]["nodes"]
+    assert [n["name"] for n in nodes] == list(report.nodes)
+    for n in nodes:
+        assert tuple(tuple(b) for b in n["box"]) == report.box(n["name"]), n["name"]
+        assert tuple(Fraction(a["jump"]) for a in n["axes"]) == report[n["name"]].jump  # exact, fractions included
+    assert [Fraction(a["jump"]) for a in nodes[-1]["axes"]] == [Fraction(1, 2)] * 2  # the pixel shuffle's half jump survives
+    assert stored["check"]["ok"] and all(row["analytic"] == row["empirical"] for row in stored["check"]["boxes"])
+    assert stored["fold"]["ok"] and [c["ok"] for c in stored["checks"]] == [True, True]
+    # mutation: a stride-2 conv reads other boxes, and the JSON says so
+    strided = run_receptive_field(RFExperiment(model=_shuffled(2), input_shape=(1, 3, 12, 10), check=False, fold=FoldTable(r=0)),
+                                  tmp_path / "strided")
+    assert json.loads((tmp_path / "strided" / "rf.json").read_text())["receptive_field"]["nodes"][-1]["box"] != nodes[-1]["box"]
+    assert strided.text.startswith("Sequential")  # format=table prints the answer, not JSON
+
+
+def test_alignment_warnings_are_recorded_in_the_summary_and_the_json(tmp_path, recwarn):
+    e = RFExperiment(model={"_target_": "custom_model.PhaseSum"}, input_shape=(1, 3, 16, 16), check_size=16, erf_samples=1,
+                     fold=FoldTable(r=0))
+    text = run_app(e, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    warned = [line for line in summary.splitlines() if line.startswith("- alignment warning: node ")]
+    assert warned and all("different centres" in line for line in warned) and len(warned) == len(set(warned))
+    assert all(line[2:] in text for line in warned)
+    stored = json.loads((tmp_path / "rf.json").read_text())
+    assert stored["warnings"] == [line[len("- alignment warning: "):] for line in warned]
+    assert not [w for w in recwarn if "different centres" in str(w.message)]  # said once, in the outputs, not on stderr
+    # the same app on an aligned model records none
+    run_app(RFExperiment(model=CONV, input_shape=(1, 3, 16, 16), check_size=16, erf_samples=1, fold=FoldTable(r=0)), tmp_path / "b")
+    assert "alignment warning" not in (tmp_path / "b" / "summary.md").read_text()
+
+
+def test_the_erf_figure_states_the_input_it_was_measured_on(tmp_path, monkeypatch):
+    titles = []
+    real = experiment.erf_figure
+
+    def spy(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        titles.append(fig.axes[0].get_title())
+        return fig
+
+    monkeypatch.setattr(experiment, "erf_figure", spy)
+    run_receptive_field(RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), erf_samples=1, fold=FoldTable(r=0)), tmp_path)
+    flat = " ".join(titles[0].split())
+    assert "measured on 32x32 px, the gradient check's input (check_size=auto: from the rf of conv2d, (3, 3);" in flat
+    assert "larger than input_shape's (12, 12))" in flat

@@ -58,20 +58,58 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
     for r in rows:
         r.update(depth=int(r["depth"]), shift=int(r["shift"]), error=float(r["error"]), positions=int(r["positions"]))
         r["period"] = r["period"] if r["period"] == GLOBAL else int(r["period"])
-    fig = app._error_figure(rows, crop=e.crop, border=e.border)
+    deepest = {"mobilenet_v3_small": 32, "resnet18": 32}
+    fig = app._error_figure(rows, crop=e.crop, border=e.border, deepest=deepest)
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert legend == ["mobilenet_v3_small", "resnet18", "resnet18+spd (same numbers)"]
+    # one panel per model and measured shift, every configured shift included, each titled with what it shows
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    for model, drawn in (("mobilenet_v3_small", "mobilenet_v3_small:"), ("resnet18", "resnet18 and resnet18+spd:")):
+        shifts = sorted({r["shift"] for r in rows if r["model"] == model})
+        assert set(e.shifts) <= set(shifts) and 32 in shifts
+        for s in shifts:
+            assert sum(t.startswith(drawn) and f"input shift {s} px" in t for t in titles) == 1, (model, s, titles)
+    assert sum("the period of its deepest spatial stage" in t for t in titles) == 2
     assert "border from the rf" in fig._suptitle.get_text() and "random weights" in fig._suptitle.get_text()
     assert not text_problems(fig)
     cons = read_csv(out / "consistency.csv")
     for r in cons:
         r.update(consistency=float(r["consistency"]), centred_consistency=float(r["centred_consistency"]))
-    fig = app._consistency_figure(cons, seed=0, max_shift=8)
+    fig = app._consistency_figure(cons, ["a_feature_map"], seed=0, max_shift=8, pairs=4)
     assert not text_problems(fig)
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the bars
-    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title()
+    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title() and "each of 4 images" in ax.get_title()
+    assert "not drawn (not classifiers): a_feature_map" in ax.get_title()
+
+
+def test_every_model_is_in_the_periods_table_the_plus_spd_with_whose_analysis(small_run):
+    from foldconv.experiments.io import read_csv
+
+    e, result, out = small_run
+    rows = read_csv(out / "periods.csv")
+    assert list(dict.fromkeys(r["model"] for r in rows)) == list(e.labels)
+    spd = [r for r in rows if r["model"] == "resnet18+spd"]
+    base = [r for r in rows if r["model"] == "resnet18"]
+    assert [(r["stage"], r["period"], r["rf"]) for r in spd] == [(r["stage"], r["period"], r["rf"]) for r in base]
+    assert all(r["analysis"].startswith("resnet18's (the same function") for r in spd) and all(r["analysis"] == "its own" for r in base)
+
+
+def test_a_stage_that_keeps_no_position_says_why_and_the_crop_that_measures_it(small_run):
+    from foldconv.experiments.io import read_csv
+
+    e, result, out = small_run
+    rows = [r for r in read_csv(out / "equivariance.csv") if r["model"] == "resnet18"]
+    layer1 = next(r for r in rows if r["stage"] == "layer1" and r["shift"] == "32")
+    # a 43 px field fits in a 64 px crop: it is the 32 px shift that leaves no unit inside both crops
+    assert layer1["rf"] == "43" and layer1["positions"] == "0"
+    assert layer1["theory"] == ("not measurable: no unit whose field (43 px) lies inside both crops (64 px, shifted 32 px); "
+                                f"crop >= {layer1['min_crop']} px measures it")
+    assert not [r for r in rows if r["theory"].startswith("not measurable: the field") and int(r["rf"]) <= e.crop]
+    assert all("wider" not in r["theory"] for r in rows if int(r["rf"] or 0) <= e.crop)
+    summary = (out / "summary.md").read_text()
+    assert f"layer1 (rf 43 px, shift 32 px: crop >= {layer1['min_crop']} px)" in summary and "rf wider than the crop" not in summary
 
 
 def test_any_model_runs_a_one_channel_net_and_a_feature_extractor_too(tmp_path):
@@ -83,3 +121,33 @@ def test_any_model_runs_a_one_channel_net_and_a_feature_extractor_too(tmp_path):
     assert "- espcn: no consistency; output period: (1,1) (not a classifier: output (1, 1, 96, 96))" in summary
     assert "- yolov5_stem: no consistency" in summary and not (tmp_path / "consistency.png").exists()
     assert app.in_channels(e.models[0].spec, build_model("espcn", meta=True)) == 1
+
+
+def test_ladder_options_are_validated_even_when_the_ladder_is_off():
+    for kwargs, param in ((dict(image_size=30, r=4), "ladder.image_size"), (dict(kernel=2), "ladder.kernel")):
+        with pytest.raises(ValueError) as info:
+            LadderConfig(enabled=False, **kwargs)
+        assert info.value.param == param, str(info.value)
+    LadderConfig(enabled=False, image_size=32, r=4)  # a valid ladder stays valid when switched off
+
+
+def test_alignment_warnings_are_recorded_in_the_summary(tmp_path, recwarn):
+    e = ShiftExperiment(models=({"_target_": "custom_model.PhaseSum"},), images=("camera",), crop=32, pairs=2, max_shift=4,
+                        ladder=LadderConfig(enabled=False))
+    result = run_shift(e, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    warned = [line for line in summary.splitlines() if line.startswith("- alignment warning: PhaseSum: node ")]
+    assert warned and all("different centres" in line for line in warned), summary
+    assert all(line[2:] in result.text for line in warned)
+    assert not [w for w in recwarn if "different centres" in str(w.message)]  # in the outputs, not only on stderr
+
+
+def test_a_pixel_border_that_keeps_nothing_says_so_not_the_rf_reason(tmp_path):
+    e = ShiftExperiment(models=({"_target_": "custom_model.PhaseSum"},), images=("camera",), crop=32, pairs=2, max_shift=4, border=20,
+                        ladder=LadderConfig(enabled=False))
+    result = run_shift(e, tmp_path)
+    from foldconv.experiments.io import read_csv
+
+    rows = [r for r in read_csv(tmp_path / "equivariance.csv") if r["positions"] == "0"]
+    assert rows and all(r["theory"].startswith("not measurable: cropping 20 px from both borders") and r["min_crop"] == "" for r in rows)
+    assert "not measurable (the border leaves no position): conv" in result.text

@@ -25,6 +25,7 @@ import torch.fx as fx
 from torch import nn
 
 from ... import tracing
+from ..._validate import SPATIAL_NAMES
 from ...errors import fold_error
 from ...registry import Registry
 from ..fallback import validate_fallback
@@ -341,10 +342,14 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
                 lo0 = min(-t[2] for t in triples)
                 hi0 = max(-t[2] + t[0] - 1 for t in triples)
                 centres = {Fraction(2 * -t[2] + t[0] - 1, 2) for t in triples}
-                if len(centres) > 1 and bjs != {0}:
+                bj = next(iter(bjs))
+                if len(centres) > 1 and bj != 0 and not _phases_stacked(rec, triples, bj):
+                    names = [s.node.name for s, _ in srcs]
+                    boxes = ", ".join(f"{n}: [{-t[2]}, {-t[2] + t[0] - 1}] (centre {_half(Fraction(2 * -t[2] + t[0] - 1, 2))})"
+                                      for n, t in zip(names, triples))
                     warns.append(
                         f"node {rec.node.name!r} ({opname}) merges paths whose receptive fields have different centres "
-                        f"on axis {a} (sizes/paddings {[(t[0], t[2]) for t in triples]}): the union is reported, "
+                        f"on axis {SPATIAL_NAMES[naxes][a]}, with the same box jump {bj}: unit 0 reads {boxes}; the union is reported, "
                         "but its units are not centred on their inputs (Araujo et al.: misaligned paths)"
                     )
                 rec.r.append(hi0 - lo0 + 1); rec.bj.append(bjs.pop()); rec.p.append(-lo0); rec.aligned.append(True)  # noqa: E702
@@ -368,8 +373,13 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
         affine = n == 1 or (np.all(lo == lo[0] + step * idx) and np.all(sizes == sizes[0]))
         on_grid = affine and (n > 1 or rec.j[a].denominator == 1)
         if len(links) > 1 and not on_grid:
+            strides = sorted({str(j) for j in jumps})
+            axis = SPATIAL_NAMES[naxes][a]
+            why = (f"paths with different effective strides on axis {axis} ({', '.join(strides)})" if len(strides) > 1 else
+                   f"paths on axis {axis} of the same effective stride ({strides[0]}) whose boxes do not move by one stride per unit "
+                   "(a path through a coarser grid and back)")
             warns.append(
-                f"node {rec.node.name!r} ({opname}) merges paths with different effective strides on axis {a}: "
+                f"node {rec.node.name!r} ({opname}) merges {why}: "
                 "its receptive field varies with the output position (reported: the largest)"
             )
         rec.r.append(int(sizes.max())); rec.p.append(int(-lo[0])); rec.aligned.append(bool(on_grid))  # noqa: E702
@@ -380,6 +390,28 @@ def _summarise_node(records: Dict[fx.Node, Record], rec: Record, naxes: int, war
         mask = np.zeros(int(sizes[big]), dtype=bool)
         mask[taps - lo[big]] = True
         rec.sup.append(mask)
+
+
+def _half(x: Fraction) -> str:
+    return str(int(x)) if x.denominator == 1 else f"{float(x):g}"
+
+
+def _phases_stacked(rec: Record, triples: Sequence[Tuple[int, int, int]], box_jump: int) -> bool:
+    """A space-to-depth (YOLOv5's Focus, a fold): a concatenation along a non-spatial dim of paths that read
+    same-sized boxes whose starts are consecutive pixels, at most one box jump of them. Every unit then reads
+    one block of the lattice, the union, with its channels holding the block's sub-pixel phases: by design,
+    not a misalignment."""
+    node = rec.node
+    if "cat" not in str(getattr(node.target, "__name__", node.target)).split(".")[0]:  # torch.cat, concat, aten.cat
+        return False
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    if not isinstance(dim, int) or not rec.shape:
+        return False
+    dim %= len(rec.shape)
+    if dim in rec.geom.dims:  # concatenated along a spatial axis: the paths are side by side, not stacked
+        return False
+    starts = sorted({-t[2] for t in triples})
+    return len({t[0] for t in triples}) == 1 and starts == list(range(starts[0], starts[0] + len(starts))) and len(starts) <= box_jump
 
 
 def _merged_support(srcs, triples, a: int, lo0: int, size: int) -> np.ndarray:

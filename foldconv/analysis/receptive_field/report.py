@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..._tables import markdown_table
 from ...errors import fold_error
@@ -199,6 +199,39 @@ class RFReport:
             if not 0 <= i < n:
                 raise fold_error("index", tuple(index), f"position {i} of axis {a} is outside 0..{n - 1}")
         return tuple(int(i) for i in index)
+
+    def to_dict(self, *, boxes: bool = True) -> Dict[str, Any]:
+        """Everything on the report as plain Python data (``json.dumps`` takes it): the model, the input
+        shape, the output node, the alignment warnings and fallback nodes, and every node in topological order
+        with its op, shape, per-axis fields (``jump`` as an exact fraction string, ``"1/4"``; ``Fraction(s)``
+        reads it back) and, with ``boxes``, the input box its centre unit reads (:meth:`box`, clipped at the
+        borders; None where it reads only padding) as ``[[lo, hi], ...]``.
+
+        Example:
+            >>> import json, torch
+            >>> from foldconv.analysis.receptive_field import receptive_field
+            >>> rep = receptive_field(torch.nn.Conv2d(1, 1, 3, stride=2, padding=1), (1, 1, 8, 8))
+            >>> d = json.loads(json.dumps(rep.to_dict()))
+            >>> d["output"], d["nodes"][-1]["axes"][0]["jump"], d["nodes"][-1]["center"], d["nodes"][-1]["box"]
+            ('conv2d', '2', [1, 1], [[1, 3], [1, 3]])
+        """
+        if not isinstance(boxes, bool):
+            raise fold_error("boxes", boxes, "must be True or False")
+        nodes = []
+        for name, n in self.nodes.items():
+            row: Dict[str, Any] = {
+                "name": name, "op": n.op, "shape": list(n.shape), "dims": list(n.dims), "positions": list(n.positions),
+                "notes": list(n.notes),
+                "axes": [{"rf": a.rf, "jump": str(a.jump), "padding": a.padding, "aligned": a.aligned, "constant": a.constant,
+                          "exact": a.exact, "box_jump": a.box_jump, "holes": a.holes, "support": list(a.support)} for a in n.axes],
+            }
+            if boxes and self.graph is not None:
+                box = self.box(name)
+                row["center"] = list(self.center(name))
+                row["box"] = None if box is None else [[int(lo), int(hi)] for lo, hi in box]
+            nodes.append(row)
+        return {"model": self.model_name, "input_shape": list(self.input_shape), "output": self.output_name,
+                "warnings": list(self.warnings), "fallback_nodes": list(self.fallback_nodes), "nodes": nodes}
 
     def __repr__(self) -> str:
         o = self.output

@@ -19,12 +19,13 @@ from .measure import (
     consistency_pair,
     crops,
     equivariance_error,
+    min_clean_length,
     read_shifted,
     stage_errors,
 )
 
 __all__ = [
     "AxisShift", "Consistency", "LocallyConnected2d", "NodeShift", "RF_BORDER", "ShiftReport", "StageError", "clean_positions",
-    "consistency", "consistency_pair", "crops", "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models",
+    "consistency", "consistency_pair", "crops", "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models", "min_clean_length",
     "parameter_count", "read_shifted", "shift_equivariance", "stage_errors",
 ]

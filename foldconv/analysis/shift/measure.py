@@ -10,7 +10,8 @@ default), exactly the positions whose computation reads padding in either pass a
 of an aligned stage reads ``[i*jump - P, i*jump - P + rf - 1]`` (rf, box jump and effective padding ``P`` of
 its receptive field), and it is kept only when that box, and the boxes of the units of ``y0`` it is compared
 with, lie inside the crop. Where the period divides the shift, the error over those positions is exactly 0
-(:attr:`StageError.exact`); a stage whose field is wider than the crop keeps no position. The error is
+(:attr:`StageError.exact`); a crop shorter than :func:`min_clean_length` (the field, plus the padding and alignment
+of the first clean unit, plus the shift) keeps no position. The error is
 ``||y1 - shifted y0|| / ||shifted y0||`` over what remains; an invariant stage (rate 0: global pooling and
 after) reads the whole crop, borders included: it is compared without a shift, and has no period on a
 finite crop.
@@ -45,7 +46,7 @@ from ..receptive_field import AxisRF
 from .analytic import NodeShift, ShiftReport
 
 __all__ = [
-    "StageError", "Consistency", "read_shifted", "equivariance_error", "clean_positions", "stage_errors", "consistency", "consistency_pair", "crops",
+    "StageError", "Consistency", "read_shifted", "equivariance_error", "clean_positions", "min_clean_length", "stage_errors", "consistency", "consistency_pair", "crops",
     "RF_BORDER",
 ]
 
@@ -123,15 +124,37 @@ def clean_positions(axis: AxisRF, length: int, offset: Fraction) -> Tuple[int, i
         >>> clean_positions(AxisRF(rf=7, jump=Fraction(2), padding=3, box_jump=2), 32, Fraction(1))  # resnet's conv1
         (2, 14)
     """
-    if offset < 0:
-        raise fold_error("offset", offset, "must be >= 0 (shift the crop the other way)")
-    if axis.aligned and axis.box_jump >= 1:
-        step, pad, rf = axis.box_jump, axis.padding, axis.rf
-    else:
-        step, pad, rf = max(axis.jump, Fraction(1, 10**6)), axis.rf, 3 * axis.rf  # rf px from both ends
+    step, pad, rf = _box_terms(axis, offset)
     lo = math.ceil(Fraction(pad) / step)
     last = math.floor(Fraction(length - rf + pad) / step)  # the last unit whose box ends inside the crop
     return lo, max(lo, last - math.ceil(offset) + 1)
+
+
+def min_clean_length(axis: AxisRF, offset: Fraction) -> int:
+    """The shortest crop (input pixels along this axis) on which :func:`clean_positions` keeps a position:
+    the first unit that reads no padding, ``ceil(offset)`` units on, must still read only crop pixels. It
+    exceeds the field itself by the padding and alignment of the first clean unit and by the shift.
+
+    Example:
+        >>> from foldconv.analysis.receptive_field import AxisRF
+        >>> layer1 = AxisRF(rf=43, jump=Fraction(4), padding=21, box_jump=4)  # resnet18's layer1
+        >>> min_clean_length(layer1, Fraction(0)), min_clean_length(layer1, Fraction(8))  # unshifted; shifted by 32 px
+        (46, 78)
+        >>> clean_positions(layer1, 77, Fraction(8)), clean_positions(layer1, 78, Fraction(8))
+        ((6, 6), (6, 7))
+    """
+    step, pad, rf = _box_terms(axis, offset)
+    lo = math.ceil(Fraction(pad) / step)
+    return math.ceil((lo + math.ceil(offset)) * step + rf - pad)
+
+
+def _box_terms(axis: AxisRF, offset: Fraction) -> Tuple[Fraction, int, int]:
+    """(step, padding, extent) of the boxes :func:`clean_positions` keeps inside the crop."""
+    if offset < 0:
+        raise fold_error("offset", offset, "must be >= 0 (shift the crop the other way)")
+    if axis.aligned and axis.box_jump >= 1:
+        return Fraction(axis.box_jump), axis.padding, axis.rf
+    return max(axis.jump, Fraction(1, 10**6)), axis.rf, 3 * axis.rf  # rf px from both ends
 
 
 def equivariance_error(

@@ -112,14 +112,35 @@ class Focus(nn.Module):
         return self.conv(x)
 
 
+class PhaseSum(nn.Module):
+    """Focus's four sub-pixel phases added instead of stacked: every unit mixes pixels of different centres."""
+
+    def forward(self, x):
+        return x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2]
+
+
 @pytest.mark.claim("RF-4", "RF-5")
-def test_focus_slicing_has_space_to_depth_geometry_and_warns():
-    with pytest.warns(RFAlignmentWarning, match="different centres"):
-        report = receptive_field(Focus(), (1, 3, 16, 16))
-    cat = report["cat"]
+@pytest.mark.parametrize("trace", ["fx", "aten"])
+def test_focus_slicing_has_space_to_depth_geometry_and_does_not_warn(trace):
+    # stacking the phases of one block as channels is what a fold does: no misalignment to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RFAlignmentWarning)
+        report = receptive_field(Focus(), (1, 3, 16, 16), trace=trace)
+    assert report.warnings == ()
+    cat = report[[n for n in report.nodes if "cat" in n][0]]
     assert (cat.rf, cat.jump, cat.padding) == ((2, 2), (2, 2), (0, 0))
     # the conv after it: a 6x6 conv with stride 2 and padding 2, as the fold theorem says
     assert (report.output.rf, report.output.jump, report.output.padding) == ((6, 6), (2, 2), (2, 2))
+
+
+@pytest.mark.claim("RF-5")
+def test_misaligned_paths_warn_naming_each_path_box_and_centre():
+    # mutation of the Focus stem: the same phases added, not stacked, are paths with different centres
+    with pytest.warns(RFAlignmentWarning, match="different centres") as caught:
+        report = receptive_field(PhaseSum(), (1, 3, 16, 16))
+    message = str(caught[0].message)
+    assert "box jump 2" in message and "[0, 0] (centre 0)" in message and "[1, 1] (centre 1)" in message, message
+    assert list(report.warnings) == [str(w.message) for w in caught]  # the report keeps what was raised
 
 
 @pytest.mark.claim("RF-5")
@@ -248,3 +269,43 @@ def test_a_float64_model_is_analysed_like_its_float32_twin():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Conv2d(4, 4, 3))
     expected = receptive_field(net, (1, 3, 17, 17)).output
     assert receptive_field(net.double(), (1, 3, 17, 17)).output == expected
+
+
+class FoldRoundTrip(nn.Module):
+    """A fold's round trip (space-to-depth, conv, depth-to-space) beside the identity: equal strides, boxes that vary."""
+
+    def __init__(self):
+        super().__init__()
+        self.down, self.conv, self.up = nn.PixelUnshuffle(2), nn.Conv2d(4, 4, 3, padding=1), nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return x + self.up(self.conv(self.down(x)))
+
+
+@pytest.mark.claim("RF-5")
+def test_a_varying_field_of_equal_strides_is_not_called_different_strides():
+    with pytest.warns(RFAlignmentWarning) as caught:
+        report = receptive_field(FoldRoundTrip(), (1, 1, 16, 16))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and not any("different effective strides" in m for m in messages), messages
+    assert all("of the same effective stride (1)" in m and "the largest" in m for m in messages)
+    assert messages[0].split("axis ")[1][0] == "h" and messages[1].split("axis ")[1][0] == "w"
+    # the field does vary: the units of one 2x2 block read different boxes
+    assert report.box(index=(0, 0), clip=False) != tuple((lo + 1, hi + 1) for lo, hi in report.box(index=(1, 1), clip=False))
+    # mutation: an upsampled stride-2 path against the stride-1 one says which strides differ
+    mixed = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2, padding=1))
+    with pytest.warns(RFAlignmentWarning) as caught_mixed:
+        receptive_field(SkipToCoarse(mixed), (1, 1, 16, 16))
+    assert [str(w.message).split(": its")[0].split("merges ")[1] for w in caught_mixed] == [
+        f"paths with different effective strides on axis {a} (1, 2)" for a in "hw"]
+
+
+class SkipToCoarse(nn.Module):
+    """A stride-2 path added to a half-resolution crop of the input: two paths of different strides (2 and 1)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def forward(self, x):
+        return self.path(x) + x[..., :8, :8]

@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 from torch import nn
 
 from foldconv.analysis.shift import (
@@ -15,12 +17,14 @@ from foldconv.analysis.shift import (
     consistency_pair,
     crops,
     equivariance_error,
+    min_clean_length,
     read_shifted,
     shift_equivariance,
     stage_errors,
 )
 from foldconv.equivalences import strided_to_spd
 from foldconv.errors import FoldError
+from foldconv.models import build_model
 
 
 def small_net():
@@ -151,3 +155,26 @@ def test_consistency_pair_is_the_plain_and_the_centred_consistency():
     assert plain == consistency(net, images, generator=torch.Generator().manual_seed(1), **kw)
     assert centred == consistency(net, images, generator=torch.Generator().manual_seed(1), center=True, **kw)
     assert plain.outputs == 5 and plain.pairs == 6
+
+
+@settings(max_examples=200, deadline=None)
+@given(rf=hs.integers(1, 60), pad=hs.integers(0, 40), jump=hs.integers(1, 8), offset=hs.fractions(0, 12, max_denominator=4),
+       aligned=hs.booleans())
+def test_min_clean_length_is_the_shortest_crop_that_keeps_a_position(rf, pad, jump, offset, aligned):
+    from foldconv.analysis.receptive_field import AxisRF
+
+    axis = AxisRF(rf=rf, jump=Fraction(jump), padding=min(pad, rf - 1), aligned=aligned, box_jump=jump if aligned else 0)
+    need = min_clean_length(axis, offset)
+    lo, hi = clean_positions(axis, need, offset)
+    assert hi > lo  # that crop keeps a position
+    lo, hi = clean_positions(axis, need - 1, offset)
+    assert hi <= lo  # one pixel less keeps none
+
+
+def test_resnet18_layer1_needs_more_than_its_field_under_a_shift():
+    # rf 43 at jump 4: measurable on a 64 px crop unshifted, not under a 32 px shift (the walkthrough's case)
+    report = shift_equivariance(build_model("resnet18", meta=True), (1, 3, 64, 64))
+    info = report.stage("layer1")
+    axis = report.rf[info.name].axes[1]
+    assert axis.rf == 43 < 64
+    assert min_clean_length(axis, Fraction(0)) <= 64 < min_clean_length(axis, 32 * info.axes[1].rate)

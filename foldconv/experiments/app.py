@@ -120,7 +120,9 @@ class AppResult(ChecksHeld):
     description}``, for index.md; None when the body writes its own index and summary), ``text``: what the app
     prints on success (default: the answer), ``value``: the app's own result object, for callers in Python,
     ``summary``: the Markdown that follows the answer in summary.md (default: ``text`` when it is more than the
-    answer). An app whose ``files`` names ``summary.md`` writes that file itself, answer first.
+    answer), ``document``: ``text`` is a document for programs (``format=json``), printed alone on stdout with the
+    "written to" line on stderr, so that ``foldconv count format=json | jq`` parses. An app whose ``files`` names
+    ``summary.md`` writes that file itself, answer first.
 
     Example:
         >>> AppResult("Demo", "2 + 2 = 4", (Check.equal("sum", 4, 2 + 2),)).ok
@@ -134,7 +136,7 @@ class AppResult(ChecksHeld):
     text: str = ""
     value: Any = field(default=None, repr=False, compare=False)
     summary: str = ""
-
+    document: bool = False
 
 
 #: index.md's line for the files the skeleton writes.
@@ -529,7 +531,11 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
             config = instantiate(cfg)
             old = clear_marker(out)
             try:
-                line = conclude(body(config, out), out)
+                result = body(config, out)
+                line = conclude(result, out)
+                if getattr(result, "document", False):  # stdout is the document alone; where it went, on stderr
+                    line, _, where = line.rpartition("\n\nwritten to ")
+                    print(f"written to {where}", file=sys.stderr)
             except FoldError:
                 if old is not None:
                     write_atomic(out / MARKER, old)

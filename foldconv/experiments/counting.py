@@ -56,7 +56,7 @@ from ..surgery.stage import ModelFoldComparison, compare_model_fold
 from .app import AppResult, Check, ChecksHeld, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
-from .io import RowLog, as_rows, duration, markdown_table, progress_bar, write_table
+from .io import RowLog, as_rows, duration, markdown_table, progress_bar, status, write_table
 from .rewrite import with_patterns
 
 __all__ = [
@@ -466,7 +466,7 @@ def run_count(experiment: CountExperiment, out_dir: Union[str, Path]) -> CountRu
     return run_count_jobs(
         jobs, out_dir, fold_rs=experiment.fold_r, fold_order=experiment.fold_order,
         fold_compare_r=experiment.fold_compare_r, check_flop_counter=experiment.check_flop_counter,
-        plot=experiment.plot, d2l=experiment.d2l_table, progress=bar, log=print if len(jobs) > 1 else None,
+        plot=experiment.plot, d2l=experiment.d2l_table, progress=bar, log=status if len(jobs) > 1 else None,
     )
 
 
@@ -482,7 +482,8 @@ def count_result(
     if format == "json":
         document = {"models": [r.to_dict() for r in run.reports], "checks": [dataclasses.asdict(c) for c in run.checks]}
         text = json.dumps(document, indent=1, default=str)
-        return AppResult("Counts", f"{len(run.totals)} model(s) counted", run.checks, _count_files(run.labels), text, run)
+        return AppResult("Counts", f"{len(run.totals)} model(s) counted", run.checks, _count_files(run.labels), text, run,
+                         document=True)
     failed = [c.row() for c in run.failed]
     lines = [markdown_table(failed or [{"checks": f"all {len(run.checks)} passed", "models": len(run.totals)}]), ""]
     lines.append(markdown_table([_with_readable(row) for row in run.totals]))

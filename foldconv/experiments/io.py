@@ -16,6 +16,7 @@ import dataclasses
 import io
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -342,6 +343,16 @@ class RowLog:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def status(line: str) -> None:
+    """Print a progress or status line of a run (plans, estimates, time taken) on stderr, where tqdm's bars go,
+    so that stdout holds only the app's answer (a JSON document with ``format=json``).
+
+    Example:
+        >>> status("2 models; about 10 s")  # on stderr
+    """
+    print(line, file=sys.stderr, flush=True)
 
 
 def progress_bar(items: Iterable[Any], desc: str, *, total: Optional[int] = None, unit: str = "it") -> Iterable[Any]:

@@ -522,4 +522,5 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     failed = [c for c in checks if not c.ok]
     verdict = "Every check holds." if not failed else "FAILED: " + "; ".join(c.describe() for c in failed) + "."
     write_markdown("\n".join([f"# {title}", "", lines[0], "", verdict, ""] + [f"- {line}" for line in lines[1:]]), out / "summary.md")
-    return AppResult(title, lines[0], tuple(checks), RF_FILES, text if e.format == "json" else "\n".join(lines), report)
+    return AppResult(title, lines[0], tuple(checks), RF_FILES, text if e.format == "json" else "\n".join(lines), report,
+                     document=e.format == "json")

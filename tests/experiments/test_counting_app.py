@@ -214,3 +214,14 @@ def test_a_rerun_in_the_same_dir_recomputes_nothing(tmp_path, monkeypatch):
     assert read_csv(tmp_path / "comparison.csv")[0]["input_shape"] == "(1,4,8,8)"
     with pytest.raises(FoldError, match=r"^out_dir=.*different config"):
         counting.run_count_jobs(jobs(), tmp_path, fold_rs=(4,), plot=False)
+
+
+def test_format_json_prints_a_document_a_program_can_parse(tmp_path):
+    """`foldconv count format=json | jq`: stdout is the JSON document alone; where it was written goes to stderr."""
+    import json
+
+    result = run(tmp_path, "models=[resnet18]", "input_shape=[1,3,32,32]", "format=json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads(result.stdout)
+    assert document["models"][0]["totals"]["params"] == 11689512
+    assert f"written to {tmp_path}" in result.stderr

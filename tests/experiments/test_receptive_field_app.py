@@ -56,3 +56,14 @@ def test_bad_override_exits_2_with_one_line_and_no_outputs(tmp_path, overrides, 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("receptive_field: error: ") and named in lines[0], proc.stderr
     assert written(tmp_path) == set()
+
+
+def test_format_json_prints_a_document_a_program_can_parse(tmp_path):
+    """`foldconv rf format=json | jq`: stdout is the JSON document alone; where it was written goes to stderr."""
+    import json
+
+    proc = run_app(tmp_path, "model._target_=torch.nn.Conv2d", "+model.in_channels=3", "+model.out_channels=8",
+                   "+model.kernel_size=5", "input_shape=[1,3,32,32]", "check=false", "format=json")
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert f"written to {tmp_path}" in proc.stderr and document

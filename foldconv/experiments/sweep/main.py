@@ -36,7 +36,7 @@ from ...errors import fold_error
 from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor, iter_points, point_row, run_point, single_thread
 from ...sweep.cost import BLOCK, CostModel, calibration, shard
 from ..app import ClaimFailed
-from ..io import RowLog, duration, progress_bar, write_csv, write_index
+from ..io import RowLog, duration, progress_bar, status, write_csv, write_index
 from .aggregate import multirun_results, write_merged
 from .isolate import IsolatedRun, run_isolated, self_peak_rss_mb
 from .summary import answer, crashed, disagreements, write_sweep_outputs
@@ -152,7 +152,7 @@ def _in_process(pts: List[Point], dtypes: List[str], stats: IsolatedRun) -> Iter
 
 def run_sweep_app(
     config: SweepConfig, out: Path, progress: Optional[Callable[[Iterable, str], Iterable]] = None, *,
-    log: Callable[[str], None] = print, runner: Optional[str] = None,
+    log: Callable[[str], None] = status, runner: Optional[str] = None,
 ) -> str:
     """Run one sweep job into ``out``, writing each row as it finishes and resuming a killed run of the same
     config there; ClaimFailed (after writing everything) when a prediction disagrees or a point crashed.

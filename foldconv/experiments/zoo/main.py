@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ...errors import fold_error
 from ...models import ZOOS
 from ..app import AppResult, Check
-from ..io import progress_bar, write_atomic, write_csv, write_markdown
+from ..io import progress_bar, status, write_atomic, write_csv, write_markdown
 from ..sweep.main import Shard
 from .aggregate import merge_zoo
 from .measure import DEFAULT_CHECK_MAX_MACS, SMALL_SIZE
@@ -130,7 +130,7 @@ def zoo_checks(rows: Sequence[Mapping[str, Any]]) -> Tuple[Check, ...]:
     return tuple(checks)
 
 
-def zoo_app(config: ZooExperiment, out: Path, *, log: Any = print) -> AppResult:
+def zoo_app(config: ZooExperiment, out: Path, *, log: Any = status) -> AppResult:
     """The zoo app's body: measure (or merge) into ``out``; the checks of :func:`zoo_checks` go to the skeleton,
     which fails the run (after everything is written) when one does not hold."""
     import os

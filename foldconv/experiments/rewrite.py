@@ -369,8 +369,9 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
             rows.append({
                 "model": run.label, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
                 "input shape": "x".join(str(v) for v in s.input_shape), "before": s.before, "after": s.after,
-                "params before": s.params_before, "params after": s.params_after,
-                "MACs before": s.macs_before, "MACs after": s.macs_after,
+                # a part's parameters and MACs are counted in its site's row (blank here, never a false 0)
+                **{k: "" if s.part_of else v for k, v in (("params before", s.params_before), ("params after", s.params_after),
+                                                          ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
                 "part of": s.part_of, "ONNX ops (model)": onnx if not s.part_of else "",
                 "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
@@ -385,7 +386,7 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
             continue
         v = report.verification
         rows.append({"model": run.label, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
-                     "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.sites),
+                     "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.main_sites),
                      "whole model": v.summary() if v is not None else "not verified",
                      "training": report.training.describe() if report.training is not None else "",
                      "withdrawn": report.withdrawn, "ok": report.ok})
@@ -573,7 +574,7 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     summary = summary_text(RewriteRun(tuple(runs)))
     files.append(write_markdown(summary, out / "summary.md"))
     result = RewriteRun(tuple(runs), tuple(files))
-    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} site(s))" for m in runs)
+    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" for m in runs)
     return AppResult("Rewrite", answer, tuple(c for m in runs for c in m.checks), _files(), summary, result)
 
 
@@ -583,7 +584,7 @@ def summary_text(run: RewriteRun) -> str:
     for m in run.models:
         r = m.report
         whole = r.verification.summary() if r.verification is not None else "not verified"
-        line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.sites)} site(s) applied; whole model {whole}"
+        line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.main_sites)} site(s) applied; whole model {whole}"
         if m.back is not None:
             line += f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'}"
         if m.forms is not None:

@@ -25,10 +25,14 @@ def sites_figure(rows: Sequence[Mapping[str, Any]]):
     from .count_plots import short_count
 
     rows = [r for r in rows if r["step"] == "rewrite" and not r.get("part of")]
-    labels = [f"{r['model']}: {r['location']}\n({r['rule']})" + ("\nnot applied" if str(r["applied"]).startswith("no") else "")
-              for r in rows]
+    labels = [f"{r['model']}: {r['location']}\n({r['rule']}" + (f", input {r['input shape']})" if r.get("input shape") else ")")
+              + ("\nnot applied" if str(r["applied"]).startswith("no") else "") for r in rows]
     fig, axes = figure(1, 2, figsize=(13.0, 1.4 + 0.75 * max(1, len(rows))), squeeze=False)
     ys = list(range(len(rows)))
+    # parameters do not depend on the input; MACs are one forward pass on the site's input (its shape, batch included,
+    # is in the row's label), so the axes say so instead of a "per sample" that fits neither
+    axis_labels = {"parameters": "parameters of the site's layers (weights + biases; linear, from 0)",
+                   "MACs": "MACs (multiply-accumulates) of one forward pass on the site's input (linear, from 0)"}
     for ax, (what, before, after) in zip(axes[0], (("parameters", "params before", "params after"), ("MACs", "MACs before", "MACs after"))):
         top = max([int(r[k]) for r in rows for k in (before, after)] + [1])
         for y, r in zip(ys, rows):
@@ -38,7 +42,7 @@ def sites_figure(rows: Sequence[Mapping[str, Any]]):
                 ax.text(v + top * 0.01, y + dy, f"{v:,}", va="center", fontsize=8)
         ax.set_xlim(0, top * 1.3)  # from 0; room for the value labels
         ax.xaxis.set_major_formatter(_short(short_count))
-        ax.set_xlabel(f"{what} per sample (linear, from 0)", fontsize=9)
+        ax.set_xlabel(axis_labels[what], fontsize=9)
         ax.set_title(f"{what} per site: before (grey) vs after (blue)", fontsize=10)
         ax.set_yticks(ys)
         ax.set_yticklabels(labels if ax is axes[0][0] else [""] * len(ys), fontsize=8)

@@ -201,7 +201,7 @@ def _rule_form(name: str, target: nn.Module, shape: Tuple[int, ...], rule: RuleA
         built, report = _rewritten(copy.deepcopy(target), shape, rule)
     except FoldError as err:
         return _Form(name, None, note=first_line(err))
-    sites = [s for s in report.sites if not s.part_of]
+    sites = report.main_sites
     if not report.applied:
         return _Form(name, None, note="; ".join(sorted({s.reason for s in sites if s.reason})) or "no site applied") if sites else None
     if isinstance(built, FoldedStage) and not built.report.folded_layers:

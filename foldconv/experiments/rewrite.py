@@ -415,10 +415,12 @@ def timing_rows(run: ModelRun) -> List[Dict[str, Any]]:
     rows = []
     if run.forms is not None:
         for t in run.forms.timings:
+            anchor = t.form == "original"  # the reference: 1.00x by definition, no interval to read
             rows.append({"model": run.label, "form": t.form, "original median ms": t.original_median_s * 1e3,
                          "median ms": t.median_s * 1e3, "IQR ms": t.iqr_s * 1e3,
-                         "speedup": t.speedup, "speedup low": t.speedup_low, "speedup high": t.speedup_high,
-                         "inconclusive": t.inconclusive, "verified": t.verified, "note": t.note,
+                         "speedup": t.speedup, "speedup low": "" if anchor else t.speedup_low,
+                         "speedup high": "" if anchor else t.speedup_high, "inconclusive": "" if anchor else t.inconclusive,
+                         "verified": t.verified, "note": t.note,
                          "device": run.forms.device, "machine": run.forms.machine})
     if isinstance(run.optimized, str):
         rows.append({"model": run.label, "form": "optimize: not run", "original median ms": "", "median ms": "", "IQR ms": "",
@@ -620,7 +622,9 @@ def summary_text(run: RewriteRun) -> str:
             line += f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'}"
         if m.forms is not None:
             best = m.forms.fastest
-            line += f"; fastest form {best.form} ({best.speedup:.2f}x{', inconclusive' if best.inconclusive else ''})"
+            timed = "; ".join(f"{t.form} {t.describe()}" for t in m.forms.timings[1:])
+            head = "no form conclusively faster than the original" if best.form == "original" else f"fastest {best.form}"
+            line += f"; speed ({m.forms.machine}; speedup = original / form, higher is faster): {head}" + (f" ({timed})" if timed else "")
         lines.append(line)
     lines += [""] + [f"FAILED: {f}" for f in run.failures]
     return "\n".join(lines).rstrip() + "\n"

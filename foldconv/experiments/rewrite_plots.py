@@ -100,8 +100,10 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, half a row of room at both ends
-    ax.set_xlabel("speedup = original time / form time (log scale; bar: median, whisker: IQR interval; dashed: 1.0x)", fontsize=9)
-    ax.set_title("Speed of the equivalent forms (green faster, red slower, grey hatched inconclusive)"
+    ax.set_xlabel("speedup = original median / form median, from the same rounds (log scale; whisker: [orig. q25 / form q75, "
+                  "orig. q75 / form q25]; dashed: 1.0x)", fontsize=9)
+    ax.set_title("Speed of the equivalent forms (green faster, red slower, grey hatched inconclusive: the interval holds "
+                 "1.0x or is too wide)"
                  + (f"\n{machine}" if machine else ""), fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     return fig

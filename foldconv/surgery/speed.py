@@ -19,8 +19,10 @@ rounds: a load from another process that comes and goes during the run then fall
 alike instead of inflating one (timed one after the other, one run read channels_last 351x "conclusively" faster
 because the original alone was timed under load). A form is compared with the original's runs from its own
 rounds, as a speedup ``original median / form median``; its interval ``[original q25 / form q75, original q75 /
-form q25]`` is what the pooled quartiles allow, and a result whose interval holds 1.0 is *inconclusive* (identical
-runs of one conv on a shared machine have read 0.47x and 1.41x). The ``original`` row pools all the original's runs.
+form q25]`` is what the pooled quartiles allow, and a result whose interval holds 1.0, or spans more than
+:data:`~foldconv.surgery.timing.MAX_SPREAD` (the runs varied more than the forms), is *inconclusive* (identical
+runs of one conv on a shared machine have read 0.47x and 1.41x). Every row shows the original's median from the
+form's own rounds beside the form's, so the speedup shown is the ratio of the two times shown. The ``original`` row pools all the original's runs.
 :func:`foldconv.surgery.optimize` only keeps a rewrite whose interval lies above 1.0. Claims FORMS-1 (only verified
 forms are timed) and FORMS-2 (the speedup arithmetic), paper_notes/claims.md.
 """

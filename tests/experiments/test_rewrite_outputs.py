@@ -87,3 +87,32 @@ def test_benchmark_forms_says_how_long_it_took():
     report = benchmark_forms(torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), r_values=[2], timer=timer)
     assert report.seconds > 0 and f"took {report.seconds:.1f} s" in report.summary()
     assert inspect.signature(benchmark_forms).parameters["min_run_time"].default <= 0.1
+
+
+class Strided(torch.nn.Module):
+    """A stage whose second conv sees a smaller map than the stage's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return self.stage(x)
+
+
+def test_a_stage_is_one_site_in_every_summary_and_table():
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, _whole_rows, site_rows, summary_text
+    from foldconv.surgery import rewrite
+
+    rules = (("fold_stage", {"stage": "stage", "r": 2}),)
+    _, report = rewrite(Strided().eval(), (1, 4, 8, 8), list(rules))
+    run = ModelRun("strided", (1, 4, 8, 8), rules, report)
+    assert "1 of 1 site(s) applied" in summary_text(RewriteRun((run,)))
+    assert [r["sites"] for r in _whole_rows(run)] == [1]
+    rows = site_rows(run)
+    shapes = {r["location"]: r["input shape"] for r in rows}
+    assert shapes["stage"] == shapes["stage.0"] == "1x4x8x8" and shapes["stage.2"] == "1x8x4x4"
+    parts = [r for r in rows if r["part of"]]
+    assert parts and all(r["params before"] == "" and r["MACs after"] == "" for r in parts)  # a part's costs are its site's
+    assert len(sites_figure(rows).axes[0].get_yticklabels()) == 1  # one bar pair: the site

@@ -316,5 +316,6 @@ def machine_description(device: Union[str, torch.device] = "cpu", threads: Optio
             cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
     except OSError:
         pass
-    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads or torch.get_num_threads()} threads"
+    n = threads or torch.get_num_threads()
+    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {n} thread{'s' if n != 1 else ''}"
     return text + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")

@@ -77,7 +77,7 @@ def test_the_fold_app_times_on_one_thread_says_so_and_a_wide_interval_is_inconcl
     assert Speedup(2.0, 1.5, 2.5).faster and not Speedup(2.0, 1.5, 2.5).inconclusive
     e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=(6, 6), min_run_time=0.01)
     result = run_one_fold(e)
-    assert "1 thread(s)" in result.speed_answer() and "1 threads" in result.to_markdown()
+    assert "1 thread(s)" in result.speed_answer() and "1 thread)" in result.to_markdown()
     for row in result.speed_rows()[1:]:
         assert row["speedup"] == pytest.approx(row["original median ms"] / row["median ms"], rel=1e-2)
 

@@ -63,8 +63,11 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
     optimize could not run) is listed with the reason instead of a bar. The original itself (1.0x) is the line."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    def number(v: Any) -> float:
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+    def number(v: Any) -> float:  # rows read back from the CSV hold numbers as text, and "" where there is none
+        try:
+            return float("nan") if isinstance(v, bool) else float(v)
+        except (TypeError, ValueError):
+            return float("nan")
 
     rows = [r for r in rows if r["form"] != "original"]
     timed = [r for r in rows if number(r["speedup"]) == number(r["speedup"])]
@@ -83,7 +86,7 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
             ax.text(lo / 1.4, y, note if kept else f"not timed: {note}", va="center", fontsize=8,
                     color="#444444" if kept else "#b00000", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
             continue
-        inconclusive = r["inconclusive"] is True
+        inconclusive = str(r["inconclusive"]) == "True"
         colour = "#bbbbbb" if inconclusive else ("#2ca02c" if mid > 1 else "#d62728")
         # bars grow from 1.0x, so a slowdown points left and a speedup right
         ax.barh(y, mid - 1.0, left=1.0, height=0.6, color=colour, hatch="//" if inconclusive else None, edgecolor="#555555")
@@ -100,10 +103,9 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, half a row of room at both ends
-    ax.set_xlabel("speedup = original median / form median, from the same rounds (log scale; whisker: [orig. q25 / form q75, "
-                  "orig. q75 / form q25]; dashed: 1.0x)", fontsize=9)
-    ax.set_title("Speed of the equivalent forms (green faster, red slower, grey hatched inconclusive: the interval holds "
-                 "1.0x or is too wide)"
+    ax.set_xlabel("speedup = original median / form median, from the same rounds (log scale)\n"
+                  "whisker: [original q25 / form q75, original q75 / form q25]; dashed: 1.0x", fontsize=9)
+    ax.set_title("Speed of the equivalent forms (green faster, red slower, grey hatched inconclusive)"
                  + (f"\n{machine}" if machine else ""), fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     return fig

@@ -307,6 +307,18 @@ def require_conv(module: Any, param: str = "conv") -> int:
     return len(module.kernel_size)
 
 
+def traced_input(x: Any) -> bool:
+    """Whether ``x`` is being traced rather than run: a torch.fx Proxy (symbolic tracing), or any input while
+    TorchScript traces (the ONNX exporter). A module's forward then validates nothing and reads no size as a
+    Python int, so that fx can record it and an exported model runs at every input size.
+
+    Example:
+        >>> traced_input(torch.zeros(1)), traced_input(torch.fx.Proxy(torch.fx.Graph().placeholder("x")))
+        (False, True)
+    """
+    return torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
+
+
 def require_input(x: Any, dims: int, *, channels: Optional[int] = None, param: str = "x") -> Tuple[int, ...]:
     """The spatial size of an input ``(..., C, *S)`` with ``dims`` spatial axes (and ``channels`` channels).
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import CONV_TYPES, per_axis_ints, require_conv, require_input, require_numel
+from .._validate import CONV_TYPES, per_axis_ints, require_conv, require_input, require_numel, traced_input
 from ..errors import fold_error
 from ..fold import expand_dilation, expand_groups, fold_conv, groups_aligned
 from ..layout import Order, layout_module, space_to_depth
@@ -121,7 +121,7 @@ class SpaceToDepthConv(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing():
+        if traced_input(x):  # fx or TorchScript: every length as ops on the input's sizes
             return self._traced(x)
         dims = self.dims
         size = require_input(x, dims, channels=self.source.in_channels)

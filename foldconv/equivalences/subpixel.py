@@ -42,6 +42,7 @@ from .._validate import (
     require_conv,
     require_input,
     require_numel,
+    traced_input,
 )
 from ..errors import FoldError, fold_error
 from ..fold import expand_dilation, expand_groups, groups_aligned
@@ -142,7 +143,7 @@ class SubPixelConv(nn.Module):
         self.input_pad = _pairs(input_pad, dims, "input_pad")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
+        if not traced_input(x):  # validated in eager mode; a trace (fx, ONNX export) must not bake the sizes in
             size = require_input(x, self.dims, channels=self.conv.in_channels)
             ConvSpec.from_module(self.conv).output_size(tuple(n + a + b for n, (a, b) in zip(size, self.input_pad)))
         if any(v for p in self.input_pad for v in p):

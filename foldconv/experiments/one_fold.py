@@ -27,7 +27,7 @@ from ..fold import FoldPlan, fold_conv, plan_fold, require_foldable
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 from ..surgery.speed import FormTiming
-from ..surgery.timing import ROUNDS, interleaved, machine_description, measure, require_seconds, runner
+from ..surgery.timing import MAX_SPREAD, ROUNDS, interleaved, machine_description, measure, require_seconds, runner
 from .app import AppResult, Check
 from .fold_kernel import channel_map, kernel_figure, picture_shape
 from .io import as_rows, markdown_table, save_figure, write_markdown, write_table
@@ -60,7 +60,7 @@ class OneFoldExperiment:
     weights and of the check's inputs; ``dtypes`` are the float dtypes whose errors the report shows
     besides the exact verdict; ``timing`` times the original and the folded forms in ``rounds`` interleaved
     rounds (original, form, original, form, ...), ``min_run_time`` seconds per form in all, on ``threads`` threads
-    (null: torch's default; 1 gives steadier times on a shared machine), and reports each as a speedup over the
+    (default 1, as benchmarks/ time: steady on a shared machine; null: torch's default), and reports each as a speedup over the
     original with its interval; ``picture`` draws the folded weight of output channel ``picture_channel`` and
     folded input channel ``picture_folded_channel`` (kernel.png, 2-D convs).
 
@@ -80,7 +80,7 @@ class OneFoldExperiment:
     timing: bool = True
     min_run_time: float = 0.3
     rounds: int = ROUNDS
-    threads: Optional[int] = None
+    threads: Optional[int] = 1
     device: str = "cpu"
     picture: bool = True
     picture_channel: int = 0
@@ -206,15 +206,17 @@ class OneFoldResult:
             lines += ["", f"## Speed here (float32; {self.machine})", "",
                       "Speedup = original time / form time: higher is faster, 1.00x is the original's speed. The original "
                       f"and each form were timed in {e.rounds} interleaved round(s); the interval is [original q25 / form "
-                      "q75, original q75 / form q25], and a speedup whose interval holds 1.00x is inconclusive: these "
-                      "timings cannot tell which is faster.", "", markdown_table(self.speed_rows())]
+                      "q75, original q75 / form q25], and a speedup whose interval holds 1.00x, or spans more than "
+                      f"{MAX_SPREAD:g}x, is inconclusive: these timings cannot tell which is faster. Each row's speedup is "
+                      "its original median / its median, both from the rounds that compared them.", "",
+                      markdown_table(self.speed_rows())]
         return "\n".join(lines)
 
     def speed_rows(self) -> List[Dict[str, Any]]:
         """One row per timed form: median and IQR, the speedup over the original with its interval, inconclusive."""
         rows = []
         for k, t in enumerate(self.timings):
-            row = {"form": t.form, "median ms": round(t.median_s * 1e3, 4), "IQR ms": round(t.iqr_s * 1e3, 4), "speedup": round(t.speedup, 3),
+            row = {"form": t.form, "original median ms": round(t.original_median_s * 1e3, 4), "median ms": round(t.median_s * 1e3, 4), "IQR ms": round(t.iqr_s * 1e3, 4), "speedup": round(t.speedup, 3),
                    "speedup low": round(t.speedup_low, 3), "speedup high": round(t.speedup_high, 3), "inconclusive": t.inconclusive,
                    "reads": t.describe()}
             if k == 0:  # the reference itself: its speedup is 1 by definition, not a measurement
@@ -230,7 +232,8 @@ class OneFoldResult:
             ''
         """
         forms = [f"{t.form} {t.describe()}" for t in self.timings[1:]]
-        return "speedup over the original (higher is faster): " + "; ".join(forms) if forms else ""
+        threads = self.experiment.threads or torch.get_num_threads()
+        return f"speedup over the original (higher is faster; {threads} thread(s)): " + "; ".join(forms) if forms else ""
 
 
 def _time_forms(e: OneFoldExperiment, conv: torch.nn.Module) -> Tuple[FormTiming, ...]:

@@ -11,8 +11,10 @@ checked against the original), back through the inverse rules (``round_trip``), 
 
 - ``sites.{csv,md}``: one row per site: pattern, location, before/after spec, params, MACs, applied (or why
   not), verdict, exact, and the ONNX ops the model gained and lost;
-- ``timings.{csv,md}``: per form its median and IQR, the speedup (original / form) with its interval, the
-  inconclusive flag (the interval holds 1.0x) and the machine;
+- ``timings.{csv,md}``: per form the original's median from the rounds that compared them, the form's median and
+  IQR, the speedup (the ratio of those two medians) with its interval, the inconclusive flag (the interval holds
+  1.0x or is too wide to read) and the machine with its thread count; a comparison optimize made already (the
+  same rules at the same sites) is shown, not timed again;
 - ``onnx.{csv,md}``: the ONNX ops of the original and the rewritten model and onnxruntime's agreement with torch;
 - ``sites.png`` (params and MACs before vs after, per site), ``timings.png`` (speedups with IQR intervals),
   ``summary.md``; the checks (each rewrite, round trip and ONNX form verified) go to the app skeleton.
@@ -31,6 +33,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections import Counter
@@ -186,7 +189,8 @@ class RewriteExperiment:
     ``rewritten`` is this run's rewrite, the others are its model forms: ``channels_last``, ``compile`` and
     each rule applied everywhere it applies) in one run on ``device``, ``min_run_time`` seconds each, then
     :func:`foldconv.surgery.optimize` (``optimize``); ``seed``: the RNG seed of the random weights (and of the
-    checks); ``threads``: torch threads (0: torch's default); ``dpi``: of the PNGs.
+    checks); ``threads``: torch threads (default 1, as benchmarks/ time: steady on a shared machine; 0: torch's
+    default); ``dpi``: of the PNGs.
 
     Example:
         >>> RewriteExperiment(model=["espcn", "dcgan"], timing=False).names()
@@ -214,7 +218,7 @@ class RewriteExperiment:
     forms: Tuple[str, ...] = ("rewritten", "channels_last")
     optimize: bool = True
     seed: int = 0
-    threads: int = 0
+    threads: int = 1
     dpi: int = 120
 
     def __post_init__(self) -> None:
@@ -369,8 +373,9 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
             rows.append({
                 "model": run.label, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
                 "input shape": "x".join(str(v) for v in s.input_shape), "before": s.before, "after": s.after,
-                "params before": s.params_before, "params after": s.params_after,
-                "MACs before": s.macs_before, "MACs after": s.macs_after,
+                # a part's parameters and MACs are counted in its site's row (blank here, never a false 0)
+                **{k: "" if s.part_of else v for k, v in (("params before", s.params_before), ("params after", s.params_after),
+                                                          ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
                 "part of": s.part_of, "ONNX ops (model)": onnx if not s.part_of else "",
                 "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
@@ -385,7 +390,7 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
             continue
         v = report.verification
         rows.append({"model": run.label, "step": step, "rules": ", ".join(report.rules), "traced": report.traced,
-                     "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.sites),
+                     "fallback": report.fallback_reason, "sites applied": report.applied, "sites": len(report.main_sites),
                      "whole model": v.summary() if v is not None else "not verified",
                      "training": report.training.describe() if report.training is not None else "",
                      "withdrawn": report.withdrawn, "ok": report.ok})
@@ -405,25 +410,32 @@ def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
 
 
 def timing_rows(run: ModelRun) -> List[Dict[str, Any]]:
-    """One row per timed form (speedup = original median / form median), then optimize's whole-model result."""
+    """One row per timed form (speedup = original median ms / median ms, both from the rounds that compared them:
+    the ratio of the two times the row shows), then optimize's whole-model result."""
     rows = []
     if run.forms is not None:
         for t in run.forms.timings:
-            rows.append({"model": run.label, "form": t.form, "median ms": t.median_s * 1e3, "IQR ms": t.iqr_s * 1e3,
-                         "speedup": t.speedup, "speedup low": t.speedup_low, "speedup high": t.speedup_high,
-                         "inconclusive": t.inconclusive, "verified": t.verified, "note": t.note,
+            anchor = t.form == "original"  # the reference: 1.00x by definition, no interval to read
+            rows.append({"model": run.label, "form": t.form, "original median ms": t.original_median_s * 1e3,
+                         "median ms": t.median_s * 1e3, "IQR ms": t.iqr_s * 1e3,
+                         "speedup": t.speedup, "speedup low": "" if anchor else t.speedup_low,
+                         "speedup high": "" if anchor else t.speedup_high, "inconclusive": "" if anchor else t.inconclusive,
+                         "verified": t.verified, "note": t.note,
                          "device": run.forms.device, "machine": run.forms.machine})
     if isinstance(run.optimized, str):
-        rows.append({"model": run.label, "form": "optimize: not run", "median ms": "", "IQR ms": "", "speedup": float("nan"),
+        rows.append({"model": run.label, "form": "optimize: not run", "original median ms": "", "median ms": "", "IQR ms": "",
+                     "speedup": float("nan"),
                      "speedup low": float("nan"), "speedup high": float("nan"), "inconclusive": "", "verified": "",
                      "note": run.optimized, "device": run.forms.device if run.forms is not None else "", "machine": ""})
     elif run.optimized is not None:
         o = run.optimized
         picked = "; ".join(f"{rule} at {', '.join(locs)}" for rule, locs in o.rules)
-        inconclusive = o.speedup_low <= 1.0 <= o.speedup_high if o.speedup == o.speedup else ""
+        t = o.timing
         rows.append({"model": run.label, "form": "optimize: " + ("original kept" if o.kept_original else picked),
-                     "median ms": "", "IQR ms": "", "speedup": o.speedup, "speedup low": o.speedup_low,
-                     "speedup high": o.speedup_high, "inconclusive": inconclusive, "verified": True, "note": o.reason,
+                     "original median ms": t.original_median_s * 1e3 if t is not None else "",
+                     "median ms": t.median_s * 1e3 if t is not None else "", "IQR ms": t.iqr_s * 1e3 if t is not None else "",
+                     "speedup": o.speedup, "speedup low": o.speedup_low, "speedup high": o.speedup_high,
+                     "inconclusive": t.inconclusive if t is not None else "", "verified": True, "note": o.reason,
                      "device": o.device, "machine": o.machine})
     return rows
 
@@ -506,19 +518,40 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
         onnx = {"original": surgery.export_onnx(model, shape, seed=e.seed), "rewritten": surgery.export_onnx(new, shape, seed=e.seed)}
     forms = optimized = None
     if e.timing:
-        wanted: List[Any] = [f for f in e.forms if f != "rewritten"]
-        if "rewritten" in e.forms and report.applied:
-            # built from the weights it is given, so the check (derived) resamples them: exact for every weight
-            wanted.append((f"rewritten ({', '.join(_rule_text(r) for r in rules)})",
-                           lambda m: surgery.rewrite(m, shape, list(rules), verify=False)[0]))
-        forms = surgery.benchmark_forms(model, shape, forms=wanted, device=e.device, channels_last="channels_last" in e.forms,
-                                        compile="auto" if "compile" in e.forms else False, min_run_time=e.min_run_time)
+        threads = e.threads or None
         if e.optimize:
             try:
-                _, optimized = surgery.optimize(model, shape, device=e.device, min_run_time=e.min_run_time)
+                _, optimized = surgery.optimize(model, shape, device=e.device, min_run_time=e.min_run_time, threads=threads)
             except FoldError as err:  # the request was valid (it got this far): a limit of optimize, reported as such
                 optimized = f"optimize could not run: {err}"
+        label = f"rewritten ({', '.join(_rule_text(r) for r in rules)})"
+        reused = _timed_by_optimize(optimized, rules, report)
+        wanted: List[Any] = [f for f in e.forms if f != "rewritten"]
+        if "rewritten" in e.forms and report.applied and reused is None:
+            # built from the weights it is given, so the check (derived) resamples them: exact for every weight
+            wanted.append((label, lambda m: surgery.rewrite(m, shape, list(rules), verify=False)[0]))
+        forms = surgery.benchmark_forms(model, shape, forms=wanted, device=e.device, channels_last="channels_last" in e.forms,
+                                        compile="auto" if "compile" in e.forms else False, min_run_time=e.min_run_time,
+                                        threads=threads)
+        if "rewritten" in e.forms and reused is not None:
+            note = f"the comparison optimize made (timed once, in its rounds): {reused.note}"
+            forms = dataclasses.replace(forms, timings=forms.timings + (dataclasses.replace(reused, form=label, note=note),))
     return ModelRun(spec.label, tuple(shape), tuple(rules), report, back, onnx, forms, optimized)
+
+
+def _timed_by_optimize(optimized: Any, rules: Sequence[RuleArg], report: Any) -> Any:
+    """optimize's timing of the whole model rewritten at exactly this rewrite's sites, by the same rules with their
+    default options (so the same model), or None: that comparison is then timed once and shown once."""
+    if optimized is None or isinstance(optimized, str) or any(not isinstance(r, str) for r in rules):
+        return None
+    mine = {(s.rule, s.location) for s in report.main_sites if s.applied}
+    if optimized.timing is not None and mine == {(rule, loc) for rule, locs in optimized.rules for loc in locs}:
+        return optimized.timing
+    for site in optimized.sites:  # one site's form, timed in the whole model
+        for c in site.candidates:
+            if site.scope == "model" and c.timed and mine == {(c.form, site.location)}:
+                return c
+    return None
 
 
 def _files() -> Dict[str, str]:
@@ -532,7 +565,8 @@ def _files() -> Dict[str, str]:
         "onnx.md": "the ONNX ops of every form and whether onnxruntime agrees with torch",
         "onnx.csv": "the same, as CSV",
         "*.onnx": "the ONNX files, model.form.onnx, with dynamic batch and spatial axes (original and rewritten)",
-        "timings.md": "per form: median, IQR, speedup (original / form) with its interval, inconclusive flag, machine",
+        "timings.md": "per form: the original's and the form's median from the same rounds, IQR, speedup (their ratio) with its "
+                      "interval, inconclusive flag, machine and thread count",
         "timings.csv": "the same, as CSV",
         "timings.png": "the speedups with their IQR intervals and the 1.0x line",
         "*.log": "the app's log (Hydra)",
@@ -573,7 +607,7 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     summary = summary_text(RewriteRun(tuple(runs)))
     files.append(write_markdown(summary, out / "summary.md"))
     result = RewriteRun(tuple(runs), tuple(files))
-    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} site(s))" for m in runs)
+    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" for m in runs)
     return AppResult("Rewrite", answer, tuple(c for m in runs for c in m.checks), _files(), summary, result)
 
 
@@ -583,12 +617,14 @@ def summary_text(run: RewriteRun) -> str:
     for m in run.models:
         r = m.report
         whole = r.verification.summary() if r.verification is not None else "not verified"
-        line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.sites)} site(s) applied; whole model {whole}"
+        line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.main_sites)} site(s) applied; whole model {whole}"
         if m.back is not None:
             line += f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'}"
         if m.forms is not None:
             best = m.forms.fastest
-            line += f"; fastest form {best.form} ({best.speedup:.2f}x{', inconclusive' if best.inconclusive else ''})"
+            timed = "; ".join(f"{t.form} {t.describe()}" for t in m.forms.timings[1:])
+            head = "no form conclusively faster than the original" if best.form == "original" else f"fastest {best.form}"
+            line += f"; speed ({m.forms.machine}; speedup = original / form, higher is faster): {head}" + (f" ({timed})" if timed else "")
         lines.append(line)
     lines += [""] + [f"FAILED: {f}" for f in run.failures]
     return "\n".join(lines).rstrip() + "\n"

@@ -25,10 +25,14 @@ def sites_figure(rows: Sequence[Mapping[str, Any]]):
     from .count_plots import short_count
 
     rows = [r for r in rows if r["step"] == "rewrite" and not r.get("part of")]
-    labels = [f"{r['model']}: {r['location']}\n({r['rule']})" + ("\nnot applied" if str(r["applied"]).startswith("no") else "")
-              for r in rows]
+    labels = [f"{r['model']}: {r['location']}\n({r['rule']}" + (f", input {r['input shape']})" if r.get("input shape") else ")")
+              + ("\nnot applied" if str(r["applied"]).startswith("no") else "") for r in rows]
     fig, axes = figure(1, 2, figsize=(13.0, 1.4 + 0.75 * max(1, len(rows))), squeeze=False)
     ys = list(range(len(rows)))
+    # parameters do not depend on the input; MACs are one forward pass on the site's input (its shape, batch included,
+    # is in the row's label), so the axes say so instead of a "per sample" that fits neither
+    axis_labels = {"parameters": "parameters of the site's layers (weights + biases; linear, from 0)",
+                   "MACs": "MACs (multiply-accumulates) of one forward pass on the site's input (linear, from 0)"}
     for ax, (what, before, after) in zip(axes[0], (("parameters", "params before", "params after"), ("MACs", "MACs before", "MACs after"))):
         top = max([int(r[k]) for r in rows for k in (before, after)] + [1])
         for y, r in zip(ys, rows):
@@ -38,7 +42,7 @@ def sites_figure(rows: Sequence[Mapping[str, Any]]):
                 ax.text(v + top * 0.01, y + dy, f"{v:,}", va="center", fontsize=8)
         ax.set_xlim(0, top * 1.3)  # from 0; room for the value labels
         ax.xaxis.set_major_formatter(_short(short_count))
-        ax.set_xlabel(f"{what} per sample (linear, from 0)", fontsize=9)
+        ax.set_xlabel(axis_labels[what], fontsize=9)
         ax.set_title(f"{what} per site: before (grey) vs after (blue)", fontsize=10)
         ax.set_yticks(ys)
         ax.set_yticklabels(labels if ax is axes[0][0] else [""] * len(ys), fontsize=8)
@@ -59,8 +63,11 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
     optimize could not run) is listed with the reason instead of a bar. The original itself (1.0x) is the line."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    def number(v: Any) -> float:
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+    def number(v: Any) -> float:  # rows read back from the CSV hold numbers as text, and "" where there is none
+        try:
+            return float("nan") if isinstance(v, bool) else float(v)
+        except (TypeError, ValueError):
+            return float("nan")
 
     rows = [r for r in rows if r["form"] != "original"]
     timed = [r for r in rows if number(r["speedup"]) == number(r["speedup"])]
@@ -79,7 +86,7 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
             ax.text(lo / 1.4, y, note if kept else f"not timed: {note}", va="center", fontsize=8,
                     color="#444444" if kept else "#b00000", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
             continue
-        inconclusive = r["inconclusive"] is True
+        inconclusive = str(r["inconclusive"]) == "True"
         colour = "#bbbbbb" if inconclusive else ("#2ca02c" if mid > 1 else "#d62728")
         # bars grow from 1.0x, so a slowdown points left and a speedup right
         ax.barh(y, mid - 1.0, left=1.0, height=0.6, color=colour, hatch="//" if inconclusive else None, edgecolor="#555555")
@@ -96,7 +103,8 @@ def timings_figure(rows: Sequence[Mapping[str, Any]], *, machine: str = ""):
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # top to bottom, half a row of room at both ends
-    ax.set_xlabel("speedup = original time / form time (log scale; bar: median, whisker: IQR interval; dashed: 1.0x)", fontsize=9)
+    ax.set_xlabel("speedup = original median / form median, from the same rounds (log scale)\n"
+                  "whisker: [original q25 / form q75, original q75 / form q25]; dashed: 1.0x", fontsize=9)
     ax.set_title("Speed of the equivalent forms (green faster, red slower, grey hatched inconclusive)"
                  + (f"\n{machine}" if machine else ""), fontsize=9)
     ax.tick_params(axis="x", labelsize=8)

@@ -29,7 +29,7 @@ from ..errors import FoldError
 from .rewrite import check_model, find_sites, rewrite
 from .rules import form_rules
 from .speed import FormTiming
-from .timing import ROUNDS, Timer, interleaved, machine_description, measure, prepare_target, require_seconds, runner, speedup
+from .timing import ROUNDS, Timer, interleaved, machine_description, measure, prepare_target, require_seconds, runner
 
 __all__ = ["SiteChoice", "OptimizeReport", "optimize"]
 
@@ -59,8 +59,8 @@ class OptimizeReport:
     """What :func:`optimize` did: the per-site choices, the whole-model speedup and whether it kept the original.
 
     ``speedup``/``speedup_low``/``speedup_high``: original time / rewritten time for the whole model, measured in
-    the same run (NaN when nothing was rewritten). ``kept_original``: the original model was returned; ``reason``
-    says why.
+    the same run (NaN when nothing was rewritten); ``timing``: that comparison with both medians (None when nothing
+    was rewritten). ``kept_original``: the original model was returned; ``reason`` says why.
     """
 
     model: str
@@ -74,6 +74,7 @@ class OptimizeReport:
     kept_original: bool
     reason: str
     machine: str
+    timing: Optional[FormTiming] = None
 
     def rows(self) -> List[Dict[str, Any]]:
         """One row per (site, form): the speedup over the original layer, its interval, and whether it was chosen."""
@@ -104,6 +105,7 @@ def optimize(
     device: Union[str, torch.device] = "cpu",
     min_run_time: float = 0.2,
     rounds: int = ROUNDS,
+    threads: Optional[int] = 1,
     timer: Optional[Timer] = None,
 ) -> Tuple[nn.Module, OptimizeReport]:
     """The fastest verified form of ``model`` found by per-site timing, or ``model`` itself when that is not
@@ -121,6 +123,7 @@ def optimize(
         device: where the forms are timed (default ``"cpu"``; a device this machine lacks is a FoldError).
         min_run_time: seconds of timing per measurement, split over the rounds, a number > 0 (default 0.2).
         rounds: interleaved timing rounds, an int >= 1 (default 4).
+        threads: torch threads while timing, an int >= 1 (default 1: steady times on a shared machine; None: torch's).
         timer: ``timer(fn, label) -> Sample`` instead of the wall-clock timer (default none).
 
     Returns:
@@ -143,7 +146,9 @@ def optimize(
     dev = require_device(device)
     rounds = require_int(rounds, "rounds", 1)
     rules = form_rules()
-    time = timer or (lambda fn, label: measure(fn, label, min_run_time=require_seconds(min_run_time) / rounds))
+    if threads is not None:
+        require_int(threads, "threads", 1)
+    time = timer or (lambda fn, label: measure(fn, label, min_run_time=require_seconds(min_run_time) / rounds, threads=threads))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
     run_original = runner(copy.deepcopy(model).to(dev), x)
 
@@ -159,12 +164,12 @@ def optimize(
         if c.chosen != "original":
             chosen.setdefault(c.chosen, []).append(c.location)
     applied = tuple((rule, tuple(locs)) for rule, locs in chosen.items())
-    machine = machine_description(dev)
+    machine = machine_description(dev, threads)
 
-    def report(kept: bool, reason: str, s: Any = None) -> OptimizeReport:
-        nums = (s.value, s.low, s.high) if s is not None else (math.nan,) * 3
+    def report(kept: bool, reason: str, t: Optional[FormTiming] = None) -> OptimizeReport:
+        nums = (t.speedup, t.speedup_low, t.speedup_high) if t is not None else (math.nan,) * 3
         return OptimizeReport(type(original).__name__, shape, str(dev), tuple(choices), () if kept else applied, *nums,
-                              kept_original=kept, reason=reason, machine=machine)
+                              kept_original=kept, reason=reason, machine=machine, timing=t)
 
     if not applied:
         return original, report(True, "no site has a verified form that is conclusively faster than its original")
@@ -174,14 +179,29 @@ def optimize(
     check, _ = check_model(model, lambda ref: rewrite(ref, shape, at_sites, verify=False)[0], shape)
     if not check.ok:
         return original, report(True, f"the rewritten model failed verification: {check.summary()}")
-    _, [(before, rewritten)] = interleaved(run_original, [("model: rewritten", runner(copy.deepcopy(new).eval().to(dev), x))],
-                                           time, rounds=rounds, original_label="model: original")
-    if isinstance(rewritten, Exception):
-        raise rewritten
-    s = speedup(before, rewritten)
+    t = _timed_already(choices, applied)
+    if t is None:  # a comparison not made yet: the whole model with every chosen site rewritten
+        _, [(before, rewritten)] = interleaved(run_original, [("model: rewritten", runner(copy.deepcopy(new).eval().to(dev), x))],
+                                               time, rounds=rounds, original_label="model: original")
+        if isinstance(rewritten, Exception):
+            raise rewritten
+        t = FormTiming.from_samples("rewritten", before, rewritten, verified=True, note=check.summary(),
+                                    check="exact" if check.exact else "sampled")
+    s = t.as_speedup()
     if not s.faster:
-        return original, report(True, f"the rewritten model is not conclusively faster than the original: {s.describe()}", s)
-    return new.eval(), report(False, f"rewritten at {sum(len(locs) for _, locs in applied)} site(s), verified: {check.summary()}", s)
+        return original, report(True, f"the rewritten model is not conclusively faster than the original: {s.describe()}", t)
+    return new.eval(), report(False, f"rewritten at {sum(len(locs) for _, locs in applied)} site(s), verified: {check.summary()}", t)
+
+
+def _timed_already(choices: Sequence[SiteChoice], applied: Tuple[Tuple[str, Tuple[str, ...]], ...]) -> Optional[FormTiming]:
+    """The chosen form's timing when the whole rewritten model is one site's form timed in the whole model already:
+    the same comparison, not timed twice (two timings of it would read two different numbers)."""
+    if len(applied) != 1 or len(applied[0][1]) != 1:
+        return None
+    rule, (loc,) = applied[0]
+    site = next((c for c in choices if c.location == loc and c.scope == "model"), None)
+    chosen = site.choice if site is not None and site.chosen == rule else None
+    return dataclasses.replace(chosen, form="rewritten") if chosen is not None and chosen.timed else None
 
 
 @dataclass(frozen=True)
@@ -249,7 +269,7 @@ def _choose(model: nn.Module, shape: Tuple[int, ...], loc: str, sites: Sequence[
         placeholder = timings[rule]
         timings[rule] = FormTiming.from_samples(rule, anchor, sample, verified=True, note=placeholder.note, check=placeholder.check)
     ordered = tuple(timings[rule] for rule, _, _ in forms)
-    faster = [t for t in ordered if t.verified and t.timed and t.speedup_low > 1.0]
+    faster = [t for t in ordered if t.faster]
     best = max(faster, key=lambda t: t.speedup) if faster else None
     reason = f"fastest conclusive form: {best.describe()}" if best else "no verified form is conclusively faster"
     return SiteChoice(loc, site_shape, scope, ordered, best.form if best else "original", reason)

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .._validate import require_input
+from .._validate import require_input, traced_input
 from ..errors import fold_error
 from ..layout import IntOrTuple, Order, depth_to_space
 from ..specs import FoldSpec
@@ -51,7 +51,7 @@ class PeriodicBias(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = self.dims
-        if not torch.jit.is_tracing():  # validated in eager mode; a trace (ONNX export) must not bake the sizes in
+        if not traced_input(x):  # validated in eager mode; a trace (fx, ONNX export) must not bake the sizes in
             size = require_input(x, dims, channels=self.bias.numel() // math.prod(self.r))
             if any(n % f for n, f in zip(size, self.r)):
                 raise fold_error("x.shape", tuple(x.shape), f"spatial sizes must be multiples of r={self.r}")

@@ -25,8 +25,8 @@ class SiteReport:
     """One site of a rewrite (or one part of a site, ``part_of`` naming the site: a stage's layers).
 
     ``pattern``: the model-level name ("slice+cat+Conv2d (Focus)", "Conv2d+PixelShuffle (sub-pixel)", "Conv2d 7x7
-    s2", ...); ``location``: module path of the main layer; ``before``/``after``: spec text; params and MACs are
-    per sample of ``input_shape`` (the site's input); ``reason``: why it was not applied; ``verdict``: the
+    s2", ...); ``location``: module path of the main layer; ``before``/``after``: spec text; params are the site's
+    layers' and MACs one forward pass of them on ``input_shape`` (the site's own input, batch included); ``reason``: why it was not applied; ``verdict``: the
     site's check (None when not verified or not built) and ``exact`` whether it was proved exactly;
     ``trains_same``: an applied site's new weights, trained, move as the old ones do (each trainable old entry
     copied once, no structural zero, or the old parameters kept; :func:`foldconv.surgery.params.trains_alike`),
@@ -100,9 +100,24 @@ class RewriteReport:
     withdrawn: str = ""
 
     @property
+    def main_sites(self) -> Tuple[SiteReport, ...]:
+        """The sites the rules found, each once: the rows of a site's parts (a stage's layers) left out. Every
+        count of sites (``applied``, the summary, the apps' tables and figures) counts these.
+
+        Example:
+            >>> stage = SiteReport("fold_stage", "stage", "layer1", (1, 4, 8, 8), "", "", 0, 0, 0, 0, applied=True)
+            >>> part = SiteReport("fold_stage", "Conv2d (folded)", "layer1.conv", (1, 4, 8, 8), "", "", 0, 0, 0, 0,
+            ...                   applied=True, part_of="layer1")
+            >>> report = RewriteReport("Net", (1, 4, 8, 8), ("fold_stage",), True, "", (stage, part), None)
+            >>> len(report.sites), len(report.main_sites), report.applied
+            (2, 1, 1)
+        """
+        return tuple(s for s in self.sites if not s.part_of)
+
+    @property
     def applied(self) -> int:
         """How many sites were rewritten (parts of a site not counted)."""
-        return sum(1 for s in self.sites if s.applied and not s.part_of)
+        return sum(1 for s in self.main_sites if s.applied)
 
     @property
     def ok(self) -> bool:
@@ -122,7 +137,7 @@ class RewriteReport:
 
     def summary(self) -> str:
         """One line: what was rewritten and the verdict."""
-        sites = [s for s in self.sites if not s.part_of]
+        sites = self.main_sites
         how = "traced with torch.fx" if self.traced else f"module-level replacement ({self.fallback_reason})"
         text = f"{self.model}: {self.applied} of {len(sites)} site(s) rewritten by {', '.join(self.rules)}; {how}"
         refused = sum(1 for s in sites if not s.applied and s.verdict not in (None, Verdict.EQUIVALENT))

@@ -307,8 +307,8 @@ def _row(rule: Rule, ctx: Context, match: Match, module: Optional[nn.Module], ap
 
 def _part_rows(rule: Rule, match: Match, module: nn.Module) -> List[SiteReport]:
     return [
-        SiteReport(rule.name, pattern, location, match.input_shape, "", "", 0, 0, 0, 0, applied=done, reason=why, part_of=match.location)
-        for location, pattern, done, why in rule.details(match, module)
+        SiteReport(rule.name, pattern, location, tuple(shape), "", "", 0, 0, 0, 0, applied=done, reason=why, part_of=match.location)
+        for location, pattern, done, why, shape in rule.details(match, module)
     ]
 
 

@@ -91,8 +91,8 @@ class Rule:
     ``options``: every option with its default (:data:`REQUIRED` when it has none; ``at`` is added for you);
     ``inverse``: the name of the rule that takes this rule's rewrite back ("" when none does);
     ``leaves(options)``: what the tracer must keep whole (:data:`foldconv.tracing.Leaf` entries: a stage's path);
-    ``details(match, built)``: extra table rows ``(location, pattern, applied, reason)`` for the parts of a site
-    (a stage's layers); ``decide(match, get, options)``: fixes, from the model's own weights, a choice ``build``
+    ``details(match, built)``: extra table rows ``(location, pattern, applied, reason, input_shape)`` for the parts
+    of a site (a stage's layers; ``input_shape`` the part's own input, () when unknown); ``decide(match, get, options)``: fixes, from the model's own weights, a choice ``build``
     then reads from ``match.variant`` (a build that branched on weight values would not be a polynomial of them).
 
     Example:
@@ -107,7 +107,7 @@ class Rule:
     options: Dict[str, Any] = field(default_factory=dict)
     inverse: str = ""
     leaves: Callable[[Mapping[str, Any]], Tuple[tracing.Leaf, ...]] = lambda options: ()
-    details: Optional[Callable[[Match, nn.Module], List[Tuple[str, str, bool, str]]]] = None
+    details: Optional[Callable[[Match, nn.Module], List[Tuple[str, str, bool, str, Tuple[int, ...]]]]] = None
     decide: Optional[Callable[[Match, Getter, Mapping[str, Any]], Match]] = None
 
     def __post_init__(self) -> None:
@@ -246,7 +246,7 @@ def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] =
         inverse = _rule(rule.inverse, param)
         kept = {k: v for k, v in options.items() if k in inverse.options and (report is None or k != "at")}
         if report is not None:
-            written = sorted({s.location for s in report.sites if s.applied and s.rule == rule.name and not s.part_of})
+            written = sorted({s.location for s in report.main_sites if s.applied and s.rule == rule.name})
             if not written:
                 continue  # the rule rewrote nothing: nothing to undo
             if model is not None and input_shape is not None:
@@ -434,10 +434,10 @@ def _build_stage(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Mo
     return folded
 
 
-def _stage_details(match: Match, built: nn.Module) -> List[Tuple[str, str, bool, str]]:
+def _stage_details(match: Match, built: nn.Module) -> List[Tuple[str, str, bool, str, Tuple[int, ...]]]:
     layers = built.report.layers if isinstance(built, FoldedStage) else ()
-    return [(f"{match.location}.{layer.name}", f"{layer.kind} ({layer.action})", layer.action != "kept", layer.reason)
-            for layer in layers]
+    return [(f"{match.location}.{layer.name}", f"{layer.kind} ({layer.action})", layer.action != "kept", layer.reason,
+             layer.input_shape) for layer in layers]
 
 
 def _find_unfold(ctx: Context, options: Mapping[str, Any]) -> List[Match]:

@@ -19,8 +19,10 @@ rounds: a load from another process that comes and goes during the run then fall
 alike instead of inflating one (timed one after the other, one run read channels_last 351x "conclusively" faster
 because the original alone was timed under load). A form is compared with the original's runs from its own
 rounds, as a speedup ``original median / form median``; its interval ``[original q25 / form q75, original q75 /
-form q25]`` is what the pooled quartiles allow, and a result whose interval holds 1.0 is *inconclusive* (identical
-runs of one conv on a shared machine have read 0.47x and 1.41x). The ``original`` row pools all the original's runs.
+form q25]`` is what the pooled quartiles allow, and a result whose interval holds 1.0, or spans more than
+:data:`~foldconv.surgery.timing.MAX_SPREAD` (the runs varied more than the forms), is *inconclusive* (identical
+runs of one conv on a shared machine have read 0.47x and 1.41x). Every row shows the original's median from the
+form's own rounds beside the form's, so the speedup shown is the ratio of the two times shown. The ``original`` row pools all the original's runs.
 :func:`foldconv.surgery.optimize` only keeps a rewrite whose interval lies above 1.0. Claims FORMS-1 (only verified
 forms are timed) and FORMS-2 (the speedup arithmetic), paper_notes/claims.md.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -74,8 +77,9 @@ class FormTiming:
     """One form: its time (seconds) and its speedup over the original with the quartile interval.
 
     ``verified``: check_equivalence found it equivalent (False with ``verify=False`` too; ``note`` says which);
-    ``check``: how (one of :data:`CHECKS`; empty when not verified). A form that could not be built or was not
-    equivalent is not timed: its numbers are NaN.
+    ``check``: how (one of :data:`CHECKS`; empty when not verified); ``original_median_s``: the original's median
+    over the rounds this form was compared in, so that ``speedup == original_median_s / median_s`` is the ratio of
+    the two times shown. A form that could not be built or was not equivalent is not timed: its numbers are NaN.
     """
 
     form: str
@@ -88,10 +92,25 @@ class FormTiming:
     verified: bool
     note: str = ""
     check: str = ""
+    original_median_s: float = math.nan
 
     @property
     def timed(self) -> bool:
         return not math.isnan(self.median_s)
+
+    def as_speedup(self) -> Speedup:
+        """The speedup this timing reads, with its interval (:class:`~foldconv.surgery.timing.Speedup`).
+
+        Example:
+            >>> FormTiming("f", 1e-3, 0.0, 2.0, 1.5, 2.5, False, True).as_speedup().faster
+            True
+        """
+        return Speedup(self.speedup, self.speedup_low, self.speedup_high)
+
+    @property
+    def faster(self) -> bool:
+        """Verified, timed and conclusively faster than the original (:attr:`Speedup.faster`)."""
+        return self.verified and self.timed and self.as_speedup().faster
 
     @classmethod
     def untimed(cls, form: str, note: str) -> FormTiming:
@@ -102,11 +121,11 @@ class FormTiming:
     def from_samples(cls, form: str, anchor: Sample, sample: Sample, *, verified: bool, note: str = "",
                      check: str = "") -> FormTiming:
         s = speedup(anchor, sample)
-        return cls(form, sample.median, sample.iqr, s.value, s.low, s.high, s.inconclusive, verified, note, check)
+        return cls(form, sample.median, sample.iqr, s.value, s.low, s.high, s.inconclusive, verified, note, check, anchor.median)
 
     def describe(self) -> str:
         """``"1.23x [1.10, 1.35]"`` (speedup over the original and its interval), or why it was not timed."""
-        return Speedup(self.speedup, self.speedup_low, self.speedup_high).describe() if self.timed else f"not timed: {self.note}"
+        return self.as_speedup().describe() if self.timed else f"not timed: {self.note}"
 
 
 @dataclass(frozen=True)
@@ -118,18 +137,20 @@ class FormsReport:
     input_shape: Tuple[int, ...]
     timings: Tuple[FormTiming, ...]
     machine: str
+    seconds: float = math.nan  # the whole call's wall time: building, verifying and timing every form
+    rounds: int = ROUNDS
 
     @property
     def fastest(self) -> FormTiming:
         """The verified form with the largest conclusive speedup; the original when no form is conclusively faster."""
-        faster = [t for t in self.timings if t.verified and t.timed and t.speedup_low > 1.0]
+        faster = [t for t in self.timings if t.faster]
         return max(faster, key=lambda t: t.speedup) if faster else self.timings[0]
 
     def rows(self) -> List[Dict[str, Any]]:
         """One row per form: speedups (original time / form time), never a bare time ratio."""
         return [
-            {"form": t.form, "verified": t.verified, "check": t.check, "median ms": round(t.median_s * 1e3, 4),
-             "IQR ms": round(t.iqr_s * 1e3, 4), "speedup": round(t.speedup, 3),
+            {"form": t.form, "verified": t.verified, "check": t.check, "original median ms": round(t.original_median_s * 1e3, 4),
+             "median ms": round(t.median_s * 1e3, 4), "IQR ms": round(t.iqr_s * 1e3, 4), "speedup": round(t.speedup, 3),
              "interval": f"[{t.speedup_low:.2f}, {t.speedup_high:.2f}]" if t.timed else "",
              "inconclusive": t.inconclusive, "note": t.note}
             for t in self.timings
@@ -137,12 +158,13 @@ class FormsReport:
 
     def table(self) -> str:
         """The rows as Markdown, headed by the target, device, input shape and machine."""
-        head = f"{self.target} on {self.device}, input {self.input_shape}; machine: {self.machine}"
+        head = (f"{self.target} on {self.device}, input {self.input_shape}; machine: {self.machine}; speedup = original "
+                f"median ms / median ms, both from the same {self.rounds} interleaved round(s)")
         return head + "\n\n" + markdown_table(self.rows())
 
     def summary(self) -> str:
         """One line: the fastest verified form (or that none is conclusively faster) with its speedup, then how
-        many forms were conclusively faster, slower, inconclusive and not timed.
+        many forms were conclusively faster, slower, inconclusive and not timed, and how long the call took.
 
         Example:
             >>> t = [FormTiming("original", 2e-3, 0.0, 1.0, 1.0, 1.0, True, True),
@@ -153,8 +175,8 @@ class FormsReport:
         forms = self.timings[1:]
         timed = [t for t in forms if t.timed]
         counts = {
-            "faster": sum(t.speedup_low > 1.0 for t in timed),
-            "slower": sum(t.speedup_high < 1.0 for t in timed),
+            "faster": sum(t.faster for t in timed),
+            "slower": sum(t.speedup_high < 1.0 and not t.inconclusive for t in timed),
             "inconclusive": sum(t.inconclusive for t in timed),
             "not timed": len(forms) - len(timed),
         }
@@ -164,7 +186,8 @@ class FormsReport:
         else:
             head = f"fastest {best.form}, speedup {best.describe()} (higher is faster)"
         tally = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
-        return f"{self.target} on {self.device}, input {self.input_shape}: {head}; of {len(forms)} form(s): {tally or 'none'}"
+        took = "" if math.isnan(self.seconds) else f"; took {self.seconds:.1f} s ({self.rounds} round(s); {self.machine})"
+        return f"{self.target} on {self.device}, input {self.input_shape}: {head}; of {len(forms)} form(s): {tally or 'none'}{took}"
 
 
 @dataclass(frozen=True)
@@ -201,7 +224,7 @@ def _rule_form(name: str, target: nn.Module, shape: Tuple[int, ...], rule: RuleA
         built, report = _rewritten(copy.deepcopy(target), shape, rule)
     except FoldError as err:
         return _Form(name, None, note=first_line(err))
-    sites = [s for s in report.sites if not s.part_of]
+    sites = report.main_sites
     if not report.applied:
         return _Form(name, None, note="; ".join(sorted({s.reason for s in sites if s.reason})) or "no site applied") if sites else None
     if isinstance(built, FoldedStage) and not built.report.folded_layers:
@@ -256,10 +279,10 @@ def benchmark_forms(
     r_values: Sequence[int] = range(2, 17),
     channels_last: bool = True,
     compile: Union[bool, str] = False,
-    min_run_time: float = 0.2,
+    min_run_time: float = 0.1,
     verify: bool = True,
     rounds: int = ROUNDS,
-    threads: Optional[int] = None,
+    threads: Optional[int] = 1,
     timer: Optional[Timer] = None,
 ) -> FormsReport:
     """Time the original and every verified equivalent form of a layer or a model, in one run, in float32.
@@ -277,8 +300,9 @@ def benchmark_forms(
     target runs is polynomial), else sampled in float64 on the target's own weights (:attr:`FormTiming.check`
     says which).
     The original and each form are timed in ``rounds`` interleaved rounds of ``min_run_time / rounds`` seconds
-    each (see the module), on ``threads`` threads (default: torch's current count; on a machine shared with other
-    jobs one thread gives far steadier times). ``timer(fn, label) -> Sample`` replaces :func:`measure` (tests
+    each (see the module), on ``threads`` threads (default one, as benchmarks/ times: on a machine shared with other
+    jobs one thread gives far steadier times). The default call is bounded: about ``2 * min_run_time`` (0.2 s) of
+    timing per form plus building and verifying it; :meth:`FormsReport.summary` says how long the call took. ``timer(fn, label) -> Sample`` replaces :func:`measure` (tests
     inject timings).
 
     Args:
@@ -289,11 +313,11 @@ def benchmark_forms(
         r_values: fold factors to try on a conv, each an int >= 2 (default 2 to 16).
         channels_last: time the ``channels_last`` form (default True).
         compile: time ``torch.compile``: False (default), True, or ``"auto"`` (a failure becomes a note).
-        min_run_time: seconds of timing per measurement, split over the rounds, a number > 0 (default 0.2).
+        min_run_time: seconds of timing per measurement, split over the rounds, a number > 0 (default 0.1).
         verify: time a form only when it is found equivalent (default True).
         rounds: interleaved timing rounds, an int >= 1 (default 4).
-        threads: torch threads while timing, an int >= 1 (default None: torch's own setting; 1 gives steadier times
-            on a shared machine).
+        threads: torch threads while timing, an int >= 1 (default 1: steady times on a shared machine; None: torch's
+            own setting).
         timer: ``timer(fn, label) -> Sample`` instead of the wall-clock timer (default none).
 
     Returns:
@@ -309,6 +333,7 @@ def benchmark_forms(
         >>> [(t.form, t.verified) for t in report.timings]
         [('original', True), ('fold r=2', True), ('channels_last', True)]
     """
+    started = time.perf_counter()
     target, shape = prepare_target(target, input_shape, min_run_time=min_run_time)
     dev = require_device(device)
     verify = require_bool(verify, "verify")
@@ -327,14 +352,14 @@ def benchmark_forms(
     rounds = require_int(rounds, "rounds", 1)
     if threads is not None:
         require_int(threads, "threads", 1)
-    time = timer or (lambda fn, label: measure(fn, label, min_run_time=min_run_time / rounds, threads=threads))
+    clock = timer or (lambda fn, label: measure(fn, label, min_run_time=min_run_time / rounds, threads=threads))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
     # Every form is built and verified before anything is timed, so that the timings sit close together.
     prepared = [_prepare(form, target, shape, verify=verify, strict=compile is True) for form in built_forms]
     runnable = [(form, built) for form, (built, _) in zip(built_forms, prepared) if built is not None]
     runs = [(form.name, runner(built.to(dev).eval(), x.contiguous(memory_format=torch.channels_last) if form.channels_last else x))
             for form, built in runnable]
-    anchor, paired = interleaved(runner(copy.deepcopy(target).to(dev), x), runs, time, rounds=rounds)
+    anchor, paired = interleaved(runner(copy.deepcopy(target).to(dev), x), runs, clock, rounds=rounds)
     by_form = {id(form): pair for (form, _), pair in zip(runnable, paired)}
     timings = [FormTiming.from_samples("original", anchor, anchor, verified=True,
                                        note=f"the anchor, timed before each form in {rounds} interleaved round(s)")]
@@ -348,7 +373,8 @@ def benchmark_forms(
             continue
         timings.append(FormTiming.from_samples(form.name, own_anchor, result, verified=placeholder.note != _UNCHECKED,
                                                note=placeholder.note, check=placeholder.check))
-    return FormsReport(_describe(target), str(dev), shape, tuple(timings), machine_description(dev, threads))
+    return FormsReport(_describe(target), str(dev), shape, tuple(timings), machine_description(dev, threads),
+                       seconds=time.perf_counter() - started, rounds=rounds)
 
 
 def _describe(module: nn.Module) -> str:

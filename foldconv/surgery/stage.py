@@ -92,7 +92,8 @@ class StageLayer:
 
     ``name``: the module path (the fx node's name for a function); ``node``: the fx node's name; ``kind``: the
     module type or function name; ``action``: one of :data:`ACTIONS`; ``reason``: the prediction's reason (why
-    it holds, or why it does not); ``before``/``after``: the conv specs of a folded conv.
+    it holds, or why it does not); ``before``/``after``: the conv specs of a folded conv; ``input_shape``: the
+    full shape of the layer's (first) input in the original stage, () when it is not a tensor.
     """
 
     name: str
@@ -102,6 +103,7 @@ class StageLayer:
     reason: str
     before: str = ""
     after: str = ""
+    input_shape: Tuple[int, ...] = ()
 
     def row(self) -> Dict[str, Any]:
         """The table row."""
@@ -305,7 +307,9 @@ class _Builder:
 
     def record(self, node: fx.Node, kind: str, action: str, reason: str, before: str = "", after: str = "") -> None:
         name = node.target if node.op == "call_module" else node.name
-        self.layers.append(StageLayer(name, node.name, kind, action, reason, before, after))
+        first = next((a for a in node.args if isinstance(a, fx.Node)), None)
+        shape = tuple(self.shapes.get(first.name) or ()) if first is not None else ()
+        self.layers.append(StageLayer(name, node.name, kind, action, reason, before, after, shape))
 
     def emit(self, node: fx.Node, op: str, target: Any, form: str) -> None:
         args, kwargs = self.args(node, form)
@@ -570,10 +574,11 @@ def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, wh
         if id(conv) not in replaced:  # a conv shared by two paths is folded once, at its first path
             replaced[id(conv)] = conv
             if path not in calls or len(calls[path][0]) != fold.dims + 2:
-                layers.append(StageLayer(path, "", type(conv).__name__, "kept", "the model never calls it on a feature map of the fold's dims"))
+                layers.append(StageLayer(path, "", type(conv).__name__, "kept", "the model never calls it on a feature map of the fold's dims",
+                                         input_shape=tuple(calls[path][0]) if path in calls else ()))
                 continue
             if module_hazard(path, conv):
-                layers.append(StageLayer(path, "", type(conv).__name__, "kept", module_hazard(path, conv)))
+                layers.append(StageLayer(path, "", type(conv).__name__, "kept", module_hazard(path, conv), input_shape=tuple(calls[path][0])))
                 continue
             folded, report = _fold(conv, calls[path][0], fold, fold_bn=False, cost_neutral_only=cost_neutral_only)
             layers.append(dataclass_replace(report.layers[0], name=path))

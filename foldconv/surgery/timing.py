@@ -31,7 +31,7 @@ from .._validate import require_device, require_int
 from ..errors import first_line, fold_error
 
 __all__ = [
-    "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "Timer", "require_seconds", "interleaved", "machine_description", "measure",
+    "MIN_RUNS", "ROUNDS", "MAX_SPREAD", "Sample", "Speedup", "Timer", "require_seconds", "interleaved", "machine_description", "measure",
     "prepare_target", "runner", "speedup",
 ]
 
@@ -39,6 +39,9 @@ __all__ = [
 MIN_RUNS = 5
 #: Default number of rounds of :func:`interleaved`.
 ROUNDS = 4
+#: Widest interval (high / low) a speedup is read from: a wider one (``17.5x [0.93, 100]`` on a loaded machine) says
+#: the runs varied more than any difference between the forms could show, so the result is inconclusive.
+MAX_SPREAD = 4.0
 #: ``timer(fn, label) -> Sample``: :func:`measure`, or injected timings in tests.
 Timer = Callable[[Callable[[], object], str], "Sample"]
 
@@ -97,17 +100,31 @@ class Speedup:
     high: float
 
     @property
+    def too_wide(self) -> bool:
+        """The interval spans more than :data:`MAX_SPREAD` (high / low): the runs varied too much to read a ratio."""
+        return not self.high <= self.low * MAX_SPREAD
+
+    @property
     def inconclusive(self) -> bool:
-        """The interval holds 1.0: these timings cannot tell which form is faster."""
-        return self.low <= 1.0 <= self.high
+        """These timings cannot tell which form is faster: the interval holds 1.0, or it is too wide to read
+        (:attr:`too_wide`)."""
+        return self.low <= 1.0 <= self.high or self.too_wide
 
     @property
     def faster(self) -> bool:
-        """Conclusively faster than the original: the whole interval lies above 1.0."""
-        return self.low > 1.0
+        """Conclusively faster than the original: the whole interval lies above 1.0 and it is not too wide."""
+        return self.low > 1.0 and not self.too_wide
 
     def describe(self) -> str:
+        """``"2.00x [1.80, 2.20]"``, with ``" inconclusive"`` (and why, when the interval is too wide).
+
+        Example:
+            >>> Speedup(17.5, 0.93, 100.0).describe()
+            '17.50x [0.93, 100.00] inconclusive (the interval spans 108x: the runs varied too much)'
+        """
         text = f"{self.value:.2f}x [{self.low:.2f}, {self.high:.2f}]"
+        if self.too_wide:
+            return text + f" inconclusive (the interval spans {self.high / self.low:.0f}x: the runs varied too much)"
         return text + " inconclusive" if self.inconclusive else text
 
 
@@ -299,5 +316,6 @@ def machine_description(device: Union[str, torch.device] = "cpu", threads: Optio
             cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
     except OSError:
         pass
-    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads or torch.get_num_threads()} threads"
+    n = threads or torch.get_num_threads()
+    text = f"{cpu or platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {n} thread{'s' if n != 1 else ''}"
     return text + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")

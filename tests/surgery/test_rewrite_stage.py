@@ -50,3 +50,25 @@ def test_fold_stage_of_a_conv_chain_is_exact():
     assert site.exact and site.verdict is Verdict.EQUIVALENT and report.verification.exact and report.ok
     x = integer_tensor((1, 2, 6, 6))
     assert torch.equal(new(x), model(x))
+
+
+class Strided(nn.Module):
+    """A stage whose second conv sees a smaller map than the stage's input: each part row has its own input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return self.stage(x)
+
+
+def test_a_stage_is_one_site_and_each_part_row_shows_its_own_input():
+    pytest.importorskip("foldconv.surgery.stage")
+    model = integer_weights(Strided()).eval()
+    _, report = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "stage", "r": 2})])
+    assert len(report.sites) > 1 and len(report.main_sites) == 1 and report.applied == 1
+    assert "1 of 1 site(s) rewritten" in report.summary()
+    shapes = {s.location: s.input_shape for s in report.sites}
+    assert shapes["stage"] == shapes["stage.0"] == (1, 4, 8, 8)
+    assert shapes["stage.1"] == shapes["stage.2"] == (1, 8, 4, 4)  # after the stride-2 conv, not the stage's input

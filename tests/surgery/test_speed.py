@@ -169,7 +169,7 @@ def test_compile_failure_is_a_note_under_auto_and_an_error_when_asked_for(monkey
 
 def test_machine_line_names_cpu_torch_and_threads():
     line = machine_description("cpu")
-    assert f"torch {torch.__version__}" in line and f"{torch.get_num_threads()} threads" in line
+    assert f"torch {torch.__version__}" in line and f", {torch.get_num_threads()} thread" in line
 
 
 NET_SHAPE = (1, 3, 8, 8)

@@ -1,0 +1,118 @@
+"""The rewrite app's outputs say what they measure: figure axes name the quantity and its unit, a speedup is the
+ratio of the times shown beside it."""
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+
+from foldconv.experiments.one_fold import OneFoldExperiment, run_one_fold
+from foldconv.experiments.rewrite_plots import sites_figure
+from foldconv.specs import ConvSpec, FoldSpec
+from foldconv.surgery.speed import benchmark_forms
+from foldconv.surgery.timing import Sample, Speedup
+
+ROW = {"model": "m", "step": "rewrite", "rule": "focus_to_conv", "location": "focus.conv.conv", "applied": True,
+       "input shape": "1x3x32x32", "params before": 3456, "params after": 3456, "MACs before": 884736, "MACs after": 884736}
+
+
+def test_the_sites_figure_names_what_each_axis_counts():
+    fig = sites_figure([ROW])
+    params, macs = (ax.get_xlabel() for ax in fig.axes)
+    assert "per sample" not in params + macs  # parameters do not depend on the input
+    assert params.startswith("parameters") and "MACs (multiply-accumulates) of one forward pass" in macs
+    assert "input 1x3x32x32" in fig.axes[0].get_yticklabels()[0].get_text()
+    assert not math.isnan(fig.axes[0].get_xlim()[1])
+
+
+def _timer(fast: str, *, slow_rounds=()):
+    """Injected timings: a form whose label holds ``fast`` runs in 0.5 s, other forms in 2 s; the original in 1 s,
+    3 s in the rounds listed (a load that came and went), so pooled and paired medians differ."""
+    calls = []
+
+    def timer(fn, label):
+        calls.append(label)
+        if label.endswith("original"):
+            k = sum(c.endswith("original") for c in calls)
+            return Sample(label, (3.0 if k in slow_rounds else 1.0,) * 5)
+        return Sample(label, (0.5 if fast in label else 2.0,) * 5)
+
+    return timer, calls
+
+
+def test_a_speedup_is_the_ratio_of_the_two_medians_its_row_shows():
+    timer, _ = _timer("fold", slow_rounds=(1, 3, 5, 7))  # the fold's rounds (every other) ran under load
+    report = benchmark_forms(torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), r_values=[2], timer=timer)
+    for row in report.rows()[1:]:
+        assert row["speedup"] == pytest.approx(row["original median ms"] / row["median ms"], rel=1e-3)
+    assert report.rows()[1]["original median ms"] != report.rows()[0]["median ms"]  # its own rounds, not the pool
+
+
+def test_optimize_times_a_comparison_once_and_the_app_shows_that_one_timing():
+    from foldconv.experiments.rewrite import ModelRun, _timed_by_optimize, timing_rows
+    from foldconv.models import YoloV5Stem
+    from foldconv.surgery import rewrite
+    from foldconv.surgery.fastest import optimize
+
+    model = YoloV5Stem().eval()
+    timer, calls = _timer("focus_to_conv")
+    _, opt = optimize(model, (1, 3, 32, 32), timer=timer)
+    assert opt.rules == (("focus_to_conv", ("focus.conv.conv",)),) and not opt.kept_original
+    assert "model: rewritten" not in calls  # the one site's form in the whole model IS the rewritten model
+    assert opt.timing is not None and opt.timing.speedup == opt.speedup == 2.0
+    _, report = rewrite(model, (1, 3, 32, 32), ["focus_to_conv"], verify=False)
+    assert _timed_by_optimize(opt, ("focus_to_conv",), report) is opt.timing
+    assert _timed_by_optimize(opt, (("focus_to_conv", {"at": ["focus.conv.conv"]}),), report) is None  # options: not assumed the same
+    row = timing_rows(ModelRun("yolo", (1, 3, 32, 32), ("focus_to_conv",), report, optimized=opt))[-1]
+    assert row["speedup"] == pytest.approx(row["original median ms"] / row["median ms"])
+
+
+def test_the_fold_app_times_on_one_thread_says_so_and_a_wide_interval_is_inconclusive():
+    assert OneFoldExperiment().threads == 1
+    assert inspect.signature(benchmark_forms).parameters["threads"].default == 1
+    wide = Speedup(17.5, 1.5, 100.0)  # above 1.0 throughout, but 67x wide: the runs varied, not the forms
+    assert wide.inconclusive and not wide.faster and "too much" in wide.describe()
+    assert Speedup(2.0, 1.5, 2.5).faster and not Speedup(2.0, 1.5, 2.5).inconclusive
+    e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=(6, 6), min_run_time=0.01)
+    result = run_one_fold(e)
+    assert "1 thread(s)" in result.speed_answer() and "1 thread)" in result.to_markdown()
+    for row in result.speed_rows()[1:]:
+        assert row["speedup"] == pytest.approx(row["original median ms"] / row["median ms"], rel=1e-2)
+
+
+def test_benchmark_forms_says_how_long_it_took():
+    timer, _ = _timer("fold")
+    report = benchmark_forms(torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), r_values=[2], timer=timer)
+    assert report.seconds > 0 and f"took {report.seconds:.1f} s" in report.summary()
+    assert inspect.signature(benchmark_forms).parameters["min_run_time"].default <= 0.1
+
+
+class Strided(torch.nn.Module):
+    """A stage whose second conv sees a smaller map than the stage's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return self.stage(x)
+
+
+def test_a_stage_is_one_site_in_every_summary_and_table():
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, _whole_rows, site_rows, summary_text
+    from foldconv.surgery import rewrite
+
+    rules = (("fold_stage", {"stage": "stage", "r": 2}),)
+    _, report = rewrite(Strided().eval(), (1, 4, 8, 8), list(rules))
+    run = ModelRun("strided", (1, 4, 8, 8), rules, report)
+    assert "1 of 1 site(s) applied" in summary_text(RewriteRun((run,)))
+    assert [r["sites"] for r in _whole_rows(run)] == [1]
+    rows = site_rows(run)
+    shapes = {r["location"]: r["input shape"] for r in rows}
+    assert shapes["stage"] == shapes["stage.0"] == "1x4x8x8" and shapes["stage.2"] == "1x8x4x4"
+    parts = [r for r in rows if r["part of"]]
+    assert parts and all(r["params before"] == "" and r["MACs after"] == "" for r in parts)  # a part's costs are its site's
+    assert len(sites_figure(rows).axes[0].get_yticklabels()) == 1  # one bar pair: the site

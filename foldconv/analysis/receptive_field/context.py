@@ -54,6 +54,13 @@ def reindex(have: Layout, want: Layout) -> AxisMap:
     return digit_map([s for _, _, s in have], source, [s for _, _, s in want])
 
 
+def summed_exactly(have: Layout, want: Layout) -> bool:
+    """Reading ``have``'s other digits whole (:func:`reindex`) is exact: they lie on dims that hold none of
+    ``want``'s digits, so a unit of ``want``'s positions sums over all their values."""
+    held = {d for d, _, _ in want}
+    return not any(d in held for d, i, n in have if (d, i, n) not in want)
+
+
 class RuleContext:
     """The analysed part of the graph, as a rule sees it.
 
@@ -233,8 +240,10 @@ class RuleContext:
                 continue
             _, dims[a], merged[a], _, digits[a] = placed(want, out_shape, exact[a])
             for (_, maps), lay in zip(links, shifted):
-                if lay is not None:
-                    maps[a] = IDENTITY if lay == want else reindex(normal_layout(lay, out_shape), normal_layout(want, out_shape))
+                if lay is not None and lay != want:
+                    have, goal = normal_layout(lay, out_shape), normal_layout(want, out_shape)
+                    maps[a] = reindex(have, goal)
+                    exact[a] = exact[a] and summed_exactly(have, goal)
         return self.geometry(links, list(zip(dims, merged, exact, digits)))
 
     def _shifted(self, src: fx.Node, a: int, shift: int) -> Optional[Layout]:

@@ -6,8 +6,9 @@ Exactness, per rule (``paper_notes/receptive_fields.md`` §7):
 
 - attention (SDPA, ``q @ k^T``, einsum contractions): *global* over the token axis; every query reads
   every key and value, so each output reads its own query's box and the whole of the axes the keys carry.
-  Exact where the token axis is one spatial axis (or already global); a token axis that is several spatial
-  axes flattened is a merged axis and stays a conservative whole-axis hull until it is mixed (then exact);
+  Exact where the token axis is one spatial axis (or already global), and where it holds several spatial axes
+  flattened with known digits (then only the digits in the token dim are read whole: a window's tokens read
+  their window); a merged axis whose digits are not known stays a conservative hull until it is mixed;
 - ``roll``: *exact* index map ``o -> (o - shift) mod n`` (:class:`~.geometry.Roll`); a window that wraps
   has the whole axis as its hull and two pieces as its support;
 - ``cat``/``split``/``chunk``/``unbind``/``tensor_split`` along a spatial axis: *exact* (each piece is a
@@ -34,7 +35,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .context import RuleContext
+from .context import RuleContext, summed_exactly
 from .geometry import Digits, Geometry, Local, Piece, Roll, Whole, digit_map
 from .registry import register_rf_rule
 from .rules_tensor import getitem_geometry, mix_geometry
@@ -72,6 +73,8 @@ def combine_geometries(ctx: RuleContext, parts: Sequence[Geometry]) -> Geometry:
                 # the positions of this input's digits that the output also holds follow it; the others are read whole
                 source = tuple(want.index(dg) if dg in have and dg in want else None for dg in src_layout)
                 new[a] = digit_map([n for _, _, n in src_layout], source, [n for _, _, n in want])
+                if not summed_exactly(have, want):
+                    axes[a] = axes[a][:2] + (False,) + axes[a][3:]
             else:
                 new[a] = Whole(rec.positions(a))
         links.append((src, new))

@@ -9,8 +9,10 @@ analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" co
 (TF's padding: ``max((ceil(n/s) - 1) s + (k - 1) d + 1 - n, 0)``, the smaller half on the left); GPSA
 (ConViT) and LiteMLA (EfficientViT) attend over every token, and a MobileViT block whose convs span its patch
 (or whose GroupNorm reads all positions, v2) reads every pixel: *global*, exact; EfficientViT-M's windows are
-fixed blocks of the map, so each output's window is exact (a space-to-depth block); the window reverses keep a
-window's merged axes *conservative* (whole-axis hull, ``exact=False``) exactly as the traced partitions do.
+fixed blocks of the map, so each output's window is exact (a space-to-depth block); the window reverses replay
+their views and permutes on the axes' digits (:func:`~.geometry.view_layout`), *exact* where the partitions kept
+them, and Twins' windows over tokens read the block ``o // ws`` of each axis, *exact* likewise; where the digits
+are not known, both are conservative whole-axis hulls (``exact=False``).
 """
 from __future__ import annotations
 

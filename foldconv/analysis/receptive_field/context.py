@@ -156,7 +156,8 @@ class RuleContext:
         kept = tuple(dg for dg in digits if dg[0] not in mix)
         if len(kept) == len(digits):
             return IDENTITY, digits[0][0], True, ex, digits
-        return placed(kept, rec.shape, ex, reindex(digits, kept))
+        # every digit mixed: the op reads every position of the axis, as a mix of a dim of its own does (exact)
+        return placed(kept, rec.shape, ex or not kept, reindex(digits, kept))
 
     def _one_input(self, src: fx.Node, axis: Callable[[int, int, bool, bool], _Axis]) -> Geometry:
         """The geometry of an op reading ``src`` alone: ``axis(axis, dim, merged, exact)`` gives each spatial

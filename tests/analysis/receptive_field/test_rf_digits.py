@@ -226,3 +226,13 @@ def test_timm_models_with_merged_axes_are_exact(name, kwargs, shape):
     assert report.output.exact
     check = check_receptive_field(net, shape, report=report, max_nodes=12)
     assert check.rows and check.ok, check.mismatches[:3]
+
+
+def test_reading_other_digits_whole_is_exact_only_off_the_outputs_dims():
+    """Keys laid out in the columns (a dim of their own) are summed whole by a unit of the rows: exact. The same
+    axis spread over a dim that also holds the output's digits would be a superset: not exact."""
+    from foldconv.analysis.receptive_field.context import reindex, summed_exactly
+
+    rows, cols = ((0, 24, 8), (1, 7, 7)), ((0, 24, 8), (2, 7, 7))
+    assert summed_exactly(cols, rows) and reindex(cols, rows).taps(np.array([9])).tolist() == list(range(7, 14))
+    assert not summed_exactly(((1, 1, 56),), ((1, 8, 7), (2, 1, 8)))

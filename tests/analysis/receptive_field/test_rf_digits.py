@@ -30,6 +30,7 @@ def _check_all(model: nn.Module, shape, min_nodes: int = 1):
 # ------------------------------------------------------------------------------------------- layouts
 
 
+@pytest.mark.claim("RF-10")
 def test_view_layout_follows_windows_tokens_and_space_to_depth():
     h, w = ((1, 1, 56),), ((2, 1, 56),)
     win = (1, 8, 7, 8, 7, 96)
@@ -63,6 +64,7 @@ def _brute(sizes, source, out_sizes, o):
     return sorted(int(np.ravel_multi_index(ix, sizes)) for ix in itertools.product(*ranges))
 
 
+@pytest.mark.claim("RF-10")
 @settings(max_examples=60, deadline=None)
 @given(_digit_maps())
 def test_digit_maps_read_exactly_the_digit_products(spec):
@@ -113,6 +115,7 @@ class _Attention(nn.Module):
         return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
 
 
+@pytest.mark.claim("RF-10")
 @pytest.mark.parametrize("trace", ["fx", "aten"])
 def test_a_per_token_op_inside_windows_reads_its_own_pixel(trace):
     torch.manual_seed(0)
@@ -122,6 +125,7 @@ def test_a_per_token_op_inside_windows_reads_its_own_pixel(trace):
     assert check_receptive_field(net, (1, 1, 16, 16), report=report).ok
 
 
+@pytest.mark.claim("RF-10")
 @pytest.mark.parametrize("trace", ["fx", "aten"])
 def test_attention_inside_windows_reads_the_window(trace):
     """The same network with attention inside the windows (the mutation of the test above): an output reads the
@@ -137,6 +141,7 @@ def test_attention_inside_windows_reads_the_window(trace):
     assert check_receptive_field(net, (1, 1, 16, 16), report=report).ok
 
 
+@pytest.mark.claim("RF-10")
 def test_tokens_and_back_keep_the_grid():
     """(B, C, H, W) -> (B, H*W, C) tokens -> a linear -> back to the map: the conv after it is exact."""
     class Tokens(nn.Module):
@@ -155,6 +160,7 @@ def test_tokens_and_back_keep_the_grid():
     assert report.output.exact and report.output.rf == (11, 11) and report.output.dims == (2, 3)
 
 
+@pytest.mark.claim("RF-10")
 def test_space_to_depth_by_view_and_permute_is_a_block():
     """TResNet's space-to-depth (view, permute, view into the channels) then a 3 x 3 conv: a conv on 4 x 4 blocks."""
     class S2D(nn.Module):
@@ -173,6 +179,7 @@ def test_space_to_depth_by_view_and_permute_is_a_block():
     assert out.exact and out.aligned and out.rf == (12, 12) and out.jump == (4, 4) and out.padding == (4, 4)
 
 
+@pytest.mark.claim("RF-10")
 def test_a_class_token_concatenated_onto_tokens_is_a_hull_until_mixed():
     """A class token put in front of the tokens shifts their positions, which digits cannot say: the tokens are
     a conservative hull there (not exact), and exact again once attention over all tokens mixes them."""
@@ -196,6 +203,7 @@ def test_a_class_token_concatenated_onto_tokens_is_a_hull_until_mixed():
 # ------------------------------------------------------------------------------------------- timm
 
 
+@pytest.mark.claim("RF-10")
 def test_timm_swin_shifted_windows_are_exact():
     """A small Swin (shifted windows of 4 tokens, patch merging): every exact node after a window reverse or a
     merge agrees with the gradient, and the logits read the whole input."""

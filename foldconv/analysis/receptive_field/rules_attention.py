@@ -262,7 +262,8 @@ def _getitem(ctx: RuleContext, node) -> Geometry:
     if piece is not None:
         return piece
     items, value = ctx.values[parent], ctx.values.get(node)
-    if isinstance(index, int) and is_shape(value) and isinstance(items, (tuple, list)) and items and tuple(value) != tuple(items[0]):
+    split = parent.op in ("call_function", "call_method") and parent.target in _SPLITTERS  # pieces of unequal sizes, off the grid
+    if not split and isinstance(index, int) and is_shape(value) and isinstance(items, (tuple, list)) and items and tuple(value) != tuple(items[0]):
         # another shape than the tuple's first tensor (the statistics of a norm, say): read whole, a conservative hull
         rec = ctx.records[parent]
         maps = tuple(Whole(rec.positions(a)) if rec.local(a) else Local(1, 1, 0) for a in range(ctx.naxes))

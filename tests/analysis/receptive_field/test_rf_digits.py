@@ -244,3 +244,20 @@ def test_reading_other_digits_whole_is_exact_only_off_the_outputs_dims():
     rows, cols = ((0, 24, 8), (1, 7, 7)), ((0, 24, 8), (2, 7, 7))
     assert summed_exactly(cols, rows) and reindex(cols, rows).taps(np.array([9])).tolist() == list(range(7, 14))
     assert not summed_exactly(((1, 1, 56),), ((1, 8, 7), (2, 1, 8)))
+
+
+def test_unequal_pieces_of_a_channel_split_keep_the_grid():
+    """``split([2, 1, 3], dim=1)`` (a lambda layer's q, k, v): every piece keeps the map's positions, exactly; only a
+    tuple element that is not a piece (a norm's statistics) is read whole."""
+    class Qkv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.out = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(3, 1, 3)
+
+        def forward(self, x):
+            q, k, v = torch.split(self.qkv(x), [2, 1, 3], dim=1)
+            return self.out(v * k.sigmoid()) + q.sum(1, keepdim=True)[..., 1:-1, 1:-1]
+
+    torch.manual_seed(0)
+    report = _check_all(Qkv(), (1, 1, 12, 12), min_nodes=4)
+    assert report.output.exact and report.output.rf == (5, 5)

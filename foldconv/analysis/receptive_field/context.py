@@ -38,7 +38,7 @@ _Axis = Tuple[AxisMap, Optional[int], bool, bool, Optional[Layout]]
 def placed(layout: Optional[Layout], shape: Sequence[int], exact: bool, amap: AxisMap = IDENTITY) -> _Axis:
     """An axis whose positions are the digits ``layout`` of a tensor of ``shape``: a dim of its own when the
     digits are one whole dim, on no dim when there are none (one position), else merged with known digits."""
-    layout = normal_layout(layout or (), shape)
+    layout = normal_layout(layout or ())
     if not layout:
         return amap, None, False, exact, None
     (d, inner, size), = layout[:1]
@@ -236,13 +236,13 @@ class RuleContext:
             if not any(self.records[src].geom.layout(a) is not None for src in inputs):
                 continue
             # an input whose digits are known fixes the positions; the others follow their digits there
-            want = next((lay for lay in shifted if lay and normal_layout(lay, out_shape)), None)
+            want = next((lay for lay in shifted if lay and normal_layout(lay)), None)
             if want is None:
                 continue
             _, dims[a], merged[a], _, digits[a] = placed(want, out_shape, exact[a])
             for (_, maps), lay in zip(links, shifted):
                 if lay is not None and lay != want:
-                    have, goal = normal_layout(lay, out_shape), normal_layout(want, out_shape)
+                    have, goal = normal_layout(lay), normal_layout(want)
                     maps[a] = reindex(have, goal)
                     exact[a] = exact[a] and summed_exactly(have, goal)
         return self.geometry(links, list(zip(dims, merged, exact, digits)))
@@ -298,9 +298,9 @@ class RuleContext:
             return ((d, 1, rec.shape[d]),)
         return rec.geom.layout(a)
 
-    def moved(self, g: Geometry, dim_map: Mapping[int, Optional[int]], shape: Optional[Sequence[int]] = None) -> Geometry:
+    def moved(self, g: Geometry, dim_map: Mapping[int, Optional[int]]) -> Geometry:
         """``g`` with its output dims renamed by ``dim_map`` (a dim mapped to None is gone: an axis on it is
-        on no dim); known digits are renamed with them (``shape``: the output's, to re-normalise them)."""
+        on no dim); known digits are renamed with them."""
         dims = tuple(None if d is None else dim_map.get(d) for d in g.dims)
         merged = tuple(m and d is not None for m, d in zip(g.merged, dims))
         if not g.digits:

@@ -485,11 +485,11 @@ def digit_map(sizes: Sequence[int], source: Sequence[Optional[int]], out_sizes: 
     return Digits(sizes, source, out_sizes)
 
 
-def normal_layout(layout: Layout, shape: Sequence[int]) -> Layout:
+def normal_layout(layout: Layout) -> Layout:
     """``layout`` without size-1 digits, with neighbouring digits of one dim that are contiguous joined.
 
     Example:
-        >>> normal_layout(((1, 7, 8), (3, 1, 1), (1, 1, 7)), (1, 56, 96))
+        >>> normal_layout(((1, 7, 8), (3, 1, 1), (1, 1, 7)))
         ((1, 1, 56),)
     """
     out: List[Tuple[int, int, int]] = []
@@ -503,9 +503,10 @@ def normal_layout(layout: Layout, shape: Sequence[int]) -> Layout:
     return tuple(out)
 
 
-def view_layout(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int]) -> Optional[Layout]:
+def view_layout(layout: Layout, source_shape: Sequence[int], out_shape: Sequence[int]) -> Optional[Layout]:
     """The digits of an axis after a view (a row-major re-indexing) from ``in_shape`` to ``out_shape``; None
     when a digit does not fall on whole digits of the new dims (the positions are then not a product).
+    ``source_shape``: the shape the view reads.
 
     Example (a (56, 56) grid split into 8 x 8 windows of 7 x 7):
         >>> view_layout(((1, 1, 56),), (1, 56, 56, 96), (1, 8, 7, 8, 7, 96))
@@ -514,7 +515,7 @@ def view_layout(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int
     def strides(shape):
         return [int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape))]
 
-    s_in, s_out = strides(in_shape), strides(out_shape)
+    s_in, s_out = strides(source_shape), strides(out_shape)
     out: List[Tuple[int, int, int]] = []
     for d, inner, size in layout:
         flat, k, pieces = inner * s_in[d], size, []
@@ -532,7 +533,7 @@ def view_layout(layout: Layout, in_shape: Sequence[int], out_shape: Sequence[int
             pieces.append((e, inner_e, c))
             flat, k = flat * c, k // c
         out.extend(reversed(pieces))
-    return normal_layout(tuple(out), out_shape)
+    return normal_layout(tuple(out))
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 
 from .errors import first_line
 
-__all__ = ["DispatchMode", "CaptureError", "TensorMeta", "Value", "Node", "Record", "capture", "READS_VALUES"]
+__all__ = ["DispatchMode", "Observer", "CaptureError", "TensorMeta", "Value", "Node", "Record", "capture", "READS_VALUES",
+           "flat_tensors", "written_tensors", "module_scopes"]
 
 
 class DispatchMode(TorchDispatchMode):
@@ -85,6 +86,29 @@ class DispatchMode(TorchDispatchMode):
         super().__init_subclass__(**kwargs)
         if raw is not None and cls.__dict__.get("__torch_dispatch__") is not raw:
             type.__setattr__(cls, "__torch_dispatch__", raw)
+
+
+class Observer(DispatchMode):
+    """Runs every aten operation as called (real, meta or fake tensors alike) and hands it, with its result, to
+    ``observe(func, args, kwargs, out)``: the recording loop an analysis builds its own record with.
+
+    Example:
+        >>> seen = []
+        >>> with Observer(lambda func, args, kwargs, out: seen.append((str(func.overloadpacket), tuple(out.shape)))):
+        ...     _ = torch.ones(2, 3).sum(0)
+        >>> seen
+        [('aten.ones', (2, 3)), ('aten.sum', (3,))]
+    """
+
+    def __init__(self, observe: Callable[[Any, Tuple[Any, ...], Dict[str, Any], Any], None]) -> None:
+        super().__init__()
+        self.observe = observe
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105 (torch's protocol)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.observe(func, tuple(args), dict(kwargs), out)
+        return out
 
 
 class CaptureError(RuntimeError):
@@ -574,6 +598,63 @@ def _written(func: Any, args: Any, kwargs: Mapping[str, Any]) -> List[Any]:
     return written
 
 
+def flat_tensors(tree: Any) -> List[torch.Tensor]:
+    """The tensors of an aten call's arguments or result, however nested in lists and tuples.
+
+    Example:
+        >>> [tuple(t.shape) for t in flat_tensors((torch.ones(1), [torch.ones(2), 3], "x"))]
+        [(1,), (2,)]
+    """
+    return [t for t in _leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def written_tensors(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> List[torch.Tensor]:
+    """The tensors an aten operation mutates, by its schema (``Tensor(a!)``: in-place and ``out=`` arguments).
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> [t is x for t in written_tensors(torch.ops.aten.add_.Tensor, (x, torch.ones(2)), {})]
+        [True]
+    """
+    return flat_tensors(_written(func, args, kwargs))
+
+
+@contextlib.contextmanager
+def module_scopes(stack: List[Any], label: Callable[[nn.Module], Optional[Any]]) -> Iterator[None]:
+    """While active, ``stack`` holds ``label(module)`` for every module whose ``forward`` is running in this
+    thread (outermost first); a module labelled None is left out.
+
+    Example:
+        >>> stack, seen = [], []
+        >>> class Probe(torch.nn.Module):
+        ...     def forward(self, x):
+        ...         seen.append(list(stack))
+        ...         return x
+        >>> with module_scopes(stack, lambda m: type(m).__name__):
+        ...     _ = torch.nn.Sequential(Probe())(torch.ones(1))
+        >>> seen
+        [['Sequential', 'Probe']]
+    """
+    thread, pushed = threading.get_ident(), []
+
+    def enter(module: nn.Module, _args: Any) -> None:
+        name = label(module) if threading.get_ident() == thread else None
+        pushed.append(name is not None)
+        if name is not None:
+            stack.append(name)
+
+    def leave(module: nn.Module, _args: Any, _out: Any) -> None:
+        if threading.get_ident() == thread and pushed and pushed.pop() and stack:
+            stack.pop()
+
+    handles = [nn.modules.module.register_module_forward_pre_hook(enter), nn.modules.module.register_module_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 _DATA_DEPENDENT = ("DataDependentOutputException", "DynamicOutputShapeException")
 _UNKNOWN_VALUES = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted",
                              "resize_", "set_"})
@@ -711,25 +792,9 @@ def _module_conversion(state: _State) -> Iterator[None]:
         nn.Module._apply = original  # type: ignore[method-assign]
 
 
-@contextlib.contextmanager
-def _scopes(state: _State) -> Iterator[None]:
+def _scopes(state: _State) -> Any:
     """Track the modules whose forward is running (names from ``state.names``, else the class name)."""
-    module_hooks = nn.modules.module
-
-    def enter(module: nn.Module, _args: Any) -> None:
-        if threading.get_ident() == state.thread:
-            state.scope.append(state.names.get(id(module), type(module).__name__))
-
-    def leave(module: nn.Module, _args: Any, _out: Any) -> None:
-        if threading.get_ident() == state.thread and state.scope:
-            state.scope.pop()
-
-    handles = [module_hooks.register_module_forward_pre_hook(enter), module_hooks.register_module_forward_hook(leave)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return module_scopes(state.scope, lambda module: state.names.get(id(module), type(module).__name__))
 
 
 def capture(fn: Callable[..., Any], inputs: Sequence[torch.Tensor], *, names: Optional[Mapping[int, str]] = None) -> Record:

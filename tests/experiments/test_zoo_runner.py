@@ -50,3 +50,18 @@ def test_a_disagreement_or_a_published_figure_that_differs_is_a_failed_check():
     checks = zoo_checks(rows)
     assert [(c.subject, c.claim, c.ok) for c in checks] == [("a", "RF-2", False), ("a", "COUNT-2", False)]
     assert checks[1].detail == "differs: params 1 vs published 2"
+
+
+def test_the_time_limit_counts_cpu_time_not_waiting():
+    """A model's time limit is CPU time of the measuring process: busy work hits it, waiting (a loaded machine)
+    does not."""
+    import time
+
+    from foldconv.experiments.zoo.measure import StageTimeout, time_limit
+
+    with time_limit(0.05):
+        time.sleep(0.2)
+    with pytest.raises(StageTimeout, match="timeout after 0.05 s"):
+        with time_limit(0.05):
+            while True:
+                sum(range(1000))

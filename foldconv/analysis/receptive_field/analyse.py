@@ -321,7 +321,7 @@ def _node_rf(rec: Record, op: str, naxes: int) -> NodeRF:
         constant = rec.aligned[a] and (rec.bj[a] == 0 or rec.positions(a) == 1)
         axes.append(AxisRF(rec.r[a], rec.j[a], rec.p[a], rec.aligned[a], constant, rec.geom.exact[a], rec.bj[a] if rec.aligned[a] else 0,
                            tuple(np.flatnonzero(rec.sup[a]).tolist())))
-    dims = tuple(rec.geom.dims[a] if rec.local(a) else None for a in range(naxes))
+    dims = tuple(rec.geom.dims[a] if rec.plain(a) else None for a in range(naxes))  # digits of merged dims: no dim of their own
     positions = tuple(rec.positions(a) for a in range(naxes))
     return NodeRF(rec.node.name, op, tuple(rec.shape), tuple(axes), dims, positions, (rec.geom.note,) if rec.geom.note else ())
 

@@ -27,7 +27,7 @@ import torch.fx as fx
 from torch import nn
 
 from ... import tracing
-from ...capture import DispatchMode
+from ...capture import Observer, flat_tensors, module_scopes, written_tensors
 from ...errors import FoldError, first_line
 from .trace import TensorShape, UnsupportedOpError, summarise
 
@@ -87,24 +87,6 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
 
-def _tensors(tree: Any) -> List[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, (list, tuple)):
-        return [t for x in tree for t in _tensors(x)]
-    return []
-
-
-def _written(func: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> List[torch.Tensor]:
-    schema = getattr(func, "_schema", None)
-    found = []
-    for i, a in enumerate(schema.arguments if schema is not None else ()):
-        if a.alias_info is not None and a.alias_info.is_write:
-            value = kwargs.get(a.name) if (a.kwarg_only or i >= len(args)) else args[i]
-            found.extend(_tensors(value))
-    return found
-
-
 class _Graph:
     """The graph being written: tensors (by id, kept alive) to nodes, constants to ``get_attr`` nodes."""
 
@@ -119,22 +101,13 @@ class _Graph:
         self.keep: List[Any] = []
         self.originals = originals
         self.reads: Dict[Tuple[int, int], fx.Node] = {}
-        self.scope: List[Tuple[str, type]] = []
+        self.scope: List[Tuple[str, type]] = []  # the named modules whose forward is running (module_scopes)
         self.module_names: Dict[int, str] = {}
 
     def scoped(self, node: fx.Node) -> None:
         """Name the modules whose forward was running, as torch.fx does (``node.meta["nn_module_stack"]``)."""
         if self.scope:
             node.meta["nn_module_stack"] = {name: (name, kind) for name, kind in self.scope}
-
-    def enter(self, module: nn.Module, _args: Any) -> None:
-        name = self.module_names.get(id(module))
-        if name is not None:
-            self.scope.append((name, type(module)))
-
-    def leave(self, module: nn.Module, _args: Any, _out: Any) -> None:
-        if id(module) in self.module_names and self.scope:
-            self.scope.pop()
 
     def bind(self, t: torch.Tensor, node: fx.Node) -> None:
         self.node[id(t)] = node
@@ -196,7 +169,7 @@ class _Graph:
 
     def add(self, func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], out: Any) -> None:
         name = func.overloadpacket.__name__
-        if name in VALUE_FREE or not _tensors(out) or not any(self.tracked(t) for t in _tensors((args, list(kwargs.values())))):
+        if name in VALUE_FREE or not flat_tensors(out) or not any(self.tracked(t) for t in flat_tensors((args, kwargs))):
             return
         fargs, fkwargs = self.arg(args), {k: self.arg(v) for k, v in kwargs.items()}
         if name in _SPLITS and isinstance(out, (list, tuple)):
@@ -204,7 +177,7 @@ class _Graph:
             return
         node = self.graph.call_function(func, tuple(fargs), fkwargs)
         self.scoped(node)
-        written = _written(func, args, kwargs)
+        written = written_tensors(func, args, kwargs)
         if isinstance(out, torch.Tensor):
             self.bind(out, node)
         else:
@@ -235,18 +208,6 @@ class _Graph:
                 start += size
             self.scoped(node)
             self.bind(piece, node)
-
-
-class _Recorder(DispatchMode):
-    def __init__(self, graph: _Graph) -> None:
-        super().__init__()
-        self.into = graph
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105 (torch's protocol)
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        self.into.add(func, tuple(args), dict(kwargs), out)
-        return out
 
 
 def _stand_ins(model: nn.Module) -> Tuple[List[Tuple[Dict[str, Any], str, torch.Tensor]], Dict[int, Tuple[str, torch.Tensor]]]:
@@ -306,13 +267,9 @@ def record_aten(model: nn.Module, input_shape: Tuple[int, ...], *, output: Any =
         model.eval()
         for table, key, t in swaps:
             table[key] = t
-        hooks = [nn.modules.module.register_module_forward_pre_hook(graph.enter), nn.modules.module.register_module_forward_hook(graph.leave)]
-        try:
-            with torch.no_grad(), _Recorder(graph):
-                out = model(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        label = graph.module_names.get
+        with torch.no_grad(), module_scopes(graph.scope, lambda m: (label(id(m)), type(m)) if label(id(m)) else None), Observer(graph.add):
+            out = model(x)
         chosen = select_output(out, output)
     except (FoldError, UnsupportedOpError):
         raise

@@ -241,6 +241,7 @@ def default_check_nodes(report: RFReport, max_nodes: int = 6) -> Tuple[str, ...]
     cands = [
         name for name, node in report.nodes.items()
         if node.exact and any(d is not None for d in node.dims) and node.op != "input" and name not in report.fallback_nodes
+        and not any(d is None and n > 1 for d, n in zip(node.dims, node.positions))  # positions on digits of merged dims
     ]
     picked = [cands[round(k * (len(cands) - 1) / max(max_nodes - 2, 1))] for k in range(max_nodes - 1)] if cands else []
     return tuple(dict.fromkeys(picked + ([report.output_name] if report.output.exact else [])))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ...padding import padded_source
 
 __all__ = [
     "AxisMap", "Local", "Regroup", "Transposed", "Resample", "Adaptive", "Whole", "Broadcast", "Roll", "Piece", "IDENTITY",
-    "Geometry", "Record",
+    "Digits", "digit_map", "Layout", "normal_layout", "view_layout", "Geometry", "Record",
 ]
 
 
@@ -401,6 +401,141 @@ class Piece(AxisMap):
         return f"Piece(offset={self.offset}, n={self.n})"
 
 
+#: Where a spatial axis lives when a reshape spread it over several dims or shares a dim with other axes: its
+#: digits, major first, each ``(dim, inner, size)``: the axis index is the mixed-radix number whose digit ``k``
+#: is ``(position along dim) // inner % size``.
+Layout = Tuple[Tuple[int, int, int], ...]
+
+
+class Digits(AxisMap):
+    """A re-indexing of mixed-radix digits: input index digit ``k`` (sizes ``sizes``, major first) is output
+    digit ``source[k]`` (output digit sizes ``out_sizes``), or, where ``source[k]`` is None, every value of it
+    (the op sums or mixes along the dim that held it). Exact: each output reads a product of digit ranges.
+    Positions outside the output (a consumer's padding) continue periodically, one input span per output span.
+
+    Example (an axis of 2 x 3 digits whose minor digit is mixed away):
+        >>> m = Digits((2, 3), (0, None), (2,))
+        >>> m.pull(1, 1), m.taps(np.array([0])).tolist()
+        ((3, 5), [0, 1, 2])
+    """
+
+    integral = False
+
+    def __init__(self, sizes: Sequence[int], source: Sequence[Optional[int]], out_sizes: Sequence[int]):
+        self.sizes, self.source, self.out_sizes = tuple(int(s) for s in sizes), tuple(source), tuple(int(s) for s in out_sizes)
+        self.n_in, self.n_out = int(np.prod(self.sizes, dtype=np.int64)), int(np.prod(self.out_sizes, dtype=np.int64))
+        w_in = np.cumprod((1,) + self.sizes[::-1])[::-1][1:]  # weight of each input digit
+        w_out = np.cumprod((1,) + self.out_sizes[::-1])[::-1][1:]
+        o = np.arange(self.n_out, dtype=np.int64)
+        base = np.zeros(self.n_out, dtype=np.int64)
+        free = np.zeros(1, dtype=np.int64)
+        for k, (size, src) in enumerate(zip(self.sizes, self.source)):
+            if src is None:
+                free = (free[:, None] + np.arange(size, dtype=np.int64)[None, :] * w_in[k]).reshape(-1)
+            else:
+                base += (o // w_out[src]) % self.out_sizes[src] * w_in[k]
+        self._base, self._free = base, np.sort(free)
+        self._span = int(self._free[-1])
+
+    def jump(self, j):
+        return j * Fraction(self.n_in, max(self.n_out, 1))
+
+    def _split(self, o):
+        o = np.asarray(o, dtype=np.int64)
+        q, r = np.divmod(o, self.n_out)
+        return self._base[r] + q * self.n_in
+
+    def pull(self, a, b):
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        width = int(np.max(b - a, initial=0)) + 1
+        pos = a[..., None] + np.arange(max(width, 1), dtype=np.int64)
+        pos = np.minimum(pos, np.maximum(b, a)[..., None])  # an interval: the hull of its positions' hulls
+        start = self._split(pos)
+        lo, hi = start.min(-1), start.max(-1) + self._span
+        return (int(lo), int(hi)) if lo.ndim == 0 else (lo, hi)
+
+    def taps(self, o):
+        o = np.asarray(o, dtype=np.int64).reshape(-1)
+        return np.unique((self._split(o)[:, None] + self._free[None, :]).reshape(-1))
+
+    def __repr__(self):
+        return f"Digits({self.sizes} <- {self.source} of {self.out_sizes})"
+
+
+def digit_map(sizes: Sequence[int], source: Sequence[Optional[int]], out_sizes: Sequence[int]) -> AxisMap:
+    """The :class:`Digits` map, as the simplest map that equals it: IDENTITY (the same digits), ``Whole``
+    (every digit free), ``Broadcast`` (no input digit), ``Local(K, K, 0)`` (the output is the leading digits,
+    the trailing ``K`` positions are free: a block), else :class:`Digits`.
+
+    Example:
+        >>> digit_map((4, 7), (0, None), (4,)), digit_map((4, 7), (None, None), (4, 7)), digit_map((4, 7), (0, 1), (4, 7))
+        (Local(k=7, s=7, p=0), Whole(28), Local(k=1, s=1, p=0))
+    """
+    sizes, source, out_sizes = tuple(sizes), tuple(source), tuple(out_sizes)
+    if not sizes:
+        return Broadcast()
+    if all(s is None for s in source):
+        return Whole(int(np.prod(sizes, dtype=np.int64)))
+    kept = [s for s in source if s is not None]
+    lead = len(kept)
+    if kept == list(range(len(out_sizes))) and source[:lead] == tuple(kept) and all(s is None for s in source[lead:]) \
+            and tuple(sizes[:lead]) == out_sizes:
+        block = int(np.prod(sizes[lead:], dtype=np.int64))
+        return IDENTITY if block == 1 else Local(block, block, 0)
+    return Digits(sizes, source, out_sizes)
+
+
+def normal_layout(layout: Layout) -> Layout:
+    """``layout`` without size-1 digits, with neighbouring digits of one dim that are contiguous joined.
+
+    Example:
+        >>> normal_layout(((1, 7, 8), (3, 1, 1), (1, 1, 7)))
+        ((1, 1, 56),)
+    """
+    out: List[Tuple[int, int, int]] = []
+    for d, inner, size in layout:
+        if size == 1:
+            continue
+        if out and out[-1][0] == d and out[-1][1] == inner * size:
+            out[-1] = (d, inner, out[-1][2] * size)
+        else:
+            out.append((int(d), int(inner), int(size)))
+    return tuple(out)
+
+
+def view_layout(layout: Layout, source_shape: Sequence[int], out_shape: Sequence[int]) -> Optional[Layout]:
+    """The digits of an axis after a view (a row-major re-indexing) from ``in_shape`` to ``out_shape``; None
+    when a digit does not fall on whole digits of the new dims (the positions are then not a product).
+    ``source_shape``: the shape the view reads.
+
+    Example (a (56, 56) grid split into 8 x 8 windows of 7 x 7):
+        >>> view_layout(((1, 1, 56),), (1, 56, 56, 96), (1, 8, 7, 8, 7, 96))
+        ((1, 1, 8), (2, 1, 7))
+    """
+    def strides(shape):
+        return [int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape))]
+
+    s_in, s_out = strides(source_shape), strides(out_shape)
+    out: List[Tuple[int, int, int]] = []
+    for d, inner, size in layout:
+        flat, k, pieces = inner * s_in[d], size, []
+        while k > 1:
+            e = next((e for e in range(len(out_shape)) if s_out[e] <= flat < s_out[e] * out_shape[e]), None)
+            if e is None or flat % s_out[e]:
+                return None
+            inner_e = flat // s_out[e]
+            if inner_e * k <= out_shape[e]:
+                pieces.append((e, inner_e, k))
+                break
+            if out_shape[e] % inner_e or k % (out_shape[e] // inner_e):
+                return None
+            c = out_shape[e] // inner_e
+            pieces.append((e, inner_e, c))
+            flat, k = flat * c, k // c
+        out.extend(reversed(pieces))
+    return normal_layout(tuple(out))
+
+
 @dataclass(frozen=True)
 class Geometry:
     """How a node is computed from its tensor inputs, per spatial axis of the network's input.
@@ -410,6 +545,8 @@ class Geometry:
     away, every output reads the whole of it). ``merged[a]``: the axis shares its dim with others (after a
     reshape), so only a conservative hull is known; ``exact[a]``: False where the box is such a hull.
     ``measured``: the node was measured from gradients (no links: its record holds the affine box).
+    ``digits[a]`` (when given): the :data:`Layout` of a merged axis whose reshapes are known, so that its
+    positions are still exact (``dims[a]`` is then its major digit's dim and ``merged[a]`` True).
 
     Example:
         >>> g = Geometry((), (2, 3), (False, False), (True, True))
@@ -423,6 +560,11 @@ class Geometry:
     exact: Tuple[bool, ...]
     note: str = ""
     measured: bool = False
+    digits: Tuple[Optional[Layout], ...] = ()
+
+    def layout(self, a: int) -> Optional[Layout]:
+        """The digits of a merged axis ``a`` whose positions are known (None otherwise)."""
+        return self.digits[a] if self.digits and self.merged[a] and self.dims[a] is not None else None
 
 
 @dataclass
@@ -449,9 +591,17 @@ class Record:
     tab: Dict[int, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def local(self, axis: int) -> bool:
-        """Spatial axis ``axis`` is still a tensor dim of its own (not mixed away, not merged)."""
+        """Spatial axis ``axis`` still has positions: a tensor dim of its own (not mixed away, not merged), or
+        digits of merged dims whose layout is known (:meth:`Geometry.layout`)."""
+        return self.geom is not None and self.geom.dims[axis] is not None and (not self.geom.merged[axis] or self.geom.layout(axis) is not None)
+
+    def plain(self, axis: int) -> bool:
+        """Spatial axis ``axis`` is a tensor dim of its own."""
         return self.geom is not None and self.geom.dims[axis] is not None and not self.geom.merged[axis]
 
     def positions(self, axis: int) -> int:
         """Number of output positions along spatial axis ``axis`` (1 once it is no longer local)."""
-        return int(self.shape[self.geom.dims[axis]]) if self.local(axis) else 1
+        if not self.local(axis):
+            return 1
+        digits = self.geom.layout(axis)
+        return int(self.shape[self.geom.dims[axis]]) if digits is None else int(np.prod([s for _, _, s in digits], dtype=np.int64))

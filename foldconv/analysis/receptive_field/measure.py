@@ -203,7 +203,7 @@ def measure_node(gm: fx.GraphModule, records: Mapping[fx.Node, Record], node: fx
     out = cap.output_of(node.name)
     out_shape = tuple(out.shape)
     if first is not None and len(first.shape) == len(out_shape):
-        dims = tuple(first.geom.dims[a] if first.local(a) else None for a in range(naxes))
+        dims = tuple(first.geom.dims[a] if first.plain(a) else None for a in range(naxes))
     elif len(out_shape) == len(input_shape):
         dims = tuple(range(2, 2 + naxes))
     else:

@@ -161,18 +161,13 @@ def _slice(ctx: RuleContext, node) -> Geometry:
     return ctx.spatial(node, src, {dim: Local(1, step, -start)} if (start, step) != (0, 1) else {})
 
 
-def _moved(g: Geometry, dim_map: Dict[int, Optional[int]]) -> Geometry:
-    dims = tuple(None if d is None else dim_map.get(d) for d in g.dims)
-    return replace(g, dims=dims, merged=tuple(m and d is not None for m, d in zip(g.merged, dims)))
-
-
 def _select(ctx: RuleContext, node) -> Geometry:
     src = node.args[0]
     rank = len(ctx.shape_of(src))
     dim = _arg(ctx, node, 1, "dim") % rank
     index = _arg(ctx, node, 2, "index") % ctx.shape_of(src)[dim]
     g = ctx.spatial(node, src, {dim: Local(1, 0, -index)})
-    return _moved(g, {d: (None if d == dim else d if d < dim else d - 1) for d in range(rank)})
+    return ctx.moved(g, {d: (None if d == dim else d if d < dim else d - 1) for d in range(rank)})
 
 
 def _unfold(ctx: RuleContext, node) -> Geometry:
@@ -192,7 +187,7 @@ def _im2col(ctx: RuleContext, node) -> Geometry:
     g = conv_geometry(ctx, node, src, kernel, _arg(ctx, node, 4, "stride"), _arg(ctx, node, 3, "padding"), _arg(ctx, node, 2, "dilation"))
     local = [g.dims[a] is not None and len(ctx.shape_of(src)) - g.dims[a] <= len(kernel) for a in range(ctx.naxes)]
     rank_out = len(ctx.output_shape(node))
-    return replace(g, dims=tuple(rank_out - 1 if loc else d for loc, d in zip(local, g.dims)),
+    return replace(g, dims=tuple(rank_out - 1 if loc else d for loc, d in zip(local, g.dims)), digits=(),
                    merged=tuple(loc or m for loc, m in zip(local, g.merged)), exact=tuple(e and not loc for loc, e in zip(local, g.exact)))
 
 
@@ -285,7 +280,7 @@ def _stack(ctx: RuleContext, node) -> Geometry:
     inputs = ctx.tensor_inputs(node)
     rank = len(ctx.output_shape(node))
     dim = _arg(ctx, node, 1, "dim", 0) % rank
-    g = combine_geometries(ctx, [_moved(ctx.spatial(node, s, {}), {d: (d if d < dim else d + 1) for d in range(rank - 1)}) for s in inputs])
+    g = combine_geometries(ctx, [ctx.moved(ctx.spatial(node, s, {}), {d: (d if d < dim else d + 1) for d in range(rank - 1)}) for s in inputs])
     picked = [any(ctx.records[s].geom.dims[a] is None and any(ctx.records[src].local(a) for src, _ in ctx.records[s].geom.links)
                   for s in inputs) for a in range(ctx.naxes)]
     return replace(g, exact=tuple(e and not p for e, p in zip(g.exact, picked)))

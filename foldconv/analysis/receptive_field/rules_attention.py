@@ -6,8 +6,9 @@ Exactness, per rule (``paper_notes/receptive_fields.md`` §7):
 
 - attention (SDPA, ``q @ k^T``, einsum contractions): *global* over the token axis; every query reads
   every key and value, so each output reads its own query's box and the whole of the axes the keys carry.
-  Exact where the token axis is one spatial axis (or already global); a token axis that is several spatial
-  axes flattened is a merged axis and stays a conservative whole-axis hull until it is mixed (then exact);
+  Exact where the token axis is one spatial axis (or already global), and where it holds several spatial axes
+  flattened with known digits (then only the digits in the token dim are read whole: a window's tokens read
+  their window); a merged axis whose digits are not known stays a conservative hull until it is mixed;
 - ``roll``: *exact* index map ``o -> (o - shift) mod n`` (:class:`~.geometry.Roll`); a window that wraps
   has the whole axis as its hull and two pieces as its support;
 - ``cat``/``split``/``chunk``/``unbind``/``tensor_split`` along a spatial axis: *exact* (each piece is a
@@ -28,15 +29,14 @@ Example (a cyclic shift after a conv: output column 0 reads the window of the la
 from __future__ import annotations
 
 import operator
-from dataclasses import replace
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .context import RuleContext
-from .geometry import Geometry, Local, Piece, Roll, Whole
+from .context import RuleContext, summed_exactly
+from .geometry import Digits, Geometry, Local, Piece, Roll, Whole, digit_map
 from .registry import register_rf_rule
 from .rules_tensor import getitem_geometry, mix_geometry
 from .trace import is_shape, no_rule
@@ -50,32 +50,35 @@ def combine_geometries(ctx: RuleContext, parts: Sequence[Geometry]) -> Geometry:
     A spatial axis sits on the output dim the first input puts it on; an input that puts the same axis on
     another output dim (the keys of ``q @ k^T``: rows follow the queries, columns the keys) is read whole
     along it, which is exact for the unit of a position (summed over every other dim, the key dim included).
+    Where the axis is merged with known digits, only the digits the input holds elsewhere are read whole.
     """
-    dims: List[Optional[int]] = [None] * ctx.naxes
-    merged, exact = [False] * ctx.naxes, [True] * ctx.naxes
-    for g in parts:
-        for a in range(ctx.naxes):
-            exact[a] = exact[a] and g.exact[a]
-            if dims[a] is None and g.dims[a] is not None:
-                dims[a], merged[a] = g.dims[a], g.merged[a]
-    for a in range(ctx.naxes):  # a part that reads the whole axis exactly makes the union exact
-        exact[a] = exact[a] or any(
-            g.dims[a] is None and g.exact[a] and ctx.records[g.links[0][0]].geom.dims[a] is not None for g in parts)
+    axes: List[tuple] = [(None, False, True, None)] * ctx.naxes
+    for a in range(ctx.naxes):
+        exact = all(g.exact[a] for g in parts)
+        # a part that reads the whole axis exactly makes the union exact
+        exact = exact or any(g.dims[a] is None and g.exact[a] and ctx.records[g.links[0][0]].geom.dims[a] is not None for g in parts)
+        first = next((g for g in parts if g.dims[a] is not None), None)
+        axes[a] = (first.dims[a], first.merged[a], exact, first.layout(a)) if first else (None, False, exact, None)
     links = []
     for g in parts:
         (src, maps), = g.links
         rec = ctx.records[src]
         new = list(maps)
         for a in range(ctx.naxes):
-            if g.dims[a] is not None and g.dims[a] != dims[a] and rec.local(a):
+            want, have = axes[a][3], g.layout(a)
+            if g.dims[a] is None or not rec.local(a) or (g.dims[a], g.merged[a], have) == (axes[a][0], axes[a][1], want):
+                continue
+            src_layout = ctx.layout_of(src, a)
+            if want is not None and have is not None and src_layout is not None and isinstance(maps[a], (Local, Digits, Whole)):
+                # the positions of this input's digits that the output also holds follow it; the others are read whole
+                source = tuple(want.index(dg) if dg in have and dg in want else None for dg in src_layout)
+                new[a] = digit_map([n for _, _, n in src_layout], source, [n for _, _, n in want])
+                if not summed_exactly(have, want):
+                    axes[a] = axes[a][:2] + (False,) + axes[a][3:]
+            else:
                 new[a] = Whole(rec.positions(a))
-        links.append((src, tuple(new)))
-    return Geometry(tuple(links), tuple(dims), tuple(merged), tuple(exact))
-
-
-def _moved(g: Geometry, dim_map: Dict[int, Optional[int]]) -> Geometry:
-    dims = tuple(None if d is None else dim_map.get(d) for d in g.dims)
-    return replace(g, dims=dims, merged=tuple(m and d is not None for m, d in zip(g.merged, dims)))
+        links.append((src, new))
+    return ctx.geometry(links, axes)
 
 
 def attention_geometry(ctx: RuleContext, node, q, k, v) -> Geometry:
@@ -131,7 +134,7 @@ def einsum_geometry(ctx: RuleContext, node, equation: str, operands: Sequence) -
             raise no_rule(node, f"einsum {equation!r} (a diagonal)")
         summed = [d for d, c in enumerate(term) if c not in rhs]
         g = ctx.spatial(node, src, {}, mixes=summed)
-        parts.append(_moved(g, {d: rhs.index(c) for d, c in enumerate(term) if c in rhs}))
+        parts.append(ctx.moved(g, {d: rhs.index(c) for d, c in enumerate(term) if c in rhs}))
     return combine_geometries(ctx, parts)
 
 
@@ -165,7 +168,7 @@ def _roll(ctx: RuleContext, node) -> Geometry:
 def _local_dim(ctx: RuleContext, src, dim: int) -> bool:
     rec = ctx.records[src]
     dim %= len(rec.shape)
-    return any(rec.local(a) and rec.geom.dims[a] == dim for a in range(ctx.naxes))
+    return any(rec.plain(a) and rec.geom.dims[a] == dim for a in range(ctx.naxes))
 
 
 def concat_rule(ctx: RuleContext, node) -> Geometry:
@@ -175,7 +178,7 @@ def concat_rule(ctx: RuleContext, node) -> Geometry:
     out_shape = ctx.output_shape(node)
     dim = ctx.arg(node, 1, "dim", 0) % len(out_shape)
     if not any(_local_dim(ctx, s, dim) and ctx.shape_of(s)[dim] < out_shape[dim] for s in inputs):
-        return ctx.pointwise(node, inputs)
+        return ctx.hull_digits(ctx.pointwise(node, inputs), dim)
     parts, offset = [], 0
     seq = ctx.arg(node, 0, "tensors")
     for item, value in zip(node.args[0] if node.args else node.kwargs["tensors"], seq):
@@ -209,7 +212,7 @@ def _split(ctx: RuleContext, node) -> Geometry:
     dim = _split_dim(ctx, node) % rank
     g = ctx.spatial(node, src, {})
     if node.target in ("unbind", torch.unbind):  # an element drops the dim (along a spatial dim: one position)
-        return _moved(g, {d: (d if d < dim else d - 1) for d in range(rank) if d != dim})
+        return ctx.moved(g, {d: (d if d < dim else d - 1) for d in range(rank) if d != dim})
     return g
 
 
@@ -226,7 +229,7 @@ def split_element(ctx: RuleContext, node, parent, index: int) -> Optional[Geomet
     pieces = ctx.values[parent]
     if parent.target in ("unbind", torch.unbind):
         g = ctx.spatial(node, src, {dim: Local(1, 0, -(index % len(pieces)))})
-        return _moved(g, {d: (None if d == dim else d if d < dim else d - 1) for d in range(rank)})
+        return ctx.moved(g, {d: (None if d == dim else d if d < dim else d - 1) for d in range(rank)})
     start = sum(p[dim] for p in pieces[: index % len(pieces)])
     return ctx.spatial(node, src, {dim: Local(1, 1, -start)} if start else {})
 
@@ -239,7 +242,7 @@ def _stack(ctx: RuleContext, node) -> Geometry:
             raise no_rule(node, "stacking the pieces of a spatial axis")
     rank = len(ctx.output_shape(node))
     dim = ctx.arg(node, 1, "dim", 0) % rank
-    parts = [_moved(ctx.spatial(node, s, {}), {d: (d if d < dim else d + 1) for d in range(rank - 1)}) for s in inputs]
+    parts = [ctx.moved(ctx.spatial(node, s, {}), {d: (d if d < dim else d + 1) for d in range(rank - 1)}) for s in inputs]
     return combine_geometries(ctx, parts)
 
 
@@ -259,7 +262,8 @@ def _getitem(ctx: RuleContext, node) -> Geometry:
     if piece is not None:
         return piece
     items, value = ctx.values[parent], ctx.values.get(node)
-    if isinstance(index, int) and is_shape(value) and isinstance(items, (tuple, list)) and items and tuple(value) != tuple(items[0]):
+    split = parent.op in ("call_function", "call_method") and parent.target in _SPLITTERS  # pieces of unequal sizes, off the grid
+    if not split and isinstance(index, int) and is_shape(value) and isinstance(items, (tuple, list)) and items and tuple(value) != tuple(items[0]):
         # another shape than the tuple's first tensor (the statistics of a norm, say): read whole, a conservative hull
         rec = ctx.records[parent]
         maps = tuple(Whole(rec.positions(a)) if rec.local(a) else Local(1, 1, 0) for a in range(ctx.naxes))

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .context import RuleContext
-from .geometry import IDENTITY, Geometry, Local, Regroup
+from .context import RuleContext, placed
+from .geometry import IDENTITY, Geometry, Local, Regroup, view_layout
 from .registry import register_rf_rule
 from .trace import UnsupportedOpError, no_rule
 
@@ -45,8 +45,7 @@ def reduce_geometry(ctx: RuleContext, node, src, dims, keepdim: bool) -> Geometr
     if keepdim:
         return g
     kept = [d for d in range(rank) if d not in dims]
-    remap = {d: k for k, d in enumerate(kept)}
-    return replace(g, dims=tuple(None if d is None else remap.get(d) for d in g.dims))
+    return ctx.moved(g, {d: k for k, d in enumerate(kept)})
 
 
 def _reshape_groups(a: Sequence[int], b: Sequence[int]):
@@ -73,7 +72,9 @@ def _reshape_groups(a: Sequence[int], b: Sequence[int]):
 
 
 def reshape_geometry(ctx: RuleContext, node, src) -> Geometry:
-    """``view``/``reshape``/``flatten``...: a dim that keeps its own group moves; others are merged."""
+    """``view``/``reshape``/``flatten``...: a re-indexing of the row-major order, so an axis whose positions
+    fall on whole digits of the new dims keeps them (exact, :func:`~.geometry.view_layout`); others are merged
+    (a conservative hull)."""
     in_shape, out_shape = ctx.shape_of(src), ctx.output_shape(node)
     dim_map: Dict[int, Optional[int]] = {}
     merge: List[int] = []
@@ -90,7 +91,17 @@ def reshape_geometry(ctx: RuleContext, node, src) -> Geometry:
             else:
                 dim_map[d] = (big_j or gj or [None])[0]
                 merge.append(d)
-    return ctx.relayout(node, src, dim_map, merge)
+    g = ctx.relayout(node, src, dim_map, merge)
+    axes, maps = [], list(g.links[0][1])
+    for a in range(ctx.naxes):
+        layout = ctx.layout_of(src, a)
+        moved = view_layout(layout, in_shape, out_shape) if layout is not None else None
+        if moved is None:
+            axes.append((g.dims[a], g.merged[a], g.exact[a], g.layout(a)))
+            continue
+        maps[a], *axis = placed(moved, out_shape, ctx.records[src].geom.exact[a])
+        axes.append(tuple(axis))
+    return ctx.geometry([(src, maps)], axes)
 
 
 def permute_geometry(ctx: RuleContext, node, src, perm: Sequence[int]) -> Geometry:
@@ -131,9 +142,7 @@ def getitem_geometry(ctx: RuleContext, node, src, index) -> Geometry:
             raise no_rule(node, f"advanced indexing with {type(x).__name__}")
     while d < len(shape):
         dim_map[d] = e; d += 1; e += 1  # noqa: E702
-    g = ctx.spatial(node, src, per)
-    dims = tuple(None if dd is None else dim_map.get(dd) for dd in g.dims)
-    return replace(g, dims=dims, merged=tuple(m and dd is not None for m, dd in zip(g.merged, dims)))
+    return ctx.moved(ctx.spatial(node, src, per), dim_map)
 
 
 def _parse_rearrange_side(side: str) -> List[List[str]]:
@@ -191,7 +200,11 @@ def rearrange_geometry(ctx: RuleContext, node, src, pattern: str, lengths: Dict[
     windows = ctx.spatial(node, src, per)
     relaid = ctx.relayout(node, src, dim_map, merge)
     maps = tuple(m2 if m2 is not IDENTITY else m1 for m1, m2 in zip(windows.links[0][1], relaid.links[0][1]))
-    return replace(relaid, links=((src, maps),))
+    # a window on the digits of a merged axis is a hull there (its known digits are not kept)
+    hulled = [relaid.layout(a) is not None and windows.layout(a) is None for a in range(ctx.naxes)]
+    digits = tuple(None if h else relaid.layout(a) for a, h in enumerate(hulled))
+    return replace(relaid, links=((src, maps),), digits=digits if any(d is not None for d in digits) else (),
+                   exact=tuple(e and w and not h for e, w, h in zip(relaid.exact, windows.exact, hulled)))
 
 
 def _shifted_window_attention(ctx: RuleContext, node) -> Geometry:

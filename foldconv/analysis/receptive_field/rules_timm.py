@@ -9,8 +9,10 @@ analysis calls it when ``timm`` is in ``sys.modules``). Exactness: the "same" co
 (TF's padding: ``max((ceil(n/s) - 1) s + (k - 1) d + 1 - n, 0)``, the smaller half on the left); GPSA
 (ConViT) and LiteMLA (EfficientViT) attend over every token, and a MobileViT block whose convs span its patch
 (or whose GroupNorm reads all positions, v2) reads every pixel: *global*, exact; EfficientViT-M's windows are
-fixed blocks of the map, so each output's window is exact (a space-to-depth block); the window reverses keep a
-window's merged axes *conservative* (whole-axis hull, ``exact=False``) exactly as the traced partitions do.
+fixed blocks of the map, so each output's window is exact (a space-to-depth block); the window reverses replay
+their views and permutes on the axes' digits (:func:`~.geometry.view_layout`), *exact* where the partitions kept
+them, and Twins' windows over tokens read the block ``o // ws`` of each axis, *exact* likewise; where the digits
+are not known, both are conservative whole-axis hulls (``exact=False``).
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from typing import Any, Tuple
 
 from torch import nn
 
-from .context import RuleContext
-from .geometry import Geometry, Local, Regroup
+from .context import RuleContext, placed
+from .geometry import IDENTITY, Geometry, Local, Regroup, view_layout
 from .registry import register_rf_rule
 from .rules_window import conv_geometry, per_axis, pool_geometry, resample_geometry
 from .trace import no_rule
@@ -94,15 +96,66 @@ def _mobilevit(ctx: RuleContext, node) -> Geometry:
     return _global(ctx, node)
 
 
+#: The views and permutes of timm's window and grid reverses: the windows' view (from the window shape
+#: ``(wh, ww)``, the map's ``(H, W)`` and ``C``) and the permute before the final view to the map.
+_REVERSES = {
+    "window_reverse": (lambda h, w, wh, ww, c: (-1, h // wh, w // ww, wh, ww, c), (0, 1, 3, 2, 4, 5)),
+    "grid_reverse": (lambda h, w, gh, gw, c: (-1, h // gh, w // gw, gh, gw, c), (0, 3, 1, 4, 2, 5)),
+    "window_reverse_nchw": (lambda h, w, wh, ww, c: (-1, h // wh, w // ww, c, wh, ww), (0, 3, 1, 4, 2, 5)),
+    "grid_reverse_nchw": (lambda h, w, gh, gw, c: (-1, h // gh, w // gw, c, gh, gw), (0, 3, 4, 1, 5, 2)),
+    "deblockify": None,
+}
+
+
+def _replayed(ctx: RuleContext, node, src, steps) -> Geometry:
+    """The geometry of a chain of views (a shape) and permutes (a tuple of dims) applied to ``src``: exact where
+    every axis's digits survive each step (:func:`~.geometry.view_layout`), else None."""
+    axes, shape0 = [], ctx.shape_of(src)
+    for a in range(ctx.naxes):
+        layout, shape = ctx.layout_of(src, a), shape0
+        if layout is None:
+            if ctx.records[src].geom.dims[a] is not None:
+                return None
+            axes.append((None, False, ctx.records[src].geom.exact[a], None))
+            continue
+        for kind, arg in steps:
+            if layout is None:
+                return None
+            if kind == "view":
+                arg = tuple(math.prod(shape) // -math.prod(arg) if n == -1 else n for n in arg)
+                layout, shape = view_layout(layout, shape, arg), arg
+            else:
+                layout, shape = tuple((arg.index(d), i, n) for d, i, n in layout), tuple(shape[d] for d in arg)
+        if layout is None:
+            return None
+        axes.append(placed(layout, shape, ctx.records[src].geom.exact[a])[1:])
+    return ctx.geometry([(src, [IDENTITY] * ctx.naxes)], axes)
+
+
 def _window_reverse(ctx: RuleContext, node) -> Geometry:
-    # windows (B*nW, wh, ww, C) back to the grid: merged axes stay merged (a conservative hull)
+    # windows (B*nW, wh, ww, C) back to the grid: the views and permutes the function does, replayed on the axes'
+    # digits (exact); where they are not known, merged axes stay merged (a conservative hull)
     src = ctx.first(node)
-    out = ctx.output_shape(node)
-    nchw = getattr(node.target, "__name__", "").endswith("_nchw")
+    out, shape = ctx.output_shape(node), ctx.shape_of(src)
+    name = getattr(node.target, "__name__", "")
+    nchw = name.endswith("_nchw")
+    if name == "deblockify":  # (B, T, N, C) -> (B, g, g, bs, bs, C) -> transpose(2, 3) -> (B, H, W, C)
+        g_, bs = math.isqrt(shape[1]), out[1] // max(math.isqrt(shape[1]), 1)
+        steps = [("view", (shape[0], g_, g_, bs, bs, shape[-1])), ("permute", (0, 1, 3, 2, 4, 5)), ("view", out)]
+    elif name in _REVERSES:
+        view, perm = _REVERSES[name]
+        h, w, c = (out[2], out[3], out[1]) if nchw else (out[1], out[2], out[3])
+        wh, ww = (shape[2], shape[3]) if nchw else (shape[1], shape[2])
+        steps = [("view", view(h, w, wh, ww, c)), ("permute", perm), ("view", out)]
+    else:
+        steps = None
+    exact = _replayed(ctx, node, src, steps) if steps and len(out) == 4 else None
+    if exact is not None:
+        return exact
     first = 2 if nchw or len(out) > 4 else 1
     g = ctx.spatial(node, src, {})
     dims = tuple(None if d is None else first + a for a, d in enumerate(g.dims))
-    return replace(g, dims=dims, merged=tuple(d is not None for d in dims), exact=tuple(e and d is None for e, d in zip(g.exact, dims)),
+    return replace(g, dims=dims, merged=tuple(d is not None for d in dims), digits=(), exact=tuple(e and d is None for e, d in zip(g.exact, dims)),
                    note="window reverse: conservative whole-axis hull")
 
 
@@ -151,10 +204,19 @@ def _local_window_attention(ctx: RuleContext, node) -> Geometry:
 
 
 def _windows_over_tokens(ctx: RuleContext, node) -> Geometry:
-    # Twins' locally grouped attention: windows of a (B, N, C) token sequence whose grid is merged into N; the
-    # merged axes stay merged, a conservative whole-axis hull (as traced window partitions are)
-    g = ctx.spatial(node, ctx.first(node), {})
-    return replace(g, exact=tuple(e and not m for e, m in zip(g.exact, g.merged)))
+    # Twins' locally grouped attention: ws x ws windows of a (B, N, C) token sequence whose grid is merged into N
+    # (the map zero-padded to whole windows): every token reads its window, the block o // ws of each axis,
+    # exact where the axes' digits are known; otherwise the merged axes stay a conservative whole-axis hull
+    m = ctx.module(node)
+    src = ctx.first(node)
+    g = ctx.spatial(node, src, {})
+    ws = getattr(m, "ws", None)
+    rec = ctx.records[src]
+    if isinstance(ws, int) and all(rec.geom.dims[a] is None or (g.layout(a) is not None and len({d for d, _, _ in g.layout(a)}) == 1)
+                                   for a in range(ctx.naxes)):
+        maps = tuple(Regroup(ws, ws) if g.layout(a) is not None else mp for a, mp in enumerate(g.links[0][1]))
+        return replace(g, links=((src, maps),))
+    return replace(g, exact=tuple(e and not mg for e, mg in zip(g.exact, g.merged)))
 
 
 def _tiny_vit_block(ctx: RuleContext, node) -> Geometry:

@@ -3,7 +3,8 @@
 
 Every stage is timed and may fail on its own: a failure is one line in ``errors`` (``stage: Type: message``)
 and the later stages that need it are skipped. A stage still running when the model's time limit
-(``time_limit_s``) expires is recorded as ``stage: timeout after N s``.
+(``time_limit_s``, in CPU seconds of the measuring process, so that a loaded machine times out no more models
+than an idle one) expires is recorded as ``stage: timeout after N s``.
 
 The float64 gradient check (:func:`~foldconv.analysis.receptive_field.check_receptive_field`) needs a real
 model (random weights on CPU) and a forward plus one backward per checked position; it is *affordable* when
@@ -158,26 +159,27 @@ class StageTimeout(Exception):
 
 @contextlib.contextmanager
 def time_limit(seconds: Optional[float]) -> Iterator[None]:
-    """Raise :class:`StageTimeout` in the main thread after ``seconds`` (SIGALRM; no limit elsewhere or for None).
+    """Raise :class:`StageTimeout` in the main thread after ``seconds`` of this process's CPU time (SIGPROF: a
+    loaded machine, which slows the wall clock, times nothing out early; no limit elsewhere or for None).
 
     Example:
         >>> with time_limit(5):
         ...     pass
     """
-    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGPROF"):
         yield
         return
 
     def expire(signum: int, frame: Any) -> None:
         raise StageTimeout(f"timeout after {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    previous = signal.signal(signal.SIGPROF, expire)
+    signal.setitimer(signal.ITIMER_PROF, float(seconds))
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def rf_blocker(exc: BaseException) -> str:

@@ -409,34 +409,39 @@ def test_timm_efficientvit_local_window_attention_reads_its_window(size):
 
 
 @pytest.mark.claim("RF-9")
-def test_timm_nest_deblockify_is_a_conservative_hull():
-    """NesT's deblockify puts blocks back on the grid: like the window reverses, a whole-axis hull (not exact)
-    that holds the gradient support."""
+def test_timm_nest_deblockify_is_exact():
+    """NesT's deblockify puts blocks back on the grid: the blockify views and permutes keep every axis's digits,
+    so the boxes stay exact, and every exact node agrees with the gradient support."""
     pytest.importorskip("timm")
     from timm.models.nest import Nest
 
     torch.manual_seed(0)
     net = Nest(img_size=16, in_chans=1, patch_size=2, num_levels=2, embed_dims=(4, 8), num_heads=(1, 1), depths=(1, 1),
                num_classes=3)
-    report = _check_all(net, (1, 1, 16, 16), nodes=["levels_0_pool", "deblockify", "levels_1_pool_conv", "deblockify_1"])
-    assert not report.nodes["deblockify"].exact and report.nodes["deblockify"].rf == (16, 16)
+    report = _check_all(net, (1, 1, 16, 16))
+    # attention inside 4 x 4-token blocks of 2 px patches: each output reads its 8 px block
+    assert report.nodes["deblockify"].exact and report.nodes["deblockify"].rf == (8, 8)
+    assert report.box("deblockify", (5, 2), clip=True) == ((8, 15), (0, 7))
     assert report.nodes["levels_0_pool"].exact and report.nodes["levels_0_pool"].rf == (2, 2)
+    assert report.output.exact
 
 
 @pytest.mark.claim("RF-9")
-def test_timm_twins_locally_grouped_attention_is_a_conservative_hull():
-    """Twins' windows over a token sequence: the grid stays merged into the tokens, a whole-axis hull (not
-    exact); the patch embedding before it stays exact and agrees with the gradient."""
+def test_timm_twins_locally_grouped_attention_is_exact():
+    """Twins' windows over a token sequence: each token reads its window (the block o // ws of each axis of the
+    grid merged into the tokens), exact; the nodes back on the grid agree with the gradient."""
     pytest.importorskip("timm")
     from timm.models.twins import Twins
 
     torch.manual_seed(0)
     net = Twins(img_size=16, patch_size=2, in_chans=1, num_classes=3, embed_dims=(4, 8), num_heads=(1, 1),
                 mlp_ratios=(1, 1), depths=(2, 1), sr_ratios=(2, 1), wss=(2, 2))
-    report = _check_all(net, (1, 1, 16, 16), nodes=["patch_embeds_0_proj"])
+    report = _check_all(net, (1, 1, 16, 16))
     attn = report.nodes["blocks_0_0_attn"]
-    assert attn.op == "LocallyGroupedAttn" and not attn.exact and attn.rf == (16, 16)
+    assert attn.op == "LocallyGroupedAttn" and attn.exact and attn.rf == (4, 4)
+    assert report.box("blocks_0_0_attn", (3, 0), clip=False) == ((4, 7), (0, 3))
     assert report.nodes["patch_embeds_0_proj"].exact and report.nodes["patch_embeds_0_proj"].rf == (2, 2)
+    assert report.nodes["view"].exact and report.nodes["view"].dims == (2, 3)
 
 
 @pytest.mark.claim("RF-9")

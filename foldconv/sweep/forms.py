@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ..check import Verdict
 from ..check.exact import EXACT_LIMIT, MAX_EXACT_RANGE, compare, false_equivalent_bound
 from ..errors import FoldError, fold_error
-from ..fold import FoldPlan, fold_weight, plan_fold
+from ..fold import FoldPlan, fold_weight, forget_plans, plan_fold
 from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 
@@ -309,6 +309,7 @@ def clear_caches() -> None:
     """
     _MAPS.clear()
     plan_or_none.cache_clear()
+    forget_plans()
 
 
 class SharedDraws:

@@ -438,7 +438,7 @@ def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = No
 
 def _build(plan: FoldPlan, conv: nn.Module) -> nn.Module:
     bias = None if conv.bias is None else conv.bias.detach()
-    module = plan.result.to_module(weight=_fold_tensor(conv.weight.detach(), plan), bias=bias)
+    module = plan.result.to_module(weight=_fold_tensor(conv.weight.detach(), plan), bias=bias, copy=False)
     module.train(conv.training)
     module.weight.requires_grad_(conv.weight.requires_grad)
     if conv.bias is not None:

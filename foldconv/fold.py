@@ -17,7 +17,7 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ __all__ = [
     "expand_groups",
     "expand_dilation",
     "fold_weight",
+    "folded_weight_slabs",
     "unfold_weight",
     "fold_conv",
     "unfold_conv",
@@ -355,11 +356,17 @@ _SLABS = 8
 
 def _fold_in_slabs(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
     """:func:`_fold_tensor` of a fold, in slabs of output channels (rows are independent in every step)."""
+    out = weight.new_empty(plan.result.weight_shape)
+    for first, last, slab in _slabs(weight, plan, max(1, -(-weight.shape[0] // _SLABS))):
+        out[first:last] = slab
+    return out
+
+
+def _slabs(weight: torch.Tensor, plan: FoldPlan, step: int) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """``(first, last, rows)``: the folded weight's output channels ``first:last``, ``step`` at a time."""
     source, fold, result = plan.source, plan.fold, plan.result
     groups, merged = source.groups, source.groups // result.groups
     rows, width = weight.shape[0] // groups, weight.shape[1]  # output channels and input channels per source group
-    out = weight.new_empty(result.weight_shape)
-    step = max(1, -(-weight.shape[0] // _SLABS))
     taps = (slice(None), slice(None)) + tuple(slice(None, None, d) for d in source.dilation)
     for first in range(0, weight.shape[0], step):
         last = min(weight.shape[0], first + step)
@@ -368,8 +375,30 @@ def _fold_in_slabs(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
             a, b = max(first, g * rows), min(last, (g + 1) * rows)
             column = (g % merged) * width  # the group's input channels within its merged group
             part[a - first:b - first, column:column + width][taps] = weight[a:b]
-        out[first:last] = depth_to_space(part, fold.r, fold.order, dims=source.dims)
-    return out
+        yield first, last, depth_to_space(part, fold.r, fold.order, dims=source.dims).contiguous()
+
+
+def folded_weight_slabs(
+    weight: torch.Tensor, r: FoldLike, order: Optional[Order] = None, *, groups: int = 1, dilation: IntOrTuple = 1, rows: int = 1,
+) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """:func:`fold_weight`'s weight a slab of ``rows`` output channels at a time, as ``(first, last, slab)``:
+    rows ``first:last`` of the folded weight. A conv whose folded weight is too large to hold at once runs
+    slab by slab (output channels are independent; for a folded conv with ``groups' > 1``, ``rows`` should be a
+    multiple of its output channels per group, so that a slab stays in one group).
+
+    Example:
+        >>> w = torch.randn(4, 8, 3, 3)
+        >>> whole = fold_weight(w, 2).weight
+        >>> [(a, b) for a, b, _ in folded_weight_slabs(w, 2, rows=3)]
+        [(0, 3), (3, 4)]
+        >>> torch.equal(torch.cat([s for _, _, s in folded_weight_slabs(w, 2, rows=3)]), whole)
+        True
+    """
+    spec = _weight_spec(weight, groups, dilation=dilation)
+    plan = plan_fold(spec, FoldSpec.coerce(r, spec.dims, order, param="r"))
+    rows = require_int(rows, "rows", 1)
+    require_numel((rows,) + tuple(plan.result.weight_shape[1:]), *_blame(plan))
+    return _slabs(weight, plan, rows)
 
 
 def _weight_spec(weight: Any, groups: Any, **fields: Any) -> ConvSpec:

@@ -4,6 +4,9 @@
     python benchmarks/table.py --quick         # fewer rounds and points: a dry run of the page, not figures to quote
     python benchmarks/table.py --out /tmp/b.md
 
+Sections between ``<!-- kept: name -->`` and ``<!-- /kept -->`` in the existing page (figures measured by other
+means, with their own date and load) are carried over unchanged.
+
 Runs each goal script of benchmarks/ in its own process (one after the other, never two at once), collects the
 rows of its "## Goals" table and its whole output, and writes them with the machine, the thread count and the
 load average before and after each script: on a shared machine the figures depend on it.
@@ -56,6 +59,17 @@ def harnessed() -> Tuple[List[str], List[str]]:
     return names, [n for n in names if "from harness import" in open(os.path.join(here, n)).read()]
 
 
+KEEP = re.compile(r"<!-- kept: [^>]* -->.*?<!-- /kept -->\n", re.S)
+
+
+def kept_sections(path: str) -> List[str]:
+    """Sections of the existing page between ``<!-- kept: name -->`` and ``<!-- /kept -->``: figures measured by
+    other means (a shard of the full sweep run by the app), carried over unchanged, each with its own date and load."""
+    if not os.path.exists(path):
+        return []
+    return [block for block in KEEP.findall(open(path).read())]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -98,6 +112,7 @@ def main(argv=None) -> int:
         f"| Benchmarks that can be believed: one harness for every script | {len(scripts)} scripts time through "
         f"benchmarks/harness.py: {', '.join(scripts)} | {'met' if scripts == every else 'missed: not ' + ', '.join(sorted(set(every) - set(scripts)))} | |",
         "",
+        *kept_sections(args.out),
         "## Outputs",
         "",
         *details,

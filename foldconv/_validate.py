@@ -74,7 +74,10 @@ CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    kind = type(value)
+    if kind is int:  # the common case first: the ABC check below costs ten times more
+        return True
+    return kind is not bool and isinstance(value, numbers.Integral)
 
 
 def require_int(value: Any, param: str, minimum: int) -> int:
@@ -111,6 +114,9 @@ def parse_factors(value: Any, param: str = "r") -> Any:
         >>> parse_factors("2x4"), parse_factors("3"), parse_factors(2), parse_factors([2, "1"])
         ((2, 4), 3, 2, (2, 1))
     """
+    kind = type(value)
+    if kind is int or (kind is tuple and not any(type(v) is str for v in value)):
+        return value  # already numbers (the hot path): per_axis_ints validates them
     if isinstance(value, str):
         text = value.strip().lower()
         try:
@@ -141,6 +147,11 @@ def per_axis_ints(value: IntOrTuple, dims: int, param: str, minimum: int) -> Tup
         >>> per_axis_ints(1, 3, "stride", 1), per_axis_ints((0, 2), 2, "padding", 0)
         ((1, 1, 1), (0, 2))
     """
+    kind = type(value)
+    if kind is int and value >= minimum:  # the hot paths: a plain int, or a tuple of plain ints, per axis
+        return (value,) * dims
+    if kind is tuple and len(value) == dims and all(type(v) is int and v >= minimum for v in value):
+        return value
     if isinstance(value, (bool, torch.Tensor)):
         raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")
     if isinstance(value, numbers.Integral):

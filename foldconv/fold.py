@@ -13,12 +13,12 @@ only as a zero-filled dense kernel; padding modes "zeros" and "circular" commute
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
-import einops
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -29,6 +29,7 @@ from .layout import IntOrTuple, Order, depth_to_space, space_to_depth
 from .specs import ConvSpec, FoldSpec
 
 __all__ = [
+    "forget_plans",
     "FoldPlan",
     "FoldedWeight",
     "plan_fold",
@@ -39,6 +40,7 @@ __all__ = [
     "expand_groups",
     "expand_dilation",
     "fold_weight",
+    "folded_weight_slabs",
     "unfold_weight",
     "fold_conv",
     "unfold_conv",
@@ -181,7 +183,23 @@ def plan_fold(spec: ConvSpec, fold: FoldLike) -> FoldPlan:
         >>> plan_fold(ConvSpec.make(2, 32, 32, 3, padding=1, groups=32), 2).result.groups
         8
     """
-    spec, fold = _spec_and_fold(spec, fold)
+    return _plan_fold(*_spec_and_fold(spec, fold))
+
+
+def forget_plans() -> None:
+    """Forget the remembered fold plans (:func:`plan_fold` remembers the last 4,096): a cold start, as a
+    benchmark round should time.
+
+    Example:
+        >>> forget_plans()
+    """
+    _plan_fold.cache_clear()
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan_fold(spec: ConvSpec, fold: FoldSpec) -> FoldPlan:
+    """:func:`plan_fold` of validated specs, remembered: specs and plans are frozen values, and a checker or a
+    sweep plans the same conv and fold again and again (a FoldError is raised again, not remembered)."""
     _check_mode(spec, fold)
     groups = folded_groups(spec.in_channels, spec.groups, fold)
     notes = []
@@ -258,11 +276,14 @@ def _merge_groups(weight: torch.Tensor, groups: int, new_groups: int) -> torch.T
     m = groups // new_groups
     if m == 1:
         return weight
-    blocks = einops.rearrange(weight, "(j g o) c ... -> j g o c ...", j=new_groups, g=m)
-    eye = torch.eye(m, device=weight.device).to(weight.dtype)  # torch < 2.2 has no bfloat16/half eye on CPU
-    # Within merged group j, block (g, h) is blocks[j, g] when g == h and zero elsewhere.
-    merged = torch.einsum("jgoc...,gh->jgohc...", blocks, eye)
-    return einops.rearrange(merged, "j g o h c ... -> (j g o) (h c) ...")
+    out, width = weight.shape[0] // groups, weight.shape[1]
+    rest = tuple(weight.shape[2:])
+    blocks = weight.reshape((new_groups, m, out, width) + rest)
+    # Within merged group j, block (g, h) is blocks[j, g] when g == h and zero elsewhere: written through the
+    # (g, h) diagonal of a zero tensor (a copy, no multiplication by an identity).
+    merged = weight.new_zeros((new_groups, m, out, m, width) + rest)
+    merged.diagonal(dim1=1, dim2=3).copy_(blocks.movedim(1, -1))
+    return merged.reshape((weight.shape[0], m * width) + rest)
 
 
 def expand_groups(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -312,6 +333,8 @@ def _fold_tensor(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
     """The new weight of a plan, checked against MAX_KERNEL_ELEMENTS before anything is allocated."""
     source, fold, result = plan.source, plan.fold, plan.result
     require_numel(result.weight_shape, *_blame(plan))
+    if plan.direction == "fold" and math.prod(result.weight_shape) > CHUNKED_FOLD_ELEMENTS:
+        return _fold_in_slabs(weight, plan)
     if plan.direction == "fold":
         w = _merge_groups(expand_dilation(weight, source.dilation), source.groups, result.groups)
         w = depth_to_space(w, fold.r, fold.order, dims=source.dims)
@@ -321,6 +344,61 @@ def _fold_tensor(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
     # Contiguous on purpose: einops may return a strided view, and torch 2.14's CPU bfloat16 conv corrupts
     # the heap on some non-contiguous weights (see paper_notes/where_it_fails.md, "environment").
     return w.contiguous()
+
+
+#: Folded weights above this many elements are built a slab of output channels at a time, straight into the
+#: result: the dilation's zero-filled kernel, the merged groups' block-diagonal weight and ``depth_to_space``'s
+#: copy then cost an eighth of the result each, not a whole result each (a depthwise 3-D conv folded by 4
+#: in a non-channel-major order: 410 MB of folded weight, 825 MB more at its peak in one piece).
+CHUNKED_FOLD_ELEMENTS = 1 << 22
+_SLABS = 8
+
+
+def _fold_in_slabs(weight: torch.Tensor, plan: FoldPlan) -> torch.Tensor:
+    """:func:`_fold_tensor` of a fold, in slabs of output channels (rows are independent in every step)."""
+    out = weight.new_empty(plan.result.weight_shape)
+    for first, last, slab in _slabs(weight, plan, max(1, -(-weight.shape[0] // _SLABS))):
+        out[first:last] = slab
+    return out
+
+
+def _slabs(weight: torch.Tensor, plan: FoldPlan, step: int) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """``(first, last, rows)``: the folded weight's output channels ``first:last``, ``step`` at a time."""
+    source, fold, result = plan.source, plan.fold, plan.result
+    groups, merged = source.groups, source.groups // result.groups
+    rows, width = weight.shape[0] // groups, weight.shape[1]  # output channels and input channels per source group
+    taps = (slice(None), slice(None)) + tuple(slice(None, None, d) for d in source.dilation)
+    for first in range(0, weight.shape[0], step):
+        last = min(weight.shape[0], first + step)
+        part = weight.new_zeros((last - first, merged * width) + tuple(source.effective_kernel))
+        for g in range(first // rows, -(-last // rows)):  # the source groups whose rows meet the slab
+            a, b = max(first, g * rows), min(last, (g + 1) * rows)
+            column = (g % merged) * width  # the group's input channels within its merged group
+            part[a - first:b - first, column:column + width][taps] = weight[a:b]
+        yield first, last, depth_to_space(part, fold.r, fold.order, dims=source.dims).contiguous()
+
+
+def folded_weight_slabs(
+    weight: torch.Tensor, r: FoldLike, order: Optional[Order] = None, *, groups: int = 1, dilation: IntOrTuple = 1, rows: int = 1,
+) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """:func:`fold_weight`'s weight a slab of ``rows`` output channels at a time, as ``(first, last, slab)``:
+    rows ``first:last`` of the folded weight. A conv whose folded weight is too large to hold at once runs
+    slab by slab (output channels are independent; for a folded conv with ``groups' > 1``, ``rows`` should be a
+    multiple of its output channels per group, so that a slab stays in one group).
+
+    Example:
+        >>> w = torch.randn(4, 8, 3, 3)
+        >>> whole = fold_weight(w, 2).weight
+        >>> [(a, b) for a, b, _ in folded_weight_slabs(w, 2, rows=3)]
+        [(0, 3), (3, 4)]
+        >>> torch.equal(torch.cat([s for _, _, s in folded_weight_slabs(w, 2, rows=3)]), whole)
+        True
+    """
+    spec = _weight_spec(weight, groups, dilation=dilation)
+    plan = plan_fold(spec, FoldSpec.coerce(r, spec.dims, order, param="r"))
+    rows = require_int(rows, "rows", 1)
+    require_numel((rows,) + tuple(plan.result.weight_shape[1:]), *_blame(plan))
+    return _slabs(weight, plan, rows)
 
 
 def _weight_spec(weight: Any, groups: Any, **fields: Any) -> ConvSpec:
@@ -389,7 +467,7 @@ def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = No
 
 def _build(plan: FoldPlan, conv: nn.Module) -> nn.Module:
     bias = None if conv.bias is None else conv.bias.detach()
-    module = plan.result.to_module(weight=_fold_tensor(conv.weight.detach(), plan), bias=bias)
+    module = plan.result.to_module(weight=_fold_tensor(conv.weight.detach(), plan), bias=bias, copy=False)
     module.train(conv.training)
     module.weight.requires_grad_(conv.weight.requires_grad)
     if conv.bias is not None:

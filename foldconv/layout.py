@@ -181,21 +181,35 @@ def _plan(shape: Tuple[int, ...], names: Tuple[str, ...], rs: Tuple[int, ...], d
     calls and the copy, not a pattern lookup. The einops pattern stays the specification: tests/core/test_layout.py
     checks the plan against ``einops.rearrange`` bit for bit, for every order.
     """
-    factors = FACTOR_NAMES[dims]
-    if to_space or tuple(n for n in names if n != "c") == factors or max(rs) < 16:
-        return (_step(shape, names, rs, dims, to_space),)
-    # A space-to-depth whose factors leave axis order (YOLOv5's "rw rh c") walks the whole input once per value
-    # of the outer factor in a single pass and thrashes the cache at large r (0.8x pixel_unshuffle at r=16;
-    # 4x at r=8, where one pass still wins). Folding in axis order first and then exchanging whole (H, W) planes
-    # is two fast copies (1.6x at r=16; benchmarks/layout.py).
-    ordered = ("c",) + factors
-    first = _step(shape, ordered, rs, dims, False)
-    out = first[2]
-    nb = len(out) - dims - 1
-    sizes = {"c": out[nb] // math.prod(rs), **dict(zip(factors, rs))}
-    split = out[:nb] + tuple(sizes[n] for n in ordered) + out[nb + 1:]
-    perm = tuple(range(nb)) + tuple(nb + ordered.index(n) for n in names) + tuple(range(nb + dims + 1, len(split)))
-    return first, (split, perm, out)
+    return (_step(shape, names, rs, dims, to_space),)
+
+
+#: A 2-D space_to_depth with its channel axis after a factor ("rh rw c", "rw c rh", ...) copies tensors from this
+#: many bytes up in tiles of :data:`TILE_BYTES` of input, when a factor is 8 or more.
+TILED_COPY_BYTES = 4 << 20
+TILE_BYTES = 256 << 10
+
+
+def _tiled(x: torch.Tensor, step: Step, names: Tuple[str, ...], rs: Tuple[int, ...]) -> torch.Tensor:
+    """One space_to_depth step copied a tile of (channels, output rows) at a time.
+
+    In one pass, every value of the factors before ``c`` walks all channels' rows again (0.8x pixel_unshuffle at
+    r = 16 for "rw rh c": the rows no longer fit in the cache between the walks); a tile's rows do, so each is
+    read from memory once (benchmarks/layout.py)."""
+    view, perm, out = step
+    src = x.reshape(view).permute(perm)
+    y = torch.empty(src.shape, dtype=x.dtype, device=x.device)
+    nb = len(view) - 5  # batch axes; then c, h, rh, w, rw
+    c_axis, h_axis = nb + names.index("c"), nb + 3
+    channels, rows = src.shape[c_axis], src.shape[h_axis]
+    per = max(1, TILE_BYTES // (rs[0] * x.shape[-1] * x.element_size()))  # (channel, output row) pairs per tile
+    cc = min(channels, per)
+    hc = max(1, min(rows, per // cc))
+    for c in range(0, channels, cc):
+        for h in range(0, rows, hc):
+            n, m = min(cc, channels - c), min(hc, rows - h)
+            y.narrow(c_axis, c, n).narrow(h_axis, h, m).copy_(src.narrow(c_axis, c, n).narrow(h_axis, h, m))
+    return y.reshape(out)
 
 
 def _rearrange(x: torch.Tensor, names: Tuple[str, ...], rs: Tuple[int, ...], dims: int, *, to_space: bool) -> torch.Tensor:
@@ -204,6 +218,9 @@ def _rearrange(x: torch.Tensor, names: Tuple[str, ...], rs: Tuple[int, ...], dim
             steps = _plan(tuple(x.shape), names, rs, dims, to_space)
         except TypeError:  # symbolic sizes (torch.compile) are not hashable
             steps = ()
+        if (steps and not to_space and dims == 2 and names[0] != "c" and max(rs) >= 8
+                and x.numel() * x.element_size() >= TILED_COPY_BYTES):
+            return _tiled(x, steps[0], names, rs)
         for view, perm, out in steps:
             x = x.reshape(view).permute(perm).reshape(out)
         if steps:

@@ -59,6 +59,10 @@ def conv_class(dims: int) -> type:
 _PER_AXIS = (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1))
 
 
+def _no_initialisation() -> None:
+    """What ``reset_parameters`` does for a module whose parameters are replaced at once."""
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """Hyper-parameters of an N-d convolution (no weights). Per-axis values are tuples after validation.
@@ -170,9 +174,12 @@ class ConvSpec:
         *,
         weight: Optional[torch.Tensor] = None,
         bias: Optional[torch.Tensor] = None,
+        copy: bool = True,
     ) -> nn.Module:
         """Build an ``nn.ConvNd`` with this spec, randomly initialised or loaded with ``weight`` (and ``bias``:
         None keeps the random one) whose dtype and device it then takes; refuses weights above MAX_KERNEL_ELEMENTS.
+        The module owns copies of ``weight`` and ``bias``; ``copy=False`` hands it ``weight`` itself (a tensor
+        the caller has just built and keeps no other use for, e.g. a folded weight).
 
         Example:
             >>> ConvSpec.make(2, 4, 8, 3, groups=2).to_module().weight.shape
@@ -188,10 +195,10 @@ class ConvSpec:
             raise fold_error("weight", tuple(weight.shape), f"must have the spec's weight shape {self.weight_shape}")
         if bias is not None and (not self.bias or tuple(bias.shape) != (self.out_channels,)):
             raise fold_error("bias", tuple(bias.shape), f"must be None or of shape ({self.out_channels},) with spec.bias=True")
-        # Built on meta, so no random initialisation is spent on a weight that is replaced at once (it was half of
-        # fold_conv's build time); the module owns copies, as a built-then-copied module did.
-        module = self._build(weight.dtype, "meta")
-        module.weight = nn.Parameter(weight.detach().clone(), requires_grad=True)
+        # Built on meta without reset_parameters, so no random initialisation is spent on a weight that is replaced
+        # at once (torch's meta init alone cost more than fold_weight on a 64-channel conv).
+        module = self._build(weight.dtype, "meta", initialise=False)
+        module.weight = nn.Parameter(weight.detach().clone() if copy else weight.detach(), requires_grad=True)
         if self.bias:
             if bias is None:  # keep a freshly initialised bias, drawn as nn.ConvNd.reset_parameters draws it
                 bias = torch.empty(self.out_channels, dtype=weight.dtype, device=weight.device)
@@ -200,20 +207,19 @@ class ConvSpec:
             module.bias = nn.Parameter(bias.detach().to(weight.dtype).clone(), requires_grad=True)
         return module
 
-    def _build(self, dtype: Optional[torch.dtype], device: Union[str, torch.device, None]) -> nn.Module:
-        return conv_class(self.dims)(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            bias=self.bias,
-            padding_mode=self.padding_mode,
-            dtype=dtype,
-            device=device,
-        )
+    def _build(self, dtype: Optional[torch.dtype], device: Union[str, torch.device, None], *, initialise: bool = True) -> nn.Module:
+        cls = conv_class(self.dims)
+        module = cls.__new__(cls)
+        if not initialise:  # an instance attribute shadows the method while __init__ runs, then goes
+            object.__setattr__(module, "reset_parameters", _no_initialisation)
+        try:
+            cls.__init__(
+                module, self.in_channels, self.out_channels, self.kernel_size, stride=self.stride, padding=self.padding,
+                dilation=self.dilation, groups=self.groups, bias=self.bias, padding_mode=self.padding_mode, dtype=dtype, device=device,
+            )
+        finally:
+            module.__dict__.pop("reset_parameters", None)
+        return module
 
     def replace(self, **changes: Any) -> ConvSpec:
         """A copy with some fields changed, re-validated.

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import foldconv.fold as fold_module
 from foldconv import (
     ConvSpec,
     FoldError,
@@ -436,3 +437,27 @@ def test_fold_conv_spends_no_random_initialisation_on_the_weight_it_replaces():
     big = fold_conv(conv, 4)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert big.weight.data_ptr() != conv.weight.data_ptr() and big.weight.requires_grad
+
+
+@given(
+    st.integers(1, 3), st.integers(1, 3), st.sampled_from(["crd", "dcr", "focus"]), st.sampled_from([1, 2, 4, 0]),
+    st.integers(1, 3), st.integers(1, 2), st.integers(1, 3),
+)
+def test_a_large_fold_built_in_slabs_equals_the_fold_in_one_piece(dims, r, order, g, dilation, multiple, kernel):
+    # Large folded weights are built a slab of output channels at a time (bounded memory): entry for entry the
+    # same weight as the one-piece route (a threshold of 0 sends every fold through the slabs).
+    cin = multiple * r ** dims * (g or 1)
+    groups = g or cin
+    gen = torch.Generator().manual_seed(dims * 100 + r * 10 + kernel)
+    w = torch.randint(-7, 8, (2 * groups, cin // groups) + (kernel,) * dims, generator=gen).double()
+    whole = fold_weight(w, r, order, groups=groups, dilation=dilation)
+    original = fold_module.CHUNKED_FOLD_ELEMENTS
+    try:
+        fold_module.CHUNKED_FOLD_ELEMENTS = 0
+        slabs = fold_weight(w, r, order, groups=groups, dilation=dilation)
+        assert torch.equal(slabs.weight, whole.weight) and slabs.groups == whole.groups and slabs.weight.is_contiguous()
+        mutated = w.clone()
+        mutated.view(-1)[-1] += 1  # a changed source entry must show in the slab-built weight
+        assert not torch.equal(fold_weight(mutated, r, order, groups=groups, dilation=dilation).weight, whole.weight)
+    finally:
+        fold_module.CHUNKED_FOLD_ELEMENTS = original

@@ -186,15 +186,19 @@ def test_cached_view_plan_is_the_einops_pattern(case):
 
 
 @pytest.mark.claim("LAYOUT-2")
-@pytest.mark.parametrize("order", ["focus", "rw c rh", "c rw rh", "dcr"])
-def test_large_factor_space_to_depth_in_two_copies_is_the_einops_pattern(order):
-    # r >= 16 with the factors out of axis order takes the two-copy route (fold in axis order, then exchange
-    # whole planes): it must be the same map.
+@pytest.mark.parametrize("order", ["focus", "rw c rh", "c rw rh", "dcr", "rh c rw", "crd"])
+@pytest.mark.parametrize("r", [(8, 8), (16, 16), (8, 16)])
+def test_large_factor_space_to_depth_in_tiles_is_the_einops_pattern(order, r, monkeypatch):
+    # Large 2-D tensors with the channel axis after a factor are copied in tiles of (channels, output rows):
+    # the same map, tile seams included (thresholds lowered so that a small tensor takes many tiles).
     import einops
 
-    r = (16, 16)
-    y = torch.randn(1, 3, 32, 48)
+    import foldconv.layout as layout_module
+
+    monkeypatch.setattr(layout_module, "TILED_COPY_BYTES", 0)
+    monkeypatch.setattr(layout_module, "TILE_BYTES", 3 * 16 * 48 * 4)
+    y = torch.randn(2, 5, 3 * r[0], 3 * r[1])
     names = tuple(normalize_order(order, 2))
-    expected = einops.rearrange(y, _einops_pattern(names, 2, False), rh=16, rw=16)
+    expected = einops.rearrange(y, _einops_pattern(names, 2, False), rh=r[0], rw=r[1])
     assert torch.equal(space_to_depth(y, r, order), expected)
     assert torch.equal(depth_to_space(expected, r, order), y)

@@ -183,3 +183,31 @@ def test_bfloat16_errors_match_the_rounded_float32_computation():
     fw = fold_weight(w.bfloat16().float(), 2)
     by_hand = F.conv2d(depth_to_space(x.bfloat16().float(), 2), fw.weight, b.bfloat16().float(), 2, 2).bfloat16()
     assert out.dtype is torch.bfloat16 and torch.equal(out, by_hand)
+
+
+@pytest.mark.parametrize("order", ["dcr", "focus"])
+def test_a_large_dense_folded_conv_in_slabs_equals_the_whole(order, monkeypatch):
+    """Above SLAB_WEIGHT_ELEMENTS the library's dense folded conv runs a slab of output channels at a time: the
+    same verdicts, the same low-precision outputs; a weight entry dropped from one slab is caught."""
+    spec, fold = ConvSpec.make(2, 8, 6, 3, padding=1, groups=2), FoldSpec.make(2, order)  # groups merge: a dense fold
+    shared = SharedDraws(spec, (5, 5), batch=2, seed=3)
+    whole = FoldForms(spec, fold, (5, 5), maps=MapCache())
+    assert whole.plan.groups == 1
+    w, b, x = shared.draws[0]
+    expected = whole.conditioned(x, w, b)
+    monkeypatch.setattr(forms, "SLAB_WEIGHT_ELEMENTS", 0)
+    sliced = FoldForms(spec, fold, (5, 5), maps=MapCache())
+    assert torch.equal(sliced.conditioned(x, w, b), expected)
+    assert shared.verdict(sliced.conditioned) is Verdict.EQUIVALENT
+    assert torch.equal(sliced.conditioned(x.bfloat16(), w.bfloat16(), b.bfloat16()), whole.conditioned(x.bfloat16(), w.bfloat16(), b.bfloat16()))
+    real = forms.folded_weight_slabs
+
+    def dropping(*args, **kwargs):
+        for i, (first, last, slab) in enumerate(real(*args, **kwargs)):
+            if i == 1:
+                slab = slab.clone()
+                slab.view(-1)[slab.view(-1).nonzero()[0]] = 0
+            yield first, last, slab
+
+    monkeypatch.setattr(forms, "folded_weight_slabs", dropping)
+    assert shared.verdict(sliced.conditioned) is Verdict.NOT_EQUIVALENT

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from ...errors import fold_error
 from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor, iter_points, point_row, run_point, single_thread
-from ...sweep.cost import BLOCK, CostModel, calibration, shard
+from ...sweep.cost import BLOCK, CostModel, calibration, in_shard
 from ..app import ClaimFailed
 from ..io import RowLog, duration, progress_bar, status, write_csv, write_index
 from .aggregate import multirun_results, write_merged
@@ -164,7 +164,7 @@ def run_sweep_app(
     out = Path(out)
     start = time.perf_counter()
     override = [config.fold.r] if config.fold.r is not None else None
-    pts = shard(iter_points(config.grid, override), config.shard.index, config.shard.count)
+    pts = list(iter_points(config.grid, override, select=in_shard(config.shard.index, config.shard.count)))
     cols = columns(config.dtypes)
     stats = IsolatedRun()
     with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config), param="hydra.run.dir") as rows_log:
@@ -212,10 +212,11 @@ def run_sweep_app(
 
 
 def _fit(timed: List[Tuple[Point, Optional[float]]]) -> CostModel:
-    """The cost model of the calibration rows, a block of consecutive rows at a time (crashed points left out)."""
+    """The cost model of the calibration rows, a block of consecutive rows at a time (crashed points left out,
+    and the first point, whose time holds the worker's one-time warm-up: already in the elapsed time)."""
     blocks, current, seconds = [], [], 0.0
-    for p, s in timed:
-        if s is None:
+    for i, (p, s) in enumerate(timed):
+        if s is None or i == 0:
             continue
         current.append(p)
         seconds += s

@@ -341,6 +341,8 @@ class TrainingCheck:
         counts = f"parameters {self.parameters[0]:,} -> {self.parameters[1]:,}, trainable {self.trainable[0]:,} -> {self.trainable[1]:,}"
         if self.same:
             return f"trains the same (gradients equal after one step, {'exact' if self.exact else 'float64'}; {counts})"
+        if self.reason.startswith("not determined"):
+            return f"training NOT DETERMINED ({self.reason}; {counts})"
         return f"trains DIFFERENTLY ({self.reason}; {counts})"
 
 
@@ -394,26 +396,42 @@ def check_training(model: nn.Module, build: Build, input_shape: Sequence[int], *
         >>> padded.same, padded.differing  # the 3x3 kernel padded to 4x4: its zero taps get gradients
         (False, ('0.conv.weight',))
     """
-    old = _integers(copy.deepcopy(model).to(torch.float64).eval(), seed)
+    own = copy.deepcopy(model).to(torch.float64).eval()
+    old = _integers(copy.deepcopy(own), seed)
     try:
         new = build(copy.deepcopy(old)).eval()
     except FoldError:  # the rewrite holds for the model's own weights only
-        old = copy.deepcopy(model).to(torch.float64).eval()
+        old = own
         new = build(copy.deepcopy(old)).eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(-3, 4, tuple(input_shape), generator=gen).to(torch.float64).to(module_device(old))
     counts = (_counts(old), _counts(new))
     parameters, trainable = (counts[0][0], counts[1][0]), (counts[0][1], counts[1][1])
-    old_grads, weights = _grads(old, x, None, seed)
-    new_grads, _ = _grads(new, x, weights, seed)
-    holding = copy.deepcopy(old)
-    with torch.no_grad():
-        for (name, p) in holding.named_parameters():
-            p.copy_(old_grads[name])
-    try:
-        mapped = dict(build(holding).named_parameters())
-    except FoldError as err:
-        return TrainingCheck(False, False, (), parameters, trainable, f"the gradient leaves the weights the rewrite holds for: {first_line(err)}")
+    while True:
+        old_grads, weights = _grads(old, x, None, seed)
+        new_grads, _ = _grads(new, x, weights, seed)
+        holding = copy.deepcopy(old)
+        with torch.no_grad():
+            for (name, p) in holding.named_parameters():
+                p.copy_(old_grads[name])
+        try:
+            mapped = dict(build(holding).named_parameters())
+        except FoldError as err:
+            return TrainingCheck(False, False, (), parameters, trainable, f"the gradient leaves the weights the rewrite holds for: {first_line(err)}")
+        # A parameter whose gradient is zero on both sides proves nothing: integer weights saturate a deep model
+        # (ReLU6 clamps every unit below the head), and zero equals zero whatever the rewrite did to the taps.
+        silent = [name for name, p in new.named_parameters() if p.requires_grad and not new_grads[name].any()
+                  and (mapped.get(name) is None or not mapped[name].detach().any())]
+        if not silent:
+            break
+        if old is not own:  # the model's own weights keep it in its working range
+            old = own
+            new = build(copy.deepcopy(old)).eval()
+            continue
+        return TrainingCheck(False, False, tuple(silent), parameters, trainable,
+                             f"not determined: no gradient reaches {silent[0]}"
+                             + (f" and {len(silent) - 1} more parameter(s)" if len(silent) > 1 else "")
+                             + " on the check's input")
     exact = all(bool((g == g.round()).all()) for g in list(old_grads.values()) + list(new_grads.values()))
     differing, first = [], ""
     for name, grad in new_grads.items():

@@ -417,3 +417,15 @@ def test_a_stage_fold_that_folds_no_layer_is_not_applied():
     (site,) = [s for s in report.sites if s.location == "1"]
     assert not site.applied and "folds no layer of stage '1'" in site.reason and "multiple of prod(r)=4" in site.reason, site.reason
     assert report.ok and isinstance(new[1], nn.Sequential) and isinstance(new[1][1], nn.BatchNorm2d)
+
+
+def test_a_model_saturated_by_integer_weights_is_not_called_trains_the_same():
+    """MobileNetV2 on integer weights: ReLU6 clamps every unit below the head, so the rewritten stem's gradient is
+    zero on both sides and zero equals zero. The check must not call that training the same: the padded 3x3 -> 4x4
+    kernel's zero taps do get gradients on the model's own weights."""
+    import torchvision
+
+    torch.manual_seed(0)
+    _, report = rewrite(torchvision.models.mobilenet_v2(), (1, 3, 32, 32), rules=["strided_to_spd"])
+    assert not any(site.trains_same for site in report.sites)
+    assert not report.training.same and "trains DIFFERENTLY" in report.training.describe(), report.training.describe()

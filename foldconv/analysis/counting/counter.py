@@ -67,7 +67,7 @@ from .inputs import (
     tensor_attributes,
 )
 from .memory import LiveBytes, owned_tensors
-from .ops import Handle, OpInfo, bind_inputs, costs_for_call, first_tensor, op_info
+from .ops import OP_COSTS, Handle, OpInfo, bind_inputs, first_tensor, op_info
 from .report import CountReport, LayerCount, UnsupportedOp
 
 __all__ = ["count", "normalize_input_shapes", "ShapeLike"]
@@ -423,7 +423,7 @@ def count(
     if not isinstance(backward, bool):
         raise fold_error("backward", backward, "must be True or False")
     validate_fallback(fallback)
-    costs = costs_for_call(op_costs)
+    costs = OP_COSTS.with_overrides(op_costs)
     if name is not None and not isinstance(name, str):
         raise fold_error("name", name, "must be a string (the model's label) or None")
     if input_shape is not None:

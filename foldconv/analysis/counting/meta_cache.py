@@ -743,6 +743,10 @@ _KNOWN = {
 def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optional[OpInfo] = None, *, cache: bool = True) -> Any:
     """``func(*args, **kwargs)``, or the same result rebuilt from memory (meta tensors only; see above).
 
+    A result met before with the same argument signature is rebuilt from its recipe at once (a model counted
+    again, a recurrent layer's time steps); otherwise the formulas and known rules, then the class recipes,
+    then the kernel, and the result's recipe is remembered.
+
     Example:
         >>> x = torch.empty(3, 4, device="meta")
         >>> call(torch.ops.aten.mm.default, (x, x.t()), {}).shape
@@ -751,6 +755,30 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
     info = info or op_info(func)
     if not (cache and info.cacheable):
         return func(*args, **kwargs)
+    try:
+        arg_sigs: Optional[Tuple[Any, ...]] = tuple(_sig(a) for a in args)
+        key = (func, arg_sigs, tuple((k, _sig(v)) for k, v in kwargs.items()) if kwargs else ())
+    except _NoCache:
+        arg_sigs = key = None
+    if key is not None:
+        recipe = _EXACT.get(key)
+        if recipe is not None:
+            return _rebuild(recipe, args)
+    out = _by_rule(func, info, args, kwargs)
+    if out is _NO_RULE:
+        return _by_kernel(func, info, args, kwargs, arg_sigs, key)
+    if key is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
+        recipe = _recipe(info, args, arg_sigs, out)
+        if recipe is not None:
+            _EXACT[key] = recipe
+    return out
+
+
+_NO_RULE = object()
+
+
+def _by_rule(func: Any, info: OpInfo, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """The result from a formula, a known rule or a stored class recipe, or :data:`_NO_RULE`."""
     if func in _FORMULAS:
         return _by_formula(func, args, kwargs)
     if _known_in_place(info.name, args, kwargs):
@@ -760,40 +788,42 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
         out = known(args, kwargs)
         if out is not None:
             return out
-    class_key, main = None, 0
-    if info.name in _CLASS_OPS:
-        main = _main_operand(info.name, args)
-        ordered = args if main == 0 else (args[1], args[0], *args[2:])
-        class_key = _class_key(func, ordered, kwargs, info.name in _BATCH_NORM)
-        if class_key is not None and main:
-            class_key = (class_key, "swapped")
-    if class_key is None:
+    if info.name not in _CLASS_OPS:
         out = _known_elementwise(info.name, args, kwargs)  # None unless an out-of-place op of _UNARY
-        if out is not None:
-            return out
-    else:
-        recipe = _CLASS.get(class_key)
-        if recipe is None and main == 0:
-            recipe = _known_recipe(info.name, args)
-            if recipe is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
-                _CLASS[class_key] = recipe
-        if recipe is not None:
-            return _class_rebuild(recipe, args[main])
-    try:
-        arg_sigs = tuple(_sig(a) for a in args)
-        key = (func, arg_sigs, tuple((k, _sig(v)) for k, v in kwargs.items()) if kwargs else ())
-    except _NoCache:
-        return func(*args, **kwargs)
-    recipe = _EXACT.get(key)
-    if recipe is not None:
-        return _rebuild(recipe, args)
-    out = func(*args, **kwargs)
-    if len(_EXACT) + len(_CLASS) < _LIMIT:
-        recipe = _class_recipe(args[main], out) if class_key is not None else None
-        if recipe is not None:
+        return _NO_RULE if out is None else out
+    class_key, main = _class_of(func, info, args, kwargs)
+    if class_key is None:
+        out = _known_elementwise(info.name, args, kwargs)
+        return _NO_RULE if out is None else out
+    recipe = _CLASS.get(class_key)
+    if recipe is None and main == 0:
+        recipe = _known_recipe(info.name, args)
+        if recipe is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
             _CLASS[class_key] = recipe
-        else:
-            recipe = _recipe(info, args, arg_sigs, out)
-            if recipe is not None:
-                _EXACT[key] = recipe
+    return _NO_RULE if recipe is None else _class_rebuild(recipe, args[main])
+
+
+def _class_of(func: Any, info: OpInfo, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Optional[Tuple[Any, ...]], int]:
+    """The shape-class key of an op of :data:`_CLASS_OPS` (None: no class) and which argument is its main operand."""
+    main = _main_operand(info.name, args)
+    ordered = args if main == 0 else (args[1], args[0], *args[2:])
+    class_key = _class_key(func, ordered, kwargs, info.name in _BATCH_NORM)
+    if class_key is not None and main:
+        class_key = (class_key, "swapped")
+    return class_key, main
+
+
+def _by_kernel(func: Any, info: OpInfo, args: Tuple[Any, ...], kwargs: Dict[str, Any], arg_sigs: Any, key: Any) -> Any:
+    """Run the kernel; remember its result per class (an op of :data:`_CLASS_OPS`) or per signature."""
+    out = func(*args, **kwargs)
+    if key is None or len(_EXACT) + len(_CLASS) >= _LIMIT:
+        return out
+    class_key, main = _class_of(func, info, args, kwargs) if info.name in _CLASS_OPS else (None, 0)
+    recipe = _class_recipe(args[main], out) if class_key is not None else None
+    if recipe is not None:
+        _CLASS[class_key] = recipe
+    else:
+        recipe = _recipe(info, args, arg_sigs, out)
+        if recipe is not None:
+            _EXACT[key] = recipe
     return out

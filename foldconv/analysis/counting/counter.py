@@ -67,7 +67,7 @@ from .inputs import (
     tensor_attributes,
 )
 from .memory import LiveBytes, owned_tensors
-from .ops import OP_COSTS, Handle, OpInfo, bind_inputs, first_tensor, op_info
+from .ops import OP_COSTS, Handle, OpInfo, bind_inputs, first_tensor, op_info, zero_cost
 from .report import CountReport, LayerCount, UnsupportedOp
 
 __all__ = ["count", "normalize_input_shapes", "ShapeLike"]
@@ -177,7 +177,7 @@ class _CountMode(DispatchMode):
         else:
             where = _ROOT
         row = self.rows.get(where) or self.row(where)
-        calls, op_macs, op_flops = row.op_tables(self.in_backward)
+        calls, op_macs, op_flops = row.ops[self.in_backward] or row.op_tables(self.in_backward)
         calls[name] = calls.get(name, 0) + 1
         outputs = tuple(out) if info.multiple else (out,)
         if handle is None:
@@ -185,16 +185,20 @@ class _CountMode(DispatchMode):
             layers[where] = None
             self.unsupported[name] = (count + 1, layers)
         else:
-            try:
-                cost = handle(bind_inputs(func, args, kwargs), outputs)
-                macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
-            except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
-                raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
+            if handle is zero_cost:  # views, copies, constructors: nothing to bind or price
+                macs = elementwise = 0
+            else:
+                try:
+                    cost = handle(bind_inputs(func, args, kwargs), outputs)
+                    macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
+                except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
+                    raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
             op_macs[name] = op_macs.get(name, 0) + macs
             op_flops[name] = op_flops.get(name, 0) + 2 * macs + elementwise
             mac_key, flop_key = _KEYS[self.in_backward]
-            row.add(mac_key, macs)
-            row.add(flop_key, elementwise)
+            ints = row.ints
+            ints[mac_key] = ints.get(mac_key, 0) + macs
+            ints[flop_key] = ints.get(flop_key, 0) + elementwise
         self._new_tensors(row, info, name, outputs)
         return out
 
@@ -209,8 +213,9 @@ class _CountMode(DispatchMode):
                     if written:
                         numel = t.numel()
                         nbytes = numel * t.element_size()
-                        row.add("activation_elements", numel)
-                        row.add("activation_bytes", nbytes)
+                        ints = row.ints
+                        ints["activation_elements"] = ints.get("activation_elements", 0) + numel
+                        ints["activation_bytes"] = ints.get("activation_bytes", 0) + nbytes
                         by_dtype, dtype = row.by_dtype, _dtype_name(t.dtype)
                         by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
 

@@ -104,6 +104,7 @@ class Registry(Generic[V]):
         self._check_value = check_value
         self._describe = describe
         self._entries: Dict[Hashable, V] = {}
+        self.version = 0  # changes with every register/unregister: what was derived from the table is stale then
 
     # -- mutation: the global table ------------------------------------------------------------------------
 
@@ -127,6 +128,7 @@ class Registry(Generic[V]):
             if stored in self._entries and not replace:
                 raise fold_error(self.name, self._describe(stored), "is registered already; pass replace=True to replace it")
             self._entries[stored] = entry
+            self.version += 1
             return entry
 
         return add if value is _MISSING else add(value)
@@ -143,6 +145,7 @@ class Registry(Generic[V]):
         stored = self._key(key)
         if stored not in self._entries:
             raise self._unknown(stored)
+        self.version += 1
         return self._entries.pop(stored)
 
     # -- lookup -------------------------------------------------------------------------------------------

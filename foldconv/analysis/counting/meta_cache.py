@@ -61,7 +61,7 @@ import torch
 
 from .ops import OpInfo, op_info
 
-__all__ = ["call", "clear"]
+__all__ = ["call", "clear", "signature", "RECORDS"]
 
 
 class _NoCache(Exception):
@@ -72,6 +72,8 @@ _PLAIN = (bool, int, float, str, torch.dtype, torch.device, torch.memory_format,
 _EXACT: Dict[Any, Any] = {}
 _CLASS: Dict[Any, Any] = {}
 _LIMIT = 200_000
+#: What a whole recurrent layer cost, per signature of its call (filled by the counter, emptied by :func:`clear`).
+RECORDS: Dict[Any, Any] = {}
 
 # Ops whose outputs have the layout of their first argument whatever its size (checked on every store).
 _UNARY = {
@@ -92,6 +94,23 @@ def clear() -> None:
     _EXACT.clear()
     _CLASS.clear()
     _FORMULA.clear()
+    RECORDS.clear()
+
+
+def signature(value: Any) -> Optional[Any]:
+    """What a meta result depends on: shapes, strides, offsets and dtypes of the tensors in ``value`` (a tuple or
+    list of arguments), and its plain values; None when ``value`` holds anything else (a real tensor).
+
+    Example:
+        >>> signature((torch.empty(2, 3, device="meta"), 1.0))
+        ((torch.Size([2, 3]), (3, 1), 0, torch.float32), (<class 'float'>, 1.0))
+        >>> signature((torch.empty(2),)) is None
+        True
+    """
+    try:
+        return _sig(value)
+    except _NoCache:
+        return None
 
 
 def _sig(value: Any) -> Any:

@@ -445,7 +445,7 @@ _INPUT_REDUCE = (
 _DATA_MOVEMENT = (
     "view", "_unsafe_view", "_reshape_alias", "reshape", "alias", "as_strided", "as_strided_", "expand", "permute",
     "transpose", "transpose_", "t", "t_", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_", "select", "slice",
-    "split", "split_with_sizes", "unbind", "diagonal", "unfold", "detach", "view_as_real", "view_as_complex",
+    "split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "unbind", "diagonal", "unfold", "detach", "view_as_real", "view_as_complex",
     "clone", "copy", "copy_", "_to_copy", "lift_fresh", "lift_fresh_copy", "cat", "stack", "constant_pad_nd",
     "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
     "replication_pad3d", "index", "_unsafe_index", "index_select", "gather", "masked_fill", "masked_fill_",

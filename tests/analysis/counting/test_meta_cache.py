@@ -607,3 +607,76 @@ def test_in_place_ops_on_slices_of_one_buffer_are_the_kernels_result(case):
         return
     assert expected is x
     assert meta_cache.call(aten.mul_.Tensor, (x, y), {}) is x
+
+
+class _Stack(nn.Module):
+    """A recurrent layer called twice (the second call from its record within one count), then a linear head."""
+
+    def __init__(self, layer, features):
+        super().__init__()
+        self.layer = layer
+        self.head = nn.Linear(features, 3)
+
+    def forward(self, x):
+        self.layer(x)
+        return self.head(self.layer(x)[0])
+
+
+_RECURRENT = {
+    "LSTM 2-layer bidirectional": (lambda: nn.LSTM(8, 6, 2, bidirectional=True, batch_first=True), 12, (2, 5, 8)),
+    "LSTM projected, time first": (lambda: nn.LSTM(8, 6, 1, proj_size=4), 4, (5, 2, 8)),
+    "LSTM without bias": (lambda: nn.LSTM(8, 6, 2, bias=False), 6, (5, 2, 8)),
+    "GRU bidirectional": (lambda: nn.GRU(8, 6, 2, bidirectional=True), 12, (5, 2, 8)),
+    "RNN tanh": (lambda: nn.RNN(8, 6, 3), 6, (5, 2, 8)),
+    "RNN relu, batch first": (lambda: nn.RNN(8, 6, 1, nonlinearity="relu", batch_first=True), 6, (2, 5, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(_RECURRENT))
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_recurrent_layers_counted_again_from_their_record_change_nothing(name, dtype):
+    """A recurrent layer's whole-sequence call met before (the same layer again, a model counted again) adds its
+    record instead of running thousands of ops: every layer row, the peak and the unsupported ops stay exact."""
+    make, features, shape = _RECURRENT[name]
+    torch.manual_seed(0)
+    model = _Stack(make(), features)
+    meta_cache.clear()
+    cold = count(model, shape, dtype=dtype)
+    assert meta_cache.RECORDS  # the run was recorded...
+    warm = count(model, shape, dtype=dtype)
+    with _Outer():  # another mode active: nothing remembered, every kernel runs
+        kernels = count(model, shape, dtype=dtype)
+    for rep in (warm, kernels):
+        assert rep.layers == cold.layers
+        assert rep.peak_activation_bytes == cold.peak_activation_bytes
+        assert rep.unsupported_ops == cold.unsupported_ops
+    assert cold.layer("layer").calls == 2 and cold.complete
+
+
+def test_a_recurrent_record_is_not_used_after_the_cost_table_changed():
+    """Mutation check: a rule replaced after the record changes the next count (the record is keyed on the table's
+    version); with the built-in rule back, the count is the first one again."""
+    from foldconv.analysis.counting import OP_COSTS, OpCost, register_op_cost
+
+    model = nn.GRU(8, 6, 2)
+    meta_cache.clear()
+    before = count(model, (5, 2, 8))
+    builtin = OP_COSTS.find(torch.ops.aten.sigmoid_)
+    register_op_cost(torch.ops.aten.sigmoid_, lambda inputs, outputs: OpCost(), replace=True)
+    try:
+        after = count(model, (5, 2, 8))
+    finally:
+        register_op_cost(torch.ops.aten.sigmoid_, builtin, replace=True)
+    assert after.flops < before.flops
+    assert count(model, (5, 2, 8)).layers == before.layers
+
+
+def test_a_per_call_cost_reaches_a_recurrent_layer_counted_before():
+    from foldconv.analysis.counting import OpCost
+
+    model = nn.LSTM(8, 6, 1)
+    meta_cache.clear()
+    plain = count(model, (5, 2, 8))
+    assert count(model, (5, 2, 8)).layers == plain.layers
+    free = count(model, (5, 2, 8), op_costs={torch.ops.aten.addmm: lambda inputs, outputs: OpCost()})
+    assert free.macs == 0 < plain.macs

@@ -10,7 +10,8 @@ policy everywhere:
   ``find(key)`` returns ``None`` instead.
 - ``names()`` lists the keys as text, sorted; ``unregister(key)`` removes an entry and returns it.
 - ``with_overrides(mapping)`` is a read-only view that consults ``mapping`` first: the per-call override
-  (``count(model, shape, op_costs={op: rule})``) that leaves the global table untouched.
+  (``count(model, shape, op_costs={op: rule})``) that leaves the global table untouched. Its errors name
+  the per-call parameter (``param``: ``op_costs``, ``rules``); a tuple key stands for each of its members.
 
 A table whose keys are classes looks them up along the method resolution order (the most specific
 registration wins): pass ``candidates=mro_candidates``.
@@ -36,7 +37,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Dict, Generic, Hashable, Iterator, Mapping, Optional, Sequence, Tuple, TypeVar
 
-from .errors import fold_error
+from .errors import FoldError, fold_error
 
 __all__ = ["Registry", "mro_candidates"]
 
@@ -73,7 +74,8 @@ class Registry(Generic[V]):
     ``name`` names the table in errors (it is the parameter users pass keys for); ``normalize`` maps what a
     user passes to the stored key (``torch.ops.aten.mm.default`` -> its packet); ``candidates`` gives the keys
     tried by a lookup, in order (:func:`mro_candidates` for class keys); ``check_key``/``check_value`` raise a
-    FoldError for entries that do not belong in the table; ``describe`` writes a key as text.
+    FoldError for entries that do not belong in the table; ``describe`` writes a key as text; ``param`` is the
+    keyword through which one call passes overrides (default ``name + "s"``), which their errors name.
 
     Example:
         >>> import torch
@@ -92,14 +94,17 @@ class Registry(Generic[V]):
         check_key: Optional[Callable[[Any], None]] = None,
         check_value: Optional[Callable[[Any, Any], None]] = None,
         describe: Callable[[Any], str] = _text,
+        param: Optional[str] = None,
     ) -> None:
         self.name = name
+        self.param = param or name + "s"
         self._normalize = normalize
         self._candidates = candidates
         self._check_key = check_key
         self._check_value = check_value
         self._describe = describe
         self._entries: Dict[Hashable, V] = {}
+        self.version = 0  # changes with every register/unregister: what was derived from the table is stale then
 
     # -- mutation: the global table ------------------------------------------------------------------------
 
@@ -123,6 +128,7 @@ class Registry(Generic[V]):
             if stored in self._entries and not replace:
                 raise fold_error(self.name, self._describe(stored), "is registered already; pass replace=True to replace it")
             self._entries[stored] = entry
+            self.version += 1
             return entry
 
         return add if value is _MISSING else add(value)
@@ -139,6 +145,7 @@ class Registry(Generic[V]):
         stored = self._key(key)
         if stored not in self._entries:
             raise self._unknown(stored)
+        self.version += 1
         return self._entries.pop(stored)
 
     # -- lookup -------------------------------------------------------------------------------------------
@@ -199,20 +206,28 @@ class Registry(Generic[V]):
         """A read-only view of this table that consults ``overrides`` first (``None`` or ``{}``: this table).
 
         The global table is not modified: this is how one call prices a custom op or analyses a custom module
-        differently from every other call.
+        differently from every other call. A tuple key stands for each of its members; a bad key or value is
+        a FoldError naming :attr:`param`.
 
         Example:
-            >>> table = Registry("op")
+            >>> table = Registry("op", param="op_rules")
             >>> _ = table.register("x", 1)
-            >>> view = table.with_overrides({"x": 2, "y": 3})
-            >>> view.get("x"), view.get("y"), table.get("x"), "y" in table
+            >>> view = table.with_overrides({"x": 2, ("y", "z"): 3})
+            >>> view.get("x"), view.get("z"), table.get("x"), "y" in table
             (2, 3, 1, False)
+            >>> table.with_overrides([("x", 2)])
+            Traceback (most recent call last):
+            ...
+            foldconv.errors.FoldError: op_rules='list': must be a mapping {op: rule}
         """
-        if not overrides:
+        if overrides is None or (isinstance(overrides, Mapping) and not overrides):
             return self
         if not isinstance(overrides, Mapping):
-            raise fold_error(self.name + "s", type(overrides).__name__, "must be a mapping {key: rule}")
-        return _View(self, overrides)
+            raise fold_error(self.param, type(overrides).__name__, f"must be a mapping {{{self.name}: rule}}")
+        try:
+            return _View(self, {k: v for key, v in overrides.items() for k in (key if isinstance(key, tuple) else (key,))})
+        except FoldError as err:
+            raise fold_error(self.param, err.value, err.rule) from err
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -249,7 +264,7 @@ class _View(Registry[V]):
 
     def __init__(self, base: Registry[V], overrides: Mapping[Any, Any]) -> None:
         super().__init__(base.name, normalize=base._normalize, candidates=base._candidates, check_key=base._check_key,
-                         check_value=base._check_value, describe=base._describe)
+                         check_value=base._check_value, describe=base._describe, param=base.param)
         self._base = base
         for key, value in overrides.items():
             super().register(key, value)

@@ -63,7 +63,6 @@ __all__ = [
     "FollowingRule",
     "FOLLOWING_RULES",
     "register_following_rule",
-    "rules_for_call",
     "following_rule",
     "predict_following",
     "fold_following",
@@ -116,7 +115,8 @@ def _check_rule(key: Any, rule: Any) -> None:
 
 
 #: The rule of every layer type with one, looked up along the layer's class hierarchy.
-FOLLOWING_RULES: Registry[FollowingRule] = Registry("types", candidates=mro_candidates, check_key=_check_type, check_value=_check_rule)
+FOLLOWING_RULES: Registry[FollowingRule] = Registry("types", candidates=mro_candidates, check_key=_check_type, check_value=_check_rule,
+                                                    param="rules")
 
 Types = Union[Type[nn.Module], Sequence[Type[nn.Module]]]
 Rules = Optional[Mapping[Any, FollowingRule]]
@@ -175,29 +175,6 @@ def register_following_rule(types: Types, rule: FollowingRule, *, replace: bool 
     return rule
 
 
-def rules_for_call(rules: Rules, param: str = "rules") -> Registry[FollowingRule]:
-    """The table as one call sees it: ``rules`` (``{layer type or tuple of types: FollowingRule}``) consulted
-    first, the table untouched. A bad type or rule is a FoldError naming ``param``.
-
-    Example:
-        >>> view = rules_for_call({torch.nn.Softmax: FOLLOWING_RULES.get(torch.nn.ReLU)})
-        >>> view.find(torch.nn.Softmax(1)) is not None, FOLLOWING_RULES.find(torch.nn.Softmax(1))
-        (True, None)
-    """
-    if rules is None:
-        return FOLLOWING_RULES
-    if not isinstance(rules, Mapping):
-        raise fold_error(param, type(rules).__name__, "must be a mapping {layer type: FollowingRule}")
-    expanded: Dict[Any, Any] = {}
-    for key, rule in rules.items():
-        for t in key if isinstance(key, tuple) else (key,):
-            expanded[t] = rule
-    try:
-        return FOLLOWING_RULES.with_overrides(expanded)
-    except FoldError as err:
-        raise fold_error(param, err.value, err.rule) from err
-
-
 def following_rule(layer: nn.Module, *, rules: Rules = None) -> FollowingRule:
     """The rule for ``layer``'s type (or its nearest base class with one), from ``rules`` (this call only) or
     the table; FoldError naming ``layer`` if none.
@@ -206,7 +183,7 @@ def following_rule(layer: nn.Module, *, rules: Rules = None) -> FollowingRule:
         >>> type(following_rule(torch.nn.GELU())).__name__
         'ElementwiseRule'
     """
-    return _rule(layer, rules_for_call(rules))
+    return _rule(layer, FOLLOWING_RULES.with_overrides(rules))
 
 
 def _rule(layer: nn.Module, table: Registry[FollowingRule]) -> FollowingRule:
@@ -273,7 +250,7 @@ def predict_following(layer: nn.Module, fold: FoldArg, channels: int, *, input_s
         >>> predict_following(torch.nn.MaxPool2d(2, 2, dilation=2), 2, 8).outcome.value
         'fails'
     """
-    table = rules_for_call(rules)
+    table = FOLLOWING_RULES.with_overrides(rules)
     _rule(layer, table)  # no rule: FoldError (not a malformed request)
     try:
         rule, spec, channels, size = _request(layer, fold, channels, input_size, table)
@@ -300,7 +277,7 @@ def fold_following(layer: nn.Module, fold: FoldArg, channels: int, *, rules: Rul
         >>> fold_following(torch.nn.BatchNorm2d(8).eval(), FoldSpec.make(2), 8).num_features
         2
     """
-    rule, spec, channels, _ = _request(layer, fold, channels, None, rules_for_call(rules))
+    rule, spec, channels, _ = _request(layer, fold, channels, None, FOLLOWING_RULES.with_overrides(rules))
     require_foldable(channels, spec, param="channels")
     return rule.fold(layer, spec, channels=channels)
 
@@ -316,7 +293,7 @@ def conditioned_following(layer: nn.Module, fold: FoldArg, channels: int, *, rul
         >>> torch.equal(conditioned_following(pool, f, 8)(y), pool(depth_to_space(y, 2)))
         True
     """
-    rule, spec, channels, _ = _request(layer, fold, channels, None, rules_for_call(rules))
+    rule, spec, channels, _ = _request(layer, fold, channels, None, FOLLOWING_RULES.with_overrides(rules))
     require_foldable(channels, spec, param="channels")
     return rule.conditioned(layer, spec, channels=channels)
 

@@ -29,8 +29,12 @@ Conventions beyond the op table:
   that one input.
 
 Speed: meta results are remembered instead of running torch's meta kernels again (several are Python
-decompositions taking about a millisecond a call): :mod:`~foldconv.analysis.counting.meta_cache`. While
-another dispatch mode is active (``FlopCounterMode`` around ``count``) every kernel runs, so it sees every op.
+decompositions taking about a millisecond a call): :mod:`~foldconv.analysis.counting.meta_cache`. A recurrent
+layer of torch's own (``LSTM``, ``GRU``, ``RNN``) runs on meta as a few ops per time step and layer; its
+whole-sequence call, met again with the same signature and cost table (the model counted again), adds what it
+added the first time (op counts, FLOPs, activations, the rise of live bytes) and returns outputs of the same
+shapes, without running those ops. While another dispatch mode is active (``FlopCounterMode`` around ``count``)
+every kernel runs and nothing is taken from memory, so it sees every op.
 
 Example:
     >>> import torch
@@ -42,12 +46,14 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode_stack
 from torch.utils._pytree import tree_flatten
 
 from ...capture import DispatchMode
@@ -67,7 +73,7 @@ from .inputs import (
     tensor_attributes,
 )
 from .memory import LiveBytes, owned_tensors
-from .ops import Handle, OpInfo, bind_inputs, costs_for_call, first_tensor, op_info
+from .ops import OP_COSTS, Handle, OpInfo, bind_inputs, first_tensor, op_info, zero_cost
 from .report import CountReport, LayerCount, UnsupportedOp
 
 __all__ = ["count", "normalize_input_shapes", "ShapeLike"]
@@ -177,7 +183,7 @@ class _CountMode(DispatchMode):
         else:
             where = _ROOT
         row = self.rows.get(where) or self.row(where)
-        calls, op_macs, op_flops = row.op_tables(self.in_backward)
+        calls, op_macs, op_flops = row.ops[self.in_backward] or row.op_tables(self.in_backward)
         calls[name] = calls.get(name, 0) + 1
         outputs = tuple(out) if info.multiple else (out,)
         if handle is None:
@@ -185,16 +191,20 @@ class _CountMode(DispatchMode):
             layers[where] = None
             self.unsupported[name] = (count + 1, layers)
         else:
-            try:
-                cost = handle(bind_inputs(func, args, kwargs), outputs)
-                macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
-            except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
-                raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
+            if handle is zero_cost:  # views, copies, constructors: nothing to bind or price
+                macs = elementwise = 0
+            else:
+                try:
+                    cost = handle(bind_inputs(func, args, kwargs), outputs)
+                    macs, elementwise = int(cost.macs), int(cost.elementwise_flops)
+                except Exception as exc:  # a registered rule that breaks is named, not a raw traceback
+                    raise fold_error("op", name, f"its cost rule failed: {type(exc).__name__}: {exc}") from exc
             op_macs[name] = op_macs.get(name, 0) + macs
             op_flops[name] = op_flops.get(name, 0) + 2 * macs + elementwise
             mac_key, flop_key = _KEYS[self.in_backward]
-            row.add(mac_key, macs)
-            row.add(flop_key, elementwise)
+            ints = row.ints
+            ints[mac_key] = ints.get(mac_key, 0) + macs
+            ints[flop_key] = ints.get(flop_key, 0) + elementwise
         self._new_tensors(row, info, name, outputs)
         return out
 
@@ -209,8 +219,9 @@ class _CountMode(DispatchMode):
                     if written:
                         numel = t.numel()
                         nbytes = numel * t.element_size()
-                        row.add("activation_elements", numel)
-                        row.add("activation_bytes", nbytes)
+                        ints = row.ints
+                        ints["activation_elements"] = ints.get("activation_elements", 0) + numel
+                        ints["activation_bytes"] = ints.get("activation_bytes", 0) + nbytes
                         by_dtype, dtype = row.by_dtype, _dtype_name(t.dtype)
                         by_dtype[dtype] = by_dtype.get(dtype, 0) + nbytes
 
@@ -280,6 +291,48 @@ def _run_error(model: nn.Module, what: Tuple[str, Any], exc: Exception, *, on_me
     return fold_error(what[0], what[1], f"{type(model).__name__} cannot run on it: {_reason(exc)}")
 
 
+# torch's recurrent layers call one of these for their whole sequence; on meta tensors it runs as a few ops per time
+# step and layer (thousands for a long sequence), each through the counting mode.
+_RECURRENT_MODULES = (nn.LSTM, nn.GRU, nn.RNN)
+_RECURRENT_CALLS = {torch._VF.lstm, torch._VF.gru, torch._VF.rnn_tanh, torch._VF.rnn_relu}
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What one recurrent call added to its layer's row, the rise of live bytes above where it started, and its
+    outputs (shape, strides, dtype): enough to add the same again without running it."""
+
+    tables: Tuple[Tuple[Tuple[str, int], ...], ...]  # op calls, MACs, FLOPs: (op, increment)
+    ints: Tuple[Tuple[str, int], ...]
+    by_dtype: Tuple[Tuple[str, int], ...]
+    peak_rise: int
+    outputs: Tuple[Tuple[Tuple[int, ...], Tuple[int, ...], torch.dtype], ...]
+
+
+def _increments(after: Dict[str, int], before: Dict[str, int]) -> Tuple[Tuple[str, int], ...]:
+    return tuple((key, value - before.get(key, 0)) for key, value in after.items())
+
+
+def _add(table: Dict[str, int], increments: Tuple[Tuple[str, int], ...]) -> None:
+    for key, value in increments:
+        table[key] = table.get(key, 0) + value
+
+
+class _Recurrent(TorchFunctionMode):
+    """Active only inside a recurrent layer of torch's own (LSTM, GRU, RNN): its whole-sequence call, met before
+    with the same signature (a model counted again), adds what it added then instead of running its ops again."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in _RECURRENT_CALLS:
+            return func(*args, **kwargs)
+        return self.run.recurrent(func, args, kwargs)
+
+
 class _Run:
     """One pass of the model under the counting mode (forward, and backward when asked)."""
 
@@ -292,6 +345,9 @@ class _Run:
         self.forward_peak = 0
         self.saved: Optional[int] = None
         self.training_peak: Optional[int] = None
+        # recurrent calls are remembered for the table of built-in costs only (its version in the key), forward only
+        self.replays = not backward and costs is OP_COSTS
+        self.recurrent_modes: List[Tuple[nn.Module, _Recurrent]] = []
 
     def pre_hook(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
         mode, qualified = self.mode, self.names.get(module)
@@ -304,6 +360,10 @@ class _Run:
         if row.input_shape is None:
             row.input_shape = _shape_of(args)
         mode.stack.append(qualified)
+        if self.replays and mode.cache and type(module) in _RECURRENT_MODULES:
+            recurrent = _Recurrent(self)
+            recurrent.__enter__()
+            self.recurrent_modes.append((module, recurrent))
 
     def post_hook(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
         mode, qualified = self.mode, self.names.get(module)
@@ -311,6 +371,8 @@ class _Run:
             return
         if mode.stack and mode.stack[-1] == qualified:
             mode.stack.pop()
+        if self.recurrent_modes and self.recurrent_modes[-1][0] is module:
+            self.recurrent_modes.pop()[1].__exit__(None, None, None)
         if self.owners is not None:
             self.owners.claim(output, qualified)
         row = mode.rows[qualified]
@@ -321,11 +383,61 @@ class _Run:
         else:
             row.add("output_elements", sum(t.numel() for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)))
 
+    def recurrent(self, func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        """A recurrent layer's whole-sequence call: added again from its record, or run and recorded (when what it
+        adds is its row's counts and its outputs alone)."""
+        mode, live = self.mode, self.live
+        signature = meta_cache.signature(tuple(args))
+        key = None if signature is None or kwargs else (func, signature, torch.is_grad_enabled(), OP_COSTS.version)
+        row = mode.row(mode.stack[-1] if mode.stack else _ROOT)
+        record = meta_cache.RECORDS.get(key) if key is not None else None
+        if record is not None:
+            for table, increments in zip(row.op_tables(False), record.tables):
+                _add(table, increments)
+            _add(row.ints, record.ints)
+            _add(row.by_dtype, record.by_dtype)
+            live.peak = max(live.peak, live.live + record.peak_rise)
+            with _disable_current_modes():  # made here, not by the model: no op of its
+                outputs = tuple(torch.empty_strided(shape, stride, dtype=dtype, device="meta") for shape, stride, dtype in record.outputs)
+            for t in outputs:
+                live.add(t)
+            return outputs
+        tables = [dict(t) for t in row.op_tables(False)]
+        ints, by_dtype, unsupported = dict(row.ints), dict(row.by_dtype), dict(mode.unsupported)
+        rows, start, peak = len(mode.rows), live.live, live.peak
+        live.peak = start
+        out = func(*args, **kwargs)
+        rise, live.peak = live.peak - start, max(peak, live.peak)
+        if key is None or not isinstance(out, tuple) or len(mode.rows) != rows or mode.unsupported != unsupported:
+            return out
+        storages, outputs = set(), []
+        for t in out:
+            if not (isinstance(t, torch.Tensor) and t.is_meta and t.storage_offset() == 0):
+                return out
+            storage = t.untyped_storage()
+            extent = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) if t.numel() else 0
+            if storage._cdata in storages or storage.nbytes() != extent * t.element_size():
+                return out  # a view of a larger storage, or two outputs sharing one: rebuilt, they would differ
+            storages.add(storage._cdata)
+            outputs.append((tuple(t.shape), t.stride(), t.dtype))
+        if live.live - start != sum(t.untyped_storage().nbytes() for t in out) or len(meta_cache.RECORDS) >= 10_000:
+            return out  # something besides the outputs stayed alive (or enough is remembered)
+        meta_cache.RECORDS[key] = _Record(
+            tables=tuple(_increments(after, before) for after, before in zip(row.op_tables(False), tables)),
+            ints=_increments(row.ints, ints), by_dtype=_increments(row.by_dtype, by_dtype), peak_rise=rise,
+            outputs=tuple(outputs),
+        )
+        return out
+
     def __call__(self, model: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], leaves: List[torch.Tensor]) -> None:
         mode = self.mode
         with (torch.enable_grad() if self.backward else torch.no_grad()), _math_path():
             with mode:
-                out = model(*args, **kwargs)
+                try:
+                    out = model(*args, **kwargs)
+                finally:  # a layer that raised leaves its mode behind
+                    while self.recurrent_modes:
+                        self.recurrent_modes.pop()[1].__exit__(None, None, None)
             self.forward_peak = self.live.peak
             if not self.backward:
                 return
@@ -423,7 +535,7 @@ def count(
     if not isinstance(backward, bool):
         raise fold_error("backward", backward, "must be True or False")
     validate_fallback(fallback)
-    costs = costs_for_call(op_costs)
+    costs = OP_COSTS.with_overrides(op_costs)
     if name is not None and not isinstance(name, str):
         raise fold_error("name", name, "must be a string (the model's label) or None")
     if input_shape is not None:

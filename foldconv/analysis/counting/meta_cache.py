@@ -32,12 +32,15 @@ standard-contiguous input give a standard-contiguous result; ``convolution`` of 
 that cannot be read as channels-last gives a standard-contiguous result, and so do 2-D max, average and
 adaptive average pooling of such an input (their output-size formulas); softmax and log-softmax of a
 standard-contiguous float32/float64 input give a fresh tensor of its strides; ``mm`` and ``addmm`` on operands the formula accepts give a fresh
-standard-contiguous matrix. Several of these kernels are Python decompositions whose first call imports
-``torch._dynamo`` (a second or more), which the known rules keep off the counting path. An in-place
-elementwise op of :data:`_UNARY` returns its input itself, whatever its strides (a slice of an LSTM's gates),
-when its input does not overlap itself and its operands broadcast into it in its dtype; its out-of-place
-form on a non-standard input with no size-1 axis whose strides, and its operands', run in row-major order
-(a slice), gives a fresh standard-contiguous tensor.
+standard-contiguous matrix, and so does ``bmm`` whatever its operands' strides; ``cat``/``stack`` of
+standard-contiguous operands and bilinear/bicubic upsampling of a standard-contiguous input give a fresh
+standard-contiguous tensor; ``_safe_softmax`` is softmax. Several of these kernels are Python decompositions
+whose first call imports ``torch._dynamo`` (a second or more) or sympy, which the known rules keep off the
+counting path. An in-place elementwise op of :data:`_UNARY` returns its input itself, whatever its strides (a
+slice of an LSTM's gates), when its input does not overlap itself and its operands broadcast into it in its
+dtype without partially overlapping it; its out-of-place form on an input with no size-1 axis and distinct
+strides (a slice, a transpose: attention's heads) gives a fresh tensor contiguous in the input's axis order,
+since the input's strides decide torch's stride rule.
 
 Views (``view``, ``transpose``, ``split``, ...) always run: they are C++ and cheap. Real tensors always
 run. ``call(..., cache=False)`` runs the kernel (tests compare both ways on whole models).
@@ -58,7 +61,7 @@ import torch
 
 from .ops import OpInfo, op_info
 
-__all__ = ["call", "clear"]
+__all__ = ["call", "clear", "signature", "RECORDS"]
 
 
 class _NoCache(Exception):
@@ -69,6 +72,8 @@ _PLAIN = (bool, int, float, str, torch.dtype, torch.device, torch.memory_format,
 _EXACT: Dict[Any, Any] = {}
 _CLASS: Dict[Any, Any] = {}
 _LIMIT = 200_000
+#: What a whole recurrent layer cost, per signature of its call (filled by the counter, emptied by :func:`clear`).
+RECORDS: Dict[Any, Any] = {}
 
 # Ops whose outputs have the layout of their first argument whatever its size (checked on every store).
 _UNARY = {
@@ -89,6 +94,23 @@ def clear() -> None:
     _EXACT.clear()
     _CLASS.clear()
     _FORMULA.clear()
+    RECORDS.clear()
+
+
+def signature(value: Any) -> Optional[Any]:
+    """What a meta result depends on: shapes, strides, offsets and dtypes of the tensors in ``value`` (a tuple or
+    list of arguments), and its plain values; None when ``value`` holds anything else (a real tensor).
+
+    Example:
+        >>> signature((torch.empty(2, 3, device="meta"), 1.0))
+        ((torch.Size([2, 3]), (3, 1), 0, torch.float32), (<class 'float'>, 1.0))
+        >>> signature((torch.empty(2),)) is None
+        True
+    """
+    try:
+        return _sig(value)
+    except _NoCache:
+        return None
 
 
 def _sig(value: Any) -> Any:
@@ -391,10 +413,23 @@ def _matmul_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[T
     return (len(args), a.dtype, a_class, b_class, sizes, bias_class, tuple(sorted(kwargs.items()))), shape, a.dtype
 
 
+def _bmm_formula(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[Tuple[Any, Tuple[int, ...], torch.dtype]]:
+    """bmm(a, b) of 3-D meta operands of one floating dtype whose sizes fit, whatever their strides (attention's
+    transposed heads)."""
+    if kwargs or len(args) != 2:
+        return None
+    a, b = args
+    if not all(isinstance(t, torch.Tensor) and t.is_meta and t.layout == torch.strided and t.dim() == 3 for t in (a, b)):
+        return None
+    if a.dtype != b.dtype or not a.dtype.is_floating_point or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+        return None
+    return (a.dtype,), (a.shape[0], a.shape[1], b.shape[2]), a.dtype
+
+
 # Matmuls whose result is a fresh standard-contiguous matrix whatever the operands' classes (torch's meta
 # kernel for addmm is a Python decomposition whose first call costs about a second): no kernel run needed.
 # A reduction of a standard-contiguous input gives a standard-contiguous result too.
-_KNOWN_LAYOUT = {torch.ops.aten.mm.default: "c", torch.ops.aten.addmm.default: "c"}
+_KNOWN_LAYOUT = {torch.ops.aten.mm.default: "c", torch.ops.aten.addmm.default: "c", torch.ops.aten.bmm.default: "c"}
 _REDUCTIONS = (torch.ops.aten.mean.dim, torch.ops.aten.sum.dim_IntList)
 _CONVOLUTION = torch.ops.aten.convolution.default
 
@@ -431,6 +466,7 @@ _FORMULAS = {
     torch.ops.aten.sum.dim_IntList: _reduction_formula,
     torch.ops.aten.mm.default: _matmul_formula,
     torch.ops.aten.addmm.default: _matmul_formula,
+    torch.ops.aten.bmm.default: _bmm_formula,
 }
 
 
@@ -503,6 +539,7 @@ def _pooled(size: int, k: int, pad: int, stride: int, dilation: int, ceil: bool)
 
 
 _SOFTMAX = (torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default)
+_SAFE_SOFTMAX = torch.ops.aten._safe_softmax.default
 
 
 def _known_softmax(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
@@ -516,6 +553,13 @@ def _known_softmax(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[to
     if not (isinstance(dim, int) and -x.dim() <= dim < x.dim()) or _layout(x) != "c":
         return None
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+def _known_safe_softmax(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """_safe_softmax(x, dim, dtype=None) (attention's softmax that gives 0 on fully masked rows): as softmax."""
+    if kwargs or len(args) not in (2, 3) or (len(args) == 3 and args[2] is not None):
+        return None
+    return _known_softmax((args[0], args[1], False), {})
 
 
 def _known_pool(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
@@ -580,39 +624,108 @@ def _row_major(t: torch.Tensor) -> bool:
 
 
 def _known_elementwise(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
-    """An out-of-place elementwise op of :data:`_UNARY` on a floating meta input with no size-1 axis whose
-    strides, like those of every tensor operand, run in row-major order (a slice or a padded view, not a
-    permutation): torch's stride rule keeps the axes in order, so the result is a fresh standard-contiguous
-    tensor of the input's shape and dtype. None where another case (then the other rules or the kernel)."""
+    """An out-of-place elementwise op of :data:`_UNARY` on a floating, non-overlapping meta input with no size-1
+    axis and distinct positive strides (a slice, a padded view, a transpose), whose tensor operands have its dtype
+    and broadcast into it: the input is the first operand torch's stride rule consults and its strides decide
+    every pair of axes, so the result is a fresh tensor of the input's shape and dtype, contiguous in the input's
+    axis order (standard contiguous for a slice). None where another case (then the other rules or the kernel)."""
     if kwargs or name not in _UNARY or not args:
         return None
     x = args[0]
     if not (isinstance(x, torch.Tensor) and x.is_meta and x.layout == torch.strided and x.dtype.is_floating_point):
         return None
-    if 1 in x.shape or 0 in x.shape or not _row_major(x):
+    strides = x.stride()
+    if 1 in x.shape or 0 in x.shape or min(strides, default=1) < 1 or len(set(strides)) != len(strides) or not _no_overlap(x):
         return None
     for a in args[1:]:
         if isinstance(a, torch.Tensor):
             offset = x.dim() - a.dim()
-            if not a.is_meta or a.layout != torch.strided or a.dtype != x.dtype or offset < 0 or not _row_major(a):
+            if not a.is_meta or a.layout != torch.strided or a.dtype != x.dtype or offset < 0:
                 return None
             if any(o != 1 and o != x.shape[offset + i] for i, o in enumerate(a.shape)):
                 return None
         elif not isinstance(a, (bool, int, float)):
             return None
-    return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    out, step = [0] * x.dim(), 1
+    for d in sorted(range(x.dim()), key=strides.__getitem__):  # innermost first
+        out[d] = step
+        step *= x.shape[d]
+    return torch.empty_strided(x.shape, out, dtype=x.dtype, device="meta")
 
 
-def _layout_known(args: Tuple[Any, ...]) -> bool:
-    """The first argument is a meta tensor of standard layout (the class rules and their tests cover it)."""
-    x = args[0] if args else None
-    return isinstance(x, torch.Tensor) and x.is_meta and _layout(x) is not None
+def _standard_operands(tensors: Any) -> Optional[torch.Size]:
+    """The shape of the first of ``tensors`` when all are non-empty meta tensors of one dtype and rank, of
+    standard contiguous layout that torch's memory-format suggestion does not read as channels-last; else None."""
+    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(tensors[0], torch.Tensor):
+        return None
+    first = tensors[0]
+    for t in tensors:
+        if not (isinstance(t, torch.Tensor) and t.is_meta and t.layout == torch.strided and t.dtype == first.dtype):
+            return None
+        if t.dim() != first.dim() or t.dim() == 0 or 0 in t.shape or _layout(t) != "c" or _channels_last_like(t):
+            return None
+    return first.shape
+
+
+def _known_cat(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """cat(tensors, dim=0) of :func:`_standard_operands` whose sizes agree but along ``dim``: every input suggests
+    the contiguous format, so the result is a fresh standard-contiguous tensor."""
+    if kwargs or not 1 <= len(args) <= 2:
+        return None
+    shape, dim = _standard_operands(args[0]), args[1] if len(args) == 2 else 0
+    if shape is None or type(dim) is not int or not -len(shape) <= dim < len(shape):
+        return None
+    dim %= len(shape)
+    if any(t.shape[:dim] != shape[:dim] or t.shape[dim + 1:] != shape[dim + 1:] for t in args[0]):
+        return None
+    total = sum(t.shape[dim] for t in args[0])
+    return torch.empty((*shape[:dim], total, *shape[dim + 1:]), dtype=args[0][0].dtype, device="meta")
+
+
+def _known_stack(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """stack(tensors, dim=0) of :func:`_standard_operands` of one shape: a fresh standard-contiguous tensor."""
+    if kwargs or not 1 <= len(args) <= 2:
+        return None
+    shape, dim = _standard_operands(args[0]), args[1] if len(args) == 2 else 0
+    if shape is None or type(dim) is not int or not -len(shape) - 1 <= dim <= len(shape):
+        return None
+    if any(t.shape != shape for t in args[0]):
+        return None
+    dim %= len(shape) + 1
+    return torch.empty((*shape[:dim], len(args[0]), *shape[dim:]), dtype=args[0][0].dtype, device="meta")
+
+
+def _known_upsample(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """upsample_bilinear2d / upsample_bicubic2d(x, output_size, align_corners, scales_h=None, scales_w=None) of a
+    4-D floating meta input of :func:`_standard_operands` layout, to a positive size: a fresh standard-contiguous
+    ``(N, C, *output_size)`` tensor of its dtype (torch's decomposition interpolates, then makes the result
+    contiguous in the input's suggested format)."""
+    if kwargs or not 3 <= len(args) <= 5 or _standard_operands(args[:1]) is None:
+        return None
+    x, size, align = args[0], args[1], args[2]
+    if x.dim() != 4 or not x.dtype.is_floating_point or not isinstance(align, bool):
+        return None
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(type(s) is int and s > 0 for s in size)):
+        return None
+    if not all(s is None or (type(s) is float and s > 0) for s in args[3:]):
+        return None
+    return torch.empty((*x.shape[:2], *size), dtype=x.dtype, device="meta")
+
+
+def _meet(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Two tensors of one storage that torch could find partially overlapping: both dense (torch tells nothing
+    about others) and their memory ranges intersect. Disjoint slices of one buffer (an LSTM's gates) do not meet."""
+    def dense_range(t: torch.Tensor) -> Optional[Tuple[int, int]]:
+        last = t.storage_offset() + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
+        return (t.storage_offset(), last) if last - t.storage_offset() + 1 == t.numel() and _no_overlap(t) else None
+    ra, rb = dense_range(a), dense_range(b)
+    return ra is not None and rb is not None and ra[0] <= rb[1] and rb[0] <= ra[1]
 
 
 def _known_in_place(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bool:
     """An in-place elementwise op returns its first argument itself, whatever its strides (a slice of a larger
     tensor), when nothing it gets could make the kernel refuse: a floating, non-overlapping meta input, tensor
-    operands of its dtype in other storage that broadcast into it, plain numbers otherwise."""
+    operands of its dtype that broadcast into it and do not share its memory, plain numbers otherwise."""
     if kwargs or not name.endswith("_") or name[:-1] not in _UNARY or not args:
         return False
     x = args[0]
@@ -624,7 +737,7 @@ def _known_in_place(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) ->
     for a in args[1:]:
         if isinstance(a, torch.Tensor):
             offset = x.dim() - a.dim()
-            if not a.is_meta or a.dtype != x.dtype or offset < 0 or a.untyped_storage()._cdata == storage:
+            if not a.is_meta or a.dtype != x.dtype or offset < 0 or (a.untyped_storage()._cdata == storage and _meet(a, x)):
                 return False
             if any(o != 1 and o != x.shape[offset + i] for i, o in enumerate(a.shape)):
                 return False
@@ -633,8 +746,25 @@ def _known_in_place(name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) ->
     return True
 
 
+#: Ops whose results a known rule builds (None from the rule: another case, the kernel runs).
+_KNOWN = {
+    _LAYER_NORM: _known_layer_norm,
+    **{f: _known_softmax for f in _SOFTMAX},
+    _SAFE_SOFTMAX: _known_safe_softmax,
+    **{f: (lambda args, kwargs, f=f: _known_pool(f, args, kwargs)) for f in (_MAX_POOL, _AVG_POOL, _ADAPTIVE_AVG)},
+    torch.ops.aten.cat.default: _known_cat,
+    torch.ops.aten.stack.default: _known_stack,
+    torch.ops.aten.upsample_bilinear2d.default: _known_upsample,
+    torch.ops.aten.upsample_bicubic2d.default: _known_upsample,
+}
+
+
 def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optional[OpInfo] = None, *, cache: bool = True) -> Any:
     """``func(*args, **kwargs)``, or the same result rebuilt from memory (meta tensors only; see above).
+
+    A result met before with the same argument signature is rebuilt from its recipe at once (a model counted
+    again, a recurrent layer's time steps); otherwise the formulas and known rules, then the class recipes,
+    then the kernel, and the result's recipe is remembered.
 
     Example:
         >>> x = torch.empty(3, 4, device="meta")
@@ -644,56 +774,75 @@ def call(func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], info: Optiona
     info = info or op_info(func)
     if not (cache and info.cacheable):
         return func(*args, **kwargs)
+    try:
+        arg_sigs: Optional[Tuple[Any, ...]] = tuple(_sig(a) for a in args)
+        key = (func, arg_sigs, tuple((k, _sig(v)) for k, v in kwargs.items()) if kwargs else ())
+    except _NoCache:
+        arg_sigs = key = None
+    if key is not None:
+        recipe = _EXACT.get(key)
+        if recipe is not None:
+            return _rebuild(recipe, args)
+    out = _by_rule(func, info, args, kwargs)
+    if out is _NO_RULE:
+        return _by_kernel(func, info, args, kwargs, arg_sigs, key)
+    if key is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
+        recipe = _recipe(info, args, arg_sigs, out)
+        if recipe is not None:
+            _EXACT[key] = recipe
+    return out
+
+
+_NO_RULE = object()
+
+
+def _by_rule(func: Any, info: OpInfo, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """The result from a formula, a known rule or a stored class recipe, or :data:`_NO_RULE`."""
     if func in _FORMULAS:
         return _by_formula(func, args, kwargs)
     if _known_in_place(info.name, args, kwargs):
         return args[0]
-    if info.name in _UNARY and not _layout_known(args):
+    known = _KNOWN.get(func)
+    if known is not None:
+        out = known(args, kwargs)
+        if out is not None:
+            return out
+    if info.name not in _CLASS_OPS:
+        out = _known_elementwise(info.name, args, kwargs)  # None unless an out-of-place op of _UNARY
+        return _NO_RULE if out is None else out
+    class_key, main = _class_of(func, info, args, kwargs)
+    if class_key is None:
         out = _known_elementwise(info.name, args, kwargs)
-        if out is not None:
-            return out
-    if func is _LAYER_NORM:
-        out = _known_layer_norm(args, kwargs)
-        if out is not None:
-            return out
-    if func in _SOFTMAX:
-        out = _known_softmax(args, kwargs)
-        if out is not None:
-            return out
-    if func is _MAX_POOL or func is _AVG_POOL or func is _ADAPTIVE_AVG:
-        out = _known_pool(func, args, kwargs)
-        if out is not None:
-            return out
-    class_key, main = None, 0
-    if info.name in _CLASS_OPS:
-        main = _main_operand(info.name, args)
-        ordered = args if main == 0 else (args[1], args[0], *args[2:])
-        class_key = _class_key(func, ordered, kwargs, info.name in _BATCH_NORM)
-        if class_key is not None and main:
-            class_key = (class_key, "swapped")
-    if class_key is not None:
-        recipe = _CLASS.get(class_key)
-        if recipe is None and main == 0:
-            recipe = _known_recipe(info.name, args)
-            if recipe is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
-                _CLASS[class_key] = recipe
-        if recipe is not None:
-            return _class_rebuild(recipe, args[main])
-    try:
-        arg_sigs = tuple(_sig(a) for a in args)
-        key = (func, arg_sigs, tuple((k, _sig(v)) for k, v in kwargs.items()) if kwargs else ())
-    except _NoCache:
-        return func(*args, **kwargs)
-    recipe = _EXACT.get(key)
-    if recipe is not None:
-        return _rebuild(recipe, args)
-    out = func(*args, **kwargs)
-    if len(_EXACT) + len(_CLASS) < _LIMIT:
-        recipe = _class_recipe(args[main], out) if class_key is not None else None
-        if recipe is not None:
+        return _NO_RULE if out is None else out
+    recipe = _CLASS.get(class_key)
+    if recipe is None and main == 0:
+        recipe = _known_recipe(info.name, args)
+        if recipe is not None and len(_EXACT) + len(_CLASS) < _LIMIT:
             _CLASS[class_key] = recipe
-        else:
-            recipe = _recipe(info, args, arg_sigs, out)
-            if recipe is not None:
-                _EXACT[key] = recipe
+    return _NO_RULE if recipe is None else _class_rebuild(recipe, args[main])
+
+
+def _class_of(func: Any, info: OpInfo, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Optional[Tuple[Any, ...]], int]:
+    """The shape-class key of an op of :data:`_CLASS_OPS` (None: no class) and which argument is its main operand."""
+    main = _main_operand(info.name, args)
+    ordered = args if main == 0 else (args[1], args[0], *args[2:])
+    class_key = _class_key(func, ordered, kwargs, info.name in _BATCH_NORM)
+    if class_key is not None and main:
+        class_key = (class_key, "swapped")
+    return class_key, main
+
+
+def _by_kernel(func: Any, info: OpInfo, args: Tuple[Any, ...], kwargs: Dict[str, Any], arg_sigs: Any, key: Any) -> Any:
+    """Run the kernel; remember its result per class (an op of :data:`_CLASS_OPS`) or per signature."""
+    out = func(*args, **kwargs)
+    if key is None or len(_EXACT) + len(_CLASS) >= _LIMIT:
+        return out
+    class_key, main = _class_of(func, info, args, kwargs) if info.name in _CLASS_OPS else (None, 0)
+    recipe = _class_recipe(args[main], out) if class_key is not None else None
+    if recipe is not None:
+        _CLASS[class_key] = recipe
+    else:
+        recipe = _recipe(info, args, arg_sigs, out)
+        if recipe is not None:
+            _EXACT[key] = recipe
     return out

@@ -50,11 +50,11 @@ import torch
 from torch._ops import OpOverload, OpOverloadPacket
 from torch.utils._pytree import tree_flatten
 
-from ...errors import FoldError, fold_error
+from ...errors import fold_error
 from ...registry import Registry
 
 __all__ = [
-    "OpCost", "Handle", "MAC_OPS", "OP_COSTS", "register_op_cost", "costs_for_call", "op_cost", "op_name", "bind_inputs",
+    "OpCost", "Handle", "MAC_OPS", "OP_COSTS", "register_op_cost", "op_cost", "op_name", "bind_inputs",
     "first_tensor", "first_numel", "OpInfo", "op_info", "per_output", "per_input", "window_rule", "zero_cost", "register_aten",
 ]
 
@@ -140,7 +140,7 @@ def _check_handle(op: Any, handle: Any) -> None:
 
 
 #: The cost of every op the counter can price: ``qualified op name -> handle(inputs, outputs) -> OpCost``.
-OP_COSTS: Registry[Handle] = Registry("op", normalize=_qualified, check_value=_check_handle)
+OP_COSTS: Registry[Handle] = Registry("op", normalize=_qualified, check_value=_check_handle, param="op_costs")
 
 
 def op_name(op: Any) -> str:
@@ -193,25 +193,6 @@ def register_op_cost(op: Any, handle: Optional[Handle] = None, *, replace: bool 
     if handle is None:
         return OP_COSTS.register(op, replace=replace)
     return OP_COSTS.register(op, handle, replace=replace)
-
-
-def costs_for_call(op_costs: Optional[Mapping[Any, Handle]], param: str = "op_costs") -> Registry[Handle]:
-    """The cost table as one count sees it: ``op_costs`` (``{op: handle}``) consulted first, :data:`OP_COSTS`
-    untouched. A bad op or handle is a FoldError naming ``param``.
-
-    Example:
-        >>> view = costs_for_call({torch.ops.aten.sort: lambda inputs, outputs: OpCost(0, 1)})
-        >>> view.find(torch.ops.aten.sort.default) is not None, OP_COSTS.find(torch.ops.aten.sort)
-        (True, None)
-    """
-    if op_costs is None:
-        return OP_COSTS
-    if not isinstance(op_costs, Mapping):
-        raise fold_error(param, type(op_costs).__name__, "must be a mapping {op: handle(inputs, outputs) -> OpCost}")
-    try:
-        return OP_COSTS.with_overrides(op_costs)
-    except FoldError as err:
-        raise fold_error(param, err.value, err.rule) from err
 
 
 @dataclass(frozen=True)
@@ -464,7 +445,7 @@ _INPUT_REDUCE = (
 _DATA_MOVEMENT = (
     "view", "_unsafe_view", "_reshape_alias", "reshape", "alias", "as_strided", "as_strided_", "expand", "permute",
     "transpose", "transpose_", "t", "t_", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_", "select", "slice",
-    "split", "split_with_sizes", "unbind", "diagonal", "unfold", "detach", "view_as_real", "view_as_complex",
+    "split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "unbind", "diagonal", "unfold", "detach", "view_as_real", "view_as_complex",
     "clone", "copy", "copy_", "_to_copy", "lift_fresh", "lift_fresh_copy", "cat", "stack", "constant_pad_nd",
     "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d", "replication_pad2d",
     "replication_pad3d", "index", "_unsafe_index", "index_select", "gather", "masked_fill", "masked_fill_",

@@ -35,7 +35,7 @@ from .context import RuleContext
 from .geometry import IDENTITY, Broadcast, Geometry, Record
 from .measure import measure_node
 from .pullback import AnalysedGraph, unclipped_hull, unclipped_support
-from .registry import Rule, leaf_types, rule_for, rules_for_call
+from .registry import RF_RULES, Rule, leaf_types, rule_for
 from .report import AxisRF, NodeRF, RFReport
 from .rules_aten import aten_rule, fuse_matmuls
 from .trace import UnsupportedOpError, has_tensor, is_shape, meta_values, op_name, real_values, trace_model
@@ -123,7 +123,7 @@ def receptive_field(
         rules_timm.register_timm_rules()
     if trace not in TRACES:
         raise fold_error("trace", trace, f"must be one of {list(TRACES)}")
-    table = rules_for_call(rules)
+    table = RF_RULES.with_overrides(rules)
     kept = validate_leaves(model, leaves) + (leaf_types(table) if rules else ())
     if trace == "aten":
         return _aten_report(model, shape, fallback, table, output)

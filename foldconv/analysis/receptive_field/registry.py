@@ -13,18 +13,18 @@ It is looked up by what the fx node calls:
 tracing). :data:`RF_RULES` is a :class:`~foldconv.registry.Registry`: registering a target twice is a
 FoldError unless ``replace=True``; ``RF_RULES.unregister(target)`` removes a rule; ``RF_RULES.names()``
 lists them. One analysis can use other rules without touching the table:
-``receptive_field(model, shape, rules={target: rule})`` (:func:`rules_for_call`).
+``receptive_field(model, shape, rules={target: rule})`` (``RF_RULES.with_overrides(rules)``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Optional, Sequence, Set, Tuple
 
 from torch import nn
 
-from ...errors import FoldError, fold_error
+from ...errors import fold_error
 from ...registry import Registry
 
-__all__ = ["Rule", "RF_RULES", "register_rf_rule", "rule_for", "leaf_types", "rules_for_call"]
+__all__ = ["Rule", "RF_RULES", "register_rf_rule", "rule_for", "leaf_types"]
 
 Rule = Callable[[Any, Any], Any]
 
@@ -68,7 +68,7 @@ def _describe(target: Any) -> str:
 
 #: Every receptive-field rule, keyed by module class, function (object or qualified name) or method name.
 RF_RULES: Registry[Rule] = Registry("target", candidates=_candidates, check_key=_check_target, check_value=_check_rule,
-                                    describe=_describe)
+                                    describe=_describe, param="rules")
 # Module classes registered with leaf=False (torch's own layers: fx keeps them whole anyway, and a subclass
 # with its own forward must be traced through, not taken for its base class).
 _NOT_LEAVES: Set[type] = set()
@@ -109,7 +109,7 @@ def register_rf_rule(target: Any, rule: Optional[Rule] = None, *, leaf: bool = T
 
 def rule_for(op: str, target: Any, module: Any = None, *, rules: Registry[Rule] = RF_RULES) -> Optional[Rule]:
     """The rule for an fx node with this ``op`` and ``target`` (``module``: the called module) in ``rules``
-    (default: the table; a :func:`rules_for_call` view for one analysis), or None.
+    (default: the table; ``RF_RULES.with_overrides(...)`` for one analysis), or None.
 
     Example:
         >>> import torch
@@ -133,22 +133,3 @@ def leaf_types(rules: Registry[Rule] = RF_RULES) -> Tuple[type, ...]:
     """
     return tuple(k for k in rules.keys() if isinstance(k, type) and issubclass(k, nn.Module) and k not in _NOT_LEAVES)
 
-
-def rules_for_call(rules: Optional[Mapping[Any, Rule]], param: str = "rules") -> Registry[Rule]:
-    """The table as one analysis sees it: ``rules`` (``{target: rule}``) consulted first, the table untouched.
-    A bad target or rule is a FoldError naming ``param``.
-
-    Example:
-        >>> import torch
-        >>> view = rules_for_call({torch.nn.Conv2d: lambda ctx, node: None})
-        >>> rule_for("call_module", "c", torch.nn.Conv2d(1, 1, 1), rules=view) is RF_RULES.find(torch.nn.Conv2d)
-        False
-    """
-    if rules is None:
-        return RF_RULES
-    if not isinstance(rules, Mapping):
-        raise fold_error(param, type(rules).__name__, "must be a mapping {module class, function or method name: rule(ctx, node)}")
-    try:
-        return RF_RULES.with_overrides(rules)
-    except FoldError as err:
-        raise fold_error(param, err.value, err.rule) from err

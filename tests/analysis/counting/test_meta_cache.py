@@ -385,10 +385,12 @@ def test_elementwise_ops_on_slices_are_the_kernels_result(name, inplace, shape, 
     assert _check(func, lambda: (_sliced(shape, dtype, pad), *extra))
 
 
-def test_a_model_of_common_layers_counts_without_importing_torch_dynamo():
+def test_models_of_common_layers_count_without_importing_torch_dynamo():
     """The first count in a fresh process stays off torch._dynamo (whose import costs a second or more): the
     counting mode's handler is not wrapped, and the Python meta kernels of matmuls, batch and layer norm,
-    reductions and elementwise ops on slices are replaced by the known rules."""
+    reductions, elementwise ops on slices and transposes, cat/stack (recurrent layers), bmm and softmax
+    (attention) and bilinear/bicubic upsampling are replaced by the known rules. Each model is checked right
+    after its own count, so a failure names the model that pulled it in."""
     import subprocess
     import sys
 
@@ -396,16 +398,37 @@ def test_a_model_of_common_layers_counts_without_importing_torch_dynamo():
         "import sys, torch\n"
         "from torch import nn\n"
         "from foldconv.analysis.counting import count\n"
-        "net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Hardswish(),\n"
-        "    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 4))\n"
+        "class Attention(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.mha = nn.MultiheadAttention(16, 4, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        return self.mha(x, x, x)[0]\n"
+        "class Recurrent(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.lstm = nn.LSTM(8, 16, 2, bidirectional=True, batch_first=True)\n"
+        "        self.gru = nn.GRU(32, 16, 2, bidirectional=True, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        return self.gru(self.lstm(x)[0])[0]\n"
+        "models = {\n"
+        "    'common layers': (nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Hardswish(),\n"
+        "        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 4)), (2, 3, 16, 16)),\n"
+        "    'LSTM + GRU': (Recurrent(), (2, 5, 8)),\n"
+        "    'MultiheadAttention': (Attention(), (2, 5, 16)),\n"
+        "    'bilinear': (nn.Upsample(scale_factor=2, mode='bilinear'), (1, 3, 8, 8)),\n"
+        "    'bicubic, align_corners': (nn.Upsample(size=(13, 7), mode='bicubic', align_corners=True), (1, 3, 8, 8)),\n"
+        "    'transformer encoder': (nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 2), (2, 5, 16)),\n"
+        "}\n"
         "assert 'torch._dynamo' not in sys.modules\n"
-        "rep = count(net, (2, 3, 16, 16))\n"
-        "assert rep.macs > 0\n"
-        "print('torch._dynamo' in sys.modules)\n"
+        "for name, (model, shape) in models.items():\n"
+        "    assert count(model, shape).flops > 0\n"
+        "    print(name, 'torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 6 and all(line.endswith(" False") for line in lines), lines
 
 
 @pytest.mark.claim("COUNT-12")
@@ -453,3 +476,208 @@ def test_softmax_from_the_known_rule_is_the_kernels_result(func):
         for shape, dtype in itertools.product(_shapes(rank), DTYPES):
             for dim in range(-rank, rank):
                 assert _check(func, lambda: (_meta(shape, dtype=dtype), dim, False)), (shape, dim, dtype)
+
+
+def _permuted(shape, dtype, order, pad):
+    """A tensor of ``shape`` whose memory runs in axis ``order`` (outermost first), cut from a wider one when ``pad``."""
+    stored = [shape[d] + (pad if i == len(order) - 1 else 0) for i, d in enumerate(order)]
+    wide = torch.empty(stored, device="meta", dtype=dtype)
+    if pad:
+        wide = wide[..., pad:]
+    return wide.permute(*[order.index(d) for d in range(len(shape))])
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=120, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda rank: st.tuples(st.tuples(*[st.integers(1, 4)] * rank), st.permutations(range(rank)))),
+       st.sampled_from([0, 2]), st.sampled_from(["mul", "add", "sub", "div"]),
+       st.sampled_from([None, "scalar", "same", "contiguous", "last", "permuted"]), st.sampled_from(DTYPES))
+def test_elementwise_ops_on_transposed_inputs_are_the_kernels_result(layout, pad, name, other, dtype):
+    """Attention's transposed heads (``q * scale``, a residual sum): out of place, the result is contiguous in the
+    first operand's axis order, whatever the second operand's strides; every size-1 pattern, slices too."""
+    shape, order = layout
+    extra = {None: (), "scalar": (0.5,), "same": (_permuted(shape, dtype, list(order), 0),), "contiguous": (_meta(shape, dtype=dtype),),
+             "last": (_meta(shape[-1:], dtype=dtype),), "permuted": (_permuted(shape, dtype, list(reversed(order)), 0),)}[other]
+    func = getattr(aten, name).Tensor
+    if other is None:  # mul.Scalar, as attention's scaling reaches the dispatcher
+        func, extra = aten.mul.Scalar, (2.0,)
+    assert _check(func, lambda: (_permuted(shape, dtype, list(order), pad), *extra))
+
+
+def _joined_cases():
+    """cat and stack: every size-1 pattern of ranks 1 to 4, every axis, one to three operands (for cat also sizes
+    that differ along the axis), four dtypes; channels-last and sliced operands (the kernel decides those)."""
+    for func in (aten.cat.default, aten.stack.default):
+        stack = func is aten.stack.default
+        for rank in range(1, 5):
+            for shape, dtype in itertools.product(_shapes(rank), DTYPES):
+                for dim in range(-rank - stack, rank + stack):
+                    for k in (1, 2, 3):
+                        growth = [0] * k if stack else list(range(k))
+                        yield func, tuple(tuple(s + g if d == dim % rank else s for d, s in enumerate(shape)) for g in growth), dim, dtype, None
+        yield func, ((2, 3, 1, 4),) * 2, 1, torch.float32, "channels-last"
+        yield func, ((2, 3, 1, 4),) * 2, 1, torch.float32, "sliced"
+
+
+def _check_joined(func, shapes, dim, dtype, kind):
+    def operand(shape):
+        return _sliced(shape, dtype, 2) if kind == "sliced" else _meta(shape, kind == "channels-last", dtype)
+    return _check(func, lambda: ([operand(shape) for shape in shapes], dim))
+
+
+@pytest.mark.slow
+@pytest.mark.claim("COUNT-12")
+def test_cat_and_stack_from_the_known_rule_are_the_kernels_result():
+    wrong = [case for case in _joined_cases() if not _check_joined(*case)]
+    assert not wrong
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(list(_joined_cases())))
+def test_cat_and_stack_from_the_known_rule_on_drawn_cases(case):
+    """The fast tier's share of the exhaustive test above."""
+    assert _check_joined(*case)
+
+
+def _upsample_cases():
+    """Bilinear and bicubic: every size-1 pattern of the input, output sizes with and without size-1 axes, both
+    align_corners, with and without scales, three dtypes, contiguous and channels-last (the kernel decides that)."""
+    for func in (aten.upsample_bilinear2d.default, aten.upsample_bicubic2d.default):
+        for shape in _shapes(4):
+            yield from itertools.product([func], [shape], ((1, 1), (7, 9), (1, 5)), (False, True), ((), (2.0, 3.0)),
+                                         (torch.float32, torch.float64, torch.bfloat16), (False, True))
+
+
+def _check_upsample(func, shape, size, align, scales, dtype, cl):
+    return _check(func, lambda: (_meta(shape, cl, dtype), list(size), align, *scales))
+
+
+@pytest.mark.slow
+@pytest.mark.claim("COUNT-12")
+def test_upsampling_from_the_known_rule_is_the_kernels_result():
+    wrong = [case for case in _upsample_cases() if not _check_upsample(*case)]
+    assert not wrong
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(list(_upsample_cases())))
+def test_upsampling_from_the_known_rule_on_drawn_cases(case):
+    """The fast tier's share of the exhaustive test above."""
+    assert _check_upsample(*case)
+
+
+@pytest.mark.claim("COUNT-12")
+@settings(max_examples=100, deadline=None)
+@given(st.tuples(*[st.integers(1, 3)] * 4), st.booleans(), st.booleans(), st.sampled_from(DTYPES))
+def test_bmm_from_the_known_rule_is_the_kernels_result(sizes, a_transposed, b_transposed, dtype):
+    """bmm of attention's operands (transposed or not, every size-1 pattern): a fresh standard-contiguous result."""
+    batch, n, k, m = sizes
+
+    def operand(rows, cols, transposed):
+        return _meta((batch, cols, rows), dtype=dtype).transpose(1, 2) if transposed else _meta((batch, rows, cols), dtype=dtype)
+
+    assert _check(aten.bmm.default, lambda: (operand(n, k, a_transposed), operand(k, m, b_transposed)))
+
+
+def test_safe_softmax_from_the_known_rule_is_the_kernels_result():
+    for rank in range(1, 5):
+        for shape, dtype in itertools.product(_shapes(rank), (torch.float32, torch.float16)):
+            for dim in range(-rank, rank):
+                assert _check(aten._safe_softmax.default, lambda: (_meta(shape, dtype=dtype), dim)), (shape, dim, dtype)
+
+
+@pytest.mark.parametrize("case", ["interleaved columns", "disjoint blocks", "overlapping blocks", "itself"])
+def test_in_place_ops_on_slices_of_one_buffer_are_the_kernels_result(case):
+    """An LSTM's or GRU's gates: ``r.mul_(h)`` where both are slices of one buffer. Disjoint slices give the input
+    itself without a kernel run; where torch may see a partial overlap, the kernel runs and decides (it raises)."""
+    buffer = torch.empty(4, 48, device="meta")
+    x, y = {
+        "interleaved columns": (buffer[:, :16], buffer[:, 16:32]),
+        "disjoint blocks": (buffer[:2], buffer[2:]),
+        "overlapping blocks": (buffer.view(-1)[:100], buffer.view(-1)[50:150]),
+        "itself": (buffer[:2], buffer[:2]),
+    }[case]
+    meta_cache.clear()
+    try:
+        expected = aten.mul_.Tensor(x, y)
+    except RuntimeError:
+        with pytest.raises(RuntimeError):
+            meta_cache.call(aten.mul_.Tensor, (x, y), {})
+        return
+    assert expected is x
+    assert meta_cache.call(aten.mul_.Tensor, (x, y), {}) is x
+
+
+class _Stack(nn.Module):
+    """A recurrent layer called twice (the second call from its record within one count), then a linear head."""
+
+    def __init__(self, layer, features):
+        super().__init__()
+        self.layer = layer
+        self.head = nn.Linear(features, 3)
+
+    def forward(self, x):
+        self.layer(x)
+        return self.head(self.layer(x)[0])
+
+
+_RECURRENT = {
+    "LSTM 2-layer bidirectional": (lambda: nn.LSTM(8, 6, 2, bidirectional=True, batch_first=True), 12, (2, 5, 8)),
+    "LSTM projected, time first": (lambda: nn.LSTM(8, 6, 1, proj_size=4), 4, (5, 2, 8)),
+    "LSTM without bias": (lambda: nn.LSTM(8, 6, 2, bias=False), 6, (5, 2, 8)),
+    "GRU bidirectional": (lambda: nn.GRU(8, 6, 2, bidirectional=True), 12, (5, 2, 8)),
+    "RNN tanh": (lambda: nn.RNN(8, 6, 3), 6, (5, 2, 8)),
+    "RNN relu, batch first": (lambda: nn.RNN(8, 6, 1, nonlinearity="relu", batch_first=True), 6, (2, 5, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(_RECURRENT))
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_recurrent_layers_counted_again_from_their_record_change_nothing(name, dtype):
+    """A recurrent layer's whole-sequence call met before (the same layer again, a model counted again) adds its
+    record instead of running thousands of ops: every layer row, the peak and the unsupported ops stay exact."""
+    make, features, shape = _RECURRENT[name]
+    torch.manual_seed(0)
+    model = _Stack(make(), features)
+    meta_cache.clear()
+    cold = count(model, shape, dtype=dtype)
+    assert meta_cache.RECORDS  # the run was recorded...
+    warm = count(model, shape, dtype=dtype)
+    with _Outer():  # another mode active: nothing remembered, every kernel runs
+        kernels = count(model, shape, dtype=dtype)
+    for rep in (warm, kernels):
+        assert rep.layers == cold.layers
+        assert rep.peak_activation_bytes == cold.peak_activation_bytes
+        assert rep.unsupported_ops == cold.unsupported_ops
+    assert cold.layer("layer").calls == 2 and cold.complete
+
+
+def test_a_recurrent_record_is_not_used_after_the_cost_table_changed():
+    """Mutation check: a rule replaced after the record changes the next count (the record is keyed on the table's
+    version); with the built-in rule back, the count is the first one again."""
+    from foldconv.analysis.counting import OP_COSTS, OpCost, register_op_cost
+
+    model = nn.GRU(8, 6, 2)
+    meta_cache.clear()
+    before = count(model, (5, 2, 8))
+    builtin = OP_COSTS.find(torch.ops.aten.sigmoid_)
+    register_op_cost(torch.ops.aten.sigmoid_, lambda inputs, outputs: OpCost(), replace=True)
+    try:
+        after = count(model, (5, 2, 8))
+    finally:
+        register_op_cost(torch.ops.aten.sigmoid_, builtin, replace=True)
+    assert after.flops < before.flops
+    assert count(model, (5, 2, 8)).layers == before.layers
+
+
+def test_a_per_call_cost_reaches_a_recurrent_layer_counted_before():
+    from foldconv.analysis.counting import OpCost
+
+    model = nn.LSTM(8, 6, 1)
+    meta_cache.clear()
+    plain = count(model, (5, 2, 8))
+    assert count(model, (5, 2, 8)).layers == plain.layers
+    free = count(model, (5, 2, 8), op_costs={torch.ops.aten.addmm: lambda inputs, outputs: OpCost()})
+    assert free.macs == 0 < plain.macs

@@ -36,6 +36,7 @@ import contextlib
 import copy
 import difflib
 import importlib
+import inspect
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -322,7 +323,13 @@ def _maker(spec: ModelSpec, param: str) -> Callable[[], Any]:
     if spec.source == "torchvision":
         import torchvision
 
-        return lambda: torchvision.models.get_model(spec.name, **{"weights": None, **dict(spec.kwargs)})
+        def build() -> Any:
+            fn = torchvision.models.get_model_builder(spec.name)
+            # Detection and segmentation builders also load a pretrained backbone by default: never download.
+            none = {"weights": None, **({"weights_backbone": None} if "weights_backbone" in inspect.signature(fn).parameters else {})}
+            return fn(**{**none, **dict(spec.kwargs)})
+
+        return build
     if spec.source == "timm":
         timm = _timm(param, TIMM_PREFIX + spec.name)
         return lambda: timm.create_model(spec.name, **{"pretrained": False, **dict(spec.kwargs)})

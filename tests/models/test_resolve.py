@@ -173,3 +173,15 @@ def test_spec_is_frozen():
     assert isinstance(spec, ModelSpec)
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.label = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenet_v3_large", "fcn_resnet50", "fasterrcnn_mobilenet_v3_large_fpn"])
+def test_builders_with_a_pretrained_backbone_download_nothing(name, monkeypatch):
+    """Segmentation and detection builders load an ImageNet backbone unless told not to: build_model must tell them."""
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{name} tried to download {args[:1]}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    assert isinstance(build_model(name, meta=True), torch.nn.Module)

@@ -72,7 +72,7 @@ def plot_layers(report: CountReport, path: Union[str, Path], max_labels: int = 1
     shown = list(ys)[::step]
     axes[0].set_yticks(shown, [rows[k]["layer"] for k in shown], fontsize=8)
     axes[0].set_ylim(len(rows) - 0.5, -0.5)  # first layer at the top
-    axes[0].set_ylabel("layer (execution order)" + (f"; every {step}th of {len(rows)} named" if step > 1 else ""))
+    axes[0].set_ylabel("layer (execution order)" + (f"; one in {step} of {len(rows)} named" if step > 1 else ""))
     # one title over both panels, on the left axes: a suptitle collides with the top bars of tall figures
     axes[0].set_title(f"{report.model}: parameters and MACs per layer (input {report.input_shapes[0]})", fontsize=10, loc="left")
     return save_figure(fig, path)

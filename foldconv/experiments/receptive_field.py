@@ -337,7 +337,7 @@ def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: 
     ax2.plot(xs, jumps, marker=".")
     ax2.set_ylabel(f"jump along {axis} (input px)")
     _log2_axis(ax2, jumps)
-    ax2.set_xlabel("node (topological order)" + (f"; every {step}th of {len(nodes)} named" if step > 1 else ""))
+    ax2.set_xlabel("node (topological order)" + (f"; one in {step} of {len(nodes)} named" if step > 1 else ""))
     ax2.set_xticks(xs[::step], [nodes[k].name for k in xs[::step]], rotation=90, fontsize=8)
     return fig
 
@@ -376,7 +376,8 @@ def _headline(label: str, report: RFReport) -> str:
     d = report[deep]
     after = ("reads the whole input (global)" if all(global_axes(o, report.input_size))
              else f"rf ({', '.join(rf_text(o, report.input_size))})")
-    return (f"{label}: last spatial layer {deep} {d.shape}: rf {d.rf}, jump ({', '.join(str(j) for j in d.jump)}), "
+    rf = "(" + ", ".join(rf_text(d, report.input_size)) + ")" if any(global_axes(d, report.input_size)) else str(d.rf)
+    return (f"{label}: last spatial layer {deep} {d.shape}: rf {rf}, jump ({', '.join(str(j) for j in d.jump)}), "
             f"padding {d.padding}; the output {report.output_name} {after}; {n} nodes")
 
 

@@ -86,3 +86,16 @@ def test_a_bad_input_shape_is_refused_by_both(bad):
         with pytest.raises(FoldError) as info:
             make(model=conv, input_shape=bad)
         assert info.value.param == "input_shape"
+
+
+def test_the_headline_marks_a_last_spatial_layer_that_reads_the_whole_input_as_global():
+    """At 32 px every unit of resnet18's last spatial layer (layer3: layer4 is 1x1) reads the whole input: the headline
+    says so, as layers.md does."""
+    import torchvision
+
+    from foldconv.analysis.receptive_field import receptive_field
+    from foldconv.experiments.receptive_field import _headline
+
+    report = receptive_field(torchvision.models.resnet18(), (1, 3, 32, 32))
+    line = _headline("resnet18", report)
+    assert "last spatial layer layer3" in line and "(global)" in line.split("; the output")[0], line

@@ -618,8 +618,21 @@ def summary_text(run: RewriteRun) -> str:
         r = m.report
         whole = r.verification.summary() if r.verification is not None else "not verified"
         line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.main_sites)} site(s) applied; whole model {whole}"
+        applied = [x for x in r.main_sites if x.applied]
+        if applied:  # what the rewrite costs, and whether it trains the same, belong beside "equivalent"
+            p0, p1 = sum(x.params_before for x in applied), sum(x.params_after for x in applied)
+            m0, m1 = sum(x.macs_before for x in applied), sum(x.macs_after for x in applied)
+            line += (f"; at the applied sites parameters {p0:,} -> {p1:,} ({p1 / max(p0, 1):.2f}x), "
+                     f"MACs {m0:,} -> {m1:,} ({m1 / max(m0, 1):.2f}x) (sites.md: per site)")
+        if r.training is not None:
+            line += f"; {r.training.describe()}"
         if m.back is not None:
-            line += f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'}"
+            back = [x for x in m.back.main_sites if x.applied]
+            # against the original: what the rewrite added, plus what going back changed
+            kept = sum(x.params_after - x.params_before for x in applied) + sum(x.params_after - x.params_before for x in back)
+            line += (f"; back by the inverse rules: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'} "
+                     f"equal to the rewritten model" + (f" (the layer types come back, not the original kernels: "
+                                                       f"{kept:+,} parameters against the original)" if kept else ""))
         if m.forms is not None:
             best = m.forms.fastest
             timed = "; ".join(f"{t.form} {t.describe()}" for t in m.forms.timings[1:])

@@ -116,3 +116,17 @@ def test_a_stage_is_one_site_in_every_summary_and_table():
     parts = [r for r in rows if r["part of"]]
     assert parts and all(r["params before"] == "" and r["MACs after"] == "" for r in parts)  # a part's costs are its site's
     assert len(sites_figure(rows).axes[0].get_yticklabels()) == 1  # one bar pair: the site
+
+
+def test_the_summary_line_carries_the_costs_the_training_verdict_and_what_going_back_restores():
+    """strided_to_spd on a 3x3 stride-2 conv: the same function, 16/9 the parameters, trains differently (the padded
+    kernel's zero taps get gradients), and the inverse gives back a 4x4 stride-2 conv, not the 3x3 one."""
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, summary_text
+    from foldconv.surgery import rewrite
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+    model, report = rewrite(net, (1, 4, 8, 8), ["strided_to_spd"])
+    _, back = rewrite(model, (1, 4, 8, 8), ["spd_to_strided"])
+    line = summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("strided_to_spd",), report, back=back),)))
+    assert "parameters 296 -> 520 (1.76x)" in line and "MACs" in line, line
+    assert "trains DIFFERENTLY" in line and "not the original kernels: +224 parameters against the original" in line, line

@@ -107,7 +107,7 @@ SWEEP_FILES = {
     "outcomes.png": "observed outcome counts per section",
     "outcomes_by_r.png": "observed outcome counts per fold factor r, every section pooled",
     "heatmap_modes.png": "fraction of r > 1 configurations whose literal fold holds, stride x padding, per padding mode",
-    "heatmap_errors.png": "largest relative error of the folded form, r x kernel, per low-precision dtype",
+    "heatmap_errors.png": "largest relative error of the folded form run in each low-precision dtype against the original in float64, r x kernel (the dtype's own rounding included: the r=1 row is its floor)",
     "*.log": "the app's log (Hydra)",
 }
 

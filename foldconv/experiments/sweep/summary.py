@@ -357,7 +357,10 @@ def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> 
         ax.set_yticks(range(len(rs)), rs)
         ax.set_xlabel("kernel K")
         ax.set_ylabel("fold r")
-        ax.set_title(key.replace("rel_err_", ""))
+        ax.set_title(f"folded form in {key.replace('rel_err_', '')}\nvs the original in float64", fontsize=9)
+    fig.suptitle("Largest relative error: the dtype's own rounding plus what folding adds"
+                 + ("\n(r = 1, the identity fold, is the dtype's floor: compare the other rows with it)" if "1" in rs else ""),
+                 fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes[0][-1], fraction=0.046, pad=0.04).set_label("log10 max rel error\n(one scale for all panels)")
     return save_figure(fig, path)

@@ -153,3 +153,19 @@ def test_bar_legends_cover_no_bar_and_no_label(kept, plot):
     assert len(labels) == 12 and len(bars) == 12
     assert not [b for b in labels + bars if overlaps(legend, b)]
     assert legend.x0 >= ax.get_window_extent(renderer).x1  # beside the plot area, outside the data
+
+
+def test_the_error_heatmap_says_what_the_error_is_measured_against(tmp_path, monkeypatch):
+    """A relative error of 5e-3 at r=1 is bfloat16's own rounding, not folding: the figure names the reference."""
+    import matplotlib.figure
+
+    from foldconv.experiments.sweep.summary import plot_errors
+
+    titles = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: titles.extend(
+        [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]))
+    rows = [{"section": "theorem", "r": str(r), "kernel": "3", "rel_err_bfloat16": "5e-3", "outcome": "holds",
+             "predicted": "holds", "observed": "equivalent"} for r in (1, 2)]
+    plot_errors(rows, tmp_path / "e.png")
+    text = " ".join(titles)
+    assert "vs the original in float64" in text and "r = 1" in text and "rounding" in text, text

@@ -26,7 +26,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -342,6 +342,15 @@ def with_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images[:, [k % images.shape[1] for k in range(channels)]]
 
 
+def _degenerate(row: Mapping[str, Any]) -> str:
+    """A warning for a consistency that measures nothing: a model that gives one class to every image agrees
+    with itself under any shift (random weights often collapse to one class)."""
+    if row["classes_seen"] == 1 or row["centred_classes_seen"] == 1:
+        return ("; DEGENERATE: the model gives one class to every image, so its consistency is 1 whatever its "
+                "equivariance (random weights; the measured errors above are the informative figure)")
+    return ""
+
+
 def _analyse(model: nn.Module, shape: Tuple[int, ...], label: str, seen: List[str]) -> Any:
     """:func:`shift_equivariance`, its alignment warnings kept in ``seen`` (``"label: warning"``) for the summary."""
     with warnings.catch_warnings():
@@ -616,7 +625,7 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
         lines += _zero_lines(err_rows)
         lines += [f"- {r['model']}: consistency {r['consistency']:.3f} over {r['pairs']} pairs (argmax over {r['classes']} classes, "
                   f"{r['classes_seen']} seen; random weights, seed {e.seed}), centred {r['centred_consistency']:.3f} "
-                  f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" if r["pairs"] else
+                  f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" + _degenerate(r) if r["pairs"] else
                   f"- {r['model']}: no consistency; output period: {r['output_period']}" for r in cons_rows]
     if ladder_rows:
         write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size}")

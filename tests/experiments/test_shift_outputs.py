@@ -151,3 +151,11 @@ def test_a_pixel_border_that_keeps_nothing_says_so_not_the_rf_reason(tmp_path):
     rows = [r for r in read_csv(tmp_path / "equivariance.csv") if r["positions"] == "0"]
     assert rows and all(r["theory"].startswith("not measurable: cropping 20 px from both borders") and r["min_crop"] == "" for r in rows)
     assert "not measurable (the border leaves no position): conv" in result.text
+
+
+def test_a_consistency_of_a_model_that_gives_one_class_to_every_image_is_flagged_degenerate():
+    """Consistency 1.000 with '1 seen' is a random-weight model that always answers the same class: say so."""
+    from foldconv.experiments.shift import _degenerate
+
+    row = {"classes_seen": 1, "centred_classes_seen": 1}
+    assert "DEGENERATE" in _degenerate(row) and _degenerate({"classes_seen": 7, "centred_classes_seen": 5}) == ""

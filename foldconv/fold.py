@@ -435,7 +435,7 @@ def fold_weight(
     """
     spec = _weight_spec(weight, groups, dilation=dilation)
     plan = plan_fold(spec, FoldSpec.coerce(r, spec.dims, order, param="r"))
-    return FoldedWeight(_fold_tensor(weight, plan), plan.result.groups)
+    return FoldedWeight(_own(_fold_tensor(weight, plan), weight), plan.result.groups)
 
 
 def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = None, *, groups: int = 1) -> FoldedWeight:
@@ -462,12 +462,20 @@ def unfold_weight(weight: torch.Tensor, r: FoldLike, order: Optional[Order] = No
     dims = _check_weight(weight)
     fold = FoldSpec.coerce(r, dims, order, param="r")
     plan = plan_unfold(_weight_spec(weight, groups, stride=fold.r), fold)
-    return FoldedWeight(_fold_tensor(weight, plan), plan.result.groups)
+    return FoldedWeight(_own(_fold_tensor(weight, plan), weight), plan.result.groups)
+
+
+def _own(folded: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``folded`` as a tensor of its own: a fold that is a pure re-indexing (a 1x1 kernel, say) can come back as a
+    view of ``source``, and a caller editing the folded weight would edit the original conv's."""
+    if folded.device.type != "meta" and folded.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        return folded.clone()
+    return folded
 
 
 def _build(plan: FoldPlan, conv: nn.Module) -> nn.Module:
     bias = None if conv.bias is None else conv.bias.detach()
-    module = plan.result.to_module(weight=_fold_tensor(conv.weight.detach(), plan), bias=bias, copy=False)
+    module = plan.result.to_module(weight=_own(_fold_tensor(conv.weight.detach(), plan), conv.weight), bias=bias, copy=False)
     module.train(conv.training)
     module.weight.requires_grad_(conv.weight.requires_grad)
     if conv.bias is not None:

@@ -461,3 +461,16 @@ def test_a_large_fold_built_in_slabs_equals_the_fold_in_one_piece(dims, r, order
         assert not torch.equal(fold_weight(mutated, r, order, groups=groups, dilation=dilation).weight, whole.weight)
     finally:
         fold_module.CHUNKED_FOLD_ELEMENTS = original
+
+
+def test_a_folded_conv_owns_its_weight_even_when_the_fold_is_a_pure_reindexing():
+    """A 1x1 kernel folds by re-indexing alone: editing the folded weight must not edit the original conv's."""
+    from foldconv import fold_weight
+
+    conv = torch.nn.Conv2d(4, 1, 1, bias=False)
+    before = conv.weight.detach().clone()
+    big = fold_conv(conv, 2)
+    with torch.no_grad():
+        big.weight.add_(3)
+        fold_weight(conv.weight.detach(), 2).weight.add_(5)
+    assert torch.equal(conv.weight, before)

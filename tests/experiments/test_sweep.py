@@ -288,7 +288,7 @@ def test_a_killed_sweep_keeps_its_rows_and_a_rerun_resumes_without_recomputing(t
     rerun = _recording_app([f"hydra.run.dir={killed}", *SMALL], tmp_path / "second.txt", sleep=0)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
-    assert f"114 configurations ({len(saved)} already in results.csv, resuming; {114 - len(saved)} to run)" in out
+    assert f"114 configurations ({len(saved)} already in results.csv, resuming; {114 - len(saved)} to run)" in err  # a status line: stderr
     assert csv_path.read_bytes() == (whole / "results.csv").read_bytes()  # byte for byte the uninterrupted run
     assert (killed / "summary.md").read_text() == (whole / "summary.md").read_text()
     recomputed = (tmp_path / "second.txt").read_text().splitlines()

@@ -133,7 +133,7 @@ def test_a_killed_run_keeps_its_rows_and_a_rerun_measures_only_the_rest(tmp_path
     monkeypatch.chdir(run)  # the same run directory: the rerun resumes
     code, out, err = run_in_process("zoo", args, capsys)
     assert code == 0, err
-    assert "3 timm models (1 already in results.csv, resuming; 2 to run)" in out
+    assert "3 timm models (1 already in results.csv, resuming; 2 to run)" in err  # a status line: stderr
     assert sorted(remeasured) == sorted(set(MODELS) - {saved[0]["model"]}), remeasured
     assert csv_path.read_bytes().startswith(kept)  # the saved row is untouched
     assert sorted(r["model"] for r in read_csv(csv_path)) == sorted(MODELS)

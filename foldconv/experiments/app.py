@@ -165,17 +165,15 @@ def _summary_text(result: AppResult, answer: str) -> str:
 
 def _answer_first(path: Path, answer: str, plain: str) -> None:
     """Make the summary.md an app wrote itself start (after its heading) with the run's ``answer``, the line
-    index.md starts with, the checks' verdict included (its ``plain`` form, without the verdict, is replaced)."""
+    index.md starts with (or its ``plain`` form, without the checks' verdict): else the answer goes first."""
     lines = path.read_text().splitlines()
     head = lines[:1] if lines and lines[0].startswith("# ") else []
     rest = lines[len(head):]
     while rest and not rest[0].strip():
         rest = rest[1:]
     first = rest[0].strip() if rest else ""
-    if first and first == answer:
+    if first and (first == answer or first == plain.strip()):  # already the answer (a separate verdict line may follow)
         return
-    if first and first == plain.strip():  # the answer without the checks' verdict: give it the verdict
-        rest = rest[1:]
     write_markdown("\n".join(head + ([""] if head else []) + [answer, ""] + rest).rstrip("\n"), path)
 
 

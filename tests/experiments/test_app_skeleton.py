@@ -58,12 +58,3 @@ def test_parse_r_is_the_apps_fold_factor_syntax():
     assert parse_r("2x1x1") == (2, 1, 1) and parse_r(4) == 4 and parse_r([2, 1]) == (2, 1)
     with pytest.raises(FoldError, match="r="):
         parse_r("2y")
-
-
-def test_an_apps_own_summary_that_starts_with_the_plain_answer_gets_the_checks_verdict(tmp_path):
-    """summary.md's first line is index.md's: the answer with the checks' verdict, also when the app wrote it."""
-    (tmp_path / "summary.md").write_text("# Demo\n\nthe answer\n\n## details\n")
-    conclude(result(Check("holds", True), files={"summary.md": "the app's own summary"}), tmp_path)
-    lines = (tmp_path / "summary.md").read_text().splitlines()
-    assert lines[:3] == ["# Demo", "", "the answer; the 1 check holds."] and "## details" in lines
-    assert lines.count("the answer") == 0

@@ -630,9 +630,9 @@ def summary_text(run: RewriteRun) -> str:
             back = [x for x in m.back.main_sites if x.applied]
             # against the original: what the rewrite added, plus what going back changed
             kept = sum(x.params_after - x.params_before for x in applied) + sum(x.params_after - x.params_before for x in back)
-            line += (f"; back by the inverse rules: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'} "
-                     f"equal to the rewritten model" + (f" (the layer types come back, not the original kernels: "
-                                                       f"{kept:+,} parameters against the original)" if kept else ""))
+            line += (f"; back: {m.back.applied} site(s), {'verified' if m.back.ok else 'NOT verified'} equal to the rewritten "
+                     f"model by the inverse rules" + (f" (the layer types come back, not the original kernels: "
+                                                      f"{kept:+,} parameters against the original)" if kept else ""))
         if m.forms is not None:
             best = m.forms.fastest
             timed = "; ".join(f"{t.form} {t.describe()}" for t in m.forms.timings[1:])

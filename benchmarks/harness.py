@@ -185,15 +185,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, rounds: int = ROUNDS, bloc
 
 
 def machine() -> str:
-    """CPU model, cores, torch version, threads and the 1/5/15-minute load averages."""
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
-    except OSError:
-        pass
+    """CPU model, cores, torch version, threads (foldconv's own description) and the 1/5/15-minute load averages."""
+    from foldconv.surgery.timing import machine_description  # here, not at import: first_call.py times a bare start
+
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return f"{cpu or 'cpu'}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {load}"
+    return f"{machine_description()}, load average {load}"
 
 
 def start(args: argparse.Namespace, what: str, method: Optional[str] = None) -> float:

@@ -10,7 +10,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 # Test workers (pytest-xdist); each runs torch on one thread (tests/conftest.py). `make test JOBS=0` runs serially.
 JOBS ?= 2
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS)
+# The test runs keep bytecode (gitignored __pycache__/) even where the environment sets PYTHONDONTWRITEBYTECODE:
+# without it every pytest worker recompiles foldconv and re-rewrites every test module's asserts (about 5 s each).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS)
 
 .PHONY: demo test check lint install bench clean
 

@@ -1,6 +1,7 @@
 """Shared test configuration: the claims registry, hypothesis profiles and the test tiers.
 
-Tiers: `slow` marks the model zoos (tests/experiments/test_zoo_t*.py, marked here by path) and `app` marks every
+Tiers: `slow` marks the model zoos and the apps run end to end in process with their figures (SLOW_PATHS, marked
+here by path; the doctests of foldconv.experiments, in tests/test_doctests.py) and `app` marks every
 test that runs a subprocess (the Hydra apps: tests/**/test_*_app.py, and any test that calls ``subprocess``
 itself, through a helper or a fixture defined in tests/). `make check` deselects both, and the `zoo` tier (one timm
 model per family, marked in tests/experiments/test_zoo_families.py). `make check` also loads the `fast` hypothesis
@@ -10,6 +11,7 @@ tests/ is on sys.path (pyproject's pytest ``pythonpath``), so tests import share
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import os
 import re
@@ -50,7 +52,18 @@ def registered_claims() -> set:
     return set(CLAIM_ROW.findall(CLAIMS_FILE.read_text()))
 
 
-SLOW_PATHS = ("tests/experiments/test_zoo_t*.py",)  # the whole-zoo runs: test_zoo_timm.py, test_zoo_torchvision.py
+SLOW_PATHS = (
+    "tests/experiments/test_zoo_t*.py",  # the whole-zoo runs: test_zoo_timm.py, test_zoo_torchvision.py
+    # Apps run end to end in process and their figures rendered and measured: seconds per test, a third of the
+    # fast tier's time. The library layers they call keep their own tests in the fast tier; `make test` runs these.
+    "tests/experiments/test_png_text_fits.py",
+    "tests/experiments/test_figures.py",
+    "tests/experiments/test_app_outputs.py",
+    "tests/experiments/test_shift_outputs.py",
+    "tests/experiments/test_rewrite_outputs.py",
+    "tests/experiments/test_receptive_field_experiment.py",
+    "tests/experiments/test_receptive_field_measurements.py",
+)
 APP_PATHS = ("tests/*_app.py",)  # fnmatch's * also matches "/"
 TOOL_PATHS = ("tests/test_architecture.py",)  # runs ruff and lint-imports (a second in all), no app: stays in `make check`
 
@@ -69,7 +82,12 @@ _RUNS_SUBPROCESS: dict = {}
 
 def _in_tests(func) -> bool:
     source = inspect.getsourcefile(func) if inspect.isfunction(func) else None
-    return bool(source) and Path(source).resolve().is_relative_to(ROOT / "tests")
+    return bool(source) and _under_tests(source)
+
+
+@functools.cache
+def _under_tests(source: str) -> bool:
+    return Path(source).resolve().is_relative_to(ROOT / "tests")
 
 
 def runs_subprocess(func) -> bool:

@@ -14,7 +14,11 @@ MODULES = sorted(
 ) + ["foldconv"]
 
 
-@pytest.mark.parametrize("name", MODULES)
+# The experiments layer's examples run whole apps (seconds each): `make test` runs them, the fast tier does not.
+CASES = [pytest.param(name, marks=pytest.mark.slow) if name.startswith("foldconv.experiments") else name for name in MODULES]
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)

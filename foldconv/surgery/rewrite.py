@@ -298,10 +298,15 @@ def _row(rule: Rule, ctx: Context, match: Match, module: Optional[nn.Module], ap
     before, after = describe_site(ctx, match), describe_site(ctx, match, module) if module is not None else ""
     (params_before, macs_before), (params_after, macs_after) = site_costs(reference, match.input_shape), (
         site_costs(module, match.input_shape) if module is not None else (0, 0))
+    changes = ""
+    if isinstance(module, FoldedStage) and module.report.fused_batchnorms:  # said with the model's own paths
+        at = f"{match.location}." if match.location else ""
+        changes = dataclasses.replace(module.report, fused_batchnorms=tuple(
+            (at + bn, at + conv) for bn, conv in module.report.fused_batchnorms)).describe_fused()
     return SiteReport(
         rule.name, match.pattern, match.location, match.input_shape, before, after, params_before, params_after,
         macs_before, macs_after, applied=applied, reason=reason, verdict=None if check is None else check.verdict,
-        exact=bool(check is not None and check.exact), check=check,
+        exact=bool(check is not None and check.exact), check=check, changes=changes,
     )
 
 

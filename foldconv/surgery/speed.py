@@ -204,13 +204,14 @@ class _Form:
     channels_last: bool = False
     note: str = ""
     rule: Optional[RuleArg] = None  # the rule that builds it (rebuilt at the check's size when that is smaller)
+    built: Optional[nn.Module] = None  # what build(target) gave when the rule was tried: built once, not twice
 
     def at(self, shape: Tuple[int, ...]) -> _Form:
         """The same form built for inputs of ``shape`` (a rule's build reads the input shape it traces with)."""
         if self.rule is None or self.build is None:
             return self
         rule = self.rule
-        return dataclasses.replace(self, build=lambda m: _rewritten(m, shape, rule)[0])
+        return dataclasses.replace(self, build=lambda m: _rewritten(m, shape, rule)[0], built=None)
 
 
 class _ChannelsLast(nn.Module):
@@ -243,7 +244,7 @@ def _rule_form(name: str, target: nn.Module, shape: Tuple[int, ...], rule: RuleA
         return _Form(name, None, note="; ".join(sorted({s.reason for s in sites if s.reason})) or "no site applied") if sites else None
     if isinstance(built, FoldedStage) and not built.report.folded_layers:
         return _Form(name, None, note="; ".join(layer.reason for layer in built.report.layers))
-    return _Form(name, lambda m: _rewritten(m, shape, rule)[0], rule=rule)
+    return _Form(name, lambda m: _rewritten(m, shape, rule)[0], rule=rule, built=built)
 
 
 def _forms(target: nn.Module, shape: Tuple[int, ...], names: Sequence[str], r_values: Sequence[int]) -> List[_Form]:
@@ -459,7 +460,7 @@ def _prepare(form: _Form, target: nn.Module, shape: Tuple[int, ...], *, verify: 
         return None, FormTiming.untimed(form.name, form.note)
     reduced = small is not None and small != shape and (form.rule is not None or form.channels_last)
     try:
-        built = form.build(copy.deepcopy(target))
+        built = form.built if form.built is not None else form.build(copy.deepcopy(target))
         if not verify:
             return built, FormTiming.untimed(form.name, _UNCHECKED)
         if reduced:  # rule forms and channels_last are checked with derived(build): ``built`` is not what is compared

@@ -156,3 +156,19 @@ def test_onnx_op_changes_are_explained_and_site_rows_carry_no_model_wide_figure(
     assert every_op >= {"Pad", "Slice", "BatchNormalization"} and all(op in why for op in every_op), (every_op, why)
     rows = site_rows(run)
     assert rows and not [k for k in rows[0] if "ONNX" in k]  # a site row holds per-site figures only
+
+
+def test_the_summary_states_what_the_app_and_the_rules_did_to_the_model_besides_the_rewrite():
+    """A stage fold's BatchNorms folded into their convs, the app's seeded weights, random BatchNorm statistics and
+    eval mode: each stated in summary.md, not only in a table."""
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, summary_text
+    from foldconv.surgery import rewrite
+
+    stage = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), stage).eval()
+    _, rep = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2})])
+    line = summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("fold_stage",), rep),)), seed=3)
+    assert "besides the rules: fold_stage at 1 first folded 1 eval-mode BatchNorm(s) into the conv before each: 1.1 into 1.0" in line
+    assert "seeded random weights (seed 3)" in line and "in eval mode" in line
+    _, plain = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2, "fold_bn": False})])
+    assert "besides the rules" not in summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("fold_stage",), plain),)))

@@ -180,17 +180,42 @@ class OneFoldResult:
     def answer(self) -> str:
         """The run's answer in one line: the verdict (and the speedups, when timed), or why the fold cannot exist."""
         if self.plan is None or self.report is None:
-            return f"cannot fold: {self.reason}"
+            return f"cannot fold: {self.reason} (nothing to check: there is no folded conv)"
         text = f"r={self.experiment.fold.r}: {self.report.summary()}"
         return f"{text}; {self.speed_answer()}" if self.timings else text
 
+    @property
+    def checks(self) -> Tuple[Check, ...]:
+        """The fold app's checked claim: a fold that exists computes the original's function (none when it cannot exist)."""
+        if self.plan is None or self.report is None:
+            return ()
+        return (Check("the folded conv computes the original's function", self.ok, subject=f"fold r={self.experiment.fold.r}",
+                      claim="FOLD-1", detail="" if self.ok else self.report.summary()),)
+
+    def headline(self) -> str:
+        """summary.md's first line: the answer, then whether the checks held, worded as index.md's first line.
+
+        Example:
+            >>> e = OneFoldExperiment(conv=ConvSpec.make(2, 16, 4, 3, padding=1), fold=FoldSpec.make(4), input_size=(6, 6), timing=False)
+            >>> run_one_fold(e).headline()
+            'r=(4, 4): equivalent (exact), P(false equivalent) <= 9.3e-10; the 1 check holds.'
+        """
+        checks = self.checks
+        failed = [c for c in checks if not c.ok]
+        if not checks:
+            return self.answer()
+        if failed:
+            return f"{self.answer()}; {len(failed)} of {len(checks)} checks FAILED (checks.md)."
+        return f"{self.answer()}; " + ("the 1 check holds." if len(checks) == 1 else f"all {len(checks)} checks hold.")
+
     def to_markdown(self) -> str:
-        """summary.md of the fold app: the answer first, then both convs' specs, costs, the verdict, the speed."""
+        """summary.md of the fold app: the answer and the checks' verdict first, then both convs' specs, costs, the
+        verdict, the speed."""
         e = self.experiment
         lines = [
             "# One fold",
             "",
-            self.answer(),
+            self.headline(),
             "",
             f"- original: `{e.conv.describe()}` on input `{e.input_shape}`",
             f"- fold: r={e.fold.r}, order `{e.fold.order_string}`",
@@ -336,8 +361,4 @@ def fold_app(experiment: OneFoldExperiment, out_dir: Union[str, Path]) -> AppRes
         True
     """
     result = run_one_fold(experiment, out_dir)
-    checks = ()
-    if result.plan is not None:
-        checks = (Check("the folded conv computes the original's function", result.ok, subject=f"fold r={experiment.fold.r}",
-                        claim="FOLD-1", detail="" if result.ok else result.report.summary()),)
-    return AppResult("One fold", result.answer(), checks, FOLD_FILES, result.to_markdown(), result)
+    return AppResult("One fold", result.answer(), result.checks, FOLD_FILES, result.to_markdown(), result)

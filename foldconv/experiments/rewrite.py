@@ -9,13 +9,14 @@ checked against the original), back through the inverse rules (``round_trip``), 
 (:func:`foldconv.surgery.export_onnx`: the ops each form lowers to, onnxruntime against torch) and through
 :func:`foldconv.surgery.benchmark_forms` and :func:`foldconv.surgery.optimize` (``timing``), then writes
 
-- ``sites.{csv,md}``: one row per site: pattern, location, before/after spec, params, MACs, applied (or why
-  not), verdict, exact, and the ONNX ops the model gained and lost;
+- ``sites.{csv,md}``: one row per site: pattern, location, before/after (every step the site runs), params, MACs,
+  applied (or why not), verdict, exact, trains the same;
 - ``timings.{csv,md}``: per form the original's median from the rounds that compared them, the form's median and
   IQR, the speedup (the ratio of those two medians) with its interval, the inconclusive flag (the interval holds
   1.0x or is too wide to read) and the machine with its thread count; a comparison optimize made already (the
   same rules at the same sites) is shown, not timed again;
-- ``onnx.{csv,md}``: the ONNX ops of the original and the rewritten model and onnxruntime's agreement with torch;
+- ``onnx.{csv,md}``: the ONNX ops of the original and the rewritten model, the change and why (the sites' own
+  steps; a BatchNorm the exporter could not fold into a Conv), onnxruntime's agreement with torch on the output;
 - ``sites.png`` (params and MACs before vs after, per site), ``timings.png`` (speedups with IQR intervals),
   ``summary.md``; the checks (each rewrite, round trip and ONNX form verified) go to the app skeleton.
 
@@ -365,10 +366,9 @@ def _verdict(site: Any) -> str:
 def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
     """The sites table's rows of one model: forward sites, then the round trip's."""
     rows = []
-    for step, report, form in (("rewrite", run.report, "rewritten"), ("round trip", run.back, "round trip")):
+    for step, report in (("rewrite", run.report), ("round trip", run.back)):
         if report is None:
             continue
-        onnx = _op_change(run.onnx["original"], run.onnx[form]) if "original" in run.onnx and form in run.onnx else ""
         for s in report.sites:
             rows.append({
                 "model": run.label, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
@@ -377,7 +377,7 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
                 **{k: "" if s.part_of else v for k, v in (("params before", s.params_before), ("params after", s.params_after),
                                                           ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
-                "part of": s.part_of, "ONNX ops (model)": onnx if not s.part_of else "",
+                "part of": s.part_of,
                 "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
             })
     return rows
@@ -397,12 +397,56 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
     return rows
 
 
+#: ONNX ops a rewritten site's own steps export to (its "after" column in sites.md): layout ops, explicit padding,
+#: cuts and crops, the kind of conv, the slices and concatenation of a Focus.
+SITE_OPS = frozenset({"Pad", "Slice", "Reshape", "Transpose", "DepthToSpace(CRD)", "DepthToSpace(DCR)", "SpaceToDepth(DCR)",
+                      "Conv", "ConvTranspose", "Concat", "Split"})
+
+
+def op_change_reasons(before: Any, after: Any) -> str:
+    """Why a form's ONNX ops differ from the original's: which changes are the rewritten sites' own steps, and, for
+    any other op, what brought it (a BatchNormalization the exporter could not fold into a Conv says what it follows).
+
+    Example:
+        >>> from types import SimpleNamespace as R
+        >>> op_change_reasons(R(ops=("Conv", "Relu")), R(ops=("Pad", "Conv", "Slice", "BatchNormalization", "Relu"), norm_inputs=("Slice",))).split(": ")[0]
+        'Pad, Slice'
+    """
+    a, b = _op_counts(before), _op_counts(after)
+    changed = sorted(set(b - a) | set(a - b))
+    own = [op for op in changed if op in SITE_OPS]
+    reasons = []
+    if own:
+        reasons.append(f"{', '.join(own)}: the rewritten sites' own steps (sites.md 'after': explicit padding is Pad, a cut "
+                       f"or crop Slice, a layout op Reshape+Transpose or DepthToSpace/SpaceToDepth); a space-to-depth site "
+                       f"exports its end fit as a Pad by r-1 zeros and a Slice to a length computed from the input's size, so "
+                       f"that the file runs at any size, also where the example's size needs no fit")
+    for op in changed:
+        if op in SITE_OPS:
+            continue
+        if op == "BatchNormalization" and b[op] > a[op]:
+            inputs = Counter(getattr(after, "norm_inputs", ()))
+            after_what = ", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in sorted(inputs.items())) or "another op"
+            reasons.append(f"+BatchNormalization x{b[op] - a[op]}: eval-mode BatchNorms that the exporter folds into the Conv "
+                           f"before them in the original; here they follow {after_what} (a rewritten site's last step), so they "
+                           f"stay separate nodes, one more op each at run time (the function is checked: onnx.md 'ok')")
+        elif op == "BatchNormalization":
+            reasons.append(f"-BatchNormalization x{a[op] - b[op]}: a BatchNorm the original exports as its own node is folded "
+                           f"into a Conv here (a rewritten site now ends with a Conv before it)")
+        else:
+            n = b[op] - a[op]
+            reasons.append(f"{n:+d} {op}: not a step of a rewritten site's own; the ONNX files show where it is")
+    return "; ".join(reasons)
+
+
 def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
-    """One row per exported form: its ONNX ops (with counts), the change against the original, the agreement."""
+    """One row per exported form of the whole model: its ONNX ops (with counts), the change against the original and
+    why, onnxruntime's agreement with torch on the model's output."""
     rows = []
     for form, rep in run.onnx.items():
         rows.append({"model": run.label, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
+                     "why the ops changed": op_change_reasons(run.onnx["original"], rep) if form != "original" else "",
                      "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error,
                      "other sizes": "; ".join(f"{shape}: {err:.1e}" for shape, err in rep.other_sizes), "dynamic": rep.dynamic,
                      "ok": rep.ok, "exporter": f"{rep.exporter}, opset {rep.opset}"})
@@ -557,12 +601,14 @@ def _timed_by_optimize(optimized: Any, rules: Sequence[RuleArg], report: Any) ->
 def _files() -> Dict[str, str]:
     return {
         "summary.md": "the answer: per model, the rules, sites applied, whole-model verdict, round trip, fastest form",
-        "sites.md": "one row per site: pattern, location, before/after spec, params, MACs, applied or why not, verdict, exact, ONNX ops",
+        "sites.md": "one row per site: pattern, location, before/after (every step the site runs), params, MACs, applied or why "
+                    "not, verdict, exact, trains the same (per site; the ONNX ops are the whole model's: onnx.md)",
         "sites.csv": "the same, as CSV",
         "models.md": "per model and step: traced or fallback, sites applied, the whole-model verification",
         "models.csv": "the same, as CSV",
         "sites.png": "parameters and MACs before vs after, per site",
-        "onnx.md": "the ONNX ops of every form and whether onnxruntime agrees with torch",
+        "onnx.md": "per exported form of the whole model: its ONNX ops, the change against the original and why, whether "
+                   "onnxruntime agrees with torch on the model's output (errors are the whole model's, not a site's)",
         "onnx.csv": "the same, as CSV",
         "*.onnx": "the ONNX files, model.form.onnx, with dynamic batch and spatial axes (original and rewritten)",
         "timings.md": "per form: the original's and the form's median from the same rounds, IQR, speedup (their ratio) with its "
@@ -592,7 +638,7 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
         files.append(save_figure(sites_figure(sites), out / "sites.png", dpi=e.dpi))
     onnx = [row for run in runs for row in onnx_rows(run)]
     if onnx:
-        files += write_table(onnx, out / "onnx", title="ONNX: ops per form, onnxruntime vs torch").values()
+        files += write_table(onnx, out / "onnx", title="ONNX: ops per form of the whole model, onnxruntime vs torch on the model's output").values()
         for run in runs:  # the files themselves, with dynamic batch and spatial axes
             for form, rep in run.onnx.items():
                 stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.label).strip("_.")  # a label may be a _target_ or timm:name
@@ -604,15 +650,17 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
         machine = next((str(r["machine"]) for r in timings if r["machine"]), "")
         files += write_table(timings, out / "timings", title=f"Speed of the forms ({machine})").values()
         files.append(save_figure(timings_figure(timings, machine=machine), out / "timings.png", dpi=e.dpi))
-    summary = summary_text(RewriteRun(tuple(runs)))
+    summary = summary_text(RewriteRun(tuple(runs)), seed=e.seed)
     files.append(write_markdown(summary, out / "summary.md"))
     result = RewriteRun(tuple(runs), tuple(files))
     answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" for m in runs)
     return AppResult("Rewrite", answer, tuple(c for m in runs for c in m.checks), _files(), summary, result)
 
 
-def summary_text(run: RewriteRun) -> str:
-    """One line per model: rules, sites applied, the whole-model verdict, the round trip, the fastest form."""
+def summary_text(run: RewriteRun, *, seed: Optional[int] = None) -> str:
+    """One line per model: rules, sites applied, the whole-model verdict, what the rules changed besides their own
+    replacement, the round trip, the fastest form; then what the app did to every model before the rules (its
+    weights, its BatchNorms' statistics, eval mode), when ``seed`` is given."""
     lines = ["# Rewrite", ""]
     for m in run.models:
         r = m.report
@@ -624,6 +672,9 @@ def summary_text(run: RewriteRun) -> str:
             m0, m1 = sum(x.macs_before for x in applied), sum(x.macs_after for x in applied)
             line += (f"; at the applied sites parameters {p0:,} -> {p1:,} ({p1 / max(p0, 1):.2f}x), "
                      f"MACs {m0:,} -> {m1:,} ({m1 / max(m0, 1):.2f}x) (sites.md: per site)")
+        changed = [f"{x.rule} at {x.location} {x.changes}" for x in applied if x.changes]
+        if changed:  # what the rules did to the model besides the replacement they are named for
+            line += "; besides the rules: " + "; ".join(changed)
         if r.training is not None:
             line += f"; {r.training.describe()}"
         if m.back is not None:
@@ -639,5 +690,9 @@ def summary_text(run: RewriteRun) -> str:
             head = "no form conclusively faster than the original" if best.form == "original" else f"fastest {best.form}"
             line += f"; speed ({m.forms.machine}; speedup = original / form, higher is faster): {head}" + (f" ({timed})" if timed else "")
         lines.append(line)
+    if seed is not None:
+        lines += ["", f"Every model ran with seeded random weights (seed {seed}), every BatchNorm given random running "
+                      "statistics and affine parameters (a fresh one is the identity in eval mode, which would make a check "
+                      "of a BatchNorm fold vacuous), and in eval mode: the verdicts are about eval-mode inference."]
     lines += [""] + [f"FAILED: {f}" for f in run.failures]
     return "\n".join(lines).rstrip() + "\n"

@@ -34,7 +34,7 @@ from .. import tracing
 from .._validate import require_int
 from ..errors import FoldError, first_line, fold_error
 
-__all__ = ["OnnxReport", "export_onnx", "onnx_op_types", "require_package"]
+__all__ = ["OnnxReport", "batch_norm_inputs", "export_onnx", "onnx_op_types", "require_package"]
 
 
 def require_package(name: str, purpose: str = "ONNX export") -> Any:
@@ -62,6 +62,21 @@ def _shape_nodes(graph: Any) -> set:
             derived.update(node.output)
             nodes.add(k)
     return nodes
+
+
+def batch_norm_inputs(model_proto: Any) -> Tuple[str, ...]:
+    """For each ``BatchNormalization`` node of an ONNX graph, in graph order, the op type of the node that feeds
+    its data input (``"input"`` for a graph input): the exporter folds an eval-mode BatchNorm into the ``Conv``
+    right before it, so the nodes that remain say what stood between.
+
+    Example:
+        >>> from onnx import helper
+        >>> nodes = [helper.make_node("Slice", ["x", "s", "e"], ["y"]), helper.make_node("BatchNormalization", ["y", "g", "b", "m", "v"], ["z"])]
+        >>> batch_norm_inputs(helper.make_model(helper.make_graph(nodes, "g", [], [])))
+        ('Slice',)
+    """
+    producer = {out: node.op_type for node in model_proto.graph.node for out in node.output}
+    return tuple(producer.get(node.input[0], "input") for node in model_proto.graph.node if node.op_type == "BatchNormalization")
 
 
 def onnx_op_types(model_proto: Any) -> Tuple[str, ...]:
@@ -103,7 +118,9 @@ class OnnxReport:
     same over the largest ``|torch|`` output. ``dynamic``: the batch and spatial axes were exported dynamic;
     ``other_sizes``: ``(input shape, max_rel_error)`` of the same file run at other input shapes (``inf`` when
     onnxruntime failed there or gave another output shape); ``data``: the ONNX file's bytes. ``ok`` (and ``bool``):
-    every relative error ``<= rtol``.
+    every relative error ``<= rtol``. ``norm_inputs``: for each ``BatchNormalization`` node of the file, the op type
+    that feeds it: the exporter folds an eval-mode BatchNorm into the ``Conv`` right before it, so a node left is
+    one that follows something else.
     """
 
     model: str
@@ -118,6 +135,7 @@ class OnnxReport:
     dynamic: bool = False
     other_sizes: Tuple[Tuple[Tuple[int, ...], float], ...] = ()
     data: bytes = field(default=b"", repr=False, compare=False)
+    norm_inputs: Tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.ok
@@ -292,7 +310,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     # The dynamo exporter may write a higher opset than asked for when it cannot convert down: report what it wrote.
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return OnnxReport(_name(model), shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note,
-                      dynamic, tuple(sizes), data)
+                      dynamic, tuple(sizes), data, batch_norm_inputs(proto))
 
 
 def _name(model: nn.Module) -> str:

@@ -253,8 +253,10 @@ def trains_alike(maps: Sequence[TensorMap], trainable: Mapping[str, bool], *, pr
         if m.zeros:
             return False, (f"{m.name} has {m.zeros} structural zero(s) of {m.index.numel()} entries (no old entry maps to them): "
                            "training would move them off zero")
-        for i, n in zip(*torch.unique(m.index[m.index >= 0], return_counts=True)):
-            copies[(m.source, int(i))] += int(n)
+        # two tensor ops and plain ints: element by element, a recording dispatch mode (a check) sees each read
+        values, counts = torch.unique(m.index[m.index >= 0], return_counts=True)
+        for i, n in zip(values.tolist(), counts.tolist()):
+            copies[(m.source, i)] += n
     twice = sorted({source for (source, _), n in copies.items() if n > 1})
     if twice:
         return False, f"entries of {twice[0]} are copied more than once: each copy would get its own update"

@@ -30,7 +30,8 @@ class SiteReport:
     site's check (None when not verified or not built) and ``exact`` whether it was proved exactly;
     ``trains_same``: an applied site's new weights, trained, move as the old ones do (each trainable old entry
     copied once, no structural zero, or the old parameters kept; :func:`foldconv.surgery.params.trains_alike`),
-    ``training`` why not. None when not applied.
+    ``training`` why not. None when not applied. ``changes``: what building the site changed in the model besides
+    the rule's own replacement (a stage fold's BatchNorms folded into their convs first), "" when nothing.
     """
 
     rule: str
@@ -51,6 +52,7 @@ class SiteReport:
     part_of: str = ""
     trains_same: Optional[bool] = None
     training: str = ""
+    changes: str = ""
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,7 @@ class SiteReport:
             "macs_before": self.macs_before, "macs_after": self.macs_after, "applied": self.applied, "reason": self.reason,
             "verdict": "" if self.verdict is None else self.verdict.value, "exact": self.exact, "part_of": self.part_of,
             "trains_same": "" if self.trains_same is None else self.trains_same, "training": self.training,
+            "changes": self.changes,
         }
 
 

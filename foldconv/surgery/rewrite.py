@@ -298,10 +298,15 @@ def _row(rule: Rule, ctx: Context, match: Match, module: Optional[nn.Module], ap
     before, after = describe_site(ctx, match), describe_site(ctx, match, module) if module is not None else ""
     (params_before, macs_before), (params_after, macs_after) = site_costs(reference, match.input_shape), (
         site_costs(module, match.input_shape) if module is not None else (0, 0))
+    changes = ""
+    if isinstance(module, FoldedStage) and module.report.fused_batchnorms:  # said with the model's own paths
+        at = f"{match.location}." if match.location else ""
+        changes = dataclasses.replace(module.report, fused_batchnorms=tuple(
+            (at + bn, at + conv) for bn, conv in module.report.fused_batchnorms)).describe_fused()
     return SiteReport(
         rule.name, match.pattern, match.location, match.input_shape, before, after, params_before, params_after,
         macs_before, macs_after, applied=applied, reason=reason, verdict=None if check is None else check.verdict,
-        exact=bool(check is not None and check.exact), check=check,
+        exact=bool(check is not None and check.exact), check=check, changes=changes,
     )
 
 
@@ -343,17 +348,19 @@ def check_model(model: nn.Module, build: Callable[[nn.Module], nn.Module], input
     refused = _non_polynomial(reference, input_shape, device)
     # The rewrite replayed in float64 on the model's own weights: what was built, without the rounding of
     # weights computed in the model's dtype (a folded BatchNorm in float32).
-    own = build(copy.deepcopy(reference).to(torch.float64)).eval()
+    def own() -> nn.Module:  # built only where the verdict needs it: a build can cost more than the check
+        return build(copy.deepcopy(reference).to(torch.float64)).eval()
+
     if refused:
         # No trial count makes a non-polynomial model's verdict exact, and random integer weights overflow deep
         # ones: the rewrite is compared with the original on the model's own weights, in float64.
-        report = check_equivalence(reference, own, input_shape, seed=seed, device=device, dtypes=(), trials=1)
+        report = check_equivalence(reference, own(), input_shape, seed=seed, device=device, dtypes=(), trials=1)
         return _said(report, f"in float64 with the model's own weights, since the model runs {', '.join(refused)} (not polynomial)")
     candidate = derived(lambda ref: build(ref).eval())
     try:
         report = check_equivalence(reference, candidate, input_shape, seed=seed, device=device, dtypes=())
     except FoldError as err:  # a site holds for the model's weights only
-        report = check_equivalence(reference, own, input_shape, seed=seed, device=device, dtypes=())
+        report = check_equivalence(reference, own(), input_shape, seed=seed, device=device, dtypes=())
         return _said(report, f"in float64 with the model's own weights; the rewrite does not hold for all weights: {first_line(err)}")
     note = "for all weights: the rewrite replayed on random integer weights (Schwartz-Zippel bound)"
     if not report.exact and "2**51" in report.reason:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES
 from ..analysis.counting import count
-from ..equivalences import SpaceToDepthConv, SubPixelConv
+from ..equivalences import SpaceToDepthConv, SubPixelConv, spd_alignment
 from ..layout import layout_module
 from ..specs import ConvSpec
 from .patterns import Context, Match
@@ -31,9 +31,44 @@ def _layout_text(name: str, r: Tuple[int, ...], order: Tuple[str, ...]) -> str:
     return f"{name}(r={tuple(r)}, order={' '.join(order)!r})"
 
 
-def describe(module: nn.Module) -> str:
+def _spd_text(module: SpaceToDepthConv, input_shape: Optional[Sequence[int]]) -> str:
+    """Every step a ``SpaceToDepthConv`` runs, in order: the source's padding made explicit, the cut or zero
+    extension of the end that space-to-depth needs (its lengths when the input shape is known), the layout op,
+    the conv, and the crop of a trailing output the extension created."""
+    source, r = module.source, module.r
+    size = tuple(input_shape[-module.dims:]) if input_shape is not None else None
+    steps = []
+    if module.mode == "explicit":
+        if any(source.padding):
+            mode = "" if source.padding_mode == "zeros" else f", {source.padding_mode}"
+            steps.append(f"pad{tuple(source.padding)}{mode}")
+        if size is None:
+            steps.append(f"cut or zero-extend the end to a multiple of r={tuple(r)}")
+        else:
+            axes = spd_alignment(source, size)
+            if any(a.adjust for a in axes):
+                verb = "cut" if all(a.adjust <= 0 for a in axes) else "cut or zero-extend" if any(a.adjust < 0 for a in axes) else "zero-extend"
+                steps.append(f"{verb} the end to {tuple(a.length for a in axes)}")
+    elif size is None:
+        steps.append(f"zero-extend the end to a multiple of r={tuple(r)}")
+    elif any(n % s for n, s in zip(size, r)):
+        steps.append(f"zero-extend the end to {tuple(n + (-n) % s for n, s in zip(size, r))}")
+    steps += [_layout_text("SpaceToDepth", r, module.order), describe(module.conv)]
+    if module.mode == "inner":
+        if size is None:
+            steps.append("keep the strided conv's output positions")
+        else:
+            outputs = tuple(a.outputs for a in spd_alignment(source, size))
+            folded = ConvSpec.from_module(module.conv).output_size(tuple(-(-n // s) for n, s in zip(size, r)))
+            if folded != outputs:
+                steps.append(f"crop to {outputs}")
+    return " + ".join(steps)
+
+
+def describe(module: nn.Module, input_shape: Optional[Sequence[int]] = None) -> str:
     """One line for a layer: a conv's spec, a layout module's factors and order, a composite's parts (an
-    ``nn.Sequential``'s children joined with " + ").
+    ``nn.Sequential``'s children joined with " + "); a layer that runs several steps names every one of them
+    (``input_shape``, when given, makes input-dependent steps exact).
 
     Example:
         >>> import torch
@@ -41,6 +76,9 @@ def describe(module: nn.Module) -> str:
         "PixelShuffle(r=(2, 2), order='c rh rw')"
         >>> describe(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 1, 6, stride=3), torch.nn.Tanh()))
         'ConvTranspose2d(4->1, k=(6, 6), s=(3, 3), p=(0, 0)) + Tanh'
+        >>> from foldconv.equivalences import strided_to_spd
+        >>> describe(strided_to_spd(torch.nn.Conv2d(3, 8, 7, stride=2, padding=3), padding="explicit"), (1, 3, 32, 32))
+        "pad(3, 3) + SpaceToDepth(r=(2, 2), order='c rh rw') + Conv2d(12->8, k=(4, 4), s=(1, 1), p=(0, 0))"
     """
     if isinstance(module, CONV_TYPES):
         return ConvSpec.from_module(module).describe()
@@ -53,7 +91,7 @@ def describe(module: nn.Module) -> str:
             text += f", groups={module.groups}"
         return text + ")"
     if isinstance(module, SpaceToDepthConv):
-        return f"{_layout_text('SpaceToDepth', module.r, module.order)} + {describe(module.conv)}"
+        return _spd_text(module, input_shape)
     if isinstance(module, SubPixelConv):
         crop = f" + crop{module.crop}" if any(v for c in module.crop for v in c) else ""
         pad = f"pad{module.input_pad} + " if any(v for c in module.input_pad for v in c) else ""
@@ -66,23 +104,24 @@ def describe(module: nn.Module) -> str:
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return f"{type(module).__name__}({module.num_features})"
     if isinstance(module, nn.Sequential) and len(module):  # a replacement made of layers reads as its layers
-        return " + ".join(describe(child) for child in module)
+        return " + ".join(describe(child, input_shape if k == 0 else None) for k, child in enumerate(module))
     return type(module).__name__
 
 
 def describe_site(ctx: Context, match: Match, replacement: Optional[nn.Module] = None) -> str:
-    """The site's layers in order (``replacement``: describe it instead), joined with " + "."""
+    """The site's layers in order (``replacement``: describe it instead), joined with " + ", each with every step it
+    runs on the site's input."""
     if replacement is not None:
-        return describe(replacement)
+        return describe(replacement, match.input_shape)
     if ctx.traced is None or not match.nodes:
-        return " + ".join(describe(ctx.module(p)) for p in match.modules)
+        return " + ".join(describe(ctx.module(p), match.input_shape if k == 0 else None) for k, p in enumerate(match.modules))
     parts = []
     slices = 0
     for node in ctx.traced.graph.nodes:
         if node.name not in match.nodes:
             continue
         if node.op == "call_module":
-            parts.append(describe(ctx.module(str(node.target))))
+            parts.append(describe(ctx.module(str(node.target)), None if parts or slices else match.input_shape))
         elif node.target is operator.getitem:
             slices += 1
         elif node.op == "call_function" and match.layout is not None and getattr(node.target, "__name__", "") in _LAYOUT_FNS:

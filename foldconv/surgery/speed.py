@@ -42,6 +42,7 @@ from .._tables import markdown_table
 from .._validate import CONV_TYPES, require_bool, require_device, require_int
 from ..check import EquivalenceReport, check_equivalence
 from ..errors import FoldError, first_line, fold_error
+from ..specs import ConvSpec
 from .rewrite import check_model, rewrite
 from .rules import RuleArg, form_rules
 from .stage import FoldedStage
@@ -60,8 +61,8 @@ from .timing import (
 )
 
 __all__ = [
-    "CHECKS", "MIN_RUNS", "ROUNDS", "Sample", "Speedup", "FormTiming", "FormsReport", "measure", "speedup",
-    "machine_description", "benchmark_forms",
+    "CHECKS", "MIN_RUNS", "ROUNDS", "TIMED_RTOL", "Sample", "Speedup", "FormTiming", "FormsReport", "measure", "speedup",
+    "machine_description", "benchmark_forms", "check_shape",
 ]
 
 _UNCHECKED = "not verified (verify=False)"
@@ -139,6 +140,8 @@ class FormsReport:
     machine: str
     seconds: float = math.nan  # the whole call's wall time: building, verifying and timing every form
     rounds: int = ROUNDS
+    check_shape: Tuple[int, ...] = ()  # where the forms were checked exactly, when smaller than input_shape
+    skipped: Tuple[str, ...] = ()  # forms asked for (r_values) and not tried, each with why
 
     @property
     def fastest(self) -> FormTiming:
@@ -187,7 +190,10 @@ class FormsReport:
             head = f"fastest {best.form}, speedup {best.describe()} (higher is faster)"
         tally = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
         took = "" if math.isnan(self.seconds) else f"; took {self.seconds:.1f} s ({self.rounds} round(s); {self.machine})"
-        return f"{self.target} on {self.device}, input {self.input_shape}: {head}; of {len(forms)} form(s): {tally or 'none'}{took}"
+        checked = (f"; forms checked exactly at input {self.check_shape} (covers {self.input_shape}), then once at "
+                   f"{self.input_shape} in float32" if self.check_shape and self.check_shape != self.input_shape else "")
+        skipped = f"; not tried: {'; '.join(self.skipped)}" if self.skipped else ""
+        return f"{self.target} on {self.device}, input {self.input_shape}: {head}; of {len(forms)} form(s): {tally or 'none'}{checked}{skipped}{took}"
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,15 @@ class _Form:
     exact: bool = True  # verify with derived(build): every trial resamples the weights
     channels_last: bool = False
     note: str = ""
+    rule: Optional[RuleArg] = None  # the rule that builds it (rebuilt at the check's size when that is smaller)
+    built: Optional[nn.Module] = None  # what build(target) gave when the rule was tried: built once, not twice
+
+    def at(self, shape: Tuple[int, ...]) -> _Form:
+        """The same form built for inputs of ``shape`` (a rule's build reads the input shape it traces with)."""
+        if self.rule is None or self.build is None:
+            return self
+        rule = self.rule
+        return dataclasses.replace(self, build=lambda m: _rewritten(m, shape, rule)[0], built=None)
 
 
 class _ChannelsLast(nn.Module):
@@ -229,7 +244,7 @@ def _rule_form(name: str, target: nn.Module, shape: Tuple[int, ...], rule: RuleA
         return _Form(name, None, note="; ".join(sorted({s.reason for s in sites if s.reason})) or "no site applied") if sites else None
     if isinstance(built, FoldedStage) and not built.report.folded_layers:
         return _Form(name, None, note="; ".join(layer.reason for layer in built.report.layers))
-    return _Form(name, lambda m: _rewritten(m, shape, rule)[0])
+    return _Form(name, lambda m: _rewritten(m, shape, rule)[0], rule=rule, built=built)
 
 
 def _forms(target: nn.Module, shape: Tuple[int, ...], names: Sequence[str], r_values: Sequence[int]) -> List[_Form]:
@@ -260,6 +275,32 @@ def _selected(forms: Optional[Sequence[FormArg]], known: Sequence[str]) -> Tuple
     return tuple(names), custom
 
 
+def check_shape(target: nn.Module, input_shape: Sequence[int], r_values: Sequence[int] = ()) -> Tuple[int, ...]:
+    """The smallest input shape on which checking a conv's forms proves them at ``input_shape``: batch 1, and per
+    spatial axis a size with the same remainder modulo ``L = lcm(stride, *r_values)`` and at least ``2 * (kernel
+    extent + padding + L)`` rows. Why it suffices: the conv and every form of it (its folds by each r, space-to-depth,
+    channels_last) compute each output from a window of the input and repeat every ``L`` rows, so every output
+    row of the larger input meets the same window, borders and position modulo ``L`` as some output row of the
+    smaller one. Any other target (a model: a classifier's input size is fixed) keeps ``input_shape``.
+
+    Example:
+        >>> check_shape(torch.nn.Conv2d(64, 64, 3, padding=1), (1, 64, 56, 56), [2, 4, 8])
+        (1, 64, 24, 24)
+        >>> check_shape(torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3)), (1, 64, 56, 56))
+        (1, 64, 56, 56)
+    """
+    shape = tuple(input_shape)
+    if not isinstance(target, CONV_TYPES) or len(shape) != len(target.kernel_size) + 2:
+        return shape
+    spec = ConvSpec.from_module(target)
+    sizes = []
+    for n, ke, p, st in zip(shape[2:], spec.effective_kernel, spec.padding, spec.stride):
+        period = math.lcm(st, *r_values)
+        least = 2 * (ke + p + period)
+        sizes.append(n if n <= least else least + (n - least) % period)
+    return (1, shape[1]) + tuple(sizes)
+
+
 def _verify(form: _Form, target: nn.Module, built: nn.Module, shape: Tuple[int, ...]) -> Tuple[EquivalenceReport, str]:
     """The check and a note on how it was made. A form built from the target's weights is checked as a rewritten
     model is: for all weights when it can be, else in float64 on the target's own weights (a deep model's integer
@@ -284,6 +325,7 @@ def benchmark_forms(
     rounds: int = ROUNDS,
     threads: Optional[int] = 1,
     timer: Optional[Timer] = None,
+    verify_size: str = "auto",
 ) -> FormsReport:
     """Time the original and every verified equivalent form of a layer or a model, in one run, in float32.
 
@@ -319,6 +361,9 @@ def benchmark_forms(
         threads: torch threads while timing, an int >= 1 (default 1: steady times on a shared machine; None: torch's
             own setting).
         timer: ``timer(fn, label) -> Sample`` instead of the wall-clock timer (default none).
+        verify_size: ``"auto"`` (default): a conv's rule forms and channels_last are checked exactly at
+            :func:`check_shape` (batch 1, each spatial size cut to the least that covers the timed one), then compared
+            once at ``input_shape`` in float32; ``"full"``: checked at ``input_shape``.
 
     Returns:
         A :class:`FormsReport`: ``timings`` (per form ``speedup`` with ``speedup_low``/``speedup_high``,
@@ -340,6 +385,8 @@ def benchmark_forms(
     require_bool(channels_last, "channels_last")
     if compile not in (True, False, "auto"):
         raise fold_error("compile", compile, "must be True, False or 'auto'")
+    if verify_size not in ("auto", "full"):
+        raise fold_error("verify_size", verify_size, "must be 'auto' (a conv's forms checked at check_shape) or 'full'")
     r_list = [require_int(r, "r_values", 2) for r in r_values]
     names, custom = _selected(forms, ("fold",) + form_rules() + ("channels_last", "compile"))
     built_forms = _forms(target, shape, names, r_list)
@@ -354,8 +401,11 @@ def benchmark_forms(
         require_int(threads, "threads", 1)
     clock = timer or (lambda fn, label: measure(fn, label, min_run_time=min_run_time / rounds, threads=threads))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
-    # Every form is built and verified before anything is timed, so that the timings sit close together.
-    prepared = [_prepare(form, target, shape, verify=verify, strict=compile is True) for form in built_forms]
+    # Every form is built and verified before anything is timed, so that the timings sit close together; a conv's
+    # forms are checked at the smallest input that covers the timed one (the check, not the timing, grows with size).
+    folds = [r for r in r_list if "fold" in names and isinstance(target, CONV_TYPES) and target.in_channels % r ** len(target.kernel_size) == 0]
+    small = check_shape(target, shape, folds) if verify_size == "auto" else shape
+    prepared = [_prepare(form, target, shape, verify=verify, strict=compile is True, small=small) for form in built_forms]
     runnable = [(form, built) for form, (built, _) in zip(built_forms, prepared) if built is not None]
     runs = [(form.name, runner(built.to(dev).eval(), x.contiguous(memory_format=torch.channels_last) if form.channels_last else x))
             for form, built in runnable]
@@ -373,8 +423,13 @@ def benchmark_forms(
             continue
         timings.append(FormTiming.from_samples(form.name, own_anchor, result, verified=placeholder.note != _UNCHECKED,
                                                note=placeholder.note, check=placeholder.check))
+    skipped = ()
+    if "fold" in names and isinstance(target, CONV_TYPES) and len(folds) < len(r_list):
+        dims = len(target.kernel_size)
+        skipped = (f"fold r={', '.join(str(r) for r in r_list if r not in folds)}: r**{dims} does not divide the "
+                   f"{target.in_channels} input channels",)
     return FormsReport(_describe(target), str(dev), shape, tuple(timings), machine_description(dev, threads),
-                       seconds=time.perf_counter() - started, rounds=rounds)
+                       seconds=time.perf_counter() - started, rounds=rounds, check_shape=small, skipped=skipped)
 
 
 def _describe(module: nn.Module) -> str:
@@ -391,18 +446,40 @@ def _compile_failure(form: _Form, err: Exception, strict: bool) -> FormTiming:
     return FormTiming.untimed("compile", f"torch.compile failed here: {type(err).__name__}: {first_line(err)[:200]}")
 
 
-def _prepare(form: _Form, target: nn.Module, shape: Tuple[int, ...], *, verify: bool, strict: bool) -> Tuple[Optional[nn.Module], FormTiming]:
-    """The built form and a placeholder result (its note and check), or None and the reason it will not be timed."""
+#: Largest relative error (over the largest output) of a form against the original at the timed size, in float32,
+#: when the form's check ran at a smaller size (:func:`check_shape`).
+TIMED_RTOL = 1e-4
+
+
+def _prepare(form: _Form, target: nn.Module, shape: Tuple[int, ...], *, verify: bool, strict: bool,
+             small: Optional[Tuple[int, ...]] = None) -> Tuple[Optional[nn.Module], FormTiming]:
+    """The built form and a placeholder result (its note and check), or None and the reason it will not be timed.
+    With ``small`` (a smaller shape from :func:`check_shape`), a rule's form or channels_last is checked there and
+    the module built for ``shape`` is compared with the target at ``shape`` once, in float32."""
     if form.build is None:
         return None, FormTiming.untimed(form.name, form.note)
+    reduced = small is not None and small != shape and (form.rule is not None or form.channels_last)
     try:
-        built = form.build(copy.deepcopy(target))
+        built = form.built if form.built is not None else form.build(copy.deepcopy(target))
         if not verify:
             return built, FormTiming.untimed(form.name, _UNCHECKED)
-        report, how = _verify(form, target, built, shape)
+        if reduced:  # rule forms and channels_last are checked with derived(build): ``built`` is not what is compared
+            report, how = _verify(form.at(small), target, built, small)
+        else:
+            report, how = _verify(form, target, built, shape)
     except Exception as err:  # noqa: BLE001
         return None, _compile_failure(form, err, strict)
     if not report.ok:
         return None, FormTiming.untimed(form.name, f"unverified: {report.summary()}")
     note = report.summary() + (f" ({how})" if how else "")
+    if reduced:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            want, got = target(x), built.eval()(x.contiguous(memory_format=torch.channels_last) if form.channels_last else x)
+        error = float((got - want).abs().max() / want.abs().max().clamp_min(1e-30)) if got.shape == want.shape else math.inf
+        if not error <= TIMED_RTOL:
+            return None, FormTiming.untimed(form.name, f"unverified: at the timed input {shape} its float32 output differs "
+                                                       f"from the original's by {error:.1e} of the largest output (> {TIMED_RTOL:g})")
+        note = (f"{note}; checked at input {small} (covers {shape}: check_shape), and at {shape} in float32 "
+                f"(relative error {error:.1e})")
     return built, dataclasses.replace(FormTiming.untimed(form.name, note), check="exact" if report.exact else "sampled")

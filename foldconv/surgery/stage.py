@@ -117,7 +117,9 @@ class FoldReport:
     ``layout_ops`` names the DepthToSpace/SpaceToDepth the folded model runs (``"DepthToSpace@<layer>"`` converts
     that layer's output, ``@input`` the stage's input); ``cancelled_pairs`` counts the conversion pairs it does not
     run. ``traced``: torch.fx traced the model (False: :func:`fold_model` folded each conv on its own, and
-    ``fallback_reason`` says why).
+    ``fallback_reason`` says why). ``fused_batchnorms``: ``(BatchNorm path, conv path)`` of each eval-mode BatchNorm
+    folded into its conv before the fold (``fold_bn=True``): a change to the model besides the fold, which
+    :meth:`summary` states.
 
     Example:
         >>> _, report = fold_stage(nn.Sequential(nn.Conv2d(4, 4, 1)), 2, input_shape=(1, 4, 2, 2))
@@ -134,6 +136,7 @@ class FoldReport:
     cancelled_pairs: int
     traced: bool = True
     fallback_reason: str = ""
+    fused_batchnorms: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def folded_layers(self) -> int:
@@ -149,7 +152,16 @@ class FoldReport:
         counts = {a: sum(layer.action == a for layer in self.layers) for a in ACTIONS}
         text = (f"{self.model}: r={self.r} order={' '.join(self.order)!r}: {counts['folded']} folded, {counts['commuted']} "
                 f"commuted, {counts['kept']} kept; {len(self.layout_ops)} layout op(s), {self.cancelled_pairs} cancelled pair(s)")
+        if self.fused_batchnorms:  # a change to the model besides the fold itself: said wherever the fold is
+            text += f"; {self.describe_fused()}"
         return text if self.traced else f"{text}; each conv folded on its own ({self.fallback_reason})"
+
+    def describe_fused(self) -> str:
+        """``"first folded 2 eval-mode BatchNorm(s) into the conv before each: bn1 into conv1, bn2 into conv2"``, or ""."""
+        if not self.fused_batchnorms:
+            return ""
+        pairs = ", ".join(f"{bn} into {conv}" for bn, conv in self.fused_batchnorms)
+        return f"first folded {len(self.fused_batchnorms)} eval-mode BatchNorm(s) into the conv before each: {pairs}"
 
     def to_markdown(self) -> str:
         """The summary line and the per-layer table."""
@@ -199,21 +211,24 @@ def _trace(stage: nn.Module, input_shape: Tuple[int, ...]) -> Tuple[fx.GraphModu
     return traced, tracing.node_shapes(tracing.node_values(traced, input_shape, on="meta"))
 
 
-def _fold_batchnorms(stage: nn.Module, input_shape: Tuple[int, ...]) -> nn.Module:
+def _fold_batchnorms(stage: nn.Module, input_shape: Tuple[int, ...]) -> Tuple[nn.Module, Tuple[Tuple[str, str, str], ...]]:
     """A copy of ``stage`` with every eval-mode BatchNorm that is the only user of a conv folded into it (the
-    BatchNorm's place kept as an identity); a pair that cannot be folded (a training-mode BatchNorm, a module
-    called twice) is left as it is."""
+    BatchNorm's place kept as an identity), and ``(BatchNorm path, its type, conv path)`` of each one folded; a pair
+    that cannot be folded (a training-mode BatchNorm, a module called twice) is left as it is."""
     work = copy.deepcopy(stage)
+    fused_pairs = []
     for match in conv_then_bn(Context.build(work, input_shape)):
         if match.problem:
             continue
+        bn = work.get_submodule(match.bn)
         try:
-            fused = fold_conv_bn(work.get_submodule(match.location), work.get_submodule(match.bn))
+            fused = fold_conv_bn(work.get_submodule(match.location), bn)
         except FoldError:
             continue
         work.set_submodule(match.location, fused)
         work.set_submodule(match.bn, nn.Identity())
-    return work
+        fused_pairs.append((match.bn, type(bn).__name__, match.location))
+    return work, tuple(fused_pairs)
 
 
 def _on_meta(module: nn.Module) -> bool:
@@ -457,15 +472,23 @@ def _fold(stage: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, *, fold_bn: 
     # A stage that is one layer (a conv) is traced as a one-layer Sequential: fx would trace into its forward.
     wrapped = fx.Tracer().is_leaf_module(stage, "")
     root = nn.Sequential(stage) if wrapped else stage
+    fused: Tuple[Tuple[str, str, str], ...] = ()
     if fold_bn:
-        root = _fold_batchnorms(root, shape)
+        root, fused = _fold_batchnorms(root, shape)
     traced, shapes = _trace(root, shape)
     builder = _Builder(root, traced, shapes, fold, cost_neutral_only=cost_neutral_only)
     builder.build()
     body = fx.GraphModule(builder.root, builder.graph, class_name="FoldedStageBody")
     body.graph.lint()
-    report = FoldReport(type(stage).__name__, shape, fold.r, fold.order, tuple(builder.layers), tuple(builder.layout_ops),
-                        builder.cancelled)
+    into = {bn: (kind, conv) for bn, kind, conv in fused}
+    layers = tuple(  # a BatchNorm folded into its conv is an identity now: its row says what it was and where it went
+        dataclass_replace(layer, kind=f"{into[layer.name][0]} folded into {into[layer.name][1]}", reason=(
+            f"eval-mode {into[layer.name][0]} folded into the conv before it ({into[layer.name][1]}: its weight and bias "
+            f"scaled and shifted by the running statistics and affine parameters) before the fold; its place is the "
+            f"identity, which commutes with any permutation of elements")) if layer.name in into and layer.kind == "Identity" else layer
+        for layer in builder.layers)
+    report = FoldReport(type(stage).__name__, shape, fold.r, fold.order, layers, tuple(builder.layout_ops),
+                        builder.cancelled, fused_batchnorms=tuple((bn, conv) for bn, _, conv in fused))
     folded = FoldedStage(body, fold=fold, input_shape=shape, report=report, structure=meta_copy(root), origin=builder.origin,
                          attrs=tuple(sorted(builder.attrs)), wrapped=wrapped)
     folded.training = body.training = stage.training  # not .train(): each layer keeps its own mode
@@ -564,7 +587,7 @@ def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, wh
     """Every conv of a model fx cannot trace replaced by its own folded stage, at the input its first call sees."""
     if not _on_meta(model):  # the input shapes are read from one run, on real tensors when meta ones fail
         tracing.require_run_memory(model, shape, copies=1, what="running the model once to read its layers' inputs")
-    copied = _fold_batchnorms(model, shape) if fold_bn else copy.deepcopy(model)
+    copied, fused = _fold_batchnorms(model, shape) if fold_bn else (copy.deepcopy(model), ())
     calls = tracing.module_inputs(copied, shape)
     replaced: Dict[int, nn.Module] = {}
     layers: List[StageLayer] = []
@@ -587,7 +610,7 @@ def _fold_each_conv(model: nn.Module, shape: Tuple[int, ...], fold: FoldSpec, wh
                 layout_ops += [f"{op}:{path}" for op in report.layout_ops]
         copied.set_submodule(path, replaced[id(conv)])
     report = FoldReport(type(model).__name__, shape, fold.r, fold.order, tuple(layers), tuple(layout_ops), 0, traced=False,
-                        fallback_reason=why)
+                        fallback_reason=why, fused_batchnorms=tuple((bn, conv) for bn, _, conv in fused))
     return copied, report
 
 

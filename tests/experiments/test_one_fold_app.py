@@ -84,6 +84,24 @@ def test_a_failed_check_exits_1_after_writing_the_report(tmp_path, monkeypatch, 
     assert err.startswith("CLAIM FAILED: 1 of 1 check(s) failed: fold r=(2, 2): the folded conv computes the original's function (not equivalent")
     assert "not equivalent" in (tmp_path / "summary.md").read_text()
     assert len(read_csv(tmp_path / "costs.csv")) == 2
+    first = (tmp_path / "summary.md").read_text().splitlines()[2]
+    assert first.endswith("; 1 of 1 checks FAILED (checks.md).") and "not equivalent" in first
+    assert first == (tmp_path / "index.md").read_text().splitlines()[2]
+
+
+def test_summary_first_line_carries_the_checks_verdict(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process("fold_conv", ["conv.in_channels=16", "fold.r=2", "input_size=[5,5]", "timing=false"], capsys)
+    assert code == 0, err
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[2].startswith("r=(2, 2): equivalent (exact)") and summary[2].endswith("; the 1 check holds.")
+    assert summary[2] == (tmp_path / "index.md").read_text().splitlines()[2]
+    assert summary.count(summary[2]) == 1  # the skeleton did not put index.md's line above the app's own
+    code, _, err = run_in_process("fold_conv", ["conv.in_channels=16", "conv.padding_mode=reflect", "fold.r=2", "input_size=[5,5]",
+                                                "timing=false"], capsys)
+    assert code == 0, err
+    first = (tmp_path / "summary.md").read_text().splitlines()[2]
+    assert first.startswith("cannot fold:") and first.endswith("(nothing to check: there is no folded conv)")
 
 
 def test_experiment_validates_itself():

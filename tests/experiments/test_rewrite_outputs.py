@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -130,3 +131,44 @@ def test_the_summary_line_carries_the_costs_the_training_verdict_and_what_going_
     line = summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("strided_to_spd",), report, back=back),)))
     assert "parameters 296 -> 520 (1.76x)" in line and "MACs" in line, line
     assert "trains DIFFERENTLY" in line and "not the original kernels: +224 parameters against the original" in line, line
+
+
+def test_onnx_op_changes_are_explained_and_site_rows_carry_no_model_wide_figure():
+    """A 1x1 stride-2 conv before a BatchNorm becomes space-to-depth, conv, crop: the crop (a Slice) stands between
+    the Conv and the BatchNorm, so the export keeps a BatchNormalization node: onnx.md says so, and why."""
+    from foldconv.experiments.rewrite import ModelRun, onnx_rows, site_rows
+    from foldconv.surgery import export_onnx, rewrite
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 1, stride=2), torch.nn.BatchNorm2d(6), torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    new, report = rewrite(model, (1, 4, 8, 8), ["strided_to_spd"])
+    onnx = {"original": export_onnx(model, (1, 4, 8, 8)), "rewritten": export_onnx(new, (1, 4, 8, 8))}
+    assert onnx["original"].norm_inputs == () and onnx["rewritten"].norm_inputs == ("Slice",)
+    run = ModelRun("m", (1, 4, 8, 8), ("strided_to_spd",), report, onnx=onnx)
+    rewritten = next(r for r in onnx_rows(run) if r["form"] == "rewritten")
+    assert "+BatchNormalization" in rewritten["change vs original"]
+    why = rewritten["why the ops changed"]
+    assert "+BatchNormalization x1" in why and "follow Slice" in why and "the rewritten sites' own steps" in why
+    every_op = set(re.findall(r"[+-]([A-Za-z()]+)", rewritten["change vs original"]))
+    assert every_op >= {"Pad", "Slice", "BatchNormalization"} and all(op in why for op in every_op), (every_op, why)
+    rows = site_rows(run)
+    assert rows and not [k for k in rows[0] if "ONNX" in k]  # a site row holds per-site figures only
+
+
+def test_the_summary_states_what_the_app_and_the_rules_did_to_the_model_besides_the_rewrite():
+    """A stage fold's BatchNorms folded into their convs, the app's seeded weights, random BatchNorm statistics and
+    eval mode: each stated in summary.md, not only in a table."""
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, summary_text
+    from foldconv.surgery import rewrite
+
+    stage = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), stage).eval()
+    _, rep = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2})])
+    line = summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("fold_stage",), rep),)), seed=3)
+    assert "besides the rules: fold_stage at 1 first folded 1 eval-mode BatchNorm(s) into the conv before each: 1.1 into 1.0" in line
+    assert "seeded random weights (seed 3)" in line and "in eval mode" in line
+    _, plain = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2, "fold_bn": False})])
+    assert "besides the rules" not in summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("fold_stage",), plain),)))

@@ -72,3 +72,27 @@ def test_a_stage_is_one_site_and_each_part_row_shows_its_own_input():
     shapes = {s.location: s.input_shape for s in report.sites}
     assert shapes["stage"] == shapes["stage.0"] == (1, 4, 8, 8)
     assert shapes["stage.1"] == shapes["stage.2"] == (1, 8, 4, 4)  # after the stride-2 conv, not the stage's input
+
+
+def test_a_stage_fold_that_first_folds_batchnorms_says_so_in_every_report():
+    """fold_stage folds each eval-mode BatchNorm into its conv before the fold: a change to the model besides the
+    fold itself, stated in the stage's summary, its layer rows and the site row (the app's line:
+    tests/experiments/test_rewrite_outputs.py)."""
+    from foldconv.surgery import fold_stage
+
+    torch.manual_seed(0)
+    stage = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1)).eval()
+    with torch.no_grad():
+        stage[1].running_var.uniform_(0.5, 2)
+    _, report = fold_stage(stage, 2, input_shape=(1, 4, 8, 8), fold_bn=True)
+    assert report.fused_batchnorms == (("1", "0"),)
+    assert "first folded 1 eval-mode BatchNorm(s) into the conv before each: 1 into 0" in report.summary()
+    (bn,) = [layer for layer in report.layers if layer.name == "1"]
+    assert bn.kind == "BatchNorm2d folded into 0" and "folded into the conv before it" in bn.reason
+    _, plain = fold_stage(stage, 2, input_shape=(1, 4, 8, 8), fold_bn=False)  # nothing folded: nothing said
+    assert plain.fused_batchnorms == () and "BatchNorm" not in plain.summary()
+
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), stage).eval()
+    _, rep = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2})])
+    (site,) = rep.main_sites
+    assert site.applied and site.changes == "first folded 1 eval-mode BatchNorm(s) into the conv before each: 1.1 into 1.0"

@@ -411,3 +411,46 @@ def test_a_slow_call_is_timed_min_runs_times_not_in_blocks_of_ten():
 
     sample = measure(call, min_run_time=0.001, warmup=1)
     assert len(slow) == 1 + 1 + speed.MIN_RUNS and len(sample.times) == speed.MIN_RUNS
+
+
+def test_a_convs_forms_are_checked_at_the_least_input_that_covers_the_timed_one(monkeypatch):
+    """The bound on benchmark_forms' build and check work, read structurally: which forms are built, at which size
+    each is checked (never the timed one when a smaller one covers it), and what was not tried, with why."""
+    assert speed.check_shape(nn.Conv2d(64, 64, 3, padding=1), (1, 64, 56, 56), [2, 4, 8]) == (1, 64, 24, 24)
+    assert speed.check_shape(nn.Conv2d(8, 8, 3, stride=2, padding=1), (2, 8, 41, 9), [2]) == (1, 8, 13, 9)  # >= 2*(3+1+2), odd as 41
+    assert speed.check_shape(nn.Sequential(nn.Conv2d(8, 8, 3)), (1, 8, 56, 56), [2]) == (1, 8, 56, 56)  # a model: as given
+    checked = []
+    real = speed.check_model
+
+    def recording(target, build, shape, **kwargs):
+        checked.append(tuple(shape))
+        return real(target, build, shape, **kwargs)
+
+    monkeypatch.setattr(speed, "check_model", recording)
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    report = benchmark_forms(conv, (1, 16, 40, 40), r_values=range(2, 5), timer=Recorder())
+    assert [t.form for t in report.timings] == ["original", "fold r=2", "fold r=4", "channels_last"]
+    assert report.check_shape == (1, 16, 16, 16) and checked == [report.check_shape] * 3  # one check per form, small
+    assert all(t.verified and t.check == "exact" and "checked at input (1, 16, 16, 16)" in t.note for t in report.timings[1:])
+    assert report.skipped == ("fold r=3: r**2 does not divide the 16 input channels",)
+    assert "checked exactly at input (1, 16, 16, 16)" in report.summary() and "not tried: fold r=3" in report.summary()
+    checked.clear()
+    full = benchmark_forms(conv, (1, 16, 40, 40), r_values=[2], timer=Recorder(), verify_size="full")
+    assert checked == [(1, 16, 40, 40)] * 2 and full.check_shape == (1, 16, 40, 40) and "checked exactly" not in full.summary()
+
+
+def test_a_form_checked_small_is_still_compared_at_the_timed_size(monkeypatch):
+    """A form right at the checked size and wrong at the timed one is reported unverified and never timed."""
+    real = speed._ChannelsLast.forward
+
+    def wrong_when_large(self, x):
+        y = real(self, x)
+        return y + 1 if x.shape[-1] > 20 else y
+
+    monkeypatch.setattr(speed._ChannelsLast, "forward", wrong_when_large)
+    timer = Recorder()
+    report = benchmark_forms(nn.Conv2d(4, 4, 3, padding=1), (1, 4, 40, 40), r_values=[2], timer=timer)
+    last = report.timings[-1]
+    assert last.form == "channels_last" and not last.verified and not last.timed
+    assert last.note.startswith("unverified: at the timed input (1, 4, 40, 40)")
+    assert "channels_last" not in timer.labels and report.timings[1].verified

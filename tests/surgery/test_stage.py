@@ -245,7 +245,7 @@ def test_fold_bn_folds_each_eval_batchnorm_into_its_conv_first():
     folded, report = fold_stage(stage, 2, input_shape=shape, fold_bn=True)
     assert [layer.action for layer in kept.layers][1] == "kept"
     assert [(layer.kind, layer.action) for layer in report.layers] == [
-        ("Conv2d", "folded"), ("Identity", "commuted"), ("ReLU", "commuted"), ("Conv2d", "folded")]
+        ("Conv2d", "folded"), ("BatchNorm2d folded into 0", "commuted"), ("ReLU", "commuted"), ("Conv2d", "folded")]
     assert isinstance(stage[1], nn.BatchNorm2d)  # the input stage is not modified
     check = check_equivalence(stage, folded, shape, dtypes=())
     assert check.ok and check.float64_max_abs < 1e-9, check.summary()

@@ -554,8 +554,15 @@ class OpRecorder(DispatchMode):
         return degree if any(ref() is not None for ref in holders) else 0
 
     def _set(self, t: torch.Tensor, degree: int) -> None:
-        _, holders = self._degree.get(_key(t), (0, []))
-        self._degree[_key(t)] = (degree, [ref for ref in holders if ref() is not None] + [weakref.ref(t)])
+        key = _key(t)
+        holders = self._degree[key][1] if key in self._degree else []
+        # Dead references are dropped when the list reaches a power of two (16, 32, ...), not at every op: code
+        # that reads a tensor element by element makes one view per element of the same storage, and pruning on
+        # every record made such a loop quadratic.
+        if len(holders) >= 16 and not len(holders) & (len(holders) - 1):
+            holders[:] = [ref for ref in holders if ref() is not None]
+        holders.append(weakref.ref(t))
+        self._degree[key] = (degree, holders)
 
     def __enter__(self) -> OpRecorder:
         self._escapes.__enter__()

@@ -401,3 +401,37 @@ def test_a_python_error_in_the_worker_is_raised_not_recorded(tmp_path):
 
     with pytest.raises(WorkerError, match="ValueError: a bug in the runner at theorem"):
         list(run_isolated([Point("theorem", 1, 2, in_channels=2, size=5)], ["float32"], runner="sweep_runners:broken"))
+
+
+def test_each_remedy_line_names_the_layer_and_size_of_the_rows_it_counts(sweep_rows):
+    """RULE-6 covers average and max pooling: a header quoting the first row's reason described the average
+    pooling rows only, above remedies of max pooling; each remedy now carries the reason of its own rows."""
+    summary = summarize(sweep_rows)
+    remedies = summary.split("## Remedies")[1].split("\n## ")[0]
+    rule6 = [line for line in remedies.splitlines() if "*it equals the " in line]
+    assert any("the mean over" in line for line in rule6) and any("the max over" in line for line in rule6)
+    for line in rule6:
+        kind = "AvgPool" if "the mean over" in line else "MaxPool"
+        other = "MaxPool" if kind == "AvgPool" else "AvgPool"
+        assert kind in line and other not in line, line
+    header = next(line for line in remedies.splitlines() if line.startswith("- **RULE-6**"))
+    assert "Pool" not in header, header
+    for line in remedies.splitlines():  # RULE-8: the outputs kept are those of the reason quoted beside them
+        if "*zero-pad the input to" in line and "keep the first" in line:
+            kept = line.split("keep the first ")[1].split(" outputs")[0]
+            assert f"keeping the first {kept} outputs" in line, line
+
+
+def test_the_title_names_the_grid_actually_run(tmp_path):
+    """A user overriding grid.* values ran a custom grid, not the preset: the title says which values changed."""
+    from foldconv.experiments.sweep.main import describe_grid
+
+    assert describe_grid(quick_grid()) == "grid=quick"
+    assert describe_grid(Grid(kernel=(3,), stride=(2,))) == "custom grid (grid=quick with grid.kernel=[3] grid.stride=[2])"
+    run = run_app(f"hydra.run.dir={tmp_path}", "progress=false", "plots=false", "grid.dims=[1]", "grid.r=[2]",
+                  "grid.following=[]", "grid.kernel=[3]")
+    assert run.returncode == 0, run.stderr
+    for name in ("summary.md", "index.md"):
+        first = (tmp_path / name).read_text().splitlines()[0]
+        assert "grid=quick with grid.dims=[1] grid.r=[2] grid.kernel=[3] grid.following=[]" in first, first
+        assert "grid=quick," not in first and not first.endswith("grid=quick")

@@ -104,7 +104,7 @@ class Tally:
         self.lost: List[Mapping[str, Any]] = []
         self.rules: Dict[tuple, List[Any]] = {}
         self.remedies: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self.reasons: Dict[str, str] = {}
+        self.reasons: Dict[Tuple[str, str], str] = {}
         self.errors: Dict[str, Dict[Tuple[str, str], float]] = {}
         self.modes: Dict[Tuple[str, str, str], List[int]] = {}
 
@@ -140,7 +140,9 @@ class Tally:
                 found[1] = r
         if observed == "holds with conditions" and r.get("conditions"):
             self.remedies[r["rule"]][r["conditions"]] += 1
-            self.reasons.setdefault(r["rule"], str(r.get("reason", "")))
+            # per remedy, not per rule: one rule covers several layers (RULE-6: average and max pooling), and a
+            # reason quoted once for the rule would describe only the first layer it met
+            self.reasons.setdefault((r["rule"], r["conditions"]), str(r.get("reason", "")))
         if r.get("section") in ("theorem", "product"):
             for k, v in r.items():
                 if k.startswith("rel_err_") and v not in (None, ""):
@@ -213,13 +215,18 @@ def answer(rows: Union[Tally, Sequence[Mapping[str, Any]]]) -> str:
 
 
 def _remedies(tally: Tally, per_rule: int = 4) -> List[str]:
-    """One line per rule whose outcome is 'holds with conditions': its count and its remedies, commonest first."""
+    """Per rule whose outcome is 'holds with conditions': its count, then one line per remedy (commonest first)
+    with its own count and the reason of a configuration that needs it, so that no line describes another
+    layer or size than the configurations it counts."""
     lines = []
     for rule, remedies in sorted(tally.remedies.items(), key=lambda kv: -sum(kv[1].values())):
-        shown = "; ".join(f"*{text}* ({count})" for text, count in remedies.most_common(per_rule))
+        total = sum(remedies.values())
+        lines.append(f"- **{rule}** ({total:,} configuration{'s' if total != 1 else ''}, {len(remedies)} remed{'ies' if len(remedies) != 1 else 'y'}):")
+        for text, count in remedies.most_common(per_rule):
+            lines.append(f"  - *{text}* ({count:,}; e.g. {tally.reasons[(rule, text)]})")
         more = len(remedies) - per_rule
-        lines.append(f"- **{rule}** ({sum(remedies.values()):,} configurations; {tally.reasons[rule]}): {shown}"
-                     + (f"; and {more} more forms of the same remedy (results.csv, conditions column)" if more > 0 else ""))
+        if more > 0:
+            lines.append(f"  - and {more} more forms of these remedies (results.csv, conditions column)")
     return lines
 
 

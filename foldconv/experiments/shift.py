@@ -635,10 +635,13 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
                             drift <= TRACK_TOL, subject="ladder", expected=f"<= {TRACK_TOL}", observed=drift, claim="SHIFT-4"))
     lines = []
     if e.models:
-        write_table(period_rows, out / "periods", "Analytic shift periods per stage (input px; own px)")
+        write_table(period_rows, out / "periods", "Analytic shift periods per stage (jump, rf, period: input px; own_period: px of the stage's own map)")
         how = "positions whose receptive field lies inside both crops" if e.border == RF_BORDER else f"border {e.border} px"
-        write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop}, {how}; random weights, seed {e.seed})")
-        write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} px (random weights, seed {e.seed})")
+        write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop} px, {how}; random weights, seed {e.seed}); "
+                    "jump, rf, period, shift, min_crop: input px; error: relative, ||f(shifted x) - shifted f(x)|| / ||f(x)|| over the "
+                    "positions compared; positions: output positions compared")
+        write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} input px (random weights, seed {e.seed}); "
+                    "consistency: share of pairs whose argmax agrees; classes: the argmax's range; classes_seen: distinct argmaxes")
         save_figure(_error_figure(err_rows, crop=e.crop, border=e.border, deepest=deepest), out / "equivariance.png")
         classifiers = [r for r in cons_rows if r["pairs"]]
         others = [r["model"] for r in cons_rows if not r["pairs"]]
@@ -653,7 +656,8 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
                   f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" + _degenerate(r) if r["pairs"] else
                   f"- {r['model']}: no consistency; output period: {r['output_period']}" for r in cons_rows]
     if ladder_rows:
-        write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size}")
+        write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size} px (params: count; train_s: "
+                    "seconds; accuracy: share of test images; acc_shift<s>: the same on test images shifted by s px)")
         save_figure(_ladder_figure(ladder_rows, e.ladder, e.seed), out / "ladder.png")
         lines += [f"- ladder {r['layer']}: {r['params']:,} params, accuracy {r['accuracy']:.3f}" for r in ladder_rows]
         lines.append(f"- folded rung vs conv rung after training: max weight difference {drift:.3g}")

@@ -179,3 +179,11 @@ def test_ladder_figure_keeps_identical_rungs_visible_and_says_they_coincide():
     assert "px" in ax.get_xlabel() and not text_problems(fig)
     rows[2] = row("folded", 0.7, 0.65, 0.6, 0.45)  # one value apart: nothing coincides, nothing is said
     assert not app._ladder_figure(rows, LadderConfig(), 0).axes[0].texts
+
+
+def test_every_table_states_the_units_of_its_columns(small_run):
+    e, result, out = small_run
+    titles = {name: (out / f"{name}.md").read_text().splitlines()[0] for name in ("periods", "equivariance", "consistency")}
+    assert "jump, rf, period: input px" in titles["periods"] and "own_period: px of the stage's own map" in titles["periods"]
+    assert "jump, rf, period, shift, min_crop: input px" in titles["equivariance"] and "error: relative" in titles["equivariance"]
+    assert "share of pairs whose argmax agrees" in titles["consistency"] and "input px" in titles["consistency"]

@@ -213,7 +213,7 @@ def run_sweep_app(
                   else _in_process(first + rest, config.dtypes, stats))
         if config.progress and todo:
             wrap = progress or (lambda it, desc: progress_bar(it, desc, total=len(todo), unit="cfg"))
-            stream = wrap(stream, f"sweep {config.grid.name}")
+            stream = wrap(stream, f"sweep {config.grid.name}" + ("" if describe_grid(config.grid) == f"grid={config.grid.name}" else " (custom)"))
         timed: List[Tuple[Point, Optional[float]]] = []
         estimate = None
         for p, row, seconds in stream:  # Ctrl-C: the skeleton says what is saved and how to resume

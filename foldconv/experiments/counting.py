@@ -175,7 +175,10 @@ class CountExperiment:
         if self.published:
             known = set(classification_models())
             for spec in specs:
-                if spec.source != "torchvision" or spec.name not in known or isinstance(spec, SpdSpec):
+                if isinstance(spec, SpdSpec):
+                    raise fold_error("models", spec.label, "is rewritten (+spd): its parameters and MACs are not the published "
+                                                           "model's (published=true counts the models themselves)")
+                if spec.source != "torchvision" or spec.name not in known:
                     raise fold_error("models", spec.label, "is not a torchvision classification model with published weights "
                                                            "('zoo' means every classification model)")
         object.__setattr__(self, "models", specs)

@@ -60,7 +60,7 @@ def test_count_gives_the_rewritten_models_figures():
     assert spd.params - base.params == 12 * 64 * 16 - 3 * 64 * 49
     assert spd.macs - base.macs == (12 * 16 - 3 * 49) * 64 * 32 * 32  # conv1's output: 64 channels of 32x32
     assert isinstance(CountExperiment(model="resnet18+spd").targets["resnet18+spd"].model, SpdSpec)
-    with pytest.raises(FoldError, match="published"):
+    with pytest.raises(FoldError, match=r"is rewritten \(\+spd\): its parameters and MACs are not the published"):
         CountExperiment(models=["resnet18+spd"], published=True)
 
 

@@ -589,7 +589,8 @@ def _ladder_figure(rows: List[Dict], cfg: LadderConfig, seed: int):
     for k, r in enumerate(rows):
         depth, drawn_over = under.get(str(r["layer"]), 0), str(r["layer"]) in under
         ax.plot(xs, [r[key] for key in keys], marker=_MARKERS[k % len(_MARKERS)], ls="--" if drawn_over and not depth else "-",
-                lw=1.5 + 2.5 * depth, ms=6 + 5 * depth, mfc="none" if depth else None, label=f"{r['layer']} ({r['params']:,} params)")
+                lw=1.5 + 2.5 * depth, ms=6 + 5 * depth, mfc="none" if depth else None, zorder=2 - 0.1 * depth,  # wide lines below every thin one
+                label=f"{r['layer']} ({r['params']:,} params)")
     ax.set_xlabel("test images shifted by (px of the digit images)")
     ax.set_ylabel("accuracy (share of test images)")
     ax.set_xticks(xs)

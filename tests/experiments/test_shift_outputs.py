@@ -174,6 +174,8 @@ def test_ladder_figure_keeps_identical_rungs_visible_and_says_they_coincide():
     assert (conv.get_marker(), conv.get_linestyle()) != (folded.get_marker(), folded.get_linestyle())
     # drawn first, the conv rung is the larger and the wider: it shows around the folded one drawn over it
     assert conv.get_markersize() > folded.get_markersize() and conv.get_linewidth() > folded.get_linewidth()
+    # and below every thin line: a rung close to them (dense here) is not hidden under the wide one
+    assert conv.get_zorder() < min(lines["dense"].get_zorder(), folded.get_zorder())
     notes = [t.get_text() for t in ax.texts]
     assert notes == ["conv and folded coincide (identical accuracies at every shift)"]
     assert "px" in ax.get_xlabel() and not text_problems(fig)

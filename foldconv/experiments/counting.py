@@ -46,11 +46,8 @@ from ..errors import FoldError, fold_error
 from ..layout import IntOrTuple, Order
 from ..models import (
     PublishedFigures,
-    build_model,
     classification_models,
-    model_labels,
     published_figures,
-    resolve_model,
 )
 from ..surgery.stage import ModelFoldComparison, compare_model_fold
 from .app import AppResult, Check, ChecksHeld, model_given, parse_r
@@ -58,6 +55,7 @@ from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
 from .io import RowLog, as_rows, duration, markdown_table, progress_bar, status, write_table
 from .rewrite import with_patterns
+from .spd_models import SpdSpec, build_spd_model, resolve_spd, spd_model_labels
 
 __all__ = [
     "CountTarget", "CountExperiment", "CountJob", "CountRun", "run_count", "run_count_jobs", "count_app", "count_result", "write_count_report",
@@ -109,13 +107,13 @@ class CountTarget:
     input_shape: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model", resolve_model(self.model, param="model"))
+        object.__setattr__(self, "model", resolve_spd(self.model, param="model"))
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", _shape(self.input_shape, "input_shape"))
 
     def build(self) -> nn.Module:
         """The module, on meta (no memory for the weights)."""
-        return build_model(self.model, meta=True)
+        return build_spd_model(self.model, meta=True)
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,8 @@ class CountExperiment:
     """The count app's whole config, validated when built (every bad field is a FoldError naming it).
 
     ``models``: models in any spelling of :func:`foldconv.models.resolve_model` (``zoo`` = the whole torchvision
-    classification zoo), each counted at ``input_shape``; ``targets``: label -> ``{model: <any spelling>,
+    classification zoo; ``"<name>+spd"``: its first strided conv rewritten to space-to-depth,
+    :mod:`foldconv.experiments.spd_models`), each counted at ``input_shape``; ``targets``: label -> ``{model: <any spelling>,
     input_shape: [...]}``; ``model``: one model instead of both; ``input_shape``: full shape, batch included;
     ``published``: torchvision models at their weights' crop size, checked against the published figures;
     ``expect``: label -> {total: value}, checked exactly; ``fold_r`` (ints or ``"2x4"``), ``fold_order``:
@@ -165,17 +164,20 @@ class CountExperiment:
         if self.inputs is not None:
             object.__setattr__(self, "inputs", _specs(self.inputs, "inputs"))
         if model_given(self.model):  # `model=<any spelling>`: count that model alone
-            spec = resolve_model(self.model)
+            spec = resolve_spd(self.model)
             object.__setattr__(self, "model", spec)
             object.__setattr__(self, "targets", {spec.label: CountTarget(spec)})
             object.__setattr__(self, "models", ())
         if self.models is None or isinstance(self.models, (str, Mapping)) or not isinstance(self.models, Sequence):
             raise fold_error("models", self.models, "must be a list of models (names, timm:<name>, _target_ nodes) or [zoo]")
         listed = [n for m in self.models for n in (classification_models() if m == "zoo" else [m])]
-        specs = model_labels(listed, param="models")
+        specs = spd_model_labels(listed, param="models")
         if self.published:
             known = set(classification_models())
             for spec in specs:
+                if isinstance(spec, SpdSpec):
+                    raise fold_error("models", spec.label, "is rewritten (+spd): its parameters and MACs are not the published "
+                                                           "model's (published=true counts the models themselves)")
                 if spec.source != "torchvision" or spec.name not in known:
                     raise fold_error("models", spec.label, "is not a torchvision classification model with published weights "
                                                            "('zoo' means every classification model)")
@@ -224,7 +226,7 @@ class CountExperiment:
         jobs = []
         for spec in self.models:
             figures = published_figures(spec.name) if self.published else None
-            model = build_model(spec, meta=True, param="models", **(figures.kwargs if figures else {}))
+            model = build_spd_model(spec, meta=True, param="models", **(figures.kwargs if figures else {}))
             shape = figures.input_shape if figures else self.inputs or self.input_shape
             jobs.append(CountJob(spec.label, model, shape, published=figures, expect=self.expect.get(spec.label, {})))
         for label, target in self.targets.items():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -36,7 +36,7 @@ from ..fold import fold_conv
 from ..layout import depth_to_space, normalize_order
 from ..specs import ConvSpec
 from .app import AppResult, Check, parse_r
-from .io import as_rows, figure, markdown_table, save_figure, write_table
+from .io import figure, markdown_table, save_figure, write_table
 
 __all__ = [
     "OperatorsExample",
@@ -44,6 +44,8 @@ __all__ = [
     "OperatorsExperiment",
     "Shift",
     "LadderRow",
+    "parameter_rows",
+    "shift_rows",
     "OperatorsResult",
     "run_operators",
     "operators_app",
@@ -190,6 +192,7 @@ class OperatorsResult:
     shifts: Tuple[Shift, ...]
     parameters: Tuple[LadderRow, ...]
     files: Tuple[Path, ...] = ()
+    step: int = 1  # r*S: the folded operator's shift period, px of the folded input
 
     @property
     def failed(self) -> Tuple[str, ...]:
@@ -210,10 +213,34 @@ class OperatorsResult:
             [
                 "## Checks\n\n" + markdown_table([{k: v for k, v in c.row().items() if k not in ("subject", "expected", "observed")}
                                                     for c in self.checks]),
-                "## Shifts of the folded operator (axis 0)\n\n" + markdown_table(as_rows(self.shifts)),
-                "## Parameters\n\n" + markdown_table(as_rows(self.parameters)),
+                "## Shifts of the folded operator (axis 0)\n\n" + markdown_table(shift_rows(self.shifts, self.step)),
+                "## Parameters\n\n" + markdown_table(parameter_rows(self.parameters)),
             ]
         )
+
+
+def shift_rows(shifts: Sequence[Shift], step: int) -> List[Dict[str, Any]]:
+    """The shifts table, every column with its unit: shifts are pixels (rows, axis 0) of the folded input and of
+    the folded conv's output; violations count entries of the dense operator.
+
+    Example:
+        >>> list(shift_rows([Shift(2, 1, 0, True)], 2)[0])[:2]
+        ['input shift (px of the folded input, axis 0)', "best output shift (px of the folded conv's output, axis 0)"]
+    """
+    return [{"input shift (px of the folded input, axis 0)": s.input_shift,
+             "best output shift (px of the folded conv's output, axis 0)": s.best_output_shift,
+             "violations (dense-operator entries that break the shift at the best output shift)": s.violations,
+             f"multiple of r*S = {step} px": s.multiple_of_step} for s in shifts]
+
+
+def parameter_rows(rows: Sequence[LadderRow]) -> List[Dict[str, Any]]:
+    """The parameters table, the count's unit in its header.
+
+    Example:
+        >>> parameter_rows([LadderRow("dense", 10)])
+        [{'layer': 'dense', 'params (weights + biases, count)': 10, 'local': False, 'shared': False}]
+    """
+    return [{"layer": r.layer, "params (weights + biases, count)": r.params, "local": r.local, "shared": r.shared} for r in rows]
 
 
 def _integer(module: torch.nn.Module, gen: torch.Generator, bound: int) -> torch.nn.Module:
@@ -306,9 +333,10 @@ def run_operators(
         out = Path(out_dir)
         fig, _ = operator_figure(original, folded_op, perm, titles=(spec.describe(), f"folded r={'x'.join(map(str, e.r))} ({e.order})"), dpi=dpi)
         files += (save_figure(fig, out / "operators.png", dpi=dpi),)
-        for name, rows in (("shifts", shifts), ("parameters", params)):
-            files += tuple(write_table(as_rows(rows), out / name, title=name).values())
-    return OperatorsResult(tuple(checks), shifts, params, files)
+        for name, table, title in (("shifts", shift_rows(shifts, step), f"Input shifts of the folded operator (r*S = {step} px of the folded input)"),
+                                   ("parameters", parameter_rows(params), "Parameters: D2L's ladder and this example")):
+            files += tuple(write_table(table, out / name, title=title).values())
+    return OperatorsResult(tuple(checks), shifts, params, files, step)
 
 
 #: What each file of the operators app's run directory holds (index.md).

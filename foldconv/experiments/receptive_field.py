@@ -51,6 +51,7 @@ from ..layout import normalize_order
 from ..models import ModelSpec, build_model, resolve_model
 from .app import AppResult, Check, parse_r
 from .io import figure, label_step, save_figure, write_atomic, write_markdown, write_table
+from .spd_models import SpdSpec, build_spd_model, resolve_spd, spd_site
 from .zoo.measure import gradient_check_shape
 
 __all__ = [
@@ -129,7 +130,8 @@ class FoldTable:
 @dataclass(frozen=True)
 class RFExperiment:
     """Receptive fields of ``model`` (any spelling of :func:`foldconv.models.resolve_model`: ``"vgg16"``,
-    ``"timm:<name>"``, a ``_target_`` node) on an input of full shape ``input_shape`` (as ``foldconv count`` takes
+    ``"timm:<name>"``, a ``_target_`` node; ``"<name>+spd"``: its first strided conv rewritten to space-to-depth,
+    :mod:`foldconv.experiments.spd_models`) on an input of full shape ``input_shape`` (as ``foldconv count`` takes
     it); with ``check``, analytic boxes against gradient supports at ``check_size`` px (``"auto"``: chosen
     from the field of the last spatial layer, :func:`auto_check_size`; ``null``: ``input_shape`` itself;
     ``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of ``erf_node`` (a node
@@ -158,7 +160,7 @@ class RFExperiment:
     format: str = "table"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "model", resolve_model(self.model, param="model"))
+        object.__setattr__(self, "model", resolve_spd(self.model, param="model"))
         object.__setattr__(self, "input_shape", _input_shape(self.input_shape, "input_shape"))
         for name, minimum in (("check_nodes", 1), ("erf_samples", 1), ("seed", 0)):
             require_int(getattr(self, name), name, minimum)
@@ -467,11 +469,13 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
                      f"channels, r={e.fold.r}; fold.r=0 skips it): the folded conv's field in input pixels equals the original's: {table.ok}")
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
-    model = build_model(e.model, seed=e.seed)
+    model = build_spd_model(e.model, seed=e.seed)
     report = _analyse(model, e.input_shape, e.fallback, alignment)
     if e.erf_node is not None and e.erf_node not in report.nodes:  # whatever `check` says: a typo is refused, never ignored
         raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {list(report.nodes)[-8:]}")
     lines.append(_headline(label, report))
+    if isinstance(e.model, SpdSpec):
+        lines.append(f"{label}: the +spd rewrite replaced {spd_site(e.model)}")
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:

@@ -47,16 +47,16 @@ from ..analysis.shift import (
 )
 from ..errors import FoldError, fold_error
 from ..fold import fold_weight
-from ..models import ModelSpec, build_model, resolve_model
+from ..models import ModelSpec
 from .app import AppResult, Check, model_given
 from .io import figure, progress_bar, save_figure, write_markdown, write_table
+from .spd_models import SPD, SpdSpec, build_spd_model, resolve_spd, spd_site
 
 __all__ = [
     "ShiftExperiment", "LadderConfig", "ShiftModel", "load_images", "load_digits32", "run_shift", "TrainResult",
     "train_classifier", "accuracy", "shift_images",
 ]
 
-SPD = "+spd"
 SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass")
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TRACK_TOL = 1e-9
@@ -110,10 +110,10 @@ class ShiftModel:
 
     @classmethod
     def parse(cls, value: Any, param: str = "models") -> ShiftModel:
-        """A spelling of :func:`foldconv.models.resolve_model`, a string optionally ending in ``+spd``."""
-        if isinstance(value, str) and value.endswith(SPD):
-            return cls(resolve_model(value[: -len(SPD)], param=param), True)
-        return cls(resolve_model(value, param=param), False)
+        """A spelling of :func:`foldconv.models.resolve_model`, a string optionally ending in ``+spd``
+        (:func:`foldconv.experiments.spd_models.resolve_spd`: a typo's hint keeps the suffix)."""
+        spec = resolve_spd(value, param=param)
+        return cls(spec.base, True) if isinstance(spec, SpdSpec) else cls(spec, False)
 
     @property
     def base_label(self) -> str:
@@ -124,19 +124,14 @@ class ShiftModel:
     def label(self) -> str:
         return self.base_label + (SPD if self.spd else "")
 
+    @property
+    def site(self) -> Optional[str]:
+        """What the ``+spd`` rewrite replaces (the conv's name and both forms); None without ``+spd``."""
+        return spd_site(SpdSpec.of(self.spec)) if self.spd else None
+
     def build(self, seed: int) -> nn.Module:
         """The model with seeded random weights, in eval mode (``spd``: its first strided conv rewritten)."""
-        model = build_model(self.spec, seed=seed).eval()
-        if self.spd:
-            from ..equivalences import strided_to_spd
-
-            name_conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and max(m.stride) > 1), None)
-            if name_conv is None:
-                raise fold_error("models", self.label, "has no strided Conv2d for the +spd rewrite")
-            parent, _, leaf = name_conv.rpartition(".")
-            holder = model.get_submodule(parent) if parent else model
-            setattr(holder, leaf, strided_to_spd(getattr(holder, leaf)).eval())
-        return model
+        return build_spd_model(SpdSpec.of(self.spec) if self.spd else self.spec, seed=seed, param="models").eval()
 
 
 @dataclass(frozen=True)
@@ -317,7 +312,7 @@ def in_channels(spec: ModelSpec, model: nn.Module) -> int:
     else the first convolution's ``in_channels``, else 3.
 
     Example:
-        >>> from foldconv.models import resolve_model
+        >>> from foldconv.models import build_model, resolve_model
         >>> in_channels(resolve_model("espcn"), build_model("espcn", meta=True))
         1
     """
@@ -407,7 +402,7 @@ def _equivariance(e: ShiftExperiment, images: List[torch.Tensor],
                               "centred_classes_seen": 0, "pairs": 0, "weights": f"random (seed {e.seed})",
                               "output_period": f"{period_text(out)} (not a classifier: output {tuple(out.shape)})"})
         # a +spd model is listed with its model's analysis: the rewrite computes the same function (SHIFT-3 checks the numbers)
-        source = "its own" if not m.spd else f"{m.base_label}'s (the same function; SHIFT-3 checks its numbers)"
+        source = "its own" if not m.spd else f"{m.base_label}'s (the same function; SHIFT-3 checks its numbers); +spd replaced {m.site}"
         for depth, st in enumerate(stages):
             info = report.stage(st)
             period_rows.append({"model": name, "depth": depth, "stage": st, "node": info.name, "jump": _fmt(info.jump),
@@ -563,16 +558,46 @@ def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, se
     return fig
 
 
+_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def coinciding(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], name: str = "layer") -> List[List[str]]:
+    """Groups of two or more rows whose values at ``keys`` are all equal (lines a figure would draw on top of
+    each other), by ``name``.
+
+    Example:
+        >>> coinciding([{"layer": "a", "x": 1}, {"layer": "b", "x": 1}, {"layer": "c", "x": 2}], ["x"])
+        [['a', 'b']]
+    """
+    groups: Dict[Tuple[Any, ...], List[str]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(str(r[name]))
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def _ladder_figure(rows: List[Dict], cfg: LadderConfig, seed: int):
-    fig, ax = figure(figsize=(6, 3.8))
+    """Accuracy against the test images' shift, one line per rung; each rung has its own marker, line style
+    and marker size (largest first), so that rungs with identical accuracies (the folded rung computes what the
+    conv rung computes) stay visible, and the figure says which coincide."""
+    fig, ax = figure(figsize=(6, 4.2))
     shifts = cfg.shifts
     xs = [0] + list(shifts)
-    for r in rows:
-        ax.plot(xs, [r["accuracy"]] + [r[f"acc_shift{s}"] for s in shifts], marker="o", label=f"{r['layer']} ({r['params']:,} params)")
-    ax.set_xlabel("test images shifted by (px)")
-    ax.set_ylabel("accuracy")
+    keys = ["accuracy"] + [f"acc_shift{s}" for s in shifts]
+    same = coinciding(rows, keys)
+    # within a group of identical lines, each drawn wider, with larger hollow markers, than the ones drawn over it
+    under = {name: len(g) - 1 - i for g in same for i, name in enumerate(g)}
+    for k, r in enumerate(rows):
+        depth, drawn_over = under.get(str(r["layer"]), 0), str(r["layer"]) in under
+        ax.plot(xs, [r[key] for key in keys], marker=_MARKERS[k % len(_MARKERS)], ls="--" if drawn_over and not depth else "-",
+                lw=1.5 + 2.5 * depth, ms=6 + 5 * depth, mfc="none" if depth else None, zorder=2 - 0.1 * depth,  # wide lines below every thin one
+                label=f"{r['layer']} ({r['params']:,} params)")
+    ax.set_xlabel("test images shifted by (px of the digit images)")
+    ax.set_ylabel("accuracy (share of test images)")
     ax.set_xticks(xs)
     ax.legend(fontsize=8)
+    if same:
+        note = "; ".join(" and ".join(g) + " coincide (identical accuracies at every shift)" for g in same)
+        ax.text(0.5, -0.22, note, transform=ax.transAxes, ha="center", va="top", fontsize=8)
     ax.set_title(f"D2L ladder on digits {cfg.image_size}x{cfg.image_size} (r={cfg.r}, kernel {cfg.kernel}, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, "
                  f"seed {seed})", fontsize=9)
     return fig
@@ -611,10 +636,13 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
                             drift <= TRACK_TOL, subject="ladder", expected=f"<= {TRACK_TOL}", observed=drift, claim="SHIFT-4"))
     lines = []
     if e.models:
-        write_table(period_rows, out / "periods", "Analytic shift periods per stage (input px; own px)")
+        write_table(period_rows, out / "periods", "Analytic shift periods per stage (jump, rf, period: input px; own_period: px of the stage's own map)")
         how = "positions whose receptive field lies inside both crops" if e.border == RF_BORDER else f"border {e.border} px"
-        write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop}, {how}; random weights, seed {e.seed})")
-        write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} px (random weights, seed {e.seed})")
+        write_table(err_rows, out / "equivariance", f"Equivariance error by stage (crop {e.crop} px, {how}; random weights, seed {e.seed}); "
+                    "jump, rf, period, shift, min_crop: input px; error: relative, ||f(shifted x) - shifted f(x)|| / ||f(x)|| over the "
+                    "positions compared; positions: output positions compared")
+        write_table(cons_rows, out / "consistency", f"Consistency over {e.pairs} pairs, shifts up to {e.max_shift} input px (random weights, seed {e.seed}); "
+                    "consistency: share of pairs whose argmax agrees; classes: the argmax's range; classes_seen: distinct argmaxes")
         save_figure(_error_figure(err_rows, crop=e.crop, border=e.border, deepest=deepest), out / "equivariance.png")
         classifiers = [r for r in cons_rows if r["pairs"]]
         others = [r["model"] for r in cons_rows if not r["pairs"]]
@@ -622,13 +650,15 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
             save_figure(_consistency_figure(classifiers, others, seed=e.seed, max_shift=e.max_shift, pairs=e.pairs), out / "consistency.png")
         else:
             lines.append(f"- no consistency.png: no model is a classifier (outputs (N, classes)): {', '.join(others)}")
+        lines += [f"- {m.label}: the +spd rewrite replaced {m.site}" for m in e.models if m.spd]
         lines += _zero_lines(err_rows)
         lines += [f"- {r['model']}: consistency {r['consistency']:.3f} over {r['pairs']} pairs (argmax over {r['classes']} classes, "
                   f"{r['classes_seen']} seen; random weights, seed {e.seed}), centred {r['centred_consistency']:.3f} "
                   f"({r['centred_classes_seen']} seen); output period: {r['output_period']}" + _degenerate(r) if r["pairs"] else
                   f"- {r['model']}: no consistency; output period: {r['output_period']}" for r in cons_rows]
     if ladder_rows:
-        write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size}")
+        write_table(ladder_rows, out / "ladder", f"D2L ladder on digits {e.ladder.image_size}x{e.ladder.image_size} px (params: count; train_s: "
+                    "seconds; accuracy: share of test images; acc_shift<s>: the same on test images shifted by s px)")
         save_figure(_ladder_figure(ladder_rows, e.ladder, e.seed), out / "ladder.png")
         lines += [f"- ladder {r['layer']}: {r['params']:,} params, accuracy {r['accuracy']:.3f}" for r in ladder_rows]
         lines.append(f"- folded rung vs conv rung after training: max weight difference {drift:.3g}")

@@ -108,7 +108,7 @@ def _folded(p: Point) -> int:
     return _folded_taps(p.in_channels, p.groups, p.r, p.order, p.dims, (p.dilation * (p.kernel - 1) + 1) ** p.dims)
 
 
-_NO_CONV = ("following", "space_to_depth", "invalid")
+_NO_CONV = ("following", "space_to_depth", "strided_spd", "invalid")
 _CONV_FIELDS = ("dims", "in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "padding_mode", "size", "batch")
 
 

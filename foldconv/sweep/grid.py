@@ -13,7 +13,11 @@ groups         r x groups x order x G
 orders         r x order x input_order x G
 folded_stride  r x stride x folded_stride
 following      r x order x following layer
-space_to_depth r x map size x kernel x padding_mode (the unfold direction)
+space_to_depth r x map size x kernel x padding_mode (the unfold direction: a big conv whose kernel, stride
+               and padding are multiples of r)
+strided_spd    the convs space-to-depth replaces in real models (SPD-1, ``strided_to_spd``): the grid's kernel x
+               stride (> 1, the factor) x padding, and the standard strided forms (:data:`STRIDED_FORMS`:
+               3x3 s2 p1, 1x1 s2 p0, 7x7 s2 p3), x map size x padding_mode (zeros, circular)
 invalid        malformed requests (r < 1, non-integer r, unknown order, empty input)
 ============== ==============================================================================
 
@@ -37,7 +41,12 @@ from ..layout import normalize_order
 from ..padding import PADDING_MODES
 from ..predict import following_examples
 
-__all__ = ["Grid", "POINT_FIELDS", "Point", "fold_factor", "iter_points", "points"]
+__all__ = ["Grid", "POINT_FIELDS", "Point", "STRIDED_FORMS", "fold_factor", "iter_points", "points"]
+
+#: (kernel, stride, padding) of the strided convs real models downsample with, always in the strided_spd section
+#: (when the stride is one of the run's factors): ResNet/MobileNetV2's 3x3 s2 p1, the 1x1 s2 downsample shortcut,
+#: the 7x7 s2 p3 stem.
+STRIDED_FORMS = ((3, 2, 1), (1, 2, 0), (7, 2, 3))
 
 Factor = Union[int, Tuple[int, ...]]
 
@@ -282,6 +291,11 @@ def _candidates(grid: Grid, rs: Tuple[Any, ...]) -> Iterator[Tuple[Any, ...]]:
             continue  # the unfold-direction section uses square factors
         if n + 2 * r >= k * r:  # a non-empty output
             yield ("space_to_depth", dims, r, "crd", "same", 1, 2, k * r, r, r, 1, 1, mode, 0, n, "none", 2)
+    factors = {r for r in rs if not isinstance(r, tuple)}  # the stride is the factor: a job split by r owns its strides
+    forms = [(k, s, pad) for k, s, pad in itertools.product(grid.kernel, grid.stride, grid.padding) if s > 1] + list(STRIDED_FORMS)
+    for dims, (k, s, pad), n, mode in itertools.product(D, forms, grid.s2d_sizes, ("zeros", "circular")):
+        if s in factors and n + 2 * pad >= k and (mode == "zeros" or pad <= n):  # a non-empty output torch can compute
+            yield ("strided_spd", dims, s, "crd", "same", 1, 2, k, s, pad, 1, 1, mode, 0, n, "none", 2)
     if grid.invalid:
         for r, order, size in ((0, "crd", 6), (-1, "crd", 6), (1.5, "crd", 6), (2, "c rh rh", 6), (2, "xyz", 6), (2, "crd", 0)):
             yield ("invalid", 2, r, order, "same", 4, 2, 3, 1, 0, 1, 1, "zeros", 0, size, "none", 2)

@@ -295,6 +295,65 @@ def _s2d_point(p: Point) -> Tuple[Prediction, Observation]:
     return pred, Observation(True, literal, conditioned, crop_exact=crop_ok, pad_exact=pad_ok, detail_agrees=agrees)
 
 
+_PAD_MODE = {"zeros": "constant", "circular": "circular"}
+
+
+def _strided_spd_prediction(big: ConvSpec, r: int, size: Tuple[int, ...]) -> Prediction:
+    """What SPD-1 predicts for a strided conv and its space-to-depth form: the literal unfold where
+    :func:`~foldconv.predict.predict_space_to_depth` says it holds as is; otherwise the form of ``strided_to_spd``
+    (the kernel zero-padded at its end to whole blocks, the input padded first and its end cut or zero-extended)."""
+    base = predict_space_to_depth(big, r, size)
+    if base.outcome in (Outcome.HOLDS, Outcome.INVALID):
+        return base
+    s, k, p = big.stride[0], big.kernel_size[0], big.padding[0]
+    q = -(-k // s)
+    outputs = big.output_size(size)[0]
+    steps = []
+    if k != q * s:
+        steps.append(f"zero-pad the kernel at its end from {k} to {q * s} taps ({q} block{'s' if q > 1 else ''} of {s})")
+    if p:
+        steps.append(f"pad the input by {p} ({big.padding_mode}) before space_to_depth")
+    steps.append(f"cut or zero-extend the padded input's end to {s * (outputs - 1 + q)} px per axis (strided_to_spd)")
+    reason = f"{base.reason}; SPD-1: space_to_depth({s}) + a stride-1 {q}-tap conv is exact once the input and kernel are aligned"
+    return Prediction(Outcome.HOLDS_IF, base.literal, None, ("; ".join(steps),), (reason,), ("SPD-1",))
+
+
+def _strided_spd_point(p: Point) -> Tuple[Prediction, Observation]:
+    """A strided conv against space-to-depth + a stride-1 conv, built here from first principles (not by
+    ``strided_to_spd``, whose claim this checks): literally (the unfolded weight on ``space_to_depth(x)``, the
+    padding divided by ``s``) and aligned (SPD-1: explicit padding, the end fitted, the kernel zero-padded)."""
+    big = ConvSpec.make(p.dims, 1, p.out_channels, p.kernel, stride=p.stride, padding=p.padding, padding_mode=p.padding_mode)
+    size = (p.size,) * p.dims
+    pred = _strided_spd_prediction(big, p.stride, size)
+    gen = torch.Generator().manual_seed(p.seed())
+    bound, trials = draw_plan(math.prod(big.kernel_size))
+    w = integers((trials * big.out_channels, 1) + big.kernel_size, gen, bound)
+    b = integers((trials * big.out_channels,), gen, bound)
+    x = integers((p.batch, trials) + size, gen, bound)
+    ref = _attempt(lambda: conv_nd(x, w, b, big.stride, big.padding, big.dilation, trials, big.padding_mode))
+    if ref is None:
+        return pred, _REFUSED
+    s, k, pad, d = p.stride, p.kernel, p.padding, p.dims
+    unit = (1,) * d
+
+    def literal() -> torch.Tensor:
+        if pad % s:
+            raise FoldError(f"padding {pad} is not whole blocks of {s}")
+        small = unfold_weight(w, s, "crd").weight  # a FoldError where the kernel is not whole blocks
+        return conv_nd(space_to_depth(x, s, "crd", dims=d), small, b, unit, (pad // s,) * d, unit, trials, p.padding_mode)
+
+    def aligned() -> torch.Tensor:
+        q = -(-k // s)
+        length = s * (ref.shape[-1] - 1 + q)
+        xp = F.pad(x, [pad] * 2 * d, mode=_PAD_MODE[p.padding_mode]) if pad else x
+        xp = xp[(Ellipsis,) + (slice(0, length),) * d]
+        xp = F.pad(xp, [0, length - xp.shape[-1]] * d)
+        wp = F.pad(w, [0, q * s - k] * d)
+        return conv_nd(space_to_depth(xp, s, "crd", dims=d), unfold_weight(wp, s, "crd").weight, b, unit, (0,) * d, unit, trials, "zeros")
+
+    return pred, Observation(True, compare(ref, _attempt(literal)), compare(ref, _attempt(aligned)))
+
+
 def _invalid_point(p: Point) -> Tuple[Prediction, Observation]:
     spec = ConvSpec.make(p.dims, p.in_channels, p.out_channels, p.kernel, stride=p.stride, padding=p.padding)
     size = (p.size,) * p.dims
@@ -327,4 +386,6 @@ def observe_point(p: Point, dtypes: Sequence[torch.dtype] = ()) -> Tuple[Predict
         return _following_point(p)
     if p.section == "space_to_depth":
         return _s2d_point(p)
+    if p.section == "strided_spd":
+        return _strided_spd_point(p)
     return _fold_point(p, dtypes)

@@ -24,7 +24,11 @@ def test_app_writes_figure_and_tables_and_passes(tmp_path):
     assert {row["claim"] for row in checks} >= {"FC-1", "FC-2", "FC-3", "FC-4", "SPD-1", "SPD-3", "SUB-1", "AXW-1"}
     assert all(row["ok"] == "True" for row in checks)
     shifts = read_csv(tmp_path / "shifts.csv")
-    assert [row["violations"] == "0" for row in shifts] == [int(row["input shift"]) % 3 == 0 for row in shifts]
+    violations, shift = "violations (dense-operator entries that break the shift at the best output shift)", "input shift (px of the folded input, axis 0)"
+    assert [row[violations] == "0" for row in shifts] == [int(row[shift]) % 3 == 0 for row in shifts]
+    # every column says its unit: which map's pixels a shift is in, what a violation counts
+    assert list(shifts[0]) == [shift, "best output shift (px of the folded conv's output, axis 0)", violations, "multiple of r*S = 3 px"]
+    assert "params (weights + biases, count)" in read_csv(tmp_path / "parameters.csv")[0]
 
 
 @pytest.mark.claim("FC-2")

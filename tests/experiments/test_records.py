@@ -29,7 +29,7 @@ from foldconv.experiments.records import (
 )
 from helpers import ROOT
 
-SMALL = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]"]  # 114 points per fold factor
+SMALL = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]"]  # 142 points for fold.r=2 (28 strided_spd), 114 for 3 and 4
 
 
 def _record(root: Path, task, hydra=("hydra/launcher=parallel", "hydra.mode=MULTIRUN")) -> None:
@@ -136,7 +136,7 @@ def test_a_run_cut_while_drawing_redoes_its_outputs_and_index_on_resume(tmp_path
     rows = (tmp_path / "results.csv").read_bytes()
     for name in ("summary.md", "index.md", MARKER):  # every row written, then cut before the outputs were all there
         (tmp_path / name).unlink()
-    assert job_problem(tmp_path) == "cut at 114 rows (no completion marker)"
+    assert job_problem(tmp_path) == "cut at 142 rows (no completion marker)"
     code, out, err = run_in_process("sweep", args, capsys)
     assert code == 0, err
     assert "0 computed now" in out and (tmp_path / "results.csv").read_bytes() == rows
@@ -180,7 +180,7 @@ def test_ctrl_c_on_a_parallel_multirun_prints_a_line_per_job_and_the_command_tha
     resumed = subprocess.run([sys.executable, "-m", "foldconv", *shlex.split(command)[1:]], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert [len(read_csv(j.path / "results.csv")) for j in require_complete(root)] == [114, 114, 114]
+    assert [len(read_csv(j.path / "results.csv")) for j in require_complete(root)] == [142, 114, 114]
     assert interrupted_multirun(root)[:3] == [f"interrupted: job {i} ({' '.join(j.overrides)}): finished" for i, j in enumerate(multirun_jobs(root))]
 
 

@@ -42,6 +42,9 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
     periods = {r["stage"]: r["period"] for r in read_csv(tmp_path / "periods.csv")}
     assert periods["conv1"] == "(2,2)" and periods["layer4"] == "(32,32)" and periods["fc"] == "none: reads the whole input"
     assert all(float(r["error"]) == 0.0 for r in errs if r["theory"].startswith("0 exactly")) and any(r["theory"].startswith("0 exactly") for r in errs)
+    site = "conv1: Conv2d(3->64, k=(7, 7), s=(2, 2), p=(3, 3)) -> space_to_depth(2) + Conv2d(12->64, k=(4, 4)"
+    assert f"- resnet18+spd: the +spd rewrite replaced {site}" in (tmp_path / "summary.md").read_text()
+    assert all(site in r["analysis"] for r in read_csv(tmp_path / "periods.csv") if r["model"] == "resnet18+spd")
     ladder = {r["layer"]: r for r in read_csv(tmp_path / "ladder.csv")}
     assert ladder["conv"]["accuracy"] == ladder["folded"]["accuracy"] and ladder["conv"]["params"] == ladder["folded"]["params"]
 
@@ -49,6 +52,7 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
 @pytest.mark.parametrize("overrides,named", [
     (("models=[resnet7]",), "models='resnet7'"),
     (("models=[resnet18+spd]",), "models='resnet18+spd': is compared with its model 'resnet18'"),
+    (("models=[resnet18,resnt18+spd]",), "models='resnt18+spd': is not a torchvision model; did you mean resnet18+spd,"),
     (("images=[lena]",), "images='lena'"),
     (("border=edges",), "border='edges'"),
     (("ladder.image_size=30",), "image_size=30"),

@@ -159,3 +159,33 @@ def test_a_consistency_of_a_model_that_gives_one_class_to_every_image_is_flagged
 
     row = {"classes_seen": 1, "centred_classes_seen": 1}
     assert "DEGENERATE" in _degenerate(row) and _degenerate({"classes_seen": 7, "centred_classes_seen": 5}) == ""
+
+
+def test_ladder_figure_keeps_identical_rungs_visible_and_says_they_coincide():
+    """The folded rung computes what the conv rung computes: drawn in one style, its line hid the conv's."""
+    def row(layer, *acc):
+        return {"layer": layer, "params": 80, "accuracy": acc[0], "acc_shift1": acc[1], "acc_shift2": acc[2], "acc_shift4": acc[3]}
+
+    rows = [row("dense", 0.5, 0.4, 0.3, 0.2), row("conv", 0.7, 0.65, 0.6, 0.5), row("folded", 0.7, 0.65, 0.6, 0.5)]
+    fig = app._ladder_figure(rows, LadderConfig(), 0)
+    ax = fig.axes[0]
+    lines = {line.get_label().split()[0]: line for line in ax.get_lines()}
+    conv, folded = lines["conv"], lines["folded"]
+    assert (conv.get_marker(), conv.get_linestyle()) != (folded.get_marker(), folded.get_linestyle())
+    # drawn first, the conv rung is the larger and the wider: it shows around the folded one drawn over it
+    assert conv.get_markersize() > folded.get_markersize() and conv.get_linewidth() > folded.get_linewidth()
+    # and below every thin line: a rung close to them (dense here) is not hidden under the wide one
+    assert conv.get_zorder() < min(lines["dense"].get_zorder(), folded.get_zorder())
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == ["conv and folded coincide (identical accuracies at every shift)"]
+    assert "px" in ax.get_xlabel() and not text_problems(fig)
+    rows[2] = row("folded", 0.7, 0.65, 0.6, 0.45)  # one value apart: nothing coincides, nothing is said
+    assert not app._ladder_figure(rows, LadderConfig(), 0).axes[0].texts
+
+
+def test_every_table_states_the_units_of_its_columns(small_run):
+    e, result, out = small_run
+    titles = {name: (out / f"{name}.md").read_text().splitlines()[0] for name in ("periods", "equivariance", "consistency")}
+    assert "jump, rf, period: input px" in titles["periods"] and "own_period: px of the stage's own map" in titles["periods"]
+    assert "jump, rf, period, shift, min_crop: input px" in titles["equivariance"] and "error: relative" in titles["equivariance"]
+    assert "share of pairs whose argmax agrees" in titles["consistency"] and "input px" in titles["consistency"]

@@ -249,7 +249,7 @@ def test_aggregate_app_exits_non_zero_on_a_crashed_job(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # Issue 14: rows are written as they finish; a killed run resumes; a different config is refused.
 
-SMALL = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]", "fold.r=2"]  # 114 points
+SMALL = ["plots=false", "progress=false", "grid.following=[relu]", "grid.dims=[1]", "fold.r=2"]  # 142 points
 
 def _recording_app(args, record: Path, sleep: float) -> subprocess.Popen:
     import os
@@ -279,7 +279,7 @@ def test_a_killed_sweep_keeps_its_rows_and_a_rerun_resumes_without_recomputing(t
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     saved = _point_keys(csv_path)  # a valid CSV of complete rows, right after the kill
-    assert 15 <= len(saved) < 114
+    assert 15 <= len(saved) < 142
     assert csv_path.read_bytes().endswith(b"\n")
     from foldconv.experiments.sweep import run_sweep_app  # the uninterrupted run (in this process: faster)
 
@@ -288,7 +288,7 @@ def test_a_killed_sweep_keeps_its_rows_and_a_rerun_resumes_without_recomputing(t
     rerun = _recording_app([f"hydra.run.dir={killed}", *SMALL], tmp_path / "second.txt", sleep=0)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
-    assert f"114 configurations ({len(saved)} already in results.csv, resuming; {114 - len(saved)} to run)" in err  # a status line: stderr
+    assert f"142 configurations ({len(saved)} already in results.csv, resuming; {142 - len(saved)} to run)" in err  # a status line: stderr
     assert csv_path.read_bytes() == (whole / "results.csv").read_bytes()  # byte for byte the uninterrupted run
     assert (killed / "summary.md").read_text() == (whole / "summary.md").read_text()
     recomputed = (tmp_path / "second.txt").read_text().splitlines()
@@ -302,10 +302,10 @@ def test_resuming_with_a_different_config_is_refused_in_one_line(tmp_path, capsy
 
     small = dict(plots=False, progress=False, isolate=False)  # resuming is the point here, not the worker
     done = run_sweep_app(_config(**{"grid.following": ["relu"], "grid.dims": [1], "fold.r": "2", **small}), tmp_path, log=lambda line: None)
-    assert done.startswith("114 configurations; all 114")
+    assert done.startswith("142 configurations; all 142")  # 28 of them strided_spd (1-D: 7 convs x 2 sizes x 2 modes)
     before = (tmp_path / "results.csv").read_bytes()
     again = run_sweep_app(_config(**{"grid.following": ["relu"], "grid.dims": [1], "fold.r": "2", **small}), tmp_path, log=print)
-    assert "114 configurations, all already in results.csv: nothing left to compute" in capsys.readouterr().out and "0 computed now" in again
+    assert "142 configurations, all already in results.csv: nothing left to compute" in capsys.readouterr().out and "0 computed now" in again
     other = _config(**{"grid.following": ["relu"], "grid.dims": [1], "fold.r": "3", **small})
     with pytest.raises(SystemExit) as stop:
         finish(lambda: run_sweep_app(other, tmp_path), name="sweep")
@@ -401,3 +401,37 @@ def test_a_python_error_in_the_worker_is_raised_not_recorded(tmp_path):
 
     with pytest.raises(WorkerError, match="ValueError: a bug in the runner at theorem"):
         list(run_isolated([Point("theorem", 1, 2, in_channels=2, size=5)], ["float32"], runner="sweep_runners:broken"))
+
+
+def test_each_remedy_line_names_the_layer_and_size_of_the_rows_it_counts(sweep_rows):
+    """RULE-6 covers average and max pooling: a header quoting the first row's reason described the average
+    pooling rows only, above remedies of max pooling; each remedy now carries the reason of its own rows."""
+    summary = summarize(sweep_rows)
+    remedies = summary.split("## Remedies")[1].split("\n## ")[0]
+    rule6 = [line for line in remedies.splitlines() if "*it equals the " in line]
+    assert any("the mean over" in line for line in rule6) and any("the max over" in line for line in rule6)
+    for line in rule6:
+        kind = "AvgPool" if "the mean over" in line else "MaxPool"
+        other = "MaxPool" if kind == "AvgPool" else "AvgPool"
+        assert kind in line and other not in line, line
+    header = next(line for line in remedies.splitlines() if line.startswith("- **RULE-6**"))
+    assert "Pool" not in header, header
+    for line in remedies.splitlines():  # RULE-8: the outputs kept are those of the reason quoted beside them
+        if "*zero-pad the input to" in line and "keep the first" in line:
+            kept = line.split("keep the first ")[1].split(" outputs")[0]
+            assert f"keeping the first {kept} outputs" in line, line
+
+
+def test_the_title_names_the_grid_actually_run(tmp_path):
+    """A user overriding grid.* values ran a custom grid, not the preset: the title says which values changed."""
+    from foldconv.experiments.sweep.main import describe_grid
+
+    assert describe_grid(quick_grid()) == "grid=quick"
+    assert describe_grid(Grid(kernel=(3,), stride=(2,))) == "custom grid (grid=quick with grid.kernel=[3] grid.stride=[2])"
+    run = run_app(f"hydra.run.dir={tmp_path}", "progress=false", "plots=false", "grid.dims=[1]", "grid.r=[2]",
+                  "grid.following=[]", "grid.kernel=[3]")
+    assert run.returncode == 0, run.stderr
+    for name in ("summary.md", "index.md"):
+        first = (tmp_path / name).read_text().splitlines()[0]
+        assert "grid=quick with grid.dims=[1] grid.r=[2] grid.kernel=[3] grid.following=[]" in first, first
+        assert "grid=quick," not in first and not first.endswith("grid=quick")

@@ -10,7 +10,8 @@ from conftest import ROOT
 from foldconv.predict import following_examples
 from foldconv.sweep import Grid, Point, columns, points, run_sweep
 
-SECTIONS = {"theorem", "modes", "dilation", "groups", "orders", "folded_stride", "following", "space_to_depth", "invalid"}
+SECTIONS = {"theorem", "modes", "dilation", "groups", "orders", "folded_stride", "following", "space_to_depth", "strided_spd",
+            "invalid"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_quick_grid_covers_every_rule_and_outcome(quick_rows):
     assert {r["section"] for r in quick_rows} == SECTIONS
     assert {r["observed"] for r in quick_rows} == {"holds", "holds with conditions", "fails", "invalid"}
     rules = {code for r in quick_rows for code in r["rule"].split("+")}
-    expected = {"FOLD-1", "FOLD-3", "FOLD-4", "FOLD-6", "FOLD-7", "FOLD-8", "FOLD-9"} | {f"RULE-{i}" for i in range(1, 9)} | {"invalid-input"}
+    expected = {"FOLD-1", "FOLD-3", "FOLD-4", "FOLD-6", "FOLD-7", "FOLD-8", "FOLD-9", "SPD-1"} | {f"RULE-{i}" for i in range(1, 9)} | {"invalid-input"}
     assert expected <= rules, expected - rules
     assert set(following_examples()) <= {r["following"] for r in quick_rows}
     literal = {r["observed_literal"] for r in quick_rows}
@@ -87,3 +88,37 @@ def test_float64_errors_fill_their_own_column():
     assert [c for c in rows[0] if c.startswith("rel_err")] == ["rel_err_float64"] == [c for c in columns(["float64"]) if c.startswith("rel_err")]
     theorem = [r for r in rows if r["section"] == "theorem"]
     assert theorem and all(0 <= r["rel_err_float64"] < 1e-14 for r in theorem)
+
+
+@pytest.mark.claim("SPD-1")
+def test_strided_spd_covers_the_grids_convs_and_the_standard_strided_forms(quick_rows):
+    """The space-to-depth rows test the convs models actually replace (3x3 s2 p1, 1x1 s2 p0, 7x7 s2 p3) and every
+    kernel x stride > 1 x padding of the grid, not only big convs whose kernel is whole blocks."""
+    from foldconv.sweep.grid import STRIDED_FORMS
+
+    rows = [r for r in quick_rows if r["section"] == "strided_spd"]
+    convs = {(r["kernel"], r["stride"], r["padding"]) for r in rows}
+    g = Grid()
+    assert set(STRIDED_FORMS) | {(k, s, p) for k in g.kernel for s in g.stride for p in g.padding if s > 1} == convs
+    assert {r["size"] for r in rows} == set(g.s2d_sizes) and {r["padding_mode"] for r in rows} == {"zeros", "circular"}
+    assert all(r["agree"] and r["observed"] in ("holds", "holds with conditions") for r in rows)
+    stem = next(r for r in rows if (r["kernel"], r["stride"], r["padding"], r["size"], r["padding_mode"]) == (3, 2, 1, 9, "zeros"))
+    assert stem["observed"] == "holds with conditions" and stem["observed_literal"] == "invalid" and stem["rule"] == "SPD-1"
+    assert "zero-pad the kernel at its end from 3 to 4 taps" in stem["conditions"] and "pad the input by 1" in stem["conditions"]
+    whole = [r for r in rows if r["kernel"] == 2 and r["padding"] == 0 and r["size"] == 8]
+    assert whole and all(r["observed"] == "holds" for r in whole)  # whole blocks on a divisible map: literally
+
+
+def test_strided_spd_oracle_catches_a_wrong_small_conv(monkeypatch):
+    """Mutation: a changed weight of the space-to-depth form flips the observation to fails, against the prediction."""
+    from foldconv.sweep import observe
+
+    def off_by_one(w, *args, **kwargs):
+        folded = unfold(w, *args, **kwargs)
+        folded.weight[(0,) * folded.weight.dim()] += 1
+        return folded
+
+    unfold = observe.unfold_weight
+    monkeypatch.setattr(observe, "unfold_weight", off_by_one)
+    row = run_sweep([Point("strided_spd", 2, 2, kernel=3, stride=2, padding=1, size=9)], ())[0]
+    assert (row["predicted"], row["observed"], row["agree"]) == ("holds with conditions", "fails", False)

@@ -35,13 +35,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from ...errors import fold_error
 from ...sweep import POINT_FIELDS, Grid, Point, columns, dtype_name, fold_factor, iter_points, point_row, run_point, single_thread
 from ...sweep.cost import BLOCK, CostModel, calibration, in_shard
-from ..app import ClaimFailed
+from ..app import CONFIG_DIR, ClaimFailed
 from ..io import RowLog, duration, progress_bar, status, write_csv, write_index
 from .aggregate import multirun_results, write_merged
 from .isolate import IsolatedRun, run_isolated, self_peak_rss_mb
 from .summary import answer, crashed, disagreements, write_sweep_outputs
 
-__all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "plan", "run_sweep_app", "run_aggregate_app"]
+__all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "describe_grid", "plan", "run_sweep_app", "run_aggregate_app"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,43 @@ def _fingerprint(config: SweepConfig) -> Dict[str, Any]:
     return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes]}
 
 
+def _preset(name: str) -> Optional[Grid]:
+    """The grid of ``configs/grid/<name>.yaml``, or None when no preset has that name."""
+    path = CONFIG_DIR / "grid" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return Grid(**OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join("x".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def describe_grid(grid: Grid) -> str:
+    """The grid actually run, for titles: the preset's name when every axis is the preset's, else the preset
+    with each overridden axis as the user would write it (``grid.<field>=...``), or "custom" without a preset.
+
+    Example:
+        >>> describe_grid(Grid())
+        'grid=quick'
+        >>> describe_grid(Grid(kernel=(3,), stride=(2,)))
+        'custom grid (grid=quick with grid.kernel=[3] grid.stride=[2])'
+        >>> describe_grid(Grid(name="mine"))
+        'custom grid (grid.name=mine, no such preset)'
+    """
+    preset = _preset(grid.name)
+    if preset is None:
+        return f"custom grid (grid.name={grid.name}, no such preset)"
+    changed = [f"grid.{k}={_yaml_value(v)}" for k, v in asdict(grid).items() if k != "name" and v != getattr(preset, k)]
+    if not changed:
+        return f"grid={grid.name}"
+    return f"custom grid (grid={grid.name} with {' '.join(changed)})"
+
+
 def plan(total: int, resumed: int, seconds: float, shard: Optional[Shard] = None) -> str:
     """The line printed once the calibration blocks are done: how many, how long, and whether to shard.
 
@@ -176,7 +213,7 @@ def run_sweep_app(
                   else _in_process(first + rest, config.dtypes, stats))
         if config.progress and todo:
             wrap = progress or (lambda it, desc: progress_bar(it, desc, total=len(todo), unit="cfg"))
-            stream = wrap(stream, f"sweep {config.grid.name}")
+            stream = wrap(stream, f"sweep {config.grid.name}" + ("" if describe_grid(config.grid) == f"grid={config.grid.name}" else " (custom)"))
         timed: List[Tuple[Point, Optional[float]]] = []
         estimate = None
         for p, row, seconds in stream:  # Ctrl-C: the skeleton says what is saved and how to resume
@@ -191,7 +228,7 @@ def run_sweep_app(
     ordered = sorted(rows, key=lambda r: rank.get(rows_log.key_of(r), len(rank)))
     if ordered != rows:  # e.g. the calibration blocks, run first: the file is always in point order
         write_csv(ordered, out / "results.csv", cols)
-    title = f"Equivalence sweep: grid={config.grid.name}" + (f", r={config.fold.r}" if config.fold.r is not None else "")
+    title = f"Equivalence sweep: {describe_grid(config.grid)}" + (f", r={config.fold.r}" if config.fold.r is not None else "")
     if config.shard.count > 1:
         title += f", shard {config.shard.index}/{config.shard.count}"
     write_sweep_outputs(ordered, out, title, plots=config.plots, csv=False)

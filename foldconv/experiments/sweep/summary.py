@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 from ...sweep import COLUMNS, CRASHED
 from ..io import columns_of, figure, is_true, legend_beside, markdown_table, no_data, save_figure, write_csv, write_markdown
 
-__all__ = ["MEANINGS", "Tally", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors",
+__all__ = ["COVERED", "MEANINGS", "Tally", "coverage_lines", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors",
            "plot_outcomes", "plot_outcomes_by_r"]
 
 _OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
@@ -104,9 +104,10 @@ class Tally:
         self.lost: List[Mapping[str, Any]] = []
         self.rules: Dict[tuple, List[Any]] = {}
         self.remedies: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        self.reasons: Dict[str, str] = {}
+        self.reasons: Dict[Tuple[str, str], str] = {}
         self.errors: Dict[str, Dict[Tuple[str, str], float]] = {}
         self.modes: Dict[Tuple[str, str, str], List[int]] = {}
+        self.coverage: Dict[str, Dict[str, set]] = {}
 
     @classmethod
     def of(cls, rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> Tally:
@@ -140,13 +141,20 @@ class Tally:
                 found[1] = r
         if observed == "holds with conditions" and r.get("conditions"):
             self.remedies[r["rule"]][r["conditions"]] += 1
-            self.reasons.setdefault(r["rule"], str(r.get("reason", "")))
+            # per remedy, not per rule: one rule covers several layers (RULE-6: average and max pooling), and a
+            # reason quoted once for the rule would describe only the first layer it met
+            self.reasons.setdefault((r["rule"], r["conditions"]), str(r.get("reason", "")))
         if r.get("section") in ("theorem", "product"):
             for k, v in r.items():
                 if k.startswith("rel_err_") and v not in (None, ""):
                     cells = self.errors.setdefault(k, {})
                     cell = (str(r.get("r")), str(r.get("kernel")))
                     cells[cell] = max(cells.get(cell, -math.inf), float(v))
+        if r.get("section") in COVERED:
+            seen = self.coverage.setdefault(r["section"], collections.defaultdict(set))
+            seen["convs"].add((str(r.get("kernel")), str(r.get("stride")), str(r.get("padding"))))
+            for key in ("dims", "size", "padding_mode"):
+                seen[key].add(str(r.get(key)))
         if _on_modes_slice(r):
             cell = self.modes.setdefault((str(r["padding_mode"]), str(r["stride"]), str(r["padding"])), [0, 0])
             cell[0] += observed == "holds"
@@ -166,6 +174,41 @@ class Tally:
             return f"{configs}: every prediction agrees with the exact observation."
         return (f"{configs}: {bad:,} prediction{'s' if bad > 1 else ''} disagree{'' if bad > 1 else 's'} with the "
                 f"exact observation (listed first below); {agree:,} agree{'s' if agree == 1 else ''}" + (f"; {crash}." if lost else "."))
+
+
+#: The sections whose exact configurations summary.md lists (:func:`coverage_lines`), and what each tests.
+COVERED = {
+    "space_to_depth": "a big conv (kernel, stride and padding multiples of r) against space_to_depth(r) + the unfolded "
+                      "small conv, on map sizes that are and are not multiples of r (RULE-8)",
+    "strided_spd": "a strided conv against space_to_depth(stride) + a stride-1 conv, literally and in strided_to_spd's "
+                   "aligned form (SPD-1): the grid's kernel x stride (> 1) x padding and the standard strided forms",
+}
+
+
+def _num(v: str) -> Tuple[float, str]:
+    try:
+        return (float(v), v)
+    except ValueError:
+        return (math.inf, v)
+
+
+def coverage_lines(tally: Tally) -> List[str]:
+    """Exactly which configurations the space-to-depth sections of this run tested: every (kernel, stride,
+    padding) of the strided conv, the map sizes, padding modes and dims.
+
+    Example:
+        >>> t = Tally.of([{"section": "strided_spd", "kernel": "3", "stride": "2", "padding": "1", "dims": "2", "size": "8",
+        ...     "padding_mode": "zeros", "observed": "holds", "agree": "True"}])
+        >>> coverage_lines(t)[0][:60]
+        '- **strided_spd** (a strided conv against space_to_depth(str'
+    """
+    lines = []
+    for section, seen in tally.coverage.items():
+        convs = ", ".join(f"{k}x{k} s{st} p{pad}" for k, st, pad in sorted(seen["convs"], key=lambda c: tuple(_num(v) for v in c)))
+        lines.append(f"- **{section}** ({COVERED[section]}): {len(seen['convs'])} conv(s) (kernel x kernel, stride, padding; "
+                     f"the kernel per spatial axis): {convs}; map sizes {', '.join(sorted(seen['size'], key=_num))} px; padding "
+                     f"modes {', '.join(sorted(seen['padding_mode']))}; dims {', '.join(sorted(seen['dims']))}")
+    return lines
 
 
 def crashed(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> List[Mapping[str, Any]]:
@@ -213,13 +256,18 @@ def answer(rows: Union[Tally, Sequence[Mapping[str, Any]]]) -> str:
 
 
 def _remedies(tally: Tally, per_rule: int = 4) -> List[str]:
-    """One line per rule whose outcome is 'holds with conditions': its count and its remedies, commonest first."""
+    """Per rule whose outcome is 'holds with conditions': its count, then one line per remedy (commonest first)
+    with its own count and the reason of a configuration that needs it, so that no line describes another
+    layer or size than the configurations it counts."""
     lines = []
     for rule, remedies in sorted(tally.remedies.items(), key=lambda kv: -sum(kv[1].values())):
-        shown = "; ".join(f"*{text}* ({count})" for text, count in remedies.most_common(per_rule))
+        total = sum(remedies.values())
+        lines.append(f"- **{rule}** ({total:,} configuration{'s' if total != 1 else ''}, {len(remedies)} remed{'ies' if len(remedies) != 1 else 'y'}):")
+        for text, count in remedies.most_common(per_rule):
+            lines.append(f"  - *{text}* ({count:,}; e.g. {tally.reasons[(rule, text)]})")
         more = len(remedies) - per_rule
-        lines.append(f"- **{rule}** ({sum(remedies.values()):,} configurations; {tally.reasons[rule]}): {shown}"
-                     + (f"; and {more} more forms of the same remedy (results.csv, conditions column)" if more > 0 else ""))
+        if more > 0:
+            lines.append(f"  - and {more} more forms of these remedies (results.csv, conditions column)")
     return lines
 
 
@@ -255,6 +303,10 @@ def summarize(rows: Union[Tally, Iterable[Mapping[str, Any]]], title: str = "Equ
     table = [{"section": s, **{o: c.get(o, 0) for o in outcomes}, "total": sum(c.values())} for s, c in t.by_section.items()]
     table.append({"section": "**all**", **{o: t.outcomes.get(o, 0) for o in outcomes}, "total": t.n})
     lines += [markdown_table(table), ""]
+    covered = coverage_lines(t)
+    if covered:
+        lines += ["## What the space-to-depth sections cover", "", "Exactly the configurations below (every row of these "
+                  "sections is one of them; results.csv has each):", ""] + covered + [""]
     lines += ["## Rules and reasons", "", "Each rule is a claim in paper_notes/claims.md; the example is the smallest configuration it decided.", ""]
     rule_rows = []
     for (rule, outcome), (count, smallest) in sorted(t.rules.items(), key=lambda kv: (kv[0][1], kv[0][0])):

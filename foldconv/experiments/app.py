@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple, Union
 
 from .._validate import parse_factors
-from ..errors import FoldError, fold_error
+from ..errors import FoldError, first_line, fold_error
 from .io import write_atomic, write_index, write_markdown, write_table
 from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
@@ -338,7 +338,7 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
             value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
             close = close_matches(str(key), names)
             hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
-            raise fold_error(prefix + str(key), value, f"is not a field of {cls.__name__} ({', '.join(sorted(names))}){hint}")
+            raise fold_error(prefix + str(key), value, _not_an_option(sorted(names), hint))
     kwargs = {}
     for f in fields:
         if f.name in cfg._content and OmegaConf.is_missing(cfg, f.name):  # `in` is False for a ??? value
@@ -398,15 +398,22 @@ def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
     return list(dict.fromkeys(same_case + close))[:n]
 
 
-def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
-    """``"; did you mean fold.r?"`` for an override of a key the app's config lacks (empty when none is close)."""
+def _not_an_option(options: Any, hint: str) -> str:
+    """The rule an unknown option key breaks, the same whichever way it was typed (``key=v`` or ``+key=v``): the
+    close matches when there are some, else every option of its level."""
+    return f"not an option{hint}" if hint else f"not an option (one of {', '.join(str(o) for o in options)})"
+
+
+def _unknown_key(text: str) -> Optional[str]:
+    """The full key of an override Hydra refused because its config has no such key (None for any other error)."""
     import re
 
-    match = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
-    if not match:
-        return ""
-    full = match.group(1).lstrip("+~")
-    parent, _, key = full.rpartition(".")
+    match = re.search(r"Could not override '([^']+)': Key '[^']+' (?:not in '[^']+'|is not in struct)", text)
+    return match.group(1).lstrip("+~") if match else None
+
+
+def _options(config_name: str, config_dir: Path, parent: str) -> Optional[List[str]]:
+    """The keys of the config node ``parent`` (``""``: the top) of the app ``config_name``; None when it is no node."""
     try:
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
@@ -417,12 +424,38 @@ def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
             cfg = compose(config_name=config_name, return_hydra_config=parent.split(".")[0] == "hydra")
         node = OmegaConf.select(cfg, parent) if parent else cfg
     except Exception:  # noqa: BLE001 - a hint is a courtesy: never let it hide the error itself
-        return ""
+        return None
     if not isinstance(node, DictConfig):
+        return None
+    return [str(k) for k in node.keys() if not (parent == "" and k == "hydra")]
+
+
+def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
+    """``"; did you mean fold.r?"`` for an override of a key the app's config lacks (empty when none is close)."""
+    import re
+
+    match = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if not match:
         return ""
-    close = close_matches(key, node.keys())
+    parent, _, key = match.group(1).lstrip("+~").rpartition(".")
+    options = _options(config_name, config_dir, parent)
+    close = close_matches(key, options or [])
     where = f"{parent}." if parent else ""
     return f"; did you mean {' or '.join(where + c for c in close)}?" if close else ""
+
+
+def _option_error(config_name: str, config_dir: Path, text: str) -> Optional[str]:
+    """``"fold.R=2: not an option; did you mean fold.r?"``: an unknown option key named as the user typed it
+    (not by the class behind its config), with its value and the close matches (else every option there)."""
+    full = _unknown_key(text)
+    if full is None:
+        return None
+    typed = [a.split("=", 1)[1] for a in sys.argv[1:] if "=" in a and a.split("=", 1)[0].lstrip("+~") == full]
+    parent = full.rpartition(".")[0]
+    hint = _key_hint(config_name, config_dir, text)
+    options = _options(config_name, config_dir, parent) or []
+    value = f"={typed[-1]}" if typed else ""
+    return f"{full}{value}: {_not_an_option(options, hint)}" if hint or options else f"{full}{value}: not an option"
 
 
 def _refuse(name: str, reason: str) -> NoReturn:
@@ -460,7 +493,15 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        entry = hydra.main(version_base="1.3", config_path=config_path or str(CONFIG_DIR), config_name=config_name)(task)
+        started_task = False
+
+        @functools.wraps(task)
+        def marked(cfg: Any) -> None:
+            nonlocal started_task
+            started_task = True
+            return task(cfg)
+
+        entry = hydra.main(version_base="1.3", config_path=config_path or str(CONFIG_DIR), config_name=config_name)(marked)
 
         @functools.wraps(task)
         def main(cfg: Any = None) -> None:
@@ -476,7 +517,12 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
             except (HydraException, OmegaConfBaseException) as err:  # composing the config (the task's are FoldErrors)
                 config_dir = Path(config_path) if config_path and Path(config_path).is_absolute() else CONFIG_DIR
                 line = _first_lines(err)
-                _refuse(invoked_as(config_name), line + _key_hint(config_name, config_dir, line))
+                _refuse(invoked_as(config_name), _option_error(config_name, config_dir, line) or line + _key_hint(config_name, config_dir, line))
+            except (ValueError, TypeError, IndexError, KeyError) as err:
+                if started_task:  # the task's own bug: its traceback is the report
+                    raise
+                # an override OmegaConf cannot apply (``models.x=1``: a list indexed by a name) fails with a plain error
+                _refuse(invoked_as(config_name), f"cannot apply the overrides {' '.join(sys.argv[1:])}: {first_line(err, with_type=True)}")
             except KeyboardInterrupt:  # a multirun's launcher (a job's own interrupt exits 130 with its own line)
                 multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
                 print(_interrupted_multirun(started) if multirun else "interrupted before the run started: nothing was written", file=sys.stderr)

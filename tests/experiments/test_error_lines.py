@@ -48,6 +48,24 @@ def test_a_misspelt_key_gets_its_close_match_and_the_command_typed(command, key,
     assert stop.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"{command}: error: ") and lines[0].endswith("?"), lines[0]
     assert lines[0].rsplit("did you mean ", 1)[1].rstrip("?").split(" or ")[0] == key, lines[0]  # the closest first
+    # the option path as typed, with its value, never the class behind the config (FoldSpec, RFExperiment)
+    assert lines[0] == f"{command}: error: {typo}=2: not an option; did you mean {lines[0].rsplit('did you mean ', 1)[1]}", lines[0]
+
+
+@pytest.mark.parametrize("override", ["fold.R=2", "+fold.R=2"])
+def test_an_unknown_key_is_worded_one_way_however_it_is_typed(override, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit):
+        cli.main(["fold", override])
+    assert capsys.readouterr().err.strip() == "fold: error: fold.R=2: not an option; did you mean fold.r?"
+
+
+def test_an_override_omegaconf_cannot_apply_is_one_line_not_a_traceback(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["count", "models.x=1"])  # a list indexed by a name
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and lines[0].startswith("count: error: ") and "models.x=1" in lines[0], lines
 
 
 def test_a_far_off_key_gets_no_false_suggestion(capsys, monkeypatch):
@@ -56,6 +74,7 @@ def test_a_far_off_key_gets_no_false_suggestion(capsys, monkeypatch):
         cli.main(["count", "xyzzy=3"])
     line = capsys.readouterr().err.strip()
     assert line.startswith("count: error: ") and "xyzzy" in line and "did you mean" not in line
+    assert "not an option (one of " in line and "input_shape" in line and "CountExperiment" not in line  # the options, not a class
 
 
 def test_an_added_key_that_no_dataclass_reads_gets_its_close_match(tmp_path, monkeypatch, capsys):

@@ -36,9 +36,12 @@ from .io import write_atomic, write_index, write_markdown, write_table
 from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
 __all__ = [
-    "CONFIG_DIR", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
+    "CONFIG_DIR", "R_RULE", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
     "hydra_app", "structured", "register", "instantiate", "invoked_as", "close_matches",
 ]
+
+#: The one wording of the rule a fold factor breaks, in every app (``fold.r``, ``fold_compare_r``, ``example.r``).
+R_RULE = "must be an integer >= 1 or one per spatial axis"  # as foldconv._validate.per_axis_ints words it
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -240,9 +243,12 @@ def parse_r(value: Any) -> Union[int, Tuple[int, ...]]:
         >>> parse_r("2x1x1")
         (2, 1, 1)
     """
-    parsed = parse_factors(value, "r")
+    try:
+        parsed = parse_factors(value, "r")
+    except FoldError:
+        parsed = None
     if isinstance(parsed, bool) or not isinstance(parsed, (int, tuple)):
-        raise fold_error("r", value, "must be an integer or per-axis factors like '2x4'")
+        raise fold_error("r", value, R_RULE)
     return parsed
 
 
@@ -322,7 +328,7 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         >>> instantiate(cfg)
         Traceback (most recent call last):
         ...
-        foldconv.errors.FoldError: example.stride=0: every entry must be an integer >= 1
+        foldconv.errors.FoldError: example.stride=0: must be an integer >= 1 or one per spatial axis
     """
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import MissingMandatoryValue

@@ -53,7 +53,7 @@ from ..models import (
     resolve_model,
 )
 from ..surgery.stage import ModelFoldComparison, compare_model_fold
-from .app import AppResult, Check, ChecksHeld, model_given, parse_r
+from .app import R_RULE, AppResult, Check, ChecksHeld, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
 from .io import RowLog, as_rows, duration, markdown_table, progress_bar, status, write_table
@@ -206,18 +206,19 @@ class CountExperiment:
         try:
             rs = tuple(parse_r(r) for r in self.fold_r) if isinstance(self.fold_r, Sequence) and not isinstance(self.fold_r, str) else self.fold_r
         except FoldError:
-            raise fold_error("fold_r", self.fold_r, "every entry must be an integer >= 1 or per-axis factors like '2x4'") from None
+            raise fold_error("fold_r", self.fold_r, f"every entry {R_RULE}") from None
         try:
             validate_fold_request(rs, self.fold_order, r_param="fold_r", order_param="fold_order")
         except FoldError as err:
-            raise (fold_error("fold_r", self.fold_r, err.rule) if err.param == "fold_r" and err.rule else err) from None
+            raise (fold_error("fold_r", self.fold_r, f"every entry {R_RULE}") if err.param == "fold_r" else err) from None
         object.__setattr__(self, "fold_r", rs)
         if self.fold_compare_r is not None:
             try:
                 object.__setattr__(self, "fold_compare_r", parse_r(self.fold_compare_r))
                 validate_fold_request([self.fold_compare_r], self.fold_order, r_param="fold_compare_r", order_param="fold_order")
-            except FoldError as err:
-                raise fold_error("fold_compare_r", self.fold_compare_r, "must be an integer >= 1 or per-axis factors like '2x4'") from err
+            except FoldError as err:  # a bad order is the order's error; anything about r is the one fold-factor rule
+                raise (fold_error("fold_compare_r", self.fold_compare_r, f"{R_RULE}, or null (no comparison)")
+                       if err.param in ("r", "fold_compare_r") else err) from None
 
     def jobs(self) -> List[CountJob]:
         """One :class:`CountJob` per model and target, each model built on meta."""

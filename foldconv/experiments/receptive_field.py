@@ -49,7 +49,7 @@ from ..analysis.receptive_field import (
 from ..errors import FoldError, fold_error
 from ..layout import normalize_order
 from ..models import ModelSpec, build_model, resolve_model
-from .app import AppResult, Check, parse_r
+from .app import R_RULE, AppResult, Check, parse_r
 from .io import figure, label_step, save_figure, write_atomic, write_markdown, write_table
 from .zoo.measure import gradient_check_shape
 
@@ -66,6 +66,8 @@ CHECK_AUTO = "auto"
 #: The automatic check input grows to at most this many spatial elements (1024 x 1024).
 MAX_CHECK_ELEMENTS = 1 << 20
 MIN_CHECK_SIZE = 32
+#: The rule ``check_size`` breaks, whatever was wrong with it.
+CHECK_SIZE_RULE = f"must be {CHECK_AUTO!r} (from the receptive field), a spatial size >= 1, or null (input_shape itself)"
 
 
 def _default_conv() -> Dict[str, Any]:
@@ -108,11 +110,14 @@ class FoldTable:
     input_size: Any = (4, 4)
 
     def __post_init__(self) -> None:
-        r = parse_r(self.r)
-        if isinstance(r, tuple):
-            per_axis_ints(r, len(r), "r", 1)
-        elif r != 0:
-            require_int(r, "r", 1)
+        try:
+            r = parse_r(self.r)
+            if isinstance(r, tuple):
+                per_axis_ints(r, len(r), "r", 1)
+            elif r != 0:
+                require_int(r, "r", 1)
+        except FoldError:  # the fold-factor rule of every app, plus this table's 0
+            raise fold_error("r", self.r, f"{R_RULE}, or 0 (no fold table)") from None
         object.__setattr__(self, "r", r)
         resolve_model(self.conv, param="conv")  # a bad spelling fails here; the field keeps it (fold.conv.x=... overrides it)
         object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
@@ -165,8 +170,11 @@ class RFExperiment:
         require_bool(self.check, "check")
         if self.check_size is not None and self.check_size != CHECK_AUTO:
             if isinstance(self.check_size, str):
-                raise fold_error("check_size", self.check_size, f"must be {CHECK_AUTO!r} (from the receptive field), an int, or null (input_shape)")
-            require_int(self.check_size, "check_size", 1)
+                raise fold_error("check_size", self.check_size, CHECK_SIZE_RULE)
+            try:
+                require_int(self.check_size, "check_size", 1)
+            except FoldError:
+                raise fold_error("check_size", self.check_size, CHECK_SIZE_RULE) from None
         if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
             raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
         if self.fallback not in ("error", "real"):

@@ -112,3 +112,24 @@ def test_a_folder_named_foldconv_shadowing_the_install_is_named(tmp_path):
     env["PYTHONPATH"] = str(ROOT)  # without the shadow the same command runs
     ok = subprocess.run([sys.executable, "-c", launch, "rf", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "foldconv rf" in ok.stdout, ok.stderr
+
+
+def _rule(command, override, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, override])
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(line.splitlines()) == 1, line
+    return line.split(": ", 3)[-1]  # "<command>: error: <param>=<value>: <rule>"
+
+
+@pytest.mark.parametrize("command, key, values, rule", [
+    ("fold", "fold.r", ["0", "1.5", "-1", "[2,0]", "[2,1.5]"], "must be an integer >= 1 or one per spatial axis"),
+    ("operators", "example.r", ["0", "1.5", "x"], "must be an integer >= 1 or one per spatial axis"),
+    ("count", "fold_compare_r", ["0", "1.5", "two"], "must be an integer >= 1 or one per spatial axis, or null (no comparison)"),
+    ("count", "fold_r", ["[0]", "[1.5]", "[2,x]"], "every entry must be an integer >= 1 or one per spatial axis"),
+    ("rf", "fold.r", ["-1", "1.5", "0x2"], "must be an integer >= 1 or one per spatial axis, or 0 (no fold table)"),
+    ("rf", "check_size", ["0", "-3", "abc"], "must be 'auto' (from the receptive field), a spatial size >= 1, or null (input_shape itself)"),
+])
+def test_one_rule_is_worded_one_way_whatever_broke_it(command, key, values, rule, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    assert {_rule(command, f"{key}={v}", capsys) for v in values} == {rule}

@@ -74,7 +74,7 @@ class ZooExperiment:
         if isinstance(self.small_size, bool) or not isinstance(self.small_size, int) or self.small_size < 8:
             raise fold_error("small_size", self.small_size, "must be an integer >= 8")
         if self.check_size is not None and (isinstance(self.check_size, bool) or not isinstance(self.check_size, int) or self.check_size < 1):
-            raise fold_error("check_size", self.check_size, "must be a spatial size >= 1 (or null: each model's own input)")
+            raise fold_error("check_size", self.check_size, "must be a spatial size >= 1, or null (each model's own input)")
 
 
 #: What each file of a zoo run directory holds (index.md).

@@ -580,7 +580,11 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
 
         def run() -> str:
             out = run_dir()
-            config = instantiate(cfg)
+            try:
+                config = instantiate(cfg)
+            except FoldError:
+                _remove_refused_run(out)
+                raise
             old = clear_marker(out)
             try:
                 result = body(config, out)
@@ -591,6 +595,7 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
             except FoldError:
                 if old is not None:
                     write_atomic(out / MARKER, old)
+                _remove_refused_run(out)
                 raise
             except ClaimFailed:
                 write_marker(out, app=label, status="claim failed")
@@ -609,6 +614,35 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
     main.__name__ = main.__qualname__ = config_name
     main.__doc__ = f"``foldconv`` app of the {config_name} config."
     return main
+
+
+def _remove_refused_run(out: Path) -> None:
+    """Remove what Hydra wrote into the run directory ``out`` for a request the app refused (its ``.hydra`` record
+    and the apps' logs), so that no folder that looks like a result is left, when that is all it holds: a
+    directory with anything else (an earlier run's outputs) is left as it is, and so is any directory outside a
+    Hydra run (the working directory)."""
+    import shutil
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if Path(HydraConfig.get().runtime.output_dir).resolve() != out.resolve():
+            return
+    except (ImportError, ValueError):
+        return
+    entries = list(out.iterdir()) if out.is_dir() else []
+    ours = [p for p in entries if (p.name == ".hydra" and p.is_dir()) or (p.suffix == ".log" and p.is_file())]
+    if len(ours) != len(entries):
+        return
+    for p in ours:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # something appeared meanwhile (another process): leave it
+        pass
 
 
 def finish(run: Callable[[], Optional[str]], *, name: str = "foldconv") -> None:

@@ -278,6 +278,21 @@ class CountRun(ChecksHeld):
 
 
 
+def _missing_batch_axis(job: CountJob) -> Optional[FoldError]:
+    """The input_shape's error, not the model's, when the model refused ``job.input_shape`` and runs on it with a
+    batch axis in front (``[3, 224, 224]`` for ``[1, 3, 224, 224]``); None when that does not explain it."""
+    shape = job.input_shape
+    if not _plain(shape):
+        return None
+    batched = (1,) + tuple(shape)
+    try:
+        count(job.model, batched, name=job.label)
+    except Exception:  # noqa: BLE001 - any failure means the batch axis is not the explanation
+        return None
+    return fold_error("input_shape", list(shape), f"must be a full tensor shape with the batch axis first; did you mean "
+                                                  f"{list(batched)}? ({job.label} runs on that, not on this)")
+
+
 def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: Optional[IntOrTuple], flop_counter: bool) -> _Measured:
     label = job.label
     checks: List[Check] = []
@@ -398,7 +413,12 @@ def run_count_jobs(
             try:
                 m = _measure(job, fold_rs, fold_order, fold_compare_r, check_flop_counter)
             except FoldError as err:
-                raise FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
+                if not models_log.resumed and not reports:  # refused before any model finished: leave no record behind
+                    models_log.close()
+                    for path in (models_log.path, models_log.config_path):
+                        path.unlink(missing_ok=True)
+                batch = _missing_batch_axis(job) if err.param == "input_shape" else None
+                raise (batch or FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule)) from err
             files += _write(m, out, plot)
             totals = m.report.rows("total")[0]
             models_log.append({"model": job.label, "totals": json.dumps(totals, default=str),

@@ -476,7 +476,18 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
     model = build_model(e.model, seed=e.seed)
-    report = _analyse(model, e.input_shape, e.fallback, alignment)
+    try:
+        report = _analyse(model, e.input_shape, e.fallback, alignment)
+    except FoldError as err:
+        if err.param == "input_shape" and len(e.input_shape) < 5:  # the batch axis forgotten ([3, 224, 224])?
+            batched = (1,) + tuple(e.input_shape)
+            try:
+                _analyse(model, batched, e.fallback, [])
+            except Exception:  # noqa: BLE001 - any failure means the batch axis is not the explanation
+                raise err from None
+            raise fold_error("input_shape", list(e.input_shape), f"must be a full tensor shape with the batch axis first; did you mean "
+                                                                 f"{list(batched)}? ({label} runs on that, not on this)") from None
+        raise
     if e.erf_node is not None and e.erf_node not in report.nodes:  # whatever `check` says: a typo is refused, never ignored
         raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {list(report.nodes)[-8:]}")
     lines.append(_headline(label, report))

@@ -225,3 +225,18 @@ def test_format_json_prints_a_document_a_program_can_parse(tmp_path):
     document = json.loads(result.stdout)
     assert document["models"][0]["totals"]["params"] == 11689512
     assert f"written to {tmp_path}" in result.stderr
+
+
+def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error_and_leaves_no_record(tmp_path):
+    from foldconv.errors import FoldError
+    from foldconv.experiments.counting import CountExperiment, run_count
+
+    e = CountExperiment(model="resnet18", input_shape=[3, 32, 32], plot=False, d2l_table=False, fold_compare_r=None)
+    with pytest.raises(FoldError) as info:
+        run_count(e, tmp_path)
+    assert info.value.param == "input_shape" and "batch axis" in str(info.value) and "did you mean [1, 3, 32, 32]?" in str(info.value)
+    assert "ResNet cannot run" not in str(info.value)  # not the model's fault
+    assert not (tmp_path / "models.csv").exists() and not (tmp_path / "models.config.json").exists()  # a rerun is not blocked
+    with pytest.raises(FoldError) as wrong_channels:  # a shape the batch axis does not explain still blames nothing else
+        run_count(CountExperiment(model="resnet18", input_shape=[1, 4, 32, 32], plot=False, d2l_table=False), tmp_path)
+    assert "did you mean" not in str(wrong_channels.value)

@@ -211,3 +211,11 @@ def test_the_erf_figure_states_the_input_it_was_measured_on(tmp_path, monkeypatc
     flat = " ".join(titles[0].split())
     assert "measured on 32x32 px, the gradient check's input (check_size=auto: from the rf of conv2d, (3, 3);" in flat
     assert "larger than input_shape's (12, 12))" in flat
+
+
+def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error(tmp_path):
+    e = RFExperiment(model="resnet18", input_shape=[3, 32, 32], check=False, fold=FoldTable(r=0))
+    with pytest.raises(FoldError) as info:
+        run_receptive_field(e, tmp_path)
+    assert info.value.param == "input_shape" and "did you mean [1, 3, 32, 32]?" in str(info.value), str(info.value)
+    assert not list(tmp_path.iterdir())

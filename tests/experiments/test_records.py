@@ -127,6 +127,26 @@ def test_the_aggregate_app_refuses_in_one_line_and_writes_nothing(tmp_path, monk
     assert "every prediction agrees" not in err and not (out / "results.csv").exists() and not (out / MARKER).exists()
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_refused_request_leaves_no_run_directory_behind(tmp_path, monkeypatch, capsys, earlier):
+    """Hydra writes .hydra/ and the app's log before the app can refuse: a refused request removes them (a folder
+    that looks like a result), unless the directory holds something else (an earlier run's outputs)."""
+    from foldconv.experiments import cli
+
+    root = tmp_path / "multirun"
+    _record(root, ["fold.r=2,3"])
+    _job(root, 0)
+    out = tmp_path / "out"
+    if earlier:
+        out.mkdir()
+        (out / "results.csv").write_text("a\n1\n")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["aggregate", f"input={root}", "plots=false", f"hydra.run.dir={out}"])
+    assert stop.value.code == 2 and "job 1 (fold.r=3) never started" in capsys.readouterr().err
+    assert ({p.name for p in out.iterdir()} >= {"results.csv", ".hydra"}) if earlier else not out.exists()
+
+
 def test_a_run_cut_while_drawing_redoes_its_outputs_and_index_on_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["fold.r=2", "isolate=false", *SMALL]

@@ -1,5 +1,6 @@
-"""The receptive-field experiment: one model's fields per node, checked against gradients, its ERF, and the
-fold table (a conv vs its fold, in folded-map and in input pixels). The whole torchvision or timm zoo is the
+"""The receptive-field experiment: one model's fields per node, checked against gradients, and its ERF; on
+request (``fold.r``), the fold table of ``fold.conv`` (a conv vs its fold, in folded-map and in input pixels),
+which is about that conv, not the model, so it is off by default. The whole torchvision or timm zoo is the
 zoo app's (``foldconv zoo zoo=torchvision check_size=64``).
 
 ``foldconv rf`` registers :class:`RFExperiment` as its structured config; :func:`run_receptive_field` is its
@@ -96,15 +97,16 @@ def _sizes(value: Any, param: str) -> Tuple[int, ...]:
 
 @dataclass(frozen=True)
 class FoldTable:
-    """The fold table: ``conv`` (a ``_target_`` node) folded by ``r`` (``0``: no table; ``16``, ``"2x4"``,
-    ``[2, 4]``) in channel ``order``, on an input of spatial size ``input_size``.
+    """The fold table: ``conv`` (a ``_target_`` node) folded by ``r`` (``0``, the default: no table, as the rf
+    app is about its model; ``16``, ``"2x4"``, ``[2, 4]``) in channel ``order``, on an input of spatial size
+    ``input_size``.
 
     Example:
         >>> FoldTable(r="2x1", input_size=[4, 4]).r
         (2, 1)
     """
 
-    r: Any = 16
+    r: Any = 0
     order: str = "crd"
     conv: Any = field(default_factory=_default_conv)
     input_size: Any = (4, 4)
@@ -422,7 +424,7 @@ RF_FILES = {
     "layers.md": "the same table in Markdown",
     "check.csv": "analytic boxes against the gradient supports at the check size (chosen from the rf), one row per checked unit",
     "check.md": "the same table in Markdown",
-    "fold.csv": "the fold table: the fold.conv and its fold by fold.r, in folded-map and in input pixels",
+    "fold.csv": "the fold table (only with fold.r): the fold.conv and its fold by fold.r, in folded-map and in input pixels",
     "fold.md": "the same table in Markdown",
     "rf_jump.png": "receptive-field size and jump per node along the first spatial axis",
     "erf.png": "Luo et al.'s effective receptive field of the centre unit of the last spatial layer, with the analytic box over it, "
@@ -472,7 +474,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         document["fold"] = {"r": e.fold.r, "order": e.fold.order, "input_size": list(e.fold.input_size), "ok": bool(table.ok),
                             "rows": _fold_rows(table)}
         fold_line = (f"fold table (fold.conv = {e.fold.spec.label} {getattr(conv, 'in_channels', '?')}->{getattr(conv, 'out_channels', '?')} "
-                     f"channels, r={e.fold.r}; fold.r=0 skips it): the folded conv's field in input pixels equals the original's: {table.ok}")
+                     f"channels, r={e.fold.r}, as fold.r asked): the folded conv's field in input pixels equals the original's: {table.ok}")
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
     model = build_model(e.model, seed=e.seed)

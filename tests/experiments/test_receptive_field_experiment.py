@@ -219,3 +219,10 @@ def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error(tmp_p
         run_receptive_field(e, tmp_path)
     assert info.value.param == "input_shape" and "did you mean [1, 3, 32, 32]?" in str(info.value), str(info.value)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_checks_are_about_the_model_unless_a_fold_table_is_asked_for(tmp_path):
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check_size=12, erf_samples=1)  # fold left at its default
+    result = run_receptive_field(e, tmp_path)
+    assert e.fold.r == 0 and [c.claim for c in result.checks] == ["RF-2"], result.checks
+    assert not (tmp_path / "fold.csv").exists() and "fold" not in result.text and json.loads((tmp_path / "rf.json").read_text())["fold"] is None

@@ -149,6 +149,16 @@ CHECK_FILES = {"checks.md": "every checked claim of this run: what must hold, ex
 #: Every app's run directory starts here: the answer first, then what the app adds.
 SUMMARY = "summary.md"
 
+#: The line summary.md holds while a run is in progress: written when the run starts and replaced only when it
+#: finished (its tables, figures and index all written), so a run cut at any instant never shows a summary that
+#: looks complete (a stale one of an earlier run in the same directory included).
+INCOMPLETE = "INCOMPLETE: this run has not finished (it was cut, or it is still running)"
+
+
+def _in_progress(out: Path, label: str) -> str:
+    return "\n".join([f"# {label}: run in progress or cut", "", INCOMPLETE + ": its tables, figures and index.md may be missing or "
+                      "partial. Run the same command with", f"hydra.run.dir={out} to resume it; this file is replaced when it finishes.", ""])
+
 
 def _summary_text(result: AppResult, answer: str) -> str:
     """summary.md of an app that does not write its own: title, answer (with the checks' verdict), the app's
@@ -209,11 +219,15 @@ def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
         n = len(result.checks)
         holds = "the 1 check holds" if n == 1 else f"all {n} checks hold"
         answer += f"; {holds}." if not failed else f"; {len(failed)} of {n} checks FAILED (checks.md)."
+    if result.files is None and (out / SUMMARY).is_file() and INCOMPLETE in (out / SUMMARY).read_text():
+        write_markdown(_summary_text(result, answer), out / SUMMARY)  # an app that writes its own index did not write it
     if result.files is not None:
         files = dict(result.files)
         if SUMMARY not in files:
             write_markdown(_summary_text(result, answer), out / SUMMARY)
             files = {SUMMARY: "the answer first, then what this run found", **files}
+        elif (out / SUMMARY).is_file() and INCOMPLETE in (out / SUMMARY).read_text():  # the app did not write its own after all
+            write_markdown(_summary_text(result, answer), out / SUMMARY)
         elif (out / SUMMARY).is_file():  # the app's own: every summary.md starts with the answer index.md starts with
             _answer_first(out / SUMMARY, answer, result.answer)
         write_index(out, {**files, **(CHECK_FILES if result.checks else {})}, title=result.title, answer=answer)
@@ -586,13 +600,20 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
                 _remove_refused_run(out)
                 raise
             old = clear_marker(out)
+            summary = (out / SUMMARY).read_text() if (out / SUMMARY).is_file() else None
+            if out.is_dir():
+                write_markdown(_in_progress(out, label), out / SUMMARY)
             try:
                 result = body(config, out)
                 line = conclude(result, out)
                 if getattr(result, "document", False):  # stdout is the document alone; where it went, on stderr
                     line, _, where = line.rpartition("\n\nwritten to ")
                     print(f"written to {where}", file=sys.stderr)
-            except FoldError:
+            except FoldError:  # refused: the directory as it was
+                if summary is not None:
+                    write_atomic(out / SUMMARY, summary)
+                elif out.is_dir():
+                    (out / SUMMARY).unlink(missing_ok=True)
                 if old is not None:
                     write_atomic(out / MARKER, old)
                 _remove_refused_run(out)

@@ -214,3 +214,45 @@ def test_the_index_lists_only_files_that_hold_something(tmp_path):
     index = write_index(tmp_path, {"*.log": "the app's log", "summary.md": "the answer"}, title="Demo").read_text()
     assert "- [notes.log](notes.log): the app's log" in index and "- [summary.md](summary.md): the answer" in index
     assert "app.log" not in index and "empty.csv" not in index
+
+
+COUNT_CONV = ["model._target_=torch.nn.Conv2d", "+model.in_channels=4", "+model.out_channels=2", "+model.kernel_size=3",
+              "input_shape=[1,4,8,8]", "fold_r=[2]", "d2l_table=false", "~expect"]
+
+
+def test_a_run_cut_while_drawing_never_leaves_a_summary_that_looks_complete(tmp_path, monkeypatch, capsys):
+    from foldconv.experiments import counting
+    from foldconv.experiments.app import INCOMPLETE
+
+    monkeypatch.chdir(tmp_path)
+    assert run_in_process("count", COUNT_CONV, capsys)[0] == 0
+    assert INCOMPLETE not in (tmp_path / "summary.md").read_text()
+    real = counting.plot_comparison
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(counting, "plot_comparison", cut)  # the rerun is cut while drawing: the old summary must not stand
+    code, _, err = run_in_process("count", COUNT_CONV, capsys)
+    assert code == 130 and err.startswith("interrupted: "), err
+    summary = (tmp_path / "summary.md").read_text()
+    assert INCOMPLETE in summary and f"hydra.run.dir={tmp_path}" in summary and job_problem(tmp_path) is not None
+    monkeypatch.setattr(counting, "plot_comparison", real)
+    assert run_in_process("count", COUNT_CONV, capsys)[0] == 0  # the resume redoes the plots, the summary and the index
+    assert INCOMPLETE not in (tmp_path / "summary.md").read_text() and (tmp_path / "comparison.png").exists()
+    assert (tmp_path / MARKER).exists()
+
+
+def test_the_zoo_writes_its_summary_after_its_plots(tmp_path, monkeypatch):
+    from foldconv.experiments.zoo import main as zoo_main
+
+    (tmp_path / "summary.md").write_text("in progress\n")
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo_main, "plot_zoo", cut)
+    row = {"model": "m", "status": "ok"}
+    with pytest.raises(KeyboardInterrupt):
+        zoo_main.write_zoo_outputs([row], tmp_path, zoo="timm", title="t")
+    assert (tmp_path / "summary.md").read_text() == "in progress\n"

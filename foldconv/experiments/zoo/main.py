@@ -97,11 +97,12 @@ def write_zoo_outputs(
     """summary.md, coverage.json (:func:`coverage_record`, with ``settings``), fast_tier.json and the plots; returns
     the answer line."""
     c = coverage(rows)
-    write_markdown(summary_markdown(rows, zoo=zoo, title=title, note=note), out / "summary.md")
     write_atomic(out / "coverage.json", json.dumps(coverage_record(rows, zoo=zoo, **settings), indent=1) + "\n")
     write_atomic(out / "fast_tier.json", json.dumps(fast_tier_record(rows, zoo=zoo, **settings), indent=1) + "\n")
     if plots and rows:
         plot_zoo(rows, out, zoo=zoo)
+    # last: until the plots are drawn, summary.md is the skeleton's "run in progress" (a run cut here says so)
+    write_markdown(summary_markdown(rows, zoo=zoo, title=title, note=note), out / "summary.md")
     published = f"; torchvision's published figures reproduced on {c.published_ok} of {c.published_checked}" if c.published_checked else ""
     return (
         f"{c.built} of {c.models} models built; params exact on {c.params_exact_pct} %, MACs = FlopCounterMode on "

@@ -530,6 +530,8 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
             import time
 
             started = time.time() - 1  # file times have a coarse grain on some file systems
+            _EXISTING.update(Path(a.split("=", 1)[1]).resolve() for a in sys.argv[1:]
+                             if a.startswith("hydra.run.dir=") and Path(a.split("=", 1)[1]).is_dir())
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the report is ours
             try:
@@ -637,11 +639,15 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
     return main
 
 
+#: Run directories that existed before Hydra made them the run's (a refused run removes what it wrote, not them).
+_EXISTING: set = set()
+
+
 def _remove_refused_run(out: Path) -> None:
     """Remove what Hydra wrote into the run directory ``out`` for a request the app refused (its ``.hydra`` record
     and the apps' logs), so that no folder that looks like a result is left, when that is all it holds: a
     directory with anything else (an earlier run's outputs) is left as it is, and so is any directory outside a
-    Hydra run (the working directory)."""
+    Hydra run (the working directory); a directory that existed before the run is emptied of those, not removed."""
     import shutil
 
     try:
@@ -660,6 +666,8 @@ def _remove_refused_run(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
+    if out.resolve() in _EXISTING:
+        return
     try:
         out.rmdir()
     except OSError:  # something appeared meanwhile (another process): leave it

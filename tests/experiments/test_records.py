@@ -256,3 +256,14 @@ def test_the_zoo_writes_its_summary_after_its_plots(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         zoo_main.write_zoo_outputs([row], tmp_path, zoo="timm", title="t")
     assert (tmp_path / "summary.md").read_text() == "in progress\n"
+
+
+def test_a_refused_request_keeps_a_run_directory_that_existed_before(tmp_path, monkeypatch, capsys):
+    from foldconv.experiments import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["aggregate", f"input={tmp_path / 'missing'}", f"hydra.run.dir={out}"])
+    assert stop.value.code == 2 and out.is_dir() and not list(out.iterdir())

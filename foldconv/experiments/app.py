@@ -401,7 +401,7 @@ def invoked_as(config_name: str) -> str:
     return COMMAND_OF_CONFIG.get(config_name, config_name)
 
 
-def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
+def close_matches(key: str, names: Any, n: int = 3, *, cutoff: float = 0.6) -> List[str]:
     """The names closest to a misspelt ``key``, a different case first (``R`` -> ``r``), as the model resolver
     suggests model names.
 
@@ -414,7 +414,7 @@ def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
     names = [str(x) for x in names]
     lower = {x.lower(): x for x in names}
     same_case = [lower[key.lower()]] if key.lower() in lower and lower[key.lower()] != key else []
-    close = [lower[c] for c in difflib.get_close_matches(key.lower(), list(lower), n=n, cutoff=0.6)]
+    close = [lower[c] for c in difflib.get_close_matches(key.lower(), list(lower), n=n, cutoff=cutoff)]
     return list(dict.fromkeys(same_case + close))[:n]
 
 

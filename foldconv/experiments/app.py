@@ -464,6 +464,37 @@ def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
     return f"; did you mean {' or '.join(where + c for c in close)}?" if close else ""
 
 
+def _type_error(config_name: str, text: str) -> Optional[str]:
+    """``"check_nodes=1.5: must be an integer >= 1"``: a value of the wrong type, which OmegaConf refuses before the
+    app's dataclass sees it, worded by the rule the dataclass itself states for that field (one wording for
+    ``check_nodes=0`` and ``check_nodes=1.5``); None when the override is no such error or the rule cannot be found."""
+    import re
+
+    match = re.search(r"Error merging override ([^=\s]+)=(.*?): Value '", text)
+    if not match:
+        return None
+    key, raw = match.group(1).lstrip("+~"), match.group(2)
+    try:
+        import yaml
+        from hydra.core.config_store import ConfigStore
+        from omegaconf import OmegaConf
+
+        cls = OmegaConf.get_type(ConfigStore.instance().load(f"{config_name}_schema.yaml").node)
+        *parents, name = key.split(".")
+        obj = cls()
+        for parent in parents:  # a nested dataclass field: its default
+            obj = getattr(obj, parent)
+        if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+            return None
+        dataclasses.replace(obj, **{name: yaml.safe_load(raw)})  # the defaults but this field: its own rule
+    except FoldError as err:
+        if err.param == name and err.rule:
+            return f"{key}={raw}: {err.rule}"
+    except Exception:  # noqa: BLE001 - the rule is a courtesy: Hydra's own line stands otherwise
+        return None
+    return None
+
+
 def _option_error(config_name: str, config_dir: Path, text: str) -> Optional[str]:
     """``"fold.R=2: not an option; did you mean fold.r?"``: an unknown option key named as the user typed it
     (not by the class behind its config), with its value and the close matches (else every option there)."""
@@ -539,7 +570,8 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
             except (HydraException, OmegaConfBaseException) as err:  # composing the config (the task's are FoldErrors)
                 config_dir = Path(config_path) if config_path and Path(config_path).is_absolute() else CONFIG_DIR
                 line = _first_lines(err)
-                _refuse(invoked_as(config_name), _option_error(config_name, config_dir, line) or line + _key_hint(config_name, config_dir, line))
+                _refuse(invoked_as(config_name), _option_error(config_name, config_dir, line) or _type_error(config_name, line)
+                        or line + _key_hint(config_name, config_dir, line))
             except (ValueError, TypeError, IndexError, KeyError) as err:
                 if started_task:  # the task's own bug: its traceback is the report
                     raise

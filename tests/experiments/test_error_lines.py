@@ -129,6 +129,10 @@ def _rule(command, override, capsys):
     ("count", "fold_r", ["[0]", "[1.5]", "[2,x]"], "every entry must be an integer >= 1 or one per spatial axis"),
     ("rf", "fold.r", ["-1", "1.5", "0x2"], "must be an integer >= 1 or one per spatial axis, or 0 (no fold table)"),
     ("rf", "check_size", ["0", "-3", "abc"], "must be 'auto' (from the receptive field), a spatial size >= 1, or null (input_shape itself)"),
+    # a value of the wrong type (refused by OmegaConf before the app's dataclass) is worded by the dataclass's own rule
+    ("rf", "check_nodes", ["0", "1.5", "abc"], "must be an integer >= 1"),
+    ("fold", "conv.groups", ["0", "1.5"], "must be an integer >= 1"),
+    ("zoo", "time_limit_s", ["0", "-1", "abc"], "must be a number of seconds > 0"),
 ])
 def test_one_rule_is_worded_one_way_whatever_broke_it(command, key, values, rule, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", list(sys.argv))

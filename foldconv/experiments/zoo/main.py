@@ -67,7 +67,7 @@ class ZooExperiment:
     def __post_init__(self) -> None:
         if self.zoo not in ZOOS:
             raise fold_error("zoo", self.zoo, f"must be one of {ZOOS}")
-        if not self.time_limit_s or self.time_limit_s <= 0:
+        if isinstance(self.time_limit_s, bool) or not isinstance(self.time_limit_s, (int, float)) or not self.time_limit_s > 0:
             raise fold_error("time_limit_s", self.time_limit_s, "must be a number of seconds > 0")
         if isinstance(self.check_max_macs, bool) or not isinstance(self.check_max_macs, int) or self.check_max_macs < 0:
             raise fold_error("check_max_macs", self.check_max_macs, "must be an integer >= 0 (0: no gradient check)")

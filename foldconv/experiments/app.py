@@ -556,6 +556,8 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
 
         @functools.wraps(task)
         def main(cfg: Any = None) -> None:
+            nonlocal started_task
+            started_task = False  # per call: an earlier call in this process (a test) ran its task
             if cfg is not None:
                 return entry(cfg)
             import time

@@ -164,7 +164,7 @@ def per_axis_ints(value: IntOrTuple, dims: int, param: str, minimum: int) -> Tup
         raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")
     for v in values:
         if not _is_int(v) or v < minimum:
-            raise fold_error(param, value, f"every entry must be an integer >= {minimum}")
+            raise fold_error(param, value, f"must be an integer >= {minimum} or one per spatial axis")  # one wording, whichever entry broke it
     return tuple(int(v) for v in values)
 
 

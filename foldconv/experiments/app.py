@@ -31,14 +31,17 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple, Union
 
 from .._validate import parse_factors
-from ..errors import FoldError, fold_error
+from ..errors import FoldError, first_line, fold_error
 from .io import write_atomic, write_index, write_markdown, write_table
 from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
 __all__ = [
-    "CONFIG_DIR", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
+    "CONFIG_DIR", "R_RULE", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
     "hydra_app", "structured", "register", "instantiate", "invoked_as", "close_matches",
 ]
+
+#: The one wording of the rule a fold factor breaks, in every app (``fold.r``, ``fold_compare_r``, ``example.r``).
+R_RULE = "must be an integer >= 1 or one per spatial axis"  # as foldconv._validate.per_axis_ints words it
 
 #: The apps' Hydra configs, shipped inside the package (so installed commands find them).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -146,6 +149,16 @@ CHECK_FILES = {"checks.md": "every checked claim of this run: what must hold, ex
 #: Every app's run directory starts here: the answer first, then what the app adds.
 SUMMARY = "summary.md"
 
+#: The line summary.md holds while a run is in progress: written when the run starts and replaced only when it
+#: finished (its tables, figures and index all written), so a run cut at any instant never shows a summary that
+#: looks complete (a stale one of an earlier run in the same directory included).
+INCOMPLETE = "INCOMPLETE: this run has not finished (it was cut, or it is still running)"
+
+
+def _in_progress(out: Path, label: str) -> str:
+    return "\n".join([f"# {label}: run in progress or cut", "", INCOMPLETE + ": its tables, figures and index.md may be missing or "
+                      "partial. Run the same command with", f"hydra.run.dir={out} to resume it; this file is replaced when it finishes.", ""])
+
 
 def _summary_text(result: AppResult, answer: str) -> str:
     """summary.md of an app that does not write its own: title, answer (with the checks' verdict), the app's
@@ -206,11 +219,15 @@ def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
         n = len(result.checks)
         holds = "the 1 check holds" if n == 1 else f"all {n} checks hold"
         answer += f"; {holds}." if not failed else f"; {len(failed)} of {n} checks FAILED (checks.md)."
+    if result.files is None and (out / SUMMARY).is_file() and INCOMPLETE in (out / SUMMARY).read_text():
+        write_markdown(_summary_text(result, answer), out / SUMMARY)  # an app that writes its own index did not write it
     if result.files is not None:
         files = dict(result.files)
         if SUMMARY not in files:
             write_markdown(_summary_text(result, answer), out / SUMMARY)
             files = {SUMMARY: "the answer first, then what this run found", **files}
+        elif (out / SUMMARY).is_file() and INCOMPLETE in (out / SUMMARY).read_text():  # the app did not write its own after all
+            write_markdown(_summary_text(result, answer), out / SUMMARY)
         elif (out / SUMMARY).is_file():  # the app's own: every summary.md starts with the answer index.md starts with
             _answer_first(out / SUMMARY, answer, result.answer)
         write_index(out, {**files, **(CHECK_FILES if result.checks else {})}, title=result.title, answer=answer)
@@ -240,9 +257,12 @@ def parse_r(value: Any) -> Union[int, Tuple[int, ...]]:
         >>> parse_r("2x1x1")
         (2, 1, 1)
     """
-    parsed = parse_factors(value, "r")
+    try:
+        parsed = parse_factors(value, "r")
+    except FoldError:
+        parsed = None
     if isinstance(parsed, bool) or not isinstance(parsed, (int, tuple)):
-        raise fold_error("r", value, "must be an integer or per-axis factors like '2x4'")
+        raise fold_error("r", value, R_RULE)
     return parsed
 
 
@@ -322,7 +342,7 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
         >>> instantiate(cfg)
         Traceback (most recent call last):
         ...
-        foldconv.errors.FoldError: example.stride=0: every entry must be an integer >= 1
+        foldconv.errors.FoldError: example.stride=0: must be an integer >= 1 or one per spatial axis
     """
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import MissingMandatoryValue
@@ -338,7 +358,7 @@ def instantiate(cfg: Any, *, prefix: str = "") -> Any:
             value = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node._value()
             close = close_matches(str(key), names)
             hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
-            raise fold_error(prefix + str(key), value, f"is not a field of {cls.__name__} ({', '.join(sorted(names))}){hint}")
+            raise fold_error(prefix + str(key), value, _not_an_option(sorted(names), hint))
     kwargs = {}
     for f in fields:
         if f.name in cfg._content and OmegaConf.is_missing(cfg, f.name):  # `in` is False for a ??? value
@@ -381,7 +401,7 @@ def invoked_as(config_name: str) -> str:
     return COMMAND_OF_CONFIG.get(config_name, config_name)
 
 
-def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
+def close_matches(key: str, names: Any, n: int = 3, *, cutoff: float = 0.6) -> List[str]:
     """The names closest to a misspelt ``key``, a different case first (``R`` -> ``r``), as the model resolver
     suggests model names.
 
@@ -394,19 +414,26 @@ def close_matches(key: str, names: Any, n: int = 3) -> List[str]:
     names = [str(x) for x in names]
     lower = {x.lower(): x for x in names}
     same_case = [lower[key.lower()]] if key.lower() in lower and lower[key.lower()] != key else []
-    close = [lower[c] for c in difflib.get_close_matches(key.lower(), list(lower), n=n, cutoff=0.6)]
+    close = [lower[c] for c in difflib.get_close_matches(key.lower(), list(lower), n=n, cutoff=cutoff)]
     return list(dict.fromkeys(same_case + close))[:n]
 
 
-def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
-    """``"; did you mean fold.r?"`` for an override of a key the app's config lacks (empty when none is close)."""
+def _not_an_option(options: Any, hint: str) -> str:
+    """The rule an unknown option key breaks, the same whichever way it was typed (``key=v`` or ``+key=v``): the
+    close matches when there are some, else every option of its level."""
+    return f"not an option{hint}" if hint else f"not an option (one of {', '.join(str(o) for o in options)})"
+
+
+def _unknown_key(text: str) -> Optional[str]:
+    """The full key of an override Hydra refused because its config has no such key (None for any other error)."""
     import re
 
-    match = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
-    if not match:
-        return ""
-    full = match.group(1).lstrip("+~")
-    parent, _, key = full.rpartition(".")
+    match = re.search(r"Could not override '([^']+)': Key '[^']+' (?:not in '[^']+'|is not in struct)", text)
+    return match.group(1).lstrip("+~") if match else None
+
+
+def _options(config_name: str, config_dir: Path, parent: str) -> Optional[List[str]]:
+    """The keys of the config node ``parent`` (``""``: the top) of the app ``config_name``; None when it is no node."""
     try:
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
@@ -417,12 +444,69 @@ def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
             cfg = compose(config_name=config_name, return_hydra_config=parent.split(".")[0] == "hydra")
         node = OmegaConf.select(cfg, parent) if parent else cfg
     except Exception:  # noqa: BLE001 - a hint is a courtesy: never let it hide the error itself
-        return ""
+        return None
     if not isinstance(node, DictConfig):
+        return None
+    return [str(k) for k in node.keys() if not (parent == "" and k == "hydra")]
+
+
+def _key_hint(config_name: str, config_dir: Path, text: str) -> str:
+    """``"; did you mean fold.r?"`` for an override of a key the app's config lacks (empty when none is close)."""
+    import re
+
+    match = re.search(r"Could not (?:override|append to config\. An item is already at) '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if not match:
         return ""
-    close = close_matches(key, node.keys())
+    parent, _, key = match.group(1).lstrip("+~").rpartition(".")
+    options = _options(config_name, config_dir, parent)
+    close = close_matches(key, options or [])
     where = f"{parent}." if parent else ""
     return f"; did you mean {' or '.join(where + c for c in close)}?" if close else ""
+
+
+def _type_error(config_name: str, text: str) -> Optional[str]:
+    """``"check_nodes=1.5: must be an integer >= 1"``: a value of the wrong type, which OmegaConf refuses before the
+    app's dataclass sees it, worded by the rule the dataclass itself states for that field (one wording for
+    ``check_nodes=0`` and ``check_nodes=1.5``); None when the override is no such error or the rule cannot be found."""
+    import re
+
+    match = re.search(r"Error merging override ([^=\s]+)=(.*?): Value '", text)
+    if not match:
+        return None
+    key, raw = match.group(1).lstrip("+~"), match.group(2)
+    try:
+        import yaml
+        from hydra.core.config_store import ConfigStore
+        from omegaconf import OmegaConf
+
+        cls = OmegaConf.get_type(ConfigStore.instance().load(f"{config_name}_schema.yaml").node)
+        *parents, name = key.split(".")
+        obj = cls()
+        for parent in parents:  # a nested dataclass field: its default
+            obj = getattr(obj, parent)
+        if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+            return None
+        dataclasses.replace(obj, **{name: yaml.safe_load(raw)})  # the defaults but this field: its own rule
+    except FoldError as err:
+        if err.param == name and err.rule:
+            return f"{key}={raw}: {err.rule}"
+    except Exception:  # noqa: BLE001 - the rule is a courtesy: Hydra's own line stands otherwise
+        return None
+    return None
+
+
+def _option_error(config_name: str, config_dir: Path, text: str) -> Optional[str]:
+    """``"fold.R=2: not an option; did you mean fold.r?"``: an unknown option key named as the user typed it
+    (not by the class behind its config), with its value and the close matches (else every option there)."""
+    full = _unknown_key(text)
+    if full is None:
+        return None
+    typed = [a.split("=", 1)[1] for a in sys.argv[1:] if "=" in a and a.split("=", 1)[0].lstrip("+~") == full]
+    parent = full.rpartition(".")[0]
+    hint = _key_hint(config_name, config_dir, text)
+    options = _options(config_name, config_dir, parent) or []
+    value = f"={typed[-1]}" if typed else ""
+    return f"{full}{value}: {_not_an_option(options, hint)}" if hint or options else f"{full}{value}: not an option"
 
 
 def _refuse(name: str, reason: str) -> NoReturn:
@@ -460,15 +544,27 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        entry = hydra.main(version_base="1.3", config_path=config_path or str(CONFIG_DIR), config_name=config_name)(task)
+        started_task = False
+
+        @functools.wraps(task)
+        def marked(cfg: Any) -> None:
+            nonlocal started_task
+            started_task = True
+            return task(cfg)
+
+        entry = hydra.main(version_base="1.3", config_path=config_path or str(CONFIG_DIR), config_name=config_name)(marked)
 
         @functools.wraps(task)
         def main(cfg: Any = None) -> None:
+            nonlocal started_task
+            started_task = False  # per call: an earlier call in this process (a test) ran its task
             if cfg is not None:
                 return entry(cfg)
             import time
 
             started = time.time() - 1  # file times have a coarse grain on some file systems
+            _EXISTING.update(Path(a.split("=", 1)[1]).resolve() for a in sys.argv[1:]
+                             if a.startswith("hydra.run.dir=") and Path(a.split("=", 1)[1]).is_dir())
             previous = os.environ.get("HYDRA_FULL_ERROR")
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing: the report is ours
             try:
@@ -476,7 +572,13 @@ def hydra_app(config_name: str, *, config_path: Optional[str] = None) -> Callabl
             except (HydraException, OmegaConfBaseException) as err:  # composing the config (the task's are FoldErrors)
                 config_dir = Path(config_path) if config_path and Path(config_path).is_absolute() else CONFIG_DIR
                 line = _first_lines(err)
-                _refuse(invoked_as(config_name), line + _key_hint(config_name, config_dir, line))
+                _refuse(invoked_as(config_name), _option_error(config_name, config_dir, line) or _type_error(config_name, line)
+                        or line + _key_hint(config_name, config_dir, line))
+            except (ValueError, TypeError, IndexError, KeyError) as err:
+                if started_task:  # the task's own bug: its traceback is the report
+                    raise
+                # an override OmegaConf cannot apply (``models.x=1``: a list indexed by a name) fails with a plain error
+                _refuse(invoked_as(config_name), f"cannot apply the overrides {' '.join(sys.argv[1:])}: {first_line(err, with_type=True)}")
             except KeyboardInterrupt:  # a multirun's launcher (a job's own interrupt exits 130 with its own line)
                 multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
                 print(_interrupted_multirun(started) if multirun else "interrupted before the run started: nothing was written", file=sys.stderr)
@@ -528,17 +630,29 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
 
         def run() -> str:
             out = run_dir()
-            config = instantiate(cfg)
+            try:
+                config = instantiate(cfg)
+            except FoldError:
+                _remove_refused_run(out)
+                raise
             old = clear_marker(out)
+            summary = (out / SUMMARY).read_text() if (out / SUMMARY).is_file() else None
+            if out.is_dir():
+                write_markdown(_in_progress(out, label), out / SUMMARY)
             try:
                 result = body(config, out)
                 line = conclude(result, out)
                 if getattr(result, "document", False):  # stdout is the document alone; where it went, on stderr
                     line, _, where = line.rpartition("\n\nwritten to ")
                     print(f"written to {where}", file=sys.stderr)
-            except FoldError:
+            except FoldError:  # refused: the directory as it was
+                if summary is not None:
+                    write_atomic(out / SUMMARY, summary)
+                elif out.is_dir():
+                    (out / SUMMARY).unlink(missing_ok=True)
                 if old is not None:
                     write_atomic(out / MARKER, old)
+                _remove_refused_run(out)
                 raise
             except ClaimFailed:
                 write_marker(out, app=label, status="claim failed")
@@ -557,6 +671,41 @@ def app_command(config_name: str, body: Callable[[Any, Path], AppResult], *, nam
     main.__name__ = main.__qualname__ = config_name
     main.__doc__ = f"``foldconv`` app of the {config_name} config."
     return main
+
+
+#: Run directories that existed before Hydra made them the run's (a refused run removes what it wrote, not them).
+_EXISTING: set = set()
+
+
+def _remove_refused_run(out: Path) -> None:
+    """Remove what Hydra wrote into the run directory ``out`` for a request the app refused (its ``.hydra`` record
+    and the apps' logs), so that no folder that looks like a result is left, when that is all it holds: a
+    directory with anything else (an earlier run's outputs) is left as it is, and so is any directory outside a
+    Hydra run (the working directory); a directory that existed before the run is emptied of those, not removed."""
+    import shutil
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if Path(HydraConfig.get().runtime.output_dir).resolve() != out.resolve():
+            return
+    except (ImportError, ValueError):
+        return
+    entries = list(out.iterdir()) if out.is_dir() else []
+    ours = [p for p in entries if (p.name == ".hydra" and p.is_dir()) or (p.suffix == ".log" and p.is_file())]
+    if len(ours) != len(entries):
+        return
+    for p in ours:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if out.resolve() in _EXISTING:
+        return
+    try:
+        out.rmdir()
+    except OSError:  # something appeared meanwhile (another process): leave it
+        pass
 
 
 def finish(run: Callable[[], Optional[str]], *, name: str = "foldconv") -> None:

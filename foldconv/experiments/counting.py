@@ -50,7 +50,7 @@ from ..models import (
     published_figures,
 )
 from ..surgery.stage import ModelFoldComparison, compare_model_fold
-from .app import AppResult, Check, ChecksHeld, model_given, parse_r
+from .app import R_RULE, AppResult, Check, ChecksHeld, close_matches, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
 from .io import RowLog, as_rows, duration, markdown_table, progress_bar, status, write_table
@@ -208,18 +208,19 @@ class CountExperiment:
         try:
             rs = tuple(parse_r(r) for r in self.fold_r) if isinstance(self.fold_r, Sequence) and not isinstance(self.fold_r, str) else self.fold_r
         except FoldError:
-            raise fold_error("fold_r", self.fold_r, "every entry must be an integer >= 1 or per-axis factors like '2x4'") from None
+            raise fold_error("fold_r", self.fold_r, f"every entry {R_RULE}") from None
         try:
             validate_fold_request(rs, self.fold_order, r_param="fold_r", order_param="fold_order")
         except FoldError as err:
-            raise (fold_error("fold_r", self.fold_r, err.rule) if err.param == "fold_r" and err.rule else err) from None
+            raise (fold_error("fold_r", self.fold_r, f"every entry {R_RULE}") if err.param == "fold_r" else err) from None
         object.__setattr__(self, "fold_r", rs)
         if self.fold_compare_r is not None:
             try:
                 object.__setattr__(self, "fold_compare_r", parse_r(self.fold_compare_r))
                 validate_fold_request([self.fold_compare_r], self.fold_order, r_param="fold_compare_r", order_param="fold_order")
-            except FoldError as err:
-                raise fold_error("fold_compare_r", self.fold_compare_r, "must be an integer >= 1 or per-axis factors like '2x4'") from err
+            except FoldError as err:  # a bad order is the order's error; anything about r is the one fold-factor rule
+                raise (fold_error("fold_compare_r", self.fold_compare_r, f"{R_RULE}, or null (no comparison)")
+                       if err.param in ("r", "fold_compare_r") else err) from None
 
     def jobs(self) -> List[CountJob]:
         """One :class:`CountJob` per model and target, each model built on meta."""
@@ -279,6 +280,21 @@ class CountRun(ChecksHeld):
 
 
 
+def _missing_batch_axis(job: CountJob) -> Optional[FoldError]:
+    """The input_shape's error, not the model's, when the model refused ``job.input_shape`` and runs on it with a
+    batch axis in front (``[3, 224, 224]`` for ``[1, 3, 224, 224]``); None when that does not explain it."""
+    shape = job.input_shape
+    if not _plain(shape):
+        return None
+    batched = (1,) + tuple(shape)
+    try:
+        count(job.model, batched, name=job.label)
+    except Exception:  # noqa: BLE001 - any failure means the batch axis is not the explanation
+        return None
+    return fold_error("input_shape", list(shape), f"must be a full tensor shape with the batch axis first; did you mean "
+                                                  f"{list(batched)}? ({job.label} runs on that, not on this)")
+
+
 def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: Optional[IntOrTuple], flop_counter: bool) -> _Measured:
     label = job.label
     checks: List[Check] = []
@@ -334,7 +350,12 @@ def _write(m: _Measured, out: Path, plot: bool) -> List[Path]:
         files += write_table(cmp.rows(), stem, title=f"{label}: original vs fold_conv(r={r})").values()
     if m.model_fold is not None:
         cmp = m.model_fold
-        title = f"{label}: totals before and after folding {cmp.folded_layers} conv(s) with r={m.compare_r}"
+        layout = len(cmp.report.layout_ops) if cmp.report is not None else 0
+        # both numbers belong to this one r: another r folds other convs and needs other layout layers (mobilenet_v2:
+        # 34 convs and 70 layout layers at r=2, 32 and 68 at r=4), so the title names r with them
+        title = (f"{label}: totals before and after folding {cmp.folded_layers} conv(s) with r={m.compare_r}, which adds "
+                 f"{layout} DepthToSpace/SpaceToDepth layer(s) (both counts are for r={m.compare_r}: {label}_fold.md shows "
+                 "which convs fold with each r)")
         files += write_table(cmp.rows(), out / f"{label}_fold_model", title=title).values()
     if plot:
         files.append(plot_layers(m.report, out / f"{label}_layers.png"))
@@ -399,7 +420,12 @@ def run_count_jobs(
             try:
                 m = _measure(job, fold_rs, fold_order, fold_compare_r, check_flop_counter)
             except FoldError as err:
-                raise FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
+                if not models_log.resumed and not reports:  # refused before any model finished: leave no record behind
+                    models_log.close()
+                    for path in (models_log.path, models_log.config_path):
+                        path.unlink(missing_ok=True)
+                batch = _missing_batch_axis(job) if err.param == "input_shape" else None
+                raise (batch or FoldError(f"{job.label}: {err}", param=err.param, value=err.value, rule=err.rule)) from err
             files += _write(m, out, plot)
             totals = m.report.rows("total")[0]
             models_log.append({"model": job.label, "totals": json.dumps(totals, default=str),
@@ -477,7 +503,8 @@ def count_result(
 ) -> AppResult:
     """A count run as the skeleton takes it: its checks, what each file holds, and what the app prints (the
     failed checks or how many passed, the models compared with readable totals, each model's module tree to
-    ``tree_depth`` levels when given, a note on ``expect`` entries no model used); ``format="json"``: one JSON
+    ``tree_depth`` levels when given, a note on an ``expect`` entry that names no counted model but nearly names one,
+    a likely typo; entries for models this run left out, as ``model=`` leaves the defaults', are not noted); ``format="json"``: one JSON
     document instead (``{"models": [CountReport.to_dict(), ...], "checks": [...]}``) of the models counted now."""
     if format not in FORMATS:
         raise fold_error("format", format, f"must be one of {list(FORMATS)}")
@@ -494,9 +521,11 @@ def count_result(
             lines.append(f"\n{report.model}:\n{report.tree(depth=tree_depth)}")
     if run.resumed:
         lines.append(f"\nresumed: {len(run.resumed)} model(s) counted by an earlier run in this directory: {list(run.resumed)}")
-    unused = sorted(set(expect or {}) - {r["model"] for r in run.totals})
-    if unused:  # the defaults carry expectations for models a run may leave out
-        lines.append(f"\nnote: no counted model for expect entries {unused}")
+    counted = [str(r["model"]) for r in run.totals]
+    for label in sorted(set(expect or {}) - set(counted)):  # notes only about what ran: the defaults' entries for models
+        close = close_matches(label, counted, cutoff=0.85)  # left out (model=...) say nothing; a likely typo does
+        if close:
+            lines.append(f"\nnote: expect.{label} names no counted model (did you mean {' or '.join(close)}?): not checked")
     return AppResult("Counts", f"{len(run.totals)} model(s) counted", run.checks, _count_files(run.labels), "\n".join(lines), run)
 
 

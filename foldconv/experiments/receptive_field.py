@@ -1,5 +1,6 @@
-"""The receptive-field experiment: one model's fields per node, checked against gradients, its ERF, and the
-fold table (a conv vs its fold, in folded-map and in input pixels). The whole torchvision or timm zoo is the
+"""The receptive-field experiment: one model's fields per node, checked against gradients, and its ERF; on
+request (``fold.r``), the fold table of ``fold.conv`` (a conv vs its fold, in folded-map and in input pixels),
+which is about that conv, not the model, so it is off by default. The whole torchvision or timm zoo is the
 zoo app's (``foldconv zoo zoo=torchvision check_size=64``).
 
 ``foldconv rf`` registers :class:`RFExperiment` as its structured config; :func:`run_receptive_field` is its
@@ -46,11 +47,12 @@ from ..analysis.receptive_field import (
     folded_receptive_field,
     receptive_field,
 )
+from ..analysis.receptive_field.empirical import default_check_nodes
 from ..errors import FoldError, fold_error
 from ..layout import normalize_order
 from ..models import ModelSpec, build_model, resolve_model
-from .app import AppResult, Check, parse_r
-from .io import figure, label_step, save_figure, write_atomic, write_markdown, write_table
+from .app import R_RULE, AppResult, Check, parse_r
+from .io import duration, figure, label_step, save_figure, status, write_atomic, write_markdown, write_table
 from .spd_models import SpdSpec, build_spd_model, resolve_spd, spd_site
 from .zoo.measure import gradient_check_shape
 
@@ -67,6 +69,14 @@ CHECK_AUTO = "auto"
 #: The automatic check input grows to at most this many spatial elements (1024 x 1024).
 MAX_CHECK_ELEMENTS = 1 << 20
 MIN_CHECK_SIZE = 32
+#: The default ``check_budget_s``: an automatic check input is made smaller when the check would take longer (seconds).
+CHECK_BUDGET_S = 120.0
+#: A check estimated to take longer than this prints the estimate before it starts (seconds).
+ESTIMATE_AFTER_S = 5.0
+#: A check estimated to take longer than this reports its progress, node by node (seconds).
+PROGRESS_AFTER_S = 20.0
+#: The rule ``check_size`` breaks, whatever was wrong with it.
+CHECK_SIZE_RULE = f"must be {CHECK_AUTO!r} (from the receptive field), a spatial size >= 1, or null (input_shape itself)"
 
 
 def _default_conv() -> Dict[str, Any]:
@@ -95,25 +105,29 @@ def _sizes(value: Any, param: str) -> Tuple[int, ...]:
 
 @dataclass(frozen=True)
 class FoldTable:
-    """The fold table: ``conv`` (a ``_target_`` node) folded by ``r`` (``0``: no table; ``16``, ``"2x4"``,
-    ``[2, 4]``) in channel ``order``, on an input of spatial size ``input_size``.
+    """The fold table: ``conv`` (a ``_target_`` node) folded by ``r`` (``0``, the default: no table, as the rf
+    app is about its model; ``16``, ``"2x4"``, ``[2, 4]``) in channel ``order``, on an input of spatial size
+    ``input_size``.
 
     Example:
         >>> FoldTable(r="2x1", input_size=[4, 4]).r
         (2, 1)
     """
 
-    r: Any = 16
+    r: Any = 0
     order: str = "crd"
     conv: Any = field(default_factory=_default_conv)
     input_size: Any = (4, 4)
 
     def __post_init__(self) -> None:
-        r = parse_r(self.r)
-        if isinstance(r, tuple):
-            per_axis_ints(r, len(r), "r", 1)
-        elif r != 0:
-            require_int(r, "r", 1)
+        try:
+            r = parse_r(self.r)
+            if isinstance(r, tuple):
+                per_axis_ints(r, len(r), "r", 1)
+            elif r != 0:
+                require_int(r, "r", 1)
+        except FoldError:  # the fold-factor rule of every app, plus this table's 0
+            raise fold_error("r", self.r, f"{R_RULE}, or 0 (no fold table)") from None
         object.__setattr__(self, "r", r)
         resolve_model(self.conv, param="conv")  # a bad spelling fails here; the field keeps it (fold.conv.x=... overrides it)
         object.__setattr__(self, "input_size", _sizes(self.input_size, "input_size"))
@@ -133,7 +147,8 @@ class RFExperiment:
     ``"timm:<name>"``, a ``_target_`` node; ``"<name>+spd"``: its first strided conv rewritten to space-to-depth,
     :mod:`foldconv.experiments.spd_models`) on an input of full shape ``input_shape`` (as ``foldconv count`` takes
     it); with ``check``, analytic boxes against gradient supports at ``check_size`` px (``"auto"``: chosen
-    from the field of the last spatial layer, :func:`auto_check_size`; ``null``: ``input_shape`` itself;
+    from the field of the last spatial layer, :func:`auto_check_size`, made smaller when the check is estimated
+    to take longer than ``check_budget_s`` on this machine; ``null``: ``input_shape`` itself;
     ``check_nodes`` nodes) and Luo et al.'s ERF (``erf_samples``) of the centre unit of ``erf_node`` (a node
     name of layers.csv; default: :data:`ERF_AUTO`); the ``fold`` table; ``fallback`` ("error" or "real") is
     what the analysis does at an op without a rule (see
@@ -152,6 +167,7 @@ class RFExperiment:
     check: bool = True
     check_size: Any = CHECK_AUTO
     check_nodes: int = 6
+    check_budget_s: float = CHECK_BUDGET_S
     erf_samples: int = 8
     erf_node: Optional[str] = None
     fallback: str = "error"
@@ -165,10 +181,15 @@ class RFExperiment:
         for name, minimum in (("check_nodes", 1), ("erf_samples", 1), ("seed", 0)):
             require_int(getattr(self, name), name, minimum)
         require_bool(self.check, "check")
+        if isinstance(self.check_budget_s, bool) or not isinstance(self.check_budget_s, (int, float)) or not self.check_budget_s > 0:
+            raise fold_error("check_budget_s", self.check_budget_s, "must be a number of seconds > 0 (how long the automatic check may take)")
         if self.check_size is not None and self.check_size != CHECK_AUTO:
             if isinstance(self.check_size, str):
-                raise fold_error("check_size", self.check_size, f"must be {CHECK_AUTO!r} (from the receptive field), an int, or null (input_shape)")
-            require_int(self.check_size, "check_size", 1)
+                raise fold_error("check_size", self.check_size, CHECK_SIZE_RULE)
+            try:
+                require_int(self.check_size, "check_size", 1)
+            except FoldError:
+                raise fold_error("check_size", self.check_size, CHECK_SIZE_RULE) from None
         if self.erf_node is not None and (not isinstance(self.erf_node, str) or not self.erf_node):
             raise fold_error("erf_node", self.erf_node, "must be a node name of layers.csv (or null for the automatic pick)")
         if self.fallback not in ("error", "real"):
@@ -289,6 +310,54 @@ def auto_check_size(report: RFReport) -> Tuple[int, ...]:
     return tuple(sizes)
 
 
+@dataclass(frozen=True)
+class _CheckCost:
+    """What the gradient check costs on this machine: a float64 forward of the model takes ``fixed_s`` plus
+    ``pixel_s`` per input pixel (fitted to two forwards timed at ``input_shape`` and at twice its sizes: the fixed
+    part is the per-op overhead that dominates small inputs); the check is one forward and one backward (about
+    two forwards) per box, the ERF a forward and a backward per sample."""
+
+    fixed_s: float
+    pixel_s: float
+    boxes: int
+    samples: int
+
+    def seconds(self, sizes: Sequence[int]) -> float:
+        return (self.fixed_s + self.pixel_s * math.prod(sizes)) * (1 + 2 * self.boxes + 3 * self.samples)
+
+
+def _check_cost(model: Any, e: RFExperiment, report: RFReport) -> _CheckCost:
+    """Time float64 forwards of ``model`` at ``input_shape`` (the analysis ran there, so it runs) and at twice its
+    sizes (each the second of two runs: the first pays one-time costs), and count the boxes and ERF samples the
+    check will measure."""
+    import copy
+    import time
+
+    import torch
+
+    probe = copy.deepcopy(model).to(torch.float64).eval()
+
+    def forward_s(sizes: Sequence[int]) -> float:
+        x = torch.randn(tuple(e.input_shape[:2]) + tuple(sizes), dtype=torch.float64)
+        with torch.no_grad():
+            probe(x)
+            start = time.perf_counter()
+            probe(x)
+            return time.perf_counter() - start
+
+    small, large = e.input_size, tuple(2 * n for n in e.input_size)
+    t_small = forward_s(small)
+    try:
+        t_large = forward_s(large)
+    except Exception:  # noqa: BLE001 - a model fixed to its input size: scale the one timing with the pixels
+        t_large = 4 * t_small
+    pixel_s = max(t_large - t_small, 0.0) / (math.prod(large) - math.prod(small))
+    fixed_s = max(t_small - pixel_s * math.prod(small), 0.0)
+    nodes = set(default_check_nodes(report, e.check_nodes)) | ({last_spatial(report)} - {None})
+    samples = e.erf_samples if len(e.input_shape) == 4 else 0
+    return _CheckCost(fixed_s, pixel_s, 3 * len(nodes), samples)
+
+
 def _whole_image(report: RFReport, name: str) -> bool:
     """Does the centre unit of ``name`` read the whole input along every axis?"""
     box = report.box(name)
@@ -383,9 +452,22 @@ def _headline(label: str, report: RFReport) -> str:
             f"padding {d.padding}; the output {report.output_name} {after}; {n} nodes")
 
 
-def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], str, str]:
+def _affordable(sizes: Tuple[int, ...], steps: Sequence[int], cost: _CheckCost, budget_s: float) -> Tuple[int, ...]:
+    """``sizes`` made smaller (multiples of ``steps``, at least :data:`MIN_CHECK_SIZE`) until the check is estimated
+    to take at most ``budget_s``."""
+    while cost.seconds(sizes) > budget_s and any(n > max(MIN_CHECK_SIZE, st) for n, st in zip(sizes, steps)):
+        scale = (budget_s / cost.seconds(sizes)) ** (1 / len(sizes))
+        smaller = tuple(max(MIN_CHECK_SIZE, st, int(n * min(scale, 0.95)) // st * st) for n, st in zip(sizes, steps))
+        if smaller == sizes:
+            break
+        sizes = smaller
+    return sizes
+
+
+def _check_shape(e: RFExperiment, report: RFReport, cost: Optional[_CheckCost] = None) -> Tuple[Tuple[int, ...], str, str]:
     """The gradient check's input shape, how it was chosen (said where the check's results are shown), and that
-    in short (for a figure's title)."""
+    in short (for a figure's title). With ``cost``, an automatic size is made smaller when the check would take
+    longer than ``check_budget_s`` on this machine, and says so."""
     if e.check_size != CHECK_AUTO:
         shape = e.gradient_check_shape
         what = f"check_size={e.check_size}" if e.check_size is not None else "check_size=null: input_shape itself"
@@ -394,12 +476,20 @@ def _check_shape(e: RFExperiment, report: RFReport) -> Tuple[Tuple[int, ...], st
         sizes = auto_check_size(report)
         deep = last_spatial(report)
         node = report[deep] if deep is not None else report.output
+        wanted = sizes
+        if cost is not None:
+            sizes = _affordable(sizes, [max(1, a.box_jump if a.aligned else math.ceil(a.jump)) for a in node.axes], cost, e.check_budget_s)
         what = (f"check_size=auto: the rf of {deep if deep is not None else 'the output'}, {node.rf}, plus two jumps "
-                f"({', '.join(str(j) for j in node.jump)}), rounded to a multiple of the jump, so that its boxes are not the whole image"
-                + (f"; capped at {MAX_CHECK_ELEMENTS:,} spatial elements (its boxes may span the whole image)"
-                   if any(n < a.rf for n, a in zip(sizes, node.axes)) else ""))
+                f"({', '.join(str(j) for j in node.jump)}), rounded to a multiple of the jump, so that its boxes are not the whole image")
+        if sizes != wanted:
+            what += (f"; reduced from {'x'.join(map(str, wanted))} px (about {duration(cost.seconds(wanted))} on this machine) to keep the "
+                     f"check under check_budget_s={e.check_budget_s:g} s (check_size=<n> sets any size)")
+        if any(n < a.rf for n, a in zip(sizes, node.axes)):
+            what += "; smaller than that rf: its boxes may span the whole image" if sizes != wanted else (
+                f"; capped at {MAX_CHECK_ELEMENTS:,} spatial elements (its boxes may span the whole image)")
         shape = tuple(e.input_shape[:2]) + sizes
-        short = f"check_size=auto: from the rf of {deep if deep is not None else 'the output'}, {node.rf}"
+        short = f"check_size=auto: from the rf of {deep if deep is not None else 'the output'}, {node.rf}" + (
+            f", reduced from {'x'.join(map(str, wanted))} px to fit check_budget_s={e.check_budget_s:g} s" if sizes != wanted else "")
     if shape[2:] != e.input_size:
         bigger = all(c >= n for c, n in zip(shape[2:], e.input_size))
         extra = f"; {'larger than' if bigger else 'instead of'} input_shape's {e.input_size}"
@@ -416,7 +506,7 @@ RF_FILES = {
     "layers.md": "the same table in Markdown",
     "check.csv": "analytic boxes against the gradient supports at the check size (chosen from the rf), one row per checked unit",
     "check.md": "the same table in Markdown",
-    "fold.csv": "the fold table: the fold.conv and its fold by fold.r, in folded-map and in input pixels",
+    "fold.csv": "the fold table (only with fold.r): the fold.conv and its fold by fold.r, in folded-map and in input pixels",
     "fold.md": "the same table in Markdown",
     "rf_jump.png": "receptive-field size and jump per node along the first spatial axis",
     "erf.png": "Luo et al.'s effective receptive field of the centre unit of the last spatial layer, with the analytic box over it, "
@@ -466,11 +556,22 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         document["fold"] = {"r": e.fold.r, "order": e.fold.order, "input_size": list(e.fold.input_size), "ok": bool(table.ok),
                             "rows": _fold_rows(table)}
         fold_line = (f"fold table (fold.conv = {e.fold.spec.label} {getattr(conv, 'in_channels', '?')}->{getattr(conv, 'out_channels', '?')} "
-                     f"channels, r={e.fold.r}; fold.r=0 skips it): the folded conv's field in input pixels equals the original's: {table.ok}")
+                     f"channels, r={e.fold.r}, as fold.r asked): the folded conv's field in input pixels equals the original's: {table.ok}")
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
     model = build_spd_model(e.model, seed=e.seed)
-    report = _analyse(model, e.input_shape, e.fallback, alignment)
+    try:
+        report = _analyse(model, e.input_shape, e.fallback, alignment)
+    except FoldError as err:
+        if err.param == "input_shape" and len(e.input_shape) < 5:  # the batch axis forgotten ([3, 224, 224])?
+            batched = (1,) + tuple(e.input_shape)
+            try:
+                _analyse(model, batched, e.fallback, [])
+            except Exception:  # noqa: BLE001 - any failure means the batch axis is not the explanation
+                raise err from None
+            raise fold_error("input_shape", list(e.input_shape), f"must be a full tensor shape with the batch axis first; did you mean "
+                                                                 f"{list(batched)}? ({label} runs on that, not on this)") from None
+        raise
     if e.erf_node is not None and e.erf_node not in report.nodes:  # whatever `check` says: a typo is refused, never ignored
         raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {list(report.nodes)[-8:]}")
     lines.append(_headline(label, report))
@@ -479,14 +580,26 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:
-        small, why, short = _check_shape(e, report)
+        cost = _check_cost(model, e, report)
+        small, why, short = _check_shape(e, report, cost)
+        estimate = cost.seconds(small[2:])
+        if estimate >= ESTIMATE_AFTER_S:  # a long check says so before it starts
+            status(f"gradient check at {'x'.join(map(str, small[2:]))} px: {cost.boxes} boxes and {cost.samples} ERF sample(s), "
+                   f"about {duration(estimate)} on this machine (from float64 forwards timed at {'x'.join(map(str, e.input_size))} px and twice that)")
         rep_small = _analyse(model, small, e.fallback, alignment) if small != e.input_shape else report
-        chk = check_receptive_field(model, small, max_nodes=e.check_nodes, seed=e.seed, report=rep_small)
         deep = last_spatial(rep_small)
-        if deep is not None and deep not in {r.node for r in chk.rows}:  # the headline's layer is always checked
-            more = check_receptive_field(model, small, nodes=[deep], seed=e.seed, report=rep_small)
-            order = {name: k for k, name in enumerate(rep_small.nodes)}
-            chk = type(chk)(chk.model, tuple(sorted(chk.rows + more.rows, key=lambda r: order.get(r.node, len(order)))))
+        order = {name: k for k, name in enumerate(rep_small.nodes)}
+        nodes = sorted(set(default_check_nodes(rep_small, e.check_nodes)) | ({deep} - {None}), key=order.__getitem__)  # the headline's layer too
+        if estimate < PROGRESS_AFTER_S:
+            chk = check_receptive_field(model, small, nodes=nodes, seed=e.seed, report=rep_small)
+        else:  # node by node (the same boxes: each call draws the same positive weights and input), saying how far it got
+            import time
+
+            rows, started = [], time.monotonic()
+            for k, name in enumerate(nodes, 1):
+                rows += check_receptive_field(model, small, nodes=[name], seed=e.seed, report=rep_small).rows
+                status(f"gradient check: {k} of {len(nodes)} nodes ({name}) after {duration(time.monotonic() - started)}")
+            chk = RFCheck(rep_small.model_name, tuple(rows))
         whole = deep is not None and _whole_image(rep_small, deep)
         why += (f"; the centre box of {deep} still spans the whole check input" if whole else
                 f"; the centre box of {deep} is inside it" if deep is not None else "")
@@ -501,6 +614,8 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         else:
             target, picked = deep, f"automatic pick: {ERF_AUTO}; erf_node=<name> sets it"
         if target is not None and len(small) == 4:
+            if estimate >= PROGRESS_AFTER_S:
+                status(f"ERF of {target}: {e.erf_samples} sample(s) at {'x'.join(map(str, small[2:]))} px")
             erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
             on = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({short})"
             figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked, measured_on=on), "erf.png"))

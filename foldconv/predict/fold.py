@@ -276,7 +276,7 @@ def predict_fold(
         >>> predict_fold(ConvSpec.make(2, 4, 4, 3, dilation=2), 2).conditions[0][:30]
         'expand the dilated kernel to t'
         >>> predict_fold(ConvSpec.make(2, 4, 4, 3), 2, folded_stride=0).reason
-        'folded_stride=0: every entry must be an integer >= 1'
+        'folded_stride=0: must be an integer >= 1 or one per spatial axis'
     """
     try:
         req = _validate(conv, r, order, input_order, folded_stride, folded_padding, input_size)

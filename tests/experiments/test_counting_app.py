@@ -157,6 +157,9 @@ def test_the_fold_view_says_why_activations_rise(tmp_path):
     assert elements["note"].startswith(f"+{rise:,} = {written:,} written by the {len(layout)} DepthToSpace/SpaceToDepth layer(s)")
     assert rows["params"]["note"] == "" and rows["macs"]["equal"] == "True"
     assert "DepthToSpace" in (tmp_path / "resnet18_fold_model.md").read_text()
+    # where both appear, the title and the note give the same number of layout layers, and say it is r's
+    title = (tmp_path / "resnet18_fold_model.md").read_text().splitlines()[0]
+    assert f"with r=2, which adds {len(layout)} DepthToSpace/SpaceToDepth layer(s) (both counts are for r=2" in title, title
 
 
 def test_tilde_clears_the_default_targets_and_expectations(tmp_path):
@@ -166,7 +169,7 @@ def test_tilde_clears_the_default_targets_and_expectations(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [row["model"] for row in read_csv(tmp_path / "comparison.csv")] == ["resnet18"]
     assert not [row for row in read_csv(tmp_path / "checks.csv") if row["check"].startswith("expect")]
-    assert "no counted model for expect entries" not in result.stdout
+    assert "note: expect" not in result.stdout
     merged = run(tmp_path / "merged", "models=[resnet18]", "expect={}", "--cfg", "job")
     assert merged.returncode == 0 and "resnet50:" in merged.stdout  # the merge this spelling avoids
 
@@ -225,3 +228,30 @@ def test_format_json_prints_a_document_a_program_can_parse(tmp_path):
     document = json.loads(result.stdout)
     assert document["models"][0]["totals"]["params"] == 11689512
     assert f"written to {tmp_path}" in result.stderr
+
+
+def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error_and_leaves_no_record(tmp_path):
+    from foldconv.errors import FoldError
+    from foldconv.experiments.counting import CountExperiment, run_count
+
+    e = CountExperiment(model="resnet18", input_shape=[3, 32, 32], plot=False, d2l_table=False, fold_compare_r=None)
+    with pytest.raises(FoldError) as info:
+        run_count(e, tmp_path)
+    assert info.value.param == "input_shape" and "batch axis" in str(info.value) and "did you mean [1, 3, 32, 32]?" in str(info.value)
+    assert "ResNet cannot run" not in str(info.value)  # not the model's fault
+    assert not (tmp_path / "models.csv").exists() and not (tmp_path / "models.config.json").exists()  # a rerun is not blocked
+    with pytest.raises(FoldError) as wrong_channels:  # a shape the batch axis does not explain still blames nothing else
+        run_count(CountExperiment(model="resnet18", input_shape=[1, 4, 32, 32], plot=False, d2l_table=False), tmp_path)
+    assert "did you mean" not in str(wrong_channels.value)
+
+
+def test_notes_are_only_about_what_ran_and_a_likely_typo_in_expect(tmp_path):
+    import torch
+
+    from foldconv.experiments.counting import CountJob, count_result, run_count_jobs
+
+    run = run_count_jobs([CountJob("tiny", torch.nn.Conv2d(4, 2, 3), (1, 4, 8, 8))], tmp_path, fold_rs=(2,), plot=False)
+    defaults = {"resnet50": {"params": 25557032}, "motivating_conv": {"params": 590080}}  # models `model=` replaced
+    assert "note" not in count_result(run, expect=defaults).text
+    text = count_result(run, expect={**defaults, "tinny": {"params": 74}}).text
+    assert "note: expect.tinny names no counted model (did you mean tiny?): not checked" in text and "resnet50" not in text

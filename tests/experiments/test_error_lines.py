@@ -48,6 +48,24 @@ def test_a_misspelt_key_gets_its_close_match_and_the_command_typed(command, key,
     assert stop.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"{command}: error: ") and lines[0].endswith("?"), lines[0]
     assert lines[0].rsplit("did you mean ", 1)[1].rstrip("?").split(" or ")[0] == key, lines[0]  # the closest first
+    # the option path as typed, with its value, never the class behind the config (FoldSpec, RFExperiment)
+    assert lines[0] == f"{command}: error: {typo}=2: not an option; did you mean {lines[0].rsplit('did you mean ', 1)[1]}", lines[0]
+
+
+@pytest.mark.parametrize("override", ["fold.R=2", "+fold.R=2"])
+def test_an_unknown_key_is_worded_one_way_however_it_is_typed(override, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit):
+        cli.main(["fold", override])
+    assert capsys.readouterr().err.strip() == "fold: error: fold.R=2: not an option; did you mean fold.r?"
+
+
+def test_an_override_omegaconf_cannot_apply_is_one_line_not_a_traceback(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["count", "models.x=1"])  # a list indexed by a name
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and lines[0].startswith("count: error: ") and "models.x=1" in lines[0], lines
 
 
 def test_a_far_off_key_gets_no_false_suggestion(capsys, monkeypatch):
@@ -56,6 +74,7 @@ def test_a_far_off_key_gets_no_false_suggestion(capsys, monkeypatch):
         cli.main(["count", "xyzzy=3"])
     line = capsys.readouterr().err.strip()
     assert line.startswith("count: error: ") and "xyzzy" in line and "did you mean" not in line
+    assert "not an option (one of " in line and "input_shape" in line and "CountExperiment" not in line  # the options, not a class
 
 
 def test_an_added_key_that_no_dataclass_reads_gets_its_close_match(tmp_path, monkeypatch, capsys):
@@ -93,3 +112,28 @@ def test_a_folder_named_foldconv_shadowing_the_install_is_named(tmp_path):
     env["PYTHONPATH"] = str(ROOT)  # without the shadow the same command runs
     ok = subprocess.run([sys.executable, "-c", launch, "rf", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "foldconv rf" in ok.stdout, ok.stderr
+
+
+def _rule(command, override, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, override])
+    line = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(line.splitlines()) == 1, line
+    return line.split(": ", 3)[-1]  # "<command>: error: <param>=<value>: <rule>"
+
+
+@pytest.mark.parametrize("command, key, values, rule", [
+    ("fold", "fold.r", ["0", "1.5", "-1", "[2,0]", "[2,1.5]"], "must be an integer >= 1 or one per spatial axis"),
+    ("operators", "example.r", ["0", "1.5", "x"], "must be an integer >= 1 or one per spatial axis"),
+    ("count", "fold_compare_r", ["0", "1.5", "two"], "must be an integer >= 1 or one per spatial axis, or null (no comparison)"),
+    ("count", "fold_r", ["[0]", "[1.5]", "[2,x]"], "every entry must be an integer >= 1 or one per spatial axis"),
+    ("rf", "fold.r", ["-1", "1.5", "0x2"], "must be an integer >= 1 or one per spatial axis, or 0 (no fold table)"),
+    ("rf", "check_size", ["0", "-3", "abc"], "must be 'auto' (from the receptive field), a spatial size >= 1, or null (input_shape itself)"),
+    # a value of the wrong type (refused by OmegaConf before the app's dataclass) is worded by the dataclass's own rule
+    ("rf", "check_nodes", ["0", "1.5", "abc"], "must be an integer >= 1"),
+    ("fold", "conv.groups", ["0", "1.5"], "must be an integer >= 1"),
+    ("zoo", "time_limit_s", ["0", "-1", "abc"], "must be a number of seconds > 0"),
+])
+def test_one_rule_is_worded_one_way_whatever_broke_it(command, key, values, rule, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    assert {_rule(command, f"{key}={v}", capsys) for v in values} == {rule}

@@ -211,3 +211,46 @@ def test_the_erf_figure_states_the_input_it_was_measured_on(tmp_path, monkeypatc
     flat = " ".join(titles[0].split())
     assert "measured on 32x32 px, the gradient check's input (check_size=auto: from the rf of conv2d, (3, 3);" in flat
     assert "larger than input_shape's (12, 12))" in flat
+
+
+def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error(tmp_path):
+    e = RFExperiment(model="resnet18", input_shape=[3, 32, 32], check=False, fold=FoldTable(r=0))
+    with pytest.raises(FoldError) as info:
+        run_receptive_field(e, tmp_path)
+    assert info.value.param == "input_shape" and "did you mean [1, 3, 32, 32]?" in str(info.value), str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_checks_are_about_the_model_unless_a_fold_table_is_asked_for(tmp_path):
+    e = RFExperiment(model=CONV, input_shape=(1, 3, 12, 12), check_size=12, erf_samples=1)  # fold left at its default
+    result = run_receptive_field(e, tmp_path)
+    assert e.fold.r == 0 and [c.claim for c in result.checks] == ["RF-2"], result.checks
+    assert not (tmp_path / "fold.csv").exists() and "fold" not in result.text and json.loads((tmp_path / "rf.json").read_text())["fold"] is None
+
+
+DEEP = {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 2, "kernel_size": 25, "padding": 12},
+                                                      {"_target_": "torch.nn.Conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 25, "padding": 12}]}
+
+
+def test_an_automatic_check_too_long_for_its_budget_is_made_smaller_and_says_so(tmp_path):
+    wanted = RFExperiment(model=DEEP, input_shape=(1, 3, 20, 20), erf_samples=1)
+    roomy = run_receptive_field(wanted, tmp_path / "a")
+    assert "check at (51, 51)" in roomy.text and "reduced from" not in roomy.text  # rf 49 plus two jumps of 1
+    tight = run_receptive_field(RFExperiment(model=DEEP, input_shape=(1, 3, 20, 20), erf_samples=1, check_budget_s=1e-9), tmp_path / "b")
+    assert "check at (32, 32)" in tight.text and "reduced from 51x51 px" in tight.text and "check_budget_s=1e-09 s" in tight.text
+    assert "reduced from 51x51 px" in (tmp_path / "b" / "summary.md").read_text()
+    with pytest.raises(FoldError, match="check_budget_s=0"):
+        RFExperiment(check_budget_s=0)
+
+
+def test_a_long_check_prints_its_estimate_and_its_progress_and_measures_the_same_boxes(tmp_path, monkeypatch, capsys):
+    e = RFExperiment(model=DEEP, input_shape=(1, 3, 20, 20), erf_samples=1, check_size=24)
+    run_receptive_field(e, tmp_path / "quiet")
+    assert "gradient check" not in capsys.readouterr().err
+    monkeypatch.setattr(experiment, "ESTIMATE_AFTER_S", 0.0)
+    monkeypatch.setattr(experiment, "PROGRESS_AFTER_S", 0.0)
+    run_receptive_field(e, tmp_path / "loud")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("gradient check at 24x24 px: ") and " boxes and 1 ERF sample(s), about " in err[0], err
+    assert any(line.startswith("gradient check: 1 of ") for line in err) and any(line.startswith("ERF of ") for line in err), err
+    assert read_csv(tmp_path / "loud" / "check.csv") == read_csv(tmp_path / "quiet" / "check.csv")  # node by node: the same boxes

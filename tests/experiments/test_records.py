@@ -127,6 +127,26 @@ def test_the_aggregate_app_refuses_in_one_line_and_writes_nothing(tmp_path, monk
     assert "every prediction agrees" not in err and not (out / "results.csv").exists() and not (out / MARKER).exists()
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_refused_request_leaves_no_run_directory_behind(tmp_path, monkeypatch, capsys, earlier):
+    """Hydra writes .hydra/ and the app's log before the app can refuse: a refused request removes them (a folder
+    that looks like a result), unless the directory holds something else (an earlier run's outputs)."""
+    from foldconv.experiments import cli
+
+    root = tmp_path / "multirun"
+    _record(root, ["fold.r=2,3"])
+    _job(root, 0)
+    out = tmp_path / "out"
+    if earlier:
+        out.mkdir()
+        (out / "results.csv").write_text("a\n1\n")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["aggregate", f"input={root}", "plots=false", f"hydra.run.dir={out}"])
+    assert stop.value.code == 2 and "job 1 (fold.r=3) never started" in capsys.readouterr().err
+    assert ({p.name for p in out.iterdir()} >= {"results.csv", ".hydra"}) if earlier else not out.exists()
+
+
 def test_a_run_cut_while_drawing_redoes_its_outputs_and_index_on_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["fold.r=2", "isolate=false", *SMALL]
@@ -194,3 +214,56 @@ def test_the_index_lists_only_files_that_hold_something(tmp_path):
     index = write_index(tmp_path, {"*.log": "the app's log", "summary.md": "the answer"}, title="Demo").read_text()
     assert "- [notes.log](notes.log): the app's log" in index and "- [summary.md](summary.md): the answer" in index
     assert "app.log" not in index and "empty.csv" not in index
+
+
+COUNT_CONV = ["model._target_=torch.nn.Conv2d", "+model.in_channels=4", "+model.out_channels=2", "+model.kernel_size=3",
+              "input_shape=[1,4,8,8]", "fold_r=[2]", "d2l_table=false", "~expect"]
+
+
+def test_a_run_cut_while_drawing_never_leaves_a_summary_that_looks_complete(tmp_path, monkeypatch, capsys):
+    from foldconv.experiments import counting
+    from foldconv.experiments.app import INCOMPLETE
+
+    monkeypatch.chdir(tmp_path)
+    assert run_in_process("count", COUNT_CONV, capsys)[0] == 0
+    assert INCOMPLETE not in (tmp_path / "summary.md").read_text()
+    real = counting.plot_comparison
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(counting, "plot_comparison", cut)  # the rerun is cut while drawing: the old summary must not stand
+    code, _, err = run_in_process("count", COUNT_CONV, capsys)
+    assert code == 130 and err.startswith("interrupted: "), err
+    summary = (tmp_path / "summary.md").read_text()
+    assert INCOMPLETE in summary and f"hydra.run.dir={tmp_path}" in summary and job_problem(tmp_path) is not None
+    monkeypatch.setattr(counting, "plot_comparison", real)
+    assert run_in_process("count", COUNT_CONV, capsys)[0] == 0  # the resume redoes the plots, the summary and the index
+    assert INCOMPLETE not in (tmp_path / "summary.md").read_text() and (tmp_path / "comparison.png").exists()
+    assert (tmp_path / MARKER).exists()
+
+
+def test_the_zoo_writes_its_summary_after_its_plots(tmp_path, monkeypatch):
+    from foldconv.experiments.zoo import main as zoo_main
+
+    (tmp_path / "summary.md").write_text("in progress\n")
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo_main, "plot_zoo", cut)
+    row = {"model": "m", "status": "ok"}
+    with pytest.raises(KeyboardInterrupt):
+        zoo_main.write_zoo_outputs([row], tmp_path, zoo="timm", title="t")
+    assert (tmp_path / "summary.md").read_text() == "in progress\n"
+
+
+def test_a_refused_request_keeps_a_run_directory_that_existed_before(tmp_path, monkeypatch, capsys):
+    from foldconv.experiments import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["aggregate", f"input={tmp_path / 'missing'}", f"hydra.run.dir={out}"])
+    assert stop.value.code == 2 and out.is_dir() and not list(out.iterdir())

@@ -142,6 +142,8 @@ def test_a_killed_run_keeps_its_rows_and_a_rerun_measures_only_the_rest(tmp_path
 @pytest.mark.parametrize("override, message", [
     ("zoo=keras", "zoo='keras': must be one of ('torchvision', 'timm')"),
     ("names=[no_such_model*]", "names=['no_such_model*']: match no model of the timm zoo"),
+    ("names=[resnet5O]", "names=['resnet5O']: match no model of the timm zoo; did you mean resnet50"),  # as model names get
+    ("names=[resnet50,resnet5O]", "resnet5O matches no model of the timm zoo; did you mean resnet50"),  # never silently dropped
     ("shard.index=3", "shard.index=3"),
 ])
 def test_bad_requests_are_one_line(tmp_path, monkeypatch, capsys, override, message):

@@ -65,3 +65,12 @@ def test_the_time_limit_counts_cpu_time_not_waiting():
         with time_limit(0.05):
             while True:
                 sum(range(1000))
+
+
+def test_a_model_whose_check_did_not_run_is_not_checked_not_a_failed_check():
+    from foldconv.experiments.zoo.summary import coverage_record
+
+    rows = [{"model": m, "build": "meta", "check": check} for m, check in (("a", "ok"), ("b", "mismatch"), ("c", "unaffordable"), ("d", ""))]
+    record = coverage_record(rows, zoo="torchvision")
+    assert {m: s["check_ok"] for m, s in record["models"].items()} == {"a": True, "b": False, "c": None, "d": None}
+    assert (record["coverage"]["checked"], record["coverage"]["check_ok"]) == (2, 1)

@@ -67,14 +67,14 @@ class ZooExperiment:
     def __post_init__(self) -> None:
         if self.zoo not in ZOOS:
             raise fold_error("zoo", self.zoo, f"must be one of {ZOOS}")
-        if not self.time_limit_s or self.time_limit_s <= 0:
+        if isinstance(self.time_limit_s, bool) or not isinstance(self.time_limit_s, (int, float)) or not self.time_limit_s > 0:
             raise fold_error("time_limit_s", self.time_limit_s, "must be a number of seconds > 0")
         if isinstance(self.check_max_macs, bool) or not isinstance(self.check_max_macs, int) or self.check_max_macs < 0:
             raise fold_error("check_max_macs", self.check_max_macs, "must be an integer >= 0 (0: no gradient check)")
         if isinstance(self.small_size, bool) or not isinstance(self.small_size, int) or self.small_size < 8:
             raise fold_error("small_size", self.small_size, "must be an integer >= 8")
         if self.check_size is not None and (isinstance(self.check_size, bool) or not isinstance(self.check_size, int) or self.check_size < 1):
-            raise fold_error("check_size", self.check_size, "must be a spatial size >= 1 (or null: each model's own input)")
+            raise fold_error("check_size", self.check_size, "must be a spatial size >= 1, or null (each model's own input)")
 
 
 #: What each file of a zoo run directory holds (index.md).
@@ -97,11 +97,12 @@ def write_zoo_outputs(
     """summary.md, coverage.json (:func:`coverage_record`, with ``settings``), fast_tier.json and the plots; returns
     the answer line."""
     c = coverage(rows)
-    write_markdown(summary_markdown(rows, zoo=zoo, title=title, note=note), out / "summary.md")
     write_atomic(out / "coverage.json", json.dumps(coverage_record(rows, zoo=zoo, **settings), indent=1) + "\n")
     write_atomic(out / "fast_tier.json", json.dumps(fast_tier_record(rows, zoo=zoo, **settings), indent=1) + "\n")
     if plots and rows:
         plot_zoo(rows, out, zoo=zoo)
+    # last: until the plots are drawn, summary.md is the skeleton's "run in progress" (a run cut here says so)
+    write_markdown(summary_markdown(rows, zoo=zoo, title=title, note=note), out / "summary.md")
     published = f"; torchvision's published figures reproduced on {c.published_ok} of {c.published_checked}" if c.published_checked else ""
     return (
         f"{c.built} of {c.models} models built; params exact on {c.params_exact_pct} %, MACs = FlopCounterMode on "

@@ -297,7 +297,7 @@ def measure_model(
         ('resnet', '(1, 3, 176, 176)', True, 'exact', '')
     """
     if check_size is not None and (isinstance(check_size, bool) or not isinstance(check_size, int) or check_size < 1):
-        raise fold_error("check_size", check_size, "must be a spatial size >= 1 (or None: the model's own input)")
+        raise fold_error("check_size", check_size, "must be a spatial size >= 1, or None (the model's own input)")
     fields: Dict[str, Any] = {"zoo": zoo, "model": name, "family": family_of(zoo, name), "input_shape": "", "build": "failed"}
     errors: List[str] = []
     grad_was = torch.is_grad_enabled()

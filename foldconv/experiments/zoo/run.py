@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ...errors import fold_error
 from ...models import zoo_models
+from ..app import close_matches
 from ..io import RowLog, progress_bar
 from .measure import DEFAULT_CHECK_MAX_MACS, SMALL_SIZE, ZooRow, measure_model
 
@@ -39,6 +40,25 @@ def shard_of(names: Sequence[str], *, index: int, count: int) -> List[str]:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
         raise fold_error("shard.index", index, f"must be an integer with 0 <= index < shard.count={count}")
     return list(names[index::count])
+
+
+def _matching(zoo: str, names: Sequence[str]) -> List[str]:
+    """:func:`~foldconv.models.zoo_models`, refusing every pattern that matches nothing (also beside patterns that
+    match: a typo is never silently dropped), with the close model names, as a misspelt model name gets them
+    everywhere else (``resnet5O`` -> ``resnet50``)."""
+    import fnmatch
+
+    patterns = [names] if isinstance(names, str) else list(names)
+    every = zoo_models(zoo)
+    if not patterns:
+        return every
+    unmatched = [str(p) for p in patterns if not any(fnmatch.fnmatchcase(n, str(p)) for n in every)]
+    if unmatched:
+        close = [c for p in unmatched for c in close_matches(p.strip("*?[]"), every)]
+        hint = f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
+        which = "match" if len(unmatched) == len(patterns) else f"{', '.join(unmatched)} {'matches' if len(unmatched) == 1 else 'match'}"
+        raise fold_error("names", patterns, f"{which} no model of the {zoo} zoo{hint}")
+    return zoo_models(zoo, patterns)
 
 
 def _scrambled(name: str) -> str:
@@ -69,7 +89,7 @@ def run_zoo(
         >>> [(r["model"], r["params_ok"], r["macs_ok"]) for r in rows]
         [('alexnet', 'True', 'True')]
     """
-    models = shard_of(zoo_models(zoo, names), index=shard_index, count=shard_count)
+    models = shard_of(_matching(zoo, names), index=shard_index, count=shard_count)
     config = {
         "zoo": zoo, "names": list(names), "shard": {"index": shard_index, "count": shard_count},
         "time_limit_s": time_limit_s, "check_max_macs": check_max_macs, "small_size": small_size,

@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 #: The percentages a regression test holds (each must not drop below the committed summary's).
+#: The ``check`` values of a model whose gradient check ran (any other: not checked).
+CHECKED = ("ok", "mismatch", "failed")
+
 COVERAGE_KEYS = ("built_pct", "params_exact_pct", "macs_exact_pct", "rf_analysed_pct", "check_ok_pct")
 
 Row = Mapping[str, Any]
@@ -92,7 +95,7 @@ class Coverage:
 def coverage(rows: Sequence[Row]) -> Coverage:
     """The :class:`Coverage` of a set of rows (see the module docstring for the denominators)."""
     built = [r for r in rows if r.get("build") in ("meta", "cpu")]
-    checked = [r for r in built if r.get("check") in ("ok", "mismatch", "failed")]
+    checked = [r for r in built if r.get("check") in CHECKED]
     return Coverage(
         models=len(rows),
         built=len(built),
@@ -288,15 +291,21 @@ def fast_tier(rows: Sequence[Row], *, max_build_s: float = 1.0) -> List[str]:
 
 
 def model_status(row: Row) -> Dict[str, Any]:
-    """What the regression tests hold per model: params and MACs exact, RF analysed, gradient check outcome.
+    """What the regression tests hold per model: params and MACs exact, RF analysed, gradient check outcome
+    (``check_ok``: True when the analytic boxes equal the gradient supports, False when the check ran and they
+    did not or it failed, None when it did not run: not affordable, or no analysis to check).
 
     Example:
         >>> model_status({"family": "f", "params_ok": "True", "macs_ok": "False", "rf_status": "inexact", "check": "ok"})
         {'family': 'f', 'params_ok': True, 'macs_ok': False, 'rf_analysed': True, 'check_ok': True}
+        >>> [model_status({"check": c})["check_ok"] for c in ("mismatch", "failed", "skipped", "")]
+        [False, False, None, None]
     """
+    check = row.get("check")
     return {
         "family": row.get("family"), "params_ok": is_true(row.get("params_ok")), "macs_ok": is_true(row.get("macs_ok")),
-        "rf_analysed": row.get("rf_status") in ("exact", "inexact"), "check_ok": row.get("check") == "ok",
+        "rf_analysed": row.get("rf_status") in ("exact", "inexact"),
+        "check_ok": None if check not in CHECKED else check == "ok",
     }
 
 

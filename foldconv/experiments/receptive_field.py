@@ -57,7 +57,7 @@ from .spd_models import SpdSpec, build_spd_model, resolve_spd, spd_site
 from .zoo.measure import gradient_check_shape
 
 __all__ = [
-    "FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "global_axes", "rf_text", "ERF_AUTO", "CHECK_AUTO",
+    "FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "erf_unit", "global_axes", "rf_text", "ERF_AUTO", "CHECK_AUTO",
     "last_spatial", "auto_check_size", "FORMATS",
 ]
 
@@ -417,9 +417,40 @@ def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: 
 ERF_AUTO = "the last spatial layer (the deepest node that is still a map)"
 
 
-def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = "", measured_on: str = ""):
+def erf_unit(report: RFReport, node: str) -> Tuple[Tuple[int, ...], Tuple[float, ...]]:
+    """The unit of ``node`` whose field is centred nearest the input's centre, per axis, and that centre (input px).
+
+    A map's middle index is not the middle of the input: a ResNet's 4x4 layer4 at 112 px centres its units at
+    -0.5, 31.5, 63.5 and 95.5 px, so index (n - 1) // 2 = 1 draws an ERF in the top-left quadrant.
+
+    Example:
+        >>> import torch
+        >>> from foldconv.analysis.receptive_field import receptive_field
+        >>> rep = receptive_field(torch.nn.Conv2d(1, 1, 3, stride=2, padding=1), (1, 1, 8, 8))
+        >>> erf_unit(rep, rep.output_name)
+        ((2, 2), (4.0, 4.0))
+    """
+    rec = report[node]
+    index = list(report.center(node))
+    centres = []
+    for axis, n in enumerate(rec.positions):
+        middle = (report.input_size[axis] - 1) / 2
+
+        def centre(i: int, axis: int = axis) -> float:
+            lo, hi = report.box(node, tuple(index[:axis]) + (i,) + tuple(index[axis + 1:]), clip=False)[axis]
+            return (lo + hi) / 2
+
+        index[axis] = min(range(n), key=lambda i: (abs(centre(i) - middle), i))
+        centres.append(centre(index[axis]))
+    return tuple(index), tuple(centres)
+
+
+def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], target: str, *, picked: str = "", measured_on: str = "",
+               unit: Optional[Tuple[int, ...]] = None, positions: Optional[Tuple[int, ...]] = None,
+               centre: Optional[Tuple[float, ...]] = None):
     """Luo et al.'s ERF (normalised to its maximum) with the analytic box drawn over it; ``picked`` says how
-    ``target`` was chosen and ``measured_on`` the input it was measured on and why (both shown in the title)."""
+    ``target`` was chosen and ``measured_on`` the input it was measured on and why (both shown in the title);
+    ``unit`` (of a map of ``positions``) the unit drawn, whose field is centred at ``centre`` (input px, marked)."""
     from matplotlib.patches import Rectangle
 
     fig, ax = figure(figsize=(5.6, 5.2))
@@ -429,9 +460,17 @@ def erf_figure(erf: np.ndarray, box: Optional[Tuple[Tuple[int, int], ...]], targ
         (h0, h1), (w0, w1) = box
         ax.add_patch(Rectangle((w0 - 0.5, h0 - 0.5), w1 - w0 + 1, h1 - h0 + 1, fill=False, color="red", lw=1.5, label="analytic RF"))
         ax.legend(loc="upper right", fontsize=8)
+    if centre is not None:
+        ax.plot([centre[1]], [centre[0]], marker="+", color="red", markersize=10, linestyle="none", label="the unit's field centre")
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("input w (px)")
     ax.set_ylabel("input h (px)")
-    ax.set_title(f"ERF (Luo et al.) of the centre unit of {target}" + ("\n" + textwrap.fill(f"({picked})", 70) if picked else "")
+    what = "the centre unit"
+    if unit is not None and positions is not None:
+        at = f", field centred at ({', '.join(f'{c:g}' for c in centre)}) px" if centre is not None else ""
+        what = (f"unit {tuple(unit)} of the {'x'.join(map(str, positions))} map (the unit whose field is centred nearest the "
+                f"input's centre{at})")
+    ax.set_title(textwrap.fill(f"ERF (Luo et al.) of {what} of {target}", 70) + ("\n" + textwrap.fill(f"({picked})", 70) if picked else "")
                  + ("\n" + textwrap.fill(f"measured on {measured_on}", 70) if measured_on else ""), fontsize=9)
     return fig
 
@@ -616,9 +655,11 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         if target is not None and len(small) == 4:
             if estimate >= PROGRESS_AFTER_S:
                 status(f"ERF of {target}: {e.erf_samples} sample(s) at {'x'.join(map(str, small[2:]))} px")
-            erf = effective_receptive_field(model, small, node=target, samples=e.erf_samples, seed=e.seed, report=rep_small)
+            unit, centre = erf_unit(rep_small, target)
+            erf = effective_receptive_field(model, small, node=target, index=unit, samples=e.erf_samples, seed=e.seed, report=rep_small)
             on = f"{'x'.join(str(n) for n in small[2:])} px, the gradient check's input ({short})"
-            figures.append((erf_figure(erf, rep_small.box(target), target, picked=picked, measured_on=on), "erf.png"))
+            figures.append((erf_figure(erf, rep_small.box(target, unit), target, picked=picked, measured_on=on,
+                                       unit=unit, positions=rep_small[target].positions, centre=centre), "erf.png"))
         else:
             lines.append("no erf.png: " + ("no node but the input is a spatial map" if target is None else
                                            f"the ERF is drawn for 2-D inputs (this one has {len(small) - 2} spatial axes)"))

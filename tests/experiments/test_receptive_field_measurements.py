@@ -99,3 +99,19 @@ def test_the_headline_marks_a_last_spatial_layer_that_reads_the_whole_input_as_g
     report = receptive_field(torchvision.models.resnet18(), (1, 3, 32, 32))
     line = _headline("resnet18", report)
     assert "last spatial layer layer3" in line and "(global)" in line.split("; the output")[0], line
+
+
+def test_the_erf_unit_is_the_one_centred_nearest_the_input_centre_and_its_erf_peaks_there():
+    # resnet18's 4x4 layer4 at 112 px centres its units at -0.5, 31.5, 63.5, 95.5 (+/- 0.5): the middle index
+    # (n - 1) // 2 = 1 drew an ERF in the top-left quadrant under a title saying "centre unit"
+    rep = receptive_field(build_model("resnet18", meta=True), (1, 3, 112, 112))
+    unit, centre = experiment.erf_unit(rep, "layer4_1_relu_1")
+    assert rep.center("layer4_1_relu_1") == (1, 1) and unit == (2, 2)
+    assert all(abs(c - 55.5) <= 16 for c in centre)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(1, 1, 5, stride=2, padding=0))
+    rep = receptive_field(net, (1, 1, 24, 24))
+    unit, centre = experiment.erf_unit(rep, rep.output_name)
+    erf = experiment.effective_receptive_field(net, (1, 1, 24, 24), index=unit, samples=4, report=rep)
+    peak = divmod(int(erf.argmax()), erf.shape[1])
+    assert all(abs(p - c) <= 4 for p, c in zip(peak, centre)), (unit, centre, peak)
+    assert all(abs(c - 11.5) <= 2 for c in centre)

@@ -36,7 +36,7 @@ from .io import write_atomic, write_index, write_markdown, write_table
 from .records import COMMAND_OF_CONFIG, MARKER, clear_marker, interrupted_line, interrupted_multirun, write_marker
 
 __all__ = [
-    "CONFIG_DIR", "R_RULE", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "app_command", "model_given", "parse_r", "run_dir", "finish",
+    "CONFIG_DIR", "R_RULE", "SUMMARY", "ClaimFailed", "Check", "AppResult", "conclude", "checks_verdict", "app_command", "model_given", "parse_r", "run_dir", "finish",
     "hydra_app", "structured", "register", "instantiate", "invoked_as", "close_matches",
 ]
 
@@ -190,6 +190,19 @@ def _answer_first(path: Path, answer: str, plain: str) -> None:
     write_markdown("\n".join(head + ([""] if head else []) + [answer, ""] + rest).rstrip("\n"), path)
 
 
+def checks_verdict(checks: Tuple[Check, ...]) -> str:
+    """Whether ``checks`` held, in the words every summary's and index's first line uses.
+
+    Example:
+        >>> checks_verdict((Check.equal("sum", 4, 2 + 2),)), checks_verdict((Check.equal("a", 1, 1), Check.equal("b", 1, 2)))
+        ('the 1 check holds.', '1 of 2 checks FAILED (checks.md).')
+    """
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        return f"{len(failed)} of {len(checks)} checks FAILED (checks.md)."
+    return "the 1 check holds." if len(checks) == 1 else f"all {len(checks)} checks hold."
+
+
 def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
     """The skeleton's end of a run: ``checks.{csv,md}`` (when there are checks), ``summary.md`` (the answer first;
     unless the app's ``files`` name its own) and ``index.md`` into ``out_dir``, then :class:`ClaimFailed` naming
@@ -216,9 +229,7 @@ def conclude(result: AppResult, out_dir: Union[str, Path]) -> str:
         rows = [c.row() for c in result.checks]
         used = [k for k in rows[0] if k in ("check", "ok") or any(r[k] not in ("", None) for r in rows)]
         write_table([{k: r[k] for k in used} for r in rows], out / "checks", title=f"{result.title}: checks")
-        n = len(result.checks)
-        holds = "the 1 check holds" if n == 1 else f"all {n} checks hold"
-        answer += f"; {holds}." if not failed else f"; {len(failed)} of {n} checks FAILED (checks.md)."
+        answer += f"; {checks_verdict(result.checks)}"
     if result.files is None and (out / SUMMARY).is_file() and INCOMPLETE in (out / SUMMARY).read_text():
         write_markdown(_summary_text(result, answer), out / SUMMARY)  # an app that writes its own index did not write it
     if result.files is not None:

@@ -28,7 +28,7 @@ from ..layout import depth_to_space
 from ..specs import ConvSpec, FoldSpec
 from ..surgery.speed import FormTiming
 from ..surgery.timing import MAX_SPREAD, ROUNDS, interleaved, machine_description, measure, require_seconds, runner
-from .app import AppResult, Check
+from .app import AppResult, Check, checks_verdict
 from .fold_kernel import channel_map, kernel_figure, picture_shape
 from .io import as_rows, markdown_table, save_figure, write_markdown, write_table
 
@@ -200,13 +200,7 @@ class OneFoldResult:
             >>> run_one_fold(e).headline()
             'r=(4, 4): equivalent (exact), P(false equivalent) <= 9.3e-10; the 1 check holds.'
         """
-        checks = self.checks
-        failed = [c for c in checks if not c.ok]
-        if not checks:
-            return self.answer()
-        if failed:
-            return f"{self.answer()}; {len(failed)} of {len(checks)} checks FAILED (checks.md)."
-        return f"{self.answer()}; " + ("the 1 check holds." if len(checks) == 1 else f"all {len(checks)} checks hold.")
+        return f"{self.answer()}; {checks_verdict(self.checks)}" if self.checks else self.answer()
 
     def to_markdown(self) -> str:
         """summary.md of the fold app: the answer and the checks' verdict first, then both convs' specs, costs, the

@@ -243,6 +243,27 @@ def test_a_run_cut_while_drawing_never_leaves_a_summary_that_looks_complete(tmp_
     assert (tmp_path / MARKER).exists()
 
 
+def test_a_sweep_cut_while_drawing_keeps_the_summary_that_says_it_is_incomplete(tmp_path, monkeypatch, capsys):
+    from foldconv.experiments.app import INCOMPLETE
+    from foldconv.experiments.sweep import summary as sweep_summary
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fold.r=2", "isolate=false", "plots=true", *SMALL[1:]]
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_summary, "plot_outcomes_by_r", cut)  # every row in, cut at the last figure
+    code, _, err = run_in_process("sweep", args, capsys)
+    assert code == 130, err
+    assert INCOMPLETE in (tmp_path / "summary.md").read_text() and job_problem(tmp_path) is not None
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert run_in_process("sweep", args, capsys)[0] == 0  # the resume draws every figure, then the summary
+    assert INCOMPLETE not in (tmp_path / "summary.md").read_text() and (tmp_path / "outcomes_by_r.png").exists()
+    assert job_problem(tmp_path) is None
+
+
 def test_the_zoo_writes_its_summary_after_its_plots(tmp_path, monkeypatch):
     from foldconv.experiments.zoo import main as zoo_main
 

@@ -490,10 +490,11 @@ def write_sweep_outputs(
     if csv and not isinstance(rows, Tally):
         paths["csv"] = write_csv(rows, out / "results.csv", columns_of(rows) if rows else COLUMNS)
     tally = Tally.of(rows)
-    paths["summary"] = write_markdown(summarize(tally, title), out / "summary.md")
     if plots:
         paths["modes"] = plot_modes(tally, out / "heatmap_modes.png")
         paths["errors"] = plot_errors(tally, out / "heatmap_errors.png")
         paths["outcomes"] = plot_outcomes(tally, out / "outcomes.png")
         paths["outcomes_by_r"] = plot_outcomes_by_r(tally, out / "outcomes_by_r.png")
+    # summary.md last: a job cut while drawing keeps the summary that says it is incomplete, and its resume redraws
+    paths["summary"] = write_markdown(summarize(tally, title), out / "summary.md")
     return paths

@@ -1,7 +1,7 @@
 """The rewrite app: models rewritten into equivalent forms, verified, exported, timed.
 
 :class:`RewriteExperiment` is the whole config of ``foldconv rewrite`` (registered as its structured config)
-and validates itself. It takes any model spelling (:func:`foldconv.models.resolve_model`): the real models of
+and validates itself. It takes any model spelling (:func:`foldconv.models.resolve_model`, and ``<model>+spd``: :mod:`.spd_models`): the real models of
 :data:`REAL_MODELS` (YOLOv5's Focus stem, TResNet-M, DCGAN, ESPCN, ResNet-18) come with their own rules, input
 shapes and inverse rules; any other model needs ``rules=[...]`` (and ``input_shape`` when its input is not
 known). :func:`run_rewrite` takes each model through :func:`foldconv.rewrite` (every site and the whole model
@@ -46,12 +46,13 @@ import torch
 
 from .._validate import require_bool, require_device, require_int
 from ..errors import FoldError, fold_error
-from ..models import ModelSpec, build_model, model_labels, randomize_batchnorm, resolve_model
+from ..models import ModelSpec, randomize_batchnorm, resolve_model
 from ..surgery.rules import RULES, inverse_rules
 from ..surgery.timing import require_seconds
 from .app import AppResult, Check, model_given
 from .io import progress_bar, save_figure, write_markdown, write_table
 from .rewrite_plots import sites_figure, timings_figure
+from .spd_models import build_spd_model, spd_model_labels
 
 __all__ = [
     "RealModel", "REAL_MODELS", "real_model", "RewriteExperiment", "ModelRun",
@@ -103,7 +104,7 @@ class RealModel:
 
 
 def _seeded(spec: ModelSpec, seed: int) -> torch.nn.Module:
-    model = build_model(spec, seed=seed)
+    model = build_spd_model(spec, seed=seed)
     randomize_batchnorm(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
@@ -232,7 +233,7 @@ class RewriteExperiment:
             listed = [listed]
         if not isinstance(listed, Sequence) or not listed:
             raise fold_error(param, listed, f"must be a model (any spelling), all, or a list of them (the real models: {', '.join(REAL_MODELS)})")
-        object.__setattr__(self, "models", model_labels(list(listed), param=param))
+        object.__setattr__(self, "models", spd_model_labels(list(listed), param=param))
         object.__setattr__(self, "model", {})
         for name in ("round_trip", "onnx", "timing", "optimize"):
             require_bool(getattr(self, name), name)

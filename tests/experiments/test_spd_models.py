@@ -1,4 +1,4 @@
-"""``<model>+spd`` means the same in every app that takes a model (shift, count, rf): the model with its first
+"""``<model>+spd`` means the same in every app that takes a model (shift, count, rf, rewrite): the model with its first
 strided conv rewritten to space-to-depth; a typo's close matches keep the suffix; count gives the rewritten
 model's figures, rf its boxes."""
 from __future__ import annotations
@@ -15,6 +15,7 @@ from foldconv.errors import FoldError
 from foldconv.experiments.counting import CountExperiment
 from foldconv.experiments.io import read_csv
 from foldconv.experiments.receptive_field import RFExperiment
+from foldconv.experiments.rewrite import RewriteExperiment, run_rewrite
 from foldconv.experiments.shift import ShiftExperiment
 from foldconv.experiments.spd_models import SpdSpec, build_spd_model, resolve_spd, spd_rewrite, spd_site
 
@@ -24,6 +25,8 @@ from foldconv.experiments.spd_models import SpdSpec, build_spd_model, resolve_sp
     lambda v: CountExperiment(model=v),
     lambda v: CountExperiment(models=[v]),
     lambda v: RFExperiment(model=v),
+    lambda v: RewriteExperiment(model=v, rules=["spd_to_strided"]),
+    lambda v: RewriteExperiment(models=[v, "resnet18"], rules=["spd_to_strided"]),
 ])
 def test_every_app_config_takes_the_suffix_and_its_typo_hint_keeps_it(make):
     make("resnet18+spd")  # accepted
@@ -92,3 +95,11 @@ def test_count_and_rf_apps_take_the_suffix(tmp_path):
     assert (base["jump_h"], base["jump_w"]) == (spd["jump_h"], spd["jump_w"])
     # the analysis counts the zero tap that pads conv1's 7 taps to 8 (two blocks of 2): at most one more pixel
     assert 0 <= int(spd["rf_h"].split()[0]) - int(base["rf_h"].split()[0]) <= 1  # e.g. "468 (global)"
+
+
+def test_rewrite_takes_a_spd_model_and_its_inverse_rule_finds_the_rewritten_stem(tmp_path):
+    result = run_rewrite(RewriteExperiment(model="resnet18+spd", rules=["spd_to_strided"], timing=False, onnx=False,
+                                           round_trip=False, input_shape=[1, 3, 32, 32]), tmp_path)
+    (model,) = result.value.models
+    assert model.label == "resnet18+spd" and result.ok
+    assert model.report.applied == 1 and [s.location for s in model.report.main_sites if s.applied] == ["conv1"]

@@ -615,7 +615,10 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         raise fold_error("erf_node", e.erf_node, f"is not a node of the model (layers.csv's node column), e.g. {list(report.nodes)[-8:]}")
     lines.append(_headline(label, report))
     if isinstance(e.model, SpdSpec):
-        lines.append(f"{label}: the +spd rewrite replaced {spd_site(e.model)}")
+        lines.append(f"{label}: the +spd rewrite replaced {spd_site(e.model)}; its kernel is zero-padded to a multiple of the stride, "
+                     f"so these fields (of the architecture, for any weights) can be up to stride - 1 px wider per axis than "
+                     f"{e.model.base.label}'s, while with the rewrite's own weights (the padded taps are 0) it computes "
+                     f"{e.model.base.label}'s function")
     tables.append((_node_rows(report), "layers", f"Receptive fields of {label} at {e.input_size}"))
     figures.append((rf_jump_figure(report, label), "rf_jump.png"))
     if e.check:

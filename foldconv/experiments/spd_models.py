@@ -1,10 +1,12 @@
 """``<model>+spd``: a model with its first strided conv rewritten to space-to-depth + a stride-1 conv, in every app.
 
-The one parser and builder of the spelling (shift, count and rf take it): ``"resnet18+spd"`` is resnet18 with its
-first strided ``nn.Conv1d/2d/3d`` (in ``named_modules`` order: the stem) replaced by
-:func:`foldconv.equivalences.strided_to_spd` of it. The rewrite computes the same function (its receptive
-fields and shift periods are its model's) but has other parameters and MACs (the kernel is zero-padded to a
-multiple of the stride). It lives here, not in :mod:`foldconv.models`, because the rewrite is above that layer.
+The one parser and builder of the spelling (shift, count, rf and rewrite take it): ``"resnet18+spd"`` is resnet18
+with its first strided ``nn.Conv1d/2d/3d`` (in ``named_modules`` order: the stem) replaced by
+:func:`foldconv.equivalences.strided_to_spd` of it. The rewrite computes the same function (its shift periods are
+its model's) but has other parameters and MACs: the kernel is zero-padded to a multiple of the stride, so the
+architecture's receptive field (what rf analyses: any weights, the padded taps live once trained) can be up to
+stride - 1 px wider per axis than its model's. It lives here, not in :mod:`foldconv.models`, because the rewrite
+is above that layer.
 A misspelt model keeps its suffix in the close-match hint (``resnt18+spd`` -> ``resnet18+spd``).
 
 Example:

@@ -122,7 +122,7 @@ def parse_factors(value: Any, param: str = "r") -> Any:
         try:
             return tuple(int(v) for v in text.split("x")) if "x" in text else int(text)
         except ValueError:
-            raise fold_error(param, value, "must be an integer or per-axis integers like '2x4'") from None
+            raise fold_error(param, value, "must be an integer >= 1 or one per spatial axis") from None
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return tuple(parse_factors(v, param) if isinstance(v, str) else v for v in value)
     return value

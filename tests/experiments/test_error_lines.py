@@ -123,7 +123,7 @@ def _rule(command, override, capsys):
 
 
 @pytest.mark.parametrize("command, key, values, rule", [
-    ("fold", "fold.r", ["0", "1.5", "-1", "[2,0]", "[2,1.5]"], "must be an integer >= 1 or one per spatial axis"),
+    ("fold", "fold.r", ["0", "1.5", "-1", "[2,0]", "[2,1.5]", "two"], "must be an integer >= 1 or one per spatial axis"),
     ("operators", "example.r", ["0", "1.5", "x"], "must be an integer >= 1 or one per spatial axis"),
     ("count", "fold_compare_r", ["0", "1.5", "two"], "must be an integer >= 1 or one per spatial axis, or null (no comparison)"),
     ("count", "fold_r", ["[0]", "[1.5]", "[2,x]"], "every entry must be an integer >= 1 or one per spatial axis"),

@@ -43,7 +43,7 @@ from .errors import FoldError, first_line, fold_error
 from .layout import depth_to_space, space_to_depth
 
 __all__ = [
-    "Leaf", "Shape", "RUN_ON", "trace", "node_values", "node_shapes", "module_inputs", "validate_input_shape",
+    "Leaf", "Shape", "RUN_ON", "trace", "node_values", "node_shapes", "module_inputs", "validate_input_shape", "require_batch_axis",
     "UNMEASURED_FACTOR", "forward_elements", "module_device", "module_dtype", "require_run_memory",
 ]
 
@@ -74,6 +74,32 @@ def validate_input_shape(input_shape: Any, *, param: str = "input_shape", ranks:
     if len(input_shape) not in ranks:
         raise fold_error(param, tuple(input_shape), f"must have {' or '.join(str(r) for r in ranks)} entries (N, C, *spatial), not {len(input_shape)}")
     return tuple(int(s) for s in input_shape)
+
+
+_SPATIAL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def require_batch_axis(model: nn.Module, input_shape: Sequence[int], *, param: str = "input_shape", label: str = "the model") -> None:
+    """FoldError naming ``param`` when ``input_shape`` has one entry fewer than the model's first convolution needs
+    (N, C and its spatial axes): torch runs such a conv on an unbatched ``(C, *spatial)`` input, so ``[1, 32, 32]``
+    for a 2-D model would run and be analysed as 32 channels of a 1-D signal.
+
+    Example:
+        >>> require_batch_axis(nn.Sequential(nn.Conv2d(1, 4, 3)), [1, 32, 32], label="net")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]? (net's first layer 0, a Conv2d, takes (N, C) and 2 spatial axes)
+        >>> require_batch_axis(nn.Sequential(nn.Conv2d(1, 4, 3)), [1, 1, 32, 32])
+    """
+    found = next(((name, m) for name, m in model.named_modules() if isinstance(m, _SPATIAL_LAYERS)), None)
+    if found is None or isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        return
+    name, layer = found
+    dims = len(layer.kernel_size)
+    if len(input_shape) == dims + 1:
+        raise fold_error(param, list(input_shape), f"must be a full tensor shape with the batch axis first; did you mean "
+                                                   f"{[1, *input_shape]}? ({label}'s first layer {name}, a {type(layer).__name__}, "
+                                                   f"takes (N, C) and {dims} spatial axes)")
 
 
 def _split_leaves(leaves: Any) -> Tuple[Tuple[type, ...], frozenset, Tuple[Callable[[nn.Module], bool], ...]]:

@@ -50,6 +50,7 @@ from ..models import (
     published_figures,
 )
 from ..surgery.stage import ModelFoldComparison, compare_model_fold
+from ..tracing import require_batch_axis
 from .app import R_RULE, AppResult, Check, ChecksHeld, close_matches, model_given, parse_r
 from .count_plots import plot_comparison, plot_layers
 from .count_resume import Totals, fingerprint, tuples
@@ -229,6 +230,8 @@ class CountExperiment:
             figures = published_figures(spec.name) if self.published else None
             model = build_spd_model(spec, meta=True, param="models", **(figures.kwargs if figures else {}))
             shape = figures.input_shape if figures else self.inputs or self.input_shape
+            if _plain(shape):
+                require_batch_axis(model, shape, label=spec.label)
             jobs.append(CountJob(spec.label, model, shape, published=figures, expect=self.expect.get(spec.label, {})))
         for label, target in self.targets.items():
             try:
@@ -236,6 +239,8 @@ class CountExperiment:
             except FoldError as err:
                 raise fold_error(f"targets.{label}.{err.param}", err.value, err.rule or str(err)) from None
             shape = target.input_shape or self.inputs or self.input_shape
+            if _plain(shape):
+                require_batch_axis(model, shape, param=f"targets.{label}.input_shape" if target.input_shape else "input_shape", label=label)
             jobs.append(CountJob(label, model, shape, expect=self.expect.get(label, {})))
         return jobs
 

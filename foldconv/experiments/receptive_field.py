@@ -51,6 +51,7 @@ from ..analysis.receptive_field.empirical import default_check_nodes
 from ..errors import FoldError, fold_error
 from ..layout import normalize_order
 from ..models import ModelSpec, build_model, resolve_model
+from ..tracing import require_batch_axis
 from .app import R_RULE, AppResult, Check, parse_r
 from .io import duration, figure, label_step, save_figure, status, write_atomic, write_markdown, write_table
 from .spd_models import SpdSpec, build_spd_model, resolve_spd, spd_site
@@ -599,6 +600,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         checks.append(Check("the folded conv's field in input pixels equals the conv's", bool(table.ok), subject=f"fold.conv r={e.fold.r}",
                             claim="RF-3", detail="" if table.ok else "see fold.md"))
     model = build_spd_model(e.model, seed=e.seed)
+    require_batch_axis(model, e.input_shape, label=label)
     try:
         report = _analyse(model, e.input_shape, e.fallback, alignment)
     except FoldError as err:

@@ -243,6 +243,9 @@ def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error_and_l
     with pytest.raises(FoldError) as wrong_channels:  # a shape the batch axis does not explain still blames nothing else
         run_count(CountExperiment(model="resnet18", input_shape=[1, 4, 32, 32], plot=False, d2l_table=False), tmp_path)
     assert "did you mean" not in str(wrong_channels.value)
+    with pytest.raises(FoldError) as unbatched:  # torch runs ESPCN's Conv2d on [1, 12, 12] unbatched: caught before it counts
+        run_count(CountExperiment(model="espcn", input_shape=[1, 12, 12], plot=False, d2l_table=False, fold_compare_r=None), tmp_path)
+    assert unbatched.value.param == "input_shape" and "did you mean [1, 1, 12, 12]?" in str(unbatched.value), str(unbatched.value)
 
 
 def test_notes_are_only_about_what_ran_and_a_likely_typo_in_expect(tmp_path):

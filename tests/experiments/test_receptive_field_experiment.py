@@ -213,11 +213,13 @@ def test_the_erf_figure_states_the_input_it_was_measured_on(tmp_path, monkeypatc
     assert "larger than input_shape's (12, 12))" in flat
 
 
-def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error(tmp_path):
-    e = RFExperiment(model="resnet18", input_shape=[3, 32, 32], check=False, fold=FoldTable(r=0))
+@pytest.mark.parametrize("model, shape", [("resnet18", [3, 32, 32]),
+                                          ("espcn", [1, 32, 32])])  # torch runs ESPCN's Conv2d on it, unbatched: 32 channels of a 1-D map
+def test_a_shape_without_its_batch_axis_is_named_as_the_input_shapes_error(tmp_path, model, shape):
+    e = RFExperiment(model=model, input_shape=shape, check=False, fold=FoldTable(r=0))
     with pytest.raises(FoldError) as info:
         run_receptive_field(e, tmp_path)
-    assert info.value.param == "input_shape" and "did you mean [1, 3, 32, 32]?" in str(info.value), str(info.value)
+    assert info.value.param == "input_shape" and f"did you mean {[1, *shape]}?" in str(info.value), str(info.value)
     assert not list(tmp_path.iterdir())
 
 

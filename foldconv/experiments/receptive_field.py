@@ -418,6 +418,10 @@ def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: 
 ERF_AUTO = "the last spatial layer (the deepest node that is still a map)"
 
 
+#: How summary lines of alignment warnings begin.
+ALIGNMENT = "alignment warning: "
+
+
 def erf_unit(report: RFReport, node: str) -> Tuple[Tuple[int, ...], Tuple[float, ...]]:
     """The unit of ``node`` whose field is centred nearest the input's centre, per axis, and that centre (input px).
 
@@ -672,7 +676,7 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
         lines.append(f"no erf.png for erf_node={e.erf_node}: the ERF is drawn with the gradient check (check=true)")
     if report.fallback_nodes:
         lines.append(f"measured from gradients (fallback={e.fallback}, no rule): {', '.join(report.fallback_nodes)}")
-    lines += [f"alignment warning: {w}" for w in alignment]
+    lines += [f"{ALIGNMENT}{w}" for w in alignment]
     if fold_line:
         lines.append(fold_line)  # after the model's answer: the user asked about the model
     document["receptive_field"] = report.to_dict()
@@ -686,7 +690,21 @@ def run_receptive_field(e: RFExperiment, out_dir: Union[str, Path]) -> AppResult
     write_atomic(out / "rf.json", text + "\n")
     title = f"Receptive field of {label} at {e.input_size}"
     failed = [c for c in checks if not c.ok]
-    verdict = "Every check holds." if not failed else "FAILED: " + "; ".join(c.describe() for c in failed) + "."
-    write_markdown("\n".join([f"# {title}", "", lines[0], "", verdict, ""] + [f"- {line}" for line in lines[1:]]), out / "summary.md")
+    if not checks:
+        verdict = "Nothing was checked (check=false: the analytic boxes were not compared with gradient supports)."
+    else:
+        verdict = "Every check holds." if not failed else "FAILED: " + "; ".join(c.describe() for c in failed) + "."
+    # the alignment warnings (one per merge and axis, often a dozen) go last, under their own heading, so that the
+    # findings come first
+    warned = [line for line in lines[1:] if line.startswith(ALIGNMENT)]
+    findings = [line for line in lines[1:] if not line.startswith(ALIGNMENT)]
+    if warned:
+        nodes = list(dict.fromkeys(w.split("'")[1] for w in warned if w.count("'") >= 2))
+        findings.append(f"{len(warned)} alignment warning(s) at {', '.join(nodes) or 'the merges'}: paths whose fields have different "
+                        f"centres are merged and the union is reported (listed at the end, and in rf.json)")
+    body = [f"# {title}", "", lines[0], "", verdict, ""] + [f"- {line}" for line in findings]
+    if warned:
+        body += ["", "## Alignment warnings", ""] + [f"- {line[len(ALIGNMENT):]}" for line in warned]
+    write_markdown("\n".join(body), out / "summary.md")
     return AppResult(title, lines[0], tuple(checks), RF_FILES, text if e.format == "json" else "\n".join(lines), report,
                      document=e.format == "json")

@@ -186,11 +186,13 @@ def test_alignment_warnings_are_recorded_in_the_summary_and_the_json(tmp_path, r
                      fold=FoldTable(r=0))
     text = run_app(e, tmp_path)
     summary = (tmp_path / "summary.md").read_text()
-    warned = [line for line in summary.splitlines() if line.startswith("- alignment warning: node ")]
+    findings, _, listed = summary.partition("## Alignment warnings")  # the findings first, then every warning under its heading
+    warned = [line for line in listed.splitlines() if line.startswith("- node ")]
     assert warned and all("different centres" in line for line in warned) and len(warned) == len(set(warned))
-    assert all(line[2:] in text for line in warned)
+    assert f"{len(warned)} alignment warning(s) at " in findings and "- node " not in findings
+    assert all(f"alignment warning: {line[2:]}" in text for line in warned)
     stored = json.loads((tmp_path / "rf.json").read_text())
-    assert stored["warnings"] == [line[len("- alignment warning: "):] for line in warned]
+    assert stored["warnings"] == [line[2:] for line in warned]
     assert not [w for w in recwarn if "different centres" in str(w.message)]  # said once, in the outputs, not on stderr
     # the same app on an aligned model records none
     run_app(RFExperiment(model=CONV, input_shape=(1, 3, 16, 16), check_size=16, erf_samples=1, fold=FoldTable(r=0)), tmp_path / "b")
@@ -256,3 +258,9 @@ def test_a_long_check_prints_its_estimate_and_its_progress_and_measures_the_same
     assert err[0].startswith("gradient check at 24x24 px: ") and " boxes and 1 ERF sample(s), about " in err[0], err
     assert any(line.startswith("gradient check: 1 of ") for line in err) and any(line.startswith("ERF of ") for line in err), err
     assert read_csv(tmp_path / "loud" / "check.csv") == read_csv(tmp_path / "quiet" / "check.csv")  # node by node: the same boxes
+
+
+def test_a_run_without_checks_says_nothing_was_checked(tmp_path):
+    run_receptive_field(RFExperiment(model=CONV, input_shape=(1, 3, 16, 16), check=False, fold=FoldTable(r=0)), tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Nothing was checked (check=false" in summary and "Every check holds" not in summary

@@ -58,7 +58,7 @@ from .spd_models import SpdSpec, build_spd_model, resolve_spd, spd_site
 from .zoo.measure import gradient_check_shape
 
 __all__ = [
-    "FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "erf_unit", "global_axes", "rf_text", "ERF_AUTO", "CHECK_AUTO",
+    "FoldTable", "RFExperiment", "run_receptive_field", "rf_jump_figure", "erf_figure", "erf_unit", "rf_text", "ERF_AUTO", "CHECK_AUTO",
     "last_spatial", "auto_check_size", "FORMATS",
 ]
 
@@ -236,26 +236,6 @@ def _fold_rows(table: FoldedRF) -> List[Dict[str, Any]]:
              "padding": r.padding, "aligned": r.aligned} for r in table.rows]
 
 
-def global_axes(node: NodeRF, input_size: Sequence[int]) -> Tuple[bool, ...]:
-    """Per spatial axis: does every output position of ``node`` read the whole input along it (after global
-    pooling, a squeeze-excite gate, a linear head)? Its rf then counts padding it never sees.
-
-    Example:
-        >>> import torch
-        >>> from foldconv.analysis.receptive_field import receptive_field
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.AdaptiveAvgPool2d(1))
-        >>> rep = receptive_field(net, (1, 1, 8, 8))
-        >>> global_axes(rep.output, (8, 8)), global_axes(rep.nodes["_0"], (8, 8))
-        ((True, True), (False, False))
-    """
-    out = []
-    for a, n, m in zip(node.axes, input_size, node.positions):
-        # aligned: position i reads [i*box_jump - padding, ... + rf - 1]; the first and the last must span 0..n-1
-        last_lo = (m - 1) * (0 if a.constant else a.box_jump) - a.padding
-        out.append(bool(a.aligned and last_lo <= 0 and a.rf - a.padding - 1 >= n - 1))
-    return tuple(out)
-
-
 def rf_text(node: NodeRF, input_size: Sequence[int]) -> Tuple[str, ...]:
     """Per axis, the rf as tables print it: ``"229 (global)"`` where every output reads the whole input.
 
@@ -266,7 +246,7 @@ def rf_text(node: NodeRF, input_size: Sequence[int]) -> Tuple[str, ...]:
         >>> rf_text(rep.output, (8,))
         ('8 (global)',)
     """
-    return tuple(f"{a.rf} (global)" if g else str(a.rf) for a, g in zip(node.axes, global_axes(node, input_size)))
+    return tuple(f"{a.rf} (global)" if g else str(a.rf) for a, g in zip(node.axes, node.global_axes(input_size)))
 
 
 def last_spatial(report: RFReport) -> Optional[str]:
@@ -393,7 +373,7 @@ def rf_jump_figure(report: RFReport, name: Optional[str] = None, *, max_labels: 
     fig, (ax1, ax2) = figure(2, 1, figsize=(min(max(8.0, 2.0 + 0.14 * len(nodes) / step), 30.0), 7.5), sharex=True)
     rfs, jumps = [n.axes[0].rf for n in nodes], [float(n.axes[0].jump) for n in nodes]
     ax1.plot(xs, rfs, marker=".")
-    glob = [k for k, n in enumerate(nodes) if global_axes(n, report.input_size)[0]]
+    glob = [k for k, n in enumerate(nodes) if n.global_axes(report.input_size)[0]]
     if glob:
         ax1.plot(glob, [nodes[k].axes[0].rf for k in glob], "x", color="tab:red", label="global: reads the whole input")
     deepest = last_spatial(report)
@@ -485,13 +465,13 @@ def _headline(label: str, report: RFReport) -> str:
     o, n = report.output, len(report.nodes)
     deep = last_spatial(report)
     if deep is None or deep == report.output_name:
-        glob = " (global: every output unit reads the whole input)" if all(global_axes(o, report.input_size)) else ""
-        rf = "(" + ", ".join(rf_text(o, report.input_size)) + ")" if any(global_axes(o, report.input_size)) and not glob else str(o.rf)
+        glob = " (global: every output unit reads the whole input)" if all(o.global_axes(report.input_size)) else ""
+        rf = "(" + ", ".join(rf_text(o, report.input_size)) + ")" if any(o.global_axes(report.input_size)) and not glob else str(o.rf)
         return f"{label}: output rf {rf}{glob}, jump ({', '.join(str(j) for j in o.jump)}), padding {o.padding}; {n} nodes"
     d = report[deep]
-    after = ("reads the whole input (global)" if all(global_axes(o, report.input_size))
+    after = ("reads the whole input (global)" if all(o.global_axes(report.input_size))
              else f"rf ({', '.join(rf_text(o, report.input_size))})")
-    rf = "(" + ", ".join(rf_text(d, report.input_size)) + ")" if any(global_axes(d, report.input_size)) else str(d.rf)
+    rf = "(" + ", ".join(rf_text(d, report.input_size)) + ")" if any(d.global_axes(report.input_size)) else str(d.rf)
     return (f"{label}: last spatial layer {deep} {d.shape}: rf {rf}, jump ({', '.join(str(j) for j in d.jump)}), "
             f"padding {d.padding}; the output {report.output_name} {after}; {n} nodes")
 

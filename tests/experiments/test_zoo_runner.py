@@ -74,3 +74,17 @@ def test_a_model_whose_check_did_not_run_is_not_checked_not_a_failed_check():
     record = coverage_record(rows, zoo="torchvision")
     assert {m: s["check_ok"] for m, s in record["models"].items()} == {"a": True, "b": False, "c": None, "d": None}
     assert (record["coverage"]["checked"], record["coverage"]["check_ok"]) == (2, 1)
+
+
+def test_a_row_marks_an_output_that_reads_the_whole_input_as_global():
+    import torch
+
+    from foldconv.experiments.zoo.measure import Built, _rf_stage
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=2, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(2, 2))
+    fields, _ = _rf_stage(Built("torchvision", "net", net, (1, 1, 16, 16), "meta"))
+    # after the global pool, rf and jump describe no window: both carry the marker (a jump of 16 > 3 looked like one)
+    assert fields["rf"] == "(17 (global), 17 (global))" and fields["jump"] == "(16 (global), 16 (global))", fields
+    fields, _ = _rf_stage(Built("torchvision", "conv", torch.nn.Conv2d(1, 2, 3, stride=4), (1, 1, 16, 16), "meta"))
+    assert fields["rf"] == "(3, 3)" and fields["jump"] == "(4, 4)"

@@ -98,6 +98,26 @@ class NodeRF:
     def aligned(self) -> bool:
         return all(a.aligned for a in self.axes)
 
+    def global_axes(self, input_size: Sequence[int]) -> Tuple[bool, ...]:
+        """Per spatial axis: does every output position read the whole input of ``input_size`` along it (after
+        global pooling, a squeeze-excite gate, a linear head)? Its rf then counts padding it never sees, and its
+        jump is no step between the fields of neighbouring units.
+
+        Example:
+            >>> import torch
+            >>> from foldconv.analysis.receptive_field import receptive_field
+            >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3), torch.nn.AdaptiveAvgPool2d(1))
+            >>> rep = receptive_field(net, (1, 1, 8, 8))
+            >>> rep.output.global_axes((8, 8)), rep.nodes["_0"].global_axes((8, 8))
+            ((True, True), (False, False))
+        """
+        out = []
+        for a, n, m in zip(self.axes, input_size, self.positions):
+            # aligned: position i reads [i*box_jump - padding, ... + rf - 1]; the first and the last must span 0..n-1
+            last_lo = (m - 1) * (0 if a.constant else a.box_jump) - a.padding
+            out.append(bool(a.aligned and last_lo <= 0 and a.rf - a.padding - 1 >= n - 1))
+        return tuple(out)
+
     @property
     def exact(self) -> bool:
         return all(a.exact for a in self.axes)

@@ -24,7 +24,7 @@ shape, or, when the meta build fails, on CPU at ``small_size`` (saying why).
 Example:
     >>> row = measure_model("torchvision", "alexnet", check_max_macs=0)
     >>> row.build, row.params_ok, row.macs_ok, row.published, row.rf_status, row.rf, row.check
-    ('meta', True, True, 'ok', 'exact', '(355, 355)', 'unaffordable')
+    ('meta', True, True, 'ok', 'exact', '(355 (global), 355 (global))', 'unaffordable')
 """
 from __future__ import annotations
 
@@ -250,14 +250,15 @@ def _rf_stage(built: Built) -> Tuple[Dict[str, Any], Any]:
         warnings.simplefilter("ignore")
         report = receptive_field(built.model, built.input_shape)
     out = report.output
+    # an axis every output unit reads whole (after global pooling, a linear head) is marked: its rf counts padding and
+    # its jump is no step between neighbours (resnet10t: rf 359, jump 192 at 176 px)
+    whole = out.global_axes(report.input_size)
     return dict(
-        rf_status="exact" if out.exact else "inexact", rf=_rf_text(out.rf), jump=_shape_text(tuple(str(j) for j in out.jump)),
+        rf_status="exact" if out.exact else "inexact",
+        rf=_shape_text(tuple("global" if v is None else f"{v} (global)" if g else v for v, g in zip(out.rf, whole))),
+        jump=_shape_text(tuple(f"{j} (global)" if g else str(j) for j, g in zip(out.jump, whole))),
         padding=_shape_text(out.padding),
     ), report
-
-
-def _rf_text(rf: Tuple[Any, ...]) -> str:
-    return _shape_text(tuple("global" if v is None else v for v in rf))
 
 
 def gradient_check_shape(input_shape: Tuple[int, ...], check_size: Optional[int]) -> Tuple[int, ...]:

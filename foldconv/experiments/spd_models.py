@@ -89,7 +89,7 @@ def resolve_spd(value: Any, *, param: str = "model") -> ModelSpec:
         >>> resolve_spd("resnt18+spd")
         Traceback (most recent call last):
         ...
-        foldconv.errors.FoldError: model='resnt18+spd': is not a torchvision model; did you mean resnet18+spd, resnet152+spd, resnet101+spd?
+        foldconv.errors.FoldError: model='resnt18+spd': is not a torchvision model or a registered architecture; did you mean resnet18+spd, resnet152+spd, resnet101+spd?
     """
     if isinstance(value, str) and value.endswith(SPD):
         try:

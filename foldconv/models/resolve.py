@@ -28,7 +28,7 @@ Example:
     >>> resolve_model("resnet181")
     Traceback (most recent call last):
     ...
-    foldconv.errors.FoldError: model='resnet181': is not a torchvision model; did you mean resnet18, resnet101, resnet152?
+    foldconv.errors.FoldError: model='resnet181': is not a torchvision model or a registered architecture; did you mean resnet18, resnet101, resnet152?
 """
 from __future__ import annotations
 
@@ -246,7 +246,7 @@ def resolve_model(model: Any, *, param: str = "model", **kwargs: Any) -> ModelSp
         hint = _did_you_mean(model, known + list(ARCHITECTURES.names()))
         hint = hint or (" (torchvision.models.list_models(); the registered architectures: "
                         "foldconv.models.ARCHITECTURES.names(); a timm model: model=timm:<name>)")
-        raise fold_error(param, model, "is not a torchvision model" + hint)
+        raise fold_error(param, model, "is not a torchvision model or a registered architecture" + hint)
     return ModelSpec(model, "torchvision", model, dict(kwargs))
 
 

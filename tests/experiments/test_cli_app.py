@@ -99,7 +99,7 @@ def test_a_misspelt_model_name_suggests_close_matches(app, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     code, out, err = run_in_process(app, ["model=resnet181"], capsys)
     assert code == 2
-    assert err.strip() == f"{app}: error: model='resnet181': is not a torchvision model; did you mean resnet18, resnet101, resnet152?"
+    assert err.strip() == f"{app}: error: model='resnet181': is not a torchvision model or a registered architecture; did you mean resnet18, resnet101, resnet152?"
     assert not any(tmp_path.iterdir())
 
 

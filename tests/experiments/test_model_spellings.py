@@ -103,7 +103,7 @@ def test_a_misspelt_model_is_the_same_error_in_every_app():
         with pytest.raises(FoldError) as info:
             make("resnet181")
         errors.add(str(info.value))
-    assert errors == {"model='resnet181': is not a torchvision model; did you mean resnet18, resnet101, resnet152?"}
+    assert errors == {"model='resnet181': is not a torchvision model or a registered architecture; did you mean resnet18, resnet101, resnet152?"}
 
 
 def _has_timm() -> bool:

@@ -52,7 +52,7 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
 @pytest.mark.parametrize("overrides,named", [
     (("models=[resnet7]",), "models='resnet7'"),
     (("models=[resnet18+spd]",), "models='resnet18+spd': is compared with its model 'resnet18'"),
-    (("models=[resnet18,resnt18+spd]",), "models='resnt18+spd': is not a torchvision model; did you mean resnet18+spd,"),
+    (("models=[resnet18,resnt18+spd]",), "models='resnt18+spd': is not a torchvision model or a registered architecture; did you mean resnet18+spd,"),
     (("images=[lena]",), "images='lena'"),
     (("border=edges",), "border='edges'"),
     (("ladder.image_size=30",), "image_size=30"),

@@ -96,8 +96,8 @@ def test_a_module_instance_is_used_as_it_is_and_copied_to_meta():
 
 
 @pytest.mark.parametrize("spelling, param, text", [
-    ("resnet181", "model", "is not a torchvision model; did you mean resnet18, resnet101, resnet152?"),
-    ("yolov5", "model", "is not a torchvision model; did you mean yolov5_stem?"),
+    ("resnet181", "model", "is not a torchvision model or a registered architecture; did you mean resnet18, resnet101, resnet152?"),
+    ("yolov5", "model", "is not a torchvision model or a registered architecture; did you mean yolov5_stem?"),
     ("", "model", "must be a torchvision name"),
     (3, "model", "must be a torchvision name"),
     ({"in_channels": 3}, "model", "must have a _target_"),

@@ -504,7 +504,8 @@ def _check_shape(e: RFExperiment, report: RFReport, cost: Optional[_CheckCost] =
         if cost is not None:
             sizes = _affordable(sizes, [max(1, a.box_jump if a.aligned else math.ceil(a.jump)) for a in node.axes], cost, e.check_budget_s)
         what = (f"check_size=auto: the rf of {deep if deep is not None else 'the output'}, {node.rf}, plus two jumps "
-                f"({', '.join(str(j) for j in node.jump)}), rounded to a multiple of the jump, so that its boxes are not the whole image")
+                f"({', '.join(str(j) for j in node.jump)}), at least {MIN_CHECK_SIZE} px, rounded up to a multiple of the jump, "
+                f"so that its boxes are not the whole image")
         if sizes != wanted:
             what += (f"; reduced from {'x'.join(map(str, wanted))} px (about {duration(cost.seconds(wanted))} on this machine) to keep the "
                      f"check under check_budget_s={e.check_budget_s:g} s (check_size=<n> sets any size)")

@@ -58,7 +58,7 @@ def test_the_run_checks_and_draws_the_last_spatial_layer(tmp_path, monkeypatch):
     result = run_receptive_field(e, tmp_path)
     assert result.answer.startswith("make_net: last spatial layer body ") and result.ok
     assert drawn == ["body"]
-    assert ("check at (32, 32) (check_size=auto: the rf of body, (7, 7), plus two jumps (2, 2), rounded to a multiple of the jump, "
+    assert ("check at (32, 32) (check_size=auto: the rf of body, (7, 7), plus two jumps (2, 2), at least 32 px, rounded up to a multiple of the jump, "
             "so that its boxes are not the whole image; larger than input_shape's (16, 16); the centre box of body is inside it)") in result.text
     checked = (tmp_path / "check.md").read_text()
     assert "| body |" in checked

@@ -526,6 +526,12 @@ def count_result(
             lines.append(f"\n{report.model}:\n{report.tree(depth=tree_depth)}")
     if run.resumed:
         lines.append(f"\nresumed: {len(run.resumed)} model(s) counted by an earlier run in this directory: {list(run.resumed)}")
+    for report in run.reports:  # a model without a Conv layer gets no fold view: say why instead of leaving it out
+        if next(iter(report.conv_layers()), None) is None:
+            kinds = sorted({layer.type for layer in report.layers if layer.type.startswith("ConvTranspose")})
+            lines.append(f"\nnote: {report.model} has no Conv1d/2d/3d layer, so no fold view or fold check"
+                         + (f" (its {', '.join(kinds)} layers are not what fold_conv folds; `foldconv rewrite "
+                            f"rules=[transposed_to_subpixel]` rewrites them as sub-pixel convs)" if kinds else ""))
     counted = [str(r["model"]) for r in run.totals]
     for label in sorted(set(expect or {}) - set(counted)):  # notes only about what ran: the defaults' entries for models
         close = close_matches(label, counted, cutoff=0.85)  # left out (model=...) say nothing; a likely typo does

@@ -258,3 +258,17 @@ def test_notes_are_only_about_what_ran_and_a_likely_typo_in_expect(tmp_path):
     assert "note" not in count_result(run, expect=defaults).text
     text = count_result(run, expect={**defaults, "tinny": {"params": 74}}).text
     assert "note: expect.tinny names no counted model (did you mean tiny?): not checked" in text and "resnet50" not in text
+
+
+def test_a_model_without_a_conv_says_why_it_has_no_fold_view(tmp_path):
+    import torch
+
+    from foldconv.experiments.counting import CountJob, count_result, run_count_jobs
+
+    gen = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1), torch.nn.ReLU())
+    run = run_count_jobs([CountJob("gen", gen, (1, 8, 4, 4))], tmp_path / "a", fold_rs=(2,), plot=False)
+    text = count_result(run).text
+    assert "note: gen has no Conv1d/2d/3d layer, so no fold view" in text and "ConvTranspose2d" in text
+    assert not (tmp_path / "a" / "gen_fold.md").exists()
+    run = run_count_jobs([CountJob("conv", torch.nn.Conv2d(4, 2, 3), (1, 4, 8, 8))], tmp_path / "b", fold_rs=(2,), plot=False)
+    assert "no fold view" not in count_result(run).text

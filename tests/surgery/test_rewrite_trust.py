@@ -419,6 +419,7 @@ def test_a_stage_fold_that_folds_no_layer_is_not_applied():
     assert report.ok and isinstance(new[1], nn.Sequential) and isinstance(new[1][1], nn.BatchNorm2d)
 
 
+@pytest.mark.slow  # a whole torchvision model checked site by site: tens of seconds; `make test` runs it
 def test_a_model_saturated_by_integer_weights_is_not_called_trains_the_same():
     """MobileNetV2 on integer weights: ReLU6 clamps every unit below the head, so the rewritten stem's gradient is
     zero on both sides and zero equals zero. The check must not call that training the same: the padded 3x3 -> 4x4

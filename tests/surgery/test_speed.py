@@ -289,6 +289,7 @@ def _deep(depth: int = 80, width: int = 16) -> nn.Module:
 
 
 @pytest.mark.claim("FORMS-1")
+@pytest.mark.slow  # a whole torchvision model checked site by site: tens of seconds; `make test` runs it
 def test_a_custom_form_of_a_deep_model_is_verified_by_sampling_when_the_integer_check_cannot_be_exact():
     from foldconv.check import check_equivalence, derived
 

@@ -112,10 +112,11 @@ SWEEP_FILES = {
 }
 
 
-def _fingerprint(config: SweepConfig) -> Dict[str, Any]:
-    """What decides the rows (not ``plots``, ``progress``, ``isolate`` or the grid's name): a resume must match it."""
+def _fingerprint(config: SweepConfig, rows: int) -> Dict[str, Any]:
+    """What decides the rows (not ``plots``, ``progress``, ``isolate`` or the grid's name): a resume must match it;
+    ``rows`` (how many the job plans) lets a cut job's record say whether all its rows were written."""
     grid = {k: v for k, v in asdict(config.grid).items() if k != "name"}
-    return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes]}
+    return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes], "rows": rows}
 
 
 def _preset(name: str) -> Optional[Grid]:
@@ -204,7 +205,7 @@ def run_sweep_app(
     pts = list(iter_points(config.grid, override, select=in_shard(config.shard.index, config.shard.count)))
     cols = columns(config.dtypes)
     stats = IsolatedRun()
-    with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config), param="hydra.run.dir") as rows_log:
+    with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config, len(pts)), param="hydra.run.dir") as rows_log:
         todo = [p for p in pts if rows_log.key_of(point_row(p)) not in rows_log.done]
         first, rest = calibration(todo)
         if not todo:

@@ -54,7 +54,7 @@ from .spd_models import SPD, SpdSpec, build_spd_model, resolve_spd, spd_site
 
 __all__ = [
     "ShiftExperiment", "LadderConfig", "ShiftModel", "load_images", "load_digits32", "run_shift", "TrainResult",
-    "train_classifier", "accuracy", "shift_images",
+    "train_classifier", "accuracy", "shift_images", "require_image_model",
 ]
 
 SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass")
@@ -169,6 +169,9 @@ class ShiftExperiment:
         if len(set(labels)) != len(labels):
             raise fold_error(param, labels, "must have distinct labels (they name the rows)")
         for m in parsed:
+            require_image_model(m.spec, param, label=m.label)
+            if m.spd:  # a rewrite that cannot apply is the first thing to say, before asking for its base model
+                spd_site(SpdSpec.of(m.spec), param=param)
             if m.spd and m.base_label not in labels:
                 raise fold_error(param, m.label, f"is compared with its model {m.base_label!r} (the same numbers): list that model too")
         object.__setattr__(self, "models", parsed)
@@ -192,6 +195,33 @@ class ShiftExperiment:
     def labels(self) -> Tuple[str, ...]:
         """The models' labels, in order (the rows of every table)."""
         return tuple(m.label for m in self.models)
+
+
+def require_image_model(spec: ModelSpec, param: str = "models", *, label: Optional[str] = None) -> ModelSpec:
+    """``spec`` when its model takes an image the shift app can crop (2-D, ``(N, C, H, W)``, not a 1 x 1 map),
+    else a FoldError naming ``param``, the model and the input it takes instead (a generator's latent vector has
+    no pixels to shift; ``label``, default the spec's, names it). A model whose input shape is not known is let
+    through: its first conv decides.
+
+    Example:
+        >>> from foldconv.models import resolve_model
+        >>> require_image_model(resolve_model("espcn")).label
+        'espcn'
+        >>> require_image_model(resolve_model("dcgan"))
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: models='dcgan': takes an input of shape (1, 100, 1, 1), a latent vector (1 x 1 map), not an image: the shift app measures shifts of cropped images; list image models only
+    """
+    shape, name = spec.input_shape, label or spec.label
+    if shape is None:
+        return spec
+    if len(shape) != 4:
+        raise fold_error(param, name, f"takes a {len(shape) - 2}-D input of shape {tuple(shape)}, not a 2-D image: "
+                                            "the shift app measures shifts of cropped images; list 2-D image models only")
+    if all(int(n) == 1 for n in shape[2:]):
+        raise fold_error(param, name, f"takes an input of shape {tuple(shape)}, a latent vector (1 x 1 map), not an image: "
+                                            "the shift app measures shifts of cropped images; list image models only")
+    return spec
 
 
 def stages_of(model: nn.Module) -> List[str]:

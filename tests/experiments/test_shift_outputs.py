@@ -24,6 +24,18 @@ def test_labels_name_the_model_never_a_factory():
         ShiftExperiment(models=("resnet18", {"_target_": "torchvision.models.get_model", "name": "resnet18"}))
 
 
+def test_a_model_that_takes_no_image_and_a_rewrite_that_cannot_apply_are_refused_up_front():
+    with pytest.raises(ValueError, match=r"models='dcgan': takes an input of shape \(1, 100, 1, 1\), a latent vector"):
+        ShiftExperiment(models=("espcn", "dcgan"), ladder=LadderConfig(enabled=False))
+    with pytest.raises(ValueError, match=r"models='dcgan\+spd': takes an input"):
+        ShiftExperiment(models=("dcgan+spd",))
+    with pytest.raises(ValueError, match=r"models='espcn\+spd': has no strided conv"):  # not "list espcn too", then this
+        ShiftExperiment(models=("espcn+spd",))
+    with pytest.raises(ValueError, match=r"is compared with its model 'resnet18'"):  # a rewrite that applies: its base is asked for
+        ShiftExperiment(models=("resnet18+spd",))
+    assert ShiftExperiment(models=("espcn",)).labels == ("espcn",)
+
+
 @pytest.mark.parametrize("size", [32, 224])
 def test_a_stage_after_global_pooling_has_no_period(size):
     report = shift_equivariance(build_model("resnet18", meta=True), (1, 3, size, size))

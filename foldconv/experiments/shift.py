@@ -54,7 +54,7 @@ from .spd_models import SPD, SpdSpec, build_spd_model, resolve_spd, spd_site
 
 __all__ = [
     "ShiftExperiment", "LadderConfig", "ShiftModel", "load_images", "load_digits32", "run_shift", "TrainResult",
-    "train_classifier", "accuracy", "shift_images", "require_image_model",
+    "train_classifier", "accuracy", "shift_images", "require_image_model", "consistency_inputs",
 ]
 
 SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass")
@@ -568,7 +568,33 @@ def _error_figure(err_rows: List[Dict], *, crop: int, border: Any, deepest: Dict
     return fig
 
 
-def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, seed: int, max_shift: int, pairs: int):
+def consistency_inputs(pairs: int, images: Sequence[str]) -> str:
+    """What the consistency pairs are: ``pairs`` random crops, each shifted twice, taken in turn from ``images``
+    (as many from each, the last image fewer when they do not divide evenly; images past the last crop unused).
+
+    Example:
+        >>> consistency_inputs(8, ["camera", "astronaut"])
+        '8 random crops (4 from each of 2 images: camera, astronaut)'
+        >>> consistency_inputs(3, ["camera", "astronaut", "coffee"])
+        '3 random crops (1 from each of 3 images: camera, astronaut, coffee)'
+        >>> consistency_inputs(3, ["camera", "astronaut"])
+        '3 random crops (2 from camera, 1 from astronaut)'
+        >>> consistency_inputs(4, ["camera"])
+        '4 random crops (all from camera)'
+    """
+    per = math.ceil(pairs / len(images))
+    counts = [min(per, pairs - per * i) for i in range(len(images)) if pairs - per * i > 0]
+    used = list(images[: len(counts)])
+    crops_text = f"{pairs} random crop{'s' if pairs != 1 else ''}"
+    if len(used) == 1:
+        return f"{crops_text} (all from {used[0]})"
+    if len(set(counts)) == 1:
+        return f"{crops_text} ({per} from each of {len(used)} images: {', '.join(used)})"
+    return f"{crops_text} ({', '.join(f'{c} from {name}' for c, name in zip(counts, used))})"
+
+
+def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, seed: int, max_shift: int, pairs: int,
+                        images: Sequence[str]):
     fig, ax = figure(figsize=(4.0 + 1.3 * len(cons_rows), 4.8))
     xs = list(range(len(cons_rows)))
     ax.bar([x - 0.2 for x in xs], [r["consistency"] for r in cons_rows], width=0.4, label="argmax of logits")
@@ -582,7 +608,8 @@ def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, se
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("consistency (argmax agrees)")
     classes = sorted({r["classes"] for r in cons_rows})
-    ax.set_title(f"Consistency: two random shifts (up to {max_shift} px) of each of {pairs} images; random weights (seed {seed});\n"
+    ax.set_title(f"Consistency: two random shifts (up to {max_shift} px) of each of {consistency_inputs(pairs, images)};\n"
+                 f"random weights (seed {seed}); "
                  f"argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen"
                  + (f"\nnot drawn (not classifiers): {', '.join(others)}" if others else ""), fontsize=9)
     return fig
@@ -677,7 +704,7 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
         classifiers = [r for r in cons_rows if r["pairs"]]
         others = [r["model"] for r in cons_rows if not r["pairs"]]
         if classifiers:
-            save_figure(_consistency_figure(classifiers, others, seed=e.seed, max_shift=e.max_shift, pairs=e.pairs), out / "consistency.png")
+            save_figure(_consistency_figure(classifiers, others, seed=e.seed, max_shift=e.max_shift, pairs=e.pairs, images=e.images), out / "consistency.png")
         else:
             lines.append(f"- no consistency.png: no model is a classifier (outputs (N, classes)): {', '.join(others)}")
         lines += [f"- {m.label}: the +spd rewrite replaced {m.site}" for m in e.models if m.spd]

@@ -87,13 +87,21 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
     cons = read_csv(out / "consistency.csv")
     for r in cons:
         r.update(consistency=float(r["consistency"]), centred_consistency=float(r["centred_consistency"]))
-    fig = app._consistency_figure(cons, ["a_feature_map"], seed=0, max_shift=8, pairs=4)
+    fig = app._consistency_figure(cons, ["a_feature_map"], seed=0, max_shift=8, pairs=4, images=e.images)
     assert not text_problems(fig)
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the bars
-    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title() and "each of 4 images" in ax.get_title()
+    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title()
+    assert "each of 4 random crops (all from camera)" in ax.get_title()  # what was run: 4 pairs, 1 image
     assert "not drawn (not classifiers): a_feature_map" in ax.get_title()
+
+
+def test_the_consistency_title_states_the_pairs_and_the_images_run():
+    rows = [{"model": "m", "consistency": 0.5, "centred_consistency": 0.5, "classes_seen": 2, "centred_classes_seen": 2, "classes": 10}]
+    title = app._consistency_figure(rows, seed=0, max_shift=8, pairs=8, images=("camera", "astronaut")).axes[0].get_title()
+    assert "of each of 8 random crops (4 from each of 2 images: camera, astronaut)" in title and "8 images" not in title
+    assert app.consistency_inputs(5, ("camera", "astronaut", "coffee")) == "5 random crops (2 from camera, 2 from astronaut, 1 from coffee)"
 
 
 def test_every_model_is_in_the_periods_table_the_plus_spd_with_whose_analysis(small_run):

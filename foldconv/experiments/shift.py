@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -608,10 +609,11 @@ def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, se
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("consistency (argmax agrees)")
     classes = sorted({r["classes"] for r in cons_rows})
-    ax.set_title(f"Consistency: two random shifts (up to {max_shift} px) of each of {consistency_inputs(pairs, images)};\n"
-                 f"random weights (seed {seed}); "
-                 f"argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen"
-                 + (f"\nnot drawn (not classifiers): {', '.join(others)}" if others else ""), fontsize=9)
+    text = (f"Consistency: two random shifts (up to {max_shift} px) of each of {consistency_inputs(pairs, images)}; "
+            f"random weights (seed {seed}); argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen")
+    width = int(9 * fig.get_figwidth())  # characters of a 9 pt title per line: one model's narrow figure wraps it more
+    lines = textwrap.wrap(text, width) + (textwrap.wrap(f"not drawn (not classifiers): {', '.join(others)}", width) if others else [])
+    ax.set_title("\n".join(lines), fontsize=9)
     return fig
 
 

@@ -92,14 +92,17 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the bars
-    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title()
-    assert "each of 4 random crops (all from camera)" in ax.get_title()  # what was run: 4 pairs, 1 image
-    assert "not drawn (not classifiers): a_feature_map" in ax.get_title()
+    title = ax.get_title().replace("\n", " ")
+    assert "random weights" in title and "10/1000 classes" in title
+    assert "each of 4 random crops (all from camera)" in title  # what was run: 4 pairs, 1 image
+    assert "not drawn (not classifiers): a_feature_map" in title
 
 
 def test_the_consistency_title_states_the_pairs_and_the_images_run():
     rows = [{"model": "m", "consistency": 0.5, "centred_consistency": 0.5, "classes_seen": 2, "centred_classes_seen": 2, "classes": 10}]
-    title = app._consistency_figure(rows, seed=0, max_shift=8, pairs=8, images=("camera", "astronaut")).axes[0].get_title()
+    fig = app._consistency_figure(rows, seed=0, max_shift=8, pairs=8, images=("camera", "astronaut"))
+    assert not text_problems(fig)  # one model's narrow figure wraps the title
+    title = fig.axes[0].get_title().replace("\n", " ")
     assert "of each of 8 random crops (4 from each of 2 images: camera, astronaut)" in title and "8 images" not in title
     assert app.consistency_inputs(5, ("camera", "astronaut", "coffee")) == "5 random crops (2 from camera, 2 from astronaut, 1 from coffee)"
 

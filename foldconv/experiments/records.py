@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -37,7 +38,7 @@ from ..errors import first_line, fold_error
 from .io import write_atomic
 
 __all__ = [
-    "MARKER", "MultirunJob", "clear_marker", "write_marker", "job_problem", "multirun_jobs", "resume_command",
+    "MARKER", "MultirunJob", "program_words", "clear_marker", "write_marker", "job_problem", "multirun_jobs", "resume_command",
     "require_complete", "interrupted_line", "interrupted_multirun",
 ]
 
@@ -57,6 +58,21 @@ def _counted(n: int) -> str:
 def _rows(path: Path) -> int:
     data = path.read_bytes()
     return max(0, data.count(b"\n") - 1)  # the header line; a torn last line is not a row
+
+
+def _cut_at(csv_path: Path) -> str:
+    """Where a job without its marker stopped: its rows, or all of them when its config recorded how many
+    it plans (``rows`` in ``<stem>.config.json``) and every one was written (only the outputs were cut)."""
+    rows = _rows(csv_path)
+    try:
+        planned = json.loads(csv_path.with_name(csv_path.stem + ".config.json").read_text()).get("rows")
+    except (OSError, ValueError, AttributeError):
+        planned = None
+    if isinstance(planned, int) and rows >= planned > 0:
+        return f"all {_counted(rows)} written, cut before its outputs were finished"
+    if isinstance(planned, int) and planned > 0:
+        return f"cut at {_counted(rows)} of {planned:,}"
+    return f"cut at {_counted(rows)}"
 
 
 def _digest(path: Path) -> Dict[str, Any]:
@@ -94,7 +110,7 @@ def job_problem(job: PathLike, *, record: str = "results.csv") -> Optional[str]:
     if not marker.exists():
         if not csv_path.exists():
             return f"started but wrote no {record} and no completion marker (crashed, killed, or still running)"
-        return f"cut at {_counted(_rows(csv_path))} (no completion marker)"
+        return f"{_cut_at(csv_path)} (no completion marker)"
     try:
         recorded = json.loads(marker.read_text())["files"].get(record)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -164,9 +180,30 @@ def multirun_jobs(root: PathLike) -> List[MultirunJob]:
     return [MultirunJob(i, root / str(i), tuple(overrides)) for i, overrides in enumerate(batch)]
 
 
+def program_words(config_name: str) -> List[str]:
+    """How to start the app of ``config_name`` the way this process was started: ``python <its script>`` when
+    this process runs one of the project's scripts (that app's script, or a sibling's: ``scripts/aggregate.py``
+    resumes ``scripts/sweep.py``), else the ``foldconv <command>`` (the command as
+    :func:`foldconv.experiments.app.invoked_as` names it).
+
+    Example:
+        >>> import sys
+        >>> argv, sys.argv = sys.argv, ["foldconv sweep"]
+        >>> program_words("receptive_field")
+        ['foldconv', 'rf']
+        >>> sys.argv = argv
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0.startswith("foldconv ") and argv0.endswith(".py"):
+        script = Path(argv0).with_name(f"{config_name}.py")
+        if script.is_file():
+            return ["python", str(script)]
+    return ["foldconv", COMMAND_OF_CONFIG.get(config_name, config_name)]
+
+
 def resume_command(root: PathLike) -> str:
-    """The one command that resumes (or completes) the whole multirun in ``root``: the same app, the same
-    overrides, the same ``hydra.sweep.dir``.
+    """The one command that resumes (or completes) the whole multirun in ``root``: the same app started the way
+    this process was (:func:`program_words`), the same overrides, the same ``hydra.sweep.dir``.
 
     Example:
         >>> import tempfile
@@ -185,7 +222,7 @@ def resume_command(root: PathLike) -> str:
     name = (hydra.get("job", {}) or {}).get("name") or "<app>"
     overrides = hydra.get("overrides", {}) or {}
     kept = [o for o in overrides.get("hydra", []) or [] if not o.startswith(("hydra.mode=", "hydra.sweep.dir="))]
-    words = ["foldconv", COMMAND_OF_CONFIG.get(name, name), "-m", *(overrides.get("task", []) or []), *kept,
+    words = [*program_words(name), "-m", *(overrides.get("task", []) or []), *kept,
              f"hydra.sweep.dir={root.resolve()}"]
     return " ".join(shlex.quote(w) for w in words)
 

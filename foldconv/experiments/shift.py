@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from .spd_models import SPD, SpdSpec, build_spd_model, resolve_spd, spd_site
 
 __all__ = [
     "ShiftExperiment", "LadderConfig", "ShiftModel", "load_images", "load_digits32", "run_shift", "TrainResult",
-    "train_classifier", "accuracy", "shift_images",
+    "train_classifier", "accuracy", "shift_images", "require_image_model", "consistency_inputs",
 ]
 
 SKIMAGE_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "brick", "grass")
@@ -169,6 +170,9 @@ class ShiftExperiment:
         if len(set(labels)) != len(labels):
             raise fold_error(param, labels, "must have distinct labels (they name the rows)")
         for m in parsed:
+            require_image_model(m.spec, param, label=m.label)
+            if m.spd:  # a rewrite that cannot apply is the first thing to say, before asking for its base model
+                spd_site(SpdSpec.of(m.spec), param=param)
             if m.spd and m.base_label not in labels:
                 raise fold_error(param, m.label, f"is compared with its model {m.base_label!r} (the same numbers): list that model too")
         object.__setattr__(self, "models", parsed)
@@ -192,6 +196,33 @@ class ShiftExperiment:
     def labels(self) -> Tuple[str, ...]:
         """The models' labels, in order (the rows of every table)."""
         return tuple(m.label for m in self.models)
+
+
+def require_image_model(spec: ModelSpec, param: str = "models", *, label: Optional[str] = None) -> ModelSpec:
+    """``spec`` when its model takes an image the shift app can crop (2-D, ``(N, C, H, W)``, not a 1 x 1 map),
+    else a FoldError naming ``param``, the model and the input it takes instead (a generator's latent vector has
+    no pixels to shift; ``label``, default the spec's, names it). A model whose input shape is not known is let
+    through: its first conv decides.
+
+    Example:
+        >>> from foldconv.models import resolve_model
+        >>> require_image_model(resolve_model("espcn")).label
+        'espcn'
+        >>> require_image_model(resolve_model("dcgan"))
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: models='dcgan': takes an input of shape (1, 100, 1, 1), a latent vector (1 x 1 map), not an image: the shift app measures shifts of cropped images; list image models only
+    """
+    shape, name = spec.input_shape, label or spec.label
+    if shape is None:
+        return spec
+    if len(shape) != 4:
+        raise fold_error(param, name, f"takes a {len(shape) - 2}-D input of shape {tuple(shape)}, not a 2-D image: "
+                                            "the shift app measures shifts of cropped images; list 2-D image models only")
+    if all(int(n) == 1 for n in shape[2:]):
+        raise fold_error(param, name, f"takes an input of shape {tuple(shape)}, a latent vector (1 x 1 map), not an image: "
+                                            "the shift app measures shifts of cropped images; list image models only")
+    return spec
 
 
 def stages_of(model: nn.Module) -> List[str]:
@@ -538,7 +569,33 @@ def _error_figure(err_rows: List[Dict], *, crop: int, border: Any, deepest: Dict
     return fig
 
 
-def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, seed: int, max_shift: int, pairs: int):
+def consistency_inputs(pairs: int, images: Sequence[str]) -> str:
+    """What the consistency pairs are: ``pairs`` random crops, each shifted twice, taken in turn from ``images``
+    (as many from each, the last image fewer when they do not divide evenly; images past the last crop unused).
+
+    Example:
+        >>> consistency_inputs(8, ["camera", "astronaut"])
+        '8 random crops (4 from each of 2 images: camera, astronaut)'
+        >>> consistency_inputs(3, ["camera", "astronaut", "coffee"])
+        '3 random crops (1 from each of 3 images: camera, astronaut, coffee)'
+        >>> consistency_inputs(3, ["camera", "astronaut"])
+        '3 random crops (2 from camera, 1 from astronaut)'
+        >>> consistency_inputs(4, ["camera"])
+        '4 random crops (all from camera)'
+    """
+    per = math.ceil(pairs / len(images))
+    counts = [min(per, pairs - per * i) for i in range(len(images)) if pairs - per * i > 0]
+    used = list(images[: len(counts)])
+    crops_text = f"{pairs} random crop{'s' if pairs != 1 else ''}"
+    if len(used) == 1:
+        return f"{crops_text} (all from {used[0]})"
+    if len(set(counts)) == 1:
+        return f"{crops_text} ({per} from each of {len(used)} images: {', '.join(used)})"
+    return f"{crops_text} ({', '.join(f'{c} from {name}' for c, name in zip(counts, used))})"
+
+
+def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, seed: int, max_shift: int, pairs: int,
+                        images: Sequence[str]):
     fig, ax = figure(figsize=(4.0 + 1.3 * len(cons_rows), 4.8))
     xs = list(range(len(cons_rows)))
     ax.bar([x - 0.2 for x in xs], [r["consistency"] for r in cons_rows], width=0.4, label="argmax of logits")
@@ -552,9 +609,11 @@ def _consistency_figure(cons_rows: List[Dict], others: Sequence[str] = (), *, se
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("consistency (argmax agrees)")
     classes = sorted({r["classes"] for r in cons_rows})
-    ax.set_title(f"Consistency: two random shifts (up to {max_shift} px) of each of {pairs} images; random weights (seed {seed});\n"
-                 f"argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen"
-                 + (f"\nnot drawn (not classifiers): {', '.join(others)}" if others else ""), fontsize=9)
+    text = (f"Consistency: two random shifts (up to {max_shift} px) of each of {consistency_inputs(pairs, images)}; "
+            f"random weights (seed {seed}); argmax over {'/'.join(str(c) for c in classes)} classes; on the bars: distinct classes seen")
+    width = int(9 * fig.get_figwidth())  # characters of a 9 pt title per line: one model's narrow figure wraps it more
+    lines = textwrap.wrap(text, width) + (textwrap.wrap(f"not drawn (not classifiers): {', '.join(others)}", width) if others else [])
+    ax.set_title("\n".join(lines), fontsize=9)
     return fig
 
 
@@ -647,7 +706,7 @@ def run_shift(e: ShiftExperiment, out_dir: Union[str, Path]) -> AppResult:
         classifiers = [r for r in cons_rows if r["pairs"]]
         others = [r["model"] for r in cons_rows if not r["pairs"]]
         if classifiers:
-            save_figure(_consistency_figure(classifiers, others, seed=e.seed, max_shift=e.max_shift, pairs=e.pairs), out / "consistency.png")
+            save_figure(_consistency_figure(classifiers, others, seed=e.seed, max_shift=e.max_shift, pairs=e.pairs, images=e.images), out / "consistency.png")
         else:
             lines.append(f"- no consistency.png: no model is a classifier (outputs (N, classes)): {', '.join(others)}")
         lines += [f"- {m.label}: the +spd rewrite replaced {m.site}" for m in e.models if m.spd]

@@ -106,6 +106,18 @@ def test_a_merge_refuses_every_kind_of_incomplete_job_and_names_each(tmp_path, d
     assert message.endswith(f"resume the whole multirun with: {resume_command(root)}")
 
 
+def test_the_resume_command_starts_the_app_the_way_this_process_was_started(tmp_path, monkeypatch):
+    _record(tmp_path, ["fold.r=2,3"])
+    monkeypatch.setattr(sys, "argv", ["foldconv sweep"])
+    assert shlex.split(resume_command(tmp_path))[:3] == ["foldconv", "sweep", "-m"]
+    for script in ("sweep.py", "aggregate.py"):  # the sweep itself, or the aggregate run on its multirun
+        monkeypatch.setattr(sys, "argv", [f"scripts/{script}"])
+        monkeypatch.chdir(ROOT)
+        assert shlex.split(resume_command(tmp_path))[:3] == ["python", "scripts/sweep.py", "-m"]
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "other.py")])  # not one of the project's scripts
+    assert shlex.split(resume_command(tmp_path))[:2] == ["foldconv", "sweep"]
+
+
 def test_a_directory_without_the_multirun_record_is_refused(tmp_path):
     _job(tmp_path, 0)
     with pytest.raises(FoldError, match="has no multirun.yaml"):
@@ -156,7 +168,10 @@ def test_a_run_cut_while_drawing_redoes_its_outputs_and_index_on_resume(tmp_path
     rows = (tmp_path / "results.csv").read_bytes()
     for name in ("summary.md", "index.md", MARKER):  # every row written, then cut before the outputs were all there
         (tmp_path / name).unlink()
-    assert job_problem(tmp_path) == "cut at 142 rows (no completion marker)"
+    assert job_problem(tmp_path) == "all 142 rows written, cut before its outputs were finished (no completion marker)"
+    (tmp_path / "results.csv").write_bytes(b"".join(rows.splitlines(keepends=True)[:-2]))  # cut mid-rows: of how many
+    assert job_problem(tmp_path) == "cut at 140 rows of 142 (no completion marker)"
+    (tmp_path / "results.csv").write_bytes(rows)
     code, out, err = run_in_process("sweep", args, capsys)
     assert code == 0, err
     assert "0 computed now" in out and (tmp_path / "results.csv").read_bytes() == rows

@@ -53,6 +53,8 @@ def test_small_run_writes_everything_and_rewrites_agree(tmp_path):
     (("models=[resnet7]",), "models='resnet7'"),
     (("models=[resnet18+spd]",), "models='resnet18+spd': is compared with its model 'resnet18'"),
     (("models=[resnet18,resnt18+spd]",), "models='resnt18+spd': is not a torchvision model or a registered architecture; did you mean resnet18+spd,"),
+    (("models=[espcn+spd]",), "models='espcn+spd': has no strided conv for the +spd rewrite"),  # before asking for espcn
+    (("models=[espcn,dcgan]", "ladder.enabled=false"), "models='dcgan': takes an input of shape (1, 100, 1, 1), a latent vector"),
     (("images=[lena]",), "images='lena'"),
     (("border=edges",), "border='edges'"),
     (("ladder.image_size=30",), "image_size=30"),

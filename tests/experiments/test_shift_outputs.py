@@ -24,6 +24,18 @@ def test_labels_name_the_model_never_a_factory():
         ShiftExperiment(models=("resnet18", {"_target_": "torchvision.models.get_model", "name": "resnet18"}))
 
 
+def test_a_model_that_takes_no_image_and_a_rewrite_that_cannot_apply_are_refused_up_front():
+    with pytest.raises(ValueError, match=r"models='dcgan': takes an input of shape \(1, 100, 1, 1\), a latent vector"):
+        ShiftExperiment(models=("espcn", "dcgan"), ladder=LadderConfig(enabled=False))
+    with pytest.raises(ValueError, match=r"models='dcgan\+spd': takes an input"):
+        ShiftExperiment(models=("dcgan+spd",))
+    with pytest.raises(ValueError, match=r"models='espcn\+spd': has no strided conv"):  # not "list espcn too", then this
+        ShiftExperiment(models=("espcn+spd",))
+    with pytest.raises(ValueError, match=r"is compared with its model 'resnet18'"):  # a rewrite that applies: its base is asked for
+        ShiftExperiment(models=("resnet18+spd",))
+    assert ShiftExperiment(models=("espcn",)).labels == ("espcn",)
+
+
 @pytest.mark.parametrize("size", [32, 224])
 def test_a_stage_after_global_pooling_has_no_period(size):
     report = shift_equivariance(build_model("resnet18", meta=True), (1, 3, size, size))
@@ -75,13 +87,24 @@ def test_figures_draw_every_model_beside_not_over_the_data(small_run, monkeypatc
     cons = read_csv(out / "consistency.csv")
     for r in cons:
         r.update(consistency=float(r["consistency"]), centred_consistency=float(r["centred_consistency"]))
-    fig = app._consistency_figure(cons, ["a_feature_map"], seed=0, max_shift=8, pairs=4)
+    fig = app._consistency_figure(cons, ["a_feature_map"], seed=0, max_shift=8, pairs=4, images=e.images)
     assert not text_problems(fig)
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1  # beside the bars
-    assert "random weights" in ax.get_title() and "10/1000 classes" in ax.get_title() and "each of 4 images" in ax.get_title()
-    assert "not drawn (not classifiers): a_feature_map" in ax.get_title()
+    title = ax.get_title().replace("\n", " ")
+    assert "random weights" in title and "10/1000 classes" in title
+    assert "each of 4 random crops (all from camera)" in title  # what was run: 4 pairs, 1 image
+    assert "not drawn (not classifiers): a_feature_map" in title
+
+
+def test_the_consistency_title_states_the_pairs_and_the_images_run():
+    rows = [{"model": "m", "consistency": 0.5, "centred_consistency": 0.5, "classes_seen": 2, "centred_classes_seen": 2, "classes": 10}]
+    fig = app._consistency_figure(rows, seed=0, max_shift=8, pairs=8, images=("camera", "astronaut"))
+    assert not text_problems(fig)  # one model's narrow figure wraps the title
+    title = fig.axes[0].get_title().replace("\n", " ")
+    assert "of each of 8 random crops (4 from each of 2 images: camera, astronaut)" in title and "8 images" not in title
+    assert app.consistency_inputs(5, ("camera", "astronaut", "coffee")) == "5 random crops (2 from camera, 2 from astronaut, 1 from coffee)"
 
 
 def test_every_model_is_in_the_periods_table_the_plus_spd_with_whose_analysis(small_run):

@@ -435,3 +435,32 @@ def test_the_title_names_the_grid_actually_run(tmp_path):
         first = (tmp_path / name).read_text().splitlines()[0]
         assert "grid=quick with grid.dims=[1] grid.r=[2] grid.kernel=[3] grid.following=[]" in first, first
         assert "grid=quick," not in first and not first.endswith("grid=quick")
+
+
+def _section_rows(spec):
+    return [{"section": s, "r": r, "kernel": 3, "observed": o, "predicted": o, "agree": "True", "rule": "X", "rel_err_bfloat16": 0.01}
+            for s, r, o, n in spec for _ in range(n)]
+
+
+def test_the_by_r_figure_compares_like_with_like():
+    from foldconv.experiments.sweep.summary import by_r_pooling
+
+    # an r=2 job alone ran strided_spd (stride-2 convs): pooled, r=2 would show 26 extra "holds with conditions"
+    rows = _section_rows([("theorem", r, "holds with conditions", 33) for r in ("2", "3", "4")]
+                         + [("strided_spd", "2", "holds with conditions", 26), ("invalid", "-1", "invalid", 1), ("invalid", "1.5", "invalid", 1)])
+    rs, pooled, left = by_r_pooling(rows)
+    assert rs == ["2", "3", "4"] and pooled == ["theorem"]  # the probes' r=-1, 1.5 are no fold factors
+    assert left == {"strided_spd": "run at r=2 only", "invalid": "probes of invalid requests at r=-1, 1.5, not fold factors"}
+    rs, pooled, left = by_r_pooling([row for row in rows if row["section"] != "strided_spd" or row["r"] != "2"] +
+                                    _section_rows([("strided_spd", r, "holds", 1) for r in ("2", "3", "4")]))
+    assert pooled == ["theorem", "strided_spd"] and list(left) == ["invalid"]  # run at every r: pooled like the others
+
+
+def test_the_error_heatmap_names_its_floor_only_when_the_r1_row_was_run(tmp_path):
+    from foldconv.experiments.sweep.main import sweep_files
+    from foldconv.experiments.sweep.summary import error_floor
+
+    without = _section_rows([("theorem", r, "holds", 1) for r in ("2", "3")])
+    with_floor = without + _section_rows([("theorem", "1", "holds", 1)])
+    assert error_floor(with_floor).startswith("the r=1 row") and sweep_files(with_floor)["heatmap_errors.png"].endswith("its floor")
+    assert "r=1 row is" not in sweep_files(without)["heatmap_errors.png"] and error_floor(without).startswith("no r=1 row was run")

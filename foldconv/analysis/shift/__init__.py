@@ -20,6 +20,8 @@ from .measure import (
     crops,
     equivariance_error,
     min_clean_length,
+    phase_boxes,
+    phase_positions,
     read_shifted,
     stage_errors,
 )
@@ -27,5 +29,5 @@ from .measure import (
 __all__ = [
     "AxisShift", "Consistency", "LocallyConnected2d", "NodeShift", "RF_BORDER", "ShiftReport", "StageError", "clean_positions",
     "consistency", "consistency_pair", "crops", "edge_lattice", "equivariance_error", "kaiming_bound", "ladder_models", "min_clean_length",
-    "parameter_count", "read_shifted", "shift_equivariance", "stage_errors",
+    "parameter_count", "phase_boxes", "phase_positions", "read_shifted", "shift_equivariance", "stage_errors",
 ]

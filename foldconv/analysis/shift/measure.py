@@ -47,7 +47,7 @@ from .analytic import NodeShift, ShiftReport
 
 __all__ = [
     "StageError", "Consistency", "read_shifted", "equivariance_error", "clean_positions", "min_clean_length", "stage_errors", "consistency", "consistency_pair", "crops",
-    "RF_BORDER",
+    "RF_BORDER", "phase_boxes", "phase_positions",
 ]
 
 #: The ``border`` of :func:`stage_errors` that drops exactly the positions whose computation reads padding.
@@ -262,7 +262,7 @@ def stage_errors(
                     if _is_global(info) and n:  # the whole map was compared: count the stage's positions, not its channels
                         n = math.prod(report.rf[info.name].positions)
                     result.append(StageError(name, depth, info.jump, info.period, tuple(int(v) for v in s), err, n,
-                                             exact=_exact(report, info, s, n, border), global_=_is_global(info)))
+                                             exact=_exact(report, info, s, n, border, size), global_=_is_global(info)))
     finally:
         for h in hooks:
             h.remove()
@@ -278,14 +278,74 @@ def _keep(report: ShiftReport, info: NodeShift, size: Sequence[int], shift: Sequ
     if _is_global(info) or any(q == 0 for q in rate):
         return None
     axes = report.rf[info.name].axes
-    return [clean_positions(a, n, s * q) for a, n, s, q in zip(axes, size, shift, rate)]
+    keep = []
+    for a, (axis, n, s, q) in enumerate(zip(axes, size, shift, rate)):
+        phased = None if axis.aligned else phase_positions(report, info, a, n, s * q)
+        keep.append(phased if phased is not None else clean_positions(axis, n, s * q))
+    return keep
 
 
-def _exact(report: ShiftReport, info: NodeShift, shift: Sequence[int], positions: int, border: Union[int, str]) -> bool:
+def phase_boxes(report: ShiftReport, info: NodeShift, axis: int) -> Optional[List[Tuple[int, int]]]:
+    """The input boxes (Araujo's coordinates, padding included) that the units ``0 .. own_period - 1`` of an
+    unaligned stage read along ``axis``, when every later unit reads one of them moved by whole periods (unit
+    ``i + own_period`` reads box ``i`` moved by ``period`` input pixels); None otherwise. A sub-pixel
+    (pixel-shuffle) stage is such a stage: its ``r`` phases read the same box, which moves one input pixel per
+    ``r`` units, so no single integer box jump describes it and the receptive-field report calls it unaligned.
+
+    Example:
+        >>> from foldconv.analysis.shift import shift_equivariance
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2))
+        >>> report = shift_equivariance(net, (1, 1, 8, 8))
+        >>> phase_boxes(report, report.stage("1"), 0)
+        [(-1, 1), (-1, 1)]
+    """
+    a, rf = info.axes[axis], report.rf[info.name]
+    q, p = a.own_period, a.period
+    n = rf.shape[2 + axis]
+    if not q or not p or n < 2 * q or not rf.axes[axis].exact:
+        return None
+    centre = [m // 2 for m in rf.shape[2:]]
+
+    def box(i: int) -> Tuple[int, int]:
+        return tuple(report.rf.box(info.name, tuple(centre[:axis] + [i] + centre[axis + 1:]), clip=False)[axis])
+
+    boxes = [box(i) for i in range(q)]
+    if any(box(i + q) != (lo + p, hi + p) for i, (lo, hi) in enumerate(boxes)):
+        return None
+    return boxes
+
+
+def phase_positions(report: ShiftReport, info: NodeShift, axis: int, length: int, offset: Fraction) -> Optional[Tuple[int, int]]:
+    """:func:`clean_positions` of an unaligned stage whose units read periodic boxes (:func:`phase_boxes`),
+    exactly: the units ``lo <= i < hi`` whose box, and that of unit ``i + offset`` of the unshifted pass,
+    lie inside ``[0, length - 1]``; None when the boxes are not periodic, ``offset`` is fractional, the report
+    was made for another crop length, or the clean units are not one run."""
+    boxes = phase_boxes(report, info, axis)
+    if boxes is None or offset.denominator != 1 or report.rf.input_shape[2 + axis] != length:
+        return None
+    q, p, n, off = len(boxes), info.axes[axis].period, report.rf[info.name].shape[2 + axis], int(offset)
+
+    def clean(i: int) -> bool:
+        lo, hi = boxes[i % q]
+        return 0 <= lo + (i // q) * p and hi + (i // q) * p <= length - 1
+
+    kept = [i for i in range(max(0, n - off)) if clean(i) and clean(i + off)]
+    if not kept:
+        return (0, 0)
+    if kept[-1] - kept[0] + 1 != len(kept):
+        return None
+    return kept[0], kept[-1] + 1
+
+
+def _exact(report: ShiftReport, info: NodeShift, shift: Sequence[int], positions: int, border: Union[int, str], size: Sequence[int]) -> bool:
     """What the theory says: error 0 at the compared positions (local, aligned, period divides the shift,
     no padding read)."""
-    if border != RF_BORDER or positions == 0 or _is_global(info) or not report.rf[info.name].aligned:
+    if border != RF_BORDER or positions == 0 or _is_global(info):
         return False
+    for k, (a, n, s) in enumerate(zip(report.rf[info.name].axes, size, shift)):
+        rate = info.axes[k].rate
+        if not a.aligned and (rate is None or phase_positions(report, info, k, n, s * rate) is None):
+            return False  # kept by the conservative bound (no periodic boxes): no exact claim
     return all(a.period is not None and a.own_period and s % a.period == 0 for a, s in zip(info.axes, shift))
 
 

@@ -39,9 +39,9 @@ from ..app import CONFIG_DIR, ClaimFailed
 from ..io import RowLog, duration, progress_bar, status, write_csv, write_index
 from .aggregate import multirun_results, write_merged
 from .isolate import IsolatedRun, run_isolated, self_peak_rss_mb
-from .summary import answer, crashed, disagreements, write_sweep_outputs
+from .summary import answer, crashed, disagreements, error_floor, write_sweep_outputs
 
-__all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "describe_grid", "plan", "run_sweep_app", "run_aggregate_app"]
+__all__ = ["FoldOverride", "Shard", "SweepConfig", "AggregateConfig", "describe_grid", "plan", "run_sweep_app", "run_aggregate_app", "sweep_files"]
 
 
 @dataclass(frozen=True)
@@ -105,17 +105,31 @@ SWEEP_FILES = {
     "results.csv": "one row per configuration: the point, predicted and observed outcome, rule, reason, conditions (the remedy), errors per dtype",
     "results.config.json": "the config that produced results.csv (a rerun in this directory resumes only with the same one)",
     "outcomes.png": "observed outcome counts per section",
-    "outcomes_by_r.png": "observed outcome counts per fold factor r, every section pooled",
+    "outcomes_by_r.png": "observed outcome counts per fold factor r, pooling only the sections run at every r (the title names those left out, and the invalid-input probes, whose r values are not fold factors)",
     "heatmap_modes.png": "fraction of r > 1 configurations whose literal fold holds, stride x padding, per padding mode",
-    "heatmap_errors.png": "largest relative error of the folded form run in each low-precision dtype against the original in float64, r x kernel (the dtype's own rounding included: the r=1 row is its floor)",
+    "heatmap_errors.png": "largest relative error of the folded form run in each low-precision dtype against the original in float64, r x kernel (the dtype's own rounding included)",
     "*.log": "the app's log (Hydra)",
 }
 
 
-def _fingerprint(config: SweepConfig) -> Dict[str, Any]:
-    """What decides the rows (not ``plots``, ``progress``, ``isolate`` or the grid's name): a resume must match it."""
+def sweep_files(rows: Any) -> Dict[str, str]:
+    """:data:`SWEEP_FILES` as index.md lists them for ``rows`` (a list or a Tally): the error heatmap's line
+    says what its floor is only from the rows the run has.
+
+    Example:
+        >>> sweep_files([])["heatmap_errors.png"].endswith("(run fold.r=1 too for that floor)")
+        True
+    """
+    files = dict(SWEEP_FILES)
+    files["heatmap_errors.png"] = f"{files['heatmap_errors.png']}; {error_floor(rows)}"
+    return files
+
+
+def _fingerprint(config: SweepConfig, rows: int) -> Dict[str, Any]:
+    """What decides the rows (not ``plots``, ``progress``, ``isolate`` or the grid's name): a resume must match it;
+    ``rows`` (how many the job plans) lets a cut job's record say whether all its rows were written."""
     grid = {k: v for k, v in asdict(config.grid).items() if k != "name"}
-    return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes]}
+    return {"grid": grid, "fold.r": config.fold.r, "shard": asdict(config.shard), "dtypes": [dtype_name(d) for d in config.dtypes], "rows": rows}
 
 
 def _preset(name: str) -> Optional[Grid]:
@@ -204,7 +218,7 @@ def run_sweep_app(
     pts = list(iter_points(config.grid, override, select=in_shard(config.shard.index, config.shard.count)))
     cols = columns(config.dtypes)
     stats = IsolatedRun()
-    with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config), param="hydra.run.dir") as rows_log:
+    with RowLog(out / "results.csv", cols, key=list(POINT_FIELDS), config=_fingerprint(config, len(pts)), param="hydra.run.dir") as rows_log:
         todo = [p for p in pts if rows_log.key_of(point_row(p)) not in rows_log.done]
         first, rest = calibration(todo)
         if not todo:
@@ -232,7 +246,7 @@ def run_sweep_app(
     if config.shard.count > 1:
         title += f", shard {config.shard.index}/{config.shard.count}"
     write_sweep_outputs(ordered, out, title, plots=config.plots, csv=False)
-    write_index(out, SWEEP_FILES, title=title, answer=answer(ordered))
+    write_index(out, sweep_files(ordered), title=title, answer=answer(ordered))
     if todo:
         took = time.perf_counter() - start
         worker = f", worker {stats.peak_rss_mb:,.0f} MB" if config.isolate else ""
@@ -271,7 +285,7 @@ def run_aggregate_app(config: AggregateConfig, out: Path, root: Path) -> str:
     tally = write_merged(paths, Path(out) / "results.csv")
     title = f"Aggregated sweep: {len(paths)} jobs from {root.name}"
     write_sweep_outputs(tally, out, title, plots=config.plots)
-    write_index(out, {**SWEEP_FILES, "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=tally.answer())
+    write_index(out, {**sweep_files(tally), "results.csv": "every job's rows merged (a job column names the job folder); rows shared by jobs kept once"}, title=title, answer=tally.answer())
     bad, lost = len(tally.bad), len(tally.lost)
     if bad or lost:
         raise ClaimFailed(f"{bad} of {tally.n} merged rows disagree and {lost} crashed their worker (not observed); see {out / 'summary.md'}")

@@ -17,7 +17,7 @@ from ...sweep import COLUMNS, CRASHED
 from ..io import columns_of, figure, is_true, legend_beside, markdown_table, no_data, save_figure, write_csv, write_markdown
 
 __all__ = ["COVERED", "MEANINGS", "Tally", "coverage_lines", "answer", "crashed", "disagreements", "summarize", "write_sweep_outputs", "plot_modes", "plot_errors",
-           "plot_outcomes", "plot_outcomes_by_r"]
+           "plot_outcomes", "plot_outcomes_by_r", "by_r_pooling", "PROBES", "error_floor"]
 
 _OUTCOMES = ("holds", "holds with conditions", "fails", "invalid")
 
@@ -99,7 +99,7 @@ class Tally:
         self.n = 0
         self.outcomes: collections.Counter = collections.Counter()
         self.by_section: Dict[str, collections.Counter] = {}
-        self.by_r: Dict[str, collections.Counter] = {}
+        self.by_section_r: Dict[str, Dict[str, collections.Counter]] = {}
         self.bad: List[Mapping[str, Any]] = []
         self.lost: List[Mapping[str, Any]] = []
         self.rules: Dict[tuple, List[Any]] = {}
@@ -125,7 +125,8 @@ class Tally:
         observed = r.get("observed")
         self.outcomes[observed] += 1
         self.by_section.setdefault(r.get("section"), collections.Counter())[observed] += 1
-        self.by_r.setdefault(str(r.get("r", "")), collections.Counter())[observed] += 1
+        per_r = self.by_section_r.setdefault(str(r.get("section")), {})
+        per_r.setdefault(str(r.get("r", "")), collections.Counter())[observed] += 1
         if observed == CRASHED:
             self.lost.append(r)
             return
@@ -366,13 +367,28 @@ def plot_modes(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> P
     return save_figure(fig, path)
 
 
+def error_floor(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> str:
+    """What the low-precision errors of ``rows`` can be compared with: the r=1 row (the identity fold: the dtype's
+    own rounding alone) when the run has one, else the plain statement that no floor row was run.
+
+    Example:
+        >>> print(error_floor([{"section": "theorem", "r": 2, "kernel": 3, "rel_err_bfloat16": 0.01, "observed": "holds"}]))
+        no r=1 row was run, so no row shows the dtype's own rounding alone (run fold.r=1 too for that floor)
+    """
+    errors = Tally.of(rows).errors
+    if any(r == "1" for cells in errors.values() for r, _ in cells):
+        return "the r=1 row (the identity fold) is the dtype's own rounding alone: its floor"
+    return "no r=1 row was run, so no row shows the dtype's own rounding alone (run fold.r=1 too for that floor)"
+
+
 def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
     """Heatmaps: log10 of the largest relative error of the folded form over r x kernel, one panel per
     low-precision dtype, all on one colour scale (one colour bar) and each cell's value printed, so that two
     panels compare at a glance and a spread of a few units in the last place does not read as structure."""
     import numpy as np
 
-    errors = Tally.of(rows).errors
+    tally = Tally.of(rows)
+    errors = tally.errors
     keys = list(errors)
     if not keys:  # no theorem or product rows with low-precision errors (a shard of other sections, dtypes=[])
         fig, ax = figure(figsize=(5.0, 2.4))
@@ -410,8 +426,7 @@ def plot_errors(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> 
         ax.set_xlabel("kernel K")
         ax.set_ylabel("fold r")
         ax.set_title(f"folded form in {key.replace('rel_err_', '')}\nvs the original in float64", fontsize=9)
-    fig.suptitle("Largest relative error: the dtype's own rounding plus what folding adds"
-                 + ("\n(r = 1, the identity fold, is the dtype's floor: compare the other rows with it)" if "1" in rs else ""),
+    fig.suptitle(f"Largest relative error: the dtype's own rounding plus what folding adds\n({error_floor(tally)})",
                  fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes[0][-1], fraction=0.046, pad=0.04).set_label("log10 max rel error\n(one scale for all panels)")
@@ -466,17 +481,48 @@ def _r_key(r: str) -> Tuple[float, str]:
             return (math.inf, r)
 
 
-def plot_outcomes_by_r(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
-    """Observed outcome counts per fold factor r, every section pooled: where the heatmaps pool r, this says
-    whether an outcome depends on it (r=1, the identity fold, holds by construction)."""
+#: The section whose r values are probes of invalid requests (r=-1, 0, 1.5), not fold factors a job ran.
+PROBES = "invalid"
+
+
+def by_r_pooling(rows: Union[Tally, Iterable[Mapping[str, Any]]]) -> Tuple[List[str], List[str], Dict[str, str]]:
+    """What :func:`plot_outcomes_by_r` may pool so that its bars compare like with like: the fold factors (the r
+    values of the sections other than the invalid-input probes), the sections run at every one of them (pooled),
+    and each section left out with why (run at some r only, e.g. the strided_spd section of an r=2 job alone;
+    the probes' r values are not fold factors).
+
+    Example:
+        >>> rows = [{"section": s, "r": r, "observed": "holds"} for s, r in
+        ...         [("theorem", 2), ("theorem", 3), ("strided_spd", 2), ("invalid", 0)]]
+        >>> rs, pooled, left = by_r_pooling(rows)
+        >>> rs, pooled, left["strided_spd"], left["invalid"]
+        (['2', '3'], ['theorem'], 'run at r=2 only', 'probes of invalid requests at r=0, not fold factors')
+    """
     t = Tally.of(rows)
-    rs = sorted(t.by_r, key=_r_key)
+    folds = {s: per_r for s, per_r in t.by_section_r.items() if s != PROBES}
+    rs = sorted({r for per_r in folds.values() for r in per_r}, key=_r_key)
+    pooled = [s for s, per_r in folds.items() if set(per_r) == set(rs)]
+    left = {s: f"run at {', '.join(f'r={r}' for r in sorted(per_r, key=_r_key))} only" for s, per_r in folds.items() if s not in pooled}
+    if PROBES in t.by_section_r:
+        left[PROBES] = f"probes of invalid requests at r={', '.join(sorted(t.by_section_r[PROBES], key=_r_key))}, not fold factors"
+    return rs, pooled, left
+
+
+def plot_outcomes_by_r(rows: Union[Tally, Iterable[Mapping[str, Any]]], path: Path) -> Path:
+    """Observed outcome counts per fold factor r, pooling only the sections run at every r (like with like: a
+    section that one job alone ran would pass for r's effect) and never the invalid-input probes, whose r values
+    are not fold factors; the title names what is pooled and what is left out (see :func:`by_r_pooling`)."""
+    t = Tally.of(rows)
+    rs, pooled, left = by_r_pooling(t)
+    counts = {f"r={r}": sum((t.by_section_r[s].get(r, collections.Counter()) for s in pooled), collections.Counter()) for r in rs}
     outcomes = _OUTCOMES + ((CRASHED,) if t.lost else ())
-    fig, ax = figure(figsize=(8, 1.2 + 0.2 * len(outcomes) * max(1, len(rs))))
-    _outcome_bars(ax, [f"r={r}" for r in rs], {f"r={r}": t.by_r.get(r, collections.Counter()) for r in rs}, outcomes)
+    fig, ax = figure(figsize=(8, 1.6 + 0.2 * len(outcomes) * max(1, len(rs))))
+    _outcome_bars(ax, list(counts), counts, outcomes)
     if rs:
-        ax.set_ylabel("fold factor r (per axis when written (rh,rw))")
-    ax.set_title("Observed outcome per fold factor r (all sections)", fontsize=10)
+        ax.set_ylabel("fold factor r")
+    title = f"Observed outcome per fold factor r: the {len(pooled)} section{'s' if len(pooled) != 1 else ''} run at every r, pooled"
+    lines = [title] + textwrap.wrap("not drawn: " + "; ".join(f"{s} ({why})" for s, why in left.items()), 110) if left else [title]
+    ax.set_title("\n".join(lines), fontsize=9)
     return save_figure(fig, path)
 
 

@@ -178,3 +178,34 @@ def test_resnet18_layer1_needs_more_than_its_field_under_a_shift():
     axis = report.rf[info.name].axes[1]
     assert axis.rf == 43 < 64
     assert min_clean_length(axis, Fraction(0)) <= 64 < min_clean_length(axis, 32 * info.axes[1].rate)
+
+
+@pytest.mark.claim("SHIFT-1")
+def test_a_sub_pixel_stage_whose_period_divides_the_shift_is_checked_exactly_and_its_border_is_tight():
+    from foldconv.analysis.shift import phase_boxes, phase_positions
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 9, 5, padding=2), nn.ReLU(), nn.Conv2d(9, 9, 3, padding=1), nn.PixelShuffle(3)).double().eval()
+    for conv in (net[0], net[2]):
+        nn.init.uniform_(conv.bias, 0.5, 1.0)  # zero padding then differs from the image: a border unit shows it
+    crop = 24
+    report = shift_equivariance(net, (1, 1, crop, crop))
+    info = report.stage("3")
+    assert not report.rf[info.name].aligned and [(a.period, a.own_period) for a in info.axes] == [(1, 3), (1, 3)]
+    assert phase_boxes(report, info, 1) == [(-3, 3)] * 3  # the 3 phases read one box, moving 1 px per 3 units
+    imgs = torch.randn(2, 1, crop + 4, crop + 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    errs = stage_errors(net, report, ["3"], imgs, input_size=(crop, crop), shifts=[(0, 1), (0, 2)])
+    assert all(e.exact and e.positions > 0 and e.error == 0.0 for e in errs), errs
+    # tight: one more unit on either side reads padding, and the error is no longer 0
+    lo, hi = phase_positions(report, info, 1, crop, Fraction(3))
+    assert (lo, hi) == (9, 3 * crop - 12)
+    captured = {}
+    net[3].register_forward_hook(lambda _m, _i, out: captured.setdefault(len(captured), out))
+    with torch.no_grad():
+        net(imgs[..., :crop, :crop])
+        net(imgs[..., :crop, 1:crop + 1])
+    rows = phase_positions(report, info, 0, crop, Fraction(0))
+    rate = (Fraction(3), Fraction(3))
+    assert equivariance_error(captured[0], captured[1], (0, 1), rate, keep=[rows, (lo, hi)])[0] == 0.0
+    assert equivariance_error(captured[0], captured[1], (0, 1), rate, keep=[rows, (lo - 1, hi)])[0] > 0
+    assert equivariance_error(captured[0], captured[1], (0, 1), rate, keep=[rows, (lo, hi + 1)])[0] > 0

@@ -143,15 +143,21 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
     """Rules as :func:`foldconv.rewrite` takes them, from the spellings a config allows: ``"strided_to_spd"``,
     ``{"fold_stage": {"stage": "layer1", "r": 2}}`` or ``["fold_stage", {...}]``.
 
+    One rule name alone (``rules=subpixel_to_transposed``) is a list of one.
+
     Example:
         >>> normalize_rules(["focus_to_conv", ["fold_stage", {"stage": "s", "r": 2}]])
         ('focus_to_conv', ('fold_stage', {'stage': 's', 'r': 2}))
+        >>> normalize_rules("subpixel_to_transposed")
+        ('subpixel_to_transposed',)
         >>> normalize_rules(["fold_stag"])
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: rules='fold_stag': is not a rule (one of conv_to_focus, ..., unfold_stage); did you mean fold_stage?
     """
-    if isinstance(rules, (str, Mapping)) or not isinstance(rules, Sequence) or not rules:
+    if isinstance(rules, str) and rules:
+        rules = [rules]
+    if isinstance(rules, Mapping) or not isinstance(rules, Sequence) or not rules:
         raise fold_error(param, rules, "must be a non-empty list of rule names or {rule: {option: value}} entries")
     out: List[RuleArg] = []
     for rule in rules:
@@ -374,9 +380,11 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
             rows.append({
                 "model": run.label, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
                 "input shape": "x".join(str(v) for v in s.input_shape), "before": s.before, "after": s.after,
-                # a part's parameters and MACs are counted in its site's row (blank here, never a false 0)
-                **{k: "" if s.part_of else v for k, v in (("params before", s.params_before), ("params after", s.params_after),
-                                                          ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
+                # a part's parameters and MACs are counted in its site's row, and a site not applied has no "after"
+                # (blank, never a false 0 that reads as a cost)
+                **{k: "" if s.part_of or (not s.applied and k.endswith("after")) else v
+                   for k, v in (("params before", s.params_before), ("params after", s.params_after),
+                                ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
                 "part of": s.part_of,
                 "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
@@ -633,7 +641,11 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     out = Path(out_dir)
     files: List[Path] = []
     sites = [row for run in runs for row in site_rows(run)]
-    files += write_table(sites, out / "sites", title="Sites: each rule's pattern, before and after").values()
+    if sites:
+        files += write_table(sites, out / "sites", title="Sites: each rule's pattern, before and after").values()
+    else:  # an empty table reads as a broken file: say why there is no row
+        none = "; ".join(no_site_text(r, run.label) for run in runs for r in run.rules)
+        files.append(write_markdown(f"# Sites: each rule's pattern, before and after\n\nNo site: {none}.\n", out / "sites.md"))
     files += write_table([row for run in runs for row in _whole_rows(run)], out / "models", title="Whole models verified").values()
     if sites:
         files.append(save_figure(sites_figure(sites), out / "sites.png", dpi=e.dpi))
@@ -654,8 +666,23 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     summary = summary_text(RewriteRun(tuple(runs)), seed=e.seed)
     files.append(write_markdown(summary, out / "summary.md"))
     result = RewriteRun(tuple(runs), tuple(files))
-    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" for m in runs)
+    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(
+        f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" if m.report.main_sites
+        else f"{m.label} (no site: {'; '.join(no_site_text(r, m.label) for r in m.rules)})" for m in runs)
     return AppResult("Rewrite", answer, tuple(c for m in runs for c in m.checks), _files(), summary, result)
+
+
+def no_site_text(rule: RuleArg, label: str) -> str:
+    """What a rule that matched no site in model ``label`` looks for.
+
+    Example:
+        >>> no_site_text("transposed_to_subpixel", "espcn")
+        'rule transposed_to_subpixel matches no site in espcn (it looks for a ConvTranspose1d/2d/3d)'
+    """
+    name = _rule_text(rule)
+    base = rule if isinstance(rule, str) else rule[0]
+    looks = RULES.get(base).looks_for if isinstance(base, str) and base in RULES else getattr(base, "looks_for", "")
+    return f"rule {name} matches no site in {label}" + (f" (it looks for {looks})" if looks else "")
 
 
 def summary_text(run: RewriteRun, *, seed: Optional[int] = None) -> str:
@@ -667,6 +694,11 @@ def summary_text(run: RewriteRun, *, seed: Optional[int] = None) -> str:
         r = m.report
         whole = r.verification.summary() if r.verification is not None else "not verified"
         line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.main_sites)} site(s) applied; whole model {whole}"
+        if not r.main_sites:  # a rule that matched nothing is the answer, not "rewritten"
+            line += "; " + "; ".join(no_site_text(x, m.label) for x in m.rules)
+        refused = [x for x in r.main_sites if not x.applied]
+        if refused:  # why a site kept its layers belongs beside the count, not only in sites.md
+            line += "; not applied: " + "; ".join(f"{x.rule} at {x.location or 'the model'}: {x.reason}" for x in refused)
         applied = [x for x in r.main_sites if x.applied]
         if applied:  # what the rewrite costs, and whether it trains the same, belong beside "equivalent"
             p0, p1 = sum(x.params_before for x in applied), sum(x.params_after for x in applied)

@@ -93,7 +93,8 @@ class Rule:
     ``leaves(options)``: what the tracer must keep whole (:data:`foldconv.tracing.Leaf` entries: a stage's path);
     ``details(match, built)``: extra table rows ``(location, pattern, applied, reason, input_shape)`` for the parts
     of a site (a stage's layers; ``input_shape`` the part's own input, () when unknown); ``decide(match, get, options)``: fixes, from the model's own weights, a choice ``build``
-    then reads from ``match.variant`` (a build that branched on weight values would not be a polynomial of them).
+    then reads from ``match.variant`` (a build that branched on weight values would not be a polynomial of them);
+    ``looks_for``: the sites ``find`` matches, in words (said when a rule matches nothing in a model).
 
     Example:
         >>> mine = Rule("bn_into_conv", RULES.get("fold_bn").find, RULES.get("fold_bn").build)
@@ -109,6 +110,7 @@ class Rule:
     leaves: Callable[[Mapping[str, Any]], Tuple[tracing.Leaf, ...]] = lambda options: ()
     details: Optional[Callable[[Match, nn.Module], List[Tuple[str, str, bool, str, Tuple[int, ...]]]]] = None
     decide: Optional[Callable[[Match, Getter, Mapping[str, Any]], Match]] = None
+    looks_for: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", {"at": None, **dict(self.options)})
@@ -565,20 +567,27 @@ def _stage_leaves(options: Mapping[str, Any]) -> Tuple[str, ...]:
 
 
 for _built_in in (
-    Rule("focus_to_conv", _find_spd, _build_spd, inverse="conv_to_focus"),
-    Rule("conv_to_focus", _find_focus_form, _build_focus_form, {"order": "focus"}, inverse="focus_to_conv"),
-    Rule("strided_to_spd", _find_strided, _build_strided, {"order": "crd", "padding": "auto"}, inverse="spd_to_strided"),
-    Rule("spd_to_strided", _find_spd, _build_spd, inverse="strided_to_spd"),
-    Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}, inverse="subpixel_to_transposed"),
+    Rule("focus_to_conv", _find_spd, _build_spd, inverse="conv_to_focus",
+         looks_for="space-to-depth (Focus slices + cat, a SpaceToDepth module or function) then a conv, or a SpaceToDepthConv"),
+    Rule("conv_to_focus", _find_focus_form, _build_focus_form, {"order": "focus"}, inverse="focus_to_conv",
+         looks_for="a Conv2d of stride 2"),
+    Rule("strided_to_spd", _find_strided, _build_strided, {"order": "crd", "padding": "auto"}, inverse="spd_to_strided",
+         looks_for="a conv with a stride above 1"),
+    Rule("spd_to_strided", _find_spd, _build_spd, inverse="strided_to_spd",
+         looks_for="space-to-depth (Focus slices + cat, a SpaceToDepth module or function) then a conv, or a SpaceToDepthConv"),
+    Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}, inverse="subpixel_to_transposed",
+         looks_for="a ConvTranspose1d/2d/3d"),
     Rule("subpixel_to_transposed", _find_subpixel, _build_subpixel, {"fold_bn": True}, inverse="transposed_to_subpixel",
-         decide=_decide_subpixel),
+         decide=_decide_subpixel, looks_for="a conv [+ BatchNorm] then depth-to-space (PixelShuffle or another order), or a SubPixelConv"),
     Rule("fold_stage", _find_stage, _build_stage,
          {"stage": REQUIRED, "r": REQUIRED, "order": "crd", "fold_bn": True, "cost_neutral_only": True},
-         inverse="unfold_stage", leaves=_stage_leaves, details=_stage_details),
-    Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, inverse="fold_stage", leaves=_stage_leaves),
-    Rule("fold_bn", lambda ctx, options: conv_then_bn(ctx), _build_fold_bn),
-    Rule("to_pixel_shuffle", _find_to_shuffle, _build_to_shuffle, inverse="from_pixel_shuffle", leaves=_pair_leaves),
+         inverse="unfold_stage", leaves=_stage_leaves, details=_stage_details, looks_for="the module at the path given as stage"),
+    Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, inverse="fold_stage", leaves=_stage_leaves,
+         looks_for="a FoldedStage"),
+    Rule("fold_bn", lambda ctx, options: conv_then_bn(ctx), _build_fold_bn, looks_for="a conv followed by an eval-mode BatchNorm"),
+    Rule("to_pixel_shuffle", _find_to_shuffle, _build_to_shuffle, inverse="from_pixel_shuffle", leaves=_pair_leaves,
+         looks_for="a conv + depth-to-space or space-to-depth + conv in a channel order other than torch's"),
     Rule("from_pixel_shuffle", _find_from_shuffle, _build_from_shuffle, {"order": "dcr"}, inverse="to_pixel_shuffle",
-         leaves=_pair_leaves),
+         leaves=_pair_leaves, looks_for="a conv + nn.PixelShuffle / F.pixel_shuffle, or nn.PixelUnshuffle + conv"),
 ):
     RULES.register(_built_in.name, _built_in)

@@ -172,3 +172,51 @@ def test_the_summary_states_what_the_app_and_the_rules_did_to_the_model_besides_
     assert "seeded random weights (seed 3)" in line and "in eval mode" in line
     _, plain = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2, "fold_bn": False})])
     assert "besides the rules" not in summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("fold_stage",), plain),)))
+
+
+def test_one_rule_name_alone_is_a_list_of_one():
+    from foldconv.experiments.rewrite import RewriteExperiment, normalize_rules
+
+    assert normalize_rules("subpixel_to_transposed") == ("subpixel_to_transposed",)
+    assert RewriteExperiment(model="espcn", rules="subpixel_to_transposed").rules == ("subpixel_to_transposed",)
+    with pytest.raises(ValueError, match="rules=''"):
+        normalize_rules("")
+
+
+def test_a_rule_that_matches_nothing_says_so_and_what_it_looks_for(tmp_path):
+    from foldconv.experiments.rewrite import RewriteExperiment, run_rewrite
+
+    e = RewriteExperiment(model="espcn", rules=["transposed_to_subpixel"], size="test", onnx=False, timing=False)
+    result = run_rewrite(e, tmp_path)
+    hint = "rule transposed_to_subpixel matches no site in espcn (it looks for a ConvTranspose"
+    assert hint in result.answer and hint in (tmp_path / "summary.md").read_text()
+    sites = (tmp_path / "sites.md").read_text()
+    assert "No site: " + hint in sites and "|  |" not in sites
+
+
+class _ReflectSubPixel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 8, 3, padding=1, padding_mode="reflect")
+        self.shuffle = torch.nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.shuffle(self.conv(x))
+
+
+def test_a_site_not_applied_gives_its_reason_in_the_summary_and_no_after_cost():
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, site_rows, summary_text
+    from foldconv.surgery import rewrite
+
+    _, report = rewrite(_ReflectSubPixel().eval(), (1, 2, 6, 6), ["subpixel_to_transposed"])
+    run = ModelRun("subpix", (1, 2, 6, 6), ("subpixel_to_transposed",), report)
+    line = summary_text(RewriteRun((run,)))
+    assert "0 of 1 site(s) applied" in line and "not applied: subpixel_to_transposed at" in line
+    assert "padding_mode='reflect': must be 'zeros'" in line, line
+    (row,) = site_rows(run)
+    assert row["params before"] == 8 * 2 * 9 + 8 and row["params after"] == "" and row["MACs after"] == ""
+    fig = sites_figure([row])
+    for ax in fig.axes:  # one bar (before) per axis, and the words "not applied" where the after bar would be
+        assert len(ax.patches) == 1 and any("not applied" in t.get_text() for t in ax.texts)
+        assert not any(t.get_text() == "0" for t in ax.texts)
+    assert "reflect" in " ".join(t.get_text() for t in fig.axes[0].texts)

@@ -44,8 +44,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import require_bool, require_device, require_int
-from ..errors import FoldError, fold_error
+from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES, require_bool, require_device, require_int
+from ..errors import FoldError, first_line, fold_error
 from ..models import ModelSpec, randomize_batchnorm, resolve_model
 from ..surgery.rules import RULES, inverse_rules
 from ..surgery.timing import require_seconds
@@ -57,7 +57,7 @@ from .spd_models import build_spd_model, spd_model_labels
 __all__ = [
     "RealModel", "REAL_MODELS", "real_model", "RewriteExperiment", "ModelRun",
     "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns", "summary_text", "site_rows",
-    "timing_rows", "onnx_rows",
+    "timing_rows", "onnx_rows", "no_site_text", "require_model_rank",
 ]
 
 RuleArg = Union[str, Tuple[str, Mapping[str, Any]]]
@@ -302,7 +302,7 @@ class RewriteExperiment:
 @dataclass(frozen=True)
 class ModelRun:
     """One model's rewrite: the forward report, the round trip's (None when off), the ONNX reports
-    (``{"original": ..., "rewritten": ...}``), the forms' timings and optimize's report (None when timing is off;
+    (``{"original": ..., "rewritten": ...}``; a form whose export failed holds the failure's line), the forms' timings and optimize's report (None when timing is off;
     the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim)."""
 
     label: str
@@ -323,8 +323,12 @@ class ModelRun:
             if report is not None:
                 out.append(Check(f"{what} is verified", bool(report.ok), subject=self.label, claim="REAL-6",
                                  detail="" if report.ok else report.summary()))
-        out += [Check(f"ONNX {form} agrees with torch in onnxruntime", bool(rep.ok), subject=self.label,
-                      detail="" if rep.ok else f"max abs error {rep.max_abs_error}") for form, rep in self.onnx.items()]
+        for form, rep in self.onnx.items():
+            if isinstance(rep, str):  # the export itself failed
+                out.append(Check(f"ONNX {form} agrees with torch in onnxruntime", False, subject=self.label, detail=rep))
+            else:
+                out.append(Check(f"ONNX {form} agrees with torch in onnxruntime", bool(rep.ok), subject=self.label,
+                                 detail="" if rep.ok else f"max abs error {rep.max_abs_error}"))
         return tuple(out)
 
     @property
@@ -451,8 +455,14 @@ def op_change_reasons(before: Any, after: Any) -> str:
 def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
     """One row per exported form of the whole model: its ONNX ops (with counts), the change against the original and
     why, onnxruntime's agreement with torch on the model's output."""
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for form, rep in run.onnx.items():
+        if isinstance(rep, str) or isinstance(run.onnx["original"], str) and form != "original":
+            failed = rep if isinstance(rep, str) else f"exported, but the original's {run.onnx['original']}"
+            rows.append({"model": run.label, "form": form, "ops": rep.describe_ops() if not isinstance(rep, str) else "",
+                         "change vs original": "", "why the ops changed": failed, "max abs error": "", "max rel error": "",
+                         "other sizes": "", "dynamic": "", "ok": not isinstance(rep, str) and rep.ok, "exporter": ""})
+            continue
         rows.append({"model": run.label, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
                      "why the ops changed": op_change_reasons(run.onnx["original"], rep) if form != "original" else "",
@@ -550,12 +560,37 @@ def _surgery() -> Any:
                            benchmark_forms=benchmark_forms)
 
 
+def require_model_rank(model: torch.nn.Module, input_shape: Sequence[int], label: str) -> None:
+    """Refuse an ``input_shape`` whose length does not fit the model's convs (``(N, C)`` and one size per spatial
+    axis): torch runs a 2-D conv on an unbatched ``(C, H, W)`` too, so a forgotten batch axis would not fail until
+    the ONNX export, far from the parameter that caused it.
+
+    Example:
+        >>> require_model_rank(torch.nn.Conv2d(1, 4, 3), [1, 32, 32], "net")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]? (net's convs are 2-D: (N, C, H, W))
+    """
+    convs = [m for m in model.modules() if isinstance(m, CONV_TYPES + CONV_TRANSPOSE_TYPES)]
+    if not convs:
+        return
+    dims = len(convs[0].kernel_size)
+    if len(input_shape) == dims + 2:
+        return
+    axes = "(N, C, " + ", ".join(("L",) if dims == 1 else ("H", "W") if dims == 2 else ("D", "H", "W")) + ")"
+    hint = f"; did you mean {[1] + list(input_shape)}?" if len(input_shape) == dims + 1 else ""
+    raise fold_error("input_shape", list(input_shape), f"must be a full tensor shape with the batch axis first{hint} "
+                                                       f"({label}'s convs are {dims}-D: {axes})")
+
+
 def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     surgery = _surgery()
     case = e.case(spec)
     shape = e.shape_of(spec)
     rules = e.rules or case.rules  # a model without a case has rules (refused in RewriteExperiment otherwise)
     model = _seeded(spec, e.seed)
+    if e.input_shape is not None:
+        require_model_rank(model, shape, spec.label)
     try:
         new, report = surgery.rewrite(model, shape, list(rules), verify=True, seed=e.seed)
         back = None
@@ -568,7 +603,11 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
         raise FoldError(f"{spec.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
     onnx: Dict[str, Any] = {}
     if e.onnx:
-        onnx = {"original": surgery.export_onnx(model, shape, seed=e.seed), "rewritten": surgery.export_onnx(new, shape, seed=e.seed)}
+        for form, module in (("original", model), ("rewritten", new)):
+            try:
+                onnx[form] = surgery.export_onnx(module, shape, seed=e.seed, name=spec.label)
+            except FoldError as err:  # the verified rewrite stands: the export's failure is its own row and check
+                onnx[form] = f"export failed: {first_line(err)}"
     forms = optimized = None
     if e.timing:
         threads = e.threads or None
@@ -654,6 +693,8 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
         files += write_table(onnx, out / "onnx", title="ONNX: ops per form of the whole model, onnxruntime vs torch on the model's output").values()
         for run in runs:  # the files themselves, with dynamic batch and spatial axes
             for form, rep in run.onnx.items():
+                if isinstance(rep, str):
+                    continue
                 stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.label).strip("_.")  # a label may be a _target_ or timm:name
                 path = out / f"{stem}.{form}.onnx"
                 path.write_bytes(rep.data)

@@ -220,3 +220,37 @@ def test_a_site_not_applied_gives_its_reason_in_the_summary_and_no_after_cost():
         assert len(ax.patches) == 1 and any("not applied" in t.get_text() for t in ax.texts)
         assert not any(t.get_text() == "0" for t in ax.texts)
     assert "reflect" in " ".join(t.get_text() for t in fig.axes[0].texts)
+
+
+def test_a_shape_without_the_batch_axis_is_refused_up_front_naming_input_shape(tmp_path):
+    from foldconv.experiments.rewrite import RewriteExperiment, run_rewrite
+
+    e = RewriteExperiment(model="espcn", input_shape=[1, 32, 32], timing=False)
+    with pytest.raises(ValueError, match=re.escape("input_shape=[1, 32, 32]: must be a full tensor shape with the batch "
+                                                   "axis first; did you mean [1, 1, 32, 32]?")):
+        run_rewrite(e, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_export_failure_is_one_line_naming_the_label_and_keeps_the_verified_rewrite(tmp_path, capfd):
+    """torch's legacy exporter refuses pixel_shuffle on an unbatched (C, H, W) input and logs its whole graph on the
+    process's stdout; the run says so in one line under the model's label and writes everything else."""
+    from foldconv.experiments.rewrite import ModelRun, RewriteExperiment, onnx_rows, run_rewrite
+    from foldconv.surgery import export_onnx
+
+    shuffle = torch.nn.Sequential(torch.nn.PixelShuffle(2))
+    with pytest.raises(ValueError) as info:
+        export_onnx(shuffle, (4, 4, 4), name="shuffler")
+    text = str(info.value)
+    assert text.startswith("model='shuffler': torch.onnx.export failed") and "only support 4d input" in text
+    assert "https" not in text and "\n" not in text
+    assert "graph" not in capfd.readouterr().out
+    e = RewriteExperiment(model=shuffle, rules=["fold_bn"], input_shape=[4, 4, 4], timing=False)
+    result = run_rewrite(e, tmp_path)
+    assert "graph" not in capfd.readouterr().out
+    (run,) = result.value.models
+    assert isinstance(run, ModelRun) and run.report.ok and isinstance(run.onnx["original"], str)
+    assert any("export failed" in c.detail and not c.ok for c in result.checks)
+    rows = onnx_rows(run)
+    assert [r["ok"] for r in rows] == [False, False] and "only support 4d input" in rows[0]["why the ops changed"]
+    assert {"summary.md", "sites.md", "models.md", "onnx.md"} <= {p.name for p in tmp_path.iterdir()}

@@ -177,6 +177,13 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
     return tuple(out)
 
 
+def _spelling(spec: ModelSpec) -> str:
+    """How a model was asked for: ``timm:tresnet_m`` for timm's build of a name a real model also has."""
+    if spec.label in REAL_MODELS and spec.source and spec.name:
+        return f"{spec.source}:{spec.name}"
+    return spec.label
+
+
 def _rule_text(rule: RuleArg) -> str:
     if isinstance(rule, str):
         return rule
@@ -246,10 +253,16 @@ class RewriteExperiment:
         if self.rules is not None:
             object.__setattr__(self, "rules", normalize_rules(self.rules))
         else:
-            other = [s.label for s in self.models if self.case(s) is None]
+            other = [s for s in self.models if self.case(s) is None]
             if other:
-                raise fold_error("rules", None, f"must be given for {', '.join(other)}, which is not a real model of the rewrite app "
-                                                f"({', '.join(sorted(REAL_MODELS))}): e.g. rules=[strided_to_spd]")
+                # a label shared with a real model is another build of it (timm's, a _target_'s): say which one is real
+                same = [f"{_spelling(s)} is {s.source}'s build; the rewrite app's real model is model={s.label}"
+                        for s in other if s.label in REAL_MODELS]
+                real = ", ".join(sorted(REAL_MODELS))
+                raise fold_error("rules", None, f"must be given for {', '.join(_spelling(s) for s in other)}"
+                                                + (f": {'; '.join(same)} (the real models: {real})" if same
+                                                   else f", which is not a real model of the rewrite app ({real})")
+                                                + ": e.g. rules=[strided_to_spd]")
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) < 3:

@@ -32,6 +32,8 @@ class SiteReport:
     copied once, no structural zero, or the old parameters kept; :func:`foldconv.surgery.params.trains_alike`),
     ``training`` why not. None when not applied. ``changes``: what building the site changed in the model besides
     the rule's own replacement (a stage fold's BatchNorms folded into their convs first), "" when nothing.
+    ``order``: the channel order of the site's own layout op (``"rh rw c"`` for timm's space-to-depth), "" when it
+    has none: the order the way back restores (:func:`foldconv.surgery.inverse_rules`).
     """
 
     rule: str
@@ -53,6 +55,7 @@ class SiteReport:
     trains_same: Optional[bool] = None
     training: str = ""
     changes: str = ""
+    order: str = ""
 
     @property
     def ok(self) -> bool:
@@ -71,7 +74,7 @@ class SiteReport:
             "macs_before": self.macs_before, "macs_after": self.macs_after, "applied": self.applied, "reason": self.reason,
             "verdict": "" if self.verdict is None else self.verdict.value, "exact": self.exact, "part_of": self.part_of,
             "trains_same": "" if self.trains_same is None else self.trains_same, "training": self.training,
-            "changes": self.changes,
+            "changes": self.changes, "order": self.order,
         }
 
 

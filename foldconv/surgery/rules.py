@@ -229,8 +229,10 @@ def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] =
     to undo; without it an inverse rule also rewrites other sites of its pattern (``conv_to_focus`` takes every
     stride-2 conv), which is still exact but not the original's form. A rule may write its replacement as a small
     container at the site (a transposed conv and its per-sub-pixel bias): given the rewritten ``model`` and its
-    ``input_shape``, the inverse's sites are looked up in it at or under each rewritten location. A rule without an inverse (``fold_bn``:
-    the BatchNorm's statistics are gone into the conv) is a FoldError naming ``param``.
+    ``input_shape``, the inverse's sites are looked up in it at or under each rewritten location. An inverse that
+    takes an ``order`` the rule was not given builds, with ``report``, each site's layout in the order the site had
+    (:attr:`SiteReport.order`: timm's space-to-depth comes back in timm's order), one entry per order.
+    A rule without an inverse (``fold_bn``: the BatchNorm's statistics are gone into the conv) is a FoldError naming ``param``.
 
     Example:
         >>> inverse_rules(["strided_to_spd", ("fold_stage", {"stage": "layer1", "r": 2})])
@@ -248,14 +250,22 @@ def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] =
         inverse = _rule(rule.inverse, param)
         kept = {k: v for k, v in options.items() if k in inverse.options and (report is None or k != "at")}
         if report is not None:
-            written = sorted({s.location for s in report.main_sites if s.applied and s.rule == rule.name})
-            if not written:
+            sites = [s for s in report.main_sites if s.applied and s.rule == rule.name]
+            if not sites:
                 continue  # the rule rewrote nothing: nothing to undo
-            if model is not None and input_shape is not None:
-                ctx = Context.build(model, input_shape, leaves=inverse.leaves(kept))
-                found = {m.location for m in inverse.find(ctx, {**inverse.options, **kept}) if not m.problem}
-                written = sorted(loc for loc in found if any(loc == w or loc.startswith(w + ".") for w in written)) or written
-            kept["at"] = written
+            by_order: Dict[str, List[str]] = {}
+            for s in sites:  # the way back builds each site's layout in the order it had, unless told another
+                key = s.order if "order" in inverse.options and "order" not in kept else ""
+                by_order.setdefault(key, []).append(s.location)
+            for order, locations in by_order.items():
+                written = sorted(set(locations))
+                these = {**kept, **({"order": order} if order else {})}
+                if model is not None and input_shape is not None:
+                    ctx = Context.build(model, input_shape, leaves=inverse.leaves(these))
+                    found = {m.location for m in inverse.find(ctx, {**inverse.options, **these}) if not m.problem}
+                    written = sorted(loc for loc in found if any(loc == w or loc.startswith(w + ".") for w in written)) or written
+                out.append((inverse.name, {**these, "at": written}))
+            continue
         out.append((inverse.name, kept) if kept else inverse.name)
     return tuple(out)
 

@@ -254,3 +254,28 @@ def test_an_export_failure_is_one_line_naming_the_label_and_keeps_the_verified_r
     rows = onnx_rows(run)
     assert [r["ok"] for r in rows] == [False, False] and "only support 4d input" in rows[0]["why the ops changed"]
     assert {"summary.md", "sites.md", "models.md", "onnx.md"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_timms_build_of_a_real_models_name_is_told_apart_from_the_real_model():
+    from foldconv.experiments.rewrite import RewriteExperiment
+
+    with pytest.raises(ValueError) as info:
+        RewriteExperiment(model="timm:tresnet_m")
+    text = str(info.value)
+    assert "timm:tresnet_m is timm's build; the rewrite app's real model is model=tresnet_m" in text, text
+    assert "must be given for tresnet_m" not in text
+
+
+@pytest.mark.parametrize("order", ["dcr", "crd", "focus"])
+def test_the_way_back_restores_the_layout_order_the_site_had(order):
+    """spd_to_strided on timm's (dcr) space-to-depth, taken back by inverse_rules: the same order again, not the
+    inverse rule's default."""
+    from foldconv.layout import SpaceToDepth, normalize_order
+    from foldconv.surgery import inverse_rules, rewrite
+
+    model = torch.nn.Sequential(SpaceToDepth(2, order), torch.nn.Conv2d(12, 8, 3, padding=1)).eval()
+    new, report = rewrite(model, (1, 3, 8, 8), ["spd_to_strided"])
+    inverse = inverse_rules(["spd_to_strided"], report=report, model=new, input_shape=(1, 3, 8, 8))
+    assert inverse == (("strided_to_spd", {"order": " ".join(normalize_order(order)), "at": ["1"]}),)
+    back_model, back = rewrite(new, (1, 3, 8, 8), list(inverse))
+    assert back.ok and f"order='{' '.join(normalize_order(order))}'" in back.sites[0].after

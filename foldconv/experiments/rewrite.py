@@ -57,7 +57,7 @@ from .spd_models import build_spd_model, spd_model_labels
 __all__ = [
     "RealModel", "REAL_MODELS", "real_model", "RewriteExperiment", "ModelRun",
     "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns", "summary_text", "site_rows",
-    "timing_rows", "onnx_rows", "no_site_text", "require_model_rank",
+    "timing_rows", "onnx_rows", "no_site_text", "require_model_rank", "SiteOps", "site_onnx_ops",
 ]
 
 RuleArg = Union[str, Tuple[str, Mapping[str, Any]]]
@@ -316,7 +316,8 @@ class RewriteExperiment:
 class ModelRun:
     """One model's rewrite: the forward report, the round trip's (None when off), the ONNX reports
     (``{"original": ..., "rewritten": ...}``; a form whose export failed holds the failure's line), the forms' timings and optimize's report (None when timing is off;
-    the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim)."""
+    the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim);
+    ``site_ops``: each applied site's own ONNX ops (:func:`site_onnx_ops`), what onnx.md gives each op change to."""
 
     label: str
     input_shape: Tuple[int, ...]
@@ -326,6 +327,7 @@ class ModelRun:
     onnx: Mapping[str, Any] = field(default_factory=dict)
     forms: Any = None
     optimized: Any = None
+    site_ops: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def checks(self) -> Tuple[Check, ...]:
@@ -423,45 +425,109 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
     return rows
 
 
-#: ONNX ops a rewritten site's own steps export to (its "after" column in sites.md): layout ops, explicit padding,
-#: cuts and crops, the kind of conv, the slices and concatenation of a Focus.
-SITE_OPS = frozenset({"Pad", "Slice", "Reshape", "Transpose", "DepthToSpace(CRD)", "DepthToSpace(DCR)", "SpaceToDepth(DCR)",
-                      "Conv", "ConvTranspose", "Concat", "Split"})
+@dataclass(frozen=True)
+class SiteOps:
+    """One applied site's ONNX ops, its ``before`` and ``after`` modules each exported alone on the site's input
+    (:func:`foldconv.surgery.onnx_ops`): the ops its own steps are, told apart from what the exporter makes of the
+    model around it. ``after_text``: the site's "after" in sites.md."""
+
+    rule: str
+    after_text: str
+    before: Tuple[str, ...]
+    after: Tuple[str, ...]
+
+    def delta(self) -> Counter:
+        """Ops gained (positive) and lost (negative) by the site's own steps."""
+        d = Counter(self.after)
+        d.subtract(Counter(self.before))
+        return Counter({k: v for k, v in d.items() if v})
 
 
-def op_change_reasons(before: Any, after: Any) -> str:
-    """Why a form's ONNX ops differ from the original's: which changes are the rewritten sites' own steps, and, for
-    any other op, what brought it (a BatchNormalization the exporter could not fold into a Conv says what it follows).
+def site_onnx_ops(report: Any) -> Dict[str, Union[SiteOps, str]]:
+    """Every applied site's :class:`SiteOps` by location (the line of the failure when a site's module does not
+    export alone).
+
+    Example:
+        >>> from foldconv.surgery import rewrite
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> ops = site_onnx_ops(rewrite(net, (1, 2, 4, 4), ["subpixel_to_transposed"])[1])
+        >>> ops["0"].before, ops["0"].after
+        (('Conv', 'DepthToSpace(CRD)'), ('ConvTranspose',))
+    """
+    from ..surgery.onnx_export import onnx_ops
+
+    out: Dict[str, Union[SiteOps, str]] = {}
+    for s in report.main_sites:
+        if not s.applied or s.before_module is None or s.after_module is None:
+            continue
+        try:
+            out[s.location] = SiteOps(s.rule, s.after, onnx_ops(s.before_module, s.input_shape, name=f"site {s.location}"),
+                                      onnx_ops(s.after_module, s.input_shape, name=f"site {s.location}"))
+        except FoldError as err:
+            out[s.location] = f"site {s.location or 'model'} does not export alone: {first_line(err)}"
+    return out
+
+
+def _counted(n: int, op: str) -> str:
+    return f"{'+' if n > 0 else '-'}{op}" + (f" x{abs(n)}" if abs(n) > 1 else "")
+
+
+def _where(locations: Sequence[str]) -> str:
+    names = [loc or "model" for loc in locations]
+    return f"site {names[0]}" if len(names) == 1 else (f"sites {', '.join(names)}" if len(names) <= 3 else f"the {len(names)} rewritten sites")
+
+
+def op_change_reasons(before: Any, after: Any, site_ops: Optional[Mapping[str, Union[SiteOps, str]]] = None) -> str:
+    """Why a form's ONNX ops differ from the original's, each change given to what made it: the rewritten sites'
+    own steps as ``site_ops`` (:func:`site_onnx_ops`: each site's modules exported alone) show them, and, for the
+    rest, what the exporter did around the sites (a BatchNormalization it could not fold into a Conv says what it
+    follows). Only what applies to the row is said.
 
     Example:
         >>> from types import SimpleNamespace as R
-        >>> op_change_reasons(R(ops=("Conv", "Relu")), R(ops=("Pad", "Conv", "Slice", "BatchNormalization", "Relu"), norm_inputs=("Slice",))).split(": ")[0]
-        'Pad, Slice'
+        >>> sites = {"0": SiteOps("strided_to_spd", "SpaceToDepth(...) + Conv2d(...)", ("Conv",), ("Pad", "Conv", "Slice"))}
+        >>> op_change_reasons(R(ops=("Conv", "Relu")), R(ops=("Pad", "Conv", "Slice", "Relu")), sites).split(": ")[0]
+        '+Pad, +Slice'
     """
     a, b = _op_counts(before), _op_counts(after)
     changed = sorted(set(b - a) | set(a - b))
-    own = [op for op in changed if op in SITE_OPS]
-    reasons = []
-    if own:
-        reasons.append(f"{', '.join(own)}: the rewritten sites' own steps (sites.md 'after': explicit padding is Pad, a cut "
-                       f"or crop Slice, a layout op Reshape+Transpose or DepthToSpace/SpaceToDepth); a space-to-depth site "
-                       f"exports its end fit as a Pad by r-1 zeros and a Slice to a length computed from the input's size, so "
-                       f"that the file runs at any size, also where the example's size needs no fit")
+    ops = {loc: v for loc, v in (site_ops or {}).items() if isinstance(v, SiteOps)}
+    deltas = {loc: v.delta() for loc, v in ops.items()}
+    groups: Dict[Tuple[str, ...], List[str]] = {}
+    rest: Dict[str, int] = {}
     for op in changed:
-        if op in SITE_OPS:
-            continue
-        if op == "BatchNormalization" and b[op] > a[op]:
+        n = b[op] - a[op]
+        mine = tuple(loc for loc, d in deltas.items() if d.get(op))
+        own = sum(deltas[loc][op] for loc in mine)
+        if own:
+            groups.setdefault(mine, []).append(_counted(own, op))
+        if n - own:
+            rest[op] = n - own
+    reasons = []
+    for locations, parts in groups.items():
+        parts.sort(key=lambda t: t[0] == "-")  # gained, then lost
+        text = f"{', '.join(parts)}: the own steps of {_where(locations)} (each site's modules exported alone)"
+        fitted = [loc for loc in locations if "SpaceToDepth" in ops[loc].after_text and {"Pad", "Slice"} & set(ops[loc].after)]
+        if fitted:
+            text += (f"; {_where(fitted)} export{'s' if len(fitted) == 1 else ''} the space-to-depth end fit as a Pad by r-1 "
+                     f"zeros and a Slice to a length computed from the input's size, so that the file runs at any size, also "
+                     f"where the example's size needs no fit")
+        reasons.append(text)
+    for op, n in rest.items():
+        if op == "BatchNormalization" and n > 0:
             inputs = Counter(getattr(after, "norm_inputs", ()))
-            after_what = ", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in sorted(inputs.items())) or "another op"
-            reasons.append(f"+BatchNormalization x{b[op] - a[op]}: eval-mode BatchNorms that the exporter folds into the Conv "
-                           f"before them in the original; here they follow {after_what} (a rewritten site's last step), so they "
-                           f"stay separate nodes, one more op each at run time (the function is checked: onnx.md 'ok')")
+            after_what = ", ".join(f"{k}" + (f" x{c}" if c > 1 else "") for k, c in sorted(inputs.items())) or "another op"
+            reasons.append(f"{_counted(n, op)}: eval-mode BatchNorms that the exporter folds into the Conv before them in the "
+                           f"original; here they follow {after_what} (a rewritten site's last step), so they stay separate "
+                           f"nodes, one more op each at run time (the function is checked: onnx.md 'ok')")
         elif op == "BatchNormalization":
-            reasons.append(f"-BatchNormalization x{a[op] - b[op]}: a BatchNorm the original exports as its own node is folded "
-                           f"into a Conv here (a rewritten site now ends with a Conv before it)")
+            reasons.append(f"{_counted(n, op)}: a BatchNorm the original exports as its own node is folded into a Conv here "
+                           f"(a rewritten site now ends with a Conv before it)")
         else:
-            n = b[op] - a[op]
-            reasons.append(f"{n:+d} {op}: not a step of a rewritten site's own; the ONNX files show where it is")
+            reasons.append(f"{_counted(n, op)}: not in any rewritten site's own export"
+                           + ("" if ops else " (no site was exported alone)") + "; the exporter's work on the model around "
+                           "the sites: the ONNX files show where")
+    reasons += [v for v in (site_ops or {}).values() if isinstance(v, str)]
     return "; ".join(reasons)
 
 
@@ -478,7 +544,7 @@ def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
             continue
         rows.append({"model": run.label, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
-                     "why the ops changed": op_change_reasons(run.onnx["original"], rep) if form != "original" else "",
+                     "why the ops changed": op_change_reasons(run.onnx["original"], rep, run.site_ops) if form != "original" else "",
                      "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error,
                      "other sizes": "; ".join(f"{shape}: {err:.1e}" for shape, err in rep.other_sizes), "dynamic": rep.dynamic,
                      "ok": rep.ok, "exporter": f"{rep.exporter}, opset {rep.opset}"})
@@ -615,12 +681,14 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     except FoldError as err:
         raise FoldError(f"{spec.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
     onnx: Dict[str, Any] = {}
+    site_ops: Dict[str, Any] = {}
     if e.onnx:
         for form, module in (("original", model), ("rewritten", new)):
             try:
                 onnx[form] = surgery.export_onnx(module, shape, seed=e.seed, name=spec.label)
             except FoldError as err:  # the verified rewrite stands: the export's failure is its own row and check
                 onnx[form] = f"export failed: {first_line(err)}"
+        site_ops = site_onnx_ops(report)
     forms = optimized = None
     if e.timing:
         threads = e.threads or None
@@ -641,7 +709,7 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
         if "rewritten" in e.forms and reused is not None:
             note = f"the comparison optimize made (timed once, in its rounds): {reused.note}"
             forms = dataclasses.replace(forms, timings=forms.timings + (dataclasses.replace(reused, form=label, note=note),))
-    return ModelRun(spec.label, tuple(shape), tuple(rules), report, back, onnx, forms, optimized)
+    return ModelRun(spec.label, tuple(shape), tuple(rules), report, back, onnx, forms, optimized, site_ops)
 
 
 def _timed_by_optimize(optimized: Any, rules: Sequence[RuleArg], report: Any) -> Any:

@@ -38,7 +38,7 @@ from .. import tracing
 from .._validate import require_int
 from ..errors import FoldError, first_line, fold_error
 
-__all__ = ["OnnxReport", "batch_norm_inputs", "export_onnx", "onnx_op_types", "require_package"]
+__all__ = ["OnnxReport", "batch_norm_inputs", "export_onnx", "onnx_op_types", "onnx_ops", "require_package"]
 
 
 def require_package(name: str, purpose: str = "ONNX export") -> Any:
@@ -352,6 +352,36 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return OnnxReport(label, shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note,
                       dynamic, tuple(sizes), data, batch_norm_inputs(proto))
+
+
+def onnx_ops(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, name: Optional[str] = None) -> Tuple[str, ...]:
+    """The ONNX ops ``model`` exports to on an input of ``input_shape`` (as :func:`onnx_op_types` lists them), with
+    the same exporter settings as :func:`export_onnx` but no onnxruntime run: what one site's own steps become,
+    exported alone, to tell them from what the exporter made of the model around them.
+
+    Raises a FoldError naming ``model`` (called ``name``) when the export fails, or ``input_shape``.
+
+    Example:
+        >>> onnx_ops(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.PixelShuffle(2)), (1, 3, 8, 8))
+        ('Conv', 'DepthToSpace(CRD)')
+    """
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be an nn.Module")
+    shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
+    tracing.require_run_memory(model, shape, copies=3, bytes_per_element=4, what="exporting the model")
+    onnx = require_package("onnx")
+    label = name if isinstance(name, str) else _name(model)
+    model = copy.deepcopy(model).eval().float().cpu()
+    x = torch.zeros(shape)
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
+    if not isinstance(y, torch.Tensor):
+        raise fold_error("model", label, f"must return one tensor, not {type(y).__name__}")
+    data = _export(model, x, y, require_int(opset, "opset", 7), label)[0]
+    return onnx_op_types(onnx.load_from_string(data))
 
 
 def _name(model: nn.Module) -> str:

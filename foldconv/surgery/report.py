@@ -10,8 +10,10 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
+
+from torch import nn
 
 from .._tables import markdown_table
 from ..check import EquivalenceReport, Verdict
@@ -33,7 +35,9 @@ class SiteReport:
     ``training`` why not. None when not applied. ``changes``: what building the site changed in the model besides
     the rule's own replacement (a stage fold's BatchNorms folded into their convs first), "" when nothing.
     ``order``: the channel order of the site's own layout op (``"rh rw c"`` for timm's space-to-depth), "" when it
-    has none: the order the way back restores (:func:`foldconv.surgery.inverse_rules`).
+    has none: the order the way back restores (:func:`foldconv.surgery.inverse_rules`). ``before_module`` /
+    ``after_module``: the site alone as a module, input to output, as the model had it and as built (None when not
+    built): what the site's own steps export to (:func:`foldconv.surgery.onnx_ops`).
     """
 
     rule: str
@@ -56,6 +60,8 @@ class SiteReport:
     training: str = ""
     changes: str = ""
     order: str = ""
+    before_module: Optional[nn.Module] = field(default=None, repr=False, compare=False)
+    after_module: Optional[nn.Module] = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

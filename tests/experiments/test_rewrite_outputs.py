@@ -136,7 +136,7 @@ def test_the_summary_line_carries_the_costs_the_training_verdict_and_what_going_
 def test_onnx_op_changes_are_explained_and_site_rows_carry_no_model_wide_figure():
     """A 1x1 stride-2 conv before a BatchNorm becomes space-to-depth, conv, crop: the crop (a Slice) stands between
     the Conv and the BatchNorm, so the export keeps a BatchNormalization node: onnx.md says so, and why."""
-    from foldconv.experiments.rewrite import ModelRun, onnx_rows, site_rows
+    from foldconv.experiments.rewrite import ModelRun, onnx_rows, site_onnx_ops, site_rows
     from foldconv.surgery import export_onnx, rewrite
 
     torch.manual_seed(0)
@@ -147,11 +147,11 @@ def test_onnx_op_changes_are_explained_and_site_rows_carry_no_model_wide_figure(
     new, report = rewrite(model, (1, 4, 8, 8), ["strided_to_spd"])
     onnx = {"original": export_onnx(model, (1, 4, 8, 8)), "rewritten": export_onnx(new, (1, 4, 8, 8))}
     assert onnx["original"].norm_inputs == () and onnx["rewritten"].norm_inputs == ("Slice",)
-    run = ModelRun("m", (1, 4, 8, 8), ("strided_to_spd",), report, onnx=onnx)
+    run = ModelRun("m", (1, 4, 8, 8), ("strided_to_spd",), report, onnx=onnx, site_ops=site_onnx_ops(report))
     rewritten = next(r for r in onnx_rows(run) if r["form"] == "rewritten")
     assert "+BatchNormalization" in rewritten["change vs original"]
     why = rewritten["why the ops changed"]
-    assert "+BatchNormalization x1" in why and "follow Slice" in why and "the rewritten sites' own steps" in why
+    assert "+BatchNormalization: " in why and "follow Slice" in why and "the own steps of site 0" in why and "end fit" in why
     every_op = set(re.findall(r"[+-]([A-Za-z()]+)", rewritten["change vs original"]))
     assert every_op >= {"Pad", "Slice", "BatchNormalization"} and all(op in why for op in every_op), (every_op, why)
     rows = site_rows(run)
@@ -279,3 +279,27 @@ def test_the_way_back_restores_the_layout_order_the_site_had(order):
     assert inverse == (("strided_to_spd", {"order": " ".join(normalize_order(order)), "at": ["1"]}),)
     back_model, back = rewrite(new, (1, 3, 8, 8), list(inverse))
     assert back.ok and f"order='{' '.join(normalize_order(order))}'" in back.sites[0].after
+
+
+def test_every_onnx_op_change_is_given_to_the_site_steps_that_export_it():
+    """ESPCN's sub-pixel site becomes a transposed conv and a periodic bias: the bias's Gather, Reshapes and Add are
+    the site's own (its module exported alone shows them), and a row without a space-to-depth site says nothing of
+    an end fit. A model op no site exports is said to be the exporter's work around the sites."""
+    from types import SimpleNamespace as R
+
+    from foldconv.experiments.rewrite import REAL_MODELS, ModelRun, SiteOps, onnx_rows, op_change_reasons, site_onnx_ops
+    from foldconv.surgery import export_onnx, rewrite
+
+    model = REAL_MODELS["espcn"].build()
+    shape = REAL_MODELS["espcn"].test_input_shape
+    new, report = rewrite(model, shape, ["subpixel_to_transposed"])
+    sites = site_onnx_ops(report)
+    assert set(sites["subpixel.0"].after) >= {"ConvTranspose", "Gather", "Add"}
+    onnx = {"original": export_onnx(model, shape), "rewritten": export_onnx(new, shape)}
+    why = onnx_rows(ModelRun("espcn", shape, ("subpixel_to_transposed",), report, onnx=onnx, site_ops=sites))[1]["why the ops changed"]
+    assert why.startswith("+Add, +ConvTranspose, +Gather, +Reshape x5, -Conv, -DepthToSpace(CRD): the own steps of site subpixel.0"), why
+    assert "not in any" not in why and "end fit" not in why and "Pad" not in why
+    # an op no site's export has is not given to a site
+    lone = {"0": SiteOps("transposed_to_subpixel", "Conv2d + DepthToSpace", ("ConvTranspose",), ("Conv", "DepthToSpace(CRD)"))}
+    text = op_change_reasons(R(ops=("ConvTranspose",)), R(ops=("Conv", "DepthToSpace(CRD)", "Gather")), lone)
+    assert "+Gather: not in any rewritten site's own export" in text and "+Conv, +DepthToSpace(CRD), -ConvTranspose: the own steps of site 0" in text

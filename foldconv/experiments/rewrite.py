@@ -507,7 +507,8 @@ def op_change_reasons(before: Any, after: Any, site_ops: Optional[Mapping[str, U
     for locations, parts in groups.items():
         parts.sort(key=lambda t: t[0] == "-")  # gained, then lost
         text = f"{', '.join(parts)}: the own steps of {_where(locations)} (each site's modules exported alone)"
-        fitted = [loc for loc in locations if "SpaceToDepth" in ops[loc].after_text and {"Pad", "Slice"} & set(ops[loc].after)]
+        fit_ops = {"Pad", "Slice"} & {p.lstrip("+-").split(" x")[0] for p in parts}  # said once, beside the Pad/Slice
+        fitted = [loc for loc in locations if "SpaceToDepth" in ops[loc].after_text and fit_ops & set(ops[loc].after)]
         if fitted:
             text += (f"; {_where(fitted)} export{'s' if len(fitted) == 1 else ''} the space-to-depth end fit as a Pad by r-1 "
                      f"zeros and a Slice to a length computed from the input's size, so that the file runs at any size, also "

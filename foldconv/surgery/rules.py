@@ -358,11 +358,39 @@ def _build_focus_form(match: Match, get: Getter, options: Mapping[str, Any]) -> 
 
 
 def _find_transposed(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
-    return modules_where(ctx, lambda p, m: isinstance(m, CONV_TRANSPOSE_TYPES), _strided_name)
+    """Every transposed conv; a bias-free one whose only user is a :class:`PeriodicBias` (what
+    ``subpixel_to_transposed`` builds for a bias that differs per sub-pixel) takes the bias into its site, so that
+    the way back gives the sub-pixel conv its bias again and the site's parameters are all counted in its row."""
+    found = modules_where(ctx, lambda p, m: isinstance(m, CONV_TRANSPOSE_TYPES), _strided_name)
+    if ctx.traced is None:
+        return found
+    out = []
+    for match in found:
+        users = list(ctx.traced.node(match.output).users)
+        user = users[0] if len(users) == 1 and users[0].op == "call_module" else None
+        if user is not None and isinstance(ctx.node_module(user), PeriodicBias) and ctx.module(match.location).bias is None:
+            paths = [match.location, str(user.target)]
+            match = dataclasses.replace(match, pattern=f"{match.pattern} + PeriodicBias", modules=tuple(paths),
+                                        nodes=match.nodes + (user.name,), output=user.name,
+                                        problem=match.problem or ctx.shared(paths))
+        out.append(match)
+    return out
 
 
 def _build_transposed(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
-    return transposed_to_subpixel(get(match.location), options["order"])
+    tconv = get(match.location)
+    sub = transposed_to_subpixel(tconv, options["order"])
+    if len(match.modules) < 2:
+        return sub
+    periodic = get(match.modules[1])
+    plain = not any(v for pairs in (sub.crop, sub.input_pad) for pair in pairs for v in pair)
+    if plain and sub.conv.bias is None and tuple(periodic.r) == tuple(sub.r) and tuple(periodic.order) == tuple(sub.order):
+        # the periodic bias is the sub-pixel conv's bias, channel for channel (the same order and factors)
+        sub.conv.bias = nn.Parameter(periodic.bias.detach().clone().to(sub.conv.weight.dtype))
+        copy_requires_grad(sub.conv, periodic, {"bias": "bias"})
+        return sub
+    kept = PeriodicBias(periodic.bias.detach(), periodic.r, periodic.order)
+    return nn.Sequential(sub, copy_requires_grad(kept, periodic, {"bias": "bias"})).train(tconv.training)
 
 
 def _find_subpixel(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
@@ -586,7 +614,7 @@ for _built_in in (
     Rule("spd_to_strided", _find_spd, _build_spd, inverse="strided_to_spd",
          looks_for="space-to-depth (Focus slices + cat, a SpaceToDepth module or function) then a conv, or a SpaceToDepthConv"),
     Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}, inverse="subpixel_to_transposed",
-         looks_for="a ConvTranspose1d/2d/3d"),
+         leaves=lambda options: (PeriodicBias,), looks_for="a ConvTranspose1d/2d/3d"),
     Rule("subpixel_to_transposed", _find_subpixel, _build_subpixel, {"fold_bn": True}, inverse="transposed_to_subpixel",
          decide=_decide_subpixel, looks_for="a conv [+ BatchNorm] then depth-to-space (PixelShuffle or another order), or a SubPixelConv"),
     Rule("fold_stage", _find_stage, _build_stage,

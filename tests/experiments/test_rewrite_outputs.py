@@ -304,3 +304,25 @@ def test_every_onnx_op_change_is_given_to_the_site_steps_that_export_it():
     lone = {"0": SiteOps("transposed_to_subpixel", "Conv2d + DepthToSpace", ("ConvTranspose",), ("Conv", "DepthToSpace(CRD)"))}
     text = op_change_reasons(R(ops=("ConvTranspose",)), R(ops=("Conv", "DepthToSpace(CRD)", "Gather")), lone)
     assert "+Gather: not in any rewritten site's own export" in text and "+Conv, +DepthToSpace(CRD), -ConvTranspose: the own steps of site 0" in text
+
+
+def test_the_way_back_takes_the_periodic_bias_into_its_site_and_counts_it():
+    """ESPCN's last conv has a bias per sub-pixel: subpixel_to_transposed writes a bias-free transposed conv and a
+    PeriodicBias; transposed_to_subpixel takes both as one site, so its row counts the bias's 9 parameters and the
+    sub-pixel conv gets its bias back. A changed bias value must still be restored (the bias is copied, not zeroed)."""
+    from foldconv.experiments.rewrite import REAL_MODELS, ModelRun, site_rows
+    from foldconv.surgery import inverse_rules, rewrite
+
+    model = REAL_MODELS["espcn"].build()
+    shape = REAL_MODELS["espcn"].test_input_shape
+    new, report = rewrite(model, shape, ["subpixel_to_transposed"])
+    inverse = inverse_rules(["subpixel_to_transposed"], report=report, model=new, input_shape=shape)
+    back_model, back = rewrite(new, shape, list(inverse))
+    assert back.ok
+    rows = site_rows(ModelRun("espcn", shape, ("subpixel_to_transposed",), report, back))
+    assert [(r["params before"], r["params after"]) for r in rows] == [(2601, 2601), (2601, 2601)]
+    assert "PeriodicBias" in rows[1]["before"]
+    convs = [m for m in back_model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 9]
+    assert len(convs) == 1 and torch.equal(convs[0].bias.detach(), model.subpixel[0].bias.detach())
+    x = torch.randn(shape, dtype=torch.float64)
+    assert torch.allclose(back_model.double()(x), model.double()(x), rtol=1e-10, atol=1e-12)

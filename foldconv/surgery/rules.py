@@ -21,7 +21,8 @@ rule                        sites -> replacement                                
 ``conv_to_focus``           stride-2 ``Conv2d`` -> ``SpaceToDepthConv`` in order ``"focus"``            ``focus_to_conv``
                             (option ``order``)
 ``strided_to_spd``          any strided conv -> ``SpaceToDepthConv`` (options ``order``, ``padding``)   ``spd_to_strided``
-``transposed_to_subpixel``  ``ConvTransposeNd`` -> ``SubPixelConv`` (option ``order``)                  ``subpixel_to_transposed``
+``transposed_to_subpixel``  ``ConvTransposeNd`` [+ a ``PeriodicBias``, back into the conv's bias] ->    ``subpixel_to_transposed``
+                            ``SubPixelConv`` (option ``order``)
 ``subpixel_to_transposed``  conv [+ BatchNorm, folded] + depth-to-space, ``SubPixelConv`` ->            ``transposed_to_subpixel``
                             ``ConvTransposeNd`` (+ a :class:`~foldconv.surgery.periodic.PeriodicBias`
                             when the bias differs per sub-pixel)

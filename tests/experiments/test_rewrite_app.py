@@ -172,6 +172,7 @@ def test_any_model_with_rules_of_its_own(tmp_path, monkeypatch, capsys):
     (["rules=[{fold_stage:3}]"], "rules.fold_stage=3"),
     (["model=all", "input_shape=[1,3,64,64]"], "input_shape="),
     (["input_shape=[1,3]"], "input_shape="),
+    (["model=espcn", "input_shape=[1,32,32]", "timing=false"], "input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]?"),
     (["size=huge"], "size='huge'"),
     (["forms=[fastest]"], "forms='fastest'"),
     (["min_run_time=0"], "min_run_time=0"),

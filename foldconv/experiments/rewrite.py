@@ -44,8 +44,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import require_bool, require_device, require_int
-from ..errors import FoldError, fold_error
+from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES, require_bool, require_device, require_int
+from ..errors import FoldError, first_line, fold_error
 from ..models import ModelSpec, randomize_batchnorm, resolve_model
 from ..surgery.rules import RULES, inverse_rules
 from ..surgery.timing import require_seconds
@@ -57,7 +57,7 @@ from .spd_models import build_spd_model, spd_model_labels
 __all__ = [
     "RealModel", "REAL_MODELS", "real_model", "RewriteExperiment", "ModelRun",
     "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns", "summary_text", "site_rows",
-    "timing_rows", "onnx_rows",
+    "timing_rows", "onnx_rows", "no_site_text", "require_model_rank", "SiteOps", "site_onnx_ops",
 ]
 
 RuleArg = Union[str, Tuple[str, Mapping[str, Any]]]
@@ -143,15 +143,21 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
     """Rules as :func:`foldconv.rewrite` takes them, from the spellings a config allows: ``"strided_to_spd"``,
     ``{"fold_stage": {"stage": "layer1", "r": 2}}`` or ``["fold_stage", {...}]``.
 
+    One rule name alone (``rules=subpixel_to_transposed``) is a list of one.
+
     Example:
         >>> normalize_rules(["focus_to_conv", ["fold_stage", {"stage": "s", "r": 2}]])
         ('focus_to_conv', ('fold_stage', {'stage': 's', 'r': 2}))
+        >>> normalize_rules("subpixel_to_transposed")
+        ('subpixel_to_transposed',)
         >>> normalize_rules(["fold_stag"])
         Traceback (most recent call last):
         ...
         foldconv.errors.FoldError: rules='fold_stag': is not a rule (one of conv_to_focus, ..., unfold_stage); did you mean fold_stage?
     """
-    if isinstance(rules, (str, Mapping)) or not isinstance(rules, Sequence) or not rules:
+    if isinstance(rules, str) and rules:
+        rules = [rules]
+    if isinstance(rules, Mapping) or not isinstance(rules, Sequence) or not rules:
         raise fold_error(param, rules, "must be a non-empty list of rule names or {rule: {option: value}} entries")
     out: List[RuleArg] = []
     for rule in rules:
@@ -169,6 +175,13 @@ def normalize_rules(rules: Any, *, param: str = "rules") -> Tuple[RuleArg, ...]:
             raise fold_error(f"{param}.{name}", options, "must map option names to values, e.g. {stage: layer1, r: 2}")
         out.append((name, dict(options)) if options else name)
     return tuple(out)
+
+
+def _spelling(spec: ModelSpec) -> str:
+    """How a model was asked for: ``timm:tresnet_m`` for timm's build of a name a real model also has."""
+    if spec.label in REAL_MODELS and spec.source and spec.name:
+        return f"{spec.source}:{spec.name}"
+    return spec.label
 
 
 def _rule_text(rule: RuleArg) -> str:
@@ -240,10 +253,16 @@ class RewriteExperiment:
         if self.rules is not None:
             object.__setattr__(self, "rules", normalize_rules(self.rules))
         else:
-            other = [s.label for s in self.models if self.case(s) is None]
+            other = [s for s in self.models if self.case(s) is None]
             if other:
-                raise fold_error("rules", None, f"must be given for {', '.join(other)}, which is not a real model of the rewrite app "
-                                                f"({', '.join(sorted(REAL_MODELS))}): e.g. rules=[strided_to_spd]")
+                # a label shared with a real model is another build of it (timm's, a _target_'s): say which one is real
+                same = [f"{_spelling(s)} is {s.source}'s build; the rewrite app's real model is model={s.label}"
+                        for s in other if s.label in REAL_MODELS]
+                real = ", ".join(sorted(REAL_MODELS))
+                raise fold_error("rules", None, f"must be given for {', '.join(_spelling(s) for s in other)}"
+                                                + (f": {'; '.join(same)} (the real models: {real})" if same
+                                                   else f", which is not a real model of the rewrite app ({real})")
+                                                + ": e.g. rules=[strided_to_spd]")
         if self.input_shape is not None:
             shape = self.input_shape
             if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) < 3:
@@ -296,8 +315,9 @@ class RewriteExperiment:
 @dataclass(frozen=True)
 class ModelRun:
     """One model's rewrite: the forward report, the round trip's (None when off), the ONNX reports
-    (``{"original": ..., "rewritten": ...}``), the forms' timings and optimize's report (None when timing is off;
-    the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim)."""
+    (``{"original": ..., "rewritten": ...}``; a form whose export failed holds the failure's line), the forms' timings and optimize's report (None when timing is off;
+    the FoldError's message when optimize could not run on this model: a limit of optimize, not a failed claim);
+    ``site_ops``: each applied site's own ONNX ops (:func:`site_onnx_ops`), what onnx.md gives each op change to."""
 
     label: str
     input_shape: Tuple[int, ...]
@@ -307,6 +327,7 @@ class ModelRun:
     onnx: Mapping[str, Any] = field(default_factory=dict)
     forms: Any = None
     optimized: Any = None
+    site_ops: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def checks(self) -> Tuple[Check, ...]:
@@ -317,8 +338,12 @@ class ModelRun:
             if report is not None:
                 out.append(Check(f"{what} is verified", bool(report.ok), subject=self.label, claim="REAL-6",
                                  detail="" if report.ok else report.summary()))
-        out += [Check(f"ONNX {form} agrees with torch in onnxruntime", bool(rep.ok), subject=self.label,
-                      detail="" if rep.ok else f"max abs error {rep.max_abs_error}") for form, rep in self.onnx.items()]
+        for form, rep in self.onnx.items():
+            if isinstance(rep, str):  # the export itself failed
+                out.append(Check(f"ONNX {form} agrees with torch in onnxruntime", False, subject=self.label, detail=rep))
+            else:
+                out.append(Check(f"ONNX {form} agrees with torch in onnxruntime", bool(rep.ok), subject=self.label,
+                                 detail="" if rep.ok else f"max abs error {rep.max_abs_error}"))
         return tuple(out)
 
     @property
@@ -374,9 +399,11 @@ def site_rows(run: ModelRun) -> List[Dict[str, Any]]:
             rows.append({
                 "model": run.label, "step": step, "rule": s.rule, "pattern": s.pattern, "location": s.location,
                 "input shape": "x".join(str(v) for v in s.input_shape), "before": s.before, "after": s.after,
-                # a part's parameters and MACs are counted in its site's row (blank here, never a false 0)
-                **{k: "" if s.part_of else v for k, v in (("params before", s.params_before), ("params after", s.params_after),
-                                                          ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
+                # a part's parameters and MACs are counted in its site's row, and a site not applied has no "after"
+                # (blank, never a false 0 that reads as a cost)
+                **{k: "" if s.part_of or (not s.applied and k.endswith("after")) else v
+                   for k, v in (("params before", s.params_before), ("params after", s.params_after),
+                                ("MACs before", s.macs_before), ("MACs after", s.macs_after))},
                 "applied": (f"yes: {s.reason}" if s.reason else True) if s.applied else f"no: {s.reason}", "verdict": _verdict(s), "exact": s.exact,
                 "part of": s.part_of,
                 "trains same": "" if s.trains_same is None else (True if s.trains_same else f"no: {s.training}"),
@@ -398,56 +425,127 @@ def _whole_rows(run: ModelRun) -> List[Dict[str, Any]]:
     return rows
 
 
-#: ONNX ops a rewritten site's own steps export to (its "after" column in sites.md): layout ops, explicit padding,
-#: cuts and crops, the kind of conv, the slices and concatenation of a Focus.
-SITE_OPS = frozenset({"Pad", "Slice", "Reshape", "Transpose", "DepthToSpace(CRD)", "DepthToSpace(DCR)", "SpaceToDepth(DCR)",
-                      "Conv", "ConvTranspose", "Concat", "Split"})
+@dataclass(frozen=True)
+class SiteOps:
+    """One applied site's ONNX ops, its ``before`` and ``after`` modules each exported alone on the site's input
+    (:func:`foldconv.surgery.onnx_ops`): the ops its own steps are, told apart from what the exporter makes of the
+    model around it. ``after_text``: the site's "after" in sites.md."""
+
+    rule: str
+    after_text: str
+    before: Tuple[str, ...]
+    after: Tuple[str, ...]
+
+    def delta(self) -> Counter:
+        """Ops gained (positive) and lost (negative) by the site's own steps."""
+        d = Counter(self.after)
+        d.subtract(Counter(self.before))
+        return Counter({k: v for k, v in d.items() if v})
 
 
-def op_change_reasons(before: Any, after: Any) -> str:
-    """Why a form's ONNX ops differ from the original's: which changes are the rewritten sites' own steps, and, for
-    any other op, what brought it (a BatchNormalization the exporter could not fold into a Conv says what it follows).
+def site_onnx_ops(report: Any) -> Dict[str, Union[SiteOps, str]]:
+    """Every applied site's :class:`SiteOps` by location (the line of the failure when a site's module does not
+    export alone).
+
+    Example:
+        >>> from foldconv.surgery import rewrite
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> ops = site_onnx_ops(rewrite(net, (1, 2, 4, 4), ["subpixel_to_transposed"])[1])
+        >>> ops["0"].before, ops["0"].after
+        (('Conv', 'DepthToSpace(CRD)'), ('ConvTranspose',))
+    """
+    from ..surgery.onnx_export import onnx_ops
+
+    out: Dict[str, Union[SiteOps, str]] = {}
+    for s in report.main_sites:
+        if not s.applied or s.before_module is None or s.after_module is None:
+            continue
+        try:
+            out[s.location] = SiteOps(s.rule, s.after, onnx_ops(s.before_module, s.input_shape, name=f"site {s.location}"),
+                                      onnx_ops(s.after_module, s.input_shape, name=f"site {s.location}"))
+        except FoldError as err:
+            out[s.location] = f"site {s.location or 'model'} does not export alone: {first_line(err)}"
+    return out
+
+
+def _counted(n: int, op: str) -> str:
+    return f"{'+' if n > 0 else '-'}{op}" + (f" x{abs(n)}" if abs(n) > 1 else "")
+
+
+def _where(locations: Sequence[str]) -> str:
+    names = [loc or "model" for loc in locations]
+    return f"site {names[0]}" if len(names) == 1 else (f"sites {', '.join(names)}" if len(names) <= 3 else f"the {len(names)} rewritten sites")
+
+
+def op_change_reasons(before: Any, after: Any, site_ops: Optional[Mapping[str, Union[SiteOps, str]]] = None) -> str:
+    """Why a form's ONNX ops differ from the original's, each change given to what made it: the rewritten sites'
+    own steps as ``site_ops`` (:func:`site_onnx_ops`: each site's modules exported alone) show them, and, for the
+    rest, what the exporter did around the sites (a BatchNormalization it could not fold into a Conv says what it
+    follows). Only what applies to the row is said.
 
     Example:
         >>> from types import SimpleNamespace as R
-        >>> op_change_reasons(R(ops=("Conv", "Relu")), R(ops=("Pad", "Conv", "Slice", "BatchNormalization", "Relu"), norm_inputs=("Slice",))).split(": ")[0]
-        'Pad, Slice'
+        >>> sites = {"0": SiteOps("strided_to_spd", "SpaceToDepth(...) + Conv2d(...)", ("Conv",), ("Pad", "Conv", "Slice"))}
+        >>> op_change_reasons(R(ops=("Conv", "Relu")), R(ops=("Pad", "Conv", "Slice", "Relu")), sites).split(": ")[0]
+        '+Pad, +Slice'
     """
     a, b = _op_counts(before), _op_counts(after)
     changed = sorted(set(b - a) | set(a - b))
-    own = [op for op in changed if op in SITE_OPS]
-    reasons = []
-    if own:
-        reasons.append(f"{', '.join(own)}: the rewritten sites' own steps (sites.md 'after': explicit padding is Pad, a cut "
-                       f"or crop Slice, a layout op Reshape+Transpose or DepthToSpace/SpaceToDepth); a space-to-depth site "
-                       f"exports its end fit as a Pad by r-1 zeros and a Slice to a length computed from the input's size, so "
-                       f"that the file runs at any size, also where the example's size needs no fit")
+    ops = {loc: v for loc, v in (site_ops or {}).items() if isinstance(v, SiteOps)}
+    deltas = {loc: v.delta() for loc, v in ops.items()}
+    groups: Dict[Tuple[str, ...], List[str]] = {}
+    rest: Dict[str, int] = {}
     for op in changed:
-        if op in SITE_OPS:
-            continue
-        if op == "BatchNormalization" and b[op] > a[op]:
+        n = b[op] - a[op]
+        mine = tuple(loc for loc, d in deltas.items() if d.get(op))
+        own = sum(deltas[loc][op] for loc in mine)
+        if own:
+            groups.setdefault(mine, []).append(_counted(own, op))
+        if n - own:
+            rest[op] = n - own
+    reasons = []
+    for locations, parts in groups.items():
+        parts.sort(key=lambda t: t[0] == "-")  # gained, then lost
+        text = f"{', '.join(parts)}: the own steps of {_where(locations)} (each site's modules exported alone)"
+        fit_ops = {"Pad", "Slice"} & {p.lstrip("+-").split(" x")[0] for p in parts}  # said once, beside the Pad/Slice
+        fitted = [loc for loc in locations if "SpaceToDepth" in ops[loc].after_text and fit_ops & set(ops[loc].after)]
+        if fitted:
+            text += (f"; {_where(fitted)} export{'s' if len(fitted) == 1 else ''} the space-to-depth end fit as a Pad by r-1 "
+                     f"zeros and a Slice to a length computed from the input's size, so that the file runs at any size, also "
+                     f"where the example's size needs no fit")
+        reasons.append(text)
+    for op, n in rest.items():
+        if op == "BatchNormalization" and n > 0:
             inputs = Counter(getattr(after, "norm_inputs", ()))
-            after_what = ", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in sorted(inputs.items())) or "another op"
-            reasons.append(f"+BatchNormalization x{b[op] - a[op]}: eval-mode BatchNorms that the exporter folds into the Conv "
-                           f"before them in the original; here they follow {after_what} (a rewritten site's last step), so they "
-                           f"stay separate nodes, one more op each at run time (the function is checked: onnx.md 'ok')")
+            after_what = ", ".join(f"{k}" + (f" x{c}" if c > 1 else "") for k, c in sorted(inputs.items())) or "another op"
+            reasons.append(f"{_counted(n, op)}: eval-mode BatchNorms that the exporter folds into the Conv before them in the "
+                           f"original; here they follow {after_what} (a rewritten site's last step), so they stay separate "
+                           f"nodes, one more op each at run time (the function is checked: onnx.md 'ok')")
         elif op == "BatchNormalization":
-            reasons.append(f"-BatchNormalization x{a[op] - b[op]}: a BatchNorm the original exports as its own node is folded "
-                           f"into a Conv here (a rewritten site now ends with a Conv before it)")
+            reasons.append(f"{_counted(n, op)}: a BatchNorm the original exports as its own node is folded into a Conv here "
+                           f"(a rewritten site now ends with a Conv before it)")
         else:
-            n = b[op] - a[op]
-            reasons.append(f"{n:+d} {op}: not a step of a rewritten site's own; the ONNX files show where it is")
+            reasons.append(f"{_counted(n, op)}: not in any rewritten site's own export"
+                           + ("" if ops else " (no site was exported alone)") + "; the exporter's work on the model around "
+                           "the sites: the ONNX files show where")
+    reasons += [v for v in (site_ops or {}).values() if isinstance(v, str)]
     return "; ".join(reasons)
 
 
 def onnx_rows(run: ModelRun) -> List[Dict[str, Any]]:
     """One row per exported form of the whole model: its ONNX ops (with counts), the change against the original and
     why, onnxruntime's agreement with torch on the model's output."""
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for form, rep in run.onnx.items():
+        if isinstance(rep, str) or isinstance(run.onnx["original"], str) and form != "original":
+            failed = rep if isinstance(rep, str) else f"exported, but the original's {run.onnx['original']}"
+            rows.append({"model": run.label, "form": form, "ops": rep.describe_ops() if not isinstance(rep, str) else "",
+                         "change vs original": "", "why the ops changed": failed, "max abs error": "", "max rel error": "",
+                         "other sizes": "", "dynamic": "", "ok": not isinstance(rep, str) and rep.ok, "exporter": ""})
+            continue
         rows.append({"model": run.label, "form": form, "ops": rep.describe_ops(),
                      "change vs original": _op_change(run.onnx["original"], rep) if form != "original" else "",
-                     "why the ops changed": op_change_reasons(run.onnx["original"], rep) if form != "original" else "",
+                     "why the ops changed": op_change_reasons(run.onnx["original"], rep, run.site_ops) if form != "original" else "",
                      "max abs error": rep.max_abs_error, "max rel error": rep.max_rel_error,
                      "other sizes": "; ".join(f"{shape}: {err:.1e}" for shape, err in rep.other_sizes), "dynamic": rep.dynamic,
                      "ok": rep.ok, "exporter": f"{rep.exporter}, opset {rep.opset}"})
@@ -542,12 +640,37 @@ def _surgery() -> Any:
                            benchmark_forms=benchmark_forms)
 
 
+def require_model_rank(model: torch.nn.Module, input_shape: Sequence[int], label: str) -> None:
+    """Refuse an ``input_shape`` whose length does not fit the model's convs (``(N, C)`` and one size per spatial
+    axis): torch runs a 2-D conv on an unbatched ``(C, H, W)`` too, so a forgotten batch axis would not fail until
+    the ONNX export, far from the parameter that caused it.
+
+    Example:
+        >>> require_model_rank(torch.nn.Conv2d(1, 4, 3), [1, 32, 32], "net")
+        Traceback (most recent call last):
+        ...
+        foldconv.errors.FoldError: input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]? (net's convs are 2-D: (N, C, H, W))
+    """
+    convs = [m for m in model.modules() if isinstance(m, CONV_TYPES + CONV_TRANSPOSE_TYPES)]
+    if not convs:
+        return
+    dims = len(convs[0].kernel_size)
+    if len(input_shape) == dims + 2:
+        return
+    axes = "(N, C, " + ", ".join(("L",) if dims == 1 else ("H", "W") if dims == 2 else ("D", "H", "W")) + ")"
+    hint = f"; did you mean {[1] + list(input_shape)}?" if len(input_shape) == dims + 1 else ""
+    raise fold_error("input_shape", list(input_shape), f"must be a full tensor shape with the batch axis first{hint} "
+                                                       f"({label}'s convs are {dims}-D: {axes})")
+
+
 def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     surgery = _surgery()
     case = e.case(spec)
     shape = e.shape_of(spec)
     rules = e.rules or case.rules  # a model without a case has rules (refused in RewriteExperiment otherwise)
     model = _seeded(spec, e.seed)
+    if e.input_shape is not None:
+        require_model_rank(model, shape, spec.label)
     try:
         new, report = surgery.rewrite(model, shape, list(rules), verify=True, seed=e.seed)
         back = None
@@ -559,8 +682,14 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     except FoldError as err:
         raise FoldError(f"{spec.label}: {err}", param=err.param, value=err.value, rule=err.rule) from err
     onnx: Dict[str, Any] = {}
+    site_ops: Dict[str, Any] = {}
     if e.onnx:
-        onnx = {"original": surgery.export_onnx(model, shape, seed=e.seed), "rewritten": surgery.export_onnx(new, shape, seed=e.seed)}
+        for form, module in (("original", model), ("rewritten", new)):
+            try:
+                onnx[form] = surgery.export_onnx(module, shape, seed=e.seed, name=spec.label)
+            except FoldError as err:  # the verified rewrite stands: the export's failure is its own row and check
+                onnx[form] = f"export failed: {first_line(err)}"
+        site_ops = site_onnx_ops(report)
     forms = optimized = None
     if e.timing:
         threads = e.threads or None
@@ -581,7 +710,7 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
         if "rewritten" in e.forms and reused is not None:
             note = f"the comparison optimize made (timed once, in its rounds): {reused.note}"
             forms = dataclasses.replace(forms, timings=forms.timings + (dataclasses.replace(reused, form=label, note=note),))
-    return ModelRun(spec.label, tuple(shape), tuple(rules), report, back, onnx, forms, optimized)
+    return ModelRun(spec.label, tuple(shape), tuple(rules), report, back, onnx, forms, optimized, site_ops)
 
 
 def _timed_by_optimize(optimized: Any, rules: Sequence[RuleArg], report: Any) -> Any:
@@ -633,7 +762,11 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     out = Path(out_dir)
     files: List[Path] = []
     sites = [row for run in runs for row in site_rows(run)]
-    files += write_table(sites, out / "sites", title="Sites: each rule's pattern, before and after").values()
+    if sites:
+        files += write_table(sites, out / "sites", title="Sites: each rule's pattern, before and after").values()
+    else:  # an empty table reads as a broken file: say why there is no row
+        none = "; ".join(no_site_text(r, run.label) for run in runs for r in run.rules)
+        files.append(write_markdown(f"# Sites: each rule's pattern, before and after\n\nNo site: {none}.\n", out / "sites.md"))
     files += write_table([row for run in runs for row in _whole_rows(run)], out / "models", title="Whole models verified").values()
     if sites:
         files.append(save_figure(sites_figure(sites), out / "sites.png", dpi=e.dpi))
@@ -642,6 +775,8 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
         files += write_table(onnx, out / "onnx", title="ONNX: ops per form of the whole model, onnxruntime vs torch on the model's output").values()
         for run in runs:  # the files themselves, with dynamic batch and spatial axes
             for form, rep in run.onnx.items():
+                if isinstance(rep, str):
+                    continue
                 stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.label).strip("_.")  # a label may be a _target_ or timm:name
                 path = out / f"{stem}.{form}.onnx"
                 path.write_bytes(rep.data)
@@ -654,8 +789,23 @@ def run_rewrite(e: RewriteExperiment, out_dir: Union[str, Path]) -> AppResult:
     summary = summary_text(RewriteRun(tuple(runs)), seed=e.seed)
     files.append(write_markdown(summary, out / "summary.md"))
     result = RewriteRun(tuple(runs), tuple(files))
-    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" for m in runs)
+    answer = f"{len(runs)} model(s) rewritten: " + ", ".join(
+        f"{m.label} ({m.report.applied} of {len(m.report.main_sites)} site(s) applied)" if m.report.main_sites
+        else f"{m.label} (no site: {'; '.join(no_site_text(r, m.label) for r in m.rules)})" for m in runs)
     return AppResult("Rewrite", answer, tuple(c for m in runs for c in m.checks), _files(), summary, result)
+
+
+def no_site_text(rule: RuleArg, label: str) -> str:
+    """What a rule that matched no site in model ``label`` looks for.
+
+    Example:
+        >>> no_site_text("transposed_to_subpixel", "espcn")
+        'rule transposed_to_subpixel matches no site in espcn (it looks for a ConvTranspose1d/2d/3d)'
+    """
+    name = _rule_text(rule)
+    base = rule if isinstance(rule, str) else rule[0]
+    looks = RULES.get(base).looks_for if isinstance(base, str) and base in RULES else getattr(base, "looks_for", "")
+    return f"rule {name} matches no site in {label}" + (f" (it looks for {looks})" if looks else "")
 
 
 def summary_text(run: RewriteRun, *, seed: Optional[int] = None) -> str:
@@ -667,6 +817,11 @@ def summary_text(run: RewriteRun, *, seed: Optional[int] = None) -> str:
         r = m.report
         whole = r.verification.summary() if r.verification is not None else "not verified"
         line = f"- {m.label} {tuple(m.input_shape)}: {', '.join(_rule_text(x) for x in m.rules)}: {r.applied} of {len(r.main_sites)} site(s) applied; whole model {whole}"
+        if not r.main_sites:  # a rule that matched nothing is the answer, not "rewritten"
+            line += "; " + "; ".join(no_site_text(x, m.label) for x in m.rules)
+        refused = [x for x in r.main_sites if not x.applied]
+        if refused:  # why a site kept its layers belongs beside the count, not only in sites.md
+            line += "; not applied: " + "; ".join(f"{x.rule} at {x.location or 'the model'}: {x.reason}" for x in refused)
         applied = [x for x in r.main_sites if x.applied]
         if applied:  # what the rewrite costs, and whether it trains the same, belong beside "equivalent"
             p0, p1 = sum(x.params_before for x in applied), sum(x.params_after for x in applied)

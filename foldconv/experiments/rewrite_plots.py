@@ -21,12 +21,13 @@ __all__ = ["sites_figure", "timings_figure"]
 def sites_figure(rows: Sequence[Mapping[str, Any]]):
     """Params and MACs before vs after, one pair of bars per site, each bar labelled with its value, on a linear
     axis from 0 (bars start at 0, so their lengths compare as the numbers do; a site whose counts
-    are small beside another's still shows its numbers); a site not applied says so under its name."""
+    are small beside another's still shows its numbers); a site not applied has no "after" bar (it has no "after"),
+    the reason it was not applied written in its place."""
     from .count_plots import short_count
 
     rows = [r for r in rows if r["step"] == "rewrite" and not r.get("part of")]
     labels = [f"{r['model']}: {r['location']}\n({r['rule']}" + (f", input {r['input shape']})" if r.get("input shape") else ")")
-              + ("\nnot applied" if str(r["applied"]).startswith("no") else "") for r in rows]
+              + ("\nnot applied" if _refused(r) else "") for r in rows]
     fig, axes = figure(1, 2, figsize=(13.0, 1.4 + 0.75 * max(1, len(rows))), squeeze=False)
     ys = list(range(len(rows)))
     # parameters do not depend on the input; MACs are one forward pass on the site's input (its shape, batch included,
@@ -34,9 +35,15 @@ def sites_figure(rows: Sequence[Mapping[str, Any]]):
     axis_labels = {"parameters": "parameters of the site's layers (weights + biases; linear, from 0)",
                    "MACs": "MACs (multiply-accumulates) of one forward pass on the site's input (linear, from 0)"}
     for ax, (what, before, after) in zip(axes[0], (("parameters", "params before", "params after"), ("MACs", "MACs before", "MACs after"))):
-        top = max([int(r[k]) for r in rows for k in (before, after)] + [1])
+        top = max([int(r[k]) for r in rows for k in (before, after) if str(r[k]) != ""] + [1])
         for y, r in zip(ys, rows):
             for dy, key, colour, name in ((-0.2, before, "#999999", "before"), (0.2, after, "#1f77b4", "after")):
+                if _refused(r) and key == after:
+                    reason = " ".join(str(r["applied"])[3:].split())
+                    reason = reason[:60] + ("..." if len(reason) > 60 else "")
+                    ax.text(top * 0.01, y + dy, f"not applied: {reason}" if ax is axes[0][0] else "not applied",
+                            va="center", fontsize=7, color="#b00000")
+                    continue
                 v = int(r[key])
                 ax.barh(y + dy, v, height=0.38, color=colour, label=name if y == 0 else None)
                 ax.text(v + top * 0.01, y + dy, f"{v:,}", va="center", fontsize=8)
@@ -46,9 +53,15 @@ def sites_figure(rows: Sequence[Mapping[str, Any]]):
         ax.set_title(f"{what} per site: before (grey) vs after (blue)", fontsize=10)
         ax.set_yticks(ys)
         ax.set_yticklabels(labels if ax is axes[0][0] else [""] * len(ys), fontsize=8)
-        ax.invert_yaxis()  # the title names the colours: a legend would sit on the bars' labels
+        # top to bottom, room for both bars of every row (a not-applied row's text stands where its "after" bar would);
+        # the title names the colours: a legend would sit on the bars' labels
+        ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.tick_params(axis="x", labelsize=8)
     return fig
+
+
+def _refused(row: Mapping[str, Any]) -> bool:
+    return str(row["applied"]).startswith("no")
 
 
 def _short(fmt):

@@ -46,6 +46,7 @@ from .stage import (
 _LAZY = {
     "benchmark_forms": ".speed", "optimize": ".fastest", "FormTiming": ".speed", "FormsReport": ".speed",
     "OptimizeReport": ".fastest", "SiteChoice": ".fastest", "export_onnx": ".onnx_export", "OnnxReport": ".onnx_export",
+    "onnx_ops": ".onnx_export",
 }
 
 __all__ = [

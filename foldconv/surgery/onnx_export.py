@@ -23,6 +23,10 @@ import io
 import logging
 import math
 import numbers
+import os
+import re
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
@@ -34,7 +38,7 @@ from .. import tracing
 from .._validate import require_int
 from ..errors import FoldError, first_line, fold_error
 
-__all__ = ["OnnxReport", "batch_norm_inputs", "export_onnx", "onnx_op_types", "require_package"]
+__all__ = ["OnnxReport", "batch_norm_inputs", "export_onnx", "onnx_op_types", "onnx_ops", "require_package"]
 
 
 def require_package(name: str, purpose: str = "ONNX export") -> Any:
@@ -186,32 +190,65 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _no_stdout() -> Iterator[None]:
+    """Keep what torch writes on the process's stdout, from C++ too, off it: the legacy exporter logs its whole graph
+    there when it fails (the failure is reported as one line instead)."""
+    fd = 1  # the process's stdout, where C++ writes, whatever sys.stdout is now
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no file descriptor 1: only Python's writes can be caught
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stdout.flush()
+    try:
+        with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()):
+            os.dup2(sink.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
+def _exporter_error(err: BaseException, limit: int) -> str:
+    """An exporter's error in one line: its first line without torch's invitation to file a request (whose link a
+    cut would leave half), cut at a word boundary."""
+    text = re.sub(r"\s*Please feel free to request support.*$", "", first_line(err, with_type=True))
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text
+
+
 def _dynamic_axes(x: torch.Tensor, y: torch.Tensor) -> Dict[str, Dict[int, str]]:
     """Batch and spatial axes of the input, and every axis of the output but its channels, named for the exporter."""
     return {"x": {a: "batch" if a == 0 else f"x_{a}" for a in range(x.dim()) if a != 1},
             "y": {a: "batch" if a == 0 else f"y_{a}" for a in range(y.dim()) if a != 1}}
 
 
-def _export(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opset: int) -> Tuple[bytes, str, str, bool]:
+def _export(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opset: int, name: str) -> Tuple[bytes, str, str, bool]:
     """ONNX bytes (dynamic batch and spatial axes) from the legacy (TorchScript) exporter, or from the dynamo exporter
     when the legacy one fails; the exporter, a note, and whether the axes are dynamic."""
     legacy_failure = ""
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_stdout():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation warning on every call
             torch.onnx.export(model, (x,), buffer, opset_version=opset, dynamo=False, input_names=["x"], output_names=["y"],
                               dynamic_axes=_dynamic_axes(x, y))
         return buffer.getvalue(), "torchscript", "", True
     except Exception as err:  # noqa: BLE001  the legacy exporter fails in many types; the dynamo one is the fallback
-        legacy_failure = f"legacy exporter failed: {type(err).__name__}: {str(err).strip()[:160]}"
+        legacy_failure = f"legacy exporter failed: {_exporter_error(err, 200)}"
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (x,), opset_version=opset, dynamo=True, verbose=False, input_names=["x"], output_names=["y"])
         return program.model_proto.SerializeToString(), "dynamo", f"{legacy_failure}; exported with static shapes", False
     except Exception as err:  # noqa: BLE001
-        raise fold_error("model", type(model).__name__, f"torch.onnx.export failed: {legacy_failure}; dynamo exporter: {type(err).__name__}: {str(err).strip()[:200]}") from None
+        raise fold_error("model", name, f"torch.onnx.export failed: {legacy_failure}; dynamo exporter: {_exporter_error(err, 200)}") from None
 
 
 def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, float]:
@@ -232,7 +269,7 @@ def _other_shapes(shape: Tuple[int, ...], other_shapes: Optional[Sequence[Sequen
 
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0,
-                other_shapes: Optional[Sequence[Sequence[int]]] = None) -> OnnxReport:
+                other_shapes: Optional[Sequence[Sequence[int]]] = None, name: Optional[str] = None) -> OnnxReport:
     """Export ``model`` (a copy, in eval mode, float32, on the CPU) to ONNX in memory with dynamic batch and spatial
     axes, run it with onnxruntime's CPUExecutionProvider on one seeded unit-normal input and compare with torch;
     then run the same file at ``other_shapes`` (default: every spatial size doubled) and compare again. A shape the
@@ -245,6 +282,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
         rtol: the largest relative error that counts as agreement, a finite number >= 0 (default ``1e-4``).
         seed: the seed of the unit-normal inputs, an int >= 0 (default 0).
         other_shapes: further input shapes of the same rank to run the file at (default: spatial sizes doubled).
+        name: what the report and any error call the model (default: its one-line repr or its class name).
 
     Returns:
         An :class:`~foldconv.surgery.onnx_export.OnnxReport` (truthy when every error is within ``rtol``):
@@ -262,6 +300,9 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     """
     if not isinstance(model, nn.Module):
         raise fold_error("model", type(model).__name__, "must be an nn.Module")
+    if name is not None and not isinstance(name, str):
+        raise fold_error("name", name, "must be a string (the model's label) or None")
+    label = name if name is not None else _name(model)
     shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
     opset = require_int(opset, "opset", 7)
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < math.inf:
@@ -281,13 +322,13 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     except (RuntimeError, ValueError, IndexError) as err:
         raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
     if not isinstance(expected, torch.Tensor):
-        raise fold_error("model", type(model).__name__, f"must return one tensor to compare, not {type(expected).__name__}")
-    data, exporter, note, dynamic = _export(model, x, expected, opset)
+        raise fold_error("model", label, f"must return one tensor to compare, not {type(expected).__name__}")
+    data, exporter, note, dynamic = _export(model, x, expected, opset, label)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
     if got.shape != expected.shape:
-        raise fold_error("model", type(model).__name__, f"onnxruntime returned shape {tuple(got.shape)}, torch {tuple(expected.shape)}")
+        raise fold_error("model", label, f"onnxruntime returned shape {tuple(got.shape)}, torch {tuple(expected.shape)}")
     max_abs, max_rel = _relative_error(got, expected)
     sizes, skipped = [], []
     for other in others:
@@ -309,8 +350,38 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
     proto = onnx.load_from_string(data)
     # The dynamo exporter may write a higher opset than asked for when it cannot convert down: report what it wrote.
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-    return OnnxReport(_name(model), shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note,
+    return OnnxReport(label, shape, written, exporter, onnx_op_types(proto), max_abs, max_rel, float(rtol), note,
                       dynamic, tuple(sizes), data, batch_norm_inputs(proto))
+
+
+def onnx_ops(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, name: Optional[str] = None) -> Tuple[str, ...]:
+    """The ONNX ops ``model`` exports to on an input of ``input_shape`` (as :func:`onnx_op_types` lists them), with
+    the same exporter settings as :func:`export_onnx` but no onnxruntime run: what one site's own steps become,
+    exported alone, to tell them from what the exporter made of the model around them.
+
+    Raises a FoldError naming ``model`` (called ``name``) when the export fails, or ``input_shape``.
+
+    Example:
+        >>> onnx_ops(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.PixelShuffle(2)), (1, 3, 8, 8))
+        ('Conv', 'DepthToSpace(CRD)')
+    """
+    if not isinstance(model, nn.Module):
+        raise fold_error("model", type(model).__name__, "must be an nn.Module")
+    shape = tracing.validate_input_shape(input_shape, ranks=range(1, 64))
+    tracing.require_run_memory(model, shape, copies=3, bytes_per_element=4, what="exporting the model")
+    onnx = require_package("onnx")
+    label = name if isinstance(name, str) else _name(model)
+    model = copy.deepcopy(model).eval().float().cpu()
+    x = torch.zeros(shape)
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
+    if not isinstance(y, torch.Tensor):
+        raise fold_error("model", label, f"must return one tensor, not {type(y).__name__}")
+    data = _export(model, x, y, require_int(opset, "opset", 7), label)[0]
+    return onnx_op_types(onnx.load_from_string(data))
 
 
 def _name(model: nn.Module) -> str:

@@ -10,8 +10,10 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
+
+from torch import nn
 
 from .._tables import markdown_table
 from ..check import EquivalenceReport, Verdict
@@ -32,6 +34,10 @@ class SiteReport:
     copied once, no structural zero, or the old parameters kept; :func:`foldconv.surgery.params.trains_alike`),
     ``training`` why not. None when not applied. ``changes``: what building the site changed in the model besides
     the rule's own replacement (a stage fold's BatchNorms folded into their convs first), "" when nothing.
+    ``order``: the channel order of the site's own layout op (``"rh rw c"`` for timm's space-to-depth), "" when it
+    has none: the order the way back restores (:func:`foldconv.surgery.inverse_rules`). ``before_module`` /
+    ``after_module``: the site alone as a module, input to output, as the model had it and as built (None when not
+    built): what the site's own steps export to (:func:`foldconv.surgery.onnx_ops`).
     """
 
     rule: str
@@ -53,6 +59,9 @@ class SiteReport:
     trains_same: Optional[bool] = None
     training: str = ""
     changes: str = ""
+    order: str = ""
+    before_module: Optional[nn.Module] = field(default=None, repr=False, compare=False)
+    after_module: Optional[nn.Module] = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -71,7 +80,7 @@ class SiteReport:
             "macs_before": self.macs_before, "macs_after": self.macs_after, "applied": self.applied, "reason": self.reason,
             "verdict": "" if self.verdict is None else self.verdict.value, "exact": self.exact, "part_of": self.part_of,
             "trains_same": "" if self.trains_same is None else self.trains_same, "training": self.training,
-            "changes": self.changes,
+            "changes": self.changes, "order": self.order,
         }
 
 

@@ -307,6 +307,7 @@ def _row(rule: Rule, ctx: Context, match: Match, module: Optional[nn.Module], ap
         rule.name, match.pattern, match.location, match.input_shape, before, after, params_before, params_after,
         macs_before, macs_after, applied=applied, reason=reason, verdict=None if check is None else check.verdict,
         exact=bool(check is not None and check.exact), check=check, changes=changes,
+        order=" ".join(match.layout.order) if match.layout is not None else "", before_module=reference, after_module=module,
     )
 
 

@@ -21,7 +21,8 @@ rule                        sites -> replacement                                
 ``conv_to_focus``           stride-2 ``Conv2d`` -> ``SpaceToDepthConv`` in order ``"focus"``            ``focus_to_conv``
                             (option ``order``)
 ``strided_to_spd``          any strided conv -> ``SpaceToDepthConv`` (options ``order``, ``padding``)   ``spd_to_strided``
-``transposed_to_subpixel``  ``ConvTransposeNd`` -> ``SubPixelConv`` (option ``order``)                  ``subpixel_to_transposed``
+``transposed_to_subpixel``  ``ConvTransposeNd`` [+ a ``PeriodicBias``, back into the conv's bias] ->    ``subpixel_to_transposed``
+                            ``SubPixelConv`` (option ``order``)
 ``subpixel_to_transposed``  conv [+ BatchNorm, folded] + depth-to-space, ``SubPixelConv`` ->            ``transposed_to_subpixel``
                             ``ConvTransposeNd`` (+ a :class:`~foldconv.surgery.periodic.PeriodicBias`
                             when the bias differs per sub-pixel)
@@ -93,7 +94,8 @@ class Rule:
     ``leaves(options)``: what the tracer must keep whole (:data:`foldconv.tracing.Leaf` entries: a stage's path);
     ``details(match, built)``: extra table rows ``(location, pattern, applied, reason, input_shape)`` for the parts
     of a site (a stage's layers; ``input_shape`` the part's own input, () when unknown); ``decide(match, get, options)``: fixes, from the model's own weights, a choice ``build``
-    then reads from ``match.variant`` (a build that branched on weight values would not be a polynomial of them).
+    then reads from ``match.variant`` (a build that branched on weight values would not be a polynomial of them);
+    ``looks_for``: the sites ``find`` matches, in words (said when a rule matches nothing in a model).
 
     Example:
         >>> mine = Rule("bn_into_conv", RULES.get("fold_bn").find, RULES.get("fold_bn").build)
@@ -109,6 +111,7 @@ class Rule:
     leaves: Callable[[Mapping[str, Any]], Tuple[tracing.Leaf, ...]] = lambda options: ()
     details: Optional[Callable[[Match, nn.Module], List[Tuple[str, str, bool, str, Tuple[int, ...]]]]] = None
     decide: Optional[Callable[[Match, Getter, Mapping[str, Any]], Match]] = None
+    looks_for: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", {"at": None, **dict(self.options)})
@@ -227,8 +230,10 @@ def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] =
     to undo; without it an inverse rule also rewrites other sites of its pattern (``conv_to_focus`` takes every
     stride-2 conv), which is still exact but not the original's form. A rule may write its replacement as a small
     container at the site (a transposed conv and its per-sub-pixel bias): given the rewritten ``model`` and its
-    ``input_shape``, the inverse's sites are looked up in it at or under each rewritten location. A rule without an inverse (``fold_bn``:
-    the BatchNorm's statistics are gone into the conv) is a FoldError naming ``param``.
+    ``input_shape``, the inverse's sites are looked up in it at or under each rewritten location. An inverse that
+    takes an ``order`` the rule was not given builds, with ``report``, each site's layout in the order the site had
+    (:attr:`SiteReport.order`: timm's space-to-depth comes back in timm's order), one entry per order.
+    A rule without an inverse (``fold_bn``: the BatchNorm's statistics are gone into the conv) is a FoldError naming ``param``.
 
     Example:
         >>> inverse_rules(["strided_to_spd", ("fold_stage", {"stage": "layer1", "r": 2})])
@@ -246,14 +251,22 @@ def inverse_rules(rules: Sequence[RuleArg], *, report: Optional[RewriteReport] =
         inverse = _rule(rule.inverse, param)
         kept = {k: v for k, v in options.items() if k in inverse.options and (report is None or k != "at")}
         if report is not None:
-            written = sorted({s.location for s in report.main_sites if s.applied and s.rule == rule.name})
-            if not written:
+            sites = [s for s in report.main_sites if s.applied and s.rule == rule.name]
+            if not sites:
                 continue  # the rule rewrote nothing: nothing to undo
-            if model is not None and input_shape is not None:
-                ctx = Context.build(model, input_shape, leaves=inverse.leaves(kept))
-                found = {m.location for m in inverse.find(ctx, {**inverse.options, **kept}) if not m.problem}
-                written = sorted(loc for loc in found if any(loc == w or loc.startswith(w + ".") for w in written)) or written
-            kept["at"] = written
+            by_order: Dict[str, List[str]] = {}
+            for s in sites:  # the way back builds each site's layout in the order it had, unless told another
+                key = s.order if "order" in inverse.options and "order" not in kept else ""
+                by_order.setdefault(key, []).append(s.location)
+            for order, locations in by_order.items():
+                written = sorted(set(locations))
+                these = {**kept, **({"order": order} if order else {})}
+                if model is not None and input_shape is not None:
+                    ctx = Context.build(model, input_shape, leaves=inverse.leaves(these))
+                    found = {m.location for m in inverse.find(ctx, {**inverse.options, **these}) if not m.problem}
+                    written = sorted(loc for loc in found if any(loc == w or loc.startswith(w + ".") for w in written)) or written
+                out.append((inverse.name, {**these, "at": written}))
+            continue
         out.append((inverse.name, kept) if kept else inverse.name)
     return tuple(out)
 
@@ -346,11 +359,39 @@ def _build_focus_form(match: Match, get: Getter, options: Mapping[str, Any]) -> 
 
 
 def _find_transposed(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
-    return modules_where(ctx, lambda p, m: isinstance(m, CONV_TRANSPOSE_TYPES), _strided_name)
+    """Every transposed conv; a bias-free one whose only user is a :class:`PeriodicBias` (what
+    ``subpixel_to_transposed`` builds for a bias that differs per sub-pixel) takes the bias into its site, so that
+    the way back gives the sub-pixel conv its bias again and the site's parameters are all counted in its row."""
+    found = modules_where(ctx, lambda p, m: isinstance(m, CONV_TRANSPOSE_TYPES), _strided_name)
+    if ctx.traced is None:
+        return found
+    out = []
+    for match in found:
+        users = list(ctx.traced.node(match.output).users)
+        user = users[0] if len(users) == 1 and users[0].op == "call_module" else None
+        if user is not None and isinstance(ctx.node_module(user), PeriodicBias) and ctx.module(match.location).bias is None:
+            paths = [match.location, str(user.target)]
+            match = dataclasses.replace(match, pattern=f"{match.pattern} + PeriodicBias", modules=tuple(paths),
+                                        nodes=match.nodes + (user.name,), output=user.name,
+                                        problem=match.problem or ctx.shared(paths))
+        out.append(match)
+    return out
 
 
 def _build_transposed(match: Match, get: Getter, options: Mapping[str, Any]) -> nn.Module:
-    return transposed_to_subpixel(get(match.location), options["order"])
+    tconv = get(match.location)
+    sub = transposed_to_subpixel(tconv, options["order"])
+    if len(match.modules) < 2:
+        return sub
+    periodic = get(match.modules[1])
+    plain = not any(v for pairs in (sub.crop, sub.input_pad) for pair in pairs for v in pair)
+    if plain and sub.conv.bias is None and tuple(periodic.r) == tuple(sub.r) and tuple(periodic.order) == tuple(sub.order):
+        # the periodic bias is the sub-pixel conv's bias, channel for channel (the same order and factors)
+        sub.conv.bias = nn.Parameter(periodic.bias.detach().clone().to(sub.conv.weight.dtype))
+        copy_requires_grad(sub.conv, periodic, {"bias": "bias"})
+        return sub
+    kept = PeriodicBias(periodic.bias.detach(), periodic.r, periodic.order)
+    return nn.Sequential(sub, copy_requires_grad(kept, periodic, {"bias": "bias"})).train(tconv.training)
 
 
 def _find_subpixel(ctx: Context, options: Mapping[str, Any]) -> List[Match]:
@@ -565,20 +606,27 @@ def _stage_leaves(options: Mapping[str, Any]) -> Tuple[str, ...]:
 
 
 for _built_in in (
-    Rule("focus_to_conv", _find_spd, _build_spd, inverse="conv_to_focus"),
-    Rule("conv_to_focus", _find_focus_form, _build_focus_form, {"order": "focus"}, inverse="focus_to_conv"),
-    Rule("strided_to_spd", _find_strided, _build_strided, {"order": "crd", "padding": "auto"}, inverse="spd_to_strided"),
-    Rule("spd_to_strided", _find_spd, _build_spd, inverse="strided_to_spd"),
-    Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}, inverse="subpixel_to_transposed"),
+    Rule("focus_to_conv", _find_spd, _build_spd, inverse="conv_to_focus",
+         looks_for="space-to-depth (Focus slices + cat, a SpaceToDepth module or function) then a conv, or a SpaceToDepthConv"),
+    Rule("conv_to_focus", _find_focus_form, _build_focus_form, {"order": "focus"}, inverse="focus_to_conv",
+         looks_for="a Conv2d of stride 2"),
+    Rule("strided_to_spd", _find_strided, _build_strided, {"order": "crd", "padding": "auto"}, inverse="spd_to_strided",
+         looks_for="a conv with a stride above 1"),
+    Rule("spd_to_strided", _find_spd, _build_spd, inverse="strided_to_spd",
+         looks_for="space-to-depth (Focus slices + cat, a SpaceToDepth module or function) then a conv, or a SpaceToDepthConv"),
+    Rule("transposed_to_subpixel", _find_transposed, _build_transposed, {"order": "crd"}, inverse="subpixel_to_transposed",
+         leaves=lambda options: (PeriodicBias,), looks_for="a ConvTranspose1d/2d/3d"),
     Rule("subpixel_to_transposed", _find_subpixel, _build_subpixel, {"fold_bn": True}, inverse="transposed_to_subpixel",
-         decide=_decide_subpixel),
+         decide=_decide_subpixel, looks_for="a conv [+ BatchNorm] then depth-to-space (PixelShuffle or another order), or a SubPixelConv"),
     Rule("fold_stage", _find_stage, _build_stage,
          {"stage": REQUIRED, "r": REQUIRED, "order": "crd", "fold_bn": True, "cost_neutral_only": True},
-         inverse="unfold_stage", leaves=_stage_leaves, details=_stage_details),
-    Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, inverse="fold_stage", leaves=_stage_leaves),
-    Rule("fold_bn", lambda ctx, options: conv_then_bn(ctx), _build_fold_bn),
-    Rule("to_pixel_shuffle", _find_to_shuffle, _build_to_shuffle, inverse="from_pixel_shuffle", leaves=_pair_leaves),
+         inverse="unfold_stage", leaves=_stage_leaves, details=_stage_details, looks_for="the module at the path given as stage"),
+    Rule("unfold_stage", _find_unfold, _build_unfold, {"stage": None}, inverse="fold_stage", leaves=_stage_leaves,
+         looks_for="a FoldedStage"),
+    Rule("fold_bn", lambda ctx, options: conv_then_bn(ctx), _build_fold_bn, looks_for="a conv followed by an eval-mode BatchNorm"),
+    Rule("to_pixel_shuffle", _find_to_shuffle, _build_to_shuffle, inverse="from_pixel_shuffle", leaves=_pair_leaves,
+         looks_for="a conv + depth-to-space or space-to-depth + conv in a channel order other than torch's"),
     Rule("from_pixel_shuffle", _find_from_shuffle, _build_from_shuffle, {"order": "dcr"}, inverse="to_pixel_shuffle",
-         leaves=_pair_leaves),
+         leaves=_pair_leaves, looks_for="a conv + nn.PixelShuffle / F.pixel_shuffle, or nn.PixelUnshuffle + conv"),
 ):
     RULES.register(_built_in.name, _built_in)

@@ -136,7 +136,7 @@ def test_the_summary_line_carries_the_costs_the_training_verdict_and_what_going_
 def test_onnx_op_changes_are_explained_and_site_rows_carry_no_model_wide_figure():
     """A 1x1 stride-2 conv before a BatchNorm becomes space-to-depth, conv, crop: the crop (a Slice) stands between
     the Conv and the BatchNorm, so the export keeps a BatchNormalization node: onnx.md says so, and why."""
-    from foldconv.experiments.rewrite import ModelRun, onnx_rows, site_rows
+    from foldconv.experiments.rewrite import ModelRun, onnx_rows, site_onnx_ops, site_rows
     from foldconv.surgery import export_onnx, rewrite
 
     torch.manual_seed(0)
@@ -147,11 +147,12 @@ def test_onnx_op_changes_are_explained_and_site_rows_carry_no_model_wide_figure(
     new, report = rewrite(model, (1, 4, 8, 8), ["strided_to_spd"])
     onnx = {"original": export_onnx(model, (1, 4, 8, 8)), "rewritten": export_onnx(new, (1, 4, 8, 8))}
     assert onnx["original"].norm_inputs == () and onnx["rewritten"].norm_inputs == ("Slice",)
-    run = ModelRun("m", (1, 4, 8, 8), ("strided_to_spd",), report, onnx=onnx)
+    run = ModelRun("m", (1, 4, 8, 8), ("strided_to_spd",), report, onnx=onnx, site_ops=site_onnx_ops(report))
     rewritten = next(r for r in onnx_rows(run) if r["form"] == "rewritten")
     assert "+BatchNormalization" in rewritten["change vs original"]
     why = rewritten["why the ops changed"]
-    assert "+BatchNormalization x1" in why and "follow Slice" in why and "the rewritten sites' own steps" in why
+    assert "+BatchNormalization: " in why and "follow Slice" in why and "the own steps of site 0" in why
+    assert why.count("end fit") == 1, why
     every_op = set(re.findall(r"[+-]([A-Za-z()]+)", rewritten["change vs original"]))
     assert every_op >= {"Pad", "Slice", "BatchNormalization"} and all(op in why for op in every_op), (every_op, why)
     rows = site_rows(run)
@@ -172,3 +173,156 @@ def test_the_summary_states_what_the_app_and_the_rules_did_to_the_model_besides_
     assert "seeded random weights (seed 3)" in line and "in eval mode" in line
     _, plain = rewrite(model, (1, 4, 8, 8), [("fold_stage", {"stage": "1", "r": 2, "fold_bn": False})])
     assert "besides the rules" not in summary_text(RewriteRun((ModelRun("net", (1, 4, 8, 8), ("fold_stage",), plain),)))
+
+
+def test_one_rule_name_alone_is_a_list_of_one():
+    from foldconv.experiments.rewrite import RewriteExperiment, normalize_rules
+
+    assert normalize_rules("subpixel_to_transposed") == ("subpixel_to_transposed",)
+    assert RewriteExperiment(model="espcn", rules="subpixel_to_transposed").rules == ("subpixel_to_transposed",)
+    with pytest.raises(ValueError, match="rules=''"):
+        normalize_rules("")
+
+
+def test_a_rule_that_matches_nothing_says_so_and_what_it_looks_for(tmp_path):
+    from foldconv.experiments.rewrite import RewriteExperiment, run_rewrite
+
+    e = RewriteExperiment(model="espcn", rules=["transposed_to_subpixel"], size="test", onnx=False, timing=False)
+    result = run_rewrite(e, tmp_path)
+    hint = "rule transposed_to_subpixel matches no site in espcn (it looks for a ConvTranspose"
+    assert hint in result.answer and hint in (tmp_path / "summary.md").read_text()
+    sites = (tmp_path / "sites.md").read_text()
+    assert "No site: " + hint in sites and "|  |" not in sites
+
+
+class _ReflectSubPixel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 8, 3, padding=1, padding_mode="reflect")
+        self.shuffle = torch.nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.shuffle(self.conv(x))
+
+
+def test_a_site_not_applied_gives_its_reason_in_the_summary_and_no_after_cost():
+    from foldconv.experiments.rewrite import ModelRun, RewriteRun, site_rows, summary_text
+    from foldconv.surgery import rewrite
+
+    _, report = rewrite(_ReflectSubPixel().eval(), (1, 2, 6, 6), ["subpixel_to_transposed"])
+    run = ModelRun("subpix", (1, 2, 6, 6), ("subpixel_to_transposed",), report)
+    line = summary_text(RewriteRun((run,)))
+    assert "0 of 1 site(s) applied" in line and "not applied: subpixel_to_transposed at" in line
+    assert "padding_mode='reflect': must be 'zeros'" in line, line
+    (row,) = site_rows(run)
+    assert row["params before"] == 8 * 2 * 9 + 8 and row["params after"] == "" and row["MACs after"] == ""
+    fig = sites_figure([row])
+    for ax in fig.axes:  # one bar (before) per axis, and the words "not applied" where the after bar would be
+        assert len(ax.patches) == 1 and any("not applied" in t.get_text() for t in ax.texts)
+        assert not any(t.get_text() == "0" for t in ax.texts)
+    assert "reflect" in " ".join(t.get_text() for t in fig.axes[0].texts)
+
+
+def test_a_shape_without_the_batch_axis_is_refused_up_front_naming_input_shape(tmp_path):
+    from foldconv.experiments.rewrite import RewriteExperiment, run_rewrite
+
+    e = RewriteExperiment(model="espcn", input_shape=[1, 32, 32], timing=False)
+    with pytest.raises(ValueError, match=re.escape("input_shape=[1, 32, 32]: must be a full tensor shape with the batch "
+                                                   "axis first; did you mean [1, 1, 32, 32]?")):
+        run_rewrite(e, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_export_failure_is_one_line_naming_the_label_and_keeps_the_verified_rewrite(tmp_path, capfd):
+    """torch's legacy exporter refuses pixel_shuffle on an unbatched (C, H, W) input and logs its whole graph on the
+    process's stdout; the run says so in one line under the model's label and writes everything else."""
+    from foldconv.experiments.rewrite import ModelRun, RewriteExperiment, onnx_rows, run_rewrite
+    from foldconv.surgery import export_onnx
+
+    shuffle = torch.nn.Sequential(torch.nn.PixelShuffle(2))
+    with pytest.raises(ValueError) as info:
+        export_onnx(shuffle, (4, 4, 4), name="shuffler")
+    text = str(info.value)
+    assert text.startswith("model='shuffler': torch.onnx.export failed") and "only support 4d input" in text
+    assert "https" not in text and "\n" not in text
+    assert "graph" not in capfd.readouterr().out
+    e = RewriteExperiment(model=shuffle, rules=["fold_bn"], input_shape=[4, 4, 4], timing=False)
+    result = run_rewrite(e, tmp_path)
+    assert "graph" not in capfd.readouterr().out
+    (run,) = result.value.models
+    assert isinstance(run, ModelRun) and run.report.ok and isinstance(run.onnx["original"], str)
+    assert any("export failed" in c.detail and not c.ok for c in result.checks)
+    rows = onnx_rows(run)
+    assert [r["ok"] for r in rows] == [False, False] and "only support 4d input" in rows[0]["why the ops changed"]
+    assert {"summary.md", "sites.md", "models.md", "onnx.md"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_timms_build_of_a_real_models_name_is_told_apart_from_the_real_model():
+    from foldconv.experiments.rewrite import RewriteExperiment
+
+    with pytest.raises(ValueError) as info:
+        RewriteExperiment(model="timm:tresnet_m")
+    text = str(info.value)
+    assert "timm:tresnet_m is timm's build; the rewrite app's real model is model=tresnet_m" in text, text
+    assert "must be given for tresnet_m" not in text
+
+
+@pytest.mark.parametrize("order", ["dcr", "crd", "focus"])
+def test_the_way_back_restores_the_layout_order_the_site_had(order):
+    """spd_to_strided on timm's (dcr) space-to-depth, taken back by inverse_rules: the same order again, not the
+    inverse rule's default."""
+    from foldconv.layout import SpaceToDepth, normalize_order
+    from foldconv.surgery import inverse_rules, rewrite
+
+    model = torch.nn.Sequential(SpaceToDepth(2, order), torch.nn.Conv2d(12, 8, 3, padding=1)).eval()
+    new, report = rewrite(model, (1, 3, 8, 8), ["spd_to_strided"])
+    inverse = inverse_rules(["spd_to_strided"], report=report, model=new, input_shape=(1, 3, 8, 8))
+    assert inverse == (("strided_to_spd", {"order": " ".join(normalize_order(order)), "at": ["1"]}),)
+    back_model, back = rewrite(new, (1, 3, 8, 8), list(inverse))
+    assert back.ok and f"order='{' '.join(normalize_order(order))}'" in back.sites[0].after
+
+
+def test_every_onnx_op_change_is_given_to_the_site_steps_that_export_it():
+    """ESPCN's sub-pixel site becomes a transposed conv and a periodic bias: the bias's Gather, Reshapes and Add are
+    the site's own (its module exported alone shows them), and a row without a space-to-depth site says nothing of
+    an end fit. A model op no site exports is said to be the exporter's work around the sites."""
+    from types import SimpleNamespace as R
+
+    from foldconv.experiments.rewrite import REAL_MODELS, ModelRun, SiteOps, onnx_rows, op_change_reasons, site_onnx_ops
+    from foldconv.surgery import export_onnx, rewrite
+
+    model = REAL_MODELS["espcn"].build()
+    shape = REAL_MODELS["espcn"].test_input_shape
+    new, report = rewrite(model, shape, ["subpixel_to_transposed"])
+    sites = site_onnx_ops(report)
+    assert set(sites["subpixel.0"].after) >= {"ConvTranspose", "Gather", "Add"}
+    onnx = {"original": export_onnx(model, shape), "rewritten": export_onnx(new, shape)}
+    why = onnx_rows(ModelRun("espcn", shape, ("subpixel_to_transposed",), report, onnx=onnx, site_ops=sites))[1]["why the ops changed"]
+    assert why.startswith("+Add, +ConvTranspose, +Gather, +Reshape x5, -Conv, -DepthToSpace(CRD): the own steps of site subpixel.0"), why
+    assert "not in any" not in why and "end fit" not in why and "Pad" not in why
+    # an op no site's export has is not given to a site
+    lone = {"0": SiteOps("transposed_to_subpixel", "Conv2d + DepthToSpace", ("ConvTranspose",), ("Conv", "DepthToSpace(CRD)"))}
+    text = op_change_reasons(R(ops=("ConvTranspose",)), R(ops=("Conv", "DepthToSpace(CRD)", "Gather")), lone)
+    assert "+Gather: not in any rewritten site's own export" in text and "+Conv, +DepthToSpace(CRD), -ConvTranspose: the own steps of site 0" in text
+
+
+def test_the_way_back_takes_the_periodic_bias_into_its_site_and_counts_it():
+    """ESPCN's last conv has a bias per sub-pixel: subpixel_to_transposed writes a bias-free transposed conv and a
+    PeriodicBias; transposed_to_subpixel takes both as one site, so its row counts the bias's 9 parameters and the
+    sub-pixel conv gets its bias back. A changed bias value must still be restored (the bias is copied, not zeroed)."""
+    from foldconv.experiments.rewrite import REAL_MODELS, ModelRun, site_rows
+    from foldconv.surgery import inverse_rules, rewrite
+
+    model = REAL_MODELS["espcn"].build()
+    shape = REAL_MODELS["espcn"].test_input_shape
+    new, report = rewrite(model, shape, ["subpixel_to_transposed"])
+    inverse = inverse_rules(["subpixel_to_transposed"], report=report, model=new, input_shape=shape)
+    back_model, back = rewrite(new, shape, list(inverse))
+    assert back.ok
+    rows = site_rows(ModelRun("espcn", shape, ("subpixel_to_transposed",), report, back))
+    assert [(r["params before"], r["params after"]) for r in rows] == [(2601, 2601), (2601, 2601)]
+    assert "PeriodicBias" in rows[1]["before"]
+    convs = [m for m in back_model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 9]
+    assert len(convs) == 1 and torch.equal(convs[0].bias.detach(), model.subpixel[0].bias.detach())
+    x = torch.randn(shape, dtype=torch.float64)
+    assert torch.allclose(back_model.double()(x), model.double()(x), rtol=1e-10, atol=1e-12)

@@ -44,11 +44,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .._validate import CONV_TRANSPOSE_TYPES, CONV_TYPES, require_bool, require_device, require_int
+from .._validate import require_bool, require_device, require_int
 from ..errors import FoldError, first_line, fold_error
 from ..models import ModelSpec, randomize_batchnorm, resolve_model
 from ..surgery.rules import RULES, inverse_rules
 from ..surgery.timing import require_seconds
+from ..tracing import require_batch_axis
 from .app import AppResult, Check, model_given
 from .io import progress_bar, save_figure, write_markdown, write_table
 from .rewrite_plots import sites_figure, timings_figure
@@ -57,7 +58,7 @@ from .spd_models import build_spd_model, spd_model_labels
 __all__ = [
     "RealModel", "REAL_MODELS", "real_model", "RewriteExperiment", "ModelRun",
     "RewriteRun", "run_rewrite", "normalize_rules", "model_patterns", "with_patterns", "summary_text", "site_rows",
-    "timing_rows", "onnx_rows", "no_site_text", "require_model_rank", "SiteOps", "site_onnx_ops",
+    "timing_rows", "onnx_rows", "no_site_text", "SiteOps", "site_onnx_ops",
 ]
 
 RuleArg = Union[str, Tuple[str, Mapping[str, Any]]]
@@ -640,29 +641,6 @@ def _surgery() -> Any:
                            benchmark_forms=benchmark_forms)
 
 
-def require_model_rank(model: torch.nn.Module, input_shape: Sequence[int], label: str) -> None:
-    """Refuse an ``input_shape`` whose length does not fit the model's convs (``(N, C)`` and one size per spatial
-    axis): torch runs a 2-D conv on an unbatched ``(C, H, W)`` too, so a forgotten batch axis would not fail until
-    the ONNX export, far from the parameter that caused it.
-
-    Example:
-        >>> require_model_rank(torch.nn.Conv2d(1, 4, 3), [1, 32, 32], "net")
-        Traceback (most recent call last):
-        ...
-        foldconv.errors.FoldError: input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]? (net's convs are 2-D: (N, C, H, W))
-    """
-    convs = [m for m in model.modules() if isinstance(m, CONV_TYPES + CONV_TRANSPOSE_TYPES)]
-    if not convs:
-        return
-    dims = len(convs[0].kernel_size)
-    if len(input_shape) == dims + 2:
-        return
-    axes = "(N, C, " + ", ".join(("L",) if dims == 1 else ("H", "W") if dims == 2 else ("D", "H", "W")) + ")"
-    hint = f"; did you mean {[1] + list(input_shape)}?" if len(input_shape) == dims + 1 else ""
-    raise fold_error("input_shape", list(input_shape), f"must be a full tensor shape with the batch axis first{hint} "
-                                                       f"({label}'s convs are {dims}-D: {axes})")
-
-
 def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     surgery = _surgery()
     case = e.case(spec)
@@ -670,7 +648,7 @@ def _one_model(e: RewriteExperiment, spec: ModelSpec) -> ModelRun:
     rules = e.rules or case.rules  # a model without a case has rules (refused in RewriteExperiment otherwise)
     model = _seeded(spec, e.seed)
     if e.input_shape is not None:
-        require_model_rank(model, shape, spec.label)
+        require_batch_axis(model, shape, label=spec.label)
     try:
         new, report = surgery.rewrite(model, shape, list(rules), verify=True, seed=e.seed)
         back = None

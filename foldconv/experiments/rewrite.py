@@ -450,7 +450,7 @@ def site_onnx_ops(report: Any) -> Dict[str, Union[SiteOps, str]]:
 
     Example:
         >>> from foldconv.surgery import rewrite
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1, bias=False), torch.nn.PixelShuffle(2))
         >>> ops = site_onnx_ops(rewrite(net, (1, 2, 4, 4), ["subpixel_to_transposed"])[1])
         >>> ops["0"].before, ops["0"].after
         (('Conv', 'DepthToSpace(CRD)'), ('ConvTranspose',))

@@ -51,8 +51,10 @@ def test_sweep_separates_r_and_labels_every_count(kept):
     summary.plot_outcomes_by_r(rows, "by_r.png")
     ax = kept["by_r.png"].axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["r=0", "r=2", "r=3", "r=(2, 1)"]  # numeric order
-    assert sorted(bar_widths(ax)) == [0] * 11 + [1, 1, 1, 1, 2]  # 4 r values x 4 outcomes; r=2: 2 hold, 1 fails
-    assert summary.Tally.of(rows).by_r["2"] == {"holds": 2, "fails": 1}
+    # 4 r values x 4 outcomes; r=2: 2 hold (the modes row, run at r=2 only, is not pooled with r's effect: named instead)
+    assert sorted(bar_widths(ax)) == [0] * 12 + [1, 1, 1, 2]
+    assert "modes (run at r=2 only)" in ax.get_title()
+    assert summary.Tally.of(rows).by_section_r["theorem"]["2"] == {"holds": 2}
     summary.plot_outcomes(rows, "outcomes.png")
     ax = kept["outcomes.png"].axes[0]
     # the single invalid configuration is a labelled bar of its own, not a sliver on top of a stack
@@ -93,7 +95,7 @@ def test_sites_bars_start_at_zero():
     fig = sites_figure(rows)
     for ax in fig.axes:
         assert ax.get_xscale() == "linear" and ax.get_xlim()[0] == 0 and all(p.get_x() == 0 for p in ax.patches)
-    assert bar_widths(fig.axes[0]) == [3456, 3456, 100, 1100]
+    assert bar_widths(fig.axes[0]) == [3456, 3456, 100]  # a site not applied has no 'after' cost to draw
     assert "not applied" in fig.axes[0].get_yticklabels()[1].get_text()
 
 
@@ -137,10 +139,12 @@ def overlaps(a, b) -> bool:
 def test_bar_legends_cover_no_bar_and_no_label(kept, plot):
     # the largest counts in the last group, which is where a legend in the lower right used to sit
     rows = []
-    for section, r, n in (("theorem", "2", 3), ("modes", "3", 5), ("following", "4", 400)):
-        for observed in ("holds", "holds with conditions", "fails", "invalid"):
-            rows += [{"section": section, "r": r, "kernel": 3, "stride": 1, "padding": 0, "padding_mode": "zeros", "dims": 2,
-                      "observed": observed, "predicted": observed, "agree": "True"}] * n
+    for section in ("theorem", "modes", "following"):  # every section at every r: the by-r figure pools them all
+        for r in ("2", "3", "4"):
+            n = 400 if "following" in (section, r) or r == "4" else 3
+            for observed in ("holds", "holds with conditions", "fails", "invalid"):
+                rows += [{"section": section, "r": r, "kernel": 3, "stride": 1, "padding": 0, "padding_mode": "zeros", "dims": 2,
+                          "observed": observed, "predicted": observed, "agree": "True"}] * n
     getattr(summary, plot)(rows, "bars.png")
     fig = kept["bars.png"]
     fig.tight_layout()
@@ -168,4 +172,4 @@ def test_the_error_heatmap_says_what_the_error_is_measured_against(tmp_path, mon
              "predicted": "holds", "observed": "equivalent"} for r in (1, 2)]
     plot_errors(rows, tmp_path / "e.png")
     text = " ".join(titles)
-    assert "vs the original in float64" in text and "r = 1" in text and "rounding" in text, text
+    assert "vs the original in float64" in text and "the r=1 row" in text and "rounding" in text, text

@@ -88,7 +88,7 @@ def require_batch_axis(model: nn.Module, input_shape: Sequence[int], *, param: s
         >>> require_batch_axis(nn.Sequential(nn.Conv2d(1, 4, 3)), [1, 32, 32], label="net")
         Traceback (most recent call last):
         ...
-        foldconv.errors.FoldError: input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]? (net's first layer 0, a Conv2d, takes (N, C) and 2 spatial axes)
+        foldconv.errors.FoldError: input_shape=[1, 32, 32]: must be a full tensor shape with the batch axis first; did you mean [1, 1, 32, 32]? (net's first layer 0, a Conv2d, takes (N, C=1) and 2 spatial axes)
         >>> require_batch_axis(nn.Sequential(nn.Conv2d(1, 4, 3)), [1, 1, 32, 32])
     """
     found = next(((name, m) for name, m in model.named_modules() if isinstance(m, _SPATIAL_LAYERS)), None)
@@ -97,9 +97,12 @@ def require_batch_axis(model: nn.Module, input_shape: Sequence[int], *, param: s
     name, layer = found
     dims = len(layer.kernel_size)
     if len(input_shape) == dims + 1:
-        raise fold_error(param, list(input_shape), f"must be a full tensor shape with the batch axis first; did you mean "
-                                                   f"{[1, *input_shape]}? ({label}'s first layer {name}, a {type(layer).__name__}, "
-                                                   f"takes (N, C) and {dims} spatial axes)")
+        takes = f"({label}'s first layer {name}, a {type(layer).__name__}, takes (N, C={layer.in_channels}) and {dims} spatial axes)"
+        if input_shape[0] == layer.in_channels:  # (C, *spatial): the batch axis forgotten
+            raise fold_error(param, list(input_shape), f"must be a full tensor shape with the batch axis first; did you mean "
+                                                       f"{[1, *input_shape]}? {takes}")
+        raise fold_error(param, list(input_shape), f"must be a full tensor shape (N, C, and {dims} spatial axes), e.g. "
+                                                   f"{[1, layer.in_channels, *[input_shape[-1]] * dims]} {takes}")
 
 
 def _split_leaves(leaves: Any) -> Tuple[Tuple[type, ...], frozenset, Tuple[Callable[[nn.Module], bool], ...]]:

@@ -163,7 +163,9 @@ def _in_progress(out: Path, label: str) -> str:
 def _summary_text(result: AppResult, answer: str) -> str:
     """summary.md of an app that does not write its own: title, answer (with the checks' verdict), the app's
     own Markdown (its leading ``# <title>`` dropped: the title is already there), the failed checks."""
-    body = result.summary or (result.text if result.text.strip() not in ("", result.answer.strip()) else "")
+    # a JSON document (format=json) is what stdout prints, not a summary to read: the files hold the same figures
+    text = "" if result.document else result.text
+    body = result.summary or (text if text.strip() not in ("", result.answer.strip()) else "")
     lines = body.strip("\n").splitlines()
     if lines and lines[0].strip() == f"# {result.title}":
         lines = lines[1:]

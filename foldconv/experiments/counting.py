@@ -334,7 +334,9 @@ def _measure(job: CountJob, rs: Sequence[IntOrTuple], order: Order, compare_r: O
     if compare_r is not None and folds and not isinstance(job.model, CONV_TYPES) and _plain(job.input_shape):
         model_fold = compare_model_fold(job.model, job.input_shape, r=compare_r, order=order)
         if model_fold.folded_layers:
-            checks.append(Check.equal(f"fold r={compare_r} keeps params and macs", True, model_fold.keeps_costs, subject=label))
+            convs = sum(1 for _ in report.conv_layers())
+            scope = "" if model_fold.folded_layers == convs else f" (the {model_fold.folded_layers} of {convs} convs whose fold is cost-neutral)"
+            checks.append(Check.equal(f"fold r={compare_r} keeps params and macs{scope}", True, model_fold.keeps_costs, subject=label))
     return _Measured(job, report, tuple(checks), dense_equivalents(report), folds, tuple(conv_folds), model_fold, compare_r)
 
 
@@ -358,9 +360,13 @@ def _write(m: _Measured, out: Path, plot: bool) -> List[Path]:
         layout = len(cmp.report.layout_ops) if cmp.report is not None else 0
         # both numbers belong to this one r: another r folds other convs and needs other layout layers (mobilenet_v2:
         # 34 convs and 70 layout layers at r=2, 32 and 68 at r=4), so the title names r with them
-        title = (f"{label}: totals before and after folding {cmp.folded_layers} conv(s) with r={m.compare_r}, which adds "
+        convs = sum(1 for _ in m.report.conv_layers())
+        left = convs - cmp.folded_layers
+        title = (f"{label}: totals before and after folding {cmp.folded_layers} of its {convs} conv(s) with r={m.compare_r}, which adds "
                  f"{layout} DepthToSpace/SpaceToDepth layer(s) (both counts are for r={m.compare_r}: {label}_fold.md shows "
-                 "which convs fold with each r)")
+                 "which convs fold with each r)"
+                 + (f"; the other {left} are left as they are: their fold does not hold at this r, or changes params and MACs "
+                    f"(dilated or grouped convs, yes* in {label}_fold.md), so these totals say nothing about them" if left else ""))
         files += write_table(cmp.rows(), out / f"{label}_fold_model", title=title).values()
     if plot:
         files.append(plot_layers(m.report, out / f"{label}_layers.png"))

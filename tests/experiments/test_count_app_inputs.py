@@ -32,6 +32,11 @@ def test_a_hugging_face_model_with_token_ids_and_a_mask_counts_exactly_as_json(t
     assert model["totals"]["macs"] == BERT_MACS and not model["unsupported_ops"]
     assert json.loads((tmp_path / "BertModel.json").read_text())["totals"]["macs"] == BERT_MACS
     assert "├─ encoder" in (tmp_path / "BertModel_tree.txt").read_text()
+    from foldconv.experiments.app import conclude
+
+    conclude(result, tmp_path)  # summary.md is for reading: the answer and the files, not the JSON stdout printed
+    summary = (tmp_path / "summary.md").read_text()
+    assert '"models"' not in summary and len(summary.splitlines()) < 10, summary[:500]
 
 
 def test_the_tables_carry_readable_totals_and_the_tree_its_depth(tmp_path):

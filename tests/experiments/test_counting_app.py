@@ -272,3 +272,15 @@ def test_a_model_without_a_conv_says_why_it_has_no_fold_view(tmp_path):
     assert not (tmp_path / "a" / "gen_fold.md").exists()
     run = run_count_jobs([CountJob("conv", torch.nn.Conv2d(4, 2, 3), (1, 4, 8, 8))], tmp_path / "b", fold_rs=(2,), plot=False)
     assert "no fold view" not in count_result(run).text
+
+
+def test_the_fold_check_and_table_name_the_convs_they_leave_out(tmp_path):
+    import torch
+
+    from foldconv.experiments.counting import CountJob, run_count_jobs
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2))
+    run = run_count_jobs([CountJob("net", net, (1, 4, 8, 8))], tmp_path, fold_rs=(2,), fold_compare_r=2, plot=False)
+    (check,) = [c for c in run.checks if "keeps params and macs" in c.name]
+    assert "(the 1 of 2 convs whose fold is cost-neutral)" in check.name  # the dilated conv's fold changes its costs
+    assert "the other 1 are left as they are" in (tmp_path / "net_fold_model.md").read_text()

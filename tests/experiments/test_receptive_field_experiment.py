@@ -264,3 +264,9 @@ def test_a_run_without_checks_says_nothing_was_checked(tmp_path):
     run_receptive_field(RFExperiment(model=CONV, input_shape=(1, 3, 16, 16), check=False, fold=FoldTable(r=0)), tmp_path)
     summary = (tmp_path / "summary.md").read_text()
     assert "Nothing was checked (check=false" in summary and "Every check holds" not in summary
+
+
+def test_a_three_entry_shape_that_is_not_channels_first_gets_a_full_shape_not_a_wrong_guess(tmp_path):
+    with pytest.raises(FoldError) as info:  # [1, 3, 64]: prepending a batch axis would make C = 1 for a 3-channel conv
+        run_receptive_field(RFExperiment(model="resnet18", input_shape=[1, 3, 64], check=False, fold=FoldTable(r=0)), tmp_path)
+    assert info.value.param == "input_shape" and "e.g. [1, 3, 64, 64]" in str(info.value) and "did you mean" not in str(info.value)

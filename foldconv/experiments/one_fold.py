@@ -182,6 +182,11 @@ class OneFoldResult:
         if self.plan is None or self.report is None:
             return f"cannot fold: {self.reason} (nothing to check: there is no folded conv)"
         text = f"r={self.experiment.fold.r}: {self.report.summary()}"
+        original, folded = self.costs
+        if (original.params, original.macs) != (folded.params, folded.macs):  # equal function, not equal cost (FOLD-7's conditions)
+            why = " and ".join(w for w, on in (("groups merged", self.plan.groups_expanded), ("dilation made dense", self.plan.dilation_expanded)) if on)
+            text += (f", but it costs more: params {original.params:,} -> {folded.params:,}, MACs {original.macs:,} -> {folded.macs:,}"
+                     + (f" ({why}: the fold holds with conditions)" if why else ""))
         return f"{text}; {self.speed_answer()}" if self.timings else text
 
     @property

@@ -195,3 +195,13 @@ def test_speed_is_a_speedup_with_its_interval_timed_in_interleaved_rounds(monkey
     assert rows["original"]["inconclusive"] == "" and "reference" in rows["original"]["reads"]
     assert "2.00x [1.86, 2.16]" in result.speed_answer() and "1.00x [0.78, 1.37] inconclusive" in result.speed_answer()
     assert "higher is faster" in result.to_markdown() and "ratio" not in result.to_markdown()
+
+
+def test_an_exact_fold_that_costs_more_says_so_in_its_answer():
+    dilated = run_one_fold(OneFoldExperiment(conv=ConvSpec.make(2, 16, 8, 3, dilation=2), fold=FoldSpec.make(2), input_size=(8, 8),
+                                             timing=False))
+    assert dilated.ok and "equivalent (exact)" in dilated.answer()
+    assert "but it costs more: params 1,160 -> 3,208" in dilated.answer() and "dilation made dense" in dilated.answer()
+    plain = run_one_fold(OneFoldExperiment(conv=ConvSpec.make(2, 16, 8, 3, padding=1), fold=FoldSpec.make(2), input_size=(8, 8),
+                                           timing=False))
+    assert "costs more" not in plain.answer()

@@ -177,6 +177,11 @@ def equivariance_error(
     dims = len(rate)
     if keep is not None and len(keep) != dims:
         raise fold_error("keep", keep, f"must give one (lo, hi) range per spatial axis ({dims})")
+    for y in (y0, y1):  # a Hugging Face ModelOutput, a tuple: which of its tensors to compare is the caller's choice
+        if not isinstance(y, torch.Tensor):
+            raise fold_error("model output", type(y).__name__, "must be one tensor (a feature map or logits) to measure shifts on; "
+                                                        "wrap a model that returns a mapping or tuple so that it returns the tensor you mean "
+                                                        "(e.g. its last_hidden_state)")
     if any(q == 0 for q in rate):  # read the whole axis: invariant
         ref, got = y0, y1
     else:

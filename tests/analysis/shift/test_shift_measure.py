@@ -209,3 +209,10 @@ def test_a_sub_pixel_stage_whose_period_divides_the_shift_is_checked_exactly_and
     assert equivariance_error(captured[0], captured[1], (0, 1), rate, keep=[rows, (lo, hi)])[0] == 0.0
     assert equivariance_error(captured[0], captured[1], (0, 1), rate, keep=[rows, (lo - 1, hi)])[0] > 0
     assert equivariance_error(captured[0], captured[1], (0, 1), rate, keep=[rows, (lo, hi + 1)])[0] > 0
+
+
+def test_a_model_output_that_is_not_a_tensor_is_named_not_a_deep_attribute_error():
+    y = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(FoldError) as info:
+        equivariance_error({"last_hidden_state": y}, y, (1, 1), (Fraction(1), Fraction(1)))
+    assert info.value.param == "model output" and "must be one tensor" in str(info.value)

@@ -130,6 +130,7 @@ def check_dcgan(**kwargs):
 
 
 @pytest.mark.claim("REAL-3")
+@pytest.mark.slow  # a whole model of many sites verified exactly: seconds; `make test` runs it
 def test_dcgan_generator_becomes_sub_pixel_convs_and_back():
     check_dcgan(ngf=8)  # the tutorial's generator at an eighth of its width: the same layers, faster checks
 

@@ -79,6 +79,7 @@ def test_yolov5_focus_stem_becomes_one_6x6_stride_2_conv():
 
 
 @pytest.mark.claim("SURGERY-4")
+@pytest.mark.slow  # a whole model of many sites verified exactly: seconds; `make test` runs it
 def test_every_one_of_the_24_slice_orders_is_rewritten_exactly():
     model = AllOrders()
     new, report = rewrite(model, (1, 2, 8, 8), ["focus_to_conv"])

@@ -268,6 +268,20 @@ def _other_shapes(shape: Tuple[int, ...], other_shapes: Optional[Sequence[Sequen
     return tuple(tracing.validate_input_shape(s, param="other_shapes", ranks=(len(shape),)) for s in other_shapes)
 
 
+def _float_run(model: nn.Module, x: torch.Tensor, label: str) -> Tuple[nn.Module, torch.Tensor]:
+    """A float32 CPU eval copy of ``model`` (what is exported) and its output on ``x``; FoldError naming
+    ``input_shape`` when it cannot run on ``x``, ``model`` when it does not return one tensor."""
+    model = copy.deepcopy(model).eval().float().cpu()
+    try:
+        with torch.no_grad():
+            y = model(x)
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise fold_error("input_shape", tuple(x.shape), f"the model cannot run on it: {first_line(err)}") from None
+    if not isinstance(y, torch.Tensor):
+        raise fold_error("model", label, f"must return one tensor to compare, not {type(y).__name__}")
+    return model, y
+
+
 def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, rtol: float = 1e-4, seed: int = 0,
                 other_shapes: Optional[Sequence[Sequence[int]]] = None, name: Optional[str] = None) -> OnnxReport:
     """Export ``model`` (a copy, in eval mode, float32, on the CPU) to ONNX in memory with dynamic batch and spatial
@@ -313,16 +327,9 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17
         tracing.require_run_memory(model, s, copies=3, bytes_per_element=4, what="exporting the model and running it in onnxruntime")
     onnx = require_package("onnx")
     ort = require_package("onnxruntime")
-    model = copy.deepcopy(model).eval().float().cpu()
     gen = torch.Generator().manual_seed(require_int(seed, "seed", 0))
     x = torch.randn(shape, generator=gen)
-    try:
-        with torch.no_grad():
-            expected = model(x)
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
-    if not isinstance(expected, torch.Tensor):
-        raise fold_error("model", label, f"must return one tensor to compare, not {type(expected).__name__}")
+    model, expected = _float_run(model, x, label)
     data, exporter, note, dynamic = _export(model, x, expected, opset, label)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -371,15 +378,8 @@ def onnx_ops(model: nn.Module, input_shape: Sequence[int], *, opset: int = 17, n
     tracing.require_run_memory(model, shape, copies=3, bytes_per_element=4, what="exporting the model")
     onnx = require_package("onnx")
     label = name if isinstance(name, str) else _name(model)
-    model = copy.deepcopy(model).eval().float().cpu()
     x = torch.zeros(shape)
-    try:
-        with torch.no_grad():
-            y = model(x)
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise fold_error("input_shape", shape, f"the model cannot run on it: {first_line(err)}") from None
-    if not isinstance(y, torch.Tensor):
-        raise fold_error("model", label, f"must return one tensor, not {type(y).__name__}")
+    model, y = _float_run(model, x, label)
     data = _export(model, x, y, require_int(opset, "opset", 7), label)[0]
     return onnx_op_types(onnx.load_from_string(data))
 

@@ -262,20 +262,28 @@ def _following_point(p: Point) -> Tuple[Prediction, Observation]:
 # Space-to-depth (the unfold direction) and malformed requests.
 
 
-def _s2d_point(p: Point) -> Tuple[Prediction, Observation]:
-    big = ConvSpec.make(p.dims, 1, p.out_channels, p.kernel, stride=p.stride, padding=p.padding, padding_mode=p.padding_mode)
-    size = (p.size,) * p.dims
-    pred = predict_space_to_depth(big, p.r, size)
-    fold = FoldSpec.make(p.r, "crd", p.dims)
+def _strided_reference(p: Point, big: ConvSpec, size: Tuple[int, ...]):
+    """The point's integer draws and the strided conv's output on them: ``(trials, w, b, x, ref)``, None when torch
+    refuses the conv. Trials are stacked as groups (one input channel each): space_to_depth in "c rh rw" order keeps
+    them apart."""
     gen = torch.Generator().manual_seed(p.seed())
-    # Trials stacked as groups (one input channel each): space_to_depth in "c rh rw" order keeps them apart.
     bound, trials = draw_plan(math.prod(big.kernel_size))
     w = integers((trials * big.out_channels, 1) + big.kernel_size, gen, bound)
     b = integers((trials * big.out_channels,), gen, bound)
     x = integers((p.batch, trials) + size, gen, bound)
     ref = _attempt(lambda: conv_nd(x, w, b, big.stride, big.padding, big.dilation, trials, big.padding_mode))
-    if ref is None:
+    return None if ref is None else (trials, w, b, x, ref)
+
+
+def _s2d_point(p: Point) -> Tuple[Prediction, Observation]:
+    big = ConvSpec.make(p.dims, 1, p.out_channels, p.kernel, stride=p.stride, padding=p.padding, padding_mode=p.padding_mode)
+    size = (p.size,) * p.dims
+    pred = predict_space_to_depth(big, p.r, size)
+    fold = FoldSpec.make(p.r, "crd", p.dims)
+    drawn = _strided_reference(p, big, size)
+    if drawn is None:
         return pred, _REFUSED
+    trials, w, b, x, ref = drawn
     small = unfold_weight(w, fold.r, "crd")
     s_stride = tuple(s // f for s, f in zip(big.stride, fold.r))
     s_pad = tuple(q // f for q, f in zip(big.padding, fold.r))
@@ -325,14 +333,10 @@ def _strided_spd_point(p: Point) -> Tuple[Prediction, Observation]:
     big = ConvSpec.make(p.dims, 1, p.out_channels, p.kernel, stride=p.stride, padding=p.padding, padding_mode=p.padding_mode)
     size = (p.size,) * p.dims
     pred = _strided_spd_prediction(big, p.stride, size)
-    gen = torch.Generator().manual_seed(p.seed())
-    bound, trials = draw_plan(math.prod(big.kernel_size))
-    w = integers((trials * big.out_channels, 1) + big.kernel_size, gen, bound)
-    b = integers((trials * big.out_channels,), gen, bound)
-    x = integers((p.batch, trials) + size, gen, bound)
-    ref = _attempt(lambda: conv_nd(x, w, b, big.stride, big.padding, big.dilation, trials, big.padding_mode))
-    if ref is None:
+    drawn = _strided_reference(p, big, size)
+    if drawn is None:
         return pred, _REFUSED
+    trials, w, b, x, ref = drawn
     s, k, pad, d = p.stride, p.kernel, p.padding, p.dims
     unit = (1,) * d
 
